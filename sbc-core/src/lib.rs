@@ -1,0 +1,6 @@
+//! `sbc-core`: the B2BUA of the SBC. `sip` is the sans-IO protocol core (messages,
+//! transactions); `b2bua` turns one call into two independent dialogs; `transport` and the
+//! `sbcd` binary are the thin tokio driver around them. It never blocks the per-message path on
+//! I/O and never panics on network input.
+
+pub mod sip;
