@@ -4,3 +4,4 @@
 //! I/O and never panics on network input.
 
 pub mod sip;
+pub mod b2bua;

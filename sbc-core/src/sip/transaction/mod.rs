@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::msg::Message;
 
-pub use client_invite::ClientInvite;
+pub use client_invite::{ClientInvite, State as ClientInviteState};
 pub use client_non_invite::ClientNonInvite;
 pub use key::{cancelled_invite_key, client_key, server_key, TxKey};
 pub use server_invite::ServerInvite;

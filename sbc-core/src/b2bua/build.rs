@@ -1,0 +1,197 @@
+//! Builders for the messages the B2BUA sends. Rows a leg owns are generated; every other row of
+//! the message being relayed is copied byte for byte.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+
+use super::call::Leg;
+use super::types::{Source, Transport};
+use crate::sip::msg::{split_values, trim, HeaderName, Message, MessageWriter, Via};
+
+/// Rows that belong to one leg and are never copied to the other (topology hiding).
+pub(crate) fn leg_owned(name: HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via
+            | HeaderName::Route
+            | HeaderName::RecordRoute
+            | HeaderName::Contact
+            | HeaderName::CallId
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CSeq
+            | HeaderName::MaxForwards
+            | HeaderName::ContentLength
+            | HeaderName::RSeq
+            | HeaderName::RAck
+    )
+}
+
+/// Copies every row of `msg` that is not leg-owned, in order.
+pub(crate) fn copy_unowned(w: &mut MessageWriter, msg: &Message) {
+    for h in msg.headers() {
+        if !leg_owned(h.name) {
+            w.copy_row(msg, h);
+        }
+    }
+}
+
+/// Starts a response to `req`: status line, Via (top one marked with received/rport, RFC 3261
+/// §18.2.1 and RFC 3581), From, To (with `to_tag` added when it has none), Call-ID, CSeq.
+pub(crate) fn response_head(req: &Message, src: &Source, code: u16, reason: &[u8], to_tag: Option<&[u8]>) -> MessageWriter {
+    let mut w = MessageWriter::response(code, reason);
+    write_vias(&mut w, req, src.remote);
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
+        let Some(h) = req.header(name) else { continue };
+        if name == HeaderName::To && req.to_tag().is_none() && code > 100 {
+            if let Some(tag) = to_tag {
+                let mut v = req.value(h).to_vec();
+                v.extend_from_slice(b";tag=");
+                v.extend_from_slice(tag);
+                w.header("To", &v);
+                continue;
+            }
+        }
+        w.copy_row(req, h);
+    }
+    w
+}
+
+fn write_vias(w: &mut MessageWriter, req: &Message, from: SocketAddr) {
+    let mut first = true;
+    for h in req.headers_named(HeaderName::Via) {
+        if !first {
+            w.copy_row(req, h);
+            continue;
+        }
+        first = false;
+        let mut values = split_values(req.value(h));
+        let Some(top) = values.next() else { continue };
+        let mut row = Vec::with_capacity(top.len() + 48);
+        row.extend_from_slice(&marked_via(top, from));
+        for v in values {
+            row.extend_from_slice(b", ");
+            row.extend_from_slice(v);
+        }
+        w.header("Via", &row);
+    }
+}
+
+/// The top Via value with `received` and a filled-in `rport` where they apply.
+fn marked_via(top: &[u8], from: SocketAddr) -> Vec<u8> {
+    let Some(via) = Via::parse(top) else { return top.to_vec() };
+    let mut out = top[..top.len() - via.params.len()].to_vec();
+    let wants_rport = via.has_param(b"rport");
+    for p in via.params.split(|&c| c == b';').map(trim).filter(|p| !p.is_empty()) {
+        let name = trim(p.split(|&c| c == b'=').next().unwrap_or_default());
+        if name.eq_ignore_ascii_case(b"received") || name.eq_ignore_ascii_case(b"rport") {
+            continue;
+        }
+        out.push(b';');
+        out.extend_from_slice(p);
+    }
+    let host_is_source = ip_of_host(via.host) == Some(from.ip());
+    if wants_rport || !host_is_source {
+        out.extend_from_slice(format!(";received={}", from.ip()).as_bytes());
+    }
+    if wants_rport {
+        out.extend_from_slice(format!(";rport={}", from.port()).as_bytes());
+    }
+    out
+}
+
+/// Parses a host as an IP literal (IPv6 in brackets).
+pub(crate) fn ip_of_host(host: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(host).ok()?;
+    let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
+    s.parse().ok()
+}
+
+/// A complete locally generated response without body.
+pub(crate) fn local_response(req: &Message, src: &Source, code: u16, reason: &str, to_tag: Option<&[u8]>, extra: &[(&str, &[u8])]) -> Bytes {
+    let mut w = response_head(req, src, code, reason.as_bytes(), to_tag);
+    for (name, value) in extra {
+        w.header(name, value);
+    }
+    w.finish(b"")
+}
+
+/// A request on `leg`: request line to its remote target, our Via, its route set, dialog rows.
+pub(crate) fn request_on_leg(leg: &Leg, method: &[u8], cseq: u32, branch: &[u8], max_forwards: u8) -> MessageWriter {
+    let mut w = MessageWriter::request(method, &leg.remote_target);
+    write_via(&mut w, leg.transport, &leg.via_sent_by, branch);
+    for r in &leg.route_set {
+        w.header("Route", r);
+    }
+    w.header_fmt("Max-Forwards", format_args!("{max_forwards}"));
+    write_party(&mut w, "From", &leg.local_party, Some(&leg.local_tag));
+    write_party(&mut w, "To", &leg.remote_party, leg.remote_tag.as_deref());
+    w.header("Call-ID", &leg.call_id);
+    w.header_fmt("CSeq", format_args!("{cseq} {}", String::from_utf8_lossy(method)));
+    w
+}
+
+pub(crate) fn write_via(w: &mut MessageWriter, transport: Transport, sent_by: &str, branch: &[u8]) {
+    w.header_fmt(
+        "Via",
+        format_args!("SIP/2.0/{} {sent_by};branch={};rport", transport.via_name(), String::from_utf8_lossy(branch)),
+    );
+}
+
+pub(crate) fn write_party(w: &mut MessageWriter, name: &str, party: &[u8], tag: Option<&[u8]>) {
+    match tag {
+        Some(tag) => {
+            let mut v = Vec::with_capacity(party.len() + tag.len() + 5);
+            v.extend_from_slice(party);
+            v.extend_from_slice(b";tag=");
+            v.extend_from_slice(tag);
+            w.header(name, &v);
+        }
+        None => {
+            w.header(name, party);
+        }
+    }
+}
+
+/// A From/To value with its tag parameter removed (other parameters kept).
+pub(crate) fn without_tag(value: &[u8]) -> Box<[u8]> {
+    let value = trim(value);
+    let Some(na) = crate::sip::msg::NameAddr::parse(value) else { return value.into() };
+    let mut out = value[..value.len() - na.params.len()].to_vec();
+    for p in na.params.split(|&c| c == b';').map(trim).filter(|p| !p.is_empty()) {
+        let name = trim(p.split(|&c| c == b'=').next().unwrap_or_default());
+        if !name.eq_ignore_ascii_case(b"tag") {
+            out.push(b';');
+            out.extend_from_slice(p);
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// CANCEL for a request we sent: same Request-URI, top Via, Route, From, To, Call-ID and CSeq
+/// number (RFC 3261 §9.1).
+pub(crate) fn cancel_for(invite: &Message) -> Bytes {
+    let mut w = MessageWriter::request(b"CANCEL", invite.request_uri());
+    if let Some(via) = invite.values(HeaderName::Via).next() {
+        w.header("Via", via);
+    }
+    for name in [HeaderName::Route, HeaderName::MaxForwards, HeaderName::From, HeaderName::To, HeaderName::CallId] {
+        for h in invite.headers_named(name) {
+            w.copy_row(invite, h);
+        }
+    }
+    let num = invite.cseq().map_or(0, |c| c.num);
+    w.header_fmt("CSeq", format_args!("{num} CANCEL"));
+    w.finish(b"")
+}
+
+/// Our Contact on a leg: `<sip:host:port[;transport=tcp]>`.
+pub(crate) fn contact_value(sent_by: &str, transport: Transport) -> Box<[u8]> {
+    match transport {
+        Transport::Udp => format!("<sip:{sent_by}>"),
+        Transport::Tcp => format!("<sip:{sent_by};transport=tcp>"),
+    }
+    .into_bytes()
+    .into_boxed_slice()
+}

@@ -1,0 +1,130 @@
+//! A call: two independent dialogs (legs) and what links them while requests are relayed.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::types::{Destination, Transport};
+use super::TxId;
+use crate::sip::msg::Message;
+
+/// Which leg: A faces the caller (we are its UAS), B faces the callee (we are its UAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+    pub fn idx(self) -> usize {
+        match self {
+            Self::A => 0,
+            Self::B => 1,
+        }
+    }
+}
+
+/// One dialog as seen from our side of it.
+#[derive(Debug)]
+pub(crate) struct Leg {
+    pub(crate) call_id: Box<[u8]>,
+    pub(crate) local_tag: Box<[u8]>,
+    pub(crate) remote_tag: Option<Box<[u8]>>,
+    /// From/To values without tag: ours and the peer's.
+    pub(crate) local_party: Box<[u8]>,
+    pub(crate) remote_party: Box<[u8]>,
+    pub(crate) local_cseq: u32,
+    pub(crate) remote_cseq: Option<u32>,
+    /// Where requests go: the peer's Contact URI (Request-URI of our requests).
+    pub(crate) remote_target: Box<[u8]>,
+    /// Route set, in the order our requests must carry it.
+    pub(crate) route_set: Vec<Box<[u8]>>,
+    pub(crate) transport: Transport,
+    /// The socket this leg uses and, on TCP, the connection the peer opened.
+    pub(crate) dest: Destination,
+    /// Our Contact value on this leg.
+    pub(crate) contact: Box<[u8]>,
+    /// Host:port of our Via on this leg.
+    pub(crate) via_sent_by: Box<str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallState {
+    /// Initial INVITE relayed, no final response yet.
+    Early,
+    /// 2xx relayed to the caller.
+    Confirmed,
+    /// BYE (or teardown) under way; new requests get 481.
+    Ending,
+}
+
+/// An INVITE relayed from one leg to the other whose ACK must be mapped across.
+#[derive(Debug)]
+pub(crate) struct InviteRelay {
+    pub(crate) server_side: Side,
+    pub(crate) server_cseq: u32,
+    pub(crate) server_tx: TxId,
+    pub(crate) client_cseq: u32,
+    /// The ACK we sent on the client leg, re-sent on each retransmitted 2xx.
+    pub(crate) ack: Option<Bytes>,
+}
+
+/// A reliable provisional (RFC 3262) we relayed to the caller and retransmit until PRACK.
+#[derive(Debug)]
+pub(crate) struct Reliable1xx {
+    pub(crate) bytes: Bytes,
+    pub(crate) a_rseq: u32,
+    pub(crate) next: Instant,
+    pub(crate) interval: std::time::Duration,
+    pub(crate) give_up: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub(crate) handle: u64,
+    pub(crate) span: tracing::Span,
+    pub(crate) state: CallState,
+    pub(crate) legs: [Leg; 2],
+    /// The server transaction of the caller's INVITE.
+    pub(crate) a_ist: TxId,
+    /// Our INVITE on the B leg and its client transaction.
+    pub(crate) b_invite: Message,
+    pub(crate) b_ict: TxId,
+    /// A provisional has arrived on B, so CANCEL may be sent (RFC 3261 §9.1).
+    pub(crate) b_provisional: bool,
+    /// The caller cancelled before B sent a provisional: CANCEL as soon as one arrives.
+    pub(crate) cancel_pending: bool,
+    pub(crate) invite_relays: Vec<InviteRelay>,
+    /// An offer/answer exchange (re-INVITE/UPDATE) in flight, started by this side.
+    pub(crate) offer_pending: Option<(Side, bool)>,
+    /// (RSeq we gave the caller, RSeq the callee used).
+    pub(crate) rseq_map: Vec<(u32, u32)>,
+    pub(crate) next_a_rseq: u32,
+    pub(crate) reliable_1xx: Option<Reliable1xx>,
+    pub(crate) started: Instant,
+    pub(crate) answered: Option<Instant>,
+    pub(crate) timer_c: Option<Instant>,
+    pub(crate) max_duration: Option<Instant>,
+    /// After a CANCEL: forget the call even if the callee never answers (RFC 3261 §9.1).
+    pub(crate) hard_end: Option<Instant>,
+    /// The deadline currently in the engine's timer heap for this call.
+    pub(crate) scheduled: Option<Instant>,
+}
+
+impl Call {
+    pub(crate) fn leg(&self, side: Side) -> &Leg {
+        &self.legs[side.idx()]
+    }
+    pub(crate) fn leg_mut(&mut self, side: Side) -> &mut Leg {
+        &mut self.legs[side.idx()]
+    }
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        [self.timer_c, self.max_duration, self.hard_end, self.reliable_1xx.as_ref().map(|r| r.next)].into_iter().flatten().min()
+    }
+}

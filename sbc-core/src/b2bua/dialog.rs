@@ -1,0 +1,228 @@
+//! In-dialog traffic: requests from either leg are re-issued on the other leg's dialog, their
+//! responses travel back, the end-to-end ACK is mapped, PRACK's RAck is translated, re-INVITE
+//! and UPDATE glare is refused with 491.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::build::{copy_unowned, request_on_leg, response_head};
+use super::call::{CallState, InviteRelay, Side};
+use super::invite::learn_remote;
+use super::txs::Purpose;
+use super::types::Source;
+use super::{Engine, TxId};
+use crate::sip::msg::{parse_rack, HeaderName, Message, Method};
+use crate::sip::transaction::TxKey;
+
+/// Methods whose Contact refreshes the remote target (RFC 3261 §12.2, RFC 3311, RFC 6665).
+fn is_target_refresh(m: Method) -> bool {
+    matches!(m, Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer)
+}
+
+impl Engine {
+    pub(super) fn on_in_dialog(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
+        let method = msg.method().unwrap_or(Method::Other);
+        let found = msg.to_tag().and_then(|t| self.dialogs.get(t)).copied();
+        let Some((h, side)) = found.filter(|(h, side)| {
+            self.calls.get(h).is_some_and(|c| Some(&*c.leg(*side).call_id) == msg.call_id())
+        }) else {
+            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+        };
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let cseq = msg.cseq().map_or(0, |c| c.num);
+        if call.state == CallState::Ending && method != Method::Bye {
+            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+        }
+        if call.leg(side).remote_cseq.is_some_and(|r| cseq < r) {
+            return self.refuse(now, key, &msg, &src, 500, "CSeq Out Of Order", &[]);
+        }
+        call.leg_mut(side).remote_cseq = Some(cseq);
+        let max_forwards = match msg.max_forwards() {
+            Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
+            Some(Ok(n)) => n,
+            _ => 70,
+        };
+        // Offer/answer glare (RFC 3261 §14.2, RFC 3311 §5.2).
+        if matches!(method, Method::Invite | Method::Update) {
+            match call.offer_pending {
+                Some((s, true)) if s == side && method == Method::Invite => {
+                    return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[("Retry-After", b"1")]);
+                }
+                Some((s, _)) if s != side || method == Method::Update => {
+                    return self.refuse(now, key, &msg, &src, 491, "Request Pending", &[]);
+                }
+                _ => call.offer_pending = Some((side, method == Method::Invite)),
+            }
+        }
+        let mut rack = None;
+        if method == Method::Prack {
+            let b_invite_cseq = call.b_invite.cseq().map_or(1, |c| c.num);
+            let mapped = msg.header_value(HeaderName::RAck).and_then(parse_rack).and_then(|(a_rseq, _, _)| {
+                call.rseq_map.iter().find(|(a, _)| *a == a_rseq).map(|(a, b)| (*a, *b))
+            });
+            let Some((a_rseq, b_rseq)) = mapped.filter(|_| side == Side::A) else {
+                return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+            };
+            if call.reliable_1xx.as_ref().is_some_and(|r| r.a_rseq == a_rseq) {
+                call.reliable_1xx = None;
+            }
+            rack = Some(format!("{b_rseq} {b_invite_cseq} INVITE"));
+        }
+        if is_target_refresh(method) {
+            learn_remote(call.leg_mut(side), &msg, true);
+        }
+        if method == Method::Bye {
+            call.state = CallState::Ending;
+            call.timer_c = None;
+            call.max_duration = None;
+            call.reliable_1xx = None;
+            let _e = call.span.enter();
+            tracing::info!(from = ?side, "BYE");
+        }
+
+        let server = self.new_server_tx(key, &msg, &src, Some(h), side, Purpose::RelayServer { peer: 0 }, None);
+        if method == Method::Invite {
+            self.respond_local(now, server, 100, "Trying", &[]);
+        }
+        let branch = self.ids.branch();
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let out_leg = call.leg_mut(side.other());
+        out_leg.local_cseq += 1;
+        let out_cseq = out_leg.local_cseq;
+        let mut w = request_on_leg(out_leg, msg.method_bytes(), out_cseq, &branch, max_forwards - 1);
+        if is_target_refresh(method) || msg.header(HeaderName::Contact).is_some() {
+            w.header("Contact", &out_leg.contact);
+        }
+        if let Some(rack) = &rack {
+            w.header("RAck", rack.as_bytes());
+        }
+        copy_unowned(&mut w, &msg);
+        let bytes = w.finish(msg.body());
+        if method == Method::Invite {
+            call.invite_relays.push(InviteRelay {
+                server_side: side,
+                server_cseq: cseq,
+                server_tx: server,
+                client_cseq: out_cseq,
+                ack: None,
+            });
+        }
+        let (Ok(out_msg), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side.other())) else {
+            self.respond_local(now, server, 500, "Server Internal Error", &[]);
+            return;
+        };
+        let client = self.start_client_tx(now, out_msg, dest, Some(h), side.other(), Purpose::RelayClient { peer: server });
+        self.set_relay_peer(server, client);
+    }
+
+    /// The ACK for a 2xx: forwarded to the other leg as that dialog's ACK (RFC 3261 §13.2.2.4).
+    pub(super) fn on_ack(&mut self, now: Instant, msg: Message) {
+        let found = msg.to_tag().and_then(|t| self.dialogs.get(t)).copied();
+        let Some((h, side)) = found else {
+            self.drop_msg("ack_no_dialog");
+            return;
+        };
+        let cseq = msg.cseq().map_or(0, |c| c.num);
+        let branch = self.ids.branch();
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let Some(idx) = call.invite_relays.iter().position(|r| r.server_side == side && r.server_cseq == cseq) else {
+            self.drop_msg("ack_unmatched");
+            return;
+        };
+        let (server_tx, client_cseq, already) =
+            (call.invite_relays[idx].server_tx, call.invite_relays[idx].client_cseq, call.invite_relays[idx].ack.is_some());
+        if !already {
+            let out_leg = call.leg(side.other());
+            let mut w = request_on_leg(out_leg, b"ACK", client_cseq, &branch, 70);
+            copy_unowned(&mut w, &msg);
+            let ack = w.finish(msg.body());
+            call.invite_relays[idx].ack = Some(ack.clone());
+            if let Some(dest) = self.leg_dest(h, side.other()) {
+                self.send_raw(dest, ack);
+            }
+        }
+        self.ist_acked(now, server_tx);
+    }
+
+    /// A response on the client side of a relay, for the server transaction `server`.
+    pub(super) fn relay_response(&mut self, now: Instant, server: TxId, call: Option<u64>, server_side: Side, msg: Message) {
+        let Some(code) = msg.status() else { return };
+        if code == 100 {
+            return; // hop-by-hop; we sent our own where it was due
+        }
+        let method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
+        let mut ended = false;
+        if let Some(call) = call.and_then(|h| self.calls.get_mut(&h)) {
+            let resp_cseq = msg.cseq().map_or(0, |c| c.num);
+            if method == Method::Invite && (200..300).contains(&code) {
+                let relay = call.invite_relays.iter().find(|r| r.server_side == server_side && r.client_cseq == resp_cseq);
+                if let Some(ack) = relay.and_then(|r| r.ack.clone()) {
+                    // Retransmitted 2xx: the other side already acknowledged; repeat our ACK.
+                    let h = call.handle;
+                    if let Some(dest) = self.leg_dest(h, server_side.other()) {
+                        self.send_raw(dest, ack);
+                    }
+                    return;
+                }
+            }
+            if is_target_refresh(method) && (200..300).contains(&code) {
+                learn_remote(call.leg_mut(server_side.other()), &msg, true);
+            }
+            if code >= 200 && matches!(method, Method::Invite | Method::Update) {
+                call.offer_pending = None;
+            }
+            if code >= 300 && method == Method::Invite {
+                call.invite_relays.retain(|r| !(r.server_side == server_side && r.client_cseq == resp_cseq));
+            }
+            ended = code >= 200 && method == Method::Bye;
+        }
+        self.forward_response(now, server, call, server_side, &msg, None);
+        if ended {
+            if let Some(h) = call {
+                self.end_call(now, h, 200, "bye");
+            }
+        }
+    }
+
+    /// Builds the response for server transaction `server` from the other leg's `msg` and sends
+    /// it. Returns the bytes sent (for retransmission of reliable provisionals).
+    pub(super) fn forward_response(
+        &mut self,
+        now: Instant,
+        server: TxId,
+        call: Option<u64>,
+        server_side: Side,
+        msg: &Message,
+        rseq: Option<u32>,
+    ) -> Option<Bytes> {
+        let code = msg.status()?;
+        let e = self.txs.get(&server)?;
+        let (req, src) = (e.request.as_ref()?, e.source.as_ref()?);
+        let mut w = response_head(req, src, code, msg.reason(), e.to_tag.as_deref());
+        let has_contact = msg.header(HeaderName::Contact).is_some();
+        let redirect = (300..400).contains(&code) || req.method() == Some(Method::Register);
+        if redirect {
+            // Redirect targets and registration bindings are the message's content, not topology.
+            for h in msg.headers_named(HeaderName::Contact) {
+                w.copy_row(msg, h);
+            }
+        } else if has_contact {
+            let ours = match call.and_then(|h| self.calls.get(&h)) {
+                Some(c) => c.leg(server_side).contact.clone(),
+                None => {
+                    let sock = self.cfg.socket(src.local)?;
+                    super::build::contact_value(&sock.sent_by(), src.transport)
+                }
+            };
+            w.header("Contact", &ours);
+        }
+        if let Some(r) = rseq {
+            w.header_fmt("RSeq", format_args!("{r}"));
+        }
+        copy_unowned(&mut w, msg);
+        let bytes = w.finish(msg.body());
+        self.respond(now, server, code, bytes.clone());
+        Some(bytes)
+    }
+}

@@ -1,0 +1,546 @@
+//! Call setup and teardown: the caller's initial INVITE becomes two legs, the callee's
+//! responses travel back, CANCEL and the call timers end what must end.
+
+use std::time::Instant;
+
+use super::build::{self, contact_value, copy_unowned, request_on_leg, without_tag};
+use super::call::{Call, CallState, InviteRelay, Leg, Reliable1xx, Side};
+use super::routing::{self, NoRoute};
+use super::txs::Purpose;
+use super::types::{Destination, Peer, Source, Transport};
+use super::{Engine, Event, Output, TimerRef, TxId};
+use crate::sip::msg::{parse_u32, trim, HeaderName, Message};
+use crate::sip::transaction::{cancelled_invite_key, TxKey};
+
+/// Content types the SBC understands in an INVITE (it will anchor media from SDP).
+fn acceptable_body(msg: &Message) -> bool {
+    if msg.body().is_empty() {
+        return true;
+    }
+    let ct = msg.content_type().unwrap_or(b"application/sdp");
+    let ct = trim(ct.split(|&c| c == b';').next().unwrap_or_default());
+    ct.eq_ignore_ascii_case(b"application/sdp") || ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/")
+}
+
+impl Engine {
+    /// Refuses a new request with a transaction of its own (so retransmissions are absorbed).
+    pub(super) fn refuse(&mut self, now: Instant, key: TxKey, msg: &Message, src: &Source, code: u16, reason: &str, extra: &[(&str, &[u8])]) {
+        let tag = self.ids.tag();
+        let id = self.new_server_tx(key, msg, src, None, Side::A, Purpose::Local, Some(tag));
+        self.out.push_back(Output::Event(Event::Refused { code }));
+        self.respond_local(now, id, code, reason, extra);
+    }
+
+    /// Where a new outgoing request goes: the configured next hop, or its Request-URI.
+    pub(super) fn route_new_request(&self, uri: &[u8]) -> Result<Destination, NoRoute> {
+        let (transport, peer) = match &self.cfg.next_hop {
+            Some((t, p)) => (*t, p.clone()),
+            None => {
+                let (t, p) = routing::target_of_uri(uri, Transport::Udp)?;
+                if routing::is_own_peer(&self.cfg, &p) {
+                    return Err(NoRoute { code: 482, reason: "Loop Detected" });
+                }
+                (t, p)
+            }
+        };
+        let v6 = matches!(&peer, Peer::Addr(a) if a.is_ipv6());
+        let iface = self.cfg.interfaces.get(self.cfg.outbound_interface);
+        let socket = iface
+            .and_then(|i| i.socket(transport, v6))
+            .ok_or(NoRoute { code: 503, reason: "No Socket For Transport" })?;
+        Ok(Destination { transport, local: socket.id, peer, conn: None })
+    }
+
+    pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
+        if self.draining {
+            return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"30")]);
+        }
+        if self.calls.len() >= self.cfg.max_calls {
+            return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+        }
+        let max_forwards = match msg.max_forwards() {
+            Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
+            Some(Ok(n)) => n,
+            _ => 70,
+        };
+        if msg.call_id().is_some_and(|c| self.own_call_ids.contains_key(c)) {
+            return self.refuse(now, key, &msg, &src, 482, "Loop Detected", &[]);
+        }
+        if !acceptable_body(&msg) {
+            return self.refuse(now, key, &msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
+        }
+        let Some(a_contact) = msg.contact().filter(|c| c.uri != b"*") else {
+            return self.refuse(now, key, &msg, &src, 400, "Missing Contact", &[]);
+        };
+        let b_dest = match self.route_new_request(msg.request_uri()) {
+            Ok(d) => d,
+            Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
+        };
+        let (Some(a_socket), Some(b_socket)) = (self.cfg.socket(src.local).cloned(), self.cfg.socket(b_dest.local).cloned())
+        else {
+            return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
+        };
+
+        let handle = self.new_id();
+        let span = tracing::info_span!("call", id = handle);
+        let a_tag = self.ids.tag();
+        let a_ist = self.new_server_tx(key, &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag.clone()));
+        self.respond_local(now, a_ist, 100, "Trying", &[]);
+
+        let a_sent_by = a_socket.sent_by();
+        let a_target: Box<[u8]> = a_contact.uri.into();
+        let a_peer = routing::target_of_uri(&a_target, src.transport).map_or(Peer::Addr(src.remote), |(_, p)| p);
+        let a_leg = Leg {
+            call_id: msg.call_id().unwrap_or_default().into(),
+            local_tag: a_tag,
+            remote_tag: msg.from_tag().map(Into::into),
+            local_party: without_tag(msg.header_value(HeaderName::To).unwrap_or_default()),
+            remote_party: without_tag(msg.header_value(HeaderName::From).unwrap_or_default()),
+            local_cseq: 0,
+            remote_cseq: msg.cseq().map(|c| c.num),
+            remote_target: a_target,
+            route_set: msg.values(HeaderName::RecordRoute).map(Into::into).collect(),
+            transport: src.transport,
+            dest: Destination { transport: src.transport, local: src.local, peer: a_peer, conn: src.conn },
+            contact: contact_value(&a_sent_by, src.transport),
+            via_sent_by: a_sent_by.into_boxed_str(),
+        };
+        let b_sent_by = b_socket.sent_by();
+        let b_leg = Leg {
+            call_id: self.ids.call_id(),
+            local_tag: self.ids.tag(),
+            remote_tag: None,
+            local_party: without_tag(msg.header_value(HeaderName::From).unwrap_or_default()),
+            remote_party: without_tag(msg.header_value(HeaderName::To).unwrap_or_default()),
+            local_cseq: 1,
+            remote_cseq: None,
+            remote_target: msg.request_uri().into(),
+            route_set: Vec::new(),
+            transport: b_dest.transport,
+            dest: b_dest.clone(),
+            contact: contact_value(&b_sent_by, b_dest.transport),
+            via_sent_by: b_sent_by.into_boxed_str(),
+        };
+
+        let branch = self.ids.branch();
+        let mut w = request_on_leg(&b_leg, b"INVITE", 1, &branch, max_forwards - 1);
+        w.header("Contact", &b_leg.contact);
+        copy_unowned(&mut w, &msg);
+        let Ok(b_invite) = Message::parse(w.finish(msg.body())) else {
+            tracing::error!("generated B-leg INVITE does not parse");
+            self.respond_local(now, a_ist, 500, "Server Internal Error", &[]);
+            return;
+        };
+        {
+            let _e = span.enter();
+            tracing::info!(
+                from = %String::from_utf8_lossy(&b_leg.local_party),
+                ruri = %String::from_utf8_lossy(msg.request_uri()),
+                a_call_id = %String::from_utf8_lossy(&a_leg.call_id),
+                b_call_id = %String::from_utf8_lossy(&b_leg.call_id),
+                "call started"
+            );
+        }
+        self.dialogs.insert(a_leg.local_tag.clone(), (handle, Side::A));
+        self.dialogs.insert(b_leg.local_tag.clone(), (handle, Side::B));
+        self.own_call_ids.insert(b_leg.call_id.clone(), handle);
+        let b_ict = self.start_client_tx(now, b_invite.clone(), b_dest, Some(handle), Side::B, Purpose::BInitialInvite);
+        self.calls.insert(
+            handle,
+            Call {
+                handle,
+                span,
+                state: CallState::Early,
+                legs: [a_leg, b_leg],
+                a_ist,
+                b_invite,
+                b_ict,
+                b_provisional: false,
+                cancel_pending: false,
+                invite_relays: Vec::new(),
+                offer_pending: None,
+                rseq_map: Vec::new(),
+                next_a_rseq: 1,
+                reliable_1xx: None,
+                started: now,
+                answered: None,
+                timer_c: Some(now + self.cfg.timer_c),
+                max_duration: None,
+                hard_end: None,
+                scheduled: None,
+            },
+        );
+        self.stats.calls_started += 1;
+        self.out.push_back(Output::Event(Event::CallStarted { call: handle }));
+        self.reschedule_call(handle);
+    }
+
+    /// A response to our initial INVITE on the B leg.
+    pub(super) fn on_b_invite_response(&mut self, now: Instant, h: u64, msg: Message) {
+        let Some(code) = msg.status() else { return };
+        let timer_c = self.cfg.timer_c;
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        if code < 200 {
+            call.b_provisional = true;
+            if call.state == CallState::Early {
+                call.timer_c = Some(now + timer_c);
+            }
+            if call.cancel_pending {
+                call.cancel_pending = false;
+                self.send_cancel(now, h);
+                return;
+            }
+            if code == 100 || call.state != CallState::Early {
+                return;
+            }
+            learn_remote(call.leg_mut(Side::B), &msg, false);
+            let mut rseq = None;
+            if msg.lists_option(HeaderName::Require, b"100rel") {
+                let Some(b_rseq) = msg.header_value(HeaderName::RSeq).and_then(parse_u32) else { return };
+                if call.rseq_map.iter().any(|(_, b)| *b == b_rseq) {
+                    return; // the callee retransmits until it gets our PRACK
+                }
+                let a_rseq = call.next_a_rseq;
+                call.next_a_rseq += 1;
+                call.rseq_map.push((a_rseq, b_rseq));
+                rseq = Some(a_rseq);
+            }
+            let a_ist = call.a_ist;
+            let reliable_udp = rseq.is_some() && call.leg(Side::A).transport == Transport::Udp;
+            if let Some(bytes) = self.forward_response(now, a_ist, Some(h), Side::A, &msg, rseq) {
+                if let (true, Some(a_rseq), Some(call)) = (reliable_udp, rseq, self.calls.get_mut(&h)) {
+                    let t1 = self.cfg.timers.t1;
+                    call.reliable_1xx =
+                        Some(Reliable1xx { bytes, a_rseq, next: now + t1, interval: t1, give_up: now + t1 * 64 });
+                }
+            }
+            self.reschedule_call(h);
+            return;
+        }
+        if code < 300 {
+            if call.state != CallState::Early {
+                // A retransmitted 2xx: repeat our ACK if the caller has acknowledged already.
+                let b_cseq = msg.cseq().map_or(0, |c| c.num);
+                let ack = call.invite_relays.iter().find(|r| r.client_cseq == b_cseq).and_then(|r| r.ack.clone());
+                if let Some(ack) = ack {
+                    let dest = self.leg_dest(h, Side::B);
+                    if let Some(dest) = dest {
+                        self.send_raw(dest, ack);
+                    }
+                }
+                return;
+            }
+            learn_remote(call.leg_mut(Side::B), &msg, false);
+            let a_ist = call.a_ist;
+            if !self.ist_open(a_ist) {
+                // The caller is gone (cancelled or answered with an error): hang up the callee.
+                self.ack_and_bye(now, h);
+                self.end_call(now, h, 487, "cancelled");
+                return;
+            }
+            let Some(call) = self.calls.get_mut(&h) else { return };
+            call.state = CallState::Confirmed;
+            call.answered = Some(now);
+            call.timer_c = None;
+            call.reliable_1xx = None;
+            if !self.cfg.max_call_duration.is_zero() {
+                call.max_duration = Some(now + self.cfg.max_call_duration);
+            }
+            call.invite_relays.push(InviteRelay {
+                server_side: Side::A,
+                server_cseq: call.leg(Side::A).remote_cseq.unwrap_or(0),
+                server_tx: a_ist,
+                client_cseq: call.b_invite.cseq().map_or(1, |c| c.num),
+                ack: None,
+            });
+            {
+                let _e = call.span.enter();
+                tracing::info!(code, "call answered");
+            }
+            self.forward_response(now, a_ist, Some(h), Side::A, &msg, None);
+            self.stats.calls_answered += 1;
+            self.out.push_back(Output::Event(Event::CallAnswered { call: h }));
+            self.reschedule_call(h);
+            return;
+        }
+        // 3xx–6xx: the transaction has ACKed it; relay it and the call is over.
+        let a_ist = call.a_ist;
+        if self.ist_open(a_ist) {
+            self.forward_response(now, a_ist, Some(h), Side::A, &msg, None);
+        }
+        self.end_call(now, h, code, "rejected");
+    }
+
+    /// Our INVITE got no final response (Timer B) or could not be sent.
+    pub(super) fn on_b_invite_timeout(&mut self, now: Instant, h: u64, transport_failed: bool) {
+        let Some(call) = self.calls.get(&h) else { return };
+        let a_ist = call.a_ist;
+        let (code, reason) = if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
+        if self.ist_open(a_ist) {
+            self.respond_local(now, a_ist, code, reason, &[]);
+        }
+        self.end_call(now, h, code, if transport_failed { "unreachable" } else { "timeout" });
+    }
+
+    pub(super) fn on_cancel(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
+        let target = cancelled_invite_key(&msg).and_then(|k| self.tx_keys.get(&k).copied());
+        let Some(ist) = target else {
+            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+        };
+        let (purpose, call) = self.txs.get(&ist).map(|e| (e.purpose, e.call)).unwrap_or((Purpose::Local, None));
+        let id = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, None);
+        self.respond_local(now, id, 200, "OK", &[]);
+        if !self.ist_open(ist) {
+            return;
+        }
+        match (purpose, call) {
+            (Purpose::AInitialInvite, Some(h)) => {
+                self.respond_local(now, ist, 487, "Request Terminated", &[]);
+                self.cancel_b(now, h);
+            }
+            (Purpose::RelayServer { peer }, _) => {
+                // A cancelled re-INVITE: cancel ours; the callee's 487 is relayed back.
+                if let Some(req) = self.client_request(peer) {
+                    let bytes = build::cancel_for(req);
+                    let dest = self.txs.get(&peer).map(|e| e.dest.clone());
+                    if let (Ok(m), Some(dest)) = (Message::parse(bytes), dest) {
+                        self.start_client_tx(now, m, dest, call, Side::B, Purpose::Detached);
+                    }
+                }
+            }
+            _ => self.respond_local(now, ist, 487, "Request Terminated", &[]),
+        }
+    }
+
+    /// Stops the B-leg INVITE: CANCEL now if a provisional came, else as soon as one does.
+    fn cancel_b(&mut self, now: Instant, h: u64) {
+        let t1x64 = self.cfg.timers.t1x64();
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        call.state = CallState::Ending;
+        call.timer_c = None;
+        call.reliable_1xx = None;
+        // If the callee never answers the INVITE, give up on it after 64*T1 (RFC 3261 §9.1).
+        call.hard_end = Some(now + t1x64);
+        if call.b_provisional {
+            self.send_cancel(now, h);
+        } else {
+            call.cancel_pending = true;
+        }
+        self.reschedule_call(h);
+    }
+
+    fn send_cancel(&mut self, now: Instant, h: u64) {
+        let Some(call) = self.calls.get(&h) else { return };
+        if !self.ict_pending(call.b_ict) {
+            return;
+        }
+        let bytes = build::cancel_for(&call.b_invite);
+        let dest = self.txs.get(&call.b_ict).map(|e| e.dest.clone());
+        if let (Ok(m), Some(dest)) = (Message::parse(bytes), dest) {
+            self.start_client_tx(now, m, dest, Some(h), Side::B, Purpose::Detached);
+        }
+    }
+
+    /// Ends a call from the inside (timers, lost ACK, operator): BYE on established legs,
+    /// an error and CANCEL on a call still being set up.
+    pub(super) fn tear_down(&mut self, now: Instant, h: u64, code: u16, reason: &'static str) {
+        let Some(call) = self.calls.get(&h) else { return };
+        match call.state {
+            CallState::Early => {
+                let a_ist = call.a_ist;
+                if self.ist_open(a_ist) {
+                    self.respond_local(now, a_ist, code, reason_text(code), &[]);
+                }
+                self.cancel_b(now, h);
+            }
+            CallState::Confirmed => {
+                self.send_bye(now, h, Side::A, reason);
+                self.send_bye(now, h, Side::B, reason);
+                self.end_call(now, h, code, reason);
+            }
+            CallState::Ending => self.end_call(now, h, code, reason),
+        }
+    }
+
+    fn send_bye(&mut self, now: Instant, h: u64, side: Side, reason: &str) {
+        let branch = self.ids.branch();
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let leg = call.leg_mut(side);
+        leg.local_cseq += 1;
+        let mut w = request_on_leg(leg, b"BYE", leg.local_cseq, &branch, 70);
+        w.header_fmt("Reason", format_args!("SIP;cause=200;text=\"{reason}\""));
+        let bytes = w.finish(b"");
+        if let (Ok(m), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side)) {
+            self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
+        }
+    }
+
+    /// ACK and BYE for a 2xx that arrived after the caller gave up.
+    fn ack_and_bye(&mut self, now: Instant, h: u64) {
+        let (ack_branch, bye_branch) = (self.ids.branch(), self.ids.branch());
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let invite_cseq = call.b_invite.cseq().map_or(1, |c| c.num);
+        let leg = call.leg_mut(Side::B);
+        let ack = request_on_leg(leg, b"ACK", invite_cseq, &ack_branch, 70).finish(b"");
+        leg.local_cseq = leg.local_cseq.max(invite_cseq) + 1;
+        let bye = request_on_leg(leg, b"BYE", leg.local_cseq, &bye_branch, 70).finish(b"");
+        if let Some(dest) = self.leg_dest(h, Side::B) {
+            self.send_raw(dest.clone(), ack);
+            if let Ok(m) = Message::parse(bye) {
+                self.start_client_tx(now, m, dest, None, Side::B, Purpose::Detached);
+            }
+        }
+    }
+
+    /// A 2xx to one of our INVITEs whose call no longer exists: acknowledge it and hang up,
+    /// so the callee is not left with a zombie call.
+    pub(super) fn kill_orphan_2xx(&mut self, now: Instant, ict: TxId, resp: &Message) {
+        let Some(req) = self.client_request(ict).cloned() else { return };
+        let Some(dest) = self.txs.get(&ict).map(|e| e.dest.clone()) else { return };
+        let target: Box<[u8]> = resp.contact().map_or(req.request_uri().into(), |c| c.uri.into());
+        let mut routes: Vec<Box<[u8]>> = resp.values(HeaderName::RecordRoute).map(Into::into).collect();
+        routes.reverse();
+        let cseq = req.cseq().map_or(1, |c| c.num);
+        let leg = Leg {
+            call_id: req.call_id().unwrap_or_default().into(),
+            local_tag: req.from_tag().unwrap_or_default().into(),
+            remote_tag: resp.to_tag().map(Into::into),
+            local_party: without_tag(req.header_value(HeaderName::From).unwrap_or_default()),
+            remote_party: without_tag(req.header_value(HeaderName::To).unwrap_or_default()),
+            local_cseq: cseq,
+            remote_cseq: None,
+            remote_target: target,
+            route_set: routes,
+            transport: dest.transport,
+            dest: dest.clone(),
+            contact: Box::default(),
+            via_sent_by: req.top_via().map_or_else(Default::default, |v| {
+                let host = String::from_utf8_lossy(v.host);
+                match v.port {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.into_owned(),
+                }
+                .into_boxed_str()
+            }),
+        };
+        let ack = request_on_leg(&leg, b"ACK", cseq, &self.ids.branch(), 70).finish(b"");
+        let bye = request_on_leg(&leg, b"BYE", cseq + 1, &self.ids.branch(), 70).finish(b"");
+        self.send_raw(dest.clone(), ack);
+        if let Ok(m) = Message::parse(bye) {
+            self.start_client_tx(now, m, dest, None, Side::B, Purpose::Detached);
+        }
+    }
+
+    /// Forgets a call: its dialogs stop matching, its B Call-ID stops counting as ours.
+    pub(super) fn end_call(&mut self, now: Instant, h: u64, code: u16, reason: &'static str) {
+        let Some(call) = self.calls.remove(&h) else { return };
+        for leg in &call.legs {
+            self.dialogs.remove(&leg.local_tag);
+        }
+        self.own_call_ids.remove(&call.leg(Side::B).call_id);
+        let duration_ms = call.answered.map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
+        let total_ms = now.saturating_duration_since(call.started).as_millis() as u64;
+        {
+            let _e = call.span.enter();
+            tracing::info!(code, reason, duration_ms, total_ms, "call ended");
+        }
+        self.stats.calls_ended += 1;
+        self.out.push_back(Output::Event(Event::CallEnded { call: h, code, reason }));
+    }
+
+    pub(super) fn reschedule_call(&mut self, h: u64) {
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let next = call.next_deadline();
+        if next.is_some() && next != call.scheduled {
+            call.scheduled = next;
+            if let Some(at) = next {
+                self.schedule(at, TimerRef::Call(h));
+            }
+        }
+    }
+
+    pub(super) fn call_timeout(&mut self, now: Instant, h: u64, at: Instant) {
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        if call.scheduled != Some(at) {
+            return;
+        }
+        call.scheduled = None;
+        if call.hard_end.is_some_and(|t| t <= now) {
+            let b_ict = call.b_ict;
+            self.end_call(now, h, 487, "cancel_unanswered");
+            self.forget_tx(b_ict);
+            return;
+        }
+        if call.timer_c.is_some_and(|t| t <= now) {
+            call.timer_c = None;
+            let _e = call.span.clone().entered();
+            tracing::info!("Timer C expired, cancelling");
+            self.tear_down(now, h, 408, "timer_c");
+            self.reschedule_call(h);
+            return;
+        }
+        if call.max_duration.is_some_and(|t| t <= now) {
+            call.max_duration = None;
+            self.tear_down(now, h, 200, "max_call_duration");
+            return;
+        }
+        let a_ist = call.a_ist;
+        if let Some(r) = call.reliable_1xx.as_mut().filter(|r| r.next <= now) {
+            if now >= r.give_up {
+                call.reliable_1xx = None;
+            } else {
+                let bytes = r.bytes.clone();
+                r.interval *= 2;
+                r.next = now + r.interval;
+                if let Some(dest) = self.txs.get(&a_ist).map(|e| e.dest.clone()) {
+                    self.send_raw(dest, bytes);
+                }
+            }
+        }
+        self.reschedule_call(h);
+    }
+
+    /// Where requests on a leg go now: next hop (B leg, if configured), route set, or target.
+    pub(super) fn leg_dest(&self, h: u64, side: Side) -> Option<Destination> {
+        let leg = self.calls.get(&h)?.leg(side);
+        if side == Side::B {
+            if let Some((t, p)) = &self.cfg.next_hop {
+                return Some(Destination { transport: *t, local: leg.dest.local, peer: p.clone(), conn: None });
+            }
+        }
+        let uri = routing::next_hop_uri(&leg.route_set, &leg.remote_target);
+        let (transport, peer) = routing::target_of_uri(uri, leg.transport).unwrap_or((leg.transport, leg.dest.peer.clone()));
+        let local = if transport == leg.dest.transport {
+            leg.dest.local
+        } else {
+            let iface = self.cfg.interface_of(leg.dest.local)?;
+            self.cfg.interfaces.get(iface)?.socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?.id
+        };
+        let conn = if transport == Transport::Tcp { leg.dest.conn } else { None };
+        Some(Destination { transport, local, peer, conn })
+    }
+}
+
+/// Updates a leg from a dialog-creating or target-refresh response: remote tag, target (its
+/// Contact) and, for the first one, the route set (Record-Route reversed, RFC 3261 §12.1.2).
+pub(super) fn learn_remote(leg: &mut Leg, msg: &Message, target_only: bool) {
+    if let Some(c) = msg.contact().filter(|c| c.uri != b"*") {
+        leg.remote_target = c.uri.into();
+    }
+    if target_only {
+        return;
+    }
+    if let Some(tag) = msg.to_tag() {
+        if leg.remote_tag.as_deref() != Some(tag) {
+            leg.remote_tag = Some(tag.into());
+            let mut routes: Vec<Box<[u8]>> = msg.values(HeaderName::RecordRoute).map(Into::into).collect();
+            routes.reverse();
+            leg.route_set = routes;
+        }
+    }
+}
+
+fn reason_text(code: u16) -> &'static str {
+    crate::sip::msg::reason_phrase(code)
+}
+

@@ -1,0 +1,267 @@
+//! The B2BUA engine: sans-IO. One engine owns a shard of the calls; the driver feeds it parsed
+//! messages, transport errors and the time, and drains transmits and events.
+//!
+//! Driving contract (as in quinn/str0m): after every `handle_*` call, drain `poll_output` until
+//! it returns `None`, then sleep until `poll_timeout` (or the next input) and call
+//! `handle_timeout` with the current time. The engine never reads a clock, never blocks and
+//! never panics on network input. See `LIFECYCLE.md` beside this file for the call states.
+
+mod build;
+mod call;
+mod dialog;
+mod ids;
+mod invite;
+mod ood;
+mod routing;
+mod txs;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::sip::msg::{check_request, check_response, reason_phrase, salvage_request_rows, HeaderName, Message, Method, ParseError};
+use crate::sip::transaction::{client_key, server_key, TxKey};
+
+pub use call::Side;
+pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
+pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
+
+use call::Call;
+use ids::IdGen;
+use txs::TxEntry;
+
+/// Handle of a transaction in the engine's table.
+pub type TxId = u64;
+
+/// Something the driver must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send `bytes`; on failure report `tx` back through [`Engine::handle_transport_error`].
+    Transmit { dest: Destination, bytes: Bytes, tx: Option<TxId> },
+    /// Something worth counting or logging.
+    Event(Event),
+}
+
+/// Call and message events, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    CallStarted { call: u64 },
+    CallAnswered { call: u64 },
+    CallEnded { call: u64, code: u16, reason: &'static str },
+    /// A message was dropped without reply.
+    Dropped { reason: &'static str },
+    /// A request was refused by the SBC itself with this status.
+    Refused { code: u16 },
+}
+
+/// Counters of one engine, read by the driver.
+#[derive(Debug, Default, Clone)]
+pub struct EngineStats {
+    pub requests: u64,
+    pub responses: u64,
+    pub retransmissions_absorbed: u64,
+    pub calls_started: u64,
+    pub calls_answered: u64,
+    pub calls_ended: u64,
+    pub drops: u64,
+    pub local_replies: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Tx(TxId),
+    Call(u64),
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    ids: IdGen,
+    draining: bool,
+    txs: HashMap<TxId, TxEntry>,
+    tx_keys: HashMap<TxKey, TxId>,
+    next_id: u64,
+    calls: HashMap<u64, Call>,
+    /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
+    dialogs: HashMap<Box<[u8]>, (u64, Side)>,
+    /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
+    /// means the request looped back to us.
+    own_call_ids: HashMap<Box<[u8]>, u64>,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Output>,
+    scratch: Vec<crate::sip::transaction::TxOutput>,
+    salt: u64,
+    pub stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, seed: u64) -> Self {
+        let mut ids = IdGen::new(seed, cfg.shard);
+        let salt = ids.next_u64();
+        Self {
+            cfg,
+            ids,
+            draining: false,
+            txs: HashMap::new(),
+            tx_keys: HashMap::new(),
+            next_id: 1,
+            calls: HashMap::new(),
+            dialogs: HashMap::new(),
+            own_call_ids: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            scratch: Vec::new(),
+            salt,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Stop accepting new calls and out-of-dialog requests (503); existing ones continue.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+    pub fn active_transactions(&self) -> usize {
+        self.txs.len()
+    }
+    /// True when nothing is left that a shutdown would cut.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.txs.is_empty()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Bytes that did not parse as a SIP message. Requests get 400/505 when a reply can be
+    /// framed from what was received; everything else is a counted drop.
+    pub fn handle_unparseable(&mut self, _now: Instant, buf: &[u8], err: ParseError, src: Source) {
+        let Some(rows) = salvage_request_rows(buf) else {
+            self.drop_msg(err.label());
+            return;
+        };
+        let code = err.status();
+        let mut w = crate::sip::msg::MessageWriter::response(code, reason_phrase(code).as_bytes());
+        for (name, value) in rows {
+            let n = match name {
+                HeaderName::Via => "Via",
+                HeaderName::From => "From",
+                HeaderName::To => "To",
+                HeaderName::CallId => "Call-ID",
+                _ => "CSeq",
+            };
+            w.header(n, value);
+        }
+        w.header("Warning", format!("399 sbc \"{}\"", err).as_bytes());
+        self.stats.local_replies += 1;
+        self.out.push_back(Output::Event(Event::Refused { code }));
+        let dest = Destination { transport: src.transport, local: src.local, peer: Peer::Addr(src.remote), conn: src.conn };
+        self.out.push_back(Output::Transmit { dest, bytes: w.finish(b""), tx: None });
+    }
+
+    /// A parsed message from the network.
+    pub fn handle_message(&mut self, now: Instant, msg: Message, src: Source) {
+        if msg.is_request() {
+            self.stats.requests += 1;
+            self.on_request(now, msg, src);
+        } else {
+            self.stats.responses += 1;
+            self.on_response(now, msg);
+        }
+    }
+
+    /// Time has passed: fire every due transaction and call timer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, r))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match r {
+                TimerRef::Tx(id) => self.tx_timeout(now, id, at),
+                TimerRef::Call(h) => self.call_timeout(now, h, at),
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, msg: Message, src: Source) {
+        let method = msg.method().unwrap_or(Method::Other);
+        if let Err(rej) = check_request(&msg) {
+            if method == Method::Ack {
+                self.drop_msg("bad_ack");
+                return;
+            }
+            let unsupported = rej.unsupported.join(", ");
+            let extra: Vec<(&str, &[u8])> =
+                if unsupported.is_empty() { Vec::new() } else { vec![("Unsupported", unsupported.as_bytes())] };
+            let bytes = build::local_response(&msg, &src, rej.code, rej.reason, Some(b"sbc-reject"), &extra);
+            self.stats.local_replies += 1;
+            self.out.push_back(Output::Event(Event::Refused { code: rej.code }));
+            let dest = routing::response_dest(&msg, &src);
+            self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+            return;
+        }
+        let Some(key) = server_key(&msg) else {
+            self.drop_msg("no_transaction_key");
+            return;
+        };
+        if let Some(&id) = self.tx_keys.get(&key) {
+            self.on_server_retransmission(now, id, method, &msg);
+            return;
+        }
+        match method {
+            Method::Ack => self.on_ack(now, msg),
+            Method::Cancel => self.on_cancel(now, msg, src, key),
+            _ if msg.to_tag().is_some() => self.on_in_dialog(now, msg, src, key),
+            Method::Invite => self.on_initial_invite(now, msg, src, key),
+            _ => self.on_out_of_dialog(now, msg, src, key),
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, msg: Message) {
+        if let Err(reason) = check_response(&msg) {
+            self.drop_msg(reason);
+            return;
+        }
+        let (Some(via), Some(cseq_raw)) = (msg.top_via(), msg.header_value(HeaderName::CSeq)) else {
+            self.drop_msg("response_unmatched");
+            return;
+        };
+        let key = client_key(via.branch().unwrap_or_default(), crate::sip::msg::CSeq::method_bytes(cseq_raw));
+        match self.tx_keys.get(&key) {
+            Some(&id) => self.feed_response(now, id, msg),
+            None => self.drop_msg("stray_response"),
+        }
+    }
+
+    fn drop_msg(&mut self, reason: &'static str) {
+        self.stats.drops += 1;
+        tracing::debug!(reason, "dropped message");
+        self.out.push_back(Output::Event(Event::Dropped { reason }));
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn schedule(&mut self, at: Instant, r: TimerRef) {
+        self.timers.push(Reverse((at, r)));
+    }
+}

@@ -1,0 +1,398 @@
+//! The engine's transaction table: creates the RFC 3261 machines, routes their outputs to the
+//! network or to the call that owns them, and keeps their timers in the engine's heap.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::call::Side;
+use super::types::{Destination, Source};
+use super::{Engine, Output, TimerRef, TxId};
+use crate::sip::msg::{Message, Method};
+use crate::sip::transaction::{
+    client_key, ClientInvite, ClientInviteState, ClientNonInvite, ServerInvite, ServerNonInvite, TxKey, TxOutput,
+};
+
+pub(super) enum Fsm {
+    Ict(ClientInvite),
+    Nict(ClientNonInvite),
+    Ist(ServerInvite),
+    Nist(ServerNonInvite),
+}
+
+/// What the transaction is for, i.e. where its results go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// Answered by the SBC itself.
+    Local,
+    /// The caller's initial INVITE.
+    AInitialInvite,
+    /// Our initial INVITE on the B leg.
+    BInitialInvite,
+    /// Server side of a relayed request; `peer` is the client transaction on the other leg.
+    RelayServer { peer: TxId },
+    /// Client side of a relayed request; responses are relayed to `peer`.
+    RelayClient { peer: TxId },
+    /// Requests we originate whose answers change nothing (CANCEL, teardown BYE, ACK+BYE).
+    Detached,
+}
+
+pub(super) struct TxEntry {
+    pub key: TxKey,
+    pub fsm: Fsm,
+    pub dest: Destination,
+    pub call: Option<u64>,
+    pub side: Side,
+    pub purpose: Purpose,
+    /// Server transactions: the request, to build responses from.
+    pub request: Option<Message>,
+    pub source: Option<Source>,
+    /// Server transactions: the To tag our responses carry when the request had none.
+    pub to_tag: Option<Box<[u8]>>,
+    /// The last failure was the transport's, not a timer's (503 rather than 408).
+    transport_failed: bool,
+    scheduled: Option<Instant>,
+}
+
+impl TxEntry {
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.fsm {
+            Fsm::Ict(t) => t.poll_timeout(),
+            Fsm::Nict(t) => t.poll_timeout(),
+            Fsm::Ist(t) => t.poll_timeout(),
+            Fsm::Nist(t) => t.poll_timeout(),
+        }
+    }
+    /// The method of the request this transaction carries.
+    pub(super) fn method(&self) -> Method {
+        match &self.fsm {
+            Fsm::Ict(_) | Fsm::Ist(_) => Method::Invite,
+            Fsm::Nict(t) => t.request().method().unwrap_or(Method::Other),
+            Fsm::Nist(_) => self.request.as_ref().and_then(Message::method).unwrap_or(Method::Other),
+        }
+    }
+}
+
+/// A result for the transaction user, collected before it is acted on.
+enum TuEvent {
+    Response(Message),
+    Timeout,
+}
+
+impl Engine {
+    /// Creates a server transaction for `msg` (already known to have no match).
+    #[allow(clippy::too_many_arguments)] // one constructor for all server roles; each is a field
+    pub(super) fn new_server_tx(
+        &mut self,
+        key: TxKey,
+        msg: &Message,
+        src: &Source,
+        call: Option<u64>,
+        side: Side,
+        purpose: Purpose,
+        to_tag: Option<Box<[u8]>>,
+    ) -> TxId {
+        let reliable = src.transport.is_reliable();
+        let fsm = if msg.method() == Some(Method::Invite) {
+            Fsm::Ist(ServerInvite::new(reliable, self.cfg.timers))
+        } else {
+            Fsm::Nist(ServerNonInvite::new(reliable, self.cfg.timers))
+        };
+        let id = self.new_id();
+        let dest = super::routing::response_dest(msg, src);
+        self.tx_keys.insert(key.clone(), id);
+        self.txs.insert(
+            id,
+            TxEntry {
+                key,
+                fsm,
+                dest,
+                call,
+                side,
+                purpose,
+                request: Some(msg.clone()),
+                source: Some(*src),
+                to_tag,
+                transport_failed: false,
+                scheduled: None,
+            },
+        );
+        id
+    }
+
+    /// Sends a response through a server transaction.
+    pub(super) fn respond(&mut self, now: Instant, id: TxId, code: u16, bytes: Bytes) {
+        let Some(e) = self.txs.get_mut(&id) else { return };
+        let mut out = std::mem::take(&mut self.scratch);
+        match &mut e.fsm {
+            Fsm::Ist(t) => t.send_response(code, bytes, now, &mut out),
+            Fsm::Nist(t) => t.send_response(code, bytes, now, &mut out),
+            _ => {}
+        }
+        self.after_fsm(now, id, out);
+    }
+
+    /// Answers a server transaction with a response generated here.
+    pub(super) fn respond_local(&mut self, now: Instant, id: TxId, code: u16, reason: &str, extra: &[(&str, &[u8])]) {
+        let Some(e) = self.txs.get(&id) else { return };
+        let (Some(req), Some(src)) = (&e.request, &e.source) else { return };
+        let bytes = super::build::local_response(req, src, code, reason, e.to_tag.as_deref(), extra);
+        if code >= 200 {
+            self.stats.local_replies += 1;
+        }
+        self.respond(now, id, code, bytes);
+    }
+
+    /// Starts a client transaction for a request we built.
+    #[allow(clippy::too_many_arguments)] // mirrors new_server_tx
+    pub(super) fn start_client_tx(
+        &mut self,
+        now: Instant,
+        request: Message,
+        dest: Destination,
+        call: Option<u64>,
+        side: Side,
+        purpose: Purpose,
+    ) -> TxId {
+        let branch = request.top_via().and_then(|v| v.branch()).unwrap_or_default().to_vec();
+        let method = request.method_bytes().to_vec();
+        let key = client_key(&branch, &method);
+        let reliable = dest.transport.is_reliable();
+        let id = self.new_id();
+        let mut out = std::mem::take(&mut self.scratch);
+        let fsm = if request.method() == Some(Method::Invite) {
+            Fsm::Ict(ClientInvite::start(request, reliable, self.cfg.timers, now, &mut out))
+        } else {
+            Fsm::Nict(ClientNonInvite::start(request, reliable, self.cfg.timers, now, &mut out))
+        };
+        self.tx_keys.insert(key.clone(), id);
+        self.txs.insert(
+            id,
+            TxEntry {
+                key,
+                fsm,
+                dest,
+                call,
+                side,
+                purpose,
+                request: None,
+                source: None,
+                to_tag: None,
+                transport_failed: false,
+                scheduled: None,
+            },
+        );
+        self.after_fsm(now, id, out);
+        id
+    }
+
+    pub(super) fn feed_response(&mut self, now: Instant, id: TxId, msg: Message) {
+        let Some(e) = self.txs.get_mut(&id) else { return };
+        let mut out = std::mem::take(&mut self.scratch);
+        match &mut e.fsm {
+            Fsm::Ict(t) => t.handle_response(msg, now, &mut out),
+            Fsm::Nict(t) => t.handle_response(msg, now, &mut out),
+            _ => {}
+        }
+        self.after_fsm(now, id, out);
+    }
+
+    pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, _msg: &Message) {
+        self.stats.retransmissions_absorbed += 1;
+        let Some(e) = self.txs.get_mut(&id) else { return };
+        let mut out = std::mem::take(&mut self.scratch);
+        match (&mut e.fsm, method) {
+            (Fsm::Ist(t), Method::Ack) => t.handle_ack(now, &mut out),
+            (Fsm::Ist(t), _) => t.handle_retransmission(&mut out),
+            (Fsm::Nist(t), _) => t.handle_retransmission(&mut out),
+            _ => {}
+        }
+        self.after_fsm(now, id, out);
+    }
+
+    /// The driver could not deliver a transaction's message.
+    pub fn handle_transport_error(&mut self, now: Instant, id: TxId) {
+        let Some(e) = self.txs.get_mut(&id) else { return };
+        e.transport_failed = true;
+        let mut out = std::mem::take(&mut self.scratch);
+        match &mut e.fsm {
+            Fsm::Ict(t) => t.handle_transport_error(&mut out),
+            Fsm::Nict(t) => t.handle_transport_error(&mut out),
+            Fsm::Ist(t) => t.handle_transport_error(&mut out),
+            Fsm::Nist(t) => t.handle_transport_error(&mut out),
+        }
+        self.after_fsm(now, id, out);
+    }
+
+    pub(super) fn tx_timeout(&mut self, now: Instant, id: TxId, at: Instant) {
+        let Some(e) = self.txs.get_mut(&id) else { return };
+        if e.scheduled != Some(at) {
+            return; // superseded deadline
+        }
+        e.scheduled = None;
+        let mut out = std::mem::take(&mut self.scratch);
+        match &mut e.fsm {
+            Fsm::Ict(t) => t.handle_timeout(now, &mut out),
+            Fsm::Nict(t) => t.handle_timeout(now, &mut out),
+            Fsm::Ist(t) => t.handle_timeout(now, &mut out),
+            Fsm::Nist(t) => t.handle_timeout(now, &mut out),
+        }
+        self.after_fsm(now, id, out);
+    }
+
+    /// Marks the 2xx of an INVITE server transaction as acknowledged.
+    pub(super) fn ist_acked(&mut self, now: Instant, id: TxId) {
+        if let Some(TxEntry { fsm: Fsm::Ist(t), .. }) = self.txs.get_mut(&id) {
+            t.handle_2xx_ack();
+        }
+        self.reschedule_tx(now, id);
+    }
+
+    /// Routes a machine's outputs: transmits to the network, results to the owner, and
+    /// removes the transaction once it terminated.
+    fn after_fsm(&mut self, now: Instant, id: TxId, mut out: Vec<TxOutput>) {
+        let mut tu: Vec<TuEvent> = Vec::new();
+        let mut terminated = false;
+        if let Some(e) = self.txs.get(&id) {
+            for o in out.drain(..) {
+                match o {
+                    TxOutput::Transmit(bytes) => {
+                        self.out.push_back(Output::Transmit { dest: e.dest.clone(), bytes, tx: Some(id) })
+                    }
+                    TxOutput::Response(m) => tu.push(TuEvent::Response(m)),
+                    TxOutput::Timeout => tu.push(TuEvent::Timeout),
+                    TxOutput::Terminated => terminated = true,
+                }
+            }
+        }
+        out.clear();
+        self.scratch = out;
+        for ev in tu {
+            match ev {
+                TuEvent::Response(m) => self.on_client_response(now, id, m),
+                TuEvent::Timeout => self.on_tx_timeout(now, id),
+            }
+        }
+        if terminated {
+            self.forget_tx(id);
+        } else {
+            self.reschedule_tx(now, id);
+        }
+    }
+
+    /// Removes a transaction. A relay's client side also releases the Call-ID it reserved.
+    pub(super) fn forget_tx(&mut self, id: TxId) {
+        let Some(e) = self.txs.remove(&id) else { return };
+        self.tx_keys.remove(&e.key);
+        if e.call.is_none() && matches!(e.purpose, Purpose::RelayClient { .. }) {
+            if let Fsm::Nict(t) = &e.fsm {
+                if let Some(cid) = t.request().call_id() {
+                    self.own_call_ids.remove(cid);
+                }
+            }
+        }
+    }
+
+    /// Links the server side of a relay to its client side once both exist.
+    pub(super) fn set_relay_peer(&mut self, server: TxId, client: TxId) {
+        if let Some(e) = self.txs.get_mut(&server) {
+            e.purpose = Purpose::RelayServer { peer: client };
+        }
+    }
+
+    fn reschedule_tx(&mut self, _now: Instant, id: TxId) {
+        let Some(e) = self.txs.get_mut(&id) else { return };
+        let next = e.poll_timeout();
+        if next.is_some() && next != e.scheduled {
+            e.scheduled = next;
+            if let Some(at) = next {
+                self.schedule(at, TimerRef::Tx(id));
+            }
+        }
+    }
+
+    /// A response reached the transaction user.
+    fn on_client_response(&mut self, now: Instant, id: TxId, msg: Message) {
+        let Some(e) = self.txs.get(&id) else { return };
+        let (purpose, call, side) = (e.purpose, e.call, e.side);
+        match purpose {
+            Purpose::BInitialInvite => {
+                if let Some(h) = call.filter(|h| self.calls.contains_key(h)) {
+                    self.on_b_invite_response(now, h, msg);
+                } else {
+                    self.kill_orphan_2xx(now, id, &msg);
+                }
+            }
+            Purpose::RelayClient { peer } => self.relay_response(now, peer, call, side.other(), msg),
+            Purpose::Detached if msg.status().is_some_and(|c| (200..300).contains(&c)) => {
+                if msg.cseq().is_some_and(|c| c.method == Method::Invite) {
+                    self.kill_orphan_2xx(now, id, &msg);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A transaction timed out (or its transport failed).
+    fn on_tx_timeout(&mut self, now: Instant, id: TxId) {
+        let Some(e) = self.txs.get(&id) else { return };
+        let (purpose, call, method, transport_failed) = (e.purpose, e.call, e.method(), e.transport_failed);
+        let is_server = matches!(e.fsm, Fsm::Ist(_) | Fsm::Nist(_));
+        let unacked_2xx = matches!(&e.fsm, Fsm::Ist(t) if t.final_code().is_some_and(|c| c < 300) && !t.is_acked());
+        match purpose {
+            Purpose::BInitialInvite => {
+                if let Some(h) = call {
+                    self.on_b_invite_timeout(now, h, transport_failed);
+                }
+            }
+            Purpose::RelayClient { peer } => {
+                let (code, reason) =
+                    if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
+                self.respond_local(now, peer, code, reason, &[]);
+                if method == Method::Bye {
+                    if let Some(h) = call {
+                        self.end_call(now, h, 408, "bye_timeout");
+                    }
+                }
+            }
+            _ if is_server && unacked_2xx => {
+                if let Some(h) = call {
+                    tracing::info!(call = h, "no ACK for 2xx, ending call");
+                    self.tear_down(now, h, 408, "no_ack");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Number of a transaction's request rows (for tests and diagnostics).
+    #[cfg(test)]
+    pub(super) fn tx_count_for(&self, call: u64) -> usize {
+        self.txs.values().filter(|e| e.call == Some(call)).count()
+    }
+
+    /// The request of a client transaction (e.g. to build CANCEL).
+    pub(super) fn client_request(&self, id: TxId) -> Option<&Message> {
+        match &self.txs.get(&id)?.fsm {
+            Fsm::Ict(t) => Some(t.request()),
+            Fsm::Nict(t) => Some(t.request()),
+            _ => None,
+        }
+    }
+
+    /// Whether an INVITE server transaction can still take a final response.
+    pub(super) fn ist_open(&self, id: TxId) -> bool {
+        matches!(self.txs.get(&id).map(|e| &e.fsm), Some(Fsm::Ist(t)) if t.final_code().is_none())
+    }
+
+    /// Whether a client INVITE is still waiting for its final response.
+    pub(super) fn ict_pending(&self, id: TxId) -> bool {
+        matches!(self.txs.get(&id).map(|e| &e.fsm), Some(Fsm::Ict(t))
+            if matches!(t.state(), ClientInviteState::Calling | ClientInviteState::Proceeding))
+    }
+
+    /// Sends a message outside any transaction (ACK for 2xx, stateless replies).
+    pub(super) fn send_raw(&mut self, dest: Destination, bytes: Bytes) {
+        self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+    }
+}

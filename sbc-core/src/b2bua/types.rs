@@ -1,0 +1,151 @@
+//! The vocabulary shared by the engine and its driver: transports, sockets, where a message
+//! came from and where one must go.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::sip::transaction::TimerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn is_reliable(self) -> bool {
+        self == Self::Tcp
+    }
+    /// As written in a Via sent-protocol.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        }
+    }
+    pub fn from_name(name: &[u8]) -> Option<Self> {
+        if name.eq_ignore_ascii_case(b"udp") {
+            Some(Self::Udp)
+        } else if name.eq_ignore_ascii_case(b"tcp") {
+            Some(Self::Tcp)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// Index of a listening socket in the driver's socket table.
+pub type SocketId = u16;
+/// A TCP connection, numbered by the driver.
+pub type ConnId = u64;
+
+/// One listening socket of an interface.
+#[derive(Debug, Clone)]
+pub struct LocalSocket {
+    pub id: SocketId,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+    /// Host written into Via/Contact instead of the bound address (e.g. a public IP).
+    pub advertised: Option<String>,
+}
+
+impl LocalSocket {
+    /// `host:port` as written in Via and Contact.
+    pub fn sent_by(&self) -> String {
+        let port = self.addr.port();
+        match &self.advertised {
+            Some(h) => format!("{h}:{port}"),
+            None => match self.addr.ip() {
+                IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+                IpAddr::V4(ip) => format!("{ip}:{port}"),
+            },
+        }
+    }
+}
+
+/// A named interface (e.g. `intern`, `extern`) and its sockets.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    pub name: String,
+    pub sockets: Vec<LocalSocket>,
+}
+
+impl Interface {
+    pub fn socket(&self, transport: Transport, v6: bool) -> Option<&LocalSocket> {
+        let same_family = self.sockets.iter().find(|s| s.transport == transport && s.addr.is_ipv6() == v6);
+        same_family.or_else(|| self.sockets.iter().find(|s| s.transport == transport))
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub transport: Transport,
+    pub local: SocketId,
+    pub remote: SocketAddr,
+    /// The TCP connection it arrived on; replies prefer it (RFC 3261 §18.2.2).
+    pub conn: Option<ConnId>,
+}
+
+/// The far end of a transmission: an address, or a host name the driver must resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Addr(SocketAddr),
+    Host(Box<str>, u16),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Addr(a) => write!(f, "{a}"),
+            Self::Host(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+/// Where a message must go and from which socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub transport: Transport,
+    pub local: SocketId,
+    pub peer: Peer,
+    /// Prefer this TCP connection when it is still open.
+    pub conn: Option<ConnId>,
+}
+
+/// Engine settings; built by the driver from the validated config snapshot.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub shard: u8,
+    pub timers: TimerConfig,
+    /// Longest wait for a final response to an INVITE after a provisional (Timer C, > 3 min).
+    pub timer_c: Duration,
+    /// Hard cap on an established call; expiry sends BYE both ways. Zero disables it.
+    pub max_call_duration: Duration,
+    pub interfaces: Vec<Interface>,
+    /// Index into `interfaces` of the interface B legs are sent from.
+    pub outbound_interface: usize,
+    /// Send every new outgoing request here instead of resolving its Request-URI.
+    pub next_hop: Option<(Transport, Peer)>,
+    /// Maximum simultaneous calls of this shard; beyond it new INVITEs get 503.
+    pub max_calls: usize,
+}
+
+impl EngineConfig {
+    pub fn socket(&self, id: SocketId) -> Option<&LocalSocket> {
+        self.interfaces.iter().flat_map(|i| i.sockets.iter()).find(|s| s.id == id)
+    }
+    pub fn interface_of(&self, id: SocketId) -> Option<usize> {
+        self.interfaces.iter().position(|i| i.sockets.iter().any(|s| s.id == id))
+    }
+}
