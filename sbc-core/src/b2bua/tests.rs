@@ -1,1 +1,408 @@
+//! Call flows through one engine with virtual time: a scripted caller (A) and callee (B) on
+//! fake addresses, every message the SBC emits inspected.
 
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::sip::msg::{HeaderName, Message};
+use crate::sip::transaction::TimerConfig;
+
+const SBC: &str = "127.0.0.1:5060";
+const ALICE: &str = "127.0.0.1:5001";
+const BOB: &str = "127.0.0.1:5002";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Harness {
+    engine: Engine,
+    now: Instant,
+}
+
+#[derive(Debug)]
+struct Sent {
+    to: Peer,
+    msg: Message,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let cfg = EngineConfig {
+            shard: 0,
+            timers: TimerConfig::default(),
+            timer_c: Duration::from_secs(180),
+            max_call_duration: Duration::from_secs(3600),
+            interfaces: vec![Interface {
+                name: "default".into(),
+                sockets: vec![LocalSocket { id: 0, transport: Transport::Udp, addr: addr(SBC), advertised: None }],
+            }],
+            outbound_interface: 0,
+            next_hop: None,
+            max_calls: 100,
+        };
+        Self { engine: Engine::new(cfg, 7), now: Instant::now() }
+    }
+
+    fn send(&mut self, from: &str, text: &str) -> Vec<Sent> {
+        let msg = Message::parse(Bytes::from(text.replace('\n', "\r\n"))).expect("test message parses");
+        let src = Source { transport: Transport::Udp, local: 0, remote: addr(from), conn: None };
+        self.engine.handle_message(self.now, msg, src);
+        self.drain()
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<Sent> {
+        let end = self.now + d;
+        let mut all = Vec::new();
+        while let Some(at) = self.engine.poll_timeout() {
+            if at > end {
+                break;
+            }
+            self.now = at.max(self.now);
+            self.engine.handle_timeout(self.now);
+            all.extend(self.drain());
+        }
+        self.now = end;
+        all
+    }
+
+    fn drain(&mut self) -> Vec<Sent> {
+        let mut v = Vec::new();
+        while let Some(o) = self.engine.poll_output() {
+            if let Output::Transmit { dest, bytes, .. } = o {
+                v.push(Sent { to: dest.peer, msg: Message::parse(bytes).expect("SBC output parses") });
+            }
+        }
+        v
+    }
+}
+
+fn to(sent: &[Sent], who: &str) -> Vec<Message> {
+    sent.iter().filter(|s| s.to == Peer::Addr(addr(who))).map(|s| s.msg.clone()).collect()
+}
+
+fn one(sent: &[Sent], who: &str) -> Message {
+    let v = to(sent, who);
+    assert_eq!(v.len(), 1, "expected one message to {who}, got {sent:#?}");
+    v.into_iter().next().unwrap()
+}
+
+fn hv(m: &Message, name: HeaderName) -> String {
+    String::from_utf8_lossy(m.header_value(name).unwrap_or_default()).into_owned()
+}
+
+const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
+
+fn invite(call_id: &str, extra: &str) -> String {
+    let body = SDP.replace('\n', "\r\n");
+    format!(
+        "INVITE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK{call_id};rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:alice@atlanta.example>;tag=at\nTo: <sip:bob@biloxi.example>\nCall-ID: {call_id}\nCSeq: 10 INVITE\nContact: <sip:alice@{ALICE}>\nX-Custom:   keep  me\n{extra}Content-Type: application/sdp\nContent-Length: {}\n\n{}",
+        body.len(),
+        SDP
+    )
+}
+
+fn response_to(req: &Message, code: u16, to_tag: &str, extra: &str) -> String {
+    response_from(BOB, req, code, to_tag, extra)
+}
+
+fn response_from(who: &str, req: &Message, code: u16, to_tag: &str, extra: &str) -> String {
+    let mut s = format!("SIP/2.0 {code} Whatever\n");
+    for h in req.headers_named(HeaderName::Via) {
+        s.push_str(&format!("Via: {}\n", String::from_utf8_lossy(req.value(h))));
+    }
+    let to_val = hv(req, HeaderName::To);
+    let to_val = if to_val.contains("tag=") || to_tag.is_empty() { to_val } else { format!("{to_val};tag={to_tag}") };
+    s.push_str(&format!(
+        "From: {}\nTo: {to_val}\nCall-ID: {}\nCSeq: {}\nContact: <sip:peer@{who}>\n{extra}Content-Length: 0\n\n",
+        hv(req, HeaderName::From),
+        hv(req, HeaderName::CallId),
+        hv(req, HeaderName::CSeq)
+    ));
+    s
+}
+
+/// In-dialog request from a peer, built from the dialog rows it learned.
+fn in_dialog(method: &str, ruri: &str, via: &str, from: &str, to: &str, call_id: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{method}{cseq}\nMax-Forwards: 70\nFrom: {from}\nTo: {to}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\n{extra}Content-Length: 0\n\n"
+    )
+}
+
+/// Sets up an answered call; returns (B's INVITE as received, A's 200 as received).
+fn established(h: &mut Harness) -> (Message, Message) {
+    let out = h.send(ALICE, &invite("call-1@alice", ""));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    let out = h.send(
+        ALICE,
+        &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "call-1@alice", 10, ""),
+    );
+    let ack = one(&out, BOB);
+    assert_eq!(ack.method(), Some(Method::Ack));
+    assert_eq!(ack.cseq().unwrap().num, b_inv.cseq().unwrap().num);
+    (b_inv, ok)
+}
+
+#[test]
+fn basic_call_hides_topology_and_keeps_other_headers() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("call-1@alice", ""));
+    let trying = one(&out, ALICE);
+    assert_eq!(trying.status(), Some(100));
+    let b_inv = one(&out, BOB);
+    assert_ne!(b_inv.call_id(), Some(&b"call-1@alice"[..]));
+    assert_eq!(b_inv.values(HeaderName::Via).count(), 1, "only our Via");
+    assert!(!String::from_utf8_lossy(b_inv.bytes()).contains(ALICE), "no trace of the caller's address");
+    assert_eq!(b_inv.max_forwards(), Some(Ok(69)));
+    assert_eq!(b_inv.other_header("X-Custom"), Some(&b"keep  me"[..]));
+    assert_eq!(b_inv.body(), SDP.replace('\n', "\r\n").as_bytes());
+    assert_ne!(b_inv.from_tag(), Some(&b"at"[..]));
+    assert!(b_inv.from_hdr().unwrap().display.starts_with(b"\"Alice\""));
+
+    let out = h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
+    let ringing = one(&out, ALICE);
+    assert_eq!(ringing.status(), Some(180));
+    assert_eq!(ringing.call_id(), Some(&b"call-1@alice"[..]));
+    let a_tag = ringing.to_tag().unwrap().to_vec();
+    assert_ne!(a_tag, b"bt");
+    assert!(ringing.top_via().unwrap().param(b"rport") == Some(b"5001"));
+    assert!(!String::from_utf8_lossy(ringing.bytes()).contains(BOB), "no trace of the callee");
+
+    let out = h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    assert_eq!(ok.to_tag(), Some(&a_tag[..]));
+    assert_eq!(ok.contact().unwrap().uri, format!("sip:{SBC}").as_bytes());
+    assert_eq!(ok.reason(), b"Whatever", "reason phrase relayed as is");
+
+    let from = hv(&ok, HeaderName::From);
+    let to_hdr = hv(&ok, HeaderName::To);
+    let out = h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 10, ""));
+    let ack = one(&out, BOB);
+    assert_eq!(ack.call_id(), b_inv.call_id());
+    assert_eq!(ack.to_tag(), Some(&b"bt"[..]));
+    assert_eq!(ack.request_uri(), format!("sip:peer@{BOB}").as_bytes());
+
+    let out = h.send(ALICE, &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 11, ""));
+    let bye = one(&out, BOB);
+    assert_eq!(bye.method(), Some(Method::Bye));
+    assert_eq!(bye.cseq().unwrap().num, 2);
+    let out = h.send(BOB, &response_to(&bye, 200, "", ""));
+    let ok = one(&out, ALICE);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.cseq().unwrap().num, 11);
+    assert_eq!(h.engine.active_calls(), 0);
+    // Transactions linger only for their RFC wait timers, then everything is gone.
+    h.advance(Duration::from_secs(40));
+    assert!(h.engine.is_idle(), "txs left: {}", h.engine.active_transactions());
+}
+
+#[test]
+fn busy_is_acked_hop_by_hop_and_relayed() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("c486", ""));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 486, "bt", ""));
+    let ack = one(&out, BOB);
+    assert_eq!(ack.method(), Some(Method::Ack));
+    assert_eq!(ack.top_via().unwrap().branch(), b_inv.top_via().unwrap().branch());
+    let busy = one(&out, ALICE);
+    assert_eq!(busy.status(), Some(486));
+    assert_eq!(h.engine.active_calls(), 0);
+    // The caller's retransmitted INVITE gets the 486 again, not a new call.
+    let out = h.send(ALICE, &invite("c486", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(486));
+    assert!(to(&out, BOB).is_empty());
+}
+
+#[test]
+fn cancel_after_ringing() {
+    let mut h = Harness::new();
+    let inv_text = invite("ccancel", "");
+    let out = h.send(ALICE, &inv_text);
+    let b_inv = one(&out, BOB);
+    h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
+    let cancel = inv_text.replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+    let out = h.send(ALICE, &cancel);
+    let to_a = to(&out, ALICE);
+    assert!(to_a.iter().any(|m| m.status() == Some(200) && m.cseq().unwrap().method == Method::Cancel));
+    assert!(to_a.iter().any(|m| m.status() == Some(487)));
+    let b_cancel = one(&out, BOB);
+    assert_eq!(b_cancel.method(), Some(Method::Cancel));
+    assert_eq!(b_cancel.top_via().unwrap().branch(), b_inv.top_via().unwrap().branch());
+    let out = h.send(BOB, &response_to(&b_inv, 487, "bt", ""));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Ack));
+    assert!(to(&out, ALICE).is_empty(), "487 already sent to the caller");
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn cancel_before_any_provisional_waits_for_one() {
+    let mut h = Harness::new();
+    let inv_text = invite("cearly", "");
+    let out = h.send(ALICE, &inv_text);
+    let b_inv = one(&out, BOB);
+    let cancel = inv_text.replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
+    let out = h.send(ALICE, &cancel);
+    assert!(to(&out, BOB).iter().all(|m| m.method() != Some(Method::Cancel)), "no CANCEL before a provisional");
+    let out = h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Cancel));
+    assert!(to(&out, ALICE).is_empty(), "180 not relayed after the caller cancelled");
+}
+
+#[test]
+fn no_answer_times_out_with_408() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("ctimeout", ""));
+    one(&out, BOB);
+    let out = h.advance(Duration::from_secs(33));
+    let retrans = to(&out, BOB).len();
+    assert_eq!(retrans, 6, "Timer A: 6 retransmissions before Timer B");
+    let final_ = to(&out, ALICE).into_iter().find(|m| m.status().is_some_and(|c| c >= 200)).unwrap();
+    assert_eq!(final_.status(), Some(408));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn timer_c_cancels_a_call_that_rings_forever() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("cring", ""));
+    let b_inv = one(&out, BOB);
+    h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
+    let out = h.advance(Duration::from_secs(181));
+    assert!(to(&out, ALICE).iter().any(|m| m.status() == Some(408)));
+    assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Cancel)));
+    // The callee never answers even the CANCEL: the call is still forgotten.
+    h.advance(Duration::from_secs(70));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn bye_from_callee_and_reinvite_hold() {
+    let mut h = Harness::new();
+    let (b_inv, ok) = established(&mut h);
+    let b_call_id = String::from_utf8_lossy(b_inv.call_id().unwrap()).into_owned();
+    let from_b = format!("{};tag=bt", hv(&b_inv, HeaderName::To));
+    let to_b = hv(&b_inv, HeaderName::From);
+    // Callee puts the call on hold with a re-INVITE.
+    let out = h.send(BOB, &in_dialog("INVITE", &format!("sip:{SBC}"), BOB, &from_b, &to_b, &b_call_id, 1, "Contact: <sip:bob@127.0.0.1:5002>\n"));
+    assert!(to(&out, BOB).iter().any(|m| m.status() == Some(100)));
+    let reinv = one(&out, ALICE);
+    assert_eq!(reinv.call_id(), Some(&b"call-1@alice"[..]));
+    assert_eq!(reinv.request_uri(), format!("sip:alice@{ALICE}").as_bytes());
+    assert_eq!(reinv.from_tag(), ok.to_tag());
+    // Caller tries its own re-INVITE meanwhile: glare.
+    let out = h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "call-1@alice", 12, ""));
+    assert_eq!(one(&out, ALICE).status(), Some(491));
+    let out = h.send(ALICE, &response_from(ALICE, &reinv, 200, "", ""));
+    let ok2 = one(&out, BOB);
+    assert_eq!(ok2.status(), Some(200));
+    assert_eq!(ok2.cseq().unwrap().num, 1);
+    let out = h.send(BOB, &in_dialog("ACK", &format!("sip:{SBC}"), BOB, &from_b, &to_b, &b_call_id, 1, ""));
+    let ack = one(&out, ALICE);
+    assert_eq!(ack.cseq().unwrap().num, reinv.cseq().unwrap().num);
+    // Callee hangs up.
+    let out = h.send(BOB, &in_dialog("BYE", &format!("sip:{SBC}"), BOB, &from_b, &to_b, &b_call_id, 2, ""));
+    let bye = one(&out, ALICE);
+    let out = h.send(ALICE, &response_from(ALICE, &bye, 200, "", ""));
+    assert_eq!(one(&out, BOB).status(), Some(200));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn reliable_provisional_and_prack_are_mapped() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("c100rel", "Supported: 100rel\n"));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 183, "bt", "Require: 100rel\nRSeq: 777\n"));
+    let p = one(&out, ALICE);
+    assert_eq!(p.header_value(HeaderName::RSeq), Some(&b"1"[..]));
+    // Retransmitted by us until PRACK.
+    let out = h.advance(Duration::from_millis(600));
+    assert_eq!(to(&out, ALICE).len(), 1);
+    let out = h.send(
+        ALICE,
+        &in_dialog("PRACK", &format!("sip:{SBC}"), ALICE, &hv(&p, HeaderName::From), &hv(&p, HeaderName::To), "c100rel", 11, "RAck: 1 10 INVITE\n"),
+    );
+    let prack = one(&out, BOB);
+    assert_eq!(prack.header_value(HeaderName::RAck), Some(&b"777 1 INVITE"[..]));
+    assert_eq!(prack.to_tag(), Some(&b"bt"[..]));
+    let out = h.send(BOB, &response_to(&prack, 200, "", ""));
+    assert_eq!(one(&out, ALICE).cseq().unwrap().method, Method::Prack);
+    let out = h.advance(Duration::from_secs(5));
+    assert!(to(&out, ALICE).is_empty(), "no more 183 retransmissions after PRACK");
+}
+
+#[test]
+fn missing_ack_ends_the_call_with_bye_both_ways() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("cnoack", ""));
+    let b_inv = one(&out, BOB);
+    h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
+    let out = h.advance(Duration::from_secs(33));
+    assert!(to(&out, ALICE).iter().filter(|m| m.status() == Some(200)).count() >= 5, "2xx retransmitted");
+    assert!(to(&out, ALICE).iter().any(|m| m.method() == Some(Method::Bye)));
+    assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Bye)));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn local_replies() {
+    let mut h = Harness::new();
+    let ping = format!("OPTIONS sip:{SBC} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKp\nMax-Forwards: 0\nFrom: <sip:mon@x>;tag=1\nTo: <sip:{SBC}>\nCall-ID: ping1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+    let out = h.send(ALICE, &ping);
+    let ok = one(&out, ALICE);
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.header_value(HeaderName::Other).is_none() || ok.other_header("Allow").is_some());
+
+    let out = h.send(ALICE, &invite("cmf", "").replace("Max-Forwards: 70", "Max-Forwards: 0"));
+    assert_eq!(one(&out, ALICE).status(), Some(483));
+
+    // A request that comes back to us with a Call-ID we generated is a loop.
+    let out = h.send(ALICE, &invite("first", ""));
+    let b_inv = one(&out, BOB);
+    let looped = invite(std::str::from_utf8(b_inv.call_id().unwrap()).unwrap(), "");
+    let out = h.send(ALICE, &looped);
+    assert_eq!(one(&out, ALICE).status(), Some(482));
+
+    let out = h.send(ALICE, &invite("c415", "").replace("application/sdp", "application/unknownformat"));
+    assert_eq!(one(&out, ALICE).status(), Some(415));
+
+    h.engine.set_draining(true);
+    let out = h.send(ALICE, &invite("cdrain", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(503));
+}
+
+#[test]
+fn out_of_dialog_message_is_relayed_with_fresh_identifiers() {
+    let mut h = Harness::new();
+    let msg = format!("MESSAGE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm1\nMax-Forwards: 70\nFrom: <sip:alice@x>;tag=mf\nTo: <sip:bob@y>\nCall-ID: msg1\nCSeq: 5 MESSAGE\nContent-Type: text/plain\nContent-Length: 5\n\nhello");
+    let out = h.send(ALICE, &msg);
+    let b = one(&out, BOB);
+    assert_ne!(b.call_id(), Some(&b"msg1"[..]));
+    assert_eq!(b.body(), b"hello");
+    assert_eq!(b.values(HeaderName::Via).count(), 1);
+    let out = h.send(BOB, &response_to(&b, 202, "bt", ""));
+    let r = one(&out, ALICE);
+    assert_eq!(r.status(), Some(202));
+    assert_eq!(r.call_id(), Some(&b"msg1"[..]));
+    assert_eq!(r.cseq().unwrap().num, 5);
+    assert!(r.to_tag().is_some());
+}
+
+#[test]
+fn unknown_dialog_gets_481_and_stray_responses_are_dropped() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, "<sip:a@x>;tag=1", "<sip:b@y>;tag=nope", "gone", 3, ""));
+    assert_eq!(one(&out, ALICE).status(), Some(481));
+    let stray = format!("SIP/2.0 200 OK\nVia: SIP/2.0/UDP {SBC};branch=z9hG4bKsbc00deadbeef\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@y>;tag=2\nCall-ID: x\nCSeq: 1 INVITE\nContent-Length: 0\n\n");
+    let out = h.send(BOB, &stray);
+    assert!(out.is_empty());
+    assert_eq!(h.engine.stats.drops, 1);
+}

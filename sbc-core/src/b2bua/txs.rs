@@ -365,12 +365,6 @@ impl Engine {
         }
     }
 
-    /// Number of a transaction's request rows (for tests and diagnostics).
-    #[cfg(test)]
-    pub(super) fn tx_count_for(&self, call: u64) -> usize {
-        self.txs.values().filter(|e| e.call == Some(call)).count()
-    }
-
     /// The request of a client transaction (e.g. to build CANCEL).
     pub(super) fn client_request(&self, id: TxId) -> Option<&Message> {
         match &self.txs.get(&id)?.fsm {
