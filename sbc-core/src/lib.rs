@@ -5,3 +5,5 @@
 
 pub mod sip;
 pub mod b2bua;
+pub mod config;
+pub mod transport;

@@ -1,1 +1,168 @@
-fn main(){}
+//! `sbcd`: the SBC daemon. Reads the config (or runs on the embedded default), binds the
+//! listen sockets, runs one engine shard per core, and on SIGTERM/SIGINT stops taking new
+//! calls and waits (bounded) for calls and transactions to finish.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use sbc_core::config::{Config, ListenAddr};
+use sbc_core::transport::Runtime;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Session Border Controller daemon.
+#[derive(Debug, Parser)]
+#[command(name = "sbcd", version, about)]
+struct Cli {
+    /// Configuration file (YAML). Without it, the embedded default is used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address, repeatable: udp:IP:PORT or tcp:IP:PORT (IPv6 as udp:[::1]:5060).
+    /// Replaces the listen addresses of the first configured interface.
+    #[arg(long, value_name = "TRANSPORT:IP:PORT", value_parser = parse_listen)]
+    listen: Vec<ListenAddr>,
+    /// Validate the configuration and exit (non-zero with file, line and key on error).
+    #[arg(long)]
+    check_config: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter (tracing syntax, e.g. `info` or `sbc_core=debug`); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Engine shards (default: one per CPU core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Worker threads of the runtime (default: one per CPU core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    ListenAddr::parse(s)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sbcd: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{}: configuration OK", cfg.source);
+        return std::process::ExitCode::SUCCESS;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.worker_threads(cli.threads.unwrap_or(cores).max(1)).enable_all();
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sbcd: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, cli.shards.unwrap_or(cores))) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sbcd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded()?,
+    };
+    cfg.override_listen(cli.listen.clone());
+    Ok(cfg)
+}
+
+fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cfg: Config, shards: usize) -> anyhow::Result<()> {
+    let seed = {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    let runtime = Runtime::start(&cfg, shards, seed).await.context("starting transports")?;
+    tracing::info!(config = %cfg.source, shards, "sbcd started");
+
+    wait_for_signal().await;
+    tracing::info!(drain_timeout_s = cfg.drain_timeout.as_secs(), calls = runtime.active_calls(), "draining");
+    runtime.drain().await;
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    while !runtime.is_idle() {
+        if started.elapsed() >= cfg.drain_timeout {
+            tracing::warn!(calls = runtime.active_calls(), "drain timeout reached, exiting with calls up");
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(calls = runtime.active_calls(), "draining");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = runtime.stats();
+    let c = runtime.counters();
+    tracing::info!(
+        calls_started = s.calls_started,
+        calls_answered = s.calls_answered,
+        requests = s.requests,
+        responses = s.responses,
+        drops = s.drops,
+        parse_errors = c.parse_errors.load(std::sync::atomic::Ordering::Relaxed),
+        queue_full_drops = c.queue_full_drops.load(std::sync::atomic::Ordering::Relaxed),
+        "sbcd stopped"
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

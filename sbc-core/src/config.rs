@@ -1,0 +1,317 @@
+//! The daemon's configuration: parsed in stages (YAML text → `File*` structs with unknown keys
+//! refused → validated [`Config`]), every error naming the file, the line and the key.
+//!
+//! Profiles, regex maps and SEMS `sbc.conf` import extend this in the `profiles` crate; what is
+//! here is what the transparent B2BUA needs: interfaces, routing, SIP timers, limits, shutdown.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::b2bua::{Peer, Transport};
+use crate::sip::transaction::TimerConfig;
+
+/// The configuration used when `sbcd` runs without `--config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
+
+/// A configuration error: where it is and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<u64>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}: {}", self.file, l, self.key, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    interfaces: Vec<FileInterface>,
+    #[serde(default)]
+    routing: FileRouting,
+    #[serde(default)]
+    sip: FileSip,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    shutdown: FileShutdown,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInterface {
+    name: Spanned<String>,
+    listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    advertise: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileRouting {
+    outbound_interface: Option<Spanned<String>>,
+    next_hop: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileSip {
+    t1_ms: u64,
+    t2_ms: u64,
+    t4_ms: u64,
+    timer_c_s: u64,
+}
+
+impl Default for FileSip {
+    fn default() -> Self {
+        Self { t1_ms: 500, t2_ms: 4000, t4_ms: 5000, timer_c_s: 181 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileLimits {
+    max_calls: usize,
+    max_call_duration_s: u64,
+    tcp_max_connections: usize,
+    tcp_idle_timeout_s: u64,
+    tcp_message_timeout_s: u64,
+    queue_depth: usize,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        Self {
+            max_calls: 100_000,
+            max_call_duration_s: 43_200,
+            tcp_max_connections: 10_000,
+            tcp_idle_timeout_s: 3600,
+            tcp_message_timeout_s: 30,
+            queue_depth: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileShutdown {
+    drain_timeout_s: u64,
+}
+
+impl Default for FileShutdown {
+    fn default() -> Self {
+        Self { drain_timeout_s: 30 }
+    }
+}
+
+/// One `transport:ip:port` listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl ListenAddr {
+    /// Parses `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (t, rest) = s.split_once(':').ok_or_else(|| format!("'{s}' is not transport:ip:port"))?;
+        let transport = Transport::from_name(t.as_bytes()).ok_or_else(|| format!("unknown transport '{t}' (udp or tcp)"))?;
+        let addr = rest.parse().map_err(|_| format!("'{rest}' is not ip:port (IPv6 as [::1]:5060)"))?;
+        Ok(Self { transport, addr })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InterfaceConfig {
+    pub name: String,
+    pub listen: Vec<ListenAddr>,
+    pub advertise: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: String,
+    pub interfaces: Vec<InterfaceConfig>,
+    pub outbound_interface: usize,
+    pub next_hop: Option<(Transport, Peer)>,
+    pub timers: TimerConfig,
+    pub timer_c: Duration,
+    pub max_calls: usize,
+    pub max_call_duration: Duration,
+    pub tcp_max_connections: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_message_timeout: Duration,
+    pub queue_depth: usize,
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// Loads and validates a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_yaml(&text, &file)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::from_yaml(DEFAULT_CONFIG, "<embedded default>")
+    }
+
+    pub fn from_yaml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let parsed: FileConfig = if text.trim().is_empty() {
+            FileConfig::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| yaml_error(file, &e.to_string()))?
+        };
+        validate(parsed, file)
+    }
+
+    /// Replaces the listen addresses (`--listen`): they go to the first interface.
+    pub fn override_listen(&mut self, listen: Vec<ListenAddr>) {
+        if listen.is_empty() {
+            return;
+        }
+        match self.interfaces.first_mut() {
+            Some(i) => i.listen = listen,
+            None => self.interfaces.push(InterfaceConfig { name: "default".into(), listen, advertise: None }),
+        }
+    }
+}
+
+/// serde-saphyr errors carry "line N column M"; lift the line out so every error has one shape.
+fn yaml_error(file: &str, text: &str) -> ConfigError {
+    let line = text
+        .split("line ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    let key = text
+        .split('`')
+        .nth(1)
+        .map_or_else(|| "-".to_string(), str::to_string);
+    let first = text.lines().next().unwrap_or(text).to_string();
+    ConfigError { file: file.into(), line, key, message: first }
+}
+
+fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
+    let err = |line: Option<u64>, key: &str, message: String| ConfigError { file: file.into(), line, key: key.into(), message };
+    let mut interfaces = Vec::new();
+    for (i, fi) in f.interfaces.iter().enumerate() {
+        let name = fi.name.value.trim().to_string();
+        if name.is_empty() {
+            return Err(err(Some(fi.name.referenced.line()), &format!("interfaces[{i}].name"), "must not be empty".into()));
+        }
+        if interfaces.iter().any(|x: &InterfaceConfig| x.name == name) {
+            return Err(err(Some(fi.name.referenced.line()), &format!("interfaces[{i}].name"), format!("duplicate interface '{name}'")));
+        }
+        let mut listen = Vec::new();
+        for l in &fi.listen {
+            let a = ListenAddr::parse(l.value.trim())
+                .map_err(|m| err(Some(l.referenced.line()), &format!("interfaces[{i}].listen"), m))?;
+            listen.push(a);
+        }
+        interfaces.push(InterfaceConfig { name, listen, advertise: fi.advertise.clone() });
+    }
+    let outbound_interface = match &f.routing.outbound_interface {
+        None => 0,
+        Some(s) => interfaces.iter().position(|i| i.name == s.value).ok_or_else(|| {
+            err(Some(s.referenced.line()), "routing.outbound_interface", format!("no interface named '{}'", s.value))
+        })?,
+    };
+    let next_hop = match &f.routing.next_hop {
+        None => None,
+        Some(s) => {
+            let a = ListenAddr::parse(s.value.trim()).map_err(|m| err(Some(s.referenced.line()), "routing.next_hop", m))?;
+            Some((a.transport, Peer::Addr(a.addr)))
+        }
+    };
+    let sip = &f.sip;
+    if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms || sip.t4_ms == 0 {
+        return Err(err(None, "sip", "need t1_ms > 0, t2_ms >= t1_ms and t4_ms > 0".into()));
+    }
+    if sip.timer_c_s < 181 {
+        return Err(err(None, "sip.timer_c_s", "must be more than 180 s (RFC 3261 §16.6)".into()));
+    }
+    if f.limits.queue_depth == 0 {
+        return Err(err(None, "limits.queue_depth", "must be at least 1".into()));
+    }
+    Ok(Config {
+        source: file.into(),
+        interfaces,
+        outbound_interface,
+        next_hop,
+        timers: TimerConfig {
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            t4: Duration::from_millis(sip.t4_ms),
+        },
+        timer_c: Duration::from_secs(sip.timer_c_s),
+        max_calls: f.limits.max_calls,
+        max_call_duration: Duration::from_secs(f.limits.max_call_duration_s),
+        tcp_max_connections: f.limits.tcp_max_connections,
+        tcp_idle_timeout: Duration::from_secs(f.limits.tcp_idle_timeout_s),
+        tcp_message_timeout: Duration::from_secs(f.limits.tcp_message_timeout_s),
+        queue_depth: f.limits.queue_depth,
+        drain_timeout: Duration::from_secs(f.shutdown.drain_timeout_s),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.interfaces[0].listen.len(), 2);
+        assert_eq!(c.interfaces[0].listen[0].addr, "127.0.0.1:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = Config::from_yaml("sip:\n  t1_ms: 500\n  t9_ms: 3\n", "x.yaml").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("t9_ms"), "{e}");
+        assert!(e.to_string().starts_with("x.yaml:3:"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_names_line() {
+        let e = Config::from_yaml("interfaces:\n  - name: a\n    listen:\n      - udp:127.0.0.1:5060\n      - sctp:1.2.3.4:5\n", "y.yaml")
+            .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.key, "interfaces[0].listen");
+    }
+
+    #[test]
+    fn ipv6_listen_and_next_hop() {
+        let c = Config::from_yaml(
+            "interfaces:\n  - name: ext\n    listen: ['udp:[::1]:5070']\nrouting:\n  next_hop: tcp:127.0.0.1:5080\n",
+            "z.yaml",
+        )
+        .unwrap();
+        assert!(c.interfaces[0].listen[0].addr.is_ipv6());
+        assert_eq!(c.next_hop.unwrap().0, Transport::Tcp);
+    }
+}

@@ -1,0 +1,282 @@
+//! The thin tokio driver around the sans-IO engine: sockets in, parsed messages to the shard
+//! that owns them, transmits out. Receivers parse in parallel; each shard is one task that owns
+//! one [`Engine`] (no lock on the per-message path). Queues are bounded: when a shard's queue is
+//! full the datagram is dropped and counted (the peer retransmits), a TCP reader waits.
+
+mod shard;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::b2bua::{shard_of_branch, shard_of_call_id, Destination, EngineConfig, Interface, LocalSocket, Peer, Transport, TxId};
+use crate::config::Config;
+use crate::sip::msg::{Message, ParseError};
+
+pub use shard::ShardStatus;
+
+/// What a shard task receives.
+#[derive(Debug)]
+pub(crate) enum ShardInput {
+    Message(Message, crate::b2bua::Source),
+    Unparseable(Bytes, ParseError, crate::b2bua::Source),
+    TransportError(TxId),
+    Drain,
+}
+
+/// Process-wide counters of the driver (the engines count the rest).
+#[derive(Debug, Default)]
+pub struct DriverCounters {
+    pub datagrams_in: AtomicU64,
+    pub parse_errors: AtomicU64,
+    pub queue_full_drops: AtomicU64,
+    pub stray_responses: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub tcp_connections: AtomicUsize,
+    pub tcp_refused: AtomicU64,
+    pub tcp_timeouts: AtomicU64,
+}
+
+/// State shared by receivers, shards and TCP connections.
+pub(crate) struct Shared {
+    pub(crate) sockets: Vec<LocalSocket>,
+    pub(crate) udp: Vec<Option<Arc<UdpSocket>>>,
+    pub(crate) tcp: tcp::TcpTable,
+    pub(crate) shards: Vec<mpsc::Sender<ShardInput>>,
+    pub(crate) counters: DriverCounters,
+    pub(crate) tcp_max_connections: usize,
+    pub(crate) tcp_idle_timeout: Duration,
+    pub(crate) tcp_message_timeout: Duration,
+}
+
+impl Shared {
+    /// Parses what a socket received and hands it to the owning shard.
+    pub(crate) fn dispatch(&self, bytes: Bytes, src: crate::b2bua::Source) {
+        let n = self.shards.len() as u8;
+        let input = match Message::parse(bytes.clone()) {
+            Ok(msg) => {
+                let shard = if msg.is_request() {
+                    shard_of_call_id(msg.call_id().unwrap_or_default(), n)
+                } else {
+                    match msg.top_via().and_then(|v| v.branch()).and_then(shard_of_branch) {
+                        Some(s) if s < n => s,
+                        _ => {
+                            self.counters.stray_responses.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                };
+                return self.enqueue(shard, ShardInput::Message(msg, src));
+            }
+            Err(e) => {
+                self.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
+                ShardInput::Unparseable(bytes, e, src)
+            }
+        };
+        self.enqueue(0, input);
+    }
+
+    fn enqueue(&self, shard: u8, input: ShardInput) {
+        let Some(q) = self.shards.get(usize::from(shard)) else { return };
+        if q.try_send(input).is_err() {
+            self.counters.queue_full_drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reports a failed transmission back to the shard that owns the transaction.
+    pub(crate) fn report_error(&self, shard: u8, tx: Option<TxId>) {
+        self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+        if let (Some(tx), Some(q)) = (tx, self.shards.get(usize::from(shard))) {
+            let _ = q.try_send(ShardInput::TransportError(tx));
+        }
+    }
+
+    /// Sends one message. Never blocks the calling shard for long: name resolution and TCP
+    /// connects run in their own tasks and report failures back.
+    pub(crate) fn transmit(self: &Arc<Self>, shard: u8, dest: Destination, bytes: Bytes, tx: Option<TxId>) {
+        let addr = match &dest.peer {
+            Peer::Addr(a) => *a,
+            Peer::Host(host, port) => {
+                let (me, host, port) = (self.clone(), host.clone(), *port);
+                tokio::spawn(async move {
+                    match tokio::net::lookup_host((&*host, port)).await.ok().and_then(|mut a| a.next()) {
+                        Some(addr) => me.send_to(shard, &dest, addr, bytes, tx),
+                        None => {
+                            tracing::warn!(%host, "cannot resolve");
+                            me.report_error(shard, tx);
+                        }
+                    }
+                });
+                return;
+            }
+        };
+        self.send_to(shard, &dest, addr, bytes, tx);
+    }
+
+    fn send_to(self: &Arc<Self>, shard: u8, dest: &Destination, addr: SocketAddr, bytes: Bytes, tx: Option<TxId>) {
+        match dest.transport {
+            Transport::Udp => {
+                let Some(Some(sock)) = self.udp.get(usize::from(dest.local)) else {
+                    return self.report_error(shard, tx);
+                };
+                match sock.try_send_to(&bytes, addr) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let (sock, me) = (sock.clone(), self.clone());
+                        tokio::spawn(async move {
+                            if sock.send_to(&bytes, addr).await.is_err() {
+                                me.report_error(shard, tx);
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "udp send failed");
+                        self.report_error(shard, tx);
+                    }
+                }
+            }
+            Transport::Tcp => tcp::send(self, shard, dest, addr, bytes, tx),
+        }
+    }
+}
+
+/// Why the transports could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("cannot bind {transport}:{addr}: {source}")]
+    Bind { transport: Transport, addr: SocketAddr, source: std::io::Error },
+    #[error("{0}: no listen address configured")]
+    NoListen(String),
+}
+
+/// A running set of listeners and shards.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    statuses: Vec<Arc<ShardStatus>>,
+}
+
+impl Runtime {
+    /// Binds every listen address, starts `shards` engines and the receivers.
+    pub async fn start(cfg: &Config, shards: usize, seed: u64) -> Result<Self, StartError> {
+        let shards = shards.clamp(1, 64);
+        let mut sockets = Vec::new();
+        let mut udp = Vec::new();
+        let mut listeners = Vec::new();
+        let mut interfaces = Vec::new();
+        for iface in &cfg.interfaces {
+            let mut socks = Vec::new();
+            for l in &iface.listen {
+                let id = sockets.len() as u16;
+                let local = match l.transport {
+                    Transport::Udp => {
+                        let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
+                        let s = udp::bind(l.addr).map_err(bind_err)?;
+                        let local = s.local_addr().map_err(bind_err)?;
+                        udp.push(Some(Arc::new(s)));
+                        local
+                    }
+                    Transport::Tcp => {
+                        let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
+                        let s = tcp::bind(l.addr).map_err(bind_err)?;
+                        let local = s.local_addr().map_err(bind_err)?;
+                        listeners.push((id, s));
+                        udp.push(None);
+                        local
+                    }
+                };
+                let sock = LocalSocket { id, transport: l.transport, addr: local, advertised: iface.advertise.clone() };
+                tracing::info!(interface = %iface.name, transport = %l.transport, addr = %local, "listening");
+                socks.push(sock.clone());
+                sockets.push(sock);
+            }
+            interfaces.push(Interface { name: iface.name.clone(), sockets: socks });
+        }
+        if sockets.is_empty() {
+            return Err(StartError::NoListen(cfg.source.clone()));
+        }
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::channel(cfg.queue_depth);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            sockets,
+            udp,
+            tcp: tcp::TcpTable::default(),
+            shards: senders,
+            counters: DriverCounters::default(),
+            tcp_max_connections: cfg.tcp_max_connections,
+            tcp_idle_timeout: cfg.tcp_idle_timeout,
+            tcp_message_timeout: cfg.tcp_message_timeout,
+        });
+        let mut statuses = Vec::new();
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let ecfg = EngineConfig {
+                shard: i as u8,
+                timers: cfg.timers,
+                timer_c: cfg.timer_c,
+                max_call_duration: cfg.max_call_duration,
+                interfaces: interfaces.clone(),
+                outbound_interface: cfg.outbound_interface,
+                next_hop: cfg.next_hop.clone(),
+                max_calls: cfg.max_calls.div_ceil(shards),
+            };
+            let status = Arc::new(ShardStatus::default());
+            statuses.push(status.clone());
+            let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            tokio::spawn(shard::run(crate::b2bua::Engine::new(ecfg, seed), rx, shared.clone(), status));
+        }
+        for (id, sock) in shared.udp.iter().enumerate() {
+            if let Some(sock) = sock {
+                // Several receivers per socket so parsing spreads over the cores.
+                for _ in 0..shards.min(4) {
+                    tokio::spawn(udp::receive(shared.clone(), id as u16, sock.clone()));
+                }
+            }
+        }
+        for (id, l) in listeners {
+            tokio::spawn(tcp::accept(shared.clone(), id, l));
+        }
+        Ok(Self { shared, statuses })
+    }
+
+    /// The addresses actually bound (port 0 resolved), in config order.
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        self.shared.sockets.iter().map(|s| (s.transport, s.addr)).collect()
+    }
+
+    pub fn counters(&self) -> &DriverCounters {
+        &self.shared.counters
+    }
+
+    /// Stops taking new calls; existing calls and transactions go on.
+    pub async fn drain(&self) {
+        for q in &self.shared.shards {
+            let _ = q.send(ShardInput::Drain).await;
+        }
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.statuses.iter().map(|s| s.calls.load(Ordering::Relaxed)).sum()
+    }
+
+    /// True when no shard has a call or a transaction left.
+    pub fn is_idle(&self) -> bool {
+        self.statuses.iter().all(|s| s.calls.load(Ordering::Relaxed) == 0 && s.transactions.load(Ordering::Relaxed) == 0)
+    }
+
+    /// Totals of the engines' counters.
+    pub fn stats(&self) -> shard::StatsSnapshot {
+        shard::StatsSnapshot::sum(&self.statuses)
+    }
+}

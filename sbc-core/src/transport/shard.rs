@@ -1,0 +1,123 @@
+//! One shard: a task that owns an engine, feeds it inputs and the time, and sends its outputs.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{ShardInput, Shared};
+use crate::b2bua::{Engine, Event, Output};
+
+/// What a shard publishes for the rest of the process (shutdown, stats).
+#[derive(Debug, Default)]
+pub struct ShardStatus {
+    pub calls: AtomicUsize,
+    pub transactions: AtomicUsize,
+    pub calls_started: AtomicU64,
+    pub calls_answered: AtomicU64,
+    pub calls_ended: AtomicU64,
+    pub requests: AtomicU64,
+    pub responses: AtomicU64,
+    pub retransmissions_absorbed: AtomicU64,
+    pub drops: AtomicU64,
+    pub local_replies: AtomicU64,
+}
+
+/// Sum of all shards' counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StatsSnapshot {
+    pub calls: usize,
+    pub transactions: usize,
+    pub calls_started: u64,
+    pub calls_answered: u64,
+    pub calls_ended: u64,
+    pub requests: u64,
+    pub responses: u64,
+    pub retransmissions_absorbed: u64,
+    pub drops: u64,
+    pub local_replies: u64,
+}
+
+impl StatsSnapshot {
+    pub(super) fn sum(all: &[Arc<ShardStatus>]) -> Self {
+        let mut s = Self::default();
+        for st in all {
+            s.calls += st.calls.load(Ordering::Relaxed);
+            s.transactions += st.transactions.load(Ordering::Relaxed);
+            s.calls_started += st.calls_started.load(Ordering::Relaxed);
+            s.calls_answered += st.calls_answered.load(Ordering::Relaxed);
+            s.calls_ended += st.calls_ended.load(Ordering::Relaxed);
+            s.requests += st.requests.load(Ordering::Relaxed);
+            s.responses += st.responses.load(Ordering::Relaxed);
+            s.retransmissions_absorbed += st.retransmissions_absorbed.load(Ordering::Relaxed);
+            s.drops += st.drops.load(Ordering::Relaxed);
+            s.local_replies += st.local_replies.load(Ordering::Relaxed);
+        }
+        s
+    }
+}
+
+/// Inputs handled before the shard looks at its timers and publishes its status again.
+const BATCH: usize = 64;
+
+pub(super) async fn run(mut engine: Engine, mut rx: mpsc::Receiver<ShardInput>, shared: Arc<Shared>, status: Arc<ShardStatus>) {
+    let shard = engine.config().shard;
+    loop {
+        let deadline = engine.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            input = rx.recv() => {
+                let Some(input) = input else { break };
+                handle(&mut engine, input);
+                for _ in 1..BATCH {
+                    match rx.try_recv() {
+                        Ok(i) => handle(&mut engine, i),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
+        }
+        // Timers may have come due while inputs were handled.
+        engine.handle_timeout(Instant::now());
+        while let Some(o) = engine.poll_output() {
+            match o {
+                Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
+                Output::Event(Event::Dropped { reason }) => tracing::trace!(reason, "drop"),
+                Output::Event(_) => {}
+            }
+        }
+        publish(&engine, &status);
+    }
+}
+
+fn handle(engine: &mut Engine, input: ShardInput) {
+    let now = Instant::now();
+    match input {
+        ShardInput::Message(msg, src) => engine.handle_message(now, msg, src),
+        ShardInput::Unparseable(bytes, err, src) => engine.handle_unparseable(now, &bytes, err, src),
+        ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
+        ShardInput::Drain => engine.set_draining(true),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn publish(engine: &Engine, st: &ShardStatus) {
+    let s = &engine.stats;
+    st.calls.store(engine.active_calls(), Ordering::Relaxed);
+    st.transactions.store(engine.active_transactions(), Ordering::Relaxed);
+    st.calls_started.store(s.calls_started, Ordering::Relaxed);
+    st.calls_answered.store(s.calls_answered, Ordering::Relaxed);
+    st.calls_ended.store(s.calls_ended, Ordering::Relaxed);
+    st.requests.store(s.requests, Ordering::Relaxed);
+    st.responses.store(s.responses, Ordering::Relaxed);
+    st.retransmissions_absorbed.store(s.retransmissions_absorbed, Ordering::Relaxed);
+    st.drops.store(s.drops, Ordering::Relaxed);
+    st.local_replies.store(s.local_replies, Ordering::Relaxed);
+}
