@@ -232,6 +232,8 @@ impl Engine {
             }
             learn_remote(call.leg_mut(Side::B), &msg, false);
             let a_ist = call.a_ist;
+            // The caller's ACK carries the CSeq of its INVITE (PRACKs may have moved its CSeq on).
+            let a_invite_cseq = self.txs.get(&a_ist).and_then(|e| e.request.as_ref()).and_then(Message::cseq).map_or(0, |c| c.num);
             if !self.ist_open(a_ist) {
                 // The caller is gone (cancelled or answered with an error): hang up the callee.
                 self.ack_and_bye(now, h);
@@ -248,7 +250,7 @@ impl Engine {
             }
             call.invite_relays.push(InviteRelay {
                 server_side: Side::A,
-                server_cseq: call.leg(Side::A).remote_cseq.unwrap_or(0),
+                server_cseq: a_invite_cseq,
                 server_tx: a_ist,
                 client_cseq: call.b_invite.cseq().map_or(1, |c| c.num),
                 ack: None,

@@ -151,7 +151,7 @@ impl Shared {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("cannot bind {transport}:{addr}: {source}")]
+    #[error("cannot bind {transport}:{addr}")]
     Bind { transport: Transport, addr: SocketAddr, source: std::io::Error },
     #[error("{0}: no listen address configured")]
     NoListen(String),
