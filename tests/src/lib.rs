@@ -1,1 +1,301 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: start a real `sbcd` on free loopback ports, run SIPp
+//! peers against it, clean up. Everything stays on 127.0.0.0/8.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static SCRATCH: AtomicU32 = AtomicU32::new(0);
+
+/// A port free for both UDP and TCP on 127.0.0.1, never handed out twice by this process.
+pub fn free_port() -> u16 {
+    loop {
+        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else { continue };
+        let Ok(port) = tcp.local_addr().map(|a| a.port()) else { continue };
+        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// The repository root (the tests crate sits in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    repo_root().join("tests/scenarios").join(name)
+}
+
+pub fn corpus(name: &str) -> Vec<u8> {
+    let p = repo_root().join("tests/corpus/rfc4475").join(format!("{name}.dat"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The sbcd binary: `$SBCD_BIN`, else target/release/sbcd, else target/debug/sbcd.
+pub fn sbcd_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SBCD_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("sbcd");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("sbcd is not built: run `cargo build --release -p sbc-core --bin sbcd` (./test.sh does)");
+}
+
+/// A fresh scratch directory (SIPp writes its logs into its working directory).
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("sbc-e2e-{}-{label}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
+    d
+}
+
+/// A running sbcd, killed on drop. Its log is kept in `log` for failure messages.
+pub struct Sbcd {
+    child: Option<Child>,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Sbcd {
+    /// Starts sbcd on a free port (UDP and TCP) with extra arguments.
+    pub fn start(extra: &[&str]) -> Self {
+        let port = free_port();
+        Self::start_on(port, extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let dir = scratch_dir("sbcd");
+        let log = dir.join("sbcd.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new(sbcd_bin())
+            .arg("--listen")
+            .arg(format!("udp:127.0.0.1:{port}"))
+            .arg("--listen")
+            .arg(format!("tcp:127.0.0.1:{port}"))
+            .args(["--shards", "2", "--threads", "2"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start sbcd: {e}"));
+        let me = Self { child: Some(child), port, log };
+        me.wait_ready();
+        me
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sbcd did not come up on {}; log:\n{}", self.port, self.log_text());
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// True while the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for the exit status (bounded).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Sbcd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// SIPp's transport flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn sipp_flag(self) -> &'static str {
+        match self {
+            Self::Udp => "u1",
+            Self::Tcp => "t1",
+        }
+    }
+}
+
+/// A SIPp process in the background (a UAS), killed on drop.
+pub struct SippBg {
+    child: Option<Child>,
+    pub dir: PathBuf,
+}
+
+impl SippBg {
+    /// Waits for it to exit by itself and returns its output.
+    pub fn wait(mut self, within: Duration) -> Output {
+        let Some(mut child) = self.child.take() else { panic!("sipp already collected") };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap_or_else(|e| panic!("sipp: {e}"))
+    }
+}
+
+impl Drop for SippBg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sipp() -> Command {
+    Command::new("sipp")
+}
+
+/// Starts a SIPp UAS scenario listening on `port`.
+pub fn sipp_uas(scenario_file: &str, port: u16, transport: Transport, calls: u32) -> SippBg {
+    let dir = scratch_dir("uas");
+    let child = sipp()
+        .current_dir(&dir)
+        .arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string()])
+        .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "40s", "-trace_err"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
+    // SIPp binds its socket during start-up; give it a moment before traffic arrives.
+    wait_bound(port, transport);
+    SippBg { child: Some(child), dir }
+}
+
+fn wait_bound(port: u16, transport: Transport) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let busy = match transport {
+            Transport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_err(),
+            Transport::Tcp => TcpListener::bind(("127.0.0.1", port)).is_err(),
+        };
+        if busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a SIPp UAC scenario to completion. `rsa` sends every message to that address while the
+/// Request-URI names `dest` (the UAS).
+pub fn sipp_uac(scenario_file: &str, dest: SocketAddr, rsa: Option<SocketAddr>, transport: Transport, calls: u32, rate: u32) -> Output {
+    let dir = scratch_dir("uac");
+    let local = free_port();
+    let mut cmd = sipp();
+    cmd.current_dir(&dir)
+        .arg(dest.to_string())
+        .arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
+        .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "40s", "-trace_err"])
+        .stdin(Stdio::null());
+    if let Some(rsa) = rsa {
+        cmd.arg("-rsa").arg(rsa.to_string());
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run sipp (apt-get install sip-tester): {e}"));
+    if !out.status.success() {
+        eprintln!("sipp uac error logs:\n{}", read_error_logs(&dir));
+    }
+    out
+}
+
+/// The `*_errors.log` files SIPp left in a directory.
+pub fn read_error_logs(dir: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().contains("errors") {
+                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    s
+}
+
+/// Runs a UAC/UAS scenario pair through sbcd and asserts both sides completed every call.
+pub fn call_through(sbcd: &Sbcd, name: &str, transport: Transport, calls: u32) {
+    let uas_port = free_port();
+    let uas = sipp_uas(&format!("uas_{name}.xml"), uas_port, transport, calls);
+    let uac = sipp_uac(
+        &format!("uac_{name}.xml"),
+        SocketAddr::from(([127, 0, 0, 1], uas_port)),
+        Some(sbcd.addr()),
+        transport,
+        calls,
+        10,
+    );
+    let uas_dir = uas.dir.clone();
+    let uas_out = uas.wait(Duration::from_secs(45));
+    assert!(
+        uac.status.success() && uas_out.status.success(),
+        "{name} over {transport:?}: uac {:?}, uas {:?}\nuac: {}\nuas errors: {}\nsbcd log:\n{}",
+        uac.status.code(),
+        uas_out.status.code(),
+        String::from_utf8_lossy(&uac.stdout).lines().filter(|l| l.contains("call")).collect::<Vec<_>>().join("\n"),
+        read_error_logs(&uas_dir),
+        sbcd.log_text()
+    );
+}

@@ -69,9 +69,6 @@ impl Engine {
         if !acceptable_body(&msg) {
             return self.refuse(now, key, &msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
         }
-        let Some(a_contact) = msg.contact().filter(|c| c.uri != b"*") else {
-            return self.refuse(now, key, &msg, &src, 400, "Missing Contact", &[]);
-        };
         let b_dest = match self.route_new_request(msg.request_uri()) {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
@@ -88,8 +85,14 @@ impl Engine {
         self.respond_local(now, a_ist, 100, "Trying", &[]);
 
         let a_sent_by = a_socket.sent_by();
-        let a_target: Box<[u8]> = a_contact.uri.into();
-        let a_peer = routing::target_of_uri(&a_target, src.transport).map_or(Peer::Addr(src.remote), |(_, p)| p);
+        // RFC 2543 peers may send no Contact (RFC 4475 §3.4.1): reach them where they are.
+        let (a_target, a_peer) = match msg.contact().filter(|c| c.uri != b"*") {
+            Some(c) => {
+                let peer = routing::target_of_uri(c.uri, src.transport).map_or(Peer::Addr(src.remote), |(_, p)| p);
+                (Box::<[u8]>::from(c.uri), peer)
+            }
+            None => (msg.from_hdr().map(|f| f.uri.into()).unwrap_or_default(), Peer::Addr(src.remote)),
+        };
         let a_leg = Leg {
             call_id: msg.call_id().unwrap_or_default().into(),
             local_tag: a_tag,
