@@ -83,6 +83,11 @@ impl Shared {
         self.enqueue(0, input);
     }
 
+    /// Bytes a stream could not frame: the engine answers 400 if it can.
+    pub(crate) fn dispatch_unframeable(&self, bytes: Bytes, err: ParseError, src: crate::b2bua::Source) {
+        self.enqueue(0, ShardInput::Unparseable(bytes, err, src));
+    }
+
     fn enqueue(&self, shard: u8, input: ShardInput) {
         let Some(q) = self.shards.get(usize::from(shard)) else { return };
         if q.try_send(input).is_err() {

@@ -145,7 +145,7 @@ async fn read_loop(shared: &Arc<Shared>, local: SocketId, id: ConnId, peer: Sock
                     // The stream cannot be resynchronised: answer 400 if we can, then close.
                     shared.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
                     if salvage_request_rows(&buf).is_some() {
-                        shared.dispatch(Bytes::copy_from_slice(&buf), src);
+                        shared.dispatch_unframeable(Bytes::copy_from_slice(&buf), e, src);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     tracing::debug!(%peer, error = %e, "tcp framing error, closing");
