@@ -3,7 +3,7 @@
 //! `sbcd` binary are the thin tokio driver around them. It never blocks the per-message path on
 //! I/O and never panics on network input.
 
-pub mod sip;
 pub mod b2bua;
 pub mod config;
+pub mod sip;
 pub mod transport;

@@ -1,5 +1,8 @@
 //! SIPp UAC → sbcd → SIPp UAS over loopback, UDP and TCP: every call flow of the B2BUA core.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 
 use sbc_e2e::{call_through, sipp_uac, Sbcd, Transport};
@@ -35,8 +38,19 @@ flow!(out_of_dialog_message, "message");
 
 fn options_ping(transport: Transport) {
     let sbcd = Sbcd::start(&[]);
-    let out = sipp_uac("uac_options_ping.xml", sbcd.addr(), None::<SocketAddr>, transport, 3, 10);
-    assert!(out.status.success(), "OPTIONS ping over {transport:?} failed; sbcd log:\n{}", sbcd.log_text());
+    let out = sipp_uac(
+        "uac_options_ping.xml",
+        sbcd.addr(),
+        None::<SocketAddr>,
+        transport,
+        3,
+        10,
+    );
+    assert!(
+        out.status.success(),
+        "OPTIONS ping over {transport:?} failed; sbcd log:\n{}",
+        sbcd.log_text()
+    );
 }
 
 #[test]

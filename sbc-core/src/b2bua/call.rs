@@ -125,6 +125,14 @@ impl Call {
         &mut self.legs[side.idx()]
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [self.timer_c, self.max_duration, self.hard_end, self.reliable_1xx.as_ref().map(|r| r.next)].into_iter().flatten().min()
+        [
+            self.timer_c,
+            self.max_duration,
+            self.hard_end,
+            self.reliable_1xx.as_ref().map(|r| r.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

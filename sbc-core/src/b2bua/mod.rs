@@ -25,12 +25,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::sip::msg::{check_request, check_response, reason_phrase, salvage_request_rows, HeaderName, Message, Method, ParseError};
+use crate::sip::msg::{
+    check_request, check_response, reason_phrase, salvage_request_rows, HeaderName, Message,
+    Method, ParseError,
+};
 use crate::sip::transaction::{client_key, server_key, TxKey};
 
 pub use call::Side;
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
-pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
+pub use types::{
+    ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport,
+};
 
 use call::Call;
 use ids::IdGen;
@@ -43,7 +48,11 @@ pub type TxId = u64;
 #[derive(Debug)]
 pub enum Output {
     /// Send `bytes`; on failure report `tx` back through [`Engine::handle_transport_error`].
-    Transmit { dest: Destination, bytes: Bytes, tx: Option<TxId> },
+    Transmit {
+        dest: Destination,
+        bytes: Bytes,
+        tx: Option<TxId>,
+    },
     /// Something worth counting or logging.
     Event(Event),
 }
@@ -51,13 +60,25 @@ pub enum Output {
 /// Call and message events, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    CallStarted { call: u64 },
-    CallAnswered { call: u64 },
-    CallEnded { call: u64, code: u16, reason: &'static str },
+    CallStarted {
+        call: u64,
+    },
+    CallAnswered {
+        call: u64,
+    },
+    CallEnded {
+        call: u64,
+        code: u16,
+        reason: &'static str,
+    },
     /// A message was dropped without reply.
-    Dropped { reason: &'static str },
+    Dropped {
+        reason: &'static str,
+    },
     /// A request was refused by the SBC itself with this status.
-    Refused { code: u16 },
+    Refused {
+        code: u16,
+    },
 }
 
 /// Counters of one engine, read by the driver.
@@ -129,15 +150,22 @@ impl Engine {
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
     }
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
     pub fn active_calls(&self) -> usize {
         self.calls.len()
     }
     pub fn active_transactions(&self) -> usize {
         self.txs.len()
     }
+    /// Transactions still doing work (not only absorbing retransmissions in a wait state).
+    pub fn busy_transactions(&self) -> usize {
+        self.txs.values().filter(|t| !t.is_lingering()).count()
+    }
     /// True when nothing is left that a shutdown would cut.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.txs.is_empty()
+        self.calls.is_empty() && self.busy_transactions() == 0
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -170,8 +198,17 @@ impl Engine {
         w.header("Warning", format!("399 sbc \"{}\"", err).as_bytes());
         self.stats.local_replies += 1;
         self.out.push_back(Output::Event(Event::Refused { code }));
-        let dest = Destination { transport: src.transport, local: src.local, peer: Peer::Addr(src.remote), conn: src.conn };
-        self.out.push_back(Output::Transmit { dest, bytes: w.finish(b""), tx: None });
+        let dest = Destination {
+            transport: src.transport,
+            local: src.local,
+            peer: Peer::Addr(src.remote),
+            conn: src.conn,
+        };
+        self.out.push_back(Output::Transmit {
+            dest,
+            bytes: w.finish(b""),
+            tx: None,
+        });
     }
 
     /// A parsed message from the network.
@@ -207,13 +244,28 @@ impl Engine {
                 return;
             }
             let unsupported = rej.unsupported.join(", ");
-            let extra: Vec<(&str, &[u8])> =
-                if unsupported.is_empty() { Vec::new() } else { vec![("Unsupported", unsupported.as_bytes())] };
-            let bytes = build::local_response(&msg, &src, rej.code, rej.reason, Some(b"sbc-reject"), &extra);
+            let extra: Vec<(&str, &[u8])> = if unsupported.is_empty() {
+                Vec::new()
+            } else {
+                vec![("Unsupported", unsupported.as_bytes())]
+            };
+            let bytes = build::local_response(
+                &msg,
+                &src,
+                rej.code,
+                rej.reason,
+                Some(b"sbc-reject"),
+                &extra,
+            );
             self.stats.local_replies += 1;
-            self.out.push_back(Output::Event(Event::Refused { code: rej.code }));
+            self.out
+                .push_back(Output::Event(Event::Refused { code: rej.code }));
             let dest = routing::response_dest(&msg, &src);
-            self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+            self.out.push_back(Output::Transmit {
+                dest,
+                bytes,
+                tx: None,
+            });
             return;
         }
         let Some(key) = server_key(&msg) else {
@@ -238,11 +290,15 @@ impl Engine {
             self.drop_msg(reason);
             return;
         }
-        let (Some(via), Some(cseq_raw)) = (msg.top_via(), msg.header_value(HeaderName::CSeq)) else {
+        let (Some(via), Some(cseq_raw)) = (msg.top_via(), msg.header_value(HeaderName::CSeq))
+        else {
             self.drop_msg("response_unmatched");
             return;
         };
-        let key = client_key(via.branch().unwrap_or_default(), crate::sip::msg::CSeq::method_bytes(cseq_raw));
+        let key = client_key(
+            via.branch().unwrap_or_default(),
+            crate::sip::msg::CSeq::method_bytes(cseq_raw),
+        );
         match self.tx_keys.get(&key) {
             Some(&id) => self.feed_response(now, id, msg),
             None => self.drop_msg("stray_response"),

@@ -10,7 +10,8 @@ use super::types::{Destination, Source};
 use super::{Engine, Output, TimerRef, TxId};
 use crate::sip::msg::{Message, Method};
 use crate::sip::transaction::{
-    client_key, ClientInvite, ClientInviteState, ClientNonInvite, ServerInvite, ServerNonInvite, TxKey, TxOutput,
+    client_key, ClientInvite, ClientInviteState, ClientNonInvite, ServerInvite, ServerNonInvite,
+    TxKey, TxOutput,
 };
 
 pub(super) enum Fsm {
@@ -63,12 +64,35 @@ impl TxEntry {
             Fsm::Nist(t) => t.poll_timeout(),
         }
     }
+    /// Only absorbing retransmissions (Completed, Confirmed, acknowledged): nothing a shutdown
+    /// would cut.
+    pub(super) fn is_lingering(&self) -> bool {
+        use crate::sip::transaction::{
+            client_non_invite as nict, server_invite as ist, server_non_invite as nist,
+        };
+        match &self.fsm {
+            Fsm::Ict(t) => matches!(
+                t.state(),
+                ClientInviteState::Completed | ClientInviteState::Accepted
+            ),
+            Fsm::Nict(t) => t.state() == nict::State::Completed,
+            Fsm::Ist(t) => {
+                matches!(t.state(), ist::State::Completed | ist::State::Confirmed) || t.is_acked()
+            }
+            Fsm::Nist(t) => t.state() == nist::State::Completed,
+        }
+    }
+
     /// The method of the request this transaction carries.
     pub(super) fn method(&self) -> Method {
         match &self.fsm {
             Fsm::Ict(_) | Fsm::Ist(_) => Method::Invite,
             Fsm::Nict(t) => t.request().method().unwrap_or(Method::Other),
-            Fsm::Nist(_) => self.request.as_ref().and_then(Message::method).unwrap_or(Method::Other),
+            Fsm::Nist(_) => self
+                .request
+                .as_ref()
+                .and_then(Message::method)
+                .unwrap_or(Method::Other),
         }
     }
 }
@@ -122,7 +146,9 @@ impl Engine {
 
     /// Sends a response through a server transaction.
     pub(super) fn respond(&mut self, now: Instant, id: TxId, code: u16, bytes: Bytes) {
-        let Some(e) = self.txs.get_mut(&id) else { return };
+        let Some(e) = self.txs.get_mut(&id) else {
+            return;
+        };
         let mut out = std::mem::take(&mut self.scratch);
         match &mut e.fsm {
             Fsm::Ist(t) => t.send_response(code, bytes, now, &mut out),
@@ -133,10 +159,20 @@ impl Engine {
     }
 
     /// Answers a server transaction with a response generated here.
-    pub(super) fn respond_local(&mut self, now: Instant, id: TxId, code: u16, reason: &str, extra: &[(&str, &[u8])]) {
+    pub(super) fn respond_local(
+        &mut self,
+        now: Instant,
+        id: TxId,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
         let Some(e) = self.txs.get(&id) else { return };
-        let (Some(req), Some(src)) = (&e.request, &e.source) else { return };
-        let bytes = super::build::local_response(req, src, code, reason, e.to_tag.as_deref(), extra);
+        let (Some(req), Some(src)) = (&e.request, &e.source) else {
+            return;
+        };
+        let bytes =
+            super::build::local_response(req, src, code, reason, e.to_tag.as_deref(), extra);
         if code >= 200 {
             self.stats.local_replies += 1;
         }
@@ -154,16 +190,32 @@ impl Engine {
         side: Side,
         purpose: Purpose,
     ) -> TxId {
-        let branch = request.top_via().and_then(|v| v.branch()).unwrap_or_default().to_vec();
+        let branch = request
+            .top_via()
+            .and_then(|v| v.branch())
+            .unwrap_or_default()
+            .to_vec();
         let method = request.method_bytes().to_vec();
         let key = client_key(&branch, &method);
         let reliable = dest.transport.is_reliable();
         let id = self.new_id();
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {
-            Fsm::Ict(ClientInvite::start(request, reliable, self.cfg.timers, now, &mut out))
+            Fsm::Ict(ClientInvite::start(
+                request,
+                reliable,
+                self.cfg.timers,
+                now,
+                &mut out,
+            ))
         } else {
-            Fsm::Nict(ClientNonInvite::start(request, reliable, self.cfg.timers, now, &mut out))
+            Fsm::Nict(ClientNonInvite::start(
+                request,
+                reliable,
+                self.cfg.timers,
+                now,
+                &mut out,
+            ))
         };
         self.tx_keys.insert(key.clone(), id);
         self.txs.insert(
@@ -187,7 +239,9 @@ impl Engine {
     }
 
     pub(super) fn feed_response(&mut self, now: Instant, id: TxId, msg: Message) {
-        let Some(e) = self.txs.get_mut(&id) else { return };
+        let Some(e) = self.txs.get_mut(&id) else {
+            return;
+        };
         let mut out = std::mem::take(&mut self.scratch);
         match &mut e.fsm {
             Fsm::Ict(t) => t.handle_response(msg, now, &mut out),
@@ -197,9 +251,17 @@ impl Engine {
         self.after_fsm(now, id, out);
     }
 
-    pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, _msg: &Message) {
+    pub(super) fn on_server_retransmission(
+        &mut self,
+        now: Instant,
+        id: TxId,
+        method: Method,
+        _msg: &Message,
+    ) {
         self.stats.retransmissions_absorbed += 1;
-        let Some(e) = self.txs.get_mut(&id) else { return };
+        let Some(e) = self.txs.get_mut(&id) else {
+            return;
+        };
         let mut out = std::mem::take(&mut self.scratch);
         match (&mut e.fsm, method) {
             (Fsm::Ist(t), Method::Ack) => t.handle_ack(now, &mut out),
@@ -212,7 +274,9 @@ impl Engine {
 
     /// The driver could not deliver a transaction's message.
     pub fn handle_transport_error(&mut self, now: Instant, id: TxId) {
-        let Some(e) = self.txs.get_mut(&id) else { return };
+        let Some(e) = self.txs.get_mut(&id) else {
+            return;
+        };
         e.transport_failed = true;
         let mut out = std::mem::take(&mut self.scratch);
         match &mut e.fsm {
@@ -225,7 +289,9 @@ impl Engine {
     }
 
     pub(super) fn tx_timeout(&mut self, now: Instant, id: TxId, at: Instant) {
-        let Some(e) = self.txs.get_mut(&id) else { return };
+        let Some(e) = self.txs.get_mut(&id) else {
+            return;
+        };
         if e.scheduled != Some(at) {
             return; // superseded deadline
         }
@@ -242,7 +308,10 @@ impl Engine {
 
     /// Marks the 2xx of an INVITE server transaction as acknowledged.
     pub(super) fn ist_acked(&mut self, now: Instant, id: TxId) {
-        if let Some(TxEntry { fsm: Fsm::Ist(t), .. }) = self.txs.get_mut(&id) {
+        if let Some(TxEntry {
+            fsm: Fsm::Ist(t), ..
+        }) = self.txs.get_mut(&id)
+        {
             t.handle_2xx_ack();
         }
         self.reschedule_tx(now, id);
@@ -256,9 +325,11 @@ impl Engine {
         if let Some(e) = self.txs.get(&id) {
             for o in out.drain(..) {
                 match o {
-                    TxOutput::Transmit(bytes) => {
-                        self.out.push_back(Output::Transmit { dest: e.dest.clone(), bytes, tx: Some(id) })
-                    }
+                    TxOutput::Transmit(bytes) => self.out.push_back(Output::Transmit {
+                        dest: e.dest.clone(),
+                        bytes,
+                        tx: Some(id),
+                    }),
                     TxOutput::Response(m) => tu.push(TuEvent::Response(m)),
                     TxOutput::Timeout => tu.push(TuEvent::Timeout),
                     TxOutput::Terminated => terminated = true,
@@ -282,7 +353,9 @@ impl Engine {
 
     /// Removes a transaction. A relay's client side also releases the Call-ID it reserved.
     pub(super) fn forget_tx(&mut self, id: TxId) {
-        let Some(e) = self.txs.remove(&id) else { return };
+        let Some(e) = self.txs.remove(&id) else {
+            return;
+        };
         self.tx_keys.remove(&e.key);
         if e.call.is_none() && matches!(e.purpose, Purpose::RelayClient { .. }) {
             if let Fsm::Nict(t) = &e.fsm {
@@ -301,7 +374,9 @@ impl Engine {
     }
 
     fn reschedule_tx(&mut self, _now: Instant, id: TxId) {
-        let Some(e) = self.txs.get_mut(&id) else { return };
+        let Some(e) = self.txs.get_mut(&id) else {
+            return;
+        };
         let next = e.poll_timeout();
         if next.is_some() && next != e.scheduled {
             e.scheduled = next;
@@ -323,11 +398,14 @@ impl Engine {
                     self.kill_orphan_2xx(now, id, &msg);
                 }
             }
-            Purpose::RelayClient { peer } => self.relay_response(now, peer, call, side.other(), msg),
-            Purpose::Detached if msg.status().is_some_and(|c| (200..300).contains(&c)) => {
-                if msg.cseq().is_some_and(|c| c.method == Method::Invite) {
-                    self.kill_orphan_2xx(now, id, &msg);
-                }
+            Purpose::RelayClient { peer } => {
+                self.relay_response(now, peer, call, side.other(), msg)
+            }
+            Purpose::Detached
+                if msg.status().is_some_and(|c| (200..300).contains(&c))
+                    && msg.cseq().is_some_and(|c| c.method == Method::Invite) =>
+            {
+                self.kill_orphan_2xx(now, id, &msg);
             }
             _ => {}
         }
@@ -336,7 +414,8 @@ impl Engine {
     /// A transaction timed out (or its transport failed).
     fn on_tx_timeout(&mut self, now: Instant, id: TxId) {
         let Some(e) = self.txs.get(&id) else { return };
-        let (purpose, call, method, transport_failed) = (e.purpose, e.call, e.method(), e.transport_failed);
+        let (purpose, call, method, transport_failed) =
+            (e.purpose, e.call, e.method(), e.transport_failed);
         let is_server = matches!(e.fsm, Fsm::Ist(_) | Fsm::Nist(_));
         let unacked_2xx = matches!(&e.fsm, Fsm::Ist(t) if t.final_code().is_some_and(|c| c < 300) && !t.is_acked());
         match purpose {
@@ -346,8 +425,11 @@ impl Engine {
                 }
             }
             Purpose::RelayClient { peer } => {
-                let (code, reason) =
-                    if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
+                let (code, reason) = if transport_failed {
+                    (503, "Service Unavailable")
+                } else {
+                    (408, "Request Timeout")
+                };
                 self.respond_local(now, peer, code, reason, &[]);
                 if method == Method::Bye {
                     if let Some(h) = call {
@@ -387,6 +469,10 @@ impl Engine {
 
     /// Sends a message outside any transaction (ACK for 2xx, stateless replies).
     pub(super) fn send_raw(&mut self, dest: Destination, bytes: Bytes) {
-        self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+        self.out.push_back(Output::Transmit {
+            dest,
+            bytes,
+            tx: None,
+        });
     }
 }

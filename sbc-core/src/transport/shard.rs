@@ -61,7 +61,12 @@ impl StatsSnapshot {
 /// Inputs handled before the shard looks at its timers and publishes its status again.
 const BATCH: usize = 64;
 
-pub(super) async fn run(mut engine: Engine, mut rx: mpsc::Receiver<ShardInput>, shared: Arc<Shared>, status: Arc<ShardStatus>) {
+pub(super) async fn run(
+    mut engine: Engine,
+    mut rx: mpsc::Receiver<ShardInput>,
+    shared: Arc<Shared>,
+    status: Arc<ShardStatus>,
+) {
     let shard = engine.config().shard;
     loop {
         let deadline = engine.poll_timeout().map(tokio::time::Instant::from_std);
@@ -76,10 +81,10 @@ pub(super) async fn run(mut engine: Engine, mut rx: mpsc::Receiver<ShardInput>, 
                     }
                 }
             }
-            () = sleep_until(deadline) => engine.handle_timeout(Instant::now()),
+            () = sleep_until(deadline) => engine.handle_timeout(clock()),
         }
         // Timers may have come due while inputs were handled.
-        engine.handle_timeout(Instant::now());
+        engine.handle_timeout(clock());
         while let Some(o) = engine.poll_output() {
             match o {
                 Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
@@ -92,13 +97,21 @@ pub(super) async fn run(mut engine: Engine, mut rx: mpsc::Receiver<ShardInput>, 
 }
 
 fn handle(engine: &mut Engine, input: ShardInput) {
-    let now = Instant::now();
+    let now = clock();
     match input {
         ShardInput::Message(msg, src) => engine.handle_message(now, msg, src),
-        ShardInput::Unparseable(bytes, err, src) => engine.handle_unparseable(now, &bytes, err, src),
+        ShardInput::Unparseable(bytes, err, src) => {
+            engine.handle_unparseable(now, &bytes, err, src)
+        }
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
         ShardInput::Drain => engine.set_draining(true),
     }
+}
+
+/// The driver is the one place that reads the clock; the engine gets the time from here.
+#[allow(clippy::disallowed_methods)]
+fn clock() -> Instant {
+    Instant::now()
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -111,13 +124,20 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 fn publish(engine: &Engine, st: &ShardStatus) {
     let s = &engine.stats;
     st.calls.store(engine.active_calls(), Ordering::Relaxed);
-    st.transactions.store(engine.active_transactions(), Ordering::Relaxed);
+    // Counting busy transactions walks the table; only a draining shard needs the number.
+    let busy = if engine.is_draining() {
+        engine.busy_transactions()
+    } else {
+        engine.active_transactions()
+    };
+    st.transactions.store(busy, Ordering::Relaxed);
     st.calls_started.store(s.calls_started, Ordering::Relaxed);
     st.calls_answered.store(s.calls_answered, Ordering::Relaxed);
     st.calls_ended.store(s.calls_ended, Ordering::Relaxed);
     st.requests.store(s.requests, Ordering::Relaxed);
     st.responses.store(s.responses, Ordering::Relaxed);
-    st.retransmissions_absorbed.store(s.retransmissions_absorbed, Ordering::Relaxed);
+    st.retransmissions_absorbed
+        .store(s.retransmissions_absorbed, Ordering::Relaxed);
     st.drops.store(s.drops, Ordering::Relaxed);
     st.local_replies.store(s.local_replies, Ordering::Relaxed);
 }

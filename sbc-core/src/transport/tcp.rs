@@ -92,21 +92,38 @@ pub(super) async fn accept(shared: Arc<Shared>, local: SocketId, listener: TcpLi
     }
 }
 
-fn start_connection(shared: Arc<Shared>, local: SocketId, id: ConnId, peer: SocketAddr, stream: TcpStream, rx: mpsc::Receiver<Outgoing>) {
+fn start_connection(
+    shared: Arc<Shared>,
+    local: SocketId,
+    id: ConnId,
+    peer: SocketAddr,
+    stream: TcpStream,
+    rx: mpsc::Receiver<Outgoing>,
+) {
     let _ = stream.set_nodelay(true);
-    shared.counters.tcp_connections.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .tcp_connections
+        .fetch_add(1, Ordering::Relaxed);
     let (read, write) = stream.into_split();
     let writer = tokio::spawn(write_loop(shared.clone(), write, rx));
     tokio::spawn(async move {
         read_loop(&shared, local, id, peer, read).await;
         shared.tcp.remove(id);
         writer.abort();
-        shared.counters.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+        shared
+            .counters
+            .tcp_connections
+            .fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(%peer, conn = id, "tcp connection closed");
     });
 }
 
-async fn write_loop(shared: Arc<Shared>, mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
     while let Some(o) = rx.recv().await {
         if write.write_all(&o.bytes).await.is_err() {
             shared.report_error(o.shard, o.tx);
@@ -120,9 +137,20 @@ async fn write_loop(shared: Arc<Shared>, mut write: tokio::net::tcp::OwnedWriteH
     }
 }
 
-async fn read_loop(shared: &Arc<Shared>, local: SocketId, id: ConnId, peer: SocketAddr, mut read: tokio::net::tcp::OwnedReadHalf) {
+async fn read_loop(
+    shared: &Arc<Shared>,
+    local: SocketId,
+    id: ConnId,
+    peer: SocketAddr,
+    mut read: tokio::net::tcp::OwnedReadHalf,
+) {
     let mut buf = BytesMut::with_capacity(8192);
-    let src = Source { transport: Transport::Tcp, local, remote: peer, conn: Some(id) };
+    let src = Source {
+        transport: Transport::Tcp,
+        local,
+        remote: peer,
+        conn: Some(id),
+    };
     loop {
         // Frame everything already buffered.
         loop {
@@ -136,7 +164,11 @@ async fn read_loop(shared: &Arc<Shared>, local: SocketId, id: ConnId, peer: Sock
                     let _ = buf.split_to(len);
                     if ping {
                         if let Some(c) = shared.tcp.conns.get(&id) {
-                            let _ = c.writer.try_send(Outgoing { bytes: Bytes::from_static(b"\r\n"), shard: 0, tx: None });
+                            let _ = c.writer.try_send(Outgoing {
+                                bytes: Bytes::from_static(b"\r\n"),
+                                shard: 0,
+                                tx: None,
+                            });
                         }
                     }
                 }
@@ -153,7 +185,11 @@ async fn read_loop(shared: &Arc<Shared>, local: SocketId, id: ConnId, peer: Sock
                 }
             }
         }
-        let limit = if buf.is_empty() { shared.tcp_idle_timeout } else { shared.tcp_message_timeout };
+        let limit = if buf.is_empty() {
+            shared.tcp_idle_timeout
+        } else {
+            shared.tcp_message_timeout
+        };
         match tokio::time::timeout(limit, read.read_buf(&mut buf)).await {
             Ok(Ok(0)) => return,
             Ok(Ok(_)) => {}
@@ -168,7 +204,14 @@ async fn read_loop(shared: &Arc<Shared>, local: SocketId, id: ConnId, peer: Sock
 }
 
 /// Sends on the preferred connection, any open connection to the peer, or a new one.
-pub(super) fn send(shared: &Arc<Shared>, shard: u8, dest: &Destination, addr: SocketAddr, bytes: Bytes, tx: Option<TxId>) {
+pub(super) fn send(
+    shared: &Arc<Shared>,
+    shard: u8,
+    dest: &Destination,
+    addr: SocketAddr,
+    bytes: Bytes,
+    tx: Option<TxId>,
+) {
     let conn = dest
         .conn
         .filter(|c| shared.tcp.conns.contains_key(c))
@@ -189,7 +232,10 @@ pub(super) fn send(shared: &Arc<Shared>, shard: u8, dest: &Destination, addr: So
     if let Some(c) = shared.tcp.conns.get(&id) {
         let _ = c.writer.try_send(Outgoing { bytes, shard, tx });
     }
-    let local_ip = shared.sockets.get(usize::from(dest.local)).map(|s| s.addr.ip());
+    let local_ip = shared
+        .sockets
+        .get(usize::from(dest.local))
+        .map(|s| s.addr.ip());
     let (local, shared) = (dest.local, shared.clone());
     tokio::spawn(async move {
         match connect(addr, local_ip).await {
@@ -207,14 +253,24 @@ pub(super) fn send(shared: &Arc<Shared>, shard: u8, dest: &Destination, addr: So
     });
 }
 
-async fn connect(addr: SocketAddr, local_ip: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
-    let sock = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
+async fn connect(
+    addr: SocketAddr,
+    local_ip: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let sock = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
     // Leave from the interface's own address so the peer sees the right source.
     if let Some(ip) = local_ip.filter(|ip| !ip.is_unspecified() && ip.is_ipv6() == addr.is_ipv6()) {
         sock.bind(SocketAddr::new(ip, 0))?;
     }
     match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timed out",
+        )),
     }
 }

@@ -32,14 +32,27 @@ pub struct ClientInvite {
 
 impl ClientInvite {
     /// Starts the transaction: the request goes out now.
-    pub fn start(request: Message, reliable: bool, cfg: TimerConfig, now: Instant, out: &mut Vec<TxOutput>) -> Self {
+    pub fn start(
+        request: Message,
+        reliable: bool,
+        cfg: TimerConfig,
+        now: Instant,
+        out: &mut Vec<TxOutput>,
+    ) -> Self {
         let mut timers = TimerSet::default();
         if !reliable {
             timers.arm(TimerName::A, now, cfg.t1);
         }
         timers.arm(TimerName::B, now, cfg.t1x64());
         out.push(TxOutput::Transmit(request.bytes().clone()));
-        Self { state: State::Calling, request, reliable, cfg, timers, ack: None }
+        Self {
+            state: State::Calling,
+            request,
+            reliable,
+            cfg,
+            timers,
+            ack: None,
+        }
     }
 
     pub fn state(&self) -> State {
@@ -73,7 +86,8 @@ impl ClientInvite {
                 let ack = build_ack(&self.request, &resp);
                 out.push(TxOutput::Transmit(ack.clone()));
                 self.ack = Some(ack);
-                self.timers.arm(TimerName::D, now, self.cfg.timer_d(self.reliable));
+                self.timers
+                    .arm(TimerName::D, now, self.cfg.timer_d(self.reliable));
                 out.push(TxOutput::Response(resp));
             }
             (State::Completed, 300..) => {
@@ -136,7 +150,11 @@ fn build_ack(req: &Message, resp: &Message) -> Bytes {
         w.copy_row(req, h);
     }
     w.header("Max-Forwards", b"70");
-    for (name, src) in [(HeaderName::From, req), (HeaderName::To, resp), (HeaderName::CallId, req)] {
+    for (name, src) in [
+        (HeaderName::From, req),
+        (HeaderName::To, resp),
+        (HeaderName::CallId, req),
+    ] {
         if let Some(h) = src.header(name) {
             w.copy_row(src, h);
         }

@@ -25,14 +25,26 @@ pub struct ClientNonInvite {
 }
 
 impl ClientNonInvite {
-    pub fn start(request: Message, reliable: bool, cfg: TimerConfig, now: Instant, out: &mut Vec<TxOutput>) -> Self {
+    pub fn start(
+        request: Message,
+        reliable: bool,
+        cfg: TimerConfig,
+        now: Instant,
+        out: &mut Vec<TxOutput>,
+    ) -> Self {
         let mut timers = TimerSet::default();
         if !reliable {
             timers.arm(TimerName::E, now, cfg.t1);
         }
         timers.arm(TimerName::F, now, cfg.t1x64());
         out.push(TxOutput::Transmit(request.bytes().clone()));
-        Self { state: State::Trying, request, reliable, cfg, timers }
+        Self {
+            state: State::Trying,
+            request,
+            reliable,
+            cfg,
+            timers,
+        }
     }
 
     pub fn state(&self) -> State {
@@ -55,7 +67,8 @@ impl ClientNonInvite {
             (State::Trying | State::Proceeding, _) => {
                 self.state = State::Completed;
                 self.timers.clear();
-                self.timers.arm(TimerName::K, now, self.cfg.t4_or_zero(self.reliable));
+                self.timers
+                    .arm(TimerName::K, now, self.cfg.t4_or_zero(self.reliable));
                 out.push(TxOutput::Response(resp));
             }
             _ => {}
@@ -68,7 +81,11 @@ impl ClientNonInvite {
                 TimerName::E if matches!(self.state, State::Trying | State::Proceeding) => {
                     out.push(TxOutput::Transmit(self.request.bytes().clone()));
                     // Trying doubles up to T2; Proceeding retransmits every T2 (§17.1.2.2).
-                    let next = if self.state == State::Trying { (t.interval * 2).min(self.cfg.t2) } else { self.cfg.t2 };
+                    let next = if self.state == State::Trying {
+                        (t.interval * 2).min(self.cfg.t2)
+                    } else {
+                        self.cfg.t2
+                    };
                     self.timers.arm(TimerName::E, now, next);
                 }
                 TimerName::F if matches!(self.state, State::Trying | State::Proceeding) => {

@@ -58,7 +58,13 @@ impl ServerInvite {
     }
 
     /// The TU sends a response.
-    pub fn send_response(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<TxOutput>) {
+    pub fn send_response(
+        &mut self,
+        code: u16,
+        bytes: Bytes,
+        now: Instant,
+        out: &mut Vec<TxOutput>,
+    ) {
         if self.state != State::Proceeding {
             return; // a final response was sent already
         }
@@ -99,7 +105,8 @@ impl ServerInvite {
         if self.state == State::Completed {
             self.state = State::Confirmed;
             self.timers.clear();
-            self.timers.arm(TimerName::I, now, self.cfg.t4_or_zero(self.reliable));
+            self.timers
+                .arm(TimerName::I, now, self.cfg.t4_or_zero(self.reliable));
             if self.reliable {
                 self.terminate(out);
             }
@@ -122,13 +129,18 @@ impl ServerInvite {
                     if let Some(r) = &self.last_response {
                         out.push(TxOutput::Transmit(r.clone()));
                     }
-                    self.timers.arm(TimerName::G, now, (t.interval * 2).min(self.cfg.t2));
+                    self.timers
+                        .arm(TimerName::G, now, (t.interval * 2).min(self.cfg.t2));
                 }
                 TimerName::Retransmit2xx if self.state == State::Accepted && !self.acked => {
                     if let Some(r) = &self.last_response {
                         out.push(TxOutput::Transmit(r.clone()));
                     }
-                    self.timers.arm(TimerName::Retransmit2xx, now, (t.interval * 2).min(self.cfg.t2));
+                    self.timers.arm(
+                        TimerName::Retransmit2xx,
+                        now,
+                        (t.interval * 2).min(self.cfg.t2),
+                    );
                 }
                 TimerName::H => {
                     out.push(TxOutput::Timeout);

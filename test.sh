@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine with only Rust installed:
+# installs what the tests need (SIPp from Debian's sip-tester), checks format and lints,
+# builds sbcd, then runs the unit, state-machine and end-to-end suites.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v sipp >/dev/null 2>&1; then
+  step "installing SIPp (Debian package sip-tester)"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sip-tester >/dev/null
+fi
+command -v sipp >/dev/null || { echo "SIPp is required (apt-get install sip-tester)" >&2; exit 1; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build sbcd (release, used by the end-to-end tests)"
+cargo build --release --locked -p sbc-core --bin sbcd
+export SBCD_BIN="$PWD/target/release/sbcd"
+
+step "tests"
+cargo test --workspace --locked
+
+if cargo fuzz --version >/dev/null 2>&1; then
+  step "fuzz smoke (30 s per target)"
+  ./fuzz/smoke.sh 30
+fi

@@ -1,0 +1,229 @@
+//! Bad input and lifecycle against a running sbcd: junk and oversize datagrams, slow and
+//! truncated TCP peers, bad configuration, and a SIGTERM while a call is up.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sbc_e2e::{free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, Sbcd, Transport};
+
+fn options_ping(sbcd: &Sbcd) -> Option<String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let me = sock.local_addr().ok()?;
+    let ping = format!(
+        "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKping{n};rport\r\nFrom: <sip:mon@{me}>;tag=1\r\nTo: <sip:{addr}>\r\nCall-ID: ping-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        addr = sbcd.addr(),
+        n = me.port()
+    );
+    sock.send_to(ping.as_bytes(), sbcd.addr()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn junk_and_oversize_datagrams_are_dropped_and_service_goes_on() {
+    let mut sbcd = Sbcd::start(&[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    for i in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 1500) as usize + 1;
+        let junk: Vec<u8> = (0..len).map(|k| (x >> (k % 56)) as u8).collect();
+        let _ = sock.send_to(&junk, sbcd.addr());
+        if i % 500 == 0 {
+            // Also the largest datagram there is, and a request with a header block over the limit.
+            let _ = sock.send_to(&vec![b'A'; 65_000], sbcd.addr());
+            let mut big = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nX-Big: ".to_vec();
+            big.extend(std::iter::repeat_n(b'b', 64_000));
+            big.extend_from_slice(b"\r\n\r\n");
+            let _ = sock.send_to(&big, sbcd.addr());
+        }
+    }
+    let pong = options_ping(&sbcd).expect("sbcd still answers after the junk");
+    assert!(pong.starts_with("SIP/2.0 200"), "{pong}");
+    assert!(sbcd.is_running());
+}
+
+#[test]
+fn malformed_request_gets_400_with_a_reason() {
+    let sbcd = Sbcd::start(&[]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let bad = format!("INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbad;rport\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@y>\r\nCall-ID: bad1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 900\r\n\r\nshort");
+    sock.send_to(bad.as_bytes(), sbcd.addr()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("a 400 comes back");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 400"), "{text}");
+    assert!(text.contains("Warning: 399"), "{text}");
+}
+
+fn config_with(dir: &std::path::Path, yaml: &str) -> String {
+    let p = dir.join("sbc.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn slow_tcp_peer_is_cut_off_and_truncated_frames_do_no_harm() {
+    let dir = scratch_dir("slow");
+    let cfg = config_with(&dir, "limits:\n  tcp_message_timeout_s: 1\n");
+    let mut sbcd = Sbcd::start(&["--config", &cfg]);
+    // Slowloris: half a header block, then silence.
+    let mut slow = TcpStream::connect(sbcd.addr()).unwrap();
+    slow.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;bran")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the connection is closed, not answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed after the message timeout"
+    );
+    // Truncated frames, closed mid-message.
+    for cut in [10usize, 40, 90] {
+        let mut c = TcpStream::connect(sbcd.addr()).unwrap();
+        let msg = b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKt\r\nContent-Length: 50\r\n\r\nv=0";
+        c.write_all(&msg[..cut.min(msg.len())]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(sbcd.is_running());
+    let pong = options_ping(&sbcd).expect("still serving");
+    assert!(pong.starts_with("SIP/2.0 200"), "{pong}");
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = scratch_dir("cfg");
+    let cfg = config_with(&dir, "sip:\n  t1_ms: 500\n  t1_msec: 3\n");
+    let out = Command::new(sbcd_bin())
+        .args(["--check-config", "--config", &cfg])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{cfg}:3:")) && err.contains("t1_msec"),
+        "{err}"
+    );
+
+    let good = config_with(&dir, "routing:\n  next_hop: udp:127.0.0.1:5999\n");
+    let out = Command::new(sbcd_bin())
+        .args(["--check-config", "--config", &good])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_listen_argument_is_refused() {
+    let out = Command::new(sbcd_bin())
+        .args(["--listen", "sctp:127.0.0.1:5060", "--check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown transport"));
+}
+
+#[test]
+fn ipv6_loopback_call() {
+    // Skip quietly where the machine has no ::1 (some containers).
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let port = free_port();
+    let sbcd = Sbcd::start(&["--listen", &format!("udp:[::1]:{port}")]);
+    let sock = UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = sock.local_addr().unwrap();
+    let ping = format!("OPTIONS sip:[::1]:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK6;rport\r\nFrom: <sip:m@[::1]>;tag=1\r\nTo: <sip:[::1]:{port}>\r\nCall-ID: v6\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    sock.send_to(
+        ping.as_bytes(),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("answer over IPv6");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
+    drop(sbcd);
+}
+
+#[test]
+fn sigterm_drains_a_live_call_then_exits_zero() {
+    let mut sbcd = Sbcd::start(&[]);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let dir = scratch_dir("drain");
+    let local = free_port();
+    let mut uac = Command::new("sipp")
+        .current_dir(&dir)
+        .arg(format!("127.0.0.1:{uas_port}"))
+        .arg("-sf")
+        .arg(scenario("uac_held.xml"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &local.to_string(),
+            "-m",
+            "1",
+            "-d",
+            "2000",
+            "-t",
+            "u1",
+            "-nostdin",
+            "-timeout",
+            "30s",
+        ])
+        .arg("-rsa")
+        .arg(sbcd.addr().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700)); // the call is up and held
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(sbcd.pid().to_string())
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(sbcd.is_running(), "sbcd must wait for the live call");
+    // New calls are refused while draining.
+    let pong = options_ping(&sbcd).unwrap_or_default();
+    assert!(
+        pong.starts_with("SIP/2.0 503"),
+        "health check says draining: {pong}"
+    );
+    let status = uac.wait().unwrap();
+    assert!(
+        status.success(),
+        "the held call completed through the drain"
+    );
+    let uas_out = uas.wait(Duration::from_secs(10));
+    assert!(uas_out.status.success());
+    let exit = sbcd
+        .terminate(Duration::from_secs(10))
+        .expect("sbcd exits once idle");
+    assert!(
+        exit.success(),
+        "exit status {exit:?}; log:\n{}",
+        sbcd.log_text()
+    );
+}
