@@ -78,12 +78,7 @@ struct FileSip {
 
 impl Default for FileSip {
     fn default() -> Self {
-        Self {
-            t1_ms: 500,
-            t2_ms: 4000,
-            t4_ms: 5000,
-            timer_c_s: 181,
-        }
+        Self { t1_ms: 500, t2_ms: 4000, t4_ms: 5000, timer_c_s: 181 }
     }
 }
 
@@ -119,9 +114,7 @@ struct FileShutdown {
 
 impl Default for FileShutdown {
     fn default() -> Self {
-        Self {
-            drain_timeout_s: 30,
-        }
+        Self { drain_timeout_s: 30 }
     }
 }
 
@@ -135,14 +128,10 @@ pub struct ListenAddr {
 impl ListenAddr {
     /// Parses `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let (t, rest) = s
-            .split_once(':')
-            .ok_or_else(|| format!("'{s}' is not transport:ip:port"))?;
-        let transport = Transport::from_name(t.as_bytes())
-            .ok_or_else(|| format!("unknown transport '{t}' (udp or tcp)"))?;
-        let addr = rest
-            .parse()
-            .map_err(|_| format!("'{rest}' is not ip:port (IPv6 as [::1]:5060)"))?;
+        let (t, rest) = s.split_once(':').ok_or_else(|| format!("'{s}' is not transport:ip:port"))?;
+        let transport =
+            Transport::from_name(t.as_bytes()).ok_or_else(|| format!("unknown transport '{t}' (udp or tcp)"))?;
+        let addr = rest.parse().map_err(|_| format!("'{rest}' is not ip:port (IPv6 as [::1]:5060)"))?;
         Ok(Self { transport, addr })
     }
 }
@@ -206,11 +195,7 @@ impl Config {
         }
         match self.interfaces.first_mut() {
             Some(i) => i.listen = listen,
-            None => self.interfaces.push(InterfaceConfig {
-                name: "default".into(),
-                listen,
-                advertise: None,
-            }),
+            None => self.interfaces.push(InterfaceConfig { name: "default".into(), listen, advertise: None }),
         }
     }
 }
@@ -222,17 +207,9 @@ fn yaml_error(file: &str, text: &str) -> ConfigError {
         .nth(1)
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok());
-    let key = text
-        .split('`')
-        .nth(1)
-        .map_or_else(|| "-".to_string(), str::to_string);
+    let key = text.split('`').nth(1).map_or_else(|| "-".to_string(), str::to_string);
     let first = text.lines().next().unwrap_or(text).to_string();
-    ConfigError {
-        file: file.into(),
-        line,
-        key,
-        message: first,
-    }
+    ConfigError { file: file.into(), line, key, message: first }
 }
 
 fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
@@ -261,56 +238,32 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         }
         let mut listen = Vec::new();
         for l in &fi.listen {
-            let a = ListenAddr::parse(l.value.trim()).map_err(|m| {
-                err(
-                    Some(l.referenced.line()),
-                    &format!("interfaces[{i}].listen"),
-                    m,
-                )
-            })?;
+            let a = ListenAddr::parse(l.value.trim())
+                .map_err(|m| err(Some(l.referenced.line()), &format!("interfaces[{i}].listen"), m))?;
             listen.push(a);
         }
-        interfaces.push(InterfaceConfig {
-            name,
-            listen,
-            advertise: fi.advertise.clone(),
-        });
+        interfaces.push(InterfaceConfig { name, listen, advertise: fi.advertise.clone() });
     }
     let outbound_interface = match &f.routing.outbound_interface {
         None => 0,
-        Some(s) => interfaces
-            .iter()
-            .position(|i| i.name == s.value)
-            .ok_or_else(|| {
-                err(
-                    Some(s.referenced.line()),
-                    "routing.outbound_interface",
-                    format!("no interface named '{}'", s.value),
-                )
-            })?,
+        Some(s) => interfaces.iter().position(|i| i.name == s.value).ok_or_else(|| {
+            err(Some(s.referenced.line()), "routing.outbound_interface", format!("no interface named '{}'", s.value))
+        })?,
     };
     let next_hop = match &f.routing.next_hop {
         None => None,
         Some(s) => {
-            let a = ListenAddr::parse(s.value.trim())
-                .map_err(|m| err(Some(s.referenced.line()), "routing.next_hop", m))?;
+            let a =
+                ListenAddr::parse(s.value.trim()).map_err(|m| err(Some(s.referenced.line()), "routing.next_hop", m))?;
             Some((a.transport, Peer::Addr(a.addr)))
         }
     };
     let sip = &f.sip;
     if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms || sip.t4_ms == 0 {
-        return Err(err(
-            None,
-            "sip",
-            "need t1_ms > 0, t2_ms >= t1_ms and t4_ms > 0".into(),
-        ));
+        return Err(err(None, "sip", "need t1_ms > 0, t2_ms >= t1_ms and t4_ms > 0".into()));
     }
     if sip.timer_c_s < 181 {
-        return Err(err(
-            None,
-            "sip.timer_c_s",
-            "must be more than 180 s (RFC 3261 §16.6)".into(),
-        ));
+        return Err(err(None, "sip.timer_c_s", "must be more than 180 s (RFC 3261 §16.6)".into()));
     }
     if f.limits.queue_depth == 0 {
         return Err(err(None, "limits.queue_depth", "must be at least 1".into()));
@@ -344,10 +297,7 @@ mod tests {
     fn embedded_default_is_valid() {
         let c = Config::embedded().unwrap();
         assert_eq!(c.interfaces[0].listen.len(), 2);
-        assert_eq!(
-            c.interfaces[0].listen[0].addr,
-            "127.0.0.1:5060".parse().unwrap()
-        );
+        assert_eq!(c.interfaces[0].listen[0].addr, "127.0.0.1:5060".parse().unwrap());
     }
 
     #[test]
@@ -360,8 +310,11 @@ mod tests {
 
     #[test]
     fn bad_listen_names_line() {
-        let e = Config::from_yaml("interfaces:\n  - name: a\n    listen:\n      - udp:127.0.0.1:5060\n      - sctp:1.2.3.4:5\n", "y.yaml")
-            .unwrap_err();
+        let e = Config::from_yaml(
+            "interfaces:\n  - name: a\n    listen:\n      - udp:127.0.0.1:5060\n      - sctp:1.2.3.4:5\n",
+            "y.yaml",
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(5), "{e}");
         assert_eq!(e.key, "interfaces[0].listen");
     }

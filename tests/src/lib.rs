@@ -33,10 +33,7 @@ pub fn free_port() -> u16 {
 
 /// The repository root (the tests crate sits in `tests/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 pub fn scenario(name: &str) -> PathBuf {
@@ -44,9 +41,7 @@ pub fn scenario(name: &str) -> PathBuf {
 }
 
 pub fn corpus(name: &str) -> Vec<u8> {
-    let p = repo_root()
-        .join("tests/corpus/rfc4475")
-        .join(format!("{name}.dat"));
+    let p = repo_root().join("tests/corpus/rfc4475").join(format!("{name}.dat"));
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -55,17 +50,14 @@ pub fn sbcd_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("SBCD_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
     for profile in ["release", "debug"] {
         let p = target.join(profile).join("sbcd");
         if p.exists() {
             return p;
         }
     }
-    panic!(
-        "sbcd is not built: run `cargo build --release -p sbc-core --bin sbcd` (./test.sh does)"
-    );
+    panic!("sbcd is not built: run `cargo build --release -p sbc-core --bin sbcd` (./test.sh does)");
 }
 
 /// A fresh scratch directory (SIPp writes its logs into its working directory).
@@ -94,8 +86,7 @@ impl Sbcd {
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = scratch_dir("sbcd");
         let log = dir.join("sbcd.log");
-        let log_file =
-            std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new(sbcd_bin())
             .arg("--listen")
             .arg(format!("udp:127.0.0.1:{port}"))
@@ -108,11 +99,7 @@ impl Sbcd {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start sbcd: {e}"));
-        let me = Self {
-            child: Some(child),
-            port,
-            log,
-        };
+        let me = Self { child: Some(child), port, log };
         me.wait_ready();
         me
     }
@@ -125,11 +112,7 @@ impl Sbcd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!(
-            "sbcd did not come up on {}; log:\n{}",
-            self.port,
-            self.log_text()
-        );
+        panic!("sbcd did not come up on {}; log:\n{}", self.port, self.log_text());
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -146,18 +129,13 @@ impl Sbcd {
 
     /// True while the process is running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Sends SIGTERM and waits for the exit status (bounded).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = child.try_wait() {
@@ -203,9 +181,7 @@ pub struct SippBg {
 impl SippBg {
     /// Waits for it to exit by itself and returns its output.
     pub fn wait(mut self, within: Duration) -> Output {
-        let Some(mut child) = self.child.take() else {
-            panic!("sipp already collected")
-        };
+        let Some(mut child) = self.child.take() else { panic!("sipp already collected") };
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
@@ -217,9 +193,7 @@ impl SippBg {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("sipp: {e}"))
+        child.wait_with_output().unwrap_or_else(|e| panic!("sipp: {e}"))
     }
 }
 
@@ -243,22 +217,8 @@ pub fn sipp_uas(scenario_file: &str, port: u16, transport: Transport, calls: u32
         .current_dir(&dir)
         .arg("-sf")
         .arg(scenario(scenario_file))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-m",
-            &calls.to_string(),
-        ])
-        .args([
-            "-t",
-            transport.sipp_flag(),
-            "-nostdin",
-            "-timeout",
-            "40s",
-            "-trace_err",
-        ])
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string()])
+        .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "40s", "-trace_err"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -266,10 +226,7 @@ pub fn sipp_uas(scenario_file: &str, port: u16, transport: Transport, calls: u32
         .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
     // SIPp binds its socket during start-up; give it a moment before traffic arrives.
     wait_bound(port, transport);
-    SippBg {
-        child: Some(child),
-        dir,
-    }
+    SippBg { child: Some(child), dir }
 }
 
 fn wait_bound(port: u16, transport: Transport) {
@@ -303,31 +260,13 @@ pub fn sipp_uac(
         .arg(dest.to_string())
         .arg("-sf")
         .arg(scenario(scenario_file))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &local.to_string(),
-            "-m",
-            &calls.to_string(),
-            "-r",
-            &rate.to_string(),
-        ])
-        .args([
-            "-t",
-            transport.sipp_flag(),
-            "-nostdin",
-            "-timeout",
-            "40s",
-            "-trace_err",
-        ])
+        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
+        .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "40s", "-trace_err"])
         .stdin(Stdio::null());
     if let Some(rsa) = rsa {
         cmd.arg("-rsa").arg(rsa.to_string());
     }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run sipp (apt-get install sip-tester): {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run sipp (apt-get install sip-tester): {e}"));
     if !out.status.success() {
         eprintln!("sipp uac error logs:\n{}", read_error_logs(&dir));
     }
@@ -366,11 +305,7 @@ pub fn call_through(sbcd: &Sbcd, name: &str, transport: Transport, calls: u32) {
         "{name} over {transport:?}: uac {:?}, uas {:?}\nuac: {}\nuas errors: {}\nsbcd log:\n{}",
         uac.status.code(),
         uas_out.status.code(),
-        String::from_utf8_lossy(&uac.stdout)
-            .lines()
-            .filter(|l| l.contains("call"))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        String::from_utf8_lossy(&uac.stdout).lines().filter(|l| l.contains("call")).collect::<Vec<_>>().join("\n"),
         read_error_logs(&uas_dir),
         sbcd.log_text()
     );

@@ -38,19 +38,8 @@ flow!(out_of_dialog_message, "message");
 
 fn options_ping(transport: Transport) {
     let sbcd = Sbcd::start(&[]);
-    let out = sipp_uac(
-        "uac_options_ping.xml",
-        sbcd.addr(),
-        None::<SocketAddr>,
-        transport,
-        3,
-        10,
-    );
-    assert!(
-        out.status.success(),
-        "OPTIONS ping over {transport:?} failed; sbcd log:\n{}",
-        sbcd.log_text()
-    );
+    let out = sipp_uac("uac_options_ping.xml", sbcd.addr(), None::<SocketAddr>, transport, 3, 10);
+    assert!(out.status.success(), "OPTIONS ping over {transport:?} failed; sbcd log:\n{}", sbcd.log_text());
 }
 
 #[test]

@@ -41,7 +41,8 @@ fn junk_and_oversize_datagrams_are_dropped_and_service_goes_on() {
         if i % 500 == 0 {
             // Also the largest datagram there is, and a request with a header block over the limit.
             let _ = sock.send_to(&vec![b'A'; 65_000], sbcd.addr());
-            let mut big = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nX-Big: ".to_vec();
+            let mut big =
+                b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\nX-Big: ".to_vec();
             big.extend(std::iter::repeat_n(b'b', 64_000));
             big.extend_from_slice(b"\r\n\r\n");
             let _ = sock.send_to(&big, sbcd.addr());
@@ -80,17 +81,13 @@ fn slow_tcp_peer_is_cut_off_and_truncated_frames_do_no_harm() {
     let mut sbcd = Sbcd::start(&["--config", &cfg]);
     // Slowloris: half a header block, then silence.
     let mut slow = TcpStream::connect(sbcd.addr()).unwrap();
-    slow.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;bran")
-        .unwrap();
+    slow.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;bran").unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 16];
     let n = slow.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the connection is closed, not answered");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "closed after the message timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(4), "closed after the message timeout");
     // Truncated frames, closed mid-message.
     for cut in [10usize, 40, 90] {
         let mut c = TcpStream::connect(sbcd.addr()).unwrap();
@@ -107,35 +104,19 @@ fn slow_tcp_peer_is_cut_off_and_truncated_frames_do_no_harm() {
 fn check_config_names_file_line_and_key() {
     let dir = scratch_dir("cfg");
     let cfg = config_with(&dir, "sip:\n  t1_ms: 500\n  t1_msec: 3\n");
-    let out = Command::new(sbcd_bin())
-        .args(["--check-config", "--config", &cfg])
-        .output()
-        .unwrap();
+    let out = Command::new(sbcd_bin()).args(["--check-config", "--config", &cfg]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("{cfg}:3:")) && err.contains("t1_msec"),
-        "{err}"
-    );
+    assert!(err.contains(&format!("{cfg}:3:")) && err.contains("t1_msec"), "{err}");
 
     let good = config_with(&dir, "routing:\n  next_hop: udp:127.0.0.1:5999\n");
-    let out = Command::new(sbcd_bin())
-        .args(["--check-config", "--config", &good])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(sbcd_bin()).args(["--check-config", "--config", &good]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn bad_listen_argument_is_refused() {
-    let out = Command::new(sbcd_bin())
-        .args(["--listen", "sctp:127.0.0.1:5060", "--check-config"])
-        .output()
-        .unwrap();
+    let out = Command::new(sbcd_bin()).args(["--listen", "sctp:127.0.0.1:5060", "--check-config"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown transport"));
 }
@@ -153,11 +134,7 @@ fn ipv6_loopback_call() {
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let me = sock.local_addr().unwrap();
     let ping = format!("OPTIONS sip:[::1]:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK6;rport\r\nFrom: <sip:m@[::1]>;tag=1\r\nTo: <sip:[::1]:{port}>\r\nCall-ID: v6\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
-    sock.send_to(
-        ping.as_bytes(),
-        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-    )
-    .unwrap();
+    sock.send_to(ping.as_bytes(), SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).unwrap();
     let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf).expect("answer over IPv6");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
@@ -199,31 +176,16 @@ fn sigterm_drains_a_live_call_then_exits_zero() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700)); // the call is up and held
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(sbcd.pid().to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(sbcd.pid().to_string()).status();
     std::thread::sleep(Duration::from_millis(300));
     assert!(sbcd.is_running(), "sbcd must wait for the live call");
     // New calls are refused while draining.
     let pong = options_ping(&sbcd).unwrap_or_default();
-    assert!(
-        pong.starts_with("SIP/2.0 503"),
-        "health check says draining: {pong}"
-    );
+    assert!(pong.starts_with("SIP/2.0 503"), "health check says draining: {pong}");
     let status = uac.wait().unwrap();
-    assert!(
-        status.success(),
-        "the held call completed through the drain"
-    );
+    assert!(status.success(), "the held call completed through the drain");
     let uas_out = uas.wait(Duration::from_secs(10));
     assert!(uas_out.status.success());
-    let exit = sbcd
-        .terminate(Duration::from_secs(10))
-        .expect("sbcd exits once idle");
-    assert!(
-        exit.success(),
-        "exit status {exit:?}; log:\n{}",
-        sbcd.log_text()
-    );
+    let exit = sbcd.terminate(Duration::from_secs(10)).expect("sbcd exits once idle");
+    assert!(exit.success(), "exit status {exit:?}; log:\n{}", sbcd.log_text());
 }

@@ -105,13 +105,8 @@ impl Rig {
         )
         .unwrap();
         let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
-        sink.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        Self {
-            sbcd,
-            sink,
-            seen_at_sink: Default::default(),
-        }
+        sink.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        Self { sbcd, sink, seen_at_sink: Default::default() }
     }
 
     /// A new request at the sink (retransmissions of earlier ones are skipped).
@@ -140,13 +135,7 @@ impl Rig {
 
 fn ok_for(req: &Message) -> Vec<u8> {
     let mut s = b"SIP/2.0 200 OK\r\n".to_vec();
-    for name in [
-        HeaderName::Via,
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-        HeaderName::CSeq,
-    ] {
+    for name in [HeaderName::Via, HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
         for h in req.headers_named(name) {
             s.extend_from_slice(req.line(h));
         }
@@ -159,21 +148,13 @@ fn ok_for(req: &Message) -> Vec<u8> {
 fn reply_port(buf: &[u8]) -> u16 {
     if let Ok(m) = Message::parse(Bytes::copy_from_slice(buf)) {
         if let Some(v) = m.top_via() {
-            return if v.has_param(b"rport") {
-                0
-            } else {
-                v.port.unwrap_or(5060)
-            };
+            return if v.has_param(b"rport") { 0 } else { v.port.unwrap_or(5060) };
         }
     }
-    let via = salvage_request_rows(buf)
-        .and_then(|rows| rows.into_iter().find(|(n, _)| *n == HeaderName::Via))
-        .and_then(|(_, v)| {
-            split_values(v)
-                .next()
-                .and_then(Via::parse_any_version)
-                .map(|v| (v.port, v.has_param(b"rport")))
-        });
+    let via =
+        salvage_request_rows(buf).and_then(|rows| rows.into_iter().find(|(n, _)| *n == HeaderName::Via)).and_then(
+            |(_, v)| split_values(v).next().and_then(Via::parse_any_version).map(|v| (v.port, v.has_param(b"rport"))),
+        );
     match via {
         Some((_, true)) | None => 0,
         Some((port, false)) => port.unwrap_or(5060),
@@ -185,10 +166,7 @@ fn statuses(data: &[u8]) -> Vec<u16> {
     let mut rest = data;
     while let Some(i) = rest.windows(8).position(|w| w == b"SIP/2.0 ") {
         let code = &rest[i + 8..];
-        if code.len() >= 3
-            && code[..3].iter().all(u8::is_ascii_digit)
-            && (i == 0 || rest[i - 1] == b'\n')
-        {
+        if code.len() >= 3 && code[..3].iter().all(u8::is_ascii_digit) && (i == 0 || rest[i - 1] == b'\n') {
             out.push(std::str::from_utf8(&code[..3]).unwrap().parse().unwrap());
         }
         rest = &rest[i + 8..];
@@ -196,19 +174,11 @@ fn statuses(data: &[u8]) -> Vec<u16> {
     out
 }
 
-fn check(
-    rig: &mut Rig,
-    name: &str,
-    section: &str,
-    want: Expect,
-    got_replies: Vec<u16>,
-) -> Option<String> {
+fn check(rig: &mut Rig, name: &str, section: &str, want: Expect, got_replies: Vec<u16>) -> Option<String> {
     let finals: Vec<u16> = got_replies.iter().copied().filter(|c| *c >= 200).collect();
     let ok = match want {
         Reply(code) => finals.first() == Some(&code),
-        Relayed => {
-            finals.iter().all(|c| *c < 300) && rig.sink_request(Duration::from_secs(2)).is_some()
-        }
+        Relayed => finals.iter().all(|c| *c < 300) && rig.sink_request(Duration::from_secs(2)).is_some(),
         Silent => got_replies.is_empty(),
     };
     (!ok).then(|| format!("{name} (§{section}): want {want:?}, got replies {got_replies:?}"))
@@ -224,8 +194,7 @@ fn rfc4475_over_udp() {
         let ip = [127, 0, 77, (i + 1) as u8];
         let port = reply_port(&data);
         let sock = UdpSocket::bind(SocketAddr::from((ip, port))).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         sock.send_to(&data, rig.sbcd.addr()).unwrap();
         // Relayed requests are checked at the sink; only an immediate refusal is looked for here.
         let wait = match want {
@@ -248,17 +217,8 @@ fn rfc4475_over_udp() {
             wrong.push(w);
         }
     }
-    assert!(
-        rig.sbcd.is_running(),
-        "sbcd died; log:\n{}",
-        rig.sbcd.log_text()
-    );
-    assert!(
-        wrong.is_empty(),
-        "wrong verdicts over UDP:\n{}\nsbcd log:\n{}",
-        wrong.join("\n"),
-        rig.sbcd.log_text()
-    );
+    assert!(rig.sbcd.is_running(), "sbcd died; log:\n{}", rig.sbcd.log_text());
+    assert!(wrong.is_empty(), "wrong verdicts over UDP:\n{}\nsbcd log:\n{}", wrong.join("\n"), rig.sbcd.log_text());
 }
 
 #[test]
@@ -268,8 +228,7 @@ fn rfc4475_over_tcp() {
     for (name, section, _, want) in TABLE {
         let data = corpus(name);
         let mut conn = TcpStream::connect(rig.sbcd.addr()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
         conn.write_all(&data).unwrap();
         // Relayed requests are checked at the sink; only an immediate refusal is looked for here.
         let wait = match want {
@@ -297,15 +256,6 @@ fn rfc4475_over_tcp() {
             wrong.push(w);
         }
     }
-    assert!(
-        rig.sbcd.is_running(),
-        "sbcd died; log:\n{}",
-        rig.sbcd.log_text()
-    );
-    assert!(
-        wrong.is_empty(),
-        "wrong verdicts over TCP:\n{}\nsbcd log:\n{}",
-        wrong.join("\n"),
-        rig.sbcd.log_text()
-    );
+    assert!(rig.sbcd.is_running(), "sbcd died; log:\n{}", rig.sbcd.log_text());
+    assert!(wrong.is_empty(), "wrong verdicts over TCP:\n{}\nsbcd log:\n{}", wrong.join("\n"), rig.sbcd.log_text());
 }

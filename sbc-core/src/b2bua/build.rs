@@ -48,12 +48,7 @@ pub(crate) fn response_head(
 ) -> MessageWriter {
     let mut w = MessageWriter::response(code, reason);
     write_vias(&mut w, req, src.remote);
-    for name in [
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-        HeaderName::CSeq,
-    ] {
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
         let Some(h) = req.header(name) else { continue };
         if name == HeaderName::To && req.to_tag().is_none() && code > 100 {
             if let Some(tag) = to_tag {
@@ -96,12 +91,7 @@ fn marked_via(top: &[u8], from: SocketAddr) -> Vec<u8> {
     };
     let mut out = top[..top.len() - via.params.len()].to_vec();
     let wants_rport = via.has_param(b"rport");
-    for p in via
-        .params
-        .split(|&c| c == b';')
-        .map(trim)
-        .filter(|p| !p.is_empty())
-    {
+    for p in via.params.split(|&c| c == b';').map(trim).filter(|p| !p.is_empty()) {
         let name = trim(p.split(|&c| c == b'=').next().unwrap_or_default());
         if name.eq_ignore_ascii_case(b"received") || name.eq_ignore_ascii_case(b"rport") {
             continue;
@@ -122,10 +112,7 @@ fn marked_via(top: &[u8], from: SocketAddr) -> Vec<u8> {
 /// Parses a host as an IP literal (IPv6 in brackets).
 pub(crate) fn ip_of_host(host: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(host).ok()?;
-    let s = s
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(s);
+    let s = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
     s.parse().ok()
 }
 
@@ -146,13 +133,7 @@ pub(crate) fn local_response(
 }
 
 /// A request on `leg`: request line to its remote target, our Via, its route set, dialog rows.
-pub(crate) fn request_on_leg(
-    leg: &Leg,
-    method: &[u8],
-    cseq: u32,
-    branch: &[u8],
-    max_forwards: u8,
-) -> MessageWriter {
+pub(crate) fn request_on_leg(leg: &Leg, method: &[u8], cseq: u32, branch: &[u8], max_forwards: u8) -> MessageWriter {
     let mut w = MessageWriter::request(method, &leg.remote_target);
     write_via(&mut w, leg.transport, &leg.via_sent_by, branch);
     for r in &leg.route_set {
@@ -162,21 +143,14 @@ pub(crate) fn request_on_leg(
     write_party(&mut w, "From", &leg.local_party, Some(&leg.local_tag));
     write_party(&mut w, "To", &leg.remote_party, leg.remote_tag.as_deref());
     w.header("Call-ID", &leg.call_id);
-    w.header_fmt(
-        "CSeq",
-        format_args!("{cseq} {}", String::from_utf8_lossy(method)),
-    );
+    w.header_fmt("CSeq", format_args!("{cseq} {}", String::from_utf8_lossy(method)));
     w
 }
 
 pub(crate) fn write_via(w: &mut MessageWriter, transport: Transport, sent_by: &str, branch: &[u8]) {
     w.header_fmt(
         "Via",
-        format_args!(
-            "SIP/2.0/{} {sent_by};branch={};rport",
-            transport.via_name(),
-            String::from_utf8_lossy(branch)
-        ),
+        format_args!("SIP/2.0/{} {sent_by};branch={};rport", transport.via_name(), String::from_utf8_lossy(branch)),
     );
 }
 
@@ -202,12 +176,7 @@ pub(crate) fn without_tag(value: &[u8]) -> Box<[u8]> {
         return value.into();
     };
     let mut out = value[..value.len() - na.params.len()].to_vec();
-    for p in na
-        .params
-        .split(|&c| c == b';')
-        .map(trim)
-        .filter(|p| !p.is_empty())
-    {
+    for p in na.params.split(|&c| c == b';').map(trim).filter(|p| !p.is_empty()) {
         let name = trim(p.split(|&c| c == b'=').next().unwrap_or_default());
         if !name.eq_ignore_ascii_case(b"tag") {
             out.push(b';');
@@ -224,13 +193,7 @@ pub(crate) fn cancel_for(invite: &Message) -> Bytes {
     if let Some(via) = invite.values(HeaderName::Via).next() {
         w.header("Via", via);
     }
-    for name in [
-        HeaderName::Route,
-        HeaderName::MaxForwards,
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-    ] {
+    for name in [HeaderName::Route, HeaderName::MaxForwards, HeaderName::From, HeaderName::To, HeaderName::CallId] {
         for h in invite.headers_named(name) {
             w.copy_row(invite, h);
         }

@@ -6,7 +6,6 @@ use bytes::Bytes;
 
 use super::types::{Destination, Transport};
 use super::TxId;
-use crate::sip::msg::Message;
 
 /// Which leg: A faces the caller (we are its UAS), B faces the callee (we are its UAC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,8 +92,9 @@ pub(crate) struct Call {
     pub(crate) legs: [Leg; 2],
     /// The server transaction of the caller's INVITE.
     pub(crate) a_ist: TxId,
-    /// Our INVITE on the B leg and its client transaction.
-    pub(crate) b_invite: Message,
+    /// The CSeq number of our INVITE on the B leg and its client transaction (which holds the
+    /// request while a CANCEL may still need it).
+    pub(crate) b_invite_cseq: u32,
     pub(crate) b_ict: TxId,
     /// A provisional has arrived on B, so CANCEL may be sent (RFC 3261 §9.1).
     pub(crate) b_provisional: bool,
@@ -125,14 +125,9 @@ impl Call {
         &mut self.legs[side.idx()]
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [
-            self.timer_c,
-            self.max_duration,
-            self.hard_end,
-            self.reliable_1xx.as_ref().map(|r| r.next),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.timer_c, self.max_duration, self.hard_end, self.reliable_1xx.as_ref().map(|r| r.next)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

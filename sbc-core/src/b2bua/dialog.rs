@@ -17,45 +17,24 @@ use crate::sip::transaction::TxKey;
 
 /// Methods whose Contact refreshes the remote target (RFC 3261 §12.2, RFC 3311, RFC 6665).
 fn is_target_refresh(m: Method) -> bool {
-    matches!(
-        m,
-        Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer
-    )
+    matches!(m, Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer)
 }
 
 impl Engine {
     pub(super) fn on_in_dialog(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         let method = msg.method().unwrap_or(Method::Other);
         let found = msg.to_tag().and_then(|t| self.dialogs.get(t)).copied();
-        let Some((h, side)) = found.filter(|(h, side)| {
-            self.calls
-                .get(h)
-                .is_some_and(|c| Some(&*c.leg(*side).call_id) == msg.call_id())
-        }) else {
-            return self.refuse(
-                now,
-                key,
-                &msg,
-                &src,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
+        let Some((h, side)) =
+            found.filter(|(h, side)| self.calls.get(h).is_some_and(|c| Some(&*c.leg(*side).call_id) == msg.call_id()))
+        else {
+            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         };
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
         let cseq = msg.cseq().map_or(0, |c| c.num);
         if call.state == CallState::Ending && method != Method::Bye {
-            return self.refuse(
-                now,
-                key,
-                &msg,
-                &src,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
+            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         }
         if call.leg(side).remote_cseq.is_some_and(|r| cseq < r) {
             return self.refuse(now, key, &msg, &src, 500, "CSeq Out Of Order", &[]);
@@ -70,15 +49,7 @@ impl Engine {
         if matches!(method, Method::Invite | Method::Update) {
             match call.offer_pending {
                 Some((s, true)) if s == side && method == Method::Invite => {
-                    return self.refuse(
-                        now,
-                        key,
-                        &msg,
-                        &src,
-                        500,
-                        "Server Internal Error",
-                        &[("Retry-After", b"1")],
-                    );
+                    return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[("Retry-After", b"1")]);
                 }
                 Some((s, _)) if s != side || method == Method::Update => {
                     return self.refuse(now, key, &msg, &src, 491, "Request Pending", &[]);
@@ -88,32 +59,15 @@ impl Engine {
         }
         let mut rack = None;
         if method == Method::Prack {
-            let b_invite_cseq = call.b_invite.cseq().map_or(1, |c| c.num);
+            let b_invite_cseq = call.b_invite_cseq;
             let mapped = msg
                 .header_value(HeaderName::RAck)
                 .and_then(parse_rack)
-                .and_then(|(a_rseq, _, _)| {
-                    call.rseq_map
-                        .iter()
-                        .find(|(a, _)| *a == a_rseq)
-                        .map(|(a, b)| (*a, *b))
-                });
+                .and_then(|(a_rseq, _, _)| call.rseq_map.iter().find(|(a, _)| *a == a_rseq).map(|(a, b)| (*a, *b)));
             let Some((a_rseq, b_rseq)) = mapped.filter(|_| side == Side::A) else {
-                return self.refuse(
-                    now,
-                    key,
-                    &msg,
-                    &src,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    &[],
-                );
+                return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
             };
-            if call
-                .reliable_1xx
-                .as_ref()
-                .is_some_and(|r| r.a_rseq == a_rseq)
-            {
+            if call.reliable_1xx.as_ref().is_some_and(|r| r.a_rseq == a_rseq) {
                 call.reliable_1xx = None;
             }
             rack = Some(format!("{b_rseq} {b_invite_cseq} INVITE"));
@@ -130,15 +84,7 @@ impl Engine {
             tracing::info!(from = ?side, "BYE");
         }
 
-        let server = self.new_server_tx(
-            key,
-            &msg,
-            &src,
-            Some(h),
-            side,
-            Purpose::RelayServer { peer: 0 },
-            None,
-        );
+        let server = self.new_server_tx(key, &msg, &src, Some(h), side, Purpose::RelayServer { peer: 0 }, None);
         if method == Method::Invite {
             self.respond_local(now, server, 100, "Trying", &[]);
         }
@@ -149,13 +95,7 @@ impl Engine {
         let out_leg = call.leg_mut(side.other());
         out_leg.local_cseq += 1;
         let out_cseq = out_leg.local_cseq;
-        let mut w = request_on_leg(
-            out_leg,
-            msg.method_bytes(),
-            out_cseq,
-            &branch,
-            max_forwards - 1,
-        );
+        let mut w = request_on_leg(out_leg, msg.method_bytes(), out_cseq, &branch, max_forwards - 1);
         if is_target_refresh(method) || msg.header(HeaderName::Contact).is_some() {
             w.header("Contact", &out_leg.contact);
         }
@@ -173,19 +113,12 @@ impl Engine {
                 ack: None,
             });
         }
-        let (Ok(out_msg), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side.other()))
-        else {
+        let (Ok(out_msg), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side.other())) else {
             self.respond_local(now, server, 500, "Server Internal Error", &[]);
             return;
         };
-        let client = self.start_client_tx(
-            now,
-            out_msg,
-            dest,
-            Some(h),
-            side.other(),
-            Purpose::RelayClient { peer: server },
-        );
+        let client =
+            self.start_client_tx(now, out_msg, dest, Some(h), side.other(), Purpose::RelayClient { peer: server });
         self.set_relay_peer(server, client);
     }
 
@@ -201,11 +134,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        let Some(idx) = call
-            .invite_relays
-            .iter()
-            .position(|r| r.server_side == side && r.server_cseq == cseq)
-        else {
+        let Some(idx) = call.invite_relays.iter().position(|r| r.server_side == side && r.server_cseq == cseq) else {
             self.drop_msg("ack_unmatched");
             return;
         };
@@ -245,10 +174,8 @@ impl Engine {
         if let Some(call) = call.and_then(|h| self.calls.get_mut(&h)) {
             let resp_cseq = msg.cseq().map_or(0, |c| c.num);
             if method == Method::Invite && (200..300).contains(&code) {
-                let relay = call
-                    .invite_relays
-                    .iter()
-                    .find(|r| r.server_side == server_side && r.client_cseq == resp_cseq);
+                let relay =
+                    call.invite_relays.iter().find(|r| r.server_side == server_side && r.client_cseq == resp_cseq);
                 if let Some(ack) = relay.and_then(|r| r.ack.clone()) {
                     // Retransmitted 2xx: the other side already acknowledged; repeat our ACK.
                     let h = call.handle;
@@ -265,8 +192,7 @@ impl Engine {
                 call.offer_pending = None;
             }
             if code >= 300 && method == Method::Invite {
-                call.invite_relays
-                    .retain(|r| !(r.server_side == server_side && r.client_cseq == resp_cseq));
+                call.invite_relays.retain(|r| !(r.server_side == server_side && r.client_cseq == resp_cseq));
             }
             ended = code >= 200 && method == Method::Bye;
         }

@@ -16,10 +16,7 @@ pub(crate) struct IdGen {
 
 impl IdGen {
     pub(crate) fn new(seed: u64, shard: u8) -> Self {
-        Self {
-            state: seed | 1,
-            shard,
-        }
+        Self { state: seed | 1, shard }
     }
     pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.state;
@@ -30,21 +27,15 @@ impl IdGen {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub(crate) fn tag(&mut self) -> Box<[u8]> {
-        format!("{:016x}", self.next_u64())
-            .into_bytes()
-            .into_boxed_slice()
+        format!("{:016x}", self.next_u64()).into_bytes().into_boxed_slice()
     }
     pub(crate) fn branch(&mut self) -> Box<[u8]> {
         let r = self.next_u64();
-        format!("z9hG4bKsbc{:02x}{:016x}", self.shard, r)
-            .into_bytes()
-            .into_boxed_slice()
+        format!("z9hG4bKsbc{:02x}{:016x}", self.shard, r).into_bytes().into_boxed_slice()
     }
     pub(crate) fn call_id(&mut self) -> Box<[u8]> {
         let (a, b) = (self.next_u64(), self.next_u64());
-        format!("sbc{:02x}{a:016x}{b:08x}", self.shard, b = b as u32)
-            .into_bytes()
-            .into_boxed_slice()
+        format!("sbc{:02x}{a:016x}{b:08x}", self.shard, b = b as u32).into_bytes().into_boxed_slice()
     }
 }
 
@@ -69,9 +60,7 @@ pub fn shard_of_call_id(call_id: &[u8], shards: u8) -> u8 {
         }
     }
     // FNV-1a: stable across processes and cheap.
-    let h = call_id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let h = call_id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     (h % u64::from(shards)) as u8
 }
 
@@ -79,12 +68,8 @@ pub fn shard_of_call_id(call_id: &[u8], shards: u8) -> u8 {
 pub(crate) fn stable_call_id(shard: u8, a_call_id: &[u8], salt: u64) -> Box<[u8]> {
     let h = a_call_id
         .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64 ^ salt, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-    format!("sbc{shard:02x}r{h:016x}")
-        .into_bytes()
-        .into_boxed_slice()
+        .fold(0xcbf2_9ce4_8422_2325u64 ^ salt, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("sbc{shard:02x}r{h:016x}").into_bytes().into_boxed_slice()
 }
 
 #[cfg(test)]

@@ -19,8 +19,7 @@ fn acceptable_body(msg: &Message) -> bool {
     }
     let ct = msg.content_type().unwrap_or(b"application/sdp");
     let ct = trim(ct.split(|&c| c == b';').next().unwrap_or_default());
-    ct.eq_ignore_ascii_case(b"application/sdp")
-        || ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/")
+    ct.eq_ignore_ascii_case(b"application/sdp") || ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/")
 }
 
 impl Engine {
@@ -49,116 +48,62 @@ impl Engine {
             None => {
                 let (t, p) = routing::target_of_uri(uri, Transport::Udp)?;
                 if routing::is_own_peer(&self.cfg, &p) {
-                    return Err(NoRoute {
-                        code: 482,
-                        reason: "Loop Detected",
-                    });
+                    return Err(NoRoute { code: 482, reason: "Loop Detected" });
                 }
                 (t, p)
             }
         };
         let v6 = matches!(&peer, Peer::Addr(a) if a.is_ipv6());
         let iface = self.cfg.interfaces.get(self.cfg.outbound_interface);
-        let socket = iface.and_then(|i| i.socket(transport, v6)).ok_or(NoRoute {
-            code: 503,
-            reason: "No Socket For Transport",
-        })?;
-        Ok(Destination {
-            transport,
-            local: socket.id,
-            peer,
-            conn: None,
-        })
+        let socket = iface
+            .and_then(|i| i.socket(transport, v6))
+            .ok_or(NoRoute { code: 503, reason: "No Socket For Transport" })?;
+        Ok(Destination { transport, local: socket.id, peer, conn: None })
     }
 
-    pub(super) fn on_initial_invite(
-        &mut self,
-        now: Instant,
-        msg: Message,
-        src: Source,
-        key: TxKey,
-    ) {
+    pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         if self.draining {
-            return self.refuse(
-                now,
-                key,
-                &msg,
-                &src,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", b"30")],
-            );
+            return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"30")]);
         }
         if self.calls.len() >= self.cfg.max_calls {
-            return self.refuse(
-                now,
-                key,
-                &msg,
-                &src,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", b"5")],
-            );
+            return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
         }
         let max_forwards = match msg.max_forwards() {
             Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
             Some(Ok(n)) => n,
             _ => 70,
         };
-        if msg
-            .call_id()
-            .is_some_and(|c| self.own_call_ids.contains_key(c))
-        {
+        if msg.call_id().is_some_and(|c| self.own_call_ids.contains_key(c)) {
             return self.refuse(now, key, &msg, &src, 482, "Loop Detected", &[]);
         }
         if !acceptable_body(&msg) {
-            return self.refuse(
-                now,
-                key,
-                &msg,
-                &src,
-                415,
-                "Unsupported Media Type",
-                &[("Accept", b"application/sdp")],
-            );
+            return self.refuse(now, key, &msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
         }
         let b_dest = match self.route_new_request(msg.request_uri()) {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
         };
-        let (Some(a_socket), Some(b_socket)) = (
-            self.cfg.socket(src.local).cloned(),
-            self.cfg.socket(b_dest.local).cloned(),
-        ) else {
+        let (Some(a_socket), Some(b_socket)) =
+            (self.cfg.socket(src.local).cloned(), self.cfg.socket(b_dest.local).cloned())
+        else {
             return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
         };
 
         let handle = self.new_id();
         let span = tracing::info_span!("call", id = handle);
         let a_tag = self.ids.tag();
-        let a_ist = self.new_server_tx(
-            key,
-            &msg,
-            &src,
-            Some(handle),
-            Side::A,
-            Purpose::AInitialInvite,
-            Some(a_tag.clone()),
-        );
+        let a_ist =
+            self.new_server_tx(key, &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag.clone()));
         self.respond_local(now, a_ist, 100, "Trying", &[]);
 
         let a_sent_by = a_socket.sent_by();
         // RFC 2543 peers may send no Contact (RFC 4475 §3.4.1): reach them where they are.
         let (a_target, a_peer) = match msg.contact().filter(|c| c.uri != b"*") {
             Some(c) => {
-                let peer = routing::target_of_uri(c.uri, src.transport)
-                    .map_or(Peer::Addr(src.remote), |(_, p)| p);
+                let peer = routing::target_of_uri(c.uri, src.transport).map_or(Peer::Addr(src.remote), |(_, p)| p);
                 (Box::<[u8]>::from(c.uri), peer)
             }
-            None => (
-                msg.from_hdr().map(|f| f.uri.into()).unwrap_or_default(),
-                Peer::Addr(src.remote),
-            ),
+            None => (msg.from_hdr().map(|f| f.uri.into()).unwrap_or_default(), Peer::Addr(src.remote)),
         };
         let a_leg = Leg {
             call_id: msg.call_id().unwrap_or_default().into(),
@@ -169,17 +114,9 @@ impl Engine {
             local_cseq: 0,
             remote_cseq: msg.cseq().map(|c| c.num),
             remote_target: a_target,
-            route_set: msg
-                .values(HeaderName::RecordRoute)
-                .map(Into::into)
-                .collect(),
+            route_set: msg.values(HeaderName::RecordRoute).map(Into::into).collect(),
             transport: src.transport,
-            dest: Destination {
-                transport: src.transport,
-                local: src.local,
-                peer: a_peer,
-                conn: src.conn,
-            },
+            dest: Destination { transport: src.transport, local: src.local, peer: a_peer, conn: src.conn },
             contact: contact_value(&a_sent_by, src.transport),
             via_sent_by: a_sent_by.into_boxed_str(),
         };
@@ -219,19 +156,11 @@ impl Engine {
                 "call started"
             );
         }
-        self.dialogs
-            .insert(a_leg.local_tag.clone(), (handle, Side::A));
-        self.dialogs
-            .insert(b_leg.local_tag.clone(), (handle, Side::B));
+        self.dialogs.insert(a_leg.local_tag.clone(), (handle, Side::A));
+        self.dialogs.insert(b_leg.local_tag.clone(), (handle, Side::B));
         self.own_call_ids.insert(b_leg.call_id.clone(), handle);
-        let b_ict = self.start_client_tx(
-            now,
-            b_invite.clone(),
-            b_dest,
-            Some(handle),
-            Side::B,
-            Purpose::BInitialInvite,
-        );
+        let b_invite_cseq = b_invite.cseq().map_or(1, |c| c.num);
+        let b_ict = self.start_client_tx(now, b_invite, b_dest, Some(handle), Side::B, Purpose::BInitialInvite);
         self.calls.insert(
             handle,
             Call {
@@ -240,7 +169,7 @@ impl Engine {
                 state: CallState::Early,
                 legs: [a_leg, b_leg],
                 a_ist,
-                b_invite,
+                b_invite_cseq,
                 b_ict,
                 b_provisional: false,
                 cancel_pending: false,
@@ -258,8 +187,7 @@ impl Engine {
             },
         );
         self.stats.calls_started += 1;
-        self.out
-            .push_back(Output::Event(Event::CallStarted { call: handle }));
+        self.out.push_back(Output::Event(Event::CallStarted { call: handle }));
         self.reschedule_call(handle);
     }
 
@@ -300,17 +228,10 @@ impl Engine {
             let a_ist = call.a_ist;
             let reliable_udp = rseq.is_some() && call.leg(Side::A).transport == Transport::Udp;
             if let Some(bytes) = self.forward_response(now, a_ist, Some(h), Side::A, &msg, rseq) {
-                if let (true, Some(a_rseq), Some(call)) =
-                    (reliable_udp, rseq, self.calls.get_mut(&h))
-                {
+                if let (true, Some(a_rseq), Some(call)) = (reliable_udp, rseq, self.calls.get_mut(&h)) {
                     let t1 = self.cfg.timers.t1;
-                    call.reliable_1xx = Some(Reliable1xx {
-                        bytes,
-                        a_rseq,
-                        next: now + t1,
-                        interval: t1,
-                        give_up: now + t1 * 64,
-                    });
+                    call.reliable_1xx =
+                        Some(Reliable1xx { bytes, a_rseq, next: now + t1, interval: t1, give_up: now + t1 * 64 });
                 }
             }
             self.reschedule_call(h);
@@ -320,11 +241,7 @@ impl Engine {
             if call.state != CallState::Early {
                 // A retransmitted 2xx: repeat our ACK if the caller has acknowledged already.
                 let b_cseq = msg.cseq().map_or(0, |c| c.num);
-                let ack = call
-                    .invite_relays
-                    .iter()
-                    .find(|r| r.client_cseq == b_cseq)
-                    .and_then(|r| r.ack.clone());
+                let ack = call.invite_relays.iter().find(|r| r.client_cseq == b_cseq).and_then(|r| r.ack.clone());
                 if let Some(ack) = ack {
                     let dest = self.leg_dest(h, Side::B);
                     if let Some(dest) = dest {
@@ -336,12 +253,8 @@ impl Engine {
             learn_remote(call.leg_mut(Side::B), &msg, false);
             let a_ist = call.a_ist;
             // The caller's ACK carries the CSeq of its INVITE (PRACKs may have moved its CSeq on).
-            let a_invite_cseq = self
-                .txs
-                .get(&a_ist)
-                .and_then(|e| e.request.as_ref())
-                .and_then(Message::cseq)
-                .map_or(0, |c| c.num);
+            let a_invite_cseq =
+                self.txs.get(&a_ist).and_then(|e| e.request.as_ref()).and_then(Message::cseq).map_or(0, |c| c.num);
             if !self.ist_open(a_ist) {
                 // The caller is gone (cancelled or answered with an error): hang up the callee.
                 self.ack_and_bye(now, h);
@@ -362,7 +275,7 @@ impl Engine {
                 server_side: Side::A,
                 server_cseq: a_invite_cseq,
                 server_tx: a_ist,
-                client_cseq: call.b_invite.cseq().map_or(1, |c| c.num),
+                client_cseq: call.b_invite_cseq,
                 ack: None,
             });
             {
@@ -371,8 +284,7 @@ impl Engine {
             }
             self.forward_response(now, a_ist, Some(h), Side::A, &msg, None);
             self.stats.calls_answered += 1;
-            self.out
-                .push_back(Output::Event(Event::CallAnswered { call: h }));
+            self.out.push_back(Output::Event(Event::CallAnswered { call: h }));
             self.reschedule_call(h);
             return;
         }
@@ -390,44 +302,19 @@ impl Engine {
             return;
         };
         let a_ist = call.a_ist;
-        let (code, reason) = if transport_failed {
-            (503, "Service Unavailable")
-        } else {
-            (408, "Request Timeout")
-        };
+        let (code, reason) = if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
         if self.ist_open(a_ist) {
             self.respond_local(now, a_ist, code, reason, &[]);
         }
-        self.end_call(
-            now,
-            h,
-            code,
-            if transport_failed {
-                "unreachable"
-            } else {
-                "timeout"
-            },
-        );
+        self.end_call(now, h, code, if transport_failed { "unreachable" } else { "timeout" });
     }
 
     pub(super) fn on_cancel(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         let target = cancelled_invite_key(&msg).and_then(|k| self.tx_keys.get(&k).copied());
         let Some(ist) = target else {
-            return self.refuse(
-                now,
-                key,
-                &msg,
-                &src,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
+            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         };
-        let (purpose, call) = self
-            .txs
-            .get(&ist)
-            .map(|e| (e.purpose, e.call))
-            .unwrap_or((Purpose::Local, None));
+        let (purpose, call) = self.txs.get(&ist).map(|e| (e.purpose, e.call)).unwrap_or((Purpose::Local, None));
         let id = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, None);
         self.respond_local(now, id, 200, "OK", &[]);
         if !self.ist_open(ist) {
@@ -478,7 +365,7 @@ impl Engine {
         if !self.ict_pending(call.b_ict) {
             return;
         }
-        let bytes = build::cancel_for(&call.b_invite);
+        let Some(bytes) = self.client_request(call.b_ict).map(build::cancel_for) else { return };
         let dest = self.txs.get(&call.b_ict).map(|e| e.dest.clone());
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), dest) {
             self.start_client_tx(now, m, dest, Some(h), Side::B, Purpose::Detached);
@@ -529,7 +416,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        let invite_cseq = call.b_invite.cseq().map_or(1, |c| c.num);
+        let invite_cseq = call.b_invite_cseq;
         let leg = call.leg_mut(Side::B);
         let ack = request_on_leg(leg, b"ACK", invite_cseq, &ack_branch, 70).finish(b"");
         leg.local_cseq = leg.local_cseq.max(invite_cseq) + 1;
@@ -551,13 +438,8 @@ impl Engine {
         let Some(dest) = self.txs.get(&ict).map(|e| e.dest.clone()) else {
             return;
         };
-        let target: Box<[u8]> = resp
-            .contact()
-            .map_or(req.request_uri().into(), |c| c.uri.into());
-        let mut routes: Vec<Box<[u8]>> = resp
-            .values(HeaderName::RecordRoute)
-            .map(Into::into)
-            .collect();
+        let target: Box<[u8]> = resp.contact().map_or(req.request_uri().into(), |c| c.uri.into());
+        let mut routes: Vec<Box<[u8]>> = resp.values(HeaderName::RecordRoute).map(Into::into).collect();
         routes.reverse();
         let cseq = req.cseq().map_or(1, |c| c.num);
         let leg = Leg {
@@ -599,20 +481,14 @@ impl Engine {
             self.dialogs.remove(&leg.local_tag);
         }
         self.own_call_ids.remove(&call.leg(Side::B).call_id);
-        let duration_ms = call
-            .answered
-            .map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
+        let duration_ms = call.answered.map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
         let total_ms = now.saturating_duration_since(call.started).as_millis() as u64;
         {
             let _e = call.span.enter();
             tracing::info!(code, reason, duration_ms, total_ms, "call ended");
         }
         self.stats.calls_ended += 1;
-        self.out.push_back(Output::Event(Event::CallEnded {
-            call: h,
-            code,
-            reason,
-        }));
+        self.out.push_back(Output::Event(Event::CallEnded { call: h, code, reason }));
     }
 
     pub(super) fn reschedule_call(&mut self, h: u64) {
@@ -676,38 +552,20 @@ impl Engine {
         let leg = self.calls.get(&h)?.leg(side);
         if side == Side::B {
             if let Some((t, p)) = &self.cfg.next_hop {
-                return Some(Destination {
-                    transport: *t,
-                    local: leg.dest.local,
-                    peer: p.clone(),
-                    conn: None,
-                });
+                return Some(Destination { transport: *t, local: leg.dest.local, peer: p.clone(), conn: None });
             }
         }
         let uri = routing::next_hop_uri(&leg.route_set, &leg.remote_target);
-        let (transport, peer) = routing::target_of_uri(uri, leg.transport)
-            .unwrap_or((leg.transport, leg.dest.peer.clone()));
+        let (transport, peer) =
+            routing::target_of_uri(uri, leg.transport).unwrap_or((leg.transport, leg.dest.peer.clone()));
         let local = if transport == leg.dest.transport {
             leg.dest.local
         } else {
             let iface = self.cfg.interface_of(leg.dest.local)?;
-            self.cfg
-                .interfaces
-                .get(iface)?
-                .socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?
-                .id
+            self.cfg.interfaces.get(iface)?.socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?.id
         };
-        let conn = if transport == Transport::Tcp {
-            leg.dest.conn
-        } else {
-            None
-        };
-        Some(Destination {
-            transport,
-            local,
-            peer,
-            conn,
-        })
+        let conn = if transport == Transport::Tcp { leg.dest.conn } else { None };
+        Some(Destination { transport, local, peer, conn })
     }
 }
 
@@ -723,10 +581,7 @@ pub(super) fn learn_remote(leg: &mut Leg, msg: &Message, target_only: bool) {
     if let Some(tag) = msg.to_tag() {
         if leg.remote_tag.as_deref() != Some(tag) {
             leg.remote_tag = Some(tag.into());
-            let mut routes: Vec<Box<[u8]>> = msg
-                .values(HeaderName::RecordRoute)
-                .map(Into::into)
-                .collect();
+            let mut routes: Vec<Box<[u8]>> = msg.values(HeaderName::RecordRoute).map(Into::into).collect();
             routes.reverse();
             leg.route_set = routes;
         }

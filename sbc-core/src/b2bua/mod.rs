@@ -26,20 +26,21 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::sip::msg::{
-    check_request, check_response, reason_phrase, salvage_request_rows, HeaderName, Message,
-    Method, ParseError,
+    check_request, check_response, reason_phrase, salvage_request_rows, HeaderName, Message, Method, ParseError,
 };
 use crate::sip::transaction::{client_key, server_key, TxKey};
 
 pub use call::Side;
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
-pub use types::{
-    ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport,
-};
+pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
 use call::Call;
 use ids::IdGen;
 use txs::TxEntry;
+
+/// The timer heap is compacted when it holds this many more entries than twice the live
+/// transactions and calls.
+const TIMER_COMPACT_FLOOR: usize = 4096;
 
 /// Handle of a transaction in the engine's table.
 pub type TxId = u64;
@@ -48,11 +49,7 @@ pub type TxId = u64;
 #[derive(Debug)]
 pub enum Output {
     /// Send `bytes`; on failure report `tx` back through [`Engine::handle_transport_error`].
-    Transmit {
-        dest: Destination,
-        bytes: Bytes,
-        tx: Option<TxId>,
-    },
+    Transmit { dest: Destination, bytes: Bytes, tx: Option<TxId> },
     /// Something worth counting or logging.
     Event(Event),
 }
@@ -198,17 +195,9 @@ impl Engine {
         w.header("Warning", format!("399 sbc \"{}\"", err).as_bytes());
         self.stats.local_replies += 1;
         self.out.push_back(Output::Event(Event::Refused { code }));
-        let dest = Destination {
-            transport: src.transport,
-            local: src.local,
-            peer: Peer::Addr(src.remote),
-            conn: src.conn,
-        };
-        self.out.push_back(Output::Transmit {
-            dest,
-            bytes: w.finish(b""),
-            tx: None,
-        });
+        let dest =
+            Destination { transport: src.transport, local: src.local, peer: Peer::Addr(src.remote), conn: src.conn };
+        self.out.push_back(Output::Transmit { dest, bytes: w.finish(b""), tx: None });
     }
 
     /// A parsed message from the network.
@@ -244,28 +233,13 @@ impl Engine {
                 return;
             }
             let unsupported = rej.unsupported.join(", ");
-            let extra: Vec<(&str, &[u8])> = if unsupported.is_empty() {
-                Vec::new()
-            } else {
-                vec![("Unsupported", unsupported.as_bytes())]
-            };
-            let bytes = build::local_response(
-                &msg,
-                &src,
-                rej.code,
-                rej.reason,
-                Some(b"sbc-reject"),
-                &extra,
-            );
+            let extra: Vec<(&str, &[u8])> =
+                if unsupported.is_empty() { Vec::new() } else { vec![("Unsupported", unsupported.as_bytes())] };
+            let bytes = build::local_response(&msg, &src, rej.code, rej.reason, Some(b"sbc-reject"), &extra);
             self.stats.local_replies += 1;
-            self.out
-                .push_back(Output::Event(Event::Refused { code: rej.code }));
+            self.out.push_back(Output::Event(Event::Refused { code: rej.code }));
             let dest = routing::response_dest(&msg, &src);
-            self.out.push_back(Output::Transmit {
-                dest,
-                bytes,
-                tx: None,
-            });
+            self.out.push_back(Output::Transmit { dest, bytes, tx: None });
             return;
         }
         let Some(key) = server_key(&msg) else {
@@ -290,15 +264,11 @@ impl Engine {
             self.drop_msg(reason);
             return;
         }
-        let (Some(via), Some(cseq_raw)) = (msg.top_via(), msg.header_value(HeaderName::CSeq))
-        else {
+        let (Some(via), Some(cseq_raw)) = (msg.top_via(), msg.header_value(HeaderName::CSeq)) else {
             self.drop_msg("response_unmatched");
             return;
         };
-        let key = client_key(
-            via.branch().unwrap_or_default(),
-            crate::sip::msg::CSeq::method_bytes(cseq_raw),
-        );
+        let key = client_key(via.branch().unwrap_or_default(), crate::sip::msg::CSeq::method_bytes(cseq_raw));
         match self.tx_keys.get(&key) {
             Some(&id) => self.feed_response(now, id, msg),
             None => self.drop_msg("stray_response"),
@@ -319,5 +289,15 @@ impl Engine {
 
     fn schedule(&mut self, at: Instant, r: TimerRef) {
         self.timers.push(Reverse((at, r)));
+        // Deadlines of ended calls and finished transactions stay in the heap until they come
+        // due (a max-call-duration one after hours). Drop them once they outnumber live ones.
+        let live = self.txs.len() + self.calls.len();
+        if self.timers.len() > TIMER_COMPACT_FLOOR + 2 * live {
+            let (txs, calls) = (&self.txs, &self.calls);
+            self.timers.retain(|Reverse((at, r))| match r {
+                TimerRef::Tx(id) => txs.get(id).is_some_and(|e| e.scheduled() == Some(*at)),
+                TimerRef::Call(h) => calls.get(h).is_some_and(|c| c.scheduled == Some(*at)),
+            });
+        }
     }
 }

@@ -16,18 +16,11 @@ pub(super) fn response_dest(req: &Message, src: &Source) -> Destination {
         match req.top_via() {
             // rport: back to the source port (RFC 3581); otherwise the received address at the
             // sent-by port.
-            Some(v) if !v.has_param(b"rport") => {
-                SocketAddr::new(src.remote.ip(), v.port.unwrap_or(5060))
-            }
+            Some(v) if !v.has_param(b"rport") => SocketAddr::new(src.remote.ip(), v.port.unwrap_or(5060)),
             _ => src.remote,
         }
     };
-    Destination {
-        transport: src.transport,
-        local: src.local,
-        peer: Peer::Addr(peer),
-        conn: src.conn,
-    }
+    Destination { transport: src.transport, local: src.local, peer: Peer::Addr(peer), conn: src.conn }
 }
 
 /// Why a request cannot be routed.
@@ -39,50 +32,23 @@ pub(super) struct NoRoute {
 
 /// Transport and peer for a URI (`sip:host[:port][;transport=x]`). Names are resolved by the
 /// driver (A/AAAA); SRV/NAPTR selection (RFC 3263) is not done.
-pub(super) fn target_of_uri(
-    uri: &[u8],
-    default_transport: Transport,
-) -> Result<(Transport, Peer), NoRoute> {
-    let u = Uri::parse(uri).ok_or(NoRoute {
-        code: 400,
-        reason: "Malformed Request-URI",
-    })?;
+pub(super) fn target_of_uri(uri: &[u8], default_transport: Transport) -> Result<(Transport, Peer), NoRoute> {
+    let u = Uri::parse(uri).ok_or(NoRoute { code: 400, reason: "Malformed Request-URI" })?;
     match u.scheme {
         Scheme::Sip => {}
-        Scheme::Sips => {
-            return Err(NoRoute {
-                code: 416,
-                reason: "Unsupported URI Scheme",
-            })
-        }
-        Scheme::Tel => {
-            return Err(NoRoute {
-                code: 404,
-                reason: "No Route For tel URI",
-            })
-        }
-        Scheme::Other => {
-            return Err(NoRoute {
-                code: 416,
-                reason: "Unsupported URI Scheme",
-            })
-        }
+        Scheme::Sips => return Err(NoRoute { code: 416, reason: "Unsupported URI Scheme" }),
+        Scheme::Tel => return Err(NoRoute { code: 404, reason: "No Route For tel URI" }),
+        Scheme::Other => return Err(NoRoute { code: 416, reason: "Unsupported URI Scheme" }),
     }
     let transport = match u.param(b"transport") {
-        Some(t) => Transport::from_name(t).ok_or(NoRoute {
-            code: 503,
-            reason: "Unsupported Transport",
-        })?,
+        Some(t) => Transport::from_name(t).ok_or(NoRoute { code: 503, reason: "Unsupported Transport" })?,
         None => default_transport,
     };
     let host = u.param(b"maddr").unwrap_or(u.host);
     let port = u.port.unwrap_or(5060);
     let peer = match ip_of_host(host) {
         Some(ip) => Peer::Addr(SocketAddr::new(ip, port)),
-        None => Peer::Host(
-            String::from_utf8_lossy(host).into_owned().into_boxed_str(),
-            port,
-        ),
+        None => Peer::Host(String::from_utf8_lossy(host).into_owned().into_boxed_str(), port),
     };
     Ok((transport, peer))
 }
@@ -101,36 +67,23 @@ pub(super) fn is_local_uri(cfg: &EngineConfig, uri: &[u8]) -> bool {
 
 pub(super) fn is_own_address(cfg: &EngineConfig, host: &[u8], port: Option<u16>) -> bool {
     let port = port.unwrap_or(5060);
-    cfg.interfaces
-        .iter()
-        .flat_map(|i| i.sockets.iter())
-        .any(|s| {
-            s.addr.port() == port
-                && (ip_of_host(host).is_some_and(|ip| {
-                    ip == s.addr.ip() || (s.addr.ip().is_unspecified() && ip.is_loopback())
-                }) || s
-                    .advertised
-                    .as_deref()
-                    .is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(host)))
-        })
+    cfg.interfaces.iter().flat_map(|i| i.sockets.iter()).any(|s| {
+        s.addr.port() == port
+            && (ip_of_host(host)
+                .is_some_and(|ip| ip == s.addr.ip() || (s.addr.ip().is_unspecified() && ip.is_loopback()))
+                || s.advertised.as_deref().is_some_and(|a| a.as_bytes().eq_ignore_ascii_case(host)))
+    })
 }
 
 /// Whether a peer is one of our own listening sockets (a request there would loop).
 pub(super) fn is_own_peer(cfg: &EngineConfig, peer: &Peer) -> bool {
     match peer {
-        Peer::Addr(a) => cfg
-            .interfaces
-            .iter()
-            .flat_map(|i| i.sockets.iter())
-            .any(|s| s.addr == *a),
+        Peer::Addr(a) => cfg.interfaces.iter().flat_map(|i| i.sockets.iter()).any(|s| s.addr == *a),
         Peer::Host(..) => false,
     }
 }
 
 /// The URI a request on a dialog is sent to: the first route (loose routing) or the target.
 pub(super) fn next_hop_uri<'a>(route_set: &'a [Box<[u8]>], remote_target: &'a [u8]) -> &'a [u8] {
-    route_set
-        .first()
-        .and_then(|r| NameAddr::parse(r))
-        .map_or(remote_target, |n| n.uri)
+    route_set.first().and_then(|r| NameAddr::parse(r)).map_or(remote_target, |n| n.uri)
 }

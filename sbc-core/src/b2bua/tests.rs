@@ -38,12 +38,7 @@ impl Harness {
             max_call_duration: Duration::from_secs(3600),
             interfaces: vec![Interface {
                 name: "default".into(),
-                sockets: vec![LocalSocket {
-                    id: 0,
-                    transport: Transport::Udp,
-                    addr: addr(SBC),
-                    advertised: None,
-                }],
+                sockets: vec![LocalSocket { id: 0, transport: Transport::Udp, addr: addr(SBC), advertised: None }],
             }],
             outbound_interface: 0,
             next_hop: None,
@@ -52,21 +47,12 @@ impl Harness {
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        Self {
-            engine: Engine::new(cfg, 7),
-            now,
-        }
+        Self { engine: Engine::new(cfg, 7), now }
     }
 
     fn send(&mut self, from: &str, text: &str) -> Vec<Sent> {
-        let msg =
-            Message::parse(Bytes::from(text.replace('\n', "\r\n"))).expect("test message parses");
-        let src = Source {
-            transport: Transport::Udp,
-            local: 0,
-            remote: addr(from),
-            conn: None,
-        };
+        let msg = Message::parse(Bytes::from(text.replace('\n', "\r\n"))).expect("test message parses");
+        let src = Source { transport: Transport::Udp, local: 0, remote: addr(from), conn: None };
         self.engine.handle_message(self.now, msg, src);
         self.drain()
     }
@@ -90,10 +76,7 @@ impl Harness {
         let mut v = Vec::new();
         while let Some(o) = self.engine.poll_output() {
             if let Output::Transmit { dest, bytes, .. } = o {
-                v.push(Sent {
-                    to: dest.peer,
-                    msg: Message::parse(bytes).expect("SBC output parses"),
-                });
+                v.push(Sent { to: dest.peer, msg: Message::parse(bytes).expect("SBC output parses") });
             }
         }
         v
@@ -101,10 +84,7 @@ impl Harness {
 }
 
 fn to(sent: &[Sent], who: &str) -> Vec<Message> {
-    sent.iter()
-        .filter(|s| s.to == Peer::Addr(addr(who)))
-        .map(|s| s.msg.clone())
-        .collect()
+    sent.iter().filter(|s| s.to == Peer::Addr(addr(who))).map(|s| s.msg.clone()).collect()
 }
 
 fn one(sent: &[Sent], who: &str) -> Message {
@@ -117,8 +97,7 @@ fn hv(m: &Message, name: HeaderName) -> String {
     String::from_utf8_lossy(m.header_value(name).unwrap_or_default()).into_owned()
 }
 
-const SDP: &str =
-    "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
+const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
 
 fn invite(call_id: &str, extra: &str) -> String {
     let body = SDP.replace('\n', "\r\n");
@@ -139,11 +118,7 @@ fn response_from(who: &str, req: &Message, code: u16, to_tag: &str, extra: &str)
         s.push_str(&format!("Via: {}\n", String::from_utf8_lossy(req.value(h))));
     }
     let to_val = hv(req, HeaderName::To);
-    let to_val = if to_val.contains("tag=") || to_tag.is_empty() {
-        to_val
-    } else {
-        format!("{to_val};tag={to_tag}")
-    };
+    let to_val = if to_val.contains("tag=") || to_tag.is_empty() { to_val } else { format!("{to_val};tag={to_tag}") };
     s.push_str(&format!(
         "From: {}\nTo: {to_val}\nCall-ID: {}\nCSeq: {}\nContact: <sip:peer@{who}>\n{extra}Content-Length: 0\n\n",
         hv(req, HeaderName::From),
@@ -166,7 +141,7 @@ fn in_dialog(
     extra: &str,
 ) -> String {
     format!(
-        "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{method}{cseq}\nMax-Forwards: 70\nFrom: {from}\nTo: {to}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\n{extra}Content-Length: 0\n\n"
+        "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{method}{cseq}{call_id}\nMax-Forwards: 70\nFrom: {from}\nTo: {to}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\n{extra}Content-Length: 0\n\n"
     )
 }
 
@@ -204,10 +179,7 @@ fn basic_call_hides_topology_and_keeps_other_headers() {
     let b_inv = one(&out, BOB);
     assert_ne!(b_inv.call_id(), Some(&b"call-1@alice"[..]));
     assert_eq!(b_inv.values(HeaderName::Via).count(), 1, "only our Via");
-    assert!(
-        !String::from_utf8_lossy(b_inv.bytes()).contains(ALICE),
-        "no trace of the caller's address"
-    );
+    assert!(!String::from_utf8_lossy(b_inv.bytes()).contains(ALICE), "no trace of the caller's address");
     assert_eq!(b_inv.max_forwards(), Some(Ok(69)));
     assert_eq!(b_inv.other_header("X-Custom"), Some(&b"keep  me"[..]));
     assert_eq!(b_inv.body(), SDP.replace('\n', "\r\n").as_bytes());
@@ -221,10 +193,7 @@ fn basic_call_hides_topology_and_keeps_other_headers() {
     let a_tag = ringing.to_tag().unwrap().to_vec();
     assert_ne!(a_tag, b"bt");
     assert!(ringing.top_via().unwrap().param(b"rport") == Some(b"5001"));
-    assert!(
-        !String::from_utf8_lossy(ringing.bytes()).contains(BOB),
-        "no trace of the callee"
-    );
+    assert!(!String::from_utf8_lossy(ringing.bytes()).contains(BOB), "no trace of the callee");
 
     let out = h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
     let ok = one(&out, ALICE);
@@ -234,37 +203,13 @@ fn basic_call_hides_topology_and_keeps_other_headers() {
 
     let from = hv(&ok, HeaderName::From);
     let to_hdr = hv(&ok, HeaderName::To);
-    let out = h.send(
-        ALICE,
-        &in_dialog(
-            "ACK",
-            &format!("sip:{SBC}"),
-            ALICE,
-            &from,
-            &to_hdr,
-            "call-1@alice",
-            10,
-            "",
-        ),
-    );
+    let out = h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 10, ""));
     let ack = one(&out, BOB);
     assert_eq!(ack.call_id(), b_inv.call_id());
     assert_eq!(ack.to_tag(), Some(&b"bt"[..]));
     assert_eq!(ack.request_uri(), format!("sip:peer@{BOB}").as_bytes());
 
-    let out = h.send(
-        ALICE,
-        &in_dialog(
-            "BYE",
-            &format!("sip:{SBC}"),
-            ALICE,
-            &from,
-            &to_hdr,
-            "call-1@alice",
-            11,
-            "",
-        ),
-    );
+    let out = h.send(ALICE, &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 11, ""));
     let bye = one(&out, BOB);
     assert_eq!(bye.method(), Some(Method::Bye));
     assert_eq!(bye.cseq().unwrap().num, 2);
@@ -275,11 +220,7 @@ fn basic_call_hides_topology_and_keeps_other_headers() {
     assert_eq!(h.engine.active_calls(), 0);
     // Transactions linger only for their RFC wait timers, then everything is gone.
     h.advance(Duration::from_secs(40));
-    assert!(
-        h.engine.is_idle(),
-        "txs left: {}",
-        h.engine.active_transactions()
-    );
+    assert!(h.engine.is_idle(), "txs left: {}", h.engine.active_transactions());
 }
 
 #[test]
@@ -290,10 +231,7 @@ fn busy_is_acked_hop_by_hop_and_relayed() {
     let out = h.send(BOB, &response_to(&b_inv, 486, "bt", ""));
     let ack = one(&out, BOB);
     assert_eq!(ack.method(), Some(Method::Ack));
-    assert_eq!(
-        ack.top_via().unwrap().branch(),
-        b_inv.top_via().unwrap().branch()
-    );
+    assert_eq!(ack.top_via().unwrap().branch(), b_inv.top_via().unwrap().branch());
     let busy = one(&out, ALICE);
     assert_eq!(busy.status(), Some(486));
     assert_eq!(h.engine.active_calls(), 0);
@@ -310,22 +248,15 @@ fn cancel_after_ringing() {
     let out = h.send(ALICE, &inv_text);
     let b_inv = one(&out, BOB);
     h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
-    let cancel = inv_text
-        .replacen("INVITE sip", "CANCEL sip", 1)
-        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    let cancel = inv_text.replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
     let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
     let out = h.send(ALICE, &cancel);
     let to_a = to(&out, ALICE);
-    assert!(to_a
-        .iter()
-        .any(|m| m.status() == Some(200) && m.cseq().unwrap().method == Method::Cancel));
+    assert!(to_a.iter().any(|m| m.status() == Some(200) && m.cseq().unwrap().method == Method::Cancel));
     assert!(to_a.iter().any(|m| m.status() == Some(487)));
     let b_cancel = one(&out, BOB);
     assert_eq!(b_cancel.method(), Some(Method::Cancel));
-    assert_eq!(
-        b_cancel.top_via().unwrap().branch(),
-        b_inv.top_via().unwrap().branch()
-    );
+    assert_eq!(b_cancel.top_via().unwrap().branch(), b_inv.top_via().unwrap().branch());
     let out = h.send(BOB, &response_to(&b_inv, 487, "bt", ""));
     assert_eq!(one(&out, BOB).method(), Some(Method::Ack));
     assert!(to(&out, ALICE).is_empty(), "487 already sent to the caller");
@@ -338,23 +269,13 @@ fn cancel_before_any_provisional_waits_for_one() {
     let inv_text = invite("cearly", "");
     let out = h.send(ALICE, &inv_text);
     let b_inv = one(&out, BOB);
-    let cancel = inv_text
-        .replacen("INVITE sip", "CANCEL sip", 1)
-        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    let cancel = inv_text.replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
     let cancel = cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n";
     let out = h.send(ALICE, &cancel);
-    assert!(
-        to(&out, BOB)
-            .iter()
-            .all(|m| m.method() != Some(Method::Cancel)),
-        "no CANCEL before a provisional"
-    );
+    assert!(to(&out, BOB).iter().all(|m| m.method() != Some(Method::Cancel)), "no CANCEL before a provisional");
     let out = h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
     assert_eq!(one(&out, BOB).method(), Some(Method::Cancel));
-    assert!(
-        to(&out, ALICE).is_empty(),
-        "180 not relayed after the caller cancelled"
-    );
+    assert!(to(&out, ALICE).is_empty(), "180 not relayed after the caller cancelled");
 }
 
 #[test]
@@ -365,10 +286,7 @@ fn no_answer_times_out_with_408() {
     let out = h.advance(Duration::from_secs(33));
     let retrans = to(&out, BOB).len();
     assert_eq!(retrans, 6, "Timer A: 6 retransmissions before Timer B");
-    let final_ = to(&out, ALICE)
-        .into_iter()
-        .find(|m| m.status().is_some_and(|c| c >= 200))
-        .unwrap();
+    let final_ = to(&out, ALICE).into_iter().find(|m| m.status().is_some_and(|c| c >= 200)).unwrap();
     assert_eq!(final_.status(), Some(408));
     assert_eq!(h.engine.active_calls(), 0);
 }
@@ -381,9 +299,7 @@ fn timer_c_cancels_a_call_that_rings_forever() {
     h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
     let out = h.advance(Duration::from_secs(181));
     assert!(to(&out, ALICE).iter().any(|m| m.status() == Some(408)));
-    assert!(to(&out, BOB)
-        .iter()
-        .any(|m| m.method() == Some(Method::Cancel)));
+    assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Cancel)));
     // The callee never answers even the CANCEL: the call is still forgotten.
     h.advance(Duration::from_secs(70));
     assert_eq!(h.engine.active_calls(), 0);
@@ -434,35 +350,11 @@ fn bye_from_callee_and_reinvite_hold() {
     let ok2 = one(&out, BOB);
     assert_eq!(ok2.status(), Some(200));
     assert_eq!(ok2.cseq().unwrap().num, 1);
-    let out = h.send(
-        BOB,
-        &in_dialog(
-            "ACK",
-            &format!("sip:{SBC}"),
-            BOB,
-            &from_b,
-            &to_b,
-            &b_call_id,
-            1,
-            "",
-        ),
-    );
+    let out = h.send(BOB, &in_dialog("ACK", &format!("sip:{SBC}"), BOB, &from_b, &to_b, &b_call_id, 1, ""));
     let ack = one(&out, ALICE);
     assert_eq!(ack.cseq().unwrap().num, reinv.cseq().unwrap().num);
     // Callee hangs up.
-    let out = h.send(
-        BOB,
-        &in_dialog(
-            "BYE",
-            &format!("sip:{SBC}"),
-            BOB,
-            &from_b,
-            &to_b,
-            &b_call_id,
-            2,
-            "",
-        ),
-    );
+    let out = h.send(BOB, &in_dialog("BYE", &format!("sip:{SBC}"), BOB, &from_b, &to_b, &b_call_id, 2, ""));
     let bye = one(&out, ALICE);
     let out = h.send(ALICE, &response_from(ALICE, &bye, 200, "", ""));
     assert_eq!(one(&out, BOB).status(), Some(200));
@@ -474,10 +366,7 @@ fn reliable_provisional_and_prack_are_mapped() {
     let mut h = Harness::new();
     let out = h.send(ALICE, &invite("c100rel", "Supported: 100rel\n"));
     let b_inv = one(&out, BOB);
-    let out = h.send(
-        BOB,
-        &response_to(&b_inv, 183, "bt", "Require: 100rel\nRSeq: 777\n"),
-    );
+    let out = h.send(BOB, &response_to(&b_inv, 183, "bt", "Require: 100rel\nRSeq: 777\n"));
     let p = one(&out, ALICE);
     assert_eq!(p.header_value(HeaderName::RSeq), Some(&b"1"[..]));
     // Retransmitted by us until PRACK.
@@ -497,18 +386,12 @@ fn reliable_provisional_and_prack_are_mapped() {
         ),
     );
     let prack = one(&out, BOB);
-    assert_eq!(
-        prack.header_value(HeaderName::RAck),
-        Some(&b"777 1 INVITE"[..])
-    );
+    assert_eq!(prack.header_value(HeaderName::RAck), Some(&b"777 1 INVITE"[..]));
     assert_eq!(prack.to_tag(), Some(&b"bt"[..]));
     let out = h.send(BOB, &response_to(&prack, 200, "", ""));
     assert_eq!(one(&out, ALICE).cseq().unwrap().method, Method::Prack);
     let out = h.advance(Duration::from_secs(5));
-    assert!(
-        to(&out, ALICE).is_empty(),
-        "no more 183 retransmissions after PRACK"
-    );
+    assert!(to(&out, ALICE).is_empty(), "no more 183 retransmissions after PRACK");
 }
 
 #[test]
@@ -518,20 +401,9 @@ fn missing_ack_ends_the_call_with_bye_both_ways() {
     let b_inv = one(&out, BOB);
     h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
     let out = h.advance(Duration::from_secs(33));
-    assert!(
-        to(&out, ALICE)
-            .iter()
-            .filter(|m| m.status() == Some(200))
-            .count()
-            >= 5,
-        "2xx retransmitted"
-    );
-    assert!(to(&out, ALICE)
-        .iter()
-        .any(|m| m.method() == Some(Method::Bye)));
-    assert!(to(&out, BOB)
-        .iter()
-        .any(|m| m.method() == Some(Method::Bye)));
+    assert!(to(&out, ALICE).iter().filter(|m| m.status() == Some(200)).count() >= 5, "2xx retransmitted");
+    assert!(to(&out, ALICE).iter().any(|m| m.method() == Some(Method::Bye)));
+    assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Bye)));
     assert_eq!(h.engine.active_calls(), 0);
 }
 
@@ -544,10 +416,7 @@ fn local_replies() {
     assert_eq!(ok.status(), Some(200));
     assert!(ok.header_value(HeaderName::Other).is_none() || ok.other_header("Allow").is_some());
 
-    let out = h.send(
-        ALICE,
-        &invite("cmf", "").replace("Max-Forwards: 70", "Max-Forwards: 0"),
-    );
+    let out = h.send(ALICE, &invite("cmf", "").replace("Max-Forwards: 70", "Max-Forwards: 0"));
     assert_eq!(one(&out, ALICE).status(), Some(483));
 
     // A request that comes back to us with a Call-ID we generated is a loop.
@@ -557,10 +426,7 @@ fn local_replies() {
     let out = h.send(ALICE, &looped);
     assert_eq!(one(&out, ALICE).status(), Some(482));
 
-    let out = h.send(
-        ALICE,
-        &invite("c415", "").replace("application/sdp", "application/unknownformat"),
-    );
+    let out = h.send(ALICE, &invite("c415", "").replace("application/sdp", "application/unknownformat"));
     assert_eq!(one(&out, ALICE).status(), Some(415));
 
     h.engine.set_draining(true);
@@ -590,20 +456,37 @@ fn unknown_dialog_gets_481_and_stray_responses_are_dropped() {
     let mut h = Harness::new();
     let out = h.send(
         ALICE,
-        &in_dialog(
-            "BYE",
-            &format!("sip:{SBC}"),
-            ALICE,
-            "<sip:a@x>;tag=1",
-            "<sip:b@y>;tag=nope",
-            "gone",
-            3,
-            "",
-        ),
+        &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, "<sip:a@x>;tag=1", "<sip:b@y>;tag=nope", "gone", 3, ""),
     );
     assert_eq!(one(&out, ALICE).status(), Some(481));
     let stray = format!("SIP/2.0 200 OK\nVia: SIP/2.0/UDP {SBC};branch=z9hG4bKsbc00deadbeef\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@y>;tag=2\nCall-ID: x\nCSeq: 1 INVITE\nContent-Length: 0\n\n");
     let out = h.send(BOB, &stray);
     assert!(out.is_empty());
     assert_eq!(h.engine.stats.drops, 1);
+}
+
+/// Ended calls leave nothing behind: no transaction, dialog, reserved Call-ID, and no timer
+/// entry beyond a small constant (stale deadlines are compacted away).
+#[test]
+fn thousands_of_calls_leave_no_state_behind() {
+    let mut h = Harness::new();
+    for i in 0..3000 {
+        let cid = format!("many-{i}");
+        let out = h.send(ALICE, &invite(&cid, ""));
+        let b_inv = one(&out, BOB);
+        let out = h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
+        let ok = one(&out, ALICE);
+        let from = hv(&ok, HeaderName::From);
+        let to_hdr = hv(&ok, HeaderName::To);
+        h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, &cid, 10, ""));
+        let out = h.send(ALICE, &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, &cid, 11, ""));
+        let bye = one(&out, BOB);
+        h.send(BOB, &response_to(&bye, 200, "", ""));
+        h.advance(Duration::from_millis(10));
+    }
+    h.advance(Duration::from_secs(40));
+    let e = &h.engine;
+    assert_eq!((e.txs.len(), e.tx_keys.len(), e.calls.len(), e.dialogs.len(), e.own_call_ids.len()), (0, 0, 0, 0, 0));
+    // Each ended call left a 12 h max-duration deadline behind; compaction keeps the heap small.
+    assert!(e.timers.len() <= TIMER_COMPACT_FLOOR * 2 + 8, "timer heap holds {} entries", e.timers.len());
 }

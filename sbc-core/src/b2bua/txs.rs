@@ -10,8 +10,7 @@ use super::types::{Destination, Source};
 use super::{Engine, Output, TimerRef, TxId};
 use crate::sip::msg::{Message, Method};
 use crate::sip::transaction::{
-    client_key, ClientInvite, ClientInviteState, ClientNonInvite, ServerInvite, ServerNonInvite,
-    TxKey, TxOutput,
+    client_key, ClientInvite, ClientInviteState, ClientNonInvite, ServerInvite, ServerNonInvite, TxKey, TxOutput,
 };
 
 pub(super) enum Fsm {
@@ -52,6 +51,10 @@ pub(super) struct TxEntry {
     pub to_tag: Option<Box<[u8]>>,
     /// The last failure was the transport's, not a timer's (503 rather than 408).
     transport_failed: bool,
+    /// The request's method (the request itself is released once answered).
+    method: Method,
+    /// A Call-ID this relay reserved for loop detection, released with the transaction.
+    reserved_call_id: Option<Box<[u8]>>,
     scheduled: Option<Instant>,
 }
 
@@ -67,33 +70,22 @@ impl TxEntry {
     /// Only absorbing retransmissions (Completed, Confirmed, acknowledged): nothing a shutdown
     /// would cut.
     pub(super) fn is_lingering(&self) -> bool {
-        use crate::sip::transaction::{
-            client_non_invite as nict, server_invite as ist, server_non_invite as nist,
-        };
+        use crate::sip::transaction::{client_non_invite as nict, server_invite as ist, server_non_invite as nist};
         match &self.fsm {
-            Fsm::Ict(t) => matches!(
-                t.state(),
-                ClientInviteState::Completed | ClientInviteState::Accepted
-            ),
+            Fsm::Ict(t) => matches!(t.state(), ClientInviteState::Completed | ClientInviteState::Accepted),
             Fsm::Nict(t) => t.state() == nict::State::Completed,
-            Fsm::Ist(t) => {
-                matches!(t.state(), ist::State::Completed | ist::State::Confirmed) || t.is_acked()
-            }
+            Fsm::Ist(t) => matches!(t.state(), ist::State::Completed | ist::State::Confirmed) || t.is_acked(),
             Fsm::Nist(t) => t.state() == nist::State::Completed,
         }
     }
 
     /// The method of the request this transaction carries.
     pub(super) fn method(&self) -> Method {
-        match &self.fsm {
-            Fsm::Ict(_) | Fsm::Ist(_) => Method::Invite,
-            Fsm::Nict(t) => t.request().method().unwrap_or(Method::Other),
-            Fsm::Nist(_) => self
-                .request
-                .as_ref()
-                .and_then(Message::method)
-                .unwrap_or(Method::Other),
-        }
+        self.method
+    }
+
+    pub(super) fn scheduled(&self) -> Option<Instant> {
+        self.scheduled
     }
 }
 
@@ -138,6 +130,8 @@ impl Engine {
                 source: Some(*src),
                 to_tag,
                 transport_failed: false,
+                method: msg.method().unwrap_or(Method::Other),
+                reserved_call_id: None,
                 scheduled: None,
             },
         );
@@ -155,24 +149,20 @@ impl Engine {
             Fsm::Nist(t) => t.send_response(code, bytes, now, &mut out),
             _ => {}
         }
+        if code >= 200 {
+            // Answered: only the response bytes are needed for retransmissions from now on.
+            e.request = None;
+        }
         self.after_fsm(now, id, out);
     }
 
     /// Answers a server transaction with a response generated here.
-    pub(super) fn respond_local(
-        &mut self,
-        now: Instant,
-        id: TxId,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &[u8])],
-    ) {
+    pub(super) fn respond_local(&mut self, now: Instant, id: TxId, code: u16, reason: &str, extra: &[(&str, &[u8])]) {
         let Some(e) = self.txs.get(&id) else { return };
         let (Some(req), Some(src)) = (&e.request, &e.source) else {
             return;
         };
-        let bytes =
-            super::build::local_response(req, src, code, reason, e.to_tag.as_deref(), extra);
+        let bytes = super::build::local_response(req, src, code, reason, e.to_tag.as_deref(), extra);
         if code >= 200 {
             self.stats.local_replies += 1;
         }
@@ -190,32 +180,18 @@ impl Engine {
         side: Side,
         purpose: Purpose,
     ) -> TxId {
-        let branch = request
-            .top_via()
-            .and_then(|v| v.branch())
-            .unwrap_or_default()
-            .to_vec();
-        let method = request.method_bytes().to_vec();
-        let key = client_key(&branch, &method);
+        let branch = request.top_via().and_then(|v| v.branch()).unwrap_or_default().to_vec();
+        let method = request.method().unwrap_or(Method::Other);
+        let key = client_key(&branch, request.method_bytes());
+        let reserved_call_id = (call.is_none() && matches!(purpose, Purpose::RelayClient { .. }))
+            .then(|| request.call_id().unwrap_or_default().into());
         let reliable = dest.transport.is_reliable();
         let id = self.new_id();
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {
-            Fsm::Ict(ClientInvite::start(
-                request,
-                reliable,
-                self.cfg.timers,
-                now,
-                &mut out,
-            ))
+            Fsm::Ict(ClientInvite::start(request, reliable, self.cfg.timers, now, &mut out))
         } else {
-            Fsm::Nict(ClientNonInvite::start(
-                request,
-                reliable,
-                self.cfg.timers,
-                now,
-                &mut out,
-            ))
+            Fsm::Nict(ClientNonInvite::start(request, reliable, self.cfg.timers, now, &mut out))
         };
         self.tx_keys.insert(key.clone(), id);
         self.txs.insert(
@@ -231,6 +207,8 @@ impl Engine {
                 source: None,
                 to_tag: None,
                 transport_failed: false,
+                method,
+                reserved_call_id,
                 scheduled: None,
             },
         );
@@ -251,13 +229,7 @@ impl Engine {
         self.after_fsm(now, id, out);
     }
 
-    pub(super) fn on_server_retransmission(
-        &mut self,
-        now: Instant,
-        id: TxId,
-        method: Method,
-        _msg: &Message,
-    ) {
+    pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, _msg: &Message) {
         self.stats.retransmissions_absorbed += 1;
         let Some(e) = self.txs.get_mut(&id) else {
             return;
@@ -308,10 +280,7 @@ impl Engine {
 
     /// Marks the 2xx of an INVITE server transaction as acknowledged.
     pub(super) fn ist_acked(&mut self, now: Instant, id: TxId) {
-        if let Some(TxEntry {
-            fsm: Fsm::Ist(t), ..
-        }) = self.txs.get_mut(&id)
-        {
+        if let Some(TxEntry { fsm: Fsm::Ist(t), .. }) = self.txs.get_mut(&id) {
             t.handle_2xx_ack();
         }
         self.reschedule_tx(now, id);
@@ -325,11 +294,9 @@ impl Engine {
         if let Some(e) = self.txs.get(&id) {
             for o in out.drain(..) {
                 match o {
-                    TxOutput::Transmit(bytes) => self.out.push_back(Output::Transmit {
-                        dest: e.dest.clone(),
-                        bytes,
-                        tx: Some(id),
-                    }),
+                    TxOutput::Transmit(bytes) => {
+                        self.out.push_back(Output::Transmit { dest: e.dest.clone(), bytes, tx: Some(id) })
+                    }
                     TxOutput::Response(m) => tu.push(TuEvent::Response(m)),
                     TxOutput::Timeout => tu.push(TuEvent::Timeout),
                     TxOutput::Terminated => terminated = true,
@@ -357,12 +324,8 @@ impl Engine {
             return;
         };
         self.tx_keys.remove(&e.key);
-        if e.call.is_none() && matches!(e.purpose, Purpose::RelayClient { .. }) {
-            if let Fsm::Nict(t) = &e.fsm {
-                if let Some(cid) = t.request().call_id() {
-                    self.own_call_ids.remove(cid);
-                }
-            }
+        if let Some(cid) = e.reserved_call_id {
+            self.own_call_ids.remove(&cid);
         }
     }
 
@@ -398,9 +361,7 @@ impl Engine {
                     self.kill_orphan_2xx(now, id, &msg);
                 }
             }
-            Purpose::RelayClient { peer } => {
-                self.relay_response(now, peer, call, side.other(), msg)
-            }
+            Purpose::RelayClient { peer } => self.relay_response(now, peer, call, side.other(), msg),
             Purpose::Detached
                 if msg.status().is_some_and(|c| (200..300).contains(&c))
                     && msg.cseq().is_some_and(|c| c.method == Method::Invite) =>
@@ -414,8 +375,7 @@ impl Engine {
     /// A transaction timed out (or its transport failed).
     fn on_tx_timeout(&mut self, now: Instant, id: TxId) {
         let Some(e) = self.txs.get(&id) else { return };
-        let (purpose, call, method, transport_failed) =
-            (e.purpose, e.call, e.method(), e.transport_failed);
+        let (purpose, call, method, transport_failed) = (e.purpose, e.call, e.method(), e.transport_failed);
         let is_server = matches!(e.fsm, Fsm::Ist(_) | Fsm::Nist(_));
         let unacked_2xx = matches!(&e.fsm, Fsm::Ist(t) if t.final_code().is_some_and(|c| c < 300) && !t.is_acked());
         match purpose {
@@ -425,11 +385,8 @@ impl Engine {
                 }
             }
             Purpose::RelayClient { peer } => {
-                let (code, reason) = if transport_failed {
-                    (503, "Service Unavailable")
-                } else {
-                    (408, "Request Timeout")
-                };
+                let (code, reason) =
+                    if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
                 self.respond_local(now, peer, code, reason, &[]);
                 if method == Method::Bye {
                     if let Some(h) = call {
@@ -450,8 +407,8 @@ impl Engine {
     /// The request of a client transaction (e.g. to build CANCEL).
     pub(super) fn client_request(&self, id: TxId) -> Option<&Message> {
         match &self.txs.get(&id)?.fsm {
-            Fsm::Ict(t) => Some(t.request()),
-            Fsm::Nict(t) => Some(t.request()),
+            Fsm::Ict(t) => t.request(),
+            Fsm::Nict(t) => t.request(),
             _ => None,
         }
     }
@@ -469,10 +426,6 @@ impl Engine {
 
     /// Sends a message outside any transaction (ACK for 2xx, stateless replies).
     pub(super) fn send_raw(&mut self, dest: Destination, bytes: Bytes) {
-        self.out.push_back(Output::Transmit {
-            dest,
-            bytes,
-            tx: None,
-        });
+        self.out.push_back(Output::Transmit { dest, bytes, tx: None });
     }
 }

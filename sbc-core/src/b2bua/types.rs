@@ -82,10 +82,7 @@ pub struct Interface {
 
 impl Interface {
     pub fn socket(&self, transport: Transport, v6: bool) -> Option<&LocalSocket> {
-        let same_family = self
-            .sockets
-            .iter()
-            .find(|s| s.transport == transport && s.addr.is_ipv6() == v6);
+        let same_family = self.sockets.iter().find(|s| s.transport == transport && s.addr.is_ipv6() == v6);
         same_family.or_else(|| self.sockets.iter().find(|s| s.transport == transport))
     }
 }
@@ -146,14 +143,9 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     pub fn socket(&self, id: SocketId) -> Option<&LocalSocket> {
-        self.interfaces
-            .iter()
-            .flat_map(|i| i.sockets.iter())
-            .find(|s| s.id == id)
+        self.interfaces.iter().flat_map(|i| i.sockets.iter()).find(|s| s.id == id)
     }
     pub fn interface_of(&self, id: SocketId) -> Option<usize> {
-        self.interfaces
-            .iter()
-            .position(|i| i.sockets.iter().any(|s| s.id == id))
+        self.interfaces.iter().position(|i| i.sockets.iter().any(|s| s.id == id))
     }
 }

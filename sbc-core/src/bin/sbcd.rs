@@ -66,8 +66,7 @@ fn main() -> std::process::ExitCode {
     }
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.worker_threads(cli.threads.unwrap_or(cores).max(1))
-        .enable_all();
+    rt.worker_threads(cli.threads.unwrap_or(cores).max(1)).enable_all();
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -98,10 +97,7 @@ fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -113,35 +109,21 @@ fn init_logging(cli: &Cli) {
 async fn run(cfg: Config, shards: usize) -> anyhow::Result<()> {
     let seed = {
         let mut h = RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
         h.write_u32(std::process::id());
         h.finish()
     };
-    let runtime = Runtime::start(&cfg, shards, seed)
-        .await
-        .context("starting transports")?;
+    let runtime = Runtime::start(&cfg, shards, seed).await.context("starting transports")?;
     tracing::info!(config = %cfg.source, shards, "sbcd started");
 
     wait_for_signal().await;
-    tracing::info!(
-        drain_timeout_s = cfg.drain_timeout.as_secs(),
-        calls = runtime.active_calls(),
-        "draining"
-    );
+    tracing::info!(drain_timeout_s = cfg.drain_timeout.as_secs(), calls = runtime.active_calls(), "draining");
     runtime.drain().await;
     let started = Instant::now();
     let mut last_report = Instant::now();
     while !runtime.is_idle() {
         if started.elapsed() >= cfg.drain_timeout {
-            tracing::warn!(
-                calls = runtime.active_calls(),
-                "drain timeout reached, exiting with calls up"
-            );
+            tracing::warn!(calls = runtime.active_calls(), "drain timeout reached, exiting with calls up");
             break;
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
@@ -159,9 +141,7 @@ async fn run(cfg: Config, shards: usize) -> anyhow::Result<()> {
         responses = s.responses,
         drops = s.drops,
         parse_errors = c.parse_errors.load(std::sync::atomic::Ordering::Relaxed),
-        queue_full_drops = c
-            .queue_full_drops
-            .load(std::sync::atomic::Ordering::Relaxed),
+        queue_full_drops = c.queue_full_drops.load(std::sync::atomic::Ordering::Relaxed),
         "sbcd stopped"
     );
     Ok(())
@@ -171,10 +151,7 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -17,8 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::b2bua::{
-    shard_of_branch, shard_of_call_id, Destination, EngineConfig, Interface, LocalSocket, Peer,
-    Transport, TxId,
+    shard_of_branch, shard_of_call_id, Destination, EngineConfig, Interface, LocalSocket, Peer, Transport, TxId,
 };
 use crate::config::Config;
 use crate::sip::msg::{Message, ParseError};
@@ -68,16 +67,10 @@ impl Shared {
                 let shard = if msg.is_request() {
                     shard_of_call_id(msg.call_id().unwrap_or_default(), n)
                 } else {
-                    match msg
-                        .top_via()
-                        .and_then(|v| v.branch())
-                        .and_then(shard_of_branch)
-                    {
+                    match msg.top_via().and_then(|v| v.branch()).and_then(shard_of_branch) {
                         Some(s) if s < n => s,
                         _ => {
-                            self.counters
-                                .stray_responses
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.counters.stray_responses.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
                     }
@@ -93,12 +86,7 @@ impl Shared {
     }
 
     /// Bytes a stream could not frame: the engine answers 400 if it can.
-    pub(crate) fn dispatch_unframeable(
-        &self,
-        bytes: Bytes,
-        err: ParseError,
-        src: crate::b2bua::Source,
-    ) {
+    pub(crate) fn dispatch_unframeable(&self, bytes: Bytes, err: ParseError, src: crate::b2bua::Source) {
         self.enqueue(0, ShardInput::Unparseable(bytes, err, src));
     }
 
@@ -107,9 +95,7 @@ impl Shared {
             return;
         };
         if q.try_send(input).is_err() {
-            self.counters
-                .queue_full_drops
-                .fetch_add(1, Ordering::Relaxed);
+            self.counters.queue_full_drops.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -123,23 +109,13 @@ impl Shared {
 
     /// Sends one message. Never blocks the calling shard for long: name resolution and TCP
     /// connects run in their own tasks and report failures back.
-    pub(crate) fn transmit(
-        self: &Arc<Self>,
-        shard: u8,
-        dest: Destination,
-        bytes: Bytes,
-        tx: Option<TxId>,
-    ) {
+    pub(crate) fn transmit(self: &Arc<Self>, shard: u8, dest: Destination, bytes: Bytes, tx: Option<TxId>) {
         let addr = match &dest.peer {
             Peer::Addr(a) => *a,
             Peer::Host(host, port) => {
                 let (me, host, port) = (self.clone(), host.clone(), *port);
                 tokio::spawn(async move {
-                    match tokio::net::lookup_host((&*host, port))
-                        .await
-                        .ok()
-                        .and_then(|mut a| a.next())
-                    {
+                    match tokio::net::lookup_host((&*host, port)).await.ok().and_then(|mut a| a.next()) {
                         Some(addr) => me.send_to(shard, &dest, addr, bytes, tx),
                         None => {
                             tracing::warn!(%host, "cannot resolve");
@@ -153,14 +129,7 @@ impl Shared {
         self.send_to(shard, &dest, addr, bytes, tx);
     }
 
-    fn send_to(
-        self: &Arc<Self>,
-        shard: u8,
-        dest: &Destination,
-        addr: SocketAddr,
-        bytes: Bytes,
-        tx: Option<TxId>,
-    ) {
+    fn send_to(self: &Arc<Self>, shard: u8, dest: &Destination, addr: SocketAddr, bytes: Bytes, tx: Option<TxId>) {
         match dest.transport {
             Transport::Udp => {
                 let Some(Some(sock)) = self.udp.get(usize::from(dest.local)) else {
@@ -192,11 +161,7 @@ impl Shared {
 #[non_exhaustive]
 pub enum StartError {
     #[error("cannot bind {transport}:{addr}")]
-    Bind {
-        transport: Transport,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { transport: Transport, addr: SocketAddr, source: std::io::Error },
     #[error("{0}: no listen address configured")]
     NoListen(String),
 }
@@ -221,22 +186,14 @@ impl Runtime {
                 let id = sockets.len() as u16;
                 let local = match l.transport {
                     Transport::Udp => {
-                        let bind_err = |source| StartError::Bind {
-                            transport: l.transport,
-                            addr: l.addr,
-                            source,
-                        };
+                        let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
                         let s = udp::bind(l.addr).map_err(bind_err)?;
                         let local = s.local_addr().map_err(bind_err)?;
                         udp.push(Some(Arc::new(s)));
                         local
                     }
                     Transport::Tcp => {
-                        let bind_err = |source| StartError::Bind {
-                            transport: l.transport,
-                            addr: l.addr,
-                            source,
-                        };
+                        let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
                         let s = tcp::bind(l.addr).map_err(bind_err)?;
                         let local = s.local_addr().map_err(bind_err)?;
                         listeners.push((id, s));
@@ -244,20 +201,12 @@ impl Runtime {
                         local
                     }
                 };
-                let sock = LocalSocket {
-                    id,
-                    transport: l.transport,
-                    addr: local,
-                    advertised: iface.advertise.clone(),
-                };
+                let sock = LocalSocket { id, transport: l.transport, addr: local, advertised: iface.advertise.clone() };
                 tracing::info!(interface = %iface.name, transport = %l.transport, addr = %local, "listening");
                 socks.push(sock.clone());
                 sockets.push(sock);
             }
-            interfaces.push(Interface {
-                name: iface.name.clone(),
-                sockets: socks,
-            });
+            interfaces.push(Interface { name: iface.name.clone(), sockets: socks });
         }
         if sockets.is_empty() {
             return Err(StartError::NoListen(cfg.source.clone()));
@@ -294,12 +243,7 @@ impl Runtime {
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            tokio::spawn(shard::run(
-                crate::b2bua::Engine::new(ecfg, seed),
-                rx,
-                shared.clone(),
-                status,
-            ));
+            tokio::spawn(shard::run(crate::b2bua::Engine::new(ecfg, seed), rx, shared.clone(), status));
         }
         for (id, sock) in shared.udp.iter().enumerate() {
             if let Some(sock) = sock {
@@ -317,11 +261,7 @@ impl Runtime {
 
     /// The addresses actually bound (port 0 resolved), in config order.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
-        self.shared
-            .sockets
-            .iter()
-            .map(|s| (s.transport, s.addr))
-            .collect()
+        self.shared.sockets.iter().map(|s| (s.transport, s.addr)).collect()
     }
 
     pub fn counters(&self) -> &DriverCounters {
@@ -336,17 +276,14 @@ impl Runtime {
     }
 
     pub fn active_calls(&self) -> usize {
-        self.statuses
-            .iter()
-            .map(|s| s.calls.load(Ordering::Relaxed))
-            .sum()
+        self.statuses.iter().map(|s| s.calls.load(Ordering::Relaxed)).sum()
     }
 
     /// True when no shard has a call or a transaction left.
     pub fn is_idle(&self) -> bool {
-        self.statuses.iter().all(|s| {
-            s.calls.load(Ordering::Relaxed) == 0 && s.transactions.load(Ordering::Relaxed) == 0
-        })
+        self.statuses
+            .iter()
+            .all(|s| s.calls.load(Ordering::Relaxed) == 0 && s.transactions.load(Ordering::Relaxed) == 0)
     }
 
     /// Totals of the engines' counters.

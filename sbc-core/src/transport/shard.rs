@@ -100,9 +100,7 @@ fn handle(engine: &mut Engine, input: ShardInput) {
     let now = clock();
     match input {
         ShardInput::Message(msg, src) => engine.handle_message(now, msg, src),
-        ShardInput::Unparseable(bytes, err, src) => {
-            engine.handle_unparseable(now, &bytes, err, src)
-        }
+        ShardInput::Unparseable(bytes, err, src) => engine.handle_unparseable(now, &bytes, err, src),
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
         ShardInput::Drain => engine.set_draining(true),
     }
@@ -125,19 +123,14 @@ fn publish(engine: &Engine, st: &ShardStatus) {
     let s = &engine.stats;
     st.calls.store(engine.active_calls(), Ordering::Relaxed);
     // Counting busy transactions walks the table; only a draining shard needs the number.
-    let busy = if engine.is_draining() {
-        engine.busy_transactions()
-    } else {
-        engine.active_transactions()
-    };
+    let busy = if engine.is_draining() { engine.busy_transactions() } else { engine.active_transactions() };
     st.transactions.store(busy, Ordering::Relaxed);
     st.calls_started.store(s.calls_started, Ordering::Relaxed);
     st.calls_answered.store(s.calls_answered, Ordering::Relaxed);
     st.calls_ended.store(s.calls_ended, Ordering::Relaxed);
     st.requests.store(s.requests, Ordering::Relaxed);
     st.responses.store(s.responses, Ordering::Relaxed);
-    st.retransmissions_absorbed
-        .store(s.retransmissions_absorbed, Ordering::Relaxed);
+    st.retransmissions_absorbed.store(s.retransmissions_absorbed, Ordering::Relaxed);
     st.drops.store(s.drops, Ordering::Relaxed);
     st.local_replies.store(s.local_replies, Ordering::Relaxed);
 }

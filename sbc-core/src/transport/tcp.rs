@@ -101,29 +101,19 @@ fn start_connection(
     rx: mpsc::Receiver<Outgoing>,
 ) {
     let _ = stream.set_nodelay(true);
-    shared
-        .counters
-        .tcp_connections
-        .fetch_add(1, Ordering::Relaxed);
+    shared.counters.tcp_connections.fetch_add(1, Ordering::Relaxed);
     let (read, write) = stream.into_split();
     let writer = tokio::spawn(write_loop(shared.clone(), write, rx));
     tokio::spawn(async move {
         read_loop(&shared, local, id, peer, read).await;
         shared.tcp.remove(id);
         writer.abort();
-        shared
-            .counters
-            .tcp_connections
-            .fetch_sub(1, Ordering::Relaxed);
+        shared.counters.tcp_connections.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(%peer, conn = id, "tcp connection closed");
     });
 }
 
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut write: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Outgoing>,
-) {
+async fn write_loop(shared: Arc<Shared>, mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
     while let Some(o) = rx.recv().await {
         if write.write_all(&o.bytes).await.is_err() {
             shared.report_error(o.shard, o.tx);
@@ -145,12 +135,7 @@ async fn read_loop(
     mut read: tokio::net::tcp::OwnedReadHalf,
 ) {
     let mut buf = BytesMut::with_capacity(8192);
-    let src = Source {
-        transport: Transport::Tcp,
-        local,
-        remote: peer,
-        conn: Some(id),
-    };
+    let src = Source { transport: Transport::Tcp, local, remote: peer, conn: Some(id) };
     loop {
         // Frame everything already buffered.
         loop {
@@ -164,11 +149,8 @@ async fn read_loop(
                     let _ = buf.split_to(len);
                     if ping {
                         if let Some(c) = shared.tcp.conns.get(&id) {
-                            let _ = c.writer.try_send(Outgoing {
-                                bytes: Bytes::from_static(b"\r\n"),
-                                shard: 0,
-                                tx: None,
-                            });
+                            let _ =
+                                c.writer.try_send(Outgoing { bytes: Bytes::from_static(b"\r\n"), shard: 0, tx: None });
                         }
                     }
                 }
@@ -185,11 +167,7 @@ async fn read_loop(
                 }
             }
         }
-        let limit = if buf.is_empty() {
-            shared.tcp_idle_timeout
-        } else {
-            shared.tcp_message_timeout
-        };
+        let limit = if buf.is_empty() { shared.tcp_idle_timeout } else { shared.tcp_message_timeout };
         match tokio::time::timeout(limit, read.read_buf(&mut buf)).await {
             Ok(Ok(0)) => return,
             Ok(Ok(_)) => {}
@@ -212,10 +190,8 @@ pub(super) fn send(
     bytes: Bytes,
     tx: Option<TxId>,
 ) {
-    let conn = dest
-        .conn
-        .filter(|c| shared.tcp.conns.contains_key(c))
-        .or_else(|| shared.tcp.by_peer.get(&addr).map(|r| *r));
+    let conn =
+        dest.conn.filter(|c| shared.tcp.conns.contains_key(c)).or_else(|| shared.tcp.by_peer.get(&addr).map(|r| *r));
     if let Some(id) = conn {
         if let Some(c) = shared.tcp.conns.get(&id) {
             if c.writer.try_send(Outgoing { bytes, shard, tx }).is_err() {
@@ -232,10 +208,7 @@ pub(super) fn send(
     if let Some(c) = shared.tcp.conns.get(&id) {
         let _ = c.writer.try_send(Outgoing { bytes, shard, tx });
     }
-    let local_ip = shared
-        .sockets
-        .get(usize::from(dest.local))
-        .map(|s| s.addr.ip());
+    let local_ip = shared.sockets.get(usize::from(dest.local)).map(|s| s.addr.ip());
     let (local, shared) = (dest.local, shared.clone());
     tokio::spawn(async move {
         match connect(addr, local_ip).await {
@@ -253,24 +226,14 @@ pub(super) fn send(
     });
 }
 
-async fn connect(
-    addr: SocketAddr,
-    local_ip: Option<std::net::IpAddr>,
-) -> std::io::Result<TcpStream> {
-    let sock = if addr.is_ipv6() {
-        tokio::net::TcpSocket::new_v6()?
-    } else {
-        tokio::net::TcpSocket::new_v4()?
-    };
+async fn connect(addr: SocketAddr, local_ip: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let sock = if addr.is_ipv6() { tokio::net::TcpSocket::new_v6()? } else { tokio::net::TcpSocket::new_v4()? };
     // Leave from the interface's own address so the peer sees the right source.
     if let Some(ip) = local_ip.filter(|ip| !ip.is_unspecified() && ip.is_ipv6() == addr.is_ipv6()) {
         sock.bind(SocketAddr::new(ip, 0))?;
     }
     match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "connect timed out",
-        )),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
     }
 }

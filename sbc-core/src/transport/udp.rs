@@ -43,12 +43,7 @@ pub(super) async fn receive(shared: Arc<Shared>, id: SocketId, sock: Arc<UdpSock
         if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
             continue; // keepalive
         }
-        let src = Source {
-            transport: Transport::Udp,
-            local: id,
-            remote,
-            conn: None,
-        };
+        let src = Source { transport: Transport::Udp, local: id, remote, conn: None };
         shared.dispatch(Bytes::copy_from_slice(data), src);
     }
 }

@@ -94,10 +94,7 @@ fn find_unquoted(s: &[u8], needle: u8) -> Option<usize> {
 }
 
 fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    params(s)
-        .flatten()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.unwrap_or_default())
+    params(s).flatten().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.unwrap_or_default())
 }
 
 fn params_well_formed(s: &[u8]) -> bool {
@@ -146,21 +143,13 @@ impl<'a> Via<'a> {
             return None;
         }
         let rest = trim_start(rest);
-        let end = rest
-            .iter()
-            .position(|&c| c == b';' || is_lws(c))
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|&c| c == b';' || is_lws(c)).unwrap_or(rest.len());
         let (host, port) = parse_hostport(&rest[..end])?;
         let params = &rest[end..];
         if !params_well_formed(params) {
             return None;
         }
-        Some(Self {
-            transport: proto[2],
-            host,
-            port,
-            params,
-        })
+        Some(Self { transport: proto[2], host, port, params })
     }
     pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
         find_param(self.params, name)
@@ -169,9 +158,7 @@ impl<'a> Via<'a> {
         self.param(b"branch")
     }
     pub fn has_param(&self, name: &[u8]) -> bool {
-        params(self.params)
-            .flatten()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        params(self.params).flatten().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -186,21 +173,14 @@ pub fn parse_hostport(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let (host, port) = if s.first() == Some(&b'[') {
         let close = s.iter().position(|&c| c == b']')?;
         let host = &s[..=close];
-        if !host[1..close]
-            .iter()
-            .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
-        {
+        if !host[1..close].iter().all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.') {
             return None;
         }
         (host, &s[close + 1..])
     } else {
         let colon = s.iter().position(|&c| c == b':').unwrap_or(s.len());
         let host = &s[..colon];
-        if host.is_empty()
-            || !host
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_')
-        {
+        if host.is_empty() || !host.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_') {
             return None;
         }
         (host, &s[colon..])
@@ -226,11 +206,7 @@ impl<'a> NameAddr<'a> {
     pub fn parse(v: &'a [u8]) -> Option<Self> {
         let v = trim(v);
         if v == b"*" {
-            return Some(Self {
-                display: b"",
-                uri: v,
-                params: b"",
-            });
+            return Some(Self { display: b"", uri: v, params: b"" });
         }
         let lt = find_unquoted(v, b'<');
         let (display, uri, params) = match lt {
@@ -259,11 +235,7 @@ impl<'a> NameAddr<'a> {
         if !display_ok(display) || !params_well_formed(params) || !uri.contains(&b':') {
             return None;
         }
-        Some(Self {
-            display,
-            uri,
-            params,
-        })
+        Some(Self { display, uri, params })
     }
     pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
         find_param(self.params, name)
@@ -325,9 +297,7 @@ impl<'a> Uri<'a> {
         let scheme_raw = &s[..colon];
         if scheme_raw.is_empty()
             || !scheme_raw[0].is_ascii_alphabetic()
-            || !scheme_raw
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
+            || !scheme_raw.iter().all(|&c| c.is_ascii_alphanumeric() || b"+-.".contains(&c))
         {
             return None;
         }
@@ -339,14 +309,7 @@ impl<'a> Uri<'a> {
         } else if scheme_raw.eq_ignore_ascii_case(b"tel") {
             Scheme::Tel
         } else {
-            return Some(Self {
-                scheme: Scheme::Other,
-                user: None,
-                host: rest,
-                port: None,
-                params: b"",
-                headers: b"",
-            });
+            return Some(Self { scheme: Scheme::Other, user: None, host: rest, port: None, params: b"", headers: b"" });
         };
         // userinfo may contain '?', ',' and ';' (RFC 4475 §3.1.1.2), so headers are looked for
         // only after the '@' that ends it.
@@ -361,52 +324,30 @@ impl<'a> Uri<'a> {
             if number.is_empty() {
                 return None;
             }
-            return Some(Self {
-                scheme,
-                user: Some(number),
-                host: b"",
-                port: None,
-                params: &body[semi..],
-                headers,
-            });
+            return Some(Self { scheme, user: Some(number), host: b"", port: None, params: &body[semi..], headers });
         }
         let (user, hostpart) = match body.iter().position(|&c| c == b'@') {
             Some(at) => (Some(&body[..at]), &body[at + 1..]),
             None => (None, body),
         };
         let hp_end = if hostpart.first() == Some(&b'[') {
-            hostpart
-                .iter()
-                .position(|&c| c == b']')
-                .map_or(hostpart.len(), |p| p + 1)
+            hostpart.iter().position(|&c| c == b']').map_or(hostpart.len(), |p| p + 1)
         } else {
             0
         };
-        let semi = hostpart[hp_end..]
-            .iter()
-            .position(|&c| c == b';')
-            .map_or(hostpart.len(), |p| p + hp_end);
+        let semi = hostpart[hp_end..].iter().position(|&c| c == b';').map_or(hostpart.len(), |p| p + hp_end);
         let (host, port) = parse_hostport(&hostpart[..semi])?;
         let params = &hostpart[semi..];
         if !params_well_formed(params) {
             return None;
         }
-        Some(Self {
-            scheme,
-            user,
-            host,
-            port,
-            params,
-            headers,
-        })
+        Some(Self { scheme, user, host, port, params, headers })
     }
     pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
         find_param(self.params, name)
     }
     pub fn has_param(&self, name: &[u8]) -> bool {
-        params(self.params)
-            .flatten()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        params(self.params).flatten().any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 
@@ -435,10 +376,7 @@ impl CSeq {
         if method.is_empty() || !method.iter().all(|&c| is_token_char(c)) {
             return None;
         }
-        Some(Self {
-            num: n as u32,
-            method: Method::from_bytes(method),
-        })
+        Some(Self { num: n as u32, method: Method::from_bytes(method) })
     }
     /// Returns the raw method token of a CSeq value.
     pub fn method_bytes(v: &[u8]) -> &[u8] {
@@ -471,10 +409,7 @@ mod tests {
 
     #[test]
     fn via_with_folding_and_spaces() {
-        let v = Via::parse(
-            b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8",
-        )
-        .unwrap();
+        let v = Via::parse(b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8").unwrap();
         assert_eq!(v.transport, b"TCP");
         assert_eq!(v.host, b"spindle.example.com");
         assert_eq!(v.branch(), Some(&b"z9hG4bK9ikj8"[..]));
@@ -494,13 +429,10 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse(
-            b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
-        )
-        .unwrap();
+        let n = NameAddr::parse(b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8")
+            .unwrap();
         assert_eq!(n.tag(), Some(&b"98asjd8"[..]));
-        let n =
-            NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        let n = NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
         assert_eq!(n.uri, b"sip:vivekg@chair-dnrc.example.com");
         assert_eq!(n.tag(), Some(&b"1918181833n"[..]));
         assert!(NameAddr::parse(b"\"Mr. J. User <sip:j.user@example.com>").is_none());
@@ -520,12 +452,7 @@ mod tests {
         assert_eq!(u.param(b"transport"), Some(&b"tcp"[..]));
         let u = Uri::parse(b"tel:+1-201-555-0123;phone-context=x").unwrap();
         assert_eq!(u.scheme, Scheme::Tel);
-        assert_eq!(
-            Uri::parse(b"nobodyKnowsThisScheme:totallyopaquecontent")
-                .unwrap()
-                .scheme,
-            Scheme::Other
-        );
+        assert_eq!(Uri::parse(b"nobodyKnowsThisScheme:totallyopaquecontent").unwrap().scheme, Scheme::Other);
         assert!(Uri::parse(b"sip:host:99999").is_none());
     }
 

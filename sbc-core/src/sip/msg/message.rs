@@ -19,10 +19,7 @@ pub struct Span {
 impl Span {
     pub fn new(start: usize, end: usize) -> Self {
         // Framing caps a message far below u32::MAX, so the narrowing is lossless.
-        Self {
-            start: start as u32,
-            end: end as u32,
-        }
+        Self { start: start as u32, end: end as u32 }
     }
     pub fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
@@ -97,15 +94,8 @@ impl Method {
 
 #[derive(Debug, Clone, Copy)]
 pub enum StartLine {
-    Request {
-        method: Method,
-        method_span: Span,
-        uri: Span,
-    },
-    Response {
-        code: u16,
-        reason: Span,
-    },
+    Request { method: Method, method_span: Span, uri: Span },
+    Response { code: u16, reason: Span },
 }
 
 /// One header row as received. `line` covers the whole row including continuation lines and
@@ -202,12 +192,7 @@ impl Message {
     pub fn other_header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
-            .find(|h| {
-                h.name == HeaderName::Other
-                    && self
-                        .slice(h.name_span)
-                        .eq_ignore_ascii_case(name.as_bytes())
-            })
+            .find(|h| h.name == HeaderName::Other && self.slice(h.name_span).eq_ignore_ascii_case(name.as_bytes()))
             .map(|h| self.value(h))
     }
     pub fn header_value(&self, name: HeaderName) -> Option<&[u8]> {
@@ -216,13 +201,11 @@ impl Message {
 
     /// Every comma-separated value of every row of `name`, in order.
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
-        self.headers_named(name)
-            .flat_map(move |h| super::headers::split_values(self.value(h)))
+        self.headers_named(name).flat_map(move |h| super::headers::split_values(self.value(h)))
     }
 
     pub fn call_id(&self) -> Option<&[u8]> {
-        self.header_value(HeaderName::CallId)
-            .map(super::headers::trim)
+        self.header_value(HeaderName::CallId).map(super::headers::trim)
     }
     pub fn cseq(&self) -> Option<CSeq> {
         self.header_value(HeaderName::CSeq).and_then(CSeq::parse)
@@ -231,8 +214,7 @@ impl Message {
         self.values(HeaderName::Via).next().and_then(Via::parse)
     }
     pub fn from_hdr(&self) -> Option<NameAddr<'_>> {
-        self.header_value(HeaderName::From)
-            .and_then(NameAddr::parse)
+        self.header_value(HeaderName::From).and_then(NameAddr::parse)
     }
     pub fn to_hdr(&self) -> Option<NameAddr<'_>> {
         self.header_value(HeaderName::To).and_then(NameAddr::parse)
@@ -244,27 +226,21 @@ impl Message {
         self.to_hdr().and_then(|n| n.param(b"tag"))
     }
     pub fn contact(&self) -> Option<NameAddr<'_>> {
-        self.values(HeaderName::Contact)
-            .next()
-            .and_then(NameAddr::parse)
+        self.values(HeaderName::Contact).next().and_then(NameAddr::parse)
     }
     /// Max-Forwards; `None` when absent, `Some(Err)` when malformed.
     pub fn max_forwards(&self) -> Option<Result<u8, ()>> {
         self.header_value(HeaderName::MaxForwards).map(|v| {
             let v = super::headers::trim(v);
             // Leading zeros are legal ("0068" in RFC 4475 §3.1.1.1); the value must fit 0..=255.
-            super::headers::parse_u32(v)
-                .and_then(|n| u8::try_from(n).ok())
-                .ok_or(())
+            super::headers::parse_u32(v).and_then(|n| u8::try_from(n).ok()).ok_or(())
         })
     }
     pub fn content_type(&self) -> Option<&[u8]> {
-        self.header_value(HeaderName::ContentType)
-            .map(super::headers::trim)
+        self.header_value(HeaderName::ContentType).map(super::headers::trim)
     }
     /// True when a `Require`/`Supported` style header lists `option` (case-insensitive).
     pub fn lists_option(&self, name: HeaderName, option: &[u8]) -> bool {
-        self.values(name)
-            .any(|v| super::headers::trim(v).eq_ignore_ascii_case(option))
+        self.values(name).any(|v| super::headers::trim(v).eq_ignore_ascii_case(option))
     }
 }

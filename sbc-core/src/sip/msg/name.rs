@@ -95,10 +95,7 @@ mod tests {
     fn compact_and_case_insensitive() {
         assert_eq!(HeaderName::classify(b"v"), HeaderName::Via);
         assert_eq!(HeaderName::classify(b"I"), HeaderName::CallId);
-        assert_eq!(
-            HeaderName::classify(b"MaX-fOrWaRdS"),
-            HeaderName::MaxForwards
-        );
+        assert_eq!(HeaderName::classify(b"MaX-fOrWaRdS"), HeaderName::MaxForwards);
         assert_eq!(HeaderName::classify(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::classify(b"s"), HeaderName::Other);
     }

@@ -57,12 +57,7 @@ pub(super) fn parse_message(buf: Bytes) -> Result<Message, ParseError> {
         Some(n) if n > available => return Err(ParseError::ContentLengthExceedsData),
         Some(n) => body_start + n,
     };
-    Ok(Message {
-        buf,
-        start,
-        headers,
-        body: Span::new(body_start, body_end),
-    })
+    Ok(Message { buf, start, headers, body: Span::new(body_start, body_end) })
 }
 
 /// Result of looking for one message at the front of a stream buffer.
@@ -86,10 +81,7 @@ pub fn frame_stream(b: &[u8]) -> Result<StreamFrame, ParseError> {
     }
     let skip = skip_leading_crlf(b);
     if skip > 0 {
-        return Ok(StreamFrame::KeepAlive {
-            len: skip,
-            ping: false,
-        });
+        return Ok(StreamFrame::KeepAlive { len: skip, ping: false });
     }
     let Some(hdr_end) = find_header_end(b) else {
         if b.len() > MAX_HEADER_BYTES {
@@ -116,8 +108,7 @@ pub fn frame_stream(b: &[u8]) -> Result<StreamFrame, ParseError> {
                         return Err(ParseError::BadContentLength);
                     }
                     cl = Some(
-                        parse_decimal(trim_slice(&b[pos + colon + 1..line_end]))
-                            .ok_or(ParseError::BadContentLength)?,
+                        parse_decimal(trim_slice(&b[pos + colon + 1..line_end])).ok_or(ParseError::BadContentLength)?,
                     );
                 }
             }
@@ -162,11 +153,7 @@ fn skip_leading_crlf(b: &[u8]) -> usize {
 fn find_line(b: &[u8], pos: usize) -> Option<(usize, usize)> {
     let off = b.get(pos..)?.iter().position(|&c| c == b'\n')?;
     let nl = pos + off;
-    let end = if nl > pos && b[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
+    let end = if nl > pos && b[nl - 1] == b'\r' { nl - 1 } else { nl };
     Some((end, nl + 1))
 }
 
@@ -203,10 +190,7 @@ fn parse_start_line(b: &[u8], start: usize, end: usize) -> Result<StartLine, Par
     let line = &b[start..end];
     if line.starts_with(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp1 = line
-            .iter()
-            .position(|&c| c == b' ')
-            .ok_or(ParseError::BadStartLine)?;
+        let sp1 = line.iter().position(|&c| c == b' ').ok_or(ParseError::BadStartLine)?;
         check_version(&line[..sp1])?;
         let rest = &line[sp1 + 1..];
         let sp2 = rest.iter().position(|&c| c == b' ').unwrap_or(rest.len());
@@ -216,10 +200,7 @@ fn parse_start_line(b: &[u8], start: usize, end: usize) -> Result<StartLine, Par
         }
         let code = code.iter().fold(0u16, |a, d| a * 10 + u16::from(d - b'0'));
         let reason_start = (start + sp1 + 1 + sp2 + 1).min(end);
-        return Ok(StartLine::Response {
-            code,
-            reason: Span::new(reason_start, end),
-        });
+        return Ok(StartLine::Response { code, reason: Span::new(reason_start, end) });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly single spaces (RFC 4475 §3.1.2.9/10).
     let mut parts = line.split(|&c| c == b' ');
@@ -251,28 +232,13 @@ fn check_version(v: &[u8]) -> Result<(), ParseError> {
     }
     let well_formed = v.len() > 4
         && v[..4].eq_ignore_ascii_case(b"SIP/")
-        && v[4..]
-            .split(|&c| c == b'.')
-            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+        && v[4..].split(|&c| c == b'.').all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
         && v[4..].contains(&b'.');
-    Err(if well_formed {
-        ParseError::UnsupportedVersion
-    } else {
-        ParseError::BadStartLine
-    })
+    Err(if well_formed { ParseError::UnsupportedVersion } else { ParseError::BadStartLine })
 }
 
-fn parse_header_line(
-    b: &[u8],
-    pos: usize,
-    line_end: usize,
-    next: usize,
-) -> Result<Header, ParseError> {
-    let colon = b[pos..line_end]
-        .iter()
-        .position(|&c| c == b':')
-        .ok_or(ParseError::BadHeader)?
-        + pos;
+fn parse_header_line(b: &[u8], pos: usize, line_end: usize, next: usize) -> Result<Header, ParseError> {
+    let colon = b[pos..line_end].iter().position(|&c| c == b':').ok_or(ParseError::BadHeader)? + pos;
     let name_end = trim_end(b, pos, colon);
     let name = &b[pos..name_end];
     if name.is_empty() || !name.iter().all(|&c| is_token_char(c)) {
@@ -289,9 +255,7 @@ fn parse_header_line(
 }
 
 fn content_length(b: &[u8], headers: &[Header]) -> Result<Option<usize>, ParseError> {
-    let mut rows = headers
-        .iter()
-        .filter(|h| h.name == HeaderName::ContentLength);
+    let mut rows = headers.iter().filter(|h| h.name == HeaderName::ContentLength);
     let Some(first) = rows.next() else {
         return Ok(None);
     };
@@ -299,7 +263,5 @@ fn content_length(b: &[u8], headers: &[Header]) -> Result<Option<usize>, ParseEr
         return Err(ParseError::BadContentLength);
     }
     let v = trim_slice(&b[first.value.range()]);
-    parse_decimal(v)
-        .map(Some)
-        .ok_or(ParseError::BadContentLength)
+    parse_decimal(v).map(Some).ok_or(ParseError::BadContentLength)
 }

@@ -77,10 +77,7 @@ fn expected() -> Vec<(&'static str, &'static str, Verdict)> {
 }
 
 pub(crate) fn corpus_file(name: &str) -> Bytes {
-    let path = format!(
-        "{}/../tests/corpus/rfc4475/{name}.dat",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../tests/corpus/rfc4475/{name}.dat", env!("CARGO_MANIFEST_DIR"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
@@ -135,11 +132,7 @@ fn accepted_messages_are_indexed_losslessly() {
         let body_start = m.headers().last().expect(name).line.end as usize;
         rebuilt.extend_from_slice(&buf[body_start..m.body.start as usize]);
         rebuilt.extend_from_slice(m.body());
-        let expect_len = if name == "dblreq" {
-            rebuilt.len()
-        } else {
-            buf.len()
-        };
+        let expect_len = if name == "dblreq" { rebuilt.len() } else { buf.len() };
         assert_eq!(&rebuilt[..], &buf[..expect_len], "{name}");
     }
 }
@@ -149,25 +142,12 @@ fn typed_views_of_the_tortuous_invite() {
     let m = Message::parse(corpus_file("wsinv")).unwrap();
     assert_eq!(m.method(), Some(Method::Invite));
     assert_eq!(m.call_id(), Some(&b"wsinv.ndaksdj@192.0.2.1"[..]));
-    assert_eq!(
-        m.cseq(),
-        Some(CSeq {
-            num: 9,
-            method: Method::Invite
-        })
-    );
+    assert_eq!(m.cseq(), Some(CSeq { num: 9, method: Method::Invite }));
     assert_eq!(m.max_forwards(), Some(Ok(68)));
     assert_eq!(m.from_tag(), Some(&b"98asjd8"[..]));
     assert_eq!(m.to_tag(), Some(&b"1918181833n"[..]));
-    let branches: Vec<_> = m
-        .values(HeaderName::Via)
-        .filter_map(Via::parse)
-        .filter_map(|v| v.branch())
-        .collect();
-    assert_eq!(
-        branches,
-        vec![&b"390skdjuw"[..], b"z9hG4bK9ikj8", b"z9hG4bK30239"]
-    );
+    let branches: Vec<_> = m.values(HeaderName::Via).filter_map(Via::parse).filter_map(|v| v.branch()).collect();
+    assert_eq!(branches, vec![&b"390skdjuw"[..], b"z9hG4bK9ikj8", b"z9hG4bK30239"]);
     assert_eq!(m.body().len(), 150);
     assert_eq!(m.contact().unwrap().uri, b"sip:jdrosen@example.com");
 }
@@ -176,10 +156,7 @@ fn typed_views_of_the_tortuous_invite() {
 fn dblreq_keeps_only_the_first_message() {
     let m = Message::parse(corpus_file("dblreq")).unwrap();
     assert!(m.body().is_empty());
-    assert_eq!(
-        m.call_id(),
-        Some(&b"dblreq.0ha0isndaksdj99sdfafnl3lk233412"[..])
-    );
+    assert_eq!(m.call_id(), Some(&b"dblreq.0ha0isndaksdj99sdfafnl3lk233412"[..]));
 }
 
 #[test]
@@ -200,14 +177,8 @@ fn stream_framing() {
         StreamFrame::Message { len } => assert_eq!(len, inv.len()),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        frame_stream(&inv[..inv.len() - 3]).unwrap(),
-        StreamFrame::Incomplete
-    );
-    assert_eq!(
-        frame_stream(b"\r\n\r\n").unwrap(),
-        StreamFrame::KeepAlive { len: 4, ping: true }
-    );
+    assert_eq!(frame_stream(&inv[..inv.len() - 3]).unwrap(), StreamFrame::Incomplete);
+    assert_eq!(frame_stream(b"\r\n\r\n").unwrap(), StreamFrame::KeepAlive { len: 4, ping: true });
     assert_eq!(frame_stream(b"\r\n").unwrap(), StreamFrame::Incomplete);
     assert!(frame_stream(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n").is_err());
     let huge = vec![b'a'; MAX_HEADER_BYTES + 10];
@@ -234,14 +205,7 @@ fn garbage_never_panics() {
         let _ = verdict(buf.clone());
         let _ = frame_stream(&buf);
         if let Ok(m) = Message::parse(buf) {
-            let _ = (
-                m.top_via(),
-                m.cseq(),
-                m.contact(),
-                m.from_hdr(),
-                m.to_hdr(),
-                m.max_forwards(),
-            );
+            let _ = (m.top_via(), m.cseq(), m.contact(), m.from_hdr(), m.to_hdr(), m.max_forwards());
             let _ = m.request_uri().len();
             let _ = Uri::parse(m.request_uri());
         }

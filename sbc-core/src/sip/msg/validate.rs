@@ -18,11 +18,7 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(code: u16, reason: &'static str) -> Self {
-        Self {
-            code,
-            reason,
-            unsupported: Vec::new(),
-        }
+        Self { code, reason, unsupported: Vec::new() }
     }
     fn bad(reason: &'static str) -> Self {
         Self::new(400, reason)
@@ -41,27 +37,17 @@ pub fn check_request(msg: &Message) -> Result<(), Rejection> {
     }
     single(msg, HeaderName::From, "Missing From", "Multiple From")?;
     single(msg, HeaderName::To, "Missing To", "Multiple To")?;
-    single(
-        msg,
-        HeaderName::CallId,
-        "Missing Call-ID",
-        "Multiple Call-ID",
-    )?;
+    single(msg, HeaderName::CallId, "Missing Call-ID", "Multiple Call-ID")?;
     single(msg, HeaderName::CSeq, "Missing CSeq", "Multiple CSeq")?;
     msg.from_hdr().ok_or(Rejection::bad("Malformed From"))?;
     msg.to_hdr().ok_or(Rejection::bad("Malformed To"))?;
-    if msg
-        .call_id()
-        .is_none_or(|c| c.is_empty() || c.iter().any(|&b| b <= b' '))
-    {
+    if msg.call_id().is_none_or(|c| c.is_empty() || c.iter().any(|&b| b <= b' ')) {
         return Err(Rejection::bad("Malformed Call-ID"));
     }
     let cseq_raw = msg.header_value(HeaderName::CSeq).unwrap_or_default();
     CSeq::parse(cseq_raw).ok_or(Rejection::bad("Malformed CSeq"))?;
     if CSeq::method_bytes(cseq_raw) != msg.method_bytes() {
-        return Err(Rejection::bad(
-            "CSeq method does not match the request method",
-        ));
+        return Err(Rejection::bad("CSeq method does not match the request method"));
     }
     if let Some(Err(())) = msg.max_forwards() {
         return Err(Rejection::bad("Malformed Max-Forwards"));
@@ -87,35 +73,19 @@ pub fn check_request(msg: &Message) -> Result<(), Rejection> {
     let unsupported: Vec<String> = msg
         .values(HeaderName::ProxyRequire)
         .map(trim)
-        .filter(|o| {
-            !o.is_empty()
-                && !SUPPORTED_OPTIONS
-                    .iter()
-                    .any(|s| s.as_bytes().eq_ignore_ascii_case(o))
-        })
+        .filter(|o| !o.is_empty() && !SUPPORTED_OPTIONS.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(o)))
         .map(|o| String::from_utf8_lossy(o).into_owned())
         .collect();
     if !unsupported.is_empty() {
-        return Err(Rejection {
-            code: 420,
-            reason: "Bad Extension",
-            unsupported,
-        });
+        return Err(Rejection { code: 420, reason: "Bad Extension", unsupported });
     }
     Ok(())
 }
 
-fn single(
-    msg: &Message,
-    name: HeaderName,
-    missing: &'static str,
-    multiple: &'static str,
-) -> Result<(), Rejection> {
+fn single(msg: &Message, name: HeaderName, missing: &'static str, multiple: &'static str) -> Result<(), Rejection> {
     let mut rows = msg.headers_named(name);
     let first = rows.next().ok_or(Rejection::bad(missing))?;
-    if rows.next().is_some()
-        || (name != HeaderName::CallId && split_values(msg.value(first)).count() > 1)
-    {
+    if rows.next().is_some() || (name != HeaderName::CallId && split_values(msg.value(first)).count() > 1) {
         return Err(Rejection::bad(multiple));
     }
     Ok(())
@@ -125,9 +95,7 @@ fn check_request_uri(msg: &Message) -> Result<(), Rejection> {
     let uri = Uri::parse(msg.request_uri()).ok_or(Rejection::bad("Malformed Request-URI"))?;
     match uri.scheme {
         // Headers in a Request-URI are not allowed (RFC 3261 §19.1.5, RFC 4475 §3.1.2.11).
-        Scheme::Sip | Scheme::Sips if !uri.headers.is_empty() => {
-            Err(Rejection::bad("Headers in Request-URI"))
-        }
+        Scheme::Sip | Scheme::Sips if !uri.headers.is_empty() => Err(Rejection::bad("Headers in Request-URI")),
         Scheme::Sip | Scheme::Sips | Scheme::Tel => Ok(()),
         Scheme::Other => Err(Rejection::new(416, "Unsupported URI Scheme")),
     }
@@ -146,10 +114,7 @@ pub fn check_response(msg: &Message) -> Result<(), &'static str> {
 /// For a request that could not be parsed, the rows a 400 needs (Via, From, To, Call-ID, CSeq),
 /// found by a lenient scan. `None` when no Via is found: then there is no one to answer.
 pub fn salvage_request_rows(buf: &[u8]) -> Option<Vec<(HeaderName, &[u8])>> {
-    let head_end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(buf.len());
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(buf.len());
     let head = &buf[..head_end.min(super::MAX_HEADER_BYTES)];
     let mut lines = head.split(|&c| c == b'\n');
     let first = lines.next()?;
@@ -166,21 +131,10 @@ pub fn salvage_request_rows(buf: &[u8]) -> Option<Vec<(HeaderName, &[u8])>> {
             continue;
         };
         let name = HeaderName::classify(trim(&line[..colon]));
-        let keep = matches!(
-            name,
-            HeaderName::Via
-                | HeaderName::From
-                | HeaderName::To
-                | HeaderName::CallId
-                | HeaderName::CSeq
-        );
+        let keep =
+            matches!(name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq);
         let value = trim(&line[colon + 1..]);
-        if keep
-            && !value.is_empty()
-            && !rows
-                .iter()
-                .any(|(n, _)| *n == name && name != HeaderName::Via)
-        {
+        if keep && !value.is_empty() && !rows.iter().any(|(n, _)| *n == name && name != HeaderName::Via) {
             rows.push((name, value));
         }
     }

@@ -23,7 +23,8 @@ pub enum State {
 #[derive(Debug)]
 pub struct ClientInvite {
     state: State,
-    request: Message,
+    /// Released once only retransmission absorbing is left (saves memory during Timer D/K).
+    request: Option<Message>,
     reliable: bool,
     cfg: TimerConfig,
     timers: TimerSet,
@@ -32,34 +33,22 @@ pub struct ClientInvite {
 
 impl ClientInvite {
     /// Starts the transaction: the request goes out now.
-    pub fn start(
-        request: Message,
-        reliable: bool,
-        cfg: TimerConfig,
-        now: Instant,
-        out: &mut Vec<TxOutput>,
-    ) -> Self {
+    pub fn start(request: Message, reliable: bool, cfg: TimerConfig, now: Instant, out: &mut Vec<TxOutput>) -> Self {
         let mut timers = TimerSet::default();
         if !reliable {
             timers.arm(TimerName::A, now, cfg.t1);
         }
         timers.arm(TimerName::B, now, cfg.t1x64());
         out.push(TxOutput::Transmit(request.bytes().clone()));
-        Self {
-            state: State::Calling,
-            request,
-            reliable,
-            cfg,
-            timers,
-            ack: None,
-        }
+        Self { state: State::Calling, request: Some(request), reliable, cfg, timers, ack: None }
     }
 
     pub fn state(&self) -> State {
         self.state
     }
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The request, while it may still be needed (not after a non-2xx final response).
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_ref()
     }
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -83,11 +72,10 @@ impl ClientInvite {
             (State::Calling | State::Proceeding, _) => {
                 self.state = State::Completed;
                 self.timers.clear();
-                let ack = build_ack(&self.request, &resp);
+                let ack = self.request.take().map(|req| build_ack(&req, &resp)).unwrap_or_default();
                 out.push(TxOutput::Transmit(ack.clone()));
                 self.ack = Some(ack);
-                self.timers
-                    .arm(TimerName::D, now, self.cfg.timer_d(self.reliable));
+                self.timers.arm(TimerName::D, now, self.cfg.timer_d(self.reliable));
                 out.push(TxOutput::Response(resp));
             }
             (State::Completed, 300..) => {
@@ -105,7 +93,9 @@ impl ClientInvite {
         while let Some(t) = self.timers.pop_due(now) {
             match t.name {
                 TimerName::A if self.state == State::Calling => {
-                    out.push(TxOutput::Transmit(self.request.bytes().clone()));
+                    if let Some(r) = &self.request {
+                        out.push(TxOutput::Transmit(r.bytes().clone()));
+                    }
                     self.timers.arm(TimerName::A, now, t.interval * 2);
                 }
                 TimerName::B if self.state == State::Calling => {
@@ -150,11 +140,7 @@ fn build_ack(req: &Message, resp: &Message) -> Bytes {
         w.copy_row(req, h);
     }
     w.header("Max-Forwards", b"70");
-    for (name, src) in [
-        (HeaderName::From, req),
-        (HeaderName::To, resp),
-        (HeaderName::CallId, req),
-    ] {
+    for (name, src) in [(HeaderName::From, req), (HeaderName::To, resp), (HeaderName::CallId, req)] {
         if let Some(h) = src.header(name) {
             w.copy_row(src, h);
         }

@@ -18,40 +18,30 @@ pub enum State {
 #[derive(Debug)]
 pub struct ClientNonInvite {
     state: State,
-    request: Message,
+    /// Released once only retransmission absorbing is left (saves memory during Timer D/K).
+    request: Option<Message>,
     reliable: bool,
     cfg: TimerConfig,
     timers: TimerSet,
 }
 
 impl ClientNonInvite {
-    pub fn start(
-        request: Message,
-        reliable: bool,
-        cfg: TimerConfig,
-        now: Instant,
-        out: &mut Vec<TxOutput>,
-    ) -> Self {
+    pub fn start(request: Message, reliable: bool, cfg: TimerConfig, now: Instant, out: &mut Vec<TxOutput>) -> Self {
         let mut timers = TimerSet::default();
         if !reliable {
             timers.arm(TimerName::E, now, cfg.t1);
         }
         timers.arm(TimerName::F, now, cfg.t1x64());
         out.push(TxOutput::Transmit(request.bytes().clone()));
-        Self {
-            state: State::Trying,
-            request,
-            reliable,
-            cfg,
-            timers,
-        }
+        Self { state: State::Trying, request: Some(request), reliable, cfg, timers }
     }
 
     pub fn state(&self) -> State {
         self.state
     }
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The request, while it may still be needed (not after a non-2xx final response).
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_ref()
     }
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -66,9 +56,9 @@ impl ClientNonInvite {
             }
             (State::Trying | State::Proceeding, _) => {
                 self.state = State::Completed;
+                self.request = None;
                 self.timers.clear();
-                self.timers
-                    .arm(TimerName::K, now, self.cfg.t4_or_zero(self.reliable));
+                self.timers.arm(TimerName::K, now, self.cfg.t4_or_zero(self.reliable));
                 out.push(TxOutput::Response(resp));
             }
             _ => {}
@@ -79,13 +69,12 @@ impl ClientNonInvite {
         while let Some(t) = self.timers.pop_due(now) {
             match t.name {
                 TimerName::E if matches!(self.state, State::Trying | State::Proceeding) => {
-                    out.push(TxOutput::Transmit(self.request.bytes().clone()));
+                    if let Some(r) = &self.request {
+                        out.push(TxOutput::Transmit(r.bytes().clone()));
+                    }
                     // Trying doubles up to T2; Proceeding retransmits every T2 (§17.1.2.2).
-                    let next = if self.state == State::Trying {
-                        (t.interval * 2).min(self.cfg.t2)
-                    } else {
-                        self.cfg.t2
-                    };
+                    let next =
+                        if self.state == State::Trying { (t.interval * 2).min(self.cfg.t2) } else { self.cfg.t2 };
                     self.timers.arm(TimerName::E, now, next);
                 }
                 TimerName::F if matches!(self.state, State::Trying | State::Proceeding) => {

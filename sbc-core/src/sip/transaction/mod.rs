@@ -40,11 +40,7 @@ pub struct TimerConfig {
 
 impl Default for TimerConfig {
     fn default() -> Self {
-        Self {
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
-        }
+        Self { t1: Duration::from_millis(500), t2: Duration::from_secs(4), t4: Duration::from_secs(5) }
     }
 }
 
@@ -120,11 +116,7 @@ pub(crate) struct TimerSet {
 impl TimerSet {
     pub(crate) fn arm(&mut self, name: TimerName, now: Instant, interval: Duration) {
         self.cancel(name);
-        self.armed.push(Armed {
-            name,
-            at: now + interval,
-            interval,
-        });
+        self.armed.push(Armed { name, at: now + interval, interval });
     }
     pub(crate) fn cancel(&mut self, name: TimerName) {
         self.armed.retain(|a| a.name != name);
@@ -137,12 +129,7 @@ impl TimerSet {
     }
     /// Removes and returns the earliest timer due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Armed> {
-        let (i, _) = self
-            .armed
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.at <= now)
-            .min_by_key(|(_, a)| a.at)?;
+        let (i, _) = self.armed.iter().enumerate().filter(|(_, a)| a.at <= now).min_by_key(|(_, a)| a.at)?;
         Some(self.armed.swap_remove(i))
     }
     #[cfg(test)]

@@ -58,13 +58,7 @@ impl ServerInvite {
     }
 
     /// The TU sends a response.
-    pub fn send_response(
-        &mut self,
-        code: u16,
-        bytes: Bytes,
-        now: Instant,
-        out: &mut Vec<TxOutput>,
-    ) {
+    pub fn send_response(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<TxOutput>) {
         if self.state != State::Proceeding {
             return; // a final response was sent already
         }
@@ -104,9 +98,9 @@ impl ServerInvite {
     pub fn handle_ack(&mut self, now: Instant, out: &mut Vec<TxOutput>) {
         if self.state == State::Completed {
             self.state = State::Confirmed;
+            self.last_response = None;
             self.timers.clear();
-            self.timers
-                .arm(TimerName::I, now, self.cfg.t4_or_zero(self.reliable));
+            self.timers.arm(TimerName::I, now, self.cfg.t4_or_zero(self.reliable));
             if self.reliable {
                 self.terminate(out);
             }
@@ -116,6 +110,7 @@ impl ServerInvite {
     /// The TU matched the ACK for our 2xx (it carries its own branch): stop retransmitting.
     pub fn handle_2xx_ack(&mut self) {
         self.acked = true;
+        self.last_response = None;
         self.timers.cancel(TimerName::Retransmit2xx);
     }
     pub fn is_acked(&self) -> bool {
@@ -129,18 +124,13 @@ impl ServerInvite {
                     if let Some(r) = &self.last_response {
                         out.push(TxOutput::Transmit(r.clone()));
                     }
-                    self.timers
-                        .arm(TimerName::G, now, (t.interval * 2).min(self.cfg.t2));
+                    self.timers.arm(TimerName::G, now, (t.interval * 2).min(self.cfg.t2));
                 }
                 TimerName::Retransmit2xx if self.state == State::Accepted && !self.acked => {
                     if let Some(r) = &self.last_response {
                         out.push(TxOutput::Transmit(r.clone()));
                     }
-                    self.timers.arm(
-                        TimerName::Retransmit2xx,
-                        now,
-                        (t.interval * 2).min(self.cfg.t2),
-                    );
+                    self.timers.arm(TimerName::Retransmit2xx, now, (t.interval * 2).min(self.cfg.t2));
                 }
                 TimerName::H => {
                     out.push(TxOutput::Timeout);

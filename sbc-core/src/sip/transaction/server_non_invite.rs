@@ -27,13 +27,7 @@ pub struct ServerNonInvite {
 
 impl ServerNonInvite {
     pub fn new(reliable: bool, cfg: TimerConfig) -> Self {
-        Self {
-            state: State::Trying,
-            reliable,
-            cfg,
-            timers: TimerSet::default(),
-            last_response: None,
-        }
+        Self { state: State::Trying, reliable, cfg, timers: TimerSet::default(), last_response: None }
     }
 
     pub fn state(&self) -> State {
@@ -43,13 +37,7 @@ impl ServerNonInvite {
         self.timers.next()
     }
 
-    pub fn send_response(
-        &mut self,
-        code: u16,
-        bytes: Bytes,
-        now: Instant,
-        out: &mut Vec<TxOutput>,
-    ) {
+    pub fn send_response(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<TxOutput>) {
         if matches!(self.state, State::Completed | State::Terminated) {
             return;
         }
@@ -60,11 +48,7 @@ impl ServerNonInvite {
             return;
         }
         self.state = State::Completed;
-        let j = if self.reliable {
-            std::time::Duration::ZERO
-        } else {
-            self.cfg.t1x64()
-        };
+        let j = if self.reliable { std::time::Duration::ZERO } else { self.cfg.t1x64() };
         self.timers.arm(TimerName::J, now, j);
     }
 

@@ -102,26 +102,13 @@ fn provisional_stops_a_and_b_then_non_2xx_is_acked_and_timer_d_runs() {
     let mut out = Vec::new();
     let mut tx = ClientInvite::start(msg(INVITE), false, cfg(), t0, &mut out);
     out.clear();
-    tx.handle_response(
-        response(180, "INVITE"),
-        t0 + Duration::from_millis(100),
-        &mut out,
-    );
+    tx.handle_response(response(180, "INVITE"), t0 + Duration::from_millis(100), &mut out);
     assert_eq!(tx.state(), client_invite::State::Proceeding);
     assert!(!tx.timers().is_armed(TimerName::A) && !tx.timers().is_armed(TimerName::B));
     out.clear();
     let t1 = t0 + Duration::from_secs(10);
     tx.handle_response(response(486, "INVITE"), t1, &mut out);
-    let ack = out
-        .iter()
-        .find_map(|o| {
-            if let TxOutput::Transmit(b) = o {
-                Some(b.clone())
-            } else {
-                None
-            }
-        })
-        .unwrap();
+    let ack = out.iter().find_map(|o| if let TxOutput::Transmit(b) = o { Some(b.clone()) } else { None }).unwrap();
     let ack = Message::parse(ack).unwrap();
     assert_eq!(ack.method_bytes(), b"ACK");
     assert_eq!(ack.to_tag(), Some(&b"2"[..]));
@@ -129,11 +116,7 @@ fn provisional_stops_a_and_b_then_non_2xx_is_acked_and_timer_d_runs() {
     assert_eq!(ack.cseq().unwrap().num, 1);
     // A retransmitted 486 is ACKed again and not passed up.
     out.clear();
-    tx.handle_response(
-        response(486, "INVITE"),
-        t1 + Duration::from_secs(1),
-        &mut out,
-    );
+    tx.handle_response(response(486, "INVITE"), t1 + Duration::from_secs(1), &mut out);
     assert_eq!(out.len(), 1);
     assert!(matches!(out[0], TxOutput::Transmit(_)));
     assert_eq!(tx.poll_timeout(), Some(t1 + Duration::from_secs(32)));
@@ -146,17 +129,8 @@ fn accepted_state_passes_2xx_retransmissions_up_until_timer_m() {
     let mut tx = ClientInvite::start(msg(INVITE), false, cfg(), t0, &mut out);
     out.clear();
     tx.handle_response(response(200, "INVITE"), t0, &mut out);
-    tx.handle_response(
-        response(200, "INVITE"),
-        t0 + Duration::from_secs(1),
-        &mut out,
-    );
-    assert_eq!(
-        out.iter()
-            .filter(|o| matches!(o, TxOutput::Response(_)))
-            .count(),
-        2
-    );
+    tx.handle_response(response(200, "INVITE"), t0 + Duration::from_secs(1), &mut out);
+    assert_eq!(out.iter().filter(|o| matches!(o, TxOutput::Response(_))).count(), 2);
     assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(32)));
 }
 
@@ -167,10 +141,7 @@ fn timer_e_doubles_to_t2_and_timer_f_times_out() {
     let mut tx = ClientNonInvite::start(msg(OPTIONS), false, cfg(), t0, &mut out);
     let seen = run_timers!(tx, t0, Duration::from_secs(60));
     let tx_times: Vec<u64> = seen.iter().filter(|s| s.1 == "tx").map(|s| s.0).collect();
-    assert_eq!(
-        tx_times,
-        vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
-    );
+    assert_eq!(tx_times, vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
     assert!(seen.contains(&(32_000, "timeout")));
 }
 
@@ -179,11 +150,7 @@ fn proceeding_non_invite_retransmits_every_t2_and_timer_k_waits_t4() {
     let t0 = epoch();
     let mut out = Vec::new();
     let mut tx = ClientNonInvite::start(msg(OPTIONS), false, cfg(), t0, &mut out);
-    tx.handle_response(
-        response(100, "OPTIONS"),
-        t0 + Duration::from_millis(100),
-        &mut out,
-    );
+    tx.handle_response(response(100, "OPTIONS"), t0 + Duration::from_millis(100), &mut out);
     let seen = run_timers!(tx, t0, Duration::from_millis(8000));
     let tx_times: Vec<u64> = seen.iter().filter(|s| s.1 == "tx").map(|s| s.0).collect();
     // First E was armed at T1 while Trying; from Proceeding on, the interval is T2.
@@ -205,10 +172,7 @@ fn timer_g_retransmits_final_until_h() {
     tx.send_response(486, Bytes::from_static(b"486"), t0, &mut out);
     let seen = run_timers!(tx, t0, Duration::from_secs(60));
     let tx_times: Vec<u64> = seen.iter().filter(|s| s.1 == "tx").map(|s| s.0).collect();
-    assert_eq!(
-        tx_times,
-        vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
-    );
+    assert_eq!(tx_times, vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
     assert!(seen.contains(&(32_000, "timeout")));
 }
 
@@ -240,13 +204,7 @@ fn two_xx_is_retransmitted_until_acked_and_timer_l_ends_it() {
     let mut tx = ServerInvite::new(false, cfg());
     tx.send_response(200, Bytes::from_static(b"200"), t0, &mut out);
     let seen = run_timers!(tx, t0, Duration::from_millis(4000));
-    assert_eq!(
-        seen.iter()
-            .filter(|s| s.1 == "tx")
-            .map(|s| s.0)
-            .collect::<Vec<_>>(),
-        vec![500, 1500, 3500]
-    );
+    assert_eq!(seen.iter().filter(|s| s.1 == "tx").map(|s| s.0).collect::<Vec<_>>(), vec![500, 1500, 3500]);
     tx.handle_2xx_ack();
     let seen = run_timers!(tx, t0, Duration::from_secs(60));
     assert_eq!(seen, vec![(32_000, "terminated")]);
@@ -288,11 +246,7 @@ fn timer_j_absorbs_retransmissions_then_terminates() {
 
 #[test]
 fn configured_t1_scales_every_timer() {
-    let c = TimerConfig {
-        t1: Duration::from_millis(100),
-        t2: Duration::from_millis(400),
-        t4: Duration::from_secs(1),
-    };
+    let c = TimerConfig { t1: Duration::from_millis(100), t2: Duration::from_millis(400), t4: Duration::from_secs(1) };
     let t0 = epoch();
     let mut out = Vec::new();
     let mut tx = ClientNonInvite::start(msg(OPTIONS), false, c, t0, &mut out);

@@ -1,0 +1,50 @@
+//! Transaction and dialog event sequences: the input is cut into messages (at NUL bytes), fed
+//! to one engine from two peers with time moving on between them. Nothing may panic and the
+//! engine must keep its bookkeeping bounded.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use sbc_core::b2bua::{Engine, EngineConfig, Interface, LocalSocket, Source, Transport};
+use sbc_core::sip::msg::Message;
+use sbc_core::sip::transaction::TimerConfig;
+
+fuzz_target!(|data: &[u8]| {
+    let sbc: SocketAddr = ([127, 0, 0, 1], 5060).into();
+    let cfg = EngineConfig {
+        shard: 0,
+        timers: TimerConfig::default(),
+        timer_c: Duration::from_secs(181),
+        max_call_duration: Duration::from_secs(3600),
+        interfaces: vec![Interface {
+            name: "f".into(),
+            sockets: vec![LocalSocket { id: 0, transport: Transport::Udp, addr: sbc, advertised: None }],
+        }],
+        outbound_interface: 0,
+        next_hop: None,
+        max_calls: 1000,
+    };
+    let mut engine = Engine::new(cfg, 1);
+    let mut now = Instant::now();
+    for (i, chunk) in data.split(|&b| b == 0).enumerate().take(64) {
+        let peer: SocketAddr = ([127, 0, 0, 1], 5001 + (i % 2) as u16).into();
+        let src = Source { transport: if i % 3 == 0 { Transport::Tcp } else { Transport::Udp }, local: 0, remote: peer, conn: None };
+        let buf = Bytes::copy_from_slice(chunk);
+        match Message::parse(buf.clone()) {
+            Ok(m) => engine.handle_message(now, m, src),
+            Err(e) => engine.handle_unparseable(now, &buf, e, src),
+        }
+        while engine.poll_output().is_some() {}
+        now += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(0)) * 300);
+        engine.handle_timeout(now);
+        while engine.poll_output().is_some() {}
+    }
+    // Long after everything: all timers fire, every transaction ends.
+    now += Duration::from_secs(4000);
+    engine.handle_timeout(now);
+    while engine.poll_output().is_some() {}
+    assert_eq!(engine.active_transactions(), 0);
+});
