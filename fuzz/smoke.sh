@@ -8,6 +8,11 @@ secs=${1:-30}
 export RUSTC_BOOTSTRAP=1
 for t in sip_framer sip_message engine_events; do
   mkdir -p "corpus/$t"
+  # Seed with the RFC 4475 torture messages; libFuzzer adds what it finds.
+  cp -n ../tests/corpus/rfc4475/*.dat "corpus/$t/"
+  if [ -d "regressions/$t" ]; then cp -n "regressions/$t"/* "corpus/$t/"; fi
   echo "fuzz $t for ${secs}s"
-  cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=8192 -seed_inputs=@seeds.txt 2>&1 | tail -3
+  cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=8192 2>&1 | grep -E "^(Done|#[0-9]+ *DONE)|ERROR|panicked|SUMMARY" || true
+  # A crash leaves an artifact and a non-zero exit above is swallowed by grep: check for it.
+  if compgen -G "artifacts/$t/crash-*" >/dev/null; then echo "crash in $t: see fuzz/artifacts/$t"; exit 1; fi
 done

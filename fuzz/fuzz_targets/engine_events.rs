@@ -31,7 +31,12 @@ fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
     for (i, chunk) in data.split(|&b| b == 0).enumerate().take(64) {
         let peer: SocketAddr = ([127, 0, 0, 1], 5001 + (i % 2) as u16).into();
-        let src = Source { transport: if i % 3 == 0 { Transport::Tcp } else { Transport::Udp }, local: 0, remote: peer, conn: None };
+        let src = Source {
+            transport: if i % 3 == 0 { Transport::Tcp } else { Transport::Udp },
+            local: 0,
+            remote: peer,
+            conn: None,
+        };
         let buf = Bytes::copy_from_slice(chunk);
         match Message::parse(buf.clone()) {
             Ok(m) => engine.handle_message(now, m, src),
@@ -42,9 +47,15 @@ fuzz_target!(|data: &[u8]| {
         engine.handle_timeout(now);
         while engine.poll_output().is_some() {}
     }
-    // Long after everything: all timers fire, every transaction ends.
-    now += Duration::from_secs(4000);
-    engine.handle_timeout(now);
-    while engine.poll_output().is_some() {}
-    assert_eq!(engine.active_transactions(), 0);
+    // Let time run out: every timer fires (cascades included), every transaction and call ends.
+    for _ in 0..100_000 {
+        let Some(at) = engine.poll_timeout() else { break };
+        now = now.max(at);
+        engine.handle_timeout(now);
+        while engine.poll_output().is_some() {}
+        if engine.active_transactions() == 0 && engine.active_calls() == 0 {
+            break;
+        }
+    }
+    assert_eq!((engine.active_transactions(), engine.active_calls()), (0, 0));
 });

@@ -4,7 +4,9 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sbc_core::sip::msg::{check_request, check_response, salvage_request_rows, split_values, HeaderName, Message, NameAddr, Uri, Via};
+use sbc_core::sip::msg::{
+    check_request, check_response, salvage_request_rows, split_values, HeaderName, Message, NameAddr, Uri, Via,
+};
 
 fuzz_target!(|data: &[u8]| {
     let buf = Bytes::copy_from_slice(data);
@@ -18,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
                 HeaderName::Via => {
                     let _ = Via::parse(v).map(|v| (v.branch(), v.has_param(b"rport")));
                 }
-                HeaderName::From | HeaderName::To | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
+                HeaderName::From
+                | HeaderName::To
+                | HeaderName::Contact
+                | HeaderName::Route
+                | HeaderName::RecordRoute => {
                     let _ = NameAddr::parse(v).map(|n| (n.tag(), n.parsed_uri()));
                 }
                 _ => {}
