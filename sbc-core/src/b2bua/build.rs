@@ -25,7 +25,36 @@ pub(crate) fn leg_owned(name: HeaderName) -> bool {
             | HeaderName::ContentLength
             | HeaderName::RSeq
             | HeaderName::RAck
+            // Proxies of one side (RFC 3327, RFC 3608) and dialogs of one leg (RFC 3891, 3911,
+            // 4538): copying them would show one network to the other and point at a dialog
+            // the far side does not have. Mapping them for transfers is a profile feature.
+            | HeaderName::Path
+            | HeaderName::ServiceRoute
+            | HeaderName::Replaces
+            | HeaderName::Join
+            | HeaderName::TargetDialog
     )
+}
+
+/// Like [`copy_unowned`], but takes `100rel` out of Supported/Require: used for re-INVITEs,
+/// whose reliable provisionals this SBC does not map between legs.
+pub(crate) fn copy_unowned_without_100rel(w: &mut MessageWriter, msg: &Message) {
+    for h in msg.headers() {
+        if leg_owned(h.name) {
+            continue;
+        }
+        if matches!(h.name, HeaderName::Supported | HeaderName::Require)
+            && split_values(msg.value(h)).any(|v| v.eq_ignore_ascii_case(b"100rel"))
+        {
+            let kept: Vec<&[u8]> = split_values(msg.value(h)).filter(|v| !v.eq_ignore_ascii_case(b"100rel")).collect();
+            if !kept.is_empty() {
+                let name = if h.name == HeaderName::Supported { "Supported" } else { "Require" };
+                w.header(name, &kept.join(&b", "[..]));
+            }
+            continue;
+        }
+        w.copy_row(msg, h);
+    }
 }
 
 /// Copies every row of `msg` that is not leg-owned, in order.

@@ -51,6 +51,8 @@ pub(crate) struct Leg {
     pub(crate) contact: Box<[u8]>,
     /// Host:port of our Via on this leg.
     pub(crate) via_sent_by: Box<str>,
+    /// The peer gave no Contact (RFC 2543): requests go back to where it sent from.
+    pub(crate) target_is_source: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::build::{copy_unowned, request_on_leg, response_head};
+use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, response_head};
 use super::call::{CallState, InviteRelay, Side};
 use super::invite::learn_remote;
 use super::txs::Purpose;
@@ -102,7 +102,11 @@ impl Engine {
         if let Some(rack) = &rack {
             w.header("RAck", rack.as_bytes());
         }
-        copy_unowned(&mut w, &msg);
+        if method == Method::Invite {
+            copy_unowned_without_100rel(&mut w, &msg);
+        } else {
+            copy_unowned(&mut w, &msg);
+        }
         let bytes = w.finish(msg.body());
         if method == Method::Invite {
             call.invite_relays.push(InviteRelay {

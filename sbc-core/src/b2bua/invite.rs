@@ -105,6 +105,7 @@ impl Engine {
             }
             None => (msg.from_hdr().map(|f| f.uri.into()).unwrap_or_default(), Peer::Addr(src.remote)),
         };
+        let a_target_is_source = msg.contact().is_none();
         let a_leg = Leg {
             call_id: msg.call_id().unwrap_or_default().into(),
             local_tag: a_tag,
@@ -119,6 +120,7 @@ impl Engine {
             dest: Destination { transport: src.transport, local: src.local, peer: a_peer, conn: src.conn },
             contact: contact_value(&a_sent_by, src.transport),
             via_sent_by: a_sent_by.into_boxed_str(),
+            target_is_source: a_target_is_source,
         };
         let b_sent_by = b_socket.sent_by();
         let b_leg = Leg {
@@ -135,6 +137,7 @@ impl Engine {
             dest: b_dest.clone(),
             contact: contact_value(&b_sent_by, b_dest.transport),
             via_sent_by: b_sent_by.into_boxed_str(),
+            target_is_source: false,
         };
 
         let branch = self.ids.branch();
@@ -238,6 +241,20 @@ impl Engine {
             return;
         }
         if code < 300 {
+            if call.state == CallState::Ending {
+                // Answered after the caller cancelled (a CANCEL crossing the 200, Timer C):
+                // acknowledge and hang up this answer, whichever fork sent it.
+                let b_ict = call.b_ict;
+                self.kill_orphan_2xx(now, b_ict, &msg);
+                self.end_call(now, h, 487, "cancelled");
+                return;
+            }
+            if call.state == CallState::Confirmed && msg.to_tag() != call.leg(Side::B).remote_tag.as_deref() {
+                // A second fork answered: this SBC keeps one dialog (RFC 3261 §13.2.2.4).
+                let b_ict = call.b_ict;
+                self.kill_orphan_2xx(now, b_ict, &msg);
+                return;
+            }
             if call.state != CallState::Early {
                 // A retransmitted 2xx: repeat our ACK if the caller has acknowledged already.
                 let b_cseq = msg.cseq().map_or(0, |c| c.num);
@@ -455,6 +472,7 @@ impl Engine {
             transport: dest.transport,
             dest: dest.clone(),
             contact: Box::default(),
+            target_is_source: false,
             via_sent_by: req.top_via().map_or_else(Default::default, |v| {
                 let host = String::from_utf8_lossy(v.host);
                 match v.port {
@@ -474,6 +492,16 @@ impl Engine {
 
     /// Forgets a call: its dialogs stop matching, its B Call-ID stops counting as ours.
     pub(super) fn end_call(&mut self, now: Instant, h: u64, code: u16, reason: &'static str) {
+        // A call can end before its INVITE did (a BYE on an early dialog): close both sides so
+        // neither transaction waits for ever.
+        if let Some((a_ist, b_ict, provisional)) = self.calls.get(&h).map(|c| (c.a_ist, c.b_ict, c.b_provisional)) {
+            if self.ist_open(a_ist) {
+                self.respond_local(now, a_ist, 487, "Request Terminated", &[]);
+            }
+            if provisional && self.ict_pending(b_ict) {
+                self.send_cancel(now, h);
+            }
+        }
         let Some(call) = self.calls.remove(&h) else {
             return;
         };
@@ -554,6 +582,9 @@ impl Engine {
             if let Some((t, p)) = &self.cfg.next_hop {
                 return Some(Destination { transport: *t, local: leg.dest.local, peer: p.clone(), conn: None });
             }
+        }
+        if leg.target_is_source {
+            return Some(leg.dest.clone());
         }
         let uri = routing::next_hop_uri(&leg.route_set, &leg.remote_target);
         let (transport, peer) =

@@ -11,7 +11,10 @@ use crate::sip::msg::{Message, NameAddr, Scheme, Uri};
 /// Where the responses to `req` go.
 pub(super) fn response_dest(req: &Message, src: &Source) -> Destination {
     let peer = if src.transport.is_reliable() {
-        src.remote
+        // The connection the request came on is tried first (conn below); if it has closed, a
+        // new one goes to the received address at the Via port (RFC 3261 §18.2.2).
+        let port = req.top_via().and_then(|v| v.port);
+        port.map_or(src.remote, |p| SocketAddr::new(src.remote.ip(), p))
     } else {
         match req.top_via() {
             // rport: back to the source port (RFC 3581); otherwise the received address at the

@@ -490,3 +490,150 @@ fn thousands_of_calls_leave_no_state_behind() {
     // Each ended call left a 12 h max-duration deadline behind; compaction keeps the heap small.
     assert!(e.timers.len() <= TIMER_COMPACT_FLOOR * 2 + 8, "timer heap holds {} entries", e.timers.len());
 }
+
+fn cancel_for_invite(inv_text: &str) -> String {
+    let cancel = inv_text.replacen("INVITE sip", "CANCEL sip", 1).replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL");
+    cancel.split("Content-Type").next().unwrap().to_string() + "Content-Length: 0\n\n"
+}
+
+#[test]
+fn a_200_crossing_the_cancel_is_acked_and_hung_up() {
+    let mut h = Harness::new();
+    let inv_text = invite("ccross", "");
+    let out = h.send(ALICE, &inv_text);
+    let b_inv = one(&out, BOB);
+    h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
+    h.send(ALICE, &cancel_for_invite(&inv_text));
+    let out = h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
+    let to_b = to(&out, BOB);
+    assert!(to_b.iter().any(|m| m.method() == Some(Method::Ack) && m.to_tag() == Some(&b"bt"[..])), "{to_b:#?}");
+    assert!(to_b.iter().any(|m| m.method() == Some(Method::Bye) && m.to_tag() == Some(&b"bt"[..])));
+    assert!(to(&out, ALICE).is_empty(), "the caller already has its 487");
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn bye_on_an_early_dialog_closes_both_invites() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("cearlybye", ""));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
+    let ringing = one(&out, ALICE);
+    let out = h.send(
+        ALICE,
+        &in_dialog(
+            "BYE",
+            &format!("sip:{SBC}"),
+            ALICE,
+            &hv(&ringing, HeaderName::From),
+            &hv(&ringing, HeaderName::To),
+            "cearlybye",
+            11,
+            "",
+        ),
+    );
+    let bye = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&bye, 200, "", ""));
+    assert!(to(&out, ALICE).iter().any(|m| m.status() == Some(487)), "the caller's INVITE is answered");
+    assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Cancel)), "the callee's INVITE is cancelled");
+    h.send(BOB, &response_to(&b_inv, 487, "bt", ""));
+    h.advance(Duration::from_secs(40));
+    assert!(
+        h.engine.is_idle() && h.engine.active_transactions() == 0,
+        "nothing left: {}",
+        h.engine.active_transactions()
+    );
+}
+
+#[test]
+fn a_relayed_reinvite_that_only_rings_is_ended_by_timer_c() {
+    let mut h = Harness::new();
+    let (_, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let out = h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
+    let reinv = one(&out, BOB);
+    h.send(BOB, &response_from(BOB, &reinv, 180, "", ""));
+    let out = h.advance(Duration::from_secs(182));
+    assert!(to(&out, ALICE).iter().any(|m| m.status() == Some(408)));
+    assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Cancel)));
+    // The offer is no longer pending: a new re-INVITE is relayed, not refused.
+    let out = h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 13, ""));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Invite));
+}
+
+#[test]
+fn rfc2543_ack_without_magic_cookie_reaches_the_callee() {
+    let mut h = Harness::new();
+    let text = invite("c2543", "").replace("branch=z9hG4bKc2543;rport", "branch=oldstyle");
+    let out = h.send(ALICE, &text);
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    let ack = format!(
+        "ACK sip:{SBC} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=oldstyle\nMax-Forwards: 70\nFrom: {}\nTo: {}\nCall-ID: c2543\nCSeq: 10 ACK\nContent-Length: 0\n\n",
+        hv(&ok, HeaderName::From),
+        hv(&ok, HeaderName::To)
+    );
+    let out = h.send(ALICE, &ack);
+    assert_eq!(one(&out, BOB).method(), Some(Method::Ack));
+}
+
+#[test]
+fn a_second_fork_answering_is_acked_and_hung_up() {
+    let mut h = Harness::new();
+    let (b_inv, _) = established(&mut h);
+    let out = h.send(BOB, &response_to(&b_inv, 200, "fork2", ""));
+    let to_b = to(&out, BOB);
+    assert!(to_b.iter().any(|m| m.method() == Some(Method::Ack) && m.to_tag() == Some(&b"fork2"[..])));
+    assert!(to_b.iter().any(|m| m.method() == Some(Method::Bye) && m.to_tag() == Some(&b"fork2"[..])));
+    assert!(to(&out, ALICE).is_empty());
+    assert_eq!(h.engine.active_calls(), 1, "the answered call goes on");
+}
+
+#[test]
+fn reinvite_is_relayed_without_100rel_and_dialog_headers_stay_on_their_leg() {
+    let mut h = Harness::new();
+    let (_, ok) = established(&mut h);
+    let extra =
+        "Supported: timer, 100rel\nReplaces: call-1@alice;to-tag=x;from-tag=y\nPath: <sip:edge.intern.example;lr>\n";
+    let out = h.send(
+        ALICE,
+        &in_dialog(
+            "INVITE",
+            &format!("sip:{SBC}"),
+            ALICE,
+            &hv(&ok, HeaderName::From),
+            &hv(&ok, HeaderName::To),
+            "call-1@alice",
+            12,
+            extra,
+        ),
+    );
+    let reinv = one(&out, BOB);
+    assert_eq!(reinv.header_value(HeaderName::Supported), Some(&b"timer"[..]));
+    assert!(reinv.header(HeaderName::Replaces).is_none());
+    assert!(reinv.header(HeaderName::Path).is_none());
+}
+
+#[test]
+fn an_undeliverable_answer_to_the_caller_hangs_up_the_callee() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("cunreach", ""));
+    let b_inv = one(&out, BOB);
+    // Deliver the 200 by hand to learn the transaction it belongs to, then fail it.
+    let msg = Message::parse(Bytes::from(response_to(&b_inv, 200, "bt", "").replace('\n', "\r\n"))).unwrap();
+    let src = Source { transport: Transport::Udp, local: 0, remote: addr(BOB), conn: None };
+    h.engine.handle_message(h.now, msg, src);
+    let mut a_tx = None;
+    while let Some(o) = h.engine.poll_output() {
+        if let Output::Transmit { dest, tx, .. } = o {
+            if dest.peer == Peer::Addr(addr(ALICE)) {
+                a_tx = tx;
+            }
+        }
+    }
+    h.engine.handle_transport_error(h.now, a_tx.expect("the 200 went to the caller through its transaction"));
+    let out = h.drain();
+    assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Bye)), "{out:#?}");
+    assert_eq!(h.engine.active_calls(), 0);
+}

@@ -152,6 +152,11 @@ impl Engine {
         if code >= 200 {
             // Answered: only the response bytes are needed for retransmissions from now on.
             e.request = None;
+            let ends_offer =
+                matches!(e.purpose, Purpose::RelayServer { .. }) && matches!(e.method, Method::Invite | Method::Update);
+            if let (true, Some(call)) = (ends_offer, e.call.and_then(|h| self.calls.get_mut(&h))) {
+                call.offer_pending = None;
+            }
         }
         self.after_fsm(now, id, out);
     }
@@ -189,7 +194,13 @@ impl Engine {
         let id = self.new_id();
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {
-            Fsm::Ict(ClientInvite::start(request, reliable, self.cfg.timers, now, &mut out))
+            let ict = ClientInvite::start(request, reliable, self.cfg.timers, now, &mut out);
+            // The initial INVITE has the call's own Timer C; relayed re-INVITEs carry theirs.
+            Fsm::Ict(if matches!(purpose, Purpose::RelayClient { .. }) {
+                ict.with_timer_c(self.cfg.timer_c)
+            } else {
+                ict
+            })
         } else {
             Fsm::Nict(ClientNonInvite::start(request, reliable, self.cfg.timers, now, &mut out))
         };
@@ -229,11 +240,20 @@ impl Engine {
         self.after_fsm(now, id, out);
     }
 
-    pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, _msg: &Message) {
-        self.stats.retransmissions_absorbed += 1;
+    pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, msg: &Message) {
         let Some(e) = self.txs.get_mut(&id) else {
             return;
         };
+        if method == Method::Ack {
+            if let Fsm::Ist(t) = &e.fsm {
+                if t.final_code().is_some_and(|c| c < 300) {
+                    // An ACK for our 2xx that carries the INVITE's key (RFC 2543 peers): it
+                    // belongs to the dialog, not to the transaction (RFC 6026 §8.7).
+                    return self.on_ack(now, msg.clone());
+                }
+            }
+        }
+        self.stats.retransmissions_absorbed += 1;
         let mut out = std::mem::take(&mut self.scratch);
         match (&mut e.fsm, method) {
             (Fsm::Ist(t), Method::Ack) => t.handle_ack(now, &mut out),
@@ -387,6 +407,14 @@ impl Engine {
             Purpose::RelayClient { peer } => {
                 let (code, reason) =
                     if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
+                if method == Method::Invite && !transport_failed {
+                    // Timer C of a relayed re-INVITE: stop it at the far end as well.
+                    let cancel = self.client_request(id).map(super::build::cancel_for);
+                    let dest = self.txs.get(&id).map(|e| e.dest.clone());
+                    if let (Some(Ok(m)), Some(dest)) = (cancel.map(Message::parse), dest) {
+                        self.start_client_tx(now, m, dest, call, Side::B, Purpose::Detached);
+                    }
+                }
                 self.respond_local(now, peer, code, reason, &[]);
                 if method == Method::Bye {
                     if let Some(h) = call {
@@ -398,6 +426,13 @@ impl Engine {
                 if let Some(h) = call {
                     tracing::info!(call = h, "no ACK for 2xx, ending call");
                     self.tear_down(now, h, 408, "no_ack");
+                }
+            }
+            // The caller cannot be reached with our answer: give up on the callee too.
+            Purpose::AInitialInvite => {
+                if let Some(h) = call {
+                    tracing::info!(call = h, "caller unreachable, ending call");
+                    self.tear_down(now, h, 503, "caller_unreachable");
                 }
             }
             _ => {}

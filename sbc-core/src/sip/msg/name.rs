@@ -22,6 +22,11 @@ pub enum HeaderName {
     Expires,
     Date,
     Unsupported,
+    Path,
+    ServiceRoute,
+    Replaces,
+    Join,
+    TargetDialog,
     Other,
 }
 
@@ -61,6 +66,11 @@ impl HeaderName {
             (b"expires", HeaderName::Expires),
             (b"date", HeaderName::Date),
             (b"unsupported", HeaderName::Unsupported),
+            (b"path", HeaderName::Path),
+            (b"service-route", HeaderName::ServiceRoute),
+            (b"replaces", HeaderName::Replaces),
+            (b"join", HeaderName::Join),
+            (b"target-dialog", HeaderName::TargetDialog),
         ];
         TABLE
             .iter()

@@ -6,7 +6,7 @@ use super::message::Message;
 use super::name::HeaderName;
 
 /// Option tags this SBC implements itself; a `Proxy-Require` naming anything else gets 420.
-pub const SUPPORTED_OPTIONS: &[&str] = &["100rel", "timer", "replaces", "path", "outbound"];
+pub const SUPPORTED_OPTIONS: &[&str] = &["100rel"];
 
 /// A request the SBC refuses, with the status line to answer and, for 420, the Unsupported list.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,6 +29,8 @@ pub struct ClientInvite {
     cfg: TimerConfig,
     timers: TimerSet,
     ack: Option<Bytes>,
+    /// Armed on each provisional when set: a relayed INVITE must not ring for ever.
+    timer_c: Option<std::time::Duration>,
 }
 
 impl ClientInvite {
@@ -40,7 +42,13 @@ impl ClientInvite {
         }
         timers.arm(TimerName::B, now, cfg.t1x64());
         out.push(TxOutput::Transmit(request.bytes().clone()));
-        Self { state: State::Calling, request: Some(request), reliable, cfg, timers, ack: None }
+        Self { state: State::Calling, request: Some(request), reliable, cfg, timers, ack: None, timer_c: None }
+    }
+
+    /// Bounds the Proceeding state with Timer C (re-armed on every provisional).
+    pub fn with_timer_c(mut self, timer_c: std::time::Duration) -> Self {
+        self.timer_c = Some(timer_c);
+        self
     }
 
     pub fn state(&self) -> State {
@@ -61,6 +69,9 @@ impl ClientInvite {
                 self.state = State::Proceeding;
                 self.timers.cancel(TimerName::A);
                 self.timers.cancel(TimerName::B);
+                if let Some(c) = self.timer_c {
+                    self.timers.arm(TimerName::C, now, c);
+                }
                 out.push(TxOutput::Response(resp));
             }
             (State::Calling | State::Proceeding, 200..=299) => {
@@ -99,6 +110,10 @@ impl ClientInvite {
                     self.timers.arm(TimerName::A, now, t.interval * 2);
                 }
                 TimerName::B if self.state == State::Calling => {
+                    out.push(TxOutput::Timeout);
+                    self.terminate(out);
+                }
+                TimerName::C if self.state == State::Proceeding => {
                     out.push(TxOutput::Timeout);
                     self.terminate(out);
                 }

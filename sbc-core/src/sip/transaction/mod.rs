@@ -95,6 +95,8 @@ pub enum TimerName {
     K,
     L,
     M,
+    /// A provisional arrived but no final response within Timer C (RFC 3261 §16.6, > 3 min).
+    C,
     /// Retransmission of a 2xx to INVITE until the ACK (RFC 3261 §13.3.1.4).
     Retransmit2xx,
 }

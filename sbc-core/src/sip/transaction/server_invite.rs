@@ -148,7 +148,12 @@ impl ServerInvite {
         }
     }
 
+    /// The response could not be delivered. The TU hears of it while it still owes or awaits
+    /// something (no final yet, or a 2xx not acknowledged), so it can end the call.
     pub fn handle_transport_error(&mut self, out: &mut Vec<TxOutput>) {
+        if self.state == State::Proceeding || (self.state == State::Accepted && !self.acked) {
+            out.push(TxOutput::Timeout);
+        }
         self.terminate(out);
     }
 
