@@ -101,7 +101,9 @@ pub struct Engine {
     cfg: EngineConfig,
     ids: IdGen,
     draining: bool,
-    txs: HashMap<TxId, TxEntry>,
+    txs: HashMap<TxId, Box<TxEntry>>,
+    /// Finished transactions that only absorb retransmissions until their wait timer.
+    lingering: HashMap<TxId, txs::Linger>,
     tx_keys: HashMap<TxKey, TxId>,
     next_id: u64,
     calls: HashMap<u64, Call>,
@@ -126,6 +128,7 @@ impl Engine {
             ids,
             draining: false,
             txs: HashMap::new(),
+            lingering: HashMap::new(),
             tx_keys: HashMap::new(),
             next_id: 1,
             calls: HashMap::new(),
@@ -154,7 +157,7 @@ impl Engine {
         self.calls.len()
     }
     pub fn active_transactions(&self) -> usize {
-        self.txs.len()
+        self.txs.len() + self.lingering.len()
     }
     /// Transactions still doing work (not only absorbing retransmissions in a wait state).
     pub fn busy_transactions(&self) -> usize {
@@ -291,11 +294,14 @@ impl Engine {
         self.timers.push(Reverse((at, r)));
         // Deadlines of ended calls and finished transactions stay in the heap until they come
         // due (a max-call-duration one after hours). Drop them once they outnumber live ones.
-        let live = self.txs.len() + self.calls.len();
+        let live = self.txs.len() + self.lingering.len() + self.calls.len();
         if self.timers.len() > TIMER_COMPACT_FLOOR + 2 * live {
-            let (txs, calls) = (&self.txs, &self.calls);
+            let (txs, lingering, calls) = (&self.txs, &self.lingering, &self.calls);
             self.timers.retain(|Reverse((at, r))| match r {
-                TimerRef::Tx(id) => txs.get(id).is_some_and(|e| e.scheduled() == Some(*at)),
+                TimerRef::Tx(id) => {
+                    txs.get(id).is_some_and(|e| e.scheduled() == Some(*at))
+                        || lingering.get(id).is_some_and(|l| l.until() == *at)
+                }
                 TimerRef::Call(h) => calls.get(h).is_some_and(|c| c.scheduled == Some(*at)),
             });
         }

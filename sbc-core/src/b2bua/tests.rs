@@ -637,3 +637,28 @@ fn an_undeliverable_answer_to_the_caller_hangs_up_the_callee() {
     assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Bye)), "{out:#?}");
     assert_eq!(h.engine.active_calls(), 0);
 }
+
+/// Finished transactions shrink to tombstones that still answer retransmissions correctly.
+#[test]
+fn finished_transactions_still_absorb_retransmissions() {
+    let mut h = Harness::new();
+    let (_, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let bye_text = in_dialog("BYE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 11, "");
+    let out = h.send(ALICE, &bye_text);
+    let bye = one(&out, BOB);
+    h.send(BOB, &response_to(&bye, 200, "", ""));
+    // The caller did not get our 200 and sends its BYE again: the same 200, nothing relayed.
+    let out = h.send(ALICE, &bye_text);
+    assert_eq!(one(&out, ALICE).status(), Some(200));
+    assert!(to(&out, BOB).is_empty());
+    // A retransmitted 486 gets the ACK again.
+    let out = h.send(ALICE, &invite("cbusy2", ""));
+    let b_inv = one(&out, BOB);
+    h.send(BOB, &response_to(&b_inv, 486, "bt", ""));
+    let out = h.send(BOB, &response_to(&b_inv, 486, "bt", ""));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Ack));
+    assert!(to(&out, ALICE).is_empty());
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.engine.active_transactions(), 0);
+}

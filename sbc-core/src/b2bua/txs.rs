@@ -89,6 +89,22 @@ impl TxEntry {
     }
 }
 
+/// A finished transaction kept only to absorb retransmissions until its wait timer (D, I, J,
+/// K, L) fires. A fraction of a [`TxEntry`]: under load most transactions are in this state.
+pub(super) struct Linger {
+    key: TxKey,
+    /// Sent again on a retransmitted request (server) or non-2xx final (client).
+    resend: Option<Bytes>,
+    dest: Destination,
+    until: Instant,
+}
+
+impl Linger {
+    pub(super) fn until(&self) -> Instant {
+        self.until
+    }
+}
+
 /// A result for the transaction user, collected before it is acted on.
 enum TuEvent {
     Response(Message),
@@ -119,7 +135,7 @@ impl Engine {
         self.tx_keys.insert(key.clone(), id);
         self.txs.insert(
             id,
-            TxEntry {
+            Box::new(TxEntry {
                 key,
                 fsm,
                 dest,
@@ -133,7 +149,7 @@ impl Engine {
                 method: msg.method().unwrap_or(Method::Other),
                 reserved_call_id: None,
                 scheduled: None,
-            },
+            }),
         );
         id
     }
@@ -207,7 +223,7 @@ impl Engine {
         self.tx_keys.insert(key.clone(), id);
         self.txs.insert(
             id,
-            TxEntry {
+            Box::new(TxEntry {
                 key,
                 fsm,
                 dest,
@@ -221,13 +237,20 @@ impl Engine {
                 method,
                 reserved_call_id,
                 scheduled: None,
-            },
+            }),
         );
         self.after_fsm(now, id, out);
         id
     }
 
     pub(super) fn feed_response(&mut self, now: Instant, id: TxId, msg: Message) {
+        if let Some(l) = self.lingering.get(&id) {
+            // A retransmitted non-2xx final to our INVITE gets the ACK again (Timer D).
+            if let (Some(ack), true) = (&l.resend, msg.status().is_some_and(|c| c >= 300)) {
+                self.out.push_back(Output::Transmit { dest: l.dest.clone(), bytes: ack.clone(), tx: None });
+            }
+            return;
+        }
         let Some(e) = self.txs.get_mut(&id) else {
             return;
         };
@@ -241,6 +264,13 @@ impl Engine {
     }
 
     pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, msg: &Message) {
+        if let Some(l) = self.lingering.get(&id) {
+            self.stats.retransmissions_absorbed += 1;
+            if let (Some(bytes), false) = (&l.resend, method == Method::Ack) {
+                self.out.push_back(Output::Transmit { dest: l.dest.clone(), bytes: bytes.clone(), tx: None });
+            }
+            return;
+        }
         let Some(e) = self.txs.get_mut(&id) else {
             return;
         };
@@ -281,6 +311,14 @@ impl Engine {
     }
 
     pub(super) fn tx_timeout(&mut self, now: Instant, id: TxId, at: Instant) {
+        if let Some(l) = self.lingering.get(&id) {
+            if l.until == at {
+                if let Some(l) = self.lingering.remove(&id) {
+                    self.tx_keys.remove(&l.key);
+                }
+            }
+            return;
+        }
         let Some(e) = self.txs.get_mut(&id) else {
             return;
         };
@@ -300,7 +338,7 @@ impl Engine {
 
     /// Marks the 2xx of an INVITE server transaction as acknowledged.
     pub(super) fn ist_acked(&mut self, now: Instant, id: TxId) {
-        if let Some(TxEntry { fsm: Fsm::Ist(t), .. }) = self.txs.get_mut(&id) {
+        if let Some(Fsm::Ist(t)) = self.txs.get_mut(&id).map(|e| &mut e.fsm) {
             t.handle_2xx_ack();
         }
         self.reschedule_tx(now, id);
@@ -335,11 +373,36 @@ impl Engine {
             self.forget_tx(id);
         } else {
             self.reschedule_tx(now, id);
+            self.maybe_linger(id);
         }
+    }
+
+    /// Shrinks a transaction that only absorbs retransmissions now into a [`Linger`].
+    fn maybe_linger(&mut self, id: TxId) {
+        let Some(e) = self.txs.get(&id) else { return };
+        let linger = match &e.fsm {
+            Fsm::Nist(t) => t.linger(),
+            Fsm::Ict(t) => t.linger(),
+            Fsm::Nict(t) => t.linger().map(|at| (None, at)),
+            Fsm::Ist(t) => t.linger().map(|at| (None, at)),
+        };
+        let Some((resend, until)) = linger else { return };
+        let Some(e) = self.txs.remove(&id) else { return };
+        if let Some(cid) = &e.reserved_call_id {
+            self.own_call_ids.remove(cid);
+        }
+        if e.scheduled != Some(until) {
+            self.schedule(until, TimerRef::Tx(id));
+        }
+        let TxEntry { key, dest, .. } = *e;
+        self.lingering.insert(id, Linger { key, resend, dest, until });
     }
 
     /// Removes a transaction. A relay's client side also releases the Call-ID it reserved.
     pub(super) fn forget_tx(&mut self, id: TxId) {
+        if let Some(l) = self.lingering.remove(&id) {
+            self.tx_keys.remove(&l.key);
+        }
         let Some(e) = self.txs.remove(&id) else {
             return;
         };

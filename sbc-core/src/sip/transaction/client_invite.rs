@@ -58,6 +58,12 @@ impl ClientInvite {
     pub fn request(&self) -> Option<&Message> {
         self.request.as_ref()
     }
+    /// Completed: retransmitted non-2xx finals get the ACK again until the returned deadline
+    /// (Timer D).
+    pub fn linger(&self) -> Option<(Option<Bytes>, Instant)> {
+        (self.state == State::Completed).then(|| self.timers.next().map(|at| (self.ack.clone(), at))).flatten()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }

@@ -43,6 +43,11 @@ impl ClientNonInvite {
     pub fn request(&self) -> Option<&Message> {
         self.request.as_ref()
     }
+    /// Completed: late responses are ignored until the returned deadline (Timer K).
+    pub fn linger(&self) -> Option<Instant> {
+        (self.state == State::Completed).then(|| self.timers.next()).flatten()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }

@@ -53,6 +53,14 @@ impl ServerInvite {
     pub fn final_code(&self) -> Option<u16> {
         self.final_code
     }
+    /// Confirmed, or Accepted with the 2xx acknowledged: retransmitted INVITEs are absorbed
+    /// until the returned deadline (Timer I or L).
+    pub fn linger(&self) -> Option<Instant> {
+        (self.state == State::Confirmed || (self.state == State::Accepted && self.acked))
+            .then(|| self.timers.next())
+            .flatten()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }

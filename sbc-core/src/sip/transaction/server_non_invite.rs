@@ -33,6 +33,14 @@ impl ServerNonInvite {
     pub fn state(&self) -> State {
         self.state
     }
+    /// Completed: only retransmitted requests remain to be answered (with these bytes) until
+    /// the returned deadline (Timer J).
+    pub fn linger(&self) -> Option<(Option<Bytes>, Instant)> {
+        (self.state == State::Completed)
+            .then(|| self.timers.next().map(|at| (self.last_response.clone(), at)))
+            .flatten()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
     }
