@@ -449,31 +449,29 @@ impl Engine {
     /// A 2xx to one of our INVITEs whose call no longer exists: acknowledge it and hang up,
     /// so the callee is not left with a zombie call.
     pub(super) fn kill_orphan_2xx(&mut self, now: Instant, ict: TxId, resp: &Message) {
-        let Some(req) = self.client_request(ict).cloned() else {
-            return;
-        };
+        // Everything needed is in the 2xx itself: it echoes our From, Call-ID, CSeq and Via.
         let Some(dest) = self.txs.get(&ict).map(|e| e.dest.clone()) else {
             return;
         };
-        let target: Box<[u8]> = resp.contact().map_or(req.request_uri().into(), |c| c.uri.into());
         let mut routes: Vec<Box<[u8]>> = resp.values(HeaderName::RecordRoute).map(Into::into).collect();
         routes.reverse();
-        let cseq = req.cseq().map_or(1, |c| c.num);
+        let cseq = resp.cseq().map_or(1, |c| c.num);
+        let contact = resp.contact().map(|c| Box::<[u8]>::from(c.uri));
         let leg = Leg {
-            call_id: req.call_id().unwrap_or_default().into(),
-            local_tag: req.from_tag().unwrap_or_default().into(),
+            call_id: resp.call_id().unwrap_or_default().into(),
+            local_tag: resp.from_tag().unwrap_or_default().into(),
             remote_tag: resp.to_tag().map(Into::into),
-            local_party: without_tag(req.header_value(HeaderName::From).unwrap_or_default()),
-            remote_party: without_tag(req.header_value(HeaderName::To).unwrap_or_default()),
+            local_party: without_tag(resp.header_value(HeaderName::From).unwrap_or_default()),
+            remote_party: without_tag(resp.header_value(HeaderName::To).unwrap_or_default()),
             local_cseq: cseq,
             remote_cseq: None,
-            remote_target: target,
+            target_is_source: contact.is_none(),
+            remote_target: contact.unwrap_or_default(),
             route_set: routes,
             transport: dest.transport,
             dest: dest.clone(),
             contact: Box::default(),
-            target_is_source: false,
-            via_sent_by: req.top_via().map_or_else(Default::default, |v| {
+            via_sent_by: resp.top_via().map_or_else(Default::default, |v| {
                 let host = String::from_utf8_lossy(v.host);
                 match v.port {
                     Some(p) => format!("{host}:{p}"),
@@ -481,6 +479,15 @@ impl Engine {
                 }
                 .into_boxed_str()
             }),
+        };
+        let dest = if leg.target_is_source || (leg.route_set.is_empty() && self.cfg.next_hop.is_some()) {
+            dest
+        } else {
+            let uri = routing::next_hop_uri(&leg.route_set, &leg.remote_target);
+            match routing::target_of_uri(uri, dest.transport) {
+                Ok((transport, peer)) if transport == dest.transport => Destination { peer, conn: None, ..dest },
+                _ => dest,
+            }
         };
         let ack = request_on_leg(&leg, b"ACK", cseq, &self.ids.branch(), 70).finish(b"");
         let bye = request_on_leg(&leg, b"BYE", cseq + 1, &self.ids.branch(), 70).finish(b"");

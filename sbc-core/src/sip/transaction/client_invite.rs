@@ -82,6 +82,8 @@ impl ClientInvite {
             }
             (State::Calling | State::Proceeding, 200..=299) => {
                 self.state = State::Accepted;
+                // Nothing is retransmitted after a 2xx; the TU acknowledges from the 2xx itself.
+                self.request = None;
                 self.timers.clear();
                 self.timers.arm(TimerName::M, now, self.cfg.t1x64());
                 out.push(TxOutput::Response(resp));
