@@ -14,7 +14,8 @@ SC=tests/scenarios
 command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)"; exit 1; }
 cargo build --release --locked -q -p sbc-core --bin sbcd
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+SBCD=
+trap 'kill $(jobs -p) $SBCD 2>/dev/null; rm -rf "$WORK"' EXIT
 SBC_PORT=25060; UAS_PORT=25070; UAC_PORT=25080
 HZ=$(getconf CLK_TCK)
 
@@ -29,6 +30,7 @@ sleep 0.5
 
 best=0; best_cpu=0
 echo "rate_cps calls failed sbcd_cpu_pct"
+[ "${HELD_ONLY:-0}" = 1 ] && RATES=()
 for r in "${RATES[@]}"; do
   n=$((r * STEP_S))
   t0=$(cpu_ticks $SBCD); s0=$(date +%s.%N)
@@ -47,12 +49,16 @@ for r in "${RATES[@]}"; do
 done
 echo "max_cps_with_0_failed=$best sbcd_cpu_pct_at_max=$best_cpu"
 
-# Held calls: HELD calls established together, each lasting long enough to measure.
-sleep 3
+# Held calls, in a fresh sbcd (the allocator keeps what the rate steps used): HELD calls
+# established at 500/s and held, RSS read once all are up (their setup transactions included).
+kill $SBCD; wait $SBCD 2>/dev/null || true
+target/release/sbcd --listen "udp:127.0.0.1:$SBC_PORT" --log-level warn 2>>"$WORK/sbcd.log" &
+SBCD=$!
+sleep 1
 base=$(rss_kib $SBCD)
-(cd "$WORK" && sipp 127.0.0.1:$UAS_PORT -rsa 127.0.0.1:$SBC_PORT -sf "$OLDPWD/$SC/uac_held.xml" \
+(cd "$WORK" && exec sipp 127.0.0.1:$UAS_PORT -rsa 127.0.0.1:$SBC_PORT -sf "$OLDPWD/$SC/uac_held.xml" \
    -i 127.0.0.1 -p $((UAC_PORT + 1)) -r 500 -m "$HELD" -l "$HELD" -d 60000 -nostdin -timeout 120s \
    >/dev/null 2>&1) &
-sleep $((HELD / 500 + 8))
+sleep $((HELD / 500 + 3))
 held=$(rss_kib $SBCD)
 echo "rss_base_kib=$base rss_with_${HELD}_held_kib=$held per_call_bytes=$(( (held - base) * 1024 / HELD ))"

@@ -189,3 +189,40 @@ fn sigterm_drains_a_live_call_then_exits_zero() {
     let exit = sbcd.terminate(Duration::from_secs(10)).expect("sbcd exits once idle");
     assert!(exit.success(), "exit status {exit:?}; log:\n{}", sbcd.log_text());
 }
+
+/// Two named interfaces on different loopback addresses: the caller reaches `intern`, the
+/// callee must see the call coming from `extern` (and only `extern`'s address in Via/Contact).
+#[test]
+fn b_leg_leaves_from_the_configured_interface() {
+    let (intern_port, extern_port, callee_port) = (free_port(), free_port(), free_port());
+    let dir = scratch_dir("ifaces");
+    let cfg = config_with(
+        &dir,
+        &format!(
+            "interfaces:\n  - name: intern\n    listen: [udp:127.0.0.1:{intern_port}]\n  - name: extern\n    listen: [udp:127.0.0.2:{extern_port}]\nrouting:\n  outbound_interface: extern\n"
+        ),
+    );
+    let mut child = Command::new(sbcd_bin())
+        .args(["--config", &cfg, "--shards", "1", "--threads", "1"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
+    callee.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = caller.local_addr().unwrap();
+    let invite = format!(
+        "INVITE sip:bob@127.0.0.1:{callee_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKif1;rport\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\nCall-ID: ifaces-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{me}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send_to(invite.as_bytes(), ("127.0.0.1", intern_port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, from) = callee.recv_from(&mut buf).expect("the INVITE reaches the callee");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(from, SocketAddr::from(([127, 0, 0, 2], extern_port)), "sent from the extern socket");
+    assert!(text.contains(&format!("Via: SIP/2.0/UDP 127.0.0.2:{extern_port};")), "{text}");
+    assert!(text.contains(&format!("Contact: <sip:127.0.0.2:{extern_port}>")), "{text}");
+    assert!(!text.contains(&me.to_string()), "nothing of the caller's address: {text}");
+}
