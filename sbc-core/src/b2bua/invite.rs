@@ -22,6 +22,13 @@ fn acceptable_body(msg: &Message) -> bool {
     ct.eq_ignore_ascii_case(b"application/sdp") || ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/")
 }
 
+/// A reply the SBC gives instead of relaying a request.
+pub(super) struct Refusal {
+    pub(super) code: u16,
+    pub(super) reason: &'static str,
+    pub(super) extra: &'static [(&'static str, &'static [u8])],
+}
+
 impl Engine {
     /// Refuses a new request with a transaction of its own (so retransmissions are absorbed).
     #[allow(clippy::too_many_arguments)] // the request (key, message, source) and the reply
@@ -39,6 +46,24 @@ impl Engine {
         let id = self.new_server_tx(key, msg, src, None, Side::A, Purpose::Local, Some(tag));
         self.out.push_back(Output::Event(Event::Refused { code }));
         self.respond_local(now, id, code, reason, extra);
+    }
+
+    /// Checks every new (out-of-dialog) request must pass before anything is built for it:
+    /// draining, Max-Forwards (RFC 3261 §16.3), and a Call-ID of ours coming back (a loop).
+    /// Returns the Max-Forwards to use on the other leg.
+    pub(super) fn admit_new_request(&self, msg: &Message) -> Result<u8, Refusal> {
+        if self.draining {
+            return Err(Refusal { code: 503, reason: "Service Unavailable", extra: &[("Retry-After", b"30")] });
+        }
+        let max_forwards = match msg.max_forwards() {
+            Some(Ok(0)) => return Err(Refusal { code: 483, reason: "Too Many Hops", extra: &[] }),
+            Some(Ok(n)) => n,
+            _ => 70,
+        };
+        if msg.call_id().is_some_and(|c| self.own_call_ids.contains_key(c)) {
+            return Err(Refusal { code: 482, reason: "Loop Detected", extra: &[] });
+        }
+        Ok(max_forwards)
     }
 
     /// Where a new outgoing request goes: the configured next hop, or its Request-URI.
@@ -62,20 +87,13 @@ impl Engine {
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
-        if self.draining {
-            return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"30")]);
-        }
-        if self.calls.len() >= self.cfg.max_calls {
+        if self.calls.len() >= self.cfg.max_calls && !self.draining {
             return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
         }
-        let max_forwards = match msg.max_forwards() {
-            Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
-            Some(Ok(n)) => n,
-            _ => 70,
+        let max_forwards = match self.admit_new_request(&msg) {
+            Ok(mf) => mf,
+            Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
         };
-        if msg.call_id().is_some_and(|c| self.own_call_ids.contains_key(c)) {
-            return self.refuse(now, key, &msg, &src, 482, "Loop Detected", &[]);
-        }
         if !acceptable_body(&msg) {
             return self.refuse(now, key, &msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
         }

@@ -36,17 +36,10 @@ impl Engine {
             );
             return;
         }
-        if self.draining {
-            return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"30")]);
-        }
-        let max_forwards = match msg.max_forwards() {
-            Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
-            Some(Ok(n)) => n,
-            _ => 70,
+        let max_forwards = match self.admit_new_request(&msg) {
+            Ok(mf) => mf,
+            Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
         };
-        if msg.call_id().is_some_and(|c| self.own_call_ids.contains_key(c)) {
-            return self.refuse(now, key, &msg, &src, 482, "Loop Detected", &[]);
-        }
         let dest = match self.route_new_request(msg.request_uri()) {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
