@@ -35,6 +35,7 @@ flow!(info_in_dialog, "info");
 flow!(bye_from_callee, "callee_bye");
 flow!(reliable_183_and_prack, "prack");
 flow!(out_of_dialog_message, "message");
+flow!(subscribe_and_notify, "subscribe");
 
 fn options_ping(transport: Transport) {
     let sbcd = Sbcd::start(&[]);

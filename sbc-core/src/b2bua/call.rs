@@ -55,6 +55,15 @@ pub(crate) struct Leg {
     pub(crate) target_is_source: bool,
 }
 
+/// What a dialog pair was created by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    /// An INVITE: a call with media.
+    Invite,
+    /// An out-of-dialog SUBSCRIBE or REFER: a subscription whose NOTIFYs use the dialog.
+    Subscription,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CallState {
     /// Initial INVITE relayed, no final response yet.
@@ -90,6 +99,7 @@ pub(crate) struct Reliable1xx {
 pub(crate) struct Call {
     pub(crate) handle: u64,
     pub(crate) span: tracing::Span,
+    pub(crate) kind: CallKind,
     pub(crate) state: CallState,
     pub(crate) legs: [Leg; 2],
     /// The server transaction of the caller's INVITE.

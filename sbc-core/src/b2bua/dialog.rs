@@ -7,12 +7,12 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, response_head};
-use super::call::{CallState, InviteRelay, Side};
+use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::invite::learn_remote;
 use super::txs::Purpose;
 use super::types::Source;
 use super::{Engine, TxId};
-use crate::sip::msg::{parse_rack, HeaderName, Message, Method};
+use crate::sip::msg::{parse_rack, parse_u32, trim, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
 
 /// Methods whose Contact refreshes the remote target (RFC 3261 §12.2, RFC 3311, RFC 6665).
@@ -40,6 +40,11 @@ impl Engine {
             return self.refuse(now, key, &msg, &src, 500, "CSeq Out Of Order", &[]);
         }
         call.leg_mut(side).remote_cseq = Some(cseq);
+        // A NOTIFY may arrive before the 2xx to its SUBSCRIBE (RFC 6665 §4.1.2.4): it fixes
+        // the peer's tag of a dialog not yet confirmed.
+        if call.leg(side).remote_tag.is_none() {
+            call.leg_mut(side).remote_tag = msg.from_tag().map(Into::into);
+        }
         let max_forwards = match msg.max_forwards() {
             Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
             Some(Ok(n)) => n,
@@ -175,7 +180,30 @@ impl Engine {
         }
         let method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
         let mut ended = false;
+        // A NOTIFY saying the subscription is over ends the pair once it is answered.
+        let final_notify = method == Method::Notify
+            && self.txs.get(&server).and_then(|e| e.request.as_ref()).is_some_and(|r| {
+                r.other_header("Subscription-State")
+                    .is_some_and(|v| trim(v).to_ascii_lowercase().starts_with(b"terminated"))
+            });
+        let t1x64 = self.cfg.timers.t1x64();
         if let Some(call) = call.and_then(|h| self.calls.get_mut(&h)) {
+            if call.kind == CallKind::Subscription && matches!(method, Method::Subscribe | Method::Refer) {
+                let initial = call.a_ist == server;
+                if (200..300).contains(&code) {
+                    if initial && call.state == CallState::Early {
+                        learn_remote(call.leg_mut(server_side.other()), &msg, false);
+                        call.state = CallState::Confirmed;
+                        call.answered = Some(now);
+                    }
+                    // The answer says how long the subscription lives; refreshes extend it.
+                    let expires = msg.header_value(HeaderName::Expires).and_then(parse_u32).unwrap_or(3600);
+                    call.max_duration = Some(now + std::time::Duration::from_secs(u64::from(expires)) + t1x64);
+                } else if code >= 300 && initial {
+                    ended = true;
+                }
+            }
+            ended |= final_notify && (200..300).contains(&code);
             let resp_cseq = msg.cseq().map_or(0, |c| c.num);
             if method == Method::Invite && (200..300).contains(&code) {
                 let relay =
@@ -198,12 +226,13 @@ impl Engine {
             if code >= 300 && method == Method::Invite {
                 call.invite_relays.retain(|r| !(r.server_side == server_side && r.client_cseq == resp_cseq));
             }
-            ended = code >= 200 && method == Method::Bye;
+            ended |= code >= 200 && method == Method::Bye;
         }
         self.forward_response(now, server, call, server_side, &msg, None);
         if ended {
             if let Some(h) = call {
-                self.end_call(now, h, 200, "bye");
+                let reason = if method == Method::Bye { "bye" } else { "subscription_ended" };
+                self.end_call(now, h, code, reason);
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::build::{self, contact_value, copy_unowned, request_on_leg, without_tag};
-use super::call::{Call, CallState, InviteRelay, Leg, Reliable1xx, Side};
+use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::routing::{self, NoRoute};
 use super::txs::Purpose;
 use super::types::{Destination, Peer, Source, Transport};
@@ -101,18 +101,38 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
         };
+        self.start_dialog_pair(now, key, msg, src, b_dest, max_forwards, CallKind::Invite);
+    }
+
+    /// Creates the two legs of a new dialog pair (a call, or a subscription) from the request
+    /// that starts it, and sends that request on the B leg.
+    #[allow(clippy::too_many_arguments)] // the request, where it goes, and what it starts
+    pub(super) fn start_dialog_pair(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        msg: Message,
+        src: Source,
+        b_dest: Destination,
+        max_forwards: u8,
+        kind: CallKind,
+    ) {
         let (Some(a_socket), Some(b_socket)) =
             (self.cfg.socket(src.local).cloned(), self.cfg.socket(b_dest.local).cloned())
         else {
             return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
         };
-
+        let is_invite = kind == CallKind::Invite;
         let handle = self.new_id();
         let span = tracing::info_span!("call", id = handle);
         let a_tag = self.ids.tag();
-        let a_ist =
-            self.new_server_tx(key, &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag.clone()));
-        self.respond_local(now, a_ist, 100, "Trying", &[]);
+        // A call's INVITE has its own roles (Timer C, 100rel, ACK); a subscription's first
+        // request is relayed like any in-dialog one, its responses mapped by relay_response.
+        let a_purpose = if is_invite { Purpose::AInitialInvite } else { Purpose::RelayServer { peer: 0 } };
+        let a_tx = self.new_server_tx(key, &msg, &src, Some(handle), Side::A, a_purpose, Some(a_tag.clone()));
+        if is_invite {
+            self.respond_local(now, a_tx, 100, "Trying", &[]);
+        }
 
         let a_sent_by = a_socket.sent_by();
         // RFC 2543 peers may send no Contact (RFC 4475 §3.4.1): reach them where they are.
@@ -159,17 +179,18 @@ impl Engine {
         };
 
         let branch = self.ids.branch();
-        let mut w = request_on_leg(&b_leg, b"INVITE", 1, &branch, max_forwards - 1);
+        let mut w = request_on_leg(&b_leg, msg.method_bytes(), 1, &branch, max_forwards - 1);
         w.header("Contact", &b_leg.contact);
         copy_unowned(&mut w, &msg);
-        let Ok(b_invite) = Message::parse(w.finish(msg.body())) else {
-            tracing::error!("generated B-leg INVITE does not parse");
-            self.respond_local(now, a_ist, 500, "Server Internal Error", &[]);
+        let Ok(b_request) = Message::parse(w.finish(msg.body())) else {
+            tracing::error!("generated B-leg request does not parse");
+            self.respond_local(now, a_tx, 500, "Server Internal Error", &[]);
             return;
         };
         {
             let _e = span.enter();
             tracing::info!(
+                method = %String::from_utf8_lossy(msg.method_bytes()),
                 from = %String::from_utf8_lossy(&b_leg.local_party),
                 ruri = %String::from_utf8_lossy(msg.request_uri()),
                 a_call_id = %String::from_utf8_lossy(&a_leg.call_id),
@@ -180,18 +201,23 @@ impl Engine {
         self.dialogs.insert(a_leg.local_tag.clone(), (handle, Side::A));
         self.dialogs.insert(b_leg.local_tag.clone(), (handle, Side::B));
         self.own_call_ids.insert(b_leg.call_id.clone(), handle);
-        let b_invite_cseq = b_invite.cseq().map_or(1, |c| c.num);
-        let b_ict = self.start_client_tx(now, b_invite, b_dest, Some(handle), Side::B, Purpose::BInitialInvite);
+        let b_invite_cseq = b_request.cseq().map_or(1, |c| c.num);
+        let b_purpose = if is_invite { Purpose::BInitialInvite } else { Purpose::RelayClient { peer: a_tx } };
+        let b_tx = self.start_client_tx(now, b_request, b_dest, Some(handle), Side::B, b_purpose);
+        if !is_invite {
+            self.set_relay_peer(a_tx, b_tx);
+        }
         self.calls.insert(
             handle,
             Call {
                 handle,
                 span,
+                kind,
                 state: CallState::Early,
                 legs: [a_leg, b_leg],
-                a_ist,
+                a_ist: a_tx,
                 b_invite_cseq,
-                b_ict,
+                b_ict: b_tx,
                 b_provisional: false,
                 cancel_pending: false,
                 invite_relays: Vec::new(),
@@ -201,8 +227,9 @@ impl Engine {
                 reliable_1xx: None,
                 started: now,
                 answered: None,
-                timer_c: Some(now + self.cfg.timer_c),
-                max_duration: None,
+                timer_c: is_invite.then(|| now + self.cfg.timer_c),
+                // A subscription is bounded until its answer says for how long it lives.
+                max_duration: (!is_invite).then(|| now + self.cfg.timers.t1x64()),
                 hard_end: None,
                 scheduled: None,
             },
@@ -413,6 +440,10 @@ impl Engine {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
+        if call.kind == CallKind::Subscription {
+            // A subscription has nothing to hang up: both ends let it expire.
+            return self.end_call(now, h, code, reason);
+        }
         match call.state {
             CallState::Early => {
                 let a_ist = call.a_ist;
@@ -581,7 +612,12 @@ impl Engine {
         }
         if call.max_duration.is_some_and(|t| t <= now) {
             call.max_duration = None;
-            self.tear_down(now, h, 200, "max_call_duration");
+            if call.kind == CallKind::Subscription {
+                // Expired without refresh: both sides drop it by the same rule (RFC 6665 §4.1.2.2).
+                self.end_call(now, h, 408, "subscription_expired");
+            } else {
+                self.tear_down(now, h, 200, "max_call_duration");
+            }
             return;
         }
         let a_ist = call.a_ist;

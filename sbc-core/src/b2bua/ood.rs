@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::build::{copy_unowned, without_tag, write_party, write_via};
-use super::call::Side;
+use super::call::{CallKind, Side};
 use super::ids::stable_call_id;
 use super::routing;
 use super::txs::Purpose;
@@ -44,6 +44,10 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
         };
+        if matches!(method, Method::Subscribe | Method::Refer) {
+            // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
+            return self.start_dialog_pair(now, key, msg, src, dest, max_forwards, CallKind::Subscription);
+        }
         let Some(out_socket) = self.cfg.socket(dest.local).cloned() else {
             return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
         };
