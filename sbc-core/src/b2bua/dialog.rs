@@ -15,6 +15,9 @@ use super::{Engine, TxId};
 use crate::sip::msg::{parse_rack, parse_u32, trim, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
 
+/// Longest subscription the SBC keeps without a refresh, whatever the two ends say.
+const MAX_SUBSCRIPTION_S: u32 = 86_400;
+
 /// Methods whose Contact refreshes the remote target (RFC 3261 §12.2, RFC 3311, RFC 6665).
 fn is_target_refresh(m: Method) -> bool {
     matches!(m, Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer)
@@ -40,10 +43,12 @@ impl Engine {
             return self.refuse(now, key, &msg, &src, 500, "CSeq Out Of Order", &[]);
         }
         call.leg_mut(side).remote_cseq = Some(cseq);
-        // A NOTIFY may arrive before the 2xx to its SUBSCRIBE (RFC 6665 §4.1.2.4): it fixes
-        // the peer's tag of a dialog not yet confirmed.
-        if call.leg(side).remote_tag.is_none() {
-            call.leg_mut(side).remote_tag = msg.from_tag().map(Into::into);
+        // A NOTIFY may arrive before the 2xx to its SUBSCRIBE (RFC 6665 §4.1.2.4): it creates
+        // the dialog on that leg — the notifier's tag and its route set (UAS order).
+        if call.kind == CallKind::Subscription && method == Method::Notify && call.leg(side).remote_tag.is_none() {
+            let leg = call.leg_mut(side);
+            leg.remote_tag = msg.from_tag().map(Into::into);
+            leg.route_set = msg.values(HeaderName::RecordRoute).map(Into::into).collect();
         }
         let max_forwards = match msg.max_forwards() {
             Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
@@ -124,6 +129,9 @@ impl Engine {
         }
         let (Ok(out_msg), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side.other())) else {
             self.respond_local(now, server, 500, "Server Internal Error", &[]);
+            if method == Method::Bye {
+                self.end_call(now, h, 500, "bye_not_relayable");
+            }
             return;
         };
         let client =
@@ -152,6 +160,14 @@ impl Engine {
             call.invite_relays[idx].client_cseq,
             call.invite_relays[idx].ack.is_some(),
         );
+        if !already && !self.ist_final_code(server_tx).is_some_and(|c| (200..300).contains(&c)) {
+            // An ACK before any 2xx to acknowledge (RFC 3261 §17.2.1 has no place for it).
+            self.drop_msg("ack_before_2xx");
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
         if !already {
             let out_leg = call.leg(side.other());
             let mut w = request_on_leg(out_leg, b"ACK", client_cseq, &branch, 70);
@@ -165,10 +181,11 @@ impl Engine {
         self.ist_acked(now, server_tx);
     }
 
-    /// A response on the client side of a relay, for the server transaction `server`.
+    /// A response on the client side (`client`) of a relay, for the server transaction `server`.
     pub(super) fn relay_response(
         &mut self,
         now: Instant,
+        client: TxId,
         server: TxId,
         call: Option<u64>,
         server_side: Side,
@@ -187,6 +204,22 @@ impl Engine {
                     .is_some_and(|v| trim(v).to_ascii_lowercase().starts_with(b"terminated"))
             });
         let t1x64 = self.cfg.timers.t1x64();
+        // The subscriber's own Expires bounds what the notifier may grant (RFC 6665 §4.2.1.1).
+        let requested = self
+            .txs
+            .get(&server)
+            .and_then(|e| e.request.as_ref())
+            .and_then(|r| r.header_value(HeaderName::Expires))
+            .and_then(parse_u32)
+            .unwrap_or(3600)
+            .min(MAX_SUBSCRIPTION_S);
+        // Our answer to the caller's re-INVITE already gave up (Timer C): a late 2xx is hung up.
+        let gave_up = method == Method::Invite
+            && (200..300).contains(&code)
+            && self.ist_final_code(server).is_some_and(|c| c >= 300);
+        if gave_up {
+            return self.ack_late_answer(client, &msg);
+        }
         if let Some(call) = call.and_then(|h| self.calls.get_mut(&h)) {
             if call.kind == CallKind::Subscription && matches!(method, Method::Subscribe | Method::Refer) {
                 let initial = call.a_ist == server;
@@ -197,13 +230,18 @@ impl Engine {
                         call.answered = Some(now);
                     }
                     // The answer says how long the subscription lives; refreshes extend it.
-                    let expires = msg.header_value(HeaderName::Expires).and_then(parse_u32).unwrap_or(3600);
+                    let granted = msg.header_value(HeaderName::Expires).and_then(parse_u32).unwrap_or(requested);
+                    let expires = granted.min(requested);
                     call.max_duration = Some(now + std::time::Duration::from_secs(u64::from(expires)) + t1x64);
-                } else if code >= 300 && initial {
+                } else if code >= 300 && (initial || code == 481) {
                     ended = true;
                 }
             }
-            ended |= final_notify && (200..300).contains(&code);
+            if call.kind == CallKind::Subscription {
+                // Over once the final NOTIFY is answered, whatever the answer (RFC 6665 §4.4.1),
+                // or when the far end says the dialog is gone.
+                ended |= (final_notify && code >= 200) || code == 481;
+            }
             let resp_cseq = msg.cseq().map_or(0, |c| c.num);
             if method == Method::Invite && (200..300).contains(&code) {
                 let relay =
@@ -235,6 +273,13 @@ impl Engine {
                 self.end_call(now, h, code, reason);
             }
         }
+    }
+
+    /// Timer C gave up on a relayed re-INVITE that the far end answered after all: the answer
+    /// is acknowledged so the far end stops retransmitting; the call goes on (the other side was
+    /// told 408 and keeps its previous session).
+    fn ack_late_answer(&mut self, client: TxId, msg: &Message) {
+        self.ack_only_2xx(client, msg);
     }
 
     /// Builds the response for server transaction `server` from the other leg's `msg` and sends

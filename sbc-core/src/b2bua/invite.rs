@@ -498,10 +498,27 @@ impl Engine {
     /// A 2xx to one of our INVITEs whose call no longer exists: acknowledge it and hang up,
     /// so the callee is not left with a zombie call.
     pub(super) fn kill_orphan_2xx(&mut self, now: Instant, ict: TxId, resp: &Message) {
-        // Everything needed is in the 2xx itself: it echoes our From, Call-ID, CSeq and Via.
-        let Some(dest) = self.txs.get(&ict).map(|e| e.dest.clone()) else {
-            return;
-        };
+        let Some((leg, dest, cseq)) = self.dialog_of_2xx(ict, resp) else { return };
+        let ack = request_on_leg(&leg, b"ACK", cseq, &self.ids.branch(), 70).finish(b"");
+        let bye = request_on_leg(&leg, b"BYE", cseq + 1, &self.ids.branch(), 70).finish(b"");
+        self.send_raw(dest.clone(), ack);
+        if let Ok(m) = Message::parse(bye) {
+            self.start_client_tx(now, m, dest, None, Side::B, Purpose::Detached);
+        }
+    }
+
+    /// Acknowledges a 2xx nobody is waiting for, without ending its dialog (a re-INVITE answer
+    /// that arrived after we gave up on it: the call itself goes on).
+    pub(super) fn ack_only_2xx(&mut self, ict: TxId, resp: &Message) {
+        let Some((leg, dest, cseq)) = self.dialog_of_2xx(ict, resp) else { return };
+        let ack = request_on_leg(&leg, b"ACK", cseq, &self.ids.branch(), 70).finish(b"");
+        self.send_raw(dest, ack);
+    }
+
+    /// The dialog a 2xx to one of our INVITEs establishes, rebuilt from the 2xx alone (it
+    /// echoes our From, Call-ID, CSeq and Via), with where to send requests on it.
+    fn dialog_of_2xx(&self, ict: TxId, resp: &Message) -> Option<(Leg, Destination, u32)> {
+        let dest = self.txs.get(&ict).map(|e| e.dest.clone())?;
         let mut routes: Vec<Box<[u8]>> = resp.values(HeaderName::RecordRoute).map(Into::into).collect();
         routes.reverse();
         let cseq = resp.cseq().map_or(1, |c| c.num);
@@ -514,8 +531,12 @@ impl Engine {
             remote_party: without_tag(resp.header_value(HeaderName::To).unwrap_or_default()),
             local_cseq: cseq,
             remote_cseq: None,
+            // Without a Contact, the To URI is the best Request-URI left; the ACK and BYE go where
+            // the INVITE went anyway (dest below).
             target_is_source: contact.is_none(),
-            remote_target: contact.unwrap_or_default(),
+            remote_target: contact
+                .or_else(|| resp.to_hdr().map(|t| Box::<[u8]>::from(t.uri)))
+                .unwrap_or_else(|| Box::from(&b"sip:invalid"[..])),
             route_set: routes,
             transport: dest.transport,
             dest: dest.clone(),
@@ -529,7 +550,7 @@ impl Engine {
                 .into_boxed_str()
             }),
         };
-        let dest = if leg.target_is_source || (leg.route_set.is_empty() && self.cfg.next_hop.is_some()) {
+        let dest = if leg.target_is_source || self.cfg.next_hop.is_some() {
             dest
         } else {
             let uri = routing::next_hop_uri(&leg.route_set, &leg.remote_target);
@@ -538,12 +559,7 @@ impl Engine {
                 _ => dest,
             }
         };
-        let ack = request_on_leg(&leg, b"ACK", cseq, &self.ids.branch(), 70).finish(b"");
-        let bye = request_on_leg(&leg, b"BYE", cseq + 1, &self.ids.branch(), 70).finish(b"");
-        self.send_raw(dest.clone(), ack);
-        if let Ok(m) = Message::parse(bye) {
-            self.start_client_tx(now, m, dest, None, Side::B, Purpose::Detached);
-        }
+        Some((leg, dest, cseq))
     }
 
     /// Forgets a call: its dialogs stop matching, its B Call-ID stops counting as ours.
@@ -598,8 +614,8 @@ impl Engine {
         call.scheduled = None;
         if call.hard_end.is_some_and(|t| t <= now) {
             let b_ict = call.b_ict;
-            self.end_call(now, h, 487, "cancel_unanswered");
             self.forget_tx(b_ict);
+            self.end_call(now, h, 487, "cancel_unanswered");
             return;
         }
         if call.timer_c.is_some_and(|t| t <= now) {

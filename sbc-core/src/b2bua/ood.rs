@@ -45,6 +45,9 @@ impl Engine {
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
         };
         if matches!(method, Method::Subscribe | Method::Refer) {
+            if self.calls.len() >= self.cfg.max_calls {
+                return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+            }
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
             return self.start_dialog_pair(now, key, msg, src, dest, max_forwards, CallKind::Subscription);
         }

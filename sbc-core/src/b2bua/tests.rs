@@ -703,3 +703,64 @@ fn subscription_dialogs_carry_their_notifies_both_ways() {
     h.send(ALICE, &response_from(ALICE, &last, 200, "", ""));
     assert_eq!(h.engine.active_calls(), 0);
 }
+
+/// A transfer's NOTIFY (Subscription-State: terminated) inside a call does not end the call.
+#[test]
+fn refer_notify_inside_a_call_leaves_the_call_up() {
+    let mut h = Harness::new();
+    let (b_inv, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let out = h.send(
+        ALICE,
+        &in_dialog(
+            "REFER",
+            &format!("sip:{SBC}"),
+            ALICE,
+            &from,
+            &to_hdr,
+            "call-1@alice",
+            11,
+            "Refer-To: <sip:carol@example.com>\n",
+        ),
+    );
+    let refer = one(&out, BOB);
+    h.send(BOB, &response_from(BOB, &refer, 202, "", ""));
+    let b_call_id = String::from_utf8_lossy(b_inv.call_id().unwrap()).into_owned();
+    let notify = in_dialog(
+        "NOTIFY",
+        &format!("sip:{SBC}"),
+        BOB,
+        &format!("{};tag=bt", hv(&b_inv, HeaderName::To)),
+        &hv(&b_inv, HeaderName::From),
+        &b_call_id,
+        5,
+        "Event: refer\nSubscription-State: terminated;reason=noresource\n",
+    );
+    let out = h.send(BOB, &notify);
+    let a_notify = one(&out, ALICE);
+    h.send(ALICE, &response_from(ALICE, &a_notify, 200, "", ""));
+    assert_eq!(h.engine.active_calls(), 1, "the call survives its transfer subscription");
+}
+
+/// After Timer C gave up on a relayed re-INVITE, a 2xx that comes anyway is ACKed (the call
+/// goes on), and a premature ACK from the caller is not taken for one.
+#[test]
+fn late_answer_after_timer_c_and_premature_ack() {
+    let mut h = Harness::new();
+    let (_, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let out = h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
+    let reinv = one(&out, BOB);
+    // An ACK before any 2xx: dropped, not relayed.
+    let out = h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
+    assert!(to(&out, BOB).is_empty());
+    h.send(BOB, &response_from(BOB, &reinv, 180, "", ""));
+    let out = h.advance(Duration::from_secs(182));
+    assert!(to(&out, ALICE).iter().any(|m| m.status() == Some(408)));
+    let out = h.send(BOB, &response_from(BOB, &reinv, 200, "", ""));
+    let to_b = to(&out, BOB);
+    assert!(to_b.iter().any(|m| m.method() == Some(Method::Ack)), "{to_b:#?}");
+    assert!(to_b.iter().all(|m| m.method() != Some(Method::Bye)));
+    assert!(to(&out, ALICE).is_empty());
+    assert_eq!(h.engine.active_calls(), 1);
+}

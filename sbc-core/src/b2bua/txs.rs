@@ -314,7 +314,7 @@ impl Engine {
         if let Some(l) = self.lingering.get(&id) {
             if l.until == at {
                 if let Some(l) = self.lingering.remove(&id) {
-                    self.tx_keys.remove(&l.key);
+                    self.remove_key(&l.key, id);
                 }
             }
             return;
@@ -342,6 +342,7 @@ impl Engine {
             t.handle_2xx_ack();
         }
         self.reschedule_tx(now, id);
+        self.maybe_linger(id);
     }
 
     /// Routes a machine's outputs: transmits to the network, results to the owner, and
@@ -377,6 +378,21 @@ impl Engine {
         }
     }
 
+    /// Unindexes a key if it still belongs to `id` (a newer transaction may have reused it).
+    fn remove_key(&mut self, key: &TxKey, id: TxId) {
+        if self.tx_keys.get(key) == Some(&id) {
+            self.tx_keys.remove(key);
+        }
+    }
+
+    /// The final status an INVITE server transaction sent, if it still exists.
+    pub(super) fn ist_final_code(&self, id: TxId) -> Option<u16> {
+        match &self.txs.get(&id)?.fsm {
+            Fsm::Ist(t) => t.final_code(),
+            _ => None,
+        }
+    }
+
     /// Shrinks a transaction that only absorbs retransmissions now into a [`Linger`].
     fn maybe_linger(&mut self, id: TxId) {
         let Some(e) = self.txs.get(&id) else { return };
@@ -391,22 +407,23 @@ impl Engine {
         if let Some(cid) = &e.reserved_call_id {
             self.own_call_ids.remove(cid);
         }
-        if e.scheduled != Some(until) {
-            self.schedule(until, TimerRef::Tx(id));
-        }
+        let rescheduled = e.scheduled != Some(until);
         let TxEntry { key, dest, .. } = *e;
         self.lingering.insert(id, Linger { key, resend, dest, until });
+        if rescheduled {
+            self.schedule(until, TimerRef::Tx(id));
+        }
     }
 
     /// Removes a transaction. A relay's client side also releases the Call-ID it reserved.
     pub(super) fn forget_tx(&mut self, id: TxId) {
         if let Some(l) = self.lingering.remove(&id) {
-            self.tx_keys.remove(&l.key);
+            self.remove_key(&l.key, id);
         }
         let Some(e) = self.txs.remove(&id) else {
             return;
         };
-        self.tx_keys.remove(&e.key);
+        self.remove_key(&e.key, id);
         if let Some(cid) = e.reserved_call_id {
             self.own_call_ids.remove(&cid);
         }
@@ -440,11 +457,11 @@ impl Engine {
             Purpose::BInitialInvite => {
                 if let Some(h) = call.filter(|h| self.calls.contains_key(h)) {
                     self.on_b_invite_response(now, h, msg);
-                } else {
+                } else if msg.status().is_some_and(|c| (200..300).contains(&c)) {
                     self.kill_orphan_2xx(now, id, &msg);
                 }
             }
-            Purpose::RelayClient { peer } => self.relay_response(now, peer, call, side.other(), msg),
+            Purpose::RelayClient { peer } => self.relay_response(now, id, peer, call, side.other(), msg),
             Purpose::Detached
                 if msg.status().is_some_and(|c| (200..300).contains(&c))
                     && msg.cseq().is_some_and(|c| c.method == Method::Invite) =>
@@ -479,6 +496,14 @@ impl Engine {
                     }
                 }
                 self.respond_local(now, peer, code, reason, &[]);
+                let subscription = call
+                    .and_then(|h| self.calls.get(&h))
+                    .is_some_and(|c| c.kind == super::call::CallKind::Subscription);
+                if subscription && matches!(method, Method::Notify | Method::Subscribe | Method::Refer) {
+                    if let Some(h) = call {
+                        self.end_call(now, h, code, "subscription_lost");
+                    }
+                }
                 if method == Method::Bye {
                     if let Some(h) = call {
                         self.end_call(now, h, 408, "bye_timeout");

@@ -122,8 +122,11 @@ impl ClientInvite {
                     self.terminate(out);
                 }
                 TimerName::C if self.state == State::Proceeding => {
+                    // The TU gives up (CANCEL, 408 upstream); the transaction stays to ACK the
+                    // 487 or pass on a 2xx that crosses the CANCEL, for at most 64*T1 more.
                     out.push(TxOutput::Timeout);
-                    self.terminate(out);
+                    self.timer_c = None;
+                    self.timers.arm(TimerName::M, now, self.cfg.t1x64());
                 }
                 TimerName::D | TimerName::M => self.terminate(out),
                 _ => {}
