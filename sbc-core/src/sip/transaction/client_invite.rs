@@ -143,11 +143,7 @@ impl ClientInvite {
     }
 
     fn terminate(&mut self, out: &mut Vec<TxOutput>) {
-        if self.state != State::Terminated {
-            self.state = State::Terminated;
-            self.timers.clear();
-            out.push(TxOutput::Terminated);
-        }
+        super::terminate(&mut self.state, State::Terminated, &mut self.timers, out);
     }
 
     #[cfg(test)]

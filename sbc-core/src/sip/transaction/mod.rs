@@ -101,6 +101,20 @@ pub enum TimerName {
     Retransmit2xx,
 }
 
+/// Moves a machine to its Terminated state once: timers cleared, the owner told.
+pub(crate) fn terminate<S: PartialEq + Copy>(
+    state: &mut S,
+    terminated: S,
+    timers: &mut TimerSet,
+    out: &mut Vec<TxOutput>,
+) {
+    if *state != terminated {
+        *state = terminated;
+        timers.clear();
+        out.push(TxOutput::Terminated);
+    }
+}
+
 /// One armed timer: its deadline and, for retransmit timers, the current interval.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Armed {

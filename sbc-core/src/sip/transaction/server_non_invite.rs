@@ -82,10 +82,6 @@ impl ServerNonInvite {
     }
 
     fn terminate(&mut self, out: &mut Vec<TxOutput>) {
-        if self.state != State::Terminated {
-            self.state = State::Terminated;
-            self.timers.clear();
-            out.push(TxOutput::Terminated);
-        }
+        super::terminate(&mut self.state, State::Terminated, &mut self.timers, out);
     }
 }
