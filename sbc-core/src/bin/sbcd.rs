@@ -20,7 +20,7 @@ enum LogFormat {
 
 /// Session Border Controller daemon.
 #[derive(Debug, Parser)]
-#[command(name = "sbcd", version, about)]
+#[command(name = "sbcd", version, about = "sbcd: the Session Border Controller daemon")]
 struct Cli {
     /// Configuration file (YAML). Without it, the embedded default is used.
     #[arg(long, value_name = "FILE")]
