@@ -15,6 +15,9 @@ use super::{Engine, TxId};
 use crate::sip::msg::{parse_rack, parse_u32, trim, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
 
+/// INVITE exchanges remembered per call for ACK mapping (the initial one and recent re-INVITEs).
+const MAX_INVITE_RELAYS: usize = 4;
+
 /// Longest subscription the SBC keeps without a refresh, whatever the two ends say.
 const MAX_SUBSCRIPTION_S: u32 = 86_400;
 
@@ -119,6 +122,11 @@ impl Engine {
         }
         let bytes = w.finish(msg.body());
         if method == Method::Invite {
+            // Long calls refresh their session many times: keep the exchanges that may still see
+            // a retransmitted 2xx (glare allows one at a time), not every one since the start.
+            while call.invite_relays.len() >= MAX_INVITE_RELAYS {
+                call.invite_relays.remove(0);
+            }
             call.invite_relays.push(InviteRelay {
                 server_side: side,
                 server_cseq: cseq,

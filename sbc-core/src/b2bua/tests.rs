@@ -764,3 +764,24 @@ fn late_answer_after_timer_c_and_premature_ack() {
     assert!(to(&out, ALICE).is_empty());
     assert_eq!(h.engine.active_calls(), 1);
 }
+
+/// A long call refreshed by many re-INVITEs keeps a bounded ACK-mapping history and still maps
+/// the latest exchange.
+#[test]
+fn many_reinvites_keep_bounded_state() {
+    let mut h = Harness::new();
+    let (_, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    for cseq in 12..40 {
+        let out =
+            h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
+        let reinv = one(&out, BOB);
+        let out = h.send(BOB, &response_from(BOB, &reinv, 200, "", ""));
+        assert_eq!(one(&out, ALICE).status(), Some(200));
+        let out =
+            h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
+        assert_eq!(one(&out, BOB).cseq().unwrap().num, reinv.cseq().unwrap().num);
+    }
+    let call = h.engine.calls.values().next().unwrap();
+    assert!(call.invite_relays.len() <= 4);
+}
