@@ -128,20 +128,10 @@ fn response_from(who: &str, req: &Message, code: u16, to_tag: &str, extra: &str)
     s
 }
 
-/// In-dialog request from a peer, built from the dialog rows it learned.
-#[allow(clippy::too_many_arguments)] // mirrors the rows of the request it writes
-fn in_dialog(
-    method: &str,
-    ruri: &str,
-    via: &str,
-    from: &str,
-    to: &str,
-    call_id: &str,
-    cseq: u32,
-    extra: &str,
-) -> String {
+/// In-dialog request from a peer to the SBC's Contact, built from the dialog rows it learned.
+fn in_dialog(method: &str, via: &str, from: &str, to: &str, call_id: &str, cseq: u32, extra: &str) -> String {
     format!(
-        "{method} {ruri} SIP/2.0\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{method}{cseq}{call_id}\nMax-Forwards: 70\nFrom: {from}\nTo: {to}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\n{extra}Content-Length: 0\n\n"
+        "{method} sip:{SBC} SIP/2.0\nVia: SIP/2.0/UDP {via};branch=z9hG4bK{method}{cseq}{call_id}\nMax-Forwards: 70\nFrom: {from}\nTo: {to}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\n{extra}Content-Length: 0\n\n"
     )
 }
 
@@ -153,16 +143,7 @@ fn established(h: &mut Harness) -> (Message, Message) {
     let ok = one(&out, ALICE);
     let out = h.send(
         ALICE,
-        &in_dialog(
-            "ACK",
-            &format!("sip:{SBC}"),
-            ALICE,
-            &hv(&ok, HeaderName::From),
-            &hv(&ok, HeaderName::To),
-            "call-1@alice",
-            10,
-            "",
-        ),
+        &in_dialog("ACK", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "call-1@alice", 10, ""),
     );
     let ack = one(&out, BOB);
     assert_eq!(ack.method(), Some(Method::Ack));
@@ -203,13 +184,13 @@ fn basic_call_hides_topology_and_keeps_other_headers() {
 
     let from = hv(&ok, HeaderName::From);
     let to_hdr = hv(&ok, HeaderName::To);
-    let out = h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 10, ""));
+    let out = h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "call-1@alice", 10, ""));
     let ack = one(&out, BOB);
     assert_eq!(ack.call_id(), b_inv.call_id());
     assert_eq!(ack.to_tag(), Some(&b"bt"[..]));
     assert_eq!(ack.request_uri(), format!("sip:peer@{BOB}").as_bytes());
 
-    let out = h.send(ALICE, &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 11, ""));
+    let out = h.send(ALICE, &in_dialog("BYE", ALICE, &from, &to_hdr, "call-1@alice", 11, ""));
     let bye = one(&out, BOB);
     assert_eq!(bye.method(), Some(Method::Bye));
     assert_eq!(bye.cseq().unwrap().num, 2);
@@ -313,19 +294,8 @@ fn bye_from_callee_and_reinvite_hold() {
     let from_b = format!("{};tag=bt", hv(&b_inv, HeaderName::To));
     let to_b = hv(&b_inv, HeaderName::From);
     // Callee puts the call on hold with a re-INVITE.
-    let out = h.send(
-        BOB,
-        &in_dialog(
-            "INVITE",
-            &format!("sip:{SBC}"),
-            BOB,
-            &from_b,
-            &to_b,
-            &b_call_id,
-            1,
-            "Contact: <sip:bob@127.0.0.1:5002>\n",
-        ),
-    );
+    let out =
+        h.send(BOB, &in_dialog("INVITE", BOB, &from_b, &to_b, &b_call_id, 1, "Contact: <sip:bob@127.0.0.1:5002>\n"));
     assert!(to(&out, BOB).iter().any(|m| m.status() == Some(100)));
     let reinv = one(&out, ALICE);
     assert_eq!(reinv.call_id(), Some(&b"call-1@alice"[..]));
@@ -334,27 +304,18 @@ fn bye_from_callee_and_reinvite_hold() {
     // Caller tries its own re-INVITE meanwhile: glare.
     let out = h.send(
         ALICE,
-        &in_dialog(
-            "INVITE",
-            &format!("sip:{SBC}"),
-            ALICE,
-            &hv(&ok, HeaderName::From),
-            &hv(&ok, HeaderName::To),
-            "call-1@alice",
-            12,
-            "",
-        ),
+        &in_dialog("INVITE", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "call-1@alice", 12, ""),
     );
     assert_eq!(one(&out, ALICE).status(), Some(491));
     let out = h.send(ALICE, &response_from(ALICE, &reinv, 200, "", ""));
     let ok2 = one(&out, BOB);
     assert_eq!(ok2.status(), Some(200));
     assert_eq!(ok2.cseq().unwrap().num, 1);
-    let out = h.send(BOB, &in_dialog("ACK", &format!("sip:{SBC}"), BOB, &from_b, &to_b, &b_call_id, 1, ""));
+    let out = h.send(BOB, &in_dialog("ACK", BOB, &from_b, &to_b, &b_call_id, 1, ""));
     let ack = one(&out, ALICE);
     assert_eq!(ack.cseq().unwrap().num, reinv.cseq().unwrap().num);
     // Callee hangs up.
-    let out = h.send(BOB, &in_dialog("BYE", &format!("sip:{SBC}"), BOB, &from_b, &to_b, &b_call_id, 2, ""));
+    let out = h.send(BOB, &in_dialog("BYE", BOB, &from_b, &to_b, &b_call_id, 2, ""));
     let bye = one(&out, ALICE);
     let out = h.send(ALICE, &response_from(ALICE, &bye, 200, "", ""));
     assert_eq!(one(&out, BOB).status(), Some(200));
@@ -376,7 +337,6 @@ fn reliable_provisional_and_prack_are_mapped() {
         ALICE,
         &in_dialog(
             "PRACK",
-            &format!("sip:{SBC}"),
             ALICE,
             &hv(&p, HeaderName::From),
             &hv(&p, HeaderName::To),
@@ -454,10 +414,7 @@ fn out_of_dialog_message_is_relayed_with_fresh_identifiers() {
 #[test]
 fn unknown_dialog_gets_481_and_stray_responses_are_dropped() {
     let mut h = Harness::new();
-    let out = h.send(
-        ALICE,
-        &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, "<sip:a@x>;tag=1", "<sip:b@y>;tag=nope", "gone", 3, ""),
-    );
+    let out = h.send(ALICE, &in_dialog("BYE", ALICE, "<sip:a@x>;tag=1", "<sip:b@y>;tag=nope", "gone", 3, ""));
     assert_eq!(one(&out, ALICE).status(), Some(481));
     let stray = format!("SIP/2.0 200 OK\nVia: SIP/2.0/UDP {SBC};branch=z9hG4bKsbc00deadbeef\nFrom: <sip:a@x>;tag=1\nTo: <sip:b@y>;tag=2\nCall-ID: x\nCSeq: 1 INVITE\nContent-Length: 0\n\n");
     let out = h.send(BOB, &stray);
@@ -478,8 +435,8 @@ fn thousands_of_calls_leave_no_state_behind() {
         let ok = one(&out, ALICE);
         let from = hv(&ok, HeaderName::From);
         let to_hdr = hv(&ok, HeaderName::To);
-        h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, &cid, 10, ""));
-        let out = h.send(ALICE, &in_dialog("BYE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, &cid, 11, ""));
+        h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, &cid, 10, ""));
+        let out = h.send(ALICE, &in_dialog("BYE", ALICE, &from, &to_hdr, &cid, 11, ""));
         let bye = one(&out, BOB);
         h.send(BOB, &response_to(&bye, 200, "", ""));
         h.advance(Duration::from_millis(10));
@@ -521,16 +478,7 @@ fn bye_on_an_early_dialog_closes_both_invites() {
     let ringing = one(&out, ALICE);
     let out = h.send(
         ALICE,
-        &in_dialog(
-            "BYE",
-            &format!("sip:{SBC}"),
-            ALICE,
-            &hv(&ringing, HeaderName::From),
-            &hv(&ringing, HeaderName::To),
-            "cearlybye",
-            11,
-            "",
-        ),
+        &in_dialog("BYE", ALICE, &hv(&ringing, HeaderName::From), &hv(&ringing, HeaderName::To), "cearlybye", 11, ""),
     );
     let bye = one(&out, BOB);
     let out = h.send(BOB, &response_to(&bye, 200, "", ""));
@@ -550,14 +498,14 @@ fn a_relayed_reinvite_that_only_rings_is_ended_by_timer_c() {
     let mut h = Harness::new();
     let (_, ok) = established(&mut h);
     let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
-    let out = h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
+    let out = h.send(ALICE, &in_dialog("INVITE", ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
     let reinv = one(&out, BOB);
     h.send(BOB, &response_from(BOB, &reinv, 180, "", ""));
     let out = h.advance(Duration::from_secs(182));
     assert!(to(&out, ALICE).iter().any(|m| m.status() == Some(408)));
     assert!(to(&out, BOB).iter().any(|m| m.method() == Some(Method::Cancel)));
     // The offer is no longer pending: a new re-INVITE is relayed, not refused.
-    let out = h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 13, ""));
+    let out = h.send(ALICE, &in_dialog("INVITE", ALICE, &from, &to_hdr, "call-1@alice", 13, ""));
     assert_eq!(one(&out, BOB).method(), Some(Method::Invite));
 }
 
@@ -598,16 +546,7 @@ fn reinvite_is_relayed_without_100rel_and_dialog_headers_stay_on_their_leg() {
         "Supported: timer, 100rel\nReplaces: call-1@alice;to-tag=x;from-tag=y\nPath: <sip:edge.intern.example;lr>\n";
     let out = h.send(
         ALICE,
-        &in_dialog(
-            "INVITE",
-            &format!("sip:{SBC}"),
-            ALICE,
-            &hv(&ok, HeaderName::From),
-            &hv(&ok, HeaderName::To),
-            "call-1@alice",
-            12,
-            extra,
-        ),
+        &in_dialog("INVITE", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "call-1@alice", 12, extra),
     );
     let reinv = one(&out, BOB);
     assert_eq!(reinv.header_value(HeaderName::Supported), Some(&b"timer"[..]));
@@ -644,7 +583,7 @@ fn finished_transactions_still_absorb_retransmissions() {
     let mut h = Harness::new();
     let (_, ok) = established(&mut h);
     let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
-    let bye_text = in_dialog("BYE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 11, "");
+    let bye_text = in_dialog("BYE", ALICE, &from, &to_hdr, "call-1@alice", 11, "");
     let out = h.send(ALICE, &bye_text);
     let bye = one(&out, BOB);
     h.send(BOB, &response_to(&bye, 200, "", ""));
@@ -678,7 +617,6 @@ fn subscription_dialogs_carry_their_notifies_both_ways() {
     let notify = |state: &str, cseq: u32| {
         in_dialog(
             "NOTIFY",
-            &format!("sip:{SBC}"),
             BOB,
             &format!("{};tag=bt", hv(&b_sub, HeaderName::To)),
             &hv(&b_sub, HeaderName::From),
@@ -712,23 +650,13 @@ fn refer_notify_inside_a_call_leaves_the_call_up() {
     let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
     let out = h.send(
         ALICE,
-        &in_dialog(
-            "REFER",
-            &format!("sip:{SBC}"),
-            ALICE,
-            &from,
-            &to_hdr,
-            "call-1@alice",
-            11,
-            "Refer-To: <sip:carol@example.com>\n",
-        ),
+        &in_dialog("REFER", ALICE, &from, &to_hdr, "call-1@alice", 11, "Refer-To: <sip:carol@example.com>\n"),
     );
     let refer = one(&out, BOB);
     h.send(BOB, &response_from(BOB, &refer, 202, "", ""));
     let b_call_id = String::from_utf8_lossy(b_inv.call_id().unwrap()).into_owned();
     let notify = in_dialog(
         "NOTIFY",
-        &format!("sip:{SBC}"),
         BOB,
         &format!("{};tag=bt", hv(&b_inv, HeaderName::To)),
         &hv(&b_inv, HeaderName::From),
@@ -749,10 +677,10 @@ fn late_answer_after_timer_c_and_premature_ack() {
     let mut h = Harness::new();
     let (_, ok) = established(&mut h);
     let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
-    let out = h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
+    let out = h.send(ALICE, &in_dialog("INVITE", ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
     let reinv = one(&out, BOB);
     // An ACK before any 2xx: dropped, not relayed.
-    let out = h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
+    let out = h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "call-1@alice", 12, ""));
     assert!(to(&out, BOB).is_empty());
     h.send(BOB, &response_from(BOB, &reinv, 180, "", ""));
     let out = h.advance(Duration::from_secs(182));
@@ -773,13 +701,11 @@ fn many_reinvites_keep_bounded_state() {
     let (_, ok) = established(&mut h);
     let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
     for cseq in 12..40 {
-        let out =
-            h.send(ALICE, &in_dialog("INVITE", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
+        let out = h.send(ALICE, &in_dialog("INVITE", ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
         let reinv = one(&out, BOB);
         let out = h.send(BOB, &response_from(BOB, &reinv, 200, "", ""));
         assert_eq!(one(&out, ALICE).status(), Some(200));
-        let out =
-            h.send(ALICE, &in_dialog("ACK", &format!("sip:{SBC}"), ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
+        let out = h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
         assert_eq!(one(&out, BOB).cseq().unwrap().num, reinv.cseq().unwrap().num);
     }
     let call = h.engine.calls.values().next().unwrap();
