@@ -31,6 +31,16 @@ struct Sent {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_profiles(profiles::Snapshot::transparent("test", vec!["default".into()]))
+    }
+
+    /// An engine whose calls use the profiles of `yaml` (a configuration's profile sections).
+    fn with_yaml(yaml: &str) -> Self {
+        let cfg = profiles::config::Config::from_yaml(yaml, "test.yaml").expect("test config loads");
+        Self::with_profiles(cfg.profiles)
+    }
+
+    fn with_profiles(snapshot: profiles::Snapshot) -> Self {
         let cfg = EngineConfig {
             shard: 0,
             timers: TimerConfig::default(),
@@ -43,6 +53,7 @@ impl Harness {
             outbound_interface: 0,
             next_hop: None,
             max_calls: 100,
+            profiles: std::sync::Arc::new(profiles::Store::new(snapshot)),
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]

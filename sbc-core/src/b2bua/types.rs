@@ -3,46 +3,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sip::transaction::TimerConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    pub fn is_reliable(self) -> bool {
-        self == Self::Tcp
-    }
-    /// As written in a Via sent-protocol.
-    pub fn via_name(self) -> &'static str {
-        match self {
-            Self::Udp => "UDP",
-            Self::Tcp => "TCP",
-        }
-    }
-    pub fn from_name(name: &[u8]) -> Option<Self> {
-        if name.eq_ignore_ascii_case(b"udp") {
-            Some(Self::Udp)
-        } else if name.eq_ignore_ascii_case(b"tcp") {
-            Some(Self::Tcp)
-        } else {
-            None
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-        })
-    }
-}
+pub use profiles::config::Transport;
 
 /// Index of a listening socket in the driver's socket table.
 pub type SocketId = u16;
@@ -139,6 +105,8 @@ pub struct EngineConfig {
     pub next_hop: Option<(Transport, Peer)>,
     /// Maximum simultaneous calls of this shard; beyond it new INVITEs get 503.
     pub max_calls: usize,
+    /// The profile store: each new call or relayed request pins the snapshot it starts with.
+    pub profiles: Arc<profiles::Store>,
 }
 
 impl EngineConfig {

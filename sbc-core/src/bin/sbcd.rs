@@ -5,10 +5,12 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use profiles::{Snapshot, Store};
 use sbc_core::config::{Config, ListenAddr};
 use sbc_core::transport::Runtime;
 
@@ -74,7 +76,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cfg, cli.shards.unwrap_or(cores))) {
+    match rt.block_on(run(cfg, cli.config.clone(), cli.shards.unwrap_or(cores))) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -106,17 +108,27 @@ fn init_logging(cli: &Cli) {
 
 // The daemon's own bookkeeping (seed, drain timing) reads the clock; the engines never do.
 #[allow(clippy::disallowed_methods)]
-async fn run(cfg: Config, shards: usize) -> anyhow::Result<()> {
+async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow::Result<()> {
     let seed = {
         let mut h = RandomState::new().build_hasher();
         h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
         h.write_u32(std::process::id());
         h.finish()
     };
-    let runtime = Runtime::start(&cfg, shards, seed).await.context("starting transports")?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let store = Arc::new(Store::new(cfg.profiles.clone()));
+    log_profiles(&store.load());
+    let runtime = Runtime::start(&cfg, store.clone(), shards, seed).await.context("starting transports")?;
     tracing::info!(config = %cfg.source, shards, "sbcd started");
 
-    wait_for_signal().await;
+    while wait_for_signal().await == Signal::Reload {
+        match &config_path {
+            Some(path) => reload(path, &cfg, &store),
+            None => tracing::warn!("SIGHUP: running on the embedded default configuration, nothing to reload"),
+        }
+    }
     tracing::info!(drain_timeout_s = cfg.drain_timeout.as_secs(), calls = runtime.active_calls(), "draining");
     runtime.drain().await;
     let started = Instant::now();
@@ -147,24 +159,67 @@ async fn run(cfg: Config, shards: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Reloads profiles, maps and the chain from the configuration file (SIGHUP). A file that
+/// does not load or validate leaves the running snapshot in place.
+fn reload(path: &std::path::Path, running: &Config, store: &Store) {
+    let fresh = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(generation = store.load().generation, "reload failed, configuration unchanged: {e}");
+            return;
+        }
+    };
+    for w in &fresh.warnings {
+        tracing::warn!("{w}");
+    }
+    if fresh.interface_names() != running.interface_names()
+        || fresh.interfaces.iter().map(|i| &i.listen).ne(running.interfaces.iter().map(|i| &i.listen))
+    {
+        tracing::warn!("reload: interfaces and listen addresses changed in the file; they apply after a restart");
+    }
+    match store.replace(fresh.profiles) {
+        Ok(generation) => {
+            tracing::info!(generation, "configuration reloaded");
+            log_profiles(&store.load());
+        }
+        Err(e) => tracing::error!("reload failed, configuration unchanged: {e}"),
+    }
+}
+
+fn log_profiles(snap: &Snapshot) {
+    for (name, p) in &snap.profiles {
+        tracing::info!(profile = %name, file = %p.file, md5 = p.md5.as_deref().unwrap_or("-"), "profile loaded");
+    }
+    tracing::info!(active_profile = %snap.selection.render(), generation = snap.generation, "profile selection");
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Reload,
+}
+
+async fn wait_for_signal() -> Signal {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(mut term), Ok(mut int), Ok(mut hup)) => {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+                    _ = term.recv() => Signal::Stop,
+                    _ = int.recv() => Signal::Stop,
+                    _ = hup.recv() => Signal::Reload,
                 }
             }
             _ => {
                 let _ = tokio::signal::ctrl_c().await;
+                Signal::Stop
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
     }
 }

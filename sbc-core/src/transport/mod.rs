@@ -21,6 +21,7 @@ use crate::b2bua::{
 };
 use crate::config::Config;
 use crate::sip::msg::{Message, ParseError};
+use crate::sip::transaction::TimerConfig;
 
 pub use shard::ShardStatus;
 
@@ -174,7 +175,12 @@ pub struct Runtime {
 
 impl Runtime {
     /// Binds every listen address, starts `shards` engines and the receivers.
-    pub async fn start(cfg: &Config, shards: usize, seed: u64) -> Result<Self, StartError> {
+    pub async fn start(
+        cfg: &Config,
+        profiles: Arc<profiles::Store>,
+        shards: usize,
+        seed: u64,
+    ) -> Result<Self, StartError> {
         let shards = shards.clamp(1, 64);
         let mut sockets = Vec::new();
         let mut udp = Vec::new();
@@ -232,13 +238,14 @@ impl Runtime {
         for (i, rx) in receivers.into_iter().enumerate() {
             let ecfg = EngineConfig {
                 shard: i as u8,
-                timers: cfg.timers,
+                timers: TimerConfig { t1: cfg.t1, t2: cfg.t2, t4: cfg.t4 },
                 timer_c: cfg.timer_c,
                 max_call_duration: cfg.max_call_duration,
                 interfaces: interfaces.clone(),
                 outbound_interface: cfg.outbound_interface,
-                next_hop: cfg.next_hop.clone(),
+                next_hop: cfg.next_hop.map(|(t, a)| (t, Peer::Addr(a))),
                 max_calls: cfg.max_calls.div_ceil(shards),
+                profiles: profiles.clone(),
             };
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());

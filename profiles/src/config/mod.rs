@@ -1,10 +1,13 @@
 //! The daemon's configuration: parsed in stages (YAML text → `File*` structs with unknown keys
 //! refused → validated [`Config`]), every error naming the file, the line and the key.
-//!
-//! Profiles, regex maps and SEMS `sbc.conf` import extend this in the `profiles` crate; what is
-//! here is what the transparent B2BUA needs: interfaces, routing, SIP timers, limits, shutdown.
+//! Interfaces, routing, SIP timers, limits and shutdown are the daemon's; profiles, regex maps
+//! and the `active_profile` chain become the reloadable [`Snapshot`]. A SEMS `sbc.conf` is read
+//! by [`sems`] (directly as `--config`, or named from the YAML).
 
-use std::fmt;
+mod profiles_yaml;
+pub mod sems;
+mod transport;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -12,29 +15,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::b2bua::{Peer, Transport};
-use crate::sip::transaction::TimerConfig;
+pub use crate::error::ConfigError;
+use crate::store::Snapshot;
+pub use transport::Transport;
 
 /// The configuration used when `sbcd` runs without `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("default.yaml");
-
-/// A configuration error: where it is and what is wrong.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: Option<u64>,
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(l) => write!(f, "{}:{}: {}: {}", self.file, l, self.key, self.message),
-            None => write!(f, "{}: {}: {}", self.file, self.key, self.message),
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +35,15 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     shutdown: FileShutdown,
+    /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
+    #[serde(default)]
+    sems_config: Option<Spanned<String>>,
+    #[serde(default)]
+    active_profile: Option<Spanned<profiles_yaml::Chain>>,
+    #[serde(default)]
+    profiles: std::collections::BTreeMap<String, profiles_yaml::FileProfile>,
+    #[serde(default)]
+    regex_maps: std::collections::BTreeMap<String, Spanned<profiles_yaml::FileMap>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,8 +144,10 @@ pub struct Config {
     pub source: String,
     pub interfaces: Vec<InterfaceConfig>,
     pub outbound_interface: usize,
-    pub next_hop: Option<(Transport, Peer)>,
-    pub timers: TimerConfig,
+    pub next_hop: Option<(Transport, SocketAddr)>,
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
     pub timer_c: Duration,
     pub max_calls: usize,
     pub max_call_duration: Duration,
@@ -159,19 +156,31 @@ pub struct Config {
     pub tcp_message_timeout: Duration,
     pub queue_depth: usize,
     pub drain_timeout: Duration,
+    /// Profiles, maps and the selection chain: what reloads replace.
+    pub profiles: Snapshot,
+    /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
+    pub warnings: Vec<String>,
 }
 
 impl Config {
-    /// Loads and validates a YAML file.
+    /// Loads and validates a YAML file, or a SEMS `sbc.conf` (a file ending in `.conf`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            line: None,
-            key: "-".into(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::from_yaml(&text, &file)
+        if path.extension().is_some_and(|e| e == "conf") {
+            let mut cfg = Self::embedded()?;
+            cfg.source = file.clone();
+            let import = sems::import(path, &cfg.interface_names())?;
+            cfg.profiles = import.snapshot;
+            cfg.warnings = import.warnings;
+            return Ok(cfg);
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file(&file, format!("cannot read: {e}")))?;
+        Self::from_yaml_at(&text, &file, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Interface names profiles may refer to.
+    pub fn interface_names(&self) -> Vec<String> {
+        self.interfaces.iter().map(|i| i.name.clone()).collect()
     }
 
     /// The embedded default configuration.
@@ -179,13 +188,28 @@ impl Config {
         Self::from_yaml(DEFAULT_CONFIG, "<embedded default>")
     }
 
+    /// Parses YAML text; relative paths in it are taken from the current folder.
     pub fn from_yaml(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let parsed: FileConfig = if text.trim().is_empty() {
+        Self::from_yaml_at(text, file, Path::new("."))
+    }
+
+    /// Parses YAML text; relative paths in it (SEMS files, map files) are taken from `dir`.
+    pub fn from_yaml_at(text: &str, file: &str, dir: &Path) -> Result<Self, ConfigError> {
+        let mut parsed: FileConfig = if text.trim().is_empty() {
             FileConfig::default()
         } else {
             serde_saphyr::from_str(text).map_err(|e| yaml_error(file, &e.to_string()))?
         };
-        validate(parsed, file)
+        let sems_config = parsed.sems_config.take();
+        let chain = parsed.active_profile.take();
+        let profiles = std::mem::take(&mut parsed.profiles);
+        let maps = std::mem::take(&mut parsed.regex_maps);
+        let mut cfg = validate(parsed, file)?;
+        let names = cfg.interface_names();
+        let (snapshot, warnings) = profiles_yaml::build(file, dir, &names, sems_config, chain, profiles, maps)?;
+        cfg.profiles = snapshot;
+        cfg.warnings = warnings;
+        Ok(cfg)
     }
 
     /// Replaces the listen addresses (`--listen`): they go to the first interface.
@@ -201,7 +225,7 @@ impl Config {
 }
 
 /// serde-saphyr errors carry "line N column M"; lift the line out so every error has one shape.
-fn yaml_error(file: &str, text: &str) -> ConfigError {
+pub(crate) fn yaml_error(file: &str, text: &str) -> ConfigError {
     let line = text
         .split("line ")
         .nth(1)
@@ -209,16 +233,11 @@ fn yaml_error(file: &str, text: &str) -> ConfigError {
         .and_then(|n| n.parse().ok());
     let key = text.split('`').nth(1).map_or_else(|| "-".to_string(), str::to_string);
     let first = text.lines().next().unwrap_or(text).to_string();
-    ConfigError { file: file.into(), line, key, message: first }
+    ConfigError::new(file, line, &key, first)
 }
 
 fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
-    let err = |line: Option<u64>, key: &str, message: String| ConfigError {
-        file: file.into(),
-        line,
-        key: key.into(),
-        message,
-    };
+    let err = |line: Option<u64>, key: &str, message: String| ConfigError::new(file, line, key, message);
     let mut interfaces = Vec::new();
     for (i, fi) in f.interfaces.iter().enumerate() {
         let name = fi.name.value.trim().to_string();
@@ -255,7 +274,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         Some(s) => {
             let a =
                 ListenAddr::parse(s.value.trim()).map_err(|m| err(Some(s.referenced.line()), "routing.next_hop", m))?;
-            Some((a.transport, Peer::Addr(a.addr)))
+            Some((a.transport, a.addr))
         }
     };
     let sip = &f.sip;
@@ -273,11 +292,9 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         interfaces,
         outbound_interface,
         next_hop,
-        timers: TimerConfig {
-            t1: Duration::from_millis(sip.t1_ms),
-            t2: Duration::from_millis(sip.t2_ms),
-            t4: Duration::from_millis(sip.t4_ms),
-        },
+        t1: Duration::from_millis(sip.t1_ms),
+        t2: Duration::from_millis(sip.t2_ms),
+        t4: Duration::from_millis(sip.t4_ms),
         timer_c: Duration::from_secs(sip.timer_c_s),
         max_calls: f.limits.max_calls,
         max_call_duration: Duration::from_secs(f.limits.max_call_duration_s),
@@ -286,6 +303,8 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         tcp_message_timeout: Duration::from_secs(f.limits.tcp_message_timeout_s),
         queue_depth: f.limits.queue_depth,
         drain_timeout: Duration::from_secs(f.shutdown.drain_timeout_s),
+        profiles: Snapshot::transparent(file, Vec::new()),
+        warnings: Vec::new(),
     })
 }
 

@@ -1,0 +1,133 @@
+//! SEMS import: `sbc.conf` (`profiles`, `profiles_path`, `active_profile`, `regex_maps`) with
+//! its `*.sbcprofile.conf` profiles and regex-map `.conf` files, read unchanged.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::conf::{relative_to, ConfFile};
+use crate::error::ConfigError;
+use crate::profile::{Profile, RawOption};
+use crate::regex_map::RegexMap;
+use crate::selection::Selection;
+use crate::store::{ProfileSource, Snapshot};
+
+/// A loaded SEMS configuration.
+#[derive(Debug)]
+pub struct Import {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// `sbc.conf` keys this version reads but does not act on (with why).
+const SBC_CONF_NOT_APPLIED: &[(&str, &str)] = &[
+    ("load_cc_plugins", "call control modules are built in"),
+    ("core_options_handling", "OPTIONS to the SBC itself are always answered; others are relayed"),
+    ("out_of_dialog_threads", "out-of-dialog requests run on the engine shards"),
+    ("session_expires", "session timers are not in this version"),
+    ("minimum_timer", "session timers are not in this version"),
+    ("maximum_timer", "session timers are not in this version"),
+    ("session_refresh_method", "session timers are not in this version"),
+    ("accept_501_reply", "session timers are not in this version"),
+];
+
+const SBC_CONF_KEYS: &[&str] = &["profiles", "profiles_path", "active_profile", "regex_maps"];
+
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// Reads `sbc.conf` and everything it names.
+pub fn import(path: &Path, interfaces: &[String]) -> Result<Import, ConfigError> {
+    let conf = ConfFile::load(path)?;
+    let file = conf.path.clone();
+    let mut warnings = conf.warnings.clone();
+    for e in &conf.entries {
+        if SBC_CONF_KEYS.contains(&e.key.as_str()) {
+            continue;
+        }
+        match SBC_CONF_NOT_APPLIED.iter().find(|(k, _)| *k == e.key) {
+            Some((_, why)) => warnings.push(format!("{}:{}: {}: not applied ({why})", e.file, e.line, e.key)),
+            None => return Err(ConfigError::at(&e.file, e.line, &e.key, "unknown sbc.conf option")),
+        }
+    }
+    let profiles_dir = match conf.get("profiles_path") {
+        Some(p) => relative_to(&file, &p.value),
+        None => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    let mut snapshot = Snapshot::transparent(&file, interfaces.to_vec());
+    snapshot.profiles.clear();
+    snapshot.profile_sources.clear();
+    if let Some(e) = conf.get("profiles") {
+        for name in list(&e.value) {
+            let p = profiles_dir.join(format!("{name}.sbcprofile.conf"));
+            let (profile, w) = load_profile_file(name, &p).map_err(|err| {
+                if err.key == "-" {
+                    ConfigError::at(&e.file, e.line, "profiles", err.to_string())
+                } else {
+                    err
+                }
+            })?;
+            warnings.extend(w);
+            snapshot.profiles.insert(name.to_string(), Arc::new(profile));
+            snapshot.profile_sources.insert(name.to_string(), ProfileSource::SemsFile(p));
+        }
+    }
+    if let Some(e) = conf.get("regex_maps") {
+        for name in list(&e.value) {
+            let p = path.parent().unwrap_or(Path::new(".")).join(format!("{name}.conf"));
+            let map = load_map_file(name, &p).map_err(|err| {
+                if err.key == "-" {
+                    ConfigError::at(&e.file, e.line, "regex_maps", err.to_string())
+                } else {
+                    err
+                }
+            })?;
+            snapshot.maps.insert(name.to_string(), Arc::new(map));
+            snapshot.map_files.insert(name.to_string(), p);
+        }
+    }
+    let chain =
+        conf.get("active_profile").ok_or_else(|| ConfigError::new(&file, None, "active_profile", "is required"))?;
+    snapshot.selection = Selection::parse(&chain.value)
+        .map_err(|(item, pe)| ConfigError::at(&chain.file, chain.line, "active_profile", format!("'{item}': {pe}")))?;
+    snapshot.validate().map_err(|e| {
+        if e.line.is_none() && e.file == file {
+            ConfigError { line: Some(chain.line), ..e }
+        } else {
+            e
+        }
+    })?;
+    Ok(Import { snapshot, warnings })
+}
+
+/// Reads one `*.sbcprofile.conf`.
+pub fn load_profile_file(name: &str, path: &Path) -> Result<(Profile, Vec<String>), ConfigError> {
+    let conf = ConfFile::load(path)?;
+    let options = conf
+        .entries
+        .iter()
+        .map(|e| RawOption { key: e.key.clone(), value: e.value.clone(), file: e.file.clone(), line: Some(e.line) })
+        .collect();
+    let profile = Profile::build(name, &conf.path, Some(conf.md5.clone()), options)?;
+    let mut warnings = conf.warnings;
+    warnings.extend(profile.not_applied.iter().map(|w| format!("{}: profile '{name}': {w}", conf.path)));
+    Ok((profile, warnings))
+}
+
+/// Reads one regex map file; errors name its line.
+pub fn load_map_file(name: &str, path: &Path) -> Result<RegexMap, ConfigError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::file(&file, format!("cannot read: {e}")))?;
+    let mut map = RegexMap::parse(name, &String::from_utf8_lossy(&bytes))
+        .map_err(|e| ConfigError::at(&file, e.line as u64, name, e.message))?;
+    map.md5 = Some(crate::conf::md5_hex(&bytes));
+    Ok(map)
+}
+
+/// Re-reads a profile from its source (for [`crate::store::Store::reload_profile`]).
+pub fn reload(name: &str, source: &ProfileSource) -> Result<Profile, ConfigError> {
+    match source {
+        ProfileSource::SemsFile(p) => load_profile_file(name, p).map(|(p, _)| p),
+        ProfileSource::Inline => Err(ConfigError::file(name, "inline profiles reload with the configuration")),
+    }
+}

@@ -1,0 +1,40 @@
+//! SIP transports the SBC speaks.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn is_reliable(self) -> bool {
+        self == Self::Tcp
+    }
+    /// As written in a Via sent-protocol.
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        }
+    }
+    pub fn from_name(name: &[u8]) -> Option<Self> {
+        if name.eq_ignore_ascii_case(b"udp") {
+            Some(Self::Udp)
+        } else if name.eq_ignore_ascii_case(b"tcp") {
+            Some(Self::Tcp)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! `profiles`: what makes the B2BUA an SBC. Per call, an `active_profile` chain picks a
+//! profile; its options (SER pseudo-variable patterns, filters, routing) are expanded against
+//! the incoming request and applied by `sbc-core`.
+//!
+//! - [`config`]: the YAML configuration (and the SEMS `sbc.conf` import),
+//! - [`conf`]: SEMS's `key=value` file syntax,
+//! - [`pattern`]: pseudo-variables, compiled once, expanded per call,
+//! - [`regex_map`]: `$M()` maps, [`selection`]: the chain, [`profile`]: the options,
+//! - [`evaluate`]: a profile expanded for one call, [`filters`] and [`sdp`]: header, method,
+//!   reply and SDP rules,
+//! - [`store`]: the immutable snapshot and its atomic, validated replacement.
+//!
+//! This crate is a leaf: it knows nothing of the SIP stack (requests are read through
+//! [`pattern::RequestView`]) and does no I/O except reading configuration files.
+
+pub mod conf;
+pub mod config;
+pub mod error;
+pub mod evaluate;
+pub mod filters;
+pub mod options;
+pub mod pattern;
+pub mod profile;
+pub mod regex_map;
+pub mod sdp;
+pub mod selection;
+pub mod store;
+pub mod uri;
+
+pub use error::ConfigError;
+pub use profile::Profile;
+pub use store::{Snapshot, Store};

@@ -1,0 +1,378 @@
+//! A call profile: its options validated and compiled at load (patterns, filters, lists), ready
+//! to be evaluated per call by [`crate::evaluate`].
+
+use crate::error::ConfigError;
+use crate::filters::{parse_reply_translations, NameFilter, ReplyTranslation};
+use crate::options::{status_of, OptionStatus};
+use crate::pattern::Pattern;
+use crate::sdp::CodecPref;
+
+/// One option as written in a profile file, with its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawOption {
+    pub key: String,
+    pub value: String,
+    pub file: String,
+    pub line: Option<u64>,
+}
+
+/// The parts of the Contact the SBC sends on one leg (`aleg_contact_*`, `bleg_contact_*`).
+#[derive(Debug, Clone, Default)]
+pub struct ContactRule {
+    pub user: Option<Pattern>,
+    pub host: Option<Pattern>,
+    pub port: Option<Pattern>,
+    pub displayname: Option<Pattern>,
+    pub uri_params: Option<Pattern>,
+    pub params: Option<Pattern>,
+}
+
+impl ContactRule {
+    pub fn is_empty(&self) -> bool {
+        [&self.user, &self.host, &self.port, &self.displayname, &self.uri_params, &self.params]
+            .iter()
+            .all(|p| p.is_none())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub name: String,
+    /// The file it came from (or the YAML config) and, for a file of its own, its MD5.
+    pub file: String,
+    pub md5: Option<String>,
+
+    pub ruri: Option<Pattern>,
+    pub ruri_host: Option<Pattern>,
+    pub from: Option<Pattern>,
+    pub to: Option<Pattern>,
+    pub call_id: Option<Pattern>,
+    pub append_headers: Option<Pattern>,
+    pub append_headers_req: Option<Pattern>,
+    pub aleg_append_headers_req: Option<Pattern>,
+    pub reply_translations: Vec<ReplyTranslation>,
+    pub refuse_with: Option<Pattern>,
+
+    pub outbound_proxy: Option<Pattern>,
+    pub force_outbound_proxy: bool,
+    pub aleg_outbound_proxy: Option<Pattern>,
+    pub aleg_force_outbound_proxy: bool,
+    pub next_hop: Option<Pattern>,
+    pub next_hop_1st_req: bool,
+    pub next_hop_fixed: bool,
+    pub patch_ruri_next_hop: bool,
+    pub aleg_next_hop: Option<Pattern>,
+    pub outbound_interface: Option<Pattern>,
+    pub aleg_outbound_interface: Option<Pattern>,
+
+    pub aleg_contact: ContactRule,
+    pub bleg_contact: ContactRule,
+
+    pub header_filter: Option<NameFilter>,
+    pub message_filter: Option<NameFilter>,
+    pub sdp_filter: Option<NameFilter>,
+    pub aleg_sdp_filter: Option<NameFilter>,
+    pub media_filter: Option<NameFilter>,
+    pub sdp_alines_filter: Option<NameFilter>,
+    pub sdp_anonymize: bool,
+    pub codec_preference: Vec<CodecPref>,
+    pub codec_preference_aleg: Vec<CodecPref>,
+
+    /// Every option as written, for `explain` and the management API.
+    pub options: Vec<RawOption>,
+    /// Recognised options this version does not apply, with why (reported at load).
+    pub not_applied: Vec<String>,
+}
+
+/// Accepted spellings of a boolean (one set everywhere, unlike SEMS's `=yes` and `bool*`).
+pub fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" | "on" => Ok(true),
+        "" | "no" | "false" | "0" | "off" => Ok(false),
+        other => Err(format!("'{other}' is not yes or no")),
+    }
+}
+
+/// `host[:port][/transport]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `udp` or `tcp`; `None` = as the Request-URI says, else UDP.
+    pub transport: Option<String>,
+}
+
+impl NextHop {
+    /// Parses a comma list (`next_hop`); later entries are failover alternatives.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+        s.split(',').map(str::trim).filter(|h| !h.is_empty()).map(Self::parse).collect()
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (hostport, transport) = match s.split_once('/') {
+            Some((h, t)) => {
+                let t = t.trim().to_ascii_lowercase();
+                if t != "udp" && t != "tcp" {
+                    return Err(format!("'{s}': transport '{t}' is not udp or tcp"));
+                }
+                (h.trim(), Some(t))
+            }
+            None => (s.trim(), None),
+        };
+        let (host, port) = crate::uri::split_hostport(hostport);
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(format!("'{s}' is not host[:port][/transport]"));
+        }
+        let port = match port {
+            "" => None,
+            p => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{s}': bad port '{p}'"))?),
+        };
+        Ok(Self { host: host.to_string(), port, transport })
+    }
+
+    /// `host[:port]`.
+    pub fn hostport(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+/// Checks the literal structure of an `append_headers` pattern: every line `Name: value`.
+fn check_header_lines(source: &str) -> Result<(), String> {
+    for piece in source.split("\\r\\n").flat_map(|p| p.split("\\n")) {
+        let piece = piece.trim();
+        if piece.is_empty() || piece.starts_with('$') {
+            continue;
+        }
+        let name = piece.split(':').next().unwrap_or_default();
+        if !piece.contains(':') || !crate::evaluate::is_token(name.trim()) {
+            return Err(format!("'{piece}' is not 'Name: value' (separate headers with \\r\\n)"));
+        }
+    }
+    Ok(())
+}
+
+/// `code reason` of `refuse_with`.
+pub fn parse_refuse(s: &str) -> Result<(u16, String), String> {
+    let s = s.trim();
+    let (code, reason) = s.split_once(' ').ok_or_else(|| format!("'{s}' is not 'code reason'"))?;
+    let code: u16 = code
+        .parse()
+        .ok()
+        .filter(|c| (300..=699).contains(c))
+        .ok_or_else(|| format!("'{code}' is not a 3xx-6xx code"))?;
+    Ok((code, reason.trim().to_string()))
+}
+
+impl Profile {
+    /// Validates and compiles `options`. Errors name the option's file, line and key.
+    pub fn build(name: &str, file: &str, md5: Option<String>, options: Vec<RawOption>) -> Result<Self, ConfigError> {
+        let mut p = Self { name: name.to_string(), file: file.to_string(), md5, ..Self::default() };
+        let cc_names: Vec<String> = options
+            .iter()
+            .filter(|o| o.key == "call_control")
+            .flat_map(|o| {
+                o.value.split(',').map(str::trim).filter(|n| !n.is_empty() && !n.starts_with('$')).map(str::to_string)
+            })
+            .collect();
+        let mut lists: Vec<(&str, &RawOption)> = Vec::new();
+        for o in &options {
+            let e = |m: String| ConfigError::new(&o.file, o.line, &o.key, m);
+            let status =
+                status_of(&o.key, &cc_names).ok_or_else(|| e(format!("unknown profile option (profile '{name}')")))?;
+            match status {
+                OptionStatus::Active => {}
+                OptionStatus::NotYet(what) => {
+                    if !o.value.trim().is_empty() && parse_bool(&o.value) != Ok(false) {
+                        p.not_applied.push(format!("{}: not applied by this version ({what})", o.key));
+                    }
+                    continue;
+                }
+                OptionStatus::Dead => {
+                    p.not_applied.push(format!("{}: has no effect (SEMS does not read it either)", o.key));
+                    continue;
+                }
+            }
+            let pat = || -> Result<Option<Pattern>, ConfigError> {
+                if o.value.is_empty() {
+                    return Ok(None);
+                }
+                Pattern::compile(&o.value).map(Some).map_err(|pe| e(format!("pattern '{}': {pe}", o.value)))
+            };
+            let flag = || parse_bool(&o.value).map_err(&e);
+            match o.key.as_str() {
+                "RURI" => p.ruri = pat()?,
+                "RURI_host" => p.ruri_host = pat()?,
+                "From" => p.from = pat()?,
+                "To" => p.to = pat()?,
+                "Call-ID" => p.call_id = pat()?,
+                "append_headers" | "append_headers_req" | "aleg_append_headers_req" => {
+                    check_header_lines(&o.value).map_err(&e)?;
+                    let v = pat()?;
+                    match o.key.as_str() {
+                        "append_headers" => p.append_headers = v,
+                        "append_headers_req" => p.append_headers_req = v,
+                        _ => p.aleg_append_headers_req = v,
+                    }
+                }
+                "reply_translations" => p.reply_translations = parse_reply_translations(&o.value).map_err(e)?,
+                "refuse_with" => {
+                    let v = pat()?;
+                    if let Some(lit) = v.as_ref().and_then(Pattern::literal) {
+                        parse_refuse(&lit).map_err(&e)?;
+                    }
+                    p.refuse_with = v;
+                }
+                "outbound_proxy" => p.outbound_proxy = pat()?,
+                "force_outbound_proxy" => p.force_outbound_proxy = flag()?,
+                "aleg_outbound_proxy" => p.aleg_outbound_proxy = pat()?,
+                "aleg_force_outbound_proxy" => p.aleg_force_outbound_proxy = flag()?,
+                "next_hop" | "aleg_next_hop" => {
+                    let v = pat()?;
+                    if let Some(lit) = v.as_ref().and_then(Pattern::literal) {
+                        let hops = NextHop::parse_list(&lit).map_err(&e)?;
+                        if o.key == "aleg_next_hop" && hops.len() > 1 {
+                            return Err(e("aleg_next_hop takes one address".into()));
+                        }
+                    }
+                    if o.key == "next_hop" {
+                        p.next_hop = v;
+                    } else {
+                        p.aleg_next_hop = v;
+                    }
+                }
+                "next_hop_1st_req" => p.next_hop_1st_req = flag()?,
+                "next_hop_fixed" => p.next_hop_fixed = flag()?,
+                "patch_ruri_next_hop" => p.patch_ruri_next_hop = flag()?,
+                "outbound_interface" => p.outbound_interface = pat()?,
+                "aleg_outbound_interface" => p.aleg_outbound_interface = pat()?,
+                "sdp_anonymize" => p.sdp_anonymize = flag()?,
+                "codec_preference" | "codec_preference_aleg" => {
+                    if o.value.contains('$') {
+                        return Err(e("a codec list is fixed text (no variables)".into()));
+                    }
+                    let list = CodecPref::parse_list(&o.value).map_err(&e)?;
+                    if o.key == "codec_preference" {
+                        p.codec_preference = list;
+                    } else {
+                        p.codec_preference_aleg = list;
+                    }
+                }
+                key if key.starts_with("aleg_contact_") || key.starts_with("bleg_contact_") => {
+                    let rule = if key.starts_with("aleg_") { &mut p.aleg_contact } else { &mut p.bleg_contact };
+                    let v = pat()?;
+                    match &key[13..] {
+                        "host" => rule.host = v,
+                        "port" => rule.port = v,
+                        "user" => rule.user = v,
+                        "displayname" => rule.displayname = v,
+                        "uri_params" => rule.uri_params = v,
+                        _ => rule.params = v,
+                    }
+                }
+                // Filter modes and their lists are read together below.
+                _ => lists.push((o.key.as_str(), o)),
+            }
+        }
+        let filter = |mode_key: &str, list_key: &str| -> Result<Option<NameFilter>, ConfigError> {
+            let mode = lists.iter().find(|(k, _)| *k == mode_key).map(|(_, o)| *o);
+            let list = lists.iter().find(|(k, _)| *k == list_key).map(|(_, o)| *o);
+            let Some(mode) = mode else {
+                return match list {
+                    Some(l) if !l.value.trim().is_empty() => {
+                        Err(ConfigError::new(&l.file, l.line, &l.key, format!("has no effect without {mode_key}")))
+                    }
+                    _ => Ok(None),
+                };
+            };
+            NameFilter::parse(&mode.value, list.map_or("", |l| l.value.as_str()))
+                .map_err(|m| ConfigError::new(&mode.file, mode.line, &mode.key, m))
+        };
+        p.header_filter = filter("header_filter", "header_list")?;
+        p.message_filter = filter("message_filter", "message_list")?;
+        p.sdp_filter = filter("sdp_filter", "sdpfilter_list")?;
+        p.aleg_sdp_filter = filter("aleg_sdp_filter", "aleg_sdpfilter_list")?;
+        p.media_filter = filter("media_filter", "mediafilter_list")?;
+        p.sdp_alines_filter = filter("sdp_alines_filter", "sdp_alinesfilter_list")?;
+        if p.next_hop_1st_req && p.next_hop_fixed {
+            let o = options.iter().rev().find(|o| o.key == "next_hop_fixed");
+            return Err(ConfigError::new(
+                o.map_or(file, |o| o.file.as_str()),
+                o.and_then(|o| o.line),
+                "next_hop_fixed",
+                "contradicts next_hop_1st_req",
+            ));
+        }
+        p.options = options;
+        Ok(p)
+    }
+
+    /// Option value as written (for explain).
+    pub fn option(&self, key: &str) -> Option<&RawOption> {
+        self.options.iter().find(|o| o.key == key)
+    }
+
+    /// Every regex map the profile's patterns use.
+    pub fn map_names(&self) -> Vec<(&str, &str)> {
+        let mut out = Vec::new();
+        for (key, p) in self.patterns() {
+            for m in p.map_names() {
+                out.push((key, m));
+            }
+        }
+        out
+    }
+
+    /// (option key, pattern) for every pattern option that is set.
+    pub fn patterns(&self) -> Vec<(&'static str, &Pattern)> {
+        let mut v: Vec<(&'static str, &Option<Pattern>)> = vec![
+            ("RURI", &self.ruri),
+            ("RURI_host", &self.ruri_host),
+            ("From", &self.from),
+            ("To", &self.to),
+            ("Call-ID", &self.call_id),
+            ("append_headers", &self.append_headers),
+            ("append_headers_req", &self.append_headers_req),
+            ("aleg_append_headers_req", &self.aleg_append_headers_req),
+            ("refuse_with", &self.refuse_with),
+            ("outbound_proxy", &self.outbound_proxy),
+            ("aleg_outbound_proxy", &self.aleg_outbound_proxy),
+            ("next_hop", &self.next_hop),
+            ("aleg_next_hop", &self.aleg_next_hop),
+            ("outbound_interface", &self.outbound_interface),
+            ("aleg_outbound_interface", &self.aleg_outbound_interface),
+        ];
+        for (rule, keys) in [(&self.aleg_contact, &ALEG_CONTACT_KEYS), (&self.bleg_contact, &BLEG_CONTACT_KEYS)] {
+            v.push((keys.0[0], &rule.user));
+            v.push((keys.0[1], &rule.host));
+            v.push((keys.0[2], &rule.port));
+            v.push((keys.0[3], &rule.displayname));
+            v.push((keys.0[4], &rule.uri_params));
+            v.push((keys.0[5], &rule.params));
+        }
+        v.into_iter().filter_map(|(k, p)| p.as_ref().map(|p| (k, p))).collect()
+    }
+}
+
+/// Option names of one leg's contact rule, in the order user, host, port, displayname,
+/// uri_params, params.
+pub struct ContactKeys(pub [&'static str; 6]);
+
+pub static ALEG_CONTACT_KEYS: ContactKeys = ContactKeys([
+    "aleg_contact_user",
+    "aleg_contact_host",
+    "aleg_contact_port",
+    "aleg_contact_displayname",
+    "aleg_contact_uri_params",
+    "aleg_contact_params",
+]);
+pub static BLEG_CONTACT_KEYS: ContactKeys = ContactKeys([
+    "bleg_contact_user",
+    "bleg_contact_host",
+    "bleg_contact_port",
+    "bleg_contact_displayname",
+    "bleg_contact_uri_params",
+    "bleg_contact_params",
+]);

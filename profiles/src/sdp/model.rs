@@ -1,0 +1,151 @@
+//! A lossless, line-based SDP model: the body is a list of lines, each with its own line ending;
+//! only the lines an operation touches are rewritten, every other byte is copied as received.
+//! (Evidence for not using a typed SDP crate here: `research/crates.md` — sdp-rs corrupts
+//! rtpmap and drops sections; sdp-types reorders out-of-order lines, drops `y=` and adds `t=`.)
+
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    pub(crate) text: String,
+    pub(crate) eol: &'static str,
+}
+
+impl Line {
+    pub(crate) fn kind(&self) -> u8 {
+        self.text.as_bytes().first().copied().unwrap_or(b' ')
+    }
+    /// `a=name[:value]` → `name`.
+    pub(crate) fn attr_name(&self) -> Option<&str> {
+        let rest = self.text.strip_prefix("a=")?;
+        Some(rest.split(':').next().unwrap_or(rest).trim())
+    }
+    /// For `a=rtpmap:96 ...`, `a=fmtp:96 ...`, `a=rtcp-fb:96 ...`: the payload type it is about.
+    pub(crate) fn payload_attr(&self) -> Option<(&str, &str)> {
+        let rest = self.text.strip_prefix("a=")?;
+        let (name, value) = rest.split_once(':')?;
+        let pt = value.split_whitespace().next()?;
+        Some((name, pt))
+    }
+}
+
+/// An `m=` line: `m=<media> <port>[/<n>] <proto> <fmt>...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MediaLine {
+    pub(crate) media: String,
+    pub(crate) port: String,
+    pub(crate) proto: String,
+    pub(crate) formats: Vec<String>,
+}
+
+impl MediaLine {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        let mut it = text.strip_prefix("m=")?.split_whitespace();
+        let media = it.next()?.to_string();
+        let port = it.next()?.to_string();
+        let proto = it.next()?.to_string();
+        Some(Self { media, port, proto, formats: it.map(str::to_string).collect() })
+    }
+    pub(crate) fn render(&self) -> String {
+        let mut s = format!("m={} {} {}", self.media, self.port, self.proto);
+        for f in &self.formats {
+            s.push(' ');
+            s.push_str(f);
+        }
+        s
+    }
+    pub(crate) fn is_disabled(&self) -> bool {
+        self.port.split('/').next() == Some("0")
+    }
+    /// RTP profiles carry payload types in the format list (RFC 4566 §5.14).
+    pub(crate) fn is_rtp(&self) -> bool {
+        self.proto.to_ascii_uppercase().contains("RTP")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Sdp {
+    pub(crate) lines: Vec<Line>,
+}
+
+impl Sdp {
+    /// Splits a body into lines. `None` for a body that is not text.
+    pub(crate) fn parse(body: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(body).ok()?;
+        let mut lines = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let (text, eol, next) = match rest.find('\n') {
+                Some(i) if i > 0 && rest.as_bytes()[i - 1] == b'\r' => (&rest[..i - 1], "\r\n", &rest[i + 1..]),
+                Some(i) => (&rest[..i], "\n", &rest[i + 1..]),
+                None => (rest, "", ""),
+            };
+            lines.push(Line { text: text.to_string(), eol });
+            rest = next;
+        }
+        lines.first().filter(|l| l.text.starts_with("v="))?;
+        Some(Self { lines })
+    }
+
+    pub(crate) fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
+        for l in &self.lines {
+            out.extend_from_slice(l.text.as_bytes());
+            out.extend_from_slice(l.eol.as_bytes());
+        }
+        out
+    }
+
+    /// Index ranges `[start, end)` of each media section (its `m=` line first).
+    pub(crate) fn media_sections(&self) -> Vec<(usize, usize)> {
+        let starts: Vec<usize> =
+            self.lines.iter().enumerate().filter(|(_, l)| l.kind() == b'm').map(|(i, _)| i).collect();
+        starts.iter().enumerate().map(|(k, &s)| (s, starts.get(k + 1).copied().unwrap_or(self.lines.len()))).collect()
+    }
+
+    /// Encoding name and clock rate of payload type `pt` in the section `[start, end)`:
+    /// its `a=rtpmap`, else the static assignment of RFC 3551.
+    pub(crate) fn codec_of(&self, start: usize, end: usize, pt: &str) -> Option<(String, u32)> {
+        for l in &self.lines[start..end] {
+            if let Some(v) = l.text.strip_prefix("a=rtpmap:") {
+                let mut it = v.split_whitespace();
+                if it.next() == Some(pt) {
+                    let enc = it.next()?;
+                    let mut parts = enc.split('/');
+                    let name = parts.next()?.to_string();
+                    let rate = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
+                    return Some((name, rate));
+                }
+            }
+        }
+        static_payload(pt.parse().ok()?).map(|(n, r)| (n.to_string(), r))
+    }
+}
+
+/// Static RTP payload types (RFC 3551 tables 4 and 5).
+pub(crate) fn static_payload(pt: u8) -> Option<(&'static str, u32)> {
+    Some(match pt {
+        0 => ("PCMU", 8000),
+        3 => ("GSM", 8000),
+        4 => ("G723", 8000),
+        5 => ("DVI4", 8000),
+        6 => ("DVI4", 16000),
+        7 => ("LPC", 8000),
+        8 => ("PCMA", 8000),
+        9 => ("G722", 8000),
+        10 | 11 => ("L16", 44100),
+        12 => ("QCELP", 8000),
+        13 => ("CN", 8000),
+        14 => ("MPA", 90000),
+        15 => ("G728", 8000),
+        16 => ("DVI4", 11025),
+        17 => ("DVI4", 22050),
+        18 => ("G729", 8000),
+        25 => ("CelB", 90000),
+        26 => ("JPEG", 90000),
+        28 => ("nv", 90000),
+        31 => ("H261", 90000),
+        32 => ("MPV", 90000),
+        33 => ("MP2T", 90000),
+        34 => ("H263", 90000),
+        _ => return None,
+    })
+}
