@@ -144,7 +144,7 @@ fn variable(s: &str, j: usize, base: usize) -> Result<(Var, usize), PatternError
             if name.is_empty() {
                 return err(at, "$V() needs a name");
             }
-            Ok((Var::CcVar { name: name.to_string(), member }, next))
+            Ok((Var::CallControl { name: name.to_string(), member }, next))
         }
         b'H' => header_variable(s, j, base, at),
         b'M' => {

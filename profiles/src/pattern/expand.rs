@@ -65,8 +65,8 @@ fn var(v: &Var, env: &Env<'_>, out: &mut String) {
     match v {
         Var::Method => push_clean(out, &text(req.method())),
         Var::Uri(src, part) => uri_var(src, part, env, out),
-        Var::FromTag => push_clean(out, NameAddrParts::parse(&text(req.from_value())).tag()),
-        Var::ToTag => push_clean(out, NameAddrParts::parse(&text(req.to_value())).tag()),
+        Var::FromTag => push_clean(out, NameAddrParts::parse(&text(req.caller())).tag()),
+        Var::ToTag => push_clean(out, NameAddrParts::parse(&text(req.callee())).tag()),
         Var::CallId => push_clean(out, &text(req.call_id())),
         Var::SourceIp => push_ip(out, env.source),
         Var::SourcePort => {
@@ -87,7 +87,7 @@ fn var(v: &Var, env: &Env<'_>, out: &mut String) {
                 push_clean(out, &v);
             }
         }
-        Var::CcVar { name, member } => {
+        Var::CallControl { name, member } => {
             let member = member.as_ref().map(|m| m.expand(env));
             if let Some(v) = env.cc_vars.get(name, member.as_deref()) {
                 push_clean(out, &v);
@@ -119,8 +119,8 @@ fn uri_var(src: &UriSource, part: &Part, env: &Env<'_>, out: &mut String) {
     let req = env.req;
     let raw: Cow<'_, str> = match src {
         UriSource::RequestUri => text(req.request_uri()),
-        UriSource::From => text(req.from_value()),
-        UriSource::To => text(req.to_value()),
+        UriSource::From => text(req.caller()),
+        UriSource::To => text(req.callee()),
         UriSource::AssertedIdentity => joined(req, "P-Asserted-Identity"),
         UriSource::PreferredIdentity => joined(req, "P-Preferred-Identity"),
         UriSource::Header(name) => joined(req, name),

@@ -66,7 +66,7 @@ impl Pattern {
 
     /// Whether the pattern reads call-control variables (`$V`) — only meaningful in profiles.
     pub fn uses_cc_vars(&self) -> bool {
-        uses(&self.nodes, &|v| matches!(v, Var::CcVar { .. }))
+        uses(&self.nodes, &|v| matches!(v, Var::CallControl { .. }))
     }
 
     /// Whether the pattern reads `$di`/`$dp`.
@@ -84,7 +84,7 @@ fn collect_maps<'a>(nodes: &'a [Node], out: &mut Vec<&'a str>) {
                     collect_maps(&value.nodes, out);
                 }
                 Var::Func(_, p) => collect_maps(&p.nodes, out),
-                Var::CcVar { member: Some(p), .. } => collect_maps(&p.nodes, out),
+                Var::CallControl { member: Some(p), .. } => collect_maps(&p.nodes, out),
                 _ => {}
             }
         }
@@ -98,7 +98,7 @@ fn uses(nodes: &[Node], pred: &dyn Fn(&Var) -> bool) -> bool {
             pred(v)
                 || match v {
                     Var::Map { value, .. } | Var::Func(_, value) => uses(&value.nodes, pred),
-                    Var::CcVar { member: Some(p), .. } => uses(&p.nodes, pred),
+                    Var::CallControl { member: Some(p), .. } => uses(&p.nodes, pred),
                     _ => false,
                 }
         }
@@ -182,7 +182,7 @@ enum Var {
     DestIp,
     DestPort,
     AppParam(String),
-    CcVar { name: String, member: Option<Pattern> },
+    CallControl { name: String, member: Option<Pattern> },
     Map { value: Pattern, map: String },
     Func(Func, Pattern),
     RegCache(RegVar),

@@ -8,9 +8,9 @@ use super::RegVar;
 pub trait RequestView {
     fn method(&self) -> &[u8];
     fn request_uri(&self) -> &[u8];
-    /// From / To header values, as received (with their parameters).
-    fn from_value(&self) -> &[u8];
-    fn to_value(&self) -> &[u8];
+    /// The From (caller) and To (callee) header values, as received (with their parameters).
+    fn caller(&self) -> &[u8];
+    fn callee(&self) -> &[u8];
     fn call_id(&self) -> &[u8];
     /// Calls `each` with every value of header `name` (case-insensitive), in order.
     fn for_each_header(&self, name: &str, each: &mut dyn FnMut(&[u8]));

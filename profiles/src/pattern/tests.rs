@@ -21,10 +21,10 @@ impl RequestView for TestRequest {
     fn request_uri(&self) -> &[u8] {
         self.ruri.as_bytes()
     }
-    fn from_value(&self) -> &[u8] {
+    fn caller(&self) -> &[u8] {
         self.from.as_bytes()
     }
-    fn to_value(&self) -> &[u8] {
+    fn callee(&self) -> &[u8] {
         self.to.as_bytes()
     }
     fn call_id(&self) -> &[u8] {

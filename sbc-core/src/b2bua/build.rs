@@ -5,9 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
+use profiles::filters::NameFilter;
+
+use super::apply::is_control_header;
 use super::call::Leg;
 use super::types::{Source, Transport};
-use crate::sip::msg::{split_values, trim, HeaderName, Message, MessageWriter, Via};
+use crate::sip::msg::{split_values, trim, Header, HeaderName, Message, MessageWriter, Via};
 
 /// Rows that belong to one leg and are never copied to the other (topology hiding).
 pub(crate) fn leg_owned(name: HeaderName) -> bool {
@@ -36,11 +39,25 @@ pub(crate) fn leg_owned(name: HeaderName) -> bool {
     )
 }
 
+/// Whether a row of `msg` crosses to the other leg: not leg-owned, and allowed by the
+/// profile's header filter (Content-Type always passes: the body needs it).
+fn crosses(msg: &Message, h: &Header, filter: Option<&NameFilter>) -> bool {
+    if leg_owned(h.name) {
+        return false;
+    }
+    match filter {
+        Some(f) if h.name != HeaderName::ContentType => {
+            std::str::from_utf8(msg.slice(h.name_span)).is_ok_and(|name| f.allows(name.trim()))
+        }
+        _ => true,
+    }
+}
+
 /// Like [`copy_unowned`], but takes `100rel` out of Supported/Require: used for re-INVITEs,
 /// whose reliable provisionals this SBC does not map between legs.
-pub(crate) fn copy_unowned_without_100rel(w: &mut MessageWriter, msg: &Message) {
+pub(crate) fn copy_unowned_without_100rel(w: &mut MessageWriter, msg: &Message, filter: Option<&NameFilter>) {
     for h in msg.headers() {
-        if leg_owned(h.name) {
+        if !crosses(msg, h, filter) {
             continue;
         }
         if matches!(h.name, HeaderName::Supported | HeaderName::Require)
@@ -57,10 +74,20 @@ pub(crate) fn copy_unowned_without_100rel(w: &mut MessageWriter, msg: &Message) 
     }
 }
 
-/// Copies every row of `msg` that is not leg-owned, in order.
-pub(crate) fn copy_unowned(w: &mut MessageWriter, msg: &Message) {
+/// Copies every row of `msg` that is not leg-owned and passes `filter`, in order.
+pub(crate) fn copy_unowned(w: &mut MessageWriter, msg: &Message, filter: Option<&NameFilter>) {
     for h in msg.headers() {
-        if !leg_owned(h.name) {
+        if crosses(msg, h, filter) {
+            w.copy_row(msg, h);
+        }
+    }
+}
+
+/// [`copy_unowned`] for the request that starts a call or relay: the SBC's own control
+/// headers (`P-App-Param`, `P-App-Name`) stay behind too.
+pub(crate) fn copy_initial(w: &mut MessageWriter, msg: &Message, filter: Option<&NameFilter>) {
+    for h in msg.headers() {
+        if crosses(msg, h, filter) && !(h.name == HeaderName::Other && is_control_header(msg.slice(h.name_span))) {
             w.copy_row(msg, h);
         }
     }
@@ -165,6 +192,9 @@ pub(crate) fn local_response(
 pub(crate) fn request_on_leg(leg: &Leg, method: &[u8], cseq: u32, branch: &[u8], max_forwards: u8) -> MessageWriter {
     let mut w = MessageWriter::request(method, &leg.remote_target);
     write_via(&mut w, leg.transport, &leg.via_sent_by, branch);
+    if let Some(r) = &leg.forced_route {
+        w.header("Route", r);
+    }
     for r in &leg.route_set {
         w.header("Route", r);
     }

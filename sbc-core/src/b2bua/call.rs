@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::types::{Destination, Transport};
+use super::apply::CallRules;
+use super::types::{Destination, Peer, Transport};
 use super::TxId;
 
 /// Which leg: A faces the caller (we are its UAS), B faces the callee (we are its UAC).
@@ -53,6 +54,11 @@ pub(crate) struct Leg {
     pub(crate) via_sent_by: Box<str>,
     /// The peer gave no Contact (RFC 2543): requests go back to where it sent from.
     pub(crate) target_is_source: bool,
+    /// Every request on this leg goes here, whatever the route set says (`next_hop`,
+    /// `aleg_next_hop`, the configured next hop).
+    pub(crate) fixed_dest: Option<(Transport, Peer)>,
+    /// A Route put before the route set of every request (`force_outbound_proxy`).
+    pub(crate) forced_route: Option<Box<[u8]>>,
 }
 
 /// What a dialog pair was created by.
@@ -100,6 +106,8 @@ pub(crate) struct Call {
     pub(crate) handle: u64,
     pub(crate) span: tracing::Span,
     pub(crate) kind: CallKind,
+    /// The profile the call started with, evaluated; pinned until the call ends.
+    pub(crate) rules: std::sync::Arc<CallRules>,
     pub(crate) state: CallState,
     pub(crate) legs: [Leg; 2],
     /// The server transaction of the caller's INVITE.

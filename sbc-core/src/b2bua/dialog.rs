@@ -6,14 +6,20 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use profiles::filters::translate_reply;
+
+use super::apply::{append, CallRules};
 use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, response_head};
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::invite::learn_remote;
 use super::txs::Purpose;
 use super::types::Source;
 use super::{Engine, TxId};
-use crate::sip::msg::{parse_rack, parse_u32, trim, HeaderName, Message, Method};
+use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
+
+/// The Allow of a 405 for a method the profile's message filter refuses (as SEMS sends it).
+const FILTER_ALLOW: &[u8] = b"INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, INFO, UPDATE, NOTIFY, REFER";
 
 /// INVITE exchanges remembered per call for ACK mapping (the initial one and recent re-INVITEs).
 const MAX_INVITE_RELAYS: usize = 4;
@@ -42,6 +48,24 @@ impl Engine {
         if call.state == CallState::Ending && method != Method::Bye {
             return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         }
+        let rules = call.rules.clone();
+        // The profile's method filter (never ACK, CANCEL or BYE: a call must be able to end).
+        if let Some(f) = &rules.profile.message_filter {
+            let exempt = matches!(method, Method::Ack | Method::Cancel | Method::Bye);
+            if !exempt && !f.allows(&String::from_utf8_lossy(msg.method_bytes())) {
+                return self.refuse(now, key, &msg, &src, 405, "Method Not Allowed", &[("Allow", FILTER_ALLOW)]);
+            }
+        }
+        // SDP towards the other leg goes through the profile; an offer left with no media is
+        // answered here (RFC 3264: 488).
+        let out_body = if matches!(method, Method::Invite | Method::Update | Method::Prack) {
+            match rules.filter_body(side.other(), &call.leg(side.other()).via_sent_by, msg.body()) {
+                Ok(b) => b.into_owned(),
+                Err(_) => return self.refuse(now, key, &msg, &src, 488, "Not Acceptable Here", &[]),
+            }
+        } else {
+            msg.body().to_vec()
+        };
         if call.leg(side).remote_cseq.is_some_and(|r| cseq < r) {
             return self.refuse(now, key, &msg, &src, 500, "CSeq Out Of Order", &[]);
         }
@@ -116,11 +140,12 @@ impl Engine {
             w.header("RAck", rack.as_bytes());
         }
         if method == Method::Invite {
-            copy_unowned_without_100rel(&mut w, &msg);
+            copy_unowned_without_100rel(&mut w, &msg, rules.header_filter());
         } else {
-            copy_unowned(&mut w, &msg);
+            copy_unowned(&mut w, &msg, rules.header_filter());
         }
-        let bytes = w.finish(msg.body());
+        append(&mut w, rules.appended_on(side.other()));
+        let bytes = w.finish(&out_body);
         if method == Method::Invite {
             // Long calls refresh their session many times: keep the exchanges that may still see
             // a retransmitted 2xx (glare allows one at a time), not every one since the start.
@@ -179,8 +204,11 @@ impl Engine {
         if !already {
             let out_leg = call.leg(side.other());
             let mut w = request_on_leg(out_leg, b"ACK", client_cseq, &branch, 70);
-            copy_unowned(&mut w, &msg);
-            let ack = w.finish(msg.body());
+            copy_unowned(&mut w, &msg, call.rules.header_filter());
+            // An answer in the ACK is filtered too; one with nothing left goes as it came (the
+            // ACK cannot be refused).
+            let body = call.rules.filter_body(side.other(), &out_leg.via_sent_by, msg.body());
+            let ack = w.finish(body.as_deref().unwrap_or(msg.body()));
             call.invite_relays[idx].ack = Some(ack.clone());
             if let Some(dest) = self.leg_dest(h, side.other()) {
                 self.send_raw(dest, ack);
@@ -301,10 +329,21 @@ impl Engine {
         msg: &Message,
         rseq: Option<u32>,
     ) -> Option<Bytes> {
-        let code = msg.status()?;
         let e = self.txs.get(&server)?;
+        let rules = match call.and_then(|h| self.calls.get(&h)) {
+            Some(c) => Some(c.rules.clone()),
+            None => e.rules.clone(),
+        };
         let (req, src) = (e.request.as_ref()?, e.source.as_ref()?);
-        let mut w = response_head(req, src, code, msg.reason(), e.to_tag.as_deref());
+        // reply_translations: the code and reason the caller sees (the class never changes).
+        let (code, reason) = match rules
+            .as_ref()
+            .and_then(|r| translate_reply(&r.profile.reply_translations, msg.status()?))
+        {
+            Some(t) => (t.to, if t.reason.is_empty() { reason_phrase(t.to).as_bytes() } else { t.reason.as_bytes() }),
+            None => (msg.status()?, msg.reason()),
+        };
+        let mut w = response_head(req, src, code, reason, e.to_tag.as_deref());
         let has_contact = msg.header(HeaderName::Contact).is_some();
         let redirect = (300..400).contains(&code) || req.method() == Some(Method::Register);
         if redirect {
@@ -325,8 +364,14 @@ impl Engine {
         if let Some(r) = rseq {
             w.header_fmt("RSeq", format_args!("{r}"));
         }
-        copy_unowned(&mut w, msg);
-        let bytes = w.finish(msg.body());
+        let filter = rules.as_deref().and_then(CallRules::header_filter);
+        copy_unowned(&mut w, msg, filter);
+        let has_sdp = matches!(msg.cseq().map(|c| c.method), Some(Method::Invite | Method::Update | Method::Prack));
+        let body = match (&rules, has_sdp, call.and_then(|h| self.calls.get(&h))) {
+            (Some(r), true, Some(c)) => r.filter_body(server_side, &c.leg(server_side).via_sent_by, msg.body()).ok(),
+            _ => None,
+        };
+        let bytes = w.finish(body.as_deref().unwrap_or(msg.body()));
         self.respond(now, server, code, bytes.clone());
         Some(bytes)
     }

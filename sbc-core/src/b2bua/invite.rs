@@ -3,11 +3,16 @@
 
 use std::time::Instant;
 
-use super::build::{self, contact_value, copy_unowned, request_on_leg, without_tag};
+use std::sync::Arc;
+
+use profiles::evaluate::{ContactValues, Refusal as ProfileRefusal};
+
+use super::apply::{append, hop_target, CallRules, Chosen};
+use super::build::{self, contact_value, copy_initial, request_on_leg, without_tag};
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::routing::{self, NoRoute};
 use super::txs::Purpose;
-use super::types::{Destination, Peer, Source, Transport};
+use super::types::{Destination, Peer, SocketId, Source, Transport};
 use super::{Engine, Event, Output, TimerRef, TxId};
 use crate::sip::msg::{parse_u32, trim, HeaderName, Message};
 use crate::sip::transaction::{cancelled_invite_key, TxKey};
@@ -20,6 +25,22 @@ fn acceptable_body(msg: &Message) -> bool {
     let ct = msg.content_type().unwrap_or(b"application/sdp");
     let ct = trim(ct.split(|&c| c == b';').next().unwrap_or_default());
     ct.eq_ignore_ascii_case(b"application/sdp") || ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/")
+}
+
+/// Where the first request of a new B leg goes, and where the leg's later requests must go
+/// whatever its route set says (a next hop that is not only for the first request).
+pub(super) struct BRoute {
+    pub(super) dest: Destination,
+    pub(super) fixed: Option<(Transport, Peer)>,
+}
+
+/// The SBC's Contact on a leg: the profile's parts over the socket's own address.
+fn leg_contact(parts: &ContactValues, sent_by: &str, transport: Transport) -> Box<[u8]> {
+    if parts.is_default() {
+        return contact_value(sent_by, transport);
+    }
+    let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
+    parts.render(sent_by, tail).into_bytes().into_boxed_slice()
 }
 
 /// A reply the SBC gives instead of relaying a request.
@@ -66,24 +87,56 @@ impl Engine {
         Ok(max_forwards)
     }
 
-    /// Where a new outgoing request goes: the configured next hop, or its Request-URI.
-    pub(super) fn route_new_request(&self, uri: &[u8]) -> Result<Destination, NoRoute> {
-        let (transport, peer) = match &self.cfg.next_hop {
-            Some((t, p)) => (*t, p.clone()),
-            None => {
-                let (t, p) = routing::target_of_uri(uri, Transport::Udp)?;
-                if routing::is_own_peer(&self.cfg, &p) {
-                    return Err(NoRoute { code: 482, reason: "Loop Detected" });
-                }
-                (t, p)
-            }
+    /// Where a new outgoing request goes: the profile's next hop or outbound proxy, the
+    /// configured next hop, or its Request-URI — from the profile's outbound interface.
+    pub(super) fn route_new_request(&self, uri: &[u8], rules: &CallRules) -> Result<BRoute, NoRoute> {
+        let plan = &rules.plan;
+        let iface = match plan.outbound_interface.as_deref() {
+            None | Some("default") => self.cfg.outbound_interface,
+            Some(name) => self
+                .cfg
+                .interfaces
+                .iter()
+                .position(|i| i.name == name)
+                .ok_or(NoRoute { code: 500, reason: "Unknown Outbound Interface" })?,
         };
+        let (transport, peer, fixed) = if let Some(hop) = plan.next_hops.first() {
+            let (t, p) = hop_target(hop);
+            let fixed = (!rules.profile.next_hop_1st_req).then(|| (t, p.clone()));
+            (t, p, fixed)
+        } else if let Some(proxy) = &plan.outbound_proxy {
+            let (t, p) = routing::target_of_uri(proxy.as_bytes(), Transport::Udp)?;
+            (t, p, None)
+        } else if let Some((t, p)) = &self.cfg.next_hop {
+            (*t, p.clone(), Some((*t, p.clone())))
+        } else {
+            let (t, p) = routing::target_of_uri(uri, Transport::Udp)?;
+            (t, p, None)
+        };
+        if routing::is_own_peer(&self.cfg, &peer) {
+            return Err(NoRoute { code: 482, reason: "Loop Detected" });
+        }
         let v6 = matches!(&peer, Peer::Addr(a) if a.is_ipv6());
-        let iface = self.cfg.interfaces.get(self.cfg.outbound_interface);
-        let socket = iface
+        let socket = self
+            .cfg
+            .interfaces
+            .get(iface)
             .and_then(|i| i.socket(transport, v6))
             .ok_or(NoRoute { code: 503, reason: "No Socket For Transport" })?;
-        Ok(Destination { transport, local: socket.id, peer, conn: None })
+        Ok(BRoute { dest: Destination { transport, local: socket.id, peer, conn: None }, fixed })
+    }
+
+    /// Replies with a profile's `refuse_with` (and its `append_headers`).
+    pub(super) fn refuse_by_profile(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        msg: &Message,
+        src: &Source,
+        r: &ProfileRefusal,
+    ) {
+        let extra: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        self.refuse(now, key, msg, src, r.code, &r.reason, &extra);
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
@@ -94,18 +147,25 @@ impl Engine {
             Ok(mf) => mf,
             Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
         };
+        // The profile decides before anything else runs (SEMS §0.1 steps 2-3).
+        let rules = match self.choose_profile(&msg, &src) {
+            Chosen::Go(r) => r,
+            Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
+            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
+        };
         if !acceptable_body(&msg) {
             return self.refuse(now, key, &msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
         }
-        let b_dest = match self.route_new_request(msg.request_uri()) {
+        let ruri = rules.plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
+        let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
         };
-        self.start_dialog_pair(now, key, msg, src, b_dest, max_forwards, CallKind::Invite);
+        self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Invite, rules);
     }
 
     /// Creates the two legs of a new dialog pair (a call, or a subscription) from the request
-    /// that starts it, and sends that request on the B leg.
+    /// that starts it, with the profile applied, and sends that request on the B leg.
     #[allow(clippy::too_many_arguments)] // the request, where it goes, and what it starts
     pub(super) fn start_dialog_pair(
         &mut self,
@@ -113,14 +173,38 @@ impl Engine {
         key: TxKey,
         msg: Message,
         src: Source,
-        b_dest: Destination,
+        route: BRoute,
         max_forwards: u8,
         kind: CallKind,
+        rules: Arc<CallRules>,
     ) {
+        let b_dest = route.dest;
+        let plan = &rules.plan;
+        // A leg: the interface it arrived on, unless the profile names another.
+        let a_local = match plan.aleg_outbound_interface.as_deref() {
+            Some(name) if name != "default" => {
+                let v6 = src.remote.is_ipv6();
+                let sock =
+                    self.cfg.interfaces.iter().find(|i| i.name == name).and_then(|i| i.socket(src.transport, v6));
+                if sock.is_none() {
+                    tracing::warn!(
+                        interface = name,
+                        "aleg_outbound_interface has no socket for this transport; ignored"
+                    );
+                }
+                sock.map_or(src.local, |s| s.id)
+            }
+            _ => src.local,
+        };
         let (Some(a_socket), Some(b_socket)) =
-            (self.cfg.socket(src.local).cloned(), self.cfg.socket(b_dest.local).cloned())
+            (self.cfg.socket(a_local).cloned(), self.cfg.socket(b_dest.local).cloned())
         else {
             return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
+        };
+        let b_sent_by = b_socket.sent_by();
+        let body = match rules.filter_body(Side::B, &b_sent_by, msg.body()) {
+            Ok(b) => b.into_owned(),
+            Err(_) => return self.refuse(now, key, &msg, &src, 488, "Not Acceptable Here", &[]),
         };
         let is_invite = kind == CallKind::Invite;
         let handle = self.new_id();
@@ -144,6 +228,8 @@ impl Engine {
             None => (msg.from_hdr().map(|f| f.uri.into()).unwrap_or_default(), Peer::Addr(src.remote)),
         };
         let a_target_is_source = msg.contact().is_none();
+        let proxy_route =
+            |uri: &Option<String>| uri.as_ref().map(|u| format!("<{u};lr>").into_bytes().into_boxed_slice());
         let a_leg = Leg {
             call_id: msg.call_id().unwrap_or_default().into(),
             local_tag: a_tag,
@@ -155,34 +241,55 @@ impl Engine {
             remote_target: a_target,
             route_set: msg.values(HeaderName::RecordRoute).map(Into::into).collect(),
             transport: src.transport,
-            dest: Destination { transport: src.transport, local: src.local, peer: a_peer, conn: src.conn },
-            contact: contact_value(&a_sent_by, src.transport),
+            dest: Destination {
+                transport: src.transport,
+                local: a_local,
+                peer: a_peer,
+                conn: if a_local == src.local { src.conn } else { None },
+            },
+            contact: leg_contact(&plan.aleg_contact, &a_sent_by, src.transport),
             via_sent_by: a_sent_by.into_boxed_str(),
             target_is_source: a_target_is_source,
+            fixed_dest: plan.aleg_next_hop.as_ref().map(hop_target),
+            forced_route: if rules.profile.aleg_force_outbound_proxy {
+                proxy_route(&plan.aleg_outbound_proxy)
+            } else {
+                None
+            },
         };
-        let b_sent_by = b_socket.sent_by();
+        let party = |v: &Option<String>, h: HeaderName| match v {
+            Some(p) => p.as_bytes().into(),
+            None => without_tag(msg.header_value(h).unwrap_or_default()),
+        };
+        let force_proxy = rules.profile.force_outbound_proxy;
         let b_leg = Leg {
-            call_id: self.ids.call_id(),
+            call_id: plan.call_id.as_ref().map_or_else(|| self.ids.call_id(), |c| c.as_bytes().into()),
             local_tag: self.ids.tag(),
             remote_tag: None,
-            local_party: without_tag(msg.header_value(HeaderName::From).unwrap_or_default()),
-            remote_party: without_tag(msg.header_value(HeaderName::To).unwrap_or_default()),
+            local_party: party(&plan.from, HeaderName::From),
+            remote_party: party(&plan.to, HeaderName::To),
             local_cseq: 1,
             remote_cseq: None,
-            remote_target: msg.request_uri().into(),
-            route_set: Vec::new(),
+            remote_target: plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes()).into(),
+            // The outbound proxy routes the first request; the answer's Record-Route takes over
+            // unless it is forced on every request.
+            route_set: if force_proxy { Vec::new() } else { proxy_route(&plan.outbound_proxy).into_iter().collect() },
             transport: b_dest.transport,
             dest: b_dest.clone(),
-            contact: contact_value(&b_sent_by, b_dest.transport),
+            contact: leg_contact(&plan.bleg_contact, &b_sent_by, b_dest.transport),
             via_sent_by: b_sent_by.into_boxed_str(),
             target_is_source: false,
+            fixed_dest: route.fixed,
+            forced_route: if force_proxy { proxy_route(&plan.outbound_proxy) } else { None },
         };
 
         let branch = self.ids.branch();
         let mut w = request_on_leg(&b_leg, msg.method_bytes(), 1, &branch, max_forwards - 1);
         w.header("Contact", &b_leg.contact);
-        copy_unowned(&mut w, &msg);
-        let Ok(b_request) = Message::parse(w.finish(msg.body())) else {
+        copy_initial(&mut w, &msg, rules.header_filter());
+        append(&mut w, &plan.append_headers);
+        append(&mut w, &plan.append_headers_req);
+        let Ok(b_request) = Message::parse(w.finish(&body)) else {
             tracing::error!("generated B-leg request does not parse");
             self.respond_local(now, a_tx, 500, "Server Internal Error", &[]);
             return;
@@ -191,8 +298,9 @@ impl Engine {
             let _e = span.enter();
             tracing::info!(
                 method = %String::from_utf8_lossy(msg.method_bytes()),
+                profile = %rules.profile.name,
                 from = %String::from_utf8_lossy(&b_leg.local_party),
-                ruri = %String::from_utf8_lossy(msg.request_uri()),
+                ruri = %String::from_utf8_lossy(&b_leg.remote_target),
                 a_call_id = %String::from_utf8_lossy(&a_leg.call_id),
                 b_call_id = %String::from_utf8_lossy(&b_leg.call_id),
                 "call started"
@@ -213,6 +321,7 @@ impl Engine {
                 handle,
                 span,
                 kind,
+                rules,
                 state: CallState::Early,
                 legs: [a_leg, b_leg],
                 a_ist: a_tx,
@@ -541,6 +650,8 @@ impl Engine {
             transport: dest.transport,
             dest: dest.clone(),
             contact: Box::default(),
+            fixed_dest: None,
+            forced_route: None,
             via_sent_by: resp.top_via().map_or_else(Default::default, |v| {
                 let host = String::from_utf8_lossy(v.host);
                 match v.port {
@@ -553,7 +664,10 @@ impl Engine {
         let dest = if leg.target_is_source || self.cfg.next_hop.is_some() {
             dest
         } else {
-            let uri = routing::next_hop_uri(&leg.route_set, &leg.remote_target);
+            let uri = match &leg.forced_route {
+                Some(r) => crate::sip::msg::NameAddr::parse(r).map_or(&leg.remote_target[..], |n| n.uri),
+                None => routing::next_hop_uri(&leg.route_set, &leg.remote_target),
+            };
             match routing::target_of_uri(uri, dest.transport) {
                 Ok((transport, peer)) if transport == dest.transport => Destination { peer, conn: None, ..dest },
                 _ => dest,
@@ -655,25 +769,33 @@ impl Engine {
     /// Where requests on a leg go now: next hop (B leg, if configured), route set, or target.
     pub(super) fn leg_dest(&self, h: u64, side: Side) -> Option<Destination> {
         let leg = self.calls.get(&h)?.leg(side);
-        if side == Side::B {
-            if let Some((t, p)) = &self.cfg.next_hop {
-                return Some(Destination { transport: *t, local: leg.dest.local, peer: p.clone(), conn: None });
+        {
+            if let Some((t, p)) = &leg.fixed_dest {
+                let local = self.socket_for(leg.dest.local, *t, p)?;
+                return Some(Destination { transport: *t, local, peer: p.clone(), conn: None });
             }
         }
         if leg.target_is_source {
             return Some(leg.dest.clone());
         }
-        let uri = routing::next_hop_uri(&leg.route_set, &leg.remote_target);
+        let uri = match &leg.forced_route {
+            Some(r) => crate::sip::msg::NameAddr::parse(r).map_or(&leg.remote_target[..], |n| n.uri),
+            None => routing::next_hop_uri(&leg.route_set, &leg.remote_target),
+        };
         let (transport, peer) =
             routing::target_of_uri(uri, leg.transport).unwrap_or((leg.transport, leg.dest.peer.clone()));
-        let local = if transport == leg.dest.transport {
-            leg.dest.local
-        } else {
-            let iface = self.cfg.interface_of(leg.dest.local)?;
-            self.cfg.interfaces.get(iface)?.socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?.id
-        };
+        let local = self.socket_for(leg.dest.local, transport, &peer)?;
         let conn = if transport == Transport::Tcp { leg.dest.conn } else { None };
         Some(Destination { transport, local, peer, conn })
+    }
+
+    /// A socket of the same interface as `local` for `transport` (and the peer's family).
+    fn socket_for(&self, local: SocketId, transport: Transport, peer: &Peer) -> Option<SocketId> {
+        if self.cfg.socket(local).is_some_and(|s| s.transport == transport) {
+            return Some(local);
+        }
+        let iface = self.cfg.interface_of(local)?;
+        Some(self.cfg.interfaces.get(iface)?.socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?.id)
     }
 }
 

@@ -5,12 +5,13 @@
 
 use std::time::Instant;
 
-use super::build::{copy_unowned, without_tag, write_party, write_via};
+use super::apply::{append, Chosen};
+use super::build::{copy_initial, without_tag, write_party, write_via};
 use super::call::{CallKind, Side};
 use super::ids::stable_call_id;
 use super::routing;
 use super::txs::Purpose;
-use super::types::Source;
+use super::types::{Source, Transport};
 use super::Engine;
 use crate::sip::msg::{HeaderName, Message, MessageWriter, Method};
 use crate::sip::transaction::TxKey;
@@ -40,7 +41,15 @@ impl Engine {
             Ok(mf) => mf,
             Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
         };
-        let dest = match self.route_new_request(msg.request_uri()) {
+        let rules = match self.choose_profile(&msg, &src) {
+            Chosen::Go(r) => r,
+            Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
+            // Unlike SEMS (§8.4 item 8), a request that cannot be handled is answered.
+            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
+        };
+        let plan = &rules.plan;
+        let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
+        let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
         };
@@ -49,28 +58,48 @@ impl Engine {
                 return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
             }
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
-            return self.start_dialog_pair(now, key, msg, src, dest, max_forwards, CallKind::Subscription);
+            return self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Subscription, rules);
         }
+        let dest = route.dest;
         let Some(out_socket) = self.cfg.socket(dest.local).cloned() else {
             return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
         };
         let a_tag = self.ids.tag();
         let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: 0 }, Some(a_tag));
+        if let Some(e) = self.txs.get_mut(&server) {
+            e.rules = Some(rules.clone());
+        }
 
         // A registration keeps one Call-ID and its CSeq upstream, so refreshes replace bindings.
         let is_register = method == Method::Register;
         let a_call_id = msg.call_id().unwrap_or_default();
-        let b_call_id =
-            if is_register { stable_call_id(self.cfg.shard, a_call_id, self.salt) } else { self.ids.call_id() };
+        let b_call_id: Box<[u8]> = match &plan.call_id {
+            Some(c) => c.as_bytes().into(),
+            None if is_register => stable_call_id(self.cfg.shard, a_call_id, self.salt),
+            None => self.ids.call_id(),
+        };
         let cseq = if is_register { msg.cseq().map_or(1, |c| c.num) } else { 1 };
         let (branch, b_tag) = (self.ids.branch(), self.ids.tag());
 
-        let mut w = MessageWriter::request(msg.method_bytes(), msg.request_uri());
+        let mut w = MessageWriter::request(msg.method_bytes(), ruri);
         write_via(&mut w, dest.transport, &out_socket.sent_by(), &branch);
+        if let Some(proxy) = &plan.outbound_proxy {
+            w.header_fmt("Route", format_args!("<{proxy};lr>"));
+        }
         w.header_fmt("Max-Forwards", format_args!("{}", max_forwards - 1));
-        write_party(&mut w, "From", &without_tag(msg.header_value(HeaderName::From).unwrap_or_default()), Some(&b_tag));
-        if let Some(h) = msg.header(HeaderName::To) {
-            w.copy_row(&msg, h);
+        let from = match &plan.from {
+            Some(f) => f.as_bytes().into(),
+            None => without_tag(msg.header_value(HeaderName::From).unwrap_or_default()),
+        };
+        write_party(&mut w, "From", &from, Some(&b_tag));
+        match (&plan.to, msg.header(HeaderName::To)) {
+            (Some(t), _) => {
+                w.header("To", t.as_bytes());
+            }
+            (None, Some(h)) => {
+                w.copy_row(&msg, h);
+            }
+            (None, None) => {}
         }
         w.header("Call-ID", &b_call_id);
         w.header_fmt("CSeq", format_args!("{cseq} {}", String::from_utf8_lossy(msg.method_bytes())));
@@ -80,9 +109,18 @@ impl Engine {
                 w.copy_row(&msg, h);
             }
         } else if msg.header(HeaderName::Contact).is_some() {
-            w.header("Contact", &super::build::contact_value(&out_socket.sent_by(), dest.transport));
+            let sent_by = out_socket.sent_by();
+            let contact = if plan.bleg_contact.is_default() {
+                super::build::contact_value(&sent_by, dest.transport)
+            } else {
+                let tail = if dest.transport == Transport::Tcp { ";transport=tcp" } else { "" };
+                plan.bleg_contact.render(&sent_by, tail).into_bytes().into_boxed_slice()
+            };
+            w.header("Contact", &contact);
         }
-        copy_unowned(&mut w, &msg);
+        copy_initial(&mut w, &msg, rules.header_filter());
+        append(&mut w, &plan.append_headers);
+        append(&mut w, &plan.append_headers_req);
         let Ok(out_msg) = Message::parse(w.finish(msg.body())) else {
             self.respond_local(now, server, 500, "Server Internal Error", &[]);
             return;

@@ -13,6 +13,7 @@ use crate::sip::transaction::TimerConfig;
 const SBC: &str = "127.0.0.1:5060";
 const ALICE: &str = "127.0.0.1:5001";
 const BOB: &str = "127.0.0.1:5002";
+const CAROL: &str = "127.0.0.1:5003";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -111,11 +112,15 @@ fn hv(m: &Message, name: HeaderName) -> String {
 const SDP: &str = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
 
 fn invite(call_id: &str, extra: &str) -> String {
-    let body = SDP.replace('\n', "\r\n");
+    invite_sdp(call_id, extra, SDP)
+}
+
+fn invite_sdp(call_id: &str, extra: &str, sdp: &str) -> String {
+    let body = sdp.replace('\n', "\r\n");
     format!(
         "INVITE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK{call_id};rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:alice@atlanta.example>;tag=at\nTo: <sip:bob@biloxi.example>\nCall-ID: {call_id}\nCSeq: 10 INVITE\nContact: <sip:alice@{ALICE}>\nX-Custom:   keep  me\n{extra}Content-Type: application/sdp\nContent-Length: {}\n\n{}",
         body.len(),
-        SDP
+        sdp
     )
 }
 
@@ -721,4 +726,137 @@ fn many_reinvites_keep_bounded_state() {
     }
     let call = h.engine.calls.values().next().unwrap();
     assert!(call.invite_relays.len() <= 4);
+}
+
+// ---- profiles applied on the wire ----
+
+const REWRITE: &str = r#"
+active_profile: ["$H(P-SBCProfile)", rewrite]
+profiles:
+  rewrite:
+    RURI: "sip:$rU-x@$rd"
+    From: "\"Anon\" <sip:anonymous@invalid>"
+    To: "<sip:$rU@callee.example>"
+    Call-ID: "$ci_leg2"
+    append_headers: ["X-Src: $si", "X-Prof: $M($si=>map)"]
+    append_headers_req: "X-Every: 1"
+    aleg_append_headers_req: "X-To-Caller: 1"
+    header_filter: blacklist
+    header_list: [X-Custom]
+    message_filter: blacklist
+    message_list: [info]
+    sdp_filter: whitelist
+    sdpfilter_list: [pcma]
+    reply_translations: "486=>603 Declined here"
+  refuse:
+    refuse_with: "403 Forbidden"
+    append_headers: "Warning: 399 $rd \"not here\""
+regex_maps:
+  map: ["^127\\.0\\.0\\.1$=>local"]
+"#;
+
+fn invite_with_codecs(call_id: &str, extra: &str) -> String {
+    invite_sdp(
+        call_id,
+        extra,
+        "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0 8\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\n",
+    )
+}
+
+#[test]
+fn profile_rewrites_the_b_leg_request() {
+    let mut h = Harness::with_yaml(REWRITE);
+    let out = h.send(ALICE, &invite_with_codecs("p1@alice", "P-App-Param: x=1\n"));
+    let b = one(&out, BOB);
+    assert_eq!(b.request_uri(), format!("sip:bob-x@{BOB}").as_bytes());
+    assert_eq!(hv(&b, HeaderName::From).split(";tag=").next(), Some("\"Anon\" <sip:anonymous@invalid>"));
+    assert_eq!(hv(&b, HeaderName::To), "<sip:bob@callee.example>");
+    assert_eq!(hv(&b, HeaderName::CallId), "p1@alice_leg2");
+    assert_eq!(b.other_header("X-Src"), Some(&b"127.0.0.1"[..]));
+    assert_eq!(b.other_header("X-Prof"), Some(&b"local"[..]));
+    assert_eq!(b.other_header("X-Every"), Some(&b"1"[..]));
+    assert_eq!(b.other_header("X-Custom"), None, "blacklisted");
+    assert_eq!(b.other_header("P-App-Param"), None, "control headers stay at the SBC");
+    let body = String::from_utf8_lossy(b.body()).into_owned();
+    assert!(body.contains("m=audio 6000 RTP/AVP 8\r\n") && !body.contains("PCMU"), "{body}");
+    assert_eq!(b.header_value(HeaderName::ContentLength), Some(body.len().to_string().as_bytes()));
+
+    // Replies are translated; the class never changes.
+    let out = h.send(BOB, &response_to(&b, 486, "bt", ""));
+    let busy = one(&out, ALICE);
+    assert_eq!((busy.status(), busy.reason()), (Some(603), &b"Declined here"[..]));
+}
+
+#[test]
+fn profile_filters_in_dialog_methods_and_appends_per_leg() {
+    let mut h = Harness::with_yaml(REWRITE);
+    let out = h.send(ALICE, &invite_with_codecs("p2@alice", ""));
+    let b = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "p2@alice", 10, ""));
+    let out = h.send(ALICE, &in_dialog("INFO", ALICE, &from, &to_hdr, "p2@alice", 11, ""));
+    let refused = one(&out, ALICE);
+    assert_eq!(refused.status(), Some(405));
+    assert!(refused.other_header("Allow").is_some_and(|a| a.starts_with(b"INVITE, ACK, BYE")));
+    assert!(to(&out, BOB).is_empty(), "a filtered request is not relayed");
+    // The callee hangs up: the BYE to the caller carries the A-leg headers only.
+    let b_from = hv(&b, HeaderName::To) + ";tag=bt";
+    let b_to = hv(&b, HeaderName::From);
+    let out = h.send(BOB, &in_dialog("BYE", BOB, &b_from, &b_to, "p2@alice_leg2", 1, ""));
+    let bye = one(&out, ALICE);
+    assert_eq!(bye.other_header("X-To-Caller"), Some(&b"1"[..]));
+    assert_eq!(bye.other_header("X-Every"), None);
+}
+
+#[test]
+fn profile_selection_refusal_and_unknown_profile() {
+    let mut h = Harness::with_yaml(REWRITE);
+    let out = h.send(ALICE, &invite("p3@alice", "P-SBCProfile: refuse\n"));
+    let r = one(&out, ALICE);
+    assert_eq!((r.status(), r.reason()), (Some(403), &b"Forbidden"[..]));
+    assert_eq!(r.other_header("Warning"), Some(format!("399 {BOB} \"not here\"").as_bytes()));
+    assert!(to(&out, BOB).is_empty());
+    let out = h.send(ALICE, &invite("p4@alice", "P-SBCProfile: nonesuch\n"));
+    assert_eq!(one(&out, ALICE).status(), Some(500), "an unknown name does not fall through");
+}
+
+#[test]
+fn codec_filter_leaving_nothing_answers_488() {
+    let mut h = Harness::with_yaml(REWRITE);
+    // The default test offer has PCMU only; the profile keeps PCMA only.
+    let out = h.send(ALICE, &invite("p5@alice", ""));
+    let r = to(&out, ALICE);
+    assert_eq!(r.last().and_then(Message::status), Some(488));
+    assert!(to(&out, BOB).is_empty());
+}
+
+#[test]
+fn reload_does_not_touch_running_calls() {
+    let mut h = Harness::with_yaml(REWRITE);
+    let out = h.send(ALICE, &invite_with_codecs("p6@alice", ""));
+    let b = one(&out, BOB);
+    // Swap in a transparent snapshot: the running call keeps its reply translation.
+    let fresh = profiles::config::Config::from_yaml("", "empty.yaml").unwrap().profiles;
+    h.engine.config().profiles.replace(fresh).unwrap();
+    let out = h.send(BOB, &response_to(&b, 486, "bt", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(603));
+    // A new call uses the new snapshot: no rewriting, no filtering.
+    let out = h.send(ALICE, &invite("p7@alice", ""));
+    let b2 = one(&out, BOB);
+    assert_eq!(b2.request_uri(), format!("sip:bob@{BOB}").as_bytes());
+    assert_eq!(b2.other_header("X-Custom"), Some(&b"keep  me"[..]));
+}
+
+#[test]
+fn next_hop_and_outbound_proxy() {
+    let yaml = format!(
+        "active_profile: p\nprofiles:\n  p:\n    next_hop: \"{CAROL}\"\n    outbound_proxy: \"sip:proxy.example\"\n"
+    );
+    let mut h = Harness::with_yaml(&yaml);
+    let out = h.send(ALICE, &invite("p8@alice", ""));
+    let b = one(&out, CAROL);
+    assert_eq!(b.request_uri(), format!("sip:bob@{BOB}").as_bytes(), "R-URI kept, sent to the next hop");
+    assert_eq!(hv(&b, HeaderName::Route), "<sip:proxy.example;lr>");
 }

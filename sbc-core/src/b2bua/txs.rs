@@ -56,6 +56,8 @@ pub(super) struct TxEntry {
     /// A Call-ID this relay reserved for loop detection, released with the transaction.
     reserved_call_id: Option<Box<[u8]>>,
     scheduled: Option<Instant>,
+    /// Out-of-dialog relays: the profile applied to the request, for its responses.
+    pub rules: Option<std::sync::Arc<super::apply::CallRules>>,
 }
 
 impl TxEntry {
@@ -149,6 +151,7 @@ impl Engine {
                 method: msg.method().unwrap_or(Method::Other),
                 reserved_call_id: None,
                 scheduled: None,
+                rules: None,
             }),
         );
         id
@@ -233,6 +236,7 @@ impl Engine {
                 request: None,
                 source: None,
                 to_tag: None,
+                rules: None,
                 transport_failed: false,
                 method,
                 reserved_call_id,

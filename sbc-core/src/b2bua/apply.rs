@@ -1,0 +1,197 @@
+//! Profiles applied by the engine: the chain picks a profile for each new request, its
+//! options are expanded once against that request, and the result is pinned to the call (or
+//! the relayed transaction) for its whole life, so a reload never changes a running call.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use profiles::evaluate::{CallPlan, Refusal};
+use profiles::filters::NameFilter;
+use profiles::pattern::{Env, InterfaceFacts, NoCcVars, NoRegCache, RequestView};
+use profiles::profile::NextHop;
+use profiles::sdp::{self, NothingLeft, SdpRules};
+use profiles::{Profile, Snapshot};
+
+use super::build::ip_of_host;
+use super::call::Side;
+use super::types::{Peer, Source, Transport};
+use super::Engine;
+use crate::sip::msg::{HeaderName, Message, MessageWriter};
+
+/// A profile as evaluated for one call or relayed request.
+#[derive(Debug)]
+pub(crate) struct CallRules {
+    pub(crate) profile: Arc<Profile>,
+    pub(crate) plan: CallPlan,
+}
+
+impl CallRules {
+    pub(crate) fn header_filter(&self) -> Option<&NameFilter> {
+        self.profile.header_filter.as_ref()
+    }
+
+    /// Headers appended to requests the SBC sends on `side` after the first one.
+    pub(crate) fn appended_on(&self, side: Side) -> &[(String, String)] {
+        match side {
+            Side::A => &self.plan.aleg_append_headers_req,
+            Side::B => &self.plan.append_headers_req,
+        }
+    }
+
+    /// The SDP rules for bodies travelling towards `side`; `host` is the SBC's address there.
+    pub(crate) fn sdp_towards<'a>(&'a self, side: Side, host: &'a str) -> SdpRules<'a> {
+        let p = &self.profile;
+        let (codecs, preference) = match side {
+            Side::B => (p.sdp_filter.as_ref(), &p.codec_preference[..]),
+            Side::A => (p.aleg_sdp_filter.as_ref().or(p.sdp_filter.as_ref()), &p.codec_preference_aleg[..]),
+        };
+        SdpRules {
+            codecs,
+            preference,
+            media: p.media_filter.as_ref(),
+            attributes: p.sdp_alines_filter.as_ref(),
+            anonymize_as: p.sdp_anonymize.then_some(host),
+        }
+    }
+
+    /// `body` filtered for `side`; the original when nothing applies or it is not SDP.
+    pub(crate) fn filter_body<'b>(
+        &self,
+        side: Side,
+        sent_by: &str,
+        body: &'b [u8],
+    ) -> Result<Cow<'b, [u8]>, NothingLeft> {
+        let host = host_of(sent_by);
+        Ok(match sdp::apply(body, &self.sdp_towards(side, host))? {
+            Some(b) => Cow::Owned(b),
+            None => Cow::Borrowed(body),
+        })
+    }
+}
+
+/// `host` of `host:port` (IPv6 without brackets).
+pub(crate) fn host_of(sent_by: &str) -> &str {
+    let (h, _) = profiles::uri::split_hostport(sent_by);
+    h.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// What the chain decided for a new request.
+pub(super) enum Chosen {
+    Go(Arc<CallRules>),
+    Refuse(Refusal),
+    /// No profile, or one whose options do not expand: 500 (logged).
+    Fail,
+}
+
+/// A SIP message as the pattern engine reads it.
+pub(crate) struct MsgView<'a>(pub(crate) &'a Message);
+
+impl RequestView for MsgView<'_> {
+    fn method(&self) -> &[u8] {
+        self.0.method_bytes()
+    }
+    fn request_uri(&self) -> &[u8] {
+        self.0.request_uri()
+    }
+    fn caller(&self) -> &[u8] {
+        self.0.header_value(HeaderName::From).unwrap_or_default()
+    }
+    fn callee(&self) -> &[u8] {
+        self.0.header_value(HeaderName::To).unwrap_or_default()
+    }
+    fn call_id(&self) -> &[u8] {
+        self.0.call_id().unwrap_or_default()
+    }
+    fn for_each_header(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
+        // Compact and long forms of the headers the stack knows are the same header.
+        let known = HeaderName::classify(name.as_bytes());
+        for h in self.0.headers() {
+            let same = if known == HeaderName::Other {
+                h.name == HeaderName::Other && self.0.slice(h.name_span).eq_ignore_ascii_case(name.as_bytes())
+            } else {
+                h.name == known
+            };
+            if same {
+                each(self.0.value(h));
+            }
+        }
+    }
+}
+
+/// Headers that steer the SBC and never leave it.
+pub(crate) fn is_control_header(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"P-App-Param") || name.eq_ignore_ascii_case(b"P-App-Name")
+}
+
+/// Appends `headers` to `w`.
+pub(crate) fn append(w: &mut MessageWriter, headers: &[(String, String)]) {
+    for (n, v) in headers {
+        w.header(n, v.as_bytes());
+    }
+}
+
+/// Transport and peer of a `next_hop` entry.
+pub(crate) fn hop_target(h: &NextHop) -> (Transport, Peer) {
+    let transport = h.transport.as_deref().and_then(|t| Transport::from_name(t.as_bytes())).unwrap_or(Transport::Udp);
+    let port = h.port.unwrap_or(5060);
+    let peer = match ip_of_host(h.host.as_bytes()) {
+        Some(ip) => Peer::Addr(SocketAddr::new(ip, port)),
+        None => Peer::Host(h.host.clone().into_boxed_str(), port),
+    };
+    (transport, peer)
+}
+
+impl Engine {
+    /// Runs the selection chain and evaluates the chosen profile against `msg`.
+    pub(super) fn choose_profile(&mut self, msg: &Message, src: &Source) -> Chosen {
+        let snap = self.cfg.profiles.load();
+        let Some(socket) = self.cfg.socket(src.local) else {
+            return Chosen::Fail;
+        };
+        let iface_index = self.cfg.interface_of(src.local).unwrap_or(0);
+        let iface_name = self.cfg.interfaces.get(iface_index).map_or("", |i| i.name.as_str());
+        let rng = Cell::new(self.ids.next_u64());
+        let view = MsgView(msg);
+        let env = Env {
+            req: &view,
+            source: src.remote,
+            local: socket.addr,
+            interface: InterfaceFacts {
+                index: iface_index,
+                name: iface_name,
+                public_ip: socket.advertised.as_deref().unwrap_or(""),
+            },
+            next_hop: None,
+            maps: &snap.maps,
+            cc_vars: &NoCcVars,
+            reg_cache: &NoRegCache,
+            rng: &rng,
+        };
+        let profile = match snap.select(&env) {
+            Ok((p, _)) => p,
+            Err(e) => {
+                tracing::warn!(source = %src.remote, "{e}");
+                return Chosen::Fail;
+            }
+        };
+        let env = Env { next_hop: Snapshot::literal_next_hop(&profile), ..env };
+        if let Some(r) = profile.refusal(&env) {
+            return match r {
+                Ok(r) => Chosen::Refuse(r),
+                Err(e) => {
+                    tracing::warn!(profile = %profile.name, "{e}");
+                    Chosen::Fail
+                }
+            };
+        }
+        match profile.evaluate(&env) {
+            Ok(plan) => Chosen::Go(Arc::new(CallRules { profile, plan })),
+            Err(e) => {
+                tracing::warn!(profile = %profile.name, "{e}");
+                Chosen::Fail
+            }
+        }
+    }
+}
