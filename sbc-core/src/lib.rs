@@ -6,5 +6,6 @@
 pub mod b2bua;
 /// The configuration lives in the `profiles` crate (it owns the schema and the SEMS import).
 pub use profiles::config;
+pub mod explain;
 pub mod sip;
 pub mod transport;

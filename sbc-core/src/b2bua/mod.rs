@@ -6,7 +6,7 @@
 //! `handle_timeout` with the current time. The engine never reads a clock, never blocks and
 //! never panics on network input. See `LIFECYCLE.md` beside this file for the call states.
 
-mod apply;
+pub(crate) mod apply;
 mod build;
 mod call;
 mod dialog;

@@ -24,8 +24,8 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "sbcd", version, about = "sbcd: the Session Border Controller daemon")]
 struct Cli {
-    /// Configuration file (YAML). Without it, the embedded default is used.
-    #[arg(long, value_name = "FILE")]
+    /// Configuration file: YAML, or a SEMS `sbc.conf`. Without it, the embedded default is used.
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Listen address, repeatable: udp:IP:PORT or tcp:IP:PORT (IPv6 as udp:[::1]:5060).
     /// Replaces the listen addresses of the first configured interface.
@@ -46,6 +46,28 @@ struct Cli {
     /// Worker threads of the runtime (default: one per CPU core).
     #[arg(long)]
     threads: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Show what the SBC would do with a request (profile chosen, options expanded, the exact
+    /// message it would send or the reply it would give). Nothing is sent.
+    Explain {
+        /// A SIP request as text (LF or CRLF line ends; Content-Length is recomputed).
+        request: PathBuf,
+        /// Where the request comes from.
+        #[arg(long, default_value = "192.0.2.10:5060")]
+        source: std::net::SocketAddr,
+        /// Transport it arrives on (udp or tcp).
+        #[arg(long, default_value = "udp", value_parser = parse_transport)]
+        transport: sbc_core::b2bua::Transport,
+    },
+}
+
+fn parse_transport(s: &str) -> Result<sbc_core::b2bua::Transport, String> {
+    sbc_core::b2bua::Transport::from_name(s.as_bytes()).ok_or_else(|| format!("'{s}' is not udp or tcp"))
 }
 
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
@@ -62,7 +84,29 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Command::Explain { request, source, transport }) = &cli.command {
+        let raw = match std::fs::read(request) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("sbcd: {}: {e}", request.display());
+                return std::process::ExitCode::from(2);
+            }
+        };
+        return match sbc_core::explain::explain(&cfg, &raw, *source, *transport) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sbcd: {}: {e}", request.display());
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     if cli.check_config {
+        for w in &cfg.warnings {
+            println!("warning: {w}");
+        }
         println!("{}: configuration OK", cfg.source);
         return std::process::ExitCode::SUCCESS;
     }
