@@ -112,9 +112,10 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
         }
     }
     engine.handle_timeout(now + Duration::from_millis(1));
-    let to_caller = |p: &Peer| *p == Peer::Addr(source);
-    let relayed = sent.iter().find(|(d, _)| !to_caller(&d.peer));
-    let answer = sent.iter().rev().find(|(d, b)| to_caller(&d.peer) && !b.starts_with(b"SIP/2.0 100 "));
+    // What the engine sent: a request is the relayed one, a response is its answer.
+    let is_response = |b: &Bytes| b.starts_with(b"SIP/2.0 ");
+    let relayed = sent.iter().find(|(_, b)| !is_response(b));
+    let answer = sent.iter().rev().find(|(_, b)| is_response(b) && !b.starts_with(b"SIP/2.0 100 "));
     match (relayed, answer) {
         (Some((dest, bytes)), _) => {
             let _ = writeln!(

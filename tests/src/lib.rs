@@ -253,6 +253,19 @@ pub fn sipp_uac(
     calls: u32,
     rate: u32,
 ) -> Output {
+    sipp_uac_from("127.0.0.1", scenario_file, dest, rsa, transport, calls, rate)
+}
+
+/// [`sipp_uac`] from another loopback address (sources matter to profile selection).
+pub fn sipp_uac_from(
+    local_ip: &str,
+    scenario_file: &str,
+    dest: SocketAddr,
+    rsa: Option<SocketAddr>,
+    transport: Transport,
+    calls: u32,
+    rate: u32,
+) -> Output {
     let dir = scratch_dir("uac");
     let local = free_port();
     let mut cmd = sipp();
@@ -260,7 +273,7 @@ pub fn sipp_uac(
         .arg(dest.to_string())
         .arg("-sf")
         .arg(scenario(scenario_file))
-        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
+        .args(["-i", local_ip, "-p", &local.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
         .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "40s", "-trace_err"])
         .stdin(Stdio::null());
     if let Some(rsa) = rsa {
@@ -288,9 +301,15 @@ pub fn read_error_logs(dir: &Path) -> String {
 
 /// Runs a UAC/UAS scenario pair through sbcd and asserts both sides completed every call.
 pub fn call_through(sbcd: &Sbcd, name: &str, transport: Transport, calls: u32) {
+    call_through_from("127.0.0.1", sbcd, name, transport, calls);
+}
+
+/// [`call_through`] with the UAC on another loopback address.
+pub fn call_through_from(local_ip: &str, sbcd: &Sbcd, name: &str, transport: Transport, calls: u32) {
     let uas_port = free_port();
     let uas = sipp_uas(&format!("uas_{name}.xml"), uas_port, transport, calls);
-    let uac = sipp_uac(
+    let uac = sipp_uac_from(
+        local_ip,
         &format!("uac_{name}.xml"),
         SocketAddr::from(([127, 0, 0, 1], uas_port)),
         Some(sbcd.addr()),
