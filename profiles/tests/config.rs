@@ -1,0 +1,160 @@
+//! Loading profiles: YAML, the SEMS import, errors that name file/line/key, and the store's
+//! validated, atomic updates.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use profiles::config::Config;
+use profiles::regex_map::RegexMap;
+use profiles::store::ProfileSource;
+use profiles::Store;
+
+fn sems_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/sems")
+}
+
+#[test]
+fn sems_sbc_conf_loads_unchanged() {
+    let cfg = Config::load(&sems_dir().join("sbc.conf")).unwrap();
+    let snap = &cfg.profiles;
+    assert_eq!(snap.profile_names(), ["auth_b2b", "codecfilter", "refuse", "replytranslate", "transparent"]);
+    assert_eq!(snap.selection.render(), "$M($si=>src_ipmap),$H(P-SBCProfile),refuse");
+    assert_eq!(snap.maps["src_ipmap"].lookup("127.0.0.7").as_deref(), Some("codecfilter"));
+    let refuse = &snap.profiles["refuse"];
+    assert!(refuse.refuse_with.is_some() && refuse.append_headers.is_some());
+    // MD5 as md5sum prints it, of the file's bytes.
+    let bytes = std::fs::read(sems_dir().join("refuse.sbcprofile.conf")).unwrap();
+    assert_eq!(refuse.md5.as_deref(), Some(profiles::conf::md5_hex(&bytes).as_str()));
+    assert_eq!(snap.profiles["replytranslate"].reply_translations.len(), 2);
+    // Options of later capabilities are accepted and reported, never silently dropped.
+    assert!(cfg.warnings.iter().any(|w| w.contains("enable_auth: not applied")), "{:?}", cfg.warnings);
+}
+
+fn yaml(text: &str) -> Result<Config, profiles::ConfigError> {
+    Config::from_yaml_at(text, "t.yaml", &sems_dir())
+}
+
+#[test]
+fn yaml_profiles_maps_and_chain() {
+    let cfg = yaml(
+        "active_profile: [\"$M($si=>src)\", \"$H(P-SBCProfile)\", fallback]\n\
+         regex_maps:\n  src: ['^10\\.=>inner']\n  file_map: { file: src_ipmap.conf }\n\
+         profiles:\n\
+         \x20 inner:\n    RURI: sip:$rU@gw.example\n    header_list: [A, B]\n    header_filter: whitelist\n    sdp_anonymize: true\n\
+         \x20 fallback: { sems_file: refuse.sbcprofile.conf }\n\
+         \x20 patched:\n    sems_file: codecfilter.sbcprofile.conf\n    sdpfilter_list: [pcma]\n",
+    )
+    .unwrap();
+    let s = &cfg.profiles;
+    assert_eq!(s.profile_names(), ["fallback", "inner", "patched"]);
+    let inner = &s.profiles["inner"];
+    assert!(inner.sdp_anonymize);
+    assert!(inner.header_filter.as_ref().unwrap().allows("b"));
+    assert!(!inner.header_filter.as_ref().unwrap().allows("c"));
+    assert_eq!(s.profile_sources["fallback"], ProfileSource::SemsFile(sems_dir().join("refuse.sbcprofile.conf")));
+    // An inline key overrides the SEMS file's, and the profile then reloads with the config.
+    let patched = &s.profiles["patched"];
+    assert!(patched.sdp_filter.as_ref().unwrap().allows("PCMA"));
+    assert!(!patched.sdp_filter.as_ref().unwrap().allows("g729"));
+    assert_eq!(s.profile_sources["patched"], ProfileSource::Inline);
+    assert!(s.maps["file_map"].md5.is_some());
+}
+
+#[test]
+fn no_profiles_means_transparent() {
+    let cfg = yaml("").unwrap();
+    assert_eq!(cfg.profiles.profile_names(), ["transparent"]);
+    assert_eq!(cfg.profiles.selection.render(), "transparent");
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let cases = [
+        (
+            "active_profile: p\nprofiles:\n  p:\n    RURI: sip:x\n    RUIR: y\n",
+            "t.yaml:5: RUIR: unknown profile option",
+        ),
+        ("active_profile: p\nprofiles:\n  p:\n    RURI: \"sip:$Qx\"\n", "t.yaml:4: RURI: pattern"),
+        ("active_profile: nope\nprofiles:\n  p: {}\n", "active_profile: names 'nope'"),
+        (
+            "active_profile: p\nprofiles:\n  p:\n    From: \"$M($fU=>missing)\"\n",
+            "t.yaml:4: From: uses regex map 'missing'",
+        ),
+        (
+            "active_profile: p\nprofiles:\n  p:\n    outbound_interface: nowhere\n",
+            "t.yaml:4: outbound_interface: no interface named 'nowhere'",
+        ),
+        (
+            "active_profile: p\nprofiles:\n  p:\n    reply_translations: \"200=>486 x\"\n",
+            "t.yaml:4: reply_translations",
+        ),
+        ("active_profile: p\nprofiles:\n  p:\n    refuse_with: \"x y\"\n", "t.yaml:4: refuse_with"),
+        ("active_profile: p\nprofiles:\n  p:\n    next_hop: \"10.0.0.1:99999\"\n", "t.yaml:4: next_hop"),
+        (
+            "active_profile: p\nprofiles:\n  p:\n    header_list: [a]\n",
+            "t.yaml:4: header_list: has no effect without header_filter",
+        ),
+        ("active_profile: p\nprofiles:\n  p:\n    append_headers: \"no colon here\"\n", "t.yaml:4: append_headers"),
+        ("active_profile: p\nregex_maps:\n  m: ['ok=>1', 'bad']\nprofiles:\n  p: {}\n", "t.yaml:3: regex_maps.m[1]"),
+        ("active_profile: p\nprofiles:\n  p: { sems_file: missing.conf }\n", "t.yaml:3: profiles.p.sems_file"),
+        (
+            "active_profile: p\nprofiles:\n  p:\n    next_hop_1st_req: yes\n    next_hop_fixed: yes\n",
+            "next_hop_fixed: contradicts",
+        ),
+        (
+            "active_profile: p\nprofiles:\n  p:\n    sdp_anonymize: maybe\n",
+            "t.yaml:4: sdp_anonymize: 'maybe' is not yes or no",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = yaml(text).err().unwrap_or_else(|| panic!("{text} should fail"));
+        assert!(e.to_string().contains(want), "{text}\n  got:  {e}\n  want: {want}");
+    }
+}
+
+#[test]
+fn sems_conf_errors_name_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("profiles-sems-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sbc.conf"), "profiles=p\nactive_profile=p\nsession_expires=90\nunknown_key=1\n").unwrap();
+    std::fs::write(dir.join("p.sbcprofile.conf"), "RURI=sip:$rU@x\n").unwrap();
+    let e = Config::load(&dir.join("sbc.conf")).unwrap_err();
+    assert!(e.to_string().ends_with("sbc.conf:4: unknown_key: unknown sbc.conf option"), "{e}");
+    std::fs::write(dir.join("sbc.conf"), "profiles=p,q\nactive_profile=p\n").unwrap();
+    let e = Config::load(&dir.join("sbc.conf")).unwrap_err();
+    assert!(e.to_string().contains("sbc.conf:1: profiles:") && e.to_string().contains("q.sbcprofile.conf"), "{e}");
+    std::fs::write(dir.join("sbc.conf"), "profiles=p\nactive_profile=p,other\n").unwrap();
+    let e = Config::load(&dir.join("sbc.conf")).unwrap_err();
+    assert!(e.to_string().contains("sbc.conf:2: active_profile: names 'other'"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn store_updates_are_validated_and_atomic() {
+    let cfg = Config::load(&sems_dir().join("sbc.conf")).unwrap();
+    let store = Store::new(cfg.profiles);
+    let before = store.load();
+    assert_eq!(before.generation, 1);
+
+    // Unknown names in a static rule are refused; the published snapshot is untouched.
+    let e = store.set_active_profile("transparent,nonesuch").unwrap_err();
+    assert!(e.to_string().contains("nonesuch"), "{e}");
+    assert_eq!(store.load().generation, 1);
+
+    assert_eq!(store.set_active_profile("refuse").unwrap(), 2);
+    assert_eq!(store.load().selection.render(), "refuse");
+    // The old snapshot is still whole for whoever pinned it.
+    assert_eq!(before.selection.render(), "$M($si=>src_ipmap),$H(P-SBCProfile),refuse");
+
+    let map = RegexMap::parse("src_ipmap", "^1=>refuse\n").unwrap();
+    assert_eq!(store.set_regex_map(map, None).unwrap(), 3);
+    assert_eq!(store.load().maps["src_ipmap"].lookup("1.2.3.4").as_deref(), Some("refuse"));
+
+    // A reload that fails keeps the old profile.
+    let failing = |_: &str, _: &ProfileSource| Err(profiles::ConfigError::file("x", "broken"));
+    assert!(store.reload_profile("refuse", &failing).is_err());
+    assert_eq!(store.load().generation, 3);
+    assert_eq!(store.reload_profile("refuse", &profiles::config::sems::reload).unwrap(), 4);
+    assert!(store.reload_profile("nonesuch", &profiles::config::sems::reload).is_err());
+}

@@ -1,0 +1,176 @@
+//! A profile evaluated against one request: what the B2BUA receives.
+
+#![allow(clippy::unwrap_used)]
+
+use std::cell::Cell;
+
+use profiles::evaluate::{CallPlan, EvalError, Refusal};
+use profiles::pattern::{Env, InterfaceFacts, NoCcVars, NoRegCache, RequestView};
+use profiles::profile::{NextHop, Profile, RawOption};
+use profiles::regex_map::RegexMaps;
+
+struct Req(&'static str);
+
+impl RequestView for Req {
+    fn method(&self) -> &[u8] {
+        b"INVITE"
+    }
+    fn request_uri(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+    fn caller(&self) -> &[u8] {
+        b"\"A\" <sip:alice@a.example>;tag=1"
+    }
+    fn callee(&self) -> &[u8] {
+        b"<sip:bob@b.example>"
+    }
+    fn call_id(&self) -> &[u8] {
+        b"cid@a"
+    }
+    fn for_each_header(&self, _name: &str, _each: &mut dyn FnMut(&[u8])) {}
+}
+
+fn profile(opts: &[(&str, &str)]) -> Profile {
+    let raw = opts
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| RawOption {
+            key: k.to_string(),
+            value: v.to_string(),
+            file: "p".into(),
+            line: Some(i as u64 + 1),
+        })
+        .collect();
+    Profile::build("p", "p", None, raw).unwrap()
+}
+
+fn with_env<T>(ruri: &'static str, p: &Profile, f: impl FnOnce(&Env<'_>) -> T) -> T {
+    let maps = RegexMaps::new();
+    let rng = Cell::new(1);
+    let req = Req(ruri);
+    let env = Env {
+        req: &req,
+        source: "192.0.2.1:5060".parse().unwrap(),
+        local: "192.0.2.2:5060".parse().unwrap(),
+        interface: InterfaceFacts::default(),
+        next_hop: profiles::Snapshot::literal_next_hop(p),
+        maps: &maps,
+        cc_vars: &NoCcVars,
+        reg_cache: &NoRegCache,
+        rng: &rng,
+    };
+    f(&env)
+}
+
+fn plan(ruri: &'static str, opts: &[(&str, &str)]) -> Result<CallPlan, EvalError> {
+    let p = profile(opts);
+    with_env(ruri, &p, |env| p.evaluate(env))
+}
+
+#[test]
+fn ruri_host_keeps_scheme_user_and_params() {
+    let p = plan("sips:bob@old.example:5061;transport=tcp", &[("RURI_host", "new.example")]).unwrap();
+    assert_eq!(p.ruri.as_deref(), Some("sips:bob@new.example;transport=tcp"));
+    let p = plan("sip:bob@old", &[("RURI", "sip:$rU-x@mid"), ("RURI_host", "gw:5080")]).unwrap();
+    assert_eq!(p.ruri.as_deref(), Some("sip:bob-x@gw:5080"));
+}
+
+#[test]
+fn empty_ruri_expansion_keeps_the_original() {
+    // SEMS sends an empty R-URI for OoD requests here (§8.4 item 8); we keep the incoming one.
+    let p = plan("sip:bob@old", &[("RURI", "$H(X-Missing)")]).unwrap();
+    assert_eq!(p.ruri, None);
+}
+
+#[test]
+fn next_hops_failover_list_and_patch() {
+    let p = plan(
+        "sip:bob@old",
+        &[("next_hop", "10.0.0.1:5080/tcp, [2001:db8::1], gw.example"), ("patch_ruri_next_hop", "yes")],
+    )
+    .unwrap();
+    assert_eq!(
+        p.next_hops,
+        vec![
+            NextHop { host: "10.0.0.1".into(), port: Some(5080), transport: Some("tcp".into()) },
+            NextHop { host: "[2001:db8::1]".into(), port: None, transport: None },
+            NextHop { host: "gw.example".into(), port: None, transport: None },
+        ]
+    );
+    assert_eq!(p.ruri.as_deref(), Some("sip:bob@10.0.0.1:5080"));
+    // $di/$dp read the literal next hop.
+    let p = plan("sip:bob@old", &[("next_hop", "10.0.0.9:5090"), ("To", "<sip:$di-$dp@x>")]).unwrap();
+    assert_eq!(p.to.as_deref(), Some("<sip:10.0.0.9-5090@x>"));
+    let e = plan("sip:bob@old", &[("next_hop", "$rU:port")]).unwrap_err();
+    assert_eq!(e.option, "next_hop");
+}
+
+#[test]
+fn from_and_to_lose_any_tag_and_must_be_name_addrs() {
+    let p = plan("sip:b@x", &[("From", "$f.;tag=evil;x=1")]).unwrap();
+    assert_eq!(p.from.as_deref(), Some("\"A\" <sip:alice@a.example>;x=1"));
+    let e = plan("sip:b@x", &[("To", "not a uri")]).unwrap_err();
+    assert_eq!(e.option, "To");
+}
+
+#[test]
+fn contact_parts() {
+    let p = plan(
+        "sip:b@x",
+        &[
+            ("bleg_contact_user", "$fU"),
+            ("bleg_contact_displayname", "SBC"),
+            ("bleg_contact_uri_params", "a=1;b"),
+            ("bleg_contact_params", "+sip.instance=x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        p.bleg_contact.render("192.0.2.2:5060", ";transport=tcp"),
+        "\"SBC\" <sip:alice@192.0.2.2:5060;a=1;b;transport=tcp>;+sip.instance=x"
+    );
+    let p = plan("sip:b@x", &[("aleg_contact_host", "public.example"), ("aleg_contact_port", "5070")]).unwrap();
+    assert_eq!(p.aleg_contact.render("10.0.0.1:5060", ""), "<sip:public.example:5070>");
+    // As in SEMS, a port alone does not replace the socket's address.
+    let p = plan("sip:b@x", &[("aleg_contact_port", "5070")]).unwrap();
+    assert_eq!(p.aleg_contact.render("10.0.0.1:5060", ""), "<sip:10.0.0.1:5060>");
+    assert!(plan("sip:b@x", &[("aleg_contact_port", "$fU")]).is_err());
+}
+
+#[test]
+fn append_headers_drop_empty_and_broken_lines() {
+    let p = plan("sip:b@x", &[("append_headers", "X-A: $rU\\r\\nX-Empty: $H(none)\\r\\nX-B: 2")]).unwrap();
+    assert_eq!(p.append_headers, vec![("X-A".to_string(), "b".to_string()), ("X-B".to_string(), "2".to_string())]);
+}
+
+#[test]
+fn refusal_with_expanded_headers() {
+    let p = profile(&[("refuse_with", "$_s(xyz)04 Not Found Here"), ("append_headers", "X-R: $rh")]);
+    let r = with_env("sip:b@host.example", &p, |env| p.refusal(env)).unwrap().unwrap();
+    assert_eq!(
+        r,
+        Refusal { code: 304, reason: "Not Found Here".into(), headers: vec![("X-R".into(), "host.example".into())] }
+    );
+    let p = profile(&[("refuse_with", "$rU Busy")]);
+    let e = with_env("sip:b@h", &p, |env| p.refusal(env)).unwrap().unwrap_err();
+    assert_eq!(e.option, "refuse_with");
+    let p = profile(&[("RURI", "sip:x@y")]);
+    assert!(with_env("sip:b@h", &p, |env| p.refusal(env)).is_none());
+}
+
+#[test]
+fn unknown_and_inactive_options() {
+    let raw =
+        |k: &str, v: &str| vec![RawOption { key: k.into(), value: v.into(), file: "f.conf".into(), line: Some(7) }];
+    let e = Profile::build("p", "f.conf", None, raw("RUIR", "x")).unwrap_err();
+    assert_eq!(e.to_string(), "f.conf:7: RUIR: unknown profile option (profile 'p')");
+    let p = Profile::build("p", "f.conf", None, raw("enable_rtprelay", "yes")).unwrap();
+    assert_eq!(p.not_applied.len(), 1);
+    let p = Profile::build("p", "f.conf", None, raw("enable_rtprelay", "no")).unwrap();
+    assert!(p.not_applied.is_empty(), "an option set to its default is not worth a warning");
+    // Call-control parameters belong to the instances named in call_control.
+    let mut opts = raw("call_control", "pcalls");
+    opts.push(RawOption { key: "pcalls_max_calls".into(), value: "3".into(), file: "f.conf".into(), line: Some(8) });
+    assert!(Profile::build("p", "f.conf", None, opts).is_ok());
+    assert!(Profile::build("p", "f.conf", None, raw("pcalls_max_calls", "3")).is_err());
+}
