@@ -108,6 +108,10 @@ pub(crate) struct Call {
     pub(crate) kind: CallKind,
     /// The profile the call started with, evaluated; pinned until the call ends.
     pub(crate) rules: std::sync::Arc<CallRules>,
+    /// Next hops still to try for the B leg's INVITE (`next_hop` alternatives).
+    pub(crate) failover: Vec<(Transport, Peer)>,
+    /// Our B-leg INVITE, kept only while there is an alternative to resend it to.
+    pub(crate) b_invite: Option<crate::sip::msg::Message>,
     pub(crate) state: CallState,
     pub(crate) legs: [Leg; 2],
     /// The server transaction of the caller's INVITE.

@@ -12,9 +12,9 @@ use super::build::{self, contact_value, copy_initial, request_on_leg, without_ta
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::routing::{self, NoRoute};
 use super::txs::Purpose;
-use super::types::{Destination, Peer, SocketId, Source, Transport};
+use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
 use super::{Engine, Event, Output, TimerRef, TxId};
-use crate::sip::msg::{parse_u32, trim, HeaderName, Message};
+use crate::sip::msg::{parse_u32, trim, HeaderName, Message, MessageWriter};
 use crate::sip::transaction::{cancelled_invite_key, TxKey};
 
 /// Content types the SBC understands in an INVITE (it will anchor media from SDP).
@@ -311,6 +311,10 @@ impl Engine {
         self.own_call_ids.insert(b_leg.call_id.clone(), handle);
         let b_invite_cseq = b_request.cseq().map_or(1, |c| c.num);
         let b_purpose = if is_invite { Purpose::BInitialInvite } else { Purpose::RelayClient { peer: a_tx } };
+        // The other next hops are failover alternatives for a call's INVITE.
+        let failover: Vec<(Transport, Peer)> =
+            if is_invite { rules.plan.next_hops.iter().skip(1).map(hop_target).collect() } else { Vec::new() };
+        let b_invite = (!failover.is_empty()).then(|| b_request.clone());
         let b_tx = self.start_client_tx(now, b_request, b_dest, Some(handle), Side::B, b_purpose);
         if !is_invite {
             self.set_relay_peer(a_tx, b_tx);
@@ -322,6 +326,8 @@ impl Engine {
                 span,
                 kind,
                 rules,
+                failover,
+                b_invite,
                 state: CallState::Early,
                 legs: [a_leg, b_leg],
                 a_ist: a_tx,
@@ -459,6 +465,13 @@ impl Engine {
             self.reschedule_call(h);
             return;
         }
+        // 503 from a next hop that has alternatives: try the next one (RFC 3263 §4.3).
+        if code == 503 && self.fail_over(now, h) {
+            return;
+        }
+        let Some(call) = self.calls.get(&h) else {
+            return;
+        };
         // 3xx–6xx: the transaction has ACKed it; relay it and the call is over.
         let a_ist = call.a_ist;
         if self.ist_open(a_ist) {
@@ -469,6 +482,9 @@ impl Engine {
 
     /// Our INVITE got no final response (Timer B) or could not be sent.
     pub(super) fn on_b_invite_timeout(&mut self, now: Instant, h: u64, transport_failed: bool) {
+        if self.fail_over(now, h) {
+            return;
+        }
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -478,6 +494,78 @@ impl Engine {
             self.respond_local(now, a_ist, code, reason, &[]);
         }
         self.end_call(now, h, code, if transport_failed { "unreachable" } else { "timeout" });
+    }
+
+    /// Sends the B leg's INVITE to the next `next_hop` alternative, if the call is still
+    /// waiting for its first answer and one is left. Same dialog (Call-ID, tags), a new
+    /// transaction with the next CSeq.
+    fn fail_over(&mut self, now: Instant, h: u64) -> bool {
+        let Some(call) = self.calls.get_mut(&h) else {
+            return false;
+        };
+        if call.state != CallState::Early || call.b_provisional || call.failover.is_empty() {
+            return false;
+        }
+        let Some(old) = call.b_invite.take() else {
+            return false;
+        };
+        let (transport, peer) = call.failover.remove(0);
+        let current = call.leg(Side::B).dest.local;
+        let Some(local) = self.socket_for(current, transport, &peer) else {
+            return self.fail_over(now, h);
+        };
+        let Some(sent_by) = self.cfg.socket(local).map(LocalSocket::sent_by) else {
+            return false;
+        };
+        let branch = self.ids.branch();
+        let Some(call) = self.calls.get_mut(&h) else {
+            return false;
+        };
+        let contact = leg_contact(&call.rules.plan.bleg_contact, &sent_by, transport);
+        let leg = call.leg_mut(Side::B);
+        leg.local_cseq += 1;
+        let cseq = leg.local_cseq;
+        let dest = Destination { transport, local, peer: peer.clone(), conn: None };
+        leg.transport = transport;
+        leg.dest = dest.clone();
+        if leg.fixed_dest.is_some() {
+            leg.fixed_dest = Some((transport, peer));
+        }
+        leg.contact = contact.clone();
+        leg.via_sent_by = sent_by.clone().into_boxed_str();
+        let mut w = MessageWriter::request(b"INVITE", old.request_uri());
+        build::write_via(&mut w, transport, &sent_by, &branch);
+        for row in old.headers() {
+            match row.name {
+                // The writer adds its own Content-Length.
+                HeaderName::Via | HeaderName::ContentLength => {}
+                HeaderName::CSeq => {
+                    w.header_fmt("CSeq", format_args!("{cseq} INVITE"));
+                }
+                HeaderName::Contact => {
+                    w.header("Contact", &contact);
+                }
+                _ => {
+                    w.copy_row(&old, row);
+                }
+            }
+        }
+        let Ok(next) = Message::parse(w.finish(old.body())) else {
+            return false;
+        };
+        {
+            let _e = call.span.enter();
+            tracing::info!(to = %dest.peer, transport = %transport, "B leg failing over to the next hop");
+        }
+        call.b_invite_cseq = cseq;
+        if !call.failover.is_empty() {
+            call.b_invite = Some(next.clone());
+        }
+        let id = self.start_client_tx(now, next, dest, Some(h), Side::B, Purpose::BInitialInvite);
+        if let Some(call) = self.calls.get_mut(&h) {
+            call.b_ict = id;
+        }
+        true
     }
 
     pub(super) fn on_cancel(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {

@@ -860,3 +860,39 @@ fn next_hop_and_outbound_proxy() {
     assert_eq!(b.request_uri(), format!("sip:bob@{BOB}").as_bytes(), "R-URI kept, sent to the next hop");
     assert_eq!(hv(&b, HeaderName::Route), "<sip:proxy.example;lr>");
 }
+
+#[test]
+fn next_hop_alternatives_take_over_on_503_and_timeout() {
+    let yaml = format!("active_profile: p\nprofiles:\n  p:\n    next_hop: \"{BOB}, {CAROL}, 127.0.0.1:5004\"\n");
+    let mut h = Harness::with_yaml(&yaml);
+    let out = h.send(ALICE, &invite("f1@alice", ""));
+    let first = one(&out, BOB);
+    // The first hop is overloaded: the same dialog goes to the second, with the next CSeq.
+    let out = h.send(BOB, &response_to(&first, 503, "", ""));
+    assert!(to(&out, ALICE).iter().all(|m| m.status() != Some(503)), "the caller does not see the 503");
+    let second = one(&out, CAROL);
+    assert_eq!(second.call_id(), first.call_id());
+    assert_eq!(second.from_tag(), first.from_tag());
+    assert_eq!(second.cseq().unwrap().num, first.cseq().unwrap().num + 1);
+    assert_ne!(second.top_via().unwrap().branch(), first.top_via().unwrap().branch());
+    // The second never answers: after Timer B the third is tried.
+    let out = h.advance(Duration::from_secs(33));
+    // (with its retransmissions, as for any INVITE over UDP)
+    let third = to(&out, "127.0.0.1:5004").into_iter().next().expect("INVITE to the third hop");
+    assert_eq!(third.cseq().unwrap().num, first.cseq().unwrap().num + 2);
+    // The third answers: the call is up with it.
+    let out = h.send("127.0.0.1:5004", &response_to(&third, 200, "ct", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(200));
+}
+
+#[test]
+fn last_next_hop_failure_reaches_the_caller() {
+    let yaml = format!("active_profile: p\nprofiles:\n  p:\n    next_hop: \"{BOB}, {CAROL}\"\n");
+    let mut h = Harness::with_yaml(&yaml);
+    let out = h.send(ALICE, &invite("f2@alice", ""));
+    let first = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&first, 503, "", ""));
+    let second = one(&out, CAROL);
+    let out = h.send(CAROL, &response_to(&second, 503, "", ""));
+    assert_eq!(to(&out, ALICE).last().and_then(Message::status), Some(503));
+}
