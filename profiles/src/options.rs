@@ -27,7 +27,7 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("From", Active),
     ("To", Active),
     ("Call-ID", Active),
-    ("transparent_dlg_id", NotYet(MISC)),
+    ("transparent_dlg_id", Active),
     ("append_headers", Active),
     ("append_headers_req", Active),
     ("aleg_append_headers_req", Active),

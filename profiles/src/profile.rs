@@ -52,6 +52,9 @@ pub struct Profile {
     pub aleg_append_headers_req: Option<Pattern>,
     pub reply_translations: Vec<ReplyTranslation>,
     pub refuse_with: Option<Pattern>,
+    /// The B leg reuses the caller's Call-ID, From tag and CSeq; the callee's To tag is
+    /// given back to the caller.
+    pub transparent_dlg_id: bool,
 
     pub outbound_proxy: Option<Pattern>,
     pub force_outbound_proxy: bool,
@@ -244,6 +247,7 @@ impl Profile {
                     }
                 }
                 "next_hop_1st_req" => p.next_hop_1st_req = flag()?,
+                "transparent_dlg_id" => p.transparent_dlg_id = flag()?,
                 "next_hop_fixed" => p.next_hop_fixed = flag()?,
                 "patch_ruri_next_hop" => p.patch_ruri_next_hop = flag()?,
                 "outbound_interface" => p.outbound_interface = pat()?,

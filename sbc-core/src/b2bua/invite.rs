@@ -262,13 +262,24 @@ impl Engine {
             None => without_tag(msg.header_value(h).unwrap_or_default()),
         };
         let force_proxy = rules.profile.force_outbound_proxy;
+        // transparent_dlg_id: the callee sees the caller's dialog identifiers.
+        let transparent = rules.profile.transparent_dlg_id.then(|| {
+            let a = &a_leg;
+            (a.call_id.clone(), a.remote_tag.clone().unwrap_or_default(), a.remote_cseq.unwrap_or(1))
+        });
+        let (b_call_id, b_tag, b_cseq) = match transparent {
+            Some(t) => t,
+            None => {
+                (plan.call_id.as_ref().map_or_else(|| self.ids.call_id(), |c| c.as_bytes().into()), self.ids.tag(), 1)
+            }
+        };
         let b_leg = Leg {
-            call_id: plan.call_id.as_ref().map_or_else(|| self.ids.call_id(), |c| c.as_bytes().into()),
-            local_tag: self.ids.tag(),
+            call_id: b_call_id,
+            local_tag: b_tag,
             remote_tag: None,
             local_party: party(&plan.from, HeaderName::From),
             remote_party: party(&plan.to, HeaderName::To),
-            local_cseq: 1,
+            local_cseq: b_cseq,
             remote_cseq: None,
             remote_target: plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes()).into(),
             // The outbound proxy routes the first request; the answer's Record-Route takes over
@@ -284,7 +295,7 @@ impl Engine {
         };
 
         let branch = self.ids.branch();
-        let mut w = request_on_leg(&b_leg, msg.method_bytes(), 1, &branch, max_forwards - 1);
+        let mut w = request_on_leg(&b_leg, msg.method_bytes(), b_cseq, &branch, max_forwards - 1);
         w.header("Contact", &b_leg.contact);
         copy_initial(&mut w, &msg, rules.header_filter());
         append(&mut w, &plan.append_headers);
@@ -308,7 +319,10 @@ impl Engine {
         }
         self.dialogs.insert(a_leg.local_tag.clone(), (handle, Side::A));
         self.dialogs.insert(b_leg.local_tag.clone(), (handle, Side::B));
-        self.own_call_ids.insert(b_leg.call_id.clone(), handle);
+        if !rules.profile.transparent_dlg_id {
+            // (A transparent Call-ID is the caller's: loops are caught by Max-Forwards then.)
+            self.own_call_ids.insert(b_leg.call_id.clone(), handle);
+        }
         let b_invite_cseq = b_request.cseq().map_or(1, |c| c.num);
         let b_purpose = if is_invite { Purpose::BInitialInvite } else { Purpose::RelayClient { peer: a_tx } };
         // The other next hops are failover alternatives for a call's INVITE.
@@ -374,7 +388,14 @@ impl Engine {
             if code == 100 || call.state != CallState::Early {
                 return;
             }
+            let first_tag = call.leg(Side::B).remote_tag.is_none();
             learn_remote(call.leg_mut(Side::B), &msg, false);
+            if first_tag {
+                self.adopt_callee_tag(h);
+            }
+            let Some(call) = self.calls.get_mut(&h) else {
+                return;
+            };
             let mut rseq = None;
             if msg.lists_option(HeaderName::Require, b"100rel") {
                 let Some(b_rseq) = msg.header_value(HeaderName::RSeq).and_then(parse_u32) else {
@@ -427,7 +448,14 @@ impl Engine {
                 }
                 return;
             }
+            let first_tag = call.leg(Side::B).remote_tag.is_none();
             learn_remote(call.leg_mut(Side::B), &msg, false);
+            if first_tag {
+                self.adopt_callee_tag(h);
+            }
+            let Some(call) = self.calls.get_mut(&h) else {
+                return;
+            };
             let a_ist = call.a_ist;
             // The caller's ACK carries the CSeq of its INVITE (PRACKs may have moved its CSeq on).
             let a_invite_cseq =
@@ -494,6 +522,26 @@ impl Engine {
             self.respond_local(now, a_ist, code, reason, &[]);
         }
         self.end_call(now, h, code, if transport_failed { "unreachable" } else { "timeout" });
+    }
+
+    /// transparent_dlg_id: the caller gets the callee's To tag as ours, so both ends see one
+    /// set of dialog identifiers. Done once, at the first tagged response.
+    fn adopt_callee_tag(&mut self, h: u64) {
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        if !call.rules.profile.transparent_dlg_id {
+            return;
+        }
+        let Some(tag) = call.leg(Side::B).remote_tag.clone() else { return };
+        if self.dialogs.contains_key(&tag) {
+            return; // the two ends chose the same tag: keep ours
+        }
+        let old = std::mem::replace(&mut call.leg_mut(Side::A).local_tag, tag.clone());
+        let a_ist = call.a_ist;
+        self.dialogs.remove(&old);
+        self.dialogs.insert(tag.clone(), (h, Side::A));
+        if let Some(e) = self.txs.get_mut(&a_ist) {
+            e.to_tag = Some(tag);
+        }
     }
 
     /// Sends the B leg's INVITE to the next `next_hop` alternative, if the call is still

@@ -73,13 +73,19 @@ impl Engine {
         // A registration keeps one Call-ID and its CSeq upstream, so refreshes replace bindings.
         let is_register = method == Method::Register;
         let a_call_id = msg.call_id().unwrap_or_default();
+        let transparent = rules.profile.transparent_dlg_id;
         let b_call_id: Box<[u8]> = match &plan.call_id {
+            _ if transparent => a_call_id.into(),
             Some(c) => c.as_bytes().into(),
             None if is_register => stable_call_id(self.cfg.shard, a_call_id, self.salt),
             None => self.ids.call_id(),
         };
-        let cseq = if is_register { msg.cseq().map_or(1, |c| c.num) } else { 1 };
-        let (branch, b_tag) = (self.ids.branch(), self.ids.tag());
+        let cseq = if is_register || transparent { msg.cseq().map_or(1, |c| c.num) } else { 1 };
+        let branch = self.ids.branch();
+        let b_tag: Box<[u8]> = match msg.from_tag() {
+            Some(t) if transparent => t.into(),
+            _ => self.ids.tag(),
+        };
 
         let mut w = MessageWriter::request(msg.method_bytes(), ruri);
         write_via(&mut w, dest.transport, &out_socket.sent_by(), &branch);
@@ -125,7 +131,9 @@ impl Engine {
             self.respond_local(now, server, 500, "Server Internal Error", &[]);
             return;
         };
-        self.own_call_ids.insert(b_call_id, 0);
+        if !transparent {
+            self.own_call_ids.insert(b_call_id, 0);
+        }
         let client = self.start_client_tx(now, out_msg, dest, None, Side::B, Purpose::RelayClient { peer: server });
         self.set_relay_peer(server, client);
     }

@@ -896,3 +896,31 @@ fn last_next_hop_failure_reaches_the_caller() {
     let out = h.send(CAROL, &response_to(&second, 503, "", ""));
     assert_eq!(to(&out, ALICE).last().and_then(Message::status), Some(503));
 }
+
+#[test]
+fn transparent_dialog_ids_cross_the_sbc() {
+    let mut h = Harness::with_yaml("active_profile: p\nprofiles:\n  p: { transparent_dlg_id: yes }\n");
+    let out = h.send(ALICE, &invite("t1@alice", ""));
+    let b = one(&out, BOB);
+    assert_eq!(b.call_id(), Some(&b"t1@alice"[..]));
+    assert_eq!(b.from_tag(), Some(&b"at"[..]));
+    assert_eq!(b.cseq().unwrap().num, 10);
+    let out = h.send(BOB, &response_to(&b, 180, "bt", ""));
+    let ringing = one(&out, ALICE);
+    assert_eq!(ringing.to_tag(), Some(&b"bt"[..]), "the callee's tag reaches the caller");
+    let out = h.send(BOB, &response_to(&b, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    assert_eq!(ok.to_tag(), Some(&b"bt"[..]));
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let out = h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "t1@alice", 10, ""));
+    assert_eq!(one(&out, BOB).cseq().unwrap().num, 10);
+    // The caller hangs up with the identifiers it saw; the callee gets the same ones.
+    let out = h.send(ALICE, &in_dialog("BYE", ALICE, &from, &to_hdr, "t1@alice", 11, ""));
+    let bye = one(&out, BOB);
+    assert_eq!(
+        (bye.call_id(), bye.from_tag(), bye.to_tag()),
+        (Some(&b"t1@alice"[..]), Some(&b"at"[..]), Some(&b"bt"[..]))
+    );
+    let out = h.send(BOB, &response_to(&bye, 200, "", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(200));
+}
