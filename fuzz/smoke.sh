@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-30}
 export RUSTC_BOOTSTRAP=1
-for t in sip_framer sip_message engine_events; do
+for t in sip_framer sip_message engine_events profile_inputs; do
   mkdir -p "corpus/$t"
   # Seed with the RFC 4475 torture messages; libFuzzer adds what it finds.
   cp -n ../tests/corpus/rfc4475/*.dat "corpus/$t/"
+  # Profile inputs also start from the SEMS sample configuration.
+  if [ "$t" = profile_inputs ]; then cp -n ../tests/sems/* "corpus/$t/"; fi
   if [ -d "regressions/$t" ]; then cp -n "regressions/$t"/* "corpus/$t/"; fi
   echo "fuzz $t for ${secs}s"
   cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=8192 2>&1 | grep -E "^(Done|#[0-9]+ *DONE)|ERROR|panicked|SUMMARY" || true

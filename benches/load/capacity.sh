@@ -3,7 +3,8 @@
 #  1. call rate steps (20 s each, short calls with SDP): the highest rate with 0 failed calls,
 #     and sbcd's CPU at that rate (100 % = one core);
 #  2. memory per held call: RSS growth of sbcd with N calls established at once.
-# Usage: benches/load/capacity.sh [rates...]   (env: STEP_S=20 HELD=5000)
+# Usage: benches/load/capacity.sh [rates...]   (env: STEP_S=20 HELD=5000 SKIP_HELD=1
+#        SBCD_CONFIG=benches/load/rewrite.yaml to run the calls through a rewriting profile)
 # Everything runs on 127.0.0.1. SIPp shares the machine, so compare ratios, not absolutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +23,7 @@ HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-target/release/sbcd --listen "udp:127.0.0.1:$SBC_PORT" --log-level warn 2>"$WORK/sbcd.log" &
+target/release/sbcd ${SBCD_CONFIG:+--config "$SBCD_CONFIG"} --listen "udp:127.0.0.1:$SBC_PORT" --log-level warn 2>"$WORK/sbcd.log" &
 SBCD=$!
 sleep 0.5
 (cd "$WORK" && exec sipp -sf "$OLDPWD/$SC/uas_basic.xml" -i 127.0.0.1 -p $UAS_PORT -nostdin >/dev/null 2>&1) &
@@ -48,11 +49,12 @@ for r in "${RATES[@]}"; do
   sleep 2
 done
 echo "max_cps_with_0_failed=$best sbcd_cpu_pct_at_max=$best_cpu"
+[ "${SKIP_HELD:-0}" = 1 ] && exit 0
 
 # Held calls, in a fresh sbcd (the allocator keeps what the rate steps used): HELD calls
 # established at 500/s and held, RSS read once all are up (their setup transactions included).
 kill $SBCD; wait $SBCD 2>/dev/null || true
-target/release/sbcd --listen "udp:127.0.0.1:$SBC_PORT" --log-level warn 2>>"$WORK/sbcd.log" &
+target/release/sbcd ${SBCD_CONFIG:+--config "$SBCD_CONFIG"} --listen "udp:127.0.0.1:$SBC_PORT" --log-level warn 2>>"$WORK/sbcd.log" &
 SBCD=$!
 sleep 1
 base=$(rss_kib $SBCD)

@@ -86,7 +86,7 @@ pub(super) enum Chosen {
 }
 
 /// A SIP message as the pattern engine reads it.
-pub(crate) struct MsgView<'a>(pub(crate) &'a Message);
+pub struct MsgView<'a>(pub &'a Message);
 
 impl RequestView for MsgView<'_> {
     fn method(&self) -> &[u8] {

@@ -31,6 +31,7 @@ use crate::sip::msg::{
 };
 use crate::sip::transaction::{client_key, server_key, TxKey};
 
+pub use apply::MsgView;
 pub use call::Side;
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};

@@ -1,0 +1,1 @@
+//! Benchmarks only: see `criterion/` (cargo bench -p sbc-benches) and `load/`.
