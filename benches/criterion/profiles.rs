@@ -91,7 +91,9 @@ fn run(c: &mut Criterion) {
     });
     let keep = NameFilter::parse("whitelist", "pcma,telephone-event").expect("filter").expect("some");
     let rules = SdpRules { codecs: Some(&keep), ..SdpRules::default() };
-    c.bench_function("sdp codec whitelist (2 of 4 kept)", |b| b.iter(|| black_box(sdp::apply(black_box(SDP.as_bytes()), &rules))));
+    c.bench_function("sdp codec whitelist (2 of 4 kept)", |b| {
+        b.iter(|| black_box(sdp::apply(black_box(SDP.as_bytes()), &rules)))
+    });
 }
 
 criterion_group!(benches, run);

@@ -91,7 +91,8 @@ fn variable(s: &str, j: usize, base: usize) -> Result<(Var, usize), PatternError
                 },
             }
         }
-        b'm' => Ok((Var::Method, if c2.is_some() { j + 2 } else { j + 1 })),
+        // SEMS swallows the character after `$m`, whatever it is.
+        b'm' => Ok((Var::Method, j + 1 + s[j + 1..].chars().next().map_or(0, char::len_utf8))),
         b'c' => match c2 {
             None => Ok((Var::CallId, j + 1)),
             Some(b'i') => two(Var::CallId),

@@ -158,6 +158,7 @@ fn addresses_and_interface() {
     assert_eq!(x("$m."), "INVITE");
     assert_eq!(x("$m"), "INVITE");
     assert_eq!(x("<$m_>"), "<INVITE>");
+    assert_eq!(x("$mé!"), "INVITE!");
 }
 
 #[test]

@@ -221,7 +221,7 @@ fn anonymize(sdp: &mut Sdp, ip: &str) {
         match l.kind() {
             b's' => l.text = "s=-".into(),
             b'o' => {
-                let f: Vec<&str> = l.text[2..].split_whitespace().collect();
+                let f: Vec<&str> = l.text.get(2..).unwrap_or_default().split_whitespace().collect();
                 if let [_, id, version, net, ..] = f[..] {
                     l.text = format!("o=- {id} {version} {net} {family} {ip}");
                 }

@@ -114,3 +114,15 @@ fn bare_lf_and_missing_final_eol_survive() {
     let out = apply(body.as_bytes(), &SdpRules { codecs: Some(&f), ..Default::default() }).unwrap().unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), body.replace("RTP/AVP 0 8", "RTP/AVP 8"));
 }
+
+#[test]
+fn truncated_lines_do_not_break_anything() {
+    let body = "v=0\no\ns\nm=\nm=audio\na=rtpmap:\na=\n";
+    let f = filter("whitelist", "pcma");
+    for rules in [
+        SdpRules { anonymize_as: Some("192.0.2.1"), ..Default::default() },
+        SdpRules { codecs: Some(&f), media: Some(&f), attributes: Some(&f), ..Default::default() },
+    ] {
+        let _ = apply(body.as_bytes(), &rules);
+    }
+}

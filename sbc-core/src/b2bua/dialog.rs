@@ -49,8 +49,9 @@ impl Engine {
             return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         }
         let rules = call.rules.clone();
-        // The profile's method filter (never ACK, CANCEL or BYE: a call must be able to end).
-        if let Some(f) = &rules.profile.message_filter {
+        // The profile's method filter, for calls (never ACK, CANCEL or BYE: a call must be able
+        // to end). Subscription dialogs carry NOTIFYs, which it does not govern (as in SEMS).
+        if let Some(f) = rules.profile.message_filter.as_ref().filter(|_| call.kind == CallKind::Invite) {
             let exempt = matches!(method, Method::Ack | Method::Cancel | Method::Bye);
             if !exempt && !f.allows(&String::from_utf8_lossy(msg.method_bytes())) {
                 return self.refuse(now, key, &msg, &src, 405, "Method Not Allowed", &[("Allow", FILTER_ALLOW)]);

@@ -924,3 +924,91 @@ fn transparent_dialog_ids_cross_the_sbc() {
     let out = h.send(BOB, &response_to(&bye, 200, "", ""));
     assert_eq!(one(&out, ALICE).status(), Some(200));
 }
+
+#[test]
+fn profile_routing_contact_and_sdp_options_on_the_wire() {
+    let yaml = format!(
+        r#"active_profile: p
+profiles:
+  p:
+    RURI_host: "core.example.net:5090"
+    next_hop: "{CAROL}"
+    next_hop_1st_req: yes
+    patch_ruri_next_hop: no
+    outbound_proxy: "sip:edge.example.net"
+    force_outbound_proxy: yes
+    bleg_contact_user: "$fU"
+    bleg_contact_params: "+sip.instance=x"
+    aleg_contact_host: "sbc.example.net"
+    aleg_next_hop: "{ALICE}"
+    aleg_outbound_proxy: "sip:a-edge.example.net"
+    aleg_force_outbound_proxy: yes
+    media_filter: blacklist
+    mediafilter_list: [video]
+    sdp_alines_filter: blacklist
+    sdp_alinesfilter_list: [ptime]
+    sdp_anonymize: yes
+    codec_preference: [pcma]
+    aleg_sdp_filter: blacklist
+    aleg_sdpfilter_list: [pcmu]
+"#
+    );
+    let mut h = Harness::with_yaml(&yaml);
+    let offer = "v=0\no=alice 7 7 IN IP4 127.0.0.1\ns=Talk\nu=http://x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 6000 RTP/AVP 0 8\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=ptime:20\nm=video 6002 RTP/AVP 96\na=rtpmap:96 H264/90000\n";
+    let out = h.send(ALICE, &invite_sdp("r1@alice", "", offer));
+    let b = one(&out, CAROL);
+    assert_eq!(b.request_uri(), b"sip:bob@core.example.net:5090");
+    assert_eq!(hv(&b, HeaderName::Route), "<sip:edge.example.net;lr>");
+    assert_eq!(hv(&b, HeaderName::Contact), format!("<sip:alice@{SBC}>;+sip.instance=x"));
+    let body = String::from_utf8_lossy(b.body()).into_owned();
+    assert!(body.contains("m=audio 6000 RTP/AVP 8 0\r\n"), "codec order: {body}");
+    assert!(body.contains("m=video 0 RTP/AVP 96"), "video disabled: {body}");
+    assert!(!body.contains("a=ptime"), "attribute filtered: {body}");
+    assert!(body.contains("o=- 7 7 IN IP4 127.0.0.1\r\ns=-\r\nc="), "anonymised: {body}");
+
+    // The answer toward the caller: PCMU filtered by the A-side filter, our A-side Contact.
+    let answer = "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
+    let ok_text = response_from(CAROL, &b, 200, "bt", &format!("Content-Type: application/sdp\n"))
+        .replace("Content-Length: 0\n\n", &format!("Content-Length: {}\n\n{answer}", answer.len()));
+    let out = h.send(CAROL, &ok_text);
+    let ok = one(&out, ALICE);
+    assert_eq!(hv(&ok, HeaderName::Contact), "<sip:sbc.example.net>");
+    let body = String::from_utf8_lossy(ok.body()).into_owned();
+    assert!(body.contains("m=audio 7000 RTP/AVP 8\r\n") && !body.contains("PCMU"), "{body}");
+
+    // next_hop_1st_req: in-dialog requests no longer go to the next hop but, the proxy being
+    // forced, to the proxy, its Route first and the callee's Contact as Request-URI.
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "r1@alice", 10, ""));
+    let out = h.send(ALICE, &in_dialog("INFO", ALICE, &from, &to_hdr, "r1@alice", 11, ""));
+    let proxy = Peer::Host("edge.example.net".into(), 5060);
+    let info = out.iter().find(|s| s.to == proxy).map(|s| s.msg.clone()).expect("INFO through the forced proxy");
+    assert!(to(&out, CAROL).is_empty());
+    assert_eq!(info.request_uri(), format!("sip:peer@{CAROL}").as_bytes());
+    assert_eq!(hv(&info, HeaderName::Route), "<sip:edge.example.net;lr>");
+    // Toward the caller: aleg_next_hop decides where, the forced A-side proxy is routed through.
+    let b_from = hv(&b, HeaderName::To) + ";tag=bt";
+    let b_to = hv(&b, HeaderName::From);
+    let b_call_id = hv(&b, HeaderName::CallId);
+    let out = h.send(CAROL, &in_dialog("BYE", CAROL, &b_from, &b_to, &b_call_id, 1, ""));
+    let bye = one(&out, ALICE);
+    assert_eq!(hv(&bye, HeaderName::Route), "<sip:a-edge.example.net;lr>");
+}
+
+#[test]
+fn out_of_dialog_relay_applies_the_profile_both_ways() {
+    let yaml = "active_profile: p\nprofiles:\n  p:\n    RURI: \"sip:relay-$rU@$rd\"\n    header_filter: blacklist\n    header_list: [X-Secret]\n    append_headers: \"X-Via-Sbc: $Rn\"\n    reply_translations: \"404=>480 Gone Away\"\n";
+    let mut h = Harness::with_yaml(yaml);
+    let msg = format!(
+        "MESSAGE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm1\nMax-Forwards: 70\nFrom: <sip:alice@a>;tag=m1\nTo: <sip:bob@b>\nCall-ID: m1@alice\nCSeq: 1 MESSAGE\nX-Secret: s\nContent-Length: 0\n\n"
+    );
+    let out = h.send(ALICE, &msg);
+    let relayed = one(&out, BOB);
+    assert_eq!(relayed.request_uri(), format!("sip:relay-bob@{BOB}").as_bytes());
+    assert_eq!(relayed.other_header("X-Secret"), None);
+    assert_eq!(relayed.other_header("X-Via-Sbc"), Some(&b"default"[..]));
+    let out = h.send(BOB, &response_to(&relayed, 404, "bt", "X-Secret: r\n"));
+    let resp = one(&out, ALICE);
+    assert_eq!((resp.status(), resp.reason()), (Some(480), &b"Gone Away"[..]));
+    assert_eq!(resp.other_header("X-Secret"), None, "the filter applies to replies too");
+}
