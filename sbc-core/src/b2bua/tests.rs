@@ -968,7 +968,7 @@ profiles:
 
     // The answer toward the caller: PCMU filtered by the A-side filter, our A-side Contact.
     let answer = "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n";
-    let ok_text = response_from(CAROL, &b, 200, "bt", &format!("Content-Type: application/sdp\n"))
+    let ok_text = response_from(CAROL, &b, 200, "bt", "Content-Type: application/sdp\n")
         .replace("Content-Length: 0\n\n", &format!("Content-Length: {}\n\n{answer}", answer.len()));
     let out = h.send(CAROL, &ok_text);
     let ok = one(&out, ALICE);
