@@ -188,3 +188,57 @@ fn bad_profile_file_names_file_line_and_key() {
         "{err}"
     );
 }
+
+/// `outbound_interface` chosen per call from a header: the callee sees the call leave from that
+/// interface; an interface that does not exist is a 500 for that call.
+#[test]
+fn outbound_interface_per_call() {
+    use std::net::UdpSocket;
+    let (intern_port, extern_port, callee_port) = (sbc_e2e::free_port(), sbc_e2e::free_port(), sbc_e2e::free_port());
+    let dir = scratch_dir("profile-ifaces");
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interfaces:\n  - name: intern\n    listen: [udp:127.0.0.1:{intern_port}]\n  - name: extern\n    listen: [udp:127.0.0.2:{extern_port}]\n\
+             active_profile: out\nprofiles:\n  out:\n    outbound_interface: \"$H(X-Out)\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(sbcd_bin())
+        .args(["--config", cfg.to_str().unwrap(), "--shards", "1", "--threads", "1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
+    callee.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let me = caller.local_addr().unwrap();
+    let invite = |n: u32, out: &str| {
+        format!(
+            "INVITE sip:bob@127.0.0.1:{callee_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKpi{n};rport\r\nFrom: <sip:alice@example.com>;tag=a{n}\r\nTo: <sip:bob@example.com>\r\nCall-ID: pifaces-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{me}>\r\nMax-Forwards: 70\r\nX-Out: {out}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    caller.send_to(invite(1, "extern").as_bytes(), ("127.0.0.1", intern_port)).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, from) = callee.recv_from(&mut buf).expect("the INVITE reaches the callee");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    caller.send_to(invite(2, "nowhere").as_bytes(), ("127.0.0.1", intern_port)).unwrap();
+    let mut answers = Vec::new();
+    while let Ok((n, _)) = caller.recv_from(&mut buf) {
+        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if answers.iter().any(|a| a.contains("pifaces-2") && a.starts_with("SIP/2.0 500")) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(from, SocketAddr::from(([127, 0, 0, 2], extern_port)), "sent from extern: {text}");
+    assert!(text.contains(&format!("Via: SIP/2.0/UDP 127.0.0.2:{extern_port};")), "{text}");
+    assert!(
+        answers.iter().any(|a| a.contains("pifaces-2") && a.starts_with("SIP/2.0 500")),
+        "an unknown interface is a 500: {answers:?}"
+    );
+}
