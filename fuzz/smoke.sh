@@ -14,6 +14,8 @@ for t in sip_framer sip_message engine_events profile_inputs; do
   if [ "$t" = profile_inputs ]; then cp -n ../tests/sems/* "corpus/$t/"; fi
   if [ -d "regressions/$t" ]; then cp -n "regressions/$t"/* "corpus/$t/"; fi
   echo "fuzz $t for ${secs}s"
+  # A target that does not build must fail the smoke, not vanish in the grep below.
+  cargo fuzz build "$t" >/dev/null
   cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=8192 2>&1 | grep -E "^(Done|#[0-9]+ *DONE)|ERROR|panicked|SUMMARY" || true
   # A crash leaves an artifact and a non-zero exit above is swallowed by grep: check for it.
   if compgen -G "artifacts/$t/crash-*" >/dev/null; then echo "crash in $t: see fuzz/artifacts/$t"; exit 1; fi

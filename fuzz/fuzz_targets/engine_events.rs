@@ -1,6 +1,7 @@
 //! Transaction and dialog event sequences: the input is cut into messages (at NUL bytes), fed
 //! to one engine from two peers with time moving on between them. Nothing may panic and the
-//! engine must keep its bookkeeping bounded.
+//! engine must keep its bookkeeping bounded. Calls run through a profile that rewrites,
+//! filters headers and SDP, translates replies and appends headers, so that path is fuzzed too.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -11,6 +12,34 @@ use libfuzzer_sys::fuzz_target;
 use sbc_core::b2bua::{Engine, EngineConfig, Interface, LocalSocket, Source, Transport};
 use sbc_core::sip::msg::Message;
 use sbc_core::sip::transaction::TimerConfig;
+
+const PROFILES_YAML: &str = r#"
+active_profile: ["$H(P-SBCProfile)", "$M($si=>m)", rewrite]
+regex_maps:
+  m: ["^127\\.0\\.0\\.1$=>rewrite"]
+profiles:
+  plain: {}
+  rewrite:
+    RURI: "sip:$rU@$rd"
+    From: "\"$fn\" <sip:$fU@$fd>"
+    To: "<sip:$tU@$td>"
+    append_headers: ["X-A: $H(X-In)", "X-B: $P(k)"]
+    append_headers_req: "X-Req: 1"
+    header_filter: blacklist
+    header_list: [User-Agent]
+    message_filter: blacklist
+    message_list: [info]
+    sdp_filter: whitelist
+    sdpfilter_list: [pcma, telephone-event]
+    sdp_anonymize: yes
+    reply_translations: "486=>603 Decline"
+"#;
+
+thread_local! {
+    static PROFILES: std::sync::Arc<profiles::Store> = std::sync::Arc::new(profiles::Store::new(
+        profiles::config::Config::from_yaml(PROFILES_YAML, "fuzz.yaml").expect("fuzz profiles load").profiles,
+    ));
+}
 
 fuzz_target!(|data: &[u8]| {
     let sbc: SocketAddr = ([127, 0, 0, 1], 5060).into();
@@ -26,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
         outbound_interface: 0,
         next_hop: None,
         max_calls: 1000,
+        profiles: PROFILES.with(Clone::clone),
     };
     let mut engine = Engine::new(cfg, 1);
     let mut now = Instant::now();
