@@ -169,14 +169,7 @@ fn party(option: &'static str, v: &str) -> Result<String, EvalError> {
         return Err(EvalError { option, message: format!("'{v}' is not a name-addr") });
     }
     let mut s = String::new();
-    if !na.display.is_empty() {
-        s.push('"');
-        s.push_str(na.display);
-        s.push_str("\" ");
-    }
-    s.push('<');
-    s.push_str(na.uri);
-    s.push('>');
+    na.display_and_uri(&mut s);
     for p in na.params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         if !p.split('=').next().unwrap_or_default().trim().eq_ignore_ascii_case("tag") {
             s.push(';');
