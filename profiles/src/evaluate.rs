@@ -43,7 +43,12 @@ impl ContactValues {
         let mut s = String::new();
         if !self.displayname.is_empty() {
             s.push('"');
-            s.push_str(&self.displayname.replace('"', "\\\""));
+            for c in self.displayname.chars() {
+                if c == '"' || c == '\\' {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
             s.push_str("\" ");
         }
         s.push_str("<sip:");
@@ -162,6 +167,16 @@ fn no_space(option: &'static str, v: &str) -> Result<(), EvalError> {
     Ok(())
 }
 
+/// A URI part that is written inside `<...>` of a header: no blanks, and none of the
+/// characters that would end the URI or start another value (`<`, `>`, `"`, `,`).
+fn uri_part(option: &'static str, v: &str) -> Result<(), EvalError> {
+    no_space(option, v)?;
+    if v.contains(['<', '>', '"', ',']) {
+        return Err(EvalError { option, message: format!("'{v}' contains <, >, \" or ,") });
+    }
+    Ok(())
+}
+
 /// A From/To value for the B leg: a name-addr without a tag (the leg adds its own).
 fn party(option: &'static str, v: &str) -> Result<String, EvalError> {
     let na = NameAddrParts::parse(v);
@@ -227,14 +242,14 @@ impl Profile {
         plan.bleg_contact = contact(&self.bleg_contact, &BLEG_CONTACT_KEYS.0);
 
         if let Some(r) = &ruri {
-            no_space("RURI", r)?;
+            uri_part("RURI", r)?;
             if UriParts::parse(r).scheme.is_empty() {
                 return Err(EvalError { option: "RURI", message: format!("'{r}' is not a URI") });
             }
         }
         plan.ruri = ruri;
         if let Some(h) = ruri_host {
-            no_space("RURI_host", &h)?;
+            uri_part("RURI_host", &h)?;
             let base = plan.ruri.clone().unwrap_or_else(|| String::from_utf8_lossy(env.req.request_uri()).into_owned());
             plan.ruri = Some(with_hostport(&base, &h));
         }
@@ -253,6 +268,13 @@ impl Profile {
         }
         plan.outbound_proxy = outbound_proxy.map(|p| as_uri(&p));
         plan.aleg_outbound_proxy = aleg_outbound_proxy.map(|p| as_uri(&p));
+        for (option, p) in
+            [("outbound_proxy", &plan.outbound_proxy), ("aleg_outbound_proxy", &plan.aleg_outbound_proxy)]
+        {
+            if let Some(p) = p {
+                uri_part(option, p)?;
+            }
+        }
         if let Some(nh) = next_hop {
             plan.next_hops = NextHop::parse_list(&nh).map_err(|message| EvalError { option: "next_hop", message })?;
         }
@@ -272,7 +294,7 @@ impl Profile {
                 return Err(EvalError { option: "contact_port", message: format!("'{}' is not a port", c.port) });
             }
             for v in [&c.user, &c.host, &c.uri_params, &c.params] {
-                no_space("contact", v)?;
+                uri_part("contact", v)?;
             }
         }
         Ok(plan)

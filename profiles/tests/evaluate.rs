@@ -174,3 +174,16 @@ fn unknown_and_inactive_options() {
     assert!(Profile::build("p", "f.conf", None, opts).is_ok());
     assert!(Profile::build("p", "f.conf", None, raw("pcalls_max_calls", "3")).is_err());
 }
+
+#[test]
+fn request_text_cannot_add_values_to_uris() {
+    // `$fU` is "alice" here; a header-derived value with <, >, " or , is refused (500).
+    let e = plan("sip:b@x", &[("outbound_proxy", "sip:p.example>,<sip:evil")]).unwrap_err();
+    assert_eq!(e.option, "outbound_proxy");
+    let e = plan("sip:b@x", &[("bleg_contact_user", "a>,<sip:x")]).unwrap_err();
+    assert_eq!(e.option, "contact");
+    let e = plan("sip:b@x", &[("RURI", "sip:a@b>")]).unwrap_err();
+    assert_eq!(e.option, "RURI");
+    let p = plan("sip:b@x", &[("bleg_contact_displayname", "a\\\\\\\"b")]).unwrap();
+    assert_eq!(p.bleg_contact.render("h:1", ""), "\"a\\\\\\\"b\" <sip:h:1>");
+}

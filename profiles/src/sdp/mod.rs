@@ -3,6 +3,8 @@
 
 mod model;
 
+use std::collections::HashSet;
+
 #[cfg(test)]
 mod tests;
 
@@ -132,22 +134,18 @@ fn reorder(sdp: &mut Sdp, prefs: &[CodecPref]) -> bool {
         if !m.is_rtp() {
             continue;
         }
+        let codecs = sdp.codecs(s, e);
+        let mut placed = vec![false; m.formats.len()];
         let mut ordered: Vec<String> = Vec::with_capacity(m.formats.len());
         for p in prefs {
-            for pt in &m.formats {
-                if ordered.contains(pt) {
-                    continue;
-                }
-                if sdp.codec_of(s, e, pt).is_some_and(|(n, r)| p.matches(&n, r)) {
+            for (k, pt) in m.formats.iter().enumerate() {
+                if !placed[k] && codecs.get(pt.as_str()).is_some_and(|(n, r)| p.matches(n, r)) {
+                    placed[k] = true;
                     ordered.push(pt.clone());
                 }
             }
         }
-        for pt in &m.formats {
-            if !ordered.contains(pt) {
-                ordered.push(pt.clone());
-            }
-        }
+        ordered.extend(m.formats.iter().zip(&placed).filter(|(_, p)| !**p).map(|(pt, _)| pt.clone()));
         if ordered != m.formats {
             m.formats = ordered;
             sdp.lines[s].text = m.render();
@@ -159,10 +157,11 @@ fn reorder(sdp: &mut Sdp, prefs: &[CodecPref]) -> bool {
 
 /// `sdp_filter`: payloads whose encoding name does not pass are removed with their rtpmap,
 /// fmtp and rtcp-fb lines. A stream left with none keeps its first payload and is rejected
-/// with port 0 (RFC 3264 §6); when no stream is left active the offer fails.
+/// with port 0 (RFC 3264 §6); when no stream is left active the offer fails. Linear in the
+/// size of the SDP (a body may be large: every lookup goes through one map per section).
 fn filter_codecs(sdp: &mut Sdp, f: &NameFilter) -> Result<bool, NothingLeft> {
     let mut changed = false;
-    let mut removed_lines = Vec::new();
+    let mut removed_lines: HashSet<usize> = HashSet::new();
     let mut any_active = false;
     let mut any_rtp = false;
     for (s, e, mut m) in each_media(sdp) {
@@ -171,23 +170,26 @@ fn filter_codecs(sdp: &mut Sdp, f: &NameFilter) -> Result<bool, NothingLeft> {
             continue;
         }
         any_rtp = true;
+        let codecs = sdp.codecs(s, e);
         let (keep, drop): (Vec<String>, Vec<String>) =
-            m.formats.iter().cloned().partition(|pt| sdp.codec_of(s, e, pt).is_none_or(|(name, _)| f.allows(&name)));
+            m.formats.iter().cloned().partition(|pt| codecs.get(pt.as_str()).is_none_or(|(name, _)| f.allows(name)));
         if drop.is_empty() {
             any_active |= !m.is_disabled();
             continue;
         }
         changed = true;
+        let mut dropped: HashSet<&str> = drop.iter().map(String::as_str).collect();
         if keep.is_empty() {
             m.formats.truncate(1);
             m.port = "0".into();
-            let first = m.formats.first().cloned().unwrap_or_default();
-            removed_lines.extend(payload_lines(sdp, s, e, |pt| pt != first && drop.iter().any(|d| d == pt)));
+            if let Some(first) = m.formats.first() {
+                dropped.remove(first.as_str());
+            }
         } else {
             m.formats = keep;
             any_active |= !m.is_disabled();
-            removed_lines.extend(payload_lines(sdp, s, e, |pt| drop.iter().any(|d| d == pt)));
         }
+        removed_lines.extend(payload_lines(sdp, s, e, &dropped));
         sdp.lines[s].text = m.render();
     }
     if changed && any_rtp && !any_active {
@@ -202,13 +204,13 @@ fn filter_codecs(sdp: &mut Sdp, f: &NameFilter) -> Result<bool, NothingLeft> {
     Ok(changed)
 }
 
-/// Indexes of the rtpmap, fmtp and rtcp-fb lines in `[s, e)` about payload types `which` selects.
-fn payload_lines(sdp: &Sdp, s: usize, e: usize, which: impl Fn(&str) -> bool) -> Vec<usize> {
+/// Indexes of the rtpmap, fmtp and rtcp-fb lines in `[s, e)` about the payload types `which`.
+fn payload_lines(sdp: &Sdp, s: usize, e: usize, which: &HashSet<&str>) -> Vec<usize> {
     (s + 1..e)
         .filter(|&i| {
             sdp.lines[i]
                 .payload_attr()
-                .is_some_and(|(name, pt)| matches!(name, "rtpmap" | "fmtp" | "rtcp-fb") && which(pt))
+                .is_some_and(|(name, pt)| matches!(name, "rtpmap" | "fmtp" | "rtcp-fb") && which.contains(pt))
         })
         .collect()
 }

@@ -3,6 +3,8 @@
 //! (Evidence for not using a typed SDP crate here: `research/crates.md` — sdp-rs corrupts
 //! rtpmap and drops sections; sdp-types reorders out-of-order lines, drops `y=` and adds `t=`.)
 
+use std::collections::HashMap;
+
 #[derive(Debug, Clone)]
 pub(crate) struct Line {
     pub(crate) text: String,
@@ -101,22 +103,34 @@ impl Sdp {
         starts.iter().enumerate().map(|(k, &s)| (s, starts.get(k + 1).copied().unwrap_or(self.lines.len()))).collect()
     }
 
-    /// Encoding name and clock rate of payload type `pt` in the section `[start, end)`:
-    /// its `a=rtpmap`, else the static assignment of RFC 3551.
-    pub(crate) fn codec_of(&self, start: usize, end: usize, pt: &str) -> Option<(String, u32)> {
+    /// Encoding name and clock rate of every payload type with an `a=rtpmap` in the section
+    /// `[start, end)`; [`Codecs::get`] adds the static assignments of RFC 3551.
+    pub(crate) fn codecs(&self, start: usize, end: usize) -> Codecs<'_> {
+        let mut map = HashMap::new();
         for l in &self.lines[start..end] {
-            if let Some(v) = l.text.strip_prefix("a=rtpmap:") {
-                let mut it = v.split_whitespace();
-                if it.next() == Some(pt) {
-                    let enc = it.next()?;
-                    let mut parts = enc.split('/');
-                    let name = parts.next()?.to_string();
-                    let rate = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
-                    return Some((name, rate));
-                }
-            }
+            let Some(v) = l.text.strip_prefix("a=rtpmap:") else { continue };
+            let mut it = v.split_whitespace();
+            let (Some(pt), Some(enc)) = (it.next(), it.next()) else { continue };
+            let mut parts = enc.split('/');
+            let name = parts.next().unwrap_or_default();
+            let rate = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
+            // The first rtpmap of a payload type counts (RFC 4566: one per type).
+            map.entry(pt).or_insert((name, rate));
         }
-        static_payload(pt.parse().ok()?).map(|(n, r)| (n.to_string(), r))
+        Codecs(map)
+    }
+}
+
+/// Payload type → (encoding name, clock rate) of one media section.
+pub(crate) struct Codecs<'a>(HashMap<&'a str, (&'a str, u32)>);
+
+impl Codecs<'_> {
+    /// The codec of `pt`: its rtpmap, else its static assignment.
+    pub(crate) fn get(&self, pt: &str) -> Option<(&str, u32)> {
+        match self.0.get(pt) {
+            Some(&(n, r)) => Some((n, r)),
+            None => static_payload(pt.parse().ok()?),
+        }
     }
 }
 

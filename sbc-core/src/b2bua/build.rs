@@ -39,10 +39,11 @@ pub(crate) fn leg_owned(name: HeaderName) -> bool {
     )
 }
 
-/// Whether a row of `msg` crosses to the other leg: not leg-owned, and allowed by the
-/// profile's header filter (Content-Type always passes: the body needs it).
+/// Whether a row of `msg` crosses to the other leg: not leg-owned, not one of the SBC's own
+/// control headers (`P-App-Param`, `P-App-Name`), and allowed by the profile's header filter
+/// (Content-Type always passes: the body needs it).
 fn crosses(msg: &Message, h: &Header, filter: Option<&NameFilter>) -> bool {
-    if leg_owned(h.name) {
+    if leg_owned(h.name) || h.name == HeaderName::Other && is_control_header(msg.slice(h.name_span)) {
         return false;
     }
     match filter {
@@ -78,16 +79,6 @@ pub(crate) fn copy_unowned_without_100rel(w: &mut MessageWriter, msg: &Message, 
 pub(crate) fn copy_unowned(w: &mut MessageWriter, msg: &Message, filter: Option<&NameFilter>) {
     for h in msg.headers() {
         if crosses(msg, h, filter) {
-            w.copy_row(msg, h);
-        }
-    }
-}
-
-/// [`copy_unowned`] for the request that starts a call or relay: the SBC's own control
-/// headers (`P-App-Param`, `P-App-Name`) stay behind too.
-pub(crate) fn copy_initial(w: &mut MessageWriter, msg: &Message, filter: Option<&NameFilter>) {
-    for h in msg.headers() {
-        if crosses(msg, h, filter) && !(h.name == HeaderName::Other && is_control_header(msg.slice(h.name_span))) {
             w.copy_row(msg, h);
         }
     }

@@ -206,6 +206,7 @@ impl Engine {
             let out_leg = call.leg(side.other());
             let mut w = request_on_leg(out_leg, b"ACK", client_cseq, &branch, 70);
             copy_unowned(&mut w, &msg, call.rules.header_filter());
+            append(&mut w, call.rules.appended_on(side.other()));
             // An answer in the ACK is filtered too; one with nothing left goes as it came (the
             // ACK cannot be refused).
             let body = call.rules.filter_body(side.other(), &out_leg.via_sent_by, msg.body());

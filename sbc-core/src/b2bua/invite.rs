@@ -8,7 +8,7 @@ use std::sync::Arc;
 use profiles::evaluate::{ContactValues, Refusal as ProfileRefusal};
 
 use super::apply::{append, hop_target, CallRules, Chosen};
-use super::build::{self, contact_value, copy_initial, request_on_leg, without_tag};
+use super::build::{self, contact_value, copy_unowned, request_on_leg, without_tag};
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::routing::{self, NoRoute};
 use super::txs::Purpose;
@@ -263,10 +263,14 @@ impl Engine {
         };
         let force_proxy = rules.profile.force_outbound_proxy;
         // transparent_dlg_id: the callee sees the caller's dialog identifiers.
-        let transparent = rules.profile.transparent_dlg_id.then(|| {
-            let a = &a_leg;
-            (a.call_id.clone(), a.remote_tag.clone().unwrap_or_default(), a.remote_cseq.unwrap_or(1))
-        });
+        // (Not when the caller's tag is missing or already names a leg here: two dialogs
+        // would share one key.)
+        let transparent = a_leg
+            .remote_tag
+            .clone()
+            .filter(|t| rules.profile.transparent_dlg_id && !t.is_empty() && !self.dialogs.contains_key(t))
+            .map(|tag| (a_leg.call_id.clone(), tag, a_leg.remote_cseq.unwrap_or(1)));
+        let transparent_ids = transparent.is_some();
         let (b_call_id, b_tag, b_cseq) = match transparent {
             Some(t) => t,
             None => {
@@ -297,7 +301,7 @@ impl Engine {
         let branch = self.ids.branch();
         let mut w = request_on_leg(&b_leg, msg.method_bytes(), b_cseq, &branch, max_forwards - 1);
         w.header("Contact", &b_leg.contact);
-        copy_initial(&mut w, &msg, rules.header_filter());
+        copy_unowned(&mut w, &msg, rules.header_filter());
         append(&mut w, &plan.append_headers);
         append(&mut w, &plan.append_headers_req);
         let Ok(b_request) = Message::parse(w.finish(&body)) else {
@@ -319,7 +323,7 @@ impl Engine {
         }
         self.dialogs.insert(a_leg.local_tag.clone(), (handle, Side::A));
         self.dialogs.insert(b_leg.local_tag.clone(), (handle, Side::B));
-        if !rules.profile.transparent_dlg_id {
+        if !transparent_ids {
             // (A transparent Call-ID is the caller's: loops are caught by Max-Forwards then.)
             self.own_call_ids.insert(b_leg.call_id.clone(), handle);
         }
@@ -557,11 +561,19 @@ impl Engine {
         let Some(old) = call.b_invite.take() else {
             return false;
         };
-        let (transport, peer) = call.failover.remove(0);
         let current = call.leg(Side::B).dest.local;
-        let Some(local) = self.socket_for(current, transport, &peer) else {
-            return self.fail_over(now, h);
+        let alternatives = std::mem::take(&mut call.failover);
+        // The first alternative this interface has a socket for; the rest stay for later.
+        let mut rest = alternatives.into_iter();
+        let Some((transport, peer, local)) =
+            rest.by_ref().find_map(|(t, p)| self.socket_for(current, t, &p).map(|local| (t, p, local)))
+        else {
+            return false;
         };
+        let rest: Vec<(Transport, Peer)> = rest.collect();
+        if let Some(call) = self.calls.get_mut(&h) {
+            call.failover = rest;
+        }
         let Some(sent_by) = self.cfg.socket(local).map(LocalSocket::sent_by) else {
             return false;
         };
@@ -711,10 +723,12 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
+        let rules = call.rules.clone();
         let leg = call.leg_mut(side);
         leg.local_cseq += 1;
         let mut w = request_on_leg(leg, b"BYE", leg.local_cseq, &branch, 70);
         w.header_fmt("Reason", format_args!("SIP;cause=200;text=\"{reason}\""));
+        append(&mut w, rules.appended_on(side));
         let bytes = w.finish(b"");
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side)) {
             self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
@@ -728,10 +742,15 @@ impl Engine {
             return;
         };
         let invite_cseq = call.b_invite_cseq;
+        let rules = call.rules.clone();
         let leg = call.leg_mut(Side::B);
-        let ack = request_on_leg(leg, b"ACK", invite_cseq, &ack_branch, 70).finish(b"");
+        let mut ack = request_on_leg(leg, b"ACK", invite_cseq, &ack_branch, 70);
+        append(&mut ack, rules.appended_on(Side::B));
+        let ack = ack.finish(b"");
         leg.local_cseq = leg.local_cseq.max(invite_cseq) + 1;
-        let bye = request_on_leg(leg, b"BYE", leg.local_cseq, &bye_branch, 70).finish(b"");
+        let mut bye = request_on_leg(leg, b"BYE", leg.local_cseq, &bye_branch, 70);
+        append(&mut bye, rules.appended_on(Side::B));
+        let bye = bye.finish(b"");
         if let Some(dest) = self.leg_dest(h, Side::B) {
             self.send_raw(dest.clone(), ack);
             if let Ok(m) = Message::parse(bye) {

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::apply::{append, Chosen};
-use super::build::{copy_initial, without_tag, write_party, write_via};
+use super::build::{copy_unowned, without_tag, write_party, write_via};
 use super::call::{CallKind, Side};
 use super::ids::stable_call_id;
 use super::routing;
@@ -124,7 +124,7 @@ impl Engine {
             };
             w.header("Contact", &contact);
         }
-        copy_initial(&mut w, &msg, rules.header_filter());
+        copy_unowned(&mut w, &msg, rules.header_filter());
         append(&mut w, &plan.append_headers);
         append(&mut w, &plan.append_headers_req);
         let Ok(out_msg) = Message::parse(w.finish(msg.body())) else {

@@ -863,7 +863,10 @@ fn next_hop_and_outbound_proxy() {
 
 #[test]
 fn next_hop_alternatives_take_over_on_503_and_timeout() {
-    let yaml = format!("active_profile: p\nprofiles:\n  p:\n    next_hop: \"{BOB}, {CAROL}, 127.0.0.1:5004\"\n");
+    // (The TCP alternative is skipped: this SBC has no TCP socket.)
+    let yaml = format!(
+        "active_profile: p\nprofiles:\n  p:\n    next_hop: \"{BOB}, 127.0.0.1:5009/tcp, {CAROL}, 127.0.0.1:5004\"\n"
+    );
     let mut h = Harness::with_yaml(&yaml);
     let out = h.send(ALICE, &invite("f1@alice", ""));
     let first = one(&out, BOB);
@@ -1011,4 +1014,18 @@ fn out_of_dialog_relay_applies_the_profile_both_ways() {
     let resp = one(&out, ALICE);
     assert_eq!((resp.status(), resp.reason()), (Some(480), &b"Gone Away"[..]));
     assert_eq!(resp.other_header("X-Secret"), None, "the filter applies to replies too");
+}
+
+#[test]
+fn transparent_ids_fall_back_when_the_callers_tag_is_taken() {
+    let mut h = Harness::with_yaml("active_profile: p\nprofiles:\n  p: { transparent_dlg_id: yes }\n");
+    let out = h.send(ALICE, &invite("t2@alice", ""));
+    let first = one(&out, BOB);
+    assert_eq!(first.from_tag(), Some(&b"at"[..]));
+    // A second call with the same From tag must not take over the first one's dialog.
+    let out = h.send(ALICE, &invite("t3@alice", ""));
+    let second = one(&out, BOB);
+    assert_ne!(second.from_tag(), Some(&b"at"[..]));
+    let out = h.send(BOB, &response_to(&first, 200, "b1", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(200));
 }

@@ -221,7 +221,10 @@ fn reload(path: &std::path::Path, running: &Config, store: &Store) {
     {
         tracing::warn!("reload: interfaces and listen addresses changed in the file; they apply after a restart");
     }
-    match store.replace(fresh.profiles) {
+    // Profiles are checked against the interfaces that are running, not the file's new ones.
+    let mut snapshot = fresh.profiles;
+    snapshot.interfaces = running.interface_names();
+    match store.replace(snapshot) {
         Ok(generation) => {
             tracing::info!(generation, "configuration reloaded");
             log_profiles(&store.load());
