@@ -79,6 +79,14 @@ impl ContactValues {
     }
 }
 
+/// A call-control instance expanded for one call: which module runs it, with which values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CcInstance {
+    pub name: String,
+    pub module: String,
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
 /// What a profile says about one call, expanded.
 #[derive(Debug, Clone, Default)]
 pub struct CallPlan {
@@ -195,6 +203,21 @@ fn party(option: &'static str, v: &str) -> Result<String, EvalError> {
 }
 
 impl Profile {
+    /// The call-control chain expanded against the request (before any module runs, as in
+    /// SEMS: values cannot see `$V()` set by earlier modules).
+    pub fn call_control_chain(&self, env: &Env<'_>) -> Result<Vec<CcInstance>, EvalError> {
+        let mut out = Vec::with_capacity(self.call_control.len());
+        for spec in &self.call_control {
+            let module = spec.module.expand(env).trim().to_string();
+            if module.is_empty() {
+                return Err(EvalError { option: "call_control", message: format!("'{}': no module", spec.name) });
+            }
+            let params = spec.params.iter().map(|(k, p)| (k.clone(), p.expand(env))).collect();
+            out.push(CcInstance { name: spec.name.clone(), module, params });
+        }
+        Ok(out)
+    }
+
     /// The `refuse_with` reply if the profile has one (`None` otherwise). Only `append_headers`
     /// is evaluated with it, as in SEMS.
     pub fn refusal(&self, env: &Env<'_>) -> Option<Result<Refusal, EvalError>> {

@@ -15,7 +15,6 @@ pub enum OptionStatus {
 use OptionStatus::{Active, Dead, NotYet};
 
 const RTP: &str = "RTP relay";
-const CC: &str = "call control";
 const ACCESS: &str = "NAT handling, registration caching, session timers, digest authentication";
 const REPLACES: &str = "Replaces mapping";
 const MISC: &str = "not implemented";
@@ -136,7 +135,7 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("enable_reg_caching", NotYet(ACCESS)),
     ("min_reg_expires", NotYet(ACCESS)),
     ("max_ua_expires", NotYet(ACCESS)),
-    ("call_control", NotYet(CC)),
+    ("call_control", Active),
     ("msg_logger_path", NotYet(MISC)),
     ("log_sip", NotYet(MISC)),
     ("log_rtp", NotYet(MISC)),
@@ -156,5 +155,5 @@ pub fn status_of(key: &str, cc_names: &[String]) -> Option<OptionStatus> {
     if let Some((_, s)) = OPTIONS.iter().find(|(k, _)| *k == key) {
         return Some(*s);
     }
-    cc_names.iter().any(|n| key.strip_prefix(n.as_str()).is_some_and(|r| r.starts_with('_'))).then_some(NotYet(CC))
+    cc_names.iter().any(|n| key.strip_prefix(n.as_str()).is_some_and(|r| r.starts_with('_'))).then_some(Active)
 }

@@ -16,6 +16,15 @@ pub struct RawOption {
     pub line: Option<u64>,
 }
 
+/// One call-control instance of a profile: `call_control=name`, `name_module=cc_x`,
+/// `name_<param>=value` (module and values are patterns, expanded per call).
+#[derive(Debug, Clone)]
+pub struct CcInstanceSpec {
+    pub name: String,
+    pub module: Pattern,
+    pub params: Vec<(String, Pattern)>,
+}
+
 /// The parts of the Contact the SBC sends on one leg (`aleg_contact_*`, `bleg_contact_*`).
 #[derive(Debug, Clone, Default)]
 pub struct ContactRule {
@@ -80,6 +89,9 @@ pub struct Profile {
     pub sdp_anonymize: bool,
     pub codec_preference: Vec<CodecPref>,
     pub codec_preference_aleg: Vec<CodecPref>,
+
+    /// `call_control`: the instances, in order.
+    pub call_control: Vec<CcInstanceSpec>,
 
     /// Every option as written, for `explain` and the management API.
     pub options: Vec<RawOption>,
@@ -181,6 +193,7 @@ impl Profile {
             })
             .collect();
         let mut lists: Vec<(&str, &RawOption)> = Vec::new();
+        let mut cc_keys: Vec<&RawOption> = Vec::new();
         for o in &options {
             let e = |m: String| ConfigError::new(&o.file, o.line, &o.key, m);
             let status =
@@ -276,6 +289,21 @@ impl Profile {
                         _ => rule.params = v,
                     }
                 }
+                "call_control" => {
+                    for entry in o.value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                        if entry.contains('$') {
+                            p.not_applied.push(format!(
+                                "call_control: '{entry}': call-control specs from patterns are not supported yet"
+                            ));
+                        } else if !p.call_control.iter().any(|c| c.name == entry) {
+                            let module = Pattern::compile(entry).map_err(|pe| e(format!("'{entry}': {pe}")))?;
+                            p.call_control.push(CcInstanceSpec { name: entry.to_string(), module, params: Vec::new() });
+                        }
+                    }
+                }
+                key if cc_names.iter().any(|n| key.starts_with(n.as_str()) && key[n.len()..].starts_with('_')) => {
+                    cc_keys.push(o);
+                }
                 // Filter modes and their lists are read together below.
                 _ => lists.push((o.key.as_str(), o)),
             }
@@ -300,6 +328,27 @@ impl Profile {
         p.aleg_sdp_filter = filter("aleg_sdp_filter", "aleg_sdpfilter_list")?;
         p.media_filter = filter("media_filter", "mediafilter_list")?;
         p.sdp_alines_filter = filter("sdp_alines_filter", "sdp_alinesfilter_list")?;
+        // `<instance>_module` and `<instance>_<param>`: the longest instance name that prefixes
+        // the key owns it (instances `a` and `a_b` both exist in some profiles).
+        for o in cc_keys {
+            let Some(inst) = p
+                .call_control
+                .iter_mut()
+                .filter(|c| o.key.starts_with(c.name.as_str()) && o.key[c.name.len()..].starts_with('_'))
+                .max_by_key(|c| c.name.len())
+            else {
+                continue;
+            };
+            let key = &o.key[inst.name.len() + 1..];
+            let pat = Pattern::compile(&o.value)
+                .map_err(|pe| ConfigError::new(&o.file, o.line, &o.key, format!("pattern '{}': {pe}", o.value)))?;
+            if key == "module" {
+                inst.module = pat;
+            } else {
+                inst.params.retain(|(k, _)| k != key);
+                inst.params.push((key.to_string(), pat));
+            }
+        }
         if p.next_hop_1st_req && p.next_hop_fixed {
             let o = options.iter().rev().find(|o| o.key == "next_hop_fixed");
             return Err(ConfigError::new(

@@ -1,0 +1,127 @@
+//! The registry of modules and the runner of a call's chain.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use profiles::{ConfigError, Snapshot};
+
+use crate::{CallControl, CallEnd, CallFacts, CcError, CcInstance, Effects, Hook, Times, Verdict};
+
+/// The modules this sbcd can run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    modules: HashMap<&'static str, Arc<dyn CallControl>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.modules.keys()).finish()
+    }
+}
+
+/// The result of a chain's `start` hooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartOutcome {
+    pub verdict: Verdict,
+    pub effects: Effects,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, module: Arc<dyn CallControl>) {
+        self.modules.insert(module.module(), module);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn CallControl>> {
+        self.modules.get(name)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.modules.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Checks every profile's chain at load: static module names exist, mandatory values are
+    /// set. Errors name the profile's file, line and key.
+    pub fn check(&self, snap: &Snapshot) -> Result<(), ConfigError> {
+        for p in snap.profiles.values() {
+            for inst in &p.call_control {
+                let Some(module) = inst.module.literal() else { continue };
+                let key = format!("{}_module", inst.name);
+                let at = p.option(&key).or_else(|| p.option("call_control"));
+                let err =
+                    |m: String| ConfigError::new(at.map_or(&p.file, |o| &o.file), at.and_then(|o| o.line), &key, m);
+                let Some(m) = self.get(&module) else {
+                    return Err(err(format!("no call-control module '{module}' (have: {})", self.names().join(", "))));
+                };
+                for needed in m.mandatory() {
+                    if !inst.params.iter().any(|(k, _)| k == needed) {
+                        return Err(err(format!("module {module} needs {}_{needed}", inst.name)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `start` along the chain. `started` counts the instances whose `start` ran to the
+    /// end (their `end` is owed); on a refusal or drop, `end` is run here for the earlier ones
+    /// and `started` goes back to 0.
+    pub fn run_start(
+        &self,
+        chain: &[CcInstance],
+        call: &CallFacts,
+        times: &Times,
+        started: &AtomicUsize,
+    ) -> Result<StartOutcome, CcError> {
+        let mut effects = Effects::default();
+        for (i, inst) in chain.iter().enumerate() {
+            let module = self.get(&inst.module).ok_or_else(|| CcError::new(&inst.module, "no such module"))?;
+            let hook = Hook { instance: &inst.name, params: &inst.params, call };
+            let verdict = match module.start(&hook, &mut effects) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.run_end(&chain[..i], call, times, &refused_end(500, "call control error"));
+                    started.store(0, Ordering::SeqCst);
+                    return Err(e);
+                }
+            };
+            if verdict != Verdict::Continue {
+                let (code, reason) = match &verdict {
+                    Verdict::Refuse { code, reason, .. } => (*code, reason.as_str()),
+                    _ => (0, "dropped"),
+                };
+                self.run_end(&chain[..i], call, times, &refused_end(code, reason));
+                started.store(0, Ordering::SeqCst);
+                return Ok(StartOutcome { verdict, effects });
+            }
+            started.store(i + 1, Ordering::SeqCst);
+        }
+        Ok(StartOutcome { verdict: Verdict::Continue, effects })
+    }
+
+    pub fn run_connect(&self, chain: &[CcInstance], call: &CallFacts, times: &Times) {
+        for inst in chain {
+            if let Some(m) = self.get(&inst.module) {
+                m.connect(&Hook { instance: &inst.name, params: &inst.params, call }, times);
+            }
+        }
+    }
+
+    pub fn run_end(&self, chain: &[CcInstance], call: &CallFacts, times: &Times, end: &CallEnd) {
+        for inst in chain {
+            if let Some(m) = self.get(&inst.module) {
+                m.end(&Hook { instance: &inst.name, params: &inst.params, call }, times, end);
+            }
+        }
+    }
+}
+
+fn refused_end(code: u16, reason: &str) -> CallEnd {
+    CallEnd { by: crate::EndedBy::Sbc, code, reason: reason.to_string(), answered: false }
+}

@@ -1,0 +1,65 @@
+//! What hooks know about a call.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// The call as the caller started it (the incoming INVITE), stamped by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFacts {
+    /// The engine's call handle (unique per shard and run).
+    pub call: u64,
+    pub profile: String,
+    pub source: SocketAddr,
+    pub from: String,
+    pub to: String,
+    pub ruri: String,
+    pub call_id: String,
+}
+
+/// Wall-clock times of the call, taken by the driver when the events arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub start: SystemTime,
+    pub connect: Option<SystemTime>,
+    pub end: Option<SystemTime>,
+}
+
+impl Times {
+    /// Connect to end (0 when not answered).
+    pub fn billable(&self) -> Duration {
+        match (self.connect, self.end) {
+            (Some(c), Some(e)) => e.duration_since(c).unwrap_or_default(),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// Who ended a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    Caller,
+    Callee,
+    /// The SBC itself: a timer, a refusal, an error, the operator.
+    Sbc,
+}
+
+impl EndedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Callee => "callee",
+            Self::Sbc => "local",
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEnd {
+    pub by: EndedBy,
+    /// The final code of the call's INVITE (200 for answered calls).
+    pub code: u16,
+    /// Why: `bye`, `rejected`, `cancelled`, `timeout`, `call_timer` ...
+    pub reason: String,
+    pub answered: bool,
+}

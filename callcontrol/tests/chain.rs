@@ -1,0 +1,124 @@
+//! The chain runner and the built-in modules, without a network.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use callcontrol::modules::{builtin, ModuleSettings};
+use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy, Times, Verdict};
+
+fn facts(n: u64) -> CallFacts {
+    CallFacts {
+        call: n,
+        profile: "p".into(),
+        source: "127.0.0.1:5060".parse().unwrap(),
+        from: "<sip:a@x>".into(),
+        to: "<sip:b@x>".into(),
+        ruri: "sip:b@x".into(),
+        call_id: format!("c{n}"),
+    }
+}
+
+fn inst(name: &str, module: &str, params: &[(&str, &str)]) -> CcInstance {
+    CcInstance {
+        name: name.into(),
+        module: module.into(),
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn times() -> Times {
+    Times { start: SystemTime::UNIX_EPOCH, connect: None, end: None }
+}
+
+fn end() -> CallEnd {
+    CallEnd { by: EndedBy::Caller, code: 200, reason: "bye".into(), answered: true }
+}
+
+#[test]
+fn pcalls_limits_per_key_and_releases_on_end() {
+    let r = builtin(&ModuleSettings::default());
+    let chain = |user: &str| vec![inst("limit", "cc_pcalls", &[("uuid", user), ("max_calls", "2")])];
+    let started = AtomicUsize::new(0);
+    for n in 0..2 {
+        let out = r.run_start(&chain("alice"), &facts(n), &times(), &started).unwrap();
+        assert_eq!(out.verdict, Verdict::Continue);
+    }
+    let third = r.run_start(&chain("alice"), &facts(3), &times(), &started).unwrap();
+    assert_eq!(
+        third.verdict,
+        Verdict::Refuse { code: 402, reason: "Too Many Simultaneous Calls".into(), headers: vec![] }
+    );
+    assert_eq!(started.load(Ordering::SeqCst), 0);
+    assert_eq!(r.run_start(&chain("bob"), &facts(4), &times(), &started).unwrap().verdict, Verdict::Continue);
+    r.run_end(&chain("alice"), &facts(0), &times(), &end());
+    assert_eq!(r.run_start(&chain("alice"), &facts(5), &times(), &started).unwrap().verdict, Verdict::Continue);
+}
+
+#[test]
+fn pcalls_zero_means_no_limit_and_uuid_is_required() {
+    let r = builtin(&ModuleSettings::default());
+    let started = AtomicUsize::new(0);
+    let chain = vec![inst("limit", "cc_pcalls", &[("uuid", "x"), ("max_calls", "0")])];
+    for n in 0..5 {
+        assert_eq!(r.run_start(&chain, &facts(n), &times(), &started).unwrap().verdict, Verdict::Continue);
+    }
+    let chain = vec![inst("limit", "cc_pcalls", &[("uuid", " ")])];
+    assert!(r.run_start(&chain, &facts(9), &times(), &started).is_err());
+}
+
+#[test]
+fn call_timer_values() {
+    let r = builtin(&ModuleSettings { call_timer_default_s: Some(60), ..ModuleSettings::default() });
+    let started = AtomicUsize::new(0);
+    let run = |v: &str| r.run_start(&[inst("t", "cc_call_timer", &[("timer", v)])], &facts(1), &times(), &started);
+    assert_eq!(run("5").unwrap().effects.call_timer, Some(Duration::from_secs(5)));
+    assert_eq!(run("1.5").unwrap().effects.call_timer, Some(Duration::from_millis(1500)));
+    assert_eq!(run("").unwrap().effects.call_timer, Some(Duration::from_secs(60)), "default");
+    assert!(matches!(run("0").unwrap().verdict, Verdict::Refuse { code: 503, .. }));
+    assert!(run("-3").is_err());
+    let r = builtin(&ModuleSettings::default());
+    assert!(r.run_start(&[inst("t", "cc_call_timer", &[])], &facts(1), &times(), &started).is_err());
+}
+
+#[test]
+fn a_refusal_ends_the_modules_already_started() {
+    let r = builtin(&ModuleSettings::default());
+    let started = AtomicUsize::new(0);
+    // The limit counts the call, then the timer refuses it: the count must be released.
+    let chain = vec![inst("limit", "cc_pcalls", &[("uuid", "carol")]), inst("t", "cc_call_timer", &[("timer", "0")])];
+    let out = r.run_start(&chain, &facts(1), &times(), &started).unwrap();
+    assert!(matches!(out.verdict, Verdict::Refuse { code: 503, .. }));
+    let again = vec![inst("limit", "cc_pcalls", &[("uuid", "carol")])];
+    assert_eq!(r.run_start(&again, &facts(2), &times(), &started).unwrap().verdict, Verdict::Continue);
+    assert_eq!(started.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_shortest_timer_wins_and_unknown_modules_fail() {
+    let r = builtin(&ModuleSettings::default());
+    let started = AtomicUsize::new(0);
+    let chain = vec![inst("a", "cc_call_timer", &[("timer", "30")]), inst("b", "cc_call_timer", &[("timer", "10")])];
+    assert_eq!(
+        r.run_start(&chain, &facts(1), &times(), &started).unwrap().effects.call_timer,
+        Some(Duration::from_secs(10))
+    );
+    assert!(r.run_start(&[inst("x", "cc_nonesuch", &[])], &facts(1), &times(), &started).is_err());
+}
+
+#[test]
+fn load_check_names_module_and_mandatory_values() {
+    let r = builtin(&ModuleSettings::default());
+    let load = |yaml: &str| profiles::config::Config::from_yaml(yaml, "t.yaml").unwrap().profiles;
+    let ok = load("active_profile: p\nprofiles:\n  p:\n    call_control: limit\n    limit_module: cc_pcalls\n    limit_uuid: $fU\n");
+    assert!(r.check(&ok).is_ok());
+    let e = r
+        .check(&load("active_profile: p\nprofiles:\n  p:\n    call_control: limit\n    limit_module: cc_pcalls\n"))
+        .unwrap_err();
+    assert!(e.to_string().contains("t.yaml:5: limit_module: module cc_pcalls needs limit_uuid"), "{e}");
+    let e =
+        r.check(&load("active_profile: p\nprofiles:\n  p:\n    call_control: x\n    x_module: cc_nope\n")).unwrap_err();
+    assert!(e.to_string().contains("no call-control module 'cc_nope'"), "{e}");
+}
