@@ -14,7 +14,7 @@ use profiles::selection::Rule;
 use profiles::{Snapshot, Store};
 
 use crate::b2bua::apply::MsgView;
-use crate::b2bua::{Engine, EngineConfig, Interface, LocalSocket, Output, Peer, Source, Transport};
+use crate::b2bua::{CcVerdict, Engine, EngineConfig, Interface, LocalSocket, Output, Peer, Source, Transport};
 use crate::config::Config;
 use crate::sip::msg::Message;
 use crate::sip::transaction::TimerConfig;
@@ -106,10 +106,57 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
     let now = std::time::Instant::now();
     engine.handle_message(now, msg, Source { transport, local: local.id, remote: source, conn: None });
     let mut sent = Vec::new();
-    while let Some(o) = engine.poll_output() {
-        if let Output::Transmit { dest, bytes, .. } = o {
-            sent.push((dest, bytes));
+    // Call control runs here, in memory, with fresh module state (nothing is counted for real).
+    let registry = callcontrol::modules::builtin(&callcontrol::modules::ModuleSettings {
+        pcalls_refuse_code: cfg.call_control.pcalls_refuse_code,
+        pcalls_refuse_reason: cfg.call_control.pcalls_refuse_reason.clone(),
+        call_timer_default_s: cfg.call_control.call_timer_default_s,
+    });
+    let mut verdicts = Vec::new();
+    loop {
+        while let Some(o) = engine.poll_output() {
+            match o {
+                Output::Transmit { dest, bytes, .. } => sent.push((dest, bytes)),
+                Output::CallControl(crate::b2bua::CcRequest::Start { call, chain, facts }) => {
+                    let times =
+                        callcontrol::Times { start: std::time::SystemTime::UNIX_EPOCH, connect: None, end: None };
+                    let started = std::sync::atomic::AtomicUsize::new(0);
+                    for inst in chain.iter() {
+                        let _ =
+                            writeln!(out, "  call control: {} (module {}) {:?}", inst.name, inst.module, inst.params);
+                    }
+                    let verdict = match registry.run_start(&chain, &facts, &times, &started) {
+                        Ok(o) => match o.verdict {
+                            callcontrol::Verdict::Continue => {
+                                if let Some(t) = o.effects.call_timer {
+                                    let _ = writeln!(
+                                        out,
+                                        "  call control: call timer {} s from the answer",
+                                        t.as_secs_f64()
+                                    );
+                                }
+                                CcVerdict::Continue { call_timer: o.effects.call_timer, vars: o.effects.vars }
+                            }
+                            callcontrol::Verdict::Refuse { code, reason, headers } => {
+                                CcVerdict::Refuse { code, reason, headers }
+                            }
+                            callcontrol::Verdict::Drop => CcVerdict::Drop,
+                        },
+                        Err(e) => {
+                            let _ = writeln!(out, "  call control: {e}");
+                            CcVerdict::Failed {
+                                code: cfg.call_control.failure_code,
+                                reason: cfg.call_control.failure_reason.clone(),
+                            }
+                        }
+                    };
+                    verdicts.push((call, verdict));
+                }
+                _ => {}
+            }
         }
+        let Some((call, verdict)) = verdicts.pop() else { break };
+        engine.handle_cc_verdict(now, call, verdict);
     }
     engine.handle_timeout(now + Duration::from_millis(1));
     // What the engine sent: a request is the relayed one, a response is its answer.

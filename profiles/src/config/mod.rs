@@ -35,6 +35,8 @@ struct FileConfig {
     limits: FileLimits,
     #[serde(default)]
     shutdown: FileShutdown,
+    #[serde(default)]
+    call_control: FileCallControl,
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
@@ -101,6 +103,60 @@ impl Default for FileLimits {
     }
 }
 
+/// `call_control:`: how hooks run and the modules' own settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileCallControl {
+    hook_timeout_ms: u64,
+    failure_code: u16,
+    failure_reason: String,
+    cc_pcalls: FilePcalls,
+    cc_call_timer: FileCallTimer,
+}
+
+impl Default for FileCallControl {
+    fn default() -> Self {
+        Self {
+            hook_timeout_ms: 2000,
+            failure_code: 500,
+            failure_reason: "Server Internal Error".into(),
+            cc_pcalls: FilePcalls::default(),
+            cc_call_timer: FileCallTimer::default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FilePcalls {
+    refuse_code: u16,
+    refuse_reason: String,
+}
+
+impl Default for FilePcalls {
+    fn default() -> Self {
+        Self { refuse_code: 402, refuse_reason: "Too Many Simultaneous Calls".into() }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileCallTimer {
+    default_timer_s: Option<u64>,
+}
+
+/// Call-control settings of the daemon (`call_control:` in the YAML).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallControlSettings {
+    /// A hook running longer than this gives the call the failure reply.
+    pub hook_timeout: Duration,
+    pub failure_code: u16,
+    pub failure_reason: String,
+    pub pcalls_refuse_code: u16,
+    pub pcalls_refuse_reason: String,
+    pub call_timer_default_s: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileShutdown {
@@ -156,6 +212,7 @@ pub struct Config {
     pub tcp_message_timeout: Duration,
     pub queue_depth: usize,
     pub drain_timeout: Duration,
+    pub call_control: CallControlSettings,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -284,6 +341,18 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
     if sip.timer_c_s < 181 {
         return Err(err(None, "sip.timer_c_s", "must be more than 180 s (RFC 3261 §16.6)".into()));
     }
+    let cc = &f.call_control;
+    for (key, code) in [
+        ("call_control.failure_code", cc.failure_code),
+        ("call_control.cc_pcalls.refuse_code", cc.cc_pcalls.refuse_code),
+    ] {
+        if !(300..=699).contains(&code) {
+            return Err(err(None, key, format!("{code} is not a 3xx-6xx reply code")));
+        }
+    }
+    if cc.hook_timeout_ms == 0 {
+        return Err(err(None, "call_control.hook_timeout_ms", "must be at least 1".into()));
+    }
     if f.limits.queue_depth == 0 {
         return Err(err(None, "limits.queue_depth", "must be at least 1".into()));
     }
@@ -303,6 +372,14 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         tcp_message_timeout: Duration::from_secs(f.limits.tcp_message_timeout_s),
         queue_depth: f.limits.queue_depth,
         drain_timeout: Duration::from_secs(f.shutdown.drain_timeout_s),
+        call_control: CallControlSettings {
+            hook_timeout: Duration::from_millis(cc.hook_timeout_ms),
+            failure_code: cc.failure_code,
+            failure_reason: cc.failure_reason.clone(),
+            pcalls_refuse_code: cc.cc_pcalls.refuse_code,
+            pcalls_refuse_reason: cc.cc_pcalls.refuse_reason.clone(),
+            call_timer_default_s: cc.cc_call_timer.default_timer_s,
+        },
         profiles: Snapshot::transparent(file, Vec::new()),
         warnings: Vec::new(),
     })

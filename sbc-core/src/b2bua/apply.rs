@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use profiles::evaluate::{CallPlan, Refusal};
 use profiles::filters::NameFilter;
-use profiles::pattern::{Env, InterfaceFacts, NoCcVars, NoRegCache, RequestView};
+use profiles::pattern::{CcVars, Env, InterfaceFacts, NoCcVars, NoRegCache, RequestView};
 use profiles::profile::NextHop;
 use profiles::sdp::{self, NothingLeft, SdpRules};
 use profiles::{Profile, Snapshot};
@@ -83,6 +83,12 @@ pub(super) enum Chosen {
     Refuse(Refusal),
     /// No profile, or one whose options do not expand: 500 (logged).
     Fail,
+    /// The profile has call control: its `start` hooks run before the profile is evaluated.
+    CallControl {
+        snapshot: Arc<Snapshot>,
+        profile: Arc<Profile>,
+        chain: Vec<profiles::evaluate::CcInstance>,
+    },
 }
 
 /// A SIP message as the pattern engine reads it.
@@ -144,12 +150,17 @@ pub(crate) fn hop_target(h: &NextHop) -> (Transport, Peer) {
 }
 
 impl Engine {
-    /// Runs the selection chain and evaluates the chosen profile against `msg`.
-    pub(super) fn choose_profile(&mut self, msg: &Message, src: &Source) -> Chosen {
-        let snap = self.cfg.profiles.load();
-        let Some(socket) = self.cfg.socket(src.local) else {
-            return Chosen::Fail;
-        };
+    /// Runs `f` with the pattern environment of `msg` arriving from `src`.
+    fn with_env<T>(
+        &mut self,
+        msg: &Message,
+        src: &Source,
+        snap: &Snapshot,
+        profile: Option<&Profile>,
+        cc_vars: &dyn CcVars,
+        f: impl FnOnce(&Env<'_>) -> T,
+    ) -> Option<T> {
+        let socket = self.cfg.socket(src.local)?;
         let iface_index = self.cfg.interface_of(src.local).unwrap_or(0);
         let iface_name = self.cfg.interfaces.get(iface_index).map_or("", |i| i.name.as_str());
         let rng = Cell::new(self.ids.next_u64());
@@ -163,21 +174,31 @@ impl Engine {
                 name: iface_name,
                 public_ip: socket.advertised.as_deref().unwrap_or(""),
             },
-            next_hop: None,
+            next_hop: profile.and_then(Snapshot::literal_next_hop),
             maps: &snap.maps,
-            cc_vars: &NoCcVars,
+            cc_vars,
             reg_cache: &NoRegCache,
             rng: &rng,
         };
-        let profile = match snap.select(&env) {
-            Ok((p, _)) => p,
-            Err(e) => {
+        Some(f(&env))
+    }
+
+    /// Runs the selection chain for `msg`, answers `refuse_with`, and evaluates the profile —
+    /// unless it has a call-control chain and `with_cc` is set: then the chain is expanded and
+    /// evaluation waits for the modules' verdict.
+    pub(super) fn choose_profile(&mut self, msg: &Message, src: &Source, with_cc: bool) -> Chosen {
+        let snap = self.cfg.profiles.load();
+        let selected = self.with_env(msg, src, &snap, None, &NoCcVars, |env| snap.select(env));
+        let profile = match selected {
+            Some(Ok((p, _))) => p,
+            Some(Err(e)) => {
                 tracing::warn!(source = %src.remote, "{e}");
                 return Chosen::Fail;
             }
+            None => return Chosen::Fail,
         };
-        let env = Env { next_hop: Snapshot::literal_next_hop(&profile), ..env };
-        if let Some(r) = profile.refusal(&env) {
+        let refusal = self.with_env(msg, src, &snap, Some(&profile), &NoCcVars, |env| profile.refusal(env)).flatten();
+        if let Some(r) = refusal {
             return match r {
                 Ok(r) => Chosen::Refuse(r),
                 Err(e) => {
@@ -186,12 +207,37 @@ impl Engine {
                 }
             };
         }
-        match profile.evaluate(&env) {
-            Ok(plan) => Chosen::Go(Arc::new(CallRules { profile, plan })),
-            Err(e) => {
+        if with_cc && !profile.call_control.is_empty() {
+            let chain =
+                self.with_env(msg, src, &snap, Some(&profile), &NoCcVars, |env| profile.call_control_chain(env));
+            return match chain {
+                Some(Ok(chain)) => Chosen::CallControl { snapshot: snap, profile, chain },
+                Some(Err(e)) => {
+                    tracing::warn!(profile = %profile.name, "{e}");
+                    Chosen::Fail
+                }
+                None => Chosen::Fail,
+            };
+        }
+        self.evaluate_profile(msg, src, &snap, profile, &NoCcVars)
+    }
+
+    /// Evaluates `profile` for `msg` (with call-control variables, if any).
+    pub(super) fn evaluate_profile(
+        &mut self,
+        msg: &Message,
+        src: &Source,
+        snap: &Snapshot,
+        profile: Arc<Profile>,
+        cc_vars: &dyn CcVars,
+    ) -> Chosen {
+        match self.with_env(msg, src, snap, Some(&profile), cc_vars, |env| profile.evaluate(env)) {
+            Some(Ok(plan)) => Chosen::Go(Arc::new(CallRules { profile, plan })),
+            Some(Err(e)) => {
                 tracing::warn!(profile = %profile.name, "{e}");
                 Chosen::Fail
             }
+            None => Chosen::Fail,
         }
     }
 }

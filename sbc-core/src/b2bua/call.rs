@@ -108,6 +108,10 @@ pub(crate) struct Call {
     pub(crate) kind: CallKind,
     /// The profile the call started with, evaluated; pinned until the call ends.
     pub(crate) rules: std::sync::Arc<CallRules>,
+    /// Call control of this call, if its profile has a chain (its `end` is owed).
+    pub(crate) cc: Option<super::cc::CallCc>,
+    /// The side whose BYE ended the call.
+    pub(crate) bye_from: Option<Side>,
     /// Next hops still to try for the B leg's INVITE (`next_hop` alternatives).
     pub(crate) failover: Vec<(Transport, Peer)>,
     /// Our B-leg INVITE, kept only while there is an alternative to resend it to.

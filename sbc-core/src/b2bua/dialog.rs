@@ -115,6 +115,7 @@ impl Engine {
         }
         if method == Method::Bye {
             call.state = CallState::Ending;
+            call.bye_from = Some(side);
             call.timer_c = None;
             call.max_duration = None;
             call.reliable_1xx = None;

@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use profiles::evaluate::{ContactValues, Refusal as ProfileRefusal};
 
+use callcontrol::{CallEnd, EndedBy};
+
 use super::apply::{append, hop_target, CallRules, Chosen};
 use super::build::{self, contact_value, copy_unowned, request_on_leg, without_tag};
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
+use super::cc::{CallCc, CcRequest};
 use super::routing::{self, NoRoute};
 use super::txs::Purpose;
 use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
@@ -147,15 +150,18 @@ impl Engine {
             Ok(mf) => mf,
             Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
         };
-        // The profile decides before anything else runs (SEMS §0.1 steps 2-3).
-        let rules = match self.choose_profile(&msg, &src) {
-            Chosen::Go(r) => r,
-            Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
-            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
-        };
         if !acceptable_body(&msg) {
             return self.refuse(now, key, &msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
         }
+        // The profile decides before anything else runs (SEMS §0.1 steps 2-3).
+        let rules = match self.choose_profile(&msg, &src, true) {
+            Chosen::Go(r) => r,
+            Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
+            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
+            Chosen::CallControl { snapshot, profile, chain } => {
+                return self.start_call_control(now, key, msg, src, max_forwards, snapshot, profile, chain);
+            }
+        };
         let ruri = rules.plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
@@ -178,6 +184,37 @@ impl Engine {
         kind: CallKind,
         rules: Arc<CallRules>,
     ) {
+        self.start_dialog_pair_with(now, key, msg, src, route, max_forwards, kind, rules, None);
+    }
+
+    /// [`Self::start_dialog_pair`] for a call that may already have its handle and A-side
+    /// transaction (it waited for call control, whose state it takes over).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_dialog_pair_with(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        msg: Message,
+        src: Source,
+        route: BRoute,
+        max_forwards: u8,
+        kind: CallKind,
+        rules: Arc<CallRules>,
+        parked: Option<(u64, TxId, CallCc)>,
+    ) {
+        // A call parked for call control already has its transaction: errors are answered
+        // there, and call control hears that the call ended.
+        let fail =
+            |me: &mut Self, key: TxKey, msg: &Message, src: &Source, code: u16, reason: &'static str| match parked {
+                Some((h, a_tx, _)) => {
+                    me.respond_local(now, a_tx, code, reason, &[]);
+                    me.announce_end(
+                        h,
+                        CallEnd { by: EndedBy::Sbc, code, reason: "setup_failed".into(), answered: false },
+                    );
+                }
+                None => me.refuse(now, key, msg, src, code, reason, &[]),
+            };
         let b_dest = route.dest;
         let plan = &rules.plan;
         // A leg: the interface it arrived on, unless the profile names another.
@@ -199,24 +236,34 @@ impl Engine {
         let (Some(a_socket), Some(b_socket)) =
             (self.cfg.socket(a_local).cloned(), self.cfg.socket(b_dest.local).cloned())
         else {
-            return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
+            return fail(self, key, &msg, &src, 500, "Server Internal Error");
         };
         let b_sent_by = b_socket.sent_by();
         let body = match rules.filter_body(Side::B, &b_sent_by, msg.body()) {
             Ok(b) => b.into_owned(),
-            Err(_) => return self.refuse(now, key, &msg, &src, 488, "Not Acceptable Here", &[]),
+            Err(_) => return fail(self, key, &msg, &src, 488, "Not Acceptable Here"),
         };
         let is_invite = kind == CallKind::Invite;
-        let handle = self.new_id();
+        let (handle, a_tx, a_tag, cc) = match parked {
+            Some((h, a_tx, cc)) => {
+                let tag = self.txs.get(&a_tx).and_then(|e| e.to_tag.clone()).unwrap_or_else(|| self.ids.tag());
+                (h, a_tx, tag, Some(cc))
+            }
+            None => {
+                let handle = self.new_id();
+                let a_tag = self.ids.tag();
+                // A call's INVITE has its own roles (Timer C, 100rel, ACK); a subscription's
+                // first request is relayed like any in-dialog one, its responses mapped by
+                // relay_response.
+                let a_purpose = if is_invite { Purpose::AInitialInvite } else { Purpose::RelayServer { peer: 0 } };
+                let a_tx = self.new_server_tx(key, &msg, &src, Some(handle), Side::A, a_purpose, Some(a_tag.clone()));
+                if is_invite {
+                    self.respond_local(now, a_tx, 100, "Trying", &[]);
+                }
+                (handle, a_tx, a_tag, None)
+            }
+        };
         let span = tracing::info_span!("call", id = handle);
-        let a_tag = self.ids.tag();
-        // A call's INVITE has its own roles (Timer C, 100rel, ACK); a subscription's first
-        // request is relayed like any in-dialog one, its responses mapped by relay_response.
-        let a_purpose = if is_invite { Purpose::AInitialInvite } else { Purpose::RelayServer { peer: 0 } };
-        let a_tx = self.new_server_tx(key, &msg, &src, Some(handle), Side::A, a_purpose, Some(a_tag.clone()));
-        if is_invite {
-            self.respond_local(now, a_tx, 100, "Trying", &[]);
-        }
 
         let a_sent_by = a_socket.sent_by();
         // RFC 2543 peers may send no Contact (RFC 4475 §3.4.1): reach them where they are.
@@ -344,6 +391,8 @@ impl Engine {
                 span,
                 kind,
                 rules,
+                cc,
+                bye_from: None,
                 failover,
                 b_invite,
                 state: CallState::Early,
@@ -480,6 +529,20 @@ impl Engine {
             if !self.cfg.max_call_duration.is_zero() {
                 call.max_duration = Some(now + self.cfg.max_call_duration);
             }
+            if let Some(cc) = call.cc.as_mut() {
+                // Call timers run from the answer; the shortest limit wins.
+                if let Some(t) = cc.call_timer {
+                    let at = now + t;
+                    if call.max_duration.is_none_or(|m| at <= m) {
+                        call.max_duration = Some(at);
+                        cc.timer_armed = true;
+                    }
+                }
+                self.out.push_back(Output::CallControl(CcRequest::Connect { call: h }));
+            }
+            let Some(call) = self.calls.get_mut(&h) else {
+                return;
+            };
             call.invite_relays.push(InviteRelay {
                 server_side: Side::A,
                 server_cseq: a_invite_cseq,
@@ -660,6 +723,9 @@ impl Engine {
 
     /// Stops the B-leg INVITE: CANCEL now if a provisional came, else as soon as one does.
     fn cancel_b(&mut self, now: Instant, h: u64) {
+        if self.cancel_pending(h) {
+            return; // still waiting for call control: there is no B leg yet
+        }
         let t1x64 = self.cfg.timers.t1x64();
         let Some(call) = self.calls.get_mut(&h) else {
             return;
@@ -858,6 +924,12 @@ impl Engine {
         }
         self.stats.calls_ended += 1;
         self.out.push_back(Output::Event(Event::CallEnded { call: h, code, reason }));
+        if call.cc.is_some() {
+            let by = super::cc::ended_by(reason, call.bye_from);
+            let answered = call.answered.is_some();
+            let code = if answered { 200 } else { code };
+            self.announce_end(h, CallEnd { by, code, reason: reason.to_string(), answered });
+        }
     }
 
     pub(super) fn reschedule_call(&mut self, h: u64) {
@@ -901,7 +973,8 @@ impl Engine {
                 // Expired without refresh: both sides drop it by the same rule (RFC 6665 §4.1.2.2).
                 self.end_call(now, h, 408, "subscription_expired");
             } else {
-                self.tear_down(now, h, 200, "max_call_duration");
+                let reason = if call.cc.is_some_and(|c| c.timer_armed) { "call_timer" } else { "max_call_duration" };
+                self.tear_down(now, h, 200, reason);
             }
             return;
         }

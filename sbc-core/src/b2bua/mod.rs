@@ -9,6 +9,7 @@
 pub(crate) mod apply;
 mod build;
 mod call;
+mod cc;
 mod dialog;
 mod ids;
 mod invite;
@@ -33,6 +34,7 @@ use crate::sip::transaction::{client_key, server_key, TxKey};
 
 pub use apply::MsgView;
 pub use call::Side;
+pub use cc::{CcRequest, CcVerdict};
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
@@ -54,6 +56,8 @@ pub enum Output {
     Transmit { dest: Destination, bytes: Bytes, tx: Option<TxId> },
     /// Something worth counting or logging.
     Event(Event),
+    /// Work for the call-control driver (run hooks; answer `Start` with `handle_cc_verdict`).
+    CallControl(CcRequest),
 }
 
 /// Call and message events, for logs and metrics.
@@ -109,6 +113,8 @@ pub struct Engine {
     tx_keys: HashMap<TxKey, TxId>,
     next_id: u64,
     calls: HashMap<u64, Call>,
+    /// Calls waiting for their call-control `start` verdict.
+    pending_cc: HashMap<u64, cc::PendingStart>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (u64, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
@@ -134,6 +140,7 @@ impl Engine {
             tx_keys: HashMap::new(),
             next_id: 1,
             calls: HashMap::new(),
+            pending_cc: HashMap::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -156,7 +163,7 @@ impl Engine {
         self.draining
     }
     pub fn active_calls(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.pending_cc.len()
     }
     pub fn active_transactions(&self) -> usize {
         self.txs.len() + self.lingering.len()
@@ -167,7 +174,7 @@ impl Engine {
     }
     /// True when nothing is left that a shutdown would cut.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.busy_transactions() == 0
+        self.calls.is_empty() && self.pending_cc.is_empty() && self.busy_transactions() == 0
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {

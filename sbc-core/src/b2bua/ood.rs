@@ -41,11 +41,14 @@ impl Engine {
             Ok(mf) => mf,
             Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
         };
-        let rules = match self.choose_profile(&msg, &src) {
+        // Out-of-dialog requests do not run call control (no module here needs `route`).
+        let rules = match self.choose_profile(&msg, &src, false) {
             Chosen::Go(r) => r,
             Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
             // Unlike SEMS (§8.4 item 8), a request that cannot be handled is answered.
-            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
+            Chosen::Fail | Chosen::CallControl { .. } => {
+                return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[])
+            }
         };
         let plan = &rules.plan;
         let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());

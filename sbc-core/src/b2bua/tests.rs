@@ -22,6 +22,8 @@ fn addr(s: &str) -> SocketAddr {
 struct Harness {
     engine: Engine,
     now: Instant,
+    /// Call-control requests the engine emitted, in order.
+    cc: Vec<CcRequest>,
 }
 
 #[derive(Debug)]
@@ -59,7 +61,7 @@ impl Harness {
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        Self { engine: Engine::new(cfg, 7), now }
+        Self { engine: Engine::new(cfg, 7), now, cc: Vec::new() }
     }
 
     fn send(&mut self, from: &str, text: &str) -> Vec<Sent> {
@@ -87,11 +89,20 @@ impl Harness {
     fn drain(&mut self) -> Vec<Sent> {
         let mut v = Vec::new();
         while let Some(o) = self.engine.poll_output() {
-            if let Output::Transmit { dest, bytes, .. } = o {
-                v.push(Sent { to: dest.peer, msg: Message::parse(bytes).expect("SBC output parses") });
+            match o {
+                Output::Transmit { dest, bytes, .. } => {
+                    v.push(Sent { to: dest.peer, msg: Message::parse(bytes).expect("SBC output parses") });
+                }
+                Output::CallControl(r) => self.cc.push(r),
+                Output::Event(_) => {}
             }
         }
         v
+    }
+
+    fn verdict(&mut self, call: u64, verdict: CcVerdict) -> Vec<Sent> {
+        self.engine.handle_cc_verdict(self.now, call, verdict);
+        self.drain()
     }
 }
 
@@ -1028,4 +1039,106 @@ fn transparent_ids_fall_back_when_the_callers_tag_is_taken() {
     assert_ne!(second.from_tag(), Some(&b"at"[..]));
     let out = h.send(BOB, &response_to(&first, 200, "b1", ""));
     assert_eq!(one(&out, ALICE).status(), Some(200));
+}
+
+// ---- call control ----
+
+const CC_PROFILE: &str = r#"
+active_profile: p
+profiles:
+  p:
+    call_control: [limit, timer]
+    limit_module: cc_pcalls
+    limit_uuid: "$fU"
+    timer_module: cc_call_timer
+    timer_timer: "$H(X-Max)"
+    RURI: "sip:$V(route::user)@$rd"
+"#;
+
+fn started(h: &Harness) -> (u64, Vec<callcontrol::CcInstance>) {
+    match h.cc.first() {
+        Some(CcRequest::Start { call, chain, .. }) => (*call, chain.to_vec()),
+        other => panic!("expected a Start, got {other:?}"),
+    }
+}
+
+fn go(timer: Option<u64>, vars: &[(&str, &str)]) -> CcVerdict {
+    CcVerdict::Continue {
+        call_timer: timer.map(Duration::from_secs),
+        vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+#[test]
+fn call_control_parks_the_call_then_applies_timer_and_variables() {
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    let out = h.send(ALICE, &invite("cc1@alice", "X-Max: 5\n"));
+    assert_eq!(one(&out, ALICE).status(), Some(100));
+    assert!(to(&out, BOB).is_empty(), "no B leg before the verdict");
+    let (call, chain) = started(&h);
+    assert_eq!(chain.len(), 2);
+    assert_eq!((chain[0].module.as_str(), chain[0].params["uuid"].as_str()), ("cc_pcalls", "alice"));
+    assert_eq!(chain[1].params["timer"], "5");
+
+    let out = h.verdict(call, go(Some(5), &[("route::user", "routed")]));
+    let b = one(&out, BOB);
+    assert_eq!(b.request_uri(), format!("sip:routed@{BOB}").as_bytes(), "$V() set by a module");
+    let out = h.send(BOB, &response_to(&b, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    assert!(matches!(h.cc.get(1), Some(CcRequest::Connect { call: c }) if *c == call));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "cc1@alice", 10, ""));
+    // The call timer runs from the answer: both legs get BYE after 5 s.
+    let out = h.advance(Duration::from_secs(5));
+    assert_eq!(one(&out, ALICE).method(), Some(Method::Bye));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Bye));
+    match h.cc.get(2) {
+        Some(CcRequest::End { call: c, end }) => {
+            assert_eq!(*c, call);
+            assert_eq!((end.by, end.reason.as_str(), end.answered), (callcontrol::EndedBy::Sbc, "call_timer", true));
+        }
+        other => panic!("expected End, got {other:?}"),
+    }
+    assert_eq!(h.cc.len(), 3, "end is announced once");
+}
+
+#[test]
+fn call_control_refusal_and_failure_answer_the_caller() {
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    h.send(ALICE, &invite("cc2@alice", ""));
+    let (call, _) = started(&h);
+    let refuse = CcVerdict::Refuse {
+        code: 402,
+        reason: "Too Many Simultaneous Calls".into(),
+        headers: vec![("X-Why".into(), "limit".into())],
+    };
+    let out = h.verdict(call, refuse);
+    let r = one(&out, ALICE);
+    assert_eq!((r.status(), r.other_header("X-Why")), (Some(402), Some(&b"limit"[..])));
+    assert!(to(&out, BOB).is_empty());
+    assert!(matches!(h.cc.last(), Some(CcRequest::End { end, .. }) if !end.answered && end.code == 402));
+
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    h.send(ALICE, &invite("cc3@alice", ""));
+    let (call, _) = started(&h);
+    let out = h.verdict(call, CcVerdict::Failed { code: 503, reason: "Service Unavailable".into() });
+    assert_eq!(one(&out, ALICE).status(), Some(503));
+}
+
+#[test]
+fn cancel_while_call_control_runs() {
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    let inv = invite("cc4@alice", "");
+    h.send(ALICE, &inv);
+    let (call, _) = started(&h);
+    let cancel = format!(
+        "CANCEL sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKcc4@alice;rport\nMax-Forwards: 70\nFrom: \"Alice\" <sip:alice@atlanta.example>;tag=at\nTo: <sip:bob@biloxi.example>\nCall-ID: cc4@alice\nCSeq: 10 CANCEL\nContent-Length: 0\n\n"
+    );
+    let out = h.send(ALICE, &cancel);
+    let codes: Vec<_> = to(&out, ALICE).iter().filter_map(Message::status).collect();
+    assert!(codes.contains(&200) && codes.contains(&487), "{codes:?}");
+    assert!(matches!(h.cc.last(), Some(CcRequest::End { end, .. }) if end.by == callcontrol::EndedBy::Caller));
+    // The verdict that arrives afterwards changes nothing.
+    let out = h.verdict(call, go(None, &[]));
+    assert!(out.is_empty());
+    assert_eq!(h.engine.active_calls(), 0);
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use callcontrol::Registry;
 use clap::{Parser, ValueEnum};
 use profiles::{Snapshot, Store};
 use sbc_core::config::{Config, ListenAddr};
@@ -135,6 +136,8 @@ fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
         Some(path) => Config::load(path)?,
         None => Config::embedded()?,
     };
+    // Profiles may only name modules this sbcd has, with their mandatory values.
+    call_control_registry(&cfg).check(&cfg.profiles)?;
     cfg.override_listen(cli.listen.clone());
     Ok(cfg)
 }
@@ -162,14 +165,16 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    let registry = Arc::new(call_control_registry(&cfg));
     let store = Arc::new(Store::new(cfg.profiles.clone()));
     log_profiles(&store.load());
-    let runtime = Runtime::start(&cfg, store.clone(), shards, seed).await.context("starting transports")?;
+    let runtime =
+        Runtime::start(&cfg, store.clone(), registry.clone(), shards, seed).await.context("starting transports")?;
     tracing::info!(config = %cfg.source, shards, "sbcd started");
 
     while wait_for_signal().await == Signal::Reload {
         match &config_path {
-            Some(path) => reload(path, &cfg, &store),
+            Some(path) => reload(path, &cfg, &store, &registry),
             None => tracing::warn!("SIGHUP: running on the embedded default configuration, nothing to reload"),
         }
     }
@@ -205,7 +210,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
 
 /// Reloads profiles, maps and the chain from the configuration file (SIGHUP). A file that
 /// does not load or validate leaves the running snapshot in place.
-fn reload(path: &std::path::Path, running: &Config, store: &Store) {
+fn reload(path: &std::path::Path, running: &Config, store: &Store, registry: &Registry) {
     let fresh = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -224,6 +229,10 @@ fn reload(path: &std::path::Path, running: &Config, store: &Store) {
     // Profiles are checked against the interfaces that are running, not the file's new ones.
     let mut snapshot = fresh.profiles;
     snapshot.interfaces = running.interface_names();
+    if let Err(e) = registry.check(&snapshot) {
+        tracing::error!(generation = store.load().generation, "reload failed, configuration unchanged: {e}");
+        return;
+    }
     match store.replace(snapshot) {
         Ok(generation) => {
             tracing::info!(generation, "configuration reloaded");
@@ -231,6 +240,16 @@ fn reload(path: &std::path::Path, running: &Config, store: &Store) {
         }
         Err(e) => tracing::error!("reload failed, configuration unchanged: {e}"),
     }
+}
+
+/// The built-in call-control modules with the configured settings.
+fn call_control_registry(cfg: &Config) -> Registry {
+    let c = &cfg.call_control;
+    callcontrol::modules::builtin(&callcontrol::modules::ModuleSettings {
+        pcalls_refuse_code: c.pcalls_refuse_code,
+        pcalls_refuse_reason: c.pcalls_refuse_reason.clone(),
+        call_timer_default_s: c.call_timer_default_s,
+    })
 }
 
 fn log_profiles(snap: &Snapshot) {

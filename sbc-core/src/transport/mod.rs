@@ -3,9 +3,12 @@
 //! one [`Engine`] (no lock on the per-message path). Queues are bounded: when a shard's queue is
 //! full the datagram is dropped and counted (the peer retransmits), a TCP reader waits.
 
+mod callcontrol;
 mod shard;
 mod tcp;
 mod udp;
+
+pub use callcontrol::CcSettings;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,6 +35,8 @@ pub(crate) enum ShardInput {
     Unparseable(Bytes, ParseError, crate::b2bua::Source),
     TransportError(TxId),
     Drain,
+    /// The call-control verdict for a parked call.
+    CcVerdict(u64, crate::b2bua::CcVerdict),
 }
 
 /// Process-wide counters of the driver (the engines count the rest).
@@ -178,6 +183,7 @@ impl Runtime {
     pub async fn start(
         cfg: &Config,
         profiles: Arc<profiles::Store>,
+        call_control: Arc<::callcontrol::Registry>,
         shards: usize,
         seed: u64,
     ) -> Result<Self, StartError> {
@@ -234,6 +240,11 @@ impl Runtime {
             tcp_idle_timeout: cfg.tcp_idle_timeout,
             tcp_message_timeout: cfg.tcp_message_timeout,
         });
+        let cc_settings = Arc::new(CcSettings {
+            hook_timeout: cfg.call_control.hook_timeout,
+            failure_code: cfg.call_control.failure_code,
+            failure_reason: cfg.call_control.failure_reason.clone(),
+        });
         let mut statuses = Vec::new();
         for (i, rx) in receivers.into_iter().enumerate() {
             let ecfg = EngineConfig {
@@ -250,7 +261,8 @@ impl Runtime {
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            tokio::spawn(shard::run(crate::b2bua::Engine::new(ecfg, seed), rx, shared.clone(), status));
+            let cc = callcontrol::CcDriver::new(call_control.clone(), cc_settings.clone(), shared.shards[i].clone());
+            tokio::spawn(shard::run(crate::b2bua::Engine::new(ecfg, seed), rx, shared.clone(), status, cc));
         }
         for (id, sock) in shared.udp.iter().enumerate() {
             if let Some(sock) = sock {

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::callcontrol::CcDriver;
 use super::{ShardInput, Shared};
 use crate::b2bua::{Engine, Event, Output};
 
@@ -66,6 +67,7 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<ShardInput>,
     shared: Arc<Shared>,
     status: Arc<ShardStatus>,
+    mut cc: CcDriver,
 ) {
     let shard = engine.config().shard;
     loop {
@@ -90,6 +92,7 @@ pub(super) async fn run(
                 Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
                 Output::Event(Event::Dropped { reason }) => tracing::trace!(reason, "drop"),
                 Output::Event(_) => {}
+                Output::CallControl(req) => cc.dispatch(req),
             }
         }
         publish(&engine, &status);
@@ -103,6 +106,7 @@ fn handle(engine: &mut Engine, input: ShardInput) {
         ShardInput::Unparseable(bytes, err, src) => engine.handle_unparseable(now, &bytes, err, src),
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
         ShardInput::Drain => engine.set_draining(true),
+        ShardInput::CcVerdict(call, verdict) => engine.handle_cc_verdict(now, call, verdict),
     }
 }
 

@@ -1,0 +1,201 @@
+//! Call control seen from the engine: a call whose profile has a `call_control` chain is
+//! parked after its `100 Trying` while the driver runs the modules' `start` hooks
+//! (off the signalling path, under a deadline); the verdict comes back through
+//! [`Engine::handle_cc_verdict`]. The engine then evaluates the profile (with the `$V()`
+//! variables the modules set) and builds the B leg, or answers with the refusal. `connect`
+//! and `end` are announced as the call is answered and ends — `end` exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy};
+use profiles::pattern::CcVars;
+use profiles::{Profile, Snapshot};
+
+use super::apply::Chosen;
+use super::call::{CallKind, Side};
+use super::txs::Purpose;
+use super::types::Source;
+use super::{Engine, Output, TxId};
+use crate::sip::msg::{HeaderName, Message};
+use crate::sip::transaction::TxKey;
+
+/// What the engine asks the call-control driver to run.
+#[derive(Debug, Clone)]
+pub enum CcRequest {
+    /// Run `start` along `chain`, then answer with [`Engine::handle_cc_verdict`].
+    Start { call: u64, chain: Arc<[CcInstance]>, facts: CallFacts },
+    /// The call was answered.
+    Connect { call: u64 },
+    /// The call is over; no other request follows for it.
+    End { call: u64, end: CallEnd },
+}
+
+/// The outcome of the `start` hooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CcVerdict {
+    Continue {
+        call_timer: Option<Duration>,
+        vars: BTreeMap<String, String>,
+    },
+    Refuse {
+        code: u16,
+        reason: String,
+        headers: Vec<(String, String)>,
+    },
+    Drop,
+    /// A hook failed or was late: the configured reply.
+    Failed {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// A call waiting for its `start` verdict.
+pub(super) struct PendingStart {
+    key: TxKey,
+    msg: Message,
+    src: Source,
+    max_forwards: u8,
+    snapshot: Arc<Snapshot>,
+    profile: Arc<Profile>,
+    a_tx: TxId,
+}
+
+/// What call control left on a running call.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallCc {
+    /// Armed when the call is answered.
+    pub(crate) call_timer: Option<Duration>,
+    /// The call timer is what ends the call when `max_duration` runs out.
+    pub(crate) timer_armed: bool,
+}
+
+/// `$V()` over the variables modules set.
+pub(crate) struct VarMap<'a>(pub(crate) &'a BTreeMap<String, String>);
+
+impl CcVars for VarMap<'_> {
+    fn get(&self, name: &str, member: Option<&str>) -> Option<String> {
+        match member {
+            Some(m) => self.0.get(&format!("{name}.{m}")).cloned(),
+            None => self.0.get(name).cloned(),
+        }
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Who ended a call, from the engine's reason and the side that sent BYE.
+pub(super) fn ended_by(reason: &str, bye_from: Option<Side>) -> EndedBy {
+    match (reason, bye_from) {
+        ("bye", Some(Side::A)) | ("cancelled", _) => EndedBy::Caller,
+        ("bye", Some(Side::B)) | ("rejected", _) => EndedBy::Callee,
+        _ => EndedBy::Sbc,
+    }
+}
+
+impl Engine {
+    /// Parks a new call for its call-control `start` and asks the driver to run it.
+    #[allow(clippy::too_many_arguments)] // the request and what the profile decided
+    pub(super) fn start_call_control(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        msg: Message,
+        src: Source,
+        max_forwards: u8,
+        snapshot: Arc<Snapshot>,
+        profile: Arc<Profile>,
+        chain: Vec<CcInstance>,
+    ) {
+        let handle = self.new_id();
+        let a_tag = self.ids.tag();
+        let a_tx =
+            self.new_server_tx(key.clone(), &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag));
+        self.respond_local(now, a_tx, 100, "Trying", &[]);
+        let facts = CallFacts {
+            call: handle,
+            profile: profile.name.clone(),
+            source: src.remote,
+            from: text(msg.header_value(HeaderName::From).unwrap_or_default()),
+            to: text(msg.header_value(HeaderName::To).unwrap_or_default()),
+            ruri: text(msg.request_uri()),
+            call_id: text(msg.call_id().unwrap_or_default()),
+        };
+        self.pending_cc.insert(handle, PendingStart { key, msg, src, max_forwards, snapshot, profile, a_tx });
+        self.out.push_back(Output::CallControl(CcRequest::Start { call: handle, chain: chain.into(), facts }));
+    }
+
+    /// The driver's answer to a `start`: go on with the call or answer the caller.
+    pub fn handle_cc_verdict(&mut self, now: Instant, call: u64, verdict: CcVerdict) {
+        // Gone already: cancelled by the caller while the hooks ran (its end was announced).
+        let Some(p) = self.pending_cc.remove(&call) else { return };
+        let refuse = |me: &mut Self, code: u16, reason: &str, headers: &[(String, String)], why: &str| {
+            let extra: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+            if me.ist_open(p.a_tx) {
+                me.respond_local(now, p.a_tx, code, reason, &extra);
+            }
+            me.announce_end(call, CallEnd { by: EndedBy::Sbc, code, reason: why.to_string(), answered: false });
+        };
+        let (call_timer, vars) = match verdict {
+            CcVerdict::Continue { call_timer, vars } => (call_timer, vars),
+            CcVerdict::Refuse { code, reason, headers } => return refuse(self, code, &reason, &headers, "refused"),
+            CcVerdict::Failed { code, reason } => return refuse(self, code, &reason, &[], "call_control_error"),
+            CcVerdict::Drop => {
+                self.forget_tx(p.a_tx);
+                return self.announce_end(
+                    call,
+                    CallEnd { by: EndedBy::Sbc, code: 0, reason: "dropped".into(), answered: false },
+                );
+            }
+        };
+        if !self.ist_open(p.a_tx) {
+            // The transaction ended while the hooks ran (a transport error).
+            return self
+                .announce_end(call, CallEnd { by: EndedBy::Sbc, code: 0, reason: "gone".into(), answered: false });
+        }
+        let rules = match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars)) {
+            Chosen::Go(r) => r,
+            _ => return refuse(self, 500, "Server Internal Error", &[], "profile_error"),
+        };
+        let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
+        let route = match self.route_new_request(ruri, &rules) {
+            Ok(r) => r,
+            Err(e) => return refuse(self, e.code, e.reason, &[], "no_route"),
+        };
+        let cc = CallCc { call_timer, timer_armed: false };
+        self.start_dialog_pair_with(
+            now,
+            p.key,
+            p.msg,
+            p.src,
+            route,
+            p.max_forwards,
+            CallKind::Invite,
+            rules,
+            Some((call, p.a_tx, cc)),
+        );
+    }
+
+    /// Tells the driver a call with call control is over.
+    pub(super) fn announce_end(&mut self, call: u64, end: CallEnd) {
+        self.out.push_back(Output::CallControl(CcRequest::End { call, end }));
+    }
+
+    /// A parked call the caller cancelled: true if `h` was one.
+    pub(super) fn cancel_pending(&mut self, h: u64) -> bool {
+        if self.pending_cc.remove(&h).is_none() {
+            return false;
+        }
+        self.announce_end(h, CallEnd { by: EndedBy::Caller, code: 487, reason: "cancelled".into(), answered: false });
+        true
+    }
+
+    /// Calls waiting for call control.
+    pub fn pending_calls(&self) -> usize {
+        self.pending_cc.len()
+    }
+}

@@ -1,0 +1,155 @@
+//! The call-control driver of one shard: each call with a chain gets a small task that runs its
+//! hooks in order (`start`, then `connect`, then `end`), each on the blocking pool under the
+//! configured deadline, and sends the `start` verdict back to the shard. Hooks never run on
+//! the signalling path, and a slow or failing one costs its call the failure reply, not a
+//! stuck shard.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use callcontrol::{CallEnd, CallFacts, CcInstance, Registry, Times, Verdict};
+use tokio::sync::mpsc;
+
+use super::ShardInput;
+use crate::b2bua::{CcRequest, CcVerdict};
+
+/// How hooks run, from the configuration.
+#[derive(Debug, Clone)]
+pub struct CcSettings {
+    pub hook_timeout: Duration,
+    pub failure_code: u16,
+    pub failure_reason: String,
+}
+
+enum CallEvent {
+    Connect(SystemTime),
+    End(CallEnd, SystemTime),
+}
+
+pub(super) struct CcDriver {
+    registry: Arc<Registry>,
+    settings: Arc<CcSettings>,
+    shard: mpsc::Sender<ShardInput>,
+    calls: HashMap<u64, mpsc::UnboundedSender<CallEvent>>,
+}
+
+// Wall-clock stamps for CDRs and billing are the driver's job (the engine has no clock).
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
+}
+
+impl CcDriver {
+    pub(super) fn new(registry: Arc<Registry>, settings: Arc<CcSettings>, shard: mpsc::Sender<ShardInput>) -> Self {
+        Self { registry, settings, shard, calls: HashMap::new() }
+    }
+
+    pub(super) fn dispatch(&mut self, req: CcRequest) {
+        match req {
+            CcRequest::Start { call, chain, facts } => {
+                // At most a connect and an end follow: the channel stays tiny.
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.calls.insert(call, tx);
+                let task = CallTask {
+                    registry: self.registry.clone(),
+                    settings: self.settings.clone(),
+                    shard: self.shard.clone(),
+                    chain,
+                    facts: Arc::new(facts),
+                    started: Arc::new(AtomicUsize::new(0)),
+                };
+                tokio::spawn(task.run(rx));
+            }
+            CcRequest::Connect { call } => {
+                if let Some(tx) = self.calls.get(&call) {
+                    let _ = tx.send(CallEvent::Connect(wall_clock()));
+                }
+            }
+            CcRequest::End { call, end } => {
+                if let Some(tx) = self.calls.remove(&call) {
+                    let _ = tx.send(CallEvent::End(end, wall_clock()));
+                }
+            }
+        }
+    }
+}
+
+struct CallTask {
+    registry: Arc<Registry>,
+    settings: Arc<CcSettings>,
+    shard: mpsc::Sender<ShardInput>,
+    chain: Arc<[CcInstance]>,
+    facts: Arc<CallFacts>,
+    started: Arc<AtomicUsize>,
+}
+
+impl CallTask {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<CallEvent>) {
+        let call = self.facts.call;
+        let mut times = Times { start: wall_clock(), connect: None, end: None };
+        let verdict = self.start(times).await;
+        if self.shard.send(ShardInput::CcVerdict(call, verdict)).await.is_err() {
+            return; // the shard is gone: the process is stopping
+        }
+        while let Some(event) = rx.recv().await {
+            match event {
+                CallEvent::Connect(at) => {
+                    times.connect = Some(at);
+                    let (registry, chain, facts) = (self.registry.clone(), self.chain.clone(), self.facts.clone());
+                    self.bounded("connect", move || registry.run_connect(&chain, &facts, &times)).await;
+                }
+                CallEvent::End(end, at) => {
+                    times.end = Some(at);
+                    // Only the modules whose start ran are owed an end.
+                    let n = self.started.load(Ordering::SeqCst).min(self.chain.len());
+                    let (registry, chain, facts) = (self.registry.clone(), self.chain.clone(), self.facts.clone());
+                    self.bounded("end", move || registry.run_end(&chain[..n], &facts, &times, &end)).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn start(&self, times: Times) -> CcVerdict {
+        let (registry, chain, facts, started) =
+            (self.registry.clone(), self.chain.clone(), self.facts.clone(), self.started.clone());
+        let failed =
+            || CcVerdict::Failed { code: self.settings.failure_code, reason: self.settings.failure_reason.clone() };
+        let run = tokio::task::spawn_blocking(move || registry.run_start(&chain, &facts, &times, &started));
+        match tokio::time::timeout(self.settings.hook_timeout, run).await {
+            Ok(Ok(Ok(outcome))) => match outcome.verdict {
+                Verdict::Continue => {
+                    CcVerdict::Continue { call_timer: outcome.effects.call_timer, vars: outcome.effects.vars }
+                }
+                Verdict::Refuse { code, reason, headers } => CcVerdict::Refuse { code, reason, headers },
+                Verdict::Drop => CcVerdict::Drop,
+            },
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(call = self.facts.call, "call control: {e}");
+                failed()
+            }
+            Ok(Err(e)) => {
+                tracing::error!(call = self.facts.call, "call control start hook panicked: {e}");
+                failed()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    call = self.facts.call,
+                    timeout_ms = self.settings.hook_timeout.as_millis() as u64,
+                    "call control start hook too late"
+                );
+                failed()
+            }
+        }
+    }
+
+    async fn bounded(&self, phase: &'static str, f: impl FnOnce() + Send + 'static) {
+        match tokio::time::timeout(self.settings.hook_timeout, tokio::task::spawn_blocking(f)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(call = self.facts.call, phase, "call control hook panicked: {e}"),
+            Err(_) => tracing::warn!(call = self.facts.call, phase, "call control hook too late"),
+        }
+    }
+}
