@@ -266,6 +266,22 @@ pub fn sipp_uac_from(
     calls: u32,
     rate: u32,
 ) -> Output {
+    sipp_uac_run(local_ip, scenario_file, dest, rsa, transport, calls, rate, &[]).0
+}
+
+/// [`sipp_uac_from`] with extra SIPp arguments; also returns SIPp's working directory (its
+/// `-trace_logs` file is there).
+#[allow(clippy::too_many_arguments)]
+pub fn sipp_uac_run(
+    local_ip: &str,
+    scenario_file: &str,
+    dest: SocketAddr,
+    rsa: Option<SocketAddr>,
+    transport: Transport,
+    calls: u32,
+    rate: u32,
+    extra: &[String],
+) -> (Output, PathBuf) {
     let dir = scratch_dir("uac");
     let local = free_port();
     let mut cmd = sipp();
@@ -279,11 +295,37 @@ pub fn sipp_uac_from(
     if let Some(rsa) = rsa {
         cmd.arg("-rsa").arg(rsa.to_string());
     }
+    cmd.args(extra);
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run sipp (apt-get install sip-tester): {e}"));
     if !out.status.success() {
         eprintln!("sipp uac error logs:\n{}", read_error_logs(&dir));
     }
-    out
+    (out, dir)
+}
+
+/// The `<log>` lines a SIPp scenario wrote (`-trace_logs`) in `dir`.
+pub fn read_scenario_logs(dir: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with("_logs.log") {
+                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    s
+}
+
+/// A SIPp injection file (`-inf`) giving `[field0]` per call, in order.
+pub fn injection_file(dir: &Path, values: &[&str]) -> PathBuf {
+    let p = dir.join("fields.csv");
+    let mut text = String::from("SEQUENTIAL\n");
+    for v in values {
+        text.push_str(v);
+        text.push_str(";\n");
+    }
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    p
 }
 
 /// The `*_errors.log` files SIPp left in a directory.
