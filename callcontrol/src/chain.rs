@@ -86,17 +86,17 @@ impl Registry {
             let verdict = match module.start(&hook, &mut effects) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.run_end(&chain[..i], call, times, &refused_end(500, "call control error"));
+                    self.run_end(&chain[..i], call, &ended_now(times), &refused_end(500, "call_control_error"));
                     started.store(0, Ordering::SeqCst);
                     return Err(e);
                 }
             };
             if verdict != Verdict::Continue {
-                let (code, reason) = match &verdict {
-                    Verdict::Refuse { code, reason, .. } => (*code, reason.as_str()),
+                let (code, cause) = match &verdict {
+                    Verdict::Refuse { code, .. } => (*code, "refused"),
                     _ => (0, "dropped"),
                 };
-                self.run_end(&chain[..i], call, times, &refused_end(code, reason));
+                self.run_end(&chain[..i], call, &ended_now(times), &refused_end(code, cause));
                 started.store(0, Ordering::SeqCst);
                 return Ok(StartOutcome { verdict, effects });
             }
@@ -120,6 +120,11 @@ impl Registry {
             }
         }
     }
+}
+
+/// `times` with the end stamped now (a call refused while its chain runs).
+fn ended_now(times: &Times) -> Times {
+    Times { end: Some(std::time::SystemTime::now().max(times.start)), ..*times }
 }
 
 fn refused_end(code: u16, reason: &str) -> CallEnd {

@@ -39,7 +39,7 @@ fn end() -> CallEnd {
 
 #[test]
 fn pcalls_limits_per_key_and_releases_on_end() {
-    let r = builtin(&ModuleSettings::default());
+    let r = builtin(&ModuleSettings::default()).unwrap();
     let chain = |user: &str| vec![inst("limit", "cc_pcalls", &[("uuid", user), ("max_calls", "2")])];
     let started = AtomicUsize::new(0);
     for n in 0..2 {
@@ -59,7 +59,7 @@ fn pcalls_limits_per_key_and_releases_on_end() {
 
 #[test]
 fn pcalls_zero_means_no_limit_and_uuid_is_required() {
-    let r = builtin(&ModuleSettings::default());
+    let r = builtin(&ModuleSettings::default()).unwrap();
     let started = AtomicUsize::new(0);
     let chain = vec![inst("limit", "cc_pcalls", &[("uuid", "x"), ("max_calls", "0")])];
     for n in 0..5 {
@@ -71,7 +71,7 @@ fn pcalls_zero_means_no_limit_and_uuid_is_required() {
 
 #[test]
 fn call_timer_values() {
-    let r = builtin(&ModuleSettings { call_timer_default_s: Some(60), ..ModuleSettings::default() });
+    let r = builtin(&ModuleSettings { call_timer_default_s: Some(60), ..ModuleSettings::default() }).unwrap();
     let started = AtomicUsize::new(0);
     let run = |v: &str| r.run_start(&[inst("t", "cc_call_timer", &[("timer", v)])], &facts(1), &times(), &started);
     assert_eq!(run("5").unwrap().effects.call_timer, Some(Duration::from_secs(5)));
@@ -79,13 +79,13 @@ fn call_timer_values() {
     assert_eq!(run("").unwrap().effects.call_timer, Some(Duration::from_secs(60)), "default");
     assert!(matches!(run("0").unwrap().verdict, Verdict::Refuse { code: 503, .. }));
     assert!(run("-3").is_err());
-    let r = builtin(&ModuleSettings::default());
+    let r = builtin(&ModuleSettings::default()).unwrap();
     assert!(r.run_start(&[inst("t", "cc_call_timer", &[])], &facts(1), &times(), &started).is_err());
 }
 
 #[test]
 fn a_refusal_ends_the_modules_already_started() {
-    let r = builtin(&ModuleSettings::default());
+    let r = builtin(&ModuleSettings::default()).unwrap();
     let started = AtomicUsize::new(0);
     // The limit counts the call, then the timer refuses it: the count must be released.
     let chain = vec![inst("limit", "cc_pcalls", &[("uuid", "carol")]), inst("t", "cc_call_timer", &[("timer", "0")])];
@@ -98,7 +98,7 @@ fn a_refusal_ends_the_modules_already_started() {
 
 #[test]
 fn the_shortest_timer_wins_and_unknown_modules_fail() {
-    let r = builtin(&ModuleSettings::default());
+    let r = builtin(&ModuleSettings::default()).unwrap();
     let started = AtomicUsize::new(0);
     let chain = vec![inst("a", "cc_call_timer", &[("timer", "30")]), inst("b", "cc_call_timer", &[("timer", "10")])];
     assert_eq!(
@@ -110,7 +110,7 @@ fn the_shortest_timer_wins_and_unknown_modules_fail() {
 
 #[test]
 fn load_check_names_module_and_mandatory_values() {
-    let r = builtin(&ModuleSettings::default());
+    let r = builtin(&ModuleSettings::default()).unwrap();
     let load = |yaml: &str| profiles::config::Config::from_yaml(yaml, "t.yaml").unwrap().profiles;
     let ok = load("active_profile: p\nprofiles:\n  p:\n    call_control: limit\n    limit_module: cc_pcalls\n    limit_uuid: $fU\n");
     assert!(r.check(&ok).is_ok());

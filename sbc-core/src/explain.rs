@@ -107,11 +107,10 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
     engine.handle_message(now, msg, Source { transport, local: local.id, remote: source, conn: None });
     let mut sent = Vec::new();
     // Call control runs here, in memory, with fresh module state (nothing is counted for real).
-    let registry = callcontrol::modules::builtin(&callcontrol::modules::ModuleSettings {
-        pcalls_refuse_code: cfg.call_control.pcalls_refuse_code,
-        pcalls_refuse_reason: cfg.call_control.pcalls_refuse_reason.clone(),
-        call_timer_default_s: cfg.call_control.call_timer_default_s,
-    });
+    // (No CDR output: explaining a call must not leave a record of one.)
+    let mut settings = callcontrol::modules::ModuleSettings::from_config(&cfg.call_control);
+    settings.cdr = callcontrol::modules::CdrSettings::default();
+    let registry = callcontrol::modules::builtin(&settings).map_err(|e| ExplainError::Parse(e.to_string()))?;
     let mut verdicts = Vec::new();
     loop {
         while let Some(o) = engine.poll_output() {

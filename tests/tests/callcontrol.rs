@@ -119,3 +119,88 @@ fn parallel_call_limit_per_user() {
     assert!(again.status.success(), "{}", sbcd.log_text());
     assert_eq!(read_scenario_logs(&again_dir).matches("outcome=answered").count(), 2, "{}", sbcd.log_text());
 }
+
+/// `cc_syslog_cdr` first in the chain: one CSV line and one JSON line per call, for an answered,
+/// a busy, a cancelled and a refused call, checked field by field.
+#[test]
+fn cdr_for_every_kind_of_call() {
+    let dir = scratch_dir("cdr");
+    let (csv, json) = (dir.join("cdr.csv"), dir.join("cdr.jsonl"));
+    let cfg = config(&format!(
+        r#"call_control:
+  cc_call_timer: {{ default_timer_s: 60 }}
+  cc_syslog_cdr: {{ csv_file: {}, json_file: {} }}
+active_profile: ["$M($si=>by_source)", normal]
+regex_maps:
+  by_source: ["^127\\.0\\.0\\.2$=>refusing"]
+profiles:
+  normal:
+    call_control: [cdr, timer]
+    cdr_module: cc_syslog_cdr
+    cdr_account: "$fU"
+    timer_module: cc_call_timer
+  refusing:
+    call_control: [cdr, timer]
+    cdr_module: cc_syslog_cdr
+    cdr_account: "$fU"
+    timer_module: cc_call_timer
+    timer_timer: "0"
+"#,
+        csv.display(),
+        json.display()
+    ));
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
+    sbc_e2e::call_through(&sbcd, "basic", Transport::Udp, 1);
+    sbc_e2e::call_through(&sbcd, "busy", Transport::Udp, 1);
+    sbc_e2e::call_through(&sbcd, "cancel", Transport::Udp, 1);
+    let out = sbc_e2e::sipp_uac_from(
+        "127.0.0.2",
+        "uac_cc_refused.xml",
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        Some(sbcd.addr()),
+        Transport::Udp,
+        1,
+        10,
+    );
+    assert!(out.status.success(), "refused call: {}", sbcd.log_text());
+    // The end hooks run off the signalling path: give them a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&csv).unwrap_or_default().lines().count() < 4 && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    let col = |name: &str| callcontrol::modules::CSV_COLUMNS.iter().position(|c| *c == name).unwrap();
+    let find = |disposition: &str| {
+        rows.iter()
+            .find(|r| r[col("disposition")] == disposition)
+            .unwrap_or_else(|| panic!("no {disposition} row in\n{text}"))
+    };
+    let answered = find("answered");
+    assert_eq!(
+        (answered[col("code")], answered[col("cause")], answered[col("hangup_initiator")]),
+        ("200", "bye", "caller")
+    );
+    assert_eq!(answered[col("profile")], "normal");
+    assert_eq!(answered[col("source_ip")], "127.0.0.1");
+    assert!(!answered[col("connect")].is_empty() && answered[col("duration_s")] != "0.000", "{text}");
+    assert_eq!(answered.last().copied(), Some("account=sipp"));
+    let busy = find("failed");
+    assert_eq!((busy[col("code")], busy[col("cause")], busy[col("hangup_initiator")]), ("486", "rejected", "callee"));
+    assert!(busy[col("connect")].is_empty());
+    let cancelled = find("canceled");
+    assert_eq!((cancelled[col("code")], cancelled[col("hangup_initiator")]), ("487", "caller"));
+    let refused = find("refused");
+    assert_eq!(
+        (refused[col("code")], refused[col("profile")], refused[col("hangup_initiator")]),
+        ("503", "refusing", "local")
+    );
+    let json_text = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(json_text.lines().count(), 4, "{json_text}");
+    assert!(
+        json_text.lines().all(|l| l.starts_with("{\"call_id\":") && l.ends_with("\"values\":{\"account\":\"sipp\"}}")),
+        "{json_text}"
+    );
+}

@@ -1,9 +1,11 @@
 //! Built-in modules.
 
 mod call_timer;
+mod cdr;
 mod pcalls;
 
 pub use call_timer::CallTimer;
+pub use cdr::{Cdr, CdrSettings, CSV_COLUMNS};
 pub use pcalls::ParallelCalls;
 
 use std::sync::Arc;
@@ -18,6 +20,8 @@ pub struct ModuleSettings {
     pub pcalls_refuse_reason: String,
     /// cc_call_timer: the timer when a profile gives none (None: such a call is refused).
     pub call_timer_default_s: Option<u64>,
+    /// cc_syslog_cdr: where records go.
+    pub cdr: CdrSettings,
 }
 
 impl Default for ModuleSettings {
@@ -26,14 +30,35 @@ impl Default for ModuleSettings {
             pcalls_refuse_code: 402,
             pcalls_refuse_reason: "Too Many Simultaneous Calls".into(),
             call_timer_default_s: None,
+            cdr: CdrSettings { prefix: "CDR: ".into(), ..CdrSettings::default() },
         }
     }
 }
 
-/// A registry with every built-in module.
-pub fn builtin(settings: &ModuleSettings) -> Registry {
+/// A registry with every built-in module. Fails when a module cannot open what it writes to
+/// (a CDR file), naming it.
+pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     let mut r = Registry::new();
     r.add(Arc::new(ParallelCalls::new(settings.pcalls_refuse_code, &settings.pcalls_refuse_reason)));
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
-    r
+    r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
+    Ok(r)
+}
+
+impl ModuleSettings {
+    /// The settings of the daemon's configuration (`call_control:` in sbc.yaml).
+    pub fn from_config(c: &profiles::config::CallControlSettings) -> Self {
+        Self {
+            pcalls_refuse_code: c.pcalls_refuse_code,
+            pcalls_refuse_reason: c.pcalls_refuse_reason.clone(),
+            call_timer_default_s: c.call_timer_default_s,
+            cdr: CdrSettings {
+                csv_file: c.cdr_csv_file.clone(),
+                json_file: c.cdr_json_file.clone(),
+                syslog: c.cdr_syslog,
+                prefix: c.cdr_prefix.clone(),
+                fsync: c.cdr_fsync,
+            },
+        }
+    }
 }

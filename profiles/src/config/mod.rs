@@ -112,6 +112,23 @@ struct FileCallControl {
     failure_reason: String,
     cc_pcalls: FilePcalls,
     cc_call_timer: FileCallTimer,
+    cc_syslog_cdr: FileCdr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileCdr {
+    csv_file: Option<String>,
+    json_file: Option<String>,
+    syslog: bool,
+    prefix: String,
+    fsync: bool,
+}
+
+impl Default for FileCdr {
+    fn default() -> Self {
+        Self { csv_file: None, json_file: None, syslog: false, prefix: "CDR: ".into(), fsync: false }
+    }
 }
 
 impl Default for FileCallControl {
@@ -122,6 +139,7 @@ impl Default for FileCallControl {
             failure_reason: "Server Internal Error".into(),
             cc_pcalls: FilePcalls::default(),
             cc_call_timer: FileCallTimer::default(),
+            cc_syslog_cdr: FileCdr::default(),
         }
     }
 }
@@ -155,6 +173,12 @@ pub struct CallControlSettings {
     pub pcalls_refuse_code: u16,
     pub pcalls_refuse_reason: String,
     pub call_timer_default_s: Option<u64>,
+    /// cc_syslog_cdr outputs.
+    pub cdr_csv_file: Option<std::path::PathBuf>,
+    pub cdr_json_file: Option<std::path::PathBuf>,
+    pub cdr_syslog: bool,
+    pub cdr_prefix: String,
+    pub cdr_fsync: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,6 +403,11 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             pcalls_refuse_code: cc.cc_pcalls.refuse_code,
             pcalls_refuse_reason: cc.cc_pcalls.refuse_reason.clone(),
             call_timer_default_s: cc.cc_call_timer.default_timer_s,
+            cdr_csv_file: cc.cc_syslog_cdr.csv_file.as_ref().map(Into::into),
+            cdr_json_file: cc.cc_syslog_cdr.json_file.as_ref().map(Into::into),
+            cdr_syslog: cc.cc_syslog_cdr.syslog,
+            cdr_prefix: cc.cc_syslog_cdr.prefix.clone(),
+            cdr_fsync: cc.cc_syslog_cdr.fsync,
         },
         profiles: Snapshot::transparent(file, Vec::new()),
         warnings: Vec::new(),

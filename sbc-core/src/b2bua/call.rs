@@ -112,6 +112,8 @@ pub(crate) struct Call {
     pub(crate) cc: Option<super::cc::CallCc>,
     /// The side whose BYE ended the call.
     pub(crate) bye_from: Option<Side>,
+    /// Why the SBC is tearing down an unanswered call (`cancelled`, `timer_c` ...).
+    pub(crate) cause: Option<&'static str>,
     /// Next hops still to try for the B leg's INVITE (`next_hop` alternatives).
     pub(crate) failover: Vec<(Transport, Peer)>,
     /// Our B-leg INVITE, kept only while there is an alternative to resend it to.

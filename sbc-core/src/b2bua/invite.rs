@@ -393,6 +393,7 @@ impl Engine {
                 rules,
                 cc,
                 bye_from: None,
+                cause: None,
                 failover,
                 b_invite,
                 state: CallState::Early,
@@ -705,6 +706,9 @@ impl Engine {
         match (purpose, call) {
             (Purpose::AInitialInvite, Some(h)) => {
                 self.respond_local(now, ist, 487, "Request Terminated", &[]);
+                if let Some(call) = self.calls.get_mut(&h) {
+                    call.cause.get_or_insert("cancelled");
+                }
                 self.cancel_b(now, h);
             }
             (Purpose::RelayServer { peer }, _) => {
@@ -770,6 +774,9 @@ impl Engine {
         match call.state {
             CallState::Early => {
                 let a_ist = call.a_ist;
+                if let Some(call) = self.calls.get_mut(&h) {
+                    call.cause.get_or_insert(reason);
+                }
                 if self.ist_open(a_ist) {
                     self.respond_local(now, a_ist, code, reason_text(code), &[]);
                 }
@@ -912,6 +919,9 @@ impl Engine {
         let Some(call) = self.calls.remove(&h) else {
             return;
         };
+        // A call being torn down (cancel, Timer C) ends with the final answer of the callee,
+        // but for the reason it was torn down.
+        let reason = call.cause.unwrap_or(reason);
         for leg in &call.legs {
             self.dialogs.remove(&leg.local_tag);
         }

@@ -137,7 +137,7 @@ fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
         None => Config::embedded()?,
     };
     // Profiles may only name modules this sbcd has, with their mandatory values.
-    call_control_registry(&cfg).check(&cfg.profiles)?;
+    call_control_registry(&cfg)?.check(&cfg.profiles)?;
     cfg.override_listen(cli.listen.clone());
     Ok(cfg)
 }
@@ -165,7 +165,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    let registry = Arc::new(call_control_registry(&cfg));
+    let registry = Arc::new(call_control_registry(&cfg)?);
     let store = Arc::new(Store::new(cfg.profiles.clone()));
     log_profiles(&store.load());
     let runtime =
@@ -243,12 +243,9 @@ fn reload(path: &std::path::Path, running: &Config, store: &Store, registry: &Re
 }
 
 /// The built-in call-control modules with the configured settings.
-fn call_control_registry(cfg: &Config) -> Registry {
-    let c = &cfg.call_control;
-    callcontrol::modules::builtin(&callcontrol::modules::ModuleSettings {
-        pcalls_refuse_code: c.pcalls_refuse_code,
-        pcalls_refuse_reason: c.pcalls_refuse_reason.clone(),
-        call_timer_default_s: c.call_timer_default_s,
+fn call_control_registry(cfg: &Config) -> Result<Registry, sbc_core::config::ConfigError> {
+    callcontrol::modules::builtin(&callcontrol::modules::ModuleSettings::from_config(&cfg.call_control)).map_err(|e| {
+        sbc_core::config::ConfigError::new(&cfg.source, None, "call_control.cc_syslog_cdr", format!("cannot open: {e}"))
     })
 }
 

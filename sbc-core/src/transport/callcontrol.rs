@@ -33,6 +33,8 @@ pub(super) struct CcDriver {
     settings: Arc<CcSettings>,
     shard: mpsc::Sender<ShardInput>,
     calls: HashMap<u64, mpsc::UnboundedSender<CallEvent>>,
+    /// Call tasks still running (their `end` may still be writing): shutdown waits for them.
+    inflight: Arc<AtomicUsize>,
 }
 
 // Wall-clock stamps for CDRs and billing are the driver's job (the engine has no clock).
@@ -42,8 +44,13 @@ fn wall_clock() -> SystemTime {
 }
 
 impl CcDriver {
-    pub(super) fn new(registry: Arc<Registry>, settings: Arc<CcSettings>, shard: mpsc::Sender<ShardInput>) -> Self {
-        Self { registry, settings, shard, calls: HashMap::new() }
+    pub(super) fn new(
+        registry: Arc<Registry>,
+        settings: Arc<CcSettings>,
+        shard: mpsc::Sender<ShardInput>,
+        inflight: Arc<AtomicUsize>,
+    ) -> Self {
+        Self { registry, settings, shard, calls: HashMap::new(), inflight }
     }
 
     pub(super) fn dispatch(&mut self, req: CcRequest) {
@@ -60,7 +67,12 @@ impl CcDriver {
                     facts: Arc::new(facts),
                     started: Arc::new(AtomicUsize::new(0)),
                 };
-                tokio::spawn(task.run(rx));
+                let inflight = self.inflight.clone();
+                inflight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    task.run(rx).await;
+                    inflight.fetch_sub(1, Ordering::SeqCst);
+                });
             }
             CcRequest::Connect { call } => {
                 if let Some(tx) = self.calls.get(&call) {

@@ -176,6 +176,8 @@ pub enum StartError {
 pub struct Runtime {
     shared: Arc<Shared>,
     statuses: Vec<Arc<ShardStatus>>,
+    /// Call-control tasks still running hooks.
+    cc_inflight: Arc<AtomicUsize>,
 }
 
 impl Runtime {
@@ -245,6 +247,7 @@ impl Runtime {
             failure_code: cfg.call_control.failure_code,
             failure_reason: cfg.call_control.failure_reason.clone(),
         });
+        let cc_inflight = Arc::new(AtomicUsize::new(0));
         let mut statuses = Vec::new();
         for (i, rx) in receivers.into_iter().enumerate() {
             let ecfg = EngineConfig {
@@ -261,7 +264,12 @@ impl Runtime {
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let cc = callcontrol::CcDriver::new(call_control.clone(), cc_settings.clone(), shared.shards[i].clone());
+            let cc = callcontrol::CcDriver::new(
+                call_control.clone(),
+                cc_settings.clone(),
+                shared.shards[i].clone(),
+                cc_inflight.clone(),
+            );
             tokio::spawn(shard::run(crate::b2bua::Engine::new(ecfg, seed), rx, shared.clone(), status, cc));
         }
         for (id, sock) in shared.udp.iter().enumerate() {
@@ -275,7 +283,7 @@ impl Runtime {
         for (id, l) in listeners {
             tokio::spawn(tcp::accept(shared.clone(), id, l));
         }
-        Ok(Self { shared, statuses })
+        Ok(Self { shared, statuses, cc_inflight })
     }
 
     /// The addresses actually bound (port 0 resolved), in config order.
@@ -298,11 +306,14 @@ impl Runtime {
         self.statuses.iter().map(|s| s.calls.load(Ordering::Relaxed)).sum()
     }
 
-    /// True when no shard has a call or a transaction left.
+    /// True when no shard has a call or a transaction left and every call-control hook has
+    /// finished (CDRs written, balances debited).
     pub fn is_idle(&self) -> bool {
-        self.statuses
-            .iter()
-            .all(|s| s.calls.load(Ordering::Relaxed) == 0 && s.transactions.load(Ordering::Relaxed) == 0)
+        self.cc_inflight.load(Ordering::SeqCst) == 0
+            && self
+                .statuses
+                .iter()
+                .all(|s| s.calls.load(Ordering::Relaxed) == 0 && s.transactions.load(Ordering::Relaxed) == 0)
     }
 
     /// Totals of the engines' counters.
