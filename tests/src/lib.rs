@@ -303,6 +303,27 @@ pub fn sipp_uac_run(
     (out, dir)
 }
 
+/// A SIPp UAC running in the background (killed on drop), for calls a test interrupts.
+pub fn sipp_uac_bg(scenario_file: &str, dest: SocketAddr, rsa: SocketAddr, extra: &[String]) -> SippBg {
+    let dir = scratch_dir("uac-bg");
+    let local = free_port();
+    let child = sipp()
+        .current_dir(&dir)
+        .arg(dest.to_string())
+        .arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", "1", "-nostdin", "-timeout", "60s"])
+        .arg("-rsa")
+        .arg(rsa.to_string())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
+    SippBg { child: Some(child), dir }
+}
+
 /// The `<log>` lines a SIPp scenario wrote (`-trace_logs`) in `dir`.
 pub fn read_scenario_logs(dir: &Path) -> String {
     let mut s = String::new();

@@ -204,3 +204,85 @@ profiles:
         "{json_text}"
     );
 }
+
+fn prepaid_cli(db: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(sbc_e2e::sbcd_bin())
+        .args(["prepaid", "--db", db.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sbcd prepaid {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn prepaid_config(db: &std::path::Path) -> PathBuf {
+    config(&format!(
+        "call_control:\n  cc_prepaid: {{ db: {} }}\nactive_profile: paid\nprofiles:\n  paid:\n    call_control: credit\n    credit_module: cc_prepaid\n    credit_uuid: \"$fU\"\n",
+        db.display()
+    ))
+}
+
+/// `cc_prepaid`: a 3 s balance gives a call of 3 s (the SBC hangs up both legs), the balance is
+/// then 0 and the next call is refused with 402.
+#[test]
+fn prepaid_balance_limits_and_pays_the_call() {
+    let db = scratch_dir("prepaid").join("balances.sqlite");
+    assert_eq!(prepaid_cli(&db, &["set", "sipp", "3"]), "sipp 3");
+    let sbcd = Sbcd::start(&["--config", prepaid_config(&db).to_str().unwrap()]);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_cc_timer.xml", uas_port, Transport::Udp, 1);
+    let (out, _) = uac(&sbcd, "uac_cc_timer.xml", uas_port, &["sipp"], 1, &[]);
+    let uas_out = uas.wait(Duration::from_secs(30));
+    assert!(out.status.success() && uas_out.status.success(), "both legs get BYE: {}", sbcd.log_text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while prepaid_cli(&db, &["get", "sipp"]) != "sipp 0" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(prepaid_cli(&db, &["get", "sipp"]), "sipp 0", "{}", sbcd.log_text());
+    let out = sbc_e2e::sipp_uac(
+        "uac_cc_402.xml",
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        Some(sbcd.addr()),
+        Transport::Udp,
+        1,
+        10,
+    );
+    assert!(out.status.success(), "no credit: 402: {}", sbcd.log_text());
+}
+
+/// `kill -9` while a prepaid call runs: after the restart the call is debited once (up to the
+/// dead process's last heartbeat), and a second restart debits nothing more.
+#[test]
+fn prepaid_survives_kill_9() {
+    let db = scratch_dir("prepaid-crash").join("balances.sqlite");
+    prepaid_cli(&db, &["set", "sipp", "100"]);
+    let cfg = prepaid_config(&db);
+    let mut sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_cc_timer.xml", uas_port, Transport::Udp, 1);
+    let inf = injection_file(&scratch_dir("prepaid-inf"), &["sipp"]);
+    let uac = sbc_e2e::sipp_uac_bg(
+        "uac_cc_timer.xml",
+        SocketAddr::from(([127, 0, 0, 1], uas_port)),
+        sbcd.addr(),
+        &["-inf".into(), inf.display().to_string()],
+    );
+    // Talk for about 3 s, then the SBC dies without a word.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !sbcd.log_text().contains("call answered") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let status = std::process::Command::new("kill").args(["-9", &sbcd.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let _ = sbcd.terminate(Duration::from_secs(2));
+    drop(uac);
+    drop(uas);
+    assert_eq!(prepaid_cli(&db, &["get", "sipp"]), "sipp 100", "nothing debited by the dead process");
+    let again = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
+    let after: i64 = prepaid_cli(&db, &["get", "sipp"]).trim_start_matches("sipp ").parse().unwrap();
+    assert!((95..=98).contains(&after), "about 3 s debited once: {after}\n{}", again.log_text());
+    drop(again);
+    let third = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
+    assert_eq!(prepaid_cli(&db, &["get", "sipp"]), format!("sipp {after}"), "{}", third.log_text());
+}

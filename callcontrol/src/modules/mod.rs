@@ -3,10 +3,12 @@
 mod call_timer;
 mod cdr;
 mod pcalls;
+pub mod prepaid;
 
 pub use call_timer::CallTimer;
 pub use cdr::{Cdr, CdrSettings, CSV_COLUMNS};
 pub use pcalls::ParallelCalls;
+pub use prepaid::Prepaid;
 
 use std::sync::Arc;
 
@@ -22,6 +24,10 @@ pub struct ModuleSettings {
     pub call_timer_default_s: Option<u64>,
     /// cc_syslog_cdr: where records go.
     pub cdr: CdrSettings,
+    /// cc_prepaid: the balance database (none: the module is not available).
+    pub prepaid_db: Option<std::path::PathBuf>,
+    pub prepaid_refuse_code: u16,
+    pub prepaid_refuse_reason: String,
 }
 
 impl Default for ModuleSettings {
@@ -31,6 +37,9 @@ impl Default for ModuleSettings {
             pcalls_refuse_reason: "Too Many Simultaneous Calls".into(),
             call_timer_default_s: None,
             cdr: CdrSettings { prefix: "CDR: ".into(), ..CdrSettings::default() },
+            prepaid_db: None,
+            prepaid_refuse_code: 402,
+            prepaid_refuse_reason: "Insufficient Credit".into(),
         }
     }
 }
@@ -42,6 +51,11 @@ pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     r.add(Arc::new(ParallelCalls::new(settings.pcalls_refuse_code, &settings.pcalls_refuse_reason)));
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
     r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
+    if let Some(db) = &settings.prepaid_db {
+        let p = Prepaid::open(db, settings.prepaid_refuse_code, &settings.prepaid_refuse_reason)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", db.display())))?;
+        r.add(Arc::new(p));
+    }
     Ok(r)
 }
 
@@ -59,6 +73,9 @@ impl ModuleSettings {
                 prefix: c.cdr_prefix.clone(),
                 fsync: c.cdr_fsync,
             },
+            prepaid_db: c.prepaid_db.clone(),
+            prepaid_refuse_code: c.prepaid_refuse_code,
+            prepaid_refuse_reason: c.prepaid_refuse_reason.clone(),
         }
     }
 }

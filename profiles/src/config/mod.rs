@@ -113,6 +113,21 @@ struct FileCallControl {
     cc_pcalls: FilePcalls,
     cc_call_timer: FileCallTimer,
     cc_syslog_cdr: FileCdr,
+    cc_prepaid: FilePrepaid,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FilePrepaid {
+    db: Option<String>,
+    refuse_code: u16,
+    refuse_reason: String,
+}
+
+impl Default for FilePrepaid {
+    fn default() -> Self {
+        Self { db: None, refuse_code: 402, refuse_reason: "Insufficient Credit".into() }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +155,7 @@ impl Default for FileCallControl {
             cc_pcalls: FilePcalls::default(),
             cc_call_timer: FileCallTimer::default(),
             cc_syslog_cdr: FileCdr::default(),
+            cc_prepaid: FilePrepaid::default(),
         }
     }
 }
@@ -179,6 +195,10 @@ pub struct CallControlSettings {
     pub cdr_syslog: bool,
     pub cdr_prefix: String,
     pub cdr_fsync: bool,
+    /// cc_prepaid: balance database (the module exists only when it is set).
+    pub prepaid_db: Option<std::path::PathBuf>,
+    pub prepaid_refuse_code: u16,
+    pub prepaid_refuse_reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,6 +428,9 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             cdr_syslog: cc.cc_syslog_cdr.syslog,
             cdr_prefix: cc.cc_syslog_cdr.prefix.clone(),
             cdr_fsync: cc.cc_syslog_cdr.fsync,
+            prepaid_db: cc.cc_prepaid.db.as_ref().map(Into::into),
+            prepaid_refuse_code: cc.cc_prepaid.refuse_code,
+            prepaid_refuse_reason: cc.cc_prepaid.refuse_reason.clone(),
         },
         profiles: Snapshot::transparent(file, Vec::new()),
         warnings: Vec::new(),

@@ -65,6 +65,45 @@ enum Command {
         #[arg(long, default_value = "udp", value_parser = parse_transport)]
         transport: sbc_core::b2bua::Transport,
     },
+    /// Read or set cc_prepaid balances (seconds), also while sbcd runs.
+    Prepaid {
+        /// The balance database (call_control.cc_prepaid.db of the configuration).
+        #[arg(long)]
+        db: PathBuf,
+        #[command(subcommand)]
+        action: PrepaidAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PrepaidAction {
+    /// Print an account's balance.
+    Get { account: String },
+    /// Set an account's balance (creates the account).
+    Set { account: String, seconds: i64 },
+    /// Print every account and its balance.
+    List,
+}
+
+fn prepaid(db: &std::path::Path, action: &PrepaidAction) -> anyhow::Result<()> {
+    use callcontrol::modules::prepaid;
+    let c = prepaid::open_db(db).with_context(|| db.display().to_string())?;
+    match action {
+        PrepaidAction::Get { account } => match prepaid::balance(&c, account)? {
+            Some(s) => println!("{account} {s}"),
+            None => anyhow::bail!("no account '{account}'"),
+        },
+        PrepaidAction::Set { account, seconds } => {
+            prepaid::set_balance(&c, account, *seconds)?;
+            println!("{account} {seconds}");
+        }
+        PrepaidAction::List => {
+            for (a, s) in prepaid::balances(&c)? {
+                println!("{a} {s}");
+            }
+        }
+    }
+    Ok(())
 }
 
 fn parse_transport(s: &str) -> Result<sbc_core::b2bua::Transport, String> {
@@ -78,6 +117,15 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    if let Some(Command::Prepaid { db, action }) = &cli.command {
+        return match prepaid(db, action) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sbcd: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let cfg = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {

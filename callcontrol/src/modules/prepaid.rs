@@ -1,0 +1,221 @@
+//! `cc_prepaid`: balances in seconds per account, kept in an embedded SQLite database (WAL,
+//! synchronous=FULL) so they survive restarts and crashes. Value `uuid` (mandatory, a pattern:
+//! the account). An unknown account is a 500 (SEMS); a balance of zero or less refuses the
+//! call (402 Insufficient Credit by default); otherwise the call timer is set to the balance.
+//! When the call ends, the connected time, rounded to the nearest second, is debited.
+//!
+//! Exactly once, even across `kill -9`: every running call has a row (account, connect time);
+//! the debit and the removal of that row are one transaction. A heartbeat row is written every
+//! second; at start-up, rows left by a process that died are settled up to its last heartbeat.
+//! Balances are read and set while sbcd runs with `sbcd prepaid --db FILE get|set|list`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{CallControl, CallEnd, CcError, Effects, Hook, Times, Verdict};
+
+const MODULE: &str = "cc_prepaid";
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Seconds billed for `ms` milliseconds: to the nearest second, half a second rounds up.
+pub fn billed_seconds(ms: i64) -> i64 {
+    (ms.max(0) + 500) / 1000
+}
+
+/// Opens (and creates) a balance database.
+pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let c = Connection::open(path)?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS balances(account TEXT PRIMARY KEY, seconds INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS calls(id TEXT PRIMARY KEY, account TEXT NOT NULL, connected_ms INTEGER);
+         CREATE TABLE IF NOT EXISTS heartbeat(id INTEGER PRIMARY KEY CHECK (id = 1), at_ms INTEGER NOT NULL);",
+    )?;
+    Ok(c)
+}
+
+/// The balance of `account`, if it exists.
+pub fn balance(c: &Connection, account: &str) -> rusqlite::Result<Option<i64>> {
+    c.query_row("SELECT seconds FROM balances WHERE account = ?1", [account], |r| r.get(0)).optional()
+}
+
+/// Sets (or creates) a balance.
+pub fn set_balance(c: &Connection, account: &str, seconds: i64) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO balances(account, seconds) VALUES (?1, ?2) ON CONFLICT(account) DO UPDATE SET seconds = ?2",
+        params![account, seconds],
+    )?;
+    Ok(())
+}
+
+/// Every account and its balance.
+pub fn balances(c: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut st = c.prepare("SELECT account, seconds FROM balances ORDER BY account")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+#[derive(Debug)]
+pub struct Prepaid {
+    db: Mutex<Connection>,
+    /// Distinguishes this process's calls from those of a process that died.
+    run: String,
+    refuse_code: u16,
+    refuse_reason: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Prepaid {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Prepaid {
+    /// Opens the database, settles the calls a dead process left, starts the heartbeat.
+    pub fn open(path: &Path, refuse_code: u16, refuse_reason: &str) -> rusqlite::Result<Self> {
+        let mut c = open_db(path)?;
+        let settled = recover(&mut c)?;
+        if settled > 0 {
+            tracing::warn!(
+                calls = settled,
+                "cc_prepaid: settled calls left by a previous run up to its last heartbeat"
+            );
+        }
+        let now = SystemTime::now();
+        let run = format!("{}-{}", unix_ms(now), std::process::id());
+        let stop = Arc::new(AtomicBool::new(false));
+        let hb = open_db(path)?;
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("prepaid-heartbeat".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    let at = unix_ms(SystemTime::now());
+                    let _ = hb.execute(
+                        "INSERT INTO heartbeat(id, at_ms) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET at_ms = ?1",
+                        [at],
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Self { db: Mutex::new(c), run, refuse_code, refuse_reason: refuse_reason.to_string(), stop })
+    }
+
+    fn call_id(&self, hook: &Hook<'_>) -> String {
+        format!("{}:{}:{}", self.run, hook.call.call, hook.instance)
+    }
+
+    fn account<'a>(hook: &'a Hook<'_>) -> Result<&'a str, CcError> {
+        hook.param("uuid").map(str::trim).filter(|u| !u.is_empty()).ok_or_else(|| CcError::new(MODULE, "uuid is empty"))
+    }
+}
+
+/// Settles calls left in the table (by a process that died): connected ones are debited up to
+/// the last heartbeat. Returns how many rows were settled.
+fn recover(c: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = c.transaction()?;
+    let heartbeat: Option<i64> =
+        tx.query_row("SELECT at_ms FROM heartbeat WHERE id = 1", [], |r| r.get(0)).optional()?;
+    let rows: Vec<(String, String, Option<i64>)> = {
+        let mut st = tx.prepare("SELECT id, account, connected_ms FROM calls")?;
+        let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        r.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, account, connected) in &rows {
+        if let (Some(c), Some(hb)) = (connected, heartbeat) {
+            tx.execute(
+                "UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2",
+                params![billed_seconds(hb - c), account],
+            )?;
+        }
+        tx.execute("DELETE FROM calls WHERE id = ?1", [id])?;
+    }
+    tx.commit()?;
+    Ok(rows.len())
+}
+
+impl CallControl for Prepaid {
+    fn module(&self) -> &'static str {
+        MODULE
+    }
+
+    fn mandatory(&self) -> &'static [&'static str] {
+        &["uuid"]
+    }
+
+    fn start(&self, hook: &Hook<'_>, effects: &mut Effects) -> Result<Verdict, CcError> {
+        let account = Self::account(hook)?;
+        let db = self.db.lock().map_err(|_| CcError::new(MODULE, "database lock poisoned"))?;
+        let err = |e: rusqlite::Error| CcError::new(MODULE, e.to_string());
+        let Some(seconds) = balance(&db, account).map_err(err)? else {
+            return Err(CcError::new(MODULE, format!("unknown account '{account}'")));
+        };
+        if seconds <= 0 {
+            return Ok(Verdict::Refuse {
+                code: self.refuse_code,
+                reason: self.refuse_reason.clone(),
+                headers: Vec::new(),
+            });
+        }
+        db.execute(
+            "INSERT OR REPLACE INTO calls(id, account, connected_ms) VALUES (?1, ?2, NULL)",
+            params![self.call_id(hook), account],
+        )
+        .map_err(err)?;
+        effects.set_call_timer(Duration::from_secs(seconds as u64));
+        effects.vars.insert(format!("{}::uuid", hook.instance), account.to_string());
+        effects.vars.insert(format!("{}::balance", hook.instance), seconds.to_string());
+        Ok(Verdict::Continue)
+    }
+
+    fn connect(&self, hook: &Hook<'_>, times: &Times) {
+        let Some(at) = times.connect else { return };
+        let Ok(db) = self.db.lock() else { return };
+        if let Err(e) =
+            db.execute("UPDATE calls SET connected_ms = ?1 WHERE id = ?2", params![unix_ms(at), self.call_id(hook)])
+        {
+            tracing::error!(call = hook.call.call, "cc_prepaid: cannot record the answer: {e}");
+        }
+    }
+
+    fn end(&self, hook: &Hook<'_>, times: &Times, _end: &CallEnd) {
+        let Ok(mut db) = self.db.lock() else { return };
+        let id = self.call_id(hook);
+        let end_ms = unix_ms(times.end.unwrap_or_else(SystemTime::now));
+        let result = (|| -> rusqlite::Result<Option<i64>> {
+            let tx = db.transaction()?;
+            let row: Option<(String, Option<i64>)> = tx
+                .query_row("SELECT account, connected_ms FROM calls WHERE id = ?1", [&id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((account, connected)) = row else {
+                return Ok(None); // settled already
+            };
+            let billed = connected.map_or(0, |c| billed_seconds(end_ms - c));
+            tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
+            tx.execute("DELETE FROM calls WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(Some(billed))
+        })();
+        match result {
+            Ok(Some(billed)) => tracing::info!(call = hook.call.call, billed_s = billed, "cc_prepaid: debited"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(call = hook.call.call, "cc_prepaid: debit failed: {e}"),
+        }
+    }
+}

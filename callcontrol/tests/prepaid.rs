@@ -1,0 +1,112 @@
+//! cc_prepaid against a real SQLite file: reserve, refuse, debit once, survive a crash.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use callcontrol::modules::prepaid::{self, billed_seconds, Prepaid};
+use callcontrol::{CallControl, CallEnd, CallFacts, CcError, Effects, EndedBy, Hook, Times, Verdict};
+
+fn db(label: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("prepaid-{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d.join("balances.sqlite")
+}
+
+fn facts(call: u64) -> CallFacts {
+    CallFacts {
+        call,
+        profile: "p".into(),
+        source: "127.0.0.1:5060".parse().unwrap(),
+        from: String::new(),
+        to: String::new(),
+        ruri: String::new(),
+        call_id: format!("c{call}"),
+    }
+}
+
+fn params(account: &str) -> BTreeMap<String, String> {
+    [("uuid".to_string(), account.to_string())].into_iter().collect()
+}
+
+fn start(p: &Prepaid, call: u64, account: &str) -> Result<(Verdict, Effects), CcError> {
+    let f = facts(call);
+    let params = params(account);
+    let mut e = Effects::default();
+    let v = p.start(&Hook { instance: "pp", params: &params, call: &f }, &mut e)?;
+    Ok((v, e))
+}
+
+fn talk(p: &Prepaid, call: u64, account: &str, connected: SystemTime, ended: SystemTime) {
+    let f = facts(call);
+    let params = params(account);
+    let hook = Hook { instance: "pp", params: &params, call: &f };
+    let times = Times { start: connected, connect: Some(connected), end: Some(ended) };
+    p.connect(&hook, &times);
+    p.end(&hook, &times, &CallEnd { by: EndedBy::Caller, code: 200, reason: "bye".into(), answered: true });
+}
+
+#[test]
+fn rounding() {
+    assert_eq!((billed_seconds(0), billed_seconds(499), billed_seconds(500), billed_seconds(2501)), (0, 0, 1, 3));
+    assert_eq!(billed_seconds(-5), 0);
+}
+
+#[test]
+fn reserve_debit_refuse() {
+    let path = db("basic");
+    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+    let c = prepaid::open_db(&path).unwrap();
+    prepaid::set_balance(&c, "alice", 10).unwrap();
+    assert!(start(&p, 1, "nobody").is_err(), "unknown account: 500");
+    let (v, e) = start(&p, 1, "alice").unwrap();
+    assert_eq!(v, Verdict::Continue);
+    assert_eq!(e.call_timer, Some(Duration::from_secs(10)));
+    assert_eq!(e.vars.get("pp::uuid").map(String::as_str), Some("alice"));
+    let t0 = SystemTime::now();
+    talk(&p, 1, "alice", t0, t0 + Duration::from_millis(3600));
+    assert_eq!(prepaid::balance(&c, "alice").unwrap(), Some(6));
+    // An unanswered call costs nothing.
+    start(&p, 2, "alice").unwrap();
+    let f = facts(2);
+    let pr = params("alice");
+    p.end(
+        &Hook { instance: "pp", params: &pr, call: &f },
+        &Times { start: t0, connect: None, end: Some(t0) },
+        &CallEnd { by: EndedBy::Callee, code: 486, reason: "rejected".into(), answered: false },
+    );
+    assert_eq!(prepaid::balance(&c, "alice").unwrap(), Some(6));
+    prepaid::set_balance(&c, "alice", 0).unwrap();
+    assert!(matches!(start(&p, 3, "alice").unwrap().0, Verdict::Refuse { code: 402, .. }));
+}
+
+#[test]
+fn a_crashed_run_is_settled_once_at_the_next_start() {
+    let path = db("crash");
+    {
+        let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+        let c = prepaid::open_db(&path).unwrap();
+        prepaid::set_balance(&c, "bob", 100).unwrap();
+        start(&p, 7, "bob").unwrap();
+        let f = facts(7);
+        let pr = params("bob");
+        let connected = SystemTime::now() - Duration::from_secs(20);
+        p.connect(
+            &Hook { instance: "pp", params: &pr, call: &f },
+            &Times { start: connected, connect: Some(connected), end: None },
+        );
+        // The process dies here: no end. Its last heartbeat is about now.
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    let c = prepaid::open_db(&path).unwrap();
+    assert_eq!(prepaid::balance(&c, "bob").unwrap(), Some(100), "nothing debited before recovery");
+    let _p2 = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+    let after = prepaid::balance(&c, "bob").unwrap().unwrap();
+    assert!((78..=80).contains(&after), "debited up to the last heartbeat (~20 s): {after}");
+    // Opening again settles nothing more.
+    let _p3 = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+    assert_eq!(prepaid::balance(&c, "bob").unwrap(), Some(after));
+}
