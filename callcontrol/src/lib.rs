@@ -44,6 +44,8 @@ pub struct Effects {
     pub call_timer: Option<Duration>,
     /// `$V()` variables, by name (`<instance>::<var>` by convention).
     pub vars: BTreeMap<String, String>,
+    /// Profile options replaced for this call (taken literally, checked like the profile's).
+    pub overrides: BTreeMap<String, String>,
 }
 
 impl Effects {

@@ -122,3 +122,27 @@ fn load_check_names_module_and_mandatory_values() {
         r.check(&load("active_profile: p\nprofiles:\n  p:\n    call_control: x\n    x_module: cc_nope\n")).unwrap_err();
     assert!(e.to_string().contains("no call-control module 'cc_nope'"), "{e}");
 }
+
+#[test]
+fn ctl_applies_only_what_the_profile_allows() {
+    let r = builtin(&ModuleSettings::default()).unwrap();
+    let started = AtomicUsize::new(0);
+    let spec = "ctl;RURI=sip:x@gw.example;To=<sip:t@x>;next_hop=10.9.9.9";
+    let out = r
+        .run_start(
+            &[inst("c", "cc_ctl", &[("spec", spec), ("allow", "RURI, next_hop")])],
+            &facts(1),
+            &times(),
+            &started,
+        )
+        .unwrap();
+    assert_eq!(out.effects.overrides.get("RURI").map(String::as_str), Some("sip:x@gw.example"));
+    assert_eq!(out.effects.overrides.get("next_hop").map(String::as_str), Some("10.9.9.9"));
+    assert!(!out.effects.overrides.contains_key("To"), "not allowed");
+    let none =
+        r.run_start(&[inst("c", "cc_ctl", &[("spec", spec), ("allow", "")])], &facts(1), &times(), &started).unwrap();
+    assert!(none.effects.overrides.is_empty(), "nothing allowed by default");
+    let all =
+        r.run_start(&[inst("c", "cc_ctl", &[("spec", spec), ("allow", "*")])], &facts(1), &times(), &started).unwrap();
+    assert_eq!(all.effects.overrides.len(), 3);
+}

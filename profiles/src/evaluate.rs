@@ -233,9 +233,22 @@ impl Profile {
 
     /// Expands every option for one call.
     pub fn evaluate(&self, env: &Env<'_>) -> Result<CallPlan, EvalError> {
+        self.evaluate_with(env, &std::collections::BTreeMap::new())
+    }
+
+    /// [`Self::evaluate`] with some options replaced by fixed values (set by call control, e.g.
+    /// `cc_ctl`): these are taken as they are, never expanded, and checked like the others.
+    pub fn evaluate_with(
+        &self,
+        env: &Env<'_>,
+        overrides: &std::collections::BTreeMap<String, String>,
+    ) -> Result<CallPlan, EvalError> {
         let mut plan = CallPlan::default();
         let mut x = |key: &'static str, p: &Option<Pattern>| -> Option<String> {
-            let v = p.as_ref()?.expand(env);
+            let v = match overrides.get(key) {
+                Some(v) => v.clone(),
+                None => p.as_ref()?.expand(env),
+            };
             plan.expanded.push((key, v.clone()));
             (!v.trim().is_empty()).then(|| v.trim().to_string())
         };

@@ -139,7 +139,11 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
                                         t.as_secs_f64()
                                     );
                                 }
-                                CcVerdict::Continue { call_timer: o.effects.call_timer, vars: o.effects.vars }
+                                for (k, v) in &o.effects.overrides {
+                                    let _ = writeln!(out, "  call control sets {k} = {v:?}");
+                                }
+                                let e = o.effects;
+                                CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
                             }
                             callcontrol::Verdict::Refuse { code, reason, headers } => {
                                 CcVerdict::Refuse { code, reason, headers }

@@ -286,3 +286,14 @@ fn prepaid_survives_kill_9() {
     let third = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(prepaid_cli(&db, &["get", "sipp"]), format!("sipp {after}"), "{}", third.log_text());
 }
+
+/// `cc_ctl`: the R-URI comes from a `P-Call-Control` header because the profile allows it; the
+/// To the header also asks for is not allowed and not applied; the header does not travel on.
+#[test]
+fn ctl_header_routes_the_call_within_what_the_profile_allows() {
+    let cfg = config(
+        "active_profile: routed\nprofiles:\n  routed:\n    call_control: ctl\n    ctl_module: cc_ctl\n    ctl_spec: \"$H(P-Call-Control)\"\n    ctl_allow: RURI\n    header_filter: blacklist\n    header_list: [P-Call-Control]\n",
+    );
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
+    sbc_e2e::call_through(&sbcd, "cc_ctl", Transport::Udp, 1);
+}

@@ -2,11 +2,13 @@
 
 mod call_timer;
 mod cdr;
+mod ctl;
 mod pcalls;
 pub mod prepaid;
 
 pub use call_timer::CallTimer;
 pub use cdr::{Cdr, CdrSettings, CSV_COLUMNS};
+pub use ctl::{Ctl, CTL_KEYS};
 pub use pcalls::ParallelCalls;
 pub use prepaid::Prepaid;
 
@@ -51,6 +53,7 @@ pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     r.add(Arc::new(ParallelCalls::new(settings.pcalls_refuse_code, &settings.pcalls_refuse_reason)));
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
     r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
+    r.add(Arc::new(Ctl));
     if let Some(db) = &settings.prepaid_db {
         let p = Prepaid::open(db, settings.prepaid_refuse_code, &settings.prepaid_refuse_reason)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", db.display())))?;

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -219,10 +220,10 @@ impl Engine {
                 None => Chosen::Fail,
             };
         }
-        self.evaluate_profile(msg, src, &snap, profile, &NoCcVars)
+        self.evaluate_profile(msg, src, &snap, profile, &NoCcVars, &BTreeMap::new())
     }
 
-    /// Evaluates `profile` for `msg` (with call-control variables, if any).
+    /// Evaluates `profile` for `msg` (with call-control variables and overrides, if any).
     pub(super) fn evaluate_profile(
         &mut self,
         msg: &Message,
@@ -230,8 +231,9 @@ impl Engine {
         snap: &Snapshot,
         profile: Arc<Profile>,
         cc_vars: &dyn CcVars,
+        overrides: &BTreeMap<String, String>,
     ) -> Chosen {
-        match self.with_env(msg, src, snap, Some(&profile), cc_vars, |env| profile.evaluate(env)) {
+        match self.with_env(msg, src, snap, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
             Some(Ok(plan)) => Chosen::Go(Arc::new(CallRules { profile, plan })),
             Some(Err(e)) => {
                 tracing::warn!(profile = %profile.name, "{e}");

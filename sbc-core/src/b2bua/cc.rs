@@ -38,6 +38,8 @@ pub enum CcVerdict {
     Continue {
         call_timer: Option<Duration>,
         vars: BTreeMap<String, String>,
+        /// Profile options replaced for this call (by `cc_ctl`).
+        overrides: BTreeMap<String, String>,
     },
     Refuse {
         code: u16,
@@ -140,8 +142,8 @@ impl Engine {
             }
             me.announce_end(call, CallEnd { by: EndedBy::Sbc, code, reason: why.to_string(), answered: false });
         };
-        let (call_timer, vars) = match verdict {
-            CcVerdict::Continue { call_timer, vars } => (call_timer, vars),
+        let (call_timer, vars, overrides) = match verdict {
+            CcVerdict::Continue { call_timer, vars, overrides } => (call_timer, vars, overrides),
             CcVerdict::Refuse { code, reason, headers } => return refuse(self, code, &reason, &headers, "refused"),
             CcVerdict::Failed { code, reason } => return refuse(self, code, &reason, &[], "call_control_error"),
             CcVerdict::Drop => {
@@ -157,10 +159,11 @@ impl Engine {
             return self
                 .announce_end(call, CallEnd { by: EndedBy::Sbc, code: 0, reason: "gone".into(), answered: false });
         }
-        let rules = match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars)) {
-            Chosen::Go(r) => r,
-            _ => return refuse(self, 500, "Server Internal Error", &[], "profile_error"),
-        };
+        let rules =
+            match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
+                Chosen::Go(r) => r,
+                _ => return refuse(self, 500, "Server Internal Error", &[], "profile_error"),
+            };
         let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(r) => r,

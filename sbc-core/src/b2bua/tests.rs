@@ -1,6 +1,7 @@
 //! Call flows through one engine with virtual time: a scripted caller (A) and callee (B) on
 //! fake addresses, every message the SBC emits inspected.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -1066,6 +1067,7 @@ fn go(timer: Option<u64>, vars: &[(&str, &str)]) -> CcVerdict {
     CcVerdict::Continue {
         call_timer: timer.map(Duration::from_secs),
         vars: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        overrides: BTreeMap::new(),
     }
 }
 
@@ -1141,4 +1143,28 @@ fn cancel_while_call_control_runs() {
     let out = h.verdict(call, go(None, &[]));
     assert!(out.is_empty());
     assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn call_control_overrides_replace_profile_options_literally() {
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    h.send(ALICE, &invite("cc5@alice", ""));
+    let (call, _) = started(&h);
+    let overrides: BTreeMap<String, String> = [
+        ("RURI".to_string(), format!("sip:$rU-literal@{BOB}")),
+        ("To".to_string(), "<sip:other@x.example>".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let out = h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides });
+    let b = one(&out, BOB);
+    assert_eq!(b.request_uri(), format!("sip:$rU-literal@{BOB}").as_bytes(), "never expanded");
+    assert_eq!(hv(&b, HeaderName::To), "<sip:other@x.example>");
+    // An override that fails the checks is a 500, like a bad expansion.
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    h.send(ALICE, &invite("cc6@alice", ""));
+    let (call, _) = started(&h);
+    let bad: BTreeMap<String, String> = [("RURI".to_string(), "sip:a@b>,<sip:evil".to_string())].into_iter().collect();
+    let out = h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: bad });
+    assert_eq!(one(&out, ALICE).status(), Some(500));
 }

@@ -133,7 +133,8 @@ impl CallTask {
         match tokio::time::timeout(self.settings.hook_timeout, run).await {
             Ok(Ok(Ok(outcome))) => match outcome.verdict {
                 Verdict::Continue => {
-                    CcVerdict::Continue { call_timer: outcome.effects.call_timer, vars: outcome.effects.vars }
+                    let e = outcome.effects;
+                    CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
                 }
                 Verdict::Refuse { code, reason, headers } => CcVerdict::Refuse { code, reason, headers },
                 Verdict::Drop => CcVerdict::Drop,
