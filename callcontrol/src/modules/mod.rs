@@ -9,7 +9,7 @@ pub mod prepaid;
 pub use call_timer::CallTimer;
 pub use cdr::{Cdr, CdrSettings, CSV_COLUMNS};
 pub use ctl::{Ctl, CTL_KEYS};
-pub use pcalls::ParallelCalls;
+pub use pcalls::{CallCounts, LocalCounts, ParallelCalls};
 pub use prepaid::Prepaid;
 
 use std::sync::Arc;

@@ -9,21 +9,70 @@ use std::sync::Mutex;
 
 use crate::{CallControl, CallEnd, CcError, Effects, Hook, Times, Verdict};
 
+/// Where parallel-call counts live. Per node today ([`LocalCounts`]); a shared backend (Redis)
+/// for a cluster implements the same two operations.
+pub trait CallCounts: Send + Sync + std::fmt::Debug {
+    /// Counts one more call for `key` if fewer than `max` are counted (`max` 0: no limit).
+    /// Returns whether the call was counted.
+    fn try_acquire(&self, key: &str, max: u32) -> Result<bool, String>;
+    /// One call for `key` is over.
+    fn release(&self, key: &str);
+    /// Calls counted for `key` now.
+    fn count(&self, key: &str) -> u32;
+}
+
+/// Counts in this process's memory, exact under concurrency (one lock).
+#[derive(Debug, Default)]
+pub struct LocalCounts(Mutex<HashMap<String, u32>>);
+
+impl CallCounts for LocalCounts {
+    fn try_acquire(&self, key: &str, max: u32) -> Result<bool, String> {
+        let mut counts = self.0.lock().map_err(|_| "counter lock poisoned".to_string())?;
+        let n = counts.entry(key.to_string()).or_insert(0);
+        if max != 0 && *n >= max {
+            if *n == 0 {
+                counts.remove(key);
+            }
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
+    }
+
+    fn release(&self, key: &str) {
+        let Ok(mut counts) = self.0.lock() else { return };
+        if let Some(n) = counts.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(key);
+            }
+        }
+    }
+
+    fn count(&self, key: &str) -> u32 {
+        self.0.lock().map_or(0, |c| c.get(key).copied().unwrap_or(0))
+    }
+}
+
 #[derive(Debug)]
 pub struct ParallelCalls {
     refuse_code: u16,
     refuse_reason: String,
-    counts: Mutex<HashMap<String, u32>>,
+    counts: Box<dyn CallCounts>,
 }
 
 impl ParallelCalls {
     pub fn new(refuse_code: u16, refuse_reason: &str) -> Self {
-        Self { refuse_code, refuse_reason: refuse_reason.to_string(), counts: Mutex::new(HashMap::new()) }
+        Self::with_counts(refuse_code, refuse_reason, Box::new(LocalCounts::default()))
+    }
+
+    pub fn with_counts(refuse_code: u16, refuse_reason: &str, counts: Box<dyn CallCounts>) -> Self {
+        Self { refuse_code, refuse_reason: refuse_reason.to_string(), counts }
     }
 
     /// Calls counted for `key` now.
     pub fn count(&self, key: &str) -> u32 {
-        self.counts.lock().map_or(0, |c| c.get(key).copied().unwrap_or(0))
+        self.counts.count(key)
     }
 
     fn key<'a>(&self, hook: &'a Hook<'_>) -> Result<&'a str, CcError> {
@@ -51,30 +100,16 @@ impl CallControl for ParallelCalls {
                 m.parse().map_err(|_| CcError::new(self.module(), format!("max_calls '{m}' is not a number")))?
             }
         };
-        let mut counts = self.counts.lock().map_err(|_| CcError::new(self.module(), "counter lock poisoned"))?;
-        let n = counts.entry(key.to_string()).or_insert(0);
-        if max != 0 && *n >= max {
-            if *n == 0 {
-                counts.remove(key);
-            }
-            return Ok(Verdict::Refuse {
-                code: self.refuse_code,
-                reason: self.refuse_reason.clone(),
-                headers: Vec::new(),
-            });
+        if self.counts.try_acquire(key, max).map_err(|e| CcError::new(self.module(), e))? {
+            Ok(Verdict::Continue)
+        } else {
+            Ok(Verdict::Refuse { code: self.refuse_code, reason: self.refuse_reason.clone(), headers: Vec::new() })
         }
-        *n += 1;
-        Ok(Verdict::Continue)
     }
 
     fn end(&self, hook: &Hook<'_>, _times: &Times, _end: &CallEnd) {
-        let Ok(key) = self.key(hook) else { return };
-        let Ok(mut counts) = self.counts.lock() else { return };
-        if let Some(n) = counts.get_mut(key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(key);
-            }
+        if let Ok(key) = self.key(hook) {
+            self.counts.release(key);
         }
     }
 }

@@ -67,25 +67,44 @@ pub fn balances(c: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     rows.collect()
 }
 
+/// A reservation attempt for a new call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    UnknownAccount,
+    NoCredit,
+    /// The call may last this many seconds.
+    Granted(i64),
+}
+
+/// Where balances live. Per node today ([`SqliteBalances`]); a shared backend for a cluster
+/// implements the same three steps with the same exactly-once guarantee for `settle`.
+pub trait BalanceStore: Send + Sync + std::fmt::Debug {
+    /// Checks the balance and records the call as running.
+    fn reserve(&self, call: &str, account: &str) -> Result<Reservation, String>;
+    /// The call was answered at `at_ms` (unix milliseconds).
+    fn connected(&self, call: &str, at_ms: i64) -> Result<(), String>;
+    /// The call ended at `end_ms`: debit its connected time and forget it, atomically.
+    /// Returns the seconds billed, or `None` if the call was settled already.
+    fn settle(&self, call: &str, end_ms: i64) -> Result<Option<i64>, String>;
+}
+
+/// Balances in a SQLite file: the running calls' rows and the debit change together in one
+/// transaction; a heartbeat thread lets the next start settle a killed process's calls.
 #[derive(Debug)]
-pub struct Prepaid {
+pub struct SqliteBalances {
     db: Mutex<Connection>,
-    /// Distinguishes this process's calls from those of a process that died.
-    run: String,
-    refuse_code: u16,
-    refuse_reason: String,
     stop: Arc<AtomicBool>,
 }
 
-impl Drop for Prepaid {
+impl Drop for SqliteBalances {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
 
-impl Prepaid {
+impl SqliteBalances {
     /// Opens the database, settles the calls a dead process left, starts the heartbeat.
-    pub fn open(path: &Path, refuse_code: u16, refuse_reason: &str) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path) -> rusqlite::Result<Self> {
         let mut c = open_db(path)?;
         let settled = recover(&mut c)?;
         if settled > 0 {
@@ -94,8 +113,6 @@ impl Prepaid {
                 "cc_prepaid: settled calls left by a previous run up to its last heartbeat"
             );
         }
-        let now = SystemTime::now();
-        let run = format!("{}-{}", unix_ms(now), std::process::id());
         let stop = Arc::new(AtomicBool::new(false));
         let hb = open_db(path)?;
         let flag = stop.clone();
@@ -112,7 +129,78 @@ impl Prepaid {
                 }
             })
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(Self { db: Mutex::new(c), run, refuse_code, refuse_reason: refuse_reason.to_string(), stop })
+        Ok(Self { db: Mutex::new(c), stop })
+    }
+
+    fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
+        self.db.lock().map_err(|_| "database lock poisoned".to_string())
+    }
+}
+
+impl BalanceStore for SqliteBalances {
+    fn reserve(&self, call: &str, account: &str) -> Result<Reservation, String> {
+        let db = self.db()?;
+        let Some(seconds) = balance(&db, account).map_err(|e| e.to_string())? else {
+            return Ok(Reservation::UnknownAccount);
+        };
+        if seconds <= 0 {
+            return Ok(Reservation::NoCredit);
+        }
+        db.execute(
+            "INSERT OR REPLACE INTO calls(id, account, connected_ms) VALUES (?1, ?2, NULL)",
+            params![call, account],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Reservation::Granted(seconds))
+    }
+
+    fn connected(&self, call: &str, at_ms: i64) -> Result<(), String> {
+        let db = self.db()?;
+        db.execute("UPDATE calls SET connected_ms = ?1 WHERE id = ?2", params![at_ms, call])
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn settle(&self, call: &str, end_ms: i64) -> Result<Option<i64>, String> {
+        let mut db = self.db()?;
+        let mut run = || -> rusqlite::Result<Option<i64>> {
+            let tx = db.transaction()?;
+            let row: Option<(String, Option<i64>)> = tx
+                .query_row("SELECT account, connected_ms FROM calls WHERE id = ?1", [call], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((account, connected)) = row else {
+                return Ok(None);
+            };
+            let billed = connected.map_or(0, |c| billed_seconds(end_ms - c));
+            tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
+            tx.execute("DELETE FROM calls WHERE id = ?1", [call])?;
+            tx.commit()?;
+            Ok(Some(billed))
+        };
+        run().map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug)]
+pub struct Prepaid {
+    store: Box<dyn BalanceStore>,
+    /// Distinguishes this process's calls from those of a process that died.
+    run: String,
+    refuse_code: u16,
+    refuse_reason: String,
+}
+
+impl Prepaid {
+    /// The module over a SQLite balance file.
+    pub fn open(path: &Path, refuse_code: u16, refuse_reason: &str) -> rusqlite::Result<Self> {
+        Ok(Self::with_store(Box::new(SqliteBalances::open(path)?), refuse_code, refuse_reason))
+    }
+
+    pub fn with_store(store: Box<dyn BalanceStore>, refuse_code: u16, refuse_reason: &str) -> Self {
+        let run = format!("{}-{}", unix_ms(SystemTime::now()), std::process::id());
+        Self { store, run, refuse_code, refuse_reason: refuse_reason.to_string() }
     }
 
     fn call_id(&self, hook: &Hook<'_>) -> String {
@@ -159,60 +247,30 @@ impl CallControl for Prepaid {
 
     fn start(&self, hook: &Hook<'_>, effects: &mut Effects) -> Result<Verdict, CcError> {
         let account = Self::account(hook)?;
-        let db = self.db.lock().map_err(|_| CcError::new(MODULE, "database lock poisoned"))?;
-        let err = |e: rusqlite::Error| CcError::new(MODULE, e.to_string());
-        let Some(seconds) = balance(&db, account).map_err(err)? else {
-            return Err(CcError::new(MODULE, format!("unknown account '{account}'")));
-        };
-        if seconds <= 0 {
-            return Ok(Verdict::Refuse {
-                code: self.refuse_code,
-                reason: self.refuse_reason.clone(),
-                headers: Vec::new(),
-            });
+        match self.store.reserve(&self.call_id(hook), account).map_err(|e| CcError::new(MODULE, e))? {
+            Reservation::UnknownAccount => Err(CcError::new(MODULE, format!("unknown account '{account}'"))),
+            Reservation::NoCredit => {
+                Ok(Verdict::Refuse { code: self.refuse_code, reason: self.refuse_reason.clone(), headers: Vec::new() })
+            }
+            Reservation::Granted(seconds) => {
+                effects.set_call_timer(Duration::from_secs(seconds.max(0) as u64));
+                effects.vars.insert(format!("{}::uuid", hook.instance), account.to_string());
+                effects.vars.insert(format!("{}::balance", hook.instance), seconds.to_string());
+                Ok(Verdict::Continue)
+            }
         }
-        db.execute(
-            "INSERT OR REPLACE INTO calls(id, account, connected_ms) VALUES (?1, ?2, NULL)",
-            params![self.call_id(hook), account],
-        )
-        .map_err(err)?;
-        effects.set_call_timer(Duration::from_secs(seconds as u64));
-        effects.vars.insert(format!("{}::uuid", hook.instance), account.to_string());
-        effects.vars.insert(format!("{}::balance", hook.instance), seconds.to_string());
-        Ok(Verdict::Continue)
     }
 
     fn connect(&self, hook: &Hook<'_>, times: &Times) {
         let Some(at) = times.connect else { return };
-        let Ok(db) = self.db.lock() else { return };
-        if let Err(e) =
-            db.execute("UPDATE calls SET connected_ms = ?1 WHERE id = ?2", params![unix_ms(at), self.call_id(hook)])
-        {
+        if let Err(e) = self.store.connected(&self.call_id(hook), unix_ms(at)) {
             tracing::error!(call = hook.call.call, "cc_prepaid: cannot record the answer: {e}");
         }
     }
 
     fn end(&self, hook: &Hook<'_>, times: &Times, _end: &CallEnd) {
-        let Ok(mut db) = self.db.lock() else { return };
-        let id = self.call_id(hook);
         let end_ms = unix_ms(times.end.unwrap_or_else(SystemTime::now));
-        let result = (|| -> rusqlite::Result<Option<i64>> {
-            let tx = db.transaction()?;
-            let row: Option<(String, Option<i64>)> = tx
-                .query_row("SELECT account, connected_ms FROM calls WHERE id = ?1", [&id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            let Some((account, connected)) = row else {
-                return Ok(None); // settled already
-            };
-            let billed = connected.map_or(0, |c| billed_seconds(end_ms - c));
-            tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
-            tx.execute("DELETE FROM calls WHERE id = ?1", [&id])?;
-            tx.commit()?;
-            Ok(Some(billed))
-        })();
-        match result {
+        match self.store.settle(&self.call_id(hook), end_ms) {
             Ok(Some(billed)) => tracing::info!(call = hook.call.call, billed_s = billed, "cc_prepaid: debited"),
             Ok(None) => {}
             Err(e) => tracing::error!(call = hook.call.call, "cc_prepaid: debit failed: {e}"),
