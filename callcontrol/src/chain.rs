@@ -105,6 +105,28 @@ impl Registry {
         Ok(StartOutcome { verdict: Verdict::Continue, effects })
     }
 
+    /// Runs `route` along the chain for an out-of-dialog request; the first verdict that is
+    /// not `Continue` wins.
+    pub fn run_route(&self, chain: &[CcInstance], call: &CallFacts) -> Result<StartOutcome, CcError> {
+        let mut effects = Effects::default();
+        for inst in chain {
+            let module = self.get(&inst.module).ok_or_else(|| CcError::new(&inst.module, "no such module"))?;
+            let verdict = module.route(&Hook { instance: &inst.name, params: &inst.params, call }, &mut effects)?;
+            if verdict != Verdict::Continue {
+                return Ok(StartOutcome { verdict, effects });
+            }
+        }
+        Ok(StartOutcome { verdict: Verdict::Continue, effects })
+    }
+
+    pub fn run_event(&self, chain: &[CcInstance], call: &CallFacts, event: &crate::LegEvent) {
+        for inst in chain {
+            if let Some(m) = self.get(&inst.module) {
+                m.on_event(&Hook { instance: &inst.name, params: &inst.params, call }, event);
+            }
+        }
+    }
+
     pub fn run_connect(&self, chain: &[CcInstance], call: &CallFacts, times: &Times) {
         for inst in chain {
             if let Some(m) = self.get(&inst.module) {

@@ -102,4 +102,31 @@ pub trait CallControl: Send + Sync + 'static {
 
     /// The call is over (called once for every instance whose `start` ran).
     fn end(&self, _hook: &Hook<'_>, _times: &Times, _end: &CallEnd) {}
+
+    /// An out-of-dialog request (REGISTER, OPTIONS, MESSAGE ...) is about to be relayed. May
+    /// refuse or drop it, set `$V()` variables and replace profile options, like `start`.
+    /// The default lets it through: a module without routing logic never breaks such requests.
+    fn route(&self, _hook: &Hook<'_>, _effects: &mut Effects) -> Result<Verdict, CcError> {
+        Ok(Verdict::Continue)
+    }
+
+    /// A request or reply crossed the SBC inside the call (notification only; it is relayed
+    /// already).
+    fn on_event(&self, _hook: &Hook<'_>, _event: &LegEvent) {}
+}
+
+/// Which side of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    Caller,
+    Callee,
+}
+
+/// What happened inside a call, for modules that follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegEvent {
+    /// An in-dialog request from `from` (re-INVITE, UPDATE, INFO, BYE ...).
+    Request { from: Party, method: String },
+    /// A reply from `from` to a relayed request.
+    Reply { from: Party, code: u16, method: String },
 }

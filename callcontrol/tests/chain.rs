@@ -146,3 +146,54 @@ fn ctl_applies_only_what_the_profile_allows() {
         r.run_start(&[inst("c", "cc_ctl", &[("spec", spec), ("allow", "*")])], &facts(1), &times(), &started).unwrap();
     assert_eq!(all.effects.overrides.len(), 3);
 }
+
+/// A module of the operator's own: `route` decides for out-of-dialog requests, `on_event`
+/// follows the call.
+#[derive(Debug, Default)]
+struct Screening(std::sync::Mutex<Vec<String>>);
+
+impl callcontrol::CallControl for Screening {
+    fn module(&self) -> &'static str {
+        "screening"
+    }
+    fn route(
+        &self,
+        hook: &callcontrol::Hook<'_>,
+        effects: &mut callcontrol::Effects,
+    ) -> Result<Verdict, callcontrol::CcError> {
+        if hook.call.from.contains("spammer") {
+            return Ok(Verdict::Refuse { code: 403, reason: "Forbidden".into(), headers: vec![] });
+        }
+        effects.vars.insert("screening::ok".into(), "yes".into());
+        Ok(Verdict::Continue)
+    }
+    fn on_event(&self, _hook: &callcontrol::Hook<'_>, event: &callcontrol::LegEvent) {
+        self.0.lock().unwrap().push(format!("{event:?}"));
+    }
+}
+
+#[test]
+fn route_and_events_reach_modules() {
+    let mut r = callcontrol::Registry::new();
+    let screening = std::sync::Arc::new(Screening::default());
+    r.add(screening.clone());
+    let chain = [inst("s", "screening", &[])];
+    let mut f = facts(1);
+    let ok = r.run_route(&chain, &f).unwrap();
+    assert_eq!(
+        (ok.verdict, ok.effects.vars.get("screening::ok").map(String::as_str)),
+        (Verdict::Continue, Some("yes"))
+    );
+    f.from = "<sip:spammer@x>".into();
+    assert!(matches!(r.run_route(&chain, &f).unwrap().verdict, Verdict::Refuse { code: 403, .. }));
+    // Built-in modules have no route logic: they let requests through.
+    let builtins = builtin(&ModuleSettings::default()).unwrap();
+    let pcalls = [inst("l", "cc_pcalls", &[("uuid", "x")])];
+    assert_eq!(builtins.run_route(&pcalls, &f).unwrap().verdict, Verdict::Continue);
+    r.run_event(
+        &chain,
+        &f,
+        &callcontrol::LegEvent::Request { from: callcontrol::Party::Caller, method: "INFO".into() },
+    );
+    assert_eq!(screening.0.lock().unwrap().len(), 1);
+}

@@ -121,7 +121,14 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
         while let Some(o) = engine.poll_output() {
             match o {
                 Output::Transmit { dest, bytes, .. } => sent.push((dest, bytes)),
-                Output::CallControl(crate::b2bua::CcRequest::Start { call, chain, facts }) => {
+                Output::CallControl(
+                    req @ (crate::b2bua::CcRequest::Start { .. } | crate::b2bua::CcRequest::Route { .. }),
+                ) => {
+                    let (call, chain, facts, is_start) = match req {
+                        crate::b2bua::CcRequest::Start { call, chain, facts } => (call, chain, facts, true),
+                        crate::b2bua::CcRequest::Route { call, chain, facts } => (call, chain, facts, false),
+                        _ => continue,
+                    };
                     let times =
                         callcontrol::Times { start: std::time::SystemTime::UNIX_EPOCH, connect: None, end: None };
                     let started = std::sync::atomic::AtomicUsize::new(0);
@@ -129,7 +136,12 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
                         let _ =
                             writeln!(out, "  call control: {} (module {}) {:?}", inst.name, inst.module, inst.params);
                     }
-                    let verdict = match registry.run_start(&chain, &facts, &times, &started) {
+                    let outcome = if is_start {
+                        registry.run_start(&chain, &facts, &times, &started)
+                    } else {
+                        registry.run_route(&chain, &facts)
+                    };
+                    let verdict = match outcome {
                         Ok(o) => match o.verdict {
                             callcontrol::Verdict::Continue => {
                                 if let Some(t) = o.effects.call_timer {

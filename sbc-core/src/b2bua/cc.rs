@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy};
+use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy, LegEvent, Party};
 use profiles::pattern::CcVars;
 use profiles::{Profile, Snapshot};
 
@@ -26,8 +26,13 @@ use crate::sip::transaction::TxKey;
 pub enum CcRequest {
     /// Run `start` along `chain`, then answer with [`Engine::handle_cc_verdict`].
     Start { call: u64, chain: Arc<[CcInstance]>, facts: CallFacts },
+    /// Run `route` along `chain` for an out-of-dialog request, then answer with
+    /// [`Engine::handle_cc_verdict`] (nothing else follows for it).
+    Route { call: u64, chain: Arc<[CcInstance]>, facts: CallFacts },
     /// The call was answered.
     Connect { call: u64 },
+    /// Something crossed the call (for modules that follow it).
+    Event { call: u64, event: LegEvent },
     /// The call is over; no other request follows for it.
     End { call: u64, end: CallEnd },
 }
@@ -65,6 +70,17 @@ pub(super) struct PendingStart {
     a_tx: TxId,
 }
 
+/// An out-of-dialog request waiting for its `route` verdict; its server transaction
+/// absorbs retransmissions meanwhile.
+pub(super) struct PendingRoute {
+    server: TxId,
+    msg: Message,
+    src: Source,
+    max_forwards: u8,
+    snapshot: Arc<Snapshot>,
+    profile: Arc<Profile>,
+}
+
 /// What call control left on a running call.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CallCc {
@@ -99,7 +115,77 @@ pub(super) fn ended_by(reason: &str, bye_from: Option<Side>) -> EndedBy {
     }
 }
 
+fn facts_of(call: u64, profile: &Profile, msg: &Message, src: &Source) -> CallFacts {
+    CallFacts {
+        call,
+        profile: profile.name.clone(),
+        source: src.remote,
+        from: text(msg.header_value(HeaderName::From).unwrap_or_default()),
+        to: text(msg.header_value(HeaderName::To).unwrap_or_default()),
+        ruri: text(msg.request_uri()),
+        call_id: text(msg.call_id().unwrap_or_default()),
+    }
+}
+
+/// The party on `side` of a call.
+pub(super) fn party(side: Side) -> Party {
+    match side {
+        Side::A => Party::Caller,
+        Side::B => Party::Callee,
+    }
+}
+
 impl Engine {
+    /// Parks an out-of-dialog request for its `route` hooks.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn park_route(
+        &mut self,
+        key: TxKey,
+        msg: Message,
+        src: Source,
+        max_forwards: u8,
+        snapshot: Arc<Snapshot>,
+        profile: Arc<Profile>,
+        chain: Vec<CcInstance>,
+    ) {
+        let id = self.new_id();
+        let tag = self.ids.tag();
+        let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: 0 }, Some(tag));
+        let facts = facts_of(id, &profile, &msg, &src);
+        self.pending_route.insert(id, PendingRoute { server, msg, src, max_forwards, snapshot, profile });
+        self.out.push_back(Output::CallControl(CcRequest::Route { call: id, chain: chain.into(), facts }));
+    }
+
+    /// The `route` verdict for a parked out-of-dialog request.
+    fn handle_route_verdict(&mut self, now: Instant, p: PendingRoute, verdict: CcVerdict) {
+        let (vars, overrides) = match verdict {
+            CcVerdict::Continue { vars, overrides, .. } => (vars, overrides),
+            CcVerdict::Refuse { code, reason, headers } => {
+                let extra: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+                return self.respond_local(now, p.server, code, &reason, &extra);
+            }
+            CcVerdict::Failed { code, reason } => return self.respond_local(now, p.server, code, &reason, &[]),
+            CcVerdict::Drop => return self.forget_tx(p.server),
+        };
+        let rules =
+            match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
+                Chosen::Go(r) => r,
+                _ => return self.respond_local(now, p.server, 500, "Server Internal Error", &[]),
+            };
+        let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
+        match self.route_new_request(ruri, &rules) {
+            Ok(route) => self.relay_out_of_dialog(now, p.server, &p.msg, p.max_forwards, rules, route),
+            Err(e) => self.respond_local(now, p.server, e.code, e.reason, &[]),
+        }
+    }
+
+    /// Tells call control what crossed a call (if the call has a chain).
+    pub(super) fn announce_event(&mut self, call: u64, event: LegEvent) {
+        if self.calls.get(&call).is_some_and(|c| c.cc.is_some()) {
+            self.out.push_back(Output::CallControl(CcRequest::Event { call, event }));
+        }
+    }
+
     /// Parks a new call for its call-control `start` and asks the driver to run it.
     #[allow(clippy::too_many_arguments)] // the request and what the profile decided
     pub(super) fn start_call_control(
@@ -118,21 +204,16 @@ impl Engine {
         let a_tx =
             self.new_server_tx(key.clone(), &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag));
         self.respond_local(now, a_tx, 100, "Trying", &[]);
-        let facts = CallFacts {
-            call: handle,
-            profile: profile.name.clone(),
-            source: src.remote,
-            from: text(msg.header_value(HeaderName::From).unwrap_or_default()),
-            to: text(msg.header_value(HeaderName::To).unwrap_or_default()),
-            ruri: text(msg.request_uri()),
-            call_id: text(msg.call_id().unwrap_or_default()),
-        };
+        let facts = facts_of(handle, &profile, &msg, &src);
         self.pending_cc.insert(handle, PendingStart { key, msg, src, max_forwards, snapshot, profile, a_tx });
         self.out.push_back(Output::CallControl(CcRequest::Start { call: handle, chain: chain.into(), facts }));
     }
 
     /// The driver's answer to a `start`: go on with the call or answer the caller.
     pub fn handle_cc_verdict(&mut self, now: Instant, call: u64, verdict: CcVerdict) {
+        if let Some(p) = self.pending_route.remove(&call) {
+            return self.handle_route_verdict(now, p, verdict);
+        }
         // Gone already: cancelled by the caller while the hooks ran (its end was announced).
         let Some(p) = self.pending_cc.remove(&call) else { return };
         let refuse = |me: &mut Self, code: u16, reason: &str, headers: &[(String, String)], why: &str| {

@@ -8,14 +8,17 @@ use bytes::Bytes;
 
 use profiles::filters::translate_reply;
 
+use callcontrol::LegEvent;
+
 use super::apply::{append, CallRules};
 use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, response_head};
 use super::call::{CallKind, CallState, InviteRelay, Side};
+use super::cc::party;
 use super::invite::learn_remote;
 use super::txs::Purpose;
 use super::types::Source;
 use super::{Engine, TxId};
-use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, HeaderName, Message, Method};
+use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, CSeq, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
 
 /// The Allow of a 405 for a method the profile's message filter refuses (as SEMS sends it).
@@ -172,6 +175,8 @@ impl Engine {
         let client =
             self.start_client_tx(now, out_msg, dest, Some(h), side.other(), Purpose::RelayClient { peer: server });
         self.set_relay_peer(server, client);
+        let method = String::from_utf8_lossy(msg.method_bytes()).into_owned();
+        self.announce_event(h, LegEvent::Request { from: party(side), method });
     }
 
     /// The ACK for a 2xx: forwarded to the other leg as that dialog's ACK (RFC 3261 §13.2.2.4).
@@ -306,6 +311,11 @@ impl Engine {
             ended |= code >= 200 && method == Method::Bye;
         }
         self.forward_response(now, server, call, server_side, &msg, None);
+        if let Some(h) = call {
+            let cseq = msg.header_value(HeaderName::CSeq).unwrap_or_default();
+            let method = String::from_utf8_lossy(CSeq::method_bytes(cseq)).into_owned();
+            self.announce_event(h, LegEvent::Reply { from: party(server_side.other()), code, method });
+        }
         if ended {
             if let Some(h) = call {
                 let reason = if method == Method::Bye { "bye" } else { "subscription_ended" };

@@ -115,6 +115,8 @@ pub struct Engine {
     calls: HashMap<u64, Call>,
     /// Calls waiting for their call-control `start` verdict.
     pending_cc: HashMap<u64, cc::PendingStart>,
+    /// Out-of-dialog requests waiting for their `route` verdict.
+    pending_route: HashMap<u64, cc::PendingRoute>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (u64, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
@@ -141,6 +143,7 @@ impl Engine {
             next_id: 1,
             calls: HashMap::new(),
             pending_cc: HashMap::new(),
+            pending_route: HashMap::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -174,7 +177,10 @@ impl Engine {
     }
     /// True when nothing is left that a shutdown would cut.
     pub fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.pending_cc.is_empty() && self.busy_transactions() == 0
+        self.calls.is_empty()
+            && self.pending_cc.is_empty()
+            && self.pending_route.is_empty()
+            && self.busy_transactions() == 0
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {

@@ -3,6 +3,7 @@
 //! through a relay pair: a server transaction on the A side, a client transaction with a fresh
 //! Call-ID and From tag on the B side, the responses mapped back.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::apply::{append, Chosen};
@@ -13,6 +14,7 @@ use super::routing;
 use super::txs::Purpose;
 use super::types::{Source, Transport};
 use super::Engine;
+use super::{apply::CallRules, invite::BRoute, TxId};
 use crate::sip::msg::{HeaderName, Message, MessageWriter, Method};
 use crate::sip::transaction::TxKey;
 
@@ -41,13 +43,16 @@ impl Engine {
             Ok(mf) => mf,
             Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
         };
-        // Out-of-dialog requests do not run call control (no module here needs `route`).
-        let rules = match self.choose_profile(&msg, &src, false) {
+        // A relayed request runs its profile's `route` hooks first; SUBSCRIBE and REFER start
+        // a dialog pair and go without.
+        let relayed = !matches!(method, Method::Subscribe | Method::Refer);
+        let rules = match self.choose_profile(&msg, &src, relayed) {
             Chosen::Go(r) => r,
             Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
             // Unlike SEMS (§8.4 item 8), a request that cannot be handled is answered.
-            Chosen::Fail | Chosen::CallControl { .. } => {
-                return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[])
+            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
+            Chosen::CallControl { snapshot, profile, chain } => {
+                return self.park_route(key, msg, src, max_forwards, snapshot, profile, chain);
             }
         };
         let plan = &rules.plan;
@@ -63,12 +68,29 @@ impl Engine {
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
             return self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Subscription, rules);
         }
-        let dest = route.dest;
-        let Some(out_socket) = self.cfg.socket(dest.local).cloned() else {
-            return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]);
-        };
         let a_tag = self.ids.tag();
         let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: 0 }, Some(a_tag));
+        self.relay_out_of_dialog(now, server, &msg, max_forwards, rules, route);
+    }
+
+    /// Relays an out-of-dialog request whose server transaction `server` exists, with its
+    /// profile applied.
+    pub(super) fn relay_out_of_dialog(
+        &mut self,
+        now: Instant,
+        server: TxId,
+        msg: &Message,
+        max_forwards: u8,
+        rules: Arc<CallRules>,
+        route: BRoute,
+    ) {
+        let method = msg.method().unwrap_or(Method::Other);
+        let plan = &rules.plan;
+        let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
+        let dest = route.dest;
+        let Some(out_socket) = self.cfg.socket(dest.local).cloned() else {
+            return self.respond_local(now, server, 500, "Server Internal Error", &[]);
+        };
         if let Some(e) = self.txs.get_mut(&server) {
             e.rules = Some(rules.clone());
         }
@@ -106,7 +128,7 @@ impl Engine {
                 w.header("To", t.as_bytes());
             }
             (None, Some(h)) => {
-                w.copy_row(&msg, h);
+                w.copy_row(msg, h);
             }
             (None, None) => {}
         }
@@ -115,7 +137,7 @@ impl Engine {
         if is_register {
             // Bindings are the registration's content; caching/aliasing them is a profile option.
             for h in msg.headers_named(HeaderName::Contact) {
-                w.copy_row(&msg, h);
+                w.copy_row(msg, h);
             }
         } else if msg.header(HeaderName::Contact).is_some() {
             let sent_by = out_socket.sent_by();
@@ -127,7 +149,7 @@ impl Engine {
             };
             w.header("Contact", &contact);
         }
-        copy_unowned(&mut w, &msg, rules.header_filter());
+        copy_unowned(&mut w, msg, rules.header_filter());
         append(&mut w, &plan.append_headers);
         append(&mut w, &plan.append_headers_req);
         let Ok(out_msg) = Message::parse(w.finish(msg.body())) else {

@@ -1168,3 +1168,57 @@ fn call_control_overrides_replace_profile_options_literally() {
     let out = h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: bad });
     assert_eq!(one(&out, ALICE).status(), Some(500));
 }
+
+#[test]
+fn out_of_dialog_requests_wait_for_route_hooks() {
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    let msg = format!(
+        "MESSAGE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKr1\nMax-Forwards: 70\nFrom: <sip:alice@a>;tag=r1\nTo: <sip:bob@b>\nCall-ID: r1@alice\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n"
+    );
+    let out = h.send(ALICE, &msg);
+    assert!(out.is_empty(), "nothing relayed or answered before the verdict");
+    let Some(CcRequest::Route { call, chain, .. }) = h.cc.first().cloned() else {
+        panic!("expected Route: {:?}", h.cc)
+    };
+    assert_eq!(chain.len(), 2);
+    // A retransmission is absorbed meanwhile.
+    assert!(h.send(ALICE, &msg).is_empty());
+    let out = h.verdict(call, go(None, &[("route::user", "routed")]));
+    assert_eq!(one(&out, BOB).request_uri(), format!("sip:routed@{BOB}").as_bytes());
+
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    h.send(ALICE, &msg.replace("r1", "r2"));
+    let Some(CcRequest::Route { call, .. }) = h.cc.first().cloned() else { panic!() };
+    let out = h.verdict(call, CcVerdict::Refuse { code: 403, reason: "Forbidden".into(), headers: vec![] });
+    assert_eq!(one(&out, ALICE).status(), Some(403));
+}
+
+#[test]
+fn call_control_hears_in_call_requests_and_replies() {
+    let mut h = Harness::with_yaml(CC_PROFILE);
+    h.send(ALICE, &invite("ev1@alice", ""));
+    let (call, _) = started(&h);
+    let out = h.verdict(call, go(None, &[("route::user", "bob")]));
+    let b = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "ev1@alice", 10, ""));
+    let out = h.send(ALICE, &in_dialog("INFO", ALICE, &from, &to_hdr, "ev1@alice", 11, ""));
+    let info = one(&out, BOB);
+    h.send(BOB, &response_to(&info, 200, "", ""));
+    let events: Vec<_> =
+        h.cc.iter()
+            .filter_map(|r| match r {
+                CcRequest::Event { event, .. } => Some(event.clone()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        events,
+        vec![
+            callcontrol::LegEvent::Request { from: callcontrol::Party::Caller, method: "INFO".into() },
+            callcontrol::LegEvent::Reply { from: callcontrol::Party::Callee, code: 200, method: "INFO".into() },
+        ]
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use callcontrol::{CallEnd, CallFacts, CcInstance, Registry, Times, Verdict};
+use callcontrol::{CallEnd, CallFacts, CcInstance, LegEvent, Registry, StartOutcome, Times, Verdict};
 use tokio::sync::mpsc;
 
 use super::ShardInput;
@@ -25,6 +25,7 @@ pub struct CcSettings {
 
 enum CallEvent {
     Connect(SystemTime),
+    Leg(LegEvent),
     End(CallEnd, SystemTime),
 }
 
@@ -74,6 +75,23 @@ impl CcDriver {
                     inflight.fetch_sub(1, Ordering::SeqCst);
                 });
             }
+            CcRequest::Route { call, chain, facts } => {
+                let (registry, settings, shard) = (self.registry.clone(), self.settings.clone(), self.shard.clone());
+                let inflight = self.inflight.clone();
+                inflight.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let run = tokio::task::spawn_blocking(move || registry.run_route(&chain, &facts));
+                    let verdict =
+                        verdict_of(tokio::time::timeout(settings.hook_timeout, run).await, &settings, call, "route");
+                    let _ = shard.send(ShardInput::CcVerdict(call, verdict)).await;
+                    inflight.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+            CcRequest::Event { call, event } => {
+                if let Some(tx) = self.calls.get(&call) {
+                    let _ = tx.send(CallEvent::Leg(event));
+                }
+            }
             CcRequest::Connect { call } => {
                 if let Some(tx) = self.calls.get(&call) {
                     let _ = tx.send(CallEvent::Connect(wall_clock()));
@@ -112,6 +130,11 @@ impl CallTask {
                     let (registry, chain, facts) = (self.registry.clone(), self.chain.clone(), self.facts.clone());
                     self.bounded("connect", move || registry.run_connect(&chain, &facts, &times)).await;
                 }
+                CallEvent::Leg(event) => {
+                    let n = self.started.load(Ordering::SeqCst).min(self.chain.len());
+                    let (registry, chain, facts) = (self.registry.clone(), self.chain.clone(), self.facts.clone());
+                    self.bounded("event", move || registry.run_event(&chain[..n], &facts, &event)).await;
+                }
                 CallEvent::End(end, at) => {
                     times.end = Some(at);
                     // Only the modules whose start ran are owed an end.
@@ -127,35 +150,13 @@ impl CallTask {
     async fn start(&self, times: Times) -> CcVerdict {
         let (registry, chain, facts, started) =
             (self.registry.clone(), self.chain.clone(), self.facts.clone(), self.started.clone());
-        let failed =
-            || CcVerdict::Failed { code: self.settings.failure_code, reason: self.settings.failure_reason.clone() };
         let run = tokio::task::spawn_blocking(move || registry.run_start(&chain, &facts, &times, &started));
-        match tokio::time::timeout(self.settings.hook_timeout, run).await {
-            Ok(Ok(Ok(outcome))) => match outcome.verdict {
-                Verdict::Continue => {
-                    let e = outcome.effects;
-                    CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
-                }
-                Verdict::Refuse { code, reason, headers } => CcVerdict::Refuse { code, reason, headers },
-                Verdict::Drop => CcVerdict::Drop,
-            },
-            Ok(Ok(Err(e))) => {
-                tracing::warn!(call = self.facts.call, "call control: {e}");
-                failed()
-            }
-            Ok(Err(e)) => {
-                tracing::error!(call = self.facts.call, "call control start hook panicked: {e}");
-                failed()
-            }
-            Err(_) => {
-                tracing::warn!(
-                    call = self.facts.call,
-                    timeout_ms = self.settings.hook_timeout.as_millis() as u64,
-                    "call control start hook too late"
-                );
-                failed()
-            }
-        }
+        verdict_of(
+            tokio::time::timeout(self.settings.hook_timeout, run).await,
+            &self.settings,
+            self.facts.call,
+            "start",
+        )
     }
 
     async fn bounded(&self, phase: &'static str, f: impl FnOnce() + Send + 'static) {
@@ -163,6 +164,41 @@ impl CallTask {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(call = self.facts.call, phase, "call control hook panicked: {e}"),
             Err(_) => tracing::warn!(call = self.facts.call, phase, "call control hook too late"),
+        }
+    }
+}
+
+type HookResult =
+    Result<Result<Result<StartOutcome, callcontrol::CcError>, tokio::task::JoinError>, tokio::time::error::Elapsed>;
+
+/// The verdict for the engine from what a `start` or `route` chain did (or failed to do).
+fn verdict_of(result: HookResult, settings: &CcSettings, call: u64, phase: &'static str) -> CcVerdict {
+    let failed = || CcVerdict::Failed { code: settings.failure_code, reason: settings.failure_reason.clone() };
+    match result {
+        Ok(Ok(Ok(outcome))) => match outcome.verdict {
+            Verdict::Continue => {
+                let e = outcome.effects;
+                CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
+            }
+            Verdict::Refuse { code, reason, headers } => CcVerdict::Refuse { code, reason, headers },
+            Verdict::Drop => CcVerdict::Drop,
+        },
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(call, phase, "call control: {e}");
+            failed()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(call, phase, "call control hook panicked: {e}");
+            failed()
+        }
+        Err(_) => {
+            tracing::warn!(
+                call,
+                phase,
+                timeout_ms = settings.hook_timeout.as_millis() as u64,
+                "call control hook too late"
+            );
+            failed()
         }
     }
 }
