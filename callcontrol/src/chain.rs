@@ -86,17 +86,22 @@ impl Registry {
             let verdict = match module.start(&hook, &mut effects) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.run_end(&chain[..i], call, &ended_now(times), &refused_end(500, "call_control_error"));
+                    self.run_end(
+                        &chain[..i],
+                        call,
+                        &ended_now(times),
+                        &refused_end(500, "Server Internal Error", "call_control_error"),
+                    );
                     started.store(0, Ordering::SeqCst);
                     return Err(e);
                 }
             };
             if verdict != Verdict::Continue {
-                let (code, cause) = match &verdict {
-                    Verdict::Refuse { code, .. } => (*code, "refused"),
-                    _ => (0, "dropped"),
+                let (code, phrase, cause) = match &verdict {
+                    Verdict::Refuse { code, reason, .. } => (*code, reason.as_str(), "refused"),
+                    _ => (0, "", "dropped"),
                 };
-                self.run_end(&chain[..i], call, &ended_now(times), &refused_end(code, cause));
+                self.run_end(&chain[..i], call, &ended_now(times), &refused_end(code, phrase, cause));
                 started.store(0, Ordering::SeqCst);
                 return Ok(StartOutcome { verdict, effects });
             }
@@ -149,6 +154,6 @@ fn ended_now(times: &Times) -> Times {
     Times { end: Some(std::time::SystemTime::now().max(times.start)), ..*times }
 }
 
-fn refused_end(code: u16, reason: &str) -> CallEnd {
-    CallEnd { by: crate::EndedBy::Sbc, code, reason: reason.to_string(), answered: false }
+fn refused_end(code: u16, phrase: &str, cause: &str) -> CallEnd {
+    CallEnd { by: crate::EndedBy::Sbc, code, phrase: phrase.to_string(), reason: cause.to_string(), answered: false }
 }

@@ -59,6 +59,8 @@ pub struct CallEnd {
     pub by: EndedBy,
     /// The final code of the call's INVITE (200 for answered calls).
     pub code: u16,
+    /// Its reason phrase.
+    pub phrase: String,
     /// Why: `bye`, `rejected`, `cancelled`, `timeout`, `call_timer` ...
     pub reason: String,
     pub answered: bool,

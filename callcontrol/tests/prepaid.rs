@@ -46,7 +46,11 @@ fn talk(p: &Prepaid, call: u64, account: &str, connected: SystemTime, ended: Sys
     let hook = Hook { instance: "pp", params: &params, call: &f };
     let times = Times { start: connected, connect: Some(connected), end: Some(ended) };
     p.connect(&hook, &times);
-    p.end(&hook, &times, &CallEnd { by: EndedBy::Caller, code: 200, reason: "bye".into(), answered: true });
+    p.end(
+        &hook,
+        &times,
+        &CallEnd { by: EndedBy::Caller, code: 200, phrase: "OK".into(), reason: "bye".into(), answered: true },
+    );
 }
 
 #[test]
@@ -76,7 +80,13 @@ fn reserve_debit_refuse() {
     p.end(
         &Hook { instance: "pp", params: &pr, call: &f },
         &Times { start: t0, connect: None, end: Some(t0) },
-        &CallEnd { by: EndedBy::Callee, code: 486, reason: "rejected".into(), answered: false },
+        &CallEnd {
+            by: EndedBy::Callee,
+            code: 486,
+            phrase: "Busy Here".into(),
+            reason: "rejected".into(),
+            answered: false,
+        },
     );
     assert_eq!(prepaid::balance(&c, "alice").unwrap(), Some(6));
     prepaid::set_balance(&c, "alice", 0).unwrap();

@@ -189,6 +189,7 @@ profiles:
     assert_eq!(answered.last().copied(), Some("account=sipp"));
     let busy = find("failed");
     assert_eq!((busy[col("code")], busy[col("cause")], busy[col("hangup_initiator")]), ("486", "rejected", "callee"));
+    assert_eq!(busy[col("reason")], "Busy Here");
     assert!(busy[col("connect")].is_empty());
     let cancelled = find("canceled");
     assert_eq!((cancelled[col("code")], cancelled[col("hangup_initiator")]), ("487", "caller"));

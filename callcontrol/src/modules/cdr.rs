@@ -52,6 +52,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "duration_s",
     "disposition",
     "code",
+    "reason",
     "cause",
     "hangup_initiator",
 ];
@@ -137,6 +138,7 @@ impl Cdr {
             ("duration_s", secs(times.connect, times.end)),
             ("disposition", disposition(end).to_string()),
             ("code", end.code.to_string()),
+            ("reason", end.phrase.clone()),
             ("cause", end.reason.clone()),
             ("hangup_initiator", end.by.as_str().to_string()),
         ]

@@ -221,7 +221,8 @@ impl Engine {
             if me.ist_open(p.a_tx) {
                 me.respond_local(now, p.a_tx, code, reason, &extra);
             }
-            me.announce_end(call, CallEnd { by: EndedBy::Sbc, code, reason: why.to_string(), answered: false });
+            let phrase = reason.to_string();
+            me.announce_end(call, CallEnd { by: EndedBy::Sbc, code, phrase, reason: why.to_string(), answered: false });
         };
         let (call_timer, vars, overrides) = match verdict {
             CcVerdict::Continue { call_timer, vars, overrides } => (call_timer, vars, overrides),
@@ -231,14 +232,22 @@ impl Engine {
                 self.forget_tx(p.a_tx);
                 return self.announce_end(
                     call,
-                    CallEnd { by: EndedBy::Sbc, code: 0, reason: "dropped".into(), answered: false },
+                    CallEnd {
+                        by: EndedBy::Sbc,
+                        code: 0,
+                        phrase: String::new(),
+                        reason: "dropped".into(),
+                        answered: false,
+                    },
                 );
             }
         };
         if !self.ist_open(p.a_tx) {
             // The transaction ended while the hooks ran (a transport error).
-            return self
-                .announce_end(call, CallEnd { by: EndedBy::Sbc, code: 0, reason: "gone".into(), answered: false });
+            return self.announce_end(
+                call,
+                CallEnd { by: EndedBy::Sbc, code: 0, phrase: String::new(), reason: "gone".into(), answered: false },
+            );
         }
         let rules =
             match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
@@ -274,7 +283,14 @@ impl Engine {
         if self.pending_cc.remove(&h).is_none() {
             return false;
         }
-        self.announce_end(h, CallEnd { by: EndedBy::Caller, code: 487, reason: "cancelled".into(), answered: false });
+        let end = CallEnd {
+            by: EndedBy::Caller,
+            code: 487,
+            phrase: "Request Terminated".into(),
+            reason: "cancelled".into(),
+            answered: false,
+        };
+        self.announce_end(h, end);
         true
     }
 

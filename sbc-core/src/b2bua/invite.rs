@@ -210,7 +210,13 @@ impl Engine {
                     me.respond_local(now, a_tx, code, reason, &[]);
                     me.announce_end(
                         h,
-                        CallEnd { by: EndedBy::Sbc, code, reason: "setup_failed".into(), answered: false },
+                        CallEnd {
+                            by: EndedBy::Sbc,
+                            code,
+                            phrase: reason.into(),
+                            reason: "setup_failed".into(),
+                            answered: false,
+                        },
                     );
                 }
                 None => me.refuse(now, key, msg, src, code, reason, &[]),
@@ -938,7 +944,8 @@ impl Engine {
             let by = super::cc::ended_by(reason, call.bye_from);
             let answered = call.answered.is_some();
             let code = if answered { 200 } else { code };
-            self.announce_end(h, CallEnd { by, code, reason: reason.to_string(), answered });
+            let phrase = reason_text(code).to_string();
+            self.announce_end(h, CallEnd { by, code, phrase, reason: reason.to_string(), answered });
         }
     }
 
