@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 /// The call as the caller started it (the incoming INVITE), stamped by the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallFacts {
-    /// The engine's call handle (unique per shard and run).
+    /// The call's number, unique in this process (shard and the shard's call handle).
     pub call: u64,
     pub profile: String,
     pub source: SocketAddr,

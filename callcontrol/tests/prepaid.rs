@@ -113,9 +113,13 @@ fn a_crashed_run_is_settled_once_at_the_next_start() {
     }
     let c = prepaid::open_db(&path).unwrap();
     assert_eq!(prepaid::balance(&c, "bob").unwrap(), Some(100), "nothing debited before recovery");
-    let _p2 = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+    let p2 = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
     let after = prepaid::balance(&c, "bob").unwrap().unwrap();
     assert!((78..=80).contains(&after), "debited up to the last heartbeat (~20 s): {after}");
+    // A second process on the same database is refused while the first runs.
+    let e = Prepaid::open(&path, 402, "Insufficient Credit").unwrap_err();
+    assert!(e.contains("in use by another running sbcd"), "{e}");
+    drop(p2);
     // Opening again settles nothing more.
     let _p3 = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
     assert_eq!(prepaid::balance(&c, "bob").unwrap(), Some(after));

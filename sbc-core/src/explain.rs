@@ -107,15 +107,8 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
     engine.handle_message(now, msg, Source { transport, local: local.id, remote: source, conn: None });
     let mut sent = Vec::new();
     // Call control runs here, in memory, with fresh module state (nothing is counted for real).
-    // Explaining a call must leave no trace: no CDR, no balance touched (prepaid is a stand-in
-    // that lets the call through).
-    let mut settings = callcontrol::modules::ModuleSettings::from_config(&cfg.call_control);
-    settings.cdr = callcontrol::modules::CdrSettings::default();
-    let dry_prepaid = settings.prepaid_db.take().is_some();
-    let mut registry = callcontrol::modules::builtin(&settings).map_err(|e| ExplainError::Parse(e.to_string()))?;
-    if dry_prepaid {
-        registry.add(Arc::new(DryPrepaid));
-    }
+    // Explaining a call must leave no trace: no CDR, no balance touched.
+    let registry = callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::from_config(&cfg.call_control));
     let mut verdicts = Vec::new();
     loop {
         while let Some(o) = engine.poll_output() {
@@ -286,15 +279,5 @@ fn describe_profile(
     }
     for n in &profile.not_applied {
         let _ = writeln!(out, "  note: {n}");
-    }
-}
-
-/// `cc_prepaid` for `explain`: passes every call and says so (the real one would read and
-/// reserve a balance).
-struct DryPrepaid;
-
-impl callcontrol::CallControl for DryPrepaid {
-    fn module(&self) -> &'static str {
-        "cc_prepaid"
     }
 }

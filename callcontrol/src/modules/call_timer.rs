@@ -35,7 +35,9 @@ impl CallControl for CallTimer {
         if secs == 0.0 {
             return Ok(Verdict::Refuse { code: 503, reason: "Service Unavailable".into(), headers: Vec::new() });
         }
-        effects.set_call_timer(Duration::from_secs_f64(secs));
+        // Anything beyond a year is no limit worth a timer; below a millisecond is zero.
+        let d = Duration::try_from_secs_f64(secs.min(31_536_000.0)).unwrap_or_default().max(Duration::from_millis(1));
+        effects.set_call_timer(d);
         Ok(Verdict::Continue)
     }
 }

@@ -114,6 +114,11 @@ fn json_str(s: &str) -> String {
 }
 
 impl Cdr {
+    /// A CDR module that writes nowhere.
+    pub fn disabled() -> Self {
+        Self { settings: CdrSettings::default(), csv: None, json: None }
+    }
+
     pub fn new(settings: CdrSettings) -> std::io::Result<Self> {
         let csv = settings.csv_file.as_ref().map(open).transpose()?;
         let json = settings.json_file.as_ref().map(open).transpose()?;

@@ -46,6 +46,34 @@ impl Default for ModuleSettings {
     }
 }
 
+/// `cc_prepaid` as checks and dry runs see it: its name and mandatory values, no database
+/// (checking a configuration or explaining a call must not touch balances).
+#[derive(Debug)]
+struct PrepaidStandIn;
+
+impl crate::CallControl for PrepaidStandIn {
+    fn module(&self) -> &'static str {
+        "cc_prepaid"
+    }
+    fn mandatory(&self) -> &'static [&'static str] {
+        &["uuid"]
+    }
+}
+
+/// The built-in modules without side effects, for configuration checks and `explain`: no CDR
+/// output, and `cc_prepaid` (if configured) lets every call through without a balance.
+pub fn dry_run(settings: &ModuleSettings) -> Registry {
+    let mut r = Registry::new();
+    r.add(Arc::new(ParallelCalls::new(settings.pcalls_refuse_code, &settings.pcalls_refuse_reason)));
+    r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
+    r.add(Arc::new(Cdr::disabled()));
+    r.add(Arc::new(Ctl));
+    if settings.prepaid_db.is_some() {
+        r.add(Arc::new(PrepaidStandIn));
+    }
+    r
+}
+
 /// A registry with every built-in module. Fails when a module cannot open what it writes to
 /// (a CDR file), naming it.
 pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
@@ -56,7 +84,7 @@ pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     r.add(Arc::new(Ctl));
     if let Some(db) = &settings.prepaid_db {
         let p = Prepaid::open(db, settings.prepaid_refuse_code, &settings.prepaid_refuse_reason)
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", db.display())))?;
+            .map_err(std::io::Error::other)?;
         r.add(Arc::new(p));
     }
     Ok(r)

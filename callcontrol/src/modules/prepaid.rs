@@ -4,9 +4,10 @@
 //! call (402 Insufficient Credit by default); otherwise the call timer is set to the balance.
 //! When the call ends, the connected time, rounded to the nearest second, is debited.
 //!
-//! Exactly once, even across `kill -9`: every running call has a row (account, connect time);
-//! the debit and the removal of that row are one transaction. A heartbeat row is written every
-//! second; at start-up, rows left by a process that died are settled up to its last heartbeat.
+//! Exactly once, even across `kill -9`: every running call has a row (account, connect time,
+//! granted seconds); the debit and the removal of that row are one transaction. One sbcd holds
+//! a lock file beside the database; a heartbeat row is written every second; at start-up, the
+//! rows a dead process left are settled up to its last heartbeat (never beyond their grant).
 //! Balances are read and set while sbcd runs with `sbcd prepaid --db FILE get|set|list`.
 
 use std::path::Path;
@@ -40,7 +41,7 @@ pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     c.pragma_update(None, "synchronous", "FULL")?;
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS balances(account TEXT PRIMARY KEY, seconds INTEGER NOT NULL);
-         CREATE TABLE IF NOT EXISTS calls(id TEXT PRIMARY KEY, account TEXT NOT NULL, connected_ms INTEGER);
+         CREATE TABLE IF NOT EXISTS calls(id TEXT PRIMARY KEY, account TEXT NOT NULL, connected_ms INTEGER, granted_s INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS heartbeat(id INTEGER PRIMARY KEY CHECK (id = 1), at_ms INTEGER NOT NULL);",
     )?;
     Ok(c)
@@ -83,9 +84,10 @@ pub trait BalanceStore: Send + Sync + std::fmt::Debug {
     fn reserve(&self, call: &str, account: &str) -> Result<Reservation, String>;
     /// The call was answered at `at_ms` (unix milliseconds).
     fn connected(&self, call: &str, at_ms: i64) -> Result<(), String>;
-    /// The call ended at `end_ms`: debit its connected time and forget it, atomically.
-    /// Returns the seconds billed, or `None` if the call was settled already.
-    fn settle(&self, call: &str, end_ms: i64) -> Result<Option<i64>, String>;
+    /// The call ended at `end_ms` (answered at `connected_ms`, if the driver knows): debit its
+    /// connected time and forget it, atomically. Returns the seconds billed, or `None` if the
+    /// call was settled already.
+    fn settle(&self, call: &str, connected_ms: Option<i64>, end_ms: i64) -> Result<Option<i64>, String>;
 }
 
 /// Balances in a SQLite file: the running calls' rows and the debit change together in one
@@ -94,6 +96,9 @@ pub trait BalanceStore: Send + Sync + std::fmt::Debug {
 pub struct SqliteBalances {
     db: Mutex<Connection>,
     stop: Arc<AtomicBool>,
+    /// Held for the life of the process: one sbcd per balance database (the OS releases it
+    /// when the process dies, however it dies).
+    _lock: std::fs::File,
 }
 
 impl Drop for SqliteBalances {
@@ -104,9 +109,18 @@ impl Drop for SqliteBalances {
 
 impl SqliteBalances {
     /// Opens the database, settles the calls a dead process left, starts the heartbeat.
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        let mut c = open_db(path)?;
-        let settled = recover(&mut c)?;
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        lock.try_lock().map_err(|_| format!("{} is in use by another running sbcd", path.display()))?;
+        let mut c = open_db(path).map_err(|e| e.to_string())?;
+        // Only the holder of the lock gets here: rows in `calls` are a dead process's.
+        let settled = recover(&mut c).map_err(|e| e.to_string())?;
         if settled > 0 {
             tracing::warn!(
                 calls = settled,
@@ -114,7 +128,7 @@ impl SqliteBalances {
             );
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let hb = open_db(path)?;
+        let hb = open_db(path).map_err(|e| e.to_string())?;
         let flag = stop.clone();
         std::thread::Builder::new()
             .name("prepaid-heartbeat".into())
@@ -128,8 +142,8 @@ impl SqliteBalances {
                     std::thread::sleep(Duration::from_secs(1));
                 }
             })
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(Self { db: Mutex::new(c), stop })
+            .map_err(|e| e.to_string())?;
+        Ok(Self { db: Mutex::new(c), stop, _lock: lock })
     }
 
     fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
@@ -147,8 +161,8 @@ impl BalanceStore for SqliteBalances {
             return Ok(Reservation::NoCredit);
         }
         db.execute(
-            "INSERT OR REPLACE INTO calls(id, account, connected_ms) VALUES (?1, ?2, NULL)",
-            params![call, account],
+            "INSERT INTO calls(id, account, connected_ms, granted_s) VALUES (?1, ?2, NULL, ?3)",
+            params![call, account, seconds],
         )
         .map_err(|e| e.to_string())?;
         Ok(Reservation::Granted(seconds))
@@ -161,7 +175,7 @@ impl BalanceStore for SqliteBalances {
         Ok(())
     }
 
-    fn settle(&self, call: &str, end_ms: i64) -> Result<Option<i64>, String> {
+    fn settle(&self, call: &str, connected_ms: Option<i64>, end_ms: i64) -> Result<Option<i64>, String> {
         let mut db = self.db()?;
         let mut run = || -> rusqlite::Result<Option<i64>> {
             let tx = db.transaction()?;
@@ -173,7 +187,8 @@ impl BalanceStore for SqliteBalances {
             let Some((account, connected)) = row else {
                 return Ok(None);
             };
-            let billed = connected.map_or(0, |c| billed_seconds(end_ms - c));
+            // The driver's answer time wins over the row's: the connect write may be late.
+            let billed = connected_ms.or(connected).map_or(0, |c| billed_seconds(end_ms - c));
             tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
             tx.execute("DELETE FROM calls WHERE id = ?1", [call])?;
             tx.commit()?;
@@ -194,7 +209,7 @@ pub struct Prepaid {
 
 impl Prepaid {
     /// The module over a SQLite balance file.
-    pub fn open(path: &Path, refuse_code: u16, refuse_reason: &str) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path, refuse_code: u16, refuse_reason: &str) -> Result<Self, String> {
         Ok(Self::with_store(Box::new(SqliteBalances::open(path)?), refuse_code, refuse_reason))
     }
 
@@ -218,17 +233,16 @@ fn recover(c: &mut Connection) -> rusqlite::Result<usize> {
     let tx = c.transaction()?;
     let heartbeat: Option<i64> =
         tx.query_row("SELECT at_ms FROM heartbeat WHERE id = 1", [], |r| r.get(0)).optional()?;
-    let rows: Vec<(String, String, Option<i64>)> = {
-        let mut st = tx.prepare("SELECT id, account, connected_ms FROM calls")?;
-        let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows: Vec<(String, String, Option<i64>, i64)> = {
+        let mut st = tx.prepare("SELECT id, account, connected_ms, granted_s FROM calls")?;
+        let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         r.collect::<rusqlite::Result<_>>()?
     };
-    for (id, account, connected) in &rows {
+    for (id, account, connected, granted) in &rows {
         if let (Some(c), Some(hb)) = (connected, heartbeat) {
-            tx.execute(
-                "UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2",
-                params![billed_seconds(hb - c), account],
-            )?;
+            // No call outlived its grant: the call timer cut it at the latest.
+            let billed = billed_seconds(hb - c).min(*granted);
+            tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
         }
         tx.execute("DELETE FROM calls WHERE id = ?1", [id])?;
     }
@@ -270,7 +284,7 @@ impl CallControl for Prepaid {
 
     fn end(&self, hook: &Hook<'_>, times: &Times, _end: &CallEnd) {
         let end_ms = unix_ms(times.end.unwrap_or_else(SystemTime::now));
-        match self.store.settle(&self.call_id(hook), end_ms) {
+        match self.store.settle(&self.call_id(hook), times.connect.map(unix_ms), end_ms) {
             Ok(Some(billed)) => tracing::info!(call = hook.call.call, billed_s = billed, "cc_prepaid: debited"),
             Ok(None) => {}
             Err(e) => tracing::error!(call = hook.call.call, "cc_prepaid: debit failed: {e}"),

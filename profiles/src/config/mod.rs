@@ -389,6 +389,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
     for (key, code) in [
         ("call_control.failure_code", cc.failure_code),
         ("call_control.cc_pcalls.refuse_code", cc.cc_pcalls.refuse_code),
+        ("call_control.cc_prepaid.refuse_code", cc.cc_prepaid.refuse_code),
     ] {
         if !(300..=699).contains(&code) {
             return Err(err(None, key, format!("{code} is not a 3xx-6xx reply code")));

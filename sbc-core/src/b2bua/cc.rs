@@ -115,9 +115,11 @@ pub(super) fn ended_by(reason: &str, bye_from: Option<Side>) -> EndedBy {
     }
 }
 
-fn facts_of(call: u64, profile: &Profile, msg: &Message, src: &Source) -> CallFacts {
+/// Call facts; `call` is made unique across the shards (the shard in the top byte), since
+/// modules are shared by all of them.
+fn facts_of(shard: u8, call: u64, profile: &Profile, msg: &Message, src: &Source) -> CallFacts {
     CallFacts {
-        call,
+        call: (u64::from(shard) << 56) | (call & ((1 << 56) - 1)),
         profile: profile.name.clone(),
         source: src.remote,
         from: text(msg.header_value(HeaderName::From).unwrap_or_default()),
@@ -151,7 +153,7 @@ impl Engine {
         let id = self.new_id();
         let tag = self.ids.tag();
         let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: 0 }, Some(tag));
-        let facts = facts_of(id, &profile, &msg, &src);
+        let facts = facts_of(self.cfg.shard, id, &profile, &msg, &src);
         self.pending_route.insert(id, PendingRoute { server, msg, src, max_forwards, snapshot, profile });
         self.out.push_back(Output::CallControl(CcRequest::Route { call: id, chain: chain.into(), facts }));
     }
@@ -204,7 +206,7 @@ impl Engine {
         let a_tx =
             self.new_server_tx(key.clone(), &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag));
         self.respond_local(now, a_tx, 100, "Trying", &[]);
-        let facts = facts_of(handle, &profile, &msg, &src);
+        let facts = facts_of(self.cfg.shard, handle, &profile, &msg, &src);
         self.pending_cc.insert(handle, PendingStart { key, msg, src, max_forwards, snapshot, profile, a_tx });
         self.out.push_back(Output::CallControl(CcRequest::Start { call: handle, chain: chain.into(), facts }));
     }

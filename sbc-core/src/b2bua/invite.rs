@@ -143,7 +143,7 @@ impl Engine {
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
-        if self.calls.len() >= self.cfg.max_calls && !self.draining {
+        if self.calls.len() + self.pending_cc.len() >= self.cfg.max_calls && !self.draining {
             return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
         }
         let max_forwards = match self.admit_new_request(&msg) {
@@ -360,6 +360,16 @@ impl Engine {
         let Ok(b_request) = Message::parse(w.finish(&body)) else {
             tracing::error!("generated B-leg request does not parse");
             self.respond_local(now, a_tx, 500, "Server Internal Error", &[]);
+            if cc.is_some() {
+                let end = CallEnd {
+                    by: EndedBy::Sbc,
+                    code: 500,
+                    phrase: "Server Internal Error".into(),
+                    reason: "setup_failed".into(),
+                    answered: false,
+                };
+                self.announce_end(handle, end);
+            }
             return;
         };
         {
@@ -538,8 +548,7 @@ impl Engine {
             }
             if let Some(cc) = call.cc.as_mut() {
                 // Call timers run from the answer; the shortest limit wins.
-                if let Some(t) = cc.call_timer {
-                    let at = now + t;
+                if let Some(at) = cc.call_timer.and_then(|t| now.checked_add(t)) {
                     if call.max_duration.is_none_or(|m| at <= m) {
                         call.max_duration = Some(at);
                         cc.timer_armed = true;

@@ -184,8 +184,10 @@ fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
         Some(path) => Config::load(path)?,
         None => Config::embedded()?,
     };
-    // Profiles may only name modules this sbcd has, with their mandatory values.
-    call_control_registry(&cfg)?.check(&cfg.profiles)?;
+    // Profiles may only name modules this sbcd has, with their mandatory values (checked
+    // without opening what the modules write to: a check must not disturb a running sbcd).
+    callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::from_config(&cfg.call_control))
+        .check(&cfg.profiles)?;
     cfg.override_listen(cli.listen.clone());
     Ok(cfg)
 }

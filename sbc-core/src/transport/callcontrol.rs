@@ -66,6 +66,7 @@ impl CcDriver {
                     shard: self.shard.clone(),
                     chain,
                     facts: Arc::new(facts),
+                    call,
                     started: Arc::new(AtomicUsize::new(0)),
                 };
                 let inflight = self.inflight.clone();
@@ -107,6 +108,8 @@ impl CcDriver {
 }
 
 struct CallTask {
+    /// The engine's handle of the call (what the verdict names).
+    call: u64,
     registry: Arc<Registry>,
     settings: Arc<CcSettings>,
     shard: mpsc::Sender<ShardInput>,
@@ -117,11 +120,17 @@ struct CallTask {
 
 impl CallTask {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<CallEvent>) {
-        let call = self.facts.call;
+        // The engine's handle (the facts carry a process-wide number for modules).
+        let call = self.call;
         let mut times = Times { start: wall_clock(), connect: None, end: None };
-        let verdict = self.start(times).await;
+        let (verdict, late) = self.start(times).await;
         if self.shard.send(ShardInput::CcVerdict(call, verdict)).await.is_err() {
             return; // the shard is gone: the process is stopping
+        }
+        // A start that overran its deadline still runs: the call got the failure reply, but
+        // which modules started (and are owed an end) is only known once it returns.
+        if let Some(late) = late {
+            let _ = late.await;
         }
         while let Some(event) = rx.recv().await {
             match event {
@@ -147,16 +156,14 @@ impl CallTask {
         }
     }
 
-    async fn start(&self, times: Times) -> CcVerdict {
+    /// Runs `start` under the deadline; on a timeout also returns the still-running hook.
+    async fn start(&self, times: Times) -> (CcVerdict, Option<tokio::task::JoinHandle<HookOutput>>) {
         let (registry, chain, facts, started) =
             (self.registry.clone(), self.chain.clone(), self.facts.clone(), self.started.clone());
-        let run = tokio::task::spawn_blocking(move || registry.run_start(&chain, &facts, &times, &started));
-        verdict_of(
-            tokio::time::timeout(self.settings.hook_timeout, run).await,
-            &self.settings,
-            self.facts.call,
-            "start",
-        )
+        let mut run = tokio::task::spawn_blocking(move || registry.run_start(&chain, &facts, &times, &started));
+        let result = tokio::time::timeout(self.settings.hook_timeout, &mut run).await;
+        let late = result.is_err().then_some(run);
+        (verdict_of(result, &self.settings, self.facts.call, "start"), late)
     }
 
     async fn bounded(&self, phase: &'static str, f: impl FnOnce() + Send + 'static) {
@@ -168,8 +175,8 @@ impl CallTask {
     }
 }
 
-type HookResult =
-    Result<Result<Result<StartOutcome, callcontrol::CcError>, tokio::task::JoinError>, tokio::time::error::Elapsed>;
+type HookOutput = Result<StartOutcome, callcontrol::CcError>;
+type HookResult = Result<Result<HookOutput, tokio::task::JoinError>, tokio::time::error::Elapsed>;
 
 /// The verdict for the engine from what a `start` or `route` chain did (or failed to do).
 fn verdict_of(result: HookResult, settings: &CcSettings, call: u64, phase: &'static str) -> CcVerdict {
