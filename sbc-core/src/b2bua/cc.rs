@@ -181,10 +181,11 @@ impl Engine {
         }
     }
 
-    /// Tells call control what crossed a call (if the call has a chain).
-    pub(super) fn announce_event(&mut self, call: u64, event: LegEvent) {
+    /// Tells call control what crossed a call, if the call has a chain (the event is only
+    /// built then: calls without call control pay nothing per message).
+    pub(super) fn announce_event(&mut self, call: u64, event: impl FnOnce() -> LegEvent) {
         if self.calls.get(&call).is_some_and(|c| c.cc.is_some()) {
-            self.out.push_back(Output::CallControl(CcRequest::Event { call, event }));
+            self.out.push_back(Output::CallControl(CcRequest::Event { call, event: event() }));
         }
     }
 

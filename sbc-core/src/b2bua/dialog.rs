@@ -175,8 +175,10 @@ impl Engine {
         let client =
             self.start_client_tx(now, out_msg, dest, Some(h), side.other(), Purpose::RelayClient { peer: server });
         self.set_relay_peer(server, client);
-        let method = String::from_utf8_lossy(msg.method_bytes()).into_owned();
-        self.announce_event(h, LegEvent::Request { from: party(side), method });
+        self.announce_event(h, || LegEvent::Request {
+            from: party(side),
+            method: String::from_utf8_lossy(msg.method_bytes()).into_owned(),
+        });
     }
 
     /// The ACK for a 2xx: forwarded to the other leg as that dialog's ACK (RFC 3261 §13.2.2.4).
@@ -312,9 +314,11 @@ impl Engine {
         }
         self.forward_response(now, server, call, server_side, &msg, None);
         if let Some(h) = call {
-            let cseq = msg.header_value(HeaderName::CSeq).unwrap_or_default();
-            let method = String::from_utf8_lossy(CSeq::method_bytes(cseq)).into_owned();
-            self.announce_event(h, LegEvent::Reply { from: party(server_side.other()), code, method });
+            self.announce_event(h, || {
+                let cseq = msg.header_value(HeaderName::CSeq).unwrap_or_default();
+                let method = String::from_utf8_lossy(CSeq::method_bytes(cseq)).into_owned();
+                LegEvent::Reply { from: party(server_side.other()), code, method }
+            });
         }
         if ended {
             if let Some(h) = call {
