@@ -1,7 +1,7 @@
 //! What hooks know about a call.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// The call as the caller started it (the incoming INVITE), stamped by the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,16 +22,6 @@ pub struct Times {
     pub start: SystemTime,
     pub connect: Option<SystemTime>,
     pub end: Option<SystemTime>,
-}
-
-impl Times {
-    /// Connect to end (0 when not answered).
-    pub fn billable(&self) -> Duration {
-        match (self.connect, self.end) {
-            (Some(c), Some(e)) => e.duration_since(c).unwrap_or_default(),
-            _ => Duration::ZERO,
-        }
-    }
 }
 
 /// Who ended a call.

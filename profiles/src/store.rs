@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::error::ConfigError;
 use crate::pattern::Env;
-use crate::profile::{NextHop, Profile};
+use crate::profile::Profile;
 use crate::regex_map::{RegexMap, RegexMaps};
 use crate::selection::{Selected, Selection};
 
@@ -255,9 +255,4 @@ impl Store {
             Ok(())
         })
     }
-}
-
-/// First next hop of a profile's literal list, parsed (used by tools).
-pub fn first_literal_hop(p: &Profile) -> Option<NextHop> {
-    p.next_hop.as_ref()?.literal().and_then(|l| NextHop::parse_list(&l).ok()?.into_iter().next())
 }

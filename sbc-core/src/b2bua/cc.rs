@@ -296,9 +296,4 @@ impl Engine {
         self.announce_end(h, end);
         true
     }
-
-    /// Calls waiting for call control.
-    pub fn pending_calls(&self) -> usize {
-        self.pending_cc.len()
-    }
 }
