@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
+use profiles::evaluate::ContactValues;
 use profiles::filters::NameFilter;
 
 use super::apply::is_control_header;
@@ -251,6 +252,16 @@ pub(crate) fn cancel_for(invite: &Message) -> Bytes {
     let num = invite.cseq().map_or(0, |c| c.num);
     w.header_fmt("CSeq", format_args!("{num} CANCEL"));
     w.finish(b"")
+}
+
+/// The SBC's Contact on a leg: the profile's parts (`*_contact_*`) over the socket's own
+/// address, or plainly [`contact_value`].
+pub(crate) fn leg_contact(parts: &ContactValues, sent_by: &str, transport: Transport) -> Box<[u8]> {
+    if parts.is_default() {
+        return contact_value(sent_by, transport);
+    }
+    let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
+    parts.render(sent_by, tail).into_bytes().into_boxed_slice()
 }
 
 /// Our Contact on a leg: `<sip:host:port[;transport=tcp]>`.

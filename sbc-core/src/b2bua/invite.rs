@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use profiles::evaluate::{ContactValues, Refusal as ProfileRefusal};
+use profiles::evaluate::Refusal as ProfileRefusal;
 
 use callcontrol::{CallEnd, EndedBy};
 
 use super::apply::{append, hop_target, CallRules, Chosen};
-use super::build::{self, contact_value, copy_unowned, request_on_leg, without_tag};
+use super::build::{self, copy_unowned, leg_contact, request_on_leg, without_tag};
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::cc::{CallCc, CcRequest};
 use super::routing::{self, NoRoute};
@@ -35,15 +35,6 @@ fn acceptable_body(msg: &Message) -> bool {
 pub(super) struct BRoute {
     pub(super) dest: Destination,
     pub(super) fixed: Option<(Transport, Peer)>,
-}
-
-/// The SBC's Contact on a leg: the profile's parts over the socket's own address.
-fn leg_contact(parts: &ContactValues, sent_by: &str, transport: Transport) -> Box<[u8]> {
-    if parts.is_default() {
-        return contact_value(sent_by, transport);
-    }
-    let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
-    parts.render(sent_by, tail).into_bytes().into_boxed_slice()
 }
 
 /// A reply the SBC gives instead of relaying a request.

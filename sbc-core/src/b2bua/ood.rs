@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::apply::{append, Chosen};
-use super::build::{copy_unowned, without_tag, write_party, write_via};
+use super::build::{copy_unowned, leg_contact, without_tag, write_party, write_via};
 use super::call::{CallKind, Side};
 use super::ids::stable_call_id;
 use super::routing;
 use super::txs::Purpose;
-use super::types::{Source, Transport};
+use super::types::Source;
 use super::Engine;
 use super::{apply::CallRules, invite::BRoute, TxId};
 use crate::sip::msg::{HeaderName, Message, MessageWriter, Method};
@@ -140,13 +140,7 @@ impl Engine {
                 w.copy_row(msg, h);
             }
         } else if msg.header(HeaderName::Contact).is_some() {
-            let sent_by = out_socket.sent_by();
-            let contact = if plan.bleg_contact.is_default() {
-                super::build::contact_value(&sent_by, dest.transport)
-            } else {
-                let tail = if dest.transport == Transport::Tcp { ";transport=tcp" } else { "" };
-                plan.bleg_contact.render(&sent_by, tail).into_bytes().into_boxed_slice()
-            };
+            let contact = leg_contact(&plan.bleg_contact, &out_socket.sent_by(), dest.transport);
             w.header("Contact", &contact);
         }
         copy_unowned(&mut w, msg, rules.header_filter());
