@@ -64,11 +64,11 @@ impl Engine {
         // answered here (RFC 3264: 488).
         let out_body = if matches!(method, Method::Invite | Method::Update | Method::Prack) {
             match rules.filter_body(side.other(), &call.leg(side.other()).via_sent_by, msg.body()) {
-                Ok(b) => b.into_owned(),
+                Ok(b) => b,
                 Err(_) => return self.refuse(now, key, &msg, &src, 488, "Not Acceptable Here", &[]),
             }
         } else {
-            msg.body().to_vec()
+            std::borrow::Cow::Borrowed(msg.body())
         };
         if call.leg(side).remote_cseq.is_some_and(|r| cseq < r) {
             return self.refuse(now, key, &msg, &src, 500, "CSeq Out Of Order", &[]);

@@ -237,7 +237,7 @@ impl Engine {
         };
         let b_sent_by = b_socket.sent_by();
         let body = match rules.filter_body(Side::B, &b_sent_by, msg.body()) {
-            Ok(b) => b.into_owned(),
+            Ok(b) => b,
             Err(_) => return fail(self, key, &msg, &src, 488, "Not Acceptable Here"),
         };
         let is_invite = kind == CallKind::Invite;
