@@ -263,7 +263,7 @@ impl Engine {
             Err(e) => return refuse(self, e.code, e.reason, &[], "no_route"),
         };
         let cc = CallCc { call_timer, timer_armed: false };
-        self.start_dialog_pair_with(
+        self.start_dialog_pair(
             now,
             p.key,
             p.msg,

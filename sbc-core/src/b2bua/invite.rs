@@ -158,30 +158,15 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
         };
-        self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Invite, rules);
+        self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Invite, rules, None);
     }
 
     /// Creates the two legs of a new dialog pair (a call, or a subscription) from the request
-    /// that starts it, with the profile applied, and sends that request on the B leg.
+    /// that starts it, with the profile applied, and sends that request on the B leg. A call
+    /// that waited for call control (`parked`) brings its handle, its A-side transaction and
+    /// the call-control state it takes over.
     #[allow(clippy::too_many_arguments)] // the request, where it goes, and what it starts
     pub(super) fn start_dialog_pair(
-        &mut self,
-        now: Instant,
-        key: TxKey,
-        msg: Message,
-        src: Source,
-        route: BRoute,
-        max_forwards: u8,
-        kind: CallKind,
-        rules: Arc<CallRules>,
-    ) {
-        self.start_dialog_pair_with(now, key, msg, src, route, max_forwards, kind, rules, None);
-    }
-
-    /// [`Self::start_dialog_pair`] for a call that may already have its handle and A-side
-    /// transaction (it waited for call control, whose state it takes over).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn start_dialog_pair_with(
         &mut self,
         now: Instant,
         key: TxKey,

@@ -66,7 +66,17 @@ impl Engine {
                 return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
             }
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
-            return self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Subscription, rules);
+            return self.start_dialog_pair(
+                now,
+                key,
+                msg,
+                src,
+                route,
+                max_forwards,
+                CallKind::Subscription,
+                rules,
+                None,
+            );
         }
         let a_tag = self.ids.tag();
         let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: 0 }, Some(a_tag));
