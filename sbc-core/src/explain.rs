@@ -14,10 +14,9 @@ use profiles::selection::Rule;
 use profiles::{Snapshot, Store};
 
 use crate::b2bua::apply::MsgView;
-use crate::b2bua::{CcVerdict, Engine, EngineConfig, Interface, LocalSocket, Output, Peer, Source, Transport};
+use crate::b2bua::{CcVerdict, Engine, EngineConfig, Interface, LocalSocket, Output, Source, Transport};
 use crate::config::Config;
 use crate::sip::msg::Message;
-use crate::sip::transaction::TimerConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,17 +66,7 @@ fn engine_for(cfg: &Config) -> Result<(Engine, Vec<LocalSocket>), ExplainError> 
     if sockets.is_empty() {
         return Err(ExplainError::NoInterface);
     }
-    let ecfg = EngineConfig {
-        shard: 0,
-        timers: TimerConfig { t1: cfg.t1, t2: cfg.t2, t4: cfg.t4 },
-        timer_c: cfg.timer_c,
-        max_call_duration: cfg.max_call_duration,
-        interfaces,
-        outbound_interface: cfg.outbound_interface,
-        next_hop: cfg.next_hop.map(|(t, a)| (t, Peer::Addr(a))),
-        max_calls: cfg.max_calls.max(1),
-        profiles: Arc::new(Store::new(cfg.profiles.clone())),
-    };
+    let ecfg = EngineConfig::from_config(cfg, 0, 1, interfaces, Arc::new(Store::new(cfg.profiles.clone())));
     Ok((Engine::new(ecfg, 1), sockets))
 }
 

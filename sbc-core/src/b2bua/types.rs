@@ -110,6 +110,28 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// The settings of shard `shard` of `shards` from the daemon's configuration, over the
+    /// interfaces the driver opened.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        shard: u8,
+        shards: usize,
+        interfaces: Vec<Interface>,
+        profiles: Arc<profiles::Store>,
+    ) -> Self {
+        Self {
+            shard,
+            timers: TimerConfig { t1: cfg.t1, t2: cfg.t2, t4: cfg.t4 },
+            timer_c: cfg.timer_c,
+            max_call_duration: cfg.max_call_duration,
+            interfaces,
+            outbound_interface: cfg.outbound_interface,
+            next_hop: cfg.next_hop.map(|(t, a)| (t, Peer::Addr(a))),
+            max_calls: cfg.max_calls.div_ceil(shards.max(1)),
+            profiles,
+        }
+    }
+
     pub fn socket(&self, id: SocketId) -> Option<&LocalSocket> {
         self.interfaces.iter().flat_map(|i| i.sockets.iter()).find(|s| s.id == id)
     }

@@ -24,7 +24,6 @@ use crate::b2bua::{
 };
 use crate::config::Config;
 use crate::sip::msg::{Message, ParseError};
-use crate::sip::transaction::TimerConfig;
 
 pub use shard::ShardStatus;
 
@@ -250,17 +249,7 @@ impl Runtime {
         let cc_inflight = Arc::new(AtomicUsize::new(0));
         let mut statuses = Vec::new();
         for (i, rx) in receivers.into_iter().enumerate() {
-            let ecfg = EngineConfig {
-                shard: i as u8,
-                timers: TimerConfig { t1: cfg.t1, t2: cfg.t2, t4: cfg.t4 },
-                timer_c: cfg.timer_c,
-                max_call_duration: cfg.max_call_duration,
-                interfaces: interfaces.clone(),
-                outbound_interface: cfg.outbound_interface,
-                next_hop: cfg.next_hop.map(|(t, a)| (t, Peer::Addr(a))),
-                max_calls: cfg.max_calls.div_ceil(shards),
-                profiles: profiles.clone(),
-            };
+            let ecfg = EngineConfig::from_config(cfg, i as u8, shards, interfaces.clone(), profiles.clone());
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
