@@ -283,18 +283,8 @@ pub fn sipp_uac_run(
     extra: &[String],
 ) -> (Output, PathBuf) {
     let dir = scratch_dir("uac");
-    let local = free_port();
-    let mut cmd = sipp();
-    cmd.current_dir(&dir)
-        .arg(dest.to_string())
-        .arg("-sf")
-        .arg(scenario(scenario_file))
-        .args(["-i", local_ip, "-p", &local.to_string(), "-m", &calls.to_string(), "-r", &rate.to_string()])
-        .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "40s", "-trace_err"])
-        .stdin(Stdio::null());
-    if let Some(rsa) = rsa {
-        cmd.arg("-rsa").arg(rsa.to_string());
-    }
+    let mut cmd = uac_command(&dir, local_ip, scenario_file, dest, rsa, transport);
+    cmd.args(["-m", &calls.to_string(), "-r", &rate.to_string(), "-timeout", "40s", "-trace_err"]);
     cmd.args(extra);
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run sipp (apt-get install sip-tester): {e}"));
     if !out.status.success() {
@@ -306,22 +296,37 @@ pub fn sipp_uac_run(
 /// A SIPp UAC running in the background (killed on drop), for calls a test interrupts.
 pub fn sipp_uac_bg(scenario_file: &str, dest: SocketAddr, rsa: SocketAddr, extra: &[String]) -> SippBg {
     let dir = scratch_dir("uac-bg");
-    let local = free_port();
-    let child = sipp()
-        .current_dir(&dir)
-        .arg(dest.to_string())
-        .arg("-sf")
-        .arg(scenario(scenario_file))
-        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", "1", "-nostdin", "-timeout", "60s"])
-        .arg("-rsa")
-        .arg(rsa.to_string())
+    let child = uac_command(&dir, "127.0.0.1", scenario_file, dest, Some(rsa), Transport::Udp)
+        .args(["-m", "1", "-timeout", "60s"])
         .args(extra)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
     SippBg { child: Some(child), dir }
+}
+
+/// A SIPp UAC command in `dir`: the scenario against `dest` from a free port on `local_ip`,
+/// every message sent to `rsa` when given.
+fn uac_command(
+    dir: &Path,
+    local_ip: &str,
+    scenario_file: &str,
+    dest: SocketAddr,
+    rsa: Option<SocketAddr>,
+    transport: Transport,
+) -> Command {
+    let mut cmd = sipp();
+    cmd.current_dir(dir)
+        .arg(dest.to_string())
+        .arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", local_ip, "-p", &free_port().to_string(), "-t", transport.sipp_flag(), "-nostdin"])
+        .stdin(Stdio::null());
+    if let Some(rsa) = rsa {
+        cmd.arg("-rsa").arg(rsa.to_string());
+    }
+    cmd
 }
 
 /// The `<log>` lines a SIPp scenario wrote (`-trace_logs`) in `dir`.
