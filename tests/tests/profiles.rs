@@ -242,3 +242,35 @@ fn outbound_interface_per_call() {
         "an unknown interface is a 500: {answers:?}"
     );
 }
+
+/// `next_hop` alternatives on the wire: the first hop answers 503, the call goes to the second
+/// (same dialog, next CSeq) and completes; the caller never sees the 503.
+#[test]
+fn next_hop_failover_on_503() {
+    let (busy_port, good_port) = (sbc_e2e::free_port(), sbc_e2e::free_port());
+    let dir = scratch_dir("failover");
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(
+        &cfg,
+        format!("active_profile: p\nprofiles:\n  p:\n    next_hop: \"127.0.0.1:{busy_port}, 127.0.0.1:{good_port}\"\n"),
+    )
+    .unwrap();
+    let sbcd = start_with(&cfg);
+    let overloaded = sbc_e2e::sipp_uas("uas_overloaded.xml", busy_port, Transport::Udp, 1);
+    let good = sbc_e2e::sipp_uas("uas_basic.xml", good_port, Transport::Udp, 1);
+    let out = sipp_uac("uac_basic.xml", nobody(), Some(sbcd.addr()), Transport::Udp, 1, 10);
+    let (o, g) = (overloaded.wait(Duration::from_secs(30)), good.wait(Duration::from_secs(30)));
+    assert!(out.status.success() && o.status.success() && g.status.success(), "{}", sbcd.log_text());
+    assert!(sbcd.log_text().contains("B leg failing over to the next hop"), "{}", sbcd.log_text());
+}
+
+/// `transparent_dlg_id` on the wire: the callee sees the caller's Call-ID and From tag, and
+/// the whole call (200, ACK, BYE from the caller) completes with one set of identifiers.
+#[test]
+fn transparent_dialog_ids_on_the_wire() {
+    let dir = scratch_dir("transparent-ids");
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(&cfg, "active_profile: p\nprofiles:\n  p: { transparent_dlg_id: yes }\n").unwrap();
+    let sbcd = start_with(&cfg);
+    call_through(&sbcd, "transparent_ids", Transport::Udp, 2);
+}
