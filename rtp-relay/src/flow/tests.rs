@@ -1,0 +1,97 @@
+use super::*;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+const PKT: [u8; 12] = [0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+
+fn spec(a: Option<&str>, b: Option<&str>, sym_a: bool, sym_b: bool) -> StreamSpec {
+    let remote = |x: Option<&str>, symmetric| RemoteSpec {
+        addr: [x.map(addr), x.map(|x| SocketAddr::new(addr(x).ip(), addr(x).port() + 1))],
+        symmetric,
+        drop_payload_type: None,
+    };
+    StreamSpec { remotes: [remote(a, sym_a), remote(b, sym_b)] }
+}
+
+#[test]
+fn plain_relay_sends_to_the_other_sides_sdp_address() {
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), false, false), 2000, 0);
+    let out = f.on_packet(0, RTP, addr("192.0.2.9:1234"), &PKT, 10);
+    assert_eq!(out.verdict, Verdict::Forward(addr("10.0.0.2:6000")));
+    let out = f.on_packet(1, RTCP, addr("10.0.0.2:6001"), &PKT, 10);
+    assert_eq!(out.verdict, Verdict::Forward(addr("10.0.0.1:4001")));
+}
+
+#[test]
+fn unknown_other_side_is_a_counted_drop() {
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), None, false, false), 2000, 0);
+    let out = f.on_packet(0, RTP, addr("10.0.0.1:4000"), &PKT, 10);
+    assert_eq!(out.verdict, Verdict::Drop(DropReason::NoDestination));
+}
+
+#[test]
+fn symmetric_side_gets_packets_where_it_sends_from() {
+    // A is behind NAT: its SDP says 10.0.0.1:4000 but it sends from 198.51.100.7:30000.
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), true, false), 2000, 0);
+    let out = f.on_packet(0, RTP, addr("198.51.100.7:30000"), &PKT, 5);
+    assert!(out.latched);
+    let back = f.on_packet(1, RTP, addr("10.0.0.2:6000"), &PKT, 6);
+    assert_eq!(back.verdict, Verdict::Forward(addr("198.51.100.7:30000")));
+}
+
+#[test]
+fn a_stranger_cannot_take_over_a_latched_stream_after_the_window() {
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), true, false), 2000, 0);
+    f.on_packet(0, RTP, addr("198.51.100.7:30000"), &PKT, 5);
+    let attack = f.on_packet(0, RTP, addr("203.0.113.66:9999"), &PKT, 10_000);
+    assert_eq!(attack.verdict, Verdict::Drop(DropReason::ForeignSource));
+    assert_eq!(f.target(0, RTP), Some(addr("198.51.100.7:30000")));
+    // Inside the window a new source is learned (NAT rebinding early in the call).
+    let mut g = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), true, false), 2000, 0);
+    g.on_packet(0, RTP, addr("198.51.100.7:30000"), &PKT, 5);
+    let moved = g.on_packet(0, RTP, addr("198.51.100.7:30002"), &PKT, 500);
+    assert!(moved.latched);
+    assert_eq!(g.target(0, RTP), Some(addr("198.51.100.7:30002")));
+}
+
+#[test]
+fn the_sdp_address_may_always_relatch_and_a_new_offer_reopens_the_window() {
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), true, false), 2000, 0);
+    f.on_packet(0, RTP, addr("198.51.100.7:30000"), &PKT, 5);
+    let from_sdp = f.on_packet(0, RTP, addr("10.0.0.1:4000"), &PKT, 60_000);
+    assert!(from_sdp.latched);
+    assert_eq!(f.target(0, RTP), Some(addr("10.0.0.1:4000")));
+    f.update(spec(Some("10.0.0.1:4100"), Some("10.0.0.2:6000"), true, false), 70_000);
+    let relearn = f.on_packet(0, RTP, addr("198.51.100.7:31000"), &PKT, 70_500);
+    assert!(relearn.latched);
+    assert_eq!(f.target(0, RTP), Some(addr("198.51.100.7:31000")));
+}
+
+#[test]
+fn a_new_answer_retargets_a_non_symmetric_side() {
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), false, false), 2000, 0);
+    f.update(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:7000"), false, false), 100);
+    let out = f.on_packet(0, RTP, addr("10.0.0.1:4000"), &PKT, 200);
+    assert_eq!(out.verdict, Verdict::Forward(addr("10.0.0.2:7000")));
+}
+
+#[test]
+fn dtmf_filtering_drops_only_event_packets() {
+    let mut s = spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), false, false);
+    s.remotes[0].drop_payload_type = Some(101);
+    let mut f = StreamFlows::new(s, 2000, 0);
+    let mut event = PKT;
+    event[1] = 0x80 | 101; // marker bit set
+    assert_eq!(f.on_packet(0, RTP, addr("10.0.0.1:4000"), &event, 1).verdict, Verdict::Drop(DropReason::DtmfFiltered));
+    assert!(matches!(f.on_packet(0, RTP, addr("10.0.0.1:4000"), &PKT, 1).verdict, Verdict::Forward(_)));
+    // The other direction is not filtered.
+    assert!(matches!(f.on_packet(1, RTP, addr("10.0.0.2:6000"), &event, 1).verdict, Verdict::Forward(_)));
+}
+
+#[test]
+fn runts_are_dropped() {
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), false, false), 2000, 0);
+    assert_eq!(f.on_packet(0, RTP, addr("10.0.0.1:4000"), &[0x80], 1).verdict, Verdict::Drop(DropReason::Malformed));
+}

@@ -1,0 +1,33 @@
+//! Media anchoring for the SBC.
+//!
+//! - [`session`]: the control plane. A [`Relay`] owns the per-interface port pools and a
+//!   [`Forwarder`]; a [`Session`] is one call's media, fed the SDP signalling relays.
+//! - [`flow`]: the sans-IO per-stream state the data path reads (destinations, latching).
+//! - [`forwarder`]: the trait between the two, so an offload backend (XDP/AF_XDP, io_uring)
+//!   can take flows later without changing callers; [`abi`] is the record it would mirror.
+//! - [`userspace`]: the reference forwarder (epoll + recvmmsg/sendmmsg, a thread per core).
+//! - [`counters`]: per-stream and relay-wide counters for metrics.
+
+pub mod abi;
+pub mod counters;
+pub mod flow;
+pub mod forwarder;
+pub mod ports;
+pub mod session;
+pub mod userspace;
+
+pub use counters::{DropReason, RelayStats, SideSnapshot};
+pub use forwarder::{ForwardError, Forwarder};
+pub use ports::MediaInterface;
+pub use session::{Advert, Offered, Relay, RelayConfig, Session, SideOptions};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    #[error("no free media port pair on interface '{interface}'")]
+    NoPorts { interface: String },
+    #[error("no media interface named '{0}'")]
+    UnknownInterface(String),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+}

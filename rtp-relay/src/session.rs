@@ -1,0 +1,263 @@
+//! The control plane: a [`Relay`] holds the port pools and the forwarder; a [`Session`] is the
+//! media of one call. Signalling hands each SDP it relays to the session (from which side, what
+//! each m-line says) and gets back the address and port to write in its place. Dropping the
+//! session releases every port and flow, whatever way the call ended.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::counters::{RelayStats, SideSnapshot, StreamCounters};
+use crate::flow::{RemoteSpec, StreamSpec};
+use crate::forwarder::{Forwarder, NewStream, StreamId, StreamSockets};
+use crate::ports::{MediaInterface, PortPool};
+use crate::userspace::UserspaceForwarder;
+use crate::RelayError;
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub interfaces: Vec<MediaInterface>,
+    /// After a first latch or a new offer/answer, a symmetric side may move to a new source
+    /// for this long; afterwards only its SDP address may take over.
+    pub latch_window: Duration,
+    /// Forwarder threads (0 = one per core).
+    pub workers: usize,
+}
+
+pub struct Relay {
+    pools: Vec<Arc<PortPool>>,
+    forwarder: Arc<dyn Forwarder>,
+    epoch: Instant,
+    next_stream: AtomicU64,
+    allocation_failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("interfaces", &self.pools.len()).finish()
+    }
+}
+
+impl Relay {
+    /// A relay with the userspace forwarder.
+    pub fn start(cfg: &RelayConfig) -> Result<Arc<Self>, RelayError> {
+        let epoch = Instant::now();
+        let workers = match cfg.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let fwd = UserspaceForwarder::start(workers, epoch, cfg.latch_window.as_millis() as u64)?;
+        Ok(Self::with_forwarder(cfg, Arc::new(fwd), epoch))
+    }
+
+    /// A relay over any forwarder (an offload backend, a test double). `epoch` must be the
+    /// forwarder's zero of time.
+    pub fn with_forwarder(cfg: &RelayConfig, forwarder: Arc<dyn Forwarder>, epoch: Instant) -> Arc<Self> {
+        let pools = cfg.interfaces.iter().cloned().map(|i| Arc::new(PortPool::new(i))).collect();
+        Arc::new(Self {
+            pools,
+            forwarder,
+            epoch,
+            next_stream: AtomicU64::new(1),
+            allocation_failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn interfaces(&self) -> impl Iterator<Item = &MediaInterface> {
+        self.pools.iter().map(|p| &p.iface)
+    }
+
+    /// Port pairs an interface can hand out in total.
+    pub fn capacity(&self, interface: &str) -> Option<usize> {
+        self.pool(interface).ok().map(|p| p.capacity())
+    }
+
+    fn pool(&self, name: &str) -> Result<&Arc<PortPool>, RelayError> {
+        self.pools.iter().find(|p| p.iface.name == name).ok_or_else(|| RelayError::UnknownInterface(name.to_string()))
+    }
+
+    pub fn stats(&self) -> RelayStats {
+        let mut s = RelayStats::default();
+        for w in self.forwarder.worker_counters() {
+            s.add_worker(&w);
+        }
+        s.ports_in_use = self.pools.iter().map(|p| p.in_use.load(Relaxed)).sum();
+        s.allocation_failures = self.allocation_failures.load(Relaxed);
+        s
+    }
+
+    /// Media of a new call. Fails when an interface is not configured.
+    pub fn session(self: &Arc<Self>, sides: [SideOptions; 2]) -> Result<Session, RelayError> {
+        for s in &sides {
+            self.pool(&s.interface)?;
+        }
+        Ok(Session { relay: self.clone(), sides, streams: Vec::new() })
+    }
+}
+
+/// How the relay treats one side of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideOptions {
+    /// Media interface whose ports this side is given.
+    pub interface: String,
+    /// Latch: send to where this side's packets come from (NAT).
+    pub symmetric: bool,
+    /// Drop RFC 4733 event packets this side sends.
+    pub dtmf_filtering: bool,
+}
+
+/// One m-line of an SDP, as far as the relay cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offered {
+    /// UDP-based (RTP, RTCP, UDPTL): something the relay can carry.
+    pub relayable: bool,
+    /// Port 0: the stream is rejected or removed.
+    pub rejected: bool,
+    /// Where the side wants RTP and RTCP; `None` with a zero address (hold, RFC 2543).
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+    /// sendonly/recvonly/inactive or a zero address.
+    pub held: bool,
+    /// The telephone-event payload type, if any.
+    pub dtmf_payload_type: Option<u8>,
+}
+
+/// What to write in the SDP going to the other side for one m-line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advert {
+    pub addr: IpAddr,
+    /// RTP port; RTCP is the next one.
+    pub port: u16,
+}
+
+#[derive(Debug)]
+struct Stream {
+    id: StreamId,
+    ports: [u16; 2],
+    spec: StreamSpec,
+    counters: Arc<StreamCounters>,
+    held: [bool; 2],
+}
+
+/// The media of one call; side index 0 = A (caller), 1 = B (callee).
+pub struct Session {
+    relay: Arc<Relay>,
+    sides: [SideOptions; 2],
+    streams: Vec<Option<Stream>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("sides", &self.sides).field("streams", &self.streams).finish()
+    }
+}
+
+impl Session {
+    /// An SDP from side `from` (0 = A, 1 = B) with these m-lines, in order. Returns per m-line
+    /// what to advertise to the other side; `None`: write port 0 (rejected or not relayable).
+    pub fn update(&mut self, from: usize, media: &[Offered]) -> Result<Vec<Option<Advert>>, RelayError> {
+        let from = from.min(1);
+        let to = 1 - from;
+        if self.streams.len() < media.len() {
+            self.streams.resize_with(media.len(), || None);
+        }
+        let mut out = Vec::with_capacity(media.len());
+        for (i, m) in media.iter().enumerate() {
+            if m.rejected || !m.relayable {
+                if let Some(s) = self.streams[i].take() {
+                    self.close(s);
+                }
+                out.push(None);
+                continue;
+            }
+            let remote = RemoteSpec {
+                addr: [m.rtp, m.rtcp.or_else(|| m.rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))],
+                symmetric: self.sides[from].symmetric,
+                drop_payload_type: m.dtmf_payload_type.filter(|_| self.sides[from].dtmf_filtering),
+            };
+            match self.streams[i].as_mut() {
+                Some(s) => {
+                    s.held[from] = m.held;
+                    if s.spec.remotes[from] != remote {
+                        s.spec.remotes[from] = remote;
+                        self.relay.forwarder.update(s.id, s.spec);
+                    }
+                }
+                None => {
+                    let mut spec = StreamSpec::default();
+                    spec.remotes[from] = remote;
+                    let mut s = self.open(spec)?;
+                    s.held[from] = m.held;
+                    self.streams[i] = Some(s);
+                }
+            }
+            let (pool, s) = (self.relay.pool(&self.sides[to].interface)?, self.streams[i].as_ref());
+            out.push(s.map(|s| Advert { addr: pool.iface.advertised(), port: s.ports[to] }));
+        }
+        Ok(out)
+    }
+
+    fn open(&self, spec: StreamSpec) -> Result<Stream, RelayError> {
+        let fail = |e| {
+            self.relay.allocation_failures.fetch_add(1, Relaxed);
+            e
+        };
+        let pa = self.relay.pool(&self.sides[0].interface)?;
+        let pb = self.relay.pool(&self.sides[1].interface)?;
+        // A pair taken here goes back by itself if anything below fails (its lease drops).
+        let a = pa.take().map_err(fail)?;
+        let b = pb.take().map_err(fail)?;
+        let local =
+            |s: &std::net::UdpSocket, ip: IpAddr, port: u16| s.local_addr().unwrap_or(SocketAddr::new(ip, port));
+        let locals = [
+            [local(&a.rtp, pa.iface.bind, a.lease.port), local(&a.rtcp, pa.iface.bind, a.lease.port + 1)],
+            [local(&b.rtp, pb.iface.bind, b.lease.port), local(&b.rtcp, pb.iface.bind, b.lease.port + 1)],
+        ];
+        let ports = [a.lease.port, b.lease.port];
+        let id = self.relay.next_stream.fetch_add(1, Relaxed);
+        let counters = Arc::new(StreamCounters::default());
+        let sockets = StreamSockets { sockets: [[a.rtp, a.rtcp], [b.rtp, b.rtcp]], locals, leases: [a.lease, b.lease] };
+        if let Err(e) = self.relay.forwarder.add(NewStream { id, sockets, spec, counters: counters.clone() }) {
+            return Err(fail(e.into()));
+        }
+        Ok(Stream { id, ports, spec, counters, held: [false; 2] })
+    }
+
+    /// The forwarder closes the sockets and drops their leases: the ports go back then.
+    fn close(&self, s: Stream) {
+        self.relay.forwarder.remove(s.id);
+    }
+
+    /// When either side last sent a packet on any stream (`None`: never).
+    pub fn last_activity(&self) -> Option<Instant> {
+        let ms = self.streams.iter().flatten().map(|s| s.counters.last_rx_ms()).max().filter(|&m| m > 0)?;
+        Some(self.relay.epoch + Duration::from_millis(ms.saturating_sub(1)))
+    }
+
+    /// Every open stream is held by one side or the other.
+    pub fn on_hold(&self) -> bool {
+        let mut open = self.streams.iter().flatten().peekable();
+        open.peek().is_some() && open.all(|s| s.held[0] || s.held[1])
+    }
+
+    /// Counters of each m-line's stream (`None` for rejected ones).
+    pub fn stream_stats(&self) -> Vec<Option<[SideSnapshot; 2]>> {
+        self.streams.iter().map(|s| s.as_ref().map(|s| s.counters.snapshot())).collect()
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.streams.iter().flatten().count()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for s in std::mem::take(&mut self.streams).into_iter().flatten() {
+            self.close(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

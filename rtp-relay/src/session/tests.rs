@@ -1,0 +1,160 @@
+//! The control plane with the real userspace forwarder over loopback sockets.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use super::*;
+
+fn relay(port_min: u16, port_max: u16) -> Arc<Relay> {
+    let iface = |name: &str, ip: &str| MediaInterface {
+        name: name.into(),
+        bind: ip.parse().expect("ip"),
+        advertise: None,
+        port_min,
+        port_max,
+    };
+    let cfg = RelayConfig {
+        interfaces: vec![iface("v4", "127.0.0.1"), iface("v6", "::1")],
+        latch_window: Duration::from_millis(2000),
+        workers: 2,
+    };
+    Relay::start(&cfg).expect("relay starts")
+}
+
+fn sides(a: &str, b: &str, symmetric_a: bool) -> [SideOptions; 2] {
+    [
+        SideOptions { interface: a.into(), symmetric: symmetric_a, dtmf_filtering: false },
+        SideOptions { interface: b.into(), symmetric: false, dtmf_filtering: false },
+    ]
+}
+
+fn offered(sock: &UdpSocket) -> Offered {
+    Offered {
+        relayable: true,
+        rejected: false,
+        rtp: Some(sock.local_addr().expect("addr")),
+        rtcp: None,
+        held: false,
+        dtmf_payload_type: None,
+    }
+}
+
+fn peer(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind((ip, 0)).expect("bind peer");
+    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    s
+}
+
+/// Ports come back when the worker has closed the sockets, just after the session drops.
+fn wait_ports_free(r: &Relay) {
+    for _ in 0..200 {
+        if r.stats().ports_in_use == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("ports still in use: {:?}", r.stats());
+}
+
+fn rtp(seq: u8) -> [u8; 12] {
+    [0x80, 0, 0, seq, 0, 0, 0, 0, 0, 0, 0, 1]
+}
+
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 64];
+    let (n, from) = s.recv_from(&mut buf).expect("a relayed packet");
+    (buf[..n].to_vec(), from)
+}
+
+#[test]
+fn media_flows_both_ways_through_the_advertised_ports() {
+    let r = relay(42000, 42099);
+    let (caller, callee) = (peer("127.0.0.1"), peer("127.0.0.1"));
+    let caller_rtcp = peer("127.0.0.1");
+    let mut s = r.session(sides("v4", "v4", false)).expect("session");
+    let mut offer = offered(&caller);
+    offer.rtcp = Some(caller_rtcp.local_addr().expect("addr"));
+    let to_b = s.update(0, &[offer]).expect("offer")[0].expect("relayed");
+    let to_a = s.update(1, &[offered(&callee)]).expect("answer")[0].expect("relayed");
+    assert_ne!(to_a.port, to_b.port);
+    caller.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
+    let (data, from) = recv(&callee);
+    assert_eq!(data, rtp(1));
+    assert_eq!(from, SocketAddr::new(to_b.addr, to_b.port), "the callee sees only the relay");
+    callee.send_to(&rtp(2), (to_b.addr, to_b.port)).expect("send");
+    let (data, from) = recv(&caller);
+    assert_eq!(data, rtp(2));
+    assert_eq!(from, SocketAddr::new(to_a.addr, to_a.port));
+    // RTCP rides the port after RTP, and goes where the caller's SDP says (`a=rtcp`).
+    callee.send_to(&rtp(3), (to_b.addr, to_b.port + 1)).expect("send rtcp");
+    assert_eq!(recv(&caller_rtcp).0, rtp(3));
+    assert!(s.last_activity().is_some());
+    let st = r.stats();
+    assert!(st.forwarded >= 2, "{st:?}");
+    assert_eq!(st.ports_in_use, 2);
+    drop(s);
+    wait_ports_free(&r);
+}
+
+#[test]
+fn ipv4_caller_bridged_to_ipv6_callee() {
+    let r = relay(42100, 42199);
+    let (caller, callee) = (peer("127.0.0.1"), peer("::1"));
+    let mut s = r.session(sides("v4", "v6", false)).expect("session");
+    let to_b = s.update(0, &[offered(&caller)]).expect("offer")[0].expect("relayed");
+    assert!(to_b.addr.is_ipv6());
+    let to_a = s.update(1, &[offered(&callee)]).expect("answer")[0].expect("relayed");
+    assert!(to_a.addr.is_ipv4());
+    caller.send_to(&rtp(7), (to_a.addr, to_a.port)).expect("send");
+    assert_eq!(recv(&callee).0, rtp(7));
+    callee.send_to(&rtp(8), (to_b.addr, to_b.port)).expect("send");
+    assert_eq!(recv(&caller).0, rtp(8));
+}
+
+#[test]
+fn symmetric_caller_behind_nat_gets_audio_and_a_new_answer_retargets() {
+    let r = relay(42200, 42299);
+    let (nat, callee, callee2) = (peer("127.0.0.1"), peer("127.0.0.1"), peer("127.0.0.1"));
+    let mut s = r.session(sides("v4", "v4", true)).expect("session");
+    // The caller's SDP names a port nobody listens on; it really sends from `nat`.
+    let mut sdp = offered(&nat);
+    sdp.rtp = Some("127.0.0.1:9".parse().expect("addr"));
+    let to_b = s.update(0, &[sdp]).expect("offer")[0].expect("relayed");
+    let to_a = s.update(1, &[offered(&callee)]).expect("answer")[0].expect("relayed");
+    nat.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
+    assert_eq!(recv(&callee).0, rtp(1));
+    callee.send_to(&rtp(2), (to_b.addr, to_b.port)).expect("send");
+    assert_eq!(recv(&nat).0, rtp(2), "symmetric RTP: back to where the caller sends from");
+    // A re-INVITE answer moves the callee to another port.
+    s.update(1, &[offered(&callee2)]).expect("re-answer");
+    nat.send_to(&rtp(3), (to_a.addr, to_a.port)).expect("send");
+    assert_eq!(recv(&callee2).0, rtp(3));
+    assert_eq!(r.stats().latches, 1);
+}
+
+#[test]
+fn a_rejected_stream_releases_its_ports_and_a_small_pool_never_leaks() {
+    // Two pairs per interface: one call with one stream fits, per side.
+    let r = relay(42300, 42303);
+    let caller = peer("127.0.0.1");
+    for _ in 0..50 {
+        let mut s = r.session(sides("v4", "v4", false)).expect("session");
+        s.update(0, &[offered(&caller)]).expect("ports are free again");
+        let mut rejected = offered(&caller);
+        rejected.rejected = true;
+        assert_eq!(s.update(1, &[rejected]).expect("answer"), vec![None]);
+        assert_eq!(s.open_streams(), 0);
+        wait_ports_free(&r);
+    }
+    let mut a = r.session(sides("v4", "v4", false)).expect("session");
+    assert!(a.update(0, &[offered(&caller)]).is_ok());
+    let mut b = r.session(sides("v4", "v4", false)).expect("session");
+    assert!(matches!(b.update(0, &[offered(&caller)]), Err(RelayError::NoPorts { .. })));
+    assert_eq!(r.stats().allocation_failures, 1);
+}
+
+#[test]
+fn unknown_interface_is_refused() {
+    let r = relay(42400, 42409);
+    assert!(matches!(r.session(sides("v4", "nope", false)), Err(RelayError::UnknownInterface(_))));
+}

@@ -1,0 +1,285 @@
+//! One forwarder thread: owns its streams' sockets and flow state, waits on epoll, reads
+//! packets in batches with recvmmsg and writes them with sendmmsg. Nothing here allocates per
+//! packet or takes a lock signalling holds; commands arrive over a channel with an eventfd.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::EventFd;
+use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+
+use crate::counters::{DropReason, StreamCounters, WorkerCounters};
+use crate::flow::{StreamFlows, StreamSpec, Verdict};
+use crate::forwarder::{NewStream, StreamId, StreamSockets};
+use crate::ports::PortLease;
+
+/// Packets read (and written) per system call.
+pub(crate) const BATCH: usize = 32;
+/// Large enough for any RTP packet on an Ethernet path (and jumbo-less tunnels).
+const BUF: usize = 2048;
+const WAKE_TOKEN: u64 = u64::MAX;
+
+pub(crate) enum Command {
+    Add(NewStream),
+    Update(StreamId, StreamSpec),
+    Remove(StreamId),
+    Stop,
+}
+
+struct Slot {
+    id: StreamId,
+    sockets: [[UdpSocket; 2]; 2],
+    flows: StreamFlows,
+    counters: Arc<StreamCounters>,
+    /// Declared after `sockets`: the ports return to the pool once the sockets are closed.
+    _leases: [PortLease; 2],
+}
+
+pub(crate) struct Worker {
+    pub(crate) epoll: Epoll,
+    pub(crate) wake: Arc<EventFd>,
+    pub(crate) commands: Receiver<Command>,
+    pub(crate) counters: Arc<WorkerCounters>,
+    pub(crate) epoch: Instant,
+    pub(crate) latch_window_ms: u64,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    by_id: HashMap<StreamId, usize>,
+}
+
+/// Received packets of one batch: length and source.
+type Meta = [(usize, Option<SocketAddr>); BATCH];
+
+impl Worker {
+    pub(crate) fn new(
+        epoll: Epoll,
+        wake: Arc<EventFd>,
+        commands: Receiver<Command>,
+        counters: Arc<WorkerCounters>,
+        epoch: Instant,
+        latch_window_ms: u64,
+    ) -> Self {
+        Self {
+            epoll,
+            wake,
+            commands,
+            counters,
+            epoch,
+            latch_window_ms,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1: 0 means "never" in the counters.
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = [EpollEvent::empty(); 64];
+        let mut bufs: Box<[[u8; BUF]; BATCH]> = Box::new([[0; BUF]; BATCH]);
+        let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "media worker cannot wait on epoll; stopping");
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                if ev.data() == WAKE_TOKEN {
+                    let _ = self.wake.read();
+                    if !self.apply_commands() {
+                        return;
+                    }
+                } else {
+                    self.serve(ev.data(), &mut bufs, &mut rx, &mut tx);
+                }
+            }
+        }
+    }
+
+    /// Applies queued commands; false once told to stop (or the relay is gone).
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Add(s)) => self.add(s),
+                Ok(Command::Update(id, spec)) => {
+                    let now = self.now_ms();
+                    if let Some(slot) = self.by_id.get(&id).and_then(|&i| self.slots[i].as_mut()) {
+                        slot.flows.update(spec, now);
+                    }
+                }
+                Ok(Command::Remove(id)) => self.remove(id),
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn add(&mut self, s: NewStream) {
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        for side in 0..2 {
+            for comp in 0..2 {
+                let token = (idx as u64) << 2 | (side as u64) << 1 | comp as u64;
+                if let Err(e) =
+                    self.epoll.add(&s.sockets.sockets[side][comp], EpollEvent::new(EpollFlags::EPOLLIN, token))
+                {
+                    tracing::error!(error = %e, stream = s.id, "cannot watch a media socket");
+                }
+            }
+        }
+        let flows = StreamFlows::new(s.spec, self.latch_window_ms, self.now_ms());
+        self.by_id.insert(s.id, idx);
+        let StreamSockets { sockets, leases, .. } = s.sockets;
+        self.slots[idx] = Some(Slot { id: s.id, sockets, flows, counters: s.counters, _leases: leases });
+        self.counters.streams.fetch_add(1, Relaxed);
+    }
+
+    fn remove(&mut self, id: StreamId) {
+        let Some(idx) = self.by_id.remove(&id) else { return };
+        if let Some(slot) = self.slots[idx].take() {
+            for s in slot.sockets.iter().flatten() {
+                let _ = self.epoll.delete(s);
+            }
+            debug_assert_eq!(slot.id, id);
+            self.free.push(idx);
+            self.counters.streams.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// One batch from the socket behind `token`, relayed out of its peer socket.
+    fn serve(
+        &mut self,
+        token: u64,
+        bufs: &mut [[u8; BUF]; BATCH],
+        rx: &mut MultiHeaders<SockaddrStorage>,
+        tx: &mut MultiHeaders<SockaddrStorage>,
+    ) {
+        let (idx, side, comp) = ((token >> 2) as usize, ((token >> 1) & 1) as usize, (token & 1) as usize);
+        let now = self.now_ms();
+        let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else { return };
+        let mut meta: Meta = [(0, None); BATCH];
+        let received = {
+            let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+            let fd = slot.sockets[side][comp].as_raw_fd();
+            match recvmmsg(fd, rx, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
+                Ok(results) => {
+                    let mut n = 0;
+                    for (m, r) in meta.iter_mut().zip(results) {
+                        *m = (r.bytes, r.address.as_ref().and_then(to_std));
+                        n += 1;
+                    }
+                    n
+                }
+                Err(_) => return,
+            }
+        };
+        if received == 0 {
+            return;
+        }
+        let mut dests: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+        let mut order = [0usize; BATCH];
+        let mut forwarded = 0;
+        let (mut bytes, mut latches, mut drops) = (0u64, 0u64, [0u64; 5]);
+        for (i, &(len, src)) in meta[..received].iter().enumerate() {
+            bytes += len as u64;
+            let Some(src) = src else {
+                drops[DropReason::Malformed as usize] += 1;
+                continue;
+            };
+            let out = slot.flows.on_packet(side, comp, src, &bufs[i][..len.min(BUF)], now);
+            latches += u64::from(out.latched);
+            match out.verdict {
+                Verdict::Forward(dest) => {
+                    dests[forwarded] = Some(SockaddrStorage::from(dest));
+                    order[forwarded] = i;
+                    forwarded += 1;
+                }
+                Verdict::Drop(r) => drops[r as usize] += 1,
+            }
+        }
+        let sent = if forwarded > 0 {
+            let out_fd = slot.sockets[1 - side][comp].as_raw_fd();
+            let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|k| {
+                let (len, _) = meta[order[k]];
+                [IoSlice::new(if k < forwarded { &bufs[order[k]][..len.min(BUF)] } else { &[] })]
+            });
+            send_all(out_fd, tx, &slices[..forwarded], &dests[..forwarded])
+        } else {
+            0
+        };
+        drops[DropReason::SendError as usize] += (forwarded - sent) as u64;
+        let c = &slot.counters.sides[side];
+        let w = &self.counters;
+        let total = received as u64;
+        for (cnt, wcnt, v) in [
+            (&c.packets, &w.packets, total),
+            (&c.bytes, &w.bytes, bytes),
+            (&c.forwarded, &w.forwarded, sent as u64),
+            (&c.latches, &w.latches, latches),
+        ] {
+            if v > 0 {
+                cnt.fetch_add(v, Relaxed);
+                wcnt.fetch_add(v, Relaxed);
+            }
+        }
+        for (k, &d) in drops.iter().enumerate().filter(|(_, d)| **d > 0) {
+            c.drops[k].fetch_add(d, Relaxed);
+            w.drops[k].fetch_add(d, Relaxed);
+        }
+        c.last_rx_ms.store(now, Relaxed);
+    }
+}
+
+/// sendmmsg until everything went or the kernel refuses; returns how many were sent.
+fn send_all(
+    fd: i32,
+    tx: &mut MultiHeaders<SockaddrStorage>,
+    slices: &[[IoSlice<'_>; 1]],
+    dests: &[Option<SockaddrStorage>],
+) -> usize {
+    let (mut done, mut failed) = (0, 0);
+    let no_cmsgs: [ControlMessage<'_>; 0] = [];
+    while done < slices.len() {
+        match sendmmsg(fd, tx, slices[done..].iter(), &dests[done..], no_cmsgs, MsgFlags::MSG_DONTWAIT) {
+            Ok(r) => {
+                let n = r.count();
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            Err(Errno::EINTR) => continue,
+            // One unreachable destination must not cost the rest of the batch.
+            Err(_) => {
+                done += 1;
+                failed += 1;
+            }
+        }
+    }
+    done.min(slices.len()) - failed
+}
+
+fn to_std(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    s.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
