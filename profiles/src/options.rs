@@ -14,7 +14,7 @@ pub enum OptionStatus {
 
 use OptionStatus::{Active, Dead, NotYet};
 
-const RTP: &str = "RTP relay";
+const RTP: &str = "transcoding, DTMF detection, RTP mux and hold rewriting";
 const ACCESS: &str = "NAT handling, registration caching, session timers, digest authentication";
 const REPLACES: &str = "Replaces mapping";
 const MISC: &str = "not implemented";
@@ -91,14 +91,15 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("prefer_transcoding_for_codecs_aleg", NotYet(RTP)),
     ("dtmf_transcoding", NotYet(RTP)),
     ("lowfi_codecs", NotYet(RTP)),
-    ("enable_rtprelay", NotYet(RTP)),
-    ("rtprelay_force_symmetric_rtp", NotYet(RTP)),
-    ("rtprelay_msgflags_symmetric_rtp", NotYet(RTP)),
-    ("rtprelay_interface", NotYet(RTP)),
-    ("aleg_rtprelay_interface", NotYet(RTP)),
-    ("rtprelay_transparent_seqno", NotYet(RTP)),
-    ("rtprelay_transparent_ssrc", NotYet(RTP)),
-    ("rtprelay_dtmf_filtering", NotYet(RTP)),
+    ("enable_rtprelay", Active),
+    ("rtprelay_force_symmetric_rtp", Active),
+    ("rtprelay_msgflags_symmetric_rtp", Active),
+    ("rtprelay_interface", Active),
+    ("aleg_rtprelay_interface", Active),
+    ("aleg_rtprelay_force_symmetric_rtp", Active),
+    ("rtprelay_transparent_seqno", Active),
+    ("rtprelay_transparent_ssrc", Active),
+    ("rtprelay_dtmf_filtering", Active),
     ("rtprelay_dtmf_detection", NotYet(RTP)),
     ("a_rtp_mux_ip", NotYet(RTP)),
     ("a_rtp_mux_port", NotYet(RTP)),

@@ -90,6 +90,9 @@ pub struct Profile {
     pub codec_preference: Vec<CodecPref>,
     pub codec_preference_aleg: Vec<CodecPref>,
 
+    /// RTP relay (spec §3.6).
+    pub rtprelay: RtpRelayRules,
+
     /// `call_control`: the instances, in order.
     pub call_control: Vec<CcInstanceSpec>,
 
@@ -97,6 +100,26 @@ pub struct Profile {
     pub options: Vec<RawOption>,
     /// Recognised options this version does not apply, with why (reported at load).
     pub not_applied: Vec<String>,
+}
+
+/// The RTP relay options of a profile. Interface names are fixed text (checked against the
+/// configured media interfaces at load and reload).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RtpRelayRules {
+    /// `enable_rtprelay`: anchor the call's media.
+    pub enabled: bool,
+    /// `rtprelay_interface` (B leg) / `aleg_rtprelay_interface`; `None` or `default` = the
+    /// interface the leg's signalling uses.
+    pub interface: Option<String>,
+    pub aleg_interface: Option<String>,
+    /// `rtprelay_force_symmetric_rtp`: latch on both legs (the A leg unless
+    /// `aleg_rtprelay_force_symmetric_rtp` says otherwise).
+    pub force_symmetric: bool,
+    pub aleg_force_symmetric: Option<bool>,
+    /// `rtprelay_msgflags_symmetric_rtp`: a `P-MsgFlags` with bit 2 forces symmetric RTP.
+    pub msgflags_symmetric: bool,
+    /// `rtprelay_dtmf_filtering`: drop RFC 4733 event packets.
+    pub dtmf_filtering: bool,
 }
 
 /// Accepted spellings of a boolean (one set everywhere, unlike SEMS's `=yes` and `bool*`).
@@ -266,6 +289,29 @@ impl Profile {
                 "outbound_interface" => p.outbound_interface = pat()?,
                 "aleg_outbound_interface" => p.aleg_outbound_interface = pat()?,
                 "sdp_anonymize" => p.sdp_anonymize = flag()?,
+                "enable_rtprelay" => p.rtprelay.enabled = flag()?,
+                "rtprelay_force_symmetric_rtp" => p.rtprelay.force_symmetric = flag()?,
+                "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
+                "rtprelay_msgflags_symmetric_rtp" => p.rtprelay.msgflags_symmetric = flag()?,
+                "rtprelay_dtmf_filtering" => p.rtprelay.dtmf_filtering = flag()?,
+                "rtprelay_interface" | "aleg_rtprelay_interface" => {
+                    let name = o.value.trim();
+                    if name.contains('$') {
+                        return Err(e("a media interface name is fixed text (no variables)".into()));
+                    }
+                    let v = (!name.is_empty() && name != "default").then(|| name.to_string());
+                    if o.key == "rtprelay_interface" {
+                        p.rtprelay.interface = v;
+                    } else {
+                        p.rtprelay.aleg_interface = v;
+                    }
+                }
+                "rtprelay_transparent_seqno" | "rtprelay_transparent_ssrc" => {
+                    if !flag()? {
+                        p.not_applied
+                            .push(format!("{}: renumbering is not implemented; RTP is relayed unchanged", o.key));
+                    }
+                }
                 "codec_preference" | "codec_preference_aleg" => {
                     if o.value.contains('$') {
                         return Err(e("a codec list is fixed text (no variables)".into()));

@@ -101,12 +101,15 @@ impl Snapshot {
                     ));
                 }
             }
-            for key in ["outbound_interface", "aleg_outbound_interface"] {
+            for key in
+                ["outbound_interface", "aleg_outbound_interface", "rtprelay_interface", "aleg_rtprelay_interface"]
+            {
                 let lit = match key {
-                    "outbound_interface" => p.outbound_interface.as_ref(),
-                    _ => p.aleg_outbound_interface.as_ref(),
-                }
-                .and_then(|x| x.literal());
+                    "outbound_interface" => p.outbound_interface.as_ref().and_then(|x| x.literal()),
+                    "aleg_outbound_interface" => p.aleg_outbound_interface.as_ref().and_then(|x| x.literal()),
+                    "rtprelay_interface" => p.rtprelay.interface.clone(),
+                    _ => p.rtprelay.aleg_interface.clone(),
+                };
                 if let Some(name) = lit {
                     if name != "default" && !self.interfaces.contains(&name) {
                         let line = p.option(key).and_then(|o| o.line);

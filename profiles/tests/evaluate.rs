@@ -164,9 +164,13 @@ fn unknown_and_inactive_options() {
         |k: &str, v: &str| vec![RawOption { key: k.into(), value: v.into(), file: "f.conf".into(), line: Some(7) }];
     let e = Profile::build("p", "f.conf", None, raw("RUIR", "x")).unwrap_err();
     assert_eq!(e.to_string(), "f.conf:7: RUIR: unknown profile option (profile 'p')");
-    let p = Profile::build("p", "f.conf", None, raw("enable_rtprelay", "yes")).unwrap();
+    let p = Profile::build("p", "f.conf", None, raw("enable_transcoder", "always")).unwrap();
     assert_eq!(p.not_applied.len(), 1);
-    let p = Profile::build("p", "f.conf", None, raw("enable_rtprelay", "no")).unwrap();
+    let p = Profile::build("p", "f.conf", None, raw("enable_rtprelay", "yes")).unwrap();
+    assert!(p.not_applied.is_empty() && p.rtprelay.enabled);
+    let p = Profile::build("p", "f.conf", None, raw("rtprelay_interface", "$H(X)")).unwrap_err();
+    assert!(p.to_string().contains("fixed text"), "{p}");
+    let p = Profile::build("p", "f.conf", None, raw("enable_transcoder", "no")).unwrap();
     assert!(p.not_applied.is_empty(), "an option set to its default is not worth a warning");
     // Call-control parameters belong to the instances named in call_control.
     let mut opts = raw("call_control", "pcalls");

@@ -8,7 +8,7 @@ mod profiles_yaml;
 pub mod sems;
 mod transport;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ struct FileConfig {
     shutdown: FileShutdown,
     #[serde(default)]
     call_control: FileCallControl,
+    #[serde(default)]
+    media: FileMediaSettings,
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
@@ -55,6 +57,33 @@ struct FileInterface {
     listen: Vec<Spanned<String>>,
     #[serde(default)]
     advertise: Option<String>,
+    #[serde(default)]
+    media: Option<Spanned<FileMedia>>,
+}
+
+/// `interfaces[].media`: where this interface's RTP is anchored.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileMedia {
+    address: Option<String>,
+    advertise: Option<String>,
+    ports: Option<String>,
+}
+
+/// `media:`: relay-wide settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileMediaSettings {
+    timeout_s: u64,
+    hold_timeout_s: u64,
+    latch_window_ms: u64,
+    workers: usize,
+}
+
+impl Default for FileMediaSettings {
+    fn default() -> Self {
+        Self { timeout_s: 60, hold_timeout_s: 3600, latch_window_ms: 2000, workers: 0 }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -236,6 +265,43 @@ pub struct InterfaceConfig {
     pub name: String,
     pub listen: Vec<ListenAddr>,
     pub advertise: Option<String>,
+    pub media: MediaConfig,
+}
+
+/// RTP ports of an interface (`interfaces[].media`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Bind address; `None` = the IP of the interface's first listen address.
+    pub address: Option<IpAddr>,
+    /// Written into SDP instead (1:1 NAT); `None` = the bind address.
+    pub advertise: Option<IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { address: None, advertise: None, port_min: 10000, port_max: 29999 }
+    }
+}
+
+impl InterfaceConfig {
+    /// The address RTP binds to: `media.address`, else the first listen address's IP.
+    pub fn media_bind(&self) -> Option<IpAddr> {
+        self.media.address.or_else(|| self.listen.first().map(|l| l.addr.ip()))
+    }
+}
+
+/// Relay-wide media settings (`media:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// No RTP either way for this long ends an answered call (0 = never).
+    pub timeout: Duration,
+    /// The same while every stream is on hold (0 = never).
+    pub hold_timeout: Duration,
+    pub latch_window: Duration,
+    /// Forwarder threads (0 = one per core).
+    pub workers: usize,
 }
 
 /// The validated configuration.
@@ -257,6 +323,7 @@ pub struct Config {
     pub queue_depth: usize,
     pub drain_timeout: Duration,
     pub call_control: CallControlSettings,
+    pub media: MediaSettings,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -320,7 +387,12 @@ impl Config {
         }
         match self.interfaces.first_mut() {
             Some(i) => i.listen = listen,
-            None => self.interfaces.push(InterfaceConfig { name: "default".into(), listen, advertise: None }),
+            None => self.interfaces.push(InterfaceConfig {
+                name: "default".into(),
+                listen,
+                advertise: None,
+                media: MediaConfig::default(),
+            }),
         }
     }
 }
@@ -362,7 +434,12 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
                 .map_err(|m| err(Some(l.referenced.line()), &format!("interfaces[{i}].listen"), m))?;
             listen.push(a);
         }
-        interfaces.push(InterfaceConfig { name, listen, advertise: fi.advertise.clone() });
+        let media = match &fi.media {
+            None => MediaConfig::default(),
+            Some(m) => media_config(&m.value)
+                .map_err(|msg| err(Some(m.referenced.line()), &format!("interfaces[{i}].media"), msg))?,
+        };
+        interfaces.push(InterfaceConfig { name, listen, advertise: fi.advertise.clone(), media });
     }
     let outbound_interface = match &f.routing.outbound_interface {
         None => 0,
@@ -397,6 +474,9 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
     }
     if cc.hook_timeout_ms == 0 {
         return Err(err(None, "call_control.hook_timeout_ms", "must be at least 1".into()));
+    }
+    if f.media.timeout_s > 0 && f.media.timeout_s < 5 {
+        return Err(err(None, "media.timeout_s", "must be 0 (off) or at least 5 s".into()));
     }
     if f.limits.queue_depth == 0 {
         return Err(err(None, "limits.queue_depth", "must be at least 1".into()));
@@ -433,9 +513,40 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             prepaid_refuse_code: cc.cc_prepaid.refuse_code,
             prepaid_refuse_reason: cc.cc_prepaid.refuse_reason.clone(),
         },
+        media: MediaSettings {
+            timeout: Duration::from_secs(f.media.timeout_s),
+            hold_timeout: Duration::from_secs(f.media.hold_timeout_s),
+            latch_window: Duration::from_millis(f.media.latch_window_ms),
+            workers: f.media.workers,
+        },
         profiles: Snapshot::transparent(file, Vec::new()),
         warnings: Vec::new(),
     })
+}
+
+fn media_config(m: &FileMedia) -> Result<MediaConfig, String> {
+    let ip = |what: &str, v: &Option<String>| -> Result<Option<IpAddr>, String> {
+        v.as_deref()
+            .map(|s| s.trim().parse::<IpAddr>().map_err(|_| format!("{what} '{s}' is not an IP address")))
+            .transpose()
+    };
+    let mut c = MediaConfig {
+        address: ip("address", &m.address)?,
+        advertise: ip("advertise", &m.advertise)?,
+        ..MediaConfig::default()
+    };
+    if c.address.is_some_and(|a| a.is_unspecified()) && c.advertise.is_none() {
+        return Err("a wildcard address needs `advertise` (SDP must name a real address)".into());
+    }
+    if let Some(r) = &m.ports {
+        let (lo, hi) = r.split_once('-').ok_or_else(|| format!("ports '{r}' is not low-high"))?;
+        let num = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("ports '{r}': '{s}' is not a port"));
+        (c.port_min, c.port_max) = (num(lo)?, num(hi)?);
+        if c.port_min < 1024 || c.port_max <= c.port_min {
+            return Err(format!("ports '{r}' must be an increasing range above 1023"));
+        }
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -477,5 +588,25 @@ mod tests {
         .unwrap();
         assert!(c.interfaces[0].listen[0].addr.is_ipv6());
         assert_eq!(c.next_hop.unwrap().0, Transport::Tcp);
+    }
+
+    #[test]
+    fn media_section_and_its_errors() {
+        let c = Config::from_yaml(
+            "interfaces:\n  - name: ext\n    listen: ['udp:127.0.0.1:5070']\n    media: {address: 127.0.0.2, advertise: 192.0.2.1, ports: 20000-20999}\nmedia:\n  timeout_s: 30\n",
+            "m.yaml",
+        )
+        .unwrap();
+        let m = &c.interfaces[0].media;
+        assert_eq!((m.port_min, m.port_max), (20000, 20999));
+        assert_eq!(c.interfaces[0].media_bind(), Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(c.media.timeout, Duration::from_secs(30));
+        let e = Config::from_yaml(
+            "interfaces:\n  - name: ext\n    listen: ['udp:127.0.0.1:5070']\n    media:\n      ports: 20000-10\n",
+            "m.yaml",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.key, "interfaces[0].media");
     }
 }

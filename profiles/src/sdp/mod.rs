@@ -1,6 +1,7 @@
 //! The profile's SDP pipeline (SEMS `filterSdp`, spec §4.3–4.4): media filter, codec
 //! preference, codec filter, attribute filter, anonymisation — on a lossless line model.
 
+pub mod media;
 mod model;
 
 use std::collections::HashSet;

@@ -1,0 +1,165 @@
+//! What the RTP relay reads from an SDP (per m-line: address, ports, direction) and the
+//! rewrite that anchors it: `o=`/`c=` addresses, `m=` ports and `a=rtcp` become the SBC's,
+//! ICE candidates (which would let the peers bypass the relay) are removed, and every other
+//! line stays byte-exact.
+
+use std::net::IpAddr;
+
+use super::model::{MediaLine, Sdp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn parse(attr: &str) -> Option<Self> {
+        Some(match attr {
+            "sendrecv" => Self::SendRecv,
+            "sendonly" => Self::SendOnly,
+            "recvonly" => Self::RecvOnly,
+            "inactive" => Self::Inactive,
+            _ => return None,
+        })
+    }
+}
+
+/// One m-line as the relay sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDesc {
+    pub media: String,
+    pub port: u16,
+    /// Carried over UDP (RTP/AVP, RTP/SAVP, UDP/TLS/RTP/SAVPF, udptl ...); TCP transports are not.
+    pub udp: bool,
+    /// The effective connection address (media level, else session level); `None` if absent
+    /// or unreadable.
+    pub addr: Option<IpAddr>,
+    /// `0.0.0.0` / `::`: RFC 2543 hold.
+    pub zero_addr: bool,
+    /// `a=rtcp:<port> [IN IP4 <addr>]` (RFC 3605).
+    pub rtcp: Option<(u16, Option<IpAddr>)>,
+    pub direction: Direction,
+    /// The payload type of `telephone-event` (RFC 4733), if offered.
+    pub telephone_event: Option<u8>,
+}
+
+impl MediaDesc {
+    pub fn rejected(&self) -> bool {
+        self.port == 0
+    }
+    pub fn held(&self) -> bool {
+        self.zero_addr || self.direction != Direction::SendRecv
+    }
+}
+
+/// The media of an SDP body; `None` if it is not SDP.
+pub fn describe(body: &[u8]) -> Option<Vec<MediaDesc>> {
+    let sdp = Sdp::parse(body)?;
+    let sections = sdp.media_sections();
+    let session_end = sections.first().map_or(sdp.lines.len(), |s| s.0);
+    let session = &sdp.lines[..session_end];
+    let session_conn = session.iter().find_map(|l| l.text.strip_prefix("c=")).map(parse_conn);
+    let session_dir = session.iter().filter_map(|l| l.attr_name()).find_map(Direction::parse);
+    let mut out = Vec::new();
+    for (s, e) in sections {
+        let Some(m) = MediaLine::parse(&sdp.lines[s].text) else { continue };
+        let lines = &sdp.lines[s + 1..e];
+        let conn = lines.iter().find_map(|l| l.text.strip_prefix("c=")).map(parse_conn).or(session_conn);
+        let (addr, zero_addr) = conn.unwrap_or((None, false));
+        let rtcp = lines.iter().find_map(|l| l.text.strip_prefix("a=rtcp:")).and_then(parse_rtcp);
+        let direction = lines
+            .iter()
+            .filter_map(|l| l.attr_name())
+            .find_map(Direction::parse)
+            .or(session_dir)
+            .unwrap_or(Direction::SendRecv);
+        let codecs = sdp.codecs(s, e);
+        let telephone_event = m
+            .formats
+            .iter()
+            .find(|pt| codecs.get(pt).is_some_and(|(n, _)| n.eq_ignore_ascii_case("telephone-event")))
+            .and_then(|pt| pt.parse().ok());
+        out.push(MediaDesc {
+            port: m.port.split('/').next().and_then(|p| p.parse().ok()).unwrap_or(0),
+            udp: !m.proto.to_ascii_uppercase().starts_with("TCP"),
+            media: m.media,
+            addr,
+            zero_addr,
+            rtcp,
+            direction,
+            telephone_event,
+        });
+    }
+    Some(out)
+}
+
+/// `IN IP4 192.0.2.1` → (address, is zero). A multicast TTL suffix (`/127`) is ignored.
+fn parse_conn(v: &str) -> (Option<IpAddr>, bool) {
+    let addr = v.split_whitespace().nth(2).and_then(|a| a.split('/').next()).and_then(|a| a.parse::<IpAddr>().ok());
+    (addr, addr.is_some_and(|a| a.is_unspecified()))
+}
+
+fn parse_rtcp(v: &str) -> Option<(u16, Option<IpAddr>)> {
+    let mut it = v.split_whitespace();
+    let port = it.next()?.parse().ok()?;
+    Some((port, it.nth(2).and_then(|a| a.parse().ok())))
+}
+
+/// ICE attributes (RFC 8839): the relay does not do ICE, so candidates would only let the
+/// peers try each other directly, around the SBC.
+const ICE_ATTRIBUTES: [&str; 8] = [
+    "candidate",
+    "remote-candidates",
+    "end-of-candidates",
+    "ice-ufrag",
+    "ice-pwd",
+    "ice-options",
+    "ice-lite",
+    "ice-mismatch",
+];
+
+/// Anchors `body` at `ours`: per m-line (in order) the RTP port to write, or `None` to reject
+/// the stream with port 0. `None` if the body is not SDP.
+pub fn anchor(body: &[u8], ours: IpAddr, ports: &[Option<u16>]) -> Option<Vec<u8>> {
+    let mut sdp = Sdp::parse(body)?;
+    let family = if ours.is_ipv6() { "IP6" } else { "IP4" };
+    let zero = if ours.is_ipv6() { "::" } else { "0.0.0.0" };
+    let mut stream = None::<usize>;
+    sdp.lines.retain(|l| l.attr_name().is_none_or(|n| !ICE_ATTRIBUTES.iter().any(|i| i.eq_ignore_ascii_case(n))));
+    for l in &mut sdp.lines {
+        match l.kind() {
+            b'm' => {
+                let k = stream.map_or(0, |k| k + 1);
+                stream = Some(k);
+                if let Some(mut m) = MediaLine::parse(&l.text) {
+                    m.port = ports.get(k).copied().flatten().unwrap_or(0).to_string();
+                    l.text = m.render();
+                }
+            }
+            b'o' => {
+                let f: Vec<&str> = l.text.get(2..).unwrap_or_default().split_whitespace().collect();
+                if let [user, id, version, net, ..] = f[..] {
+                    l.text = format!("o={user} {id} {version} {net} {family} {ours}");
+                }
+            }
+            b'c' => {
+                let (_, is_zero) = parse_conn(l.text.get(2..).unwrap_or_default());
+                let addr = if is_zero { zero.to_string() } else { ours.to_string() };
+                l.text = format!("c=IN {family} {addr}");
+            }
+            _ if l.text.starts_with("a=rtcp:") => {
+                let port = stream.and_then(|k| ports.get(k).copied().flatten()).map_or(0, |p| p.saturating_add(1));
+                let with_addr = l.text.split_whitespace().count() > 1;
+                l.text = if with_addr { format!("a=rtcp:{port} IN {family} {ours}") } else { format!("a=rtcp:{port}") };
+            }
+            _ => {}
+        }
+    }
+    Some(sdp.render())
+}
+
+#[cfg(test)]
+mod tests;

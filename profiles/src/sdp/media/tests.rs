@@ -1,0 +1,79 @@
+use super::*;
+
+const OFFER: &str = "v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 10.0.0.1\r\n\
+s=-\r\n\
+c=IN IP4 10.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 49170 RTP/AVP 0 8 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\n\
+a=rtcp:49181 IN IP4 10.0.0.1\r\n\
+a=candidate:1 1 UDP 2130706431 10.0.0.1 49170 typ host\r\n\
+a=ice-ufrag:abcd\r\n\
+a=sendrecv\r\n\
+m=video 0 RTP/AVP 31\r\n\
+m=message 7394 TCP/MSRP *\r\n\
+c=IN IP4 0.0.0.0\r\n";
+
+#[test]
+fn describes_each_m_line() {
+    let d = describe(OFFER.as_bytes()).expect("sdp");
+    assert_eq!(d.len(), 3);
+    assert_eq!(d[0].port, 49170);
+    assert_eq!(d[0].addr, Some("10.0.0.1".parse().expect("ip")));
+    assert_eq!(d[0].rtcp, Some((49181, Some("10.0.0.1".parse().expect("ip")))));
+    assert_eq!(d[0].telephone_event, Some(101));
+    assert!(d[0].udp && !d[0].held() && !d[0].rejected());
+    assert!(d[1].rejected());
+    assert!(!d[2].udp);
+    assert!(d[2].zero_addr && d[2].held());
+}
+
+#[test]
+fn direction_and_session_level_hold() {
+    let sdp = "v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\na=sendonly\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let d = describe(sdp.as_bytes()).expect("sdp");
+    assert_eq!(d[0].direction, Direction::SendOnly);
+    assert!(d[0].held());
+    let sdp = sdp
+        .replace("a=sendonly\r\n", "")
+        .replace("m=audio 4000 RTP/AVP 0\r\n", "m=audio 4000 RTP/AVP 0\r\na=inactive\r\n");
+    assert_eq!(describe(sdp.as_bytes()).expect("sdp")[0].direction, Direction::Inactive);
+}
+
+#[test]
+fn anchoring_rewrites_addresses_ports_and_rtcp_and_keeps_the_rest() {
+    let out = anchor(OFFER.as_bytes(), "192.0.2.10".parse().expect("ip"), &[Some(20000), None, None]).expect("sdp");
+    let out = String::from_utf8(out).expect("utf8");
+    let expected = "v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.10\r\n\
+t=0 0\r\n\
+m=audio 20000 RTP/AVP 0 8 101\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\n\
+a=rtcp:20001 IN IP4 192.0.2.10\r\n\
+a=sendrecv\r\n\
+m=video 0 RTP/AVP 31\r\n\
+m=message 0 TCP/MSRP *\r\n\
+c=IN IP4 0.0.0.0\r\n";
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn ipv6_side_gets_ip6_lines_and_hold_stays_hold() {
+    let sdp = "v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtcp:4001\r\n";
+    let out = anchor(sdp.as_bytes(), "2001:db8::5".parse().expect("ip"), &[Some(30000)]).expect("sdp");
+    assert_eq!(
+        String::from_utf8(out).expect("utf8"),
+        "v=0\r\no=- 1 2 IN IP6 2001:db8::5\r\ns=-\r\nc=IN IP6 ::\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\na=rtcp:30001\r\n"
+    );
+}
+
+#[test]
+fn not_sdp_is_left_alone() {
+    assert!(describe(b"hello").is_none());
+    assert!(anchor(b"hello", "192.0.2.1".parse().expect("ip"), &[]).is_none());
+}
