@@ -19,7 +19,7 @@ pub mod userspace;
 pub use counters::{DropReason, RelayStats, SideSnapshot};
 pub use forwarder::{ForwardError, Forwarder};
 pub use ports::MediaInterface;
-pub use session::{Advert, Offered, Relay, RelayConfig, Session, SideOptions};
+pub use session::{Advert, Anchoring, Offered, Relay, RelayConfig, Session, SideOptions};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -140,6 +140,23 @@ struct Stream {
     held: [bool; 2],
 }
 
+/// What [`Session::update`] did with an SDP.
+#[derive(Debug)]
+pub struct Anchoring {
+    /// Per m-line: what to advertise to the other side; `None`: write port 0 (rejected, not
+    /// relayable, or no ports).
+    pub adverts: Vec<Option<Advert>>,
+    /// Why some stream got no ports (the others are anchored).
+    pub failure: Option<RelayError>,
+}
+
+impl Anchoring {
+    /// Streams were offered but none could be anchored for lack of ports.
+    pub fn nothing_anchored(&self) -> bool {
+        self.failure.is_some() && self.adverts.iter().all(Option::is_none)
+    }
+}
+
 /// The media of one call; side index 0 = A (caller), 1 = B (callee).
 pub struct Session {
     relay: Arc<Relay>,
@@ -154,15 +171,16 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// An SDP from side `from` (0 = A, 1 = B) with these m-lines, in order. Returns per m-line
-    /// what to advertise to the other side; `None`: write port 0 (rejected or not relayable).
-    pub fn update(&mut self, from: usize, media: &[Offered]) -> Result<Vec<Option<Advert>>, RelayError> {
+    /// An SDP from side `from` (0 = A, 1 = B) with these m-lines, in order. A stream that gets
+    /// no ports is rejected; the others go on.
+    pub fn update(&mut self, from: usize, media: &[Offered]) -> Anchoring {
         let from = from.min(1);
         let to = 1 - from;
         if self.streams.len() < media.len() {
             self.streams.resize_with(media.len(), || None);
         }
         let mut out = Vec::with_capacity(media.len());
+        let mut failure = None;
         for (i, m) in media.iter().enumerate() {
             if m.rejected || !m.relayable {
                 if let Some(s) = self.streams[i].take() {
@@ -187,15 +205,23 @@ impl Session {
                 None => {
                     let mut spec = StreamSpec::default();
                     spec.remotes[from] = remote;
-                    let mut s = self.open(spec)?;
-                    s.held[from] = m.held;
-                    self.streams[i] = Some(s);
+                    match self.open(spec) {
+                        Ok(mut s) => {
+                            s.held[from] = m.held;
+                            self.streams[i] = Some(s);
+                        }
+                        Err(e) => {
+                            failure = Some(e);
+                            out.push(None);
+                            continue;
+                        }
+                    }
                 }
             }
-            let (pool, s) = (self.relay.pool(&self.sides[to].interface)?, self.streams[i].as_ref());
-            out.push(s.map(|s| Advert { addr: pool.iface.advertised(), port: s.ports[to] }));
+            let addr = self.advertised(to);
+            out.push(self.streams[i].as_ref().zip(addr).map(|(s, addr)| Advert { addr, port: s.ports[to] }));
         }
-        Ok(out)
+        Anchoring { adverts: out, failure }
     }
 
     fn open(&self, spec: StreamSpec) -> Result<Stream, RelayError> {
@@ -227,6 +253,11 @@ impl Session {
     /// The forwarder closes the sockets and drops their leases: the ports go back then.
     fn close(&self, s: Stream) {
         self.relay.forwarder.remove(s.id);
+    }
+
+    /// The address SDP going to `side` names (its media interface's advertised address).
+    pub fn advertised(&self, side: usize) -> Option<IpAddr> {
+        self.relay.pool(&self.sides[side.min(1)].interface).ok().map(|p| p.iface.advertised())
     }
 
     /// When either side last sent a packet on any stream (`None`: never).

@@ -74,8 +74,8 @@ fn media_flows_both_ways_through_the_advertised_ports() {
     let mut s = r.session(sides("v4", "v4", false)).expect("session");
     let mut offer = offered(&caller);
     offer.rtcp = Some(caller_rtcp.local_addr().expect("addr"));
-    let to_b = s.update(0, &[offer]).expect("offer")[0].expect("relayed");
-    let to_a = s.update(1, &[offered(&callee)]).expect("answer")[0].expect("relayed");
+    let to_b = s.update(0, &[offer]).adverts[0].expect("relayed");
+    let to_a = s.update(1, &[offered(&callee)]).adverts[0].expect("relayed");
     assert_ne!(to_a.port, to_b.port);
     caller.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
     let (data, from) = recv(&callee);
@@ -101,9 +101,9 @@ fn ipv4_caller_bridged_to_ipv6_callee() {
     let r = relay(42100, 42199);
     let (caller, callee) = (peer("127.0.0.1"), peer("::1"));
     let mut s = r.session(sides("v4", "v6", false)).expect("session");
-    let to_b = s.update(0, &[offered(&caller)]).expect("offer")[0].expect("relayed");
+    let to_b = s.update(0, &[offered(&caller)]).adverts[0].expect("relayed");
     assert!(to_b.addr.is_ipv6());
-    let to_a = s.update(1, &[offered(&callee)]).expect("answer")[0].expect("relayed");
+    let to_a = s.update(1, &[offered(&callee)]).adverts[0].expect("relayed");
     assert!(to_a.addr.is_ipv4());
     caller.send_to(&rtp(7), (to_a.addr, to_a.port)).expect("send");
     assert_eq!(recv(&callee).0, rtp(7));
@@ -119,14 +119,14 @@ fn symmetric_caller_behind_nat_gets_audio_and_a_new_answer_retargets() {
     // The caller's SDP names a port nobody listens on; it really sends from `nat`.
     let mut sdp = offered(&nat);
     sdp.rtp = Some("127.0.0.1:9".parse().expect("addr"));
-    let to_b = s.update(0, &[sdp]).expect("offer")[0].expect("relayed");
-    let to_a = s.update(1, &[offered(&callee)]).expect("answer")[0].expect("relayed");
+    let to_b = s.update(0, &[sdp]).adverts[0].expect("relayed");
+    let to_a = s.update(1, &[offered(&callee)]).adverts[0].expect("relayed");
     nat.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
     assert_eq!(recv(&callee).0, rtp(1));
     callee.send_to(&rtp(2), (to_b.addr, to_b.port)).expect("send");
     assert_eq!(recv(&nat).0, rtp(2), "symmetric RTP: back to where the caller sends from");
     // A re-INVITE answer moves the callee to another port.
-    s.update(1, &[offered(&callee2)]).expect("re-answer");
+    s.update(1, &[offered(&callee2)]);
     nat.send_to(&rtp(3), (to_a.addr, to_a.port)).expect("send");
     assert_eq!(recv(&callee2).0, rtp(3));
     assert_eq!(r.stats().latches, 1);
@@ -139,17 +139,19 @@ fn a_rejected_stream_releases_its_ports_and_a_small_pool_never_leaks() {
     let caller = peer("127.0.0.1");
     for _ in 0..50 {
         let mut s = r.session(sides("v4", "v4", false)).expect("session");
-        s.update(0, &[offered(&caller)]).expect("ports are free again");
+        assert!(s.update(0, &[offered(&caller)]).failure.is_none(), "ports are free again");
         let mut rejected = offered(&caller);
         rejected.rejected = true;
-        assert_eq!(s.update(1, &[rejected]).expect("answer"), vec![None]);
+        assert_eq!(s.update(1, &[rejected]).adverts, vec![None]);
         assert_eq!(s.open_streams(), 0);
         wait_ports_free(&r);
     }
     let mut a = r.session(sides("v4", "v4", false)).expect("session");
-    assert!(a.update(0, &[offered(&caller)]).is_ok());
+    assert!(a.update(0, &[offered(&caller)]).failure.is_none());
     let mut b = r.session(sides("v4", "v4", false)).expect("session");
-    assert!(matches!(b.update(0, &[offered(&caller)]), Err(RelayError::NoPorts { .. })));
+    let none_left = b.update(0, &[offered(&caller)]);
+    assert!(none_left.nothing_anchored());
+    assert!(matches!(none_left.failure, Some(RelayError::NoPorts { .. })));
     assert_eq!(r.stats().allocation_failures, 1);
 }
 

@@ -143,6 +143,10 @@ pub(crate) struct Call {
     pub(crate) max_duration: Option<Instant>,
     /// After a CANCEL: forget the call even if the callee never answers (RFC 3261 §9.1).
     pub(crate) hard_end: Option<Instant>,
+    /// The call's relayed media (ports and flows go back when the call is dropped).
+    pub(crate) media: Option<rtp_relay::Session>,
+    /// When to look for media activity next (answered calls with a relay session).
+    pub(crate) media_check: Option<Instant>,
     /// The deadline currently in the engine's timer heap for this call.
     pub(crate) scheduled: Option<Instant>,
 }
@@ -155,7 +159,7 @@ impl Call {
         &mut self.legs[side.idx()]
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [self.timer_c, self.max_duration, self.hard_end, self.reliable_1xx.as_ref().map(|r| r.next)]
+        [self.timer_c, self.max_duration, self.hard_end, self.reliable_1xx.as_ref().map(|r| r.next), self.media_check]
             .into_iter()
             .flatten()
             .min()

@@ -15,6 +15,7 @@ use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, re
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::cc::party;
 use super::invite::learn_remote;
+use super::media::{anchor_or_reject, prepare_body_anyway};
 use super::txs::Purpose;
 use super::types::Source;
 use super::{Engine, TxId};
@@ -63,6 +64,8 @@ impl Engine {
         // SDP towards the other leg goes through the profile; an offer left with no media is
         // answered here (RFC 3264: 488).
         let out_body = if matches!(method, Method::Invite | Method::Update | Method::Prack) {
+            // Filtered now (an offer left with nothing is refused before anything changes);
+            // anchored below, once the request is sure to be relayed.
             match rules.filter_body(side.other(), &call.leg(side.other()).via_sent_by, msg.body()) {
                 Ok(b) => b,
                 Err(_) => return self.refuse(now, key, &msg, &src, 488, "Not Acceptable Here", &[]),
@@ -133,6 +136,10 @@ impl Engine {
         let branch = self.ids.branch();
         let Some(call) = self.calls.get_mut(&h) else {
             return;
+        };
+        let out_body = match (call.media.as_mut(), matches!(method, Method::Invite | Method::Update | Method::Prack)) {
+            (Some(session), true) => anchor_or_reject(session, side.other(), out_body),
+            _ => out_body,
         };
         let out_leg = call.leg_mut(side.other());
         out_leg.local_cseq += 1;
@@ -211,14 +218,16 @@ impl Engine {
             return;
         };
         if !already {
+            // An answer in the ACK is filtered and anchored too; one with nothing left goes as
+            // it came (the ACK cannot be refused).
+            let rules = call.rules.clone();
+            let sent_by = call.leg(side.other()).via_sent_by.clone();
+            let body = prepare_body_anyway(&rules, call.media.as_mut(), side.other(), &sent_by, msg.body());
             let out_leg = call.leg(side.other());
             let mut w = request_on_leg(out_leg, b"ACK", client_cseq, &branch, 70);
-            copy_unowned(&mut w, &msg, call.rules.header_filter());
-            append(&mut w, call.rules.appended_on(side.other()));
-            // An answer in the ACK is filtered too; one with nothing left goes as it came (the
-            // ACK cannot be refused).
-            let body = call.rules.filter_body(side.other(), &out_leg.via_sent_by, msg.body());
-            let ack = w.finish(body.as_deref().unwrap_or(msg.body()));
+            copy_unowned(&mut w, &msg, rules.header_filter());
+            append(&mut w, rules.appended_on(side.other()));
+            let ack = w.finish(&body);
             call.invite_relays[idx].ack = Some(ack.clone());
             if let Some(dest) = self.leg_dest(h, side.other()) {
                 self.send_raw(dest, ack);
@@ -384,8 +393,11 @@ impl Engine {
         let filter = rules.as_deref().and_then(CallRules::header_filter);
         copy_unowned(&mut w, msg, filter);
         let has_sdp = matches!(msg.cseq().map(|c| c.method), Some(Method::Invite | Method::Update | Method::Prack));
-        let body = match (&rules, has_sdp, call.and_then(|h| self.calls.get(&h))) {
-            (Some(r), true, Some(c)) => r.filter_body(server_side, &c.leg(server_side).via_sent_by, msg.body()).ok(),
+        let body = match (&rules, has_sdp, call.and_then(|h| self.calls.get_mut(&h))) {
+            (Some(r), true, Some(c)) => {
+                let sent_by = c.leg(server_side).via_sent_by.clone();
+                Some(prepare_body_anyway(r, c.media.as_mut(), server_side, &sent_by, msg.body()))
+            }
             _ => None,
         };
         let bytes = w.finish(body.as_deref().unwrap_or(msg.body()));

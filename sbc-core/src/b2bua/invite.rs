@@ -13,6 +13,7 @@ use super::apply::{append, hop_target, CallRules, Chosen};
 use super::build::{self, copy_unowned, leg_contact, request_on_leg, without_tag};
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::cc::{CallCc, CcRequest};
+use super::media::{prepare_body, BodyError};
 use super::routing::{self, NoRoute};
 use super::txs::Purpose;
 use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
@@ -221,11 +222,27 @@ impl Engine {
             return fail(self, key, &msg, &src, 500, "Server Internal Error");
         };
         let b_sent_by = b_socket.sent_by();
-        let body = match rules.filter_body(Side::B, &b_sent_by, msg.body()) {
-            Ok(b) => b,
-            Err(_) => return fail(self, key, &msg, &src, 488, "Not Acceptable Here"),
-        };
         let is_invite = kind == CallKind::Invite;
+        let iface_name = |me: &Self, id| me.cfg.interface_of(id).map(|i| me.cfg.interfaces[i].name.clone());
+        let (a_iface, b_iface) = (iface_name(self, a_local), iface_name(self, b_dest.local));
+        let mut media = match (is_invite, a_iface, b_iface) {
+            (true, Some(a), Some(b)) => match self.open_media(&rules, &msg, &a, &b) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, profile = %rules.profile.name, "cannot relay media");
+                    return fail(self, key, &msg, &src, 503, "Service Unavailable");
+                }
+            },
+            _ => None,
+        };
+        let body = match prepare_body(&rules, media.as_mut(), Side::B, &b_sent_by, msg.body()) {
+            Ok(b) => b,
+            Err(BodyError::NothingLeft) => return fail(self, key, &msg, &src, 488, "Not Acceptable Here"),
+            Err(BodyError::NoMedia(e)) => {
+                tracing::warn!(error = %e, "no media ports for a new call");
+                return fail(self, key, &msg, &src, 503, "Service Unavailable");
+            }
+        };
         let (handle, a_tx, a_tag, cc) = match parked {
             Some((h, a_tx, cc)) => {
                 let tag = self.txs.get(&a_tx).and_then(|e| e.to_tag.clone()).unwrap_or_else(|| self.ids.tag());
@@ -406,6 +423,8 @@ impl Engine {
                 // A subscription is bounded until its answer says for how long it lives.
                 max_duration: (!is_invite).then(|| now + self.cfg.timers.t1x64()),
                 hard_end: None,
+                media,
+                media_check: None,
                 scheduled: None,
             },
         );
@@ -519,6 +538,15 @@ impl Engine {
             call.answered = Some(now);
             call.timer_c = None;
             call.reliable_1xx = None;
+            if call.media.is_some() {
+                let first = self.first_media_check(now);
+                if let Some(call) = self.calls.get_mut(&h) {
+                    call.media_check = first;
+                }
+            }
+            let Some(call) = self.calls.get_mut(&h) else {
+                return;
+            };
             if !self.cfg.max_call_duration.is_zero() {
                 call.max_duration = Some(now + self.cfg.max_call_duration);
             }
@@ -966,6 +994,14 @@ impl Engine {
             let _e = call.span.clone().entered();
             tracing::info!("Timer C expired, cancelling");
             self.tear_down(now, h, 408, "timer_c");
+            self.reschedule_call(h);
+            return;
+        }
+        if call.media_check.is_some_and(|t| t <= now) {
+            self.media_check(now, h);
+            if !self.calls.contains_key(&h) {
+                return;
+            }
             self.reschedule_call(h);
             return;
         }

@@ -13,6 +13,7 @@ mod cc;
 mod dialog;
 mod ids;
 mod invite;
+mod media;
 mod ood;
 mod routing;
 mod txs;
@@ -36,6 +37,7 @@ pub use apply::MsgView;
 pub use call::Side;
 pub use cc::{CcRequest, CcVerdict};
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
+pub use media::MediaRuntime;
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
 use call::Call;
@@ -95,6 +97,8 @@ pub struct EngineStats {
     pub calls_ended: u64,
     pub drops: u64,
     pub local_replies: u64,
+    /// Calls ended because no RTP flowed for the media timeout.
+    pub media_timeouts: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

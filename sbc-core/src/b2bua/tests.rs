@@ -58,6 +58,7 @@ impl Harness {
             next_hop: None,
             max_calls: 100,
             profiles: std::sync::Arc::new(profiles::Store::new(snapshot)),
+            media: None,
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
@@ -1221,4 +1222,112 @@ fn call_control_hears_in_call_requests_and_replies() {
             callcontrol::LegEvent::Reply { from: callcontrol::Party::Callee, code: 200, method: "INFO".into() },
         ]
     );
+}
+
+// ---- RTP relay (the relay is real, on loopback ports; time is virtual) ----
+
+const RELAY_YAML: &str = "active_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n";
+
+fn with_relay(ports: (u16, u16)) -> (Harness, std::sync::Arc<rtp_relay::Relay>) {
+    let mut h = Harness::with_yaml(RELAY_YAML);
+    let cfg = rtp_relay::RelayConfig {
+        interfaces: vec![rtp_relay::MediaInterface {
+            name: "default".into(),
+            bind: "127.0.0.1".parse().unwrap(),
+            advertise: Some("192.0.2.99".parse().unwrap()),
+            port_min: ports.0,
+            port_max: ports.1,
+        }],
+        latch_window: Duration::from_secs(2),
+        workers: 1,
+    };
+    let relay = rtp_relay::Relay::start(&cfg).unwrap();
+    h.engine.cfg.media = Some(MediaRuntime {
+        relay: relay.clone(),
+        timeout: Duration::from_secs(60),
+        hold_timeout: Duration::from_secs(600),
+    });
+    (h, relay)
+}
+
+fn with_sdp(msg: String, sdp: &str) -> String {
+    let body = sdp.replace('\n', "\r\n");
+    msg.replace(
+        "Content-Length: 0\n\n",
+        &format!("Content-Type: application/sdp\nContent-Length: {}\n\n{}", body.len(), sdp),
+    )
+}
+
+fn sdp_port(m: &Message) -> u16 {
+    let body = String::from_utf8_lossy(m.body()).to_string();
+    let line = body.lines().find(|l| l.starts_with("m=audio")).expect("an audio m-line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+const BOB_SDP: &str = "v=0\no=- 2 2 IN IP4 127.0.0.2\ns=-\nc=IN IP4 127.0.0.2\nt=0 0\nm=audio 7000 RTP/AVP 0\n";
+
+#[test]
+fn relayed_call_sdp_names_only_the_relay_and_silence_ends_it_with_bye_both_ways() {
+    let (mut h, relay) = with_relay((43000, 43099));
+    let out = h.send(ALICE, &invite("media-1@alice", ""));
+    let b_inv = one(&out, BOB);
+    let offer = String::from_utf8_lossy(b_inv.body()).to_string();
+    assert!(offer.contains("c=IN IP4 192.0.2.99\r\n"), "{offer}");
+    assert!(!offer.contains("127.0.0.1"), "the caller's media address is hidden: {offer}");
+    let b_port = sdp_port(&b_inv);
+    assert!((43000..43100).contains(&b_port) && b_port.is_multiple_of(2));
+    let out = h.send(BOB, &with_sdp(response_to(&b_inv, 200, "bt", ""), BOB_SDP));
+    let ok = one(&out, ALICE);
+    let answer = String::from_utf8_lossy(ok.body()).to_string();
+    assert!(answer.contains("c=IN IP4 192.0.2.99\r\n") && !answer.contains("127.0.0.2"), "{answer}");
+    let a_port = sdp_port(&ok);
+    assert_ne!(a_port, b_port);
+    assert_eq!(relay.stats().ports_in_use, 2);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "media-1@alice", 10, ""));
+    // 59 s of silence: still up. At 60 s: BYE to both sides.
+    assert!(h.advance(Duration::from_secs(59)).is_empty());
+    let out = h.advance(Duration::from_millis(1100));
+    for who in [ALICE, BOB] {
+        let bye = to(&out, who).into_iter().find(|m| m.method() == Some(Method::Bye)).expect("a BYE each way");
+        assert!(String::from_utf8_lossy(bye.bytes()).contains("text=\"media_timeout\""));
+    }
+    assert_eq!(h.engine.stats.media_timeouts, 1);
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn a_held_call_waits_for_the_hold_timeout_and_a_relay_off_profile_leaves_sdp_alone() {
+    let (mut h, _relay) = with_relay((43100, 43199));
+    let (b_inv, ok) = {
+        let out = h.send(ALICE, &invite("media-2@alice", ""));
+        let b_inv = one(&out, BOB);
+        let out = h.send(BOB, &with_sdp(response_to(&b_inv, 200, "bt", ""), BOB_SDP));
+        (b_inv, one(&out, ALICE))
+    };
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "media-2@alice", 10, ""));
+    // Bob puts the call on hold with a re-INVITE.
+    let hold = BOB_SDP.replace("m=audio 7000 RTP/AVP 0\n", "m=audio 7000 RTP/AVP 0\na=sendonly\n");
+    let b_from = hv(&b_inv, HeaderName::To).replace(">", ">;tag=bt");
+    let b_to = hv(&b_inv, HeaderName::From);
+    let b_cid = String::from_utf8_lossy(b_inv.call_id().unwrap()).to_string();
+    let reinv =
+        with_sdp(in_dialog("INVITE", BOB, &b_from, &b_to, &b_cid, 1, &format!("Contact: <sip:peer@{BOB}>\n")), &hold);
+    let out = h.send(BOB, &reinv);
+    let to_alice = to(&out, ALICE);
+    let a_reinv = to_alice.iter().find(|m| m.method() == Some(Method::Invite)).expect("re-INVITE relayed");
+    assert!(String::from_utf8_lossy(a_reinv.body()).contains("a=sendonly"));
+    assert_eq!(sdp_port(a_reinv), sdp_port(&ok), "the same stream keeps its port");
+    let out = h.send(ALICE, &with_sdp(response_from(ALICE, a_reinv, 200, "", ""), SDP));
+    assert!(!to(&out, BOB).is_empty());
+    h.send(BOB, &in_dialog("ACK", BOB, &b_from, &b_to, &b_cid, 1, ""));
+    assert!(!h.advance(Duration::from_secs(120)).iter().any(|s| s.msg.method() == Some(Method::Bye)), "on hold: 600 s");
+    let out = h.advance(Duration::from_secs(500));
+    assert!(out.iter().any(|s| s.msg.method() == Some(Method::Bye)));
+
+    // A profile without the relay: the SDP goes through untouched.
+    let mut plain = Harness::new();
+    let out = plain.send(ALICE, &invite("media-3@alice", ""));
+    assert_eq!(one(&out, BOB).body(), SDP.replace('\n', "\r\n").as_bytes());
 }

@@ -107,6 +107,8 @@ pub struct EngineConfig {
     pub max_calls: usize,
     /// The profile store: each new call or relayed request pins the snapshot it starts with.
     pub profiles: Arc<profiles::Store>,
+    /// The RTP relay, for profiles with `enable_rtprelay` (`None`: media is never anchored).
+    pub media: Option<super::media::MediaRuntime>,
 }
 
 impl EngineConfig {
@@ -129,6 +131,7 @@ impl EngineConfig {
             next_hop: cfg.next_hop.map(|(t, a)| (t, Peer::Addr(a))),
             max_calls: cfg.max_calls.div_ceil(shards.max(1)),
             profiles,
+            media: None,
         }
     }
 

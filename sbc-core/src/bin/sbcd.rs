@@ -245,6 +245,19 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     }
     let s = runtime.stats();
     let c = runtime.counters();
+    let m = runtime.media_stats();
+    tracing::info!(
+        packets = m.packets,
+        forwarded = m.forwarded,
+        latches = m.latches,
+        streams = m.streams,
+        ports_in_use = m.ports_in_use,
+        allocation_failures = m.allocation_failures,
+        no_destination = m.dropped(rtp_relay::DropReason::NoDestination),
+        foreign_source = m.dropped(rtp_relay::DropReason::ForeignSource),
+        media_timeouts = s.media_timeouts,
+        "media relay stopped"
+    );
     tracing::info!(
         calls_started = s.calls_started,
         calls_answered = s.calls_answered,
@@ -272,7 +285,12 @@ fn reload(path: &std::path::Path, running: &Config, store: &Store, registry: &Re
         tracing::warn!("{w}");
     }
     if fresh.interface_names() != running.interface_names()
-        || fresh.interfaces.iter().map(|i| &i.listen).ne(running.interfaces.iter().map(|i| &i.listen))
+        || fresh
+            .interfaces
+            .iter()
+            .map(|i| (&i.listen, &i.media))
+            .ne(running.interfaces.iter().map(|i| (&i.listen, &i.media)))
+        || fresh.media != running.media
     {
         tracing::warn!("reload: interfaces and listen addresses changed in the file; they apply after a restart");
     }

@@ -169,6 +169,8 @@ pub enum StartError {
     Bind { transport: Transport, addr: SocketAddr, source: std::io::Error },
     #[error("{0}: no listen address configured")]
     NoListen(String),
+    #[error("cannot start the RTP relay")]
+    Media(#[source] rtp_relay::RelayError),
 }
 
 /// A running set of listeners and shards.
@@ -177,6 +179,7 @@ pub struct Runtime {
     statuses: Vec<Arc<ShardStatus>>,
     /// Call-control tasks still running hooks.
     cc_inflight: Arc<AtomicUsize>,
+    relay: Arc<rtp_relay::Relay>,
 }
 
 impl Runtime {
@@ -247,9 +250,16 @@ impl Runtime {
             failure_reason: cfg.call_control.failure_reason.clone(),
         });
         let cc_inflight = Arc::new(AtomicUsize::new(0));
+        let relay = start_relay(cfg)?;
+        let media = crate::b2bua::MediaRuntime {
+            relay: relay.clone(),
+            timeout: cfg.media.timeout,
+            hold_timeout: cfg.media.hold_timeout,
+        };
         let mut statuses = Vec::new();
         for (i, rx) in receivers.into_iter().enumerate() {
-            let ecfg = EngineConfig::from_config(cfg, i as u8, shards, interfaces.clone(), profiles.clone());
+            let mut ecfg = EngineConfig::from_config(cfg, i as u8, shards, interfaces.clone(), profiles.clone());
+            ecfg.media = Some(media.clone());
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -272,7 +282,12 @@ impl Runtime {
         for (id, l) in listeners {
             tokio::spawn(tcp::accept(shared.clone(), id, l));
         }
-        Ok(Self { shared, statuses, cc_inflight })
+        Ok(Self { shared, statuses, cc_inflight, relay })
+    }
+
+    /// The RTP relay's counters (packets, drops by reason, streams, ports in use).
+    pub fn media_stats(&self) -> rtp_relay::RelayStats {
+        self.relay.stats()
     }
 
     /// The addresses actually bound (port 0 resolved), in config order.
@@ -309,4 +324,30 @@ impl Runtime {
     pub fn stats(&self) -> shard::StatsSnapshot {
         shard::StatsSnapshot::sum(&self.statuses)
     }
+}
+
+/// The RTP relay over every interface's media section (interfaces with no address to bind are
+/// left out: a profile naming them fails at call time with 503, and is reported in the log).
+fn start_relay(cfg: &Config) -> Result<Arc<rtp_relay::Relay>, StartError> {
+    let mut interfaces = Vec::new();
+    for i in &cfg.interfaces {
+        let Some(bind) = i.media_bind() else {
+            tracing::warn!(interface = %i.name, "no media address: calls relayed on it will fail");
+            continue;
+        };
+        if bind.is_unspecified() && i.media.advertise.is_none() {
+            tracing::warn!(interface = %i.name, "media bound to a wildcard address with no advertise: not relayed");
+            continue;
+        }
+        interfaces.push(rtp_relay::MediaInterface {
+            name: i.name.clone(),
+            bind,
+            advertise: i.media.advertise,
+            port_min: i.media.port_min,
+            port_max: i.media.port_max,
+        });
+        tracing::info!(interface = %i.name, %bind, ports = %format!("{}-{}", i.media.port_min, i.media.port_max), "media");
+    }
+    let rc = rtp_relay::RelayConfig { interfaces, latch_window: cfg.media.latch_window, workers: cfg.media.workers };
+    rtp_relay::Relay::start(&rc).map_err(StartError::Media)
 }

@@ -23,6 +23,7 @@ pub struct ShardStatus {
     pub retransmissions_absorbed: AtomicU64,
     pub drops: AtomicU64,
     pub local_replies: AtomicU64,
+    pub media_timeouts: AtomicU64,
 }
 
 /// Sum of all shards' counters.
@@ -38,6 +39,7 @@ pub struct StatsSnapshot {
     pub retransmissions_absorbed: u64,
     pub drops: u64,
     pub local_replies: u64,
+    pub media_timeouts: u64,
 }
 
 impl StatsSnapshot {
@@ -54,6 +56,7 @@ impl StatsSnapshot {
             s.retransmissions_absorbed += st.retransmissions_absorbed.load(Ordering::Relaxed);
             s.drops += st.drops.load(Ordering::Relaxed);
             s.local_replies += st.local_replies.load(Ordering::Relaxed);
+            s.media_timeouts += st.media_timeouts.load(Ordering::Relaxed);
         }
         s
     }
@@ -137,4 +140,5 @@ fn publish(engine: &Engine, st: &ShardStatus) {
     st.retransmissions_absorbed.store(s.retransmissions_absorbed, Ordering::Relaxed);
     st.drops.store(s.drops, Ordering::Relaxed);
     st.local_replies.store(s.local_replies, Ordering::Relaxed);
+    st.media_timeouts.store(s.media_timeouts, Ordering::Relaxed);
 }

@@ -1,0 +1,182 @@
+//! Media anchoring in the B2BUA: every SDP relayed from one leg to the other goes through the
+//! call's relay session (when its profile has `enable_rtprelay`), whatever carries it (INVITE,
+//! re-INVITE, UPDATE, PRACK, ACK, 18x, 2xx). Each body updates the sending side's addresses and
+//! is rewritten to the SBC's ports on the receiving side, so no offer/answer state is needed
+//! here. A call without media activity for the configured time is torn down.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use profiles::sdp::media::{anchor as anchor_sdp, describe, MediaDesc};
+use profiles::sdp::NothingLeft;
+use rtp_relay::{Offered, Relay, RelayError, Session, SideOptions};
+
+use super::apply::CallRules;
+use super::call::Side;
+use super::Engine;
+use crate::sip::msg::Message;
+
+/// The relay and its timeouts, shared by every shard.
+#[derive(Debug, Clone)]
+pub struct MediaRuntime {
+    pub relay: Arc<Relay>,
+    /// No packets either way for this long ends an answered call (zero: never).
+    pub timeout: Duration,
+    /// The same while every stream is held.
+    pub hold_timeout: Duration,
+}
+
+/// Why a body could not go on.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The profile's SDP filters left no media: 488.
+    NothingLeft,
+    /// No media ports (pool exhausted, interface missing): 503.
+    NoMedia(RelayError),
+}
+
+impl From<NothingLeft> for BodyError {
+    fn from(_: NothingLeft) -> Self {
+        Self::NothingLeft
+    }
+}
+
+/// The profile's SDP pipeline for `towards`, then the relay's anchoring. Fails when streams
+/// were offered and none got ports (a new call: 503).
+pub(crate) fn prepare_body<'b>(
+    rules: &CallRules,
+    media: Option<&mut Session>,
+    towards: Side,
+    sent_by: &str,
+    body: &'b [u8],
+) -> Result<Cow<'b, [u8]>, BodyError> {
+    let filtered = rules.filter_body(towards, sent_by, body)?;
+    let Some(session) = media else { return Ok(filtered) };
+    anchor_body(session, towards, filtered).map_err(BodyError::NoMedia)
+}
+
+/// Like [`prepare_body`] for a body that cannot be refused (a response, an ACK): a body the
+/// filters would empty goes as it came, and streams without ports go out rejected.
+pub(crate) fn prepare_body_anyway<'b>(
+    rules: &CallRules,
+    media: Option<&mut Session>,
+    towards: Side,
+    sent_by: &str,
+    body: &'b [u8],
+) -> Cow<'b, [u8]> {
+    let filtered = rules.filter_body(towards, sent_by, body).unwrap_or(Cow::Borrowed(body));
+    match media {
+        Some(session) => anchor_or_reject(session, towards, filtered),
+        None => filtered,
+    }
+}
+
+/// Anchors a body going `towards` a leg; streams without ports are rejected (port 0).
+pub(crate) fn anchor_or_reject<'b>(session: &mut Session, towards: Side, body: Cow<'b, [u8]>) -> Cow<'b, [u8]> {
+    let (anchored, failure) = anchor(session, towards, &body);
+    if let Some(e) = failure {
+        tracing::warn!(error = %e, "no media ports for a stream; it is rejected");
+    }
+    anchored.map_or(body, Cow::Owned)
+}
+
+fn anchor_body<'b>(session: &mut Session, towards: Side, body: Cow<'b, [u8]>) -> Result<Cow<'b, [u8]>, RelayError> {
+    match anchor(session, towards, &body) {
+        (_, Some(e)) => Err(e),
+        (anchored, None) => Ok(anchored.map_or(body, Cow::Owned)),
+    }
+}
+
+/// The rewritten body (`None`: not SDP) and, when nothing could be anchored, why.
+fn anchor(session: &mut Session, towards: Side, body: &[u8]) -> (Option<Vec<u8>>, Option<RelayError>) {
+    let Some(streams) = describe(body) else { return (None, None) };
+    let offered: Vec<Offered> = streams.iter().map(offered).collect();
+    let result = session.update(towards.other().idx(), &offered);
+    let failure = if result.nothing_anchored() { result.failure } else { None };
+    let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.map(|a| a.port)).collect();
+    let rewritten = session.advertised(towards.idx()).and_then(|ours| anchor_sdp(body, ours, &ports));
+    (rewritten, failure)
+}
+
+fn offered(d: &MediaDesc) -> Offered {
+    let rtp = d.addr.filter(|_| !d.zero_addr).map(|ip| SocketAddr::new(ip, d.port));
+    let rtcp = match d.rtcp {
+        Some((port, addr)) => addr.or(d.addr).filter(|a| !a.is_unspecified()).map(|ip| SocketAddr::new(ip, port)),
+        None => None,
+    };
+    Offered {
+        relayable: d.udp,
+        rejected: d.rejected(),
+        rtp,
+        rtcp,
+        held: d.held(),
+        dtmf_payload_type: d.telephone_event,
+    }
+}
+
+/// `P-MsgFlags` with the symmetric-RTP bit (value 2). SEMS reads the hex digits least
+/// significant first, so the bit lives in the first digit.
+fn msgflags_symmetric(msg: &Message) -> bool {
+    msg.other_header("P-MsgFlags")
+        .and_then(|v| v.iter().find(|b| !b.is_ascii_whitespace()).copied())
+        .and_then(|c| (c as char).to_digit(16))
+        .is_some_and(|n| n & 2 != 0)
+}
+
+impl Engine {
+    /// A relay session for a new call whose profile anchors media; `None` when it does not.
+    /// `a_iface`/`b_iface` are the signalling interfaces of the legs (the default media
+    /// interfaces).
+    pub(super) fn open_media(
+        &self,
+        rules: &CallRules,
+        msg: &Message,
+        a_iface: &str,
+        b_iface: &str,
+    ) -> Result<Option<Session>, RelayError> {
+        let r = &rules.profile.rtprelay;
+        let Some(rt) = self.cfg.media.as_ref().filter(|_| r.enabled) else { return Ok(None) };
+        let forced = r.msgflags_symmetric && msgflags_symmetric(msg);
+        let side = |iface: &Option<String>, default: &str, symmetric: bool| SideOptions {
+            interface: iface.clone().unwrap_or_else(|| default.to_string()),
+            symmetric: symmetric || forced,
+            dtmf_filtering: r.dtmf_filtering,
+        };
+        let a = side(&r.aleg_interface, a_iface, r.aleg_force_symmetric.unwrap_or(r.force_symmetric));
+        let b = side(&r.interface, b_iface, r.force_symmetric);
+        rt.relay.session([a, b]).map(Some)
+    }
+
+    /// When the next media-activity check of an answered call is due.
+    pub(super) fn first_media_check(&self, now: Instant) -> Option<Instant> {
+        let rt = self.cfg.media.as_ref()?;
+        let shortest = [rt.timeout, rt.hold_timeout].into_iter().filter(|d| !d.is_zero()).min()?;
+        Some(now + shortest)
+    }
+
+    /// The media check of call `h` is due: tear it down if silent for too long, else look again
+    /// when it could next be.
+    pub(super) fn media_check(&mut self, now: Instant, h: u64) {
+        let Some(rt) = self.cfg.media.clone() else { return };
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        call.media_check = None;
+        let Some(session) = call.media.as_ref() else { return };
+        let since = [call.answered, session.last_activity()].into_iter().flatten().max().unwrap_or(now);
+        let limit = if session.on_hold() { rt.hold_timeout } else { rt.timeout };
+        if limit.is_zero() {
+            // Not timed in this state; the state may change (hold ↔ active).
+            call.media_check = Some(now + rt.timeout.max(rt.hold_timeout));
+            return;
+        }
+        if now.saturating_duration_since(since) >= limit {
+            let _e = call.span.clone().entered();
+            tracing::info!(silent_s = now.saturating_duration_since(since).as_secs(), "no media, ending the call");
+            self.stats.media_timeouts += 1;
+            self.tear_down(now, h, 200, "media_timeout");
+            return;
+        }
+        call.media_check = Some((since + limit).max(now + Duration::from_secs(1)));
+    }
+}
