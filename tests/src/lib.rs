@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod ua;
+
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static SCRATCH: AtomicU32 = AtomicU32::new(0);
 
@@ -212,6 +214,11 @@ fn sipp() -> Command {
 
 /// Starts a SIPp UAS scenario listening on `port`.
 pub fn sipp_uas(scenario_file: &str, port: u16, transport: Transport, calls: u32) -> SippBg {
+    sipp_uas_with(scenario_file, port, transport, calls, &[])
+}
+
+/// [`sipp_uas`] with extra SIPp arguments (an injection file, `-trace_logs`).
+pub fn sipp_uas_with(scenario_file: &str, port: u16, transport: Transport, calls: u32, extra: &[String]) -> SippBg {
     let dir = scratch_dir("uas");
     let child = sipp()
         .current_dir(&dir)
@@ -219,6 +226,7 @@ pub fn sipp_uas(scenario_file: &str, port: u16, transport: Transport, calls: u32
         .arg(scenario(scenario_file))
         .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-m", &calls.to_string()])
         .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "40s", "-trace_err"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

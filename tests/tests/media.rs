@@ -1,0 +1,184 @@
+//! RTP relay end to end: sbcd anchors the media of relay profiles. The caller is an in-test UA
+//! (it must act between signalling steps), the callee is SIPp; RTP is sent and received by the
+//! test over loopback sockets. The relay binds 127.0.0.3 so its address is told apart from the
+//! peers' 127.0.0.1 in SDP and packet sources.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sbc_e2e::ua::{sdp, TestUa};
+use sbc_e2e::*;
+
+const RELAY_IP: &str = "127.0.0.3";
+
+/// A config with one interface whose media is on 127.0.0.3:`ports`, every call relayed.
+fn relay_config(dir: &std::path::Path, ports: (u16, u16), timeout_s: u64, profile_extra: &str) -> PathBuf {
+    let text = format!(
+        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\n    media: {{address: {RELAY_IP}, ports: {}-{}}}\nmedia:\n  timeout_s: {timeout_s}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n{profile_extra}",
+        ports.0, ports.1
+    );
+    let p = dir.join("sbc.yaml");
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+fn start(ports: (u16, u16), timeout_s: u64, profile_extra: &str) -> Sbcd {
+    let dir = scratch_dir("media-cfg");
+    let cfg = relay_config(&dir, ports, timeout_s, profile_extra);
+    Sbcd::start(&["--config", cfg.to_str().expect("utf8 path")])
+}
+
+fn rtp_socket() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind rtp");
+    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    s
+}
+
+fn port(s: &UdpSocket) -> u16 {
+    s.local_addr().expect("addr").port()
+}
+
+fn rtp(seq: u8) -> [u8; 12] {
+    [0x80, 0, 0, seq, 0, 0, 0, 160, 0xde, 0xad, 0xbe, 0xef]
+}
+
+fn recv(s: &UdpSocket) -> ([u8; 12], SocketAddr) {
+    let mut buf = [0u8; 12];
+    let (n, from) = s.recv_from(&mut buf).expect("a relayed RTP packet");
+    assert_eq!(n, 12);
+    (buf, from)
+}
+
+/// A callee (SIPp) whose answer names `callee_rtp`.
+fn callee(scenario_file: &str, callee_rtp: &UdpSocket) -> (SippBg, u16) {
+    let dir = scratch_dir("media-uas");
+    let inf = injection_file(&dir, &[&port(callee_rtp).to_string()]);
+    let uas_port = free_port();
+    let extra = ["-inf".to_string(), inf.display().to_string(), "-trace_logs".into()];
+    (sipp_uas_with(scenario_file, uas_port, Transport::Udp, 1, &extra), uas_port)
+}
+
+fn assert_completed(uas: SippBg, sbcd: &Sbcd) {
+    let dir = uas.dir.clone();
+    let out = uas.wait(Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "callee scenario failed: {}\n{}\nsbcd log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        read_error_logs(&dir),
+        sbcd.log_text()
+    );
+}
+
+#[test]
+fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
+    let sbcd = start((46000, 46099), 60, "");
+    let (caller_rtp, callee_rtp) = (rtp_socket(), rtp_socket());
+    let (uas, uas_port) = callee("uas_media.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
+    assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
+    let (conn, a_port) = ok.sdp_media().expect("SDP in the 200");
+    assert_eq!(conn, RELAY_IP, "the caller sees the relay: {}", ok.0);
+    assert!((46000..46100).contains(&a_port), "{}", ok.0);
+    assert!(!ok.body().contains(&port(&callee_rtp).to_string()), "callee's port hidden: {}", ok.0);
+
+    caller_rtp.send_to(&rtp(1), (RELAY_IP, a_port)).expect("send");
+    let (pkt, b_side) = recv(&callee_rtp);
+    assert_eq!(pkt, rtp(1), "payload unchanged");
+    assert_eq!(b_side.ip().to_string(), RELAY_IP, "the callee gets it from the relay");
+    assert_ne!(b_side.port(), a_port, "each leg has its own port");
+    callee_rtp.send_to(&rtp(2), b_side).expect("send back");
+    let (pkt, a_side) = recv(&caller_rtp);
+    assert_eq!(pkt, rtp(2));
+    assert_eq!(a_side, SocketAddr::new(RELAY_IP.parse().expect("ip"), a_port));
+
+    assert_eq!(ua.bye().status(), Some(200));
+    assert_completed(uas, &sbcd);
+}
+
+#[test]
+fn natted_caller_gets_audio_with_symmetric_rtp() {
+    let sbcd = start((46100, 46199), 60, "    rtprelay_force_symmetric_rtp: yes\n");
+    // The caller's SDP names `advertised`, but it sends from `real` (a NAT's mapping).
+    let (advertised, real, callee_rtp) = (rtp_socket(), rtp_socket(), rtp_socket());
+    advertised.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let (uas, uas_port) = callee("uas_media.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&advertised), ""));
+    let (_, a_port) = ok.sdp_media().expect("SDP in the 200");
+    real.send_to(&rtp(1), (RELAY_IP, a_port)).expect("send");
+    let (_, b_side) = recv(&callee_rtp);
+    callee_rtp.send_to(&rtp(2), b_side).expect("send back");
+    assert_eq!(recv(&real).0, rtp(2), "audio goes back to where the caller sends from");
+    let mut buf = [0u8; 12];
+    assert!(advertised.recv_from(&mut buf).is_err(), "nothing to the address the NAT hides");
+    assert_eq!(ua.bye().status(), Some(200));
+    assert_completed(uas, &sbcd);
+}
+
+#[test]
+fn a_reinvite_to_a_new_port_retargets_the_media() {
+    let sbcd = start((46200, 46299), 60, "");
+    let (first, second, callee_rtp) = (rtp_socket(), rtp_socket(), rtp_socket());
+    let (uas, uas_port) = callee("uas_media_reinvite.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let uri = format!("sip:svc@127.0.0.1:{uas_port}");
+    let ok = ua.invite(&uri, &sdp("127.0.0.1", port(&first), ""));
+    let (_, a_port) = ok.sdp_media().expect("SDP in the 200");
+    first.send_to(&rtp(1), (RELAY_IP, a_port)).expect("send");
+    let (_, b_side) = recv(&callee_rtp);
+    callee_rtp.send_to(&rtp(2), b_side).expect("send");
+    assert_eq!(recv(&first).0, rtp(2));
+    // The caller moves its media to another port.
+    let ok2 = ua.invite(&uri, &sdp("127.0.0.1", port(&second), ""));
+    assert_eq!(ok2.status(), Some(200), "{}", ok2.0);
+    assert_eq!(ok2.sdp_media().map(|m| m.1), Some(a_port), "the stream keeps the relay port");
+    callee_rtp.send_to(&rtp(3), b_side).expect("send");
+    assert_eq!(recv(&second).0, rtp(3), "audio follows the new SDP");
+    assert_eq!(ua.bye().status(), Some(200));
+    assert_completed(uas, &sbcd);
+}
+
+#[test]
+fn silent_call_is_torn_down_on_both_legs_at_the_media_timeout() {
+    let sbcd = start((46300, 46399), 5, "");
+    let (caller_rtp, callee_rtp) = (rtp_socket(), rtp_socket());
+    let (uas, uas_port) = callee("uas_media.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
+    assert_eq!(ok.status(), Some(200));
+    let bye = ua.recv(Duration::from_secs(15)).expect("a BYE from sbcd");
+    assert_eq!(bye.method(), Some("BYE"), "{}", bye.0);
+    assert!(bye.header("Reason").is_some_and(|r| r.contains("media_timeout")), "{}", bye.0);
+    ua.ok(&bye);
+    // The callee's scenario ends with a BYE too.
+    assert_completed(uas, &sbcd);
+}
+
+#[test]
+fn ports_return_to_the_pool_after_many_calls() {
+    // Three port pairs: one call at a time needs two; a leak of one pair per call would
+    // exhaust the pool on the second call.
+    let mut sbcd = start((46400, 46405), 60, "");
+    let uas_port = free_port();
+    let calls = 30;
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, calls);
+    let dest = SocketAddr::from(([127, 0, 0, 1], uas_port));
+    let extra = ["-l".to_string(), "1".into()];
+    let (out, dir) = sipp_uac_run("127.0.0.1", "uac_basic.xml", dest, Some(sbcd.addr()), Transport::Udp, calls, 20, &extra);
+    assert!(
+        out.status.success(),
+        "{} calls one after another must all get media ports: {}\n{}",
+        calls,
+        read_error_logs(&dir),
+        sbcd.log_text()
+    );
+    let _ = uas.wait(Duration::from_secs(20));
+    sbcd.terminate(Duration::from_secs(10));
+    let log = sbcd.log_text();
+    let stopped = log.lines().find(|l| l.contains("media relay stopped")).expect("media summary at exit");
+    assert!(stopped.contains("ports_in_use=0"), "{stopped}");
+    assert!(stopped.contains("allocation_failures=0"), "{stopped}");
+}
