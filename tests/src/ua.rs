@@ -59,7 +59,17 @@ impl TestUa {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind ua");
         let local = sock.local_addr().expect("ua addr");
         let call_id = format!("ua-{}-{}@test", std::process::id(), local.port());
-        Self { sock, local, sbc, call_id, from_tag: format!("t{}", local.port()), cseq: 0, to: None, target: None, branch: 0 }
+        Self {
+            sock,
+            local,
+            sbc,
+            call_id,
+            from_tag: format!("t{}", local.port()),
+            cseq: 0,
+            to: None,
+            target: None,
+            branch: 0,
+        }
     }
 
     fn send(&self, text: &str) {
@@ -119,9 +129,8 @@ impl TestUa {
         if resp.status().is_some_and(|s| (200..300).contains(&s)) {
             if self.to.is_none() {
                 self.to = resp.header("To").map(str::to_string);
-                self.target = resp
-                    .header("Contact")
-                    .and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0.to_string()));
+                self.target =
+                    resp.header("Contact").and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0.to_string()));
             }
             let ack = self.request("ACK", uri, cseq, "");
             self.send(&ack);

@@ -1,0 +1,307 @@
+//! RTP relay load: N unidirectional RTP streams at a fixed packet rate through the userspace
+//! forwarder, measured from outside.
+//!
+//! A "stream" is one direction of one relayed m-line, so N streams are N/2 calls' worth of
+//! media (each m-line carries one stream each way, as a call does). A generator thread paces
+//! 160-byte G.711-sized packets evenly over each 20 ms period and sends them in sendmmsg
+//! batches from one socket per side; a receiver thread per side reads them back. Every packet
+//! carries its stream number, a sequence number and its send time, so the receiver counts loss
+//! and latency. The same traffic is then sent straight from sender to receiver (no relay) to
+//! get the baseline latency of the machine; "added" latency is the difference.
+//!
+//! CPU per packet is the forwarder threads' own CPU time (`/proc/self/task/*/schedstat`) over
+//! the packets they relayed in the measured window.
+//!
+//! Usage: `relay_load [--streams N] [--pps P] [--seconds S] [--workers W]`
+//! (`cargo run --release -p sbc-benches --bin relay_load -- --streams 1000`).
+
+use std::io::IoSlice;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+use rtp_relay::{MediaInterface, Offered, Relay, RelayConfig, Session, SideOptions};
+
+const PAYLOAD: usize = 172; // 12-byte RTP header + 160 bytes of G.711 (20 ms)
+const BATCH: usize = 64;
+
+struct Args {
+    streams: usize,
+    pps: u64,
+    seconds: u64,
+    workers: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args { streams: 1000, pps: 50, seconds: 10, workers: 0 };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| usage(&k));
+        match k.as_str() {
+            "--streams" => a.streams = (v as usize).max(2) & !1,
+            "--pps" => a.pps = v.max(1),
+            "--seconds" => a.seconds = v.max(1),
+            "--workers" => a.workers = v as usize,
+            _ => usage(&k),
+        }
+    }
+    a
+}
+
+fn usage(k: &str) -> ! {
+    eprintln!("relay_load: bad argument {k}\nusage: relay_load [--streams N] [--pps P] [--seconds S] [--workers W]");
+    std::process::exit(2)
+}
+
+/// Where the generator sends each stream, and from which of its two sockets.
+struct Plan {
+    /// Per stream: (sending side 0/1, destination).
+    targets: Vec<(usize, SocketAddr)>,
+}
+
+struct Measured {
+    sent: u64,
+    received: u64,
+    latencies_us: Vec<u32>,
+}
+
+fn main() {
+    let args = parse_args();
+    let calls = args.streams / 2;
+    let socks = [bind(), bind()];
+    let addrs = [local(&socks[0]), local(&socks[1])];
+
+    // Baseline: the same pacing, straight to the receiving socket.
+    let direct = Plan { targets: (0..args.streams).map(|s| (s % 2, addrs[1 - s % 2])).collect() };
+    let base = run(&args, &socks, &direct, None);
+
+    let cfg = RelayConfig {
+        interfaces: vec![MediaInterface {
+            name: "bench".into(),
+            bind: "127.0.0.1".parse().expect("ip"),
+            advertise: None,
+            port_min: 20000,
+            port_max: 60000,
+        }],
+        latch_window: Duration::from_secs(2),
+        workers: args.workers,
+    };
+    let relay = Relay::start(&cfg).expect("relay starts");
+    let mut sessions: Vec<Session> = Vec::with_capacity(calls);
+    let mut targets = Vec::with_capacity(args.streams);
+    for _ in 0..calls {
+        let side = || SideOptions { interface: "bench".into(), symmetric: false, dtmf_filtering: false };
+        let mut s = relay.session([side(), side()]).expect("session");
+        let offer = |a: SocketAddr| Offered {
+            relayable: true,
+            rejected: false,
+            rtp: Some(a),
+            rtcp: None,
+            held: false,
+            dtmf_payload_type: None,
+        };
+        let to_b = s.update(0, &[offer(addrs[0])]).adverts[0].expect("ports for side B");
+        let to_a = s.update(1, &[offer(addrs[1])]).adverts[0].expect("ports for side A");
+        // Stream 2k: A→B (sent to the relay's A-facing port); 2k+1: B→A.
+        targets.push((0, SocketAddr::new(to_a.addr, to_a.port)));
+        targets.push((1, SocketAddr::new(to_b.addr, to_b.port)));
+        sessions.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300)); // workers register the sockets
+    let relayed = run(&args, &socks, &Plan { targets }, Some(&relay));
+    let stats = relay.stats();
+    drop(sessions);
+
+    report(&args, &base, &relayed, stats);
+}
+
+fn bind() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind generator socket");
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBuf, &(8 << 20));
+    let _ = nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::SndBuf, &(8 << 20));
+    s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    s
+}
+
+fn local(s: &UdpSocket) -> SocketAddr {
+    s.local_addr().expect("addr")
+}
+
+/// Sends `args.pps` packets per second per stream for `args.seconds`, receives on both
+/// sockets, returns counts and latencies (and, with a relay, CPU of its workers).
+fn run(args: &Args, socks: &[UdpSocket; 2], plan: &Plan, relay: Option<&Relay>) -> (Measured, Option<f64>) {
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let receivers: Vec<_> = socks
+        .iter()
+        .map(|s| {
+            let s = s.try_clone().expect("clone socket");
+            let stop = stop.clone();
+            let received = received.clone();
+            std::thread::spawn(move || receive(&s, epoch, &stop, &received))
+        })
+        .collect();
+    let cpu_before = relay.map(|_| worker_cpu_ns());
+    let fwd_before = relay.map(|r| r.stats().forwarded);
+    let sent = generate(args, socks, plan, epoch);
+    std::thread::sleep(Duration::from_millis(300)); // let the last packets arrive
+    let cpu_after = relay.map(|_| worker_cpu_ns());
+    let fwd_after = relay.map(|r| r.stats().forwarded);
+    stop.store(true, Relaxed);
+    let mut latencies_us = Vec::new();
+    for r in receivers {
+        latencies_us.extend(r.join().expect("receiver"));
+    }
+    let cpu_per_packet_us = match (cpu_before, cpu_after, fwd_before, fwd_after) {
+        (Some(a), Some(b), Some(f0), Some(f1)) if f1 > f0 => Some((b - a) as f64 / 1000.0 / (f1 - f0) as f64),
+        _ => None,
+    };
+    (Measured { sent, received: received.load(Relaxed), latencies_us }, cpu_per_packet_us)
+}
+
+/// Paces packets evenly: the 20 ms period is cut into 1 ms slots, each sending its share.
+fn generate(args: &Args, socks: &[UdpSocket; 2], plan: &Plan, epoch: Instant) -> u64 {
+    let n = plan.targets.len();
+    let period = Duration::from_nanos(1_000_000_000 / args.pps);
+    let slots = (period.as_millis() as usize).max(1);
+    let per_slot = n.div_ceil(slots);
+    let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut bufs = vec![[0u8; PAYLOAD]; BATCH];
+    let mut seq = 0u32;
+    let mut sent = 0u64;
+    let end = epoch + Duration::from_secs(args.seconds);
+    let mut next = Instant::now();
+    'outer: loop {
+        for slot in 0..slots {
+            let now = Instant::now();
+            if now >= end {
+                break 'outer;
+            }
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next += period / slots as u32;
+            let range = (slot * per_slot).min(n)..((slot + 1) * per_slot).min(n);
+            for (side, sock) in socks.iter().enumerate() {
+                let mine: Vec<usize> = range.clone().filter(|&s| plan.targets[s].0 == side).collect();
+                for chunk in mine.chunks(BATCH) {
+                    let t = epoch.elapsed().as_nanos() as u64;
+                    let mut dests = [None; BATCH];
+                    for (k, &s) in chunk.iter().enumerate() {
+                        let b = &mut bufs[k];
+                        b[0] = 0x80;
+                        b[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+                        b[8..12].copy_from_slice(&(s as u32).to_be_bytes());
+                        b[12..20].copy_from_slice(&t.to_be_bytes());
+                        dests[k] = Some(SockaddrStorage::from(plan.targets[s].1));
+                    }
+                    let slices: Vec<[IoSlice<'_>; 1]> = bufs[..chunk.len()].iter().map(|b| [IoSlice::new(b)]).collect();
+                    let none: [ControlMessage<'_>; 0] = [];
+                    if let Ok(r) = sendmmsg(
+                        sock.as_raw_fd(),
+                        &mut hdrs,
+                        slices.iter(),
+                        &dests[..chunk.len()],
+                        none,
+                        MsgFlags::empty(),
+                    ) {
+                        sent += r.count() as u64;
+                    }
+                }
+            }
+            seq = seq.wrapping_add(1);
+        }
+    }
+    sent
+}
+
+fn receive(s: &UdpSocket, epoch: Instant, stop: &AtomicBool, received: &AtomicU64) -> Vec<u32> {
+    let mut lat = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !stop.load(Relaxed) {
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            if n >= 20 {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&buf[12..20]);
+                let sent_ns = u64::from_be_bytes(t);
+                let now = epoch.elapsed().as_nanos() as u64;
+                lat.push((now.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32);
+                received.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    lat
+}
+
+/// CPU time (ns) of the relay's worker threads (named `rtp-N`).
+fn worker_cpu_ns() -> u64 {
+    let mut total = 0;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("rtp-") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(
+    args: &Args,
+    base: &(Measured, Option<f64>),
+    relayed: &(Measured, Option<f64>),
+    stats: rtp_relay::RelayStats,
+) {
+    let mut b = base.0.latencies_us.clone();
+    let mut r = relayed.0.latencies_us.clone();
+    b.sort_unstable();
+    r.sort_unstable();
+    let secs = args.seconds as f64;
+    let (b50, b99, r50, r99) = (percentile(&b, 0.5), percentile(&b, 0.99), percentile(&r, 0.5), percentile(&r, 0.99));
+    let loss = |m: &Measured| 100.0 * (m.sent.saturating_sub(m.received)) as f64 / m.sent.max(1) as f64;
+    println!(
+        "streams={} ({} calls) pps_per_stream={} seconds={}",
+        args.streams,
+        args.streams / 2,
+        args.pps,
+        args.seconds
+    );
+    println!(
+        "direct : sent={} received={} loss={:.3}% latency_us p50={} p99={}",
+        base.0.sent,
+        base.0.received,
+        loss(&base.0),
+        b50,
+        b99
+    );
+    println!(
+        "relayed: sent={} received={} loss={:.3}% rate={:.0} pkt/s latency_us p50={} p99={}",
+        relayed.0.sent,
+        relayed.0.received,
+        loss(&relayed.0),
+        relayed.0.received as f64 / secs,
+        r50,
+        r99
+    );
+    println!(
+        "relay  : cpu_us_per_packet={:.2} added_latency_us p50={} p99={} forwarded={} drops={:?}",
+        relayed.1.unwrap_or(f64::NAN),
+        r50.saturating_sub(b50),
+        r99.saturating_sub(b99),
+        stats.forwarded,
+        stats.drops
+    );
+}
