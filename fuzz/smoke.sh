@@ -6,12 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-30}
 export RUSTC_BOOTSTRAP=1
-for t in sip_framer sip_message engine_events profile_inputs; do
+for t in sip_framer sip_message engine_events profile_inputs sdp_media; do
   mkdir -p "corpus/$t"
   # Seed with the RFC 4475 torture messages; libFuzzer adds what it finds.
   cp -n ../tests/corpus/rfc4475/*.dat "corpus/$t/"
   # Profile inputs also start from the SEMS sample configuration.
   if [ "$t" = profile_inputs ]; then cp -n ../tests/sems/* "corpus/$t/"; fi
+  if [ -d "seeds/$t" ]; then cp -n "seeds/$t"/* "corpus/$t/"; fi
   if [ -d "regressions/$t" ]; then cp -n "regressions/$t"/* "corpus/$t/"; fi
   echo "fuzz $t for ${secs}s"
   # A target that does not build must fail the smoke, not vanish in the grep below.

@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
         next_hop: None,
         max_calls: 1000,
         profiles: PROFILES.with(Clone::clone),
+        media: None,
     };
     let mut engine = Engine::new(cfg, 1);
     let mut now = Instant::now();

@@ -131,10 +131,11 @@ pub fn anchor(body: &[u8], ours: IpAddr, ports: &[Option<u16>]) -> Option<Vec<u8
     sdp.lines.retain(|l| l.attr_name().is_none_or(|n| !ICE_ATTRIBUTES.iter().any(|i| i.eq_ignore_ascii_case(n))));
     for l in &mut sdp.lines {
         match l.kind() {
+            // Only m-lines that parse are streams, as in `describe` (the indexes must agree).
             b'm' => {
-                let k = stream.map_or(0, |k| k + 1);
-                stream = Some(k);
                 if let Some(mut m) = MediaLine::parse(&l.text) {
+                    let k = stream.map_or(0, |k| k + 1);
+                    stream = Some(k);
                     m.port = ports.get(k).copied().flatten().unwrap_or(0).to_string();
                     l.text = m.render();
                 }

@@ -77,3 +77,14 @@ fn not_sdp_is_left_alone() {
     assert!(describe(b"hello").is_none());
     assert!(anchor(b"hello", "192.0.2.1".parse().expect("ip"), &[]).is_none());
 }
+
+#[test]
+fn a_line_that_only_looks_like_an_m_line_does_not_shift_the_streams() {
+    // Found by fuzzing: `mendonly` starts with `m` but is no m-line.
+    let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\nmendonly\r\nm=video 5000 RTP/AVP 31\r\n";
+    let d = describe(sdp.as_bytes()).expect("sdp");
+    assert_eq!(d.len(), 2);
+    let out = anchor(sdp.as_bytes(), "192.0.2.1".parse().expect("ip"), &[Some(20000), Some(20002)]).expect("sdp");
+    let again = describe(&out).expect("sdp");
+    assert_eq!(again.iter().map(|m| m.port).collect::<Vec<_>>(), vec![20000, 20002]);
+}
