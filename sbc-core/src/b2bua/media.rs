@@ -118,7 +118,7 @@ fn offered(d: &MediaDesc) -> Offered {
 
 /// `P-MsgFlags` with the symmetric-RTP bit (value 2). SEMS reads the hex digits least
 /// significant first, so the bit lives in the first digit.
-fn msgflags_symmetric(msg: &Message) -> bool {
+pub(super) fn msgflags_symmetric(msg: &Message) -> bool {
     msg.other_header("P-MsgFlags")
         .and_then(|v| v.iter().find(|b| !b.is_ascii_whitespace()).copied())
         .and_then(|c| (c as char).to_digit(16))

@@ -1331,3 +1331,29 @@ fn a_held_call_waits_for_the_hold_timeout_and_a_relay_off_profile_leaves_sdp_alo
     let out = plain.send(ALICE, &invite("media-3@alice", ""));
     assert_eq!(one(&out, BOB).body(), SDP.replace('\n', "\r\n").as_bytes());
 }
+
+#[test]
+fn no_media_ports_refuses_the_call_with_503_and_leaves_nothing_behind() {
+    // One port pair on the interface; a relayed call needs one per leg.
+    let (mut h, relay) = with_relay((43200, 43201));
+    let out = h.send(ALICE, &invite("media-4@alice", ""));
+    let answers: Vec<_> = to(&out, ALICE).into_iter().filter_map(|m| m.status()).collect();
+    assert!(answers.contains(&503), "{answers:?}");
+    assert!(to(&out, BOB).is_empty(), "nothing goes to the callee");
+    assert_eq!(h.engine.active_calls(), 0);
+    assert_eq!(relay.stats().allocation_failures, 1);
+}
+
+#[test]
+fn p_msgflags_forces_symmetric_rtp_as_sems_reads_it() {
+    let m = |v: &str| {
+        Message::parse(Bytes::from(format!("OPTIONS sip:x SIP/2.0\r\nP-MsgFlags: {v}\r\nContent-Length: 0\r\n\r\n")))
+            .unwrap()
+    };
+    // SEMS reads the hex digits least significant first: bit value 2 is in the first digit.
+    assert!(super::media::msgflags_symmetric(&m("2")));
+    assert!(super::media::msgflags_symmetric(&m("30")));
+    assert!(!super::media::msgflags_symmetric(&m("1")));
+    assert!(!super::media::msgflags_symmetric(&m("02")));
+    assert!(!super::media::msgflags_symmetric(&m("zz")));
+}

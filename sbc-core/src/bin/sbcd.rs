@@ -117,6 +117,7 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    raise_fd_limit();
     if let Some(Command::Prepaid { db, action }) = &cli.command {
         return match prepaid(db, action) {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -353,4 +354,13 @@ async fn wait_for_signal() -> Signal {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
     }
+}
+
+/// Each relayed stream holds four sockets (RTP and RTCP on both legs): take every descriptor
+/// the hard limit allows, and say how many calls that is.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() { hard } else { soft };
+    tracing::info!(open_files = limit, relayed_audio_calls = limit / 4, "descriptor limit");
 }
