@@ -102,6 +102,7 @@ fn main() {
             rtcp: None,
             held: false,
             dtmf_payload_type: None,
+            sends_first: false,
         };
         let to_b = s.update(0, &[offer(addrs[0])]).adverts[0].expect("ports for side B");
         let to_a = s.update(1, &[offer(addrs[1])]).adverts[0].expect("ports for side A");

@@ -121,6 +121,9 @@ pub struct Offered {
     pub held: bool,
     /// The telephone-event payload type, if any.
     pub dtmf_payload_type: Option<u8>,
+    /// The side says it sends first from behind NAT (`a=direction:active`): latch on it even
+    /// without forced symmetric RTP.
+    pub sends_first: bool,
 }
 
 /// What to write in the SDP going to the other side for one m-line.
@@ -191,7 +194,7 @@ impl Session {
             }
             let remote = RemoteSpec {
                 addr: [m.rtp, m.rtcp.or_else(|| m.rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))],
-                symmetric: self.sides[from].symmetric,
+                symmetric: self.sides[from].symmetric || m.sends_first,
                 drop_payload_type: m.dtmf_payload_type.filter(|_| self.sides[from].dtmf_filtering),
             };
             match self.streams[i].as_mut() {

@@ -99,8 +99,17 @@ fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
 }
 
 #[test]
-fn natted_caller_gets_audio_with_symmetric_rtp() {
-    let sbcd = start((46100, 46199), 60, "    rtprelay_force_symmetric_rtp: yes\n");
+fn natted_caller_gets_audio_with_symmetric_rtp_from_the_sems_profile() {
+    // The relay profile is the SEMS-style symmetricrtp.sbcprofile.conf, loaded unchanged.
+    let sems = repo_root().join("tests/sems/symmetricrtp.sbcprofile.conf");
+    let dir = scratch_dir("media-cfg");
+    let text = format!(
+        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\n    media: {{address: {RELAY_IP}, ports: 46100-46199}}\nactive_profile: symmetricrtp\nprofiles:\n  symmetricrtp:\n    sems_file: {}\n",
+        sems.display()
+    );
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(&cfg, text).expect("write config");
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8 path")]);
     // The caller's SDP names `advertised`, but it sends from `real` (a NAT's mapping).
     let (advertised, real, callee_rtp) = (rtp_socket(), rtp_socket(), rtp_socket());
     advertised.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");

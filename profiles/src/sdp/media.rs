@@ -44,6 +44,9 @@ pub struct MediaDesc {
     pub direction: Direction,
     /// The payload type of `telephone-event` (RFC 4733), if offered.
     pub telephone_event: Option<u8>,
+    /// `a=direction:active` (session or media level): the sender is behind NAT and will send
+    /// first ("comedia"); SEMS latches on it without being told to.
+    pub sends_first: bool,
 }
 
 impl MediaDesc {
@@ -63,6 +66,8 @@ pub fn describe(body: &[u8]) -> Option<Vec<MediaDesc>> {
     let session = &sdp.lines[..session_end];
     let session_conn = session.iter().find_map(|l| l.text.strip_prefix("c=")).map(parse_conn);
     let session_dir = session.iter().filter_map(|l| l.attr_name()).find_map(Direction::parse);
+    let active = |l: &super::model::Line| l.text.trim_end().eq_ignore_ascii_case("a=direction:active");
+    let session_active = session.iter().any(active);
     let mut out = Vec::new();
     for (s, e) in sections {
         let Some(m) = MediaLine::parse(&sdp.lines[s].text) else { continue };
@@ -91,6 +96,7 @@ pub fn describe(body: &[u8]) -> Option<Vec<MediaDesc>> {
             rtcp,
             direction,
             telephone_event,
+            sends_first: session_active || lines.iter().any(active),
         });
     }
     Some(out)

@@ -36,6 +36,7 @@ fn offered(sock: &UdpSocket) -> Offered {
         rtcp: None,
         held: false,
         dtmf_payload_type: None,
+        sends_first: false,
     }
 }
 
@@ -159,4 +160,20 @@ fn a_rejected_stream_releases_its_ports_and_a_small_pool_never_leaks() {
 fn unknown_interface_is_refused() {
     let r = relay(42400, 42409);
     assert!(matches!(r.session(sides("v4", "nope", false)), Err(RelayError::UnknownInterface(_))));
+}
+
+#[test]
+fn a_side_announcing_direction_active_is_latched_without_forced_symmetry() {
+    let r = relay(42500, 42599);
+    let (nat, callee) = (peer("127.0.0.1"), peer("127.0.0.1"));
+    let mut s = r.session(sides("v4", "v4", false)).expect("session");
+    let mut sdp = offered(&nat);
+    sdp.rtp = Some("127.0.0.1:9".parse().expect("addr"));
+    sdp.sends_first = true;
+    let to_b = s.update(0, &[sdp]).adverts[0].expect("relayed");
+    let to_a = s.update(1, &[offered(&callee)]).adverts[0].expect("relayed");
+    nat.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
+    assert_eq!(recv(&callee).0, rtp(1));
+    callee.send_to(&rtp(2), (to_b.addr, to_b.port)).expect("send");
+    assert_eq!(recv(&nat).0, rtp(2));
 }

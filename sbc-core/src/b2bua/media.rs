@@ -113,6 +113,7 @@ fn offered(d: &MediaDesc) -> Offered {
         rtcp,
         held: d.held(),
         dtmf_payload_type: d.telephone_event,
+        sends_first: d.sends_first,
     }
 }
 

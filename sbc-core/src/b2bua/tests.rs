@@ -1351,9 +1351,9 @@ fn p_msgflags_forces_symmetric_rtp_as_sems_reads_it() {
             .unwrap()
     };
     // SEMS reads the hex digits least significant first: bit value 2 is in the first digit.
-    assert!(super::media::msgflags_symmetric(&m("2")));
-    assert!(super::media::msgflags_symmetric(&m("30")));
-    assert!(!super::media::msgflags_symmetric(&m("1")));
-    assert!(!super::media::msgflags_symmetric(&m("02")));
-    assert!(!super::media::msgflags_symmetric(&m("zz")));
+    assert!(media::msgflags_symmetric(&m("2")));
+    assert!(media::msgflags_symmetric(&m("30")));
+    assert!(!media::msgflags_symmetric(&m("1")));
+    assert!(!media::msgflags_symmetric(&m("02")));
+    assert!(!media::msgflags_symmetric(&m("zz")));
 }

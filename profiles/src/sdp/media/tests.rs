@@ -88,3 +88,10 @@ fn a_line_that_only_looks_like_an_m_line_does_not_shift_the_streams() {
     let again = describe(&out).expect("sdp");
     assert_eq!(again.iter().map(|m| m.port).collect::<Vec<_>>(), vec![20000, 20002]);
 }
+
+#[test]
+fn direction_active_means_the_sender_latches() {
+    let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\na=direction:active\r\nm=audio 4002 RTP/AVP 0\r\n";
+    let d = describe(sdp.as_bytes()).expect("sdp");
+    assert!(d[0].sends_first && !d[1].sends_first);
+}
