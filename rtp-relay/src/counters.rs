@@ -15,7 +15,7 @@ pub enum DropReason {
     DtmfFiltered = 2,
     /// The kernel refused to send (buffer full, unreachable).
     SendError = 3,
-    /// Too short to be RTP/RTCP (fewer than the 12 bytes of an RTP header's fixed part).
+    /// Too short to be RTP/RTCP (fewer than 4 bytes: not even an RTCP header).
     Malformed = 4,
 }
 

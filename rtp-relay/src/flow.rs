@@ -75,16 +75,14 @@ impl StreamFlows {
     }
 
     /// A new offer or answer: new SDP addresses, and a fresh latching window on every endpoint
-    /// whose address changed (the peer may now send from somewhere else).
+    /// of both sides (a peer may now send from somewhere else, and a source latched before the
+    /// answer, when the real peer could not send yet, must not keep the stream).
     pub fn update(&mut self, spec: StreamSpec, now_ms: u64) {
         for side in 0..2 {
             for comp in [RTP, RTCP] {
                 let e = &mut self.ends[side][comp];
-                let new = spec.remotes[side].addr[comp];
-                if new != e.sdp || spec.remotes[side].symmetric != self.spec.remotes[side].symmetric {
-                    e.sdp = new;
-                    e.open_until_ms = now_ms.saturating_add(self.latch_window_ms);
-                }
+                e.sdp = spec.remotes[side].addr[comp];
+                e.open_until_ms = now_ms.saturating_add(self.latch_window_ms);
             }
         }
         self.spec = spec;
@@ -94,7 +92,13 @@ impl StreamFlows {
     pub fn target(&self, side: usize, comp: usize) -> Option<SocketAddr> {
         let e = &self.ends[side][comp];
         if self.spec.remotes[side].symmetric {
-            e.latched.or(e.sdp)
+            // RTCP of a NAT-ed peer that has sent RTP but no RTCP yet: its public address, the
+            // port after RTP (its SDP's RTCP address is private).
+            let from_rtp = || {
+                let rtp = self.ends[side][RTP].latched.filter(|_| comp == RTCP)?;
+                Some(SocketAddr::new(rtp.ip(), rtp.port().checked_add(1)?))
+            };
+            e.latched.or_else(from_rtp).or(e.sdp)
         } else {
             e.sdp
         }

@@ -134,6 +134,10 @@ pub struct Advert {
     pub port: u16,
 }
 
+/// Streams (m-lines) relayed per call; further ones are rejected, so one SDP cannot take a
+/// pool's ports.
+pub const MAX_STREAMS: usize = 16;
+
 #[derive(Debug)]
 struct Stream {
     id: StreamId,
@@ -141,6 +145,8 @@ struct Stream {
     spec: StreamSpec,
     counters: Arc<StreamCounters>,
     held: [bool; 2],
+    /// The telephone-event payload type each side's SDP names.
+    dtmf_pt: [Option<u8>; 2],
 }
 
 /// What [`Session::update`] did with an SDP.
@@ -179,12 +185,16 @@ impl Session {
     pub fn update(&mut self, from: usize, media: &[Offered]) -> Anchoring {
         let from = from.min(1);
         let to = 1 - from;
-        if self.streams.len() < media.len() {
-            self.streams.resize_with(media.len(), || None);
+        if self.streams.len() < media.len().min(MAX_STREAMS) {
+            self.streams.resize_with(media.len().min(MAX_STREAMS), || None);
         }
         let mut out = Vec::with_capacity(media.len());
         let mut failure = None;
         for (i, m) in media.iter().enumerate() {
+            if i >= MAX_STREAMS {
+                out.push(None);
+                continue;
+            }
             if m.rejected || !m.relayable {
                 if let Some(s) = self.streams[i].take() {
                     self.close(s);
@@ -195,22 +205,31 @@ impl Session {
             let remote = RemoteSpec {
                 addr: [m.rtp, m.rtcp.or_else(|| m.rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))],
                 symmetric: self.sides[from].symmetric || m.sends_first,
-                drop_payload_type: m.dtmf_payload_type.filter(|_| self.sides[from].dtmf_filtering),
+                drop_payload_type: None,
             };
+            let filtering = [self.sides[0].dtmf_filtering, self.sides[1].dtmf_filtering];
             match self.streams[i].as_mut() {
                 Some(s) => {
                     s.held[from] = m.held;
-                    if s.spec.remotes[from] != remote {
-                        s.spec.remotes[from] = remote;
+                    s.dtmf_pt[from] = m.dtmf_payload_type;
+                    let mut spec = s.spec;
+                    spec.remotes[from] = remote;
+                    set_dtmf_drops(&mut spec, s.dtmf_pt, filtering);
+                    if spec != s.spec {
+                        s.spec = spec;
                         self.relay.forwarder.update(s.id, s.spec);
                     }
                 }
                 None => {
                     let mut spec = StreamSpec::default();
                     spec.remotes[from] = remote;
+                    let mut dtmf_pt = [None; 2];
+                    dtmf_pt[from] = m.dtmf_payload_type;
+                    set_dtmf_drops(&mut spec, dtmf_pt, filtering);
                     match self.open(spec) {
                         Ok(mut s) => {
                             s.held[from] = m.held;
+                            s.dtmf_pt = dtmf_pt;
                             self.streams[i] = Some(s);
                         }
                         Err(e) => {
@@ -250,7 +269,7 @@ impl Session {
         if let Err(e) = self.relay.forwarder.add(NewStream { id, sockets, spec, counters: counters.clone() }) {
             return Err(fail(e.into()));
         }
-        Ok(Stream { id, ports, spec, counters, held: [false; 2] })
+        Ok(Stream { id, ports, spec, counters, held: [false; 2], dtmf_pt: [None; 2] })
     }
 
     /// The forwarder closes the sockets and drops their leases: the ports go back then.
@@ -282,6 +301,14 @@ impl Session {
 
     pub fn open_streams(&self) -> usize {
         self.streams.iter().flatten().count()
+    }
+}
+
+/// A sender uses the payload numbers of the SDP it received (RFC 3264 §5.1), so events from a
+/// side carry the other side's telephone-event number (its own until that is known).
+fn set_dtmf_drops(spec: &mut StreamSpec, dtmf_pt: [Option<u8>; 2], filtering: [bool; 2]) {
+    for side in 0..2 {
+        spec.remotes[side].drop_payload_type = dtmf_pt[1 - side].or(dtmf_pt[side]).filter(|_| filtering[side]);
     }
 }
 

@@ -535,8 +535,8 @@ fn media_config(m: &FileMedia) -> Result<MediaConfig, String> {
         advertise: ip("advertise", &m.advertise)?,
         ..MediaConfig::default()
     };
-    if c.address.is_some_and(|a| a.is_unspecified()) && c.advertise.is_none() {
-        return Err("a wildcard address needs `advertise` (SDP must name a real address)".into());
+    if c.address.is_some_and(|a| a.is_unspecified()) {
+        return Err("address must be a concrete IP (the relay sends from it; SDP names it or `advertise`)".into());
     }
     if let Some(r) = &m.ports {
         let (lo, hi) = r.split_once('-').ok_or_else(|| format!("ports '{r}' is not low-high"))?;

@@ -102,6 +102,51 @@ pub fn describe(body: &[u8]) -> Option<Vec<MediaDesc>> {
     Some(out)
 }
 
+/// Where the SDP is in a body: all of it, or the `application/sdp` part of a multipart body
+/// (SIP-I carries ISUP beside the SDP). `None`: no SDP found.
+pub fn sdp_range(body: &[u8]) -> Option<std::ops::Range<usize>> {
+    if body.starts_with(b"v=") {
+        return Some(0..body.len());
+    }
+    let first_eol = body.iter().position(|&b| b == b'\n')?;
+    let boundary = body.get(2..first_eol)?.strip_suffix(b"\r").unwrap_or(body.get(2..first_eol)?);
+    if !body.starts_with(b"--") || boundary.is_empty() {
+        return None;
+    }
+    let mut delim = b"\n--".to_vec();
+    delim.extend_from_slice(boundary);
+    let mut start = first_eol + 1;
+    loop {
+        let rest = body.get(start..)?;
+        let end = start + find(rest, &delim)?;
+        let part = &body[start..end];
+        let (head_len, sep) =
+            find(part, b"\r\n\r\n").map(|i| (i, 4)).or_else(|| find(part, b"\n\n").map(|i| (i, 2)))?;
+        let is_sdp = String::from_utf8_lossy(&part[..head_len]).lines().any(|l| {
+            l.split_once(':').is_some_and(|(n, v)| {
+                n.trim().eq_ignore_ascii_case("content-type")
+                    && v.trim().to_ascii_lowercase().starts_with("application/sdp")
+            })
+        });
+        if is_sdp {
+            let from = start + head_len + sep;
+            // The line end before the delimiter belongs to it (RFC 2046 §5.1.1).
+            let to = if end > from && body[end - 1] == b'\r' { end - 1 } else { end };
+            return (from <= to).then_some(from..to);
+        }
+        start = end + delim.len();
+        let after = body.get(start..)?;
+        if after.starts_with(b"--") {
+            return None;
+        }
+        start += after.iter().position(|&b| b == b'\n')? + 1;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 /// `IN IP4 192.0.2.1` → (address, is zero). A multicast TTL suffix (`/127`) is ignored.
 fn parse_conn(v: &str) -> (Option<IpAddr>, bool) {
     let addr = v.split_whitespace().nth(2).and_then(|a| a.split('/').next()).and_then(|a| a.parse::<IpAddr>().ok());

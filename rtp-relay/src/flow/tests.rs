@@ -95,3 +95,25 @@ fn runts_are_dropped() {
     let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), false, false), 2000, 0);
     assert_eq!(f.on_packet(0, RTP, addr("10.0.0.1:4000"), &[0x80], 1).verdict, Verdict::Drop(DropReason::Malformed));
 }
+
+#[test]
+fn a_source_latched_before_the_answer_does_not_keep_the_stream() {
+    // Ringing: only A's offer is known; a stranger sprays A's port and latches it.
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), None, true, false), 2000, 0);
+    f.on_packet(0, RTP, addr("203.0.113.66:9999"), &PKT, 100);
+    // The answer arrives 30 s later and re-opens both sides' windows: the real caller, behind
+    // NAT, takes the stream back when it starts sending.
+    f.update(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), true, false), 30_000);
+    let real = f.on_packet(0, RTP, addr("198.51.100.7:30000"), &PKT, 30_500);
+    assert!(real.latched);
+    assert_eq!(f.target(0, RTP), Some(addr("198.51.100.7:30000")));
+}
+
+#[test]
+fn rtcp_to_a_natted_side_follows_its_latched_rtp_until_it_sends_rtcp() {
+    let mut f = StreamFlows::new(spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), true, false), 2000, 0);
+    f.on_packet(0, RTP, addr("198.51.100.7:30000"), &PKT, 5);
+    assert_eq!(f.target(0, RTCP), Some(addr("198.51.100.7:30001")));
+    f.on_packet(0, RTCP, addr("198.51.100.7:30555"), &PKT, 6);
+    assert_eq!(f.target(0, RTCP), Some(addr("198.51.100.7:30555")));
+}

@@ -177,3 +177,26 @@ fn a_side_announcing_direction_active_is_latched_without_forced_symmetry() {
     callee.send_to(&rtp(2), (to_b.addr, to_b.port)).expect("send");
     assert_eq!(recv(&nat).0, rtp(2));
 }
+
+#[test]
+fn one_sdp_cannot_take_more_than_the_stream_cap() {
+    let r = relay(42600, 42799);
+    let caller = peer("127.0.0.1");
+    let mut s = r.session(sides("v4", "v4", false)).expect("session");
+    let many = vec![offered(&caller); MAX_STREAMS + 5];
+    let result = s.update(0, &many);
+    assert_eq!(result.adverts.iter().filter(|a| a.is_some()).count(), MAX_STREAMS);
+    assert!(result.adverts[MAX_STREAMS..].iter().all(Option::is_none));
+    assert_eq!(r.stats().ports_in_use, 2 * MAX_STREAMS as u64);
+}
+
+#[test]
+fn dtmf_filtering_drops_the_receivers_event_number() {
+    let mut spec = StreamSpec::default();
+    set_dtmf_drops(&mut spec, [Some(101), Some(96)], [true, false]);
+    // A sends with B's numbering (96); B is not filtered.
+    assert_eq!(spec.remotes[0].drop_payload_type, Some(96));
+    assert_eq!(spec.remotes[1].drop_payload_type, None);
+    set_dtmf_drops(&mut spec, [Some(101), None], [true, true]);
+    assert_eq!(spec.remotes[0].drop_payload_type, Some(101), "until B's SDP is known");
+}

@@ -244,7 +244,12 @@ impl Worker {
             c.drops[k].fetch_add(d, Relaxed);
             w.drops[k].fetch_add(d, Relaxed);
         }
-        c.last_rx_ms.store(now, Relaxed);
+        // Only packets from an accepted source are media activity: a stranger spraying the
+        // port must not keep a dead call alive.
+        let rejected = drops[DropReason::ForeignSource as usize] + drops[DropReason::Malformed as usize];
+        if total > rejected {
+            c.last_rx_ms.store(now, Relaxed);
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use profiles::sdp::media::{anchor as anchor_sdp, describe, MediaDesc};
+use profiles::sdp::media::{anchor as anchor_sdp, describe, sdp_range, MediaDesc};
 use profiles::sdp::NothingLeft;
 use rtp_relay::{Offered, Relay, RelayError, Session, SideOptions};
 
@@ -89,14 +89,23 @@ fn anchor_body<'b>(session: &mut Session, towards: Side, body: Cow<'b, [u8]>) ->
     }
 }
 
-/// The rewritten body (`None`: not SDP) and, when nothing could be anchored, why.
-fn anchor(session: &mut Session, towards: Side, body: &[u8]) -> (Option<Vec<u8>>, Option<RelayError>) {
+/// The rewritten body (`None`: no SDP in it) and, when nothing could be anchored, why. SDP in
+/// a multipart body is anchored in place; the other parts stay byte for byte.
+fn anchor(session: &mut Session, towards: Side, whole: &[u8]) -> (Option<Vec<u8>>, Option<RelayError>) {
+    let Some(range) = sdp_range(whole) else { return (None, None) };
+    let body = &whole[range.clone()];
     let Some(streams) = describe(body) else { return (None, None) };
     let offered: Vec<Offered> = streams.iter().map(offered).collect();
     let result = session.update(towards.other().idx(), &offered);
     let failure = if result.nothing_anchored() { result.failure } else { None };
     let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.map(|a| a.port)).collect();
-    let rewritten = session.advertised(towards.idx()).and_then(|ours| anchor_sdp(body, ours, &ports));
+    let rewritten = session.advertised(towards.idx()).and_then(|ours| anchor_sdp(body, ours, &ports)).map(|sdp| {
+        let mut out = Vec::with_capacity(whole.len() + 64);
+        out.extend_from_slice(&whole[..range.start]);
+        out.extend_from_slice(&sdp);
+        out.extend_from_slice(&whole[range.end..]);
+        out
+    });
     (rewritten, failure)
 }
 
@@ -154,7 +163,7 @@ impl Engine {
     pub(super) fn first_media_check(&self, now: Instant) -> Option<Instant> {
         let rt = self.cfg.media.as_ref()?;
         let shortest = [rt.timeout, rt.hold_timeout].into_iter().filter(|d| !d.is_zero()).min()?;
-        Some(now + shortest)
+        now.checked_add(shortest)
     }
 
     /// The media check of call `h` is due: tear it down if silent for too long, else look again
@@ -164,11 +173,17 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else { return };
         call.media_check = None;
         let Some(session) = call.media.as_ref() else { return };
+        if session.open_streams() == 0 {
+            // Nothing relayed (every stream rejected, or over TCP): nothing to time; a later
+            // offer may add a stream.
+            call.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
+            return;
+        }
         let since = [call.answered, session.last_activity()].into_iter().flatten().max().unwrap_or(now);
         let limit = if session.on_hold() { rt.hold_timeout } else { rt.timeout };
         if limit.is_zero() {
             // Not timed in this state; the state may change (hold ↔ active).
-            call.media_check = Some(now + rt.timeout.max(rt.hold_timeout));
+            call.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
             return;
         }
         if now.saturating_duration_since(since) >= limit {
@@ -178,6 +193,6 @@ impl Engine {
             self.tear_down(now, h, 200, "media_timeout");
             return;
         }
-        call.media_check = Some((since + limit).max(now + Duration::from_secs(1)));
+        call.media_check = since.checked_add(limit).map(|at| at.max(now + Duration::from_secs(1)));
     }
 }

@@ -1357,3 +1357,40 @@ fn p_msgflags_forces_symmetric_rtp_as_sems_reads_it() {
     assert!(!media::msgflags_symmetric(&m("02")));
     assert!(!media::msgflags_symmetric(&m("zz")));
 }
+
+#[test]
+fn sdp_inside_a_multipart_body_is_anchored_and_the_other_parts_kept() {
+    let (mut h, _relay) = with_relay((43300, 43399));
+    let body = "--b1\r\nContent-Type: application/isup;version=itu-t92+\r\n\r\nISUP-BYTES\r\n--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n\r\n--b1--\r\n";
+    let inv = invite("media-5@alice", "")
+        .replace("Content-Type: application/sdp\n", "Content-Type: multipart/mixed;boundary=b1\n");
+    let (head, _) = inv.split_once("Content-Length:").unwrap();
+    let msg = Message::parse(Bytes::from(format!(
+        "{}Content-Length: {}\r\n\r\n{body}",
+        head.replace('\n', "\r\n"),
+        body.len()
+    )))
+    .unwrap();
+    let src = Source { transport: Transport::Udp, local: 0, remote: addr(ALICE), conn: None };
+    h.engine.handle_message(h.now, msg, src);
+    let b_inv = one(&h.drain(), BOB);
+    let out = String::from_utf8_lossy(b_inv.body()).to_string();
+    assert!(out.contains("ISUP-BYTES") && out.contains("c=IN IP4 192.0.2.99\r\n"), "{out}");
+    assert!(!out.contains("m=audio 6000 "), "{out}");
+    assert!(out.ends_with("\r\n--b1--\r\n"));
+}
+
+#[test]
+fn a_call_with_nothing_relayed_is_not_timed_out() {
+    let (mut h, _relay) = with_relay((43400, 43499));
+    let msrp = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=message 7394 TCP/MSRP *\n";
+    let out = h.send(ALICE, &invite_sdp("media-6@alice", "", msrp));
+    let b_inv = one(&out, BOB);
+    assert!(String::from_utf8_lossy(b_inv.body()).contains("m=message 0 TCP/MSRP"), "TCP media is rejected");
+    let out = h.send(BOB, &with_sdp(response_to(&b_inv, 200, "bt", ""), &msrp.replace("7394", "0")));
+    let ok = one(&out, ALICE);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "media-6@alice", 10, ""));
+    assert!(!h.advance(Duration::from_secs(300)).iter().any(|s| s.msg.method() == Some(Method::Bye)));
+    assert_eq!(h.engine.active_calls(), 1);
+}

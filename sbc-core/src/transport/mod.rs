@@ -335,8 +335,9 @@ fn start_relay(cfg: &Config) -> Result<Arc<rtp_relay::Relay>, StartError> {
             tracing::warn!(interface = %i.name, "no media address: calls relayed on it will fail");
             continue;
         };
-        if bind.is_unspecified() && i.media.advertise.is_none() {
-            tracing::warn!(interface = %i.name, "media bound to a wildcard address with no advertise: not relayed");
+        if bind.is_unspecified() {
+            // Listening on 0.0.0.0 says nothing about where RTP should be: name it.
+            tracing::warn!(interface = %i.name, "listens on a wildcard address and has no media.address: not relayed");
             continue;
         }
         interfaces.push(rtp_relay::MediaInterface {

@@ -95,3 +95,17 @@ fn direction_active_means_the_sender_latches() {
     let d = describe(sdp.as_bytes()).expect("sdp");
     assert!(d[0].sends_first && !d[1].sends_first);
 }
+
+#[test]
+fn the_sdp_part_of_a_multipart_body_is_found() {
+    let sdp = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8\r\n";
+    let body = format!(
+        "--b1\r\nContent-Type: application/isup;version=itu-t92+\r\n\r\n\x01\x02\r\n--b1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b1--\r\n"
+    );
+    let r = sdp_range(body.as_bytes()).expect("found");
+    assert_eq!(&body[r], sdp);
+    assert_eq!(sdp_range(sdp.as_bytes()), Some(0..sdp.len()));
+    assert_eq!(sdp_range(b"--b1\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b1--\r\n"), None);
+    assert_eq!(sdp_range(b"--b1\r\nContent-Type: application/sdp"), None);
+    assert_eq!(sdp_range(b"garbage"), None);
+}
