@@ -1,0 +1,81 @@
+//! The management plane: a REST API (JSON in and out) and Prometheus `/metrics`, over the
+//! [`Control`] trait this crate defines and `sbc-core` implements. It knows nothing of the
+//! core's internals; the core knows nothing of HTTP.
+//!
+//! Every route but `/health` and `/metrics` needs `Authorization: Bearer <token>` when a
+//! token is configured. The OpenAPI document is generated from the handlers (`/openapi.json`).
+
+mod model;
+mod routes;
+
+use std::future::Future;
+
+pub use model::*;
+pub use routes::{router, ApiDoc};
+
+/// An error for the caller: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self { status: 400, message: m.into() }
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self { status: 404, message: m.into() }
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self { status: 409, message: m.into() }
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self { status: 500, message: m.into() }
+    }
+}
+
+/// What the API can ask of the SBC. Changes are validated before anything is published: an
+/// error leaves the running configuration as it was.
+pub trait Control: Send + Sync + 'static {
+    fn profiles(&self) -> Vec<ProfileInfo>;
+    /// Loads (or replaces) profile `name` from a SEMS profile file.
+    fn load_profile(&self, name: &str, file: &str) -> Result<ProfileInfo, ApiError>;
+    /// Reads profile `name` again from its file.
+    fn reload_profile(&self, name: &str) -> Result<ProfileInfo, ApiError>;
+    /// Reloads profiles, maps and the chain from the configuration file (as SIGHUP does).
+    fn reload_all(&self) -> Result<Changed, ApiError>;
+    fn active_profile(&self) -> ActiveProfile;
+    fn set_active_profile(&self, chain: &str) -> Result<Changed, ApiError>;
+    fn regex_maps(&self) -> Vec<RegexMapInfo>;
+    fn set_regex_map(&self, name: &str, body: MapBody) -> Result<RegexMapInfo, ApiError>;
+    fn calls(&self) -> impl Future<Output = Vec<CallInfo>> + Send;
+    /// Ends a call: BYE on both legs (CANCEL/error while it rings), call control told.
+    fn teardown(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
+    fn call_control(&self) -> CallControlInfo;
+    fn load_call_control_modules(&self, modules: &[String]) -> Result<CallControlInfo, ApiError>;
+    fn explain(&self, req: &ExplainRequest) -> Result<ExplainResult, ApiError>;
+    fn health(&self) -> Health;
+    /// Counters as JSON (the same numbers as `/metrics`).
+    fn stats(&self) -> serde_json::Value;
+    /// The Prometheus text exposition.
+    fn metrics(&self) -> String;
+}
+
+/// How the API is served.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `Authorization: Bearer` value required on every route but `/health` and `/metrics`.
+    pub token: Option<String>,
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve<C: Control>(listener: tokio::net::TcpListener, control: std::sync::Arc<C>, cfg: ApiConfig) {
+    let app = router(control, cfg);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests;

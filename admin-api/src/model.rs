@@ -1,0 +1,141 @@
+//! What the API speaks: JSON bodies in and out, described for the OpenAPI document.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A loaded profile.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ProfileInfo {
+    pub name: String,
+    /// The file it was read from (or the configuration file, for inline profiles).
+    pub file: String,
+    /// MD5 of the file, for profiles read from a file of their own.
+    pub md5: Option<String>,
+    /// When this version of it was loaded (seconds since the Unix epoch).
+    pub loaded_at: u64,
+    /// Options it sets that this version does not apply, with why.
+    pub not_applied: Vec<String>,
+}
+
+/// `POST /profiles/{name}`: where to read it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoadProfile {
+    /// A SEMS `*.sbcprofile.conf` file, readable by sbcd.
+    pub file: String,
+}
+
+/// The `active_profile` chain.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ActiveProfile {
+    /// Comma-separated rules, as in the configuration (`$(ruri.user),transparent`).
+    pub chain: String,
+}
+
+/// A regex map and its rules.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct RegexMapInfo {
+    pub name: String,
+    pub rules: Vec<MapRule>,
+    /// The file it was read from, if any.
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct MapRule {
+    pub regex: String,
+    pub value: String,
+}
+
+/// `PUT /regex-maps/{name}`: the map as SEMS file text, or as rules.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MapBody {
+    /// SEMS map file format: one `regex=>value` per line, `#` comments.
+    pub text: Option<String>,
+    pub rules: Option<Vec<MapRule>>,
+}
+
+/// A call (or a subscription dialog pair).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct CallInfo {
+    /// Stable for the call's life: `<shard>-<number>`.
+    pub id: String,
+    pub profile: String,
+    /// `early`, `connected` or `ending`.
+    pub state: String,
+    /// `call` or `subscription`.
+    pub kind: String,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+    pub connected_at: Option<u64>,
+    /// A leg first, then B.
+    pub legs: Vec<LegInfo>,
+    /// Relayed media streams (0 when the profile does not relay).
+    pub media_streams: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct LegInfo {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: Option<String>,
+    /// The peer's identity (From for the A leg, To for the B leg).
+    pub remote_party: String,
+    pub remote_target: String,
+}
+
+/// Call-control modules built in and the instances profiles use.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct CallControlInfo {
+    pub modules: Vec<String>,
+    pub instances: Vec<CcInstanceInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct CcInstanceInfo {
+    pub profile: String,
+    pub name: String,
+    pub module: String,
+}
+
+/// `POST /call-control/modules`: modules to make available.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LoadModules {
+    pub modules: Vec<String>,
+}
+
+/// `POST /explain`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExplainRequest {
+    /// The SIP request, as text (LF or CRLF line ends).
+    pub request: String,
+    /// Where it comes from (`ip:port`; default 127.0.0.1:5060).
+    pub source: Option<String>,
+    /// `udp` (default) or `tcp`.
+    pub transport: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExplainResult {
+    pub text: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Health {
+    /// `ready` or `draining`.
+    pub status: String,
+    pub calls: usize,
+}
+
+/// The result of a change: what is published now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Changed {
+    /// The configuration generation now running (counts publications).
+    pub generation: u64,
+}
+
+/// Every error: an HTTP status and a message saying what is wrong.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+}

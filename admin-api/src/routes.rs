@@ -1,0 +1,225 @@
+//! The routes, their documentation and the bearer-token check.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use crate::model::*;
+use crate::{ApiConfig, ApiError, Control};
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(ErrorBody { error: self.message })).into_response()
+    }
+}
+
+struct AppState<C> {
+    control: Arc<C>,
+    token: Option<Arc<str>>,
+}
+
+impl<C> Clone for AppState<C> {
+    fn clone(&self) -> Self {
+        Self { control: self.control.clone(), token: self.token.clone() }
+    }
+}
+
+type Res<T> = Result<Json<T>, ApiError>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "sbcd admin API", description = "Profiles, regex maps, calls, call control and health of a running sbcd."),
+    paths(
+        list_profiles, load_profile, reload_profile, reload_profiles, get_active_profile, set_active_profile,
+        list_regex_maps, set_regex_map, list_calls, get_call, teardown_call, get_call_control,
+        load_call_control_modules, explain, health, stats, metrics
+    ),
+    components(schemas(
+        ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo,
+        CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, Changed, ErrorBody
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// All routes. `/health`, `/metrics` and `/openapi.json` are open; the rest need the token.
+pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
+    let state = AppState { control, token: cfg.token.map(Arc::from) };
+    let protected = Router::new()
+        .route("/profiles", get(list_profiles::<C>))
+        .route("/profiles/reload", post(reload_profiles::<C>))
+        .route("/profiles/{name}", post(load_profile::<C>))
+        .route("/profiles/{name}/reload", post(reload_profile::<C>))
+        .route("/active-profile", get(get_active_profile::<C>).put(set_active_profile::<C>))
+        .route("/regex-maps", get(list_regex_maps::<C>))
+        .route("/regex-maps/{name}", axum::routing::put(set_regex_map::<C>))
+        .route("/calls", get(list_calls::<C>))
+        .route("/calls/{id}", get(get_call::<C>))
+        .route("/calls/{id}", delete(teardown_call::<C>))
+        .route("/call-control", get(get_call_control::<C>))
+        .route("/call-control/modules", post(load_call_control_modules::<C>))
+        .route("/explain", post(explain::<C>))
+        .route("/stats", get(stats::<C>))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token::<C>));
+    Router::new()
+        .route("/health", get(health::<C>))
+        .route("/metrics", get(metrics::<C>))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn require_token<C: Control>(State(s): State<AppState<C>>, req: Request, next: Next) -> Response {
+    let Some(token) = s.token.as_deref() else { return next.run(req).await };
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(ErrorBody { error: "missing or wrong bearer token".into() }),
+        )
+            .into_response()
+    }
+}
+
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[utoipa::path(get, path = "/profiles", responses((status = 200, body = [ProfileInfo])), security(("bearer" = [])))]
+async fn list_profiles<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<ProfileInfo>> {
+    Json(s.control.profiles())
+}
+
+#[utoipa::path(post, path = "/profiles/{name}", request_body = LoadProfile,
+    responses((status = 200, body = ProfileInfo), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn load_profile<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(name): Path<String>,
+    Json(b): Json<LoadProfile>,
+) -> Res<ProfileInfo> {
+    s.control.load_profile(&name, &b.file).map(Json)
+}
+
+#[utoipa::path(post, path = "/profiles/{name}/reload",
+    responses((status = 200, body = ProfileInfo), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn reload_profile<C: Control>(State(s): State<AppState<C>>, Path(name): Path<String>) -> Res<ProfileInfo> {
+    s.control.reload_profile(&name).map(Json)
+}
+
+#[utoipa::path(post, path = "/profiles/reload", responses((status = 200, body = Changed), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn reload_profiles<C: Control>(State(s): State<AppState<C>>) -> Res<Changed> {
+    s.control.reload_all().map(Json)
+}
+
+#[utoipa::path(get, path = "/active-profile", responses((status = 200, body = ActiveProfile)), security(("bearer" = [])))]
+async fn get_active_profile<C: Control>(State(s): State<AppState<C>>) -> Json<ActiveProfile> {
+    Json(s.control.active_profile())
+}
+
+#[utoipa::path(put, path = "/active-profile", request_body = ActiveProfile,
+    responses((status = 200, body = Changed), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn set_active_profile<C: Control>(State(s): State<AppState<C>>, Json(b): Json<ActiveProfile>) -> Res<Changed> {
+    s.control.set_active_profile(&b.chain).map(Json)
+}
+
+#[utoipa::path(get, path = "/regex-maps", responses((status = 200, body = [RegexMapInfo])), security(("bearer" = [])))]
+async fn list_regex_maps<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<RegexMapInfo>> {
+    Json(s.control.regex_maps())
+}
+
+#[utoipa::path(put, path = "/regex-maps/{name}", request_body = MapBody,
+    responses((status = 200, body = RegexMapInfo), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn set_regex_map<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(name): Path<String>,
+    Json(b): Json<MapBody>,
+) -> Res<RegexMapInfo> {
+    s.control.set_regex_map(&name, b).map(Json)
+}
+
+#[utoipa::path(get, path = "/calls", responses((status = 200, body = [CallInfo])), security(("bearer" = [])))]
+async fn list_calls<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<CallInfo>> {
+    Json(s.control.calls().await)
+}
+
+#[utoipa::path(get, path = "/calls/{id}", responses((status = 200, body = CallInfo), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_call<C: Control>(State(s): State<AppState<C>>, Path(id): Path<String>) -> Res<CallInfo> {
+    s.control
+        .calls()
+        .await
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no call {id}")))
+}
+
+#[utoipa::path(delete, path = "/calls/{id}", responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn teardown_call<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.control.teardown(&id).await.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/call-control", responses((status = 200, body = CallControlInfo)), security(("bearer" = [])))]
+async fn get_call_control<C: Control>(State(s): State<AppState<C>>) -> Json<CallControlInfo> {
+    Json(s.control.call_control())
+}
+
+#[utoipa::path(post, path = "/call-control/modules", request_body = LoadModules,
+    responses((status = 200, body = CallControlInfo), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn load_call_control_modules<C: Control>(
+    State(s): State<AppState<C>>,
+    Json(b): Json<LoadModules>,
+) -> Res<CallControlInfo> {
+    s.control.load_call_control_modules(&b.modules).map(Json)
+}
+
+#[utoipa::path(post, path = "/explain", request_body = ExplainRequest,
+    responses((status = 200, body = ExplainResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn explain<C: Control>(State(s): State<AppState<C>>, Json(b): Json<ExplainRequest>) -> Res<ExplainResult> {
+    s.control.explain(&b).map(Json)
+}
+
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn health<C: Control>(State(s): State<AppState<C>>) -> (StatusCode, Json<Health>) {
+    let h = s.control.health();
+    let code = if h.status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(h))
+}
+
+#[utoipa::path(get, path = "/stats", responses((status = 200, body = Object)), security(("bearer" = [])))]
+async fn stats<C: Control>(State(s): State<AppState<C>>) -> Json<serde_json::Value> {
+    Json(s.control.stats())
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+async fn metrics<C: Control>(State(s): State<AppState<C>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.control.metrics()).into_response()
+}
