@@ -219,7 +219,8 @@ async fn stats<C: Control>(State(s): State<AppState<C>>) -> Json<serde_json::Val
     Json(s.control.stats())
 }
 
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text exposition (Prometheus reads it)", content_type = "application/openmetrics-text")))]
 async fn metrics<C: Control>(State(s): State<AppState<C>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.control.metrics()).into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.control.metrics())
+        .into_response()
 }

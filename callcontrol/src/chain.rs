@@ -25,6 +25,8 @@ impl std::fmt::Debug for Registry {
 pub struct StartOutcome {
     pub verdict: Verdict,
     pub effects: Effects,
+    /// The module whose verdict stopped the chain (for refusal metrics).
+    pub decided_by: Option<String>,
 }
 
 impl Registry {
@@ -103,11 +105,11 @@ impl Registry {
                 };
                 self.run_end(&chain[..i], call, &ended_now(times), &refused_end(code, phrase, cause));
                 started.store(0, Ordering::SeqCst);
-                return Ok(StartOutcome { verdict, effects });
+                return Ok(StartOutcome { verdict, effects, decided_by: Some(inst.module.clone()) });
             }
             started.store(i + 1, Ordering::SeqCst);
         }
-        Ok(StartOutcome { verdict: Verdict::Continue, effects })
+        Ok(StartOutcome { verdict: Verdict::Continue, effects, decided_by: None })
     }
 
     /// Runs `route` along the chain for an out-of-dialog request; the first verdict that is
@@ -118,10 +120,10 @@ impl Registry {
             let module = self.get(&inst.module).ok_or_else(|| CcError::new(&inst.module, "no such module"))?;
             let verdict = module.route(&Hook { instance: &inst.name, params: &inst.params, call }, &mut effects)?;
             if verdict != Verdict::Continue {
-                return Ok(StartOutcome { verdict, effects });
+                return Ok(StartOutcome { verdict, effects, decided_by: Some(inst.module.clone()) });
             }
         }
-        Ok(StartOutcome { verdict: Verdict::Continue, effects })
+        Ok(StartOutcome { verdict: Verdict::Continue, effects, decided_by: None })
     }
 
     pub fn run_event(&self, chain: &[CcInstance], call: &CallFacts, event: &crate::LegEvent) {

@@ -65,6 +65,11 @@ impl RegexMap {
         self.rules.len()
     }
 
+    /// The rules as written: (regex, value).
+    pub fn rules(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rules.iter().map(|(re, v)| (re.as_str(), v.as_str()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -3,6 +3,7 @@
 //! `sbcd` binary are the thin tokio driver around them. It never blocks the per-message path on
 //! I/O and never panics on network input.
 
+pub mod admin;
 pub mod b2bua;
 /// The configuration lives in the `profiles` crate (it owns the schema and the SEMS import).
 pub use profiles::config;

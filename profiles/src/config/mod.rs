@@ -39,6 +39,8 @@ struct FileConfig {
     call_control: FileCallControl,
     #[serde(default)]
     media: FileMediaSettings,
+    #[serde(default)]
+    admin: FileAdmin,
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
@@ -68,6 +70,21 @@ struct FileMedia {
     address: Option<String>,
     advertise: Option<String>,
     ports: Option<String>,
+}
+
+/// `admin:`: the REST API and /metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileAdmin {
+    listen: String,
+    token: Option<String>,
+    token_file: Option<String>,
+}
+
+impl Default for FileAdmin {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8090".into(), token: None, token_file: None }
+    }
 }
 
 /// `media:`: relay-wide settings.
@@ -292,6 +309,25 @@ impl InterfaceConfig {
     }
 }
 
+/// The management API (`admin:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `None`: no API (`listen: off`).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token every route but /health and /metrics requires.
+    pub token: Option<String>,
+}
+
+impl AdminSettings {
+    /// Parses an `--admin-listen` / `admin.listen` value: `ip:port` or `off`.
+    pub fn parse_listen(v: &str) -> Result<Option<SocketAddr>, String> {
+        match v.trim() {
+            "off" | "none" | "" => Ok(None),
+            a => a.parse().map(Some).map_err(|_| format!("'{a}' is not ip:port (or off)")),
+        }
+    }
+}
+
 /// Relay-wide media settings (`media:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSettings {
@@ -324,6 +360,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub call_control: CallControlSettings,
     pub media: MediaSettings,
+    pub admin: AdminSettings,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -478,6 +515,21 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
     if f.media.timeout_s > 0 && f.media.timeout_s < 5 {
         return Err(err(None, "media.timeout_s", "must be 0 (off) or at least 5 s".into()));
     }
+    let admin_listen = AdminSettings::parse_listen(&f.admin.listen).map_err(|m| err(None, "admin.listen", m))?;
+    let admin_token = match (&f.admin.token, &f.admin.token_file) {
+        (Some(_), Some(_)) => return Err(err(None, "admin.token_file", "give token or token_file, not both".into())),
+        (Some(t), None) => Some(t.trim().to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| err(None, "admin.token_file", format!("cannot read {path}: {e}")))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if admin_token.as_deref() == Some("") {
+        return Err(err(None, "admin.token", "is empty".into()));
+    }
     if f.limits.queue_depth == 0 {
         return Err(err(None, "limits.queue_depth", "must be at least 1".into()));
     }
@@ -519,6 +571,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             latch_window: Duration::from_millis(f.media.latch_window_ms),
             workers: f.media.workers,
         },
+        admin: AdminSettings { listen: admin_listen, token: admin_token },
         profiles: Snapshot::transparent(file, Vec::new()),
         warnings: Vec::new(),
     })

@@ -952,7 +952,13 @@ impl Engine {
             tracing::info!(code, reason, duration_ms, total_ms, "call ended");
         }
         self.stats.calls_ended += 1;
-        self.out.push_back(Output::Event(Event::CallEnded { call: h, code, reason }));
+        self.out.push_back(Output::Event(Event::CallEnded {
+            call: h,
+            code,
+            reason,
+            profile: call.rules.profile.name.clone(),
+            answered: call.answered.is_some(),
+        }));
         if call.cc.is_some() {
             let by = super::cc::ended_by(reason, call.bye_from);
             let answered = call.answered.is_some();

@@ -15,6 +15,7 @@ mod ids;
 mod invite;
 mod media;
 mod ood;
+mod overview;
 mod routing;
 mod txs;
 mod types;
@@ -38,6 +39,7 @@ pub use call::Side;
 pub use cc::{CcRequest, CcVerdict};
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
 pub use media::MediaRuntime;
+pub use overview::{CallOverview, LegOverview};
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
 use call::Call;
@@ -75,6 +77,9 @@ pub enum Event {
         call: u64,
         code: u16,
         reason: &'static str,
+        /// The profile the call ran with, and whether it was answered (for metrics).
+        profile: String,
+        answered: bool,
     },
     /// A message was dropped without reply.
     Dropped {
@@ -87,7 +92,7 @@ pub enum Event {
 }
 
 /// Counters of one engine, read by the driver.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EngineStats {
     pub requests: u64,
     pub responses: u64,
@@ -99,6 +104,10 @@ pub struct EngineStats {
     pub local_replies: u64,
     /// Calls ended because no RTP flowed for the media timeout.
     pub media_timeouts: u64,
+    /// Requests received, by method (index: [`Method::index`]).
+    pub requests_by_method: [u64; Method::COUNT],
+    /// Request retransmissions absorbed by a transaction, by method.
+    pub retransmissions_by_method: [u64; Method::COUNT],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -226,6 +235,7 @@ impl Engine {
     pub fn handle_message(&mut self, now: Instant, msg: Message, src: Source) {
         if msg.is_request() {
             self.stats.requests += 1;
+            self.stats.requests_by_method[msg.method().unwrap_or(Method::Other).index()] += 1;
             self.on_request(now, msg, src);
         } else {
             self.stats.responses += 1;

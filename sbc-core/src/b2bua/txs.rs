@@ -268,6 +268,7 @@ impl Engine {
     }
 
     pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, msg: &Message) {
+        self.stats.retransmissions_by_method[method.index()] += 1;
         if let Some(l) = self.lingering.get(&id) {
             self.stats.retransmissions_absorbed += 1;
             if let (Some(bytes), false) = (&l.resend, method == Method::Ack) {

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use callcontrol::Registry;
 use clap::{Parser, ValueEnum};
 use profiles::{Snapshot, Store};
+use sbc_core::admin::{reload_config, AdminControl, ReloadStats};
 use sbc_core::config::{Config, ListenAddr};
 use sbc_core::transport::Runtime;
 
@@ -32,6 +33,9 @@ struct Cli {
     /// Replaces the listen addresses of the first configured interface.
     #[arg(long, value_name = "TRANSPORT:IP:PORT", value_parser = parse_listen)]
     listen: Vec<ListenAddr>,
+    /// Where the admin API and /metrics listen (IP:PORT, or `off`); overrides `admin.listen`.
+    #[arg(long, value_name = "IP:PORT|off")]
+    admin_listen: Option<String>,
     /// Validate the configuration and exit (non-zero with file, line and key on error).
     #[arg(long)]
     check_config: bool,
@@ -190,6 +194,19 @@ fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
     callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::from_config(&cfg.call_control))
         .check(&cfg.profiles)?;
     cfg.override_listen(cli.listen.clone());
+    if let Some(a) = &cli.admin_listen {
+        cfg.admin.listen = sbc_core::config::AdminSettings::parse_listen(a)
+            .map_err(|m| sbc_core::config::ConfigError::new("--admin-listen", None, "admin-listen", m))?;
+    }
+    // The API can tear down calls and change routing: off loopback it must be protected.
+    if cfg.admin.listen.is_some_and(|a| !a.ip().is_loopback()) && cfg.admin.token.is_none() {
+        return Err(sbc_core::config::ConfigError::new(
+            &cfg.source,
+            None,
+            "admin.token",
+            "the admin API listens on a non-loopback address: set admin.token or admin.token_file",
+        ));
+    }
     Ok(cfg)
 }
 
@@ -219,13 +236,45 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     let registry = Arc::new(call_control_registry(&cfg)?);
     let store = Arc::new(Store::new(cfg.profiles.clone()));
     log_profiles(&store.load());
-    let runtime =
-        Runtime::start(&cfg, store.clone(), registry.clone(), shards, seed).await.context("starting transports")?;
+    let runtime = Arc::new(
+        Runtime::start(&cfg, store.clone(), registry.clone(), shards, seed).await.context("starting transports")?,
+    );
+    let reloads = Arc::new(ReloadStats::default());
+    let cfg = Arc::new(cfg);
+    if let Some(addr) = cfg.admin.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the admin API on {addr}"))?;
+        let control = Arc::new(AdminControl::new(
+            store.clone(),
+            registry.clone(),
+            runtime.clone(),
+            cfg.clone(),
+            config_path.clone(),
+            reloads.clone(),
+        ));
+        let api = admin_api::ApiConfig { token: cfg.admin.token.clone() };
+        tracing::info!(%addr, token = cfg.admin.token.is_some(), "admin API listening");
+        tokio::spawn(admin_api::serve(listener, control, api));
+    }
     tracing::info!(config = %cfg.source, shards, "sbcd started");
 
     while wait_for_signal().await == Signal::Reload {
         match &config_path {
-            Some(path) => reload(path, &cfg, &store, &registry),
+            Some(path) => {
+                let result = reload_config(path, &cfg, &store, &registry);
+                match &result {
+                    Ok(generation) => {
+                        tracing::info!(generation, "configuration reloaded");
+                        log_profiles(&store.load());
+                    }
+                    Err(e) => tracing::error!(
+                        generation = store.load().generation,
+                        "reload failed, configuration unchanged: {e}"
+                    ),
+                }
+                reloads.record(&result);
+            }
             None => tracing::warn!("SIGHUP: running on the embedded default configuration, nothing to reload"),
         }
     }
@@ -270,45 +319,6 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
         "sbcd stopped"
     );
     Ok(())
-}
-
-/// Reloads profiles, maps and the chain from the configuration file (SIGHUP). A file that
-/// does not load or validate leaves the running snapshot in place.
-fn reload(path: &std::path::Path, running: &Config, store: &Store, registry: &Registry) {
-    let fresh = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(generation = store.load().generation, "reload failed, configuration unchanged: {e}");
-            return;
-        }
-    };
-    for w in &fresh.warnings {
-        tracing::warn!("{w}");
-    }
-    if fresh.interface_names() != running.interface_names()
-        || fresh
-            .interfaces
-            .iter()
-            .map(|i| (&i.listen, &i.media))
-            .ne(running.interfaces.iter().map(|i| (&i.listen, &i.media)))
-        || fresh.media != running.media
-    {
-        tracing::warn!("reload: interfaces and listen addresses changed in the file; they apply after a restart");
-    }
-    // Profiles are checked against the interfaces that are running, not the file's new ones.
-    let mut snapshot = fresh.profiles;
-    snapshot.interfaces = running.interface_names();
-    if let Err(e) = registry.check(&snapshot) {
-        tracing::error!(generation = store.load().generation, "reload failed, configuration unchanged: {e}");
-        return;
-    }
-    match store.replace(snapshot) {
-        Ok(generation) => {
-            tracing::info!(generation, "configuration reloaded");
-            log_profiles(&store.load());
-        }
-        Err(e) => tracing::error!("reload failed, configuration unchanged: {e}"),
-    }
 }
 
 /// The built-in call-control modules with the configured settings.

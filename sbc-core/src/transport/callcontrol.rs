@@ -16,11 +16,22 @@ use super::ShardInput;
 use crate::b2bua::{CcRequest, CcVerdict};
 
 /// How hooks run, from the configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CcSettings {
     pub hook_timeout: Duration,
     pub failure_code: u16,
     pub failure_reason: String,
+    /// Calls and requests refused (or dropped) by call control, by module; failures (error,
+    /// panic, timeout) count under `failed`.
+    pub refusals: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl CcSettings {
+    fn count_refusal(&self, module: &str) {
+        if let Ok(mut m) = self.refusals.lock() {
+            *m.entry(module.to_string()).or_default() += 1;
+        }
+    }
 }
 
 enum CallEvent {
@@ -180,16 +191,24 @@ type HookResult = Result<Result<HookOutput, tokio::task::JoinError>, tokio::time
 
 /// The verdict for the engine from what a `start` or `route` chain did (or failed to do).
 fn verdict_of(result: HookResult, settings: &CcSettings, call: u64, phase: &'static str) -> CcVerdict {
-    let failed = || CcVerdict::Failed { code: settings.failure_code, reason: settings.failure_reason.clone() };
+    let failed = || {
+        settings.count_refusal("failed");
+        CcVerdict::Failed { code: settings.failure_code, reason: settings.failure_reason.clone() }
+    };
     match result {
-        Ok(Ok(Ok(outcome))) => match outcome.verdict {
-            Verdict::Continue => {
-                let e = outcome.effects;
-                CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
+        Ok(Ok(Ok(outcome))) => {
+            if outcome.verdict != Verdict::Continue {
+                settings.count_refusal(outcome.decided_by.as_deref().unwrap_or("unknown"));
             }
-            Verdict::Refuse { code, reason, headers } => CcVerdict::Refuse { code, reason, headers },
-            Verdict::Drop => CcVerdict::Drop,
-        },
+            match outcome.verdict {
+                Verdict::Continue => {
+                    let e = outcome.effects;
+                    CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
+                }
+                Verdict::Refuse { code, reason, headers } => CcVerdict::Refuse { code, reason, headers },
+                Verdict::Drop => CcVerdict::Drop,
+            }
+        }
         Ok(Ok(Err(e))) => {
             tracing::warn!(call, phase, "call control: {e}");
             failed()

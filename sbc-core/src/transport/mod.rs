@@ -23,7 +23,7 @@ use crate::b2bua::{
     shard_of_branch, shard_of_call_id, Destination, EngineConfig, Interface, LocalSocket, Peer, Transport, TxId,
 };
 use crate::config::Config;
-use crate::sip::msg::{Message, ParseError};
+use crate::sip::msg::{Message, Method, ParseError};
 
 pub use shard::ShardStatus;
 
@@ -36,6 +36,10 @@ pub(crate) enum ShardInput {
     Drain,
     /// The call-control verdict for a parked call.
     CcVerdict(u64, crate::b2bua::CcVerdict),
+    /// The management plane lists the shard's calls.
+    ListCalls(tokio::sync::oneshot::Sender<Vec<crate::b2bua::CallOverview>>),
+    /// The management plane ends a call (true if it existed).
+    Teardown(u64, tokio::sync::oneshot::Sender<bool>),
 }
 
 /// Process-wide counters of the driver (the engines count the rest).
@@ -176,6 +180,8 @@ pub enum StartError {
 /// A running set of listeners and shards.
 pub struct Runtime {
     shared: Arc<Shared>,
+    cc_settings: Arc<CcSettings>,
+    draining: std::sync::atomic::AtomicBool,
     statuses: Vec<Arc<ShardStatus>>,
     /// Call-control tasks still running hooks.
     cc_inflight: Arc<AtomicUsize>,
@@ -248,6 +254,7 @@ impl Runtime {
             hook_timeout: cfg.call_control.hook_timeout,
             failure_code: cfg.call_control.failure_code,
             failure_reason: cfg.call_control.failure_reason.clone(),
+            refusals: Default::default(),
         });
         let cc_inflight = Arc::new(AtomicUsize::new(0));
         let relay = start_relay(cfg)?;
@@ -282,7 +289,60 @@ impl Runtime {
         for (id, l) in listeners {
             tokio::spawn(tcp::accept(shared.clone(), id, l));
         }
-        Ok(Self { shared, statuses, cc_inflight, relay })
+        Ok(Self { shared, cc_settings, draining: Default::default(), statuses, cc_inflight, relay })
+    }
+
+    /// Every shard's calls; ids are `<shard>-<handle>`.
+    pub async fn calls(&self) -> Vec<(usize, crate::b2bua::CallOverview)> {
+        let mut all = Vec::new();
+        for (i, q) in self.shared.shards.iter().enumerate() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if q.send(ShardInput::ListCalls(tx)).await.is_ok() {
+                if let Ok(calls) = rx.await {
+                    all.extend(calls.into_iter().map(|c| (i, c)));
+                }
+            }
+        }
+        all
+    }
+
+    /// Ends a call (see `Engine::admin_teardown`); false if the shard has no such call.
+    pub async fn teardown(&self, shard: usize, handle: u64) -> bool {
+        let Some(q) = self.shared.shards.get(shard) else { return false };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        q.send(ShardInput::Teardown(handle, tx)).await.is_ok() && rx.await.unwrap_or(false)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Per-method request and retransmission counts, summed over shards.
+    pub fn by_method(&self) -> ([u64; Method::COUNT], [u64; Method::COUNT]) {
+        let (mut req, mut re) = ([0; Method::COUNT], [0; Method::COUNT]);
+        for st in &self.statuses {
+            for k in 0..Method::COUNT {
+                req[k] += st.requests_by_method[k].load(Ordering::Relaxed);
+                re[k] += st.retransmissions_by_method[k].load(Ordering::Relaxed);
+            }
+        }
+        (req, re)
+    }
+
+    /// Event counts with labels, summed over shards.
+    pub fn labelled(&self) -> shard::Labelled {
+        let mut all = shard::Labelled::default();
+        for st in &self.statuses {
+            if let Ok(l) = st.labelled.lock() {
+                all.merge(&l);
+            }
+        }
+        all
+    }
+
+    /// Call-control refusals by module.
+    pub fn cc_refusals(&self) -> std::collections::BTreeMap<String, u64> {
+        self.cc_settings.refusals.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// The RTP relay's counters (packets, drops by reason, streams, ports in use).
@@ -301,6 +361,7 @@ impl Runtime {
 
     /// Stops taking new calls; existing calls and transactions go on.
     pub async fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
         for q in &self.shared.shards {
             let _ = q.send(ShardInput::Drain).await;
         }

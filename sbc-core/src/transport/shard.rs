@@ -1,7 +1,8 @@
 //! One shard: a task that owns an engine, feeds it inputs and the time, and sends its outputs.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -9,6 +10,7 @@ use tokio::sync::mpsc;
 use super::callcontrol::CcDriver;
 use super::{ShardInput, Shared};
 use crate::b2bua::{Engine, Event, Output};
+use crate::sip::msg::Method;
 
 /// What a shard publishes for the rest of the process (shutdown, stats).
 #[derive(Debug, Default)]
@@ -24,6 +26,56 @@ pub struct ShardStatus {
     pub drops: AtomicU64,
     pub local_replies: AtomicU64,
     pub media_timeouts: AtomicU64,
+    pub requests_by_method: [AtomicU64; Method::COUNT],
+    pub retransmissions_by_method: [AtomicU64; Method::COUNT],
+    /// Counts with labels, from the engine's events (once per call or drop, not per message).
+    pub labelled: Mutex<Labelled>,
+}
+
+/// Event counts by label.
+#[derive(Debug, Default, Clone)]
+pub struct Labelled {
+    /// (profile, outcome: `answered` or the final class `4xx` …) → calls ended.
+    pub calls_ended: BTreeMap<(String, &'static str), u64>,
+    /// Messages dropped without a reply, by reason.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// Requests the SBC answered itself with an error, by status code.
+    pub refused: BTreeMap<u16, u64>,
+}
+
+impl Labelled {
+    fn count(&mut self, e: &Event) {
+        match e {
+            Event::CallEnded { code, profile, answered, .. } => {
+                let outcome = if *answered {
+                    "answered"
+                } else {
+                    match code / 100 {
+                        1 | 2 => "2xx",
+                        3 => "3xx",
+                        4 => "4xx",
+                        5 => "5xx",
+                        _ => "6xx",
+                    }
+                };
+                *self.calls_ended.entry((profile.clone(), outcome)).or_default() += 1;
+            }
+            Event::Dropped { reason } => *self.drops.entry(reason).or_default() += 1,
+            Event::Refused { code } => *self.refused.entry(*code).or_default() += 1,
+            _ => {}
+        }
+    }
+    pub fn merge(&mut self, o: &Self) {
+        for (k, v) in &o.calls_ended {
+            *self.calls_ended.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.drops {
+            *self.drops.entry(k).or_default() += v;
+        }
+        for (k, v) in &o.refused {
+            *self.refused.entry(*k).or_default() += v;
+        }
+    }
 }
 
 /// Sum of all shards' counters.
@@ -93,8 +145,11 @@ pub(super) async fn run(
         while let Some(o) = engine.poll_output() {
             match o {
                 Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
-                Output::Event(Event::Dropped { reason }) => tracing::trace!(reason, "drop"),
-                Output::Event(_) => {}
+                Output::Event(e) => {
+                    if let Ok(mut l) = status.labelled.lock() {
+                        l.count(&e);
+                    }
+                }
                 Output::CallControl(req) => cc.dispatch(req),
             }
         }
@@ -110,6 +165,12 @@ fn handle(engine: &mut Engine, input: ShardInput) {
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
         ShardInput::Drain => engine.set_draining(true),
         ShardInput::CcVerdict(call, verdict) => engine.handle_cc_verdict(now, call, verdict),
+        ShardInput::ListCalls(reply) => {
+            let _ = reply.send(engine.calls_overview());
+        }
+        ShardInput::Teardown(call, reply) => {
+            let _ = reply.send(engine.admin_teardown(now, call));
+        }
     }
 }
 
@@ -141,4 +202,10 @@ fn publish(engine: &Engine, st: &ShardStatus) {
     st.drops.store(s.drops, Ordering::Relaxed);
     st.local_replies.store(s.local_replies, Ordering::Relaxed);
     st.media_timeouts.store(s.media_timeouts, Ordering::Relaxed);
+    for (a, v) in st.requests_by_method.iter().zip(s.requests_by_method) {
+        a.store(v, Ordering::Relaxed);
+    }
+    for (a, v) in st.retransmissions_by_method.iter().zip(s.retransmissions_by_method) {
+        a.store(v, Ordering::Relaxed);
+    }
 }

@@ -50,6 +50,28 @@ pub enum Method {
 }
 
 impl Method {
+    pub const COUNT: usize = 15;
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Invite,
+        Self::Ack,
+        Self::Bye,
+        Self::Cancel,
+        Self::Options,
+        Self::Register,
+        Self::Prack,
+        Self::Update,
+        Self::Info,
+        Self::Message,
+        Self::Notify,
+        Self::Refer,
+        Self::Subscribe,
+        Self::Publish,
+        Self::Other,
+    ];
+    /// Position in [`ALL`](Self::ALL), for per-method counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
     pub fn from_bytes(raw: &[u8]) -> Self {
         match raw {
             b"INVITE" => Self::Invite,

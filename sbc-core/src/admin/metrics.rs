@@ -1,0 +1,200 @@
+//! `/metrics`: read at scrape time from the counters the shards, the driver and the relay
+//! already keep, so the per-message path does no extra work for Prometheus.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::ReloadStats;
+use crate::sip::msg::Method;
+use crate::transport::Runtime;
+
+struct SbcCollector {
+    runtime: Arc<Runtime>,
+    reloads: Arc<ReloadStats>,
+}
+
+impl std::fmt::Debug for SbcCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SbcCollector")
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A counter family with one label.
+fn counters(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (String, u64)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (l, v) in values {
+        let labels = [(label, l)];
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for SbcCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rt = &self.runtime;
+        let s = rt.stats();
+        let l = rt.labelled();
+        let d = rt.counters();
+        let e = &mut e;
+        gauge(e, "sbc_calls_active", "Calls (and subscription dialog pairs) in progress", s.calls as i64)?;
+        counter(e, "sbc_calls_started", "Calls set up (rate() of it is the call setup rate)", s.calls_started)?;
+        counter(e, "sbc_calls_answered", "Calls answered (2xx relayed to the caller)", s.calls_answered)?;
+        {
+            let mut m = e.encode_descriptor(
+                "sbc_calls_ended",
+                "Calls ended, by profile and outcome (answered, or the final class of an unanswered call)",
+                None,
+                MetricType::Counter,
+            )?;
+            for ((profile, outcome), v) in &l.calls_ended {
+                let labels = [("profile", profile.clone()), ("outcome", (*outcome).to_string())];
+                ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        gauge(e, "sbc_transactions_active", "SIP transactions in the engines' tables", s.transactions as i64)?;
+        let (req, re) = rt.by_method();
+        let name = |k: usize| Method::ALL[k].as_str().unwrap_or("other").to_string();
+        counters(
+            e,
+            "sbc_sip_requests",
+            "SIP requests received, by method",
+            "method",
+            (0..Method::COUNT).filter(|&k| req[k] > 0).map(|k| (name(k), req[k])),
+        )?;
+        counters(
+            e,
+            "sbc_sip_retransmissions",
+            "Request retransmissions absorbed by a transaction, by method",
+            "method",
+            (0..Method::COUNT).filter(|&k| re[k] > 0).map(|k| (name(k), re[k])),
+        )?;
+        counter(e, "sbc_sip_responses", "SIP responses received", s.responses)?;
+        counters(
+            e,
+            "sbc_sip_local_replies",
+            "Requests the SBC answered itself with an error, by status",
+            "code",
+            l.refused.iter().map(|(c, v)| (c.to_string(), *v)),
+        )?;
+        let mut drops: Vec<(String, u64)> = l.drops.iter().map(|(r, v)| ((*r).to_string(), *v)).collect();
+        drops.push(("parse_error".into(), d.parse_errors.load(Relaxed)));
+        drops.push(("queue_full".into(), d.queue_full_drops.load(Relaxed)));
+        counters(e, "sbc_sip_drops", "Messages dropped without a reply, by reason", "reason", drops)?;
+        counter(
+            e,
+            "sbc_sip_parse_errors",
+            "Datagrams and TCP frames that did not parse as SIP",
+            d.parse_errors.load(Relaxed),
+        )?;
+        gauge(e, "sbc_tcp_connections", "Open SIP TCP connections", d.tcp_connections.load(Relaxed) as i64)?;
+        let m = rt.media_stats();
+        counter(e, "sbc_media_packets", "RTP/RTCP packets received by the relay", m.packets)?;
+        counter(e, "sbc_media_bytes", "RTP/RTCP bytes received by the relay", m.bytes)?;
+        counter(e, "sbc_media_forwarded", "RTP/RTCP packets relayed", m.forwarded)?;
+        counters(
+            e,
+            "sbc_media_drops",
+            "Packets the relay did not forward, by reason",
+            "reason",
+            rtp_relay::DropReason::ALL.iter().map(|r| (r.label().to_string(), m.dropped(*r))),
+        )?;
+        counter(e, "sbc_media_latches", "Symmetric-RTP latching events", m.latches)?;
+        gauge(e, "sbc_media_streams_active", "Relayed streams (m-lines) in the forwarder", m.streams as i64)?;
+        gauge(e, "sbc_media_ports_in_use", "RTP/RTCP port pairs taken from the pools", m.ports_in_use as i64)?;
+        counter(e, "sbc_media_allocation_failures", "Streams that got no port pair", m.allocation_failures)?;
+        counter(e, "sbc_media_timeouts", "Calls ended because no RTP flowed", s.media_timeouts)?;
+        counters(
+            e,
+            "sbc_callcontrol_refusals",
+            "Calls and requests stopped by call control, by module (failed = error or timeout)",
+            "module",
+            rt.cc_refusals(),
+        )?;
+        counters(
+            e,
+            "sbc_config_reloads",
+            "Configuration and profile changes (SIGHUP, API), by result",
+            "result",
+            [
+                ("ok".to_string(), self.reloads.ok.load(Relaxed)),
+                ("failed".to_string(), self.reloads.failed.load(Relaxed)),
+            ],
+        )?;
+        gauge(
+            e,
+            "sbc_config_last_reload_success_timestamp_seconds",
+            "When the configuration last changed successfully (Unix time)",
+            self.reloads.last_ok_unix.load(Relaxed) as i64,
+        )?;
+        let p = process_facts();
+        counter(e, "process_cpu_seconds", "User and system CPU time of sbcd", p.cpu_seconds)?;
+        gauge(e, "process_resident_memory_bytes", "Resident memory of sbcd", p.rss_bytes)?;
+        gauge(e, "process_open_fds", "Open file descriptors (SIP and RTP sockets included)", p.open_fds)?;
+        gauge(e, "process_start_time_seconds", "When sbcd started (Unix time)", self.reloads.started_unix as i64)?;
+        Ok(())
+    }
+}
+
+struct ProcessFacts {
+    cpu_seconds: u64,
+    rss_bytes: i64,
+    open_fds: i64,
+}
+
+/// CPU and memory from /proc (Linux); zeros elsewhere.
+fn process_facts() -> ProcessFacts {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`: utime and stime are 14 and 15 (1-based), in clock ticks of
+    // 1/100 s on Linux; rss is field 24, in pages.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = num(11) + num(12);
+    let rss_pages = num(21);
+    let open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
+    ProcessFacts { cpu_seconds: ticks / 100, rss_bytes: (rss_pages * 4096) as i64, open_fds }
+}
+
+/// The registry behind `/metrics`.
+pub(crate) struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub(crate) fn new(runtime: Arc<Runtime>, reloads: Arc<ReloadStats>) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SbcCollector { runtime, reloads }));
+        Self { registry }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+}

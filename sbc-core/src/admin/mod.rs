@@ -1,0 +1,370 @@
+//! The management plane's view of the SBC: `sbc-core`'s implementation of the admin API's
+//! [`Control`] trait, the configuration reload shared by SIGHUP and the API, and `/metrics`.
+
+mod metrics;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use admin_api::*;
+use callcontrol::Registry;
+use profiles::config::sems;
+use profiles::regex_map::RegexMap;
+use profiles::store::ProfileSource;
+use profiles::Store;
+
+use crate::b2bua::{CallOverview, Transport};
+use crate::config::Config;
+use crate::transport::Runtime;
+
+// The management plane dates what it reports; the engines never read a clock.
+#[allow(clippy::disallowed_methods)]
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Reload outcomes, for metrics.
+#[derive(Debug)]
+pub struct ReloadStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+    pub last_ok_unix: AtomicU64,
+    pub started_unix: u64,
+}
+
+impl Default for ReloadStats {
+    fn default() -> Self {
+        let now = unix_now();
+        Self { ok: AtomicU64::new(0), failed: AtomicU64::new(0), last_ok_unix: AtomicU64::new(now), started_unix: now }
+    }
+}
+
+impl ReloadStats {
+    /// Counts one change attempt.
+    pub fn record<T, E>(&self, r: &Result<T, E>) {
+        if r.is_ok() {
+            self.ok.fetch_add(1, Relaxed);
+            self.last_ok_unix.store(unix_now(), Relaxed);
+        } else {
+            self.failed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Reloads profiles, maps and the chain from the configuration file (SIGHUP and
+/// `POST /profiles/reload`). A file that does not load or validate leaves the running
+/// snapshot in place. Interfaces and media settings apply only after a restart.
+pub fn reload_config(
+    path: &std::path::Path,
+    running: &Config,
+    store: &Store,
+    registry: &Registry,
+) -> Result<u64, String> {
+    let fresh = Config::load(path).map_err(|e| e.to_string())?;
+    for w in &fresh.warnings {
+        tracing::warn!("{w}");
+    }
+    if fresh.interface_names() != running.interface_names()
+        || fresh
+            .interfaces
+            .iter()
+            .map(|i| (&i.listen, &i.media))
+            .ne(running.interfaces.iter().map(|i| (&i.listen, &i.media)))
+        || fresh.media != running.media
+        || fresh.admin != running.admin
+    {
+        tracing::warn!("reload: interfaces, media or admin settings changed in the file; they apply after a restart");
+    }
+    // Profiles are checked against the interfaces that are running, not the file's new ones.
+    let mut snapshot = fresh.profiles;
+    snapshot.interfaces = running.interface_names();
+    registry.check(&snapshot).map_err(|e| e.to_string())?;
+    store.replace(snapshot).map_err(|e| e.to_string())
+}
+
+/// The SBC as the admin API sees it.
+pub struct AdminControl {
+    store: Arc<Store>,
+    registry: Arc<Registry>,
+    runtime: Arc<Runtime>,
+    config: Arc<Config>,
+    config_path: Option<PathBuf>,
+    reloads: Arc<ReloadStats>,
+    /// When each profile was (re)loaded; profiles not in here date from start.
+    loaded_at: Mutex<HashMap<String, u64>>,
+    metrics: metrics::Metrics,
+    /// Wall clock and monotonic clock read together, to date calls.
+    epoch: (SystemTime, Instant),
+}
+
+impl AdminControl {
+    #[allow(clippy::disallowed_methods)] // see unix_now
+    pub fn new(
+        store: Arc<Store>,
+        registry: Arc<Registry>,
+        runtime: Arc<Runtime>,
+        config: Arc<Config>,
+        config_path: Option<PathBuf>,
+        reloads: Arc<ReloadStats>,
+    ) -> Self {
+        let metrics = metrics::Metrics::new(runtime.clone(), reloads.clone());
+        Self {
+            store,
+            registry,
+            runtime,
+            config,
+            config_path,
+            reloads,
+            loaded_at: Mutex::new(HashMap::new()),
+            metrics,
+            epoch: (SystemTime::now(), Instant::now()),
+        }
+    }
+
+    fn unix_of(&self, t: Instant) -> u64 {
+        let (wall, mono) = self.epoch;
+        let at = if t >= mono { wall + (t - mono) } else { wall - (mono - t) };
+        at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    fn profile_info(&self, name: &str) -> Option<ProfileInfo> {
+        let snap = self.store.load();
+        let p = snap.profiles.get(name)?;
+        let loaded_at =
+            self.loaded_at.lock().ok().and_then(|m| m.get(name).copied()).unwrap_or(self.reloads.started_unix);
+        Some(ProfileInfo {
+            name: p.name.clone(),
+            file: p.file.clone(),
+            md5: p.md5.clone(),
+            loaded_at,
+            not_applied: p.not_applied.clone(),
+        })
+    }
+
+    fn mark_loaded(&self, name: &str) {
+        if let Ok(mut m) = self.loaded_at.lock() {
+            m.insert(name.to_string(), unix_now());
+        }
+    }
+
+    fn call_info(&self, shard: usize, c: CallOverview) -> CallInfo {
+        let leg = |l: &crate::b2bua::LegOverview| LegInfo {
+            call_id: l.call_id.clone(),
+            local_tag: l.local_tag.clone(),
+            remote_tag: l.remote_tag.clone(),
+            remote_party: l.remote_party.clone(),
+            remote_target: l.remote_target.clone(),
+        };
+        CallInfo {
+            id: format!("{shard}-{}", c.handle),
+            profile: c.profile,
+            state: c.state.into(),
+            kind: c.kind.into(),
+            started_at: self.unix_of(c.started),
+            connected_at: c.answered.map(|a| self.unix_of(a)),
+            legs: c.legs.iter().map(leg).collect(),
+            media_streams: c.media_streams,
+        }
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(e.to_string())
+}
+
+impl Control for AdminControl {
+    fn profiles(&self) -> Vec<ProfileInfo> {
+        self.store.load().profiles.keys().filter_map(|n| self.profile_info(n)).collect()
+    }
+
+    fn load_profile(&self, name: &str, file: &str) -> Result<ProfileInfo, ApiError> {
+        if name.is_empty() || name.contains(['/', ',']) {
+            return Err(ApiError::bad_request(format!("'{name}' is not a profile name")));
+        }
+        let path = PathBuf::from(file);
+        let result = sems::load_profile_file(name, &path).map_err(bad).and_then(|(profile, warnings)| {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            let mut probe = (*self.store.load()).clone();
+            probe.profiles.insert(name.to_string(), Arc::new(profile.clone()));
+            self.registry.check(&probe).map_err(bad)?;
+            self.store.put_profile(profile, ProfileSource::SemsFile(path)).map_err(bad)
+        });
+        self.reloads.record(&result);
+        result?;
+        self.mark_loaded(name);
+        tracing::info!(profile = name, file, "profile loaded through the API");
+        self.profile_info(name).ok_or_else(|| ApiError::internal("profile vanished"))
+    }
+
+    fn reload_profile(&self, name: &str) -> Result<ProfileInfo, ApiError> {
+        if !self.store.load().profiles.contains_key(name) {
+            return Err(ApiError::not_found(format!("no profile named '{name}'")));
+        }
+        let result = self.store.reload_profile(name, &sems::reload).map_err(bad);
+        self.reloads.record(&result);
+        result?;
+        self.mark_loaded(name);
+        tracing::info!(profile = name, "profile reloaded through the API");
+        self.profile_info(name).ok_or_else(|| ApiError::internal("profile vanished"))
+    }
+
+    fn reload_all(&self) -> Result<Changed, ApiError> {
+        let Some(path) = self.config_path.as_deref() else {
+            return Err(ApiError::conflict("sbcd runs on its embedded default configuration: nothing to reload"));
+        };
+        let result = reload_config(path, &self.config, &self.store, &self.registry);
+        self.reloads.record(&result);
+        let generation = result.map_err(ApiError::bad_request)?;
+        let now = unix_now();
+        if let Ok(mut m) = self.loaded_at.lock() {
+            for n in self.store.load().profiles.keys() {
+                m.insert(n.clone(), now);
+            }
+        }
+        tracing::info!(generation, "configuration reloaded through the API");
+        Ok(Changed { generation })
+    }
+
+    fn active_profile(&self) -> ActiveProfile {
+        ActiveProfile { chain: self.store.load().selection.render() }
+    }
+
+    fn set_active_profile(&self, chain: &str) -> Result<Changed, ApiError> {
+        let result = self.store.set_active_profile(chain).map_err(bad);
+        self.reloads.record(&result);
+        let generation = result?;
+        tracing::info!(chain, generation, "active profile set through the API");
+        Ok(Changed { generation })
+    }
+
+    fn regex_maps(&self) -> Vec<RegexMapInfo> {
+        let snap = self.store.load();
+        snap.maps
+            .iter()
+            .map(|(name, m)| RegexMapInfo {
+                name: name.clone(),
+                rules: m.rules().map(|(r, v)| MapRule { regex: r.into(), value: v.into() }).collect(),
+                file: snap.map_files.get(name).map(|p| p.display().to_string()),
+            })
+            .collect()
+    }
+
+    fn set_regex_map(&self, name: &str, body: MapBody) -> Result<RegexMapInfo, ApiError> {
+        let map = match (body.text, body.rules) {
+            (Some(text), None) => RegexMap::parse(name, &text)
+                .map_err(|e| ApiError::bad_request(format!("line {}: {}", e.line, e.message)))?,
+            (None, Some(rules)) => {
+                let lines: Vec<String> = rules.iter().map(|r| format!("{}=>{}", r.regex, r.value)).collect();
+                RegexMap::from_rules(name, lines.iter().map(String::as_str))
+                    .map_err(|e| ApiError::bad_request(format!("rule {}: {}", e.line, e.message)))?
+            }
+            _ => return Err(ApiError::bad_request("give either `text` (SEMS map format) or `rules`")),
+        };
+        let result = self.store.set_regex_map(map, None).map_err(bad);
+        self.reloads.record(&result);
+        result?;
+        tracing::info!(map = name, "regex map set through the API");
+        self.regex_maps().into_iter().find(|m| m.name == name).ok_or_else(|| ApiError::internal("map vanished"))
+    }
+
+    async fn calls(&self) -> Vec<CallInfo> {
+        self.runtime.calls().await.into_iter().map(|(s, c)| self.call_info(s, c)).collect()
+    }
+
+    async fn teardown(&self, id: &str) -> Result<(), ApiError> {
+        let parsed = id.split_once('-').and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h.parse::<u64>().ok()?)));
+        let Some((shard, handle)) = parsed else {
+            return Err(ApiError::bad_request(format!("'{id}' is not a call id (shard-number)")));
+        };
+        if self.runtime.teardown(shard, handle).await {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no call {id}")))
+        }
+    }
+
+    fn call_control(&self) -> CallControlInfo {
+        let snap = self.store.load();
+        let mut instances = Vec::new();
+        for p in snap.profiles.values() {
+            for i in &p.call_control {
+                let module = i.module.literal().unwrap_or_else(|| "(pattern)".into());
+                instances.push(CcInstanceInfo { profile: p.name.clone(), name: i.name.clone(), module });
+            }
+        }
+        CallControlInfo { modules: self.registry.names().into_iter().map(String::from).collect(), instances }
+    }
+
+    fn load_call_control_modules(&self, modules: &[String]) -> Result<CallControlInfo, ApiError> {
+        // Modules are compiled in: "loading" one checks that it exists, as SEMS's load fails
+        // for a module it cannot find.
+        let known = self.registry.names();
+        if let Some(m) = modules.iter().find(|m| !known.contains(&m.as_str())) {
+            return Err(ApiError::not_found(format!("no call-control module '{m}' (built in: {})", known.join(", "))));
+        }
+        Ok(self.call_control())
+    }
+
+    fn explain(&self, req: &ExplainRequest) -> Result<ExplainResult, ApiError> {
+        let source: SocketAddr = req
+            .source
+            .as_deref()
+            .unwrap_or("127.0.0.1:5060")
+            .parse()
+            .map_err(|_| ApiError::bad_request("source must be ip:port"))?;
+        let transport = match req.transport.as_deref().unwrap_or("udp") {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            t => return Err(ApiError::bad_request(format!("unknown transport '{t}'"))),
+        };
+        let mut cfg = (*self.config).clone();
+        cfg.profiles = (*self.store.load()).clone();
+        crate::explain::explain(&cfg, req.request.as_bytes(), source, transport)
+            .map(|text| ExplainResult { text })
+            .map_err(bad)
+    }
+
+    fn health(&self) -> Health {
+        let status = if self.runtime.is_draining() { "draining" } else { "ready" };
+        Health { status: status.into(), calls: self.runtime.active_calls() }
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let s = self.runtime.stats();
+        let m = self.runtime.media_stats();
+        let l = self.runtime.labelled();
+        serde_json::json!({
+            "calls_active": s.calls,
+            "calls_started": s.calls_started,
+            "calls_answered": s.calls_answered,
+            "calls_ended": s.calls_ended,
+            "transactions_active": s.transactions,
+            "requests": s.requests,
+            "responses": s.responses,
+            "retransmissions_absorbed": s.retransmissions_absorbed,
+            "drops": s.drops,
+            "local_replies": s.local_replies,
+            "media_timeouts": s.media_timeouts,
+            "parse_errors": self.runtime.counters().parse_errors.load(Relaxed),
+            "drops_by_reason": l.drops,
+            "media": {
+                "packets": m.packets, "forwarded": m.forwarded, "bytes": m.bytes, "latches": m.latches,
+                "streams": m.streams, "ports_in_use": m.ports_in_use, "allocation_failures": m.allocation_failures,
+            },
+            "callcontrol_refusals": self.runtime.cc_refusals(),
+            "config_generation": self.store.load().generation,
+            "reloads_ok": self.reloads.ok.load(Relaxed),
+            "reloads_failed": self.reloads.failed.load(Relaxed),
+        })
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+}

@@ -1,0 +1,90 @@
+//! What the management plane may see of and do to the engine's calls.
+
+use std::time::Instant;
+
+use super::call::{CallKind, CallState, Side};
+use super::Engine;
+
+/// One call as the management plane lists it.
+#[derive(Debug, Clone)]
+pub struct CallOverview {
+    pub handle: u64,
+    pub profile: String,
+    pub state: &'static str,
+    pub kind: &'static str,
+    pub started: Instant,
+    pub answered: Option<Instant>,
+    /// A leg, then B.
+    pub legs: [LegOverview; 2],
+    pub media_streams: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LegOverview {
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: Option<String>,
+    pub remote_party: String,
+    pub remote_target: String,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Engine {
+    /// Every call and subscription of this shard.
+    pub fn calls_overview(&self) -> Vec<CallOverview> {
+        let mut v: Vec<CallOverview> = self
+            .calls
+            .values()
+            .map(|c| {
+                let leg = |s: Side| {
+                    let l = c.leg(s);
+                    LegOverview {
+                        call_id: text(&l.call_id),
+                        local_tag: text(&l.local_tag),
+                        remote_tag: l.remote_tag.as_deref().map(text),
+                        remote_party: text(&l.remote_party),
+                        remote_target: text(&l.remote_target),
+                    }
+                };
+                CallOverview {
+                    handle: c.handle,
+                    profile: c.rules.profile.name.clone(),
+                    state: match c.state {
+                        CallState::Early => "early",
+                        CallState::Confirmed => "connected",
+                        CallState::Ending => "ending",
+                    },
+                    kind: match c.kind {
+                        CallKind::Invite => "call",
+                        CallKind::Subscription => "subscription",
+                    },
+                    started: c.started,
+                    answered: c.answered,
+                    legs: [leg(Side::A), leg(Side::B)],
+                    media_streams: c.media.as_ref().map_or(0, rtp_relay::Session::open_streams),
+                }
+            })
+            .collect();
+        v.sort_by_key(|c| c.handle);
+        v
+    }
+
+    /// Ends call `handle` for the operator: BYE on both legs of a connected call, an error to
+    /// the caller and CANCEL to the callee while it rings; call control hears of it (CDR).
+    /// False if there is no such call.
+    pub fn admin_teardown(&mut self, now: Instant, handle: u64) -> bool {
+        if !self.calls.contains_key(&handle) {
+            return false;
+        }
+        if let Some(c) = self.calls.get(&handle) {
+            let _e = c.span.enter();
+            tracing::info!("torn down by the operator");
+        }
+        self.tear_down(now, handle, 480, "admin_teardown");
+        self.reschedule_call(handle);
+        true
+    }
+}
