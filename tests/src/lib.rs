@@ -75,6 +75,8 @@ pub fn scratch_dir(label: &str) -> PathBuf {
 pub struct Sbcd {
     child: Option<Child>,
     pub port: u16,
+    /// The admin API's port (every test sbcd gets its own).
+    pub admin_port: u16,
     pub log: PathBuf,
 }
 
@@ -89,7 +91,10 @@ impl Sbcd {
         let dir = scratch_dir("sbcd");
         let log = dir.join("sbcd.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let admin_port = free_port();
         let child = Command::new(sbcd_bin())
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin_port}"))
             .arg("--listen")
             .arg(format!("udp:127.0.0.1:{port}"))
             .arg("--listen")
@@ -101,7 +106,7 @@ impl Sbcd {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start sbcd: {e}"));
-        let me = Self { child: Some(child), port, log };
+        let me = Self { child: Some(child), port, admin_port, log };
         me.wait_ready();
         me
     }
@@ -115,6 +120,11 @@ impl Sbcd {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("sbcd did not come up on {}; log:\n{}", self.port, self.log_text());
+    }
+
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -404,4 +414,40 @@ pub fn call_through_from(local_ip: &str, sbcd: &Sbcd, name: &str, transport: Tra
         read_error_logs(&uas_dir),
         sbcd.log_text()
     );
+}
+
+/// One HTTP/1.1 request to the admin API: (status, body). `token` goes in as a bearer token.
+pub fn http(sbcd: &Sbcd, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", sbcd.admin_port)).unwrap_or_else(|e| panic!("admin API: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap_or_else(|e| panic!("admin API: {e}"));
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    // The API answers with a length or chunked; undo the chunking.
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
