@@ -7,14 +7,24 @@ cd "$(dirname "$0")"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-if ! command -v sipp >/dev/null 2>&1; then
-  step "installing SIPp (Debian package sip-tester)"
+# SIPp drives the calls; curl and jq run the sems-sbc-* tools; dpkg-deb checks the package.
+missing=()
+command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sip-tester >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v sipp >/dev/null || { echo "SIPp is required (apt-get install sip-tester)" >&2; exit 1; }
+if ! cargo deb --version >/dev/null 2>&1; then
+  step "installing cargo-deb (builds the Debian package)"
+  cargo install --locked cargo-deb@3.8.0
+fi
 
 step "format"
 cargo fmt --all -- --check
@@ -28,6 +38,9 @@ export SBCD_BIN="$PWD/target/release/sbcd"
 
 step "tests"
 cargo test --workspace --locked
+
+step "Debian package"
+./packaging/check-deb.sh
 
 if cargo fuzz --version >/dev/null 2>&1; then
   step "fuzz smoke (30 s per target)"

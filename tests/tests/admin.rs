@@ -234,3 +234,72 @@ fn metrics_count_calls_by_profile_and_method() {
     let (_, stats) = json(&sbcd, "GET", "/stats", None);
     assert_eq!(stats["calls_started"], u64::from(calls));
 }
+
+/// Runs a `packaging/bin/sems-sbc-*` tool against `sbcd`: (exit code, stdout, stderr).
+fn tool(sbcd: &Sbcd, name: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(repo_root().join("packaging/bin").join(name))
+        .args(args)
+        .env("SBC_ADMIN_URL", sbcd.admin_url())
+        .env("SBC_ADMIN_TOKEN", TOKEN)
+        .env("SBC_TOOLS_LIB", repo_root().join("packaging/lib"))
+        .output()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_sems_sbc_tool_against_a_live_sbcd() {
+    let (sbcd, allow, _) = setup();
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-list-profiles", &[]);
+    assert_eq!(rc, 0);
+    assert!(out.starts_with("Active calls: 0\n"), "{out}");
+    assert!(out.contains(&format!("allow\t{}\t{}", md5sum(&allow), allow.display())), "{out}");
+    assert_eq!(tool(&sbcd, "sems-sbc-list-profiles", &["extra"]).0, 1, "wrong argument count: usage, exit 1");
+
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-reload-profile", &["allow"]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("OK: allow md5"), "{out}");
+    let (rc, _, err) = tool(&sbcd, "sems-sbc-reload-profile", &["nope"]);
+    assert_eq!(rc, 2);
+    assert!(err.starts_with("Error: no profile named 'nope'"), "{err}");
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-reload-profiles", &[]);
+    assert_eq!(rc, 0);
+    assert!(out.starts_with("0\nOK: configuration generation"), "{out}");
+
+    let sems = repo_root().join("tests/sems/codecfilter.sbcprofile.conf");
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-load-profile", &["codecs", sems.to_str().expect("utf8")]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains(&md5sum(&sems)), "{out}");
+
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-set-activeprofile", &["codecs,allow"]);
+    assert_eq!((rc, out.lines().last()), (0, Some("OK: active profile codecs,allow")), "{out}");
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-get-activeprofile", &[]);
+    assert_eq!((rc, out.as_str()), (0, "Active calls: 0\ncodecs,allow\n"));
+    assert_eq!(tool(&sbcd, "sems-sbc-set-activeprofile", &["missing"]).0, 2);
+
+    let map = scratch_dir("admin-map").join("users.map");
+    std::fs::write(&map, "^alice=>allow\n^bob=>codecs\n").expect("write map");
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-set-regex-map", &["users", map.to_str().expect("utf8")]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("OK: users, 2 rules"), "{out}");
+    let (rc, out, _) = tool(&sbcd, "sems-sbc-get-regex-map-names", &[]);
+    assert_eq!((rc, out.as_str()), (0, "users\n"));
+
+    assert_eq!(tool(&sbcd, "sems-sbc-load-callcontrol-modules", &["cc_pcalls;cc_call_timer"]).0, 0);
+    assert_eq!(tool(&sbcd, "sems-sbc-load-callcontrol-modules", &["cc_nope"]).0, 2);
+
+    // Teardown by a leg's local tag, as SEMS's tool took it.
+    assert_eq!(json(&sbcd, "PUT", "/active-profile", Some(r#"{"chain":"allow"}"#)).0, 200);
+    let (uac, uas) = held_call(&sbcd);
+    let calls = wait_for_calls(&sbcd, 1);
+    let tag = calls[0]["legs"][0]["local_tag"].as_str().expect("tag").to_string();
+    let (rc, out, err) = tool(&sbcd, "sems-sbc-teardown-call", &[&tag]);
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(out.ends_with("OK\n"));
+    assert!(uac.wait(Duration::from_secs(15)).status.success() && uas.wait(Duration::from_secs(15)).status.success());
+    assert_eq!(tool(&sbcd, "sems-sbc-teardown-call", &[&tag]).0, 2);
+}

@@ -121,7 +121,6 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    raise_fd_limit();
     if let Some(Command::Prepaid { db, action }) = &cli.command {
         return match prepaid(db, action) {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -233,6 +232,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
+    raise_fd_limit();
     let registry = Arc::new(call_control_registry(&cfg)?);
     let store = Arc::new(Store::new(cfg.profiles.clone()));
     log_profiles(&store.load());

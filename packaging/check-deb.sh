@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the Debian package from the release sbcd and checks what is in it: files, modes,
+# conffiles, maintainer scripts, the unit file (systemd-analyze verify when available) and the
+# shipped configuration (sbcd --check-config from the package itself).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo deb -p sbc-core --no-build --quiet >/dev/null
+deb=$(ls -t target/debian/sbcd_*.deb | head -n1)
+echo "package: $deb"
+list=$(dpkg-deb -c "$deb" | awk '{print $1, $6}')
+need=(
+  "-rwxr-xr-x ./usr/bin/sbcd"
+  "-rw-r--r-- ./usr/lib/systemd/system/sbcd.service"
+  "-rw-r----- ./etc/sbc/sbc.yaml"
+  "-rw-r----- ./etc/sbc/admin.env"
+  "-rw-r--r-- ./etc/sbc/profiles/symmetricrtp.sbcprofile.conf"
+  "-rw-r--r-- ./etc/logrotate.d/sbcd"
+  "-rw-r--r-- ./usr/lib/sbc/sems-sbc-common.sh"
+  "-rw-r--r-- ./usr/share/sbc/grafana/sbcd.json"
+)
+for t in get-activeprofile get-regex-map-names list-profiles load-callcontrol-modules load-profile \
+         reload-profile reload-profiles set-activeprofile set-regex-map teardown-call; do
+  need+=("-rwxr-xr-x ./usr/bin/sems-sbc-$t")
+done
+for f in "${need[@]}"; do
+  grep -qxF -- "$f" <<<"$list" || { echo "missing from the package: $f"; exit 1; }
+done
+info=$(dpkg-deb -I "$deb")
+for f in conffiles postinst postrm prerm; do
+  grep -q " $f" <<<"$info" || { echo "no $f in the package"; exit 1; }
+done
+dpkg-deb -f "$deb" Depends | grep -q jq || { echo "Depends lacks jq"; exit 1; }
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+dpkg-deb -x "$deb" "$root"
+grep -qxF /etc/sbc/sbc.yaml <(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles) || { echo "sbc.yaml is not a conffile"; exit 1; }
+"$root/usr/bin/sbcd" --config "$root/etc/sbc/sbc.yaml" --check-config
+jq -e '.panels | length > 10' "$root/usr/share/sbc/grafana/sbcd.json" >/dev/null
+if command -v systemd-analyze >/dev/null; then
+  # Verify the unit as shipped, with ExecStart pointing at the extracted binary.
+  sed "s|/usr/bin/sbcd|$root/usr/bin/sbcd|g" "$root/usr/lib/systemd/system/sbcd.service" > "$root/sbcd.service"
+  systemd-analyze verify "$root/sbcd.service"
+  echo "unit: systemd-analyze verify OK; $(systemd-analyze security --offline=yes "$root/sbcd.service" 2>/dev/null | tail -n1)"
+fi
+echo "package OK"

@@ -1,0 +1,43 @@
+# Shared by the sems-sbc-* tools (sourced, not run). The admin API's address and token come
+# from SBC_ADMIN_URL / SBC_ADMIN_TOKEN, else /etc/sbc/admin.env, else http://127.0.0.1:8090.
+set -u
+if [ -z "${SBC_ADMIN_URL:-}" ] && [ -r /etc/sbc/admin.env ]; then
+  # shellcheck disable=SC1091
+  . /etc/sbc/admin.env
+fi
+SBC_ADMIN_URL=${SBC_ADMIN_URL:-http://127.0.0.1:8090}
+SBC_ADMIN_TOKEN=${SBC_ADMIN_TOKEN:-}
+
+usage() { echo "usage: $(basename "$0") $1" >&2; exit 1; }
+
+# api METHOD PATH [JSON]: the response body goes to $BODY, the HTTP status to $STATUS.
+api() {
+  local out
+  local args=(-sS -X "$1" -H 'Content-Type: application/json' -w '\n%{http_code}')
+  [ -n "$SBC_ADMIN_TOKEN" ] && args+=(-H "Authorization: Bearer $SBC_ADMIN_TOKEN")
+  [ $# -ge 3 ] && args+=(--data-binary "$3")
+  if ! out=$(curl "${args[@]}" "$SBC_ADMIN_URL$2" 2>&1); then
+    echo "Error: cannot reach the SBC at $SBC_ADMIN_URL: $out" >&2
+    exit 2
+  fi
+  STATUS=${out##*$'\n'}
+  BODY=${out%$'\n'*}
+}
+
+# Stops with the API's error message unless the last call succeeded.
+check() {
+  case "$STATUS" in
+    2*) ;;
+    *) echo "Error: $(printf '%s' "$BODY" | jq -r '.error // .' 2>/dev/null || printf '%s' "$BODY") (HTTP $STATUS)" >&2
+       exit 2 ;;
+  esac
+}
+
+# As the SEMS tools do, first the number of active calls.
+active_calls() {
+  api GET /health
+  echo "Active calls: $(printf '%s' "$BODY" | jq -r '.calls')"
+}
+
+# A JSON string from a shell string.
+json_str() { printf '%s' "$1" | jq -Rs .; }
