@@ -34,7 +34,11 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 dpkg-deb -x "$deb" "$root"
 grep -qxF /etc/sbc/sbc.yaml <(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles) || { echo "sbc.yaml is not a conffile"; exit 1; }
-"$root/usr/bin/sbcd" --config "$root/etc/sbc/sbc.yaml" --check-config
+# The shipped configuration, with the token file the postinst would create.
+echo test-token > "$root/etc/sbc/admin.token"
+sed "s|/etc/sbc/admin.token|$root/etc/sbc/admin.token|" "$root/etc/sbc/sbc.yaml" > "$root/sbc-check.yaml"
+"$root/usr/bin/sbcd" --config "$root/sbc-check.yaml" --check-config
+grep -q 'admin.token' "$root/usr/lib/sbc/sems-sbc-common.sh"
 jq -e '.panels | length > 10' "$root/usr/share/sbc/grafana/sbcd.json" >/dev/null
 if command -v systemd-analyze >/dev/null; then
   # Verify the unit as shipped, with ExecStart pointing at the extracted binary.

@@ -87,7 +87,34 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(middleware::from_fn(require_ip_host))
         .with_state(state)
+}
+
+/// Browsers only reach the API through a name (DNS rebinding turns a web page into a local
+/// client): requests must name the host by address or as `localhost`.
+async fn require_ip_host(req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    if host.is_empty() || name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+        next.run(req).await
+    } else {
+        ApiError { status: 403, message: format!("Host '{host}' is not an address: use the API by IP or localhost") }
+            .into_response()
+    }
+}
+
+/// Runs a synchronous `Control` method (file reads, parsing, /proc) off the async workers
+/// that also carry signalling.
+async fn blocking<C: Control, T: Send + 'static>(
+    s: &AppState<C>,
+    f: impl FnOnce(&C) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let c = s.control.clone();
+    tokio::task::spawn_blocking(move || f(&c)).await.map_err(|_| ApiError::internal("the request's worker failed"))?
 }
 
 async fn require_token<C: Control>(State(s): State<AppState<C>>, req: Request, next: Next) -> Response {
@@ -123,18 +150,18 @@ async fn load_profile<C: Control>(
     Path(name): Path<String>,
     Json(b): Json<LoadProfile>,
 ) -> Res<ProfileInfo> {
-    s.control.load_profile(&name, &b.file).map(Json)
+    blocking(&s, move |c| c.load_profile(&name, &b.file)).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/profiles/{name}/reload",
     responses((status = 200, body = ProfileInfo), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 async fn reload_profile<C: Control>(State(s): State<AppState<C>>, Path(name): Path<String>) -> Res<ProfileInfo> {
-    s.control.reload_profile(&name).map(Json)
+    blocking(&s, move |c| c.reload_profile(&name)).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/profiles/reload", responses((status = 200, body = Changed), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 async fn reload_profiles<C: Control>(State(s): State<AppState<C>>) -> Res<Changed> {
-    s.control.reload_all().map(Json)
+    blocking(&s, |c| c.reload_all()).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/active-profile", responses((status = 200, body = ActiveProfile)), security(("bearer" = [])))]
@@ -145,7 +172,7 @@ async fn get_active_profile<C: Control>(State(s): State<AppState<C>>) -> Json<Ac
 #[utoipa::path(put, path = "/active-profile", request_body = ActiveProfile,
     responses((status = 200, body = Changed), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 async fn set_active_profile<C: Control>(State(s): State<AppState<C>>, Json(b): Json<ActiveProfile>) -> Res<Changed> {
-    s.control.set_active_profile(&b.chain).map(Json)
+    blocking(&s, move |c| c.set_active_profile(&b.chain)).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/regex-maps", responses((status = 200, body = [RegexMapInfo])), security(("bearer" = [])))]
@@ -160,7 +187,7 @@ async fn set_regex_map<C: Control>(
     Path(name): Path<String>,
     Json(b): Json<MapBody>,
 ) -> Res<RegexMapInfo> {
-    s.control.set_regex_map(&name, b).map(Json)
+    blocking(&s, move |c| c.set_regex_map(&name, b)).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/calls", responses((status = 200, body = [CallInfo])), security(("bearer" = [])))]
@@ -204,7 +231,7 @@ async fn load_call_control_modules<C: Control>(
 #[utoipa::path(post, path = "/explain", request_body = ExplainRequest,
     responses((status = 200, body = ExplainResult), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 async fn explain<C: Control>(State(s): State<AppState<C>>, Json(b): Json<ExplainRequest>) -> Res<ExplainResult> {
-    s.control.explain(&b).map(Json)
+    blocking(&s, move |c| c.explain(&b)).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 503, body = Health)))]
@@ -221,6 +248,9 @@ async fn stats<C: Control>(State(s): State<AppState<C>>) -> Json<serde_json::Val
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "OpenMetrics text exposition (Prometheus reads it)", content_type = "application/openmetrics-text")))]
 async fn metrics<C: Control>(State(s): State<AppState<C>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.control.metrics())
-        .into_response()
+    match blocking(&s, |c| Ok(c.metrics())).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }

@@ -119,6 +119,18 @@ async fn errors_are_json_with_the_status_the_control_chose() {
 }
 
 #[tokio::test]
+async fn a_host_name_other_than_localhost_is_refused() {
+    let app = app(Arc::default());
+    for (host, ok) in
+        [("127.0.0.1:8090", true), ("localhost:8090", true), ("[::1]:8090", true), ("evil.example:8090", false)]
+    {
+        let req = Request::builder().uri("/health").header("host", host).body(Body::empty()).unwrap();
+        let st = app.clone().oneshot(req).await.unwrap().status();
+        assert_eq!(st == StatusCode::OK, ok, "{host}: {st}");
+    }
+}
+
+#[tokio::test]
 async fn changes_and_teardown_reach_the_control() {
     let fake = Arc::new(Fake::default());
     let app = app(fake.clone());

@@ -1,5 +1,6 @@
 # Shared by the sems-sbc-* tools (sourced, not run). The admin API's address and token come
-# from SBC_ADMIN_URL / SBC_ADMIN_TOKEN, else /etc/sbc/admin.env, else http://127.0.0.1:8090.
+# from SBC_ADMIN_URL / SBC_ADMIN_TOKEN, else /etc/sbc/admin.env, else http://127.0.0.1:8090;
+# the token, when still unset, from /etc/sbc/admin.token (the package creates it).
 set -u
 if [ -z "${SBC_ADMIN_URL:-}" ] && [ -r /etc/sbc/admin.env ]; then
   # shellcheck disable=SC1091
@@ -7,6 +8,9 @@ if [ -z "${SBC_ADMIN_URL:-}" ] && [ -r /etc/sbc/admin.env ]; then
 fi
 SBC_ADMIN_URL=${SBC_ADMIN_URL:-http://127.0.0.1:8090}
 SBC_ADMIN_TOKEN=${SBC_ADMIN_TOKEN:-}
+if [ -z "$SBC_ADMIN_TOKEN" ] && [ -r /etc/sbc/admin.token ]; then
+  SBC_ADMIN_TOKEN=$(tr -d '[:space:]' < /etc/sbc/admin.token)
+fi
 
 usage() { echo "usage: $(basename "$0") $1" >&2; exit 1; }
 
@@ -14,9 +18,11 @@ usage() { echo "usage: $(basename "$0") $1" >&2; exit 1; }
 api() {
   local out
   local args=(-sS -X "$1" -H 'Content-Type: application/json' -w '\n%{http_code}')
-  [ -n "$SBC_ADMIN_TOKEN" ] && args+=(-H "Authorization: Bearer $SBC_ADMIN_TOKEN")
   [ $# -ge 3 ] && args+=(--data-binary "$3")
-  if ! out=$(curl "${args[@]}" "$SBC_ADMIN_URL$2" 2>&1); then
+  # The token goes to curl on stdin (`-K -`): on the command line every user would see it (ps).
+  local auth=""
+  [ -n "$SBC_ADMIN_TOKEN" ] && auth="header = \"Authorization: Bearer $SBC_ADMIN_TOKEN\""
+  if ! out=$(printf '%s\n' "$auth" | curl -K - "${args[@]}" "$SBC_ADMIN_URL$2" 2>&1); then
     echo "Error: cannot reach the SBC at $SBC_ADMIN_URL: $out" >&2
     exit 2
   fi
@@ -38,6 +44,9 @@ active_calls() {
   api GET /health
   echo "Active calls: $(printf '%s' "$BODY" | jq -r '.calls')"
 }
+
+# A URL path segment from a shell string.
+uri() { jq -rn --arg v "$1" '$v | @uri'; }
 
 # A JSON string from a shell string.
 json_str() { printf '%s' "$1" | jq -Rs .; }

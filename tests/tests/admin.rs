@@ -88,6 +88,12 @@ fn profiles_list_load_and_reload_with_their_md5() {
     let (_, list) = json(&sbcd, "GET", "/profiles", None);
     assert_ne!(find(&list, "allow").expect("still there")["md5"], md5sum(&allow));
 
+    // A file naming a call-control module sbcd does not have is refused the same way.
+    std::fs::write(&allow, "call_control=x\nx_module=cc_nope\n").expect("rewrite");
+    let (st, e) = json(&sbcd, "POST", "/profiles/allow/reload", None);
+    assert_eq!(st, 400, "{e}");
+    assert!(e["error"].as_str().is_some_and(|m| m.contains("cc_nope")), "{e}");
+
     // Load a new profile from a file; an unknown one cannot be reloaded.
     let sems = repo_root().join("tests/sems/codecfilter.sbcprofile.conf");
     let body = format!(r#"{{"file":"{}"}}"#, sems.display());
@@ -254,8 +260,8 @@ fn tool(sbcd: &Sbcd, name: &str, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn every_sems_sbc_tool_against_a_live_sbcd() {
     let (sbcd, allow, _) = setup();
-    let (rc, out, _) = tool(&sbcd, "sems-sbc-list-profiles", &[]);
-    assert_eq!(rc, 0);
+    let (rc, out, err) = tool(&sbcd, "sems-sbc-list-profiles", &[]);
+    assert_eq!(rc, 0, "{out}{err}");
     assert!(out.starts_with("Active calls: 0\n"), "{out}");
     assert!(out.contains(&format!("allow\t{}\t{}", md5sum(&allow), allow.display())), "{out}");
     assert_eq!(tool(&sbcd, "sems-sbc-list-profiles", &["extra"]).0, 1, "wrong argument count: usage, exit 1");

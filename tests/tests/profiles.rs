@@ -206,7 +206,7 @@ fn outbound_interface_per_call() {
     )
     .unwrap();
     let mut child = std::process::Command::new(sbcd_bin())
-        .args(["--config", cfg.to_str().unwrap(), "--shards", "1", "--threads", "1"])
+        .args(["--config", cfg.to_str().unwrap(), "--shards", "1", "--threads", "1", "--admin-listen", "off"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -203,7 +203,7 @@ fn b_leg_leaves_from_the_configured_interface() {
         ),
     );
     let mut child = Command::new(sbcd_bin())
-        .args(["--config", &cfg, "--shards", "1", "--threads", "1"])
+        .args(["--config", &cfg, "--shards", "1", "--threads", "1", "--admin-listen", "off"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -33,17 +33,34 @@ pub struct ReloadStats {
     pub ok: AtomicU64,
     pub failed: AtomicU64,
     pub last_ok_unix: AtomicU64,
+    /// When the whole configuration was last reloaded (SIGHUP or API): every profile dates
+    /// at least from then.
+    pub all_loaded_unix: AtomicU64,
     pub started_unix: u64,
 }
 
 impl Default for ReloadStats {
     fn default() -> Self {
         let now = unix_now();
-        Self { ok: AtomicU64::new(0), failed: AtomicU64::new(0), last_ok_unix: AtomicU64::new(now), started_unix: now }
+        Self {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_ok_unix: AtomicU64::new(now),
+            all_loaded_unix: AtomicU64::new(now),
+            started_unix: now,
+        }
     }
 }
 
 impl ReloadStats {
+    /// Counts a reload of the whole configuration.
+    pub fn record_reload_all<T, E>(&self, r: &Result<T, E>) {
+        self.record(r);
+        if r.is_ok() {
+            self.all_loaded_unix.store(unix_now(), Relaxed);
+        }
+    }
+
     /// Counts one change attempt.
     pub fn record<T, E>(&self, r: &Result<T, E>) {
         if r.is_ok() {
@@ -75,7 +92,7 @@ pub fn reload_config(
             .map(|i| (&i.listen, &i.media))
             .ne(running.interfaces.iter().map(|i| (&i.listen, &i.media)))
         || fresh.media != running.media
-        || fresh.admin != running.admin
+        || fresh.admin.token != running.admin.token
     {
         tracing::warn!("reload: interfaces, media or admin settings changed in the file; they apply after a restart");
     }
@@ -134,8 +151,8 @@ impl AdminControl {
     fn profile_info(&self, name: &str) -> Option<ProfileInfo> {
         let snap = self.store.load();
         let p = snap.profiles.get(name)?;
-        let loaded_at =
-            self.loaded_at.lock().ok().and_then(|m| m.get(name).copied()).unwrap_or(self.reloads.started_unix);
+        let all = self.reloads.all_loaded_unix.load(Relaxed);
+        let loaded_at = self.loaded_at.lock().ok().and_then(|m| m.get(name).copied()).map_or(all, |t| t.max(all));
         Some(ProfileInfo {
             name: p.name.clone(),
             file: p.file.clone(),
@@ -182,10 +199,14 @@ impl Control for AdminControl {
     }
 
     fn load_profile(&self, name: &str, file: &str) -> Result<ProfileInfo, ApiError> {
-        if name.is_empty() || name.contains(['/', ',']) {
+        if name.is_empty() || name == "reload" || name.contains(['/', ',', '$']) {
             return Err(ApiError::bad_request(format!("'{name}' is not a profile name")));
         }
         let path = PathBuf::from(file);
+        // Only profile files: the API must not become a way to read other files sbcd can see.
+        if !path.is_absolute() || path.extension().is_none_or(|e| e != "conf") {
+            return Err(ApiError::bad_request("file must be an absolute path to a *.sbcprofile.conf file"));
+        }
         let result = sems::load_profile_file(name, &path).map_err(bad).and_then(|(profile, warnings)| {
             for w in warnings {
                 tracing::warn!("{w}");
@@ -206,7 +227,20 @@ impl Control for AdminControl {
         if !self.store.load().profiles.contains_key(name) {
             return Err(ApiError::not_found(format!("no profile named '{name}'")));
         }
-        let result = self.store.reload_profile(name, &sems::reload).map_err(bad);
+        // Read again, checked like a new profile (call-control modules and their values), then
+        // published; on any error the running profile stays.
+        let snap = self.store.load();
+        let result = match snap.profile_sources.get(name).cloned() {
+            Some(source @ ProfileSource::SemsFile(_)) => sems::reload(name, &source).map_err(bad).and_then(|p| {
+                let mut probe = (*snap).clone();
+                probe.profiles.insert(name.to_string(), Arc::new(p.clone()));
+                self.registry.check(&probe).map_err(bad)?;
+                self.store.put_profile(p, source).map_err(bad)
+            }),
+            _ => Err(ApiError::bad_request(format!(
+                "profile '{name}' is defined inline in the configuration: reload the configuration instead"
+            ))),
+        };
         self.reloads.record(&result);
         result?;
         self.mark_loaded(name);
@@ -219,14 +253,8 @@ impl Control for AdminControl {
             return Err(ApiError::conflict("sbcd runs on its embedded default configuration: nothing to reload"));
         };
         let result = reload_config(path, &self.config, &self.store, &self.registry);
-        self.reloads.record(&result);
+        self.reloads.record_reload_all(&result);
         let generation = result.map_err(ApiError::bad_request)?;
-        let now = unix_now();
-        if let Ok(mut m) = self.loaded_at.lock() {
-            for n in self.store.load().profiles.keys() {
-                m.insert(n.clone(), now);
-            }
-        }
         tracing::info!(generation, "configuration reloaded through the API");
         Ok(Changed { generation })
     }

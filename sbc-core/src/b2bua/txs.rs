@@ -268,9 +268,9 @@ impl Engine {
     }
 
     pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, msg: &Message) {
-        self.stats.retransmissions_by_method[method.index()] += 1;
         if let Some(l) = self.lingering.get(&id) {
             self.stats.retransmissions_absorbed += 1;
+            self.stats.retransmissions_by_method[method.index()] += 1;
             if let (Some(bytes), false) = (&l.resend, method == Method::Ack) {
                 self.out.push_back(Output::Transmit { dest: l.dest.clone(), bytes: bytes.clone(), tx: None });
             }
@@ -288,7 +288,12 @@ impl Engine {
                 }
             }
         }
-        self.stats.retransmissions_absorbed += 1;
+        // The first ACK of a non-2xx final completes the INVITE transaction: not a repeat.
+        let first_ack = method == Method::Ack && matches!(&e.fsm, Fsm::Ist(t) if !t.is_acked());
+        if !first_ack {
+            self.stats.retransmissions_absorbed += 1;
+            self.stats.retransmissions_by_method[method.index()] += 1;
+        }
         let mut out = std::mem::take(&mut self.scratch);
         match (&mut e.fsm, method) {
             (Fsm::Ist(t), Method::Ack) => t.handle_ack(now, &mut out),

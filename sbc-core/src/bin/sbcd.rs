@@ -273,7 +273,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
                         "reload failed, configuration unchanged: {e}"
                     ),
                 }
-                reloads.record(&result);
+                reloads.record_reload_all(&result);
             }
             None => tracing::warn!("SIGHUP: running on the embedded default configuration, nothing to reload"),
         }

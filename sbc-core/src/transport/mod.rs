@@ -297,8 +297,9 @@ impl Runtime {
         let mut all = Vec::new();
         for (i, q) in self.shared.shards.iter().enumerate() {
             let (tx, rx) = tokio::sync::oneshot::channel();
+            // A shard that does not answer in time is left out rather than holding the API.
             if q.send(ShardInput::ListCalls(tx)).await.is_ok() {
-                if let Ok(calls) = rx.await {
+                if let Ok(Ok(calls)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
                     all.extend(calls.into_iter().map(|c| (i, c)));
                 }
             }
@@ -310,7 +311,8 @@ impl Runtime {
     pub async fn teardown(&self, shard: usize, handle: u64) -> bool {
         let Some(q) = self.shared.shards.get(shard) else { return false };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        q.send(ShardInput::Teardown(handle, tx)).await.is_ok() && rx.await.unwrap_or(false)
+        q.send(ShardInput::Teardown(handle, tx)).await.is_ok()
+            && matches!(tokio::time::timeout(Duration::from_secs(2), rx).await, Ok(Ok(true)))
     }
 
     pub fn is_draining(&self) -> bool {

@@ -51,11 +51,12 @@ impl Labelled {
                     "answered"
                 } else {
                     match code / 100 {
-                        1 | 2 => "2xx",
                         3 => "3xx",
                         4 => "4xx",
                         5 => "5xx",
-                        _ => "6xx",
+                        6 => "6xx",
+                        // Ended without a final answer (e.g. a subscription that expired).
+                        _ => "other",
                     }
                 };
                 *self.calls_ended.entry((profile.clone(), outcome)).or_default() += 1;
