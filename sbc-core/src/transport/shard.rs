@@ -146,11 +146,14 @@ pub(super) async fn run(
         while let Some(o) = engine.poll_output() {
             match o {
                 Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
-                Output::Event(e) => {
+                // Only the events with labels take the (uncontended) lock: once per ended call,
+                // drop or local error reply, never per relayed message.
+                Output::Event(e @ (Event::CallEnded { .. } | Event::Dropped { .. } | Event::Refused { .. })) => {
                     if let Ok(mut l) = status.labelled.lock() {
                         l.count(&e);
                     }
                 }
+                Output::Event(_) => {}
                 Output::CallControl(req) => cc.dispatch(req),
             }
         }
