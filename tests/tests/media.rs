@@ -192,3 +192,20 @@ fn ports_return_to_the_pool_after_many_calls() {
     assert!(stopped.contains("ports_in_use=0"), "{stopped}");
     assert!(stopped.contains("allocation_failures=0"), "{stopped}");
 }
+
+/// Every call flow of the core (183 + PRACK with SDP, re-INVITE to hold and back, CANCEL,
+/// 486, BYE from the callee) through a relay profile over UDP and TCP: the flows still complete
+/// with their SDP anchored, and no port is left in use at exit.
+#[test]
+fn the_core_call_flows_through_a_relay_profile_leave_no_port_behind() {
+    let mut sbcd = start((46500, 46599), 60, "");
+    for flow in ["basic", "prack", "reinvite", "cancel", "busy", "callee_bye"] {
+        for transport in [Transport::Udp, Transport::Tcp] {
+            call_through(&sbcd, flow, transport, 2);
+        }
+    }
+    sbcd.terminate(Duration::from_secs(10));
+    let log = sbcd.log_text();
+    let stopped = log.lines().find(|l| l.contains("media relay stopped")).expect("media summary at exit");
+    assert!(stopped.contains("ports_in_use=0") && stopped.contains("allocation_failures=0"), "{stopped}");
+}
