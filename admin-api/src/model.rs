@@ -71,6 +71,23 @@ pub struct CallInfo {
     pub legs: Vec<LegInfo>,
     /// Relayed media streams (0 when the profile does not relay).
     pub media_streams: usize,
+    /// What the relay saw of this call, per side (absent when it does not relay).
+    pub media: Option<MediaInfo>,
+}
+
+/// Relay counters of one call, summed over its streams.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct MediaInfo {
+    /// Packets and bytes the caller sent (RTP and RTCP).
+    pub packets_from_caller: u64,
+    pub bytes_from_caller: u64,
+    pub packets_from_callee: u64,
+    pub bytes_from_callee: u64,
+    /// Packets relayed to the other side.
+    pub forwarded: u64,
+    /// Packets not relayed (no destination, foreign source, DTMF filtered, send error, runt).
+    pub dropped: u64,
+    pub latches: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

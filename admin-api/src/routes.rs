@@ -42,7 +42,7 @@ type Res<T> = Result<Json<T>, ApiError>;
         load_call_control_modules, explain, health, stats, metrics
     ),
     components(schemas(
-        ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo,
+        ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo,
         CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, Changed, ErrorBody
     )),
     modifiers(&BearerAuth)

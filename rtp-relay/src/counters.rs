@@ -72,6 +72,16 @@ pub struct SideSnapshot {
 }
 
 impl SideSnapshot {
+    pub fn add(&mut self, o: &Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.forwarded += o.forwarded;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        self.latches += o.latches;
+    }
+
     fn of(c: &SideCounters) -> Self {
         Self {
             packets: c.packets.load(Relaxed),

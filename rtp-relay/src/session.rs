@@ -299,6 +299,17 @@ impl Session {
         self.streams.iter().map(|s| s.as_ref().map(|s| s.counters.snapshot())).collect()
     }
 
+    /// Counters per side summed over every open stream.
+    pub fn totals(&self) -> [SideSnapshot; 2] {
+        let mut t = [SideSnapshot::default(); 2];
+        for s in self.streams.iter().flatten() {
+            for (acc, side) in t.iter_mut().zip(s.counters.snapshot()) {
+                acc.add(&side);
+            }
+        }
+        t
+    }
+
     pub fn open_streams(&self) -> usize {
         self.streams.iter().flatten().count()
     }

@@ -6,6 +6,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
+use std::time::Instant;
 
 use sbc_e2e::ua::{sdp, TestUa};
 use sbc_e2e::*;
@@ -93,6 +94,23 @@ fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
     let (pkt, a_side) = recv(&caller_rtp);
     assert_eq!(pkt, rtp(2));
     assert_eq!(a_side, SocketAddr::new(RELAY_IP.parse().expect("ip"), a_port));
+
+    // The admin API shows what the relay saw of this call (counters land just after the send).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let media = loop {
+        let (st, body) = http(&sbcd, "GET", "/calls", None, None);
+        assert_eq!(st, 200);
+        let calls: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let m = calls[0]["media"].clone();
+        if m["forwarded"].as_u64() >= Some(2) || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(media["packets_from_caller"], 1, "{media}");
+    assert_eq!(media["packets_from_callee"], 1, "{media}");
+    assert_eq!(media["forwarded"], 2, "{media}");
+    assert_eq!(media["bytes_from_caller"], 12, "{media}");
 
     assert_eq!(ua.bye().status(), Some(200));
     assert_completed(uas, &sbcd);

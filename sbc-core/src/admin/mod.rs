@@ -185,6 +185,15 @@ impl AdminControl {
             connected_at: c.answered.map(|a| self.unix_of(a)),
             legs: c.legs.iter().map(leg).collect(),
             media_streams: c.media_streams,
+            media: c.media.map(|[a, b]| MediaInfo {
+                packets_from_caller: a.packets,
+                bytes_from_caller: a.bytes,
+                packets_from_callee: b.packets,
+                bytes_from_callee: b.bytes,
+                forwarded: a.forwarded + b.forwarded,
+                dropped: a.drops.iter().chain(&b.drops).sum(),
+                latches: a.latches + b.latches,
+            }),
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct CallOverview {
     /// A leg, then B.
     pub legs: [LegOverview; 2],
     pub media_streams: usize,
+    /// Relay counters per side (A = caller), summed over the call's streams.
+    pub media: Option<[rtp_relay::SideSnapshot; 2]>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +67,7 @@ impl Engine {
                     answered: c.answered,
                     legs: [leg(Side::A), leg(Side::B)],
                     media_streams: c.media.as_ref().map_or(0, rtp_relay::Session::open_streams),
+                    media: c.media.as_ref().map(|m| m.totals()),
                 }
             })
             .collect();
