@@ -4,7 +4,8 @@
 # shipped configuration (sbcd --check-config from the package itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo deb -p sbc-core --no-build --quiet >/dev/null
+# Stripped; the debug symbols go into a separate -dbgsym package next to it.
+cargo deb -p sbc-core --no-build --dbgsym --quiet >/dev/null
 deb=$(ls -t target/debian/sbcd_*.deb | head -n1)
 echo "package: $deb"
 list=$(dpkg-deb -c "$deb" | awk '{print $1, $6}')
