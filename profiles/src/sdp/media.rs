@@ -60,46 +60,111 @@ impl MediaDesc {
 
 /// The media of an SDP body; `None` if it is not SDP.
 pub fn describe(body: &[u8]) -> Option<Vec<MediaDesc>> {
-    let sdp = Sdp::parse(body)?;
-    let sections = sdp.media_sections();
-    let session_end = sections.first().map_or(sdp.lines.len(), |s| s.0);
-    let session = &sdp.lines[..session_end];
-    let session_conn = session.iter().find_map(|l| l.text.strip_prefix("c=")).map(parse_conn);
-    let session_dir = session.iter().filter_map(|l| l.attr_name()).find_map(Direction::parse);
-    let active = |l: &super::model::Line| l.text.trim_end().eq_ignore_ascii_case("a=direction:active");
-    let session_active = session.iter().any(active);
-    let mut out = Vec::new();
-    for (s, e) in sections {
-        let Some(m) = MediaLine::parse(&sdp.lines[s].text) else { continue };
-        let lines = &sdp.lines[s + 1..e];
-        let conn = lines.iter().find_map(|l| l.text.strip_prefix("c=")).map(parse_conn).or(session_conn);
-        let (addr, zero_addr) = conn.unwrap_or((None, false));
-        let rtcp = lines.iter().find_map(|l| l.text.strip_prefix("a=rtcp:")).and_then(parse_rtcp);
-        let direction = lines
-            .iter()
-            .filter_map(|l| l.attr_name())
-            .find_map(Direction::parse)
-            .or(session_dir)
-            .unwrap_or(Direction::SendRecv);
-        let codecs = sdp.codecs(s, e);
-        let telephone_event = m
-            .formats
-            .iter()
-            .find(|pt| codecs.get(pt).is_some_and(|(n, _)| n.eq_ignore_ascii_case("telephone-event")))
-            .and_then(|pt| pt.parse().ok());
-        out.push(MediaDesc {
-            port: m.port.split('/').next().and_then(|p| p.parse().ok()).unwrap_or(0),
-            udp: !m.proto.to_ascii_uppercase().starts_with("TCP"),
-            media: m.media,
-            addr,
-            zero_addr,
-            rtcp,
-            direction,
-            telephone_event,
-            sends_first: session_active || lines.iter().any(active),
-        });
+    MediaSdp::parse(body).map(|s| s.streams())
+}
+
+/// Anchors `body` at `ours`: per m-line (in order) the RTP port to write, or `None` to reject
+/// the stream with port 0. `None` if the body is not SDP.
+pub fn anchor(body: &[u8], ours: IpAddr, ports: &[Option<u16>]) -> Option<Vec<u8>> {
+    MediaSdp::parse(body).map(|s| s.anchor(ours, ports))
+}
+
+/// An SDP parsed once, to read its streams and then rewrite it (the relay does both for every
+/// body it anchors).
+#[derive(Debug, Clone)]
+pub struct MediaSdp(Sdp);
+
+impl MediaSdp {
+    /// `None` if the body is not SDP.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        Sdp::parse(body).map(Self)
     }
-    Some(out)
+
+    /// The m-lines, in order.
+    pub fn streams(&self) -> Vec<MediaDesc> {
+        let sdp = &self.0;
+        let sections = sdp.media_sections();
+        let session_end = sections.first().map_or(sdp.lines.len(), |s| s.0);
+        let session = &sdp.lines[..session_end];
+        let session_conn = session.iter().find_map(|l| l.text.strip_prefix("c=")).map(parse_conn);
+        let session_dir = session.iter().filter_map(|l| l.attr_name()).find_map(Direction::parse);
+        let active = |l: &super::model::Line| l.text.trim_end().eq_ignore_ascii_case("a=direction:active");
+        let session_active = session.iter().any(active);
+        let mut out = Vec::new();
+        for (s, e) in sections {
+            let Some(m) = MediaLine::parse(&sdp.lines[s].text) else { continue };
+            let lines = &sdp.lines[s + 1..e];
+            let conn = lines.iter().find_map(|l| l.text.strip_prefix("c=")).map(parse_conn).or(session_conn);
+            let (addr, zero_addr) = conn.unwrap_or((None, false));
+            let rtcp = lines.iter().find_map(|l| l.text.strip_prefix("a=rtcp:")).and_then(parse_rtcp);
+            let direction = lines
+                .iter()
+                .filter_map(|l| l.attr_name())
+                .find_map(Direction::parse)
+                .or(session_dir)
+                .unwrap_or(Direction::SendRecv);
+            let codecs = sdp.codecs(s, e);
+            let telephone_event = m
+                .formats
+                .iter()
+                .find(|pt| codecs.get(pt).is_some_and(|(n, _)| n.eq_ignore_ascii_case("telephone-event")))
+                .and_then(|pt| pt.parse().ok());
+            out.push(MediaDesc {
+                port: m.port.split('/').next().and_then(|p| p.parse().ok()).unwrap_or(0),
+                udp: !m.proto.to_ascii_uppercase().starts_with("TCP"),
+                media: m.media,
+                addr,
+                zero_addr,
+                rtcp,
+                direction,
+                telephone_event,
+                sends_first: session_active || lines.iter().any(active),
+            });
+        }
+        out
+    }
+
+    /// The body anchored at `ours`: per m-line (in order, as [`streams`](Self::streams) lists
+    /// them) the RTP port to write, or `None` to reject the stream with port 0.
+    pub fn anchor(self, ours: IpAddr, ports: &[Option<u16>]) -> Vec<u8> {
+        let mut sdp = self.0;
+        let family = if ours.is_ipv6() { "IP6" } else { "IP4" };
+        let zero = if ours.is_ipv6() { "::" } else { "0.0.0.0" };
+        let mut stream = None::<usize>;
+        sdp.lines.retain(|l| l.attr_name().is_none_or(|n| !ICE_ATTRIBUTES.iter().any(|i| i.eq_ignore_ascii_case(n))));
+        for l in &mut sdp.lines {
+            match l.kind() {
+                // Only m-lines that parse are streams, as in `describe` (the indexes must agree).
+                b'm' => {
+                    if let Some(mut m) = MediaLine::parse(&l.text) {
+                        let k = stream.map_or(0, |k| k + 1);
+                        stream = Some(k);
+                        m.port = ports.get(k).copied().flatten().unwrap_or(0).to_string();
+                        l.text = m.render();
+                    }
+                }
+                b'o' => {
+                    let f: Vec<&str> = l.text.get(2..).unwrap_or_default().split_whitespace().collect();
+                    if let [user, id, version, net, ..] = f[..] {
+                        l.text = format!("o={user} {id} {version} {net} {family} {ours}");
+                    }
+                }
+                b'c' => {
+                    let (_, is_zero) = parse_conn(l.text.get(2..).unwrap_or_default());
+                    let addr = if is_zero { zero.to_string() } else { ours.to_string() };
+                    l.text = format!("c=IN {family} {addr}");
+                }
+                _ if l.text.starts_with("a=rtcp:") => {
+                    let port = stream.and_then(|k| ports.get(k).copied().flatten()).map_or(0, |p| p.saturating_add(1));
+                    let with_addr = l.text.split_whitespace().count() > 1;
+                    l.text =
+                        if with_addr { format!("a=rtcp:{port} IN {family} {ours}") } else { format!("a=rtcp:{port}") };
+                }
+                _ => {}
+            }
+        }
+        sdp.render()
+    }
 }
 
 /// Where the SDP is in a body: all of it, or the `application/sdp` part of a multipart body
@@ -171,47 +236,6 @@ const ICE_ATTRIBUTES: [&str; 8] = [
     "ice-lite",
     "ice-mismatch",
 ];
-
-/// Anchors `body` at `ours`: per m-line (in order) the RTP port to write, or `None` to reject
-/// the stream with port 0. `None` if the body is not SDP.
-pub fn anchor(body: &[u8], ours: IpAddr, ports: &[Option<u16>]) -> Option<Vec<u8>> {
-    let mut sdp = Sdp::parse(body)?;
-    let family = if ours.is_ipv6() { "IP6" } else { "IP4" };
-    let zero = if ours.is_ipv6() { "::" } else { "0.0.0.0" };
-    let mut stream = None::<usize>;
-    sdp.lines.retain(|l| l.attr_name().is_none_or(|n| !ICE_ATTRIBUTES.iter().any(|i| i.eq_ignore_ascii_case(n))));
-    for l in &mut sdp.lines {
-        match l.kind() {
-            // Only m-lines that parse are streams, as in `describe` (the indexes must agree).
-            b'm' => {
-                if let Some(mut m) = MediaLine::parse(&l.text) {
-                    let k = stream.map_or(0, |k| k + 1);
-                    stream = Some(k);
-                    m.port = ports.get(k).copied().flatten().unwrap_or(0).to_string();
-                    l.text = m.render();
-                }
-            }
-            b'o' => {
-                let f: Vec<&str> = l.text.get(2..).unwrap_or_default().split_whitespace().collect();
-                if let [user, id, version, net, ..] = f[..] {
-                    l.text = format!("o={user} {id} {version} {net} {family} {ours}");
-                }
-            }
-            b'c' => {
-                let (_, is_zero) = parse_conn(l.text.get(2..).unwrap_or_default());
-                let addr = if is_zero { zero.to_string() } else { ours.to_string() };
-                l.text = format!("c=IN {family} {addr}");
-            }
-            _ if l.text.starts_with("a=rtcp:") => {
-                let port = stream.and_then(|k| ports.get(k).copied().flatten()).map_or(0, |p| p.saturating_add(1));
-                let with_addr = l.text.split_whitespace().count() > 1;
-                l.text = if with_addr { format!("a=rtcp:{port} IN {family} {ours}") } else { format!("a=rtcp:{port}") };
-            }
-            _ => {}
-        }
-    }
-    Some(sdp.render())
-}
 
 #[cfg(test)]
 mod tests;

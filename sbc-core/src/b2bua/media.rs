@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use profiles::sdp::media::{anchor as anchor_sdp, describe, sdp_range, MediaDesc};
+use profiles::sdp::media::{sdp_range, MediaDesc, MediaSdp};
 use profiles::sdp::NothingLeft;
 use rtp_relay::{Offered, Relay, RelayError, Session, SideOptions};
 
@@ -93,13 +93,12 @@ fn anchor_body<'b>(session: &mut Session, towards: Side, body: Cow<'b, [u8]>) ->
 /// a multipart body is anchored in place; the other parts stay byte for byte.
 fn anchor(session: &mut Session, towards: Side, whole: &[u8]) -> (Option<Vec<u8>>, Option<RelayError>) {
     let Some(range) = sdp_range(whole) else { return (None, None) };
-    let body = &whole[range.clone()];
-    let Some(streams) = describe(body) else { return (None, None) };
-    let offered: Vec<Offered> = streams.iter().map(offered).collect();
+    let Some(sdp) = MediaSdp::parse(&whole[range.clone()]) else { return (None, None) };
+    let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
     let result = session.update(towards.other().idx(), &offered);
     let failure = if result.nothing_anchored() { result.failure } else { None };
     let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.map(|a| a.port)).collect();
-    let rewritten = session.advertised(towards.idx()).and_then(|ours| anchor_sdp(body, ours, &ports)).map(|sdp| {
+    let rewritten = session.advertised(towards.idx()).map(|ours| sdp.anchor(ours, &ports)).map(|sdp| {
         let mut out = Vec::with_capacity(whole.len() + 64);
         out.extend_from_slice(&whole[..range.start]);
         out.extend_from_slice(&sdp);
