@@ -99,6 +99,8 @@ impl Worker {
                     return;
                 }
             };
+            // One clock read per wakeup: every packet of it is stamped with the same time.
+            let now = self.now_ms();
             for ev in &events[..n] {
                 if ev.data() == WAKE_TOKEN {
                     let _ = self.wake.read();
@@ -106,7 +108,7 @@ impl Worker {
                         return;
                     }
                 } else {
-                    self.serve(ev.data(), &mut bufs, &mut rx, &mut tx);
+                    self.serve(ev.data(), now, &mut bufs, &mut rx, &mut tx);
                 }
             }
         }
@@ -168,12 +170,12 @@ impl Worker {
     fn serve(
         &mut self,
         token: u64,
+        now: u64,
         bufs: &mut [[u8; BUF]; BATCH],
         rx: &mut MultiHeaders<SockaddrStorage>,
         tx: &mut MultiHeaders<SockaddrStorage>,
     ) {
         let (idx, side, comp) = ((token >> 2) as usize, ((token >> 1) & 1) as usize, (token & 1) as usize);
-        let now = self.now_ms();
         let Some(slot) = self.slots.get_mut(idx).and_then(Option::as_mut) else { return };
         let mut meta: Meta = [(0, None); BATCH];
         let received = {
