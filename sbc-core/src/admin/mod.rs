@@ -168,6 +168,28 @@ impl AdminControl {
         }
     }
 
+    /// Adds or replaces a profile, checked like the configuration (interfaces, maps, and its
+    /// call-control chain) in the same step as it is published: on any error the running
+    /// profile stays.
+    fn publish_profile(&self, profile: profiles::Profile, source: ProfileSource) -> Result<u64, ApiError> {
+        self.store
+            .update(|s| {
+                s.profile_sources.insert(profile.name.clone(), source);
+                s.profiles.insert(profile.name.clone(), Arc::new(profile));
+                self.registry.check(s)
+            })
+            .map_err(bad)
+    }
+
+    /// Counts a profile change and answers with the profile as it runs now.
+    fn published(&self, name: &str, result: Result<u64, ApiError>, what: &str) -> Result<ProfileInfo, ApiError> {
+        self.reloads.record(&result);
+        result?;
+        self.mark_loaded(name);
+        tracing::info!(profile = name, "profile {what} through the API");
+        self.profile_info(name).ok_or_else(|| ApiError::internal("profile vanished"))
+    }
+
     fn call_info(&self, shard: usize, c: CallOverview) -> CallInfo {
         let leg = |l: &crate::b2bua::LegOverview| LegInfo {
             call_id: l.call_id.clone(),
@@ -220,41 +242,25 @@ impl Control for AdminControl {
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            let mut probe = (*self.store.load()).clone();
-            probe.profiles.insert(name.to_string(), Arc::new(profile.clone()));
-            self.registry.check(&probe).map_err(bad)?;
-            self.store.put_profile(profile, ProfileSource::SemsFile(path)).map_err(bad)
+            self.publish_profile(profile, ProfileSource::SemsFile(path))
         });
-        self.reloads.record(&result);
-        result?;
-        self.mark_loaded(name);
-        tracing::info!(profile = name, file, "profile loaded through the API");
-        self.profile_info(name).ok_or_else(|| ApiError::internal("profile vanished"))
+        self.published(name, result, "loaded")
     }
 
     fn reload_profile(&self, name: &str) -> Result<ProfileInfo, ApiError> {
-        if !self.store.load().profiles.contains_key(name) {
+        let snap = self.store.load();
+        if !snap.profiles.contains_key(name) {
             return Err(ApiError::not_found(format!("no profile named '{name}'")));
         }
-        // Read again, checked like a new profile (call-control modules and their values), then
-        // published; on any error the running profile stays.
-        let snap = self.store.load();
         let result = match snap.profile_sources.get(name).cloned() {
-            Some(source @ ProfileSource::SemsFile(_)) => sems::reload(name, &source).map_err(bad).and_then(|p| {
-                let mut probe = (*snap).clone();
-                probe.profiles.insert(name.to_string(), Arc::new(p.clone()));
-                self.registry.check(&probe).map_err(bad)?;
-                self.store.put_profile(p, source).map_err(bad)
-            }),
+            Some(source @ ProfileSource::SemsFile(_)) => {
+                sems::reload(name, &source).map_err(bad).and_then(|p| self.publish_profile(p, source))
+            }
             _ => Err(ApiError::bad_request(format!(
                 "profile '{name}' is defined inline in the configuration: reload the configuration instead"
             ))),
         };
-        self.reloads.record(&result);
-        result?;
-        self.mark_loaded(name);
-        tracing::info!(profile = name, "profile reloaded through the API");
-        self.profile_info(name).ok_or_else(|| ApiError::internal("profile vanished"))
+        self.published(name, result, "reloaded")
     }
 
     fn reload_all(&self) -> Result<Changed, ApiError> {
