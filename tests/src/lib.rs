@@ -416,6 +416,16 @@ pub fn call_through_from(local_ip: &str, sbcd: &Sbcd, name: &str, transport: Tra
     );
 }
 
+/// An sbcd on a configuration that names its own interfaces (no `--listen`): one shard, one
+/// thread, no admin API, its log discarded. The caller waits for it and kills it.
+pub fn spawn_sbcd_on(config: &str) -> Child {
+    Command::new(sbcd_bin())
+        .args(["--config", config, "--shards", "1", "--threads", "1", "--admin-listen", "off"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start sbcd: {e}"))
+}
+
 /// One HTTP/1.1 request to the admin API: (status, body). `token` goes in as a bearer token.
 pub fn http(sbcd: &Sbcd, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sbc_e2e::{
-    call_through, call_through_from, repo_root, sbcd_bin, scratch_dir, sipp_uac, sipp_uac_from, Sbcd, Transport,
+    call_through, call_through_from, repo_root, sbcd_bin, scratch_dir, sipp_uac, sipp_uac_from, spawn_sbcd_on, Sbcd,
+    Transport,
 };
 
 fn sems_conf() -> PathBuf {
@@ -205,11 +206,7 @@ fn outbound_interface_per_call() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(sbcd_bin())
-        .args(["--config", cfg.to_str().unwrap(), "--shards", "1", "--threads", "1", "--admin-listen", "off"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sbcd_on(cfg.to_str().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
     callee.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

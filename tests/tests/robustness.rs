@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sbc_e2e::{free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, Sbcd, Transport};
+use sbc_e2e::{free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, spawn_sbcd_on, Sbcd, Transport};
 
 fn options_ping(sbcd: &Sbcd) -> Option<String> {
     let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
@@ -202,11 +202,7 @@ fn b_leg_leaves_from_the_configured_interface() {
             "interfaces:\n  - name: intern\n    listen: [udp:127.0.0.1:{intern_port}]\n  - name: extern\n    listen: [udp:127.0.0.2:{extern_port}]\nrouting:\n  outbound_interface: extern\n"
         ),
     );
-    let mut child = Command::new(sbcd_bin())
-        .args(["--config", &cfg, "--shards", "1", "--threads", "1", "--admin-listen", "off"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sbcd_on(&cfg);
     std::thread::sleep(Duration::from_millis(300));
     let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
     callee.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
