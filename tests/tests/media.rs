@@ -227,3 +227,36 @@ fn the_core_call_flows_through_a_relay_profile_leave_no_port_behind() {
     let stopped = log.lines().find(|l| l.contains("media relay stopped")).expect("media summary at exit");
     assert!(stopped.contains("ports_in_use=0") && stopped.contains("allocation_failures=0"), "{stopped}");
 }
+
+/// An IPv4 caller bridged to an IPv6 callee: the profile puts the callee's media on an IPv6
+/// interface (`rtprelay_interface`); signalling stays IPv4.
+#[test]
+fn ipv4_caller_and_ipv6_callee_are_bridged() {
+    let dir = scratch_dir("media-cfg");
+    let text = format!(
+        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\n    media: {{address: {RELAY_IP}, ports: 46600-46699}}\n  - name: v6\n    listen: ['udp:[::1]:{}']\n    media: {{address: '::1', ports: 46600-46699}}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n    rtprelay_interface: v6\n",
+        free_port()
+    );
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(&cfg, text).expect("write config");
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8 path")]);
+    let caller_rtp = rtp_socket();
+    let callee_rtp = UdpSocket::bind("[::1]:0").expect("bind ::1");
+    callee_rtp.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let (uas, uas_port) = callee("uas_media_v6.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
+    assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
+    let (conn, a_port) = ok.sdp_media().expect("SDP in the 200");
+    assert_eq!(conn, RELAY_IP, "the IPv4 caller sees the relay's IPv4 side: {}", ok.0);
+    caller_rtp.send_to(&rtp(1), (RELAY_IP, a_port)).expect("send");
+    let (pkt, b_side) = recv(&callee_rtp);
+    assert_eq!(pkt, rtp(1));
+    assert_eq!(b_side.ip().to_string(), "::1", "the callee gets it from the relay's IPv6 side");
+    callee_rtp.send_to(&rtp(2), b_side).expect("send back");
+    let (pkt, a_side) = recv(&caller_rtp);
+    assert_eq!(pkt, rtp(2));
+    assert_eq!(a_side, SocketAddr::new(RELAY_IP.parse().expect("ip"), a_port));
+    assert_eq!(ua.bye().status(), Some(200));
+    assert_completed(uas, &sbcd);
+}
