@@ -45,7 +45,7 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("aleg_next_hop", Active),
     ("outbound_interface", Active),
     ("aleg_outbound_interface", Active),
-    ("dlg_nat_handling", NotYet(ACCESS)),
+    ("dlg_nat_handling", Active),
     ("allow_subless_notify", NotYet(MISC)),
     ("aleg_contact_host", Active),
     ("aleg_contact_port", Active),

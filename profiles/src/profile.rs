@@ -76,6 +76,9 @@ pub struct Profile {
     pub aleg_next_hop: Option<Pattern>,
     pub outbound_interface: Option<Pattern>,
     pub aleg_outbound_interface: Option<Pattern>,
+    /// `dlg_nat_handling`: requests to a UA that sent directly (one Via) go back to its source
+    /// address, not to its Contact (spec §3.7).
+    pub dlg_nat_handling: bool,
 
     pub aleg_contact: ContactRule,
     pub bleg_contact: ContactRule,
@@ -283,6 +286,7 @@ impl Profile {
                     }
                 }
                 "next_hop_1st_req" => p.next_hop_1st_req = flag()?,
+                "dlg_nat_handling" => p.dlg_nat_handling = flag()?,
                 "transparent_dlg_id" => p.transparent_dlg_id = flag()?,
                 "next_hop_fixed" => p.next_hop_fixed = flag()?,
                 "patch_ruri_next_hop" => p.patch_ruri_next_hop = flag()?,

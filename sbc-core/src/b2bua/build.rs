@@ -13,6 +13,11 @@ use super::call::Leg;
 use super::types::{Source, Transport};
 use crate::sip::msg::{split_values, trim, Header, HeaderName, Message, MessageWriter, Via};
 
+/// Whether a request came straight from the UA that created it: exactly one Via value.
+pub(crate) fn single_via(msg: &Message) -> bool {
+    msg.values(HeaderName::Via).flat_map(split_values).take(2).count() == 1
+}
+
 /// Rows that belong to one leg and are never copied to the other (topology hiding).
 pub(crate) fn leg_owned(name: HeaderName) -> bool {
     matches!(

@@ -52,7 +52,8 @@ pub(crate) struct Leg {
     pub(crate) contact: Box<[u8]>,
     /// Host:port of our Via on this leg.
     pub(crate) via_sent_by: Box<str>,
-    /// The peer gave no Contact (RFC 2543): requests go back to where it sent from.
+    /// Requests go back to where the peer sent from (`dest`), not to its Contact: it gave no
+    /// Contact (RFC 2543), or it is behind a NAT (`dlg_nat_handling`).
     pub(crate) target_is_source: bool,
     /// Every request on this leg goes here, whatever the route set says (`next_hop`,
     /// `aleg_next_hop`, the configured next hop).

@@ -11,13 +11,13 @@ use profiles::filters::translate_reply;
 use callcontrol::LegEvent;
 
 use super::apply::{append, CallRules};
-use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, response_head};
+use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, response_head, single_via};
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::cc::party;
 use super::invite::learn_remote;
 use super::media::{anchor_or_reject, prepare_body_anyway};
 use super::txs::Purpose;
-use super::types::Source;
+use super::types::{Destination, Peer, Source};
 use super::{Engine, TxId};
 use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, CSeq, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
@@ -117,7 +117,21 @@ impl Engine {
             rack = Some(format!("{b_rseq} {b_invite_cseq} INVITE"));
         }
         if is_target_refresh(method) {
+            let before = call.leg(side).remote_target.clone();
             learn_remote(call.leg_mut(side), &msg, true);
+            // NAT handling: a UA that moved (new Contact, sent directly) is reached where the
+            // refresh came from, on its connection (spec §3.7).
+            if rules.profile.dlg_nat_handling && before != call.leg(side).remote_target && single_via(&msg) {
+                let leg = call.leg_mut(side);
+                leg.transport = src.transport;
+                leg.dest = Destination {
+                    transport: src.transport,
+                    local: src.local,
+                    peer: Peer::Addr(src.remote),
+                    conn: src.conn,
+                };
+                leg.target_is_source = true;
+            }
         }
         if method == Method::Bye {
             call.state = CallState::Ending;

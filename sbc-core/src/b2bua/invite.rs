@@ -273,7 +273,11 @@ impl Engine {
             }
             None => (msg.from_hdr().map(|f| f.uri.into()).unwrap_or_default(), Peer::Addr(src.remote)),
         };
-        let a_target_is_source = msg.contact().is_none();
+        // NAT handling (spec §3.7): a UA that sent directly to us (one Via) is reached where it
+        // sent from, whatever private address its Contact names; its TCP connection is reused.
+        let behind_nat = rules.profile.dlg_nat_handling && build::single_via(&msg) && plan.aleg_next_hop.is_none();
+        let a_peer = if behind_nat { Peer::Addr(src.remote) } else { a_peer };
+        let a_target_is_source = msg.contact().is_none() || behind_nat;
         let proxy_route =
             |uri: &Option<String>| uri.as_ref().map(|u| format!("<{u};lr>").into_bytes().into_boxed_slice());
         let a_leg = Leg {

@@ -1394,3 +1394,5 @@ fn a_call_with_nothing_relayed_is_not_timed_out() {
     assert!(!h.advance(Duration::from_secs(300)).iter().any(|s| s.msg.method() == Some(Method::Bye)));
     assert_eq!(h.engine.active_calls(), 1);
 }
+
+mod access;
