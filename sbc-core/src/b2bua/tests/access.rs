@@ -26,8 +26,8 @@ fn nat_call(h: &mut Harness, call_id: &str) -> (Message, Message) {
 }
 
 fn bye_from_bob(h: &mut Harness, b_inv: &Message, cseq: u32) -> Vec<Sent> {
-    let from = format!("<sip:bob@biloxi.example>;tag=bt");
-    let bye = in_dialog("BYE", BOB, &from, &hv(b_inv, HeaderName::From), &hv(b_inv, HeaderName::CallId), cseq, "");
+    let from = "<sip:bob@biloxi.example>;tag=bt";
+    let bye = in_dialog("BYE", BOB, from, &hv(b_inv, HeaderName::From), &hv(b_inv, HeaderName::CallId), cseq, "");
     h.send(BOB, &bye)
 }
 
