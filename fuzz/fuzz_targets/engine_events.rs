@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         max_calls: 1000,
         profiles: PROFILES.with(Clone::clone),
         media: None,
+        reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
     };
     let mut engine = Engine::new(cfg, 1);
     let mut now = Instant::now();

@@ -55,10 +55,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let filters = [
-        NameFilter::parse("whitelist", "pcma,telephone-event"),
-        NameFilter::parse("blacklist", "audio,ptime"),
-    ];
+    let filters =
+        [NameFilter::parse("whitelist", "pcma,telephone-event"), NameFilter::parse("blacklist", "audio,ptime")];
     let prefs = CodecPref::parse_list("g729,/8000").unwrap_or_default();
     if let (Ok(Some(w)), Ok(Some(b))) = (&filters[0], &filters[1]) {
         for rules in [

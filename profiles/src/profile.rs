@@ -96,6 +96,9 @@ pub struct Profile {
     /// RTP relay (spec §3.6).
     pub rtprelay: RtpRelayRules,
 
+    /// Registration caching (spec §3.10, §5).
+    pub reg_caching: RegCaching,
+
     /// `call_control`: the instances, in order.
     pub call_control: Vec<CcInstanceSpec>,
 
@@ -123,6 +126,17 @@ pub struct RtpRelayRules {
     pub msgflags_symmetric: bool,
     /// `rtprelay_dtmf_filtering`: drop RFC 4733 event packets.
     pub dtmf_filtering: bool,
+}
+
+/// `enable_reg_caching`, `min_reg_expires`, `max_ua_expires` (seconds; 0 = no bound).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegCaching {
+    pub enabled: bool,
+    /// Lower bound of the expiry asked of the registrar.
+    pub min_reg_expires: u32,
+    /// Upper bound of the expiry given to the UA; re-registrations inside the registrar's
+    /// longer binding are answered by the SBC.
+    pub max_ua_expires: u32,
 }
 
 /// Accepted spellings of a boolean (one set everywhere, unlike SEMS's `=yes` and `bool*`).
@@ -178,6 +192,15 @@ impl NextHop {
             None => self.host.clone(),
         }
     }
+}
+
+/// A number of seconds (empty = 0).
+pub fn seconds(v: &str) -> Result<u32, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(0);
+    }
+    v.parse::<u32>().map_err(|_| format!("'{v}' is not a number of seconds"))
 }
 
 /// Checks the literal structure of an `append_headers` pattern: every line `Name: value`.
@@ -287,6 +310,15 @@ impl Profile {
                 }
                 "next_hop_1st_req" => p.next_hop_1st_req = flag()?,
                 "dlg_nat_handling" => p.dlg_nat_handling = flag()?,
+                "enable_reg_caching" => p.reg_caching.enabled = flag()?,
+                "min_reg_expires" | "max_ua_expires" => {
+                    let secs = seconds(&o.value).map_err(&e)?;
+                    if o.key == "min_reg_expires" {
+                        p.reg_caching.min_reg_expires = secs;
+                    } else {
+                        p.reg_caching.max_ua_expires = secs;
+                    }
+                }
                 "transparent_dlg_id" => p.transparent_dlg_id = flag()?,
                 "next_hop_fixed" => p.next_hop_fixed = flag()?,
                 "patch_ruri_next_hop" => p.patch_ruri_next_hop = flag()?,

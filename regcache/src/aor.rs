@@ -62,7 +62,10 @@ mod tests {
 
     #[test]
     fn canonical_forms() {
-        assert_eq!(canonical_aor("<sip:alice@Example.COM:5060;transport=tcp>;tag=1").as_deref(), Some("sip:alice@example.com"));
+        assert_eq!(
+            canonical_aor("<sip:alice@Example.COM:5060;transport=tcp>;tag=1").as_deref(),
+            Some("sip:alice@example.com")
+        );
         assert_eq!(canonical_aor("\"A\" <sip:alice@example.com:5070>").as_deref(), Some("sip:alice@example.com:5070"));
         assert_eq!(canonical_aor("sips:[::1]:5061").as_deref(), Some("sips:[::1]:5061"));
         assert_eq!(canonical_aor("sip:example.com;user=phone").as_deref(), Some("sip:example.com"));

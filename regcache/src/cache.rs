@@ -117,7 +117,8 @@ impl RegCache {
     pub fn alias_for(&self, aor: &str, contact: &str, source_ip: IpAddr) -> String {
         let inner = self.read();
         let existing = inner.by_aor.get(aor).and_then(|set| {
-            set.iter().find(|a| inner.by_alias.get(*a).is_some_and(|b| b.contact == contact && b.source.ip() == source_ip))
+            set.iter()
+                .find(|a| inner.by_alias.get(*a).is_some_and(|b| b.contact == contact && b.source.ip() == source_ip))
         });
         existing.cloned().unwrap_or_else(|| alias_of(aor, contact, source_ip))
     }
@@ -231,13 +232,19 @@ mod tests {
         cache.put(binding("other", "sip:a@x", "sip:a@10.0.0.2", "127.0.0.2:5060", now, 10));
         assert_eq!(cache.alias_for("sip:a@x", "sip:a@10.0.0.1", "127.0.0.1".parse().expect("ip")), a);
         assert_eq!(cache.of_aor("sip:a@x").len(), 2);
-        assert_eq!(cache.by_contact("sip:a@10.0.0.1", "127.0.0.1:5070".parse().expect("addr")).map(|b| b.alias), Some(a.clone()));
+        assert_eq!(
+            cache.by_contact("sip:a@10.0.0.1", "127.0.0.1:5070".parse().expect("addr")).map(|b| b.alias),
+            Some(a.clone())
+        );
         assert_eq!(cache.get("other").map(|b| b.source_text()).as_deref(), Some("127.0.0.2"));
         assert_eq!(cache.collect_expired(now + Duration::from_secs(30)), 1);
         assert!(cache.get("other").is_none());
         assert_eq!(cache.of_aor("sip:a@x").len(), 1);
         cache.remove(&a);
         assert!(cache.is_empty() && cache.of_aor("sip:a@x").is_empty());
-        assert_eq!(*log.0.lock().expect("log"), vec![format!("+{a}"), "+other".into(), "-other".into(), format!("-{a}")]);
+        assert_eq!(
+            *log.0.lock().expect("log"),
+            vec![format!("+{a}"), "+other".into(), "-other".into(), format!("-{a}")]
+        );
     }
 }

@@ -116,8 +116,13 @@ impl SqliteStore {
                 .spawn(move || write_loop(conn, rx, &path, &errors))
                 .map_err(|e| err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?
         };
-        let store =
-            Self { path: path.to_path_buf(), clock, tx: Mutex::new(Some(tx)), worker: Mutex::new(Some(worker)), errors };
+        let store = Self {
+            path: path.to_path_buf(),
+            clock,
+            tx: Mutex::new(Some(tx)),
+            worker: Mutex::new(Some(worker)),
+            errors,
+        };
         Ok((store, live))
     }
 
@@ -167,6 +172,16 @@ impl Persist for SqliteStore {
     }
     fn removed(&self, alias: &str) {
         self.send(Op::Remove(alias.to_string()));
+    }
+}
+
+/// The daemon keeps the store to close it at shutdown while the cache writes through it.
+impl Persist for std::sync::Arc<SqliteStore> {
+    fn saved(&self, b: &Binding) {
+        SqliteStore::saved(self, b);
+    }
+    fn removed(&self, alias: &str) {
+        SqliteStore::removed(self, alias);
     }
 }
 

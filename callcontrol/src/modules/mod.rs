@@ -5,6 +5,7 @@ mod cdr;
 mod ctl;
 mod pcalls;
 pub mod prepaid;
+mod registrar;
 
 pub use call_timer::CallTimer;
 pub use cdr::{Cdr, CdrSettings, CSV_COLUMNS};
@@ -68,6 +69,7 @@ pub fn dry_run(settings: &ModuleSettings) -> Registry {
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
     r.add(Arc::new(Cdr::disabled()));
     r.add(Arc::new(Ctl));
+    r.add(Arc::new(registrar::Registrar));
     if settings.prepaid_db.is_some() {
         r.add(Arc::new(PrepaidStandIn));
     }
@@ -82,6 +84,7 @@ pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
     r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
     r.add(Arc::new(Ctl));
+    r.add(Arc::new(registrar::Registrar));
     if let Some(db) = &settings.prepaid_db {
         let p = Prepaid::open(db, settings.prepaid_refuse_code, &settings.prepaid_refuse_reason)
             .map_err(std::io::Error::other)?;

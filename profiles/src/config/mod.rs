@@ -41,6 +41,8 @@ struct FileConfig {
     media: FileMediaSettings,
     #[serde(default)]
     admin: FileAdmin,
+    #[serde(default)]
+    registrations: FileRegistrations,
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
@@ -85,6 +87,14 @@ impl Default for FileAdmin {
     fn default() -> Self {
         Self { listen: "127.0.0.1:8090".into(), token: None, token_file: None }
     }
+}
+
+/// `registrations:`: the registration cache.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileRegistrations {
+    /// SQLite file, `off`, or unset (`$STATE_DIRECTORY/registrations.sqlite` under systemd).
+    store: Option<String>,
 }
 
 /// `media:`: relay-wide settings.
@@ -340,6 +350,16 @@ pub struct MediaSettings {
     pub workers: usize,
 }
 
+/// Where the registration cache is kept across restarts (`registrations.store`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RegistrationStore {
+    /// Not set: the service's state directory if it has one (`$STATE_DIRECTORY`), else none.
+    #[default]
+    Auto,
+    Off,
+    File(std::path::PathBuf),
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -361,6 +381,7 @@ pub struct Config {
     pub call_control: CallControlSettings,
     pub media: MediaSettings,
     pub admin: AdminSettings,
+    pub registration_store: RegistrationStore,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -572,6 +593,11 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             workers: f.media.workers,
         },
         admin: AdminSettings { listen: admin_listen, token: admin_token },
+        registration_store: match f.registrations.store.as_deref().map(str::trim) {
+            None | Some("") => RegistrationStore::Auto,
+            Some("off") => RegistrationStore::Off,
+            Some(p) => RegistrationStore::File(p.into()),
+        },
         profiles: Snapshot::transparent(file, Vec::new()),
         warnings: Vec::new(),
     })

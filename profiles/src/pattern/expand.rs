@@ -104,7 +104,7 @@ fn var(v: &Var, env: &Env<'_>, out: &mut String) {
             func(*f, &v, env.rng, out);
         }
         Var::RegCache(which) => {
-            if let Some(v) = env.reg_cache.lookup(*which, req) {
+            if let Some(v) = env.reg_cache.lookup(*which, req, env.source) {
                 push_clean(out, &v);
             }
         }

@@ -42,7 +42,8 @@ impl CcVars for NoCcVars {
 
 /// Registration-cache lookups (`$uc $us $ui $Ua $UA`).
 pub trait RegCacheView {
-    fn lookup(&self, var: RegVar, req: &dyn RequestView) -> Option<String>;
+    /// `source` is where the request came from (`$Ua`, `$UA` match on it).
+    fn lookup(&self, var: RegVar, req: &dyn RequestView, source: std::net::SocketAddr) -> Option<String>;
 }
 
 /// No registration cache: the variables expand to nothing.
@@ -50,7 +51,7 @@ pub trait RegCacheView {
 pub struct NoRegCache;
 
 impl RegCacheView for NoRegCache {
-    fn lookup(&self, _var: RegVar, _req: &dyn RequestView) -> Option<String> {
+    fn lookup(&self, _var: RegVar, _req: &dyn RequestView, _source: std::net::SocketAddr) -> Option<String> {
         None
     }
 }

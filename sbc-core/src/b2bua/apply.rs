@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use profiles::evaluate::{CallPlan, Refusal};
 use profiles::filters::NameFilter;
-use profiles::pattern::{CcVars, Env, InterfaceFacts, NoCcVars, NoRegCache, RequestView};
+use profiles::pattern::{CcVars, Env, InterfaceFacts, NoCcVars, RequestView};
 use profiles::profile::NextHop;
 use profiles::sdp::{self, NothingLeft, SdpRules};
 use profiles::{Profile, Snapshot};
@@ -166,6 +166,7 @@ impl Engine {
         let iface_name = self.cfg.interfaces.get(iface_index).map_or("", |i| i.name.as_str());
         let rng = Cell::new(self.ids.next_u64());
         let view = MsgView(msg);
+        let reg_view = super::register::CacheView(&self.cfg.reg_cache);
         let env = Env {
             req: &view,
             source: src.remote,
@@ -178,7 +179,7 @@ impl Engine {
             next_hop: profile.and_then(Snapshot::literal_next_hop),
             maps: &snap.maps,
             cc_vars,
-            reg_cache: &NoRegCache,
+            reg_cache: &reg_view,
             rng: &rng,
         };
         Some(f(&env))
@@ -234,7 +235,10 @@ impl Engine {
         overrides: &BTreeMap<String, String>,
     ) -> Chosen {
         match self.with_env(msg, src, snap, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
-            Some(Ok(plan)) => Chosen::Go(Arc::new(CallRules { profile, plan })),
+            Some(Ok(mut plan)) => match self.retarget_registered(msg, &profile, &mut plan) {
+                Ok(()) => Chosen::Go(Arc::new(CallRules { profile, plan })),
+                Err(refusal) => Chosen::Refuse(refusal),
+            },
             Some(Err(e)) => {
                 tracing::warn!(profile = %profile.name, "{e}");
                 Chosen::Fail

@@ -90,6 +90,20 @@ pub(crate) fn copy_unowned(w: &mut MessageWriter, msg: &Message, filter: Option<
     }
 }
 
+/// [`copy_unowned`] of the rows `keep` accepts.
+pub(crate) fn copy_unowned_if(
+    w: &mut MessageWriter,
+    msg: &Message,
+    filter: Option<&NameFilter>,
+    keep: impl Fn(&Message, &Header) -> bool,
+) {
+    for h in msg.headers() {
+        if keep(msg, h) && crosses(msg, h, filter) {
+            w.copy_row(msg, h);
+        }
+    }
+}
+
 /// Starts a response to `req`: status line, Via (top one marked with received/rport, RFC 3261
 /// §18.2.1 and RFC 3581), From, To (with `to_tag` added when it has none), Call-ID, CSeq.
 pub(crate) fn response_head(

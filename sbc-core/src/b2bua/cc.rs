@@ -15,6 +15,7 @@ use profiles::{Profile, Snapshot};
 
 use super::apply::Chosen;
 use super::call::{CallKind, Side};
+use super::register::local_registrar;
 use super::txs::Purpose;
 use super::types::Source;
 use super::{Engine, Output, TxId};
@@ -172,8 +173,15 @@ impl Engine {
         let rules =
             match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
                 Chosen::Go(r) => r,
+                Chosen::Refuse(r) => {
+                    let extra: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+                    return self.respond_local(now, p.server, r.code, &r.reason, &extra);
+                }
                 _ => return self.respond_local(now, p.server, 500, "Server Internal Error", &[]),
             };
+        if p.msg.method() == Some(crate::sip::msg::Method::Register) && local_registrar(&rules.profile).is_some() {
+            return self.local_register(now, p.server, &p.msg, &rules);
+        }
         let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
         match self.route_new_request(ruri, &rules) {
             Ok(route) => self.relay_out_of_dialog(now, p.server, &p.msg, p.max_forwards, rules, route),
@@ -255,6 +263,7 @@ impl Engine {
         let rules =
             match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
                 Chosen::Go(r) => r,
+                Chosen::Refuse(r) => return refuse(self, r.code, &r.reason, &r.headers, "not_registered"),
                 _ => return refuse(self, 500, "Server Internal Error", &[], "profile_error"),
             };
         let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());

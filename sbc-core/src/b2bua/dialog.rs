@@ -11,11 +11,14 @@ use profiles::filters::translate_reply;
 use callcontrol::LegEvent;
 
 use super::apply::{append, CallRules};
-use super::build::{copy_unowned, copy_unowned_without_100rel, request_on_leg, response_head, single_via};
+use super::build::{
+    copy_unowned, copy_unowned_if, copy_unowned_without_100rel, request_on_leg, response_head, single_via,
+};
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::cc::party;
 use super::invite::learn_remote;
 use super::media::{anchor_or_reject, prepare_body_anyway};
+use super::register::keeps_in_register_ok;
 use super::txs::Purpose;
 use super::types::{Destination, Peer, Source};
 use super::{Engine, TxId};
@@ -369,6 +372,14 @@ impl Engine {
         msg: &Message,
         rseq: Option<u32>,
     ) -> Option<Bytes> {
+        // A cached registration's 2xx: the cache learns the bindings, the UA sees its contacts.
+        let registered = match msg.status() {
+            Some(c) if (200..300).contains(&c) => {
+                let pending = self.txs.get_mut(&server).and_then(|e| e.registration.take());
+                pending.map(|p| self.cached_register_ok(now, &p, msg))
+            }
+            _ => None,
+        };
         let e = self.txs.get(&server)?;
         let rules = match call.and_then(|h| self.calls.get(&h)) {
             Some(c) => Some(c.rules.clone()),
@@ -386,7 +397,11 @@ impl Engine {
         let mut w = response_head(req, src, code, reason, e.to_tag.as_deref());
         let has_contact = msg.header(HeaderName::Contact).is_some();
         let redirect = (300..400).contains(&code) || req.method() == Some(Method::Register);
-        if redirect {
+        if let Some(rows) = &registered {
+            for r in rows {
+                w.header("Contact", r.as_bytes());
+            }
+        } else if redirect {
             // Redirect targets and registration bindings are the message's content, not topology.
             for h in msg.headers_named(HeaderName::Contact) {
                 w.copy_row(msg, h);
@@ -405,7 +420,11 @@ impl Engine {
             w.header_fmt("RSeq", format_args!("{r}"));
         }
         let filter = rules.as_deref().and_then(CallRules::header_filter);
-        copy_unowned(&mut w, msg, filter);
+        if registered.is_some() {
+            copy_unowned_if(&mut w, msg, filter, keeps_in_register_ok);
+        } else {
+            copy_unowned(&mut w, msg, filter);
+        }
         let has_sdp = matches!(msg.cseq().map(|c| c.method), Some(Method::Invite | Method::Update | Method::Prack));
         let body = match (&rules, has_sdp, call.and_then(|h| self.calls.get_mut(&h))) {
             (Some(r), true, Some(c)) => {

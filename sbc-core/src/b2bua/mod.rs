@@ -16,6 +16,7 @@ mod invite;
 mod media;
 mod ood;
 mod overview;
+mod register;
 mod routing;
 mod txs;
 mod types;
@@ -106,6 +107,8 @@ pub struct EngineStats {
     pub media_timeouts: u64,
     /// Requests received, by method (index: [`Method::index`]).
     pub requests_by_method: [u64; Method::COUNT],
+    /// Re-registrations answered by the SBC inside the registrar's binding.
+    pub registrations_absorbed: u64,
     /// Request retransmissions absorbed by a transaction, by method.
     pub retransmissions_by_method: [u64; Method::COUNT],
 }

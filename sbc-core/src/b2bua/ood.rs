@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::apply::{append, Chosen};
-use super::build::{copy_unowned, leg_contact, without_tag, write_party, write_via};
+use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, write_party, write_via};
 use super::call::{CallKind, Side};
 use super::ids::stable_call_id;
+use super::register::{local_registrar, CacheStep};
 use super::routing;
 use super::txs::Purpose;
 use super::types::Source;
@@ -55,6 +56,11 @@ impl Engine {
                 return self.park_route(key, msg, src, max_forwards, snapshot, profile, chain);
             }
         };
+        if method == Method::Register && local_registrar(&rules.profile).is_some() {
+            let a_tag = self.ids.tag();
+            let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, Some(a_tag));
+            return self.local_register(now, server, &msg, &rules);
+        }
         let plan = &rules.plan;
         let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
@@ -107,6 +113,14 @@ impl Engine {
 
         // A registration keeps one Call-ID and its CSeq upstream, so refreshes replace bindings.
         let is_register = method == Method::Register;
+        // Registration caching: contacts go upstream as aliases at our address.
+        let mut cached = None;
+        if is_register && rules.profile.reg_caching.enabled {
+            match self.cache_register(now, server, msg, &rules, &out_socket.sent_by(), dest.transport) {
+                CacheStep::Answered => return,
+                CacheStep::Forward { contacts, star, pending } => cached = Some((contacts, star, pending)),
+            }
+        }
         let a_call_id = msg.call_id().unwrap_or_default();
         let transparent = rules.profile.transparent_dlg_id;
         let b_call_id: Box<[u8]> = match &plan.call_id {
@@ -144,8 +158,15 @@ impl Engine {
         }
         w.header("Call-ID", &b_call_id);
         w.header_fmt("CSeq", format_args!("{cseq} {}", String::from_utf8_lossy(msg.method_bytes())));
-        if is_register {
-            // Bindings are the registration's content; caching/aliasing them is a profile option.
+        if let Some((contacts, star, _)) = &cached {
+            if *star {
+                w.header("Contact", b"*");
+            }
+            for c in contacts {
+                w.header("Contact", c.as_bytes());
+            }
+        } else if is_register {
+            // Without caching, bindings are the registration's content and cross unchanged.
             for h in msg.headers_named(HeaderName::Contact) {
                 w.copy_row(msg, h);
             }
@@ -153,9 +174,18 @@ impl Engine {
             let contact = leg_contact(&plan.bleg_contact, &out_socket.sent_by(), dest.transport);
             w.header("Contact", &contact);
         }
-        copy_unowned(&mut w, msg, rules.header_filter());
+        match &cached {
+            // The expiry of each alias is in its Contact (a star keeps its `Expires: 0`).
+            Some((_, false, _)) => {
+                copy_unowned_if(&mut w, msg, rules.header_filter(), |_, h| h.name != HeaderName::Expires)
+            }
+            _ => copy_unowned(&mut w, msg, rules.header_filter()),
+        }
         append(&mut w, &plan.append_headers);
         append(&mut w, &plan.append_headers_req);
+        if let (Some((_, _, pending)), Some(e)) = (cached, self.txs.get_mut(&server)) {
+            e.registration = Some(pending);
+        }
         let Ok(out_msg) = Message::parse(w.finish(msg.body())) else {
             self.respond_local(now, server, 500, "Server Internal Error", &[]);
             return;

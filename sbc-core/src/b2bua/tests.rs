@@ -59,6 +59,7 @@ impl Harness {
             max_calls: 100,
             profiles: std::sync::Arc::new(profiles::Store::new(snapshot)),
             media: None,
+            reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]

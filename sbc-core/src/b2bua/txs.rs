@@ -58,6 +58,8 @@ pub(super) struct TxEntry {
     scheduled: Option<Instant>,
     /// Out-of-dialog relays: the profile applied to the request, for its responses.
     pub rules: Option<std::sync::Arc<super::apply::CallRules>>,
+    /// A REGISTER sent with aliases: how to map its 2xx back (registration caching).
+    pub registration: Option<Box<super::register::PendingRegistration>>,
 }
 
 impl TxEntry {
@@ -152,6 +154,7 @@ impl Engine {
                 reserved_call_id: None,
                 scheduled: None,
                 rules: None,
+                registration: None,
             }),
         );
         id
@@ -237,6 +240,7 @@ impl Engine {
                 source: None,
                 to_tag: None,
                 rules: None,
+                registration: None,
                 transport_failed: false,
                 method,
                 reserved_call_id,

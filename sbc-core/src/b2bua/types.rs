@@ -109,6 +109,8 @@ pub struct EngineConfig {
     pub profiles: Arc<profiles::Store>,
     /// The RTP relay, for profiles with `enable_rtprelay` (`None`: media is never anchored).
     pub media: Option<super::media::MediaRuntime>,
+    /// The registration cache, shared by every shard (`enable_reg_caching`, `cc_registrar`).
+    pub reg_cache: Arc<regcache::RegCache>,
 }
 
 impl EngineConfig {
@@ -132,6 +134,7 @@ impl EngineConfig {
             max_calls: cfg.max_calls.div_ceil(shards.max(1)),
             profiles,
             media: None,
+            reg_cache: Arc::new(regcache::RegCache::in_memory()),
         }
     }
 

@@ -293,6 +293,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    runtime.close_registrations();
     let s = runtime.stats();
     let c = runtime.counters();
     let m = runtime.media_stats();

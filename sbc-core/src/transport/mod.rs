@@ -175,6 +175,8 @@ pub enum StartError {
     NoListen(String),
     #[error("cannot start the RTP relay")]
     Media(#[source] rtp_relay::RelayError),
+    #[error("cannot open the registration store")]
+    Registrations(#[source] regcache::StoreError),
 }
 
 /// A running set of listeners and shards.
@@ -186,6 +188,38 @@ pub struct Runtime {
     /// Call-control tasks still running hooks.
     cc_inflight: Arc<AtomicUsize>,
     relay: Arc<rtp_relay::Relay>,
+    registrations: Arc<regcache::RegCache>,
+    reg_store: Option<Arc<regcache::SqliteStore>>,
+}
+
+/// How often expired registrations are collected (SEMS sweeps its table every 10 s too).
+const REG_GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The registration cache, filled from its store (if one is configured).
+#[allow(clippy::disallowed_methods)] // the one reading of both clocks that maps stored times
+fn open_registrations(
+    cfg: &Config,
+) -> Result<(Arc<regcache::RegCache>, Option<Arc<regcache::SqliteStore>>), StartError> {
+    use profiles::config::RegistrationStore;
+    let path = match &cfg.registration_store {
+        RegistrationStore::Off => None,
+        RegistrationStore::File(p) => Some(p.clone()),
+        // systemd's StateDirectory= (the packaged unit sets it).
+        RegistrationStore::Auto => {
+            std::env::var_os("STATE_DIRECTORY").map(|d| std::path::PathBuf::from(d).join("registrations.sqlite"))
+        }
+    };
+    let Some(path) = path else {
+        tracing::info!("registration cache in memory only (set registrations.store to keep it across restarts)");
+        return Ok((Arc::new(regcache::RegCache::in_memory()), None));
+    };
+    let clock = regcache::WallClock::new(std::time::Instant::now(), std::time::SystemTime::now());
+    let (store, live) = regcache::SqliteStore::open(&path, clock).map_err(StartError::Registrations)?;
+    let store = Arc::new(store);
+    let cache = Arc::new(regcache::RegCache::new(Box::new(store.clone())));
+    tracing::info!(path = %path.display(), bindings = live.len(), "registration store opened");
+    cache.restore(live);
+    Ok((cache, Some(store)))
 }
 
 impl Runtime {
@@ -258,6 +292,21 @@ impl Runtime {
         });
         let cc_inflight = Arc::new(AtomicUsize::new(0));
         let relay = start_relay(cfg)?;
+        let (registrations, reg_store) = open_registrations(cfg)?;
+        {
+            let cache = registrations.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(REG_GC_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    #[allow(clippy::disallowed_methods)] // driver-side housekeeping
+                    let n = cache.collect_expired(std::time::Instant::now());
+                    if n > 0 {
+                        tracing::debug!(expired = n, "registrations expired");
+                    }
+                }
+            });
+        }
         let media = crate::b2bua::MediaRuntime {
             relay: relay.clone(),
             timeout: cfg.media.timeout,
@@ -267,6 +316,7 @@ impl Runtime {
         for (i, rx) in receivers.into_iter().enumerate() {
             let mut ecfg = EngineConfig::from_config(cfg, i as u8, shards, interfaces.clone(), profiles.clone());
             ecfg.media = Some(media.clone());
+            ecfg.reg_cache = registrations.clone();
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -289,7 +339,16 @@ impl Runtime {
         for (id, l) in listeners {
             tokio::spawn(tcp::accept(shared.clone(), id, l));
         }
-        Ok(Self { shared, cc_settings, draining: Default::default(), statuses, cc_inflight, relay })
+        Ok(Self {
+            shared,
+            cc_settings,
+            draining: Default::default(),
+            statuses,
+            cc_inflight,
+            relay,
+            registrations,
+            reg_store,
+        })
     }
 
     /// Every shard's calls; ids are `<shard>-<handle>`.
@@ -348,6 +407,20 @@ impl Runtime {
     }
 
     /// The RTP relay's counters (packets, drops by reason, streams, ports in use).
+    /// The registration cache (bindings and aliases).
+    pub fn registrations(&self) -> &Arc<regcache::RegCache> {
+        &self.registrations
+    }
+
+    /// Writes what the registration store has queued and stops it (at exit).
+    pub fn close_registrations(&self) {
+        if let Some(s) = &self.reg_store {
+            s.close();
+            let failed = s.errors.load(Ordering::Relaxed);
+            tracing::info!(path = %s.path().display(), bindings = self.registrations.len(), failed_writes = failed, "registration store closed");
+        }
+    }
+
     pub fn media_stats(&self) -> rtp_relay::RelayStats {
         self.relay.stats()
     }

@@ -73,3 +73,170 @@ fn nat_handling_follows_a_target_refresh_from_a_new_address() {
     let bye = one(&out, moved);
     assert_eq!(bye.request_uri(), b"sip:alice@127.0.0.9:5062");
 }
+
+const REG: &str = "active_profile: reg\nprofiles:\n  reg:\n    enable_reg_caching: yes\n    min_reg_expires: 3600\n    max_ua_expires: 60\n    next_hop: 127.0.0.1:5002\n";
+
+fn register(call_id: &str, cseq: u32, contact: &str, extra: &str) -> String {
+    format!(
+        "REGISTER sip:registrar.example SIP/2.0\nVia: SIP/2.0/UDP {ALICE_PRIVATE};branch=z9hG4bKreg{cseq};rport\nMax-Forwards: 70\nFrom: <sip:alice@example.com>;tag=r1\nTo: <sip:alice@example.com>\nCall-ID: {call_id}\nCSeq: {cseq} REGISTER\nContact: {contact}\nUser-Agent: phone/1\n{extra}Content-Length: 0\n\n"
+    )
+}
+
+/// The registrar's 200 with exactly the `contacts` rows given.
+fn registrar_ok(req: &Message, contacts: &str) -> String {
+    response_to(req, 200, "reg", contacts).replace(&format!("Contact: <sip:peer@{BOB}>\n"), "")
+}
+
+fn alias_of_contact(m: &Message) -> String {
+    let c = m.contact().expect("contact");
+    let uri = String::from_utf8_lossy(c.uri).into_owned();
+    uri.trim_start_matches("sip:").split('@').next().unwrap_or_default().to_string()
+}
+
+/// Registers alice through the caching profile; returns the alias the registrar saw.
+fn registered(h: &mut Harness) -> String {
+    let out = h.send(ALICE_NAT, &register("reg1", 1, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 120\n"));
+    let up = one(&out, BOB);
+    assert_eq!(up.method(), Some(Method::Register));
+    let contact = hv(&up, HeaderName::Contact);
+    let alias = alias_of_contact(&up);
+    assert_eq!(alias.len(), 16);
+    assert_eq!(
+        contact,
+        format!("<sip:{alias}@{SBC}>;expires=3600"),
+        "alias at the SBC, expiry raised to min_reg_expires"
+    );
+    assert!(up.header(HeaderName::Expires).is_none(), "the expiry is in the contact");
+    assert!(!String::from_utf8_lossy(up.bytes()).contains("127.0.0.9"), "the UA's address is hidden");
+    let ok = format!("Contact: <sip:{alias}@{SBC}>;expires=3600\nExpires: 3600\n");
+    let out = h.send(BOB, &registrar_ok(&up, &ok));
+    let ok = one(&out, ALICE_NAT);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(
+        hv(&ok, HeaderName::Contact),
+        format!("<sip:alice@{ALICE_PRIVATE};ob>;expires=60"),
+        "the UA gets max_ua_expires"
+    );
+    assert!(ok.header(HeaderName::Expires).is_none());
+    alias
+}
+
+#[test]
+fn reg_caching_aliases_contacts_and_caps_the_ua_expiry() {
+    let mut h = Harness::with_yaml(REG);
+    let alias = registered(&mut h);
+    let b = h.engine.config().reg_cache.get(&alias).expect("cached");
+    assert_eq!(b.source, addr(ALICE_NAT));
+    assert_eq!(b.contact, format!("sip:alice@{ALICE_PRIVATE};ob"));
+    assert_eq!(b.aor, "sip:alice@example.com");
+    assert_eq!(b.user_agent, "phone/1");
+}
+
+#[test]
+fn re_registration_inside_the_registrar_binding_is_answered_locally() {
+    let mut h = Harness::with_yaml(REG);
+    let alias = registered(&mut h);
+    h.advance(Duration::from_secs(50));
+    let out = h.send(ALICE_NAT, &register("reg1", 2, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 120\n"));
+    assert!(to(&out, BOB).is_empty(), "absorbed: {out:#?}");
+    let ok = one(&out, ALICE_NAT);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(hv(&ok, HeaderName::Contact), format!("<sip:alice@{ALICE_PRIVATE};ob>;expires=60"));
+    assert_eq!(h.engine.stats.registrations_absorbed, 1);
+    // From another source port (the NAT rebinding) it goes upstream again, same alias.
+    let out = h.send("127.0.0.1:7009", &register("reg1", 3, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
+    let up = one(&out, BOB);
+    assert_eq!(alias_of_contact(&up), alias);
+    // De-registration goes upstream and the registrar's answer without the alias drops it.
+    let out = h.send(ALICE_NAT, &register("reg1", 4, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 0\n"));
+    let up = one(&out, BOB);
+    assert!(hv(&up, HeaderName::Contact).ends_with(";expires=0"));
+    h.send(BOB, &registrar_ok(&up, ""));
+    assert!(h.engine.config().reg_cache.get(&alias).is_none());
+}
+
+#[test]
+fn calls_to_an_alias_reach_the_registered_contact_at_its_source() {
+    let mut h = Harness::with_yaml(REG);
+    let alias = registered(&mut h);
+    let inv = invite("in1", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
+    let out = h.send(CAROL, &inv);
+    let to_ua = one(&out, ALICE_NAT);
+    assert_eq!(to_ua.method(), Some(Method::Invite));
+    assert_eq!(to_ua.request_uri(), format!("sip:alice@{ALICE_PRIVATE};ob").as_bytes());
+    // An alias nobody registered: 404.
+    let inv =
+        invite("in2", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:0123456789abcdef@{SBC}"));
+    let out = h.send(CAROL, &inv);
+    let nf = to(&out, CAROL).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
+    assert_eq!(nf.status(), Some(404));
+}
+
+#[test]
+fn malformed_registers_get_400_with_a_warning() {
+    let mut h = Harness::with_yaml(REG);
+    for (contact, extra, warning) in [
+        ("<sip:alice@127.0.0.9>", "Expires: soon\n", "Malformed expires"),
+        ("*", "Expires: 10\n", "Expires not equal 0"),
+        ("<sip:alice@127.0.0.9>;expires=x", "", "Malformed expires"),
+        ("\"unterminated <sip:a@b>", "", "Malformed contact"),
+    ] {
+        let out = h.send(ALICE_NAT, &register(&format!("bad-{warning}"), 1, contact, extra));
+        let r = one(&out, ALICE_NAT);
+        assert_eq!(r.status(), Some(400), "{contact} {extra}");
+        assert!(String::from_utf8_lossy(r.bytes()).contains(warning), "{warning}: {r:?}");
+    }
+}
+
+#[test]
+fn expired_bindings_are_collected() {
+    let mut h = Harness::with_yaml(REG);
+    let alias = registered(&mut h);
+    assert_eq!(h.engine.collect_expired_registrations(h.now + Duration::from_secs(3599)), 0);
+    assert_eq!(h.engine.collect_expired_registrations(h.now + Duration::from_secs(3601)), 1);
+    assert!(h.engine.config().reg_cache.get(&alias).is_none());
+}
+
+const REGISTRAR: &str =
+    "active_profile: local\nprofiles:\n  local:\n    call_control: registrar\n    registrar_module: cc_registrar\n";
+
+#[test]
+fn the_local_registrar_answers_register_and_routes_calls_to_the_aor() {
+    let mut h = Harness::with_yaml(REGISTRAR);
+    let out = h.send(ALICE_NAT, &register("loc1", 1, &format!("<sip:alice@{ALICE_PRIVATE}>"), "Expires: 300\n"));
+    // The profile has call control: its route hook runs in the driver first.
+    assert!(out.is_empty());
+    let id = match h.cc.pop() {
+        Some(CcRequest::Route { call, .. }) => call,
+        other => panic!("expected a route request, got {other:?}"),
+    };
+    let out =
+        h.verdict(id, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+    let ok = one(&out, ALICE_NAT);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(hv(&ok, HeaderName::Contact), format!("<sip:alice@{ALICE_PRIVATE}>;expires=300"));
+    assert!(to(&out, BOB).is_empty(), "never relayed");
+    // Two contacts: 403.
+    let two = format!("<sip:a@{ALICE_PRIVATE}>, <sip:b@{ALICE_PRIVATE}>");
+    h.send(ALICE_NAT, &register("loc2", 2, &two, ""));
+    let Some(CcRequest::Route { call, .. }) = h.cc.pop() else { panic!("route") };
+    let out =
+        h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+    assert_eq!(one(&out, ALICE_NAT).status(), Some(403));
+    // A call to the AoR goes to the contact, at the REGISTER's source.
+    let inv = invite("loc-call", "").replace(&format!("INVITE sip:bob@{BOB}"), "INVITE sip:alice@example.com");
+    h.send(CAROL, &inv);
+    let Some(CcRequest::Start { call, .. }) = h.cc.pop() else { panic!("start") };
+    let out =
+        h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+    let to_ua = one(&out, ALICE_NAT);
+    assert_eq!(to_ua.request_uri(), format!("sip:alice@{ALICE_PRIVATE}").as_bytes());
+    // Nobody registered as bob: 404.
+    let inv = invite("loc-404", "").replace(&format!("INVITE sip:bob@{BOB}"), "INVITE sip:bob@example.com");
+    h.send(CAROL, &inv);
+    let Some(CcRequest::Start { call, .. }) = h.cc.pop() else { panic!("start") };
+    let out =
+        h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+    let nf = to(&out, CAROL).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
+    assert_eq!(nf.status(), Some(404));
+}

@@ -1,0 +1,459 @@
+//! REGISTER through a profile with `enable_reg_caching` (spec §5.2) and the local registrar
+//! `cc_registrar` (§5.4), and calls to the users they registered (§5.3).
+//!
+//! With caching, every contact is sent upstream as an alias at the SBC's address; the answer
+//! tells how long the registrar keeps it, the UA is told a shorter time (`max_ua_expires`) and
+//! its re-registrations inside the registrar's binding are answered here. Calls to an alias go to
+//! the contact, at the address, transport and interface the REGISTER came from.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use regcache::{canonical_aor, Binding, Origin};
+
+use super::apply::CallRules;
+use super::types::Transport;
+use super::{Engine, TxId};
+use crate::sip::msg::{parse_u32, split_values, trim, HeaderName, Message, NameAddr, Uri};
+use profiles::evaluate::{CallPlan, Refusal};
+use profiles::profile::{NextHop, Profile};
+
+/// Expiry asked for when the REGISTER names none (RFC 3261 §10.2.1.1 leaves it to us).
+const DEFAULT_EXPIRES: u32 = 3600;
+/// A re-registration is answered here only if the registrar's binding outlives the time given
+/// to the UA by this much.
+const ABSORB_GUARD: Duration = Duration::from_secs(4);
+
+/// One contact of a REGISTER, as the UA sent it.
+#[derive(Debug, Clone)]
+struct UaContact {
+    display: String,
+    uri: String,
+    /// Header parameters other than `expires`, with their `;`.
+    params: String,
+    expires: u32,
+}
+
+impl UaContact {
+    fn render(&self, expires: u32) -> String {
+        let display = if self.display.is_empty() { String::new() } else { format!("{} ", self.display) };
+        format!("{display}<{}>{};expires={expires}", self.uri, self.params)
+    }
+}
+
+/// A parsed REGISTER.
+#[derive(Debug)]
+struct Register {
+    aor: String,
+    star: bool,
+    contacts: Vec<UaContact>,
+}
+
+/// Why a REGISTER is refused (400/403 with a Warning).
+struct Bad(u16, &'static str, &'static str);
+
+fn header_params_without_expires(params: &[u8]) -> String {
+    let mut out = String::new();
+    for p in params.split(|&c| c == b';').map(trim).filter(|p| !p.is_empty()) {
+        let name = p.split(|&c| c == b'=').next().unwrap_or_default();
+        if !trim(name).eq_ignore_ascii_case(b"expires") {
+            out.push(';');
+            out.push_str(&String::from_utf8_lossy(p));
+        }
+    }
+    out
+}
+
+/// Reads a REGISTER (spec §5.2 steps 1–5); `aor_from` is the header the AoR is read from.
+fn parse_register(msg: &Message, aor_from: HeaderName, min_expires: u32) -> Result<Register, Bad> {
+    let aor = msg.header_value(aor_from).and_then(|v| canonical_aor(&String::from_utf8_lossy(v))).ok_or(Bad(
+        400,
+        "Bad Request - bad From HF",
+        "Malformed From",
+    ))?;
+    let expires_hdr = match msg.header_value(HeaderName::Expires) {
+        Some(v) => Some(parse_u32(trim(v)).ok_or(Bad(400, "Bad Request", "Malformed expires"))?),
+        None => None,
+    };
+    let raise = |e: u32| if e != 0 && e < min_expires { min_expires } else { e };
+    let requested = match expires_hdr {
+        Some(e) => raise(e),
+        None if min_expires > 0 => min_expires,
+        None => DEFAULT_EXPIRES,
+    };
+    let values: Vec<&[u8]> = msg.values(HeaderName::Contact).flat_map(split_values).collect();
+    if values.iter().any(|v| *v == b"*") {
+        if values.len() != 1 {
+            return Err(Bad(400, "Bad Request", "Malformed contact"));
+        }
+        if expires_hdr != Some(0) {
+            return Err(Bad(400, "Bad Request", "Expires not equal 0"));
+        }
+        return Ok(Register { aor, star: true, contacts: Vec::new() });
+    }
+    let mut contacts = Vec::with_capacity(values.len());
+    for v in values {
+        let na = NameAddr::parse(v).ok_or(Bad(400, "Bad Request", "Malformed contact"))?;
+        if Uri::parse(na.uri).is_none() {
+            return Err(Bad(400, "Bad Request", "Malformed contact"));
+        }
+        let expires = match na.param(b"expires") {
+            Some(e) => raise(parse_u32(trim(e)).ok_or(Bad(400, "Bad Request", "Malformed expires"))?),
+            None => requested,
+        };
+        contacts.push(UaContact {
+            display: String::from_utf8_lossy(na.display).into_owned(),
+            uri: String::from_utf8_lossy(na.uri).into_owned(),
+            params: header_params_without_expires(na.params),
+            expires,
+        });
+    }
+    Ok(Register { aor, star: false, contacts })
+}
+
+/// A REGISTER sent upstream: what its 2xx is mapped back with.
+#[derive(Debug)]
+pub(super) struct PendingRegistration {
+    aor: String,
+    /// (alias, the UA's contact) of each contact sent.
+    sent: Vec<(String, UaContact)>,
+    /// Aliases the answer must list to stay cached (all of the AoR for star and query).
+    expected: Vec<String>,
+    source: SocketAddr,
+    transport: Transport,
+    interface: String,
+    user_agent: String,
+    max_ua_expires: u32,
+}
+
+/// The local registrar's values, if the profile runs `cc_registrar`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LocalRegistrar {
+    nat_handling: bool,
+    sticky_iface: bool,
+}
+
+pub(super) fn local_registrar(profile: &Profile) -> Option<LocalRegistrar> {
+    let inst = profile.call_control.iter().find(|c| c.module.literal().as_deref() == Some("cc_registrar"))?;
+    let flag = |key: &str| {
+        inst.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, p)| p.literal())
+            .and_then(|v| profiles::profile::parse_bool(&v).ok())
+            .unwrap_or(true)
+    };
+    Some(LocalRegistrar { nat_handling: flag("nat_handling"), sticky_iface: flag("sticky_iface") })
+}
+
+/// What to do with a REGISTER of a caching profile.
+pub(super) enum CacheStep {
+    /// Answered here (re-registration absorbed, or refused).
+    Answered,
+    /// Forward with these Contact values; keep the pending state for the answer.
+    Forward { contacts: Vec<String>, star: bool, pending: Box<PendingRegistration> },
+}
+
+fn uri_user(uri: &str) -> Option<&str> {
+    let rest = uri.split_once(':')?.1;
+    Some(rest.split_once('@')?.0)
+}
+
+impl Engine {
+    fn interface_name(&self, local: super::SocketId) -> String {
+        self.cfg
+            .interface_of(local)
+            .and_then(|i| self.cfg.interfaces.get(i))
+            .map_or_else(String::new, |i| i.name.clone())
+    }
+
+    fn refuse_register(&mut self, now: Instant, server: TxId, bad: Bad) {
+        let warning = format!("399 sbc \"{}\"", bad.2);
+        self.respond_local(now, server, bad.0, bad.1, &[("Warning", warning.as_bytes())]);
+    }
+
+    /// A REGISTER of a caching profile: refused, absorbed, or to be forwarded with aliases
+    /// (`sent_by`/`transport`: the SBC's address on the registrar side).
+    pub(super) fn cache_register(
+        &mut self,
+        now: Instant,
+        server: TxId,
+        msg: &Message,
+        rules: &CallRules,
+        sent_by: &str,
+        transport: Transport,
+    ) -> CacheStep {
+        let Some(src) = self.txs.get(&server).and_then(|e| e.source) else {
+            return CacheStep::Answered;
+        };
+        let limits = rules.profile.reg_caching;
+        let reg = match parse_register(msg, HeaderName::From, limits.min_reg_expires) {
+            Ok(r) => r,
+            Err(bad) => {
+                self.refuse_register(now, server, bad);
+                return CacheStep::Answered;
+            }
+        };
+        let cache = self.cfg.reg_cache.clone();
+        let ua_cap = |e: u32| if limits.max_ua_expires > 0 { e.min(limits.max_ua_expires) } else { e };
+        let aliases: Vec<String> =
+            reg.contacts.iter().map(|c| cache.alias_for(&reg.aor, &c.uri, src.remote.ip())).collect();
+        // Absorb a re-registration the registrar's binding still covers (spec §5.2 step 6).
+        let absorb = !reg.star
+            && !reg.contacts.is_empty()
+            && reg.contacts.iter().zip(&aliases).all(|(c, alias)| {
+                c.expires > 0
+                    && cache.get(alias).is_some_and(|b| {
+                        b.source == src.remote
+                            && now + Duration::from_secs(u64::from(ua_cap(c.expires))) + ABSORB_GUARD
+                                < b.registrar_expires
+                    })
+            });
+        if absorb {
+            let mut rows = Vec::with_capacity(reg.contacts.len());
+            for (c, alias) in reg.contacts.iter().zip(&aliases) {
+                let given = ua_cap(c.expires);
+                if let Some(mut b) = cache.get(alias) {
+                    b.ua_expires = now + Duration::from_secs(u64::from(given));
+                    cache.put(b);
+                }
+                rows.push(c.render(given));
+            }
+            let extra: Vec<(&str, &[u8])> = rows.iter().map(|r| ("Contact", r.as_bytes())).collect();
+            self.stats.registrations_absorbed += 1;
+            self.respond_local(now, server, 200, "OK", &extra);
+            return CacheStep::Answered;
+        }
+        let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
+        let contacts: Vec<String> = reg
+            .contacts
+            .iter()
+            .zip(&aliases)
+            .map(|(c, alias)| format!("<sip:{alias}@{sent_by}{tail}>;expires={}", c.expires))
+            .collect();
+        // Star and query: every alias of the AoR must come back to stay.
+        let expected = if reg.star || reg.contacts.is_empty() {
+            cache.of_aor(&reg.aor).into_iter().filter(|b| b.origin == Origin::Upstream).map(|b| b.alias).collect()
+        } else {
+            aliases.clone()
+        };
+        let user_agent =
+            msg.other_header("User-Agent").map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+        let pending = Box::new(PendingRegistration {
+            aor: reg.aor,
+            sent: aliases.into_iter().zip(reg.contacts).collect(),
+            expected,
+            source: src.remote,
+            transport: src.transport,
+            interface: self.interface_name(src.local),
+            user_agent,
+            max_ua_expires: limits.max_ua_expires,
+        });
+        CacheStep::Forward { contacts, star: reg.star, pending }
+    }
+
+    /// The registrar's 2xx to a cached REGISTER: the cache is updated and the Contact values the
+    /// UA gets are returned (its own contacts, with the time it was given).
+    pub(super) fn cached_register_ok(&mut self, now: Instant, p: &PendingRegistration, ok: &Message) -> Vec<String> {
+        let cache = self.cfg.reg_cache.clone();
+        let default_expires = ok.header_value(HeaderName::Expires).and_then(|v| parse_u32(trim(v)));
+        let ua_cap = |e: u32| if p.max_ua_expires > 0 { e.min(p.max_ua_expires) } else { e };
+        let mut rows = Vec::new();
+        let mut listed: Vec<String> = Vec::new();
+        for v in ok.values(HeaderName::Contact).flat_map(split_values) {
+            let Some(na) = NameAddr::parse(v) else { continue };
+            let uri = String::from_utf8_lossy(na.uri);
+            let registrar_expires = na.param(b"expires").and_then(|e| parse_u32(trim(e))).or(default_expires);
+            let user = uri_user(&uri).unwrap_or_default();
+            if let Some((alias, c)) = p.sent.iter().find(|(a, _)| a == user) {
+                let reg_s = registrar_expires.unwrap_or(c.expires);
+                if reg_s == 0 {
+                    continue; // removed upstream: removed below as not listed
+                }
+                let given = ua_cap(reg_s.min(c.expires));
+                cache.put(Binding {
+                    alias: alias.clone(),
+                    aor: p.aor.clone(),
+                    contact: c.uri.clone(),
+                    source: p.source,
+                    transport: p.transport.to_string(),
+                    interface: p.interface.clone(),
+                    user_agent: p.user_agent.clone(),
+                    ua_expires: now + Duration::from_secs(u64::from(given)),
+                    registrar_expires: now + Duration::from_secs(u64::from(reg_s)),
+                    origin: Origin::Upstream,
+                });
+                listed.push(alias.clone());
+                rows.push(c.render(given));
+            } else if let Some(b) = cache.get(user).filter(|b| b.aor == p.aor) {
+                // Another device of this AoR registered through us: shown as itself.
+                listed.push(b.alias.clone());
+                let left = b.ua_expires.saturating_duration_since(now).as_secs();
+                rows.push(format!("<{}>;expires={left}", b.contact));
+            } else {
+                rows.push(String::from_utf8_lossy(v).into_owned());
+            }
+        }
+        for alias in p.expected.iter().chain(p.sent.iter().map(|(a, _)| a)) {
+            if !listed.contains(alias) {
+                cache.remove(alias);
+            }
+        }
+        rows
+    }
+
+    /// A REGISTER for the local registrar (spec §5.4): answered here, never relayed.
+    pub(super) fn local_register(&mut self, now: Instant, server: TxId, msg: &Message, rules: &CallRules) {
+        let Some(src) = self.txs.get(&server).and_then(|e| e.source) else { return };
+        // The AoR of a registration is its To (RFC 3261 §10.3 step 5).
+        let reg = match parse_register(msg, HeaderName::To, rules.profile.reg_caching.min_reg_expires) {
+            Ok(r) => r,
+            Err(bad) => return self.refuse_register(now, server, bad),
+        };
+        let cache = self.cfg.reg_cache.clone();
+        let mine = |aor: &str| cache.of_aor(aor).into_iter().filter(|b| b.origin == Origin::Local).collect::<Vec<_>>();
+        if reg.star {
+            for b in mine(&reg.aor) {
+                cache.remove(&b.alias);
+            }
+            return self.respond_local(now, server, 200, "OK", &[]);
+        }
+        if msg.header(HeaderName::Contact).is_none() {
+            // A query: the current binding, with the time it has left.
+            let current = mine(&reg.aor).into_iter().max_by_key(|b| b.ua_expires);
+            let row = current
+                .map(|b| format!("<{}>;expires={}", b.contact, b.ua_expires.saturating_duration_since(now).as_secs()));
+            let extra: Vec<(&str, &[u8])> = row.iter().map(|r| ("Contact", r.as_bytes())).collect();
+            return self.respond_local(now, server, 200, "OK", &extra);
+        }
+        if reg.contacts.len() > 1 {
+            let warning: &[u8] = b"399 sbc \"only one contact allowed\"";
+            return self.respond_local(now, server, 403, "Forbidden", &[("Warning", warning)]);
+        }
+        let Some(c) = reg.contacts.into_iter().next() else {
+            return self.respond_local(now, server, 400, "Bad Request", &[]);
+        };
+        if c.expires == 0 {
+            for b in mine(&reg.aor) {
+                cache.remove(&b.alias);
+            }
+            return self.respond_local(now, server, 200, "OK", &[]);
+        }
+        let alias = cache.alias_for(&reg.aor, &c.uri, src.remote.ip());
+        // One device per AoR: a new contact replaces the others.
+        for b in mine(&reg.aor).into_iter().filter(|b| b.alias != alias) {
+            cache.remove(&b.alias);
+        }
+        let expires = Duration::from_secs(u64::from(c.expires));
+        cache.put(Binding {
+            alias,
+            aor: reg.aor,
+            contact: c.uri.clone(),
+            source: src.remote,
+            transport: src.transport.to_string(),
+            interface: self.interface_name(src.local),
+            user_agent: msg
+                .other_header("User-Agent")
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default(),
+            ua_expires: now + expires,
+            registrar_expires: now + expires,
+            origin: Origin::Local,
+        });
+        let row = c.render(c.expires);
+        self.respond_local(now, server, 200, "OK", &[("Contact", row.as_bytes())]);
+    }
+
+    /// Calls and other requests to a registered user (spec §5.3, §5.4): the plan is retargeted
+    /// to the registered contact, where the REGISTER came from. `Err` = nobody registered.
+    pub(super) fn retarget_registered(
+        &self,
+        msg: &Message,
+        profile: &Profile,
+        plan: &mut CallPlan,
+    ) -> Result<(), Refusal> {
+        if msg.method() == Some(crate::sip::msg::Method::Register) {
+            return Ok(());
+        }
+        let refusal = |code: u16, reason: &str| Refusal { code, reason: reason.into(), headers: Vec::new() };
+        let cache = &self.cfg.reg_cache;
+        let (binding, nat, sticky) = if profile.reg_caching.enabled {
+            let alias = Uri::parse(msg.request_uri()).and_then(|u| u.user).map(String::from_utf8_lossy);
+            let b = alias.and_then(|a| cache.get(&a)).filter(|b| b.origin == Origin::Upstream);
+            (b.ok_or_else(|| refusal(404, "User not found"))?, true, true)
+        } else if let Some(reg) = local_registrar(profile) {
+            let aor = canonical_aor(&String::from_utf8_lossy(msg.request_uri()));
+            let b = aor.and_then(|aor| {
+                cache.of_aor(&aor).into_iter().filter(|b| b.origin == Origin::Local).max_by_key(|b| b.ua_expires)
+            });
+            (b.ok_or_else(|| refusal(404, "Not Found"))?, reg.nat_handling, reg.sticky_iface)
+        } else {
+            return Ok(());
+        };
+        // `RURI` of the profile, if set, wins over the registered contact.
+        if profile.ruri.is_none() {
+            plan.ruri = Some(binding.contact.clone());
+        }
+        if nat {
+            let host = match binding.source.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+            };
+            plan.next_hops =
+                vec![NextHop { host, port: Some(binding.source.port()), transport: Some(binding.transport.clone()) }];
+        }
+        if sticky && !binding.interface.is_empty() {
+            plan.outbound_interface = Some(binding.interface.clone());
+        }
+        Ok(())
+    }
+
+    /// Removes bindings whose registrar-side expiry passed (the driver calls this periodically;
+    /// the cache is shared, so one shard doing it is enough).
+    pub fn collect_expired_registrations(&self, now: Instant) -> usize {
+        self.cfg.reg_cache.collect_expired(now)
+    }
+}
+
+/// Rows of a REGISTER's 2xx that go back to the UA unchanged (the expiry is in the Contacts).
+pub(super) fn keeps_in_register_ok(msg: &Message, h: &crate::sip::msg::Header) -> bool {
+    h.name != HeaderName::Expires
+        && !(h.name == HeaderName::Other && msg.slice(h.name_span).eq_ignore_ascii_case(b"Min-Expires"))
+}
+
+/// `$uc $us $ui $Ua $UA` over the cache.
+pub(super) struct CacheView<'a>(pub &'a regcache::RegCache);
+
+impl profiles::pattern::RegCacheView for CacheView<'_> {
+    fn lookup(
+        &self,
+        var: profiles::pattern::RegVar,
+        req: &dyn profiles::pattern::RequestView,
+        source: SocketAddr,
+    ) -> Option<String> {
+        use profiles::pattern::RegVar;
+        let ruri_alias = || {
+            let ruri = String::from_utf8_lossy(req.request_uri()).into_owned();
+            let user = uri_user(&ruri)?.to_string();
+            self.0.get(&user)
+        };
+        match var {
+            RegVar::Contact => ruri_alias().map(|b| b.contact),
+            RegVar::Source => ruri_alias().map(|b| b.source_text()),
+            RegVar::Interface => ruri_alias().map(|b| b.interface),
+            RegVar::AorOfContact => {
+                let mut contact = None;
+                req.for_each_header("Contact", &mut |v| {
+                    if contact.is_none() {
+                        contact = NameAddr::parse(v).map(|n| String::from_utf8_lossy(n.uri).into_owned());
+                    }
+                });
+                self.0.by_contact(&contact?, source).map(|b| b.aor)
+            }
+            RegVar::CallerAlias => {
+                let aor = canonical_aor(&String::from_utf8_lossy(req.caller()))?;
+                self.0.of_aor(&aor).into_iter().find(|b| b.source == source).map(|b| b.alias)
+            }
+        }
+    }
+}
