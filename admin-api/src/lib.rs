@@ -50,6 +50,8 @@ pub trait Control: Send + Sync + 'static {
     fn regex_maps(&self) -> Vec<RegexMapInfo>;
     fn set_regex_map(&self, name: &str, body: MapBody) -> Result<RegexMapInfo, ApiError>;
     fn calls(&self) -> impl Future<Output = Vec<CallInfo>> + Send;
+    /// Registered contacts, by AoR.
+    fn registrations(&self) -> Vec<RegistrationInfo>;
     /// Ends a call: BYE on both legs (CANCEL/error while it rings), call control told.
     fn teardown(&self, id: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
     fn call_control(&self) -> CallControlInfo;

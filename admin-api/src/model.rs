@@ -54,6 +54,27 @@ pub struct MapBody {
     pub rules: Option<Vec<MapRule>>,
 }
 
+/// A registered contact (registration caching or the local registrar).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct RegistrationInfo {
+    /// Canonical address of record.
+    pub aor: String,
+    /// The user part the SBC registered upstream in place of the contact.
+    pub alias: String,
+    /// The contact as the UA sent it.
+    pub contact: String,
+    /// `ip:port` the REGISTER came from, and its transport and interface.
+    pub source: String,
+    pub transport: String,
+    pub interface: String,
+    pub user_agent: String,
+    /// Seconds left of the registration the UA was given, and of the registrar's binding.
+    pub expires_in: u64,
+    pub registrar_expires_in: u64,
+    /// `upstream` (registration caching) or `local` (cc_registrar).
+    pub origin: String,
+}
+
 /// A call (or a subscription dialog pair).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct CallInfo {

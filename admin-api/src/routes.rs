@@ -38,11 +38,11 @@ type Res<T> = Result<Json<T>, ApiError>;
     info(title = "sbcd admin API", description = "Profiles, regex maps, calls, call control and health of a running sbcd."),
     paths(
         list_profiles, load_profile, reload_profile, reload_profiles, get_active_profile, set_active_profile,
-        list_regex_maps, set_regex_map, list_calls, get_call, teardown_call, get_call_control,
+        list_regex_maps, set_regex_map, list_calls, get_call, teardown_call, list_registrations, get_call_control,
         load_call_control_modules, explain, health, stats, metrics
     ),
     components(schemas(
-        ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo,
+        ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, RegistrationInfo,
         CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, Changed, ErrorBody
     )),
     modifiers(&BearerAuth)
@@ -76,6 +76,7 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/calls", get(list_calls::<C>))
         .route("/calls/{id}", get(get_call::<C>))
         .route("/calls/{id}", delete(teardown_call::<C>))
+        .route("/registrations", get(list_registrations::<C>))
         .route("/call-control", get(get_call_control::<C>))
         .route("/call-control/modules", post(load_call_control_modules::<C>))
         .route("/explain", post(explain::<C>))
@@ -193,6 +194,11 @@ async fn set_regex_map<C: Control>(
 #[utoipa::path(get, path = "/calls", responses((status = 200, body = [CallInfo])), security(("bearer" = [])))]
 async fn list_calls<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<CallInfo>> {
     Json(s.control.calls().await)
+}
+
+#[utoipa::path(get, path = "/registrations", responses((status = 200, body = [RegistrationInfo])), security(("bearer" = [])))]
+async fn list_registrations<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<RegistrationInfo>> {
+    Json(s.control.registrations())
 }
 
 #[utoipa::path(get, path = "/calls/{id}", responses((status = 200, body = CallInfo), (status = 404, body = ErrorBody)), security(("bearer" = [])))]

@@ -50,6 +50,9 @@ impl Control for Fake {
     async fn calls(&self) -> Vec<CallInfo> {
         vec![]
     }
+    fn registrations(&self) -> Vec<RegistrationInfo> {
+        vec![]
+    }
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {
         self.torn_down.lock().unwrap().push(id.into());
         Ok(())

@@ -43,6 +43,9 @@ pub struct Binding {
     pub transport: String,
     pub interface: String,
     pub user_agent: String,
+    /// The Call-ID the registration has upstream (kept so refreshes after a restart replace
+    /// the registrar's binding rather than add one); empty for local registrations.
+    pub call_id: String,
     /// When the UA's registration runs out (what the UA was told).
     pub ua_expires: Instant,
     /// When the registrar's binding runs out (the cache entry goes then).

@@ -203,6 +203,7 @@ mod tests {
             transport: "udp".into(),
             interface: "default".into(),
             user_agent: "ua".into(),
+            call_id: String::new(),
             ua_expires: now + Duration::from_secs(secs),
             registrar_expires: now + Duration::from_secs(secs),
             origin: Origin::Upstream,

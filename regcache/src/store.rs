@@ -69,6 +69,7 @@ struct Row {
     transport: String,
     interface: String,
     user_agent: String,
+    call_id: String,
     ua_expires_ms: i64,
     registrar_expires_ms: i64,
     origin: &'static str,
@@ -92,7 +93,7 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
          CREATE TABLE IF NOT EXISTS bindings (
              alias TEXT PRIMARY KEY, aor TEXT NOT NULL, contact TEXT NOT NULL, source TEXT NOT NULL,
-             transport TEXT NOT NULL, interface TEXT NOT NULL, user_agent TEXT NOT NULL,
+             transport TEXT NOT NULL, interface TEXT NOT NULL, user_agent TEXT NOT NULL, call_id TEXT NOT NULL,
              ua_expires_ms INTEGER NOT NULL, registrar_expires_ms INTEGER NOT NULL, origin TEXT NOT NULL);",
     )?;
     Ok(c)
@@ -165,6 +166,7 @@ impl Persist for SqliteStore {
             transport: b.transport.clone(),
             interface: b.interface.clone(),
             user_agent: b.user_agent.clone(),
+            call_id: b.call_id.clone(),
             ua_expires_ms: self.clock.to_unix_ms(b.ua_expires),
             registrar_expires_ms: self.clock.to_unix_ms(b.registrar_expires),
             origin: b.origin.as_str(),
@@ -188,7 +190,7 @@ impl Persist for std::sync::Arc<SqliteStore> {
 fn load(conn: &Connection, clock: WallClock) -> rusqlite::Result<Vec<Binding>> {
     let mut st = conn.prepare(
         "SELECT alias, aor, contact, source, transport, interface, user_agent, ua_expires_ms,
-                registrar_expires_ms, origin FROM bindings",
+                registrar_expires_ms, origin, call_id FROM bindings",
     )?;
     let rows = st.query_map([], |r| {
         Ok((
@@ -202,11 +204,12 @@ fn load(conn: &Connection, clock: WallClock) -> rusqlite::Result<Vec<Binding>> {
             r.get::<_, i64>(7)?,
             r.get::<_, i64>(8)?,
             r.get::<_, String>(9)?,
+            r.get::<_, String>(10)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (alias, aor, contact, source, transport, interface, user_agent, ua_ms, reg_ms, origin) = row?;
+        let (alias, aor, contact, source, transport, interface, user_agent, ua_ms, reg_ms, origin, call_id) = row?;
         // A row this version cannot read is skipped (and logged), not fatal: the phone simply
         // registers again.
         let (Ok(source), Some(origin), Some(registrar_expires)) =
@@ -224,6 +227,7 @@ fn load(conn: &Connection, clock: WallClock) -> rusqlite::Result<Vec<Binding>> {
             transport,
             interface,
             user_agent,
+            call_id,
             ua_expires,
             registrar_expires,
             origin,
@@ -253,7 +257,7 @@ fn write_batch(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
     {
         let mut save = tx.prepare_cached(
             "INSERT OR REPLACE INTO bindings (alias, aor, contact, source, transport, interface, user_agent,
-             ua_expires_ms, registrar_expires_ms, origin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             ua_expires_ms, registrar_expires_ms, origin, call_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         let mut remove = tx.prepare_cached("DELETE FROM bindings WHERE alias = ?1")?;
         for op in batch {
@@ -269,7 +273,8 @@ fn write_batch(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
                         r.user_agent,
                         r.ua_expires_ms,
                         r.registrar_expires_ms,
-                        r.origin
+                        r.origin,
+                        r.call_id
                     ])?;
                 }
                 Op::Remove(alias) => {
@@ -306,6 +311,7 @@ mod tests {
             transport: "tcp".into(),
             interface: "ext".into(),
             user_agent: "phone".into(),
+            call_id: "up-1".into(),
             ua_expires: now + Duration::from_secs(secs / 2),
             registrar_expires: now + Duration::from_secs(secs),
             origin: Origin::Upstream,

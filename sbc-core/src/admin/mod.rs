@@ -320,6 +320,31 @@ impl Control for AdminControl {
         self.runtime.calls().await.into_iter().map(|(s, c)| self.call_info(s, c)).collect()
     }
 
+    #[allow(clippy::disallowed_methods)] // remaining times are reported against the wall clock
+    fn registrations(&self) -> Vec<RegistrationInfo> {
+        let now = Instant::now();
+        let mut all: Vec<RegistrationInfo> = self
+            .runtime
+            .registrations()
+            .all()
+            .into_iter()
+            .map(|b| RegistrationInfo {
+                expires_in: b.ua_expires.saturating_duration_since(now).as_secs(),
+                registrar_expires_in: b.registrar_expires.saturating_duration_since(now).as_secs(),
+                source: b.source.to_string(),
+                origin: b.origin.as_str().into(),
+                aor: b.aor,
+                alias: b.alias,
+                contact: b.contact,
+                transport: b.transport,
+                interface: b.interface,
+                user_agent: b.user_agent,
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.aor, &a.alias).cmp(&(&b.aor, &b.alias)));
+        all
+    }
+
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {
         let parsed = id.split_once('-').and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h.parse::<u64>().ok()?)));
         let Some((shard, handle)) = parsed else {

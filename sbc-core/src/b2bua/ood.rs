@@ -123,8 +123,10 @@ impl Engine {
         }
         let a_call_id = msg.call_id().unwrap_or_default();
         let transparent = rules.profile.transparent_dlg_id;
+        let known_call_id = cached.as_ref().and_then(|(_, _, p)| p.upstream_call_id.as_deref());
         let b_call_id: Box<[u8]> = match &plan.call_id {
             _ if transparent => a_call_id.into(),
+            None if known_call_id.is_some() => known_call_id.unwrap_or_default().as_bytes().into(),
             Some(c) => c.as_bytes().into(),
             None if is_register => stable_call_id(self.cfg.shard, a_call_id, self.salt),
             None => self.ids.call_id(),

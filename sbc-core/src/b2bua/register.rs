@@ -124,6 +124,9 @@ pub(super) struct PendingRegistration {
     interface: String,
     user_agent: String,
     max_ua_expires: u32,
+    /// The Call-ID this registration already has upstream (from the cache, which survives
+    /// restarts).
+    pub(super) upstream_call_id: Option<String>,
 }
 
 /// The local registrar's values, if the profile runs `cc_registrar`.
@@ -239,7 +242,9 @@ impl Engine {
         };
         let user_agent =
             msg.other_header("User-Agent").map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+        let upstream_call_id = aliases.iter().filter_map(|a| cache.get(a)).map(|b| b.call_id).find(|c| !c.is_empty());
         let pending = Box::new(PendingRegistration {
+            upstream_call_id,
             aor: reg.aor,
             sent: aliases.into_iter().zip(reg.contacts).collect(),
             expected,
@@ -279,6 +284,7 @@ impl Engine {
                     transport: p.transport.to_string(),
                     interface: p.interface.clone(),
                     user_agent: p.user_agent.clone(),
+                    call_id: ok.call_id().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default(),
                     ua_expires: now + Duration::from_secs(u64::from(given)),
                     registrar_expires: now + Duration::from_secs(u64::from(reg_s)),
                     origin: Origin::Upstream,
@@ -356,6 +362,7 @@ impl Engine {
                 .other_header("User-Agent")
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default(),
+            call_id: String::new(),
             ua_expires: now + expires,
             registrar_expires: now + expires,
             origin: Origin::Local,
