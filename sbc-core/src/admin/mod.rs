@@ -419,6 +419,12 @@ impl Control for AdminControl {
             "drops": s.drops,
             "local_replies": s.local_replies,
             "media_timeouts": s.media_timeouts,
+            "registrations": self.runtime.registrations().len(),
+            "registrations_absorbed": s.registrations_absorbed,
+            "session_refreshes": s.session_refreshes,
+            "session_timeouts": s.session_timeouts,
+            "auth_answered": s.auth_answered,
+            "auth_challenged": s.auth_challenged,
             "parse_errors": self.runtime.counters().parse_errors.load(Relaxed),
             "drops_by_reason": l.drops,
             "media": {

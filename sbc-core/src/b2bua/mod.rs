@@ -109,6 +109,14 @@ pub struct EngineStats {
     pub requests_by_method: [u64; Method::COUNT],
     /// Re-registrations answered by the SBC inside the registrar's binding.
     pub registrations_absorbed: u64,
+    /// Session refreshes the SBC sent (RFC 4028).
+    pub session_refreshes: u64,
+    /// Calls ended because a session timer expired.
+    pub session_timeouts: u64,
+    /// Digest challenges answered with credentials.
+    pub auth_answered: u64,
+    /// Requests the SBC challenged (enable_bleg_uas_auth).
+    pub auth_challenged: u64,
     /// Request retransmissions absorbed by a transaction, by method.
     pub retransmissions_by_method: [u64; Method::COUNT],
 }

@@ -26,6 +26,11 @@ pub struct ShardStatus {
     pub drops: AtomicU64,
     pub local_replies: AtomicU64,
     pub media_timeouts: AtomicU64,
+    pub registrations_absorbed: AtomicU64,
+    pub session_refreshes: AtomicU64,
+    pub session_timeouts: AtomicU64,
+    pub auth_answered: AtomicU64,
+    pub auth_challenged: AtomicU64,
     pub requests_by_method: [AtomicU64; Method::COUNT],
     pub retransmissions_by_method: [AtomicU64; Method::COUNT],
     /// Counts with labels, from the engine's events (once per call or drop, not per message).
@@ -93,6 +98,11 @@ pub struct StatsSnapshot {
     pub drops: u64,
     pub local_replies: u64,
     pub media_timeouts: u64,
+    pub registrations_absorbed: u64,
+    pub session_refreshes: u64,
+    pub session_timeouts: u64,
+    pub auth_answered: u64,
+    pub auth_challenged: u64,
 }
 
 impl StatsSnapshot {
@@ -110,6 +120,11 @@ impl StatsSnapshot {
             s.drops += st.drops.load(Ordering::Relaxed);
             s.local_replies += st.local_replies.load(Ordering::Relaxed);
             s.media_timeouts += st.media_timeouts.load(Ordering::Relaxed);
+            s.registrations_absorbed += st.registrations_absorbed.load(Ordering::Relaxed);
+            s.session_refreshes += st.session_refreshes.load(Ordering::Relaxed);
+            s.session_timeouts += st.session_timeouts.load(Ordering::Relaxed);
+            s.auth_answered += st.auth_answered.load(Ordering::Relaxed);
+            s.auth_challenged += st.auth_challenged.load(Ordering::Relaxed);
         }
         s
     }
@@ -206,6 +221,11 @@ fn publish(engine: &Engine, st: &ShardStatus) {
     st.drops.store(s.drops, Ordering::Relaxed);
     st.local_replies.store(s.local_replies, Ordering::Relaxed);
     st.media_timeouts.store(s.media_timeouts, Ordering::Relaxed);
+    st.registrations_absorbed.store(s.registrations_absorbed, Ordering::Relaxed);
+    st.session_refreshes.store(s.session_refreshes, Ordering::Relaxed);
+    st.session_timeouts.store(s.session_timeouts, Ordering::Relaxed);
+    st.auth_answered.store(s.auth_answered, Ordering::Relaxed);
+    st.auth_challenged.store(s.auth_challenged, Ordering::Relaxed);
     for (a, v) in st.requests_by_method.iter().zip(s.requests_by_method) {
         a.store(v, Ordering::Relaxed);
     }
