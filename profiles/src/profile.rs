@@ -99,6 +99,10 @@ pub struct Profile {
     /// Registration caching (spec §3.10, §5).
     pub reg_caching: RegCaching,
 
+    /// Session timers (RFC 4028) of the B leg and the A leg; `None` = off on that leg.
+    pub session_timer: Option<SessionTimerRules>,
+    pub aleg_session_timer: Option<SessionTimerRules>,
+
     /// `call_control`: the instances, in order.
     pub call_control: Vec<CcInstanceSpec>,
 
@@ -137,6 +141,95 @@ pub struct RegCaching {
     /// Upper bound of the expiry given to the UA; re-registrations inside the registrar's
     /// longer binding are answered by the SBC.
     pub max_ua_expires: u32,
+}
+
+/// How the SBC refreshes a session it is the refresher of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMethod {
+    Invite,
+    Update,
+    /// UPDATE, and re-INVITE from then on if the peer does not take UPDATE (405/501).
+    UpdateFallbackInvite,
+}
+
+/// One leg's session-timer values (RFC 4028), seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimerRules {
+    /// The interval the SBC asks for.
+    pub session_expires: u32,
+    /// The shortest interval it accepts (its Min-SE); a shorter one is answered 422.
+    pub minimum: u32,
+    /// The longest interval it agrees to (a longer Session-Expires is lowered to it).
+    pub maximum: u32,
+    pub refresh_method: RefreshMethod,
+    /// A 501 to a refresh counts as success (a peer without UPDATE or timer support).
+    pub accept_501: bool,
+}
+
+impl Default for SessionTimerRules {
+    /// SEMS's session_timer module defaults.
+    fn default() -> Self {
+        Self {
+            session_expires: 120,
+            minimum: 90,
+            maximum: 900,
+            refresh_method: RefreshMethod::UpdateFallbackInvite,
+            accept_501: true,
+        }
+    }
+}
+
+/// The session-timer options of a profile, read together: `aleg_x` falls back to `x`, `x` to
+/// the default (spec §3.9).
+fn session_timers(
+    options: &[RawOption],
+) -> Result<(Option<SessionTimerRules>, Option<SessionTimerRules>), ConfigError> {
+    let find = |k: &str| options.iter().rev().find(|o| o.key == k);
+    let bad = |o: &RawOption, m: String| ConfigError::new(&o.file, o.line, &o.key, m);
+    let enabled = |o: Option<&RawOption>| -> Result<Option<bool>, ConfigError> {
+        o.map(|o| parse_bool(&o.value).map_err(|m| bad(o, m))).transpose()
+    };
+    let b_on = enabled(find("enable_session_timer"))?.unwrap_or(false);
+    let a_on = enabled(find("enable_aleg_session_timer"))?.unwrap_or(b_on);
+    let leg = |prefix: &str| -> Result<SessionTimerRules, ConfigError> {
+        let mut r = SessionTimerRules::default();
+        let pick =
+            |key: &str| find(&format!("{prefix}{key}")).or_else(|| find(key)).filter(|o| !o.value.trim().is_empty());
+        let secs = |key: &str, into: &mut u32| -> Result<(), ConfigError> {
+            if let Some(o) = pick(key) {
+                *into = seconds(&o.value).map_err(|m| bad(o, m))?;
+            }
+            Ok(())
+        };
+        secs("session_expires", &mut r.session_expires)?;
+        secs("minimum_timer", &mut r.minimum)?;
+        secs("maximum_timer", &mut r.maximum)?;
+        if let Some(o) = pick("session_refresh_method") {
+            r.refresh_method = match o.value.trim().to_ascii_uppercase().as_str() {
+                "INVITE" => RefreshMethod::Invite,
+                "UPDATE" => RefreshMethod::Update,
+                "UPDATE_FALLBACK_INVITE" => RefreshMethod::UpdateFallbackInvite,
+                v => return Err(bad(o, format!("'{v}' is not INVITE, UPDATE or UPDATE_FALLBACK_INVITE"))),
+            };
+        }
+        if let Some(o) = pick("accept_501_reply") {
+            r.accept_501 = parse_bool(&o.value).map_err(|m| bad(o, m))?;
+        }
+        let o = pick("session_expires").or_else(|| pick("minimum_timer"));
+        // RFC 4028 §4: Min-SE is at least 90 s; the interval sits between the two bounds.
+        if r.minimum < 90 || r.session_expires < r.minimum || r.maximum < r.session_expires {
+            let m = format!(
+                "needs 90 <= minimum_timer ({}) <= session_expires ({}) <= maximum_timer ({})",
+                r.minimum, r.session_expires, r.maximum
+            );
+            return Err(match o.or_else(|| pick("maximum_timer")) {
+                Some(o) => bad(o, m),
+                None => ConfigError::new("", None, &format!("{prefix}session_expires"), m),
+            });
+        }
+        Ok(r)
+    };
+    Ok((b_on.then(|| leg("")).transpose()?, a_on.then(|| leg("aleg_")).transpose()?))
 }
 
 /// Accepted spellings of a boolean (one set everywhere, unlike SEMS's `=yes` and `bool*`).
@@ -404,6 +497,7 @@ impl Profile {
             NameFilter::parse(&mode.value, list.map_or("", |l| l.value.as_str()))
                 .map_err(|m| ConfigError::new(&mode.file, mode.line, &mode.key, m))
         };
+        (p.session_timer, p.aleg_session_timer) = session_timers(&options)?;
         p.header_filter = filter("header_filter", "header_list")?;
         p.message_filter = filter("message_filter", "message_list")?;
         p.sdp_filter = filter("sdp_filter", "sdpfilter_list")?;

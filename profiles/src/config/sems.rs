@@ -23,11 +23,11 @@ const SBC_CONF_NOT_APPLIED: &[(&str, &str)] = &[
     ("load_cc_plugins", "call control modules are built in"),
     ("core_options_handling", "OPTIONS to the SBC itself are always answered; others are relayed"),
     ("out_of_dialog_threads", "out-of-dialog requests run on the engine shards"),
-    ("session_expires", "session timers are not in this version"),
-    ("minimum_timer", "session timers are not in this version"),
-    ("maximum_timer", "session timers are not in this version"),
-    ("session_refresh_method", "session timers are not in this version"),
-    ("accept_501_reply", "session timers are not in this version"),
+    ("session_expires", "sbc.conf session-timer defaults are not read: set them in each profile"),
+    ("minimum_timer", "sbc.conf session-timer defaults are not read: set them in each profile"),
+    ("maximum_timer", "sbc.conf session-timer defaults are not read: set them in each profile"),
+    ("session_refresh_method", "sbc.conf session-timer defaults are not read: set them in each profile"),
+    ("accept_501_reply", "sbc.conf session-timer defaults are not read: set them in each profile"),
 ];
 
 const SBC_CONF_KEYS: &[&str] = &["profiles", "profiles_path", "active_profile", "regex_maps"];

@@ -126,7 +126,12 @@ impl Collector for SbcCollector {
         counter(e, "sbc_media_allocation_failures", "Streams that got no port pair", m.allocation_failures)?;
         counter(e, "sbc_media_timeouts", "Calls ended because no RTP flowed", s.media_timeouts)?;
         gauge(e, "sbc_registrations", "Registered contacts in the cache", rt.registrations().len() as i64)?;
-        counter(e, "sbc_registrations_absorbed", "Re-registrations answered by the SBC inside the registrar's binding", s.registrations_absorbed)?;
+        counter(
+            e,
+            "sbc_registrations_absorbed",
+            "Re-registrations answered by the SBC inside the registrar's binding",
+            s.registrations_absorbed,
+        )?;
         counter(e, "sbc_session_refreshes", "Session refreshes the SBC sent (RFC 4028)", s.session_refreshes)?;
         counter(e, "sbc_session_timeouts", "Calls ended because a session timer expired", s.session_timeouts)?;
         counter(e, "sbc_auth_answered", "Digest challenges answered with credentials", s.auth_answered)?;

@@ -60,17 +60,26 @@ fn crosses(msg: &Message, h: &Header, filter: Option<&NameFilter>) -> bool {
     }
 }
 
-/// Like [`copy_unowned`], but takes `100rel` out of Supported/Require: used for re-INVITEs,
-/// whose reliable provisionals this SBC does not map between legs.
-pub(crate) fn copy_unowned_without_100rel(w: &mut MessageWriter, msg: &Message, filter: Option<&NameFilter>) {
+/// What a copy leaves out besides the leg-owned rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Strip {
+    /// `100rel` in Supported/Require: re-INVITEs, whose reliable provisionals this SBC does not
+    /// map between legs.
+    pub(crate) rel100: bool,
+    /// Session-Expires, Min-SE and `timer`: legs that run their own session timers.
+    pub(crate) timer: bool,
+}
+
+/// Like [`copy_unowned`], without what `strip` names.
+pub(crate) fn copy_unowned_stripped(w: &mut MessageWriter, msg: &Message, filter: Option<&NameFilter>, strip: Strip) {
+    let drops =
+        |o: &[u8]| strip.rel100 && o.eq_ignore_ascii_case(b"100rel") || strip.timer && o.eq_ignore_ascii_case(b"timer");
     for h in msg.headers() {
-        if !crosses(msg, h, filter) {
+        if !crosses(msg, h, filter) || strip.timer && super::session_timer::is_timer_row(msg, h) {
             continue;
         }
-        if matches!(h.name, HeaderName::Supported | HeaderName::Require)
-            && split_values(msg.value(h)).any(|v| v.eq_ignore_ascii_case(b"100rel"))
-        {
-            let kept: Vec<&[u8]> = split_values(msg.value(h)).filter(|v| !v.eq_ignore_ascii_case(b"100rel")).collect();
+        if matches!(h.name, HeaderName::Supported | HeaderName::Require) && split_values(msg.value(h)).any(drops) {
+            let kept: Vec<&[u8]> = split_values(msg.value(h)).filter(|o| !drops(o)).collect();
             if !kept.is_empty() {
                 let name = if h.name == HeaderName::Supported { "Supported" } else { "Require" };
                 w.header(name, &kept.join(&b", "[..]));

@@ -60,6 +60,17 @@ pub(crate) struct Leg {
     pub(crate) fixed_dest: Option<(Transport, Peer)>,
     /// A Route put before the route set of every request (`force_outbound_proxy`).
     pub(crate) forced_route: Option<Box<[u8]>>,
+    /// The last SDP the SBC sent on this leg (offered again by a session-refresh re-INVITE).
+    pub(crate) last_sdp: Option<Bytes>,
+}
+
+impl Leg {
+    /// Remembers `body` if it is SDP (multipart bodies are not offered again).
+    pub(crate) fn note_sdp(&mut self, body: &[u8]) {
+        if body.starts_with(b"v=") {
+            self.last_sdp = Some(Bytes::copy_from_slice(body));
+        }
+    }
 }
 
 /// What a dialog pair was created by.
@@ -148,6 +159,8 @@ pub(crate) struct Call {
     pub(crate) media: Option<rtp_relay::Session>,
     /// When to look for media activity next (answered calls with a relay session).
     pub(crate) media_check: Option<Instant>,
+    /// Session timers of the A and B legs (RFC 4028), where the profile runs them.
+    pub(crate) sst: [Option<super::session_timer::LegTimer>; 2],
     /// The deadline currently in the engine's timer heap for this call.
     pub(crate) scheduled: Option<Instant>,
 }
@@ -159,10 +172,16 @@ impl Call {
     pub(crate) fn leg_mut(&mut self, side: Side) -> &mut Leg {
         &mut self.legs[side.idx()]
     }
+    /// Either leg runs its own session timer (their headers then never cross).
+    pub(crate) fn has_session_timers(&self) -> bool {
+        self.sst.iter().any(Option::is_some)
+    }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let sst = self.sst.iter().flatten().filter_map(|t| t.due);
         [self.timer_c, self.max_duration, self.hard_end, self.reliable_1xx.as_ref().map(|r| r.next), self.media_check]
             .into_iter()
             .flatten()
+            .chain(sst)
             .min()
     }
 }

@@ -12,13 +12,14 @@ use callcontrol::LegEvent;
 
 use super::apply::{append, CallRules};
 use super::build::{
-    copy_unowned, copy_unowned_if, copy_unowned_without_100rel, request_on_leg, response_head, single_via,
+    copy_unowned, copy_unowned_if, copy_unowned_stripped, request_on_leg, response_head, single_via, Strip,
 };
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::cc::party;
 use super::invite::learn_remote;
 use super::media::{anchor_or_reject, prepare_body_anyway};
 use super::register::keeps_in_register_ok;
+use super::session_timer::{self, Reject};
 use super::txs::Purpose;
 use super::types::{Destination, Peer, Source};
 use super::{Engine, TxId};
@@ -92,6 +93,19 @@ impl Engine {
             Some(Ok(n)) => n,
             _ => 70,
         };
+        // A refresh on a leg with session timers: its interval must not be below our Min-SE.
+        let timer_rules = call.sst[side.idx()].as_ref().map(|t| t.rules);
+        if let (Some(r), true) = (timer_rules, matches!(method, Method::Invite | Method::Update)) {
+            match session_timer::check_request(&r, &msg) {
+                Ok(()) => {}
+                Err(Reject::TooSmall(min)) => {
+                    let min = min.to_string();
+                    let extra = [("Min-SE", min.as_bytes())];
+                    return self.refuse(now, key, &msg, &src, 422, "Session Interval Too Small", &extra);
+                }
+                Err(Reject::Malformed) => return self.refuse(now, key, &msg, &src, 400, "Bad Session-Expires", &[]),
+            }
+        }
         // Offer/answer glare (RFC 3261 §14.2, RFC 3311 §5.2).
         if matches!(method, Method::Invite | Method::Update) {
             match call.offer_pending {
@@ -159,6 +173,7 @@ impl Engine {
             _ => out_body,
         };
         let out_leg = call.leg_mut(side.other());
+        out_leg.note_sdp(&out_body);
         out_leg.local_cseq += 1;
         let out_cseq = out_leg.local_cseq;
         let mut w = request_on_leg(out_leg, msg.method_bytes(), out_cseq, &branch, max_forwards - 1);
@@ -168,10 +183,13 @@ impl Engine {
         if let Some(rack) = &rack {
             w.header("RAck", rack.as_bytes());
         }
-        if method == Method::Invite {
-            copy_unowned_without_100rel(&mut w, &msg, rules.header_filter());
-        } else {
-            copy_unowned(&mut w, &msg, rules.header_filter());
+        let offer_answer = matches!(method, Method::Invite | Method::Update);
+        let strip = Strip { rel100: method == Method::Invite, timer: offer_answer && call.has_session_timers() };
+        copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
+        if offer_answer {
+            for (n, v) in call.sst[side.other().idx()].as_ref().map(|t| t.request_rows()).unwrap_or_default() {
+                w.header(n, v.as_bytes());
+            }
         }
         append(&mut w, rules.appended_on(side.other()));
         let bytes = w.finish(&out_body);
@@ -240,6 +258,7 @@ impl Engine {
             let rules = call.rules.clone();
             let sent_by = call.leg(side.other()).via_sent_by.clone();
             let body = prepare_body_anyway(&rules, call.media.as_mut(), side.other(), &sent_by, msg.body());
+            call.leg_mut(side.other()).note_sdp(&body);
             let out_leg = call.leg(side.other());
             let mut w = request_on_leg(out_leg, b"ACK", client_cseq, &branch, 70);
             copy_unowned(&mut w, &msg, rules.header_filter());
@@ -338,6 +357,11 @@ impl Engine {
             }
             ended |= code >= 200 && method == Method::Bye;
         }
+        if let (Some(h), true) = (call, (200..300).contains(&code) && matches!(method, Method::Invite | Method::Update))
+        {
+            // Our request on that leg carried its session timer: the answer restarts it.
+            self.sst_answered(now, h, server_side.other(), &msg);
+        }
         self.forward_response(now, server, call, server_side, &msg, None);
         if let Some(h) = call {
             self.announce_event(h, || {
@@ -420,8 +444,23 @@ impl Engine {
             w.header_fmt("RSeq", format_args!("{r}"));
         }
         let filter = rules.as_deref().and_then(CallRules::header_filter);
+        let offer_answer = matches!(msg.cseq().map(|c| c.method), Some(Method::Invite | Method::Update));
+        let timed = call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.has_session_timers());
+        // A 2xx to the peer's INVITE/UPDATE on a timed leg: our own Session-Expires.
+        let timer_rows = match (call, offer_answer && (200..300).contains(&code)) {
+            (Some(h), true) if self.calls.get(&h).is_some_and(|c| c.sst[server_side.idx()].is_some()) => {
+                let req = req.clone();
+                self.sst_answer_rows(now, h, server_side, &req)
+            }
+            _ => Vec::new(),
+        };
+        for (n, v) in &timer_rows {
+            w.header(n, v.as_bytes());
+        }
         if registered.is_some() {
             copy_unowned_if(&mut w, msg, filter, keeps_in_register_ok);
+        } else if timed && offer_answer {
+            copy_unowned_stripped(&mut w, msg, filter, Strip { rel100: false, timer: true });
         } else {
             copy_unowned(&mut w, msg, filter);
         }
@@ -433,7 +472,11 @@ impl Engine {
             }
             _ => None,
         };
-        let bytes = w.finish(body.as_deref().unwrap_or(msg.body()));
+        let body: &[u8] = body.as_deref().unwrap_or(msg.body());
+        if let (Some(c), true) = (call.and_then(|h| self.calls.get_mut(&h)), has_sdp) {
+            c.leg_mut(server_side).note_sdp(body);
+        }
+        let bytes = w.finish(body);
         self.respond(now, server, code, bytes.clone());
         Some(bytes)
     }

@@ -10,11 +10,12 @@ use profiles::evaluate::Refusal as ProfileRefusal;
 use callcontrol::{CallEnd, EndedBy};
 
 use super::apply::{append, hop_target, CallRules, Chosen};
-use super::build::{self, copy_unowned, leg_contact, request_on_leg, without_tag};
+use super::build::{self, copy_unowned_stripped, leg_contact, request_on_leg, without_tag, Strip};
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::cc::{CallCc, CcRequest};
 use super::media::{prepare_body, BodyError};
 use super::routing::{self, NoRoute};
+use super::session_timer::{self, LegTimer, Reject};
 use super::txs::Purpose;
 use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
 use super::{Engine, Event, Output, TimerRef, TxId};
@@ -181,23 +182,53 @@ impl Engine {
     ) {
         // A call parked for call control already has its transaction: errors are answered
         // there, and call control hears that the call ended.
-        let fail =
-            |me: &mut Self, key: TxKey, msg: &Message, src: &Source, code: u16, reason: &'static str| match parked {
-                Some((h, a_tx, _)) => {
-                    me.respond_local(now, a_tx, code, reason, &[]);
-                    me.announce_end(
-                        h,
-                        CallEnd {
-                            by: EndedBy::Sbc,
-                            code,
-                            phrase: reason.into(),
-                            reason: "setup_failed".into(),
-                            answered: false,
-                        },
+        let fail = |me: &mut Self,
+                    key: TxKey,
+                    msg: &Message,
+                    src: &Source,
+                    code: u16,
+                    reason: &'static str,
+                    extra: &[(&str, &[u8])]| match parked {
+            Some((h, a_tx, _)) => {
+                me.respond_local(now, a_tx, code, reason, extra);
+                me.announce_end(
+                    h,
+                    CallEnd {
+                        by: EndedBy::Sbc,
+                        code,
+                        phrase: reason.into(),
+                        reason: "setup_failed".into(),
+                        answered: false,
+                    },
+                );
+            }
+            None => me.refuse(now, key, msg, src, code, reason, extra),
+        };
+        let is_invite = kind == CallKind::Invite;
+        // Session timers (RFC 4028): the caller's interval must not be below our Min-SE.
+        let sst = if is_invite {
+            [rules.profile.aleg_session_timer.map(LegTimer::new), rules.profile.session_timer.map(LegTimer::new)]
+        } else {
+            [None, None]
+        };
+        if let Some(r) = &rules.profile.aleg_session_timer.filter(|_| is_invite) {
+            match session_timer::check_request(r, &msg) {
+                Ok(()) => {}
+                Err(Reject::TooSmall(min)) => {
+                    let min = min.to_string();
+                    return fail(
+                        self,
+                        key,
+                        &msg,
+                        &src,
+                        422,
+                        "Session Interval Too Small",
+                        &[("Min-SE", min.as_bytes())],
                     );
                 }
-                None => me.refuse(now, key, msg, src, code, reason, &[]),
-            };
+                Err(Reject::Malformed) => return fail(self, key, &msg, &src, 400, "Bad Session-Expires", &[]),
+            }
+        }
         let b_dest = route.dest;
         let plan = &rules.plan;
         // A leg: the interface it arrived on, unless the profile names another.
@@ -219,10 +250,9 @@ impl Engine {
         let (Some(a_socket), Some(b_socket)) =
             (self.cfg.socket(a_local).cloned(), self.cfg.socket(b_dest.local).cloned())
         else {
-            return fail(self, key, &msg, &src, 500, "Server Internal Error");
+            return fail(self, key, &msg, &src, 500, "Server Internal Error", &[]);
         };
         let b_sent_by = b_socket.sent_by();
-        let is_invite = kind == CallKind::Invite;
         let iface_name = |me: &Self, id| me.cfg.interface_of(id).map(|i| me.cfg.interfaces[i].name.clone());
         let (a_iface, b_iface) = (iface_name(self, a_local), iface_name(self, b_dest.local));
         let mut media = match (is_invite, a_iface, b_iface) {
@@ -230,17 +260,17 @@ impl Engine {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, profile = %rules.profile.name, "cannot relay media");
-                    return fail(self, key, &msg, &src, 503, "Service Unavailable");
+                    return fail(self, key, &msg, &src, 503, "Service Unavailable", &[]);
                 }
             },
             _ => None,
         };
         let body = match prepare_body(&rules, media.as_mut(), Side::B, &b_sent_by, msg.body()) {
             Ok(b) => b,
-            Err(BodyError::NothingLeft) => return fail(self, key, &msg, &src, 488, "Not Acceptable Here"),
+            Err(BodyError::NothingLeft) => return fail(self, key, &msg, &src, 488, "Not Acceptable Here", &[]),
             Err(BodyError::NoMedia(e)) => {
                 tracing::warn!(error = %e, "no media ports for a new call");
-                return fail(self, key, &msg, &src, 503, "Service Unavailable");
+                return fail(self, key, &msg, &src, 503, "Service Unavailable", &[]);
             }
         };
         let (handle, a_tx, a_tag, cc) = match parked {
@@ -301,6 +331,7 @@ impl Engine {
             via_sent_by: a_sent_by.into_boxed_str(),
             target_is_source: a_target_is_source,
             fixed_dest: plan.aleg_next_hop.as_ref().map(hop_target),
+            last_sdp: None,
             forced_route: if rules.profile.aleg_force_outbound_proxy {
                 proxy_route(&plan.aleg_outbound_proxy)
             } else {
@@ -345,13 +376,18 @@ impl Engine {
             via_sent_by: b_sent_by.into_boxed_str(),
             target_is_source: false,
             fixed_dest: route.fixed,
+            last_sdp: (!body.is_empty()).then(|| bytes::Bytes::copy_from_slice(&body)),
             forced_route: if force_proxy { proxy_route(&plan.outbound_proxy) } else { None },
         };
 
         let branch = self.ids.branch();
         let mut w = request_on_leg(&b_leg, msg.method_bytes(), b_cseq, &branch, max_forwards - 1);
         w.header("Contact", &b_leg.contact);
-        copy_unowned(&mut w, &msg, rules.header_filter());
+        let strip = Strip { rel100: false, timer: sst.iter().any(Option::is_some) };
+        copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
+        for (n, v) in sst[Side::B.idx()].as_ref().map(LegTimer::request_rows).unwrap_or_default() {
+            w.header(n, v.as_bytes());
+        }
         append(&mut w, &plan.append_headers);
         append(&mut w, &plan.append_headers_req);
         let Ok(b_request) = Message::parse(w.finish(&body)) else {
@@ -429,6 +465,7 @@ impl Engine {
                 hard_end: None,
                 media,
                 media_check: None,
+                sst,
                 scheduled: None,
             },
         );
@@ -542,6 +579,10 @@ impl Engine {
             call.answered = Some(now);
             call.timer_c = None;
             call.reliable_1xx = None;
+            self.sst_answered(now, h, Side::B, &msg);
+            let Some(call) = self.calls.get_mut(&h) else {
+                return;
+            };
             if call.media.is_some() {
                 let first = self.first_media_check(now);
                 if let Some(call) = self.calls.get_mut(&h) {
@@ -903,6 +944,7 @@ impl Engine {
             contact: Box::default(),
             fixed_dest: None,
             forced_route: None,
+            last_sdp: None,
             via_sent_by: resp.top_via().map_or_else(Default::default, |v| {
                 let host = String::from_utf8_lossy(v.host);
                 match v.port {
@@ -1004,6 +1046,14 @@ impl Engine {
             let _e = call.span.clone().entered();
             tracing::info!("Timer C expired, cancelling");
             self.tear_down(now, h, 408, "timer_c");
+            self.reschedule_call(h);
+            return;
+        }
+        let sst_due = [Side::A, Side::B]
+            .into_iter()
+            .find(|s| call.sst[s.idx()].as_ref().and_then(|t| t.due).is_some_and(|d| d <= now));
+        if let Some(side) = sst_due {
+            self.sst_due(now, h, side);
             self.reschedule_call(h);
             return;
         }

@@ -18,6 +18,7 @@ mod ood;
 mod overview;
 mod register;
 mod routing;
+mod session_timer;
 mod txs;
 mod types;
 

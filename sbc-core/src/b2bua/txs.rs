@@ -35,6 +35,8 @@ pub(super) enum Purpose {
     RelayClient { peer: TxId },
     /// Requests we originate whose answers change nothing (CANCEL, teardown BYE, ACK+BYE).
     Detached,
+    /// A session refresh the SBC sends on its own (RFC 4028).
+    SessionRefresh,
 }
 
 pub(super) struct TxEntry {
@@ -476,6 +478,11 @@ impl Engine {
                 }
             }
             Purpose::RelayClient { peer } => self.relay_response(now, id, peer, call, side.other(), msg),
+            Purpose::SessionRefresh => {
+                if let Some(h) = call {
+                    self.on_refresh_response(now, id, h, side, &msg);
+                }
+            }
             Purpose::Detached
                 if msg.status().is_some_and(|c| (200..300).contains(&c))
                     && msg.cseq().is_some_and(|c| c.method == Method::Invite) =>
@@ -489,7 +496,8 @@ impl Engine {
     /// A transaction timed out (or its transport failed).
     fn on_tx_timeout(&mut self, now: Instant, id: TxId) {
         let Some(e) = self.txs.get(&id) else { return };
-        let (purpose, call, method, transport_failed) = (e.purpose, e.call, e.method(), e.transport_failed);
+        let (purpose, call, method, transport_failed, e_side) =
+            (e.purpose, e.call, e.method(), e.transport_failed, e.side);
         let is_server = matches!(e.fsm, Fsm::Ist(_) | Fsm::Nist(_));
         let unacked_2xx = matches!(&e.fsm, Fsm::Ist(t) if t.final_code().is_some_and(|c| c < 300) && !t.is_acked());
         match purpose {
@@ -528,6 +536,11 @@ impl Engine {
                 if let Some(h) = call {
                     tracing::info!(call = h, "no ACK for 2xx, ending call");
                     self.tear_down(now, h, 408, "no_ack");
+                }
+            }
+            Purpose::SessionRefresh => {
+                if let Some(h) = call {
+                    self.on_refresh_timeout(now, h, e_side);
                 }
             }
             // The caller cannot be reached with our answer: give up on the callee too.

@@ -240,3 +240,117 @@ fn the_local_registrar_answers_register_and_routes_calls_to_the_aor() {
     let nf = to(&out, CAROL).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
     assert_eq!(nf.status(), Some(404));
 }
+
+const SST: &str = "active_profile: sst\nprofiles:\n  sst:\n    enable_session_timer: yes\n    session_expires: 120\n    minimum_timer: 90\n";
+
+/// The first message to `who` (later ones are retransmissions while time runs).
+fn first(sent: &[Sent], who: &str) -> Message {
+    to(sent, who).into_iter().next().unwrap_or_else(|| panic!("nothing to {who}: {sent:#?}"))
+}
+
+fn other(m: &Message, name: &str) -> Option<String> {
+    m.other_header(name).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// A timed call: the caller asks for 1800 s and will refresh; the callee answers with
+/// `callee_se`. Returns (B's INVITE, A's 200).
+fn timed_call(h: &mut Harness, callee_se: &str) -> (Message, Message) {
+    let out = h.send(ALICE, &invite("sst1", "Session-Expires: 1800\nMin-SE: 90\nSupported: timer, 100rel\n"));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 200, "bt", &format!("Session-Expires: {callee_se}\nRequire: timer\n")));
+    let ok = one(&out, ALICE);
+    h.send(ALICE, &in_dialog("ACK", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "sst1", 10, ""));
+    (b_inv, ok)
+}
+
+#[test]
+fn each_leg_negotiates_its_own_session_timer() {
+    let mut h = Harness::with_yaml(SST);
+    let (b_inv, ok) = timed_call(&mut h, "120;refresher=uas");
+    assert_eq!(other(&b_inv, "Session-Expires").as_deref(), Some("120"), "ours, not the caller's 1800");
+    assert_eq!(other(&b_inv, "Min-SE").as_deref(), Some("90"));
+    assert!(b_inv.lists_option(HeaderName::Supported, b"timer"));
+    assert!(b_inv.lists_option(HeaderName::Supported, b"100rel"), "other options still cross");
+    assert_eq!(b_inv.values(HeaderName::Supported).filter(|v| *v == b"timer").count(), 1);
+    // The caller asked 1800: capped at maximum_timer (900); it refreshes (it supports timers).
+    assert_eq!(other(&ok, "Session-Expires").as_deref(), Some("900;refresher=uac"));
+    assert!(ok.lists_option(HeaderName::Require, b"timer"));
+}
+
+#[test]
+fn a_callee_that_stops_refreshing_is_hung_up_on_both_legs() {
+    let mut h = Harness::with_yaml(SST);
+    timed_call(&mut h, "120;refresher=uas");
+    // The callee refreshes (uas): it has until 120 - 32 = 88 s.
+    let out = h.advance(Duration::from_secs(87));
+    assert!(out.is_empty(), "{out:#?}");
+    let out = h.advance(Duration::from_secs(2));
+    let (a, b) = (first(&out, ALICE), first(&out, BOB));
+    for bye in [&a, &b] {
+        assert_eq!(bye.method(), Some(Method::Bye));
+        assert!(other(bye, "Reason").is_some_and(|r| r.contains("session_timeout")), "{bye:?}");
+    }
+    assert_eq!(h.engine.stats.session_timeouts, 1);
+}
+
+#[test]
+fn the_sbc_refreshes_at_half_the_interval_and_falls_back_to_invite() {
+    let mut h = Harness::with_yaml(SST);
+    let (b_inv, _) = timed_call(&mut h, "120;refresher=uac");
+    let out = h.advance(Duration::from_secs(59));
+    assert!(to(&out, BOB).is_empty());
+    let out = h.advance(Duration::from_secs(2));
+    let upd = first(&out, BOB);
+    assert_eq!(upd.method(), Some(Method::Update));
+    assert_eq!(other(&upd, "Session-Expires").as_deref(), Some("120;refresher=uac"));
+    assert!(to(&out, ALICE).is_empty(), "a refresh stays on its leg");
+    // The callee has no UPDATE: the refresh is a re-INVITE offering what the callee has.
+    let out = h.send(BOB, &response_to(&upd, 501, "", ""));
+    let reinv = one(&out, BOB);
+    assert_eq!(reinv.method(), Some(Method::Invite));
+    assert_eq!(reinv.body(), b_inv.body(), "the last SDP sent to the callee");
+    let out = h.send(BOB, &response_to(&reinv, 200, "", "Session-Expires: 120;refresher=uac\n"));
+    let ack = one(&out, BOB);
+    assert_eq!(ack.method(), Some(Method::Ack));
+    assert_eq!(h.engine.stats.session_refreshes, 2);
+    // The next refresh is a re-INVITE straight away, 60 s later.
+    let out = h.advance(Duration::from_secs(61));
+    assert_eq!(first(&out, BOB).method(), Some(Method::Invite));
+    assert_eq!(h.engine.active_calls(), 1);
+}
+
+#[test]
+fn a_too_short_session_interval_gets_422_with_min_se() {
+    let mut h = Harness::with_yaml(SST);
+    let out = h.send(ALICE, &invite("sst422", "Session-Expires: 60\n"));
+    let r = to(&out, ALICE).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
+    assert_eq!(r.status(), Some(422));
+    assert_eq!(other(&r, "Min-SE").as_deref(), Some("90"));
+    assert!(to(&out, BOB).is_empty());
+    let out = h.send(ALICE, &invite("sst400", "Session-Expires: soon\n"));
+    assert_eq!(one(&out, ALICE).status(), Some(400));
+}
+
+#[test]
+fn a_caller_refresh_is_answered_with_the_callers_own_timer() {
+    let mut h = Harness::with_yaml(SST);
+    let (_, ok) = timed_call(&mut h, "120;refresher=uas");
+    let upd = in_dialog(
+        "UPDATE",
+        ALICE,
+        &hv(&ok, HeaderName::From),
+        &hv(&ok, HeaderName::To),
+        "sst1",
+        11,
+        "Session-Expires: 600;refresher=uac\nContact: <sip:alice@127.0.0.1:5001>\n",
+    );
+    let out = h.send(ALICE, &upd);
+    let b_upd = one(&out, BOB);
+    assert_eq!(other(&b_upd, "Session-Expires").as_deref(), Some("120;refresher=uas"), "the callee's leg, not 600");
+    let out = h.send(BOB, &response_to(&b_upd, 200, "", "Session-Expires: 120;refresher=uas\n"));
+    let ok2 = one(&out, ALICE);
+    assert_eq!(other(&ok2, "Session-Expires").as_deref(), Some("600;refresher=uac"));
+    // The callee refreshed too (its UPDATE answered): no teardown at the old deadline.
+    let out = h.advance(Duration::from_secs(87));
+    assert!(out.iter().all(|s| s.msg.method() != Some(Method::Bye)));
+}

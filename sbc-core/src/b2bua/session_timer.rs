@@ -1,0 +1,319 @@
+//! Session timers (RFC 4028), each leg on its own (spec §3.9). The SBC is the UAS of the
+//! caller's leg and the UAC of the callee's: on each it negotiates the interval and who
+//! refreshes, refreshes at half the interval when it is the refresher (UPDATE or re-INVITE), and
+//! tears the call down when the peer that should refresh does not. Session-Expires and Min-SE
+//! never cross the SBC when a leg runs timers: each leg has its own.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use profiles::profile::{RefreshMethod, SessionTimerRules};
+
+use super::build::request_on_leg;
+use super::call::{CallState, Side};
+use super::txs::Purpose;
+use super::{Engine, TxId};
+use crate::sip::msg::{parse_u32, trim, Header, HeaderName, Message, Method};
+
+/// A refresh that could not be sent (glare, one in flight) or failed is tried again this soon.
+const RETRY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresher {
+    Uac,
+    Uas,
+}
+
+/// A Session-Expires value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SessionExpires {
+    secs: u32,
+    refresher: Option<Refresher>,
+}
+
+fn header<'m>(msg: &'m Message, long: &str, compact: &str) -> Option<&'m [u8]> {
+    msg.other_header(long).or_else(|| msg.other_header(compact))
+}
+
+/// `Session-Expires` (or `x`) of a message; `Err` if present but malformed.
+fn session_expires(msg: &Message) -> Result<Option<SessionExpires>, ()> {
+    let Some(v) = header(msg, "Session-Expires", "x") else { return Ok(None) };
+    let mut parts = v.split(|&c| c == b';');
+    let secs = parts.next().map(trim).and_then(parse_u32).ok_or(())?;
+    let mut refresher = None;
+    for p in parts {
+        let (name, value) = match p.iter().position(|&c| c == b'=') {
+            Some(i) => (trim(&p[..i]), trim(&p[i + 1..])),
+            None => (trim(p), &b""[..]),
+        };
+        if name.eq_ignore_ascii_case(b"refresher") {
+            refresher = Some(match value.to_ascii_lowercase().as_slice() {
+                b"uac" => Refresher::Uac,
+                b"uas" => Refresher::Uas,
+                _ => return Err(()),
+            });
+        }
+    }
+    Ok(Some(SessionExpires { secs, refresher }))
+}
+
+fn min_se(msg: &Message) -> Option<u32> {
+    msg.other_header("Min-SE").and_then(|v| parse_u32(trim(v.split(|&c| c == b';').next().unwrap_or_default())))
+}
+
+/// Rows that belong to one leg's session timer: never copied to the other leg.
+pub(crate) fn is_timer_row(msg: &Message, h: &Header) -> bool {
+    h.name == HeaderName::Other && {
+        let n = msg.slice(h.name_span);
+        n.eq_ignore_ascii_case(b"Session-Expires") || n.eq_ignore_ascii_case(b"x") || n.eq_ignore_ascii_case(b"Min-SE")
+    }
+}
+
+/// Why a request on a timed leg is refused.
+pub(super) enum Reject {
+    /// 422 with our Min-SE.
+    TooSmall(u32),
+    /// 400: Session-Expires does not parse.
+    Malformed,
+}
+
+/// Checks a peer's INVITE or UPDATE against a leg's rules (RFC 4028 §9).
+pub(super) fn check_request(rules: &SessionTimerRules, msg: &Message) -> Result<(), Reject> {
+    match session_expires(msg) {
+        Err(()) => Err(Reject::Malformed),
+        Ok(Some(se)) if se.secs < rules.minimum => Err(Reject::TooSmall(rules.minimum)),
+        _ => Ok(()),
+    }
+}
+
+/// One leg's session timer.
+#[derive(Debug)]
+pub(crate) struct LegTimer {
+    pub(crate) rules: SessionTimerRules,
+    /// The agreed interval (0 until the first 2xx) and whether the SBC refreshes.
+    interval: u32,
+    we_refresh: bool,
+    /// When the session last got a successful refresh (or started).
+    refreshed_at: Option<Instant>,
+    /// The next thing to do: refresh (we refresh) or give up (the peer refreshes).
+    pub(crate) due: Option<Instant>,
+    /// A refresh of ours is in flight.
+    in_flight: Option<TxId>,
+    /// The peer refused UPDATE: refresh with re-INVITE.
+    invite_only: bool,
+}
+
+impl LegTimer {
+    pub(crate) fn new(rules: SessionTimerRules) -> Self {
+        Self {
+            rules,
+            interval: 0,
+            we_refresh: false,
+            refreshed_at: None,
+            due: None,
+            in_flight: None,
+            invite_only: false,
+        }
+    }
+
+    /// A successful exchange fixed the interval and the refresher: the timer starts over.
+    fn agreed(&mut self, now: Instant, interval: u32, we_refresh: bool) {
+        self.interval = interval;
+        self.we_refresh = we_refresh;
+        self.refreshed_at = Some(now);
+        let secs = if we_refresh {
+            interval / 2
+        } else {
+            // RFC 4028 §10: BYE before the interval ends, leaving the refresh time to arrive.
+            interval - (interval / 3).min(32)
+        };
+        self.due = Some(now + Duration::from_secs(u64::from(secs)));
+    }
+
+    /// The time the session expires without a refresh.
+    fn expires_at(&self) -> Option<Instant> {
+        self.refreshed_at.map(|t| t + Duration::from_secs(u64::from(self.interval)))
+    }
+
+    /// Rows of a request the SBC sends on this leg (initial INVITE or refresh).
+    pub(super) fn request_rows(&self) -> Vec<(&'static str, String)> {
+        let se = if self.interval == 0 {
+            self.rules.session_expires.to_string()
+        } else if self.we_refresh {
+            format!("{};refresher=uac", self.interval)
+        } else {
+            format!("{};refresher=uas", self.interval)
+        };
+        vec![("Session-Expires", se), ("Min-SE", self.rules.minimum.to_string()), ("Supported", "timer".to_string())]
+    }
+}
+
+impl Engine {
+    /// The peer on `side` sent a 2xx-worthy request we answer now (`req`): the leg's interval
+    /// and refresher are fixed from it, and the rows of our 2xx returned (RFC 4028 §9).
+    pub(super) fn sst_answer_rows(
+        &mut self,
+        now: Instant,
+        h: u64,
+        side: Side,
+        req: &Message,
+    ) -> Vec<(&'static str, String)> {
+        let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) else {
+            return Vec::new();
+        };
+        let se = session_expires(req).ok().flatten();
+        let peer_min = min_se(req).unwrap_or(0);
+        let interval =
+            se.map_or(t.rules.session_expires, |s| s.secs.min(t.rules.maximum)).max(t.rules.minimum).max(peer_min);
+        let uac_supports = req.lists_option(HeaderName::Supported, b"timer");
+        let refresher =
+            se.and_then(|s| s.refresher).unwrap_or(if uac_supports { Refresher::Uac } else { Refresher::Uas });
+        t.agreed(now, interval, refresher == Refresher::Uas);
+        let mut rows = vec![(
+            "Session-Expires",
+            format!("{interval};refresher={}", if refresher == Refresher::Uac { "uac" } else { "uas" }),
+        )];
+        if refresher == Refresher::Uac {
+            rows.push(("Require", "timer".into()));
+        }
+        self.reschedule_call(h);
+        rows
+    }
+
+    /// A 2xx from the peer on `side` to a request of ours that carried our session timer.
+    pub(super) fn sst_answered(&mut self, now: Instant, h: u64, side: Side, resp: &Message) {
+        let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) else { return };
+        let asked = if t.interval == 0 { t.rules.session_expires } else { t.interval };
+        let (interval, we_refresh) = match session_expires(resp).ok().flatten() {
+            // RFC 4028 §7.2: the answer says who refreshes (uac = us).
+            Some(se) => (se.secs.max(1), se.refresher != Some(Refresher::Uas)),
+            // The peer does not do timers: we refresh, with what we asked for.
+            None => (asked, true),
+        };
+        t.agreed(now, interval, we_refresh);
+        self.reschedule_call(h);
+    }
+
+    /// A leg's session timer is due: refresh it, or end the call the peer let expire.
+    pub(super) fn sst_due(&mut self, now: Instant, h: u64, side: Side) {
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let offer_pending = call.offer_pending.is_some();
+        let confirmed = call.state == CallState::Confirmed;
+        let Some(t) = call.sst[side.idx()].as_mut() else { return };
+        t.due = None;
+        if !t.we_refresh {
+            let _e = call.span.clone().entered();
+            tracing::info!(leg = ?side, interval = t.interval, "session timer expired, ending call");
+            self.stats.session_timeouts += 1;
+            return self.tear_down(now, h, 408, "session_timeout");
+        }
+        if t.in_flight.is_some() || offer_pending || !confirmed {
+            // An offer/answer exchange is under way (a refresh needs its own): a little later,
+            // unless the session runs out first.
+            if t.expires_at().is_some_and(|e| now + RETRY >= e) {
+                self.stats.session_timeouts += 1;
+                return self.tear_down(now, h, 408, "session_timeout");
+            }
+            t.due = Some(now + RETRY);
+            return self.reschedule_call(h);
+        }
+        let method = match t.rules.refresh_method {
+            RefreshMethod::Invite => Method::Invite,
+            RefreshMethod::UpdateFallbackInvite if t.invite_only => Method::Invite,
+            _ => Method::Update,
+        };
+        self.send_refresh(now, h, side, method);
+    }
+
+    fn send_refresh(&mut self, now: Instant, h: u64, side: Side, method: Method) {
+        let branch = self.ids.branch();
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let rules = call.rules.clone();
+        let invite = method == Method::Invite;
+        let body: Bytes = if invite { call.leg(side).last_sdp.clone().unwrap_or_default() } else { Bytes::new() };
+        if invite {
+            // A re-INVITE is an offer/answer exchange: it blocks others until answered.
+            call.offer_pending = Some((side.other(), true));
+        }
+        let rows = call.sst[side.idx()].as_ref().map(LegTimer::request_rows).unwrap_or_default();
+        let leg = call.leg_mut(side);
+        leg.local_cseq += 1;
+        let name = if invite { &b"INVITE"[..] } else { &b"UPDATE"[..] };
+        let mut w = request_on_leg(leg, name, leg.local_cseq, &branch, 70);
+        w.header("Contact", &leg.contact);
+        for (n, v) in rows {
+            w.header(n, v.as_bytes());
+        }
+        if !body.is_empty() {
+            w.header("Content-Type", b"application/sdp");
+        }
+        super::apply::append(&mut w, rules.appended_on(side));
+        let (Ok(m), Some(dest)) = (Message::parse(w.finish(&body)), self.leg_dest(h, side)) else { return };
+        self.stats.session_refreshes += 1;
+        let id = self.start_client_tx(now, m, dest, Some(h), side, Purpose::SessionRefresh);
+        if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {
+            t.in_flight = Some(id);
+        }
+    }
+
+    /// The answer to one of our refreshes.
+    pub(super) fn on_refresh_response(&mut self, now: Instant, id: TxId, h: u64, side: Side, msg: &Message) {
+        let Some(code) = msg.status().filter(|c| *c >= 200) else { return };
+        let method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
+        if method == Method::Invite && (200..300).contains(&code) {
+            // Our re-INVITE's 2xx is acknowledged here (it never crosses to the other leg).
+            let branch = self.ids.branch();
+            if let Some(call) = self.calls.get(&h) {
+                let cseq = msg.cseq().map_or(0, |c| c.num);
+                let ack = request_on_leg(call.leg(side), b"ACK", cseq, &branch, 70).finish(b"");
+                if let Some(dest) = self.leg_dest(h, side) {
+                    self.send_raw(dest, ack);
+                }
+            }
+        }
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        if method == Method::Invite && call.offer_pending == Some((side.other(), true)) {
+            call.offer_pending = None;
+        }
+        let Some(t) = call.sst[side.idx()].as_mut() else { return };
+        if t.in_flight != Some(id) {
+            return; // a retransmitted 2xx of an earlier refresh
+        }
+        t.in_flight = None;
+        let fallback = t.rules.refresh_method == RefreshMethod::UpdateFallbackInvite;
+        match code {
+            200..=299 => self.sst_answered(now, h, side, msg),
+            405 | 501 if method == Method::Update && fallback => {
+                t.invite_only = true;
+                self.send_refresh(now, h, side, Method::Invite);
+            }
+            501 if t.rules.accept_501 => {
+                let (interval, we) = (t.interval, t.we_refresh);
+                t.agreed(now, interval, we);
+                self.reschedule_call(h);
+            }
+            408 | 481 => {
+                let _e = call.span.clone().entered();
+                tracing::info!(leg = ?side, code, "session refresh says the dialog is gone, ending call");
+                self.tear_down(now, h, code, "session_refresh_failed");
+            }
+            _ => {
+                if t.expires_at().is_some_and(|e| now + RETRY >= e) {
+                    self.stats.session_timeouts += 1;
+                    return self.tear_down(now, h, 408, "session_timeout");
+                }
+                t.due = Some(now + RETRY);
+                self.reschedule_call(h);
+            }
+        }
+    }
+
+    /// Our refresh got no answer at all.
+    pub(super) fn on_refresh_timeout(&mut self, now: Instant, h: u64, side: Side) {
+        if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {
+            t.in_flight = None;
+        }
+        self.tear_down(now, h, 408, "session_refresh_failed");
+    }
+}
