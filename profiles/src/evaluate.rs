@@ -79,6 +79,21 @@ impl ContactValues {
     }
 }
 
+/// A user name and password, expanded for one call. The password never shows in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    /// The realm a challenge of ours names (`uas_auth_bleg_realm`); empty for client use.
+    pub realm: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).field("realm", &self.realm).finish_non_exhaustive()
+    }
+}
+
 /// A call-control instance expanded for one call: which module runs it, with which values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CcInstance {
@@ -107,6 +122,11 @@ pub struct CallPlan {
     pub aleg_outbound_interface: Option<String>,
     pub aleg_contact: ContactValues,
     pub bleg_contact: ContactValues,
+    /// Credentials for challenges on the B leg and on the A leg; what requests from the callee
+    /// must prove.
+    pub auth: Option<Credentials>,
+    pub aleg_auth: Option<Credentials>,
+    pub bleg_uas_auth: Option<Credentials>,
     /// Every pattern option that was set, with its expansion (for `explain` and debug logs).
     pub expanded: Vec<(&'static str, String)>,
 }
@@ -249,7 +269,8 @@ impl Profile {
                 Some(v) => v.clone(),
                 None => p.as_ref()?.expand(env),
             };
-            plan.expanded.push((key, v.clone()));
+            let shown = if crate::options::is_secret(key) { "(hidden)".to_string() } else { v.clone() };
+            plan.expanded.push((key, shown));
             (!v.trim().is_empty()).then(|| v.trim().to_string())
         };
         let ruri = x("RURI", &self.ruri);
@@ -276,6 +297,31 @@ impl Profile {
         };
         plan.aleg_contact = contact(&self.aleg_contact, &ALEG_CONTACT_KEYS.0);
         plan.bleg_contact = contact(&self.bleg_contact, &BLEG_CONTACT_KEYS.0);
+        let a = &self.auth;
+        let mut creds = |on: bool, keys: [&'static str; 3], pats: [&Option<Pattern>; 3]| -> Option<Credentials> {
+            on.then(|| Credentials {
+                realm: x(keys[0], pats[0]).unwrap_or_default(),
+                user: x(keys[1], pats[1]).unwrap_or_default(),
+                password: x(keys[2], pats[2]).unwrap_or_default(),
+            })
+        };
+        plan.auth = creds(a.enabled, ["", "auth_user", "auth_pwd"], [&None, &a.user, &a.password]);
+        plan.aleg_auth =
+            creds(a.aleg_enabled, ["", "auth_aleg_user", "auth_aleg_pwd"], [&None, &a.aleg_user, &a.aleg_password]);
+        plan.bleg_uas_auth = creds(
+            a.bleg_uas_enabled,
+            ["uas_auth_bleg_realm", "uas_auth_bleg_user", "uas_auth_bleg_pwd"],
+            [&a.bleg_uas_realm, &a.bleg_uas_user, &a.bleg_uas_password],
+        );
+        for (option, c) in [
+            ("auth_user", &plan.auth),
+            ("auth_aleg_user", &plan.aleg_auth),
+            ("uas_auth_bleg_user", &plan.bleg_uas_auth),
+        ] {
+            if c.as_ref().is_some_and(|c| c.user.is_empty()) {
+                return Err(EvalError { option, message: "is empty for this call".into() });
+            }
+        }
 
         if let Some(r) = &ruri {
             uri_part("RURI", r)?;

@@ -111,16 +111,16 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("hold_zero_connection_bleg", NotYet(RTP)),
     ("hold_activity_aleg", NotYet(RTP)),
     ("hold_activity_bleg", NotYet(RTP)),
-    ("enable_auth", NotYet(ACCESS)),
-    ("auth_user", NotYet(ACCESS)),
-    ("auth_pwd", NotYet(ACCESS)),
-    ("enable_aleg_auth", NotYet(ACCESS)),
-    ("auth_aleg_user", NotYet(ACCESS)),
-    ("auth_aleg_pwd", NotYet(ACCESS)),
-    ("enable_bleg_uas_auth", NotYet(ACCESS)),
-    ("uas_auth_bleg_realm", NotYet(ACCESS)),
-    ("uas_auth_bleg_user", NotYet(ACCESS)),
-    ("uas_auth_bleg_pwd", NotYet(ACCESS)),
+    ("enable_auth", Active),
+    ("auth_user", Active),
+    ("auth_pwd", Active),
+    ("enable_aleg_auth", Active),
+    ("auth_aleg_user", Active),
+    ("auth_aleg_pwd", Active),
+    ("enable_bleg_uas_auth", Active),
+    ("uas_auth_bleg_realm", Active),
+    ("uas_auth_bleg_user", Active),
+    ("uas_auth_bleg_pwd", Active),
     ("enable_session_timer", Active),
     ("enable_aleg_session_timer", Active),
     ("session_expires", Active),
@@ -149,6 +149,11 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("next_hop_for_replies", Dead),
     ("timer_timeout", Dead),
 ];
+
+/// Options whose values are secrets: never logged, listed or explained.
+pub fn is_secret(key: &str) -> bool {
+    key.ends_with("_pwd")
+}
 
 /// The status of `key`, or `None` for an unknown key. `cc_names` are the static call-control
 /// instance names of the profile: `<name>_module` and `<name>_<param>` belong to them.

@@ -99,6 +99,11 @@ pub struct Profile {
     /// Registration caching (spec §3.10, §5).
     pub reg_caching: RegCaching,
 
+    /// Digest credentials for challenges on the B leg (`enable_auth`) and the A leg
+    /// (`enable_aleg_auth`), and the challenge of requests from the callee
+    /// (`enable_bleg_uas_auth`).
+    pub auth: AuthRules,
+
     /// Session timers (RFC 4028) of the B leg and the A leg; `None` = off on that leg.
     pub session_timer: Option<SessionTimerRules>,
     pub aleg_session_timer: Option<SessionTimerRules>,
@@ -141,6 +146,21 @@ pub struct RegCaching {
     /// Upper bound of the expiry given to the UA; re-registrations inside the registrar's
     /// longer binding are answered by the SBC.
     pub max_ua_expires: u32,
+}
+
+/// Digest authentication options (patterns, expanded per call).
+#[derive(Debug, Clone, Default)]
+pub struct AuthRules {
+    pub enabled: bool,
+    pub user: Option<Pattern>,
+    pub password: Option<Pattern>,
+    pub aleg_enabled: bool,
+    pub aleg_user: Option<Pattern>,
+    pub aleg_password: Option<Pattern>,
+    pub bleg_uas_enabled: bool,
+    pub bleg_uas_realm: Option<Pattern>,
+    pub bleg_uas_user: Option<Pattern>,
+    pub bleg_uas_password: Option<Pattern>,
 }
 
 /// How the SBC refreshes a session it is the refresher of.
@@ -403,6 +423,16 @@ impl Profile {
                 }
                 "next_hop_1st_req" => p.next_hop_1st_req = flag()?,
                 "dlg_nat_handling" => p.dlg_nat_handling = flag()?,
+                "enable_auth" => p.auth.enabled = flag()?,
+                "enable_aleg_auth" => p.auth.aleg_enabled = flag()?,
+                "enable_bleg_uas_auth" => p.auth.bleg_uas_enabled = flag()?,
+                "auth_user" => p.auth.user = pat()?,
+                "auth_pwd" => p.auth.password = pat()?,
+                "auth_aleg_user" => p.auth.aleg_user = pat()?,
+                "auth_aleg_pwd" => p.auth.aleg_password = pat()?,
+                "uas_auth_bleg_realm" => p.auth.bleg_uas_realm = pat()?,
+                "uas_auth_bleg_user" => p.auth.bleg_uas_user = pat()?,
+                "uas_auth_bleg_pwd" => p.auth.bleg_uas_password = pat()?,
                 "enable_reg_caching" => p.reg_caching.enabled = flag()?,
                 "min_reg_expires" | "max_ua_expires" => {
                     let secs = seconds(&o.value).map_err(&e)?;
@@ -572,6 +602,13 @@ impl Profile {
             ("aleg_next_hop", &self.aleg_next_hop),
             ("outbound_interface", &self.outbound_interface),
             ("aleg_outbound_interface", &self.aleg_outbound_interface),
+            ("auth_user", &self.auth.user),
+            ("auth_pwd", &self.auth.password),
+            ("auth_aleg_user", &self.auth.aleg_user),
+            ("auth_aleg_pwd", &self.auth.aleg_password),
+            ("uas_auth_bleg_realm", &self.auth.bleg_uas_realm),
+            ("uas_auth_bleg_user", &self.auth.bleg_uas_user),
+            ("uas_auth_bleg_pwd", &self.auth.bleg_uas_password),
         ];
         for (rule, keys) in [(&self.aleg_contact, &ALEG_CONTACT_KEYS), (&self.bleg_contact, &BLEG_CONTACT_KEYS)] {
             v.push((keys.0[0], &rule.user));

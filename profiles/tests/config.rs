@@ -27,8 +27,10 @@ fn sems_sbc_conf_loads_unchanged() {
     let bytes = std::fs::read(sems_dir().join("refuse.sbcprofile.conf")).unwrap();
     assert_eq!(refuse.md5.as_deref(), Some(profiles::conf::md5_hex(&bytes).as_str()));
     assert_eq!(snap.profiles["replytranslate"].reply_translations.len(), 2);
-    // Options of later capabilities are accepted and reported, never silently dropped.
-    assert!(cfg.warnings.iter().any(|w| w.contains("enable_auth: not applied")), "{:?}", cfg.warnings);
+    // SEMS's auth_b2b sample: B-leg digest credentials from P-App-Param.
+    let auth = &snap.profiles["auth_b2b"].auth;
+    assert!(auth.enabled && auth.user.is_some() && auth.password.is_some());
+    assert!(!cfg.warnings.iter().any(|w| w.contains("enable_auth")), "{:?}", cfg.warnings);
 }
 
 fn yaml(text: &str) -> Result<Config, profiles::ConfigError> {

@@ -253,12 +253,17 @@ fn describe_profile(
     match profile.evaluate(&env) {
         Ok(plan) => {
             for (key, value) in &plan.expanded {
-                let written = profile.option(key).map_or("", |o| o.value.as_str());
+                let written = match profile.option(key) {
+                    Some(_) if profiles::options::is_secret(key) => "(hidden)",
+                    Some(o) => o.value.as_str(),
+                    None => "",
+                };
                 let _ = writeln!(out, "  {key} = {written}  ->  {value:?}");
             }
             for o in &profile.options {
                 if !plan.expanded.iter().any(|(k, _)| *k == o.key) {
-                    let _ = writeln!(out, "  {} = {}", o.key, o.value);
+                    let value = if profiles::options::is_secret(&o.key) { "(hidden)" } else { o.value.as_str() };
+                    let _ = writeln!(out, "  {} = {value}", o.key);
                 }
             }
         }

@@ -68,6 +68,8 @@ pub(crate) struct Strip {
     pub(crate) rel100: bool,
     /// Session-Expires, Min-SE and `timer`: legs that run their own session timers.
     pub(crate) timer: bool,
+    /// Authorization and Proxy-Authorization: credentials the SBC itself checked.
+    pub(crate) credentials: bool,
 }
 
 /// Like [`copy_unowned`], without what `strip` names.
@@ -75,7 +77,10 @@ pub(crate) fn copy_unowned_stripped(w: &mut MessageWriter, msg: &Message, filter
     let drops =
         |o: &[u8]| strip.rel100 && o.eq_ignore_ascii_case(b"100rel") || strip.timer && o.eq_ignore_ascii_case(b"timer");
     for h in msg.headers() {
-        if !crosses(msg, h, filter) || strip.timer && super::session_timer::is_timer_row(msg, h) {
+        if !crosses(msg, h, filter)
+            || strip.timer && super::session_timer::is_timer_row(msg, h)
+            || strip.credentials && super::auth::is_credentials_row(msg, h)
+        {
             continue;
         }
         if matches!(h.name, HeaderName::Supported | HeaderName::Require) && split_values(msg.value(h)).any(drops) {

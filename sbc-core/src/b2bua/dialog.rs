@@ -57,6 +57,16 @@ impl Engine {
             return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         }
         let rules = call.rules.clone();
+        // enable_bleg_uas_auth: the callee proves who it is on every request (spec §3.8).
+        if let (Side::B, Some(creds)) = (side, rules.plan.bleg_uas_auth.as_ref()) {
+            if let Err(challenge) = self.check_uas_auth(now, creds, &msg) {
+                let extra = [("WWW-Authenticate", challenge.as_bytes())];
+                return self.refuse(now, key, &msg, &src, 401, "Unauthorized", &extra);
+            }
+        }
+        let Some(call) = self.calls.get_mut(&h) else {
+            return;
+        };
         // The profile's method filter, for calls (never ACK, CANCEL or BYE: a call must be able
         // to end). Subscription dialogs carry NOTIFYs, which it does not govern (as in SEMS).
         if let Some(f) = rules.profile.message_filter.as_ref().filter(|_| call.kind == CallKind::Invite) {
@@ -184,7 +194,11 @@ impl Engine {
             w.header("RAck", rack.as_bytes());
         }
         let offer_answer = matches!(method, Method::Invite | Method::Update);
-        let strip = Strip { rel100: method == Method::Invite, timer: offer_answer && call.has_session_timers() };
+        let strip = Strip {
+            rel100: method == Method::Invite,
+            timer: offer_answer && call.has_session_timers(),
+            credentials: side == Side::B && rules.plan.bleg_uas_auth.is_some(),
+        };
         copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
         if offer_answer {
             for (n, v) in call.sst[side.other().idx()].as_ref().map(|t| t.request_rows()).unwrap_or_default() {
@@ -460,7 +474,7 @@ impl Engine {
         if registered.is_some() {
             copy_unowned_if(&mut w, msg, filter, keeps_in_register_ok);
         } else if timed && offer_answer {
-            copy_unowned_stripped(&mut w, msg, filter, Strip { rel100: false, timer: true });
+            copy_unowned_stripped(&mut w, msg, filter, Strip { timer: true, ..Strip::default() });
         } else {
             copy_unowned(&mut w, msg, filter);
         }

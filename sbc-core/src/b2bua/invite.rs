@@ -383,7 +383,7 @@ impl Engine {
         let branch = self.ids.branch();
         let mut w = request_on_leg(&b_leg, msg.method_bytes(), b_cseq, &branch, max_forwards - 1);
         w.header("Contact", &b_leg.contact);
-        let strip = Strip { rel100: false, timer: sst.iter().any(Option::is_some) };
+        let strip = Strip { timer: sst.iter().any(Option::is_some), ..Strip::default() };
         copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
         for (n, v) in sst[Side::B.idx()].as_ref().map(LegTimer::request_rows).unwrap_or_default() {
             w.header(n, v.as_bytes());
@@ -429,7 +429,13 @@ impl Engine {
         let failover: Vec<(Transport, Peer)> =
             if is_invite { rules.plan.next_hops.iter().skip(1).map(hop_target).collect() } else { Vec::new() };
         let b_invite = (!failover.is_empty()).then(|| b_request.clone());
+        // Kept to answer a digest challenge (the call is not in the table yet for the
+        // transaction to find its credentials).
+        let for_auth = rules.plan.auth.is_some().then(|| b_request.clone());
         let b_tx = self.start_client_tx(now, b_request, b_dest, Some(handle), Side::B, b_purpose);
+        if let (Some(req), Some(e)) = (for_auth, self.txs.get_mut(&b_tx)) {
+            e.sent = Some(req);
+        }
         if !is_invite {
             self.set_relay_peer(a_tx, b_tx);
         }

@@ -7,6 +7,7 @@
 //! never panics on network input. See `LIFECYCLE.md` beside this file for the call states.
 
 pub(crate) mod apply;
+mod auth;
 mod build;
 mod call;
 mod cc;
@@ -151,6 +152,8 @@ pub struct Engine {
     out: VecDeque<Output>,
     scratch: Vec<crate::sip::transaction::TxOutput>,
     salt: u64,
+    /// The time digest nonces of ours count from (set at the first one).
+    nonce_epoch: Option<Instant>,
     pub stats: EngineStats,
 }
 
@@ -175,6 +178,7 @@ impl Engine {
             out: VecDeque::new(),
             scratch: Vec::new(),
             salt,
+            nonce_epoch: None,
             stats: EngineStats::default(),
         }
     }

@@ -131,7 +131,14 @@ impl Engine {
             None if is_register => stable_call_id(self.cfg.shard, a_call_id, self.salt),
             None => self.ids.call_id(),
         };
-        let cseq = if is_register || transparent { msg.cseq().map_or(1, |c| c.num) } else { 1 };
+        let a_cseq = msg.cseq().map_or(1, |c| c.num);
+        let cseq = match (is_register || transparent, rules.plan.auth.is_some()) {
+            // A registrar that challenges: our answer takes the next CSeq, so the UA's next
+            // refresh must land above it (CSeq only orders requests).
+            (true, true) if a_cseq < 1 << 30 => a_cseq * 2,
+            (true, _) => a_cseq,
+            _ => 1,
+        };
         let branch = self.ids.branch();
         let b_tag: Box<[u8]> = match msg.from_tag() {
             Some(t) if transparent => t.into(),

@@ -309,6 +309,15 @@ impl Engine {
         }
     }
 
+    /// A refresh of ours was resent with credentials: the new transaction is the one in flight.
+    pub(super) fn refresh_resent(&mut self, call: Option<u64>, side: Side, old: TxId, new: TxId) {
+        if let Some(t) = call.and_then(|h| self.calls.get_mut(&h)).and_then(|c| c.sst[side.idx()].as_mut()) {
+            if t.in_flight == Some(old) {
+                t.in_flight = Some(new);
+            }
+        }
+    }
+
     /// Our refresh got no answer at all.
     pub(super) fn on_refresh_timeout(&mut self, now: Instant, h: u64, side: Side) {
         if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {

@@ -62,6 +62,11 @@ pub(super) struct TxEntry {
     pub rules: Option<std::sync::Arc<super::apply::CallRules>>,
     /// A REGISTER sent with aliases: how to map its 2xx back (registration caching).
     pub registration: Option<Box<super::register::PendingRegistration>>,
+    /// Client transactions on a leg with credentials: the request, to resend it answering a
+    /// digest challenge.
+    pub sent: Option<Message>,
+    /// This request already answers a challenge: the next one is relayed.
+    pub auth_tried: bool,
 }
 
 impl TxEntry {
@@ -157,6 +162,8 @@ impl Engine {
                 scheduled: None,
                 rules: None,
                 registration: None,
+                sent: None,
+                auth_tried: false,
             }),
         );
         id
@@ -215,6 +222,9 @@ impl Engine {
         let reserved_call_id = (call.is_none() && matches!(purpose, Purpose::RelayClient { .. }))
             .then(|| request.call_id().unwrap_or_default().into());
         let reliable = dest.transport.is_reliable();
+        // ACK and CANCEL cannot be challenged (RFC 3261 §22.1); the rest may need resending.
+        let challengeable = !matches!(method, Method::Ack | Method::Cancel);
+        let sent = (challengeable && self.credentials_for(call, side, purpose).is_some()).then(|| request.clone());
         let id = self.new_id();
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {
@@ -243,6 +253,8 @@ impl Engine {
                 to_tag: None,
                 rules: None,
                 registration: None,
+                sent,
+                auth_tried: false,
                 transport_failed: false,
                 method,
                 reserved_call_id,
@@ -467,6 +479,9 @@ impl Engine {
 
     /// A response reached the transaction user.
     fn on_client_response(&mut self, now: Instant, id: TxId, msg: Message) {
+        if self.answer_challenge(now, id, &msg) {
+            return;
+        }
         let Some(e) = self.txs.get(&id) else { return };
         let (purpose, call, side) = (e.purpose, e.call, e.side);
         match purpose {

@@ -354,3 +354,85 @@ fn a_caller_refresh_is_answered_with_the_callers_own_timer() {
     let out = h.advance(Duration::from_secs(87));
     assert!(out.iter().all(|s| s.msg.method() != Some(Method::Bye)));
 }
+
+const AUTH: &str =
+    "active_profile: auth\nprofiles:\n  auth:\n    enable_auth: yes\n    auth_user: $P(u)\n    auth_pwd: $P(p)\n";
+
+#[test]
+fn a_challenge_from_the_callee_is_answered_once_and_a_second_one_relayed() {
+    let mut h = Harness::with_yaml(AUTH);
+    let out = h.send(ALICE, &invite("auth1", "P-App-Param: u=alice;p=s3cret\n"));
+    let b_inv = one(&out, BOB);
+    assert!(b_inv.other_header("P-App-Param").is_none());
+    let ch = "Proxy-Authenticate: Digest realm=\"carrier\", nonce=\"n0nce\", qop=\"auth\", algorithm=SHA-256, opaque=\"op\"\n";
+    let out = h.send(BOB, &response_to(&b_inv, 407, "bt", ch));
+    assert!(to(&out, ALICE).is_empty(), "the caller never sees the challenge");
+    let to_bob = to(&out, BOB);
+    assert_eq!(to_bob.len(), 2, "ACK for the 407 and the INVITE again: {to_bob:#?}");
+    let again = to_bob.iter().find(|m| m.method() == Some(Method::Invite)).expect("resent");
+    assert_eq!(again.cseq().unwrap().num, b_inv.cseq().unwrap().num + 1);
+    assert_eq!(again.call_id(), b_inv.call_id());
+    assert_ne!(again.top_via().unwrap().branch(), b_inv.top_via().unwrap().branch());
+    assert_eq!(again.body(), b_inv.body());
+    let answer = crate::sip::digest::Answer::parse(again.other_header("Proxy-Authorization").expect("credentials"))
+        .expect("parses");
+    assert_eq!(
+        (answer.username.as_str(), answer.realm.as_str(), answer.uri.as_str()),
+        ("alice", "carrier", format!("sip:bob@{BOB}").as_str())
+    );
+    assert!(answer.verify("s3cret", "INVITE"));
+    assert!(!String::from_utf8_lossy(again.bytes()).contains("s3cret"));
+    assert_eq!(h.engine.stats.auth_answered, 1);
+    // A second challenge (wrong password, say) goes to the caller: no loop.
+    let out = h.send(BOB, &response_to(again, 407, "bt2", ch));
+    let relayed = one(&out, ALICE);
+    assert_eq!(relayed.status(), Some(407));
+    assert!(to(&out, BOB).iter().all(|m| m.method() == Some(Method::Ack)));
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn an_authenticated_call_keeps_counting_cseq_on_the_callee_leg() {
+    let mut h = Harness::with_yaml(AUTH);
+    let out = h.send(ALICE, &invite("auth2", "P-App-Param: u=alice;p=pw\n"));
+    let b_inv = one(&out, BOB);
+    let ch = "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\n";
+    let out = h.send(BOB, &response_to(&b_inv, 401, "bt", ch));
+    let again = to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("resent");
+    assert!(again.other_header("Authorization").is_some());
+    let out = h.send(BOB, &response_to(&again, 200, "bt", ""));
+    let ok = one(&out, ALICE);
+    let out =
+        h.send(ALICE, &in_dialog("ACK", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "auth2", 10, ""));
+    assert_eq!(one(&out, BOB).cseq().unwrap().num, again.cseq().unwrap().num, "the ACK answers the resent INVITE");
+    let out =
+        h.send(ALICE, &in_dialog("BYE", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "auth2", 11, ""));
+    assert_eq!(one(&out, BOB).cseq().unwrap().num, again.cseq().unwrap().num + 1);
+}
+
+const UAS_AUTH: &str = "active_profile: uas\nprofiles:\n  uas:\n    enable_bleg_uas_auth: yes\n    uas_auth_bleg_realm: sbc.example\n    uas_auth_bleg_user: callee\n    uas_auth_bleg_pwd: pw\n";
+
+#[test]
+fn requests_from_the_callee_must_prove_the_configured_credentials() {
+    let mut h = Harness::with_yaml(UAS_AUTH);
+    let (b_inv, _) = established(&mut h);
+    let from = "<sip:bob@biloxi.example>;tag=bt";
+    let (to_hdr, cid) = (hv(&b_inv, HeaderName::From), hv(&b_inv, HeaderName::CallId));
+    let out = h.send(BOB, &in_dialog("BYE", BOB, from, &to_hdr, &cid, 5, ""));
+    let r = one(&out, BOB);
+    assert_eq!(r.status(), Some(401));
+    assert!(to(&out, ALICE).is_empty());
+    let ch =
+        crate::sip::digest::Challenge::parse(r.other_header("WWW-Authenticate").expect("challenge")).expect("digest");
+    assert_eq!(ch.realm, "sbc.example");
+    // Wrong password: challenged again.
+    let bad = crate::sip::digest::authorization(&ch, "callee", "nope", "BYE", &format!("sip:{SBC}"), "c1");
+    let out = h.send(BOB, &in_dialog("BYE", BOB, from, &to_hdr, &cid, 6, &format!("Authorization: {bad}\n")));
+    assert_eq!(one(&out, BOB).status(), Some(401));
+    let good = crate::sip::digest::authorization(&ch, "callee", "pw", "BYE", &format!("sip:{SBC}"), "c2");
+    let out = h.send(BOB, &in_dialog("BYE", BOB, from, &to_hdr, &cid, 7, &format!("Authorization: {good}\n")));
+    let bye = one(&out, ALICE);
+    assert_eq!(bye.method(), Some(Method::Bye));
+    assert!(bye.other_header("Authorization").is_none(), "credentials stay on their leg");
+    assert_eq!(h.engine.stats.auth_challenged, 2);
+}

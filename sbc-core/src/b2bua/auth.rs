@@ -1,0 +1,185 @@
+//! Digest authentication at the SBC (spec §3.8). As a client: a 401/407 to a request the SBC
+//! sent on a leg with credentials (`enable_auth` on B, `enable_aleg_auth` on A, out-of-dialog
+//! relays too) is answered once — the request is resent with a new CSeq and the relay follows
+//! the new transaction; a second challenge is relayed, never looped. As a server
+//! (`enable_bleg_uas_auth`): requests from the callee must prove the configured credentials.
+
+use std::time::Instant;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use profiles::evaluate::Credentials;
+
+use super::build::write_via;
+use super::call::Side;
+use super::txs::Purpose;
+use super::{Engine, TxId};
+use crate::sip::digest::{self, Answer, Challenge};
+use crate::sip::msg::{HeaderName, Message, MessageWriter, Method};
+
+/// How long a nonce of ours is accepted.
+const NONCE_LIFETIME_S: u64 = 300;
+
+fn named<'m>(msg: &'m Message, name: &'m str) -> impl Iterator<Item = &'m [u8]> + 'm {
+    msg.headers()
+        .iter()
+        .filter(move |h| h.name == HeaderName::Other && msg.slice(h.name_span).eq_ignore_ascii_case(name.as_bytes()))
+        .map(|h| msg.value(h))
+}
+
+pub(crate) fn is_credentials_row(msg: &Message, h: &crate::sip::msg::Header) -> bool {
+    h.name == HeaderName::Other && {
+        let n = msg.slice(h.name_span);
+        n.eq_ignore_ascii_case(b"Authorization") || n.eq_ignore_ascii_case(b"Proxy-Authorization")
+    }
+}
+
+impl Engine {
+    /// Credentials for challenges to what the SBC sends on `side` for a call or relay.
+    pub(super) fn credentials_for(&self, call: Option<u64>, side: Side, purpose: Purpose) -> Option<&Credentials> {
+        let rules = match call.and_then(|h| self.calls.get(&h)) {
+            Some(c) => &c.rules,
+            None => match purpose {
+                Purpose::RelayClient { peer } => self.txs.get(&peer)?.rules.as_ref()?,
+                _ => return None,
+            },
+        };
+        match side {
+            Side::B => rules.plan.auth.as_ref(),
+            Side::A => rules.plan.aleg_auth.as_ref(),
+        }
+    }
+
+    /// A 401/407 to request `id`: resent with credentials if the leg has them and this request
+    /// was not already an answer to a challenge. True if resent (the response goes no further).
+    pub(super) fn answer_challenge(&mut self, now: Instant, id: TxId, msg: &Message) -> bool {
+        let Some(code) = msg.status().filter(|c| matches!(c, 401 | 407)) else { return false };
+        let Some(e) = self.txs.get(&id) else { return false };
+        let (Some(sent), false) = (e.sent.clone(), e.auth_tried) else { return false };
+        let (purpose, call, side, dest) = (e.purpose, e.call, e.side, e.dest.clone());
+        let Some(creds) = self.credentials_for(call, side, purpose).cloned() else { return false };
+        let (challenge_name, answer_name) = if code == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Some(ch) = Challenge::best(named(msg, challenge_name)) else {
+            tracing::info!(code, "challenge without a Digest we can answer; relayed");
+            return false;
+        };
+        let method = String::from_utf8_lossy(sent.method_bytes()).into_owned();
+        let uri = String::from_utf8_lossy(sent.request_uri()).into_owned();
+        let cnonce = format!("{:016x}", self.ids.next_u64());
+        let answer = digest::authorization(&ch, &creds.user, &creds.password, &method, &uri, &cnonce);
+        let old_cseq = sent.cseq().map_or(1, |c| c.num);
+        let cseq = match call.and_then(|h| self.calls.get_mut(&h)) {
+            Some(c) => {
+                let leg = c.leg_mut(side);
+                leg.local_cseq = leg.local_cseq.max(old_cseq) + 1;
+                leg.local_cseq
+            }
+            None => old_cseq + 1,
+        };
+        let Some(via) = sent.top_via() else { return false };
+        let sent_by = match via.port {
+            Some(p) => format!("{}:{p}", String::from_utf8_lossy(via.host)),
+            None => String::from_utf8_lossy(via.host).into_owned(),
+        };
+        let branch = self.ids.branch();
+        let mut w = MessageWriter::request(sent.method_bytes(), sent.request_uri());
+        write_via(&mut w, dest.transport, &sent_by, &branch);
+        for row in sent.headers() {
+            match row.name {
+                HeaderName::Via | HeaderName::ContentLength => {}
+                HeaderName::CSeq => {
+                    w.header_fmt("CSeq", format_args!("{cseq} {method}"));
+                }
+                _ if is_credentials_row(&sent, row) => {}
+                _ => {
+                    w.copy_row(&sent, row);
+                }
+            }
+        }
+        w.header(answer_name, answer.as_bytes());
+        let Ok(resend) = Message::parse(w.finish(sent.body())) else { return false };
+        tracing::info!(code, realm = %ch.realm, algorithm = ch.algorithm.name(), %method, "answering digest challenge");
+        self.stats.auth_answered += 1;
+        let new_id = self.start_client_tx(now, resend.clone(), dest, call, side, purpose);
+        if let Some(e) = self.txs.get_mut(&new_id) {
+            e.auth_tried = true;
+        }
+        // The call or relay follows the new transaction.
+        match purpose {
+            Purpose::BInitialInvite => {
+                if let Some(c) = call.and_then(|h| self.calls.get_mut(&h)) {
+                    c.b_ict = new_id;
+                    c.b_invite_cseq = cseq;
+                    if c.b_invite.is_some() {
+                        c.b_invite = Some(resend);
+                    }
+                }
+            }
+            Purpose::RelayClient { peer } => {
+                self.set_relay_peer(peer, new_id);
+                if let (Some(c), true) = (call.and_then(|h| self.calls.get_mut(&h)), method == "INVITE") {
+                    for r in c
+                        .invite_relays
+                        .iter_mut()
+                        .filter(|r| r.server_side == side.other() && r.client_cseq == old_cseq)
+                    {
+                        r.client_cseq = cseq;
+                    }
+                }
+            }
+            Purpose::SessionRefresh => self.refresh_resent(call, side, id, new_id),
+            _ => {}
+        }
+        true
+    }
+
+    /// `enable_bleg_uas_auth`: whether a request from the callee carries valid credentials.
+    /// `Err` holds the challenge to answer with 401.
+    pub(super) fn check_uas_auth(&mut self, now: Instant, creds: &Credentials, msg: &Message) -> Result<(), String> {
+        if matches!(msg.method(), Some(Method::Ack | Method::Cancel)) {
+            return Ok(()); // cannot be challenged (RFC 3261 §22.1)
+        }
+        let method = String::from_utf8_lossy(msg.method_bytes()).into_owned();
+        let proven = named(msg, "Authorization").filter_map(Answer::parse).any(|a| {
+            a.realm == creds.realm
+                && a.username == creds.user
+                && self.nonce_is_fresh(now, &a.nonce)
+                && a.verify(&creds.password, &method)
+        });
+        if proven {
+            return Ok(());
+        }
+        self.stats.auth_challenged += 1;
+        let nonce = self.new_nonce(now);
+        Err(format!("Digest realm=\"{}\", nonce=\"{nonce}\", qop=\"auth\", algorithm=MD5", creds.realm))
+    }
+
+    fn nonce_mac(&self, stamp: u64) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.salt.to_le_bytes()) else {
+            return String::new();
+        };
+        mac.update(&stamp.to_le_bytes());
+        mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A nonce: the second it was made (since this engine's first nonce) and its HMAC.
+    fn new_nonce(&mut self, now: Instant) -> String {
+        let epoch = *self.nonce_epoch.get_or_insert(now);
+        let stamp = now.saturating_duration_since(epoch).as_secs();
+        format!("{stamp:x}.{}", self.nonce_mac(stamp))
+    }
+
+    fn nonce_is_fresh(&self, now: Instant, nonce: &str) -> bool {
+        let (Some(epoch), Some((stamp, mac))) = (self.nonce_epoch, nonce.split_once('.')) else {
+            return false;
+        };
+        let Ok(stamp) = u64::from_str_radix(stamp, 16) else { return false };
+        let age = now.saturating_duration_since(epoch).as_secs().saturating_sub(stamp);
+        age <= NONCE_LIFETIME_S && self.nonce_mac(stamp) == mac
+    }
+}
