@@ -11,12 +11,11 @@ use sha2::Sha256;
 
 use profiles::evaluate::Credentials;
 
-use super::build::write_via;
 use super::call::Side;
 use super::txs::Purpose;
 use super::{Engine, TxId};
 use crate::sip::digest::{self, Answer, Challenge};
-use crate::sip::msg::{HeaderName, Message, MessageWriter, Method};
+use crate::sip::msg::{HeaderName, Message, Method};
 
 /// How long a nonce of ours is accepted.
 const NONCE_LIFETIME_S: u64 = 300;
@@ -57,7 +56,7 @@ impl Engine {
         let Some(code) = msg.status().filter(|c| matches!(c, 401 | 407)) else { return false };
         let Some(e) = self.txs.get(&id) else { return false };
         let (Some(sent), false) = (e.sent.clone(), e.auth_tried) else { return false };
-        let (purpose, call, side, dest) = (e.purpose, e.call, e.side, e.dest.clone());
+        let (purpose, call, side) = (e.purpose, e.call, e.side);
         let Some(creds) = self.credentials_for(call, side, purpose).cloned() else { return false };
         let (challenge_name, answer_name) = if code == 401 {
             ("WWW-Authenticate", "Authorization")
@@ -72,68 +71,13 @@ impl Engine {
         let uri = String::from_utf8_lossy(sent.request_uri()).into_owned();
         let cnonce = format!("{:016x}", self.ids.next_u64());
         let answer = digest::authorization(&ch, &creds.user, &creds.password, &method, &uri, &cnonce);
-        let old_cseq = sent.cseq().map_or(1, |c| c.num);
-        let cseq = match call.and_then(|h| self.calls.get_mut(&h)) {
-            Some(c) => {
-                let leg = c.leg_mut(side);
-                leg.local_cseq = leg.local_cseq.max(old_cseq) + 1;
-                leg.local_cseq
-            }
-            None => old_cseq + 1,
-        };
-        let Some(via) = sent.top_via() else { return false };
-        let sent_by = match via.port {
-            Some(p) => format!("{}:{p}", String::from_utf8_lossy(via.host)),
-            None => String::from_utf8_lossy(via.host).into_owned(),
-        };
-        let branch = self.ids.branch();
-        let mut w = MessageWriter::request(sent.method_bytes(), sent.request_uri());
-        write_via(&mut w, dest.transport, &sent_by, &branch);
-        for row in sent.headers() {
-            match row.name {
-                HeaderName::Via | HeaderName::ContentLength => {}
-                HeaderName::CSeq => {
-                    w.header_fmt("CSeq", format_args!("{cseq} {method}"));
-                }
-                _ if is_credentials_row(&sent, row) => {}
-                _ => {
-                    w.copy_row(&sent, row);
-                }
-            }
-        }
-        w.header(answer_name, answer.as_bytes());
-        let Ok(resend) = Message::parse(w.finish(sent.body())) else { return false };
         tracing::info!(code, realm = %ch.realm, algorithm = ch.algorithm.name(), %method, "answering digest challenge");
+        let Some(new_id) = self.resend(now, id, &sent, is_credentials_row, &[(answer_name, answer)]) else {
+            return false;
+        };
         self.stats.auth_answered += 1;
-        let new_id = self.start_client_tx(now, resend.clone(), dest, call, side, purpose);
         if let Some(e) = self.txs.get_mut(&new_id) {
             e.auth_tried = true;
-        }
-        // The call or relay follows the new transaction.
-        match purpose {
-            Purpose::BInitialInvite => {
-                if let Some(c) = call.and_then(|h| self.calls.get_mut(&h)) {
-                    c.b_ict = new_id;
-                    c.b_invite_cseq = cseq;
-                    if c.b_invite.is_some() {
-                        c.b_invite = Some(resend);
-                    }
-                }
-            }
-            Purpose::RelayClient { peer } => {
-                self.set_relay_peer(peer, new_id);
-                if let (Some(c), true) = (call.and_then(|h| self.calls.get_mut(&h)), method == "INVITE") {
-                    for r in c
-                        .invite_relays
-                        .iter_mut()
-                        .filter(|r| r.server_side == side.other() && r.client_cseq == old_cseq)
-                    {
-                        r.client_cseq = cseq;
-                    }
-                }
-            }
-            Purpose::SessionRefresh => self.refresh_resent(call, side, id, new_id),
-            _ => {}
         }
         true
     }

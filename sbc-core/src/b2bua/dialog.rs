@@ -432,7 +432,14 @@ impl Engine {
             Some(t) => (t.to, if t.reason.is_empty() { reason_phrase(t.to).as_bytes() } else { t.reason.as_bytes() }),
             None => (msg.status()?, msg.reason()),
         };
+        // A 422 the SBC could not satisfy on its own timed leg means nothing to this side (its
+        // timer is negotiated separately, and the callee's Min-SE does not cross): 500.
+        let timed = call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.has_session_timers());
+        let (code, reason) = if code == 422 && timed { (500, &b"Server Internal Error"[..]) } else { (code, reason) };
         let mut w = response_head(req, src, code, reason, e.to_tag.as_deref());
+        if code == 500 && msg.status() == Some(422) {
+            w.header("Warning", b"399 sbc \"the callee wants a longer session interval than maximum_timer\"");
+        }
         let has_contact = msg.header(HeaderName::Contact).is_some();
         let redirect = (300..400).contains(&code) || req.method() == Some(Method::Register);
         if let Some(rows) = &registered {
@@ -459,7 +466,6 @@ impl Engine {
         }
         let filter = rules.as_deref().and_then(CallRules::header_filter);
         let offer_answer = matches!(msg.cseq().map(|c| c.method), Some(Method::Invite | Method::Update));
-        let timed = call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.has_session_timers());
         // A 2xx to the peer's INVITE/UPDATE on a timed leg: our own Session-Expires.
         let timer_rows = match (call, offer_answer && (200..300).contains(&code)) {
             (Some(h), true) if self.calls.get(&h).is_some_and(|c| c.sst[server_side.idx()].is_some()) => {

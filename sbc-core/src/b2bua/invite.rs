@@ -429,9 +429,9 @@ impl Engine {
         let failover: Vec<(Transport, Peer)> =
             if is_invite { rules.plan.next_hops.iter().skip(1).map(hop_target).collect() } else { Vec::new() };
         let b_invite = (!failover.is_empty()).then(|| b_request.clone());
-        // Kept to answer a digest challenge (the call is not in the table yet for the
-        // transaction to find its credentials).
-        let for_auth = rules.plan.auth.is_some().then(|| b_request.clone());
+        // Kept to answer a digest challenge or a 422 (the call is not in the table yet for the
+        // transaction to find its rules).
+        let for_auth = (rules.plan.auth.is_some() || sst[Side::B.idx()].is_some()).then(|| b_request.clone());
         let b_tx = self.start_client_tx(now, b_request, b_dest, Some(handle), Side::B, b_purpose);
         if let (Some(req), Some(e)) = (for_auth, self.txs.get_mut(&b_tx)) {
             e.sent = Some(req);

@@ -18,6 +18,7 @@ mod media;
 mod ood;
 mod overview;
 mod register;
+mod resend;
 mod routing;
 mod session_timer;
 mod txs;

@@ -309,6 +309,30 @@ impl Engine {
         }
     }
 
+    /// A 422 to our INVITE or UPDATE on a timed leg: sent again asking for the peer's Min-SE
+    /// (RFC 4028 §7.4), if it is above what we asked and within our maximum. True if resent.
+    pub(super) fn retry_after_422(&mut self, now: Instant, id: TxId, msg: &Message) -> bool {
+        if msg.status() != Some(422) {
+            return false;
+        }
+        let Some(e) = self.txs.get(&id) else { return false };
+        let (Some(h), side, Some(sent)) = (e.call, e.side, e.sent.clone()) else { return false };
+        let Some(min) = min_se(msg) else { return false };
+        let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) else { return false };
+        let asked = if t.interval == 0 { t.rules.session_expires } else { t.interval };
+        if min <= asked || min > t.rules.maximum {
+            return false;
+        }
+        t.rules.session_expires = min;
+        t.rules.minimum = t.rules.minimum.max(min);
+        if t.interval != 0 {
+            t.interval = min;
+        }
+        let rows = t.request_rows().into_iter().filter(|(n, _)| *n != "Supported").collect::<Vec<_>>();
+        tracing::info!(leg = ?side, min_se = min, "422: asking again with the peer's Min-SE");
+        self.resend(now, id, &sent, is_timer_row, &rows).is_some()
+    }
+
     /// A refresh of ours was resent with credentials: the new transaction is the one in flight.
     pub(super) fn refresh_resent(&mut self, call: Option<u64>, side: Side, old: TxId, new: TxId) {
         if let Some(t) = call.and_then(|h| self.calls.get_mut(&h)).and_then(|c| c.sst[side.idx()].as_mut()) {

@@ -224,7 +224,10 @@ impl Engine {
         let reliable = dest.transport.is_reliable();
         // ACK and CANCEL cannot be challenged (RFC 3261 §22.1); the rest may need resending.
         let challengeable = !matches!(method, Method::Ack | Method::Cancel);
-        let sent = (challengeable && self.credentials_for(call, side, purpose).is_some()).then(|| request.clone());
+        let timed = matches!(method, Method::Invite | Method::Update)
+            && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.sst[side.idx()].is_some());
+        let sent =
+            (challengeable && (timed || self.credentials_for(call, side, purpose).is_some())).then(|| request.clone());
         let id = self.new_id();
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {
@@ -479,7 +482,7 @@ impl Engine {
 
     /// A response reached the transaction user.
     fn on_client_response(&mut self, now: Instant, id: TxId, msg: Message) {
-        if self.answer_challenge(now, id, &msg) {
+        if self.answer_challenge(now, id, &msg) || self.retry_after_422(now, id, &msg) {
             return;
         }
         let Some(e) = self.txs.get(&id) else { return };

@@ -436,3 +436,22 @@ fn requests_from_the_callee_must_prove_the_configured_credentials() {
     assert!(bye.other_header("Authorization").is_none(), "credentials stay on their leg");
     assert_eq!(h.engine.stats.auth_challenged, 2);
 }
+
+#[test]
+fn a_422_from_the_callee_is_retried_with_its_min_se_once() {
+    let mut h = Harness::with_yaml(SST);
+    let out = h.send(ALICE, &invite("sst422b", ""));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 422, "bt", "Min-SE: 300\n"));
+    assert!(to(&out, ALICE).is_empty());
+    let again = to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("asked again");
+    assert_eq!(other(&again, "Session-Expires").as_deref(), Some("300"));
+    assert_eq!(other(&again, "Min-SE").as_deref(), Some("300"));
+    assert_eq!(again.values(HeaderName::Supported).filter(|v| *v == b"timer").count(), 1);
+    assert_eq!(again.cseq().unwrap().num, b_inv.cseq().unwrap().num + 1);
+    // Asking for more than maximum_timer (900): the call fails (the caller's own timer is not
+    // the problem, so it does not get a 422).
+    let out = h.send(BOB, &response_to(&again, 422, "bt", "Min-SE: 1200\n"));
+    let r = to(&out, ALICE).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
+    assert_eq!(r.status(), Some(500));
+}
