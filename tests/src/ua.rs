@@ -52,6 +52,8 @@ pub struct TestUa {
     /// The SBC's Contact from the 2xx: Request-URI of in-dialog requests.
     target: Option<String>,
     branch: u32,
+    /// Header lines (each ending in CRLF) added to every request.
+    pub extra_headers: String,
 }
 
 impl TestUa {
@@ -69,6 +71,7 @@ impl TestUa {
             to: None,
             target: None,
             branch: 0,
+            extra_headers: String::new(),
         }
     }
 
@@ -105,7 +108,8 @@ impl TestUa {
         let to = self.to.clone().unwrap_or_else(|| format!("<{uri}>"));
         let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{m}{c}x{b};rport\r\nMax-Forwards: 70\r\nFrom: <sip:ua@{l}>;tag={t}\r\nTo: {to}\r\nCall-ID: {ci}\r\nCSeq: {cseq} {method}\r\nContact: <sip:ua@{l}>\r\n{ct}Content-Length: {len}\r\n\r\n{body}",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{m}{c}x{b};rport\r\nMax-Forwards: 70\r\nFrom: <sip:ua@{l}>;tag={t}\r\nTo: {to}\r\nCall-ID: {ci}\r\nCSeq: {cseq} {method}\r\nContact: <sip:ua@{l}>\r\n{x}{ct}Content-Length: {len}\r\n\r\n{body}",
+            x = self.extra_headers,
             l = self.local,
             m = method,
             c = self.call_id.len(),

@@ -161,3 +161,100 @@ fn a_phone_on_tcp_takes_calls_over_the_connection_it_opened() {
     let out = registrar.wait(Duration::from_secs(10));
     assert!(out.status.success(), "registrar scenario: {}\n{}", read_error_logs(&rdir), sbcd.log_text());
 }
+
+/// sbcd with one profile `p` (its option lines given) whose calls go to 127.0.0.1:`callee`.
+fn start_with_profile(options: &str, callee: u16) -> Sbcd {
+    let dir = scratch_dir("access-cfg");
+    let text = format!(
+        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\nactive_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{callee}\n{options}"
+    );
+    let p = dir.join("sbc.yaml");
+    std::fs::write(&p, text).expect("write config");
+    Sbcd::start(&["--config", p.to_str().expect("utf8")])
+}
+
+fn assert_scenario_passed(uas: SippBg, sbcd: &Sbcd) {
+    let dir = uas.dir.clone();
+    let out = uas.wait(Duration::from_secs(90));
+    assert!(
+        out.status.success(),
+        "callee scenario failed: {}\n{}\nsbcd log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        read_error_logs(&dir),
+        sbcd.log_text()
+    );
+}
+
+const AUTH: &str = "    enable_auth: yes\n    auth_user: $P(u)\n    auth_pwd: $P(p)\n";
+
+#[test]
+fn an_upstream_challenge_is_answered_with_a_digest_sipp_verifies() {
+    let port = free_port();
+    let uas = sipp_uas("uas_auth.xml", port, Transport::Udp, 1);
+    let sbcd = start_with_profile(AUTH, port);
+    let mut ua = TestUa::new(sbcd.addr());
+    ua.extra_headers = "P-App-Param: u=alice;p=s3cret\r\n".into();
+    let ok = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7010, ""));
+    assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
+    assert_eq!(ua.bye().status(), Some(200));
+    assert_scenario_passed(uas, &sbcd);
+    assert!(sbcd.log_text().contains("answering digest challenge"));
+    assert!(!sbcd.log_text().contains("s3cret"), "the password never reaches the log");
+}
+
+#[test]
+fn a_second_challenge_reaches_the_caller_instead_of_looping() {
+    let port = free_port();
+    let uas = sipp_uas("uas_auth_twice.xml", port, Transport::Udp, 1);
+    let sbcd = start_with_profile(AUTH, port);
+    let mut ua = TestUa::new(sbcd.addr());
+    ua.extra_headers = "P-App-Param: u=alice;p=wrong\r\n".into();
+    let r = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7012, ""));
+    assert_eq!(r.status(), Some(407), "{}", r.0);
+    assert!(r.header("Proxy-Authenticate").is_some_and(|c| c.contains("carrier.example")));
+    assert_scenario_passed(uas, &sbcd);
+}
+
+const SST: &str = "    enable_session_timer: yes\n    enable_aleg_session_timer: no\n    session_expires: 90\n    minimum_timer: 90\n";
+
+#[test]
+fn a_callee_that_never_refreshes_is_hung_up_on_both_legs() {
+    let port = free_port();
+    let uas = sipp_uas("uas_sst.xml", port, Transport::Udp, 1);
+    let sbcd = start_with_profile(SST, port);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7014, ""));
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.header("Session-Expires").is_none(), "the caller's leg runs no timer, and the callee's does not cross");
+    // 90 s, the callee refreshes: sbcd gives up 30 s before the end.
+    let bye = ua.recv(Duration::from_secs(75)).expect("BYE at the session's end");
+    assert_eq!(bye.method(), Some("BYE"), "{}", bye.0);
+    assert!(bye.header("Reason").is_some_and(|r| r.contains("session_timeout")));
+    ua.ok(&bye);
+    assert_scenario_passed(uas, &sbcd);
+    let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
+    assert!(stats.contains("\"session_timeouts\":1"), "{stats}");
+}
+
+#[test]
+fn sbcd_refreshes_the_callee_leg_and_refuses_short_intervals() {
+    let port = free_port();
+    let uas = sipp_uas("uas_sst_refresh.xml", port, Transport::Udp, 1);
+    let sbcd = start_with_profile(SST.replace("enable_aleg_session_timer: no", "enable_aleg_session_timer: yes").as_str(), port);
+    // A caller asking for 30 s is told the minimum.
+    let mut short = TestUa::new(sbcd.addr());
+    short.extra_headers = "Session-Expires: 30\r\nSupported: timer\r\n".into();
+    let r = short.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7016, ""));
+    assert_eq!(r.status(), Some(422));
+    assert_eq!(r.header("Min-SE"), Some("90"));
+
+    let mut ua = TestUa::new(sbcd.addr());
+    ua.extra_headers = "Session-Expires: 600\r\nSupported: timer\r\n".into();
+    let ok = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7018, ""));
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.header("Session-Expires"), Some("600;refresher=uac"), "the caller's own leg: it refreshes");
+    // sbcd refreshes the callee at 45 s (the scenario checks the UPDATE); the caller sees nothing.
+    assert!(ua.recv(Duration::from_secs(48)).is_none());
+    assert_eq!(ua.bye().status(), Some(200));
+    assert_scenario_passed(uas, &sbcd);
+}

@@ -50,34 +50,45 @@ impl Engine {
         }
     }
 
-    /// A 401/407 to request `id`: resent with credentials if the leg has them and this request
-    /// was not already an answer to a challenge. True if resent (the response goes no further).
+    /// A 401/407 to request `id`: resent with credentials if the leg has them and the
+    /// challenge's realm was not answered already in this request's chain (one attempt per
+    /// challenge; a proxy's 407 and then the UAS's 401 are two). True if resent.
     pub(super) fn answer_challenge(&mut self, now: Instant, id: TxId, msg: &Message) -> bool {
         let Some(code) = msg.status().filter(|c| matches!(c, 401 | 407)) else { return false };
         let Some(e) = self.txs.get(&id) else { return false };
-        let (Some(sent), false) = (e.sent.clone(), e.auth_tried) else { return false };
+        let Some(sent) = e.sent.clone() else { return false };
         let (purpose, call, side) = (e.purpose, e.call, e.side);
+        let mut answered = e.answered_realms.clone();
         let Some(creds) = self.credentials_for(call, side, purpose).cloned() else { return false };
-        let (challenge_name, answer_name) = if code == 401 {
-            ("WWW-Authenticate", "Authorization")
-        } else {
-            ("Proxy-Authenticate", "Proxy-Authorization")
-        };
+        let (challenge_name, answer_name) =
+            if code == 401 { ("WWW-Authenticate", "Authorization") } else { ("Proxy-Authenticate", "Proxy-Authorization") };
         let Some(ch) = Challenge::best(named(msg, challenge_name)) else {
             tracing::info!(code, "challenge without a Digest we can answer; relayed");
             return false;
         };
+        if answered.contains(&ch.realm) {
+            tracing::info!(code, realm = %ch.realm, "challenged again for credentials already given; relayed");
+            return false;
+        }
         let method = String::from_utf8_lossy(sent.method_bytes()).into_owned();
         let uri = String::from_utf8_lossy(sent.request_uri()).into_owned();
         let cnonce = format!("{:016x}", self.ids.next_u64());
         let answer = digest::authorization(&ch, &creds.user, &creds.password, &method, &uri, &cnonce);
         tracing::info!(code, realm = %ch.realm, algorithm = ch.algorithm.name(), %method, "answering digest challenge");
-        let Some(new_id) = self.resend(now, id, &sent, is_credentials_row, &[(answer_name, answer)]) else {
+        // Credentials for other realms stay; an older answer for this realm is replaced.
+        let realm = ch.realm.clone();
+        let same_realm = move |m: &Message, h: &crate::sip::msg::Header| {
+            is_credentials_row(m, h)
+                && m.slice(h.name_span).eq_ignore_ascii_case(answer_name.as_bytes())
+                && Answer::parse(m.value(h)).is_none_or(|a| a.realm == realm)
+        };
+        let Some(new_id) = self.resend(now, id, &sent, same_realm, &[(answer_name, answer)]) else {
             return false;
         };
         self.stats.auth_answered += 1;
+        answered.push(ch.realm);
         if let Some(e) = self.txs.get_mut(&new_id) {
-            e.auth_tried = true;
+            e.answered_realms = answered;
         }
         true
     }

@@ -57,8 +57,10 @@ impl Engine {
         }
         let again = Message::parse(w.finish(sent.body())).ok()?;
         let new_id = self.start_client_tx(now, again.clone(), dest, call, side, purpose);
+        let answered = self.txs.get(&id).map(|e| e.answered_realms.clone()).unwrap_or_default();
         if let Some(e) = self.txs.get_mut(&new_id) {
             e.sent = Some(again.clone());
+            e.answered_realms = answered;
         }
         match purpose {
             Purpose::BInitialInvite => {

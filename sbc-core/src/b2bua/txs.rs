@@ -65,8 +65,9 @@ pub(super) struct TxEntry {
     /// Client transactions on a leg with credentials: the request, to resend it answering a
     /// digest challenge.
     pub sent: Option<Message>,
-    /// This request already answers a challenge: the next one is relayed.
-    pub auth_tried: bool,
+    /// Realms this request already carries answers for: a new challenge for one of them is
+    /// relayed, not answered again.
+    pub answered_realms: Vec<String>,
 }
 
 impl TxEntry {
@@ -163,7 +164,7 @@ impl Engine {
                 rules: None,
                 registration: None,
                 sent: None,
-                auth_tried: false,
+                answered_realms: Vec::new(),
             }),
         );
         id
@@ -257,7 +258,7 @@ impl Engine {
                 rules: None,
                 registration: None,
                 sent,
-                auth_tried: false,
+                answered_realms: Vec::new(),
                 transport_failed: false,
                 method,
                 reserved_call_id,

@@ -151,19 +151,19 @@ pub fn authorization(ch: &Challenge, user: &str, password: &str, method: &str, u
     let nc = "00000001";
     let qop = ch.qop_auth.then_some("auth");
     let resp = response(ch.algorithm, user, &ch.realm, password, &ch.nonce, cnonce, nc, qop, method, uri);
-    let mut v = format!(
-        "Digest username={}, realm={}, nonce={}, uri={}, response=\"{resp}\", algorithm={}",
-        quoted(user),
-        quoted(&ch.realm),
-        quoted(&ch.nonce),
-        quoted(uri),
-        ch.algorithm.name()
-    );
+    // Parameter order matters to nobody by the RFC, but to naive parsers that look names up as
+    // substrings (SIPp 3.6 finds "nc" inside "nonce"): nc first, nonce before cnonce.
+    let mut v = format!("Digest username={}, realm={}", quoted(user), quoted(&ch.realm));
+    if qop.is_some() {
+        v.push_str(&format!(", nc={nc}, qop=auth"));
+    }
+    v.push_str(&format!(", uri={}, nonce={}", quoted(uri), quoted(&ch.nonce)));
+    if qop.is_some() {
+        v.push_str(&format!(", cnonce={}", quoted(cnonce)));
+    }
+    v.push_str(&format!(", response=\"{resp}\", algorithm={}", ch.algorithm.name()));
     if let Some(o) = &ch.opaque {
         v.push_str(&format!(", opaque={}", quoted(o)));
-    }
-    if qop.is_some() {
-        v.push_str(&format!(", qop=auth, nc={nc}, cnonce={}", quoted(cnonce)));
     }
     v
 }
