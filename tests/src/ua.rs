@@ -54,6 +54,8 @@ pub struct TestUa {
     branch: u32,
     /// Header lines (each ending in CRLF) added to every request.
     pub extra_headers: String,
+    /// The Contact URI it sends (default: its own address); a private one plays a NAT-ed UA.
+    pub contact: Option<String>,
 }
 
 impl TestUa {
@@ -72,6 +74,7 @@ impl TestUa {
             target: None,
             branch: 0,
             extra_headers: String::new(),
+            contact: None,
         }
     }
 
@@ -108,8 +111,9 @@ impl TestUa {
         let to = self.to.clone().unwrap_or_else(|| format!("<{uri}>"));
         let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{m}{c}x{b};rport\r\nMax-Forwards: 70\r\nFrom: <sip:ua@{l}>;tag={t}\r\nTo: {to}\r\nCall-ID: {ci}\r\nCSeq: {cseq} {method}\r\nContact: <sip:ua@{l}>\r\n{x}{ct}Content-Length: {len}\r\n\r\n{body}",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{m}{c}x{b};rport\r\nMax-Forwards: 70\r\nFrom: <sip:ua@{l}>;tag={t}\r\nTo: {to}\r\nCall-ID: {ci}\r\nCSeq: {cseq} {method}\r\nContact: <{contact}>\r\n{x}{ct}Content-Length: {len}\r\n\r\n{body}",
             x = self.extra_headers,
+            contact = self.contact.clone().unwrap_or_else(|| format!("sip:ua@{}", self.local)),
             l = self.local,
             m = method,
             c = self.call_id.len(),

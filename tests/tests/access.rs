@@ -258,3 +258,20 @@ fn sbcd_refreshes_the_callee_leg_and_refuses_short_intervals() {
     assert_eq!(ua.bye().status(), Some(200));
     assert_scenario_passed(uas, &sbcd);
 }
+
+#[test]
+fn nat_handling_reaches_a_caller_whose_contact_is_private() {
+    let port = free_port();
+    let uas = sipp_uas("uas_callee_bye.xml", port, Transport::Udp, 1);
+    let sbcd = start_with_profile("    dlg_nat_handling: yes\n", port);
+    let mut ua = TestUa::new(sbcd.addr());
+    ua.contact = Some(format!("sip:caller@{PRIVATE}"));
+    ua.extra_headers = "X-Test-Header: nat\r\n".into();
+    let ok = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7020, ""));
+    assert_eq!(ok.status(), Some(200));
+    // The callee hangs up: the BYE comes to where the caller sent from, for its Contact.
+    let bye = ua.recv(Duration::from_secs(10)).expect("BYE at the caller's source address");
+    assert!(bye.0.starts_with(&format!("BYE sip:caller@{PRIVATE} SIP/2.0")), "{}", bye.0);
+    ua.ok(&bye);
+    assert_scenario_passed(uas, &sbcd);
+}
