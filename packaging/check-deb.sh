@@ -15,6 +15,8 @@ need=(
   "-rw-r----- ./etc/sbc/sbc.yaml"
   "-rw-r----- ./etc/sbc/admin.env"
   "-rw-r--r-- ./etc/sbc/profiles/symmetricrtp.sbcprofile.conf"
+  "-rw-r--r-- ./etc/sbc/profiles/sst_b2b.sbcprofile.conf"
+  "-rw-r--r-- ./usr/share/doc/sbcd/examples/regcache/sbc.conf"
   "-rw-r--r-- ./etc/logrotate.d/sbcd"
   "-rw-r--r-- ./usr/lib/sbc/sems-sbc-common.sh"
   "-rw-r--r-- ./usr/share/sbc/grafana/sbcd.json"

@@ -122,6 +122,8 @@ pub struct CallPlan {
     pub aleg_outbound_interface: Option<String>,
     pub aleg_contact: ContactValues,
     pub bleg_contact: ContactValues,
+    /// Parts of a relayed REGISTER's contacts (`contact_*`; URI/header params unused).
+    pub register_contact: ContactValues,
     /// Credentials for challenges on the B leg and on the A leg; what requests from the callee
     /// must prove.
     pub auth: Option<Credentials>,
@@ -297,6 +299,13 @@ impl Profile {
         };
         plan.aleg_contact = contact(&self.aleg_contact, &ALEG_CONTACT_KEYS.0);
         plan.bleg_contact = contact(&self.bleg_contact, &BLEG_CONTACT_KEYS.0);
+        plan.register_contact = ContactValues {
+            displayname: x("contact_displayname", &self.register_contact.displayname).unwrap_or_default(),
+            user: x("contact_user", &self.register_contact.user).unwrap_or_default(),
+            host: x("contact_host", &self.register_contact.host).unwrap_or_default(),
+            port: x("contact_port", &self.register_contact.port).unwrap_or_default(),
+            ..ContactValues::default()
+        };
         let a = &self.auth;
         let mut creds = |on: bool, keys: [&'static str; 3], pats: [&Option<Pattern>; 3]| -> Option<Credentials> {
             on.then(|| Credentials {
@@ -371,7 +380,7 @@ impl Profile {
                 plan.ruri = Some(with_hostport(&base, &first.hostport()));
             }
         }
-        for c in [&plan.aleg_contact, &plan.bleg_contact] {
+        for c in [&plan.aleg_contact, &plan.bleg_contact, &plan.register_contact] {
             if !c.port.is_empty() && c.port.parse::<u16>().is_err() {
                 return Err(EvalError { option: "contact_port", message: format!("'{}' is not a port", c.port) });
             }

@@ -15,7 +15,6 @@ pub enum OptionStatus {
 use OptionStatus::{Active, Dead, NotYet};
 
 const RTP: &str = "transcoding, DTMF detection, RTP mux and hold rewriting";
-const ACCESS: &str = "NAT handling, registration caching, session timers, digest authentication";
 const REPLACES: &str = "Replaces mapping";
 const MISC: &str = "not implemented";
 
@@ -59,10 +58,10 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("bleg_contact_displayname", Active),
     ("bleg_contact_uri_params", Active),
     ("bleg_contact_params", Active),
-    ("contact_displayname", NotYet(ACCESS)),
-    ("contact_user", NotYet(ACCESS)),
-    ("contact_host", NotYet(ACCESS)),
-    ("contact_port", NotYet(ACCESS)),
+    ("contact_displayname", Active),
+    ("contact_user", Active),
+    ("contact_host", Active),
+    ("contact_port", Active),
     ("enable_contact_hiding", Dead),
     ("contact_hiding_prefix", Dead),
     ("contact_hiding_vars", Dead),

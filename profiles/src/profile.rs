@@ -82,6 +82,8 @@ pub struct Profile {
 
     pub aleg_contact: ContactRule,
     pub bleg_contact: ContactRule,
+    /// `contact_*`: parts of each contact of a REGISTER relayed without caching.
+    pub register_contact: ContactRule,
 
     pub header_filter: Option<NameFilter>,
     pub message_filter: Option<NameFilter>,
@@ -482,6 +484,10 @@ impl Profile {
                         p.codec_preference_aleg = list;
                     }
                 }
+                "contact_displayname" => p.register_contact.displayname = pat()?,
+                "contact_user" => p.register_contact.user = pat()?,
+                "contact_host" => p.register_contact.host = pat()?,
+                "contact_port" => p.register_contact.port = pat()?,
                 key if key.starts_with("aleg_contact_") || key.starts_with("bleg_contact_") => {
                     let rule = if key.starts_with("aleg_") { &mut p.aleg_contact } else { &mut p.bleg_contact };
                     let v = pat()?;
@@ -602,6 +608,10 @@ impl Profile {
             ("aleg_next_hop", &self.aleg_next_hop),
             ("outbound_interface", &self.outbound_interface),
             ("aleg_outbound_interface", &self.aleg_outbound_interface),
+            ("contact_displayname", &self.register_contact.displayname),
+            ("contact_user", &self.register_contact.user),
+            ("contact_host", &self.register_contact.host),
+            ("contact_port", &self.register_contact.port),
             ("auth_user", &self.auth.user),
             ("auth_pwd", &self.auth.password),
             ("auth_aleg_user", &self.auth.aleg_user),

@@ -160,3 +160,59 @@ fn store_updates_are_validated_and_atomic() {
     assert_eq!(store.reload_profile("refuse", &profiles::config::sems::reload).unwrap(), 4);
     assert!(store.reload_profile("nonesuch", &profiles::config::sems::reload).is_err());
 }
+
+/// A request as profile selection sees it: a method, arriving on an interface.
+struct Arriving(&'static [u8]);
+
+impl profiles::pattern::RequestView for Arriving {
+    fn method(&self) -> &[u8] {
+        self.0
+    }
+    fn request_uri(&self) -> &[u8] {
+        b"sip:bob@example.com"
+    }
+    fn caller(&self) -> &[u8] {
+        b"<sip:alice@example.com>;tag=1"
+    }
+    fn callee(&self) -> &[u8] {
+        b"<sip:bob@example.com>"
+    }
+    fn call_id(&self) -> &[u8] {
+        b"c@x"
+    }
+    fn for_each_header(&self, _name: &str, _each: &mut dyn FnMut(&[u8])) {}
+}
+
+#[test]
+fn the_reg_caching_example_loads_and_splits_by_method_and_interface() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/regcache");
+    let cfg = Config::load(&dir.join("sbc.yaml")).unwrap();
+    let snap = &cfg.profiles;
+    let reg = &snap.profiles["reg"];
+    assert!(reg.reg_caching.enabled && reg.dlg_nat_handling);
+    assert_eq!((reg.reg_caching.min_reg_expires, reg.reg_caching.max_ua_expires), (3600, 60));
+    assert!(snap.profiles["inex"].reg_caching.enabled);
+    let exin = &snap.profiles["exin"];
+    assert!(exin.auth.enabled && exin.session_timer.is_some() && exin.aleg_session_timer.is_none());
+    assert_eq!(exin.session_timer.map(|t| t.session_expires), Some(1800));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let pick = |method: &'static [u8], iface: &'static str| {
+        let rng = std::cell::Cell::new(1);
+        let req = Arriving(method);
+        let env = profiles::pattern::Env {
+            req: &req,
+            source: "192.0.2.1:5060".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            interface: profiles::pattern::InterfaceFacts { index: 0, name: iface, public_ip: "" },
+            next_hop: None,
+            maps: &snap.maps,
+            cc_vars: &profiles::pattern::NoCcVars,
+            reg_cache: &profiles::pattern::NoRegCache,
+            rng: &rng,
+        };
+        snap.select(&env).map(|(p, _)| p.name.clone()).unwrap()
+    };
+    assert_eq!(pick(b"REGISTER", "ext"), "reg");
+    assert_eq!(pick(b"INVITE", "int"), "inex");
+    assert_eq!(pick(b"INVITE", "ext"), "exin");
+}

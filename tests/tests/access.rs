@@ -240,7 +240,10 @@ fn a_callee_that_never_refreshes_is_hung_up_on_both_legs() {
 fn sbcd_refreshes_the_callee_leg_and_refuses_short_intervals() {
     let port = free_port();
     let uas = sipp_uas("uas_sst_refresh.xml", port, Transport::Udp, 1);
-    let sbcd = start_with_profile(SST.replace("enable_aleg_session_timer: no", "enable_aleg_session_timer: yes").as_str(), port);
+    let sbcd = start_with_profile(
+        SST.replace("enable_aleg_session_timer: no", "enable_aleg_session_timer: yes").as_str(),
+        port,
+    );
     // A caller asking for 30 s is told the minimum.
     let mut short = TestUa::new(sbcd.addr());
     short.extra_headers = "Session-Expires: 30\r\nSupported: timer\r\n".into();

@@ -60,8 +60,11 @@ impl Engine {
         let (purpose, call, side) = (e.purpose, e.call, e.side);
         let mut answered = e.answered_realms.clone();
         let Some(creds) = self.credentials_for(call, side, purpose).cloned() else { return false };
-        let (challenge_name, answer_name) =
-            if code == 401 { ("WWW-Authenticate", "Authorization") } else { ("Proxy-Authenticate", "Proxy-Authorization") };
+        let (challenge_name, answer_name) = if code == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
         let Some(ch) = Challenge::best(named(msg, challenge_name)) else {
             tracing::info!(code, "challenge without a Digest we can answer; relayed");
             return false;

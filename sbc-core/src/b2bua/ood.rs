@@ -10,7 +10,7 @@ use super::apply::{append, Chosen};
 use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, write_party, write_via};
 use super::call::{CallKind, Side};
 use super::ids::stable_call_id;
-use super::register::{local_registrar, CacheStep};
+use super::register::{local_registrar, rewritten_contacts, CacheStep};
 use super::routing;
 use super::txs::Purpose;
 use super::types::Source;
@@ -172,6 +172,11 @@ impl Engine {
                 w.header("Contact", b"*");
             }
             for c in contacts {
+                w.header("Contact", c.as_bytes());
+            }
+        } else if is_register && !plan.register_contact.is_default() {
+            // `contact_*`: the parts of each binding the profile rewrites.
+            for c in rewritten_contacts(msg, &plan.register_contact) {
                 w.header("Contact", c.as_bytes());
             }
         } else if is_register {

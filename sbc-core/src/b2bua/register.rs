@@ -422,6 +422,50 @@ impl Engine {
     }
 }
 
+/// The contacts of a REGISTER relayed without caching, with the parts `contact_*` names
+/// replaced (spec §3.3); `*` and unparseable values go as they are.
+pub(super) fn rewritten_contacts(msg: &Message, parts: &profiles::evaluate::ContactValues) -> Vec<String> {
+    msg.values(HeaderName::Contact)
+        .map(|v| {
+            let keep = || String::from_utf8_lossy(v).into_owned();
+            let Some(na) = NameAddr::parse(v).filter(|n| n.uri != b"*") else { return keep() };
+            let Some(u) = Uri::parse(na.uri) else { return keep() };
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let scheme = na.uri.split(|&c| c == b':').next().map(text).unwrap_or_default();
+            let user = if parts.user.is_empty() { u.user.map(text) } else { Some(parts.user.clone()) };
+            let host = if parts.host.is_empty() { text(u.host) } else { parts.host.clone() };
+            let port = if parts.port.is_empty() { u.port.map(|p| p.to_string()) } else { Some(parts.port.clone()) };
+            let mut out = if parts.displayname.is_empty() {
+                let d = text(na.display);
+                if d.is_empty() {
+                    String::new()
+                } else {
+                    format!("{d} ")
+                }
+            } else {
+                format!("\"{}\" ", parts.displayname.replace('\\', "\\\\").replace('"', "\\\""))
+            };
+            out.push('<');
+            out.push_str(&scheme);
+            out.push(':');
+            if let Some(user) = user.filter(|u| !u.is_empty()) {
+                out.push_str(&user);
+                out.push('@');
+            }
+            out.push_str(&host);
+            if let Some(p) = port {
+                out.push(':');
+                out.push_str(&p);
+            }
+            // (The URI's parameters keep their leading `;`.)
+            out.push_str(&text(u.params));
+            out.push('>');
+            out.push_str(&text(na.params));
+            out
+        })
+        .collect()
+}
+
 /// Rows of a REGISTER's 2xx that go back to the UA unchanged (the expiry is in the Contacts).
 pub(super) fn keeps_in_register_ok(msg: &Message, h: &crate::sip::msg::Header) -> bool {
     h.name != HeaderName::Expires

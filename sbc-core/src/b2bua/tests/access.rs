@@ -455,3 +455,14 @@ fn a_422_from_the_callee_is_retried_with_its_min_se_once() {
     let r = to(&out, ALICE).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
     assert_eq!(r.status(), Some(500));
 }
+
+#[test]
+fn contact_options_rewrite_the_bindings_of_an_uncached_register() {
+    let yaml = "active_profile: r\nprofiles:\n  r:\n    next_hop: 127.0.0.1:5002\n    contact_user: $fU-x\n    contact_host: pbx.example\n    contact_displayname: Desk\n";
+    let mut h = Harness::with_yaml(yaml);
+    let out = h.send(ALICE_NAT, &register("rw1", 1, &format!("<sip:alice@{ALICE_PRIVATE};ob>;expires=300, *"), ""));
+    let up = one(&out, BOB);
+    let contacts: Vec<String> =
+        up.values(HeaderName::Contact).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+    assert_eq!(contacts, ["\"Desk\" <sip:alice-x@pbx.example:5060;ob>;expires=300", "*"]);
+}
