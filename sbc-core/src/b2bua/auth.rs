@@ -17,6 +17,10 @@ use super::{Engine, TxId};
 use crate::sip::digest::{self, Answer, Challenge};
 use crate::sip::msg::{HeaderName, Message, Method};
 
+/// Challenges answered for one request at most (a proxy's and the UAS's): a peer inventing
+/// realms cannot make the SBC resend for ever.
+const MAX_REALMS: usize = 2;
+
 /// How long a nonce of ours is accepted.
 const NONCE_LIFETIME_S: u64 = 300;
 
@@ -55,11 +59,13 @@ impl Engine {
     /// challenge; a proxy's 407 and then the UAS's 401 are two). True if resent.
     pub(super) fn answer_challenge(&mut self, now: Instant, id: TxId, msg: &Message) -> bool {
         let Some(code) = msg.status().filter(|c| matches!(c, 401 | 407)) else { return false };
-        let Some(e) = self.txs.get(&id) else { return false };
-        let Some(sent) = e.sent.clone() else { return false };
-        let (purpose, call, side) = (e.purpose, e.call, e.side);
-        let mut answered = e.answered_realms.clone();
-        let Some(creds) = self.credentials_for(call, side, purpose).cloned() else { return false };
+        let Some(r) = self.txs.get(&id).and_then(|e| e.resendable.as_ref()) else { return false };
+        let (Some(creds), sent) = (r.credentials.clone(), r.sent.clone()) else { return false };
+        if r.answered_realms.len() >= MAX_REALMS {
+            tracing::info!(code, "challenged for more realms than the SBC answers; relayed");
+            return false;
+        }
+        let mut answered = r.answered_realms.clone();
         let (challenge_name, answer_name) = if code == 401 {
             ("WWW-Authenticate", "Authorization")
         } else {
@@ -90,8 +96,8 @@ impl Engine {
         };
         self.stats.auth_answered += 1;
         answered.push(ch.realm);
-        if let Some(e) = self.txs.get_mut(&new_id) {
-            e.answered_realms = answered;
+        if let Some(r) = self.txs.get_mut(&new_id).and_then(|e| e.resendable.as_mut()) {
+            r.answered_realms = answered;
         }
         true
     }

@@ -16,7 +16,7 @@ use super::cc::{CallCc, CcRequest};
 use super::media::{prepare_body, BodyError};
 use super::routing::{self, NoRoute};
 use super::session_timer::{self, LegTimer, Reject};
-use super::txs::Purpose;
+use super::txs::{Purpose, Resendable};
 use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
 use super::{Engine, Event, Output, TimerRef, TxId};
 use crate::sip::msg::{parse_u32, trim, HeaderName, Message, MessageWriter};
@@ -434,7 +434,7 @@ impl Engine {
         let for_auth = (rules.plan.auth.is_some() || sst[Side::B.idx()].is_some()).then(|| b_request.clone());
         let b_tx = self.start_client_tx(now, b_request, b_dest, Some(handle), Side::B, b_purpose);
         if let (Some(req), Some(e)) = (for_auth, self.txs.get_mut(&b_tx)) {
-            e.sent = Some(req);
+            e.resendable = Some(Resendable::new(req, rules.plan.auth.clone()));
         }
         if !is_invite {
             self.set_relay_peer(a_tx, b_tx);
@@ -739,6 +739,8 @@ impl Engine {
                 HeaderName::Contact => {
                     w.header("Contact", &contact);
                 }
+                // Answers to the previous hop's challenges are not the next hop's business.
+                _ if super::auth::is_credentials_row(&old, row) => {}
                 _ => {
                     w.copy_row(&old, row);
                 }
@@ -873,8 +875,17 @@ impl Engine {
         w.header_fmt("Reason", format_args!("SIP;cause=200;text=\"{reason}\""));
         append(&mut w, rules.appended_on(side));
         let bytes = w.finish(b"");
+        let credentials = match side {
+            Side::B => rules.plan.auth.clone(),
+            Side::A => rules.plan.aleg_auth.clone(),
+        };
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side)) {
-            self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
+            let keep = credentials.is_some().then(|| m.clone());
+            let id = self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
+            // The call is gone by the answer; a challenge to this BYE is still answered.
+            if let (Some(m), Some(e)) = (keep, self.txs.get_mut(&id)) {
+                e.resendable = Some(Resendable::new(m, credentials));
+            }
         }
     }
 

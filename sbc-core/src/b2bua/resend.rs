@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use super::build::write_via;
-use super::txs::Purpose;
+use super::call::CallState;
+use super::txs::{Purpose, Resendable};
 use super::{Engine, TxId};
 use crate::sip::msg::{Header, HeaderName, Message, MessageWriter};
 
@@ -22,6 +23,12 @@ impl Engine {
     ) -> Option<TxId> {
         let e = self.txs.get(&id)?;
         let (purpose, call, side, dest) = (e.purpose, e.call, e.side, e.dest.clone());
+        // A call the caller gave up on (or that ended) is not set up again: the answer is
+        // handled as it is.
+        let live = call.is_none_or(|h| self.calls.get(&h).is_some_and(|c| c.state != CallState::Ending));
+        if !live {
+            return None;
+        }
         let method = String::from_utf8_lossy(sent.method_bytes()).into_owned();
         let old_cseq = sent.cseq().map_or(1, |c| c.num);
         let cseq = match call.and_then(|h| self.calls.get_mut(&h)) {
@@ -57,16 +64,26 @@ impl Engine {
         }
         let again = Message::parse(w.finish(sent.body())).ok()?;
         let new_id = self.start_client_tx(now, again.clone(), dest, call, side, purpose);
-        let answered = self.txs.get(&id).map(|e| e.answered_realms.clone()).unwrap_or_default();
+        // What the first attempt carried goes on; the loop-detection Call-ID moves with it.
+        let (previous, reserved) = match self.txs.get_mut(&id) {
+            Some(e) => (e.resendable.take(), e.reserved_call_id.take()),
+            None => (None, None),
+        };
         if let Some(e) = self.txs.get_mut(&new_id) {
-            e.sent = Some(again.clone());
-            e.answered_realms = answered;
+            let mut r = previous.unwrap_or_else(|| Resendable::new(again.clone(), None));
+            r.sent = again.clone();
+            e.resendable = Some(r);
+            if reserved.is_some() {
+                e.reserved_call_id = reserved;
+            }
         }
         match purpose {
             Purpose::BInitialInvite => {
                 if let Some(c) = call.and_then(|h| self.calls.get_mut(&h)) {
                     c.b_ict = new_id;
                     c.b_invite_cseq = cseq;
+                    // CANCEL waits for a provisional of the new transaction (RFC 3261 §9.1).
+                    c.b_provisional = false;
                     if c.b_invite.is_some() {
                         c.b_invite = Some(again);
                     }

@@ -316,7 +316,8 @@ impl Engine {
             return false;
         }
         let Some(e) = self.txs.get(&id) else { return false };
-        let (Some(h), side, Some(sent)) = (e.call, e.side, e.sent.clone()) else { return false };
+        let Some(r) = e.resendable.as_ref().filter(|r| !r.retried_422) else { return false };
+        let (Some(h), side, sent) = (e.call, e.side, r.sent.clone()) else { return false };
         let Some(min) = min_se(msg) else { return false };
         let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) else { return false };
         let asked = if t.interval == 0 { t.rules.session_expires } else { t.interval };
@@ -330,7 +331,11 @@ impl Engine {
         }
         let rows = t.request_rows().into_iter().filter(|(n, _)| *n != "Supported").collect::<Vec<_>>();
         tracing::info!(leg = ?side, min_se = min, "422: asking again with the peer's Min-SE");
-        self.resend(now, id, &sent, is_timer_row, &rows).is_some()
+        let Some(new_id) = self.resend(now, id, &sent, is_timer_row, &rows) else { return false };
+        if let Some(r) = self.txs.get_mut(&new_id).and_then(|e| e.resendable.as_mut()) {
+            r.retried_422 = true;
+        }
+        true
     }
 
     /// A refresh of ours was resent with credentials: the new transaction is the one in flight.

@@ -56,18 +56,34 @@ pub(super) struct TxEntry {
     /// The request's method (the request itself is released once answered).
     method: Method,
     /// A Call-ID this relay reserved for loop detection, released with the transaction.
-    reserved_call_id: Option<Box<[u8]>>,
+    pub(super) reserved_call_id: Option<Box<[u8]>>,
     scheduled: Option<Instant>,
     /// Out-of-dialog relays: the profile applied to the request, for its responses.
     pub rules: Option<std::sync::Arc<super::apply::CallRules>>,
     /// A REGISTER sent with aliases: how to map its 2xx back (registration caching).
     pub registration: Option<Box<super::register::PendingRegistration>>,
-    /// Client transactions on a leg with credentials: the request, to resend it answering a
-    /// digest challenge.
-    pub sent: Option<Message>,
+    /// Client transactions that may have to be sent again (credentials, a 422).
+    pub resendable: Option<Box<Resendable>>,
+}
+
+/// What sending a request again needs, carried from one attempt to the next.
+#[derive(Debug)]
+pub(super) struct Resendable {
+    pub(super) sent: Message,
+    /// The leg's credentials when the request was sent (the call may be gone by the answer:
+    /// a teardown BYE).
+    pub(super) credentials: Option<profiles::evaluate::Credentials>,
     /// Realms this request already carries answers for: a new challenge for one of them is
     /// relayed, not answered again.
-    pub answered_realms: Vec<String>,
+    pub(super) answered_realms: Vec<String>,
+    /// A 422 was answered already: the next one is relayed.
+    pub(super) retried_422: bool,
+}
+
+impl Resendable {
+    pub(super) fn new(sent: Message, credentials: Option<profiles::evaluate::Credentials>) -> Box<Self> {
+        Box::new(Self { sent, credentials, answered_realms: Vec::new(), retried_422: false })
+    }
 }
 
 impl TxEntry {
@@ -163,8 +179,7 @@ impl Engine {
                 scheduled: None,
                 rules: None,
                 registration: None,
-                sent: None,
-                answered_realms: Vec::new(),
+                resendable: None,
             }),
         );
         id
@@ -227,8 +242,9 @@ impl Engine {
         let challengeable = !matches!(method, Method::Ack | Method::Cancel);
         let timed = matches!(method, Method::Invite | Method::Update)
             && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.sst[side.idx()].is_some());
-        let sent =
-            (challengeable && (timed || self.credentials_for(call, side, purpose).is_some())).then(|| request.clone());
+        let credentials = challengeable.then(|| self.credentials_for(call, side, purpose).cloned()).flatten();
+        let resendable =
+            (challengeable && (timed || credentials.is_some())).then(|| Resendable::new(request.clone(), credentials));
         let id = self.new_id();
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {
@@ -257,8 +273,7 @@ impl Engine {
                 to_tag: None,
                 rules: None,
                 registration: None,
-                sent,
-                answered_realms: Vec::new(),
+                resendable,
                 transport_failed: false,
                 method,
                 reserved_call_id,

@@ -466,3 +466,72 @@ fn contact_options_rewrite_the_bindings_of_an_uncached_register() {
         up.values(HeaderName::Contact).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
     assert_eq!(contacts, ["\"Desk\" <sip:alice-x@pbx.example:5060;ob>;expires=300", "*"]);
 }
+
+#[test]
+fn challenges_are_answered_for_two_realms_at_most_and_422_once() {
+    let mut h = Harness::with_yaml(AUTH);
+    let out = h.send(ALICE, &invite("realms", "P-App-Param: u=alice;p=pw\n"));
+    let mut req = one(&out, BOB);
+    for (i, realm) in ["proxy", "uas"].iter().enumerate() {
+        let ch = format!("Proxy-Authenticate: Digest realm=\"{realm}\", nonce=\"n{i}\"\n");
+        let out = h.send(BOB, &response_to(&req, 407, "bt", &ch));
+        req = to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("answered");
+    }
+    assert_eq!(
+        req.headers().iter().filter(|h| req.slice(h.name_span).eq_ignore_ascii_case(b"Proxy-Authorization")).count(),
+        2
+    );
+    let out = h.send(BOB, &response_to(&req, 407, "bt", "Proxy-Authenticate: Digest realm=\"third\", nonce=\"n3\"\n"));
+    assert_eq!(first(&out, ALICE).status(), Some(407), "a third realm is the caller's business");
+
+    let mut h = Harness::with_yaml(SST);
+    let out = h.send(ALICE, &invite("422twice", ""));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 422, "bt", "Min-SE: 300\n"));
+    let again = to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("once");
+    let out = h.send(BOB, &response_to(&again, 422, "bt", "Min-SE: 400\n"));
+    assert!(to(&out, BOB).iter().all(|m| m.method() == Some(Method::Ack)), "not twice");
+    assert_eq!(first(&out, ALICE).status(), Some(500));
+}
+
+#[test]
+fn a_challenge_after_the_caller_cancelled_is_not_answered() {
+    let mut h = Harness::with_yaml(AUTH);
+    let inv = invite("authcancel", "P-App-Param: u=alice;p=pw\n");
+    let out = h.send(ALICE, &inv);
+    let b_inv = one(&out, BOB);
+    h.send(BOB, &response_to(&b_inv, 100, "", ""));
+    let cancel = inv
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 10 INVITE", "CSeq: 10 CANCEL")
+        .split("Content-Type")
+        .next()
+        .unwrap()
+        .to_string()
+        + "Content-Length: 0\n\n";
+    h.send(ALICE, &cancel);
+    let out = h.send(BOB, &response_to(&b_inv, 407, "bt", "Proxy-Authenticate: Digest realm=\"r\", nonce=\"n\"\n"));
+    assert!(to(&out, BOB).iter().all(|m| m.method() != Some(Method::Invite)), "{out:#?}");
+    assert_eq!(h.engine.active_calls(), 0);
+}
+
+#[test]
+fn a_teardown_bye_that_is_challenged_is_answered() {
+    let mut h = Harness::with_yaml(&format!("{AUTH}    enable_session_timer: yes\n    enable_aleg_session_timer: no\n    minimum_timer: 90\n    session_expires: 90\n"));
+    let out = h.send(ALICE, &invite("authbye", "P-App-Param: u=alice;p=pw\n"));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &response_to(&b_inv, 200, "bt", "Session-Expires: 90;refresher=uas\n"));
+    let ok = one(&out, ALICE);
+    h.send(ALICE, &in_dialog("ACK", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "authbye", 10, ""));
+    // The callee never refreshes: the SBC hangs up, and the callee wants credentials for it.
+    let out = h.advance(Duration::from_secs(61));
+    let bye = first(&out, BOB);
+    assert_eq!(bye.method(), Some(Method::Bye));
+    assert_eq!(h.engine.active_calls(), 0);
+    let out = h.send(BOB, &response_to(&bye, 401, "", "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\n"));
+    let again = one(&out, BOB);
+    assert_eq!(again.method(), Some(Method::Bye));
+    assert_eq!(again.cseq().unwrap().num, bye.cseq().unwrap().num + 1);
+    let a = crate::sip::digest::Answer::parse(again.other_header("Authorization").expect("credentials")).unwrap();
+    assert!(a.verify("pw", "BYE"));
+}
