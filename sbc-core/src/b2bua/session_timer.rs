@@ -164,8 +164,11 @@ impl Engine {
         };
         let se = session_expires(req).ok().flatten();
         let peer_min = min_se(req).unwrap_or(0);
-        let interval =
-            se.map_or(t.rules.session_expires, |s| s.secs.min(t.rules.maximum)).max(t.rules.minimum).max(peer_min);
+        // The shorter of what each side wants, not below either Min-SE (spec §3.9).
+        let interval = se
+            .map_or(t.rules.session_expires, |s| s.secs.min(t.rules.session_expires))
+            .max(t.rules.minimum)
+            .max(peer_min);
         let uac_supports = req.lists_option(HeaderName::Supported, b"timer");
         let refresher =
             se.and_then(|s| s.refresher).unwrap_or(if uac_supports { Refresher::Uac } else { Refresher::Uas });
@@ -187,7 +190,8 @@ impl Engine {
         let asked = if t.interval == 0 { t.rules.session_expires } else { t.interval };
         let (interval, we_refresh) = match session_expires(resp).ok().flatten() {
             // RFC 4028 §7.2: the answer says who refreshes (uac = us).
-            Some(se) => (se.secs.max(1), se.refresher != Some(Refresher::Uas)),
+            // (An interval below the Min-SE we sent breaks RFC 4028 §7.2: ours holds.)
+            Some(se) => (se.secs.max(t.rules.minimum), se.refresher != Some(Refresher::Uas)),
             // The peer does not do timers: we refresh, with what we asked for.
             None => (asked, true),
         };
@@ -205,6 +209,11 @@ impl Engine {
         if !t.we_refresh {
             let _e = call.span.clone().entered();
             tracing::info!(leg = ?side, interval = t.interval, "session timer expired, ending call");
+            self.stats.session_timeouts += 1;
+            return self.tear_down(now, h, 408, "session_timeout");
+        }
+        if t.expires_at().is_some_and(|e| now >= e) {
+            // Our own refreshes kept failing until the end of the interval.
             self.stats.session_timeouts += 1;
             return self.tear_down(now, h, 408, "session_timeout");
         }
@@ -227,6 +236,14 @@ impl Engine {
     }
 
     fn send_refresh(&mut self, now: Instant, h: u64, side: Side, method: Method) {
+        let Some(dest) = self.leg_dest(h, side) else {
+            // Nowhere to send it (the peer moved to a transport this interface lacks): try
+            // again shortly; the session ends if it runs out meanwhile.
+            if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {
+                t.due = Some(now + RETRY);
+            }
+            return self.reschedule_call(h);
+        };
         let branch = self.ids.branch();
         let Some(call) = self.calls.get_mut(&h) else { return };
         let rules = call.rules.clone();
@@ -249,7 +266,12 @@ impl Engine {
             w.header("Content-Type", b"application/sdp");
         }
         super::apply::append(&mut w, rules.appended_on(side));
-        let (Ok(m), Some(dest)) = (Message::parse(w.finish(&body)), self.leg_dest(h, side)) else { return };
+        let Ok(m) = Message::parse(w.finish(&body)) else {
+            if invite {
+                call.offer_pending = None;
+            }
+            return;
+        };
         self.stats.session_refreshes += 1;
         let id = self.start_client_tx(now, m, dest, Some(h), side, Purpose::SessionRefresh);
         if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {

@@ -272,8 +272,8 @@ fn each_leg_negotiates_its_own_session_timer() {
     assert!(b_inv.lists_option(HeaderName::Supported, b"timer"));
     assert!(b_inv.lists_option(HeaderName::Supported, b"100rel"), "other options still cross");
     assert_eq!(b_inv.values(HeaderName::Supported).filter(|v| *v == b"timer").count(), 1);
-    // The caller asked 1800: capped at maximum_timer (900); it refreshes (it supports timers).
-    assert_eq!(other(&ok, "Session-Expires").as_deref(), Some("900;refresher=uac"));
+    // The caller asked 1800, we 120: the shorter wins; it refreshes (it supports timers).
+    assert_eq!(other(&ok, "Session-Expires").as_deref(), Some("120;refresher=uac"));
     assert!(ok.lists_option(HeaderName::Require, b"timer"));
 }
 
@@ -295,7 +295,8 @@ fn a_callee_that_stops_refreshing_is_hung_up_on_both_legs() {
 
 #[test]
 fn the_sbc_refreshes_at_half_the_interval_and_falls_back_to_invite() {
-    let mut h = Harness::with_yaml(SST);
+    // (The caller's leg runs no timer here: it would expire, unrefreshed, at 88 s.)
+    let mut h = Harness::with_yaml(&format!("{SST}    enable_aleg_session_timer: no\n"));
     let (b_inv, _) = timed_call(&mut h, "120;refresher=uac");
     let out = h.advance(Duration::from_secs(59));
     assert!(to(&out, BOB).is_empty());
@@ -349,7 +350,7 @@ fn a_caller_refresh_is_answered_with_the_callers_own_timer() {
     assert_eq!(other(&b_upd, "Session-Expires").as_deref(), Some("120;refresher=uas"), "the callee's leg, not 600");
     let out = h.send(BOB, &response_to(&b_upd, 200, "", "Session-Expires: 120;refresher=uas\n"));
     let ok2 = one(&out, ALICE);
-    assert_eq!(other(&ok2, "Session-Expires").as_deref(), Some("600;refresher=uac"));
+    assert_eq!(other(&ok2, "Session-Expires").as_deref(), Some("120;refresher=uac"), "600 asked, 120 ours");
     // The callee refreshed too (its UPDATE answered): no teardown at the old deadline.
     let out = h.advance(Duration::from_secs(87));
     assert!(out.iter().all(|s| s.msg.method() != Some(Method::Bye)));
@@ -534,4 +535,16 @@ fn a_teardown_bye_that_is_challenged_is_answered() {
     assert_eq!(again.cseq().unwrap().num, bye.cseq().unwrap().num + 1);
     let a = crate::sip::digest::Answer::parse(again.other_header("Authorization").expect("credentials")).unwrap();
     assert!(a.verify("pw", "BYE"));
+}
+
+#[test]
+fn a_callee_granting_a_tiny_interval_does_not_cause_a_refresh_storm() {
+    let mut h = Harness::with_yaml(SST);
+    timed_call(&mut h, "1;refresher=uac");
+    // Held to our Min-SE (90): the first refresh is at 45 s, not at once.
+    let out = h.advance(Duration::from_secs(44));
+    assert!(to(&out, BOB).is_empty(), "{out:#?}");
+    let out = h.advance(Duration::from_secs(2));
+    assert_eq!(first(&out, BOB).method(), Some(Method::Update));
+    assert_eq!(h.engine.stats.session_refreshes, 1);
 }
