@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         profiles: PROFILES.with(Clone::clone),
         media: None,
         reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
+            max_registrations: 1000,
     };
     let mut engine = Engine::new(cfg, 1);
     let mut now = Instant::now();

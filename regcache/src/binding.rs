@@ -44,8 +44,11 @@ pub struct Binding {
     pub interface: String,
     pub user_agent: String,
     /// The Call-ID the registration has upstream (kept so refreshes after a restart replace
-    /// the registrar's binding rather than add one); empty for local registrations.
+    /// the registrar's binding rather than add one), and the phone's own, which it goes with:
+    /// a phone that restarts with a new Call-ID gets a new one upstream too (its CSeq starts
+    /// over). Empty for local registrations.
     pub call_id: String,
+    pub ua_call_id: String,
     /// When the UA's registration runs out (what the UA was told).
     pub ua_expires: Instant,
     /// When the registrar's binding runs out (the cache entry goes then).

@@ -143,14 +143,17 @@ impl RegCache {
         inner.by_contact.get(&contact_key(contact, source)).and_then(|a| inner.by_alias.get(a).cloned())
     }
 
-    /// Adds or replaces a binding.
+    /// Adds or replaces a binding. (The store hears of changes under the lock, so it sees them
+    /// in the order the cache made them.)
     pub fn put(&self, b: Binding) {
+        let mut inner = self.write();
         self.persist.saved(&b);
-        self.write().insert(b);
+        inner.insert(b);
     }
 
     pub fn remove(&self, alias: &str) -> Option<Binding> {
-        let removed = self.write().remove(alias);
+        let mut inner = self.write();
+        let removed = inner.remove(alias);
         if removed.is_some() {
             self.persist.removed(alias);
         }
@@ -166,14 +169,9 @@ impl RegCache {
         let mut n = 0;
         for alias in expired {
             // Re-checked under the write lock: a REGISTER may have refreshed it meanwhile.
-            let gone = {
-                let mut inner = self.write();
-                match inner.by_alias.get(&alias) {
-                    Some(b) if b.registrar_expires <= now => inner.remove(&alias).is_some(),
-                    _ => false,
-                }
-            };
-            if gone {
+            let mut inner = self.write();
+            if inner.by_alias.get(&alias).is_some_and(|b| b.registrar_expires <= now) {
+                inner.remove(&alias);
                 self.persist.removed(&alias);
                 n += 1;
             }
@@ -204,6 +202,7 @@ mod tests {
             interface: "default".into(),
             user_agent: "ua".into(),
             call_id: String::new(),
+            ua_call_id: String::new(),
             ua_expires: now + Duration::from_secs(secs),
             registrar_expires: now + Duration::from_secs(secs),
             origin: Origin::Upstream,

@@ -70,6 +70,7 @@ struct Row {
     interface: String,
     user_agent: String,
     call_id: String,
+    ua_call_id: String,
     ua_expires_ms: i64,
     registrar_expires_ms: i64,
     origin: &'static str,
@@ -93,7 +94,7 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
          CREATE TABLE IF NOT EXISTS bindings (
              alias TEXT PRIMARY KEY, aor TEXT NOT NULL, contact TEXT NOT NULL, source TEXT NOT NULL,
-             transport TEXT NOT NULL, interface TEXT NOT NULL, user_agent TEXT NOT NULL, call_id TEXT NOT NULL,
+             transport TEXT NOT NULL, interface TEXT NOT NULL, user_agent TEXT NOT NULL, call_id TEXT NOT NULL, ua_call_id TEXT NOT NULL,
              ua_expires_ms INTEGER NOT NULL, registrar_expires_ms INTEGER NOT NULL, origin TEXT NOT NULL);",
     )?;
     Ok(c)
@@ -167,6 +168,7 @@ impl Persist for SqliteStore {
             interface: b.interface.clone(),
             user_agent: b.user_agent.clone(),
             call_id: b.call_id.clone(),
+            ua_call_id: b.ua_call_id.clone(),
             ua_expires_ms: self.clock.to_unix_ms(b.ua_expires),
             registrar_expires_ms: self.clock.to_unix_ms(b.registrar_expires),
             origin: b.origin.as_str(),
@@ -190,7 +192,7 @@ impl Persist for std::sync::Arc<SqliteStore> {
 fn load(conn: &Connection, clock: WallClock) -> rusqlite::Result<Vec<Binding>> {
     let mut st = conn.prepare(
         "SELECT alias, aor, contact, source, transport, interface, user_agent, ua_expires_ms,
-                registrar_expires_ms, origin, call_id FROM bindings",
+                registrar_expires_ms, origin, call_id, ua_call_id FROM bindings",
     )?;
     let rows = st.query_map([], |r| {
         Ok((
@@ -205,11 +207,13 @@ fn load(conn: &Connection, clock: WallClock) -> rusqlite::Result<Vec<Binding>> {
             r.get::<_, i64>(8)?,
             r.get::<_, String>(9)?,
             r.get::<_, String>(10)?,
+            r.get::<_, String>(11)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (alias, aor, contact, source, transport, interface, user_agent, ua_ms, reg_ms, origin, call_id) = row?;
+        let (alias, aor, contact, source, transport, interface, user_agent, ua_ms, reg_ms, origin, call_id, ua_call_id) =
+            row?;
         // A row this version cannot read is skipped (and logged), not fatal: the phone simply
         // registers again.
         let (Ok(source), Some(origin), Some(registrar_expires)) =
@@ -228,6 +232,7 @@ fn load(conn: &Connection, clock: WallClock) -> rusqlite::Result<Vec<Binding>> {
             interface,
             user_agent,
             call_id,
+            ua_call_id,
             ua_expires,
             registrar_expires,
             origin,
@@ -257,7 +262,8 @@ fn write_batch(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
     {
         let mut save = tx.prepare_cached(
             "INSERT OR REPLACE INTO bindings (alias, aor, contact, source, transport, interface, user_agent,
-             ua_expires_ms, registrar_expires_ms, origin, call_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             ua_expires_ms, registrar_expires_ms, origin, call_id, ua_call_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         let mut remove = tx.prepare_cached("DELETE FROM bindings WHERE alias = ?1")?;
         for op in batch {
@@ -274,7 +280,8 @@ fn write_batch(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
                         r.ua_expires_ms,
                         r.registrar_expires_ms,
                         r.origin,
-                        r.call_id
+                        r.call_id,
+                        r.ua_call_id
                     ])?;
                 }
                 Op::Remove(alias) => {
@@ -312,6 +319,7 @@ mod tests {
             interface: "ext".into(),
             user_agent: "phone".into(),
             call_id: "up-1".into(),
+            ua_call_id: "ua-1".into(),
             ua_expires: now + Duration::from_secs(secs / 2),
             registrar_expires: now + Duration::from_secs(secs),
             origin: Origin::Upstream,

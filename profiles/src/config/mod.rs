@@ -95,6 +95,8 @@ impl Default for FileAdmin {
 struct FileRegistrations {
     /// SQLite file, `off`, or unset (`$STATE_DIRECTORY/registrations.sqlite` under systemd).
     store: Option<String>,
+    /// Most bindings the cache holds; a REGISTER needing a new one beyond it gets 503.
+    max_bindings: Option<usize>,
 }
 
 /// `media:`: relay-wide settings.
@@ -382,6 +384,7 @@ pub struct Config {
     pub media: MediaSettings,
     pub admin: AdminSettings,
     pub registration_store: RegistrationStore,
+    pub max_registrations: usize,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -593,6 +596,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             workers: f.media.workers,
         },
         admin: AdminSettings { listen: admin_listen, token: admin_token },
+        max_registrations: f.registrations.max_bindings.unwrap_or(1_000_000),
         registration_store: match f.registrations.store.as_deref().map(str::trim) {
             None | Some("") => RegistrationStore::Auto,
             Some("off") => RegistrationStore::Off,

@@ -20,6 +20,10 @@ use profiles::profile::{NextHop, Profile};
 
 /// Expiry asked for when the REGISTER names none (RFC 3261 §10.2.1.1 leaves it to us).
 const DEFAULT_EXPIRES: u32 = 3600;
+/// Contacts one REGISTER may carry (more: 403), and the longest registration kept (s).
+const MAX_CONTACTS: usize = 16;
+const MAX_EXPIRES: u32 = 86_400;
+
 /// A re-registration is answered here only if the registrar's binding outlives the time given
 /// to the UA by this much.
 const ABSORB_GUARD: Duration = Duration::from_secs(4);
@@ -75,7 +79,7 @@ fn parse_register(msg: &Message, aor_from: HeaderName, min_expires: u32) -> Resu
         Some(v) => Some(parse_u32(trim(v)).ok_or(Bad(400, "Bad Request", "Malformed expires"))?),
         None => None,
     };
-    let raise = |e: u32| if e != 0 && e < min_expires { min_expires } else { e };
+    let raise = |e: u32| if e != 0 && e < min_expires { min_expires.min(MAX_EXPIRES) } else { e.min(MAX_EXPIRES) };
     let requested = match expires_hdr {
         Some(e) => raise(e),
         None if min_expires > 0 => min_expires,
@@ -90,6 +94,9 @@ fn parse_register(msg: &Message, aor_from: HeaderName, min_expires: u32) -> Resu
             return Err(Bad(400, "Bad Request", "Expires not equal 0"));
         }
         return Ok(Register { aor, star: true, contacts: Vec::new() });
+    }
+    if values.len() > MAX_CONTACTS {
+        return Err(Bad(403, "Forbidden", "too many contacts"));
     }
     let mut contacts = Vec::with_capacity(values.len());
     for v in values {
@@ -125,8 +132,9 @@ pub(super) struct PendingRegistration {
     user_agent: String,
     max_ua_expires: u32,
     /// The Call-ID this registration already has upstream (from the cache, which survives
-    /// restarts).
+    /// restarts), and the phone's.
     pub(super) upstream_call_id: Option<String>,
+    ua_call_id: String,
 }
 
 /// The local registrar's values, if the profile runs `cc_registrar`.
@@ -208,6 +216,7 @@ impl Engine {
                 c.expires > 0
                     && cache.get(alias).is_some_and(|b| {
                         b.source == src.remote
+                            && b.transport == src.transport.to_string()
                             && now + Duration::from_secs(u64::from(ua_cap(c.expires))) + ABSORB_GUARD
                                 < b.registrar_expires
                     })
@@ -227,6 +236,12 @@ impl Engine {
             self.respond_local(now, server, 200, "OK", &extra);
             return CacheStep::Answered;
         }
+        let new_bindings = aliases.iter().filter(|a| cache.get(a).is_none()).count();
+        if new_bindings > 0 && cache.len() + new_bindings > self.cfg.max_registrations {
+            tracing::warn!(bindings = cache.len(), "registration cache full (registrations.max_bindings)");
+            self.respond_local(now, server, 503, "Service Unavailable", &[("Retry-After", b"60")]);
+            return CacheStep::Answered;
+        }
         let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
         let contacts: Vec<String> = reg
             .contacts
@@ -242,9 +257,16 @@ impl Engine {
         };
         let user_agent =
             msg.other_header("User-Agent").map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-        let upstream_call_id = aliases.iter().filter_map(|a| cache.get(a)).map(|b| b.call_id).find(|c| !c.is_empty());
+        // The upstream Call-ID goes on while the phone keeps its own (its CSeq keeps growing).
+        let ua_call_id = msg.call_id().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default();
+        let upstream_call_id = aliases
+            .iter()
+            .filter_map(|a| cache.get(a))
+            .find(|b| !b.call_id.is_empty() && b.ua_call_id == ua_call_id)
+            .map(|b| b.call_id);
         let pending = Box::new(PendingRegistration {
             upstream_call_id,
+            ua_call_id,
             aor: reg.aor,
             sent: aliases.into_iter().zip(reg.contacts).collect(),
             expected,
@@ -271,7 +293,7 @@ impl Engine {
             let registrar_expires = na.param(b"expires").and_then(|e| parse_u32(trim(e))).or(default_expires);
             let user = uri_user(&uri).unwrap_or_default();
             if let Some((alias, c)) = p.sent.iter().find(|(a, _)| a == user) {
-                let reg_s = registrar_expires.unwrap_or(c.expires);
+                let reg_s = registrar_expires.unwrap_or(c.expires).min(MAX_EXPIRES);
                 if reg_s == 0 {
                     continue; // removed upstream: removed below as not listed
                 }
@@ -285,6 +307,7 @@ impl Engine {
                     interface: p.interface.clone(),
                     user_agent: p.user_agent.clone(),
                     call_id: ok.call_id().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default(),
+                    ua_call_id: p.ua_call_id.clone(),
                     ua_expires: now + Duration::from_secs(u64::from(given)),
                     registrar_expires: now + Duration::from_secs(u64::from(reg_s)),
                     origin: Origin::Upstream,
@@ -346,6 +369,10 @@ impl Engine {
             return self.respond_local(now, server, 200, "OK", &[]);
         }
         let alias = cache.alias_for(&reg.aor, &c.uri, src.remote.ip());
+        if cache.get(&alias).is_none() && mine(&reg.aor).is_empty() && cache.len() >= self.cfg.max_registrations {
+            tracing::warn!(bindings = cache.len(), "registration cache full (registrations.max_bindings)");
+            return self.respond_local(now, server, 503, "Service Unavailable", &[("Retry-After", b"60")]);
+        }
         // One device per AoR: a new contact replaces the others.
         for b in mine(&reg.aor).into_iter().filter(|b| b.alias != alias) {
             cache.remove(&b.alias);
@@ -363,6 +390,7 @@ impl Engine {
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default(),
             call_id: String::new(),
+            ua_call_id: String::new(),
             ua_expires: now + expires,
             registrar_expires: now + expires,
             origin: Origin::Local,

@@ -60,6 +60,7 @@ impl Harness {
             profiles: std::sync::Arc::new(profiles::Store::new(snapshot)),
             media: None,
             reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
+            max_registrations: 1000,
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]

@@ -111,6 +111,8 @@ pub struct EngineConfig {
     pub media: Option<super::media::MediaRuntime>,
     /// The registration cache, shared by every shard (`enable_reg_caching`, `cc_registrar`).
     pub reg_cache: Arc<regcache::RegCache>,
+    /// Most bindings the cache takes (new ones beyond it: 503).
+    pub max_registrations: usize,
 }
 
 impl EngineConfig {
@@ -135,6 +137,7 @@ impl EngineConfig {
             profiles,
             media: None,
             reg_cache: Arc::new(regcache::RegCache::in_memory()),
+            max_registrations: cfg.max_registrations,
         }
     }
 

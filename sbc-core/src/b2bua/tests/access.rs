@@ -77,8 +77,9 @@ fn nat_handling_follows_a_target_refresh_from_a_new_address() {
 const REG: &str = "active_profile: reg\nprofiles:\n  reg:\n    enable_reg_caching: yes\n    min_reg_expires: 3600\n    max_ua_expires: 60\n    next_hop: 127.0.0.1:5002\n";
 
 fn register(call_id: &str, cseq: u32, contact: &str, extra: &str) -> String {
+    let tx: String = call_id.chars().filter(char::is_ascii_alphanumeric).collect();
     format!(
-        "REGISTER sip:registrar.example SIP/2.0\nVia: SIP/2.0/UDP {ALICE_PRIVATE};branch=z9hG4bKreg{cseq};rport\nMax-Forwards: 70\nFrom: <sip:alice@example.com>;tag=r1\nTo: <sip:alice@example.com>\nCall-ID: {call_id}\nCSeq: {cseq} REGISTER\nContact: {contact}\nUser-Agent: phone/1\n{extra}Content-Length: 0\n\n"
+        "REGISTER sip:registrar.example SIP/2.0\nVia: SIP/2.0/UDP {ALICE_PRIVATE};branch=z9hG4bKreg{tx}{cseq};rport\nMax-Forwards: 70\nFrom: <sip:alice@example.com>;tag=r1\nTo: <sip:alice@example.com>\nCall-ID: {call_id}\nCSeq: {cseq} REGISTER\nContact: {contact}\nUser-Agent: phone/1\n{extra}Content-Length: 0\n\n"
     )
 }
 
@@ -547,4 +548,32 @@ fn a_callee_granting_a_tiny_interval_does_not_cause_a_refresh_storm() {
     let out = h.advance(Duration::from_secs(2));
     assert_eq!(first(&out, BOB).method(), Some(Method::Update));
     assert_eq!(h.engine.stats.session_refreshes, 1);
+}
+
+#[test]
+fn a_rebooted_phone_gets_a_new_upstream_call_id_and_limits_hold() {
+    let mut h = Harness::with_yaml(REG);
+    registered(&mut h);
+    let first_up = {
+        // The same phone refreshing from another port keeps the upstream Call-ID...
+        let out = h.send("127.0.0.1:7009", &register("reg1", 2, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
+        one(&out, BOB)
+    };
+    // ...after a reboot (new Call-ID, CSeq from 1) the registrar gets a new one, so the lower
+    // CSeq is not refused as out of order.
+    let out =
+        h.send("127.0.0.1:7010", &register("reg-after-reboot", 1, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
+    let rebooted = one(&out, BOB);
+    assert_ne!(rebooted.call_id(), first_up.call_id());
+
+    // More than 16 contacts: 403.
+    let many: Vec<String> = (0..17).map(|i| format!("<sip:a{i}@127.0.0.9>")).collect();
+    let out = h.send(ALICE_NAT, &register("many", 1, &many.join(", "), ""));
+    assert_eq!(one(&out, ALICE_NAT).status(), Some(403));
+
+    // A full cache refuses new bindings (503), not refreshes of existing ones.
+    h.engine.cfg.max_registrations = 1;
+    let out = h.send(CAROL, &register("other", 1, "<sip:carol@127.0.0.9>", ""));
+    assert_eq!(one(&out, CAROL).status(), Some(503));
+    assert_eq!(h.engine.config().reg_cache.len(), 1);
 }
