@@ -57,7 +57,7 @@ impl WallClock {
 }
 
 enum Op {
-    Save(Row),
+    Save(Box<Row>),
     Remove(String),
 }
 
@@ -159,7 +159,7 @@ impl Drop for SqliteStore {
 
 impl Persist for SqliteStore {
     fn saved(&self, b: &Binding) {
-        self.send(Op::Save(Row {
+        self.send(Op::Save(Box::new(Row {
             alias: b.alias.clone(),
             aor: b.aor.clone(),
             contact: b.contact.clone(),
@@ -172,7 +172,7 @@ impl Persist for SqliteStore {
             ua_expires_ms: self.clock.to_unix_ms(b.ua_expires),
             registrar_expires_ms: self.clock.to_unix_ms(b.registrar_expires),
             origin: b.origin.as_str(),
-        }));
+        })));
     }
     fn removed(&self, alias: &str) {
         self.send(Op::Remove(alias.to_string()));
