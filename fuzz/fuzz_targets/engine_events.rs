@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         media: None,
         reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
+            nonce_key: [7; 32],
     };
     let mut engine = Engine::new(cfg, 1);
     let mut now = Instant::now();

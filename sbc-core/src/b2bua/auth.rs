@@ -102,48 +102,107 @@ impl Engine {
         true
     }
 
-    /// `enable_bleg_uas_auth`: whether a request from the callee carries valid credentials.
-    /// `Err` holds the challenge to answer with 401.
+    /// The Authorization / Proxy-Authorization rows client transaction `id` sent (for its ACK).
+    pub(super) fn credentials_sent(&self, id: TxId) -> Vec<(String, Vec<u8>)> {
+        let Some(r) = self.txs.get(&id).and_then(|e| e.resendable.as_ref()) else { return Vec::new() };
+        let m = &r.sent;
+        m.headers()
+            .iter()
+            .filter(|h| is_credentials_row(m, h))
+            .map(|h| (String::from_utf8_lossy(m.slice(h.name_span)).into_owned(), m.value(h).to_vec()))
+            .collect()
+    }
+
+    /// `enable_bleg_uas_auth`: whether a request from the callee carries valid credentials:
+    /// our realm and user, a nonce of ours for this dialog and still fresh, the request's own
+    /// URI, never seen before (nonce, nc, cnonce), and the right response. `Err` holds the
+    /// challenge to answer with 401 (`stale=true` when only the nonce's age failed).
     pub(super) fn check_uas_auth(&mut self, now: Instant, creds: &Credentials, msg: &Message) -> Result<(), String> {
         if matches!(msg.method(), Some(Method::Ack | Method::Cancel)) {
             return Ok(()); // cannot be challenged (RFC 3261 §22.1)
         }
         let method = String::from_utf8_lossy(msg.method_bytes()).into_owned();
-        let proven = named(msg, "Authorization").filter_map(Answer::parse).any(|a| {
-            a.realm == creds.realm
-                && a.username == creds.user
-                && self.nonce_is_fresh(now, &a.nonce)
-                && a.verify(&creds.password, &method)
-        });
-        if proven {
+        let call_id = msg.call_id().unwrap_or_default().to_vec();
+        self.forget_old_nonce_uses(now);
+        let mut stale = false;
+        let mut proven = None;
+        for a in named(msg, "Authorization").filter_map(Answer::parse) {
+            if a.realm != creds.realm || a.username != creds.user || a.uri.as_bytes() != msg.request_uri() {
+                continue;
+            }
+            match self.nonce_state(now, &a.nonce, &call_id) {
+                NonceState::Fresh => {}
+                NonceState::Expired => {
+                    stale |= a.verify(&creds.password, &method);
+                    continue;
+                }
+                NonceState::Foreign => continue,
+            }
+            let used = format!("{}/{}/{}", a.nonce, a.nc, a.cnonce);
+            if !self.nonce_uses.contains(&used) && a.verify(&creds.password, &method) {
+                proven = Some(used);
+                break;
+            }
+        }
+        if let Some(used) = proven {
+            self.nonce_uses.insert(used.clone());
+            self.nonce_use_order.push_back((now, used));
             return Ok(());
         }
         self.stats.auth_challenged += 1;
-        let nonce = self.new_nonce(now);
-        Err(format!("Digest realm=\"{}\", nonce=\"{nonce}\", qop=\"auth\", algorithm=MD5", creds.realm))
+        let nonce = self.new_nonce(now, &call_id);
+        let stale = if stale { ", stale=true" } else { "" };
+        Err(format!("Digest realm=\"{}\", nonce=\"{nonce}\", qop=\"auth\", algorithm=MD5{stale}", creds.realm))
     }
 
-    fn nonce_mac(&self, stamp: u64) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.salt.to_le_bytes()) else {
+    /// Used answers are remembered as long as their nonce could be accepted.
+    fn forget_old_nonce_uses(&mut self, now: Instant) {
+        while let Some((at, key)) = self.nonce_use_order.front() {
+            if now.saturating_duration_since(*at).as_secs() <= NONCE_LIFETIME_S {
+                break;
+            }
+            self.nonce_uses.remove(key);
+            self.nonce_use_order.pop_front();
+        }
+    }
+
+    fn nonce_mac(&self, stamp: u64, call_id: &[u8]) -> String {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.cfg.nonce_key) else {
             return String::new();
         };
         mac.update(&stamp.to_le_bytes());
+        mac.update(call_id);
         mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
-    /// A nonce: the second it was made (since this engine's first nonce) and its HMAC.
-    fn new_nonce(&mut self, now: Instant) -> String {
+    /// A nonce for a dialog: the second it was made (since this engine's first nonce) and an
+    /// HMAC of that and the dialog's Call-ID, under a key from the OS.
+    fn new_nonce(&mut self, now: Instant, call_id: &[u8]) -> String {
         let epoch = *self.nonce_epoch.get_or_insert(now);
         let stamp = now.saturating_duration_since(epoch).as_secs();
-        format!("{stamp:x}.{}", self.nonce_mac(stamp))
+        format!("{stamp:x}.{}", self.nonce_mac(stamp, call_id))
     }
 
-    fn nonce_is_fresh(&self, now: Instant, nonce: &str) -> bool {
+    fn nonce_state(&self, now: Instant, nonce: &str, call_id: &[u8]) -> NonceState {
         let (Some(epoch), Some((stamp, mac))) = (self.nonce_epoch, nonce.split_once('.')) else {
-            return false;
+            return NonceState::Foreign;
         };
-        let Ok(stamp) = u64::from_str_radix(stamp, 16) else { return false };
+        let Ok(stamp) = u64::from_str_radix(stamp, 16) else { return NonceState::Foreign };
+        if self.nonce_mac(stamp, call_id) != mac {
+            return NonceState::Foreign;
+        }
         let age = now.saturating_duration_since(epoch).as_secs().saturating_sub(stamp);
-        age <= NONCE_LIFETIME_S && self.nonce_mac(stamp) == mac
+        if age <= NONCE_LIFETIME_S {
+            NonceState::Fresh
+        } else {
+            NonceState::Expired
+        }
     }
+}
+
+enum NonceState {
+    Fresh,
+    Expired,
+    /// Not ours, or not for this dialog.
+    Foreign,
 }

@@ -197,7 +197,12 @@ impl Engine {
         let strip = Strip {
             rel100: method == Method::Invite,
             timer: offer_answer && call.has_session_timers(),
-            credentials: side == Side::B && rules.plan.bleg_uas_auth.is_some(),
+            // Credentials the SBC checked, or ones meant for the far side when the SBC
+            // answers that side's challenges itself.
+            credentials: match side {
+                Side::B => rules.plan.bleg_uas_auth.is_some() || rules.plan.aleg_auth.is_some(),
+                Side::A => rules.plan.auth.is_some(),
+            },
         };
         copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
         if offer_answer {
@@ -273,8 +278,18 @@ impl Engine {
             let sent_by = call.leg(side.other()).via_sent_by.clone();
             let body = prepare_body_anyway(&rules, call.media.as_mut(), side.other(), &sent_by, msg.body());
             call.leg_mut(side.other()).note_sdp(&body);
+            // The ACK of an INVITE we answered a challenge for carries the same credentials
+            // (RFC 3261 §22.1).
+            let b_ict = (side.other() == Side::B && client_cseq == call.b_invite_cseq).then_some(call.b_ict);
+            let credentials = b_ict.map(|id| self.credentials_sent(id)).unwrap_or_default();
+            let Some(call) = self.calls.get_mut(&h) else {
+                return;
+            };
             let out_leg = call.leg(side.other());
             let mut w = request_on_leg(out_leg, b"ACK", client_cseq, &branch, 70);
+            for (n, v) in &credentials {
+                w.header(n, v);
+            }
             copy_unowned(&mut w, &msg, rules.header_filter());
             append(&mut w, rules.appended_on(side.other()));
             let ack = w.finish(&body);

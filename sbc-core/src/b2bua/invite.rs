@@ -383,7 +383,12 @@ impl Engine {
         let branch = self.ids.branch();
         let mut w = request_on_leg(&b_leg, msg.method_bytes(), b_cseq, &branch, max_forwards - 1);
         w.header("Contact", &b_leg.contact);
-        let strip = Strip { timer: sst.iter().any(Option::is_some), ..Strip::default() };
+        let strip = Strip {
+            timer: sst.iter().any(Option::is_some),
+            // The SBC answers the callee side's challenges: the caller's credentials stay here.
+            credentials: plan.auth.is_some(),
+            ..Strip::default()
+        };
         copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
         for (n, v) in sst[Side::B.idx()].as_ref().map(LegTimer::request_rows).unwrap_or_default() {
             w.header(n, v.as_bytes());

@@ -155,6 +155,10 @@ pub struct Engine {
     salt: u64,
     /// The time digest nonces of ours count from (set at the first one).
     nonce_epoch: Option<Instant>,
+    /// Answers to our challenges already accepted (nonce/nc/cnonce), for replay detection,
+    /// with when, oldest first.
+    nonce_uses: std::collections::HashSet<String>,
+    nonce_use_order: VecDeque<(Instant, String)>,
     pub stats: EngineStats,
 }
 
@@ -180,6 +184,8 @@ impl Engine {
             scratch: Vec::new(),
             salt,
             nonce_epoch: None,
+            nonce_uses: Default::default(),
+            nonce_use_order: VecDeque::new(),
             stats: EngineStats::default(),
         }
     }

@@ -286,9 +286,14 @@ impl Engine {
         if method == Method::Invite && (200..300).contains(&code) {
             // Our re-INVITE's 2xx is acknowledged here (it never crosses to the other leg).
             let branch = self.ids.branch();
+            let credentials = self.credentials_sent(id);
             if let Some(call) = self.calls.get(&h) {
                 let cseq = msg.cseq().map_or(0, |c| c.num);
-                let ack = request_on_leg(call.leg(side), b"ACK", cseq, &branch, 70).finish(b"");
+                let mut w = request_on_leg(call.leg(side), b"ACK", cseq, &branch, 70);
+                for (n, v) in &credentials {
+                    w.header(n, v);
+                }
+                let ack = w.finish(b"");
                 if let Some(dest) = self.leg_dest(h, side) {
                     self.send_raw(dest, ack);
                 }

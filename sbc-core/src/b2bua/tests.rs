@@ -61,6 +61,7 @@ impl Harness {
             media: None,
             reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
+            nonce_key: [7; 32],
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]

@@ -113,6 +113,8 @@ pub struct EngineConfig {
     pub reg_cache: Arc<regcache::RegCache>,
     /// Most bindings the cache takes (new ones beyond it: 503).
     pub max_registrations: usize,
+    /// Key of the HMAC in digest nonces the SBC issues (from the OS at start).
+    pub nonce_key: [u8; 32],
 }
 
 impl EngineConfig {
@@ -138,6 +140,7 @@ impl EngineConfig {
             media: None,
             reg_cache: Arc::new(regcache::RegCache::in_memory()),
             max_registrations: cfg.max_registrations,
+            nonce_key: [0; 32],
         }
     }
 

@@ -192,6 +192,28 @@ pub struct Runtime {
     reg_store: Option<Arc<regcache::SqliteStore>>,
 }
 
+/// 32 bytes from the OS (the key of the SBC's digest nonces). Without /dev/urandom, the
+/// process's own hash keys and the clock stand in (logged).
+fn secret_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key)) {
+        Ok(()) => key,
+        Err(e) => {
+            tracing::warn!(error = %e, "no /dev/urandom; digest nonce key from weaker sources");
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in key.chunks_mut(8) {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                #[allow(clippy::disallowed_methods)] // seeding only
+                h.write_u128(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+                );
+                chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+            }
+            key
+        }
+    }
+}
+
 /// How often expired registrations are collected (SEMS sweeps its table every 10 s too).
 const REG_GC_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -293,6 +315,7 @@ impl Runtime {
         let cc_inflight = Arc::new(AtomicUsize::new(0));
         let relay = start_relay(cfg)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
+        let nonce_key = secret_key();
         {
             let cache = registrations.clone();
             tokio::spawn(async move {
@@ -317,6 +340,7 @@ impl Runtime {
             let mut ecfg = EngineConfig::from_config(cfg, i as u8, shards, interfaces.clone(), profiles.clone());
             ecfg.media = Some(media.clone());
             ecfg.reg_cache = registrations.clone();
+            ecfg.nonce_key = nonce_key;
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);

@@ -396,8 +396,11 @@ fn a_challenge_from_the_callee_is_answered_once_and_a_second_one_relayed() {
 #[test]
 fn an_authenticated_call_keeps_counting_cseq_on_the_callee_leg() {
     let mut h = Harness::with_yaml(AUTH);
-    let out = h.send(ALICE, &invite("auth2", "P-App-Param: u=alice;p=pw\n"));
+    // The caller's own credentials (for someone else) do not reach the callee.
+    let out =
+        h.send(ALICE, &invite("auth2", "P-App-Param: u=alice;p=pw\nProxy-Authorization: Digest username=\"x\"\n"));
     let b_inv = one(&out, BOB);
+    assert!(b_inv.other_header("Proxy-Authorization").is_none());
     let ch = "WWW-Authenticate: Digest realm=\"r\", nonce=\"n\"\n";
     let out = h.send(BOB, &response_to(&b_inv, 401, "bt", ch));
     let again = to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("resent");
@@ -406,7 +409,9 @@ fn an_authenticated_call_keeps_counting_cseq_on_the_callee_leg() {
     let ok = one(&out, ALICE);
     let out =
         h.send(ALICE, &in_dialog("ACK", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "auth2", 10, ""));
-    assert_eq!(one(&out, BOB).cseq().unwrap().num, again.cseq().unwrap().num, "the ACK answers the resent INVITE");
+    let ack = one(&out, BOB);
+    assert_eq!(ack.cseq().unwrap().num, again.cseq().unwrap().num, "the ACK answers the resent INVITE");
+    assert_eq!(ack.other_header("Authorization"), again.other_header("Authorization"), "with its credentials");
     let out =
         h.send(ALICE, &in_dialog("BYE", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "auth2", 11, ""));
     assert_eq!(one(&out, BOB).cseq().unwrap().num, again.cseq().unwrap().num + 1);
@@ -576,4 +581,44 @@ fn a_rebooted_phone_gets_a_new_upstream_call_id_and_limits_hold() {
     let out = h.send(CAROL, &register("other", 1, "<sip:carol@127.0.0.9>", ""));
     assert_eq!(one(&out, CAROL).status(), Some(503));
     assert_eq!(h.engine.config().reg_cache.len(), 1);
+}
+
+#[test]
+fn callee_credentials_cannot_be_replayed_moved_or_kept_past_their_nonce() {
+    let mut h = Harness::with_yaml(UAS_AUTH);
+    let (b_inv, _) = established(&mut h);
+    let from = "<sip:bob@biloxi.example>;tag=bt";
+    let (to_hdr, cid) = (hv(&b_inv, HeaderName::From), hv(&b_inv, HeaderName::CallId));
+    let uri = format!("sip:{SBC}");
+    let info =
+        |cseq: u32, auth: &str| in_dialog("INFO", BOB, from, &to_hdr, &cid, cseq, &format!("Authorization: {auth}\n"));
+    let out = h.send(BOB, &in_dialog("INFO", BOB, from, &to_hdr, &cid, 5, ""));
+    let ch = crate::sip::digest::Challenge::parse(one(&out, BOB).other_header("WWW-Authenticate").unwrap()).unwrap();
+    let good = crate::sip::digest::authorization(&ch, "callee", "pw", "INFO", &uri, "c1");
+    let out = h.send(BOB, &info(6, &good));
+    assert_eq!(one(&out, ALICE).method(), Some(Method::Info));
+    h.send(ALICE, &response_to(&one(&out, ALICE), 200, "", ""));
+    // The same answer again (a replay): challenged.
+    let out = h.send(BOB, &info(7, &good));
+    assert_eq!(first(&out, BOB).status(), Some(401));
+    // An answer for another URI: challenged.
+    let other_uri = crate::sip::digest::authorization(&ch, "callee", "pw", "INFO", "sip:elsewhere", "c2");
+    let out = h.send(BOB, &info(8, &other_uri));
+    assert_eq!(first(&out, BOB).status(), Some(401));
+    // Past five minutes the nonce is stale: challenged with stale=true.
+    h.advance(Duration::from_secs(301));
+    let late = crate::sip::digest::authorization(&ch, "callee", "pw", "INFO", &uri, "c3");
+    let out = h.send(BOB, &info(9, &late));
+    let r = first(&out, BOB);
+    assert_eq!(r.status(), Some(401));
+    assert!(String::from_utf8_lossy(r.other_header("WWW-Authenticate").unwrap()).contains("stale=true"));
+    // A nonce from another dialog does not pass here.
+    let mut h2 = Harness::with_yaml(UAS_AUTH);
+    let (b2, _) = established(&mut h2);
+    let out =
+        h2.send(BOB, &in_dialog("INFO", BOB, from, &hv(&b2, HeaderName::From), &hv(&b2, HeaderName::CallId), 5, ""));
+    let ch2 = crate::sip::digest::Challenge::parse(one(&out, BOB).other_header("WWW-Authenticate").unwrap()).unwrap();
+    let borrowed = crate::sip::digest::authorization(&ch2, "callee", "pw", "INFO", &uri, "c4");
+    let out = h.send(BOB, &info(10, &borrowed));
+    assert_eq!(first(&out, BOB).status(), Some(401));
 }
