@@ -192,6 +192,20 @@ pub struct SippBg {
 }
 
 impl SippBg {
+    /// Waits up to `within` for the scenario to end and fails the test, with SIPp's errors and
+    /// `sbcd`'s log, unless it passed.
+    pub fn assert_passed(self, within: Duration, sbcd: &Sbcd) {
+        let dir = self.dir.clone();
+        let out = self.wait(within);
+        assert!(
+            out.status.success(),
+            "SIPp scenario failed: {}\n{}\nsbcd log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            read_error_logs(&dir),
+            sbcd.log_text()
+        );
+    }
+
     /// Waits for it to exit by itself and returns its output.
     pub fn wait(mut self, within: Duration) -> Output {
         let Some(mut child) = self.child.take() else { panic!("sipp already collected") };

@@ -173,18 +173,6 @@ fn start_with_profile(options: &str, callee: u16) -> Sbcd {
     Sbcd::start(&["--config", p.to_str().expect("utf8")])
 }
 
-fn assert_scenario_passed(uas: SippBg, sbcd: &Sbcd) {
-    let dir = uas.dir.clone();
-    let out = uas.wait(Duration::from_secs(90));
-    assert!(
-        out.status.success(),
-        "callee scenario failed: {}\n{}\nsbcd log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        read_error_logs(&dir),
-        sbcd.log_text()
-    );
-}
-
 const AUTH: &str = "    enable_auth: yes\n    auth_user: $P(u)\n    auth_pwd: $P(p)\n";
 
 #[test]
@@ -197,7 +185,7 @@ fn an_upstream_challenge_is_answered_with_a_digest_sipp_verifies() {
     let ok = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7010, ""));
     assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
     assert_eq!(ua.bye().status(), Some(200));
-    assert_scenario_passed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(90), &sbcd);
     assert!(sbcd.log_text().contains("answering digest challenge"));
     assert!(!sbcd.log_text().contains("s3cret"), "the password never reaches the log");
 }
@@ -212,7 +200,7 @@ fn a_second_challenge_reaches_the_caller_instead_of_looping() {
     let r = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7012, ""));
     assert_eq!(r.status(), Some(407), "{}", r.0);
     assert!(r.header("Proxy-Authenticate").is_some_and(|c| c.contains("carrier.example")));
-    assert_scenario_passed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(90), &sbcd);
 }
 
 const SST: &str = "    enable_session_timer: yes\n    enable_aleg_session_timer: no\n    session_expires: 90\n    minimum_timer: 90\n";
@@ -231,7 +219,7 @@ fn a_callee_that_never_refreshes_is_hung_up_on_both_legs() {
     assert_eq!(bye.method(), Some("BYE"), "{}", bye.0);
     assert!(bye.header("Reason").is_some_and(|r| r.contains("session_timeout")));
     ua.ok(&bye);
-    assert_scenario_passed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(90), &sbcd);
     let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
     assert!(stats.contains("\"session_timeouts\":1"), "{stats}");
 }
@@ -263,7 +251,7 @@ fn sbcd_refreshes_the_callee_leg_and_refuses_short_intervals() {
     // sbcd refreshes the callee at 45 s (the scenario checks the UPDATE); the caller sees nothing.
     assert!(ua.recv(Duration::from_secs(48)).is_none());
     assert_eq!(ua.bye().status(), Some(200));
-    assert_scenario_passed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(90), &sbcd);
 }
 
 #[test]
@@ -280,5 +268,5 @@ fn nat_handling_reaches_a_caller_whose_contact_is_private() {
     let bye = ua.recv(Duration::from_secs(10)).expect("BYE at the caller's source address");
     assert!(bye.0.starts_with(&format!("BYE sip:caller@{PRIVATE} SIP/2.0")), "{}", bye.0);
     ua.ok(&bye);
-    assert_scenario_passed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(90), &sbcd);
 }

@@ -60,18 +60,6 @@ fn callee(scenario_file: &str, callee_rtp: &UdpSocket) -> (SippBg, u16) {
     (sipp_uas_with(scenario_file, uas_port, Transport::Udp, 1, &extra), uas_port)
 }
 
-fn assert_completed(uas: SippBg, sbcd: &Sbcd) {
-    let dir = uas.dir.clone();
-    let out = uas.wait(Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "callee scenario failed: {}\n{}\nsbcd log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        read_error_logs(&dir),
-        sbcd.log_text()
-    );
-}
-
 #[test]
 fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
     let sbcd = start((46000, 46099), 60, "");
@@ -113,7 +101,7 @@ fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
     assert_eq!(media["bytes_from_caller"], 12, "{media}");
 
     assert_eq!(ua.bye().status(), Some(200));
-    assert_completed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
 
 #[test]
@@ -142,7 +130,7 @@ fn natted_caller_gets_audio_with_symmetric_rtp_from_the_sems_profile() {
     let mut buf = [0u8; 12];
     assert!(advertised.recv_from(&mut buf).is_err(), "nothing to the address the NAT hides");
     assert_eq!(ua.bye().status(), Some(200));
-    assert_completed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
 
 #[test]
@@ -165,7 +153,7 @@ fn a_reinvite_to_a_new_port_retargets_the_media() {
     callee_rtp.send_to(&rtp(3), b_side).expect("send");
     assert_eq!(recv(&second).0, rtp(3), "audio follows the new SDP");
     assert_eq!(ua.bye().status(), Some(200));
-    assert_completed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
 
 #[test]
@@ -181,7 +169,7 @@ fn silent_call_is_torn_down_on_both_legs_at_the_media_timeout() {
     assert!(bye.header("Reason").is_some_and(|r| r.contains("media_timeout")), "{}", bye.0);
     ua.ok(&bye);
     // The callee's scenario ends with a BYE too.
-    assert_completed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
 
 #[test]
@@ -258,5 +246,5 @@ fn ipv4_caller_and_ipv6_callee_are_bridged() {
     assert_eq!(pkt, rtp(2));
     assert_eq!(a_side, SocketAddr::new(RELAY_IP.parse().expect("ip"), a_port));
     assert_eq!(ua.bye().status(), Some(200));
-    assert_completed(uas, &sbcd);
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
