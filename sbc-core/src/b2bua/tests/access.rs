@@ -622,3 +622,36 @@ fn callee_credentials_cannot_be_replayed_moved_or_kept_past_their_nonce() {
     let out = h.send(BOB, &info(10, &borrowed));
     assert_eq!(first(&out, BOB).status(), Some(401));
 }
+
+#[test]
+fn reg_cache_variables_read_the_cache_and_a_star_register_clears_it() {
+    let yaml = format!("{REG}    append_headers: \"X-Reg: $uc|$us|$ui\\r\\nX-Me: $UA|$Ua\"\n");
+    let mut h = Harness::with_yaml(&yaml);
+    let alias = registered(&mut h);
+    // A call to the alias: $uc/$us/$ui describe its registration.
+    let inv = invite("vars1", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
+    let out = h.send(CAROL, &inv);
+    let to_ua = one(&out, ALICE_NAT);
+    assert_eq!(
+        other(&to_ua, "X-Reg").as_deref(),
+        Some(format!("sip:alice@{ALICE_PRIVATE};ob|127.0.0.1:7001|default").as_str())
+    );
+    // A call from the registered phone: $UA is its alias, $Ua the AoR of its Contact.
+    let from_phone = invite("vars2", "")
+        .replace("From: \"Alice\" <sip:alice@atlanta.example>", "From: <sip:alice@example.com>")
+        .replace(&format!("Contact: <sip:alice@{ALICE}>"), &format!("Contact: <sip:alice@{ALICE_PRIVATE};ob>"))
+        .replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
+    // (It calls itself through the SBC: the INVITE comes back to it.)
+    let out = h.send(ALICE_NAT, &from_phone);
+    let m = to(&out, ALICE_NAT).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("the call");
+    let me = other(&m, "X-Me").unwrap_or_default();
+    assert_eq!(me, format!("{alias}|sip:alice@example.com"));
+    // `*` with Expires: 0 goes upstream as it is; the registrar's answer empties the AoR.
+    let out = h.send(ALICE_NAT, &register("reg1", 9, "*", "Expires: 0\n"));
+    let up = one(&out, BOB);
+    assert_eq!(hv(&up, HeaderName::Contact), "*");
+    assert_eq!(hv(&up, HeaderName::Expires), "0");
+    let out = h.send(BOB, &registrar_ok(&up, ""));
+    assert_eq!(one(&out, ALICE_NAT).status(), Some(200));
+    assert!(h.engine.config().reg_cache.is_empty());
+}
