@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
         reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
             nonce_key: [7; 32],
+            admission: std::sync::Arc::new(sbc_core::admission::Admission::unlimited()),
     };
     let mut engine = Engine::new(cfg, 1);
     let mut now = Instant::now();

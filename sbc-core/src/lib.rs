@@ -4,6 +4,7 @@
 //! I/O and never panics on network input.
 
 pub mod admin;
+pub mod admission;
 pub mod b2bua;
 /// The configuration lives in the `profiles` crate (it owns the schema and the SEMS import).
 pub use profiles::config;

@@ -4,6 +4,7 @@
 //! and the `active_profile` chain become the reloadable [`Snapshot`]. A SEMS `sbc.conf` is read
 //! by [`sems`] (directly as `--config`, or named from the YAML).
 
+mod admission;
 mod profiles_yaml;
 pub mod sems;
 mod transport;
@@ -17,6 +18,7 @@ use serde_saphyr::Spanned;
 
 pub use crate::error::ConfigError;
 use crate::store::Snapshot;
+pub use admission::{AdmissionSettings, Cidr};
 pub use transport::Transport;
 
 /// The configuration used when `sbcd` runs without `--config`.
@@ -146,6 +148,7 @@ struct FileLimits {
     tcp_idle_timeout_s: u64,
     tcp_message_timeout_s: u64,
     queue_depth: usize,
+    admission: admission::FileAdmission,
 }
 
 impl Default for FileLimits {
@@ -157,6 +160,7 @@ impl Default for FileLimits {
             tcp_idle_timeout_s: 3600,
             tcp_message_timeout_s: 30,
             queue_depth: 8192,
+            admission: admission::FileAdmission::default(),
         }
     }
 }
@@ -385,6 +389,7 @@ pub struct Config {
     pub admin: AdminSettings,
     pub registration_store: RegistrationStore,
     pub max_registrations: usize,
+    pub admission: AdmissionSettings,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -539,6 +544,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
     if f.media.timeout_s > 0 && f.media.timeout_s < 5 {
         return Err(err(None, "media.timeout_s", "must be 0 (off) or at least 5 s".into()));
     }
+    let admission = AdmissionSettings::from_file(&f.limits.admission).map_err(|(k, m)| err(None, &k, m))?;
     let admin_listen = AdminSettings::parse_listen(&f.admin.listen).map_err(|m| err(None, "admin.listen", m))?;
     let admin_token = match (&f.admin.token, &f.admin.token_file) {
         (Some(_), Some(_)) => return Err(err(None, "admin.token_file", "give token or token_file, not both".into())),
@@ -597,6 +603,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         },
         admin: AdminSettings { listen: admin_listen, token: admin_token },
         max_registrations: f.registrations.max_bindings.unwrap_or(1_000_000),
+        admission,
         registration_store: match f.registrations.store.as_deref().map(str::trim) {
             None | Some("") => RegistrationStore::Auto,
             Some("off") => RegistrationStore::Off,

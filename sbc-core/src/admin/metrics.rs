@@ -126,6 +126,10 @@ impl Collector for SbcCollector {
         counter(e, "sbc_media_allocation_failures", "Streams that got no port pair", m.allocation_failures)?;
         counter(e, "sbc_media_timeouts", "Calls ended because no RTP flowed", s.media_timeouts)?;
         gauge(e, "sbc_registrations", "Registered contacts in the cache", rt.registrations().len() as i64)?;
+        let adm = rt.admission_stats();
+        counter(e, "sbc_admission_refused", "New requests refused with 503 by the rate limits", adm.refused)?;
+        counter(e, "sbc_admission_ignored", "New requests ignored from sources over their rate", adm.dropped)?;
+        gauge(e, "sbc_admission_sources", "Source addresses admission control tracks", adm.sources as i64)?;
         counter(
             e,
             "sbc_registrations_absorbed",

@@ -420,6 +420,8 @@ impl Control for AdminControl {
             "local_replies": s.local_replies,
             "media_timeouts": s.media_timeouts,
             "registrations": self.runtime.registrations().len(),
+            "admission_refused": self.runtime.admission_stats().refused,
+            "admission_ignored": self.runtime.admission_stats().dropped,
             "registrations_absorbed": s.registrations_absorbed,
             "session_refreshes": s.session_refreshes,
             "session_timeouts": s.session_timeouts,

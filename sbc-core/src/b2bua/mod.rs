@@ -309,8 +309,30 @@ impl Engine {
             Method::Ack => self.on_ack(now, msg),
             Method::Cancel => self.on_cancel(now, msg, src, key),
             _ if msg.to_tag().is_some() => self.on_in_dialog(now, msg, src, key),
+            _ if !self.admitted(now, &msg, &src) => {}
             Method::Invite => self.on_initial_invite(now, msg, src, key),
             _ => self.on_out_of_dialog(now, msg, src, key),
+        }
+    }
+
+    /// Admission control for a new request, before any work is done for it: over its
+    /// source's or the SBC's rate it gets a stateless 503 (a retransmission is decided again),
+    /// from an ignored source nothing.
+    fn admitted(&mut self, now: Instant, msg: &Message, src: &Source) -> bool {
+        match self.cfg.admission.admit(now, src.remote.ip()) {
+            crate::admission::Admit::Yes => true,
+            crate::admission::Admit::Refuse => {
+                let bytes = build::local_response(msg, src, 503, "Service Unavailable", None, &[("Retry-After", b"1")]);
+                self.stats.local_replies += 1;
+                self.out.push_back(Output::Event(Event::Refused { code: 503 }));
+                let dest = routing::response_dest(msg, src);
+                self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+                false
+            }
+            crate::admission::Admit::Drop => {
+                self.drop_msg("source_ignored");
+                false
+            }
         }
     }
 

@@ -62,6 +62,7 @@ impl Harness {
             reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
             nonce_key: [7; 32],
+            admission: std::sync::Arc::new(crate::admission::Admission::unlimited()),
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
@@ -113,6 +114,11 @@ impl Harness {
 
 fn to(sent: &[Sent], who: &str) -> Vec<Message> {
     sent.iter().filter(|s| s.to == Peer::Addr(addr(who))).map(|s| s.msg.clone()).collect()
+}
+
+/// The first message to `who` (later ones are retransmissions while time runs).
+fn first(sent: &[Sent], who: &str) -> Message {
+    to(sent, who).into_iter().next().unwrap_or_else(|| panic!("nothing to {who}: {sent:#?}"))
 }
 
 fn one(sent: &[Sent], who: &str) -> Message {
@@ -1399,3 +1405,5 @@ fn a_call_with_nothing_relayed_is_not_timed_out() {
 }
 
 mod access;
+
+mod admission;

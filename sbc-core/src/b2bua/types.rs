@@ -115,6 +115,8 @@ pub struct EngineConfig {
     pub max_registrations: usize,
     /// Key of the HMAC in digest nonces the SBC issues (from the OS at start).
     pub nonce_key: [u8; 32],
+    /// Admission control of new requests, shared by every shard.
+    pub admission: Arc<crate::admission::Admission>,
 }
 
 impl EngineConfig {
@@ -141,6 +143,7 @@ impl EngineConfig {
             reg_cache: Arc::new(regcache::RegCache::in_memory()),
             max_registrations: cfg.max_registrations,
             nonce_key: [0; 32],
+            admission: Arc::new(crate::admission::Admission::new(cfg.admission.clone())),
         }
     }
 

@@ -190,6 +190,7 @@ pub struct Runtime {
     relay: Arc<rtp_relay::Relay>,
     registrations: Arc<regcache::RegCache>,
     reg_store: Option<Arc<regcache::SqliteStore>>,
+    admission: Arc<crate::admission::Admission>,
 }
 
 /// 32 bytes from the OS (the key of the SBC's digest nonces). Without /dev/urandom, the
@@ -316,6 +317,18 @@ impl Runtime {
         let relay = start_relay(cfg)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
         let nonce_key = secret_key();
+        let admission = Arc::new(crate::admission::Admission::new(cfg.admission.clone()));
+        {
+            let admission = admission.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tick.tick().await;
+                    #[allow(clippy::disallowed_methods)] // driver-side housekeeping
+                    admission.sweep(std::time::Instant::now());
+                }
+            });
+        }
         {
             let cache = registrations.clone();
             tokio::spawn(async move {
@@ -341,6 +354,7 @@ impl Runtime {
             ecfg.media = Some(media.clone());
             ecfg.reg_cache = registrations.clone();
             ecfg.nonce_key = nonce_key;
+            ecfg.admission = admission.clone();
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -372,6 +386,7 @@ impl Runtime {
             relay,
             registrations,
             reg_store,
+            admission,
         })
     }
 
@@ -431,6 +446,11 @@ impl Runtime {
     }
 
     /// The RTP relay's counters (packets, drops by reason, streams, ports in use).
+    /// What admission control refused and ignored.
+    pub fn admission_stats(&self) -> crate::admission::AdmissionStats {
+        self.admission.stats()
+    }
+
     /// The registration cache (bindings and aliases).
     pub fn registrations(&self) -> &Arc<regcache::RegCache> {
         &self.registrations

@@ -244,11 +244,6 @@ fn the_local_registrar_answers_register_and_routes_calls_to_the_aor() {
 
 const SST: &str = "active_profile: sst\nprofiles:\n  sst:\n    enable_session_timer: yes\n    session_expires: 120\n    minimum_timer: 90\n";
 
-/// The first message to `who` (later ones are retransmissions while time runs).
-fn first(sent: &[Sent], who: &str) -> Message {
-    to(sent, who).into_iter().next().unwrap_or_else(|| panic!("nothing to {who}: {sent:#?}"))
-}
-
 fn other(m: &Message, name: &str) -> Option<String> {
     m.other_header(name).map(|v| String::from_utf8_lossy(v).into_owned())
 }

@@ -1,0 +1,270 @@
+//! Admission control: how many new requests (initial INVITEs, out-of-dialog requests) the SBC
+//! takes, overall and per source address, decided before any profile or call work is done.
+//! Token buckets with trust tiers: a trusted source (a carrier's trunk) has its own rate and is
+//! never ignored; an untrusted one that keeps hammering after being refused is ignored for a
+//! while (no replies: scanners back off and cost nothing). Shared by every shard; time is
+//! passed in. Memory is bounded: at most `max_sources` sources are tracked.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use profiles::config::AdmissionSettings;
+
+/// Refusals counted over this window decide whether a source is ignored.
+const FLAG_WINDOW: Duration = Duration::from_secs(10);
+/// How long an ignored source stays ignored.
+const FLAG_TIME: Duration = Duration::from_secs(60);
+/// A source silent this long (and not ignored) is forgotten.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The decision for one new request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Yes,
+    /// Answer 503 with Retry-After.
+    Refuse,
+    /// Ignore it (a flagged source).
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(now: Instant, burst: u32) -> Self {
+        Self { tokens: f64::from(burst.max(1)), last: now }
+    }
+
+    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst.max(1)));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Source {
+    bucket: Bucket,
+    refused: u32,
+    window_start: Instant,
+    ignored_until: Option<Instant>,
+    last_seen: Instant,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionStats {
+    pub refused: u64,
+    pub dropped: u64,
+    pub sources: usize,
+}
+
+#[derive(Debug)]
+pub struct Admission {
+    cfg: AdmissionSettings,
+    global: Mutex<Option<Bucket>>,
+    sources: DashMap<IpAddr, Source>,
+    refused: std::sync::atomic::AtomicU64,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Admission {
+    pub fn new(cfg: AdmissionSettings) -> Self {
+        Self {
+            cfg,
+            global: Mutex::new(None),
+            sources: DashMap::new(),
+            refused: Default::default(),
+            dropped: Default::default(),
+        }
+    }
+
+    /// No limits at all (tests, and configurations without `limits.admission`).
+    pub fn unlimited() -> Self {
+        Self::new(AdmissionSettings::default())
+    }
+
+    fn limits_sources(&self) -> bool {
+        self.cfg.per_source_cps > 0 || self.cfg.trusted_cps > 0
+    }
+
+    /// Whether a new request from `ip` is taken now.
+    pub fn admit(&self, now: Instant, ip: IpAddr) -> Admit {
+        use std::sync::atomic::Ordering::Relaxed;
+        let trusted = self.cfg.is_trusted(ip);
+        let verdict = self.decide(now, ip, trusted);
+        match verdict {
+            Admit::Refuse => self.refused.fetch_add(1, Relaxed),
+            Admit::Drop => self.dropped.fetch_add(1, Relaxed),
+            Admit::Yes => 0,
+        };
+        verdict
+    }
+
+    fn decide(&self, now: Instant, ip: IpAddr, trusted: bool) -> Admit {
+        let (rate, burst) = if trusted {
+            (self.cfg.trusted_cps, self.cfg.trusted_cps)
+        } else {
+            (self.cfg.per_source_cps, self.cfg.per_source_burst)
+        };
+        // The source first: an ignored one costs nothing more, and its refusals do not use
+        // the global budget.
+        if rate > 0 || (!trusted && self.cfg.drop_after > 0 && self.limits_sources()) {
+            if !self.sources.contains_key(&ip) && self.sources.len() >= self.cfg.max_sources {
+                self.sweep(now);
+                if self.sources.len() >= self.cfg.max_sources {
+                    return if trusted { self.take_global(now) } else { Admit::Refuse };
+                }
+            }
+            let mut s = self.sources.entry(ip).or_insert_with(|| Source {
+                bucket: Bucket::full(now, burst),
+                refused: 0,
+                window_start: now,
+                ignored_until: None,
+                last_seen: now,
+            });
+            s.last_seen = now;
+            if let Some(until) = s.ignored_until {
+                if now < until {
+                    return Admit::Drop;
+                }
+                s.ignored_until = None;
+                s.refused = 0;
+            }
+            if rate > 0 && !s.bucket.take(now, rate, burst) {
+                return Self::refused(&mut s, now, trusted, self.cfg.drop_after);
+            }
+        }
+        match self.take_global(now) {
+            Admit::Yes => Admit::Yes,
+            other => other,
+        }
+    }
+
+    fn refused(s: &mut Source, now: Instant, trusted: bool, drop_after: u32) -> Admit {
+        if now.saturating_duration_since(s.window_start) > FLAG_WINDOW {
+            s.window_start = now;
+            s.refused = 0;
+        }
+        s.refused += 1;
+        if !trusted && drop_after > 0 && s.refused >= drop_after {
+            s.ignored_until = Some(now + FLAG_TIME);
+            tracing::warn!(refusals = s.refused, "source over its rate keeps sending; ignored for 60 s");
+        }
+        Admit::Refuse
+    }
+
+    fn take_global(&self, now: Instant) -> Admit {
+        if self.cfg.max_cps == 0 {
+            return Admit::Yes;
+        }
+        let mut g = self.global.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let b = g.get_or_insert_with(|| Bucket::full(now, self.cfg.burst));
+        if b.take(now, self.cfg.max_cps, self.cfg.burst) {
+            Admit::Yes
+        } else {
+            Admit::Refuse
+        }
+    }
+
+    /// Forgets sources that have gone quiet (the driver calls this periodically).
+    pub fn sweep(&self, now: Instant) {
+        self.sources.retain(|_, s| {
+            s.ignored_until.is_some_and(|u| now < u) || now.saturating_duration_since(s.last_seen) < IDLE
+        });
+    }
+
+    pub fn stats(&self) -> AdmissionStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        AdmissionStats {
+            refused: self.refused.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            sources: self.sources.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiles::config::Cidr;
+
+    fn settings() -> AdmissionSettings {
+        AdmissionSettings {
+            max_cps: 100,
+            burst: 100,
+            per_source_cps: 10,
+            per_source_burst: 10,
+            trusted: vec![Cidr::parse("10.0.0.0/8").expect("cidr")],
+            trusted_cps: 0,
+            drop_after: 20,
+            max_sources: 3,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn a_source_gets_its_rate_then_503_then_is_ignored() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let a = Admission::new(settings());
+        let src = ip("192.0.2.1");
+        assert!((0..10).all(|_| a.admit(t0, src) == Admit::Yes), "the burst");
+        assert_eq!(a.admit(t0, src), Admit::Refuse);
+        // Refilled at 10/s: one more after 100 ms.
+        assert_eq!(a.admit(t0 + Duration::from_millis(100), src), Admit::Yes);
+        // Hammering on: refused until drop_after (20) refusals in 10 s (one was above), then
+        // ignored for a minute.
+        let t1 = t0 + Duration::from_millis(100);
+        let verdicts: Vec<Admit> = (0..25).map(|_| a.admit(t1, src)).collect();
+        assert_eq!(verdicts.iter().filter(|v| **v == Admit::Refuse).count(), 19);
+        assert_eq!(verdicts.iter().filter(|v| **v == Admit::Drop).count(), 6);
+        assert_eq!(a.admit(t1 + Duration::from_secs(59), src), Admit::Drop);
+        assert_eq!(a.admit(t1 + Duration::from_secs(61), src), Admit::Yes, "forgiven after 60 s");
+        // Another source is not affected.
+        assert_eq!(a.admit(t1, ip("192.0.2.2")), Admit::Yes);
+        assert_eq!(a.stats().dropped, 7);
+    }
+
+    #[test]
+    fn trusted_sources_pass_the_per_source_limit_and_the_global_one_holds() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let a = Admission::new(settings());
+        let trunk = ip("10.1.2.3");
+        // 100 in the global burst, all from the trunk (no per-source limit for it).
+        assert!((0..100).all(|_| a.admit(t0, trunk) == Admit::Yes));
+        assert_eq!(a.admit(t0, trunk), Admit::Refuse, "the box's own limit still holds");
+        // A trusted source is never ignored, however often refused.
+        assert!((0..500).all(|_| a.admit(t0, trunk) != Admit::Drop));
+    }
+
+    #[test]
+    fn tracked_sources_are_bounded() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let a = Admission::new(settings());
+        for i in 1..=3 {
+            assert_eq!(a.admit(t0, ip(&format!("192.0.2.{i}"))), Admit::Yes);
+        }
+        assert_eq!(a.admit(t0, ip("192.0.2.99")), Admit::Refuse, "table full: a new source waits");
+        assert_eq!(a.stats().sources, 3);
+        // Quiet sources are forgotten, and room comes back.
+        assert_eq!(a.admit(t0 + IDLE + Duration::from_secs(1), ip("192.0.2.99")), Admit::Yes);
+        assert_eq!(a.stats().sources, 1);
+    }
+}
