@@ -322,7 +322,9 @@ impl Engine {
         match self.cfg.admission.admit(now, src.remote.ip()) {
             crate::admission::Admit::Yes => true,
             crate::admission::Admit::Refuse => {
-                let bytes = build::local_response(msg, src, 503, "Service Unavailable", None, &[("Retry-After", b"1")]);
+                let tag = self.ids.tag();
+                let extra: [(&str, &[u8]); 1] = [("Retry-After", b"1")];
+                let bytes = build::local_response(msg, src, 503, "Service Unavailable", Some(&tag), &extra);
                 self.stats.local_replies += 1;
                 self.out.push_back(Output::Event(Event::Refused { code: 503 }));
                 let dest = routing::response_dest(msg, src);

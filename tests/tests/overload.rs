@@ -1,0 +1,42 @@
+//! Admission control against a running sbcd: a source calling faster than its rate gets 503s
+//! for the excess while its admitted calls complete, and a trusted trunk at the same rate is
+//! not throttled.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sbc_e2e::*;
+
+fn stat(sbcd: &Sbcd, key: &str) -> u64 {
+    let (_, body) = http(sbcd, "GET", "/stats", None, None);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("stats json");
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {body}"))
+}
+
+#[test]
+fn a_source_over_its_rate_gets_503_and_a_trusted_trunk_does_not() {
+    let dir = scratch_dir("overload");
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(
+        &cfg,
+        "limits:\n  admission:\n    per_source_cps: 5\n    per_source_burst: 5\n    trusted: [127.0.0.3/32]\n    drop_after: 0\n",
+    )
+    .expect("config");
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    let uas_port = free_port();
+    let _uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1000);
+    let uas = SocketAddr::from(([127, 0, 0, 1], uas_port));
+
+    // 60 calls at 40 per second from 127.0.0.2: about 5 + 5/s get through.
+    let (out, _) = sipp_uac_run("127.0.0.2", "uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 60, 40, &[]);
+    let refused = stat(&sbcd, "admission_refused");
+    let answered = stat(&sbcd, "calls_answered");
+    assert!(refused >= 30, "refused {refused}, answered {answered}\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!((5..=25).contains(&answered), "answered {answered}");
+
+    // The trusted trunk, same rate: every call completes.
+    let (out, _) = sipp_uac_run("127.0.0.3", "uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 40, 40, &[]);
+    assert!(out.status.success(), "trusted trunk throttled:\n{}\n{}", String::from_utf8_lossy(&out.stdout), sbcd.log_text());
+    assert_eq!(stat(&sbcd, "calls_answered"), answered + 40);
+    assert_eq!(stat(&sbcd, "admission_refused"), refused);
+}
