@@ -36,7 +36,28 @@ fn a_source_over_its_rate_gets_503_and_a_trusted_trunk_does_not() {
 
     // The trusted trunk, same rate: every call completes.
     let (out, _) = sipp_uac_run("127.0.0.3", "uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 40, 40, &[]);
-    assert!(out.status.success(), "trusted trunk throttled:\n{}\n{}", String::from_utf8_lossy(&out.stdout), sbcd.log_text());
+    assert!(
+        out.status.success(),
+        "trusted trunk throttled:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        sbcd.log_text()
+    );
     assert_eq!(stat(&sbcd, "calls_answered"), answered + 40);
     assert_eq!(stat(&sbcd, "admission_refused"), refused);
+}
+
+#[test]
+fn an_unreachable_tcp_next_hop_is_answered_503_at_once() {
+    let closed = free_port(); // nothing listens there
+    let dir = scratch_dir("unreachable");
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(&cfg, format!("active_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{closed}/tcp\n"))
+        .expect("config");
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    let mut ua = sbc_e2e::ua::TestUa::new(sbcd.addr());
+    let t0 = std::time::Instant::now();
+    let r = ua.invite(&format!("sip:bob@127.0.0.1:{closed}"), &sbc_e2e::ua::sdp("127.0.0.1", 7030, ""));
+    assert_eq!(r.status(), Some(503), "{}", r.0);
+    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+    assert_eq!(stat(&sbcd, "calls_active"), 0);
 }
