@@ -54,9 +54,9 @@ fn an_unreachable_tcp_next_hop_is_answered_503_at_once() {
     std::fs::write(&cfg, format!("active_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{closed}/tcp\n"))
         .expect("config");
     let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
-    let mut ua = sbc_e2e::ua::TestUa::new(sbcd.addr());
+    let mut ua = ua::TestUa::new(sbcd.addr());
     let t0 = std::time::Instant::now();
-    let r = ua.invite(&format!("sip:bob@127.0.0.1:{closed}"), &sbc_e2e::ua::sdp("127.0.0.1", 7030, ""));
+    let r = ua.invite(&format!("sip:bob@127.0.0.1:{closed}"), &ua::sdp("127.0.0.1", 7030, ""));
     assert_eq!(r.status(), Some(503), "{}", r.0);
     assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
     assert_eq!(stat(&sbcd, "calls_active"), 0);
