@@ -35,6 +35,14 @@ impl Phone {
         Self { link: Link::Tcp(s, Vec::new()), sbc, user: user.into(), cseq: 0, branch: 0 }
     }
 
+    /// Where it listens (its source address).
+    pub fn local_addr(&self) -> SocketAddr {
+        match &self.link {
+            Link::Udp(s) => s.local_addr().expect("addr"),
+            Link::Tcp(s, _) => s.local_addr().expect("addr"),
+        }
+    }
+
     fn transport(&self) -> &'static str {
         match self.link {
             Link::Udp(_) => "UDP",

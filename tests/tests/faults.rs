@@ -1,0 +1,86 @@
+//! Faults of the peers: a callee that never answers, one that vanishes mid-call. Transaction
+//! timers are scaled down (T1 = 50 ms, so Timer B/F = 3.2 s) to keep the tests short; the CDR
+//! must say how each call ended.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sbc_e2e::phone::Phone;
+use sbc_e2e::ua::{sdp, TestUa};
+use sbc_e2e::*;
+
+fn config(dir: &Path, next_hop: &str) -> (PathBuf, PathBuf) {
+    let csv = dir.join("cdr.csv");
+    let text = format!(
+        "sip: {{t1_ms: 50, t2_ms: 400}}\ncall_control:\n  cc_syslog_cdr: {{csv_file: {}}}\nactive_profile: p\nprofiles:\n  p:\n    next_hop: {next_hop}\n    call_control: cdr\n    cdr_module: cc_syslog_cdr\n",
+        csv.display()
+    );
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(&cfg, text).expect("config");
+    (cfg, csv)
+}
+
+/// The CDR row (as columns) once it is written.
+fn cdr_row(csv: &Path) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(csv).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            return line.split(',').map(str::to_string).collect();
+        }
+        assert!(Instant::now() < deadline, "no CDR in {}", csv.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn col(row: &[String], name: &str) -> String {
+    let i = callcontrol::modules::CSV_COLUMNS.iter().position(|c| *c == name).expect("column");
+    row[i].clone()
+}
+
+#[test]
+fn a_callee_that_never_answers_times_out_to_408_with_its_cdr() {
+    let dir = scratch_dir("fault-silent");
+    let port = free_port();
+    let _uas = sipp_uas("uas_silent.xml", port, Transport::Udp, 1);
+    let (cfg, csv) = config(&dir, &format!("127.0.0.1:{port}"));
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    let mut ua = TestUa::new(sbcd.addr());
+    let t0 = Instant::now();
+    let r = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7040, ""));
+    assert_eq!(r.status(), Some(408), "{}", r.0);
+    assert!(t0.elapsed() < Duration::from_secs(8), "Timer B is 64 x T1: {:?}", t0.elapsed());
+    let row = cdr_row(&csv);
+    assert_eq!(
+        (col(&row, "code"), col(&row, "cause"), col(&row, "disposition")),
+        ("408".into(), "timeout".into(), "failed".into()),
+        "{row:?}"
+    );
+}
+
+#[test]
+fn a_callee_that_vanishes_mid_call_ends_the_call_when_its_bye_times_out() {
+    let dir = scratch_dir("fault-vanish");
+    let sbc_port = free_port();
+    let mut callee = Phone::udp(std::net::SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let (cfg, csv) = config(&dir, &callee.local_addr().to_string());
+    let sbcd = Sbcd::start_on(sbc_port, &["--config", cfg.to_str().expect("utf8")]);
+    // The callee answers (its Contact, 127.0.0.9:5099, is where nothing listens) and is gone.
+    let answering = std::thread::spawn(move || {
+        let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");
+        callee.answer(&inv, 200);
+        callee
+    });
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite("sip:bob@127.0.0.1:5099", &sdp("127.0.0.1", 7042, ""));
+    assert_eq!(ok.status(), Some(200));
+    let _callee = answering.join().expect("callee");
+    let t0 = Instant::now();
+    let r = ua.bye();
+    assert_eq!(r.status(), Some(408), "{}", r.0);
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
+    assert!(stats.contains("\"calls_active\":0"), "{stats}");
+    let row = cdr_row(&csv);
+    assert_eq!((col(&row, "disposition"), col(&row, "cause")), ("answered".into(), "bye_timeout".into()), "{row:?}");
+}
