@@ -84,3 +84,27 @@ fn a_callee_that_vanishes_mid_call_ends_the_call_when_its_bye_times_out() {
     let row = cdr_row(&csv);
     assert_eq!((col(&row, "disposition"), col(&row, "cause")), ("answered".into(), "bye_timeout".into()), "{row:?}");
 }
+
+#[test]
+fn a_tcp_callee_that_resets_mid_call_gets_the_call_ended_at_once() {
+    let dir = scratch_dir("fault-reset");
+    let port = free_port();
+    let uas = sipp_uas("uas_basic.xml", port, Transport::Tcp, 1);
+    let (cfg, csv) = config(&dir, &format!("127.0.0.1:{port}/tcp"));
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    let mut ua = TestUa::new(sbcd.addr());
+    ua.extra_headers = "X-Test-Header: reset\r\n".into();
+    let ok = ua.invite(&format!("sip:bob@127.0.0.1:{port}"), &sdp("127.0.0.1", 7044, ""));
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    // The callee dies: its connection is reset and nothing listens any more.
+    drop(uas);
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let r = ua.bye();
+    assert!(matches!(r.status(), Some(408 | 503)), "{}", r.0);
+    assert!(t0.elapsed() < Duration::from_secs(2), "no waiting for timers: {:?}", t0.elapsed());
+    let row = cdr_row(&csv);
+    assert_eq!(col(&row, "disposition"), "answered", "{row:?}");
+    let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
+    assert!(stats.contains("\"calls_active\":0"), "{stats}");
+}
