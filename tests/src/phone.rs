@@ -145,8 +145,13 @@ impl Phone {
 
     /// Answers `req` with `code`; an INVITE's 2xx gets a To tag, a Contact and an SDP answer.
     pub fn answer(&mut self, req: &SipText, code: u16) {
+        self.answer_with(req, code, "");
+    }
+
+    /// [`Self::answer`] with extra header lines (each ending in CRLF).
+    pub fn answer_with(&mut self, req: &SipText, code: u16, extra: &str) {
         let invite = req.method() == Some("INVITE");
-        let mut resp = format!("SIP/2.0 {code} Answer\r\n");
+        let mut resp = format!("SIP/2.0 {code} Answer\r\n{extra}");
         for l in req.0.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
             let name = l.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
             match name.as_str() {

@@ -60,7 +60,13 @@ pub struct TestUa {
 
 impl TestUa {
     pub fn new(sbc: SocketAddr) -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind ua");
+        Self::new_on("127.0.0.1", sbc)
+    }
+
+    /// A UA on another loopback address (sources matter to profiles and to what must not
+    /// leak across the SBC).
+    pub fn new_on(ip: &str, sbc: SocketAddr) -> Self {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind ua");
         let local = sock.local_addr().expect("ua addr");
         let call_id = format!("ua-{}-{}@test", std::process::id(), local.port());
         Self {
