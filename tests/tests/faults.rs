@@ -108,3 +108,59 @@ fn a_tcp_callee_that_resets_mid_call_gets_the_call_ended_at_once() {
     let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
     assert!(stats.contains("\"calls_active\":0"), "{stats}");
 }
+
+#[test]
+fn a_caller_that_sends_everything_twice_makes_one_call() {
+    let dir = scratch_dir("fault-twice");
+    let sbc_port = free_port();
+    let mut callee = Phone::udp(std::net::SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let (cfg, _csv) = config(&dir, &callee.local_addr().to_string());
+    let sbcd = Sbcd::start_on(sbc_port, &["--config", cfg.to_str().expect("utf8")]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    let me = sock.local_addr().expect("addr");
+    let callee_addr = callee.local_addr();
+    let req = |method: &str, cseq: u32, to_tag: &str| {
+        let body = if method == "INVITE" { sdp("127.0.0.1", 7060, "") } else { String::new() };
+        let ct = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
+        format!(
+            "{method} sip:bob@{callee} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtwice{method}{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=twice\r\nTo: <sip:bob@example.com>{to_tag}\r\nCall-ID: twice-{port}\r\nCSeq: {cseq} {method}\r\nContact: <sip:a@{me}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len(),
+            callee = callee_addr,
+            port = me.port(),
+        )
+    };
+    let twice = |text: &str| {
+        for _ in 0..2 {
+            sock.send_to(text.as_bytes(), sbcd.addr()).expect("send");
+        }
+    };
+    let answers = || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got
+    };
+    twice(&req("INVITE", 1, ""));
+    let inv = callee.recv_request(Duration::from_secs(5)).expect("INVITE");
+    // One INVITE transaction toward the callee (with T1 = 50 ms, sbcd's own retransmissions of
+    // it arrive too: same branch).
+    let branch = |m: &sbc_e2e::ua::SipText| m.header("Via").and_then(|v| v.split("branch=").nth(1)).map(str::to_string);
+    while let Some(again) = callee.recv_request(Duration::from_millis(300)) {
+        assert_eq!(branch(&again), branch(&inv), "a second INVITE transaction:\n{}", again.0);
+    }
+    callee.answer(&inv, 200);
+    let oks: Vec<String> = answers().into_iter().filter(|m| m.starts_with("SIP/2.0 200")).collect();
+    assert!(!oks.is_empty());
+    let to_tag =
+        oks[0].split("\r\n").find(|l| l.starts_with("To:")).and_then(|l| l.split(";tag=").nth(1)).expect("tag");
+    let to_tag = format!(";tag={to_tag}");
+    twice(&req("ACK", 1, &to_tag));
+    let ack = callee.recv_request(Duration::from_secs(5)).expect("ACK");
+    assert_eq!(ack.method(), Some("ACK"));
+    assert!(callee.recv_request(Duration::from_millis(300)).is_none(), "one ACK for the callee");
+    let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
+    assert!(stats.contains("\"calls_started\":1"), "{stats}");
+}
