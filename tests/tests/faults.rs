@@ -147,7 +147,7 @@ fn a_caller_that_sends_everything_twice_makes_one_call() {
     let inv = callee.recv_request(Duration::from_secs(5)).expect("INVITE");
     // One INVITE transaction toward the callee (with T1 = 50 ms, sbcd's own retransmissions of
     // it arrive too: same branch).
-    let branch = |m: &sbc_e2e::ua::SipText| m.header("Via").and_then(|v| v.split("branch=").nth(1)).map(str::to_string);
+    let branch = |m: &ua::SipText| m.header("Via").and_then(|v| v.split("branch=").nth(1)).map(str::to_string);
     while let Some(again) = callee.recv_request(Duration::from_millis(300)) {
         assert_eq!(branch(&again), branch(&inv), "a second INVITE transaction:\n{}", again.0);
     }
