@@ -61,3 +61,30 @@ fn an_unreachable_tcp_next_hop_is_answered_503_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
     assert_eq!(stat(&sbcd, "calls_active"), 0);
 }
+
+#[test]
+fn one_address_cannot_hold_more_tcp_connections_than_its_share() {
+    use std::io::Read;
+    let dir = scratch_dir("tcp-per-source");
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(&cfg, "limits:\n  tcp_max_connections_per_source: 3\n").expect("config");
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    // (The readiness probe's own connection must be gone first.)
+    std::thread::sleep(Duration::from_millis(300));
+    let mut conns: Vec<std::net::TcpStream> =
+        (0..5).map(|_| std::net::TcpStream::connect(sbcd.addr()).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A connection the SBC closed reads end-of-stream at once; an open one times out.
+    let closed = conns
+        .iter_mut()
+        .map(|c| {
+            c.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+            matches!(c.read(&mut [0u8; 16]), Ok(0))
+        })
+        .filter(|closed| *closed)
+        .count();
+    assert_eq!(closed, 2, "the 4th and 5th connection are closed at accept");
+    // Another address is served.
+    let other = std::net::TcpStream::connect_timeout(&sbcd.addr(), Duration::from_secs(1));
+    assert!(other.is_ok());
+}

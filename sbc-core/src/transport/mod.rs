@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     pub(crate) shards: Vec<mpsc::Sender<ShardInput>>,
     pub(crate) counters: DriverCounters,
     pub(crate) tcp_max_connections: usize,
+    pub(crate) tcp_max_per_source: usize,
+    /// Sources exempt from the per-source connection cap (`limits.admission.trusted`).
+    pub(crate) trusted: Vec<profiles::config::Cidr>,
     pub(crate) tcp_idle_timeout: Duration,
     pub(crate) tcp_message_timeout: Duration,
 }
@@ -304,6 +307,8 @@ impl Runtime {
             shards: senders,
             counters: DriverCounters::default(),
             tcp_max_connections: cfg.tcp_max_connections,
+            tcp_max_per_source: cfg.tcp_max_connections_per_source,
+            trusted: cfg.admission.trusted.clone(),
             tcp_idle_timeout: cfg.tcp_idle_timeout,
             tcp_message_timeout: cfg.tcp_message_timeout,
         });

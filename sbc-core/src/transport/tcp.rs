@@ -41,6 +41,8 @@ struct Conn {
 pub(crate) struct TcpTable {
     conns: DashMap<ConnId, Conn>,
     by_peer: DashMap<SocketAddr, ConnId>,
+    /// Open connections per remote address (for the per-source cap).
+    per_ip: DashMap<std::net::IpAddr, usize>,
     next_id: AtomicU64,
 }
 
@@ -50,13 +52,22 @@ impl TcpTable {
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
         self.conns.insert(id, Conn { writer, peer });
         self.by_peer.insert(peer, id);
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         (id, rx)
     }
 
     fn remove(&self, id: ConnId) {
         if let Some((_, c)) = self.conns.remove(&id) {
             self.by_peer.remove_if(&c.peer, |_, v| *v == id);
+            if let Some(mut n) = self.per_ip.get_mut(&c.peer.ip()) {
+                *n = n.saturating_sub(1);
+            }
+            self.per_ip.remove_if(&c.peer.ip(), |_, n| *n == 0);
         }
+    }
+
+    fn open_from(&self, ip: std::net::IpAddr) -> usize {
+        self.per_ip.get(&ip).map_or(0, |n| *n)
     }
 }
 
@@ -82,7 +93,9 @@ pub(super) async fn accept(shared: Arc<Shared>, local: SocketId, listener: TcpLi
                 continue;
             }
         };
-        if shared.counters.tcp_connections.load(Ordering::Relaxed) >= shared.tcp_max_connections {
+        let over_source = shared.tcp.open_from(peer.ip()) >= shared.tcp_max_per_source
+            && !shared.trusted.iter().any(|c| c.contains(peer.ip()));
+        if over_source || shared.counters.tcp_connections.load(Ordering::Relaxed) >= shared.tcp_max_connections {
             shared.counters.tcp_refused.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
