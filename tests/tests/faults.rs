@@ -164,3 +164,51 @@ fn a_caller_that_sends_everything_twice_makes_one_call() {
     let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
     assert!(stats.contains("\"calls_started\":1"), "{stats}");
 }
+
+/// `kill -9` while calls come and go: every CDR line on disk is whole and appears once, and
+/// after a restart the same file goes on with the next calls' lines.
+#[test]
+fn sigkill_under_load_leaves_whole_cdr_lines_once() {
+    let dir = scratch_dir("fault-kill");
+    let port = free_port();
+    let _uas = sipp_uas("uas_basic.xml", port, Transport::Udp, 1000);
+    let (cfg, csv) = config(&dir, &format!("127.0.0.1:{port}"));
+    let sbc_port = free_port();
+    let sbcd = Sbcd::start_on(sbc_port, &["--config", cfg.to_str().expect("utf8")]);
+    let uas = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let load = sipp_uac_bg("uac_basic.xml", uas, sbcd.addr(), &["-r".into(), "100".into(), "-m".into(), "1000".into()]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::process::Command::new("kill").args(["-9", &sbcd.pid().to_string()]).status().expect("kill");
+    assert!(status.success());
+    drop(load);
+    drop(sbcd);
+    let columns = callcontrol::modules::CSV_COLUMNS.len();
+    let check = |text: &str| -> Vec<String> {
+        assert!(text.is_empty() || text.ends_with('\n'), "a partial last line:\n{text}");
+        let ids: Vec<String> = text.lines().map(|l| l.split(',').next().unwrap_or_default().to_string()).collect();
+        for l in text.lines() {
+            assert!(l.split(',').count() >= columns, "a short line: {l}");
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "a CDR written twice:\n{text}");
+        ids
+    };
+    let before = check(&std::fs::read_to_string(&csv).unwrap_or_default());
+    assert!(before.len() > 20, "calls ended before the kill have their CDRs: {}", before.len());
+    // Restarted on the same file: the next calls append, nothing is rewritten.
+    let sbcd = Sbcd::start_on(sbc_port, &["--config", cfg.to_str().expect("utf8")]);
+    let out = sipp_uac("uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 5, 10);
+    assert!(out.status.success(), "{}", sbcd.log_text());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let ids = check(&std::fs::read_to_string(&csv).unwrap_or_default());
+        if ids.len() >= before.len() + 5 || Instant::now() > deadline {
+            break ids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(after.len(), before.len() + 5);
+    assert_eq!(&after[..before.len()], &before[..]);
+}
