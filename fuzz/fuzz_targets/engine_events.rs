@@ -1,7 +1,9 @@
 //! Transaction and dialog event sequences: the input is cut into messages (at NUL bytes), fed
 //! to one engine from two peers with time moving on between them. Nothing may panic and the
 //! engine must keep its bookkeeping bounded. Calls run through a profile that rewrites,
-//! filters headers and SDP, translates replies and appends headers, so that path is fuzzed too.
+//! filters headers and SDP, translates replies and appends headers, so that path is fuzzed too;
+//! `P-SBCProfile: access` runs NAT handling, session timers and digest auth both ways, `reg`
+//! registration caching.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -33,6 +35,26 @@ profiles:
     sdpfilter_list: [pcma, telephone-event]
     sdp_anonymize: yes
     reply_translations: "486=>603 Decline"
+  access:
+    dlg_nat_handling: yes
+    enable_session_timer: yes
+    session_expires: 90
+    minimum_timer: 90
+    enable_auth: yes
+    auth_user: u
+    auth_pwd: p
+    enable_aleg_auth: yes
+    auth_aleg_user: a
+    auth_aleg_pwd: b
+    enable_bleg_uas_auth: yes
+    uas_auth_bleg_realm: r
+    uas_auth_bleg_user: u
+    uas_auth_bleg_pwd: p
+  reg:
+    enable_reg_caching: yes
+    min_reg_expires: 120
+    max_ua_expires: 60
+    contact_user: $fU
 "#;
 
 thread_local! {
