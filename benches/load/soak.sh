@@ -14,7 +14,8 @@ command -v sipp >/dev/null || { echo "needs sipp (apt-get install sip-tester)"; 
 cargo build --release --locked -q -p sbc-core --bin sbcd
 WORK=$(mktemp -d)
 SBCD=
-trap 'kill $(jobs -p) $SBCD 2>/dev/null; rm -rf "$WORK"' EXIT
+# (sbcd is killed outright: a graceful stop would drain for up to drain_timeout_s.)
+trap 'kill $(jobs -p) 2>/dev/null; [ -n "$SBCD" ] && kill -9 $SBCD 2>/dev/null; rm -rf "$WORK"' EXIT
 SBC_PORT=26060; UAS_PORT=26070; UAC_PORT=26080
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
@@ -26,7 +27,8 @@ sleep 0.5
 (cd "$WORK" && exec sipp -sf "$OLDPWD/$SC/uas_basic.xml" -i 127.0.0.1 -p $UAS_PORT -nostdin >/dev/null 2>&1) &
 sleep 0.5
 total=$((RATE * MINUTES * 60))
-(cd "$WORK" && exec sipp 127.0.0.1:$UAS_PORT -rsa 127.0.0.1:$SBC_PORT -sf "$OLDPWD/$SC/uac_basic.xml" \
+# SIPp may wait on the last few failed calls past its -timeout: cut it at the end.
+(cd "$WORK" && exec timeout $((MINUTES * 60 + 30)) sipp 127.0.0.1:$UAS_PORT -rsa 127.0.0.1:$SBC_PORT -sf "$OLDPWD/$SC/uac_basic.xml" \
    -i 127.0.0.1 -p $UAC_PORT -r "$RATE" -m "$total" -l $((RATE * 2)) -nostdin -timeout $((MINUTES * 60 + 60))s \
    -trace_stat -stf stat.csv -fd "$SAMPLE_S" >uac.out 2>&1) &
 UAC=$!
