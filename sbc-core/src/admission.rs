@@ -41,8 +41,9 @@ impl Bucket {
     }
 
     fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+        // Shards read the clock before they get here: time never moves back for the bucket.
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
+        self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst.max(1)));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -50,6 +51,22 @@ impl Bucket {
         } else {
             false
         }
+    }
+
+    fn give_back(&mut self, burst: u32) {
+        self.tokens = (self.tokens + 1.0).min(f64::from(burst.max(1)));
+    }
+}
+
+/// The address a source is counted by: IPv4 as is, IPv6 by its /64 (one subscriber's
+/// prefix; every address in it is the same source).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
     }
 }
 
@@ -67,6 +84,7 @@ struct Source {
 pub struct AdmissionStats {
     pub refused: u64,
     pub dropped: u64,
+    pub untracked: u64,
     pub sources: usize,
 }
 
@@ -77,6 +95,8 @@ pub struct Admission {
     sources: DashMap<IpAddr, Source>,
     refused: std::sync::atomic::AtomicU64,
     dropped: std::sync::atomic::AtomicU64,
+    /// Requests from new sources while the table was full (global limit only).
+    untracked: std::sync::atomic::AtomicU64,
 }
 
 impl Admission {
@@ -87,16 +107,13 @@ impl Admission {
             sources: DashMap::new(),
             refused: Default::default(),
             dropped: Default::default(),
+            untracked: Default::default(),
         }
     }
 
     /// No limits at all (tests, and configurations without `limits.admission`).
     pub fn unlimited() -> Self {
         Self::new(AdmissionSettings::default())
-    }
-
-    fn limits_sources(&self) -> bool {
-        self.cfg.per_source_cps > 0 || self.cfg.trusted_cps > 0
     }
 
     /// Whether a new request from `ip` is taken now.
@@ -118,38 +135,43 @@ impl Admission {
         } else {
             (self.cfg.per_source_cps, self.cfg.per_source_burst)
         };
-        // The source first: an ignored one costs nothing more, and its refusals do not use
-        // the global budget.
-        if rate > 0 || (!trusted && self.cfg.drop_after > 0 && self.limits_sources()) {
-            if !self.sources.contains_key(&ip) && self.sources.len() >= self.cfg.max_sources {
-                self.sweep(now);
-                if self.sources.len() >= self.cfg.max_sources {
-                    return if trusted { self.take_global(now) } else { Admit::Refuse };
-                }
-            }
-            let mut s = self.sources.entry(ip).or_insert_with(|| Source {
-                bucket: Bucket::full(now, burst),
-                refused: 0,
-                window_start: now,
-                ignored_until: None,
-                last_seen: now,
-            });
-            s.last_seen = now;
-            if let Some(until) = s.ignored_until {
-                if now < until {
-                    return Admit::Drop;
-                }
-                s.ignored_until = None;
-                s.refused = 0;
-            }
-            if rate > 0 && !s.bucket.take(now, rate, burst) {
-                return Self::refused(&mut s, now, trusted, self.cfg.drop_after);
-            }
+        if rate == 0 {
+            return self.take_global(now);
         }
-        match self.take_global(now) {
-            Admit::Yes => Admit::Yes,
-            other => other,
+        let key = source_key(ip);
+        // A full table is not swept here (that is the driver's, every 10 s): a flood of new
+        // addresses must not cost a walk of the table per packet. New sources then get the
+        // global limit only, counted.
+        if !self.sources.contains_key(&key) && self.sources.len() >= self.cfg.max_sources {
+            self.untracked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return self.take_global(now);
         }
+        let mut s = self.sources.entry(key).or_insert_with(|| Source {
+            bucket: Bucket::full(now, burst),
+            refused: 0,
+            window_start: now,
+            ignored_until: None,
+            last_seen: now,
+        });
+        s.last_seen = s.last_seen.max(now);
+        // An ignored source costs nothing more, and does not touch the global budget.
+        if let Some(until) = s.ignored_until {
+            if now < until {
+                return Admit::Drop;
+            }
+            s.ignored_until = None;
+            s.refused = 0;
+        }
+        if !s.bucket.take(now, rate, burst) {
+            return Self::refused(&mut s, now, trusted, self.cfg.drop_after);
+        }
+        // (Source entry, then the global lock: the one order everywhere.)
+        let verdict = self.take_global(now);
+        if verdict != Admit::Yes {
+            // The SBC's limit, not this source's: it gets its token back.
+            s.bucket.give_back(burst);
+        }
+        verdict
     }
 
     fn refused(s: &mut Source, now: Instant, trusted: bool, drop_after: u32) -> Admit {
@@ -190,6 +212,7 @@ impl Admission {
         AdmissionStats {
             refused: self.refused.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
+            untracked: self.untracked.load(Relaxed),
             sources: self.sources.len(),
         }
     }
@@ -261,10 +284,45 @@ mod tests {
         for i in 1..=3 {
             assert_eq!(a.admit(t0, ip(&format!("192.0.2.{i}"))), Admit::Yes);
         }
-        assert_eq!(a.admit(t0, ip("192.0.2.99")), Admit::Refuse, "table full: a new source waits");
-        assert_eq!(a.stats().sources, 3);
-        // Quiet sources are forgotten, and room comes back.
+        // Table full: a new source gets the global limit only (no sweep per packet).
+        assert_eq!(a.admit(t0, ip("192.0.2.99")), Admit::Yes);
+        assert_eq!((a.stats().sources, a.stats().untracked), (3, 1));
+        // The driver's sweep forgets quiet sources, and room comes back.
+        a.sweep(t0 + IDLE + Duration::from_secs(1));
         assert_eq!(a.admit(t0 + IDLE + Duration::from_secs(1), ip("192.0.2.99")), Admit::Yes);
         assert_eq!(a.stats().sources, 1);
+        // IPv6 sources count by /64.
+        for i in 1..=20 {
+            a.admit(t0 + IDLE + Duration::from_secs(1), ip(&format!("2001:db8:1:2::{i:x}")));
+        }
+        assert_eq!(a.stats().sources, 2);
+    }
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn a_global_refusal_does_not_cost_the_source_its_token() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let a = Admission::new(AdmissionSettings {
+            max_cps: 1,
+            burst: 1,
+            per_source_cps: 2,
+            per_source_burst: 2,
+            drop_after: 3,
+            ..AdmissionSettings::default()
+        });
+        let src: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(a.admit(t0, src), Admit::Yes);
+        // The box is at its limit: refused, but never counted against the source.
+        for _ in 0..10 {
+            assert_eq!(a.admit(t0, src), Admit::Refuse);
+        }
+        assert_eq!(a.stats().dropped, 0);
+        // A second later the global bucket has one token, and the source still has one.
+        assert_eq!(a.admit(t0 + Duration::from_secs(1), src), Admit::Yes);
     }
 }

@@ -27,12 +27,19 @@ fn a_source_over_its_rate_gets_503_and_a_trusted_trunk_does_not() {
     let _uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1000);
     let uas = SocketAddr::from(([127, 0, 0, 1], uas_port));
 
-    // 60 calls at 40 per second from 127.0.0.2: about 5 + 5/s get through.
+    // 60 calls at 40 per second from 127.0.0.2: the burst (5) and 5 per second get through,
+    // however fast SIPp really managed to send them.
+    let t0 = std::time::Instant::now();
     let (out, _) = sipp_uac_run("127.0.0.2", "uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 60, 40, &[]);
+    let allowed = 5 + (5.0 * t0.elapsed().as_secs_f64()).ceil() as u64;
     let refused = stat(&sbcd, "admission_refused");
     let answered = stat(&sbcd, "calls_answered");
-    assert!(refused >= 30, "refused {refused}, answered {answered}\n{}", String::from_utf8_lossy(&out.stdout));
-    assert!((5..=25).contains(&answered), "answered {answered}");
+    assert!(
+        refused > 0 && answered + refused >= 60,
+        "refused {refused}, answered {answered}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!((5..=allowed).contains(&answered), "answered {answered}, at most {allowed}");
 
     // The trusted trunk, same rate: every call completes.
     let (out, _) = sipp_uac_run("127.0.0.3", "uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 40, 40, &[]);
@@ -69,22 +76,24 @@ fn one_address_cannot_hold_more_tcp_connections_than_its_share() {
     let cfg = dir.join("sbc.yaml");
     std::fs::write(&cfg, "limits:\n  tcp_max_connections_per_source: 3\n").expect("config");
     let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
-    // (The readiness probe's own connection must be gone first.)
-    std::thread::sleep(Duration::from_millis(300));
-    let mut conns: Vec<std::net::TcpStream> =
-        (0..5).map(|_| std::net::TcpStream::connect(sbcd.addr()).expect("connect")).collect();
-    std::thread::sleep(Duration::from_millis(300));
+    // From 127.0.0.2 (the readiness probe's connection came from 127.0.0.1).
+    let connect = |ip: [u8; 4]| {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        sock.bind(&SocketAddr::from((ip, 0)).into()).expect("bind");
+        sock.connect(&sbcd.addr().into()).expect("connect");
+        let s: std::net::TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        s
+    };
+    let mut conns: Vec<std::net::TcpStream> = (0..5).map(|_| connect([127, 0, 0, 2])).collect();
     // A connection the SBC closed reads end-of-stream at once; an open one times out.
-    let closed = conns
-        .iter_mut()
-        .map(|c| {
-            c.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
-            matches!(c.read(&mut [0u8; 16]), Ok(0))
-        })
-        .filter(|closed| *closed)
-        .count();
-    assert_eq!(closed, 2, "the 4th and 5th connection are closed at accept");
+    let closed = |c: &mut std::net::TcpStream| matches!(c.read(&mut [0u8; 16]), Ok(0));
+    assert_eq!(
+        conns.iter_mut().map(closed).filter(|c| *c).count(),
+        2,
+        "the 4th and 5th connection are closed at accept"
+    );
     // Another address is served.
-    let other = std::net::TcpStream::connect_timeout(&sbcd.addr(), Duration::from_secs(1));
-    assert!(other.is_ok());
+    let mut other = connect([127, 0, 0, 3]);
+    assert!(!closed(&mut other), "127.0.0.3 has its own share");
 }

@@ -30,8 +30,12 @@ impl Cidr {
         let (a, b, bits) = match (self.addr, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
             (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            // A block written as IPv4-mapped IPv6: its prefix counts over the last 32 bits.
             (IpAddr::V6(a), IpAddr::V4(b)) => match a.to_ipv4_mapped() {
-                Some(a) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+                Some(a) => {
+                    let v4 = Self { addr: IpAddr::V4(a), prefix: self.prefix.saturating_sub(96) };
+                    return v4.contains(IpAddr::V4(b));
+                }
                 None => return false,
             },
             (IpAddr::V4(_), IpAddr::V6(b)) => match b.to_ipv4_mapped() {
@@ -88,7 +92,7 @@ pub struct AdmissionSettings {
     /// A source refused this many times within 10 s is ignored (no replies) for 60 s
     /// (0 = never).
     pub drop_after: u32,
-    /// Sources tracked at once; beyond it, new untrusted sources are refused.
+    /// Sources tracked at once; beyond it, new sources get the global limit only.
     pub max_sources: usize,
 }
 
@@ -152,5 +156,7 @@ mod tests {
         let v6 = Cidr::parse("2001:db8::/32").expect("cidr");
         assert!(v6.contains("2001:db8:1::1".parse().expect("ip")) && !v6.contains("2001:db9::1".parse().expect("ip")));
         assert!(Cidr::parse("10.0.0.0/33").is_err() && Cidr::parse("ten/8").is_err());
+        let mapped = Cidr::parse("::ffff:10.0.0.0/104").expect("cidr");
+        assert!(mapped.contains("10.9.8.7".parse().expect("ip")) && !mapped.contains("11.0.0.1".parse().expect("ip")));
     }
 }

@@ -132,6 +132,12 @@ impl Collector for SbcCollector {
         gauge(e, "sbc_admission_sources", "Source addresses admission control tracks", adm.sources as i64)?;
         counter(
             e,
+            "sbc_admission_untracked",
+            "New requests from sources beyond max_sources (global limit only)",
+            adm.untracked,
+        )?;
+        counter(
+            e,
             "sbc_registrations_absorbed",
             "Re-registrations answered by the SBC inside the registrar's binding",
             s.registrations_absorbed,

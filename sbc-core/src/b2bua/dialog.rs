@@ -47,7 +47,7 @@ impl Engine {
         let Some((h, side)) =
             found.filter(|(h, side)| self.calls.get(h).is_some_and(|c| Some(&*c.leg(*side).call_id) == msg.call_id()))
         else {
-            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+            return self.no_such_dialog(now, &msg, &src);
         };
         let Some(call) = self.calls.get_mut(&h) else {
             return;

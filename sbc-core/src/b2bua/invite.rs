@@ -772,7 +772,7 @@ impl Engine {
     pub(super) fn on_cancel(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         let target = cancelled_invite_key(&msg).and_then(|k| self.tx_keys.get(&k).copied());
         let Some(ist) = target else {
-            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+            return self.no_such_dialog(now, &msg, &src);
         };
         let (purpose, call) = self.txs.get(&ist).map(|e| (e.purpose, e.call)).unwrap_or((Purpose::Local, None));
         let id = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, None);

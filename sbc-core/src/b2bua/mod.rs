@@ -322,13 +322,7 @@ impl Engine {
         match self.cfg.admission.admit(now, src.remote.ip()) {
             crate::admission::Admit::Yes => true,
             crate::admission::Admit::Refuse => {
-                let tag = self.ids.tag();
-                let extra: [(&str, &[u8]); 1] = [("Retry-After", b"1")];
-                let bytes = build::local_response(msg, src, 503, "Service Unavailable", Some(&tag), &extra);
-                self.stats.local_replies += 1;
-                self.out.push_back(Output::Event(Event::Refused { code: 503 }));
-                let dest = routing::response_dest(msg, src);
-                self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+                self.reply_stateless(msg, src, 503, "Service Unavailable", &[("Retry-After", b"1")]);
                 false
             }
             crate::admission::Admit::Drop => {
@@ -351,6 +345,32 @@ impl Engine {
         match self.tx_keys.get(&key) {
             Some(&id) => self.feed_response(now, id, msg),
             None => self.drop_msg("stray_response"),
+        }
+    }
+
+    /// Answers without keeping a transaction (a retransmission is decided again): for what
+    /// is refused before any state exists, so a forged request cannot make the SBC resend.
+    pub(super) fn reply_stateless(
+        &mut self,
+        msg: &Message,
+        src: &Source,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
+        let tag = self.ids.tag();
+        let bytes = build::local_response(msg, src, code, reason, Some(&tag), extra);
+        self.stats.local_replies += 1;
+        self.out.push_back(Output::Event(Event::Refused { code }));
+        let dest = routing::response_dest(msg, src);
+        self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+    }
+
+    /// A request for a dialog or transaction that does not exist (a forged To tag, a stray
+    /// CANCEL): charged to its source like a new request, then 481 without a transaction.
+    pub(super) fn no_such_dialog(&mut self, now: Instant, msg: &Message, src: &Source) {
+        if self.admitted(now, msg, src) {
+            self.reply_stateless(msg, src, 481, "Call/Transaction Does Not Exist", &[]);
         }
     }
 

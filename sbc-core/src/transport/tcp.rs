@@ -35,6 +35,7 @@ struct Outgoing {
 struct Conn {
     writer: mpsc::Sender<Outgoing>,
     peer: SocketAddr,
+    inbound: bool,
 }
 
 #[derive(Default)]
@@ -47,22 +48,27 @@ pub(crate) struct TcpTable {
 }
 
 impl TcpTable {
-    fn register(&self, peer: SocketAddr) -> (ConnId, mpsc::Receiver<Outgoing>) {
+    /// `inbound`: the peer opened it (only those count against its per-source cap).
+    fn register(&self, peer: SocketAddr, inbound: bool) -> (ConnId, mpsc::Receiver<Outgoing>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { writer, peer });
+        self.conns.insert(id, Conn { writer, peer, inbound });
         self.by_peer.insert(peer, id);
-        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        if inbound {
+            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        }
         (id, rx)
     }
 
     fn remove(&self, id: ConnId) {
         if let Some((_, c)) = self.conns.remove(&id) {
             self.by_peer.remove_if(&c.peer, |_, v| *v == id);
-            if let Some(mut n) = self.per_ip.get_mut(&c.peer.ip()) {
-                *n = n.saturating_sub(1);
+            if c.inbound {
+                if let Some(mut n) = self.per_ip.get_mut(&c.peer.ip()) {
+                    *n = n.saturating_sub(1);
+                }
+                self.per_ip.remove_if(&c.peer.ip(), |_, n| *n == 0);
             }
-            self.per_ip.remove_if(&c.peer.ip(), |_, n| *n == 0);
         }
     }
 
@@ -93,14 +99,16 @@ pub(super) async fn accept(shared: Arc<Shared>, local: SocketId, listener: TcpLi
                 continue;
             }
         };
-        let over_source = shared.tcp.open_from(peer.ip()) >= shared.tcp_max_per_source
+        // (0 = no per-source cap.)
+        let over_source = shared.tcp_max_per_source > 0
+            && shared.tcp.open_from(peer.ip()) >= shared.tcp_max_per_source
             && !shared.trusted.iter().any(|c| c.contains(peer.ip()));
         if over_source || shared.counters.tcp_connections.load(Ordering::Relaxed) >= shared.tcp_max_connections {
             shared.counters.tcp_refused.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         }
-        let (id, rx) = shared.tcp.register(peer);
+        let (id, rx) = shared.tcp.register(peer, true);
         start_connection(shared.clone(), local, id, peer, stream, rx);
     }
 }
@@ -217,7 +225,7 @@ pub(super) fn send(
     if shared.counters.tcp_connections.load(Ordering::Relaxed) >= shared.tcp_max_connections {
         return shared.report_error(shard, tx);
     }
-    let (id, rx) = shared.tcp.register(addr);
+    let (id, rx) = shared.tcp.register(addr, false);
     if let Some(c) = shared.tcp.conns.get(&id) {
         let _ = c.writer.try_send(Outgoing { bytes, shard, tx });
     }
