@@ -101,15 +101,16 @@ impl Worker {
             };
             // One clock read per wakeup: every packet of it is stamped with the same time.
             let now = self.now_ms();
-            for ev in &events[..n] {
-                if ev.data() == WAKE_TOKEN {
-                    let _ = self.wake.read();
-                    if !self.apply_commands() {
-                        return;
-                    }
-                } else {
-                    self.serve(ev.data(), now, &mut bufs, &mut rx, &mut tx);
+            // Commands before packets: a flow change (a re-INVITE's new address) that was sent
+            // before a packet arrived must apply to it, whatever order epoll lists them in.
+            if events[..n].iter().any(|ev| ev.data() == WAKE_TOKEN) {
+                let _ = self.wake.read();
+                if !self.apply_commands() {
+                    return;
                 }
+            }
+            for ev in events[..n].iter().filter(|ev| ev.data() != WAKE_TOKEN) {
+                self.serve(ev.data(), now, &mut bufs, &mut rx, &mut tx);
             }
         }
     }
