@@ -97,17 +97,19 @@ pub struct AdmissionSettings {
 }
 
 impl Default for AdmissionSettings {
+    /// No limits (what an absent `limits.admission` gives).
     fn default() -> Self {
-        Self::from_file(&FileAdmission::default()).unwrap_or_else(|_| Self {
-            max_cps: 0,
-            burst: 0,
-            per_source_cps: 0,
-            per_source_burst: 0,
+        let f = FileAdmission::default();
+        Self {
+            max_cps: f.max_cps,
+            burst: f.burst,
+            per_source_cps: f.per_source_cps,
+            per_source_burst: f.per_source_burst,
             trusted: Vec::new(),
-            trusted_cps: 0,
-            drop_after: 0,
-            max_sources: 100_000,
-        })
+            trusted_cps: f.trusted_cps,
+            drop_after: f.drop_after,
+            max_sources: f.max_sources,
+        }
     }
 }
 
