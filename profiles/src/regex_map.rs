@@ -57,7 +57,13 @@ impl RegexMap {
         if re.is_empty() || value.is_empty() {
             return Err("both sides of '=>' must be non-empty".into());
         }
-        let re = Regex::new(re).map_err(|e| format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+        // Map rules are short; a bound on the compiled size keeps a hostile or mistaken rule
+        // (an API upload, `(a{1000}){1000}`) from costing seconds and megabytes per rule.
+        let re = regex::RegexBuilder::new(re)
+            .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("bad regex: {}", e.to_string().lines().last().unwrap_or("")))?;
         Ok((re, value.to_string()))
     }
 
@@ -110,6 +116,12 @@ fn substitute(value: &str, caps: &regex::Captures<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_rule_is_refused() {
+        let e = RegexMap::parse("m", "(a{1000}){1000}=>x").expect_err("too big");
+        assert!(e.to_string().contains("bad regex"), "{e}");
+    }
 
     #[test]
     fn first_match_wins_with_backreferences() {
