@@ -253,7 +253,7 @@ impl Engine {
             return fail(self, key, &msg, &src, 500, "Server Internal Error", &[]);
         };
         let b_sent_by = b_socket.sent_by();
-        let iface_name = |me: &Self, id| me.cfg.interface_of(id).map(|i| me.cfg.interfaces[i].name.clone());
+        let iface_name = |me: &Self, id| me.cfg.interface_name(id).map(str::to_string);
         let (a_iface, b_iface) = (iface_name(self, a_local), iface_name(self, b_dest.local));
         let mut media = match (is_invite, a_iface, b_iface) {
             (true, Some(a), Some(b)) => match self.open_media(&rules, &msg, &a, &b) {

@@ -171,13 +171,6 @@ fn uri_user(uri: &str) -> Option<&str> {
 }
 
 impl Engine {
-    fn interface_name(&self, local: super::SocketId) -> String {
-        self.cfg
-            .interface_of(local)
-            .and_then(|i| self.cfg.interfaces.get(i))
-            .map_or_else(String::new, |i| i.name.clone())
-    }
-
     fn refuse_register(&mut self, now: Instant, server: TxId, bad: Bad) {
         let warning = format!("399 sbc \"{}\"", bad.2);
         self.respond_local(now, server, bad.0, bad.1, &[("Warning", warning.as_bytes())]);
@@ -272,7 +265,7 @@ impl Engine {
             expected,
             source: src.remote,
             transport: src.transport,
-            interface: self.interface_name(src.local),
+            interface: self.cfg.interface_name(src.local).unwrap_or_default().to_string(),
             user_agent,
             max_ua_expires: limits.max_ua_expires,
         });
@@ -384,7 +377,7 @@ impl Engine {
             contact: c.uri.clone(),
             source: src.remote,
             transport: src.transport.to_string(),
-            interface: self.interface_name(src.local),
+            interface: self.cfg.interface_name(src.local).unwrap_or_default().to_string(),
             user_agent: msg
                 .other_header("User-Agent")
                 .map(|v| String::from_utf8_lossy(v).into_owned())

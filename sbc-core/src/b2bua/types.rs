@@ -153,4 +153,9 @@ impl EngineConfig {
     pub fn interface_of(&self, id: SocketId) -> Option<usize> {
         self.interfaces.iter().position(|i| i.sockets.iter().any(|s| s.id == id))
     }
+
+    /// The name of the interface a socket belongs to.
+    pub fn interface_name(&self, id: SocketId) -> Option<&str> {
+        self.interfaces.iter().find(|i| i.sockets.iter().any(|s| s.id == id)).map(|i| i.name.as_str())
+    }
 }
