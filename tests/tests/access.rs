@@ -50,8 +50,8 @@ fn alias_of(sbcd: &Sbcd, user: &str) -> String {
         .to_string()
 }
 
-/// A call from an in-test caller to `alias` at sbcd, answered and hung up by `phone`.
-fn call_alias(sbc: SocketAddr, alias: &str, mut phone: Phone) -> Phone {
+/// A call from an in-test caller to `ruri` through sbcd, answered and hung up by `phone`.
+fn call_phone(sbc: SocketAddr, ruri: &str, mut phone: Phone) -> Phone {
     let contact = phone.contact();
     let callee = std::thread::spawn(move || {
         let inv = phone.recv_request(Duration::from_secs(10)).expect("the INVITE reaches the phone at its source");
@@ -73,7 +73,7 @@ fn call_alias(sbc: SocketAddr, alias: &str, mut phone: Phone) -> Phone {
         phone
     });
     let mut caller = TestUa::new(sbc);
-    let ok = caller.invite(&format!("sip:{alias}@{sbc}"), &sdp("127.0.0.1", 7000, ""));
+    let ok = caller.invite(ruri, &sdp("127.0.0.1", 7000, ""));
     assert_eq!(ok.status(), Some(200), "{}", ok.0);
     assert_eq!(caller.bye().status(), Some(200));
     callee.join().expect("phone thread")
@@ -112,14 +112,14 @@ fn phones_register_through_the_cache_and_take_calls_after_a_restart() {
     assert_eq!(again.status(), Some(200));
     let alias = alias_of(&sbcd, "alice");
 
-    let phone = call_alias(sbcd.addr(), &alias, phone);
+    let phone = call_phone(sbcd.addr(), &format!("sip:{alias}@{}", sbcd.addr()), phone);
 
     // An upgrade: sbcd restarts; the phone is reachable at once, from the store.
     sbcd.terminate(Duration::from_secs(10)).expect("sbcd exits");
     let sbcd = Sbcd::start_on(port, &["--config", cfg.to_str().expect("utf8")]);
     assert!(sbcd.log_text().contains("registration store opened"), "{}", sbcd.log_text());
     assert_eq!(alias_of(&sbcd, "alice"), alias);
-    let mut phone = call_alias(sbcd.addr(), &alias, phone);
+    let mut phone = call_phone(sbcd.addr(), &format!("sip:{alias}@{}", sbcd.addr()), phone);
 
     // An alias nobody registered: 404.
     let mut stranger = TestUa::new(sbcd.addr());
@@ -155,7 +155,7 @@ fn a_phone_on_tcp_takes_calls_over_the_connection_it_opened() {
     let (_, body) = http(&sbcd, "GET", "/registrations", None, None);
     assert!(body.contains("\"transport\":\"tcp\""), "{body}");
 
-    let mut phone = call_alias(sbcd.addr(), &alias, phone);
+    let mut phone = call_phone(sbcd.addr(), &format!("sip:{alias}@{}", sbcd.addr()), phone);
     assert_eq!(phone.register(Some(0)).status(), Some(200));
     let rdir = registrar.dir.clone();
     let out = registrar.wait(Duration::from_secs(10));
@@ -269,4 +269,29 @@ fn nat_handling_reaches_a_caller_whose_contact_is_private() {
     assert!(bye.0.starts_with(&format!("BYE sip:caller@{PRIVATE} SIP/2.0")), "{}", bye.0);
     ua.ok(&bye);
     uas.assert_passed(Duration::from_secs(90), &sbcd);
+}
+
+#[test]
+fn the_local_registrar_takes_registrations_and_routes_calls_to_the_aor() {
+    let dir = scratch_dir("registrar");
+    let cfg = dir.join("sbc.yaml");
+    std::fs::write(
+        &cfg,
+        "registrations:\n  store: off\nactive_profile: local\nprofiles:\n  local:\n    call_control: registrar\n    registrar_module: cc_registrar\n",
+    )
+    .expect("config");
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    let mut phone = Phone::udp(sbcd.addr(), "carol");
+    let ok = phone.register(Some(300));
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    assert_eq!(ok.header("Contact"), Some(format!("<sip:carol@{PRIVATE}>;expires=300").as_str()));
+    let (_, body) = http(&sbcd, "GET", "/registrations", None, None);
+    assert!(body.contains("\"origin\":\"local\""), "{body}");
+    // A call to the AoR reaches the phone at its source.
+    let phone = call_phone(sbcd.addr(), "sip:carol@example.com", phone);
+    // Nobody registered as dave: 404.
+    let mut ua = TestUa::new(sbcd.addr());
+    let nf = ua.invite("sip:dave@example.com", &sdp("127.0.0.1", 7080, ""));
+    assert_eq!(nf.status(), Some(404));
+    drop(phone);
 }
