@@ -71,6 +71,12 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether a chain has to run on the blocking pool: one of its modules may block (an
+    /// unknown one fails at once, wherever it runs).
+    pub fn chain_may_block(&self, chain: &[CcInstance]) -> bool {
+        chain.iter().any(|inst| self.get(&inst.module).is_some_and(|m| m.may_block()))
+    }
+
     /// Runs `start` along the chain. `started` counts the instances whose `start` ran to the
     /// end (their `end` is owed); on a refusal or drop, `end` is run here for the earlier ones
     /// and `started` goes back to 0.

@@ -113,6 +113,15 @@ pub trait CallControl: Send + Sync + 'static {
     /// A request or reply crossed the SBC inside the call (notification only; it is relayed
     /// already).
     fn on_event(&self, _hook: &Hook<'_>, _event: &LegEvent) {}
+
+    /// Whether a hook may wait on something slow (a database, `fsync`, a socket that can fill
+    /// up). A chain with such a module runs on the blocking pool under the hook deadline; a
+    /// chain whose modules all answer `false` runs inline on its call's task, which saves two
+    /// thread hand-offs per hook (measured: a third of sbcd's CPU per call with a CDR and a
+    /// call counter). The default is the safe answer.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// Which side of the call.

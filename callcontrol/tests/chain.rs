@@ -197,3 +197,36 @@ fn route_and_events_reach_modules() {
     );
     assert_eq!(screening.0.lock().unwrap().len(), 1);
 }
+
+#[test]
+fn chains_of_modules_that_never_wait_run_inline_the_others_on_the_blocking_pool() {
+    let dir = std::env::temp_dir().join(format!("cc-may-block-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file_only = ModuleSettings {
+        cdr: callcontrol::modules::CdrSettings { csv_file: Some(dir.join("cdr.csv")), ..Default::default() },
+        ..ModuleSettings::default()
+    };
+    let r = builtin(&file_only).unwrap();
+    let counters = [inst("cdr", "cc_syslog_cdr", &[]), inst("l", "cc_pcalls", &[]), inst("t", "cc_call_timer", &[])];
+    assert!(!r.chain_may_block(&counters), "CSV appends, counters and timers never wait");
+    assert!(!r.chain_may_block(&[inst("x", "no_such_module", &[])]), "an unknown module fails at once");
+
+    let fsync = ModuleSettings {
+        cdr: callcontrol::modules::CdrSettings {
+            csv_file: Some(dir.join("cdr2.csv")),
+            fsync: true,
+            ..Default::default()
+        },
+        ..ModuleSettings::default()
+    };
+    assert!(builtin(&fsync).unwrap().chain_may_block(&counters), "fsync waits on the disk");
+    let syslog = ModuleSettings {
+        cdr: callcontrol::modules::CdrSettings { syslog: true, ..Default::default() },
+        ..ModuleSettings::default()
+    };
+    assert!(builtin(&syslog).unwrap().chain_may_block(&counters[..1]), "syslog's socket can fill up");
+    let prepaid = ModuleSettings { prepaid_db: Some(dir.join("prepaid.db")), ..ModuleSettings::default() };
+    let r = builtin(&prepaid).unwrap();
+    assert!(r.chain_may_block(&[inst("l", "cc_pcalls", &[]), inst("p", "cc_prepaid", &[])]), "a database");
+    let _ = std::fs::remove_dir_all(&dir);
+}

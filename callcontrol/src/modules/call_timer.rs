@@ -22,6 +22,11 @@ impl CallControl for CallTimer {
         "cc_call_timer"
     }
 
+    /// A value from the call's parameters: nothing to wait for.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn start(&self, hook: &Hook<'_>, effects: &mut Effects) -> Result<Verdict, CcError> {
         let given = hook.param("timer").map(str::trim).and_then(|t| t.parse::<f64>().ok()).filter(|t| t.is_finite());
         let secs = match given {

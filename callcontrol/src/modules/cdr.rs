@@ -167,6 +167,12 @@ impl CallControl for Cdr {
         "cc_syslog_cdr"
     }
 
+    /// An append to a file is a copy into the page cache, done inline like Kamailio's `acc`;
+    /// `fsync` waits on the disk and syslog on a socket that fills when the daemon lags.
+    fn may_block(&self) -> bool {
+        self.settings.fsync || self.settings.syslog
+    }
+
     fn end(&self, hook: &Hook<'_>, times: &Times, end: &CallEnd) {
         let fields = Self::fields(hook, times, end);
         let mut csv = fields.iter().map(|(_, v)| csv_field(v)).collect::<Vec<_>>().join(",");

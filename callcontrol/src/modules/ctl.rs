@@ -80,6 +80,11 @@ impl CallControl for Ctl {
         "cc_ctl"
     }
 
+    /// Header values read from the request: nothing to wait for.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn mandatory(&self) -> &'static [&'static str] {
         &["spec", "allow"]
     }

@@ -88,6 +88,11 @@ impl CallControl for ParallelCalls {
         "cc_pcalls"
     }
 
+    /// Counters and timers in memory: nothing to wait for.
+    fn may_block(&self) -> bool {
+        false
+    }
+
     fn mandatory(&self) -> &'static [&'static str] {
         &["uuid"]
     }

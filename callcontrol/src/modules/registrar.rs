@@ -14,6 +14,11 @@ impl CallControl for Registrar {
     fn module(&self) -> &'static str {
         "cc_registrar"
     }
+
+    /// Checks of its values (the B2BUA does the work): nothing to wait for.
+    fn may_block(&self) -> bool {
+        false
+    }
     fn start(&self, hook: &Hook<'_>, _effects: &mut Effects) -> Result<Verdict, CcError> {
         check(hook)
     }

@@ -1,10 +1,12 @@
 //! The call-control driver of one shard: each call with a chain gets a small task that runs its
-//! hooks in order (`start`, then `connect`, then `end`), each on the blocking pool under the
-//! configured deadline, and sends the `start` verdict back to the shard. Hooks never run on
-//! the signalling path, and a slow or failing one costs its call the failure reply, not a
-//! stuck shard.
+//! hooks in order (`start`, then `connect`, then `end`) and sends the `start` verdict back to
+//! the shard. Hooks never run on the signalling path. A chain with a module that may block
+//! (a database, fsync, syslog) runs each hook on the blocking pool under the configured
+//! deadline, so a slow or failing one costs its call the failure reply, not a stuck shard; a
+//! chain of modules that never wait (counters, timers, file appends) runs inline on the task.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -72,6 +74,7 @@ impl CcDriver {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.calls.insert(call, tx);
                 let task = CallTask {
+                    inline: !self.registry.chain_may_block(&chain),
                     registry: self.registry.clone(),
                     settings: self.settings.clone(),
                     shard: self.shard.clone(),
@@ -92,9 +95,13 @@ impl CcDriver {
                 let inflight = self.inflight.clone();
                 inflight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let run = tokio::task::spawn_blocking(move || registry.run_route(&chain, &facts));
-                    let verdict =
-                        verdict_of(tokio::time::timeout(settings.hook_timeout, run).await, &settings, call, "route");
+                    let verdict = if registry.chain_may_block(&chain) {
+                        let run = tokio::task::spawn_blocking(move || registry.run_route(&chain, &facts));
+                        verdict_of(tokio::time::timeout(settings.hook_timeout, run).await, &settings, call, "route")
+                    } else {
+                        let out = catch_unwind(AssertUnwindSafe(|| registry.run_route(&chain, &facts)));
+                        inline_verdict(out, &settings, call, "route")
+                    };
                     let _ = shard.send(ShardInput::CcVerdict(call, verdict)).await;
                     inflight.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -127,6 +134,8 @@ struct CallTask {
     chain: Arc<[CcInstance]>,
     facts: Arc<CallFacts>,
     started: Arc<AtomicUsize>,
+    /// No module of the chain may block: hooks run here, not on the blocking pool.
+    inline: bool,
 }
 
 impl CallTask {
@@ -171,6 +180,10 @@ impl CallTask {
     async fn start(&self, times: Times) -> (CcVerdict, Option<tokio::task::JoinHandle<HookOutput>>) {
         let (registry, chain, facts, started) =
             (self.registry.clone(), self.chain.clone(), self.facts.clone(), self.started.clone());
+        if self.inline {
+            let out = catch_unwind(AssertUnwindSafe(|| registry.run_start(&chain, &facts, &times, &started)));
+            return (inline_verdict(out, &self.settings, self.facts.call, "start"), None);
+        }
         let mut run = tokio::task::spawn_blocking(move || registry.run_start(&chain, &facts, &times, &started));
         let result = tokio::time::timeout(self.settings.hook_timeout, &mut run).await;
         let late = result.is_err().then_some(run);
@@ -178,6 +191,12 @@ impl CallTask {
     }
 
     async fn bounded(&self, phase: &'static str, f: impl FnOnce() + Send + 'static) {
+        if self.inline {
+            if catch_unwind(AssertUnwindSafe(f)).is_err() {
+                tracing::error!(call = self.facts.call, phase, "call control hook panicked");
+            }
+            return;
+        }
         match tokio::time::timeout(self.settings.hook_timeout, tokio::task::spawn_blocking(f)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(call = self.facts.call, phase, "call control hook panicked: {e}"),
@@ -188,6 +207,23 @@ impl CallTask {
 
 type HookOutput = Result<StartOutcome, callcontrol::CcError>;
 type HookResult = Result<Result<HookOutput, tokio::task::JoinError>, tokio::time::error::Elapsed>;
+
+/// The verdict from a chain run inline (a panic is a failure, as on the blocking pool).
+fn inline_verdict(
+    out: std::thread::Result<HookOutput>,
+    settings: &CcSettings,
+    call: u64,
+    phase: &'static str,
+) -> CcVerdict {
+    match out {
+        Ok(output) => verdict_of(Ok(Ok(output)), settings, call, phase),
+        Err(_) => {
+            tracing::error!(call, phase, "call control hook panicked");
+            settings.count_refusal("failed");
+            CcVerdict::Failed { code: settings.failure_code, reason: settings.failure_reason.clone() }
+        }
+    }
+}
 
 /// The verdict for the engine from what a `start` or `route` chain did (or failed to do).
 fn verdict_of(result: HookResult, settings: &CcSettings, call: u64, phase: &'static str) -> CcVerdict {
