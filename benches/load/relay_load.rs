@@ -12,7 +12,14 @@
 //! CPU per packet is the forwarder threads' own CPU time (`/proc/self/task/*/schedstat`) over
 //! the packets they relayed in the measured window.
 //!
-//! Usage: `relay_load [--streams N] [--pps P] [--seconds S] [--workers W]`
+//! With `--rtpengine ADDR --rtpengine-pid PID` the same traffic then goes through a running
+//! rtpengine (its calls set up over the ng control protocol, offer then answer, one per pair of
+//! streams), and its CPU is the whole rtpengine process's over the packets received back.
+//! `--results TAG` prints `TAG.<system>.<key> value` lines on stdout for benches/load/report.sh;
+//! the human summary goes to stderr.
+//!
+//! Usage: `relay_load [--streams N] [--pps P] [--seconds S] [--workers W]
+//!   [--rtpengine ADDR --rtpengine-pid PID] [--results TAG]`
 //! (`cargo run --release -p sbc-benches --bin relay_load -- --streams 1000`).
 
 use std::io::IoSlice;
@@ -23,6 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+mod rtpengine;
+
 use rtp_relay::{MediaInterface, Offered, Relay, RelayConfig, Session, SideOptions};
 
 const PAYLOAD: usize = 172; // 12-byte RTP header + 160 bytes of G.711 (20 ms)
@@ -33,26 +42,42 @@ struct Args {
     pps: u64,
     seconds: u64,
     workers: usize,
+    rtpengine: Option<(SocketAddr, u32)>,
+    results: Option<String>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { streams: 1000, pps: 50, seconds: 10, workers: 0 };
+    let mut a = Args { streams: 1000, pps: 50, seconds: 10, workers: 0, rtpengine: None, results: None };
+    let mut ng: Option<SocketAddr> = None;
+    let mut pid: Option<u32> = None;
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        let v = it.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| usage(&k));
+        let v = it.next().unwrap_or_else(|| usage(&k));
+        let num = || v.parse::<u64>().unwrap_or_else(|_| usage(&k));
         match k.as_str() {
-            "--streams" => a.streams = (v as usize).max(2) & !1,
-            "--pps" => a.pps = v.max(1),
-            "--seconds" => a.seconds = v.max(1),
-            "--workers" => a.workers = v as usize,
+            "--streams" => a.streams = (num() as usize).max(2) & !1,
+            "--pps" => a.pps = num().max(1),
+            "--seconds" => a.seconds = num().max(1),
+            "--workers" => a.workers = num() as usize,
+            "--rtpengine" => ng = Some(v.parse().unwrap_or_else(|_| usage(&k))),
+            "--rtpengine-pid" => pid = Some(num() as u32),
+            "--results" => a.results = Some(v),
             _ => usage(&k),
         }
     }
+    a.rtpengine = match (ng, pid) {
+        (Some(ng), Some(pid)) => Some((ng, pid)),
+        (None, None) => None,
+        _ => usage("--rtpengine"),
+    };
     a
 }
 
 fn usage(k: &str) -> ! {
-    eprintln!("relay_load: bad argument {k}\nusage: relay_load [--streams N] [--pps P] [--seconds S] [--workers W]");
+    eprintln!(
+        "relay_load: bad argument {k}\nusage: relay_load [--streams N] [--pps P] [--seconds S] [--workers W] \
+         [--rtpengine ADDR --rtpengine-pid PID] [--results TAG]"
+    );
     std::process::exit(2)
 }
 
@@ -68,6 +93,26 @@ struct Measured {
     latencies_us: Vec<u32>,
 }
 
+/// Whose CPU a run measures, and how many packets it forwarded.
+enum Meter<'a> {
+    /// The baseline: nothing in between.
+    Nothing,
+    /// sbcd's relay, in this process: its worker threads, its own forwarded count.
+    Relay(&'a Relay),
+    /// An external relay (rtpengine): the whole process, the packets that came back.
+    Process(u32),
+}
+
+impl Meter<'_> {
+    fn cpu_ns(&self) -> Option<u64> {
+        match self {
+            Meter::Nothing => None,
+            Meter::Relay(_) => Some(tasks_cpu_ns("self", |comm| comm.starts_with("rtp-"))),
+            Meter::Process(pid) => Some(tasks_cpu_ns(&pid.to_string(), |_| true)),
+        }
+    }
+}
+
 fn main() {
     let args = parse_args();
     let calls = args.streams / 2;
@@ -76,7 +121,7 @@ fn main() {
 
     // Baseline: the same pacing, straight to the receiving socket.
     let direct = Plan { targets: (0..args.streams).map(|s| (s % 2, addrs[1 - s % 2])).collect() };
-    let base = run(&args, &socks, &direct, None);
+    let base = run(&args, &socks, &direct, &Meter::Nothing);
 
     let cfg = RelayConfig {
         interfaces: vec![MediaInterface {
@@ -84,7 +129,7 @@ fn main() {
             bind: "127.0.0.1".parse().expect("ip"),
             advertise: None,
             port_min: 20000,
-            port_max: 60000,
+            port_max: 39999,
         }],
         latch_window: Duration::from_secs(2),
         workers: args.workers,
@@ -112,11 +157,30 @@ fn main() {
         sessions.push(s);
     }
     std::thread::sleep(Duration::from_millis(300)); // workers register the sockets
-    let relayed = run(&args, &socks, &Plan { targets }, Some(&relay));
+    let relayed = run(&args, &socks, &Plan { targets }, &Meter::Relay(&relay));
     let stats = relay.stats();
     drop(sessions);
+    drop(relay);
 
-    report(&args, &base, &relayed, stats);
+    let mut out = Report::new(&args);
+    out.direct(&base.0);
+    out.system("sbcd", &relayed);
+    eprintln!("sbcd relay counters: forwarded={} drops={:?}", stats.forwarded, stats.drops);
+
+    if let Some((ng, pid)) = args.rtpengine {
+        match rtpengine::Ng::connect(ng).and_then(|ng| {
+            let targets = ng.set_up(calls, addrs)?;
+            Ok((ng, targets))
+        }) {
+            Ok((ng, targets)) => {
+                std::thread::sleep(Duration::from_millis(300));
+                let through = run(&args, &socks, &Plan { targets }, &Meter::Process(pid));
+                ng.tear_down(calls);
+                out.system("rtpengine", &through);
+            }
+            Err(e) => eprintln!("rtpengine at {ng}: {e}"),
+        }
+    }
 }
 
 fn bind() -> UdpSocket {
@@ -132,8 +196,8 @@ fn local(s: &UdpSocket) -> SocketAddr {
 }
 
 /// Sends `args.pps` packets per second per stream for `args.seconds`, receives on both
-/// sockets, returns counts and latencies (and, with a relay, CPU of its workers).
-fn run(args: &Args, socks: &[UdpSocket; 2], plan: &Plan, relay: Option<&Relay>) -> (Measured, Option<f64>) {
+/// sockets, returns counts and latencies and the CPU per forwarded packet (µs) of the meter.
+fn run(args: &Args, socks: &[UdpSocket; 2], plan: &Plan, meter: &Meter<'_>) -> (Measured, Option<f64>) {
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
@@ -146,19 +210,23 @@ fn run(args: &Args, socks: &[UdpSocket; 2], plan: &Plan, relay: Option<&Relay>) 
             std::thread::spawn(move || receive(&s, epoch, &stop, &received))
         })
         .collect();
-    let cpu_before = relay.map(|_| worker_cpu_ns());
-    let fwd_before = relay.map(|r| r.stats().forwarded);
+    let forwarded = || match meter {
+        Meter::Relay(r) => r.stats().forwarded,
+        _ => received.load(Relaxed),
+    };
+    let (cpu_before, fwd_before) = (meter.cpu_ns(), forwarded());
     let sent = generate(args, socks, plan, epoch);
     std::thread::sleep(Duration::from_millis(300)); // let the last packets arrive
-    let cpu_after = relay.map(|_| worker_cpu_ns());
-    let fwd_after = relay.map(|r| r.stats().forwarded);
+    let (cpu_after, fwd_after) = (meter.cpu_ns(), forwarded());
     stop.store(true, Relaxed);
     let mut latencies_us = Vec::new();
     for r in receivers {
         latencies_us.extend(r.join().expect("receiver"));
     }
-    let cpu_per_packet_us = match (cpu_before, cpu_after, fwd_before, fwd_after) {
-        (Some(a), Some(b), Some(f0), Some(f1)) if f1 > f0 => Some((b - a) as f64 / 1000.0 / (f1 - f0) as f64),
+    let cpu_per_packet_us = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if fwd_after > fwd_before => {
+            Some(b.saturating_sub(a) as f64 / 1000.0 / (fwd_after - fwd_before) as f64)
+        }
         _ => None,
     };
     (Measured { sent, received: received.load(Relaxed), latencies_us }, cpu_per_packet_us)
@@ -238,13 +306,13 @@ fn receive(s: &UdpSocket, epoch: Instant, stop: &AtomicBool, received: &AtomicU6
     lat
 }
 
-/// CPU time (ns) of the relay's worker threads (named `rtp-N`).
-fn worker_cpu_ns() -> u64 {
+/// CPU time (ns) of the threads of process `pid` ("self" or a number) whose name passes `keep`.
+fn tasks_cpu_ns(pid: &str, keep: impl Fn(&str) -> bool) -> u64 {
     let mut total = 0;
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     for t in tasks.flatten() {
         let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("rtp-") {
+        if !keep(comm.trim()) {
             continue;
         }
         let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
@@ -260,49 +328,76 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn report(
-    args: &Args,
-    base: &(Measured, Option<f64>),
-    relayed: &(Measured, Option<f64>),
-    stats: rtp_relay::RelayStats,
-) {
-    let mut b = base.0.latencies_us.clone();
-    let mut r = relayed.0.latencies_us.clone();
-    b.sort_unstable();
-    r.sort_unstable();
-    let secs = args.seconds as f64;
-    let (b50, b99, r50, r99) = (percentile(&b, 0.5), percentile(&b, 0.99), percentile(&r, 0.5), percentile(&r, 0.99));
-    let loss = |m: &Measured| 100.0 * (m.sent.saturating_sub(m.received)) as f64 / m.sent.max(1) as f64;
-    println!(
-        "streams={} ({} calls) pps_per_stream={} seconds={}",
-        args.streams,
-        args.streams / 2,
-        args.pps,
-        args.seconds
-    );
-    println!(
-        "direct : sent={} received={} loss={:.3}% latency_us p50={} p99={}",
-        base.0.sent,
-        base.0.received,
-        loss(&base.0),
-        b50,
-        b99
-    );
-    println!(
-        "relayed: sent={} received={} loss={:.3}% rate={:.0} pkt/s latency_us p50={} p99={}",
-        relayed.0.sent,
-        relayed.0.received,
-        loss(&relayed.0),
-        relayed.0.received as f64 / secs,
-        r50,
-        r99
-    );
-    println!(
-        "relay  : cpu_us_per_packet={:.2} added_latency_us p50={} p99={} forwarded={} drops={:?}",
-        relayed.1.unwrap_or(f64::NAN),
-        r50.saturating_sub(b50),
-        r99.saturating_sub(b99),
-        stats.forwarded,
-        stats.drops
-    );
+/// The human summary (stderr) and, with `--results`, the machine lines (stdout).
+struct Report {
+    tag: Option<String>,
+    seconds: f64,
+    base_p50: u32,
+    base_p99: u32,
+}
+
+fn loss_pct(m: &Measured) -> f64 {
+    100.0 * (m.sent.saturating_sub(m.received)) as f64 / m.sent.max(1) as f64
+}
+
+fn sorted(m: &Measured) -> Vec<u32> {
+    let mut v = m.latencies_us.clone();
+    v.sort_unstable();
+    v
+}
+
+impl Report {
+    fn new(args: &Args) -> Report {
+        eprintln!(
+            "streams={} ({} calls) pps_per_stream={} seconds={}",
+            args.streams,
+            args.streams / 2,
+            args.pps,
+            args.seconds
+        );
+        Report { tag: args.results.clone(), seconds: args.seconds as f64, base_p50: 0, base_p99: 0 }
+    }
+
+    fn line(&self, system: &str, key: &str, value: String) {
+        if let Some(tag) = &self.tag {
+            println!("{tag}.{system}.{key} {value}");
+        }
+    }
+
+    fn direct(&mut self, m: &Measured) {
+        let v = sorted(m);
+        (self.base_p50, self.base_p99) = (percentile(&v, 0.5), percentile(&v, 0.99));
+        eprintln!(
+            "direct   : sent={} received={} loss={:.3}% latency_us p50={} p99={}",
+            m.sent,
+            m.received,
+            loss_pct(m),
+            self.base_p50,
+            self.base_p99
+        );
+        self.line("direct", "offered_pps", format!("{:.0}", m.sent as f64 / self.seconds));
+        self.line("direct", "latency_p50_us", self.base_p50.to_string());
+        self.line("direct", "latency_p99_us", self.base_p99.to_string());
+    }
+
+    fn system(&self, name: &str, (m, cpu): &(Measured, Option<f64>)) {
+        let v = sorted(m);
+        let (p50, p99) = (percentile(&v, 0.5), percentile(&v, 0.99));
+        let (a50, a99) = (p50.saturating_sub(self.base_p50), p99.saturating_sub(self.base_p99));
+        let cpu = cpu.unwrap_or(f64::NAN);
+        eprintln!(
+            "{name:9}: sent={} received={} loss={:.3}% rate={:.0} pkt/s cpu_us_per_packet={cpu:.2} \
+             added_latency_us p50={a50} p99={a99}",
+            m.sent,
+            m.received,
+            loss_pct(m),
+            m.received as f64 / self.seconds
+        );
+        self.line(name, "offered_pps", format!("{:.0}", m.sent as f64 / self.seconds));
+        self.line(name, "relayed_pps", format!("{:.0}", m.received as f64 / self.seconds));
+        self.line(name, "loss_pct", format!("{:.3}", loss_pct(m)));
+        self.line(name, "cpu_us_per_packet", format!("{cpu:.2}"));
+        self.line(name, "added_p50_us", a50.to_string());
+        self.line(name, "added_p99_us", a99.to_string());
+    }
 }

@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Side-by-side load harness (issue #8): SIPp UAC -> system -> SIPp UAS over loopback UDP, for
+#   sbcd          the transparent default profile (two full dialogs per call),
+#   sbcd-typical  benches/load/typical.yaml (rewriting profile + CDR + parallel-call limit),
+#   kamailio      Debian's Kamailio as a stateful proxy (tm + dialog + rr, TLSF allocators),
+# started together and measured interleaved (each step runs every system in turn, so drift of a
+# shared machine hits all of them alike). Per system:
+#   1. at a fixed rate (FIXED_RATE, FIXED_S): CPU of the system's own processes per 1,000 calls,
+#      INVITE transit through the system (tcpdump timestamps, p50/p99), SIPp's INVITE->200 time;
+#   2. a rate ladder (RATES, STEP_S each): the highest rate with < 0.1 % failed calls (RFC 7502's
+#      session establishment rate), and the CPU per call there;
+#   3. memory: PSS of a fresh system holding each of HELD calls (set up at HELD_RATE).
+# SIPp's own CPU is recorded for every step: on 2 cores it competes with the system under test.
+# Then the media harness (relay_load: sbcd's relay and rtpengine, same packets) and BENCHMARKS.md
+# is written from the results (OUT, default BENCHMARKS.md at the repository root).
+#
+# Usage: benches/load/run.sh            (about 25 minutes on 2 vCPU)
+#        QUICK=1 benches/load/run.sh    (a few minutes: short steps, few rates; a smoke)
+# env: SYSTEMS, RATES, STEP_S, FIXED_RATE, FIXED_S, HELD, HELD_RATE, MEDIA_STREAMS, OUT, NO_MEDIA=1
+# Needs sipp (sip-tester), kamailio, rtpengine-daemon, tcpdump: installed with apt-get when
+# missing and run as root (as on the CI machine); a system that is missing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+if [ "${QUICK:-0}" = 1 ]; then
+  : "${RATES:=1000 4000}" "${STEP_S:=8}" "${FIXED_S:=8}" "${HELD:=2000}" "${MEDIA_STREAMS:=500}"
+fi
+SYSTEMS=${SYSTEMS:-sbcd sbcd-typical kamailio}
+RATES=${RATES:-1000 2000 3000 4000 5000 6000 7000 8000}
+STEP_S=${STEP_S:-30}
+FIXED_RATE=${FIXED_RATE:-200}
+FIXED_S=${FIXED_S:-30}
+HELD=${HELD:-5000 50000}
+HELD_RATE=${HELD_RATE:-1000}
+MEDIA_STREAMS=${MEDIA_STREAMS:-1000 2000}
+OUT=${OUT:-$ROOT/BENCHMARKS.md}
+SC=$ROOT/benches/load/scenarios
+HZ=$(getconf CLK_TCK)
+
+need() { # command, Debian package
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $2" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 || true
+  fi
+  command -v "$1" >/dev/null
+}
+need sipp sip-tester || { echo "needs sipp (apt-get install sip-tester)"; exit 1; }
+need tcpdump tcpdump || echo "no tcpdump: INVITE transit not measured" >&2
+if [[ " $SYSTEMS " == *" kamailio "* ]] && ! need kamailio kamailio; then
+  echo "no kamailio: skipped" >&2; SYSTEMS=${SYSTEMS/kamailio/}
+fi
+
+echo "building sbcd and relay_load (release)" >&2
+cargo build --release --locked -q -p sbc-core --bin sbcd -p sbc-benches --bin relay_load
+
+WORK=$(mktemp -d)
+RES=$WORK/results # one "key value" per line, read back when BENCHMARKS.md is written
+: >"$RES"
+declare -A MAIN_PID UAS_PID PORT UAS_PORT
+cleanup() {
+  for s in "${!MAIN_PID[@]}"; do stop_system "$s"; done
+  kill $(jobs -p) 2>/dev/null || true
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Each system gets its own ports (and its own SIPp UAS), so all can stay up during the run.
+i=0
+for s in $SYSTEMS; do
+  PORT[$s]=$((27060 + 100 * i)); UAS_PORT[$s]=$((27070 + 100 * i)); i=$((i + 1))
+done
+
+pids_of() { # the system's processes: its main process and (Kamailio) its children
+  local p=${MAIN_PID[$1]}
+  echo "$p" $(pgrep -P "$p" 2>/dev/null || true)
+}
+cpu_ticks() { # user+system ticks of a set of processes
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat")))
+  done
+  echo $t
+}
+pss_kib() { # proportional set size of a set of processes (shared memory split, not double counted)
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/smaps_rollup" ] && t=$((t + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup")))
+  done
+  echo $t
+}
+put() { echo "$1 $2" >>"$RES"; }
+get() { awk -v k="$1" '$1==k {v=$2} END {print (v=="" ? "-" : v)}' "$RES"; }
+
+start_system() {
+  local s=$1 port=${PORT[$1]} next=127.0.0.1:${UAS_PORT[$1]}
+  case $s in
+    sbcd | sbcd-typical)
+      local cfg=()
+      [ "$s" = sbcd-typical ] && cfg=(--config "$ROOT/benches/load/typical.yaml")
+      # The built-in profile relays to the R-URI, which SIPp's UAC points at its UAS.
+      "$ROOT/target/release/sbcd" "${cfg[@]}" --listen "udp:127.0.0.1:$port" --admin-listen off \
+        --log-level warn 2>>"$WORK/$s.log" &
+      MAIN_PID[$s]=$!
+      ;;
+    kamailio)
+      sed -e "s/@LISTEN@/127.0.0.1:$port/" -e "s/@NEXT_HOP@/$next/" -e "s/@CHILDREN@/4/" \
+        "$ROOT/benches/load/kamailio.cfg" >"$WORK/kamailio.cfg"
+      mkdir -p "$WORK/kamailio-run"
+      kamailio -f "$WORK/kamailio.cfg" -DD -E -x tlsf -X tlsf -m 1024 -M 16 -w "$WORK" \
+        -Y "$WORK/kamailio-run" 2>>"$WORK/$s.log" &
+      MAIN_PID[$s]=$!
+      ;;
+  esac
+  sleep 1
+  kill -0 "${MAIN_PID[$s]}" || { echo "$s did not start:"; tail "$WORK/$s.log"; exit 1; }
+}
+stop_system() {
+  local p=${MAIN_PID[$1]:-}
+  [ -n "$p" ] || return 0
+  # Killed outright: a graceful stop would drain calls, and a held-call test leaves thousands.
+  kill -9 $(pids_of "$1") 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  unset "MAIN_PID[$1]"
+}
+start_uas() {
+  (cd "$WORK" && exec sipp -sf "$SC/uas_bench.xml" -i 127.0.0.1 -p "${UAS_PORT[$1]}" -nostdin \
+    >/dev/null 2>&1) &
+  UAS_PID[$1]=$!
+}
+
+# One measured step: RATE calls/s for SECS seconds through system S. Writes
+# "<tag>.<key> value" lines: calls, failed, cpu_pct, ms_per_call, sipp_cpu_pct, rtt p50/p99.
+step() {
+  local s=$1 rate=$2 secs=$3 tag=$4 transit=${5:-0}
+  local n=$((rate * secs)) dir="$WORK/$tag" uac_port=$((${PORT[$1]} + 20))
+  mkdir -p "$dir"
+  local pids; pids=$(pids_of "$s")
+  local capture=
+  if [ "$transit" = 1 ] && command -v tcpdump >/dev/null; then
+    # INVITE requests only (payload starts with "INVI"), into and out of the system's port.
+    tcpdump -i lo -n -s 64 -B 8192 -w "$dir/invites.pcap" \
+      "udp port ${PORT[$s]} and udp[8:4] = 0x494e5649" 2>/dev/null &
+    capture=$!
+    sleep 1
+  fi
+  local t0 u0 s0 s1 t1 u1
+  t0=$(cpu_ticks $pids); u0=$(cpu_ticks "${UAS_PID[$s]}"); s0=$(date +%s.%N)
+  (cd "$dir" && exec /usr/bin/time -f "%U %S" -o uac.time sipp "127.0.0.1:${UAS_PORT[$s]}" \
+    -rsa "127.0.0.1:${PORT[$s]}" -sf "$SC/uac_bench.xml" -i 127.0.0.1 -p "$uac_port" \
+    -r "$rate" -m "$n" -l $((rate * 2 + 100)) -nostdin -timeout $((secs + 30))s \
+    -trace_stat -stf stat.csv -trace_rtt -rtt_freq 1 >uac.out 2>&1) || true
+  t1=$(cpu_ticks $pids); u1=$(cpu_ticks "${UAS_PID[$s]}"); s1=$(date +%s.%N)
+  [ -n "$capture" ] && { sleep 0.5; kill "$capture"; wait "$capture" 2>/dev/null || true; }
+  local ok failed
+  ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++) if($i=="SuccessfulCall(C)") c=i} END{print $c+0}' "$dir/stat.csv" 2>/dev/null || echo 0)
+  failed=$((n - ok))
+  local wall cpu uas_cpu uac_cpu
+  wall=$(awk -v a="$s0" -v b="$s1" 'BEGIN{print b-a}')
+  cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN{print (b-a)/hz}')
+  uas_cpu=$(awk -v a="$u0" -v b="$u1" -v hz="$HZ" 'BEGIN{print (b-a)/hz}')
+  uac_cpu=$(awk '{print $1+$2}' "$dir/uac.time" 2>/dev/null || echo 0)
+  put "$tag.calls" "$n"
+  put "$tag.failed" "$failed"
+  put "$tag.failed_pct" "$(awk -v f="$failed" -v n="$n" 'BEGIN{printf "%.3f", 100*f/n}')"
+  put "$tag.cpu_pct" "$(awk -v c="$cpu" -v w="$wall" 'BEGIN{printf "%.1f", 100*c/w}')"
+  put "$tag.ms_per_call" "$(awk -v c="$cpu" -v n="$ok" 'BEGIN{printf "%.3f", (n>0 ? 1000*c/n : 0)}')"
+  put "$tag.cpu_s_per_1000" "$(awk -v c="$cpu" -v n="$ok" 'BEGIN{printf "%.3f", (n>0 ? 1000*c/n : 0)}')"
+  put "$tag.sipp_cpu_pct" "$(awk -v a="$uac_cpu" -v b="$uas_cpu" -v w="$wall" 'BEGIN{printf "%.1f", 100*(a+b)/w}')"
+  # SIPp's INVITE -> 200 times (it measures whole milliseconds).
+  local rtt; rtt=$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)
+  if [ -n "$rtt" ]; then
+    awk -F';' 'NR>1 && $3=="invite" {print $2}' "$rtt" | sort -n >"$dir/rtt.sorted"
+    put "$tag.rtt_p50_ms" "$(pct "$dir/rtt.sorted" 50)"
+    put "$tag.rtt_p99_ms" "$(pct "$dir/rtt.sorted" 99)"
+  fi
+  if [ -n "$capture" ]; then
+    # Pair each INVITE into the system with the next one out of it: at a fixed low rate an
+    # INVITE leaves long before the next arrives, so order pairs them (the B2BUA changes every
+    # identifier, so nothing else could).
+    # Seconds and microseconds apart: a double cannot hold epoch seconds to the microsecond.
+    tcpdump -r "$dir/invites.pcap" -n -tt 2>/dev/null | awk -v p="${PORT[$s]}" '
+      { split($1, ts, "."); if (NR == 1) t0 = ts[1]; t = (ts[1] - t0) * 1e6 + ts[2]
+        split($3, src, "."); split($5, dst, "."); sub(":", "", dst[5])
+        if (dst[5] == p) q[tail++] = t
+        else if (src[5] == p && head < tail) printf "%d\n", t - q[head++] }' |
+      sort -n >"$dir/transit.sorted"
+    put "$tag.transit_n" "$(wc -l <"$dir/transit.sorted")"
+    put "$tag.transit_p50_us" "$(pct "$dir/transit.sorted" 50)"
+    put "$tag.transit_p99_us" "$(pct "$dir/transit.sorted" 99)"
+  fi
+  echo "$tag: $n calls, $failed failed, system CPU $(get "$tag.cpu_pct") %, $(get "$tag.ms_per_call") ms/call, SIPp CPU $(get "$tag.sipp_cpu_pct") %${capture:+, transit p50 $(get "$tag.transit_p50_us") us}" >&2
+  [ "$failed" -le $((n / 1000)) ]
+}
+pct() { # file of sorted numbers, percentile
+  awk -v p="$2" '{v[NR]=$1} END{if(NR==0){print "-"; exit} i=int((NR-1)*p/100+0.5)+1; print v[i]}' "$1"
+}
+
+for s in $SYSTEMS; do start_system "$s"; start_uas "$s"; done
+sleep 1
+
+echo "== fixed rate: $FIXED_RATE calls/s for $FIXED_S s" >&2
+for s in $SYSTEMS; do step "$s" "$FIXED_RATE" "$FIXED_S" "fixed.$s" 1 || true; sleep 2; done
+
+echo "== rate ladder: $RATES calls/s, $STEP_S s each" >&2
+declare -A DONE
+for r in $RATES; do
+  for s in $SYSTEMS; do
+    [ -n "${DONE[$s]:-}" ] && continue
+    if step "$s" "$r" "$STEP_S" "rate$r.$s"; then
+      put "max.$s" "$r"
+    else
+      DONE[$s]=1
+    fi
+    sleep 3 # the previous step's transactions linger (Timer J/K); let them settle
+  done
+done
+
+echo "== held calls: $HELD" >&2
+for s in $SYSTEMS; do
+  for n in $HELD; do
+    stop_system "$s"; start_system "$s"; sleep 1
+    base=$(pss_kib $(pids_of "$s"))
+    dir="$WORK/held$n.$s"; mkdir -p "$dir"
+    (cd "$dir" && exec sipp "127.0.0.1:${UAS_PORT[$s]}" -rsa "127.0.0.1:${PORT[$s]}" \
+      -sf "$ROOT/tests/scenarios/uac_held.xml" -i 127.0.0.1 -p $((${PORT[$s]} + 30)) \
+      -r "$HELD_RATE" -m "$n" -l "$n" -d 3600000 -nostdin -trace_stat -stf stat.csv -fd 1 \
+      >/dev/null 2>&1) &
+    uac=$!
+    # Wait for every call to be up (SIPp's stat file counts the calls it has set up).
+    for _ in $(seq 1 $((n / HELD_RATE + 60))); do
+      sleep 1
+      up=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++) if($i=="CurrentCall(P)") c=i} END{print $c+0}' "$dir/stat.csv" 2>/dev/null || echo 0)
+      [ "$up" -ge "$n" ] && break
+    done
+    sleep 3
+    held=$(pss_kib $(pids_of "$s"))
+    put "held$n.$s.up" "$up"
+    put "held$n.$s.base_kib" "$base"
+    put "held$n.$s.pss_kib" "$held"
+    put "held$n.$s.kib_per_call" "$(awk -v a="$base" -v b="$held" -v n="$up" 'BEGIN{printf "%.2f", (n>0 ? (b-a)/n : 0)}')"
+    echo "held$n.$s: $up calls up, PSS $base -> $held KiB, $(get "held$n.$s.kib_per_call") KiB per call" >&2
+    kill $uac 2>/dev/null; wait $uac 2>/dev/null || true
+  done
+  stop_system "$s"
+done
+
+if [ "${NO_MEDIA:-0}" != 1 ]; then
+  echo "== media: relay_load, sbcd's relay and rtpengine" >&2
+  RTPENGINE_ARGS=()
+  if need rtpengine rtpengine-daemon; then
+    # Userspace forwarding only (no kernel module: --table=-1), controlled over ng.
+    rtpengine --foreground --log-stderr --log-level=3 --table=-1 --interface=127.0.0.1 \
+      --listen-ng=127.0.0.1:27222 --port-min=40000 --port-max=59999 --pidfile="$WORK/rtpengine.pid" \
+      2>"$WORK/rtpengine.log" &
+    RTPENGINE=$!
+    sleep 1
+    RTPENGINE_ARGS=(--rtpengine 127.0.0.1:27222 --rtpengine-pid "$RTPENGINE")
+  else
+    echo "no rtpengine: the relay is measured alone" >&2
+  fi
+  for n in $MEDIA_STREAMS; do
+    "$ROOT/target/release/relay_load" --streams "$n" --seconds "${MEDIA_S:-10}" "${RTPENGINE_ARGS[@]}" \
+      --results "media$n" >>"$RES" 2>"$WORK/media$n.log" || { echo "relay_load failed:"; cat "$WORK/media$n.log"; }
+    tail -n 4 "$WORK/media$n.log" >&2
+  done
+  [ -n "${RTPENGINE:-}" ] && { kill "$RTPENGINE"; wait "$RTPENGINE" 2>/dev/null || true; }
+fi
+
+echo "== writing $OUT" >&2
+SYSTEMS="$SYSTEMS" RATES="$RATES" HELD="$HELD" MEDIA_STREAMS="$MEDIA_STREAMS" FIXED_RATE="$FIXED_RATE" \
+  FIXED_S="$FIXED_S" STEP_S="$STEP_S" HELD_RATE="$HELD_RATE" QUICK="${QUICK:-0}" \
+  "$ROOT/benches/load/report.sh" "$RES" >"$OUT"
+echo "done: $OUT" >&2
