@@ -71,10 +71,10 @@ impl Registry {
         Ok(())
     }
 
-    /// Whether a chain has to run on the blocking pool: one of its modules may block (an
-    /// unknown one fails at once, wherever it runs).
-    pub fn chain_may_block(&self, chain: &[CcInstance]) -> bool {
-        chain.iter().any(|inst| self.get(&inst.module).is_some_and(|m| m.may_block()))
+    /// Whether a chain's `phase` has to run on the blocking pool: one of its modules may block
+    /// in it (an unknown module fails at once, wherever it runs).
+    pub fn chain_may_block(&self, chain: &[CcInstance], phase: crate::Phase) -> bool {
+        chain.iter().any(|inst| self.get(&inst.module).is_some_and(|m| m.may_block(phase)))
     }
 
     /// Runs `start` along the chain. `started` counts the instances whose `start` ran to the

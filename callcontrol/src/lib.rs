@@ -114,14 +114,25 @@ pub trait CallControl: Send + Sync + 'static {
     /// already).
     fn on_event(&self, _hook: &Hook<'_>, _event: &LegEvent) {}
 
-    /// Whether a hook may wait on something slow (a database, `fsync`, a socket that can fill
-    /// up). A chain with such a module runs on the blocking pool under the hook deadline; a
-    /// chain whose modules all answer `false` runs inline on its call's task, which saves two
-    /// thread hand-offs per hook (measured: a third of sbcd's CPU per call with a CDR and a
-    /// call counter). The default is the safe answer.
-    fn may_block(&self) -> bool {
+    /// Whether this module's hook for `phase` may wait on something slow (a database, a file
+    /// system, `fsync`, a socket that can fill up, a remote counter store). A phase in which a
+    /// module of the chain may block runs on the blocking pool under the hook deadline; a phase
+    /// in which none may runs inline on its call's task, which saves two thread hand-offs per
+    /// hook (measured: a third of sbcd's CPU per call with a CDR and a call counter). The
+    /// default is the safe answer.
+    fn may_block(&self, _phase: Phase) -> bool {
         true
     }
+}
+
+/// The hooks of a call, for [`CallControl::may_block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Start,
+    Connect,
+    Event,
+    End,
+    Route,
 }
 
 /// Which side of the call.

@@ -199,34 +199,29 @@ fn route_and_events_reach_modules() {
 }
 
 #[test]
-fn chains_of_modules_that_never_wait_run_inline_the_others_on_the_blocking_pool() {
+fn hooks_in_which_no_module_may_wait_run_inline_the_others_on_the_blocking_pool() {
+    use callcontrol::Phase;
     let dir = std::env::temp_dir().join(format!("cc-may-block-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let file_only = ModuleSettings {
+    let file = ModuleSettings {
         cdr: callcontrol::modules::CdrSettings { csv_file: Some(dir.join("cdr.csv")), ..Default::default() },
         ..ModuleSettings::default()
     };
-    let r = builtin(&file_only).unwrap();
-    let counters = [inst("cdr", "cc_syslog_cdr", &[]), inst("l", "cc_pcalls", &[]), inst("t", "cc_call_timer", &[])];
-    assert!(!r.chain_may_block(&counters), "CSV appends, counters and timers never wait");
-    assert!(!r.chain_may_block(&[inst("x", "no_such_module", &[])]), "an unknown module fails at once");
-
-    let fsync = ModuleSettings {
-        cdr: callcontrol::modules::CdrSettings {
-            csv_file: Some(dir.join("cdr2.csv")),
-            fsync: true,
-            ..Default::default()
-        },
-        ..ModuleSettings::default()
-    };
-    assert!(builtin(&fsync).unwrap().chain_may_block(&counters), "fsync waits on the disk");
-    let syslog = ModuleSettings {
-        cdr: callcontrol::modules::CdrSettings { syslog: true, ..Default::default() },
-        ..ModuleSettings::default()
-    };
-    assert!(builtin(&syslog).unwrap().chain_may_block(&counters[..1]), "syslog's socket can fill up");
+    let r = builtin(&file).unwrap();
+    let counters = [inst("l", "cc_pcalls", &[]), inst("t", "cc_call_timer", &[]), inst("c", "cc_ctl", &[])];
+    for phase in [Phase::Start, Phase::Connect, Phase::Event, Phase::End, Phase::Route] {
+        assert!(!r.chain_may_block(&counters, phase), "counters, timers, header checks never wait");
+    }
+    assert!(!r.chain_may_block(&[inst("x", "no_such_module", &[])], Phase::Start), "unknown: fails at once");
+    let with_cdr = [inst("cdr", "cc_syslog_cdr", &[]), inst("l", "cc_pcalls", &[])];
+    assert!(!r.chain_may_block(&with_cdr, Phase::Start), "the CDR does nothing at start");
+    assert!(!r.chain_may_block(&with_cdr, Phase::Connect));
+    assert!(r.chain_may_block(&with_cdr, Phase::End), "its write can stall: off the runtime's workers");
     let prepaid = ModuleSettings { prepaid_db: Some(dir.join("prepaid.db")), ..ModuleSettings::default() };
     let r = builtin(&prepaid).unwrap();
-    assert!(r.chain_may_block(&[inst("l", "cc_pcalls", &[]), inst("p", "cc_prepaid", &[])]), "a database");
+    assert!(
+        r.chain_may_block(&[inst("l", "cc_pcalls", &[]), inst("p", "cc_prepaid", &[])], Phase::Start),
+        "a database"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

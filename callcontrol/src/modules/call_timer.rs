@@ -23,7 +23,7 @@ impl CallControl for CallTimer {
     }
 
     /// A value from the call's parameters: nothing to wait for.
-    fn may_block(&self) -> bool {
+    fn may_block(&self, _phase: crate::Phase) -> bool {
         false
     }
 

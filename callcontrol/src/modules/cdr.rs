@@ -167,10 +167,11 @@ impl CallControl for Cdr {
         "cc_syslog_cdr"
     }
 
-    /// An append to a file is a copy into the page cache, done inline like Kamailio's `acc`;
-    /// `fsync` waits on the disk and syslog on a socket that fills when the daemon lags.
-    fn may_block(&self) -> bool {
-        self.settings.fsync || self.settings.syslog
+    /// Only `end` writes, and a write can stall (a slow or network file system, dirty-page
+    /// throttling, `fsync`, a syslog socket that fills up): it runs on the blocking pool, so a
+    /// stalled disk costs late CDRs, never stuck signalling. The other phases do nothing.
+    fn may_block(&self, phase: crate::Phase) -> bool {
+        phase == crate::Phase::End
     }
 
     fn end(&self, hook: &Hook<'_>, times: &Times, end: &CallEnd) {

@@ -81,7 +81,7 @@ impl CallControl for Ctl {
     }
 
     /// Header values read from the request: nothing to wait for.
-    fn may_block(&self) -> bool {
+    fn may_block(&self, _phase: crate::Phase) -> bool {
         false
     }
 

@@ -19,6 +19,11 @@ pub trait CallCounts: Send + Sync + std::fmt::Debug {
     fn release(&self, key: &str);
     /// Calls counted for `key` now.
     fn count(&self, key: &str) -> u32;
+    /// Whether a call may wait (a store over the network does): then the module's hooks run
+    /// on the blocking pool.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// Counts in this process's memory, exact under concurrency (one lock).
@@ -26,6 +31,9 @@ pub trait CallCounts: Send + Sync + std::fmt::Debug {
 pub struct LocalCounts(Mutex<HashMap<String, u32>>);
 
 impl CallCounts for LocalCounts {
+    fn may_block(&self) -> bool {
+        false
+    }
     fn try_acquire(&self, key: &str, max: u32) -> Result<bool, String> {
         let mut counts = self.0.lock().map_err(|_| "counter lock poisoned".to_string())?;
         let n = counts.entry(key.to_string()).or_insert(0);
@@ -88,9 +96,9 @@ impl CallControl for ParallelCalls {
         "cc_pcalls"
     }
 
-    /// Counters and timers in memory: nothing to wait for.
-    fn may_block(&self) -> bool {
-        false
+    /// As its counter store: in this process's memory it never waits, a shared store may.
+    fn may_block(&self, _phase: crate::Phase) -> bool {
+        self.counts.may_block()
     }
 
     fn mandatory(&self) -> &'static [&'static str] {

@@ -16,7 +16,7 @@ impl CallControl for Registrar {
     }
 
     /// Checks of its values (the B2BUA does the work): nothing to wait for.
-    fn may_block(&self) -> bool {
+    fn may_block(&self, _phase: crate::Phase) -> bool {
         false
     }
     fn start(&self, hook: &Hook<'_>, _effects: &mut Effects) -> Result<Verdict, CcError> {

@@ -1,9 +1,9 @@
 //! The call-control driver of one shard: each call with a chain gets a small task that runs its
 //! hooks in order (`start`, then `connect`, then `end`) and sends the `start` verdict back to
-//! the shard. Hooks never run on the signalling path. A chain with a module that may block
-//! (a database, fsync, syslog) runs each hook on the blocking pool under the configured
+//! the shard. Hooks never run on the signalling path. A hook in which a module of the chain may
+//! block (a database, a file write, syslog) runs on the blocking pool under the configured
 //! deadline, so a slow or failing one costs its call the failure reply, not a stuck shard; a
-//! chain of modules that never wait (counters, timers, file appends) runs inline on the task.
+//! hook in which none may (counters, timers, header checks) runs inline on the task.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use callcontrol::{CallEnd, CallFacts, CcInstance, LegEvent, Registry, StartOutcome, Times, Verdict};
+use callcontrol::{CallEnd, CallFacts, CcInstance, LegEvent, Phase, Registry, StartOutcome, Times, Verdict};
 use tokio::sync::mpsc;
 
 use super::ShardInput;
@@ -74,7 +74,6 @@ impl CcDriver {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.calls.insert(call, tx);
                 let task = CallTask {
-                    inline: !self.registry.chain_may_block(&chain),
                     registry: self.registry.clone(),
                     settings: self.settings.clone(),
                     shard: self.shard.clone(),
@@ -95,7 +94,7 @@ impl CcDriver {
                 let inflight = self.inflight.clone();
                 inflight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let verdict = if registry.chain_may_block(&chain) {
+                    let verdict = if registry.chain_may_block(&chain, Phase::Route) {
                         let run = tokio::task::spawn_blocking(move || registry.run_route(&chain, &facts));
                         verdict_of(tokio::time::timeout(settings.hook_timeout, run).await, &settings, call, "route")
                     } else {
@@ -134,8 +133,6 @@ struct CallTask {
     chain: Arc<[CcInstance]>,
     facts: Arc<CallFacts>,
     started: Arc<AtomicUsize>,
-    /// No module of the chain may block: hooks run here, not on the blocking pool.
-    inline: bool,
 }
 
 impl CallTask {
@@ -157,19 +154,19 @@ impl CallTask {
                 CallEvent::Connect(at) => {
                     times.connect = Some(at);
                     let (registry, chain, facts) = (self.registry.clone(), self.chain.clone(), self.facts.clone());
-                    self.bounded("connect", move || registry.run_connect(&chain, &facts, &times)).await;
+                    self.bounded(Phase::Connect, move || registry.run_connect(&chain, &facts, &times)).await;
                 }
                 CallEvent::Leg(event) => {
                     let n = self.started.load(Ordering::SeqCst).min(self.chain.len());
                     let (registry, chain, facts) = (self.registry.clone(), self.chain.clone(), self.facts.clone());
-                    self.bounded("event", move || registry.run_event(&chain[..n], &facts, &event)).await;
+                    self.bounded(Phase::Event, move || registry.run_event(&chain[..n], &facts, &event)).await;
                 }
                 CallEvent::End(end, at) => {
                     times.end = Some(at);
                     // Only the modules whose start ran are owed an end.
                     let n = self.started.load(Ordering::SeqCst).min(self.chain.len());
                     let (registry, chain, facts) = (self.registry.clone(), self.chain.clone(), self.facts.clone());
-                    self.bounded("end", move || registry.run_end(&chain[..n], &facts, &times, &end)).await;
+                    self.bounded(Phase::End, move || registry.run_end(&chain[..n], &facts, &times, &end)).await;
                     break;
                 }
             }
@@ -180,7 +177,7 @@ impl CallTask {
     async fn start(&self, times: Times) -> (CcVerdict, Option<tokio::task::JoinHandle<HookOutput>>) {
         let (registry, chain, facts, started) =
             (self.registry.clone(), self.chain.clone(), self.facts.clone(), self.started.clone());
-        if self.inline {
+        if self.inline(Phase::Start) {
             let out = catch_unwind(AssertUnwindSafe(|| registry.run_start(&chain, &facts, &times, &started)));
             return (inline_verdict(out, &self.settings, self.facts.call, "start"), None);
         }
@@ -190,8 +187,21 @@ impl CallTask {
         (verdict_of(result, &self.settings, self.facts.call, "start"), late)
     }
 
-    async fn bounded(&self, phase: &'static str, f: impl FnOnce() + Send + 'static) {
-        if self.inline {
+    /// No module of the chain may block in `phase`: its hooks run on this task.
+    fn inline(&self, phase: Phase) -> bool {
+        !self.registry.chain_may_block(&self.chain, phase)
+    }
+
+    async fn bounded(&self, phase: Phase, f: impl FnOnce() + Send + 'static) {
+        let inline = self.inline(phase);
+        let phase = match phase {
+            Phase::Start => "start",
+            Phase::Connect => "connect",
+            Phase::Event => "event",
+            Phase::End => "end",
+            Phase::Route => "route",
+        };
+        if inline {
             if catch_unwind(AssertUnwindSafe(f)).is_err() {
                 tracing::error!(call = self.facts.call, phase, "call control hook panicked");
             }
