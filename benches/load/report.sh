@@ -6,7 +6,11 @@ RES=$1
 cd "$(dirname "$0")/../.."
 get() { awk -v k="$1" '$1==k {v=$2} END {print (v=="" ? "-" : v)}' "$RES"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 > 0 && b+0 > 0) printf "%.2f", a/b; else print "-" }'; }
-num() { awk -v v="$1" 'BEGIN{ if (v == "-") print "-"; else { s = sprintf("%d", v); while (s ~ /[0-9]{4}/) sub(/[0-9]{3}($|,)/, ",&", s); sub(/,,/, ",", s); print s } }'; }
+num() { # thousands separators (mawk has no {n} in regexes)
+  awk -v v="$1" 'BEGIN{ if (v == "-") { print "-"; exit } s = sprintf("%d", v); o = ""
+    while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
+    print s o }'
+}
 label() {
   case $1 in
     sbcd) echo "sbcd, transparent B2BUA" ;;
@@ -20,7 +24,7 @@ has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 mem_gib=$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+dirty=$(git status --porcelain 2>/dev/null | grep -v " BENCHMARKS.md$" | grep -q . && echo " (with uncommitted changes)" || true)
 
 cat <<EOF
 # Benchmarks

@@ -29,7 +29,7 @@ impl Ng {
     pub(crate) fn set_up(&self, calls: usize, sides: [SocketAddr; 2]) -> Result<Vec<(usize, SocketAddr)>, Error> {
         let mut targets = Vec::with_capacity(calls * 2);
         for c in 0..calls {
-            let call_id = format!("relay-load-{c}");
+            let call_id = format!("relay-load-{}-{calls}-{c}", std::process::id());
             let (from, to) = (format!("a{c}"), format!("b{c}"));
             let offer = self.call(&[
                 ("command", "offer"),
@@ -54,7 +54,7 @@ impl Ng {
 
     pub(crate) fn tear_down(&self, calls: usize) {
         for c in 0..calls {
-            let call_id = format!("relay-load-{c}");
+            let call_id = format!("relay-load-{}-{calls}-{c}", std::process::id());
             let _ = self.call(&[("command", "delete"), ("call-id", &call_id), ("from-tag", &format!("a{c}"))]);
         }
     }

@@ -1,1 +1,52 @@
 //! Benchmarks only: see `criterion/` (cargo bench -p sbc-benches) and `load/`.
+//!
+//! [`CountingAlloc`] lets a bench binary count heap allocations per operation: each bench
+//! installs it as its global allocator and reports [`allocations_per_op`] next to criterion's
+//! times (allocations are what the hot path is usually tuned on first).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The system allocator, counting every allocation (and reallocation).
+pub struct CountingAlloc;
+
+#[allow(unsafe_code)] // implementing GlobalAlloc is unsafe by definition
+                      // SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Heap allocations per call of `op`, over `n` calls (after one warm-up call).
+pub fn allocations_per_op(n: u64, mut op: impl FnMut()) -> f64 {
+    op();
+    let before = ALLOCATIONS.load(Relaxed);
+    for _ in 0..n {
+        op();
+    }
+    (ALLOCATIONS.load(Relaxed) - before) as f64 / n as f64
+}
+
+/// Prints one line of the allocation table criterion does not have.
+pub fn report_allocations(name: &str, per_op: f64) {
+    println!("allocations: {name}: {per_op:.1} per op");
+}
