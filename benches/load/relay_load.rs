@@ -106,9 +106,9 @@ enum Meter {
 impl Meter {
     fn cpu_ns(&self) -> Option<u64> {
         match self {
-            Meter::Nothing => None,
-            Meter::Relay => Some(tasks_cpu_ns("self", |comm| comm.starts_with("rtp-"))),
-            Meter::Process(pid) => Some(tasks_cpu_ns(&pid.to_string(), |_| true)),
+            Self::Nothing => None,
+            Self::Relay => Some(tasks_cpu_ns("self", |comm| comm.starts_with("rtp-"))),
+            Self::Process(pid) => Some(tasks_cpu_ns(&pid.to_string(), |_| true)),
         }
     }
 }
@@ -346,7 +346,7 @@ fn sorted(m: &Measured) -> Vec<u32> {
 }
 
 impl Report {
-    fn new(args: &Args) -> Report {
+    fn new(args: &Args) -> Self {
         eprintln!(
             "streams={} ({} calls) pps_per_stream={} seconds={}",
             args.streams,
@@ -354,7 +354,7 @@ impl Report {
             args.pps,
             args.seconds
         );
-        Report { tag: args.results.clone(), seconds: args.seconds as f64, base_p50: 0, base_p99: 0 }
+        Self { tag: args.results.clone(), seconds: args.seconds as f64, base_p50: 0, base_p99: 0 }
     }
 
     fn line(&self, system: &str, key: &str, value: String) {

@@ -14,11 +14,11 @@ pub(crate) struct Ng {
 type Error = String;
 
 impl Ng {
-    pub(crate) fn connect(to: SocketAddr) -> Result<Ng, Error> {
+    pub(crate) fn connect(to: SocketAddr) -> Result<Self, Error> {
         let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         sock.connect(to).map_err(|e| e.to_string())?;
         sock.set_read_timeout(Some(Duration::from_secs(2))).map_err(|e| e.to_string())?;
-        let ng = Ng { sock, next_cookie: std::cell::Cell::new(1) };
+        let ng = Self { sock, next_cookie: std::cell::Cell::new(1) };
         ng.call(&[("command", "ping")])?;
         Ok(ng)
     }
@@ -60,8 +60,10 @@ impl Ng {
     }
 
     fn call(&self, dict: &[(&str, &str)]) -> Result<HashMap<String, String>, Error> {
-        let cookie = self.next_cookie.get();
-        self.next_cookie.set(cookie + 1);
+        // rtpengine answers a cookie it has seen with its cached reply (ng retransmissions):
+        // cookies must not repeat across runs, hence the process id.
+        let cookie = format!("{}_{}", std::process::id(), self.next_cookie.get());
+        self.next_cookie.set(self.next_cookie.get() + 1);
         let mut msg = format!("{cookie} d").into_bytes();
         for (k, v) in dict {
             msg.extend_from_slice(format!("{}:{k}{}:{v}", k.len(), v.len()).as_bytes());
@@ -73,7 +75,7 @@ impl Ng {
             let n = self.sock.recv(&mut buf).map_err(|e| format!("no answer: {e}"))?;
             let reply = &buf[..n];
             let Some(space) = reply.iter().position(|&b| b == b' ') else { continue };
-            if reply[..space] != *cookie.to_string().as_bytes() {
+            if reply[..space] != *cookie.as_bytes() {
                 continue; // a late answer to an earlier message
             }
             let dict = top_level_strings(&reply[space + 1..]).ok_or("unparsable answer")?;
