@@ -171,8 +171,17 @@ step() {
   local ok failed
   ok=$(awk -F';' 'NR==1{for(i=1;i<=NF;i++) if($i=="SuccessfulCall(C)") c=i} END{print $c+0}' "$dir/stat.csv" 2>/dev/null || echo 0)
   failed=$((n - ok))
+  # When SIPp had started every call (its stats, one row a second): the rate kept or not.
+  local started
+  started=$(awk -F';' -v n="$n" 'NR==1{for(i=1;i<=NF;i++){if($i=="OutgoingCall(C)") o=i; if($i=="ElapsedTime(C)") e=i}; next}
+    $o >= n {split($e, t, ":"); print t[1]*3600 + t[2]*60 + t[3]; exit}' "$dir/stat.csv" 2>/dev/null)
+  put "$tag.started_s" "${started:-}"
   local wall cpu uas_cpu uac_cpu
   wall=$(awk -v a="$s0" -v b="$s1" 'BEGIN{print b-a}')
+  # CPU % over the time calls were running: a few calls left hanging until SIPp is stopped
+  # must not dilute it over the whole wait.
+  local busy=$wall
+  [ -n "$started" ] && busy=$(awk -v s="$started" -v w="$wall" 'BEGIN{print (s + 1 < w ? s + 1 : w)}')
   cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN{print (b-a)/hz}')
   uas_cpu=$(awk -v a="$u0" -v b="$u1" -v hz="$HZ" 'BEGIN{print (b-a)/hz}')
   # (time(1) puts "Command exited with non-zero status" first when SIPp saw a failed call.)
@@ -180,11 +189,11 @@ step() {
   put "$tag.calls" "$n"
   put "$tag.failed" "$failed"
   put "$tag.failed_pct" "$(awk -v f="$failed" -v n="$n" 'BEGIN{printf "%.3f", 100*f/n}')"
-  put "$tag.cpu_pct" "$(awk -v c="$cpu" -v w="$wall" 'BEGIN{printf "%.1f", 100*c/w}')"
+  put "$tag.cpu_pct" "$(awk -v c="$cpu" -v w="$busy" 'BEGIN{printf "%.1f", 100*c/w}')"
   # CPU per call counts until this system's next step (close_cpu): a system's delayed work for
   # these calls (sbcd keeps finished transactions 32 s, Kamailio 5 s) is charged to them.
   PENDING_T0[$s]=$t0; PENDING_TAG[$s]=$tag; PENDING_OK[$s]=$ok
-  put "$tag.sipp_cpu_pct" "$(awk -v a="$uac_cpu" -v b="$uas_cpu" -v w="$wall" 'BEGIN{printf "%.1f", 100*(a+b)/w}')"
+  put "$tag.sipp_cpu_pct" "$(awk -v a="$uac_cpu" -v b="$uas_cpu" -v w="$busy" 'BEGIN{printf "%.1f", 100*(a+b)/w}')"
   # SIPp's INVITE -> 200 times (it measures whole milliseconds).
   local rtt; rtt=$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)
   if [ -n "$rtt" ]; then
@@ -208,11 +217,6 @@ step() {
     put "$tag.transit_p99_us" "$(pct "$dir/transit.sorted" 99)"
   fi
   put "$tag.wall_s" "$wall"
-  # When SIPp had started every call (its stats, one row a second): the rate kept or not.
-  local started
-  started=$(awk -F';' -v n="$n" 'NR==1{for(i=1;i<=NF;i++){if($i=="OutgoingCall(C)") o=i; if($i=="ElapsedTime(C)") e=i}; next}
-    $o >= n {split($e, t, ":"); print t[1]*3600 + t[2]*60 + t[3]; exit}' "$dir/stat.csv" 2>/dev/null)
-  put "$tag.started_s" "${started:-}"
   echo "$tag: $n calls, $failed failed, ${wall%.*} s, system CPU $(get "$tag.cpu_pct") %, SIPp CPU $(get "$tag.sipp_cpu_pct") %${capture:+, transit p50 $(get "$tag.transit_p50_us") us}" >&2
   # Passed: < 0.1 % failed, and the rate was kept (SIPp slows down rather than fail calls
   # when the system lags: if starting every call took over 5 % longer, it ran below its rate).

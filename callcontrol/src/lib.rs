@@ -119,7 +119,8 @@ pub trait CallControl: Send + Sync + 'static {
     /// module of the chain may block runs on the blocking pool under the hook deadline; a phase
     /// in which none may runs inline on its call's task, which saves two thread hand-offs per
     /// hook (measured: a third of sbcd's CPU per call with a CDR and a call counter). The
-    /// default is the safe answer.
+    /// default is the safe answer. (`start` also counts as blocking when `end` may block: a
+    /// refusal in `start` runs `end` for the modules already started.)
     fn may_block(&self, _phase: Phase) -> bool {
         true
     }

@@ -189,7 +189,9 @@ impl CallTask {
 
     /// No module of the chain may block in `phase`: its hooks run on this task.
     fn inline(&self, phase: Phase) -> bool {
-        !self.registry.chain_may_block(&self.chain, phase)
+        let blocks = |p| self.registry.chain_may_block(&self.chain, p);
+        // A refusal inside `start` runs `end` for the modules already started (a CDR write).
+        !blocks(phase) && (phase != Phase::Start || !blocks(Phase::End))
     }
 
     async fn bounded(&self, phase: Phase, f: impl FnOnce() + Send + 'static) {
@@ -204,6 +206,14 @@ impl CallTask {
         if inline {
             if catch_unwind(AssertUnwindSafe(f)).is_err() {
                 tracing::error!(call = self.facts.call, phase, "call control hook panicked");
+            }
+            return;
+        }
+        if phase == "end" {
+            // The call is over: nothing waits for `end`, but shutdown waits for this task, so a
+            // slow CDR write is awaited to the end rather than abandoned to a deadline.
+            if let Err(e) = tokio::task::spawn_blocking(f).await {
+                tracing::error!(call = self.facts.call, phase, "call control hook panicked: {e}");
             }
             return;
         }
