@@ -136,6 +136,19 @@ pub enum Phase {
     Route,
 }
 
+impl Phase {
+    /// The hook's name, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Connect => "connect",
+            Self::Event => "event",
+            Self::End => "end",
+            Self::Route => "route",
+        }
+    }
+}
+
 /// Which side of the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Party {

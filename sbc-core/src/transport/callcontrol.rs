@@ -196,13 +196,7 @@ impl CallTask {
 
     async fn bounded(&self, phase: Phase, f: impl FnOnce() + Send + 'static) {
         let inline = self.inline(phase);
-        let phase = match phase {
-            Phase::Start => "start",
-            Phase::Connect => "connect",
-            Phase::Event => "event",
-            Phase::End => "end",
-            Phase::Route => "route",
-        };
+        let phase = phase.as_str();
         if inline {
             if catch_unwind(AssertUnwindSafe(f)).is_err() {
                 tracing::error!(call = self.facts.call, phase, "call control hook panicked");
