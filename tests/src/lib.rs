@@ -112,10 +112,13 @@ impl Sbcd {
         me
     }
 
+    /// Both the SIP and the admin listeners: sbcd binds them in turn, so the first one up
+    /// does not mean the other is.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
+        let up = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if up(self.port) && up(self.admin_port) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

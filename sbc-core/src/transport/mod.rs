@@ -260,6 +260,7 @@ impl Runtime {
         let shards = shards.clamp(1, 64);
         let mut sockets = Vec::new();
         let mut udp = Vec::new();
+        let mut udp_receivers = Vec::new();
         let mut listeners = Vec::new();
         let mut interfaces = Vec::new();
         for iface in &cfg.interfaces {
@@ -269,9 +270,19 @@ impl Runtime {
                 let local = match l.transport {
                     Transport::Udp => {
                         let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
-                        let s = udp::bind(l.addr).map_err(bind_err)?;
-                        let local = s.local_addr().map_err(bind_err)?;
-                        udp.push(Some(Arc::new(s)));
+                        // One receiving socket per core that parses (up to 4).
+                        let group: Vec<_> = udp::bind_group(l.addr, shards.min(4))
+                            .map_err(bind_err)?
+                            .into_iter()
+                            .map(Arc::new)
+                            .collect();
+                        let sender = group
+                            .first()
+                            .cloned()
+                            .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
+                        let local = sender.local_addr().map_err(bind_err)?;
+                        udp.push(Some(sender));
+                        udp_receivers.extend(group.into_iter().map(|s| (id, s)));
                         local
                     }
                     Transport::Tcp => {
@@ -371,13 +382,8 @@ impl Runtime {
             );
             tokio::spawn(shard::run(crate::b2bua::Engine::new(ecfg, seed), rx, shared.clone(), status, cc));
         }
-        for (id, sock) in shared.udp.iter().enumerate() {
-            if let Some(sock) = sock {
-                // Several receivers per socket so parsing spreads over the cores.
-                for _ in 0..shards.min(4) {
-                    tokio::spawn(udp::receive(shared.clone(), id as u16, sock.clone()));
-                }
-            }
+        for (id, sock) in udp_receivers {
+            tokio::spawn(udp::receive(shared.clone(), id, sock));
         }
         for (id, l) in listeners {
             tokio::spawn(tcp::accept(shared.clone(), id, l));

@@ -1,4 +1,7 @@
-//! UDP: one socket per listen address, several receiver tasks per socket.
+//! UDP: a group of sockets per listen address sharing it through `SO_REUSEPORT`, one receiver
+//! task each. The kernel picks the socket by the sender's address, so datagrams from one peer
+//! keep their order (an ACK is never overtaken by the BYE sent right after it) while different
+//! peers are parsed on different cores.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,16 +17,35 @@ use crate::b2bua::{SocketId, Source, Transport};
 /// Socket buffers large enough to ride out bursts of signalling (the kernel may cap them).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
-pub(super) fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds `count` sockets (at least one) to `addr`. The first is the one replies are sent from.
+///
+/// A plain bind comes first: it fails with "address in use" when anything holds the address,
+/// including another sbcd whose reuse-port group would otherwise silently take half the
+/// traffic. It also resolves port 0 to the port the group then shares.
+pub(super) fn bind_group(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let probe = socket(addr, false)?;
+    let addr = probe.local_addr()?.as_socket().unwrap_or(addr);
+    if count <= 1 || !cfg!(unix) {
+        return Ok(vec![UdpSocket::from_std(probe.into())?]);
+    }
+    drop(probe);
+    (0..count).map(|_| UdpSocket::from_std(socket(addr, true)?.into())).collect()
+}
+
+fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
+    }
+    #[cfg(unix)]
+    if reuse_port {
+        sock.set_reuse_port(true)?;
     }
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    UdpSocket::from_std(sock.into())
+    Ok(sock)
 }
 
 pub(super) async fn receive(shared: Arc<Shared>, id: SocketId, sock: Arc<UdpSocket>) {
@@ -45,5 +67,45 @@ pub(super) async fn receive(shared: Arc<Shared>, id: SocketId, sock: Arc<UdpSock
         }
         let src = Source { transport: Transport::Udp, local: id, remote, conn: None };
         shared.dispatch(Bytes::copy_from_slice(data), src);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_group_shares_its_port_and_a_second_group_is_refused() {
+        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        assert_eq!(group.len(), 3);
+        let addr = group[0].local_addr().expect("addr");
+        assert!(group.iter().all(|s| s.local_addr().ok() == Some(addr)));
+        let again = bind_group(addr, 3).expect_err("a second instance must not join");
+        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+    }
+
+    #[tokio::test]
+    async fn one_peer_lands_on_one_socket_so_its_datagrams_keep_their_order() {
+        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 4).expect("bind");
+        let addr = group[0].local_addr().expect("addr");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        for i in 0..50u8 {
+            peer.send_to(&[i], addr).expect("send");
+        }
+        let mut per_socket = Vec::new();
+        for s in &group {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8];
+            // Loopback delivery is synchronous: what is queued is there; a short wait ends each.
+            while let Ok(Ok((n, _))) =
+                tokio::time::timeout(std::time::Duration::from_millis(30), s.recv_from(&mut buf)).await
+            {
+                got.extend_from_slice(&buf[..n]);
+            }
+            per_socket.push(got);
+        }
+        let holders: Vec<_> = per_socket.iter().filter(|g| !g.is_empty()).collect();
+        assert_eq!(holders.len(), 1, "one socket gets all of one peer's datagrams: {per_socket:?}");
+        assert_eq!(*holders[0], (0..50).collect::<Vec<u8>>());
     }
 }
