@@ -72,6 +72,13 @@ pub fn scratch_dir(label: &str) -> PathBuf {
     d
 }
 
+/// `yaml` written as `sbc.yaml` into a fresh scratch directory: the path for `--config`.
+pub fn config_file(label: &str, yaml: &str) -> PathBuf {
+    let p = scratch_dir(label).join("sbc.yaml");
+    std::fs::write(&p, yaml).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    p
+}
+
 /// A running sbcd, killed on drop. Its log is kept in `log` for failure messages.
 pub struct Sbcd {
     child: Option<Child>,
@@ -86,6 +93,19 @@ impl Sbcd {
     pub fn start(extra: &[&str]) -> Self {
         let port = free_port();
         Self::start_on(port, extra)
+    }
+
+    /// sbcd on the configuration `yaml`, with extra arguments.
+    pub fn with_config(yaml: &str, extra: &[&str]) -> Self {
+        Self::with_config_on(free_port(), yaml, extra)
+    }
+
+    /// sbcd on `port` with the configuration `yaml`.
+    pub fn with_config_on(port: u16, yaml: &str, extra: &[&str]) -> Self {
+        let cfg = config_file("config", yaml);
+        let mut args = vec!["--config", cfg.to_str().expect("a UTF-8 scratch path")];
+        args.extend_from_slice(extra);
+        Self::start_on(port, &args)
     }
 
     pub fn start_on(port: u16, extra: &[&str]) -> Self {

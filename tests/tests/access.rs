@@ -164,13 +164,12 @@ fn a_phone_on_tcp_takes_calls_over_the_connection_it_opened() {
 
 /// sbcd with one profile `p` (its option lines given) whose calls go to 127.0.0.1:`callee`.
 fn start_with_profile(options: &str, callee: u16) -> Sbcd {
-    let dir = scratch_dir("access-cfg");
-    let text = format!(
-        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\nactive_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{callee}\n{options}"
-    );
-    let p = dir.join("sbc.yaml");
-    std::fs::write(&p, text).expect("write config");
-    Sbcd::start(&["--config", p.to_str().expect("utf8")])
+    Sbcd::with_config(
+        &format!(
+            "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\nactive_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{callee}\n{options}"
+        ),
+        &[],
+    )
 }
 
 const AUTH: &str = "    enable_auth: yes\n    auth_user: $P(u)\n    auth_pwd: $P(p)\n";

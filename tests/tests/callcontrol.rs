@@ -14,10 +14,7 @@ use sbc_e2e::{
 };
 
 fn config(text: &str) -> PathBuf {
-    let dir = scratch_dir("cc");
-    let p = dir.join("sbc.yaml");
-    std::fs::write(&p, text).unwrap();
-    p
+    sbc_e2e::config_file("cc", text)
 }
 
 fn uac(
@@ -249,6 +246,46 @@ fn prepaid_balance_limits_and_pays_the_call() {
         10,
     );
     assert!(out.status.success(), "no credit: 402: {}", sbcd.log_text());
+}
+
+/// A `start` hook later than `hook_timeout_ms` (the balance database is locked by someone else)
+/// costs its call the failure reply at the deadline; the late hook still finishes once the lock
+/// goes, and its reservation is settled without debiting anything.
+#[test]
+fn a_late_start_hook_fails_the_call_at_the_deadline_and_is_settled_later() {
+    let db = scratch_dir("prepaid-late").join("balances.sqlite");
+    prepaid_cli(&db, &["set", "sipp", "100"]);
+    let cfg = config(&format!(
+        "call_control:\n  hook_timeout_ms: 300\n  cc_prepaid: {{ db: {} }}\nactive_profile: paid\nprofiles:\n  paid:\n    call_control: credit\n    credit_module: cc_prepaid\n    credit_uuid: \"$fU\"\n",
+        db.display()
+    ));
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
+    // Another writer holds the database: the reservation waits on SQLite's busy timeout (5 s).
+    let lock = callcontrol::modules::prepaid::open_db(&db).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE; UPDATE balances SET seconds = seconds WHERE account = 'sipp';").unwrap();
+    let out = sbc_e2e::sipp_uac(
+        "uac_cc_500.xml",
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        Some(sbcd.addr()),
+        Transport::Udp,
+        1,
+        10,
+    );
+    assert!(out.status.success(), "500 at the deadline: {}", sbcd.log_text());
+    assert!(sbcd.log_text().contains("call control hook too late"), "{}", sbcd.log_text());
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    // The late `start` reserved once the lock went; then `end` settled the unanswered call.
+    let settled = || sbcd.log_text().lines().any(|l| l.contains("cc_prepaid: debited") && l.contains("billed_s=0"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !settled() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(settled(), "the late reservation is settled: {}", sbcd.log_text());
+    assert!(!sbcd.log_text().contains("debit failed"), "{}", sbcd.log_text());
+    let c = callcontrol::modules::prepaid::open_db(&db).unwrap();
+    assert_eq!(c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(prepaid_cli(&db, &["get", "sipp"]), "sipp 100", "nothing debited");
 }
 
 /// `kill -9` while a prepaid call runs: after the restart the call is debited once (up to the

@@ -108,14 +108,11 @@ fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
 fn natted_caller_gets_audio_with_symmetric_rtp_from_the_sems_profile() {
     // The relay profile is the SEMS-style symmetricrtp.sbcprofile.conf, loaded unchanged.
     let sems = repo_root().join("tests/sems/symmetricrtp.sbcprofile.conf");
-    let dir = scratch_dir("media-cfg");
     let text = format!(
         "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\n    media: {{address: {RELAY_IP}, ports: 46100-46199}}\nactive_profile: symmetricrtp\nprofiles:\n  symmetricrtp:\n    sems_file: {}\n",
         sems.display()
     );
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, text).expect("write config");
-    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8 path")]);
+    let sbcd = Sbcd::with_config(&text, &[]);
     // The caller's SDP names `advertised`, but it sends from `real` (a NAT's mapping).
     let (advertised, real, callee_rtp) = (rtp_socket(), rtp_socket(), rtp_socket());
     advertised.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
@@ -220,14 +217,11 @@ fn the_core_call_flows_through_a_relay_profile_leave_no_port_behind() {
 /// interface (`rtprelay_interface`); signalling stays IPv4.
 #[test]
 fn ipv4_caller_and_ipv6_callee_are_bridged() {
-    let dir = scratch_dir("media-cfg");
     let text = format!(
         "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\n    media: {{address: {RELAY_IP}, ports: 46600-46699}}\n  - name: v6\n    listen: ['udp:[::1]:{}']\n    media: {{address: '::1', ports: 46600-46699}}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n    rtprelay_interface: v6\n",
         free_port()
     );
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, text).expect("write config");
-    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8 path")]);
+    let sbcd = Sbcd::with_config(&text, &[]);
     let caller_rtp = rtp_socket();
     let callee_rtp = UdpSocket::bind("[::1]:0").expect("bind ::1");
     callee_rtp.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");

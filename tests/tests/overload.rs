@@ -15,14 +15,10 @@ fn stat(sbcd: &Sbcd, key: &str) -> u64 {
 
 #[test]
 fn a_source_over_its_rate_gets_503_and_a_trusted_trunk_does_not() {
-    let dir = scratch_dir("overload");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(
-        &cfg,
+    let sbcd = Sbcd::with_config(
         "limits:\n  admission:\n    per_source_cps: 5\n    per_source_burst: 5\n    trusted: [127.0.0.3/32]\n    drop_after: 0\n",
-    )
-    .expect("config");
-    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+        &[],
+    );
     let uas_port = free_port();
     let _uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1000);
     let uas = SocketAddr::from(([127, 0, 0, 1], uas_port));
@@ -56,11 +52,8 @@ fn a_source_over_its_rate_gets_503_and_a_trusted_trunk_does_not() {
 #[test]
 fn an_unreachable_tcp_next_hop_is_answered_503_at_once() {
     let closed = free_port(); // nothing listens there
-    let dir = scratch_dir("unreachable");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, format!("active_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{closed}/tcp\n"))
-        .expect("config");
-    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    let sbcd =
+        Sbcd::with_config(&format!("active_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{closed}/tcp\n"), &[]);
     let mut ua = ua::TestUa::new(sbcd.addr());
     let t0 = std::time::Instant::now();
     let r = ua.invite(&format!("sip:bob@127.0.0.1:{closed}"), &ua::sdp("127.0.0.1", 7030, ""));
@@ -72,10 +65,7 @@ fn an_unreachable_tcp_next_hop_is_answered_503_at_once() {
 #[test]
 fn one_address_cannot_hold_more_tcp_connections_than_its_share() {
     use std::io::Read;
-    let dir = scratch_dir("tcp-per-source");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, "limits:\n  tcp_max_connections_per_source: 3\n").expect("config");
-    let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
+    let sbcd = Sbcd::with_config("limits:\n  tcp_max_connections_per_source: 3\n", &[]);
     // From 127.0.0.2 (the readiness probe's connection came from 127.0.0.1).
     let connect = |ip: [u8; 4]| {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");

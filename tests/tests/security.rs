@@ -13,10 +13,11 @@ fn neither_side_sees_the_others_topology() {
     let sbc_port = free_port();
     let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
     let callee_addr = callee.local_addr();
-    let dir = scratch_dir("topology");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {callee_addr}\n")).expect("config");
-    let sbcd = Sbcd::start_on(sbc_port, &["--config", cfg.to_str().expect("utf8")]);
+    let sbcd = Sbcd::with_config_on(
+        sbc_port,
+        &format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {callee_addr}\n"),
+        &[],
+    );
 
     let answering = std::thread::spawn(move || {
         let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");

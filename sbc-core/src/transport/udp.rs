@@ -1,7 +1,8 @@
-//! UDP: a group of sockets per listen address sharing it through `SO_REUSEPORT`, one receiver
-//! task each. The kernel picks the socket by the sender's address, so datagrams from one peer
-//! keep their order (an ACK is never overtaken by the BYE sent right after it) while different
-//! peers are parsed on different cores.
+//! UDP: on Linux a group of sockets per listen address sharing it through `SO_REUSEPORT`, one
+//! receiver task each. The kernel picks the socket by a hash of the sender's address, so the
+//! datagrams of one peer keep their order (an ACK is never overtaken by the BYE sent right
+//! after it) while many peers spread over the receivers. One busy peer is read by one task,
+//! which costs little: receiving only parses and hands over, the shards do the work.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,19 +18,31 @@ use crate::b2bua::{SocketId, Source, Transport};
 /// Socket buffers large enough to ride out bursts of signalling (the kernel may cap them).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
-/// Binds `count` sockets (at least one) to `addr`. The first is the one replies are sent from.
+/// Binds up to `count` sockets to `addr`. The first is the one replies are sent from.
 ///
 /// A plain bind comes first: it fails with "address in use" when anything holds the address,
-/// including another sbcd whose reuse-port group would otherwise silently take half the
-/// traffic. It also resolves port 0 to the port the group then shares.
+/// including another sbcd whose reuse-port group would otherwise silently take part of the
+/// traffic. It also resolves port 0 to the port the group then shares. (Between that probe
+/// and the group's bind lies a short window in which a process started at the same instant
+/// could pass the probe too.) Elsewhere than Linux, or where the option is refused, one
+/// socket serves the address.
 pub(super) fn bind_group(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
     let probe = socket(addr, false)?;
     let addr = probe.local_addr()?.as_socket().unwrap_or(addr);
-    if count <= 1 || !cfg!(unix) {
+    if count <= 1 || !cfg!(target_os = "linux") {
         return Ok(vec![UdpSocket::from_std(probe.into())?]);
     }
     drop(probe);
-    (0..count).map(|_| UdpSocket::from_std(socket(addr, true)?.into())).collect()
+    let group: std::io::Result<Vec<Socket>> = (0..count).map(|_| socket(addr, true)).collect();
+    let group = match group {
+        Ok(group) => group,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(e),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "SO_REUSEPORT refused: one socket serves the address");
+            vec![socket(addr, false)?]
+        }
+    };
+    group.into_iter().map(|s| UdpSocket::from_std(s.into())).collect()
 }
 
 fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
@@ -37,10 +50,12 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     if reuse_port {
         sock.set_reuse_port(true)?;
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = reuse_port;
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     sock.set_nonblocking(true)?;
@@ -70,7 +85,7 @@ pub(super) async fn receive(shared: Arc<Shared>, id: SocketId, sock: Arc<UdpSock
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
