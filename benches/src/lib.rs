@@ -2,12 +2,28 @@
 //!
 //! [`CountingAlloc`] lets a bench binary count heap allocations per operation: each bench
 //! installs it as its global allocator and reports [`allocations_per_op`] next to criterion's
-//! times (allocations are what the hot path is usually tuned on first).
+//! times (allocations are what the hot path is usually tuned on first), and [`live_bytes`]
+//! tells what a structure holds on the heap.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed (what a structure holds, without the allocator's overhead).
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
+
+fn grew(bytes: usize) {
+    LIVE_BYTES.fetch_add(bytes as i64, Relaxed);
+}
+
+fn shrank(bytes: usize) {
+    LIVE_BYTES.fetch_sub(bytes as i64, Relaxed);
+}
+
+/// Heap bytes requested and not yet freed, process-wide.
+pub fn live_bytes() -> i64 {
+    LIVE_BYTES.load(Relaxed)
+}
 
 /// The system allocator, counting every allocation (and reallocation).
 pub struct CountingAlloc;
@@ -17,20 +33,25 @@ pub struct CountingAlloc;
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Relaxed);
+        grew(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        shrank(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Relaxed);
+        grew(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Relaxed);
+        grew(new_size);
+        shrank(layout.size());
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }

@@ -103,7 +103,7 @@ pub struct CcInstance {
 }
 
 /// What a profile says about one call, expanded.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallPlan {
     /// The B leg's Request-URI (`RURI`, `RURI_host`, `patch_ruri_next_hop`); `None` keeps the
     /// incoming one.

@@ -224,6 +224,19 @@ impl Engine {
         self.evaluate_profile(msg, src, &snap, profile, &NoCcVars, &BTreeMap::new())
     }
 
+    /// Calls whose profile evaluates alike (a transparent or a fixed trunk profile takes nothing
+    /// from the request) share one set of rules: a held call then costs a kilobyte less.
+    fn shared_rules(&mut self, profile: Arc<Profile>, plan: CallPlan) -> Arc<CallRules> {
+        if let Some(last) = &self.last_rules {
+            if Arc::ptr_eq(&last.profile, &profile) && last.plan == plan {
+                return last.clone();
+            }
+        }
+        let rules = Arc::new(CallRules { profile, plan });
+        self.last_rules = Some(rules.clone());
+        rules
+    }
+
     /// Evaluates `profile` for `msg` (with call-control variables and overrides, if any).
     pub(super) fn evaluate_profile(
         &mut self,
@@ -236,7 +249,7 @@ impl Engine {
     ) -> Chosen {
         match self.with_env(msg, src, snap, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
             Some(Ok(mut plan)) => match self.retarget_registered(msg, &profile, &mut plan) {
-                Ok(()) => Chosen::Go(Arc::new(CallRules { profile, plan })),
+                Ok(()) => Chosen::Go(self.shared_rules(profile, plan)),
                 Err(refusal) => Chosen::Refuse(refusal),
             },
             Some(Err(e)) => {

@@ -129,7 +129,7 @@ pub(crate) struct Call {
     /// Next hops still to try for the B leg's INVITE (`next_hop` alternatives).
     pub(crate) failover: Vec<(Transport, Peer)>,
     /// Our B-leg INVITE, kept only while there is an alternative to resend it to.
-    pub(crate) b_invite: Option<crate::sip::msg::Message>,
+    pub(crate) b_invite: Option<Box<crate::sip::msg::Message>>,
     pub(crate) state: CallState,
     pub(crate) legs: [Leg; 2],
     /// The server transaction of the caller's INVITE.
@@ -148,7 +148,7 @@ pub(crate) struct Call {
     /// (RSeq we gave the caller, RSeq the callee used).
     pub(crate) rseq_map: Vec<(u32, u32)>,
     pub(crate) next_a_rseq: u32,
-    pub(crate) reliable_1xx: Option<Reliable1xx>,
+    pub(crate) reliable_1xx: Option<Box<Reliable1xx>>,
     pub(crate) started: Instant,
     pub(crate) answered: Option<Instant>,
     pub(crate) timer_c: Option<Instant>,
@@ -156,7 +156,7 @@ pub(crate) struct Call {
     /// After a CANCEL: forget the call even if the callee never answers (RFC 3261 §9.1).
     pub(crate) hard_end: Option<Instant>,
     /// The call's relayed media (ports and flows go back when the call is dropped).
-    pub(crate) media: Option<rtp_relay::Session>,
+    pub(crate) media: Option<Box<rtp_relay::Session>>,
     /// When to look for media activity next (answered calls with a relay session).
     pub(crate) media_check: Option<Instant>,
     /// Session timers of the A and B legs (RFC 4028), where the profile runs them.

@@ -276,7 +276,7 @@ impl Engine {
             // it came (the ACK cannot be refused).
             let rules = call.rules.clone();
             let sent_by = call.leg(side.other()).via_sent_by.clone();
-            let body = prepare_body_anyway(&rules, call.media.as_mut(), side.other(), &sent_by, msg.body());
+            let body = prepare_body_anyway(&rules, call.media.as_deref_mut(), side.other(), &sent_by, msg.body());
             call.leg_mut(side.other()).note_sdp(&body);
             // The ACK of an INVITE we answered a challenge for carries the same credentials
             // (RFC 3261 §22.1).
@@ -293,7 +293,9 @@ impl Engine {
             copy_unowned(&mut w, &msg, rules.header_filter());
             append(&mut w, rules.appended_on(side.other()));
             let ack = w.finish(&body);
-            call.invite_relays[idx].ack = Some(ack.clone());
+            // Kept for the whole call (a 2xx may be retransmitted): at its own size, not the
+            // writer's kilobyte of capacity.
+            call.invite_relays[idx].ack = Some(Bytes::copy_from_slice(&ack));
             if let Some(dest) = self.leg_dest(h, side.other()) {
                 self.send_raw(dest, ack);
             }
@@ -503,7 +505,7 @@ impl Engine {
         let body = match (&rules, has_sdp, call.and_then(|h| self.calls.get_mut(&h))) {
             (Some(r), true, Some(c)) => {
                 let sent_by = c.leg(server_side).via_sent_by.clone();
-                Some(prepare_body_anyway(r, c.media.as_mut(), server_side, &sent_by, msg.body()))
+                Some(prepare_body_anyway(r, c.media.as_deref_mut(), server_side, &sent_by, msg.body()))
             }
             _ => None,
         };

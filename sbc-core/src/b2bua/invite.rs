@@ -446,7 +446,7 @@ impl Engine {
         }
         self.calls.insert(
             handle,
-            Call {
+            Box::new(Call {
                 handle,
                 span,
                 kind,
@@ -455,7 +455,7 @@ impl Engine {
                 bye_from: None,
                 cause: None,
                 failover,
-                b_invite,
+                b_invite: b_invite.map(Box::new),
                 state: CallState::Early,
                 legs: [a_leg, b_leg],
                 a_ist: a_tx,
@@ -474,11 +474,11 @@ impl Engine {
                 // A subscription is bounded until its answer says for how long it lives.
                 max_duration: (!is_invite).then(|| now + self.cfg.timers.t1x64()),
                 hard_end: None,
-                media,
+                media: media.map(Box::new),
                 media_check: None,
                 sst,
                 scheduled: None,
-            },
+            }),
         );
         self.stats.calls_started += 1;
         self.out.push_back(Output::Event(Event::CallStarted { call: handle }));
@@ -531,8 +531,13 @@ impl Engine {
             if let Some(bytes) = self.forward_response(now, a_ist, Some(h), Side::A, &msg, rseq) {
                 if let (true, Some(a_rseq), Some(call)) = (reliable_udp, rseq, self.calls.get_mut(&h)) {
                     let t1 = self.cfg.timers.t1;
-                    call.reliable_1xx =
-                        Some(Reliable1xx { bytes, a_rseq, next: now + t1, interval: t1, give_up: now + t1 * 64 });
+                    call.reliable_1xx = Some(Box::new(Reliable1xx {
+                        bytes,
+                        a_rseq,
+                        next: now + t1,
+                        interval: t1,
+                        give_up: now + t1 * 64,
+                    }));
                 }
             }
             self.reschedule_call(h);
@@ -760,7 +765,7 @@ impl Engine {
         }
         call.b_invite_cseq = cseq;
         if !call.failover.is_empty() {
-            call.b_invite = Some(next.clone());
+            call.b_invite = Some(Box::new(next.clone()));
         }
         let id = self.start_client_tx(now, next, dest, Some(h), Side::B, Purpose::BInitialInvite);
         if let Some(call) = self.calls.get_mut(&h) {

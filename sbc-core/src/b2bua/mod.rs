@@ -139,7 +139,9 @@ pub struct Engine {
     lingering: HashMap<TxId, txs::Linger>,
     tx_keys: HashMap<TxKey, TxId>,
     next_id: u64,
-    calls: HashMap<u64, Call>,
+    /// Boxed: a table slot is then a pointer, not a kilobyte of call (held calls are most of
+    /// the memory, and a table is up to half empty after it grows).
+    calls: HashMap<u64, Box<Call>>,
     /// Calls waiting for their call-control `start` verdict.
     pending_cc: HashMap<u64, cc::PendingStart>,
     /// Out-of-dialog requests waiting for their `route` verdict.
@@ -159,6 +161,8 @@ pub struct Engine {
     /// with when, oldest first.
     nonce_uses: std::collections::HashSet<String>,
     nonce_use_order: VecDeque<(Instant, String)>,
+    /// The rules the last call got: the next one whose profile evaluates alike shares them.
+    last_rules: Option<std::sync::Arc<apply::CallRules>>,
     pub stats: EngineStats,
 }
 
@@ -186,6 +190,7 @@ impl Engine {
             nonce_epoch: None,
             nonce_uses: Default::default(),
             nonce_use_order: VecDeque::new(),
+            last_rules: None,
             stats: EngineStats::default(),
         }
     }

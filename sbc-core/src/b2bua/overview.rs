@@ -66,7 +66,7 @@ impl Engine {
                     started: c.started,
                     answered: c.answered,
                     legs: [leg(Side::A), leg(Side::B)],
-                    media_streams: c.media.as_ref().map_or(0, rtp_relay::Session::open_streams),
+                    media_streams: c.media.as_deref().map_or(0, rtp_relay::Session::open_streams),
                     media: c.media.as_ref().map(|m| m.totals()),
                 }
             })

@@ -85,7 +85,7 @@ impl Engine {
                     // CANCEL waits for a provisional of the new transaction (RFC 3261 §9.1).
                     c.b_provisional = false;
                     if c.b_invite.is_some() {
-                        c.b_invite = Some(again);
+                        c.b_invite = Some(Box::new(again));
                     }
                 }
             }

@@ -1407,3 +1407,27 @@ fn a_call_with_nothing_relayed_is_not_timed_out() {
 mod access;
 
 mod admission;
+
+/// Calls whose profile evaluates alike share one set of rules (a held call costs a kilobyte
+/// less); a profile that takes values from the request gives each call its own.
+#[test]
+fn calls_share_rules_only_when_their_profile_evaluates_alike() {
+    let distinct_rules = |h: &Harness| {
+        let mut ptrs: Vec<_> = h.engine.calls.values().map(|c| std::sync::Arc::as_ptr(&c.rules)).collect();
+        ptrs.sort();
+        ptrs.dedup();
+        ptrs.len()
+    };
+    let mut transparent = Harness::new();
+    for n in 0..3 {
+        one(&transparent.send(ALICE, &invite(&format!("t{n}@alice"), "")), BOB);
+    }
+    assert_eq!((transparent.engine.calls.len(), distinct_rules(&transparent)), (3, 1));
+
+    let mut rewriting = Harness::with_yaml(REWRITE);
+    for n in 0..3 {
+        one(&rewriting.send(ALICE, &invite_with_codecs(&format!("r{n}@alice"), "")), BOB);
+    }
+    // `Call-ID: $ci_leg2` differs per call.
+    assert_eq!((rewriting.engine.calls.len(), distinct_rules(&rewriting)), (3, 3));
+}
