@@ -23,8 +23,9 @@ has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
 cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 mem_gib=$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)
-rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain 2>/dev/null | grep -v " BENCHMARKS.md$" | grep -q . && echo " (with uncommitted changes)" || true)
+built=$(get built_from)
+rev=${built%-dirty}
+dirty=$([[ $built == *-dirty ]] && echo " (with uncommitted changes)" || true)
 
 cat <<EOF
 # Benchmarks
