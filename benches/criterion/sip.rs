@@ -224,8 +224,9 @@ fn run(c: &mut Criterion) {
 }
 
 /// The heap an established call holds in the engine once its transactions are gone (RFC 3261
-/// keeps a finished one for up to 64·T1 = 32 s): the part of sbcd's memory per held call that
-/// is the engine's own, as against allocator slack, tables' spare capacity and the runtime.
+/// keeps a finished one for up to 64·T1 = 32 s), with the transparent profile: every byte the
+/// engine requested for it, its tables' spare capacity included; not the allocator's own
+/// overhead, nor the runtime's.
 fn held_call_heap() {
     const HELD: i64 = 50_000;
     let before = live_bytes();

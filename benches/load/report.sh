@@ -24,6 +24,7 @@ has() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 mem_gib=$(awk '/MemTotal/ {printf "%.0f", $2/1048576}' /proc/meminfo)
 built=$(get built_from)
+[ "$built" = - ] && built=unknown
 rev=${built%-dirty}
 dirty=$([[ $built == *-dirty ]] && echo " (with uncommitted changes)" || true)
 

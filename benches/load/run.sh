@@ -66,7 +66,8 @@ WORK=$(mktemp -d)
 RES=$WORK/results # one "key value" per line, read back when BENCHMARKS.md is written
 : >"$RES"
 # The source the binaries were built from (the tree may change while the run goes on).
-echo "built_from $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git status --porcelain 2>/dev/null | grep -v " BENCHMARKS.md$" | grep -q . && echo -dirty)" >>"$RES"
+dirty=$([ -n "$(git status --porcelain -- . ':(exclude)BENCHMARKS.md' 2>/dev/null)" ] && echo -dirty || true)
+echo "built_from $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty" >>"$RES"
 declare -A MAIN_PID UAS_PID PORT UAS_PORT
 cleanup() {
   for s in "${!MAIN_PID[@]}"; do stop_system "$s"; done

@@ -28,6 +28,9 @@ pub(crate) struct CallRules {
     pub(crate) plan: CallPlan,
 }
 
+/// Profiles whose last rules are kept for sharing (more only after many reloads).
+const LAST_RULES_MAX: usize = 256;
+
 impl CallRules {
     pub(crate) fn header_filter(&self) -> Option<&NameFilter> {
         self.profile.header_filter.as_ref()
@@ -224,16 +227,23 @@ impl Engine {
         self.evaluate_profile(msg, src, &snap, profile, &NoCcVars, &BTreeMap::new())
     }
 
-    /// Calls whose profile evaluates alike (a transparent or a fixed trunk profile takes nothing
-    /// from the request) share one set of rules: a held call then costs a kilobyte less.
+    /// Calls whose profile evaluates as the previous evaluation of that profile did (a
+    /// transparent or a fixed trunk profile takes nothing from the request) share one set of
+    /// rules: a held call then costs a kilobyte less.
     fn shared_rules(&mut self, profile: Arc<Profile>, plan: CallPlan) -> Arc<CallRules> {
-        if let Some(last) = &self.last_rules {
-            if Arc::ptr_eq(&last.profile, &profile) && last.plan == plan {
+        // Keyed by the profile's address: the entry holds the profile, so the address stays
+        // its own. Reloads bring new profiles; the map is emptied before it grows large.
+        let key = Arc::as_ptr(&profile) as usize;
+        if let Some(last) = self.last_rules.get(&key) {
+            if last.plan == plan {
                 return last.clone();
             }
         }
+        if self.last_rules.len() >= LAST_RULES_MAX {
+            self.last_rules.clear();
+        }
         let rules = Arc::new(CallRules { profile, plan });
-        self.last_rules = Some(rules.clone());
+        self.last_rules.insert(key, rules.clone());
         rules
     }
 

@@ -161,8 +161,9 @@ pub struct Engine {
     /// with when, oldest first.
     nonce_uses: std::collections::HashSet<String>,
     nonce_use_order: VecDeque<(Instant, String)>,
-    /// The rules the last call got: the next one whose profile evaluates alike shares them.
-    last_rules: Option<std::sync::Arc<apply::CallRules>>,
+    /// Per profile, the rules its last evaluation gave: the next call for which it evaluates
+    /// alike shares them.
+    last_rules: HashMap<usize, std::sync::Arc<apply::CallRules>>,
     pub stats: EngineStats,
 }
 
@@ -190,7 +191,7 @@ impl Engine {
             nonce_epoch: None,
             nonce_uses: Default::default(),
             nonce_use_order: VecDeque::new(),
-            last_rules: None,
+            last_rules: HashMap::new(),
             stats: EngineStats::default(),
         }
     }
