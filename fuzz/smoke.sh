@@ -8,6 +8,8 @@ secs=${1:-30}
 export RUSTC_BOOTSTRAP=1
 for t in sip_framer sip_message engine_events profile_inputs sdp_media; do
   mkdir -p "corpus/$t"
+  # The committed corpus (minimized after the last long run), unpacked beside what is there.
+  if [ -f "corpus-min/$t.tar.xz" ]; then tar -xJf "corpus-min/$t.tar.xz" -C "corpus/$t" --skip-old-files; fi
   # Seed with the RFC 4475 torture messages; libFuzzer adds what it finds.
   cp -n ../tests/corpus/rfc4475/*.dat "corpus/$t/"
   # Profile inputs also start from the SEMS sample configuration.

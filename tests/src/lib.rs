@@ -15,16 +15,22 @@ pub mod ua;
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 static SCRATCH: AtomicU32 = AtomicU32::new(0);
 
+/// Test ports come from just below the kernel's ephemeral range (32768–60999 by default) and
+/// above the relay's default media ports (10000–29999): a port the kernel picks for an outgoing
+/// connection can then never be the one a test's peer is about to listen on (a SIPp UAS once
+/// failed with "address in use" that way).
+const TEST_PORTS: std::ops::Range<u16> = 30000..32768;
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
 /// A port free for both UDP and TCP on 127.0.0.1, never handed out twice by this process.
 pub fn free_port() -> u16 {
-    loop {
-        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(port) = tcp.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    // Test binaries run one after another; starting each elsewhere spreads their ports.
+    let offset = std::process::id() % span;
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = TEST_PORTS.start + ((offset + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_err() || UdpSocket::bind(("127.0.0.1", port)).is_err() {
             continue;
         }
         let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
@@ -32,6 +38,7 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+    panic!("no free port left in {TEST_PORTS:?}");
 }
 
 /// The repository root (the tests crate sits in `tests/`).
