@@ -214,10 +214,27 @@ fn prepaid_cli(db: &std::path::Path, args: &[&str]) -> String {
 }
 
 fn prepaid_config(db: &std::path::Path) -> PathBuf {
+    prepaid_config_with(db, "")
+}
+
+/// The prepaid profile with more `call_control:` settings (`extra`, indented lines).
+fn prepaid_config_with(db: &std::path::Path, extra: &str) -> PathBuf {
     config(&format!(
-        "call_control:\n  cc_prepaid: {{ db: {} }}\nactive_profile: paid\nprofiles:\n  paid:\n    call_control: credit\n    credit_module: cc_prepaid\n    credit_uuid: \"$fU\"\n",
+        "call_control:\n{extra}  cc_prepaid: {{ db: {} }}\nactive_profile: paid\nprofiles:\n  paid:\n    call_control: credit\n    credit_module: cc_prepaid\n    credit_uuid: \"$fU\"\n",
         db.display()
     ))
+}
+
+/// One call from a fresh SIPp UAC running `scenario` (a call the SBC answers itself).
+fn one_call(sbcd: &Sbcd, scenario: &str) -> std::process::Output {
+    sbc_e2e::sipp_uac(
+        scenario,
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        Some(sbcd.addr()),
+        Transport::Udp,
+        1,
+        10,
+    )
 }
 
 /// `cc_prepaid`: a 3 s balance gives a call of 3 s (the SBC hangs up both legs), the balance is
@@ -237,14 +254,7 @@ fn prepaid_balance_limits_and_pays_the_call() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(prepaid_cli(&db, &["get", "sipp"]), "sipp 0", "{}", sbcd.log_text());
-    let out = sbc_e2e::sipp_uac(
-        "uac_cc_402.xml",
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-        Some(sbcd.addr()),
-        Transport::Udp,
-        1,
-        10,
-    );
+    let out = one_call(&sbcd, "uac_cc_402.xml");
     assert!(out.status.success(), "no credit: 402: {}", sbcd.log_text());
 }
 
@@ -255,22 +265,12 @@ fn prepaid_balance_limits_and_pays_the_call() {
 fn a_late_start_hook_fails_the_call_at_the_deadline_and_is_settled_later() {
     let db = scratch_dir("prepaid-late").join("balances.sqlite");
     prepaid_cli(&db, &["set", "sipp", "100"]);
-    let cfg = config(&format!(
-        "call_control:\n  hook_timeout_ms: 300\n  cc_prepaid: {{ db: {} }}\nactive_profile: paid\nprofiles:\n  paid:\n    call_control: credit\n    credit_module: cc_prepaid\n    credit_uuid: \"$fU\"\n",
-        db.display()
-    ));
+    let cfg = prepaid_config_with(&db, "  hook_timeout_ms: 300\n");
     let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
     // Another writer holds the database: the reservation waits on SQLite's busy timeout (5 s).
     let lock = callcontrol::modules::prepaid::open_db(&db).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE; UPDATE balances SET seconds = seconds WHERE account = 'sipp';").unwrap();
-    let out = sbc_e2e::sipp_uac(
-        "uac_cc_500.xml",
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-        Some(sbcd.addr()),
-        Transport::Udp,
-        1,
-        10,
-    );
+    let out = one_call(&sbcd, "uac_cc_500.xml");
     assert!(out.status.success(), "500 at the deadline: {}", sbcd.log_text());
     assert!(sbcd.log_text().contains("call control hook too late"), "{}", sbcd.log_text());
     lock.execute_batch("ROLLBACK;").unwrap();
