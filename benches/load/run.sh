@@ -232,7 +232,6 @@ close_cpu() {
   [ -n "$tag" ] || return 0
   local t; t=$(cpu_ticks $(pids_of "$s"))
   put "$tag.ms_per_call" "$(awk -v a="${PENDING_T0[$s]}" -v b="$t" -v hz="$HZ" -v n="${PENDING_OK[$s]}" 'BEGIN{printf "%.3f", (n>0 ? 1000*(b-a)/hz/n : 0)}')"
-  put "$tag.cpu_s_per_1000" "$(get "$tag.ms_per_call")"
   echo "$tag: $(get "$tag.ms_per_call") ms CPU per call (until its next step)" >&2
   unset "PENDING_TAG[$s]"
 }

@@ -196,6 +196,7 @@ impl CallTask {
 
     async fn bounded(&self, phase: Phase, f: impl FnOnce() + Send + 'static) {
         let inline = self.inline(phase);
+        let ends_call = phase == Phase::End;
         let phase = phase.as_str();
         if inline {
             if catch_unwind(AssertUnwindSafe(f)).is_err() {
@@ -203,7 +204,7 @@ impl CallTask {
             }
             return;
         }
-        if phase == "end" {
+        if ends_call {
             // The call is over: nothing waits for `end`, but shutdown waits for this task, so a
             // slow CDR write is awaited to the end rather than abandoned to a deadline.
             if let Err(e) = tokio::task::spawn_blocking(f).await {

@@ -271,18 +271,10 @@ impl Runtime {
                     Transport::Udp => {
                         let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
                         // One receiving socket per core that parses (up to 4).
-                        let group: Vec<_> = udp::bind_group(l.addr, shards.min(4))
-                            .map_err(bind_err)?
-                            .into_iter()
-                            .map(Arc::new)
-                            .collect();
-                        let sender = group
-                            .first()
-                            .cloned()
-                            .ok_or_else(|| bind_err(std::io::ErrorKind::AddrNotAvailable.into()))?;
-                        let local = sender.local_addr().map_err(bind_err)?;
-                        udp.push(Some(sender));
-                        udp_receivers.extend(group.into_iter().map(|s| (id, s)));
+                        let group = udp::bind_group(l.addr, shards.min(4)).map_err(bind_err)?;
+                        let local = group.sender.local_addr().map_err(bind_err)?;
+                        udp.push(Some(group.sender));
+                        udp_receivers.extend(group.receivers.into_iter().map(|s| (id, s)));
                         local
                     }
                     Transport::Tcp => {

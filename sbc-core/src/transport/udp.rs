@@ -18,7 +18,14 @@ use crate::b2bua::{SocketId, Source, Transport};
 /// Socket buffers large enough to ride out bursts of signalling (the kernel may cap them).
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
-/// Binds up to `count` sockets to `addr`. The first is the one replies are sent from.
+/// A listen address's sockets: all of them receive; `sender` (one of them) sends.
+#[derive(Debug)]
+pub(super) struct Group {
+    pub(super) sender: Arc<UdpSocket>,
+    pub(super) receivers: Vec<Arc<UdpSocket>>,
+}
+
+/// Binds up to `count` sockets to `addr`.
 ///
 /// A plain bind comes first: it fails with "address in use" when anything holds the address,
 /// including another sbcd whose reuse-port group would otherwise silently take part of the
@@ -26,23 +33,29 @@ const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// and the group's bind lies a short window in which a process started at the same instant
 /// could pass the probe too.) Elsewhere than Linux, or where the option is refused, one
 /// socket serves the address.
-pub(super) fn bind_group(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+pub(super) fn bind_group(addr: SocketAddr, count: usize) -> std::io::Result<Group> {
     let probe = socket(addr, false)?;
     let addr = probe.local_addr()?.as_socket().unwrap_or(addr);
-    if count <= 1 || !cfg!(target_os = "linux") {
-        return Ok(vec![UdpSocket::from_std(probe.into())?]);
-    }
-    drop(probe);
-    let group: std::io::Result<Vec<Socket>> = (0..count).map(|_| socket(addr, true)).collect();
-    let group = match group {
-        Ok(group) => group,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(e),
-        Err(e) => {
-            tracing::warn!(%addr, error = %e, "SO_REUSEPORT refused: one socket serves the address");
-            vec![socket(addr, false)?]
+    let (first, rest) = if count <= 1 || !cfg!(target_os = "linux") {
+        (probe, Vec::new())
+    } else {
+        drop(probe);
+        let shared = || socket(addr, true);
+        match shared().and_then(|first| Ok((first, (1..count).map(|_| shared()).collect::<Result<Vec<_>, _>>()?))) {
+            Ok(group) => group,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(e),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "SO_REUSEPORT refused: one socket serves the address");
+                (socket(addr, false)?, Vec::new())
+            }
         }
     };
-    group.into_iter().map(|s| UdpSocket::from_std(s.into())).collect()
+    let sender = Arc::new(UdpSocket::from_std(first.into())?);
+    let mut receivers = vec![sender.clone()];
+    for s in rest {
+        receivers.push(Arc::new(UdpSocket::from_std(s.into())?));
+    }
+    Ok(Group { sender, receivers })
 }
 
 fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
@@ -91,7 +104,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_group_shares_its_port_and_a_second_group_is_refused() {
-        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 3).expect("bind").receivers;
         assert_eq!(group.len(), 3);
         let addr = group[0].local_addr().expect("addr");
         assert!(group.iter().all(|s| s.local_addr().ok() == Some(addr)));
@@ -101,7 +114,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_peer_lands_on_one_socket_so_its_datagrams_keep_their_order() {
-        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 4).expect("bind");
+        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 4).expect("bind").receivers;
         let addr = group[0].local_addr().expect("addr");
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
         for i in 0..50u8 {
