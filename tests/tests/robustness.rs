@@ -222,3 +222,18 @@ fn b_leg_leaves_from_the_configured_interface() {
     assert!(text.contains(&format!("Contact: <sip:127.0.0.2:{extern_port}>")), "{text}");
     assert!(!text.contains(&me.to_string()), "nothing of the caller's address: {text}");
 }
+
+/// A second sbcd started on a UDP address the first one serves exits with "address in use"
+/// instead of joining its reuse-port group and taking part of its traffic; the first keeps
+/// answering.
+#[test]
+fn a_second_sbcd_on_a_used_address_refuses_to_start() {
+    let first = Sbcd::start(&[]);
+    let out = Command::new(sbcd_bin())
+        .args(["--listen", &format!("udp:127.0.0.1:{}", first.port), "--admin-listen", "off"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Address already in use"), "{err}");
+    assert!(options_ping(&first).is_some_and(|r| r.starts_with("SIP/2.0 200")), "{}", first.log_text());
+}
