@@ -142,6 +142,8 @@ pub(super) async fn run(
 ) {
     let shard = engine.config().shard;
     let epoch = clock();
+    // Reused for every batch: the outputs of one wake-up, counted before they are sent.
+    let mut outputs: Vec<Output> = Vec::with_capacity(BATCH * 4);
     loop {
         let deadline = engine.poll_timeout().map(|d| tokio::time::Instant::from_std(coalesce(epoch, d)));
         tokio::select! {
@@ -159,21 +161,30 @@ pub(super) async fn run(
         }
         // Timers may have come due while inputs were handled.
         engine.handle_timeout(clock());
-        while let Some(o) = engine.poll_output() {
+        outputs.extend(std::iter::from_fn(|| engine.poll_output()));
+        // Counters first, then the wire: a peer that got a reply and then reads /stats or
+        // /metrics sees the state that reply came from (an ended call no longer counted).
+        count_events(&outputs, &status);
+        publish(&engine, &status);
+        for o in outputs.drain(..) {
             match o {
                 Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
-                // Only the events with labels take the (uncontended) lock: once per ended call,
-                // drop or local error reply, never per relayed message.
-                Output::Event(e @ (Event::CallEnded { .. } | Event::Dropped { .. } | Event::Refused { .. })) => {
-                    if let Ok(mut l) = status.labelled.lock() {
-                        l.count(&e);
-                    }
-                }
-                Output::Event(_) => {}
                 Output::CallControl(req) => cc.dispatch(req),
+                Output::Event(_) => {}
             }
         }
-        publish(&engine, &status);
+    }
+}
+
+/// Only the events with labels take the (uncontended) lock: once per ended call, drop or local
+/// error reply, never per relayed message.
+fn count_events(outputs: &[Output], status: &ShardStatus) {
+    for o in outputs {
+        if let Output::Event(e @ (Event::CallEnded { .. } | Event::Dropped { .. } | Event::Refused { .. })) = o {
+            if let Ok(mut l) = status.labelled.lock() {
+                l.count(e);
+            }
+        }
     }
 }
 
