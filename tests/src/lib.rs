@@ -81,7 +81,13 @@ pub fn scratch_dir(label: &str) -> PathBuf {
 
 /// `yaml` written as `sbc.yaml` into a fresh scratch directory: the path for `--config`.
 pub fn config_file(label: &str, yaml: &str) -> PathBuf {
-    let p = scratch_dir(label).join("sbc.yaml");
+    config_file_in(&scratch_dir(label), yaml)
+}
+
+/// `yaml` written (or rewritten) as `sbc.yaml` in `dir`, beside the files it names (SEMS
+/// profiles, CDRs, stores): the path for `--config`.
+pub fn config_file_in(dir: &Path, yaml: &str) -> PathBuf {
+    let p = dir.join("sbc.yaml");
     std::fs::write(&p, yaml).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     p
 }

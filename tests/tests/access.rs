@@ -33,9 +33,7 @@ profiles:
 "#,
         store = dir.join("registrations.sqlite").display()
     );
-    let p = dir.join("sbc.yaml");
-    std::fs::write(&p, text).expect("write config");
-    p
+    config_file_in(dir, &text)
 }
 
 /// The alias sbcd registered for `user`, read from the admin API.
@@ -272,13 +270,10 @@ fn nat_handling_reaches_a_caller_whose_contact_is_private() {
 
 #[test]
 fn the_local_registrar_takes_registrations_and_routes_calls_to_the_aor() {
-    let dir = scratch_dir("registrar");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(
-        &cfg,
+    let cfg = config_file(
+        "registrar",
         "registrations:\n  store: off\nactive_profile: local\nprofiles:\n  local:\n    call_control: registrar\n    registrar_module: cc_registrar\n",
-    )
-    .expect("config");
+    );
     let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
     let mut phone = Phone::udp(sbcd.addr(), "carol");
     let ok = phone.register(Some(300));

@@ -21,13 +21,12 @@ fn setup() -> (Sbcd, PathBuf, PathBuf) {
     let allow = dir.join("allow.sbcprofile.conf");
     std::fs::write(&allow, "header_filter=blacklist\nheader_list=User-Agent\n").expect("write profile");
     let refuse = repo_root().join("tests/sems/refuse.sbcprofile.conf");
-    let cfg = dir.join("sbc.yaml");
     let text = format!(
         "admin:\n  token: {TOKEN}\nactive_profile: allow\nprofiles:\n  allow:\n    sems_file: {}\n  deny:\n    sems_file: {}\n",
         allow.display(),
         refuse.display()
     );
-    std::fs::write(&cfg, text).expect("write config");
+    let cfg = config_file_in(&dir, &text);
     let sbcd = Sbcd::start(&["--config", cfg.to_str().expect("utf8")]);
     (sbcd, allow, cfg)
 }

@@ -15,9 +15,7 @@ fn config(dir: &Path, next_hop: &str) -> (PathBuf, PathBuf) {
         "sip: {{t1_ms: 50, t2_ms: 400}}\ncall_control:\n  cc_syslog_cdr: {{csv_file: {}}}\nactive_profile: p\nprofiles:\n  p:\n    next_hop: {next_hop}\n    call_control: cdr\n    cdr_module: cc_syslog_cdr\n",
         csv.display()
     );
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, text).expect("config");
-    (cfg, csv)
+    (config_file_in(dir, &text), csv)
 }
 
 /// The CDR row (as columns) once it is written.

@@ -19,9 +19,7 @@ fn relay_config(dir: &std::path::Path, ports: (u16, u16), timeout_s: u64, profil
         "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\n    media: {{address: {RELAY_IP}, ports: {}-{}}}\nmedia:\n  timeout_s: {timeout_s}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n{profile_extra}",
         ports.0, ports.1
     );
-    let p = dir.join("sbc.yaml");
-    std::fs::write(&p, text).expect("write config");
-    p
+    config_file_in(dir, &text)
 }
 
 fn start(ports: (u16, u16), timeout_s: u64, profile_extra: &str) -> Sbcd {

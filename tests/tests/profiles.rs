@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sbc_e2e::{
-    call_through, call_through_from, repo_root, sbcd_bin, scratch_dir, sipp_uac, sipp_uac_from, spawn_sbcd_on, Sbcd,
-    Transport,
+    call_through, call_through_from, config_file, repo_root, sbcd_bin, scratch_dir, sipp_uac, sipp_uac_from,
+    spawn_sbcd_on, Sbcd, Transport,
 };
 
 fn sems_conf() -> PathBuf {
@@ -49,11 +49,9 @@ fn sems_config_selects_by_source_map_header_and_refuses_the_rest() {
 }
 
 fn rewrite_config() -> PathBuf {
-    let dir = scratch_dir("profiles");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    config_file(
+        "profiles",
+        &format!(
             r#"# YAML on top of the SEMS files: their chain and profiles, plus a native one.
 sems_config: {}
 regex_maps:
@@ -74,8 +72,6 @@ profiles:
             sems_conf().display()
         ),
     )
-    .unwrap();
-    cfg
 }
 
 #[test]
@@ -108,9 +104,7 @@ fn wait_for_log(sbcd: &Sbcd, needle: &str, count: usize) {
 
 #[test]
 fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
-    let dir = scratch_dir("reload");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, "active_profile: open\nprofiles:\n  open: {}\n").unwrap();
+    let cfg = config_file("reload", "active_profile: open\nprofiles:\n  open: {}\n");
     let sbcd = start_with(&cfg);
     call_through(&sbcd, "basic", Transport::Udp, 1);
 
@@ -196,16 +190,13 @@ fn bad_profile_file_names_file_line_and_key() {
 fn outbound_interface_per_call() {
     use std::net::UdpSocket;
     let (intern_port, extern_port, callee_port) = (sbc_e2e::free_port(), sbc_e2e::free_port(), sbc_e2e::free_port());
-    let dir = scratch_dir("profile-ifaces");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
+    let cfg = config_file(
+        "profile-ifaces",
+        &format!(
             "interfaces:\n  - name: intern\n    listen: [udp:127.0.0.1:{intern_port}]\n  - name: extern\n    listen: [udp:127.0.0.2:{extern_port}]\n\
              active_profile: out\nprofiles:\n  out:\n    outbound_interface: \"$H(X-Out)\"\n"
         ),
-    )
-    .unwrap();
+    );
     let mut child = spawn_sbcd_on(cfg.to_str().unwrap());
     std::thread::sleep(Duration::from_millis(300));
     let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
@@ -245,13 +236,12 @@ fn outbound_interface_per_call() {
 #[test]
 fn next_hop_failover_on_503() {
     let (busy_port, good_port) = (sbc_e2e::free_port(), sbc_e2e::free_port());
-    let dir = scratch_dir("failover");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(
-        &cfg,
-        format!("active_profile: p\nprofiles:\n  p:\n    next_hop: \"127.0.0.1:{busy_port}, 127.0.0.1:{good_port}\"\n"),
-    )
-    .unwrap();
+    let cfg = config_file(
+        "failover",
+        &format!(
+            "active_profile: p\nprofiles:\n  p:\n    next_hop: \"127.0.0.1:{busy_port}, 127.0.0.1:{good_port}\"\n"
+        ),
+    );
     let sbcd = start_with(&cfg);
     let overloaded = sbc_e2e::sipp_uas("uas_overloaded.xml", busy_port, Transport::Udp, 1);
     let good = sbc_e2e::sipp_uas("uas_basic.xml", good_port, Transport::Udp, 1);
@@ -265,9 +255,7 @@ fn next_hop_failover_on_503() {
 /// the whole call (200, ACK, BYE from the caller) completes with one set of identifiers.
 #[test]
 fn transparent_dialog_ids_on_the_wire() {
-    let dir = scratch_dir("transparent-ids");
-    let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, "active_profile: p\nprofiles:\n  p: { transparent_dlg_id: yes }\n").unwrap();
+    let cfg = config_file("transparent-ids", "active_profile: p\nprofiles:\n  p: { transparent_dlg_id: yes }\n");
     let sbcd = start_with(&cfg);
     call_through(&sbcd, "transparent_ids", Transport::Udp, 2);
 }

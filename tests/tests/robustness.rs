@@ -69,9 +69,7 @@ fn malformed_request_gets_400_with_a_reason() {
 }
 
 fn config_with(dir: &std::path::Path, yaml: &str) -> String {
-    let p = dir.join("sbc.yaml");
-    std::fs::write(&p, yaml).unwrap();
-    p.to_string_lossy().into_owned()
+    sbc_e2e::config_file_in(dir, yaml).to_string_lossy().into_owned()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sbc_core::sip::msg::{salvage_request_rows, split_values, HeaderName, Message, Via};
-use sbc_e2e::{corpus, scratch_dir, Sbcd};
+use sbc_e2e::{config_file, corpus, Sbcd};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -94,16 +94,13 @@ struct Rig {
 impl Rig {
     fn new() -> Self {
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let dir = scratch_dir("torture");
-        let cfg = dir.join("sbc.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
+        let cfg = config_file(
+            "torture",
+            &format!(
                 "interfaces:\n  - name: default\n    listen: []\nrouting:\n  next_hop: udp:{}\n",
                 sink.local_addr().unwrap()
             ),
-        )
-        .unwrap();
+        );
         let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
         sink.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         Self { sbcd, sink, seen_at_sink: Default::default() }
