@@ -469,12 +469,36 @@ pub fn call_through_from(local_ip: &str, sbcd: &Sbcd, name: &str, transport: Tra
 
 /// An sbcd on a configuration that names its own interfaces (no `--listen`): one shard, one
 /// thread, no admin API, its log discarded. The caller waits for it and kills it.
-pub fn spawn_sbcd_on(config: &str) -> Child {
-    Command::new(sbcd_bin())
+/// sbcd on the listeners `config` names, returned once it answers an OPTIONS at `sip` (UDP).
+pub fn spawn_sbcd_on(config: &str, sip: SocketAddr) -> Child {
+    let mut child = Command::new(sbcd_bin())
         .args(["--config", config, "--shards", "1", "--threads", "1", "--admin-listen", "off"])
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start sbcd: {e}"))
+        .unwrap_or_else(|e| panic!("cannot start sbcd: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while options_ping(sip, Duration::from_millis(100)).is_none() {
+        if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
+            let _ = child.kill();
+            panic!("sbcd with {config} does not answer at {sip}");
+        }
+    }
+    child
+}
+
+/// An OPTIONS to `sip` over UDP: the first datagram answered within `wait`.
+pub fn options_ping(sip: SocketAddr, wait: Duration) -> Option<String> {
+    let sock = UdpSocket::bind((sip.ip(), 0)).ok()?;
+    sock.set_read_timeout(Some(wait)).ok()?;
+    let me = sock.local_addr().ok()?;
+    let ping = format!(
+        "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKping{n};rport\r\nFrom: <sip:mon@{me}>;tag=1\r\nTo: <sip:{sip}>\r\nCall-ID: ping-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        n = me.port()
+    );
+    sock.send_to(ping.as_bytes(), sip).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 /// One HTTP/1.1 request to the admin API: (status, body). `token` goes in as a bearer token.

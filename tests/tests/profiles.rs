@@ -197,8 +197,7 @@ fn outbound_interface_per_call() {
              active_profile: out\nprofiles:\n  out:\n    outbound_interface: \"$H(X-Out)\"\n"
         ),
     );
-    let mut child = spawn_sbcd_on(cfg.to_str().unwrap());
-    std::thread::sleep(Duration::from_millis(300));
+    let mut child = spawn_sbcd_on(cfg.to_str().unwrap(), SocketAddr::from(([127, 0, 0, 1], intern_port)));
     let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
     callee.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -12,18 +12,7 @@ use std::time::{Duration, Instant};
 use sbc_e2e::{free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, spawn_sbcd_on, Sbcd, Transport};
 
 fn options_ping(sbcd: &Sbcd) -> Option<String> {
-    let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let me = sock.local_addr().ok()?;
-    let ping = format!(
-        "OPTIONS sip:{addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKping{n};rport\r\nFrom: <sip:mon@{me}>;tag=1\r\nTo: <sip:{addr}>\r\nCall-ID: ping-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-        addr = sbcd.addr(),
-        n = me.port()
-    );
-    sock.send_to(ping.as_bytes(), sbcd.addr()).ok()?;
-    let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    sbc_e2e::options_ping(sbcd.addr(), Duration::from_secs(2))
 }
 
 #[test]
@@ -173,7 +162,12 @@ fn sigterm_drains_a_live_call_then_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700)); // the call is up and held
+    // The call is up (answered) and held for 2 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sbc_e2e::http(&sbcd, "GET", "/stats", None, None).1.contains("\"calls_answered\":1") {
+        assert!(Instant::now() < deadline, "the held call was not answered: {}", sbcd.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = Command::new("kill").arg("-TERM").arg(sbcd.pid().to_string()).status();
     std::thread::sleep(Duration::from_millis(300));
     assert!(sbcd.is_running(), "sbcd must wait for the live call");
@@ -200,8 +194,7 @@ fn b_leg_leaves_from_the_configured_interface() {
             "interfaces:\n  - name: intern\n    listen: [udp:127.0.0.1:{intern_port}]\n  - name: extern\n    listen: [udp:127.0.0.2:{extern_port}]\nrouting:\n  outbound_interface: extern\n"
         ),
     );
-    let mut child = spawn_sbcd_on(&cfg);
-    std::thread::sleep(Duration::from_millis(300));
+    let mut child = spawn_sbcd_on(&cfg, SocketAddr::from(([127, 0, 0, 1], intern_port)));
     let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
     callee.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
