@@ -93,6 +93,21 @@ fn reserve_debit_refuse() {
     assert!(matches!(start(&p, 3, "alice").unwrap().0, Verdict::Refuse { code: 402, .. }));
 }
 
+/// A call timer that fires late (a loaded SBC) does not bill past the grant: the balance ends
+/// at zero, not below.
+#[test]
+fn a_call_longer_than_its_grant_is_billed_the_grant() {
+    let path = db("grant");
+    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+    let c = prepaid::open_db(&path).unwrap();
+    prepaid::set_balance(&c, "carol", 3).unwrap();
+    let (_, e) = start(&p, 1, "carol").unwrap();
+    assert_eq!(e.call_timer, Some(Duration::from_secs(3)));
+    let t0 = SystemTime::now();
+    talk(&p, 1, "carol", t0, t0 + Duration::from_millis(4700));
+    assert_eq!(prepaid::balance(&c, "carol").unwrap(), Some(0));
+}
+
 #[test]
 fn a_crashed_run_is_settled_once_at_the_next_start() {
     let path = db("crash");

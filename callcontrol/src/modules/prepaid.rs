@@ -179,16 +179,18 @@ impl BalanceStore for SqliteBalances {
         let mut db = self.db()?;
         let mut run = || -> rusqlite::Result<Option<i64>> {
             let tx = db.transaction()?;
-            let row: Option<(String, Option<i64>)> = tx
-                .query_row("SELECT account, connected_ms FROM calls WHERE id = ?1", [call], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+            let row: Option<(String, Option<i64>, i64)> = tx
+                .query_row("SELECT account, connected_ms, granted_s FROM calls WHERE id = ?1", [call], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })
                 .optional()?;
-            let Some((account, connected)) = row else {
+            let Some((account, connected, granted)) = row else {
                 return Ok(None);
             };
             // The driver's answer time wins over the row's: the connect write may be late.
-            let billed = connected_ms.or(connected).map_or(0, |c| billed_seconds(end_ms - c));
+            // Never more than was granted: a call timer firing late is the SBC's delay, and the
+            // account must not go below zero for it.
+            let billed = connected_ms.or(connected).map_or(0, |c| billed_seconds(end_ms - c).min(granted));
             tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
             tx.execute("DELETE FROM calls WHERE id = ?1", [call])?;
             tx.commit()?;
