@@ -223,6 +223,7 @@ fn init_logging(cli: &Cli) {
 // The daemon's own bookkeeping (seed, drain timing) reads the clock; the engines never do.
 #[allow(clippy::disallowed_methods)]
 async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow::Result<()> {
+    let mut signals = Signals::listen();
     let seed = {
         let mut h = RandomState::new().build_hasher();
         h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
@@ -259,7 +260,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     }
     tracing::info!(config = %cfg.source, shards, "sbcd started");
 
-    while wait_for_signal().await == Signal::Reload {
+    while signals.next().await == Signal::Reload {
         match &config_path {
             Some(path) => {
                 let result = reload_config(path, &cfg, &store, &registry);
@@ -342,26 +343,45 @@ enum Signal {
     Reload,
 }
 
-async fn wait_for_signal() -> Signal {
+/// The stop and reload signals, listened to from the start of `run` to the exit: a signal
+/// arriving before the first wait or during a reload is kept for the next wait, not lost (and
+/// never takes the default action of killing the process undrained).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
-            (Ok(mut term), Ok(mut int), Ok(mut hup)) => {
-                tokio::select! {
-                    _ = term.recv() => Signal::Stop,
-                    _ = int.recv() => Signal::Stop,
-                    _ = hup.recv() => Signal::Reload,
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(term), Ok(int), Ok(hup)) => Some([term, int, hup]),
+                _ => {
+                    tracing::warn!("cannot listen for SIGTERM/SIGHUP: Ctrl-C stops, nothing reloads");
+                    None
                 }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-                Signal::Stop
-            }
+            };
+            Self { streams }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        if let Some([term, int, hup]) = &mut self.streams {
+            return tokio::select! {
+                _ = term.recv() => Signal::Stop,
+                _ = int.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
+        }
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
     }
