@@ -33,6 +33,10 @@ impl ApiError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self { status: 500, message: m.into() }
     }
+    /// The SBC could not answer in time (a shard behind its queue): try again.
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self { status: 503, message: m.into() }
+    }
 }
 
 /// What the API can ask of the SBC. Changes are validated before anything is published: an
@@ -49,7 +53,8 @@ pub trait Control: Send + Sync + 'static {
     fn set_active_profile(&self, chain: &str) -> Result<Changed, ApiError>;
     fn regex_maps(&self) -> Vec<RegexMapInfo>;
     fn set_regex_map(&self, name: &str, body: MapBody) -> Result<RegexMapInfo, ApiError>;
-    fn calls(&self) -> impl Future<Output = Vec<CallInfo>> + Send;
+    /// Every call, or an error when part of the SBC did not answer (never a partial list).
+    fn calls(&self) -> impl Future<Output = Result<Vec<CallInfo>, ApiError>> + Send;
     /// Registered contacts, by AoR.
     fn registrations(&self) -> Vec<RegistrationInfo>;
     /// Ends a call: BYE on both legs (CANCEL/error while it rings), call control told.

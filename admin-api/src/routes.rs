@@ -191,9 +191,9 @@ async fn set_regex_map<C: Control>(
     blocking(&s, move |c| c.set_regex_map(&name, b)).await.map(Json)
 }
 
-#[utoipa::path(get, path = "/calls", responses((status = 200, body = [CallInfo])), security(("bearer" = [])))]
-async fn list_calls<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<CallInfo>> {
-    Json(s.control.calls().await)
+#[utoipa::path(get, path = "/calls", responses((status = 200, body = [CallInfo]), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_calls<C: Control>(State(s): State<AppState<C>>) -> Res<Vec<CallInfo>> {
+    s.control.calls().await.map(Json)
 }
 
 #[utoipa::path(get, path = "/registrations", responses((status = 200, body = [RegistrationInfo])), security(("bearer" = [])))]
@@ -201,18 +201,18 @@ async fn list_registrations<C: Control>(State(s): State<AppState<C>>) -> Json<Ve
     Json(s.control.registrations())
 }
 
-#[utoipa::path(get, path = "/calls/{id}", responses((status = 200, body = CallInfo), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/calls/{id}", responses((status = 200, body = CallInfo), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_call<C: Control>(State(s): State<AppState<C>>, Path(id): Path<String>) -> Res<CallInfo> {
     s.control
         .calls()
-        .await
+        .await?
         .into_iter()
         .find(|c| c.id == id)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no call {id}")))
 }
 
-#[utoipa::path(delete, path = "/calls/{id}", responses((status = 204), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/calls/{id}", responses((status = 204), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 async fn teardown_call<C: Control>(
     State(s): State<AppState<C>>,
     Path(id): Path<String>,

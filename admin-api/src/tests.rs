@@ -13,6 +13,8 @@ use super::*;
 struct Fake {
     chain: Mutex<String>,
     torn_down: Mutex<Vec<String>>,
+    /// The SBC's shards do not answer: call list and teardown fail.
+    busy: bool,
 }
 
 impl Control for Fake {
@@ -47,13 +49,19 @@ impl Control for Fake {
     fn set_regex_map(&self, name: &str, _: MapBody) -> Result<RegexMapInfo, ApiError> {
         Ok(RegexMapInfo { name: name.into(), rules: vec![], file: None })
     }
-    async fn calls(&self) -> Vec<CallInfo> {
-        vec![]
+    async fn calls(&self) -> Result<Vec<CallInfo>, ApiError> {
+        if self.busy {
+            return Err(ApiError::unavailable("shard 1 did not answer within 5s (overloaded?)"));
+        }
+        Ok(vec![])
     }
     fn registrations(&self) -> Vec<RegistrationInfo> {
         vec![]
     }
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {
+        if self.busy {
+            return Err(ApiError::unavailable("shard 0 did not answer within 5s (overloaded?)"));
+        }
         self.torn_down.lock().unwrap().push(id.into());
         Ok(())
     }
@@ -142,6 +150,19 @@ async fn changes_and_teardown_reach_the_control() {
     assert_eq!(fake.chain.lock().unwrap().as_str(), "a,b");
     assert_eq!(call(&app, "DELETE", "/calls/0-7", Some("s3cret"), "").await.0, StatusCode::NO_CONTENT);
     assert_eq!(fake.torn_down.lock().unwrap().as_slice(), ["0-7"]);
+}
+
+/// A busy SBC answers 503, never an empty list or a "no such call" that would mislead.
+#[tokio::test]
+async fn calls_of_an_sbc_that_cannot_answer_are_503_not_a_partial_list() {
+    let busy = app(Arc::new(Fake { busy: true, ..Fake::default() }));
+    for (method, uri) in [("GET", "/calls"), ("GET", "/calls/0-7"), ("DELETE", "/calls/0-7")] {
+        let (st, body) = call(&busy, method, uri, Some("s3cret"), "").await;
+        assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}: {body}");
+        assert!(body.contains("did not answer"), "{body}");
+    }
+    let (st, body) = call(&app(Arc::default()), "GET", "/calls", Some("s3cret"), "").await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, "[]"));
 }
 
 #[tokio::test]

@@ -316,8 +316,9 @@ impl Control for AdminControl {
         self.regex_maps().into_iter().find(|m| m.name == name).ok_or_else(|| ApiError::internal("map vanished"))
     }
 
-    async fn calls(&self) -> Vec<CallInfo> {
-        self.runtime.calls().await.into_iter().map(|(s, c)| self.call_info(s, c)).collect()
+    async fn calls(&self) -> Result<Vec<CallInfo>, ApiError> {
+        let calls = self.runtime.calls().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        Ok(calls.into_iter().map(|(s, c)| self.call_info(s, c)).collect())
     }
 
     #[allow(clippy::disallowed_methods)] // remaining times are reported against the wall clock
@@ -350,10 +351,10 @@ impl Control for AdminControl {
         let Some((shard, handle)) = parsed else {
             return Err(ApiError::bad_request(format!("'{id}' is not a call id (shard-number)")));
         };
-        if self.runtime.teardown(shard, handle).await {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("no call {id}")))
+        match self.runtime.teardown(shard, handle).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ApiError::not_found(format!("no call {id}"))),
+            Err(e) => Err(ApiError::unavailable(e.to_string())),
         }
     }
 

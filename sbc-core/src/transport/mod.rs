@@ -3,11 +3,13 @@
 //! one [`Engine`] (no lock on the per-message path). Queues are bounded: when a shard's queue is
 //! full the datagram is dropped and counted (the peer retransmits), a TCP reader waits.
 
+mod admin_query;
 mod callcontrol;
 mod shard;
 mod tcp;
 mod udp;
 
+pub use admin_query::{ShardBusy, ADMIN_DEADLINE};
 pub use callcontrol::CcSettings;
 
 use std::net::SocketAddr;
@@ -394,26 +396,13 @@ impl Runtime {
     }
 
     /// Every shard's calls; ids are `<shard>-<handle>`.
-    pub async fn calls(&self) -> Vec<(usize, crate::b2bua::CallOverview)> {
-        let mut all = Vec::new();
-        for (i, q) in self.shared.shards.iter().enumerate() {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            // A shard that does not answer in time is left out rather than holding the API.
-            if q.send(ShardInput::ListCalls(tx)).await.is_ok() {
-                if let Ok(Ok(calls)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-                    all.extend(calls.into_iter().map(|c| (i, c)));
-                }
-            }
-        }
-        all
+    pub async fn calls(&self) -> Result<Vec<(usize, crate::b2bua::CallOverview)>, ShardBusy> {
+        admin_query::list_calls(&self.shared.shards, ADMIN_DEADLINE).await
     }
 
     /// Ends a call (see `Engine::admin_teardown`); false if the shard has no such call.
-    pub async fn teardown(&self, shard: usize, handle: u64) -> bool {
-        let Some(q) = self.shared.shards.get(shard) else { return false };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        q.send(ShardInput::Teardown(handle, tx)).await.is_ok()
-            && matches!(tokio::time::timeout(Duration::from_secs(2), rx).await, Ok(Ok(true)))
+    pub async fn teardown(&self, shard: usize, handle: u64) -> Result<bool, ShardBusy> {
+        admin_query::teardown(&self.shared.shards, shard, handle, ADMIN_DEADLINE).await
     }
 
     pub fn is_draining(&self) -> bool {

@@ -1,0 +1,123 @@
+//! The management plane's questions to the shards (list the calls, end one), each answered
+//! within a deadline. A shard that does not answer in time makes the request fail as
+//! "unavailable": a partial call list or a false "no such call" would mislead the operator.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout_at, Instant};
+
+use super::ShardInput;
+use crate::b2bua::CallOverview;
+
+/// How long the management plane waits for the shards (they answer between batches of
+/// signalling, so only a shard stuck behind a full queue takes long).
+pub const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A shard that did not answer the management plane in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("shard {shard} did not answer within {}s (overloaded?)", ADMIN_DEADLINE.as_secs())]
+pub struct ShardBusy {
+    pub shard: usize,
+}
+
+/// Every shard's calls, with the shard's index. The questions go out to all shards before the
+/// first answer is awaited, so a slow shard costs one deadline, not one per shard.
+pub(super) async fn list_calls(
+    shards: &[mpsc::Sender<ShardInput>],
+    within: Duration,
+) -> Result<Vec<(usize, CallOverview)>, ShardBusy> {
+    let deadline = Instant::now() + within;
+    let mut answers = Vec::with_capacity(shards.len());
+    for (shard, q) in shards.iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        match timeout_at(deadline, q.send(ShardInput::ListCalls(tx))).await {
+            Ok(Ok(())) => answers.push((shard, rx)),
+            _ => return Err(ShardBusy { shard }),
+        }
+    }
+    let mut all = Vec::new();
+    for (shard, rx) in answers {
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(calls)) => all.extend(calls.into_iter().map(|c| (shard, c))),
+            _ => return Err(ShardBusy { shard }),
+        }
+    }
+    Ok(all)
+}
+
+/// Ends call `handle` of `shard`: `Ok(false)` when there is no such shard or call.
+pub(super) async fn teardown(
+    shards: &[mpsc::Sender<ShardInput>],
+    shard: usize,
+    handle: u64,
+    within: Duration,
+) -> Result<bool, ShardBusy> {
+    let Some(q) = shards.get(shard) else { return Ok(false) };
+    let deadline = Instant::now() + within;
+    let (tx, rx) = oneshot::channel();
+    match timeout_at(deadline, q.send(ShardInput::Teardown(handle, tx))).await {
+        Ok(Ok(())) => {}
+        _ => return Err(ShardBusy { shard }),
+    }
+    match timeout_at(deadline, rx).await {
+        Ok(Ok(found)) => Ok(found),
+        _ => Err(ShardBusy { shard }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard task that answers: no calls, and call 7 exists.
+    fn answering() -> mpsc::Sender<ShardInput> {
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(input) = rx.recv().await {
+                match input {
+                    ShardInput::ListCalls(reply) => {
+                        let _ = reply.send(Vec::new());
+                    }
+                    ShardInput::Teardown(handle, reply) => {
+                        let _ = reply.send(handle == 7);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        tx
+    }
+
+    /// A shard task that takes the questions and never answers (stuck behind its queue).
+    fn stuck() -> (mpsc::Sender<ShardInput>, mpsc::Receiver<ShardInput>) {
+        mpsc::channel(4)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answering_shards_are_listed_and_their_calls_ended() {
+        let shards = [answering(), answering()];
+        assert!(list_calls(&shards, ADMIN_DEADLINE).await.is_ok_and(|c| c.is_empty()));
+        assert_eq!(teardown(&shards, 1, 7, ADMIN_DEADLINE).await, Ok(true));
+        assert_eq!(teardown(&shards, 1, 8, ADMIN_DEADLINE).await, Ok(false), "no such call");
+        assert_eq!(teardown(&shards, 2, 7, ADMIN_DEADLINE).await, Ok(false), "no such shard");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_that_does_not_answer_fails_the_request_after_one_deadline() {
+        let (busy, _held) = stuck();
+        let shards = [answering(), busy, answering()];
+        let t0 = Instant::now();
+        assert_eq!(list_calls(&shards, ADMIN_DEADLINE).await.err(), Some(ShardBusy { shard: 1 }));
+        assert_eq!(t0.elapsed(), ADMIN_DEADLINE, "one deadline for the whole request");
+        assert_eq!(teardown(&shards, 1, 7, ADMIN_DEADLINE).await, Err(ShardBusy { shard: 1 }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_counts_against_the_deadline() {
+        let (busy, _held) = mpsc::channel(1);
+        let (tx, _rx) = oneshot::channel();
+        busy.try_send(ShardInput::ListCalls(tx)).ok();
+        assert_eq!(list_calls(&[busy], ADMIN_DEADLINE).await.err(), Some(ShardBusy { shard: 0 }));
+    }
+}
