@@ -146,6 +146,12 @@ impl Collector for SbcCollector {
         counter(e, "sbc_session_timeouts", "Calls ended because a session timer expired", s.session_timeouts)?;
         counter(e, "sbc_auth_answered", "Digest challenges answered with credentials", s.auth_answered)?;
         counter(e, "sbc_auth_challenged", "Requests the SBC challenged (enable_bleg_uas_auth)", s.auth_challenged)?;
+        gauge(
+            e,
+            "sbc_callcontrol_tasks",
+            "Calls whose call-control hooks have not finished (end hook included); grows when a module's store stalls",
+            rt.cc_tasks() as i64,
+        )?;
         counters(
             e,
             "sbc_callcontrol_refusals",

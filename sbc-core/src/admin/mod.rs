@@ -435,6 +435,7 @@ impl Control for AdminControl {
                 "streams": m.streams, "ports_in_use": m.ports_in_use, "allocation_failures": m.allocation_failures,
             },
             "callcontrol_refusals": self.runtime.cc_refusals(),
+            "callcontrol_tasks": self.runtime.cc_tasks(),
             "config_generation": self.store.load().generation,
             "reloads_ok": self.reloads.ok.load(Relaxed),
             "reloads_failed": self.reloads.failed.load(Relaxed),

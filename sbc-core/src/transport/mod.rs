@@ -432,6 +432,11 @@ impl Runtime {
         all
     }
 
+    /// Calls (and route lookups) whose call-control hooks have not finished, `end` included.
+    pub fn cc_tasks(&self) -> usize {
+        self.cc_inflight.load(Ordering::SeqCst)
+    }
+
     /// Call-control refusals by module.
     pub fn cc_refusals(&self) -> std::collections::BTreeMap<String, u64> {
         self.cc_settings.refusals.lock().map(|m| m.clone()).unwrap_or_default()
