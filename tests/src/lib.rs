@@ -281,7 +281,7 @@ pub fn sipp_uas(scenario_file: &str, port: u16, transport: Transport, calls: u32
 /// [`sipp_uas`] with extra SIPp arguments (an injection file, `-trace_logs`).
 pub fn sipp_uas_with(scenario_file: &str, port: u16, transport: Transport, calls: u32, extra: &[String]) -> SippBg {
     let dir = scratch_dir("uas");
-    let child = sipp()
+    let mut child = sipp()
         .current_dir(&dir)
         .arg("-sf")
         .arg(scenario(scenario_file))
@@ -294,13 +294,14 @@ pub fn sipp_uas_with(scenario_file: &str, port: u16, transport: Transport, calls
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start sipp (apt-get install sip-tester): {e}"));
     // SIPp binds its socket during start-up; give it a moment before traffic arrives.
-    wait_bound(port, transport);
+    wait_bound(port, transport, &mut child);
     SippBg { child: Some(child), dir }
 }
 
-fn wait_bound(port: u16, transport: Transport) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
+/// Until SIPp holds `port`: a UAS that never binds fails here, not later as a lost call.
+fn wait_bound(port: u16, transport: Transport, sipp: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
         let busy = match transport {
             Transport::Udp => UdpSocket::bind(("127.0.0.1", port)).is_err(),
             Transport::Tcp => TcpListener::bind(("127.0.0.1", port)).is_err(),
@@ -308,6 +309,10 @@ fn wait_bound(port: u16, transport: Transport) {
         if busy {
             return;
         }
+        if let Ok(Some(status)) = sipp.try_wait() {
+            panic!("SIPp UAS for port {port} exited at start-up ({status}); is the port in use?");
+        }
+        assert!(Instant::now() < deadline, "SIPp UAS did not bind port {port} within 15 s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

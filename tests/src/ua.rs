@@ -102,11 +102,25 @@ impl TestUa {
         None
     }
 
-    /// The next final response, skipping provisionals (and answering nothing else).
-    fn final_response(&self) -> SipText {
+    /// The next request from the SBC within `within`, skipping responses (a 2xx the SBC
+    /// resends because our ACK reached it late belongs to an earlier transaction).
+    pub fn recv_request(&self, within: Duration) -> Option<SipText> {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.recv(deadline.saturating_duration_since(Instant::now()))?;
+            if m.method().is_some() {
+                return Some(m);
+            }
+        }
+    }
+
+    /// The final response to our request `cseq method`, skipping provisionals, responses of
+    /// earlier transactions (resent by a slow SBC) and requests (answering nothing else).
+    fn final_response(&self, cseq: u32, method: &str) -> SipText {
+        let expected = format!("{cseq} {method}");
         loop {
             let m = self.recv(Duration::from_secs(10)).expect("a response from sbcd");
-            if m.status().is_some_and(|s| s >= 200) {
+            if m.status().is_some_and(|s| s >= 200) && m.header("CSeq") == Some(expected.as_str()) {
                 return m;
             }
         }
@@ -139,7 +153,7 @@ impl TestUa {
         let cseq = self.cseq;
         let text = self.request("INVITE", uri, cseq, body);
         self.send(&text);
-        let resp = self.final_response();
+        let resp = self.final_response(cseq, "INVITE");
         if resp.status().is_some_and(|s| (200..300).contains(&s)) {
             if self.to.is_none() {
                 self.to = resp.header("To").map(str::to_string);
@@ -157,7 +171,7 @@ impl TestUa {
         let uri = self.target.clone().unwrap_or_default();
         let text = self.request("BYE", &uri, self.cseq, "");
         self.send(&text);
-        self.final_response()
+        self.final_response(self.cseq, "BYE")
     }
 
     /// Answers a request from the SBC with 200 (Via, From, To, Call-ID, CSeq copied).

@@ -30,7 +30,8 @@ fn start(ports: (u16, u16), timeout_s: u64, profile_extra: &str) -> Sbcd {
 
 fn rtp_socket() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind rtp");
-    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    // Generous: a packet either comes within milliseconds or the test fails anyway.
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     s
 }
 
@@ -82,7 +83,7 @@ fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
     assert_eq!(a_side, SocketAddr::new(RELAY_IP.parse().expect("ip"), a_port));
 
     // The admin API shows what the relay saw of this call (counters land just after the send).
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let media = loop {
         let (st, body) = http(&sbcd, "GET", "/calls", None, None);
         assert_eq!(st, 200);
@@ -159,7 +160,7 @@ fn silent_call_is_torn_down_on_both_legs_at_the_media_timeout() {
     let mut ua = TestUa::new(sbcd.addr());
     let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
     assert_eq!(ok.status(), Some(200));
-    let bye = ua.recv(Duration::from_secs(15)).expect("a BYE from sbcd");
+    let bye = ua.recv_request(Duration::from_secs(15)).expect("a BYE from sbcd");
     assert_eq!(bye.method(), Some("BYE"), "{}", bye.0);
     assert!(bye.header("Reason").is_some_and(|r| r.contains("media_timeout")), "{}", bye.0);
     ua.ok(&bye);
@@ -169,9 +170,11 @@ fn silent_call_is_torn_down_on_both_legs_at_the_media_timeout() {
 
 #[test]
 fn ports_return_to_the_pool_after_many_calls() {
-    // Three port pairs: one call at a time needs two; a leak of one pair per call would
-    // exhaust the pool on the second call.
-    let mut sbcd = start((46400, 46405), 60, "");
+    // Four port pairs: one call at a time needs two, and the ports of a call come back when
+    // the relay's thread has closed them, which may be just after the next call starts; a
+    // leak of one pair per call exhausts the pool by the fourth call (and the summary at exit
+    // counts every port still in use).
+    let mut sbcd = start((46400, 46407), 60, "");
     let uas_port = free_port();
     let calls = 30;
     let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, calls);
@@ -222,7 +225,7 @@ fn ipv4_caller_and_ipv6_callee_are_bridged() {
     let sbcd = Sbcd::with_config(&text, &[]);
     let caller_rtp = rtp_socket();
     let callee_rtp = UdpSocket::bind("[::1]:0").expect("bind ::1");
-    callee_rtp.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    callee_rtp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let (uas, uas_port) = callee("uas_media_v6.xml", &callee_rtp);
     let mut ua = TestUa::new(sbcd.addr());
     let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));

@@ -199,9 +199,9 @@ fn outbound_interface_per_call() {
     );
     let mut child = spawn_sbcd_on(cfg.to_str().unwrap(), SocketAddr::from(([127, 0, 0, 1], intern_port)));
     let callee = UdpSocket::bind(("127.0.0.1", callee_port)).unwrap();
-    callee.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    callee.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
-    caller.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    caller.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let me = caller.local_addr().unwrap();
     let invite = |n: u32, out: &str| {
         format!(
