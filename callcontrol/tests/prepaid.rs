@@ -108,6 +108,37 @@ fn a_call_longer_than_its_grant_is_billed_the_grant() {
     assert_eq!(prepaid::balance(&c, "carol").unwrap(), Some(0));
 }
 
+/// Another writer on the database (the CLI setting a balance, the heartbeat) never makes a
+/// debit fail: a debit takes the write lock before it reads, and waits for it.
+#[test]
+fn debits_are_not_lost_to_a_concurrent_writer() {
+    let path = db("contended");
+    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+    let c = prepaid::open_db(&path).unwrap();
+    prepaid::set_balance(&c, "dave", 10_000).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let w = prepaid::open_db(&path).unwrap();
+            // As often as it can: the debits' reads and writes interleave with its commits.
+            w.pragma_update(None, "synchronous", "OFF").unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                prepaid::set_balance(&w, "other", 1).unwrap();
+            }
+        })
+    };
+    let t0 = SystemTime::now();
+    let calls = 1000;
+    for call in 0..calls {
+        start(&p, call, "dave").unwrap();
+        talk(&p, call, "dave", t0, t0 + Duration::from_secs(2));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(prepaid::balance(&c, "dave").unwrap(), Some(10_000 - 2 * calls as i64), "every call debited");
+}
+
 #[test]
 fn a_crashed_run_is_settled_once_at_the_next_start() {
     let path = db("crash");

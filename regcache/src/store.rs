@@ -258,7 +258,8 @@ fn write_loop(mut conn: Connection, rx: Receiver<Op>, path: &Path, errors: &Atom
 }
 
 fn write_batch(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: the write lock is waited for (busy timeout) up front, never refused midway.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut save = tx.prepare_cached(
             "INSERT OR REPLACE INTO bindings (alias, aor, contact, source, transport, interface, user_agent,

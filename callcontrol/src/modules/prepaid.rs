@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::{CallControl, CallEnd, CcError, Effects, Hook, Times, Verdict};
 
@@ -29,6 +29,9 @@ fn unix_ms(t: SystemTime) -> i64 {
 pub fn billed_seconds(ms: i64) -> i64 {
     (ms.max(0) + 500) / 1000
 }
+
+/// Tries to debit an ended call before leaving it to the next start's settlement.
+const SETTLE_ATTEMPTS: u32 = 3;
 
 /// Opens (and creates) a balance database.
 pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
@@ -178,7 +181,10 @@ impl BalanceStore for SqliteBalances {
     fn settle(&self, call: &str, connected_ms: Option<i64>, end_ms: i64) -> Result<Option<i64>, String> {
         let mut db = self.db()?;
         let mut run = || -> rusqlite::Result<Option<i64>> {
-            let tx = db.transaction()?;
+            // IMMEDIATE: the write lock first (waiting up to the busy timeout), then the read. A
+            // deferred transaction that reads and then writes fails at once, busy timeout or
+            // not, when another connection (heartbeat, CLI) committed in between.
+            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row: Option<(String, Option<i64>, i64)> = tx
                 .query_row("SELECT account, connected_ms, granted_s FROM calls WHERE id = ?1", [call], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -232,7 +238,7 @@ impl Prepaid {
 /// Settles calls left in the table (by a process that died): connected ones are debited up to
 /// the last heartbeat. Returns how many rows were settled.
 fn recover(c: &mut Connection) -> rusqlite::Result<usize> {
-    let tx = c.transaction()?;
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let heartbeat: Option<i64> =
         tx.query_row("SELECT at_ms FROM heartbeat WHERE id = 1", [], |r| r.get(0)).optional()?;
     let rows: Vec<(String, String, Option<i64>, i64)> = {
@@ -286,10 +292,23 @@ impl CallControl for Prepaid {
 
     fn end(&self, hook: &Hook<'_>, times: &Times, _end: &CallEnd) {
         let end_ms = unix_ms(times.end.unwrap_or_else(SystemTime::now));
-        match self.store.settle(&self.call_id(hook), times.connect.map(unix_ms), end_ms) {
-            Ok(Some(billed)) => tracing::info!(call = hook.call.call, billed_s = billed, "cc_prepaid: debited"),
-            Ok(None) => {}
-            Err(e) => tracing::error!(call = hook.call.call, "cc_prepaid: debit failed: {e}"),
+        // Each attempt waits up to the busy timeout for the database; `end` runs off the
+        // signalling path, so a locked database costs time, not the debit.
+        for attempt in 1..=SETTLE_ATTEMPTS {
+            match self.store.settle(&self.call_id(hook), times.connect.map(unix_ms), end_ms) {
+                Ok(Some(billed)) => {
+                    tracing::info!(call = hook.call.call, billed_s = billed, "cc_prepaid: debited");
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) if attempt < SETTLE_ATTEMPTS => {
+                    tracing::warn!(call = hook.call.call, attempt, "cc_prepaid: debit failed, retrying: {e}");
+                }
+                Err(e) => tracing::error!(
+                    call = hook.call.call,
+                    "cc_prepaid: debit failed: {e}; the call stays reserved and is settled at the next start up to its last heartbeat"
+                ),
+            }
         }
     }
 }
