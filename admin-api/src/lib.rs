@@ -55,6 +55,8 @@ pub trait Control: Send + Sync + 'static {
     fn set_regex_map(&self, name: &str, body: MapBody) -> Result<RegexMapInfo, ApiError>;
     /// Every call, or an error when part of the SBC did not answer (never a partial list).
     fn calls(&self) -> impl Future<Output = Result<Vec<CallInfo>, ApiError>> + Send;
+    /// One call, asked of the shard its id names only.
+    fn call(&self, id: &str) -> impl Future<Output = Result<CallInfo, ApiError>> + Send;
     /// Registered contacts, by AoR.
     fn registrations(&self) -> Vec<RegistrationInfo>;
     /// Ends a call: BYE on both legs (CANCEL/error while it rings), call control told.

@@ -203,13 +203,7 @@ async fn list_registrations<C: Control>(State(s): State<AppState<C>>) -> Json<Ve
 
 #[utoipa::path(get, path = "/calls/{id}", responses((status = 200, body = CallInfo), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_call<C: Control>(State(s): State<AppState<C>>, Path(id): Path<String>) -> Res<CallInfo> {
-    s.control
-        .calls()
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no call {id}")))
+    s.control.call(&id).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/calls/{id}", responses((status = 204), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]

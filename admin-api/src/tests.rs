@@ -55,6 +55,12 @@ impl Control for Fake {
         }
         Ok(vec![])
     }
+    async fn call(&self, id: &str) -> Result<CallInfo, ApiError> {
+        if self.busy {
+            return Err(ApiError::unavailable("shard 0 did not answer within 5s (overloaded?)"));
+        }
+        Err(ApiError::not_found(format!("no call {id}")))
+    }
     fn registrations(&self) -> Vec<RegistrationInfo> {
         vec![]
     }
@@ -161,8 +167,10 @@ async fn calls_of_an_sbc_that_cannot_answer_are_503_not_a_partial_list() {
         assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}: {body}");
         assert!(body.contains("did not answer"), "{body}");
     }
-    let (st, body) = call(&app(Arc::default()), "GET", "/calls", Some("s3cret"), "").await;
+    let idle = app(Arc::default());
+    let (st, body) = call(&idle, "GET", "/calls", Some("s3cret"), "").await;
     assert_eq!((st, body.as_str()), (StatusCode::OK, "[]"));
+    assert_eq!(call(&idle, "GET", "/calls/0-7", Some("s3cret"), "").await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -346,11 +346,17 @@ impl Control for AdminControl {
         all
     }
 
+    async fn call(&self, id: &str) -> Result<CallInfo, ApiError> {
+        let (shard, handle) = parse_call_id(id)?;
+        match self.runtime.call(shard, handle).await {
+            Ok(Some(c)) => Ok(self.call_info(shard, c)),
+            Ok(None) => Err(ApiError::not_found(format!("no call {id}"))),
+            Err(e) => Err(ApiError::unavailable(e.to_string())),
+        }
+    }
+
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {
-        let parsed = id.split_once('-').and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h.parse::<u64>().ok()?)));
-        let Some((shard, handle)) = parsed else {
-            return Err(ApiError::bad_request(format!("'{id}' is not a call id (shard-number)")));
-        };
+        let (shard, handle) = parse_call_id(id)?;
         match self.runtime.teardown(shard, handle).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(ApiError::not_found(format!("no call {id}"))),
@@ -445,4 +451,11 @@ impl Control for AdminControl {
     fn metrics(&self) -> String {
         self.metrics.render()
     }
+}
+
+/// A call id as the API shows it, `<shard>-<handle>`.
+fn parse_call_id(id: &str) -> Result<(usize, u64), ApiError> {
+    id.split_once('-')
+        .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h.parse::<u64>().ok()?)))
+        .ok_or_else(|| ApiError::bad_request(format!("'{id}' is not a call id (shard-number)")))
 }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::call::{CallKind, CallState, Side};
+use super::call::{Call, CallKind, CallState, Side};
 use super::Engine;
 
 /// One call as the management plane lists it.
@@ -37,42 +37,14 @@ fn text(b: &[u8]) -> String {
 impl Engine {
     /// Every call and subscription of this shard.
     pub fn calls_overview(&self) -> Vec<CallOverview> {
-        let mut v: Vec<CallOverview> = self
-            .calls
-            .values()
-            .map(|c| {
-                let leg = |s: Side| {
-                    let l = c.leg(s);
-                    LegOverview {
-                        call_id: text(&l.call_id),
-                        local_tag: text(&l.local_tag),
-                        remote_tag: l.remote_tag.as_deref().map(text),
-                        remote_party: text(&l.remote_party),
-                        remote_target: text(&l.remote_target),
-                    }
-                };
-                CallOverview {
-                    handle: c.handle,
-                    profile: c.rules.profile.name.clone(),
-                    state: match c.state {
-                        CallState::Early => "early",
-                        CallState::Confirmed => "connected",
-                        CallState::Ending => "ending",
-                    },
-                    kind: match c.kind {
-                        CallKind::Invite => "call",
-                        CallKind::Subscription => "subscription",
-                    },
-                    started: c.started,
-                    answered: c.answered,
-                    legs: [leg(Side::A), leg(Side::B)],
-                    media_streams: c.media.as_deref().map_or(0, rtp_relay::Session::open_streams),
-                    media: c.media.as_ref().map(|m| m.totals()),
-                }
-            })
-            .collect();
+        let mut v: Vec<CallOverview> = self.calls.values().map(|c| overview(c)).collect();
         v.sort_by_key(|c| c.handle);
         v
+    }
+
+    /// Call (or subscription) `handle`, if this shard has it.
+    pub fn call_overview(&self, handle: u64) -> Option<CallOverview> {
+        self.calls.get(&handle).map(|c| overview(c))
     }
 
     /// Ends call `handle` for the operator: BYE on both legs of a connected call, an error to
@@ -89,5 +61,36 @@ impl Engine {
         self.tear_down(now, handle, 480, "admin_teardown");
         self.reschedule_call(handle);
         true
+    }
+}
+
+fn overview(c: &Call) -> CallOverview {
+    let leg = |s: Side| {
+        let l = c.leg(s);
+        LegOverview {
+            call_id: text(&l.call_id),
+            local_tag: text(&l.local_tag),
+            remote_tag: l.remote_tag.as_deref().map(text),
+            remote_party: text(&l.remote_party),
+            remote_target: text(&l.remote_target),
+        }
+    };
+    CallOverview {
+        handle: c.handle,
+        profile: c.rules.profile.name.clone(),
+        state: match c.state {
+            CallState::Early => "early",
+            CallState::Confirmed => "connected",
+            CallState::Ending => "ending",
+        },
+        kind: match c.kind {
+            CallKind::Invite => "call",
+            CallKind::Subscription => "subscription",
+        },
+        started: c.started,
+        answered: c.answered,
+        legs: [leg(Side::A), leg(Side::B)],
+        media_streams: c.media.as_deref().map_or(0, rtp_relay::Session::open_streams),
+        media: c.media.as_ref().map(|m| m.totals()),
     }
 }

@@ -10,8 +10,8 @@ use tokio::time::{timeout_at, Instant};
 use super::ShardInput;
 use crate::b2bua::CallOverview;
 
-/// How long the management plane waits for the shards (they answer between batches of
-/// signalling, so only a shard stuck behind a full queue takes long).
+/// How long the management plane waits for the shards (a question waits its turn in the
+/// shard's queue behind the signalling, so only a shard stuck behind a full queue takes long).
 pub const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A shard that did not answer the management plane in time.
@@ -46,7 +46,20 @@ pub(super) async fn list_calls(
     Ok(all)
 }
 
-/// Ends call `handle` of `shard`: `Ok(false)` when there is no such shard or call.
+/// Call `handle` of `shard`: `Ok(None)` when there is no such shard or call.
+pub(super) async fn call(
+    shards: &[mpsc::Sender<ShardInput>],
+    shard: usize,
+    handle: u64,
+    within: Duration,
+) -> Result<Option<CallOverview>, ShardBusy> {
+    let Some(q) = shards.get(shard) else { return Ok(None) };
+    ask(q, shard, within, |reply| ShardInput::GetCall(handle, reply)).await
+}
+
+/// Ends call `handle` of `shard`: `Ok(false)` when there is no such shard or call. When the
+/// deadline passes first the shard drops the question unanswered (see the shard driver), so
+/// `ShardBusy` means the call was not ended.
 pub(super) async fn teardown(
     shards: &[mpsc::Sender<ShardInput>],
     shard: usize,
@@ -54,14 +67,24 @@ pub(super) async fn teardown(
     within: Duration,
 ) -> Result<bool, ShardBusy> {
     let Some(q) = shards.get(shard) else { return Ok(false) };
+    ask(q, shard, within, |reply| ShardInput::Teardown(handle, reply)).await
+}
+
+/// One question to one shard, answered within `within`.
+async fn ask<T>(
+    q: &mpsc::Sender<ShardInput>,
+    shard: usize,
+    within: Duration,
+    question: impl FnOnce(oneshot::Sender<T>) -> ShardInput,
+) -> Result<T, ShardBusy> {
     let deadline = Instant::now() + within;
     let (tx, rx) = oneshot::channel();
-    match timeout_at(deadline, q.send(ShardInput::Teardown(handle, tx))).await {
+    match timeout_at(deadline, q.send(question(tx))).await {
         Ok(Ok(())) => {}
         _ => return Err(ShardBusy { shard }),
     }
     match timeout_at(deadline, rx).await {
-        Ok(Ok(found)) => Ok(found),
+        Ok(Ok(answer)) => Ok(answer),
         _ => Err(ShardBusy { shard }),
     }
 }
@@ -82,6 +105,9 @@ mod tests {
                     ShardInput::Teardown(handle, reply) => {
                         let _ = reply.send(handle == 7);
                     }
+                    ShardInput::GetCall(_, reply) => {
+                        let _ = reply.send(None);
+                    }
                     _ => {}
                 }
             }
@@ -101,6 +127,8 @@ mod tests {
         assert_eq!(teardown(&shards, 1, 7, ADMIN_DEADLINE).await, Ok(true));
         assert_eq!(teardown(&shards, 1, 8, ADMIN_DEADLINE).await, Ok(false), "no such call");
         assert_eq!(teardown(&shards, 2, 7, ADMIN_DEADLINE).await, Ok(false), "no such shard");
+        assert!(call(&shards, 0, 7, ADMIN_DEADLINE).await.is_ok_and(|c| c.is_none()));
+        assert!(call(&shards, 5, 7, ADMIN_DEADLINE).await.is_ok_and(|c| c.is_none()), "no such shard");
     }
 
     #[tokio::test(start_paused = true)]
@@ -111,6 +139,9 @@ mod tests {
         assert_eq!(list_calls(&shards, ADMIN_DEADLINE).await.err(), Some(ShardBusy { shard: 1 }));
         assert_eq!(t0.elapsed(), ADMIN_DEADLINE, "one deadline for the whole request");
         assert_eq!(teardown(&shards, 1, 7, ADMIN_DEADLINE).await, Err(ShardBusy { shard: 1 }));
+        assert!(call(&shards, 1, 7, ADMIN_DEADLINE).await.is_err());
+        // Another shard's call is not held up by the stuck one.
+        assert!(call(&shards, 2, 7, ADMIN_DEADLINE).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,6 +40,8 @@ pub(crate) enum ShardInput {
     CcVerdict(u64, crate::b2bua::CcVerdict),
     /// The management plane lists the shard's calls.
     ListCalls(tokio::sync::oneshot::Sender<Vec<crate::b2bua::CallOverview>>),
+    /// The management plane looks at one call.
+    GetCall(u64, tokio::sync::oneshot::Sender<Option<crate::b2bua::CallOverview>>),
     /// The management plane ends a call (true if it existed).
     Teardown(u64, tokio::sync::oneshot::Sender<bool>),
 }
@@ -398,6 +400,11 @@ impl Runtime {
     /// Every shard's calls; ids are `<shard>-<handle>`.
     pub async fn calls(&self) -> Result<Vec<(usize, crate::b2bua::CallOverview)>, ShardBusy> {
         admin_query::list_calls(&self.shared.shards, ADMIN_DEADLINE).await
+    }
+
+    /// Call `handle` of `shard` (only that shard is asked).
+    pub async fn call(&self, shard: usize, handle: u64) -> Result<Option<crate::b2bua::CallOverview>, ShardBusy> {
+        admin_query::call(&self.shared.shards, shard, handle, ADMIN_DEADLINE).await
     }
 
     /// Ends a call (see `Engine::admin_teardown`); false if the shard has no such call.

@@ -196,12 +196,19 @@ fn handle(engine: &mut Engine, input: ShardInput) {
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
         ShardInput::Drain => engine.set_draining(true),
         ShardInput::CcVerdict(call, verdict) => engine.handle_cc_verdict(now, call, verdict),
-        ShardInput::ListCalls(reply) => {
+        // A question the API stopped waiting for (it answered 503) is not acted on: a teardown
+        // done behind the operator's back would make their retry a 404.
+        ShardInput::ListCalls(reply) if !reply.is_closed() => {
             let _ = reply.send(engine.calls_overview());
         }
-        ShardInput::Teardown(call, reply) => {
+        ShardInput::GetCall(call, reply) if !reply.is_closed() => {
+            let _ = reply.send(engine.call_overview(call));
+        }
+        ShardInput::Teardown(call, reply) if !reply.is_closed() => {
             let _ = reply.send(engine.admin_teardown(now, call));
         }
+        ShardInput::Teardown(call, _) => tracing::warn!(call, "admin teardown came after the API gave up: not done"),
+        ShardInput::ListCalls(_) | ShardInput::GetCall(..) => {}
     }
 }
 
