@@ -130,33 +130,19 @@ fn ipv6_loopback_call() {
     drop(sbcd);
 }
 
-#[test]
-fn sigterm_drains_a_live_call_then_exits_zero() {
-    let mut sbcd = Sbcd::start(&[]);
+/// A SIPp call through `sbcd`, answered and then held for `hold_ms`: (caller, callee).
+fn held_call(sbcd: &Sbcd, hold_ms: u32) -> (std::process::Child, sbc_e2e::SippBg) {
     let uas_port = free_port();
     let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
-    let dir = scratch_dir("drain");
+    let dir = scratch_dir("held");
     let local = free_port();
-    let mut uac = Command::new("sipp")
+    let uac = Command::new("sipp")
         .current_dir(&dir)
         .arg(format!("127.0.0.1:{uas_port}"))
         .arg("-sf")
         .arg(scenario("uac_held.xml"))
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &local.to_string(),
-            "-m",
-            "1",
-            "-d",
-            "5000",
-            "-t",
-            "u1",
-            "-nostdin",
-            "-timeout",
-            "30s",
-        ])
+        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", "1", "-d", &hold_ms.to_string()])
+        .args(["-t", "u1", "-nostdin", "-timeout", "90s"])
         .arg("-rsa")
         .arg(sbcd.addr().to_string())
         .stdin(Stdio::null())
@@ -164,24 +150,34 @@ fn sigterm_drains_a_live_call_then_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The call is up (answered) and held for 5 s.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !sbc_e2e::http(&sbcd, "GET", "/stats", None, None).1.contains("\"calls_answered\":1") {
+    while !sbc_e2e::http(sbcd, "GET", "/stats", None, None).1.contains("\"calls_answered\":1") {
         assert!(Instant::now() < deadline, "the held call was not answered: {}", sbcd.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
+    (uac, uas)
+}
+
+/// SIGTERM, then until the signal is handled: new requests are refused (the health check says
+/// draining).
+fn sigterm_until_draining(sbcd: &Sbcd) {
     let _ = Command::new("kill").arg("-TERM").arg(sbcd.pid().to_string()).status();
-    // Once the signal is handled, new requests are refused (the health check says draining)
-    // while the live call keeps sbcd running.
     let deadline = Instant::now() + Duration::from_secs(4);
     let pong = loop {
-        let pong = options_ping(&sbcd).unwrap_or_default();
+        let pong = options_ping(sbcd).unwrap_or_default();
         if pong.starts_with("SIP/2.0 503") || Instant::now() > deadline {
             break pong;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(pong.starts_with("SIP/2.0 503"), "health check says draining: {pong}");
+}
+
+#[test]
+fn sigterm_drains_a_live_call_then_exits_zero() {
+    let mut sbcd = Sbcd::start(&[]);
+    let (mut uac, uas) = held_call(&sbcd, 5000);
+    sigterm_until_draining(&sbcd);
     assert!(sbcd.is_running(), "sbcd must wait for the live call");
     let status = uac.wait().unwrap();
     assert!(status.success(), "the held call completed through the drain");
@@ -189,6 +185,20 @@ fn sigterm_drains_a_live_call_then_exits_zero() {
     assert!(uas_out.status.success());
     let exit = sbcd.terminate(Duration::from_secs(10)).expect("sbcd exits once idle");
     assert!(exit.success(), "exit status {exit:?}; log:\n{}", sbcd.log_text());
+}
+
+/// An operator who will not wait for the drain sends the signal again: sbcd exits at once,
+/// with the call (held for a minute) still up.
+#[test]
+fn a_second_sigterm_ends_the_drain() {
+    let mut sbcd = Sbcd::start(&[]);
+    let (mut uac, _uas) = held_call(&sbcd, 60_000);
+    sigterm_until_draining(&sbcd);
+    let exit = sbcd.terminate(Duration::from_secs(20)).expect("the second SIGTERM ends sbcd");
+    let _ = uac.kill();
+    let _ = uac.wait();
+    assert!(exit.success(), "exit status {exit:?}");
+    assert!(sbcd.log_text().contains("second stop signal, exiting with calls up calls=1"), "{}", sbcd.log_text());
 }
 
 /// Two named interfaces on different loopback addresses: the caller reaches `intern`, the

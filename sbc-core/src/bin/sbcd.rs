@@ -292,8 +292,21 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
             tracing::info!(calls = runtime.active_calls(), "draining");
             last_report = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::select! {
+            biased;
+            // A second SIGTERM/SIGINT ends the drain (an operator who will not wait); a reload
+            // would serve no new call, so SIGHUP is ignored.
+            sig = signals.next() => match sig {
+                Signal::Stop => {
+                    tracing::warn!(calls = runtime.active_calls(), "second stop signal, exiting with calls up");
+                    break;
+                }
+                Signal::Reload => tracing::info!("SIGHUP while draining: ignored"),
+            },
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
+    runtime.flush(Duration::from_secs(1)).await;
     runtime.close_registrations();
     let s = runtime.stats();
     let c = runtime.counters();
@@ -377,6 +390,7 @@ impl Signals {
         #[cfg(unix)]
         if let Some([term, int, hup]) = &mut self.streams {
             return tokio::select! {
+                biased;
                 _ = term.recv() => Signal::Stop,
                 _ = int.recv() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,

@@ -497,11 +497,17 @@ impl Runtime {
     /// True when no shard has a call or a transaction left and every call-control hook has
     /// finished (CDRs written, balances debited).
     pub fn is_idle(&self) -> bool {
-        self.cc_inflight.load(Ordering::SeqCst) == 0
-            && self
-                .statuses
-                .iter()
-                .all(|s| s.calls.load(Ordering::Relaxed) == 0 && s.transactions.load(Ordering::Relaxed) == 0)
+        self.cc_inflight.load(Ordering::SeqCst) == 0 && self.statuses.iter().all(|s| s.idle.load(Ordering::Acquire))
+    }
+
+    /// Waits (at most `within`) until the TCP writers have taken every queued message, then
+    /// a moment for their last writes: the last replies of a drain reach TCP peers before exit.
+    pub async fn flush(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shared.tcp.queued() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     /// Totals of the engines' counters.

@@ -1,7 +1,7 @@
 //! One shard: a task that owns an engine, feeds it inputs and the time, and sends its outputs.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -35,6 +35,9 @@ pub struct ShardStatus {
     pub retransmissions_by_method: [AtomicU64; Method::COUNT],
     /// Counts with labels, from the engine's events (once per call or drop, not per message).
     pub labelled: Mutex<Labelled>,
+    /// No call and no busy transaction left, stored once the batch's messages were handed to
+    /// the sockets: shutdown waits for it, not for `calls` (published before the sends).
+    pub idle: AtomicBool,
 }
 
 /// Event counts by label.
@@ -165,7 +168,7 @@ pub(super) async fn run(
         // Counters first, then the wire: a peer that got a reply and then reads /stats or
         // /metrics sees the state that reply came from (an ended call no longer counted).
         count_events(&outputs, &status);
-        publish(&engine, &status);
+        let idle = publish(&engine, &status);
         for o in outputs.drain(..) {
             match o {
                 Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
@@ -173,18 +176,21 @@ pub(super) async fn run(
                 Output::Event(_) => {}
             }
         }
+        status.idle.store(idle, Ordering::Release);
     }
 }
 
-/// Only the events with labels take the (uncontended) lock: once per ended call, drop or local
-/// error reply, never per relayed message.
+/// Only batches with labelled events (an ended call, a drop, a local error reply) take the
+/// (uncontended) lock, once; relayed messages never do.
 fn count_events(outputs: &[Output], status: &ShardStatus) {
-    for o in outputs {
-        if let Output::Event(e @ (Event::CallEnded { .. } | Event::Dropped { .. } | Event::Refused { .. })) = o {
-            if let Ok(mut l) = status.labelled.lock() {
-                l.count(e);
-            }
-        }
+    let mut labelled = outputs.iter().filter_map(|o| match o {
+        Output::Event(e @ (Event::CallEnded { .. } | Event::Dropped { .. } | Event::Refused { .. })) => Some(e),
+        _ => None,
+    });
+    let Some(first) = labelled.next() else { return };
+    if let Ok(mut l) = status.labelled.lock() {
+        l.count(first);
+        labelled.for_each(|e| l.count(e));
     }
 }
 
@@ -241,9 +247,11 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn publish(engine: &Engine, st: &ShardStatus) {
+/// Stores the engine's counters; true when it has no call and no busy transaction left.
+fn publish(engine: &Engine, st: &ShardStatus) -> bool {
     let s = &engine.stats;
-    st.calls.store(engine.active_calls(), Ordering::Relaxed);
+    let calls = engine.active_calls();
+    st.calls.store(calls, Ordering::Relaxed);
     // Counting busy transactions walks the table; only a draining shard needs the number.
     let busy = if engine.is_draining() { engine.busy_transactions() } else { engine.active_transactions() };
     st.transactions.store(busy, Ordering::Relaxed);
@@ -267,6 +275,7 @@ fn publish(engine: &Engine, st: &ShardStatus) {
     for (a, v) in st.retransmissions_by_method.iter().zip(s.retransmissions_by_method) {
         a.store(v, Ordering::Relaxed);
     }
+    calls == 0 && busy == 0
 }
 
 #[cfg(test)]

@@ -72,6 +72,11 @@ impl TcpTable {
         }
     }
 
+    /// Messages queued for the connections' writers and not yet taken.
+    pub(super) fn queued(&self) -> usize {
+        self.conns.iter().map(|c| c.writer.max_capacity() - c.writer.capacity()).sum()
+    }
+
     fn open_from(&self, ip: std::net::IpAddr) -> usize {
         self.per_ip.get(&ip).map_or(0, |n| *n)
     }
