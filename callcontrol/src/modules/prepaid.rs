@@ -8,6 +8,8 @@
 //! granted seconds); the debit and the removal of that row are one transaction. One sbcd holds
 //! a lock file beside the database; a heartbeat row is written every second; at start-up, the
 //! rows a dead process left are settled up to its last heartbeat (never beyond their grant).
+//! A debit that finds the database locked is kept (with its end time) and retried by the
+//! heartbeat thread, which does not advance the heartbeat while one waits.
 //! Balances are read and set while sbcd runs with `sbcd prepaid --db FILE get|set|list`.
 
 use std::path::Path;
@@ -29,9 +31,6 @@ fn unix_ms(t: SystemTime) -> i64 {
 pub fn billed_seconds(ms: i64) -> i64 {
     (ms.max(0) + 500) / 1000
 }
-
-/// Tries to debit an ended call before leaving it to the next start's settlement.
-const SETTLE_ATTEMPTS: u32 = 3;
 
 /// Opens (and creates) a balance database.
 pub fn open_db(path: &Path) -> rusqlite::Result<Connection> {
@@ -88,9 +87,27 @@ pub trait BalanceStore: Send + Sync + std::fmt::Debug {
     /// The call was answered at `at_ms` (unix milliseconds).
     fn connected(&self, call: &str, at_ms: i64) -> Result<(), String>;
     /// The call ended at `end_ms` (answered at `connected_ms`, if the driver knows): debit its
-    /// connected time and forget it, atomically. Returns the seconds billed, or `None` if the
-    /// call was settled already.
-    fn settle(&self, call: &str, connected_ms: Option<i64>, end_ms: i64) -> Result<Option<i64>, String>;
+    /// connected time and forget it, atomically.
+    fn settle(&self, call: &str, connected_ms: Option<i64>, end_ms: i64) -> Result<Settled, String>;
+}
+
+/// What became of an ended call's debit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Debited this many seconds.
+    Debited(i64),
+    /// No such running call (settled already).
+    Unknown,
+    /// The store was busy: the debit is kept, with its end time, and done as soon as it can be.
+    Deferred,
+}
+
+/// An ended call whose debit waits for a busy database.
+#[derive(Debug, Clone)]
+struct PendingDebit {
+    call: String,
+    connected_ms: Option<i64>,
+    end_ms: i64,
 }
 
 /// Balances in a SQLite file: the running calls' rows and the debit change together in one
@@ -98,6 +115,8 @@ pub trait BalanceStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct SqliteBalances {
     db: Mutex<Connection>,
+    /// Debits that met a locked database, done by the heartbeat thread.
+    deferred: Arc<Mutex<Vec<PendingDebit>>>,
     stop: Arc<AtomicBool>,
     /// Held for the life of the process: one sbcd per balance database (the OS releases it
     /// when the process dies, however it dies).
@@ -131,22 +150,29 @@ impl SqliteBalances {
             );
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let hb = open_db(path).map_err(|e| e.to_string())?;
-        let flag = stop.clone();
+        let deferred = Arc::new(Mutex::new(Vec::new()));
+        let mut hb = open_db(path).map_err(|e| e.to_string())?;
+        let (flag, pending) = (stop.clone(), deferred.clone());
         std::thread::Builder::new()
             .name("prepaid-heartbeat".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
+            .spawn(move || loop {
+                // Deferred debits first, and no heartbeat while any is left: a crash now
+                // settles their calls at the last heartbeat before the database got stuck,
+                // never later (which could bill them their whole grant).
+                if settle_deferred(&mut hb, &pending) {
                     let at = unix_ms(SystemTime::now());
                     let _ = hb.execute(
                         "INSERT INTO heartbeat(id, at_ms) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET at_ms = ?1",
                         [at],
                     );
-                    std::thread::sleep(Duration::from_secs(1));
                 }
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
             })
             .map_err(|e| e.to_string())?;
-        Ok(Self { db: Mutex::new(c), stop, _lock: lock })
+        Ok(Self { db: Mutex::new(c), deferred, stop, _lock: lock })
     }
 
     fn db(&self) -> Result<std::sync::MutexGuard<'_, Connection>, String> {
@@ -178,32 +204,69 @@ impl BalanceStore for SqliteBalances {
         Ok(())
     }
 
-    fn settle(&self, call: &str, connected_ms: Option<i64>, end_ms: i64) -> Result<Option<i64>, String> {
-        let mut db = self.db()?;
-        let mut run = || -> rusqlite::Result<Option<i64>> {
-            // IMMEDIATE: the write lock first (waiting up to the busy timeout), then the read. A
-            // deferred transaction that reads and then writes fails at once, busy timeout or
-            // not, when another connection (heartbeat, CLI) committed in between.
-            let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row: Option<(String, Option<i64>, i64)> = tx
-                .query_row("SELECT account, connected_ms, granted_s FROM calls WHERE id = ?1", [call], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .optional()?;
-            let Some((account, connected, granted)) = row else {
-                return Ok(None);
-            };
-            // The driver's answer time wins over the row's: the connect write may be late.
-            // Never more than was granted: a call timer firing late is the SBC's delay, and the
-            // account must not go below zero for it.
-            let billed = connected_ms.or(connected).map_or(0, |c| billed_seconds(end_ms - c).min(granted));
-            tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
-            tx.execute("DELETE FROM calls WHERE id = ?1", [call])?;
-            tx.commit()?;
-            Ok(Some(billed))
-        };
-        run().map_err(|e| e.to_string())
+    fn settle(&self, call: &str, connected_ms: Option<i64>, end_ms: i64) -> Result<Settled, String> {
+        let debit = PendingDebit { call: call.to_string(), connected_ms, end_ms };
+        let result = debit_on(&mut *self.db()?, &debit);
+        match result {
+            Ok(Some(billed)) => Ok(Settled::Debited(billed)),
+            Ok(None) => Ok(Settled::Unknown),
+            Err(e) if is_busy(&e) => {
+                self.deferred.lock().map_err(|_| "deferred debits lock poisoned".to_string())?.push(debit);
+                Ok(Settled::Deferred)
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
+}
+
+/// Debits an ended call and forgets it, in one transaction: the seconds billed, or `None` for
+/// a call that is not running (settled already).
+fn debit_on(db: &mut Connection, d: &PendingDebit) -> rusqlite::Result<Option<i64>> {
+    // IMMEDIATE: the write lock first (waiting up to the busy timeout), then the read. A
+    // deferred transaction that reads and then writes fails at once, busy timeout or not,
+    // when another connection (heartbeat, CLI) committed in between.
+    let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(String, Option<i64>, i64)> = tx
+        .query_row("SELECT account, connected_ms, granted_s FROM calls WHERE id = ?1", [&d.call], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((account, connected, granted)) = row else {
+        return Ok(None);
+    };
+    // The driver's answer time wins over the row's: the connect write may be late. Never more
+    // than was granted: a call timer firing late is the SBC's delay, and the account must not
+    // go below zero for it.
+    let billed = d.connected_ms.or(connected).map_or(0, |c| billed_seconds(d.end_ms - c).min(granted));
+    tx.execute("UPDATE balances SET seconds = seconds - ?1 WHERE account = ?2", params![billed, account])?;
+    tx.execute("DELETE FROM calls WHERE id = ?1", [&d.call])?;
+    tx.commit()?;
+    Ok(Some(billed))
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// Tries the deferred debits again; true when none is left waiting. The list is not locked
+/// while the database is waited for, so `end` hooks can add to it meanwhile.
+fn settle_deferred(db: &mut Connection, pending: &Mutex<Vec<PendingDebit>>) -> bool {
+    let Ok(mut taken) = pending.lock().map(|mut p| std::mem::take(&mut *p)) else { return false };
+    taken.retain(|d| match debit_on(db, d) {
+        Ok(billed) => {
+            tracing::info!(call = %d.call, billed_s = billed.unwrap_or(0), "cc_prepaid: deferred debit done");
+            false
+        }
+        Err(e) if is_busy(&e) => true,
+        Err(e) => {
+            tracing::error!(call = %d.call, "cc_prepaid: deferred debit failed: {e}; settled at the next start");
+            false
+        }
+    });
+    let Ok(mut pending) = pending.lock() else { return false };
+    pending.extend(taken);
+    pending.is_empty()
 }
 
 #[derive(Debug)]
@@ -292,23 +355,18 @@ impl CallControl for Prepaid {
 
     fn end(&self, hook: &Hook<'_>, times: &Times, _end: &CallEnd) {
         let end_ms = unix_ms(times.end.unwrap_or_else(SystemTime::now));
-        // Each attempt waits up to the busy timeout for the database; `end` runs off the
-        // signalling path, so a locked database costs time, not the debit.
-        for attempt in 1..=SETTLE_ATTEMPTS {
-            match self.store.settle(&self.call_id(hook), times.connect.map(unix_ms), end_ms) {
-                Ok(Some(billed)) => {
-                    tracing::info!(call = hook.call.call, billed_s = billed, "cc_prepaid: debited");
-                    return;
-                }
-                Ok(None) => return,
-                Err(e) if attempt < SETTLE_ATTEMPTS => {
-                    tracing::warn!(call = hook.call.call, attempt, "cc_prepaid: debit failed, retrying: {e}");
-                }
-                Err(e) => tracing::error!(
-                    call = hook.call.call,
-                    "cc_prepaid: debit failed: {e}; the call stays reserved and is settled at the next start up to its last heartbeat"
-                ),
+        match self.store.settle(&self.call_id(hook), times.connect.map(unix_ms), end_ms) {
+            Ok(Settled::Debited(billed)) => {
+                tracing::info!(call = hook.call.call, billed_s = billed, "cc_prepaid: debited")
             }
+            Ok(Settled::Unknown) => {}
+            Ok(Settled::Deferred) => {
+                tracing::warn!(call = hook.call.call, "cc_prepaid: balance database busy, debit deferred");
+            }
+            Err(e) => tracing::error!(
+                call = hook.call.call,
+                "cc_prepaid: debit failed: {e}; the call stays reserved and is settled at the next start"
+            ),
         }
     }
 }
