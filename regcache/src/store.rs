@@ -258,7 +258,8 @@ fn write_loop(mut conn: Connection, rx: Receiver<Op>, path: &Path, errors: &Atom
 }
 
 fn write_batch(conn: &mut Connection, batch: &[Op]) -> rusqlite::Result<()> {
-    // IMMEDIATE: the write lock is waited for (busy timeout) up front, never refused midway.
+    // IMMEDIATE: the write lock up front, as every write transaction in the project takes it
+    // (this one only writes, so a deferred one would wait the same way).
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut save = tx.prepare_cached(

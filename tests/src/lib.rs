@@ -473,8 +473,8 @@ pub fn call_through_from(local_ip: &str, sbcd: &Sbcd, name: &str, transport: Tra
 }
 
 /// An sbcd on a configuration that names its own interfaces (no `--listen`): one shard, one
-/// thread, no admin API, its log discarded. The caller waits for it and kills it.
-/// sbcd on the listeners `config` names, returned once it answers an OPTIONS at `sip` (UDP).
+/// thread, no admin API, its log discarded; returned once it answers an OPTIONS at `sip` (UDP).
+/// The caller kills it.
 pub fn spawn_sbcd_on(config: &str, sip: SocketAddr) -> Child {
     let mut child = Command::new(sbcd_bin())
         .args(["--config", config, "--shards", "1", "--threads", "1", "--admin-listen", "off"])
@@ -485,6 +485,7 @@ pub fn spawn_sbcd_on(config: &str, sip: SocketAddr) -> Child {
     while options_ping(sip, Duration::from_millis(100)).is_none() {
         if Instant::now() > deadline || !matches!(child.try_wait(), Ok(None)) {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("sbcd with {config} does not answer at {sip}");
         }
     }

@@ -330,7 +330,8 @@ fn prepaid_survives_kill_9() {
     let again = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
     let after: i64 = prepaid_cli(&db, &["get", "sipp"]).trim_start_matches("sipp ").parse().unwrap();
     let debited = 100 - after;
-    assert!((1..=talked_s + 1).contains(&debited), "{debited} s debited for {talked_s} s\n{}", again.log_text());
+    // At least two heartbeats fell inside a 3 s call: recovery bills up to the last one.
+    assert!((2..=talked_s + 1).contains(&debited), "{debited} s debited for {talked_s} s\n{}", again.log_text());
     drop(again);
     let third = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
     assert_eq!(prepaid_cli(&db, &["get", "sipp"]), format!("sipp {after}"), "{}", third.log_text());

@@ -13,7 +13,7 @@ use sbc_e2e::{free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, spawn_sbcd_o
 
 /// An OPTIONS answered within 10 s, resent every second (one datagram can be lost to a socket
 /// buffer still full of a flood).
-fn options_ping(sbcd: &Sbcd) -> Option<String> {
+fn ping_retrying(sbcd: &Sbcd) -> Option<String> {
     (0..10).find_map(|_| sbc_e2e::options_ping(sbcd.addr(), Duration::from_secs(1)))
 }
 
@@ -39,7 +39,7 @@ fn junk_and_oversize_datagrams_are_dropped_and_service_goes_on() {
             let _ = sock.send_to(&big, sbcd.addr());
         }
     }
-    let pong = options_ping(&sbcd).expect("sbcd still answers after the junk");
+    let pong = ping_retrying(&sbcd).expect("sbcd still answers after the junk");
     assert!(pong.starts_with("SIP/2.0 200"), "{pong}");
     assert!(sbcd.is_running());
 }
@@ -85,7 +85,7 @@ fn slow_tcp_peer_is_cut_off_and_truncated_frames_do_no_harm() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert!(sbcd.is_running());
-    let pong = options_ping(&sbcd).expect("still serving");
+    let pong = ping_retrying(&sbcd).expect("still serving");
     assert!(pong.starts_with("SIP/2.0 200"), "{pong}");
 }
 
@@ -119,14 +119,9 @@ fn ipv6_loopback_call() {
     }
     let port = free_port();
     let sbcd = Sbcd::start(&["--listen", &format!("udp:[::1]:{port}")]);
-    let sock = UdpSocket::bind("[::1]:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let me = sock.local_addr().unwrap();
-    let ping = format!("OPTIONS sip:[::1]:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK6;rport\r\nFrom: <sip:m@[::1]>;tag=1\r\nTo: <sip:[::1]:{port}>\r\nCall-ID: v6\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
-    sock.send_to(ping.as_bytes(), SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))).unwrap();
-    let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).expect("answer over IPv6");
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"));
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let pong = sbc_e2e::options_ping(v6, Duration::from_secs(10)).expect("answer over IPv6");
+    assert!(pong.starts_with("SIP/2.0 200"), "{pong}");
     drop(sbcd);
 }
 
@@ -164,7 +159,7 @@ fn sigterm_until_draining(sbcd: &Sbcd) {
     let _ = Command::new("kill").arg("-TERM").arg(sbcd.pid().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(4);
     let pong = loop {
-        let pong = options_ping(sbcd).unwrap_or_default();
+        let pong = ping_retrying(sbcd).unwrap_or_default();
         if pong.starts_with("SIP/2.0 503") || Instant::now() > deadline {
             break pong;
         }
@@ -245,5 +240,5 @@ fn a_second_sbcd_on_a_used_address_refuses_to_start() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Address already in use"), "{err}");
-    assert!(options_ping(&first).is_some_and(|r| r.starts_with("SIP/2.0 200")), "{}", first.log_text());
+    assert!(ping_retrying(&first).is_some_and(|r| r.starts_with("SIP/2.0 200")), "{}", first.log_text());
 }

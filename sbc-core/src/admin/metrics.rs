@@ -149,7 +149,7 @@ impl Collector for SbcCollector {
         gauge(
             e,
             "sbc_callcontrol_tasks",
-            "Calls whose call-control hooks have not finished (end hook included); grows when a module's store stalls",
+            "Calls with a call-control chain until their end hook finished, plus route lookups in progress",
             rt.cc_tasks() as i64,
         )?;
         counters(
