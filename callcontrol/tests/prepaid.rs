@@ -16,6 +16,16 @@ fn db(label: &str) -> PathBuf {
     d.join("balances.sqlite")
 }
 
+/// A fresh balance database with `account` holding `seconds`: its path, the module over it
+/// and a second connection to look at it.
+fn prepaid_with(label: &str, account: &str, seconds: i64) -> (PathBuf, Prepaid, rusqlite::Connection) {
+    let path = db(label);
+    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
+    let c = prepaid::open_db(&path).unwrap();
+    prepaid::set_balance(&c, account, seconds).unwrap();
+    (path, p, c)
+}
+
 fn facts(call: u64) -> CallFacts {
     CallFacts {
         call,
@@ -61,10 +71,7 @@ fn rounding() {
 
 #[test]
 fn reserve_debit_refuse() {
-    let path = db("basic");
-    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
-    let c = prepaid::open_db(&path).unwrap();
-    prepaid::set_balance(&c, "alice", 10).unwrap();
+    let (_, p, c) = prepaid_with("basic", "alice", 10);
     assert!(start(&p, 1, "nobody").is_err(), "unknown account: 500");
     let (v, e) = start(&p, 1, "alice").unwrap();
     assert_eq!(v, Verdict::Continue);
@@ -97,10 +104,7 @@ fn reserve_debit_refuse() {
 /// at zero, not below.
 #[test]
 fn a_call_longer_than_its_grant_is_billed_the_grant() {
-    let path = db("grant");
-    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
-    let c = prepaid::open_db(&path).unwrap();
-    prepaid::set_balance(&c, "carol", 3).unwrap();
+    let (_, p, c) = prepaid_with("grant", "carol", 3);
     let (_, e) = start(&p, 1, "carol").unwrap();
     assert_eq!(e.call_timer, Some(Duration::from_secs(3)));
     let t0 = SystemTime::now();
@@ -112,10 +116,7 @@ fn a_call_longer_than_its_grant_is_billed_the_grant() {
 /// debit fail: a debit takes the write lock before it reads, and waits for it.
 #[test]
 fn debits_are_not_lost_to_a_concurrent_writer() {
-    let path = db("contended");
-    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
-    let c = prepaid::open_db(&path).unwrap();
-    prepaid::set_balance(&c, "dave", 10_000).unwrap();
+    let (path, p, c) = prepaid_with("contended", "dave", 10_000);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (stop, path) = (stop.clone(), path.clone());
@@ -145,10 +146,7 @@ fn debits_are_not_lost_to_a_concurrent_writer() {
 /// lost: it is kept with its end time and done once the lock goes, for the time talked.
 #[test]
 fn a_debit_against_a_locked_database_is_done_when_the_lock_goes() {
-    let path = db("locked");
-    let p = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
-    let c = prepaid::open_db(&path).unwrap();
-    prepaid::set_balance(&c, "erin", 100).unwrap();
+    let (path, p, c) = prepaid_with("locked", "erin", 100);
     start(&p, 1, "erin").unwrap();
     let locker = prepaid::open_db(&path).unwrap();
     locker.execute_batch("BEGIN IMMEDIATE").unwrap();
