@@ -126,9 +126,9 @@ fn ipv6_loopback_call() {
 }
 
 /// A SIPp call through `sbcd`, answered and then held for `hold_ms`: (caller, callee).
-fn held_call(sbcd: &Sbcd, hold_ms: u32) -> (std::process::Child, sbc_e2e::SippBg) {
+fn held_call(sbcd: &Sbcd, hold_ms: u32, transport: Transport) -> (std::process::Child, sbc_e2e::SippBg) {
     let uas_port = free_port();
-    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let uas = sipp_uas("uas_basic.xml", uas_port, transport, 1);
     let dir = scratch_dir("held");
     let local = free_port();
     let uac = Command::new("sipp")
@@ -137,7 +137,7 @@ fn held_call(sbcd: &Sbcd, hold_ms: u32) -> (std::process::Child, sbc_e2e::SippBg
         .arg("-sf")
         .arg(scenario("uac_held.xml"))
         .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", "1", "-d", &hold_ms.to_string()])
-        .args(["-t", "u1", "-nostdin", "-timeout", "90s"])
+        .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "90s"])
         .arg("-rsa")
         .arg(sbcd.addr().to_string())
         .stdin(Stdio::null())
@@ -168,18 +168,34 @@ fn sigterm_until_draining(sbcd: &Sbcd) {
     assert!(pong.starts_with("SIP/2.0 503"), "health check says draining: {pong}");
 }
 
-#[test]
-fn sigterm_drains_a_live_call_then_exits_zero() {
+/// SIGTERM during a call: sbcd refuses new requests, keeps the call until its BYE, relays the
+/// last 200 (over TCP too, where it goes through a writer task) and exits 0 by itself.
+fn sigterm_drains_a_live_call_then_exits_zero(transport: Transport) {
     let mut sbcd = Sbcd::start(&[]);
-    let (mut uac, uas) = held_call(&sbcd, 5000);
+    let (mut uac, uas) = held_call(&sbcd, 5000, transport);
     sigterm_until_draining(&sbcd);
     assert!(sbcd.is_running(), "sbcd must wait for the live call");
     let status = uac.wait().unwrap();
-    assert!(status.success(), "the held call completed through the drain");
+    assert!(status.success(), "the held call completed through the drain, the BYE answered");
     let uas_out = uas.wait(Duration::from_secs(10));
     assert!(uas_out.status.success());
-    let exit = sbcd.terminate(Duration::from_secs(10)).expect("sbcd exits once idle");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sbcd.is_running() {
+        assert!(Instant::now() < deadline, "sbcd did not exit once idle:\n{}", sbcd.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exit = sbcd.terminate(Duration::from_secs(1)).expect("exit status");
     assert!(exit.success(), "exit status {exit:?}; log:\n{}", sbcd.log_text());
+}
+
+#[test]
+fn sigterm_drains_a_live_udp_call_then_exits_zero() {
+    sigterm_drains_a_live_call_then_exits_zero(Transport::Udp);
+}
+
+#[test]
+fn sigterm_drains_a_live_tcp_call_then_exits_zero() {
+    sigterm_drains_a_live_call_then_exits_zero(Transport::Tcp);
 }
 
 /// An operator who will not wait for the drain sends the signal again: sbcd exits at once,
@@ -187,7 +203,7 @@ fn sigterm_drains_a_live_call_then_exits_zero() {
 #[test]
 fn a_second_sigterm_ends_the_drain() {
     let mut sbcd = Sbcd::start(&[]);
-    let (mut uac, _uas) = held_call(&sbcd, 60_000);
+    let (mut uac, _uas) = held_call(&sbcd, 60_000, Transport::Udp);
     sigterm_until_draining(&sbcd);
     let exit = sbcd.terminate(Duration::from_secs(20)).expect("the second SIGTERM ends sbcd");
     let _ = uac.kill();
