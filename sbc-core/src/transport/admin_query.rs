@@ -12,7 +12,7 @@ use crate::b2bua::CallOverview;
 
 /// How long the management plane waits for the shards (a question waits its turn in the
 /// shard's queue behind the signalling, so only a shard stuck behind a full queue takes long).
-pub const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A shard that did not answer the management plane in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -23,25 +23,15 @@ pub struct ShardBusy {
 
 /// Every shard's calls, with the shard's index. The questions go out to all shards before the
 /// first answer is awaited, so a slow shard costs one deadline, not one per shard.
-pub(super) async fn list_calls(
-    shards: &[mpsc::Sender<ShardInput>],
-    within: Duration,
-) -> Result<Vec<(usize, CallOverview)>, ShardBusy> {
-    let deadline = Instant::now() + within;
+pub(super) async fn list_calls(shards: &[mpsc::Sender<ShardInput>]) -> Result<Vec<(usize, CallOverview)>, ShardBusy> {
+    let deadline = Instant::now() + ADMIN_DEADLINE;
     let mut answers = Vec::with_capacity(shards.len());
     for (shard, q) in shards.iter().enumerate() {
-        let (tx, rx) = oneshot::channel();
-        match timeout_at(deadline, q.send(ShardInput::ListCalls(tx))).await {
-            Ok(Ok(())) => answers.push((shard, rx)),
-            _ => return Err(ShardBusy { shard }),
-        }
+        answers.push((shard, put(q, shard, deadline, ShardInput::ListCalls).await?));
     }
     let mut all = Vec::new();
     for (shard, rx) in answers {
-        match timeout_at(deadline, rx).await {
-            Ok(Ok(calls)) => all.extend(calls.into_iter().map(|c| (shard, c))),
-            _ => return Err(ShardBusy { shard }),
-        }
+        all.extend(answer(rx, shard, deadline).await?.into_iter().map(|c| (shard, c)));
     }
     Ok(all)
 }
@@ -51,10 +41,10 @@ pub(super) async fn call(
     shards: &[mpsc::Sender<ShardInput>],
     shard: usize,
     handle: u64,
-    within: Duration,
 ) -> Result<Option<CallOverview>, ShardBusy> {
     let Some(q) = shards.get(shard) else { return Ok(None) };
-    ask(q, shard, within, |reply| ShardInput::GetCall(handle, reply)).await
+    let deadline = Instant::now() + ADMIN_DEADLINE;
+    answer(put(q, shard, deadline, |reply| ShardInput::GetCall(handle, reply)).await?, shard, deadline).await
 }
 
 /// Ends call `handle` of `shard`: `Ok(false)` when there is no such shard or call. When the
@@ -64,25 +54,28 @@ pub(super) async fn teardown(
     shards: &[mpsc::Sender<ShardInput>],
     shard: usize,
     handle: u64,
-    within: Duration,
 ) -> Result<bool, ShardBusy> {
     let Some(q) = shards.get(shard) else { return Ok(false) };
-    ask(q, shard, within, |reply| ShardInput::Teardown(handle, reply)).await
+    let deadline = Instant::now() + ADMIN_DEADLINE;
+    answer(put(q, shard, deadline, |reply| ShardInput::Teardown(handle, reply)).await?, shard, deadline).await
 }
 
-/// One question to one shard, answered within `within`.
-async fn ask<T>(
+/// Queues `question` (made with its reply channel) on `shard` before `deadline`.
+async fn put<T>(
     q: &mpsc::Sender<ShardInput>,
     shard: usize,
-    within: Duration,
+    deadline: Instant,
     question: impl FnOnce(oneshot::Sender<T>) -> ShardInput,
-) -> Result<T, ShardBusy> {
-    let deadline = Instant::now() + within;
+) -> Result<oneshot::Receiver<T>, ShardBusy> {
     let (tx, rx) = oneshot::channel();
     match timeout_at(deadline, q.send(question(tx))).await {
-        Ok(Ok(())) => {}
-        _ => return Err(ShardBusy { shard }),
+        Ok(Ok(())) => Ok(rx),
+        _ => Err(ShardBusy { shard }),
     }
+}
+
+/// The shard's answer, if it comes before `deadline`.
+async fn answer<T>(rx: oneshot::Receiver<T>, shard: usize, deadline: Instant) -> Result<T, ShardBusy> {
     match timeout_at(deadline, rx).await {
         Ok(Ok(answer)) => Ok(answer),
         _ => Err(ShardBusy { shard }),
@@ -123,12 +116,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn answering_shards_are_listed_and_their_calls_ended() {
         let shards = [answering(), answering()];
-        assert!(list_calls(&shards, ADMIN_DEADLINE).await.is_ok_and(|c| c.is_empty()));
-        assert_eq!(teardown(&shards, 1, 7, ADMIN_DEADLINE).await, Ok(true));
-        assert_eq!(teardown(&shards, 1, 8, ADMIN_DEADLINE).await, Ok(false), "no such call");
-        assert_eq!(teardown(&shards, 2, 7, ADMIN_DEADLINE).await, Ok(false), "no such shard");
-        assert!(call(&shards, 0, 7, ADMIN_DEADLINE).await.is_ok_and(|c| c.is_none()));
-        assert!(call(&shards, 5, 7, ADMIN_DEADLINE).await.is_ok_and(|c| c.is_none()), "no such shard");
+        assert!(list_calls(&shards).await.is_ok_and(|c| c.is_empty()));
+        assert_eq!(teardown(&shards, 1, 7).await, Ok(true));
+        assert_eq!(teardown(&shards, 1, 8).await, Ok(false), "no such call");
+        assert_eq!(teardown(&shards, 2, 7).await, Ok(false), "no such shard");
+        assert!(call(&shards, 0, 7).await.is_ok_and(|c| c.is_none()));
+        assert!(call(&shards, 5, 7).await.is_ok_and(|c| c.is_none()), "no such shard");
     }
 
     #[tokio::test(start_paused = true)]
@@ -136,12 +129,12 @@ mod tests {
         let (busy, _held) = stuck();
         let shards = [answering(), busy, answering()];
         let t0 = Instant::now();
-        assert_eq!(list_calls(&shards, ADMIN_DEADLINE).await.err(), Some(ShardBusy { shard: 1 }));
+        assert_eq!(list_calls(&shards).await.err(), Some(ShardBusy { shard: 1 }));
         assert_eq!(t0.elapsed(), ADMIN_DEADLINE, "one deadline for the whole request");
-        assert_eq!(teardown(&shards, 1, 7, ADMIN_DEADLINE).await, Err(ShardBusy { shard: 1 }));
-        assert!(call(&shards, 1, 7, ADMIN_DEADLINE).await.is_err());
+        assert_eq!(teardown(&shards, 1, 7).await, Err(ShardBusy { shard: 1 }));
+        assert!(call(&shards, 1, 7).await.is_err());
         // Another shard's call is not held up by the stuck one.
-        assert!(call(&shards, 2, 7, ADMIN_DEADLINE).await.is_ok());
+        assert!(call(&shards, 2, 7).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -149,6 +142,6 @@ mod tests {
         let (busy, _held) = mpsc::channel(1);
         let (tx, _rx) = oneshot::channel();
         busy.try_send(ShardInput::ListCalls(tx)).ok();
-        assert_eq!(list_calls(&[busy], ADMIN_DEADLINE).await.err(), Some(ShardBusy { shard: 0 }));
+        assert_eq!(list_calls(&[busy]).await.err(), Some(ShardBusy { shard: 0 }));
     }
 }

@@ -9,7 +9,7 @@ mod shard;
 mod tcp;
 mod udp;
 
-pub use admin_query::{ShardBusy, ADMIN_DEADLINE};
+pub use admin_query::ShardBusy;
 pub use callcontrol::CcSettings;
 
 use std::net::SocketAddr;
@@ -399,17 +399,17 @@ impl Runtime {
 
     /// Every shard's calls; ids are `<shard>-<handle>`.
     pub async fn calls(&self) -> Result<Vec<(usize, crate::b2bua::CallOverview)>, ShardBusy> {
-        admin_query::list_calls(&self.shared.shards, ADMIN_DEADLINE).await
+        admin_query::list_calls(&self.shared.shards).await
     }
 
     /// Call `handle` of `shard` (only that shard is asked).
     pub async fn call(&self, shard: usize, handle: u64) -> Result<Option<crate::b2bua::CallOverview>, ShardBusy> {
-        admin_query::call(&self.shared.shards, shard, handle, ADMIN_DEADLINE).await
+        admin_query::call(&self.shared.shards, shard, handle).await
     }
 
     /// Ends a call (see `Engine::admin_teardown`); false if the shard has no such call.
     pub async fn teardown(&self, shard: usize, handle: u64) -> Result<bool, ShardBusy> {
-        admin_query::teardown(&self.shared.shards, shard, handle, ADMIN_DEADLINE).await
+        admin_query::teardown(&self.shared.shards, shard, handle).await
     }
 
     pub fn is_draining(&self) -> bool {
