@@ -70,6 +70,21 @@ pub fn sbcd_bin() -> PathBuf {
     panic!("sbcd is not built: run `cargo build --release -p sbc-core --bin sbcd` (./test.sh does)");
 }
 
+/// Polls `done` every 20 ms until it holds: false when `within` passes first (the caller
+/// asserts, with what it knows). Tests wait for what they check this way, never a fixed time.
+pub fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A fresh scratch directory (SIPp writes its logs into its working directory).
 pub fn scratch_dir(label: &str) -> PathBuf {
     let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
@@ -148,15 +163,10 @@ impl Sbcd {
     /// Both the SIP and the admin listeners: sbcd binds them in turn, so the first one up
     /// does not mean the other is.
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
         let up = |port: u16| TcpStream::connect(("127.0.0.1", port)).is_ok();
-        while Instant::now() < deadline {
-            if up(self.port) && up(self.admin_port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !eventually(Duration::from_secs(10), || up(self.port) && up(self.admin_port)) {
+            panic!("sbcd did not come up on {}; log:\n{}", self.port, self.log_text());
         }
-        panic!("sbcd did not come up on {}; log:\n{}", self.port, self.log_text());
     }
 
     /// The admin API's base URL.

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sbc_e2e::{
-    free_port, http, injection_file, read_error_logs, read_scenario_logs, scratch_dir, sipp_uac_run, sipp_uas, Sbcd,
-    Transport,
+    eventually, free_port, http, injection_file, read_error_logs, read_scenario_logs, scratch_dir, sipp_uac_run,
+    sipp_uas, Sbcd, Transport,
 };
 
 fn config(text: &str) -> PathBuf {
@@ -111,11 +111,8 @@ fn parallel_call_limit_per_user() {
 
     // Everything was released (once every call's end hook has run): alice can make two
     // calls again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !http(&sbcd, "GET", "/stats", None, None).1.contains("\"callcontrol_tasks\":0") {
-        assert!(std::time::Instant::now() < deadline, "end hooks still running: {}", sbcd.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let hooks_done = || http(&sbcd, "GET", "/stats", None, None).1.contains("\"callcontrol_tasks\":0");
+    assert!(eventually(Duration::from_secs(10), hooks_done), "end hooks still running: {}", sbcd.log_text());
     let uas = sipp_uas("uas_cc_pcalls.xml", uas_port, Transport::Udp, 2);
     let (again, again_dir) = uac(&sbcd, "uac_cc_pcalls.xml", uas_port, &["alice"], 2, &["-l", "2"]);
     let _ = uas.wait(Duration::from_secs(30));
@@ -167,12 +164,9 @@ profiles:
     );
     assert!(out.status.success(), "refused call: {}", sbcd.log_text());
     // The end hooks run off the signalling path: give them a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let lines = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default().lines().count();
     // The JSON line of a call is written after its CSV line.
-    while (lines(&csv) < 4 || lines(&json) < 4) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(Duration::from_secs(10), || lines(&csv) >= 4 && lines(&json) >= 4);
     let text = std::fs::read_to_string(&csv).unwrap();
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 4, "{text}");
@@ -256,10 +250,7 @@ fn prepaid_balance_limits_and_pays_the_call() {
     let (out, _) = uac(&sbcd, "uac_cc_timer.xml", uas_port, &["sipp"], 1, &[]);
     let uas_out = uas.wait(Duration::from_secs(30));
     assert!(out.status.success() && uas_out.status.success(), "both legs get BYE: {}", sbcd.log_text());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while prepaid_cli(&db, &["get", "sipp"]) != "sipp 0" && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(10), || prepaid_cli(&db, &["get", "sipp"]) == "sipp 0");
     assert_eq!(prepaid_cli(&db, &["get", "sipp"]), "sipp 0", "{}", sbcd.log_text());
     let out = one_call(&sbcd, "uac_cc_402.xml");
     assert!(out.status.success(), "no credit: 402: {}", sbcd.log_text());
@@ -284,11 +275,7 @@ fn a_late_start_hook_fails_the_call_at_the_deadline_and_is_settled_later() {
     drop(lock);
     // The late `start` reserved once the lock went; then `end` settled the unanswered call.
     let settled = || sbcd.log_text().lines().any(|l| l.contains("cc_prepaid: debited") && l.contains("billed_s=0"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !settled() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(settled(), "the late reservation is settled: {}", sbcd.log_text());
+    assert!(eventually(Duration::from_secs(10), settled), "the late reservation is settled: {}", sbcd.log_text());
     assert!(!sbcd.log_text().contains("debit failed"), "{}", sbcd.log_text());
     let c = callcontrol::modules::prepaid::open_db(&db).unwrap();
     assert_eq!(c.query_row("SELECT COUNT(*) FROM calls", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
@@ -313,10 +300,7 @@ fn prepaid_survives_kill_9() {
         &["-inf".into(), inf.display().to_string()],
     );
     // Talk for about 3 s, then the SBC dies without a word.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !sbcd.log_text().contains("call answered") && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(Duration::from_secs(10), || sbcd.log_text().contains("call answered"));
     let answered_seen = std::time::Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let status = std::process::Command::new("kill").args(["-9", &sbcd.pid().to_string()]).status().unwrap();

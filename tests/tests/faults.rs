@@ -97,11 +97,8 @@ fn a_tcp_callee_that_resets_mid_call_gets_the_call_ended_at_once() {
     // The callee dies: its connection is reset and nothing listens any more.
     drop(uas);
     // sbcd has seen the connection close (the readiness probe's closed long ago).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !http(&sbcd, "GET", "/metrics", None, None).1.contains("\nsbc_tcp_connections 0\n") {
-        assert!(Instant::now() < deadline, "the callee's connection is still open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let closed = || http(&sbcd, "GET", "/metrics", None, None).1.contains("\nsbc_tcp_connections 0\n");
+    assert!(eventually(Duration::from_secs(10), closed), "the callee's connection is still open");
     let t0 = Instant::now();
     let r = ua.bye();
     assert!(matches!(r.status(), Some(408 | 503)), "{}", r.0);
@@ -196,11 +193,8 @@ fn sigkill_under_load_leaves_whole_cdr_lines_once() {
     let uas = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let load = sipp_uac_bg("uac_basic.xml", uas, sbcd.addr(), &["-r".into(), "100".into(), "-m".into(), "1000".into()]);
     // Killed once a few dozen calls have ended (their CDRs are on disk), with more under way.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&csv).unwrap_or_default().lines().count() < 30 {
-        assert!(Instant::now() < deadline, "no calls ended under load:\n{}", sbcd.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ended = || std::fs::read_to_string(&csv).unwrap_or_default().lines().count() >= 30;
+    assert!(eventually(Duration::from_secs(20), ended), "no calls ended under load:\n{}", sbcd.log_text());
     let status = std::process::Command::new("kill").args(["-9", &sbcd.pid().to_string()]).status().expect("kill");
     assert!(status.success());
     drop(load);

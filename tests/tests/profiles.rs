@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sbc_e2e::{
-    call_through, call_through_from, config_file, repo_root, sbcd_bin, scratch_dir, sipp_uac, sipp_uac_from,
-    spawn_sbcd_on, Sbcd, Transport,
+    call_through, call_through_from, config_file, eventually, repo_root, sbcd_bin, scratch_dir, sipp_uac,
+    sipp_uac_from, spawn_sbcd_on, Sbcd, Transport,
 };
 
 fn sems_conf() -> PathBuf {
@@ -92,14 +92,12 @@ fn sighup(sbcd: &Sbcd) {
 }
 
 fn wait_for_log(sbcd: &Sbcd, needle: &str, count: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        if sbcd.log_text().matches(needle).count() >= count {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("'{needle}' not logged {count} times; log:\n{}", sbcd.log_text());
+    let logged = || sbcd.log_text().matches(needle).count() >= count;
+    assert!(
+        eventually(Duration::from_secs(10), logged),
+        "'{needle}' not logged {count} times; log:\n{}",
+        sbcd.log_text()
+    );
 }
 
 #[test]

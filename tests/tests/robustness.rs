@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sbc_e2e::{free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, spawn_sbcd_on, Sbcd, Transport};
+use sbc_e2e::{eventually, free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, spawn_sbcd_on, Sbcd, Transport};
 
 /// An OPTIONS answered within 10 s, resent every second (one datagram can be lost to a socket
 /// buffer still full of a flood).
@@ -145,11 +145,8 @@ fn held_call(sbcd: &Sbcd, hold_ms: u32, transport: Transport) -> (std::process::
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sbc_e2e::http(sbcd, "GET", "/stats", None, None).1.contains("\"calls_answered\":1") {
-        assert!(Instant::now() < deadline, "the held call was not answered: {}", sbcd.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let answered = || sbc_e2e::http(sbcd, "GET", "/stats", None, None).1.contains("\"calls_answered\":1");
+    assert!(eventually(Duration::from_secs(10), answered), "the held call was not answered: {}", sbcd.log_text());
     (uac, uas)
 }
 
@@ -157,15 +154,12 @@ fn held_call(sbcd: &Sbcd, hold_ms: u32, transport: Transport) -> (std::process::
 /// draining).
 fn sigterm_until_draining(sbcd: &Sbcd) {
     let _ = Command::new("kill").arg("-TERM").arg(sbcd.pid().to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(4);
-    let pong = loop {
-        let pong = ping_retrying(sbcd).unwrap_or_default();
-        if pong.starts_with("SIP/2.0 503") || Instant::now() > deadline {
-            break pong;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(pong.starts_with("SIP/2.0 503"), "health check says draining: {pong}");
+    let mut pong = String::new();
+    let draining = eventually(Duration::from_secs(4), || {
+        pong = ping_retrying(sbcd).unwrap_or_default();
+        pong.starts_with("SIP/2.0 503")
+    });
+    assert!(draining, "health check says draining: {pong}");
 }
 
 /// SIGTERM during a call: sbcd refuses new requests, keeps the call until its BYE, relays the
@@ -179,11 +173,11 @@ fn sigterm_drains_a_live_call_then_exits_zero(transport: Transport) {
     assert!(status.success(), "the held call completed through the drain, the BYE answered");
     let uas_out = uas.wait(Duration::from_secs(10));
     assert!(uas_out.status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sbcd.is_running() {
-        assert!(Instant::now() < deadline, "sbcd did not exit once idle:\n{}", sbcd.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        eventually(Duration::from_secs(10), || !sbcd.is_running()),
+        "sbcd did not exit once idle:\n{}",
+        sbcd.log_text()
+    );
     let exit = sbcd.terminate(Duration::from_secs(1)).expect("exit status");
     assert!(exit.success(), "exit status {exit:?}; log:\n{}", sbcd.log_text());
 }
