@@ -379,8 +379,19 @@ pub fn sipp_uac_run(
 
 /// A SIPp UAC running in the background (killed on drop), for calls a test interrupts.
 pub fn sipp_uac_bg(scenario_file: &str, dest: SocketAddr, rsa: SocketAddr, extra: &[String]) -> SippBg {
+    sipp_uac_bg_over(Transport::Udp, scenario_file, dest, rsa, extra)
+}
+
+/// [`sipp_uac_bg`] over `transport`.
+pub fn sipp_uac_bg_over(
+    transport: Transport,
+    scenario_file: &str,
+    dest: SocketAddr,
+    rsa: SocketAddr,
+    extra: &[String],
+) -> SippBg {
     let dir = scratch_dir("uac-bg");
-    let child = uac_command(&dir, "127.0.0.1", scenario_file, dest, Some(rsa), Transport::Udp)
+    let child = uac_command(&dir, "127.0.0.1", scenario_file, dest, Some(rsa), transport)
         .args(["-m", "1", "-timeout", "60s"])
         .args(extra)
         .stdout(Stdio::null())

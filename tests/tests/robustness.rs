@@ -6,10 +6,12 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sbc_e2e::{eventually, free_port, sbcd_bin, scenario, scratch_dir, sipp_uas, spawn_sbcd_on, Sbcd, Transport};
+use sbc_e2e::{
+    eventually, free_port, sbcd_bin, scratch_dir, sipp_uac_bg_over, sipp_uas, spawn_sbcd_on, Sbcd, SippBg, Transport,
+};
 
 /// An OPTIONS answered within 10 s, resent every second (one datagram can be lost to a socket
 /// buffer still full of a flood).
@@ -126,25 +128,12 @@ fn ipv6_loopback_call() {
 }
 
 /// A SIPp call through `sbcd`, answered and then held for `hold_ms`: (caller, callee).
-fn held_call(sbcd: &Sbcd, hold_ms: u32, transport: Transport) -> (std::process::Child, sbc_e2e::SippBg) {
+fn held_call(sbcd: &Sbcd, hold_ms: u32, transport: Transport) -> (SippBg, SippBg) {
     let uas_port = free_port();
     let uas = sipp_uas("uas_basic.xml", uas_port, transport, 1);
-    let dir = scratch_dir("held");
-    let local = free_port();
-    let uac = Command::new("sipp")
-        .current_dir(&dir)
-        .arg(format!("127.0.0.1:{uas_port}"))
-        .arg("-sf")
-        .arg(scenario("uac_held.xml"))
-        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-m", "1", "-d", &hold_ms.to_string()])
-        .args(["-t", transport.sipp_flag(), "-nostdin", "-timeout", "90s"])
-        .arg("-rsa")
-        .arg(sbcd.addr().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let dest = SocketAddr::from(([127, 0, 0, 1], uas_port));
+    let hold = ["-d".to_string(), hold_ms.to_string(), "-timeout".into(), "90s".into()];
+    let uac = sipp_uac_bg_over(transport, "uac_held.xml", dest, sbcd.addr(), &hold);
     let answered = || sbc_e2e::http(sbcd, "GET", "/stats", None, None).1.contains("\"calls_answered\":1");
     assert!(eventually(Duration::from_secs(10), answered), "the held call was not answered: {}", sbcd.log_text());
     (uac, uas)
@@ -166,10 +155,10 @@ fn sigterm_until_draining(sbcd: &Sbcd) {
 /// last 200 (over TCP too, where it goes through a writer task) and exits 0 by itself.
 fn sigterm_drains_a_live_call_then_exits_zero(transport: Transport) {
     let mut sbcd = Sbcd::start(&[]);
-    let (mut uac, uas) = held_call(&sbcd, 5000, transport);
+    let (uac, uas) = held_call(&sbcd, 5000, transport);
     sigterm_until_draining(&sbcd);
     assert!(sbcd.is_running(), "sbcd must wait for the live call");
-    let status = uac.wait().unwrap();
+    let status = uac.wait(Duration::from_secs(30)).status;
     assert!(status.success(), "the held call completed through the drain, the BYE answered");
     let uas_out = uas.wait(Duration::from_secs(10));
     assert!(uas_out.status.success());
@@ -197,11 +186,10 @@ fn sigterm_drains_a_live_tcp_call_then_exits_zero() {
 #[test]
 fn a_second_sigterm_ends_the_drain() {
     let mut sbcd = Sbcd::start(&[]);
-    let (mut uac, _uas) = held_call(&sbcd, 60_000, Transport::Udp);
+    let (uac, _uas) = held_call(&sbcd, 60_000, Transport::Udp);
     sigterm_until_draining(&sbcd);
     let exit = sbcd.terminate(Duration::from_secs(20)).expect("the second SIGTERM ends sbcd");
-    let _ = uac.kill();
-    let _ = uac.wait();
+    drop(uac); // killed: its call is gone with sbcd
     assert!(exit.success(), "exit status {exit:?}");
     assert!(sbcd.log_text().contains("second stop signal, exiting with calls up calls=1"), "{}", sbcd.log_text());
 }
