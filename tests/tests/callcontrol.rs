@@ -282,6 +282,35 @@ fn a_late_start_hook_fails_the_call_at_the_deadline_and_is_settled_later() {
     assert_eq!(prepaid_cli(&db, &["get", "sipp"]), "sipp 100", "nothing debited");
 }
 
+/// The balance database locked by another writer when a call ends: the debit is deferred, not
+/// lost, and done once the lock goes, for the time the call talked.
+#[test]
+fn a_debit_deferred_by_a_locked_database_is_done_when_the_lock_goes() {
+    let db = scratch_dir("prepaid-deferred").join("balances.sqlite");
+    prepaid_cli(&db, &["set", "sipp", "100"]);
+    let sbcd = Sbcd::start(&["--config", prepaid_config(&db).to_str().unwrap()]);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let dest = SocketAddr::from(([127, 0, 0, 1], uas_port));
+    let uac = sbc_e2e::sipp_uac_bg("uac_held.xml", dest, sbcd.addr(), &["-d".into(), "3000".into()]);
+    // Locked once the answer is on disk, before the caller's BYE (3 s after the answer).
+    let c = callcontrol::modules::prepaid::open_db(&db).unwrap();
+    let connected = || {
+        c.query_row("SELECT COUNT(*) FROM calls WHERE connected_ms IS NOT NULL", [], |r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n == 1)
+    };
+    assert!(eventually(Duration::from_secs(10), connected), "the call is answered: {}", sbcd.log_text());
+    c.execute_batch("BEGIN IMMEDIATE; UPDATE balances SET seconds = seconds WHERE account = 'sipp';").unwrap();
+    let deferred = || sbcd.log_text().contains("debit deferred");
+    assert!(eventually(Duration::from_secs(20), deferred), "the debit waits: {}", sbcd.log_text());
+    c.execute_batch("ROLLBACK;").unwrap();
+    let done = || sbcd.log_text().contains("deferred debit done");
+    assert!(eventually(Duration::from_secs(10), done), "the debit is done: {}", sbcd.log_text());
+    let balance: i64 = prepaid_cli(&db, &["get", "sipp"]).trim_start_matches("sipp ").parse().unwrap();
+    assert!((96..=97).contains(&balance), "about 3 s debited once: {balance}\n{}", sbcd.log_text());
+    assert!(uac.wait(Duration::from_secs(10)).status.success() && uas.wait(Duration::from_secs(10)).status.success());
+}
+
 /// `kill -9` while a prepaid call runs: after the restart the call is debited once (up to the
 /// dead process's last heartbeat), and a second restart debits nothing more.
 #[test]
