@@ -500,14 +500,13 @@ impl Runtime {
         self.cc_inflight.load(Ordering::SeqCst) == 0 && self.statuses.iter().all(|s| s.idle.load(Ordering::Acquire))
     }
 
-    /// Waits (at most `within`) until the TCP writers have taken every queued message, then
-    /// a moment for their last writes: the last replies of a drain reach TCP peers before exit.
+    /// Waits (at most `within`) until the TCP writers have written every message handed to
+    /// them: the last replies of a drain reach TCP peers before exit.
     pub async fn flush(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
-        while self.shared.tcp.queued() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        while self.shared.tcp.unwritten() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     /// Totals of the engines' counters.

@@ -5,7 +5,7 @@
 //! connection closes after `tcp_idle_timeout`, and the number of connections is capped.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,24 @@ struct Outgoing {
     bytes: Bytes,
     shard: u8,
     tx: Option<TxId>,
+    _unwritten: Unwritten,
+}
+
+/// Counts a message from the moment it is queued until its writer has written it or given it
+/// up (dropped on every path): shutdown waits for the count to reach zero.
+struct Unwritten(Arc<AtomicUsize>);
+
+impl Unwritten {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 struct Conn {
@@ -45,6 +63,8 @@ pub(crate) struct TcpTable {
     /// Open connections per remote address (for the per-source cap).
     per_ip: DashMap<std::net::IpAddr, usize>,
     next_id: AtomicU64,
+    /// Messages queued or being written (see [`Unwritten`]).
+    unwritten: Arc<AtomicUsize>,
 }
 
 impl TcpTable {
@@ -72,9 +92,13 @@ impl TcpTable {
         }
     }
 
-    /// Messages queued for the connections' writers and not yet taken.
-    pub(super) fn queued(&self) -> usize {
-        self.conns.iter().map(|c| c.writer.max_capacity() - c.writer.capacity()).sum()
+    /// Messages handed to the connections' writers and not yet written (or given up).
+    pub(super) fn unwritten(&self) -> usize {
+        self.unwritten.load(Ordering::Acquire)
+    }
+
+    fn outgoing(&self, bytes: Bytes, shard: u8, tx: Option<TxId>) -> Outgoing {
+        Outgoing { bytes, shard, tx, _unwritten: Unwritten::new(&self.unwritten) }
     }
 
     fn open_from(&self, ip: std::net::IpAddr) -> usize {
@@ -175,8 +199,7 @@ async fn read_loop(
                     let _ = buf.split_to(len);
                     if ping {
                         if let Some(c) = shared.tcp.conns.get(&id) {
-                            let _ =
-                                c.writer.try_send(Outgoing { bytes: Bytes::from_static(b"\r\n"), shard: 0, tx: None });
+                            let _ = c.writer.try_send(shared.tcp.outgoing(Bytes::from_static(b"\r\n"), 0, None));
                         }
                     }
                 }
@@ -220,7 +243,7 @@ pub(super) fn send(
         dest.conn.filter(|c| shared.tcp.conns.contains_key(c)).or_else(|| shared.tcp.by_peer.get(&addr).map(|r| *r));
     if let Some(id) = conn {
         if let Some(c) = shared.tcp.conns.get(&id) {
-            if c.writer.try_send(Outgoing { bytes, shard, tx }).is_err() {
+            if c.writer.try_send(shared.tcp.outgoing(bytes, shard, tx)).is_err() {
                 shared.report_error(shard, tx);
             }
             return;
@@ -232,7 +255,7 @@ pub(super) fn send(
     }
     let (id, rx) = shared.tcp.register(addr, false);
     if let Some(c) = shared.tcp.conns.get(&id) {
-        let _ = c.writer.try_send(Outgoing { bytes, shard, tx });
+        let _ = c.writer.try_send(shared.tcp.outgoing(bytes, shard, tx));
     }
     let local_ip = shared.sockets.get(usize::from(dest.local)).map(|s| s.addr.ip());
     let (local, shared) = (dest.local, shared.clone());
@@ -261,5 +284,28 @@ async fn connect(addr: SocketAddr, local_ip: Option<std::net::IpAddr>) -> std::i
     match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_counts_as_unwritten_until_it_is_dropped_written_or_not() {
+        let table = TcpTable::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        assert!(tx.try_send(table.outgoing(Bytes::from_static(b"a"), 0, None)).is_ok());
+        assert!(tx.try_send(table.outgoing(Bytes::from_static(b"b"), 0, None)).is_ok());
+        assert_eq!(table.unwritten(), 2, "queued");
+        let taken = rx.try_recv().expect("queued");
+        assert_eq!(table.unwritten(), 2, "taken by the writer, not yet written");
+        drop(taken);
+        assert_eq!(table.unwritten(), 1);
+        drop(rx); // a writer that gives up: what was queued is gone too
+        assert_eq!(table.unwritten(), 0);
+        // A full or closed queue hands the message back, and it is dropped there.
+        assert!(tx.try_send(table.outgoing(Bytes::from_static(b"c"), 0, None)).is_err());
+        assert_eq!(table.unwritten(), 0);
     }
 }
