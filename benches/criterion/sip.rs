@@ -101,7 +101,7 @@ impl Bench {
         // Virtual time: an arbitrary start, advanced by the bench only.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        Self { engine: Engine::new(cfg, 1), now, calls: 0, to_alice: Vec::new(), to_bob: Vec::new() }
+        Self { engine: Engine::new(cfg, [1; 32]), now, calls: 0, to_alice: Vec::new(), to_bob: Vec::new() }
     }
 
     fn input(&mut self, from: &str, msg: Message) {

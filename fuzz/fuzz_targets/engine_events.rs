@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
             nonce_key: [7; 32],
             admission: std::sync::Arc::new(sbc_core::admission::Admission::unlimited()),
     };
-    let mut engine = Engine::new(cfg, 1);
+    let mut engine = Engine::new(cfg, [1; 32]);
     let mut now = Instant::now();
     for (i, chunk) in data.split(|&b| b == 0).enumerate().take(64) {
         let peer: SocketAddr = ([127, 0, 0, 1], 5001 + (i % 2) as u16).into();

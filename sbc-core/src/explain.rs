@@ -67,7 +67,7 @@ fn engine_for(cfg: &Config) -> Result<(Engine, Vec<LocalSocket>), ExplainError> 
         return Err(ExplainError::NoInterface);
     }
     let ecfg = EngineConfig::from_config(cfg, 0, 1, interfaces, Arc::new(Store::new(cfg.profiles.clone())));
-    Ok((Engine::new(ecfg, 1), sockets))
+    Ok((Engine::new(ecfg, [1; 32]), sockets))
 }
 
 /// Explains what the SBC does with `raw` arriving from `source` over `transport`.

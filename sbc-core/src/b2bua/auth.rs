@@ -81,7 +81,7 @@ impl Engine {
         }
         let method = String::from_utf8_lossy(sent.method_bytes()).into_owned();
         let uri = String::from_utf8_lossy(sent.request_uri()).into_owned();
-        let cnonce = format!("{:016x}", self.ids.next_u64());
+        let cnonce = self.ids.cnonce();
         let answer = digest::authorization(&ch, &creds.user, &creds.password, &method, &uri, &cnonce);
         tracing::info!(code, realm = %ch.realm, algorithm = ch.algorithm.name(), %method, "answering digest challenge");
         // Credentials for other realms stay; an older answer for this realm is replaced.

@@ -154,7 +154,6 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Output>,
     scratch: Vec<crate::sip::transaction::TxOutput>,
-    salt: u64,
     /// The time digest nonces of ours count from (set at the first one).
     nonce_epoch: Option<Instant>,
     /// Answers to our challenges already accepted (nonce/nc/cnonce), for replay detection,
@@ -168,9 +167,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: EngineConfig, seed: u64) -> Self {
-        let mut ids = IdGen::new(seed, cfg.shard);
-        let salt = ids.next_u64();
+    /// An engine whose identifiers come from `seed`: 32 bytes from the OS in the driver, a
+    /// constant in tests (see `ids.rs`).
+    pub fn new(cfg: EngineConfig, seed: [u8; 32]) -> Self {
+        let ids = IdGen::new(seed, cfg.shard);
         Self {
             cfg,
             ids,
@@ -187,7 +187,6 @@ impl Engine {
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             scratch: Vec::new(),
-            salt,
             nonce_epoch: None,
             nonce_uses: Default::default(),
             nonce_use_order: VecDeque::new(),

@@ -9,7 +9,6 @@ use std::time::Instant;
 use super::apply::{append, Chosen};
 use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, write_party, write_via};
 use super::call::{CallKind, Side};
-use super::ids::stable_call_id;
 use super::register::{local_registrar, rewritten_contacts, CacheStep};
 use super::routing;
 use super::txs::Purpose;
@@ -128,7 +127,7 @@ impl Engine {
             _ if transparent => a_call_id.into(),
             None if known_call_id.is_some() => known_call_id.unwrap_or_default().as_bytes().into(),
             Some(c) => c.as_bytes().into(),
-            None if is_register => stable_call_id(self.cfg.shard, a_call_id, self.salt),
+            None if is_register => self.ids.stable_call_id(a_call_id),
             None => self.ids.call_id(),
         };
         let a_cseq = msg.cseq().map_or(1, |c| c.num);

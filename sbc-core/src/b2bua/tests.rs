@@ -67,7 +67,7 @@ impl Harness {
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        Self { engine: Engine::new(cfg, 7), now, cc: Vec::new() }
+        Self { engine: Engine::new(cfg, [7; 32]), now, cc: Vec::new() }
     }
 
     fn send(&mut self, from: &str, text: &str) -> Vec<Sent> {
@@ -1407,6 +1407,8 @@ fn a_call_with_nothing_relayed_is_not_timed_out() {
 mod access;
 
 mod admission;
+
+mod edge;
 
 /// Calls whose profile evaluates alike share one set of rules (a held call costs a kilobyte
 /// less); a profile that takes values from the request gives each call its own.

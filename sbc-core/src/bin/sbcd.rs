@@ -2,8 +2,6 @@
 //! listen sockets, runs one engine shard per core, and on SIGTERM/SIGINT stops taking new
 //! calls and waits (bounded) for calls and transactions to finish.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -220,16 +218,10 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-// The daemon's own bookkeeping (seed, drain timing) reads the clock; the engines never do.
+// The daemon's own bookkeeping (drain timing) reads the clock; the engines never do.
 #[allow(clippy::disallowed_methods)]
 async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow::Result<()> {
     let mut signals = Signals::listen();
-    let seed = {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-        h.write_u32(std::process::id());
-        h.finish()
-    };
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -238,7 +230,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     let store = Arc::new(Store::new(cfg.profiles.clone()));
     log_profiles(&store.load());
     let runtime = Arc::new(
-        Runtime::start(&cfg, store.clone(), registry.clone(), shards, seed).await.context("starting transports")?,
+        Runtime::start(&cfg, store.clone(), registry.clone(), shards).await.context("starting transports")?,
     );
     let reloads = Arc::new(ReloadStats::default());
     let cfg = Arc::new(cfg);

@@ -184,6 +184,8 @@ pub enum StartError {
     Media(#[source] rtp_relay::RelayError),
     #[error("cannot open the registration store")]
     Registrations(#[source] regcache::StoreError),
+    #[error("the OS gave no random bytes: {0}")]
+    Random(getrandom::Error),
 }
 
 /// A running set of listeners and shards.
@@ -200,26 +202,12 @@ pub struct Runtime {
     admission: Arc<crate::admission::Admission>,
 }
 
-/// 32 bytes from the OS (the key of the SBC's digest nonces). Without /dev/urandom, the
-/// process's own hash keys and the clock stand in (logged).
-fn secret_key() -> [u8; 32] {
+/// 32 bytes from the OS: the key of the SBC's digest nonces and each shard's identifier seed.
+/// No weaker fallback: an SBC whose tags can be predicted must not start (`ids.rs`).
+fn secret_key() -> Result<[u8; 32], StartError> {
     let mut key = [0u8; 32];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key)) {
-        Ok(()) => key,
-        Err(e) => {
-            tracing::warn!(error = %e, "no /dev/urandom; digest nonce key from weaker sources");
-            use std::hash::{BuildHasher, Hasher};
-            for chunk in key.chunks_mut(8) {
-                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-                #[allow(clippy::disallowed_methods)] // seeding only
-                h.write_u128(
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-                );
-                chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-            }
-            key
-        }
-    }
+    getrandom::fill(&mut key).map_err(StartError::Random)?;
+    Ok(key)
 }
 
 /// How often expired registrations are collected (SEMS sweeps its table every 10 s too).
@@ -259,7 +247,6 @@ impl Runtime {
         profiles: Arc<profiles::Store>,
         call_control: Arc<::callcontrol::Registry>,
         shards: usize,
-        seed: u64,
     ) -> Result<Self, StartError> {
         let shards = shards.clamp(1, 64);
         let mut sockets = Vec::new();
@@ -328,7 +315,7 @@ impl Runtime {
         let cc_inflight = Arc::new(AtomicUsize::new(0));
         let relay = start_relay(cfg)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
-        let nonce_key = secret_key();
+        let nonce_key = secret_key()?;
         let admission = Arc::new(crate::admission::Admission::new(cfg.admission.clone()));
         {
             let admission = admission.clone();
@@ -369,7 +356,7 @@ impl Runtime {
             ecfg.admission = admission.clone();
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
-            let seed = seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let seed = secret_key()?;
             let cc = callcontrol::CcDriver::new(
                 call_control.clone(),
                 cc_settings.clone(),
