@@ -166,13 +166,23 @@ impl Engine {
         }
     }
 
-    fn nonce_mac(&self, stamp: u64, call_id: &[u8]) -> String {
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.cfg.nonce_key) else {
-            return String::new();
-        };
+    fn nonce_hmac(&self, stamp: u64, call_id: &[u8]) -> Option<Hmac<Sha256>> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.cfg.nonce_key).ok()?;
         mac.update(&stamp.to_le_bytes());
         mac.update(call_id);
-        mac.finalize().into_bytes().iter().take(16).map(|b| format!("{b:02x}")).collect()
+        Some(mac)
+    }
+
+    fn nonce_mac(&self, stamp: u64, call_id: &[u8]) -> String {
+        let Some(mac) = self.nonce_hmac(stamp, call_id) else { return String::new() };
+        mac.finalize().into_bytes().iter().take(NONCE_MAC_BYTES).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `mac_hex` is the MAC of this stamp and dialog, compared in constant time so
+    /// the time of a refusal tells nothing about how many leading bytes were right.
+    fn nonce_mac_matches(&self, stamp: u64, call_id: &[u8], mac_hex: &str) -> bool {
+        let Some(given) = decode_hex::<NONCE_MAC_BYTES>(mac_hex) else { return false };
+        self.nonce_hmac(stamp, call_id).is_some_and(|mac| mac.verify_truncated_left(&given).is_ok())
     }
 
     /// A nonce for a dialog: the second it was made (since this engine's first nonce) and an
@@ -188,7 +198,7 @@ impl Engine {
             return NonceState::Foreign;
         };
         let Ok(stamp) = u64::from_str_radix(stamp, 16) else { return NonceState::Foreign };
-        if self.nonce_mac(stamp, call_id) != mac {
+        if !self.nonce_mac_matches(stamp, call_id, mac) {
             return NonceState::Foreign;
         }
         let age = now.saturating_duration_since(epoch).as_secs().saturating_sub(stamp);
@@ -198,6 +208,22 @@ impl Engine {
             NonceState::Expired
         }
     }
+}
+
+/// Bytes of HMAC in a nonce (128 bits).
+const NONCE_MAC_BYTES: usize = 16;
+
+/// Exactly `N` bytes written as `2N` hex digits.
+fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 enum NonceState {
