@@ -54,14 +54,14 @@ impl Engine {
         };
         let cseq = msg.cseq().map_or(0, |c| c.num);
         if call.state == CallState::Ending && method != Method::Bye {
-            return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+            return self.refuse(&msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         }
         let rules = call.rules.clone();
         // enable_bleg_uas_auth: the callee proves who it is on every request (spec §3.8).
         if let (Side::B, Some(creds)) = (side, rules.plan.bleg_uas_auth.as_ref()) {
             if let Err(challenge) = self.check_uas_auth(now, creds, &msg) {
                 let extra = [("WWW-Authenticate", challenge.as_bytes())];
-                return self.refuse(now, key, &msg, &src, 401, "Unauthorized", &extra);
+                return self.refuse(&msg, &src, 401, "Unauthorized", &extra);
             }
         }
         let Some(call) = self.calls.get_mut(&h) else {
@@ -72,7 +72,7 @@ impl Engine {
         if let Some(f) = rules.profile.message_filter.as_ref().filter(|_| call.kind == CallKind::Invite) {
             let exempt = matches!(method, Method::Ack | Method::Cancel | Method::Bye);
             if !exempt && !f.allows(&String::from_utf8_lossy(msg.method_bytes())) {
-                return self.refuse(now, key, &msg, &src, 405, "Method Not Allowed", &[("Allow", FILTER_ALLOW)]);
+                return self.refuse(&msg, &src, 405, "Method Not Allowed", &[("Allow", FILTER_ALLOW)]);
             }
         }
         // SDP towards the other leg goes through the profile; an offer left with no media is
@@ -82,13 +82,13 @@ impl Engine {
             // anchored below, once the request is sure to be relayed.
             match rules.filter_body(side.other(), &call.leg(side.other()).via_sent_by, msg.body()) {
                 Ok(b) => b,
-                Err(_) => return self.refuse(now, key, &msg, &src, 488, "Not Acceptable Here", &[]),
+                Err(_) => return self.refuse(&msg, &src, 488, "Not Acceptable Here", &[]),
             }
         } else {
             std::borrow::Cow::Borrowed(msg.body())
         };
         if call.leg(side).remote_cseq.is_some_and(|r| cseq < r) {
-            return self.refuse(now, key, &msg, &src, 500, "CSeq Out Of Order", &[]);
+            return self.refuse(&msg, &src, 500, "CSeq Out Of Order", &[]);
         }
         call.leg_mut(side).remote_cseq = Some(cseq);
         // A NOTIFY may arrive before the 2xx to its SUBSCRIBE (RFC 6665 §4.1.2.4): it creates
@@ -99,7 +99,7 @@ impl Engine {
             leg.route_set = msg.values(HeaderName::RecordRoute).map(Into::into).collect();
         }
         let max_forwards = match msg.max_forwards() {
-            Some(Ok(0)) => return self.refuse(now, key, &msg, &src, 483, "Too Many Hops", &[]),
+            Some(Ok(0)) => return self.refuse(&msg, &src, 483, "Too Many Hops", &[]),
             Some(Ok(n)) => n,
             _ => 70,
         };
@@ -111,19 +111,19 @@ impl Engine {
                 Err(Reject::TooSmall(min)) => {
                     let min = min.to_string();
                     let extra = [("Min-SE", min.as_bytes())];
-                    return self.refuse(now, key, &msg, &src, 422, "Session Interval Too Small", &extra);
+                    return self.refuse(&msg, &src, 422, "Session Interval Too Small", &extra);
                 }
-                Err(Reject::Malformed) => return self.refuse(now, key, &msg, &src, 400, "Bad Session-Expires", &[]),
+                Err(Reject::Malformed) => return self.refuse(&msg, &src, 400, "Bad Session-Expires", &[]),
             }
         }
         // Offer/answer glare (RFC 3261 §14.2, RFC 3311 §5.2).
         if matches!(method, Method::Invite | Method::Update) {
             match call.offer_pending {
                 Some((s, true)) if s == side && method == Method::Invite => {
-                    return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[("Retry-After", b"1")]);
+                    return self.refuse(&msg, &src, 500, "Server Internal Error", &[("Retry-After", b"1")]);
                 }
                 Some((s, _)) if s != side || method == Method::Update => {
-                    return self.refuse(now, key, &msg, &src, 491, "Request Pending", &[]);
+                    return self.refuse(&msg, &src, 491, "Request Pending", &[]);
                 }
                 _ => call.offer_pending = Some((side, method == Method::Invite)),
             }
@@ -136,7 +136,7 @@ impl Engine {
                 .and_then(parse_rack)
                 .and_then(|(a_rseq, _, _)| call.rseq_map.iter().find(|(a, _)| *a == a_rseq).map(|(a, b)| (*a, *b)));
             let Some((a_rseq, b_rseq)) = mapped.filter(|_| side == Side::A) else {
-                return self.refuse(now, key, &msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+                return self.refuse(&msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
             };
             if call.reliable_1xx.as_ref().is_some_and(|r| r.a_rseq == a_rseq) {
                 call.reliable_1xx = None;

@@ -47,24 +47,6 @@ pub(super) struct Refusal {
 }
 
 impl Engine {
-    /// Refuses a new request with a transaction of its own (so retransmissions are absorbed).
-    #[allow(clippy::too_many_arguments)] // the request (key, message, source) and the reply
-    pub(super) fn refuse(
-        &mut self,
-        now: Instant,
-        key: TxKey,
-        msg: &Message,
-        src: &Source,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &[u8])],
-    ) {
-        let tag = self.ids.tag();
-        let id = self.new_server_tx(key, msg, src, None, Side::A, Purpose::Local, Some(tag));
-        self.out.push_back(Output::Event(Event::Refused { code }));
-        self.respond_local(now, id, code, reason, extra);
-    }
-
     /// Checks every new (out-of-dialog) request must pass before anything is built for it:
     /// draining, Max-Forwards (RFC 3261 §16.3), and a Call-ID of ours coming back (a loop).
     /// Returns the Max-Forwards to use on the other leg.
@@ -123,34 +105,27 @@ impl Engine {
     }
 
     /// Replies with a profile's `refuse_with` (and its `append_headers`).
-    pub(super) fn refuse_by_profile(
-        &mut self,
-        now: Instant,
-        key: TxKey,
-        msg: &Message,
-        src: &Source,
-        r: &ProfileRefusal,
-    ) {
+    pub(super) fn refuse_by_profile(&mut self, msg: &Message, src: &Source, r: &ProfileRefusal) {
         let extra: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        self.refuse(now, key, msg, src, r.code, &r.reason, &extra);
+        self.refuse(msg, src, r.code, &r.reason, &extra);
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         if self.calls.len() + self.pending_cc.len() >= self.cfg.max_calls && !self.draining {
-            return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+            return self.refuse(&msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
         }
         let max_forwards = match self.admit_new_request(&msg) {
             Ok(mf) => mf,
-            Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
+            Err(r) => return self.refuse(&msg, &src, r.code, r.reason, r.extra),
         };
         if !acceptable_body(&msg) {
-            return self.refuse(now, key, &msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
+            return self.refuse(&msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
         }
         // The profile decides before anything else runs (SEMS §0.1 steps 2-3).
         let rules = match self.choose_profile(&msg, &src, true) {
             Chosen::Go(r) => r,
-            Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
-            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
+            Chosen::Refuse(r) => return self.refuse_by_profile(&msg, &src, &r),
+            Chosen::Fail => return self.refuse(&msg, &src, 500, "Server Internal Error", &[]),
             Chosen::CallControl { snapshot, profile, chain } => {
                 return self.start_call_control(now, key, msg, src, max_forwards, snapshot, profile, chain);
             }
@@ -158,7 +133,7 @@ impl Engine {
         let ruri = rules.plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
-            Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
+            Err(e) => return self.refuse(&msg, &src, e.code, e.reason, &[]),
         };
         self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Invite, rules, None);
     }
@@ -183,7 +158,6 @@ impl Engine {
         // A call parked for call control already has its transaction: errors are answered
         // there, and call control hears that the call ended.
         let fail = |me: &mut Self,
-                    key: TxKey,
                     msg: &Message,
                     src: &Source,
                     code: u16,
@@ -202,7 +176,7 @@ impl Engine {
                     },
                 );
             }
-            None => me.refuse(now, key, msg, src, code, reason, extra),
+            None => me.refuse(msg, src, code, reason, extra),
         };
         let is_invite = kind == CallKind::Invite;
         // Session timers (RFC 4028): the caller's interval must not be below our Min-SE.
@@ -216,17 +190,14 @@ impl Engine {
                 Ok(()) => {}
                 Err(Reject::TooSmall(min)) => {
                     let min = min.to_string();
-                    return fail(
-                        self,
-                        key,
-                        &msg,
+                    return fail(self, &msg,
                         &src,
                         422,
                         "Session Interval Too Small",
                         &[("Min-SE", min.as_bytes())],
                     );
                 }
-                Err(Reject::Malformed) => return fail(self, key, &msg, &src, 400, "Bad Session-Expires", &[]),
+                Err(Reject::Malformed) => return fail(self, &msg, &src, 400, "Bad Session-Expires", &[]),
             }
         }
         let b_dest = route.dest;
@@ -250,7 +221,7 @@ impl Engine {
         let (Some(a_socket), Some(b_socket)) =
             (self.cfg.socket(a_local).cloned(), self.cfg.socket(b_dest.local).cloned())
         else {
-            return fail(self, key, &msg, &src, 500, "Server Internal Error", &[]);
+            return fail(self, &msg, &src, 500, "Server Internal Error", &[]);
         };
         let b_sent_by = b_socket.sent_by();
         let iface_name = |me: &Self, id| me.cfg.interface_name(id).map(str::to_string);
@@ -260,17 +231,17 @@ impl Engine {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(error = %e, profile = %rules.profile.name, "cannot relay media");
-                    return fail(self, key, &msg, &src, 503, "Service Unavailable", &[]);
+                    return fail(self, &msg, &src, 503, "Service Unavailable", &[]);
                 }
             },
             _ => None,
         };
         let body = match prepare_body(&rules, media.as_mut(), Side::B, &b_sent_by, msg.body()) {
             Ok(b) => b,
-            Err(BodyError::NothingLeft) => return fail(self, key, &msg, &src, 488, "Not Acceptable Here", &[]),
+            Err(BodyError::NothingLeft) => return fail(self, &msg, &src, 488, "Not Acceptable Here", &[]),
             Err(BodyError::NoMedia(e)) => {
                 tracing::warn!(error = %e, "no media ports for a new call");
-                return fail(self, key, &msg, &src, 503, "Service Unavailable", &[]);
+                return fail(self, &msg, &src, 503, "Service Unavailable", &[]);
             }
         };
         let (handle, a_tx, a_tag, cc) = match parked {

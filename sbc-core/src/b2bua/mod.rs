@@ -327,7 +327,7 @@ impl Engine {
         match self.cfg.admission.admit(now, src.remote.ip()) {
             crate::admission::Admit::Yes => true,
             crate::admission::Admit::Refuse => {
-                self.reply_stateless(msg, src, 503, "Service Unavailable", &[("Retry-After", b"1")]);
+                self.refuse(msg, src, 503, "Service Unavailable", &[("Retry-After", b"1")]);
                 false
             }
             crate::admission::Admit::Drop => {
@@ -353,8 +353,17 @@ impl Engine {
         }
     }
 
-    /// Answers without keeping a transaction (a retransmission is decided again): for what
-    /// is refused before any state exists, so a forged request cannot make the SBC resend.
+    /// Refuses a request without keeping a transaction (RFC 3261 §8.2.6.2, a stateless UAS):
+    /// one reply per request received, nothing resent on a timer, a retransmission decided
+    /// again and answered with the same To tag. A forged request whose source is a victim's
+    /// address thus brings the victim one reply, not a transaction's eleven, and costs no
+    /// memory. Every local final reply to a request that creates no dialog goes here.
+    pub(super) fn refuse(&mut self, msg: &Message, src: &Source, code: u16, reason: &str, extra: &[(&str, &[u8])]) {
+        self.out.push_back(Output::Event(Event::Refused { code }));
+        self.reply_stateless(msg, src, code, reason, extra);
+    }
+
+    /// A local reply sent without a transaction; see [`Self::refuse`].
     pub(super) fn reply_stateless(
         &mut self,
         msg: &Message,
@@ -363,19 +372,33 @@ impl Engine {
         reason: &str,
         extra: &[(&str, &[u8])],
     ) {
-        let tag = self.ids.tag();
-        let bytes = build::local_response(msg, src, code, reason, Some(&tag), extra);
+        let tag = self.stateless_to_tag(msg);
+        let bytes = build::local_response(msg, src, code, reason, Some(tag.as_bytes()), extra);
         self.stats.local_replies += 1;
-        self.out.push_back(Output::Event(Event::Refused { code }));
         let dest = routing::response_dest(msg, src);
         self.out.push_back(Output::Transmit { dest, bytes, tx: None });
+    }
+
+    /// The To tag of a stateless reply: keyed by what a retransmission repeats (Call-ID, From
+    /// tag, top Via branch, CSeq), so every answer to one request carries the same tag and no
+    /// one can choose the request that gives a wanted tag.
+    fn stateless_to_tag(&self, msg: &Message) -> String {
+        let branch = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
+        let parts: [&[u8]; 5] = [
+            b"to-tag",
+            msg.call_id().unwrap_or_default(),
+            msg.from_tag().unwrap_or_default(),
+            branch,
+            msg.header_value(HeaderName::CSeq).unwrap_or_default(),
+        ];
+        self.ids.derived(&parts)
     }
 
     /// A request for a dialog or transaction that does not exist (a forged To tag, a stray
     /// CANCEL): charged to its source like a new request, then 481 without a transaction.
     pub(super) fn no_such_dialog(&mut self, now: Instant, msg: &Message, src: &Source) {
         if self.admitted(now, msg, src) {
-            self.reply_stateless(msg, src, 481, "Call/Transaction Does Not Exist", &[]);
+            self.refuse(msg, src, 481, "Call/Transaction Does Not Exist", &[]);
         }
     }
 

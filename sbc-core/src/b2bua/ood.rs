@@ -28,29 +28,22 @@ impl Engine {
         if method == Method::Options && routing::is_local_uri(&self.cfg, msg.request_uri()) {
             // Health checks: answer, and say "draining" with 503 so balancers move away.
             let (code, reason) = if self.draining { (503, "Service Unavailable") } else { (200, "OK") };
-            let tag = self.ids.tag();
-            let id = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, Some(tag));
-            self.respond_local(
-                now,
-                id,
-                code,
-                reason,
-                &[("Allow", ALLOW), ("Accept", b"application/sdp"), ("Supported", b"100rel")],
-            );
-            return;
+            // Stateless like a refusal: a flood of pings keeps no transaction for 32 s.
+            let extra: [(&str, &[u8]); 3] = [("Allow", ALLOW), ("Accept", b"application/sdp"), ("Supported", b"100rel")];
+            return self.reply_stateless(&msg, &src, code, reason, &extra);
         }
         let max_forwards = match self.admit_new_request(&msg) {
             Ok(mf) => mf,
-            Err(r) => return self.refuse(now, key, &msg, &src, r.code, r.reason, r.extra),
+            Err(r) => return self.refuse(&msg, &src, r.code, r.reason, r.extra),
         };
         // A relayed request runs its profile's `route` hooks first; SUBSCRIBE and REFER start
         // a dialog pair and go without.
         let relayed = !matches!(method, Method::Subscribe | Method::Refer);
         let rules = match self.choose_profile(&msg, &src, relayed) {
             Chosen::Go(r) => r,
-            Chosen::Refuse(r) => return self.refuse_by_profile(now, key, &msg, &src, &r),
+            Chosen::Refuse(r) => return self.refuse_by_profile(&msg, &src, &r),
             // Unlike SEMS (§8.4 item 8), a request that cannot be handled is answered.
-            Chosen::Fail => return self.refuse(now, key, &msg, &src, 500, "Server Internal Error", &[]),
+            Chosen::Fail => return self.refuse(&msg, &src, 500, "Server Internal Error", &[]),
             Chosen::CallControl { snapshot, profile, chain } => {
                 return self.park_route(key, msg, src, max_forwards, snapshot, profile, chain);
             }
@@ -64,11 +57,11 @@ impl Engine {
         let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
-            Err(e) => return self.refuse(now, key, &msg, &src, e.code, e.reason, &[]),
+            Err(e) => return self.refuse(&msg, &src, e.code, e.reason, &[]),
         };
         if matches!(method, Method::Subscribe | Method::Refer) {
             if self.calls.len() >= self.cfg.max_calls {
-                return self.refuse(now, key, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+                return self.refuse(&msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
             }
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
             return self.start_dialog_pair(

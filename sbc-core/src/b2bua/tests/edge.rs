@@ -1,7 +1,70 @@
-//! What an attacker on the Internet tries against one engine: identifiers that would be
-//! guessed.
+//! What an attacker on the Internet tries against one engine: refusals that would amplify,
+//! identifiers that would be guessed.
 
 use super::*;
+
+fn to_tag(m: &Message) -> String {
+    String::from_utf8_lossy(m.to_tag().unwrap_or_default()).into_owned()
+}
+
+/// RFC 3261 §8.2.6.2 and issue 16: a refused INVITE that is never ACKed (its source forged)
+/// gets one reply per INVITE received, never a retransmission on a timer, and leaves nothing.
+#[test]
+fn a_refused_invite_is_answered_once_per_copy_received_and_kept_nowhere() {
+    let mut h = Harness::new();
+    let hop0 = invite("amp1", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let first = one(&h.send(ALICE, &hop0), ALICE);
+    assert_eq!(first.status(), Some(483));
+    assert!(h.advance(Duration::from_secs(40)).is_empty(), "nothing is resent while no ACK comes");
+    assert_eq!(h.engine.active_transactions(), 0);
+
+    // A retransmission is answered again, alike and with the same To tag.
+    let again = one(&h.send(ALICE, &hop0), ALICE);
+    assert_eq!(again.status(), Some(483));
+    assert_eq!(to_tag(&again), to_tag(&first));
+    assert!(!to_tag(&first).is_empty());
+    // Another request gets another tag.
+    let other = one(&h.send(ALICE, &invite("amp2", "").replace("Max-Forwards: 70", "Max-Forwards: 0")), ALICE);
+    assert_ne!(to_tag(&other), to_tag(&first));
+    assert!(h.advance(Duration::from_secs(40)).is_empty());
+    assert_eq!(h.engine.active_transactions(), 0);
+}
+
+/// Every refusal of a new request takes the stateless path: 415, the profile's refuse_with,
+/// max_calls 503, 404 for nowhere to go, and the health-check OPTIONS.
+#[test]
+fn every_local_refusal_of_a_new_request_is_stateless() {
+    let mut h = Harness::with_yaml("active_profile: deny\nprofiles:\n  deny:\n    refuse_with: \"403 Forbidden\"\n");
+    let out = h.send(ALICE, &invite("deny1", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(403));
+
+    let mut h = Harness::new();
+    let bad_body = invite("cmf415", "").replace("Content-Type: application/sdp", "Content-Type: text/plain");
+    assert_eq!(one(&h.send(ALICE, &bad_body), ALICE).status(), Some(415));
+    let ping = format!("OPTIONS sip:{SBC} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKp\nMax-Forwards: 70\nFrom: <sip:mon@x>;tag=1\nTo: <sip:{SBC}>\nCall-ID: ping1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+    assert_eq!(one(&h.send(ALICE, &ping), ALICE).status(), Some(200));
+    assert_eq!(h.engine.active_transactions(), 0);
+
+    h.engine.cfg.max_calls = 0;
+    assert_eq!(one(&h.send(ALICE, &invite("full1", "")), ALICE).status(), Some(503));
+    assert!(h.advance(Duration::from_secs(40)).is_empty());
+    assert_eq!(h.engine.active_transactions(), 0);
+}
+
+/// The ACK a caller sends for a stateless refusal is absorbed without an answer.
+#[test]
+fn the_ack_of_a_stateless_refusal_is_absorbed() {
+    let mut h = Harness::new();
+    let hop0 = invite("amp3", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let refusal = one(&h.send(ALICE, &hop0), ALICE);
+    let ack = format!(
+        "ACK sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKamp3;rport\nMax-Forwards: 70\nFrom: {}\nTo: {}\nCall-ID: amp3\nCSeq: 10 ACK\nContent-Length: 0\n\n",
+        hv(&refusal, HeaderName::From),
+        hv(&refusal, HeaderName::To)
+    );
+    assert!(h.send(ALICE, &ack).is_empty());
+    assert_eq!(h.engine.active_transactions(), 0);
+}
 
 /// The next 16 outputs of xorshift64* (the generator sbcd used before ChaCha20) after the one
 /// that printed as `tag`: its output is the state times an odd constant, so one output gives
