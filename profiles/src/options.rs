@@ -41,6 +41,7 @@ pub const OPTIONS: &[(&str, OptionStatus)] = &[
     ("next_hop_1st_req", Active),
     ("patch_ruri_next_hop", Active),
     ("next_hop_fixed", Active),
+    ("next_hop_replies_from_any", Active),
     ("aleg_next_hop", Active),
     ("outbound_interface", Active),
     ("aleg_outbound_interface", Active),

@@ -72,6 +72,9 @@ pub struct Profile {
     pub next_hop: Option<Pattern>,
     pub next_hop_1st_req: bool,
     pub next_hop_fixed: bool,
+    /// Responses to requests this profile sends are taken from any address, not only the one
+    /// the request went to (carriers that answer from another address; not a SEMS key).
+    pub next_hop_replies_from_any: bool,
     pub patch_ruri_next_hop: bool,
     pub aleg_next_hop: Option<Pattern>,
     pub outbound_interface: Option<Pattern>,
@@ -446,6 +449,7 @@ impl Profile {
                 }
                 "transparent_dlg_id" => p.transparent_dlg_id = flag()?,
                 "next_hop_fixed" => p.next_hop_fixed = flag()?,
+                "next_hop_replies_from_any" => p.next_hop_replies_from_any = flag()?,
                 "patch_ruri_next_hop" => p.patch_ruri_next_hop = flag()?,
                 "outbound_interface" => p.outbound_interface = pat()?,
                 "aleg_outbound_interface" => p.aleg_outbound_interface = pat()?,

@@ -44,9 +44,16 @@ impl Engine {
     pub(super) fn on_in_dialog(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         let method = msg.method().unwrap_or(Method::Other);
         let found = msg.to_tag().and_then(|t| self.dialogs.get(t)).copied();
-        let Some((h, side)) =
-            found.filter(|(h, side)| self.calls.get(h).is_some_and(|c| Some(&*c.leg(*side).call_id) == msg.call_id()))
-        else {
+        // Call-ID and both tags must match (RFC 3261 §12.2.2): a forger who learnt our tag
+        // still needs the peer's. A leg whose peer has no tag yet (a NOTIFY before the 2xx to
+        // its SUBSCRIBE) takes the one the request brings.
+        let Some((h, side)) = found.filter(|(h, side)| {
+            self.calls.get(h).is_some_and(|c| {
+                let leg = c.leg(*side);
+                Some(&*leg.call_id) == msg.call_id()
+                    && leg.remote_tag.as_deref().is_none_or(|t| Some(t) == msg.from_tag())
+            })
+        }) else {
             return self.no_such_dialog(now, &msg, &src);
         };
         let Some(call) = self.calls.get_mut(&h) else {

@@ -267,7 +267,7 @@ impl Engine {
             self.on_request(now, msg, src);
         } else {
             self.stats.responses += 1;
-            self.on_response(now, msg);
+            self.on_response(now, msg, src);
         }
     }
 
@@ -337,7 +337,7 @@ impl Engine {
         }
     }
 
-    fn on_response(&mut self, now: Instant, msg: Message) {
+    fn on_response(&mut self, now: Instant, msg: Message, src: Source) {
         if let Err(reason) = check_response(&msg) {
             self.drop_msg(reason);
             return;
@@ -348,7 +348,8 @@ impl Engine {
         };
         let key = client_key(via.branch().unwrap_or_default(), crate::sip::msg::CSeq::method_bytes(cseq_raw));
         match self.tx_keys.get(&key) {
-            Some(&id) => self.feed_response(now, id, msg),
+            Some(&id) if self.response_source_ok(id, &src) => self.feed_response(now, id, msg),
+            Some(_) => self.drop_msg("response_wrong_source"),
             None => self.drop_msg("stray_response"),
         }
     }

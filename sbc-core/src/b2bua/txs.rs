@@ -304,6 +304,28 @@ impl Engine {
         self.after_fsm(now, id, out);
     }
 
+    /// Whether a response to client transaction `id` may come from `src`: from the address
+    /// the request went to (or on its connection), unless the profile that sent it says its
+    /// next hop answers from elsewhere (`next_hop_replies_from_any`). Off-path forgers must
+    /// then also send from the peer's address, besides guessing our 64-bit branch. A request
+    /// sent to a host name is checked by neither: the driver resolves it, the engine never
+    /// learns the address. A finished transaction only resends its ACK, to where it went.
+    pub(super) fn response_source_ok(&self, id: TxId, src: &Source) -> bool {
+        let Some(e) = self.txs.get(&id) else { return true };
+        let relaxed = match (&e.rules, e.call.and_then(|h| self.calls.get(&h))) {
+            (Some(rules), _) => rules.profile.next_hop_replies_from_any,
+            (None, Some(call)) => call.rules.profile.next_hop_replies_from_any,
+            (None, None) => false,
+        };
+        if relaxed || (e.dest.conn.is_some() && e.dest.conn == src.conn) {
+            return true;
+        }
+        match &e.dest.peer {
+            super::types::Peer::Addr(a) => a.ip().to_canonical() == src.remote.ip().to_canonical(),
+            super::types::Peer::Host(..) => true,
+        }
+    }
+
     pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, msg: &Message) {
         if let Some(l) = self.lingering.get(&id) {
             self.stats.retransmissions_absorbed += 1;

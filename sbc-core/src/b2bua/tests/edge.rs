@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// An attacker's address: another host (the test peers differ by port only).
+const MALLORY: &str = "127.0.0.66:5060";
+
 fn to_tag(m: &Message) -> String {
     String::from_utf8_lossy(m.to_tag().unwrap_or_default()).into_owned()
 }
@@ -117,4 +120,43 @@ fn the_identifiers_after_a_seen_tag_cannot_be_predicted() {
     }
     assert!(later.len() >= 15, "{later:x?}");
     assert!(later.iter().all(|w| !predicted.contains(w)), "an identifier was predicted");
+}
+
+/// A response from an address the request did not go to is dropped, even with the right
+/// branch; the callee's own answer still goes through.
+#[test]
+fn a_response_from_a_third_address_is_dropped() {
+    let mut h = Harness::new();
+    let out = h.send(ALICE, &invite("forge1", ""));
+    let b_inv = one(&out, BOB);
+    assert!(to(&h.send(MALLORY, &response_from(MALLORY, &b_inv, 200, "evil", "")), ALICE).is_empty());
+    let ringing = one(&h.send(BOB, &response_to(&b_inv, 180, "bt", "")), ALICE);
+    assert_eq!(ringing.status(), Some(180));
+}
+
+/// `next_hop_replies_from_any` takes a carrier that answers from another address.
+#[test]
+fn a_profile_may_take_responses_from_any_address() {
+    let mut h = Harness::with_yaml("active_profile: carrier\nprofiles:\n  carrier:\n    next_hop_replies_from_any: yes\n");
+    let b_inv = one(&h.send(ALICE, &invite("forge2", "")), BOB);
+    let ok = one(&h.send(MALLORY, &response_from(MALLORY, &b_inv, 200, "bt", "")), ALICE);
+    assert_eq!(ok.status(), Some(200));
+}
+
+/// An in-dialog request must carry the peer's tag as well as ours: a BYE forged with the
+/// Call-ID and our To tag but another From tag gets 481 and the call lives on.
+#[test]
+fn an_in_dialog_request_needs_both_tags() {
+    let mut h = Harness::new();
+    let (_b_inv, ok) = established(&mut h);
+    let forged_from = hv(&ok, HeaderName::From).replace("tag=at", "tag=forged");
+    let bye = in_dialog("BYE", ALICE, &forged_from, &hv(&ok, HeaderName::To), "call-1@alice", 11, "");
+    let out = h.send(ALICE, &bye);
+    assert_eq!(one(&out, ALICE).status(), Some(481));
+    assert!(to(&out, BOB).is_empty());
+    assert_eq!(h.engine.active_calls(), 1);
+
+    let bye = in_dialog("BYE", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "call-1@alice", 11, "");
+    let out = h.send(ALICE, &bye);
+    assert_eq!(one(&out, BOB).method(), Some(Method::Bye));
 }
