@@ -157,27 +157,25 @@ impl Engine {
     ) {
         // A call parked for call control already has its transaction: errors are answered
         // there, and call control hears that the call ended.
-        let fail = |me: &mut Self,
-                    msg: &Message,
-                    src: &Source,
-                    code: u16,
-                    reason: &'static str,
-                    extra: &[(&str, &[u8])]| match parked {
-            Some((h, a_tx, _)) => {
-                me.respond_local(now, a_tx, code, reason, extra);
-                me.announce_end(
-                    h,
-                    CallEnd {
-                        by: EndedBy::Sbc,
-                        code,
-                        phrase: reason.into(),
-                        reason: "setup_failed".into(),
-                        answered: false,
-                    },
-                );
-            }
-            None => me.refuse(msg, src, code, reason, extra),
-        };
+        let fail =
+            |me: &mut Self, msg: &Message, src: &Source, code: u16, reason: &'static str, extra: &[(&str, &[u8])]| {
+                match parked {
+                    Some((h, a_tx, _)) => {
+                        me.respond_local(now, a_tx, code, reason, extra);
+                        me.announce_end(
+                            h,
+                            CallEnd {
+                                by: EndedBy::Sbc,
+                                code,
+                                phrase: reason.into(),
+                                reason: "setup_failed".into(),
+                                answered: false,
+                            },
+                        );
+                    }
+                    None => me.refuse(msg, src, code, reason, extra),
+                }
+            };
         let is_invite = kind == CallKind::Invite;
         // Session timers (RFC 4028): the caller's interval must not be below our Min-SE.
         let sst = if is_invite {
@@ -190,12 +188,7 @@ impl Engine {
                 Ok(()) => {}
                 Err(Reject::TooSmall(min)) => {
                     let min = min.to_string();
-                    return fail(self, &msg,
-                        &src,
-                        422,
-                        "Session Interval Too Small",
-                        &[("Min-SE", min.as_bytes())],
-                    );
+                    return fail(self, &msg, &src, 422, "Session Interval Too Small", &[("Min-SE", min.as_bytes())]);
                 }
                 Err(Reject::Malformed) => return fail(self, &msg, &src, 400, "Bad Session-Expires", &[]),
             }

@@ -29,7 +29,8 @@ impl Engine {
             // Health checks: answer, and say "draining" with 503 so balancers move away.
             let (code, reason) = if self.draining { (503, "Service Unavailable") } else { (200, "OK") };
             // Stateless like a refusal: a flood of pings keeps no transaction for 32 s.
-            let extra: [(&str, &[u8]); 3] = [("Allow", ALLOW), ("Accept", b"application/sdp"), ("Supported", b"100rel")];
+            let extra: [(&str, &[u8]); 3] =
+                [("Allow", ALLOW), ("Accept", b"application/sdp"), ("Supported", b"100rel")];
             return self.reply_stateless(&msg, &src, code, reason, &extra);
         }
         let max_forwards = match self.admit_new_request(&msg) {

@@ -90,8 +90,13 @@ fn xorshift_predictions(tag: u64) -> Vec<u64> {
 /// Every 64-bit hex run in an identifier (tags are one; branches and Call-IDs hold one or two).
 fn hex_words(id: &[u8]) -> Vec<u64> {
     let s = String::from_utf8_lossy(id);
-    let hex: String = s.chars().rev().take_while(char::is_ascii_hexdigit).collect::<Vec<_>>().into_iter().rev().collect();
-    hex.as_bytes().chunks(16).filter(|c| c.len() == 16).filter_map(|c| u64::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok()).collect()
+    let hex: String =
+        s.chars().rev().take_while(char::is_ascii_hexdigit).collect::<Vec<_>>().into_iter().rev().collect();
+    hex.as_bytes()
+        .chunks(16)
+        .filter(|c| c.len() == 16)
+        .filter_map(|c| u64::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+        .collect()
 }
 
 /// An outsider who sees one tag of ours cannot compute the identifiers that follow it: the
@@ -137,7 +142,8 @@ fn a_response_from_a_third_address_is_dropped() {
 /// `next_hop_replies_from_any` takes a carrier that answers from another address.
 #[test]
 fn a_profile_may_take_responses_from_any_address() {
-    let mut h = Harness::with_yaml("active_profile: carrier\nprofiles:\n  carrier:\n    next_hop_replies_from_any: yes\n");
+    let mut h =
+        Harness::with_yaml("active_profile: carrier\nprofiles:\n  carrier:\n    next_hop_replies_from_any: yes\n");
     let b_inv = one(&h.send(ALICE, &invite("forge2", "")), BOB);
     let ok = one(&h.send(MALLORY, &response_from(MALLORY, &b_inv, 200, "bt", "")), ALICE);
     assert_eq!(ok.status(), Some(200));
