@@ -8,6 +8,7 @@ pub mod admission;
 pub mod b2bua;
 /// The configuration lives in the `profiles` crate (it owns the schema and the SEMS import).
 pub use profiles::config;
+pub mod crash;
 pub mod explain;
 pub mod sip;
 pub mod transport;

@@ -119,6 +119,7 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    sbc_core::crash::abort_on_unsupervised_panic();
     if let Some(Command::Prepaid { db, action }) = &cli.command {
         return match prepaid(db, action) {
             Ok(()) => std::process::ExitCode::SUCCESS,
@@ -229,9 +230,8 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     let registry = Arc::new(call_control_registry(&cfg)?);
     let store = Arc::new(Store::new(cfg.profiles.clone()));
     log_profiles(&store.load());
-    let runtime = Arc::new(
-        Runtime::start(&cfg, store.clone(), registry.clone(), shards).await.context("starting transports")?,
-    );
+    let runtime =
+        Arc::new(Runtime::start(&cfg, store.clone(), registry.clone(), shards).await.context("starting transports")?);
     let reloads = Arc::new(ReloadStats::default());
     let cfg = Arc::new(cfg);
     if let Some(addr) = cfg.admin.listen {

@@ -6,7 +6,6 @@
 //! hook in which none may (counters, timers, header checks) runs inline on the task.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::ShardInput;
 use crate::b2bua::{CcRequest, CcVerdict};
+use crate::crash::{supervised, supervised_then_resume};
 
 /// How hooks run, from the configuration.
 #[derive(Debug)]
@@ -95,10 +95,12 @@ impl CcDriver {
                 inflight.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let verdict = if registry.chain_may_block(&chain, Phase::Route) {
-                        let run = tokio::task::spawn_blocking(move || registry.run_route(&chain, &facts));
+                        let run = tokio::task::spawn_blocking(move || {
+                            supervised_then_resume(|| registry.run_route(&chain, &facts))
+                        });
                         verdict_of(tokio::time::timeout(settings.hook_timeout, run).await, &settings, call, "route")
                     } else {
-                        let out = catch_unwind(AssertUnwindSafe(|| registry.run_route(&chain, &facts)));
+                        let out = supervised(|| registry.run_route(&chain, &facts));
                         inline_verdict(out, &settings, call, "route")
                     };
                     let _ = shard.send(ShardInput::CcVerdict(call, verdict)).await;
@@ -178,10 +180,12 @@ impl CallTask {
         let (registry, chain, facts, started) =
             (self.registry.clone(), self.chain.clone(), self.facts.clone(), self.started.clone());
         if self.inline(Phase::Start) {
-            let out = catch_unwind(AssertUnwindSafe(|| registry.run_start(&chain, &facts, &times, &started)));
+            let out = supervised(|| registry.run_start(&chain, &facts, &times, &started));
             return (inline_verdict(out, &self.settings, self.facts.call, "start"), None);
         }
-        let mut run = tokio::task::spawn_blocking(move || registry.run_start(&chain, &facts, &times, &started));
+        let mut run = tokio::task::spawn_blocking(move || {
+            supervised_then_resume(|| registry.run_start(&chain, &facts, &times, &started))
+        });
         let result = tokio::time::timeout(self.settings.hook_timeout, &mut run).await;
         let late = result.is_err().then_some(run);
         (verdict_of(result, &self.settings, self.facts.call, "start"), late)
@@ -199,7 +203,7 @@ impl CallTask {
         let ends_call = phase == Phase::End;
         let phase = phase.as_str();
         if inline {
-            if catch_unwind(AssertUnwindSafe(f)).is_err() {
+            if supervised(f).is_err() {
                 tracing::error!(call = self.facts.call, phase, "call control hook panicked");
             }
             return;
@@ -207,12 +211,13 @@ impl CallTask {
         if ends_call {
             // The call is over: nothing waits for `end`, but shutdown waits for this task, so a
             // slow CDR write is awaited to the end rather than abandoned to a deadline.
-            if let Err(e) = tokio::task::spawn_blocking(f).await {
+            if let Err(e) = tokio::task::spawn_blocking(|| supervised_then_resume(f)).await {
                 tracing::error!(call = self.facts.call, phase, "call control hook panicked: {e}");
             }
             return;
         }
-        match tokio::time::timeout(self.settings.hook_timeout, tokio::task::spawn_blocking(f)).await {
+        let run = tokio::task::spawn_blocking(|| supervised_then_resume(f));
+        match tokio::time::timeout(self.settings.hook_timeout, run).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(call = self.facts.call, phase, "call control hook panicked: {e}"),
             Err(_) => tracing::warn!(call = self.facts.call, phase, "call control hook too late"),
