@@ -86,6 +86,10 @@ pub struct Credentials {
     pub password: String,
     /// The realm a challenge of ours names (`uas_auth_bleg_realm`); empty for client use.
     pub realm: String,
+    /// Client use: the realms whose challenges these answer (`auth_realm`); `None`: no list.
+    pub answer_realms: Option<Vec<String>>,
+    /// Client use: challenges offering only MD5 are not answered.
+    pub refuse_md5: bool,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -307,20 +311,27 @@ impl Profile {
             ..ContactValues::default()
         };
         let a = &self.auth;
-        let mut creds = |on: bool, keys: [&'static str; 3], pats: [&Option<Pattern>; 3]| -> Option<Credentials> {
+        let mut creds = |on: bool, keys: [&'static str; 4], pats: [&Option<Pattern>; 4]| -> Option<Credentials> {
             on.then(|| Credentials {
                 realm: x(keys[0], pats[0]).unwrap_or_default(),
                 user: x(keys[1], pats[1]).unwrap_or_default(),
                 password: x(keys[2], pats[2]).unwrap_or_default(),
+                answer_realms: x(keys[3], pats[3])
+                    .map(|list| list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_string).collect()),
+                refuse_md5: a.refuse_md5,
             })
         };
-        plan.auth = creds(a.enabled, ["", "auth_user", "auth_pwd"], [&None, &a.user, &a.password]);
-        plan.aleg_auth =
-            creds(a.aleg_enabled, ["", "auth_aleg_user", "auth_aleg_pwd"], [&None, &a.aleg_user, &a.aleg_password]);
+        plan.auth =
+            creds(a.enabled, ["", "auth_user", "auth_pwd", "auth_realm"], [&None, &a.user, &a.password, &a.realms]);
+        plan.aleg_auth = creds(
+            a.aleg_enabled,
+            ["", "auth_aleg_user", "auth_aleg_pwd", "auth_aleg_realm"],
+            [&None, &a.aleg_user, &a.aleg_password, &a.aleg_realms],
+        );
         plan.bleg_uas_auth = creds(
             a.bleg_uas_enabled,
-            ["uas_auth_bleg_realm", "uas_auth_bleg_user", "uas_auth_bleg_pwd"],
-            [&a.bleg_uas_realm, &a.bleg_uas_user, &a.bleg_uas_password],
+            ["uas_auth_bleg_realm", "uas_auth_bleg_user", "uas_auth_bleg_pwd", ""],
+            [&a.bleg_uas_realm, &a.bleg_uas_user, &a.bleg_uas_password, &None],
         );
         for (option, c) in [
             ("auth_user", &plan.auth),

@@ -166,6 +166,14 @@ pub struct AuthRules {
     pub bleg_uas_realm: Option<Pattern>,
     pub bleg_uas_user: Option<Pattern>,
     pub bleg_uas_password: Option<Pattern>,
+    /// Realms whose challenges get `auth_user`/`auth_pwd` (`auth_realm`, comma list); unset:
+    /// only challenges to requests sent to the profile's configured next hop or proxy.
+    pub realms: Option<Pattern>,
+    /// The same for `auth_aleg_user`/`auth_aleg_pwd` (`auth_aleg_realm`); unset: any realm
+    /// (the A leg's peer is the caller the profile was chosen for).
+    pub aleg_realms: Option<Pattern>,
+    /// Challenges that offer only MD5 are relayed, not answered (`auth_refuse_md5`).
+    pub refuse_md5: bool,
 }
 
 /// How the SBC refreshes a session it is the refresher of.
@@ -438,6 +446,9 @@ impl Profile {
                 "uas_auth_bleg_realm" => p.auth.bleg_uas_realm = pat()?,
                 "uas_auth_bleg_user" => p.auth.bleg_uas_user = pat()?,
                 "uas_auth_bleg_pwd" => p.auth.bleg_uas_password = pat()?,
+                "auth_realm" => p.auth.realms = pat()?,
+                "auth_aleg_realm" => p.auth.aleg_realms = pat()?,
+                "auth_refuse_md5" => p.auth.refuse_md5 = flag()?,
                 "enable_reg_caching" => p.reg_caching.enabled = flag()?,
                 "min_reg_expires" | "max_ua_expires" => {
                     let secs = seconds(&o.value).map_err(&e)?;
@@ -623,6 +634,8 @@ impl Profile {
             ("uas_auth_bleg_realm", &self.auth.bleg_uas_realm),
             ("uas_auth_bleg_user", &self.auth.bleg_uas_user),
             ("uas_auth_bleg_pwd", &self.auth.bleg_uas_password),
+            ("auth_realm", &self.auth.realms),
+            ("auth_aleg_realm", &self.auth.aleg_realms),
         ];
         for (rule, keys) in [(&self.aleg_contact, &ALEG_CONTACT_KEYS), (&self.bleg_contact, &BLEG_CONTACT_KEYS)] {
             v.push((keys.0[0], &rule.user));

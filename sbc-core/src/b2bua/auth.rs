@@ -11,8 +11,11 @@ use sha2::Sha256;
 
 use profiles::evaluate::Credentials;
 
+use super::apply::{hop_target, CallRules};
 use super::call::Side;
+use super::routing;
 use super::txs::Purpose;
+use super::types::{Peer, Transport};
 use super::{Engine, TxId};
 use crate::sip::digest::{self, Answer, Challenge};
 use crate::sip::msg::{HeaderName, Message, Method};
@@ -39,19 +42,36 @@ pub(crate) fn is_credentials_row(msg: &Message, h: &crate::sip::msg::Header) -> 
 }
 
 impl Engine {
+    /// The rules of a call or relay, for what the SBC sends in it.
+    pub(super) fn rules_for(&self, call: Option<u64>, purpose: Purpose) -> Option<&std::sync::Arc<CallRules>> {
+        match call.and_then(|h| self.calls.get(&h)) {
+            Some(c) => Some(&c.rules),
+            None => match purpose {
+                Purpose::RelayClient { peer } => self.txs.get(&peer)?.rules.as_ref(),
+                _ => None,
+            },
+        }
+    }
+
     /// Credentials for challenges to what the SBC sends on `side` for a call or relay.
     pub(super) fn credentials_for(&self, call: Option<u64>, side: Side, purpose: Purpose) -> Option<&Credentials> {
-        let rules = match call.and_then(|h| self.calls.get(&h)) {
-            Some(c) => &c.rules,
-            None => match purpose {
-                Purpose::RelayClient { peer } => self.txs.get(&peer)?.rules.as_ref()?,
-                _ => return None,
-            },
-        };
+        let rules = self.rules_for(call, purpose)?;
         match side {
             Side::B => rules.plan.auth.as_ref(),
             Side::A => rules.plan.aleg_auth.as_ref(),
         }
+    }
+
+    /// Whether `peer` is a destination the configuration names (the profile's next hops or
+    /// outbound proxy, or the global next hop), not one a Request-URI or Contact pointed to.
+    pub(super) fn is_configured_hop(&self, peer: &Peer, rules: Option<&CallRules>) -> bool {
+        self.cfg.next_hop.as_ref().is_some_and(|(_, p)| p == peer)
+            || rules.is_some_and(|r| {
+                r.plan.next_hops.iter().any(|h| hop_target(h).1 == *peer)
+                    || r.plan.outbound_proxy.as_ref().is_some_and(|proxy| {
+                        routing::target_of_uri(proxy.as_bytes(), Transport::Udp).is_ok_and(|(_, p)| p == *peer)
+                    })
+            })
     }
 
     /// A 401/407 to request `id`: resent with credentials if the leg has them and the
@@ -79,6 +99,10 @@ impl Engine {
             tracing::info!(code, realm = %ch.realm, "challenged again for credentials already given; relayed");
             return false;
         }
+        if let Err(why) = self.may_answer(id, &creds, &ch) {
+            tracing::info!(code, realm = %ch.realm, algorithm = ch.algorithm.name(), why, "challenge relayed, not answered");
+            return false;
+        }
         let method = String::from_utf8_lossy(sent.method_bytes()).into_owned();
         let uri = String::from_utf8_lossy(sent.request_uri()).into_owned();
         let cnonce = self.ids.cnonce();
@@ -100,6 +124,32 @@ impl Engine {
             r.answered_realms = answered;
         }
         true
+    }
+
+    /// Whether credentials go to this challenger (issue 16: a caller who routes a call to its
+    /// own server must not get a digest of the operator's password to crack offline). A
+    /// challenge is answered when its realm is in the leg's `auth_realm` list (`*`: any, for
+    /// credentials that are the caller's own, as in `auth_b2b`); without a list,
+    /// on the B leg only when the request went to a destination the configuration names
+    /// (the profile's next hops or outbound proxy, or the global next hop), not to wherever a
+    /// Request-URI pointed. `auth_refuse_md5` relays challenges that offer only MD5.
+    fn may_answer(&self, id: TxId, creds: &Credentials, ch: &Challenge) -> Result<(), &'static str> {
+        if creds.refuse_md5 && matches!(ch.algorithm, digest::Algorithm::Md5 | digest::Algorithm::Md5Sess) {
+            return Err("auth_refuse_md5: the challenge offers only MD5");
+        }
+        if let Some(realms) = &creds.answer_realms {
+            return if realms.iter().any(|r| r == "*" || *r == ch.realm) {
+                Ok(())
+            } else {
+                Err("realm not in auth_realm")
+            };
+        }
+        let Some(e) = self.txs.get(&id) else { return Err("transaction gone") };
+        if e.side == Side::A || e.resendable.as_ref().is_some_and(|r| r.to_configured_hop) {
+            Ok(())
+        } else {
+            Err("no auth_realm, and the request did not go to a configured next hop or proxy")
+        }
     }
 
     /// The Authorization / Proxy-Authorization rows client transaction `id` sent (for its ACK).

@@ -401,9 +401,10 @@ impl Engine {
         // Kept to answer a digest challenge or a 422 (the call is not in the table yet for the
         // transaction to find its rules).
         let for_auth = (rules.plan.auth.is_some() || sst[Side::B.idx()].is_some()).then(|| b_request.clone());
+        let configured = self.is_configured_hop(&b_dest.peer, Some(&rules));
         let b_tx = self.start_client_tx(now, b_request, b_dest, Some(handle), Side::B, b_purpose);
         if let (Some(req), Some(e)) = (for_auth, self.txs.get_mut(&b_tx)) {
-            e.resendable = Some(Resendable::new(req, rules.plan.auth.clone()));
+            e.resendable = Some(Resendable::new(req, rules.plan.auth.clone(), configured));
         }
         if !is_invite {
             self.set_relay_peer(a_tx, b_tx);
@@ -855,10 +856,11 @@ impl Engine {
         };
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side)) {
             let keep = credentials.is_some().then(|| m.clone());
+            let configured = self.is_configured_hop(&dest.peer, Some(&rules));
             let id = self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
             // The call is gone by the answer; a challenge to this BYE is still answered.
             if let (Some(m), Some(e)) = (keep, self.txs.get_mut(&id)) {
-                e.resendable = Some(Resendable::new(m, credentials));
+                e.resendable = Some(Resendable::new(m, credentials, configured));
             }
         }
     }

@@ -70,7 +70,7 @@ impl Engine {
             None => (None, None),
         };
         if let Some(e) = self.txs.get_mut(&new_id) {
-            let mut r = previous.unwrap_or_else(|| Resendable::new(again.clone(), None));
+            let mut r = previous.unwrap_or_else(|| Resendable::new(again.clone(), None, false));
             r.sent = again.clone();
             e.resendable = Some(r);
             if reserved.is_some() {

@@ -78,11 +78,18 @@ pub(super) struct Resendable {
     pub(super) answered_realms: Vec<String>,
     /// A 422 was answered already: the next one is relayed.
     pub(super) retried_422: bool,
+    /// The request went to a destination the configuration names: its challenges may be
+    /// answered without an `auth_realm` list (see `Engine::may_answer`).
+    pub(super) to_configured_hop: bool,
 }
 
 impl Resendable {
-    pub(super) fn new(sent: Message, credentials: Option<profiles::evaluate::Credentials>) -> Box<Self> {
-        Box::new(Self { sent, credentials, answered_realms: Vec::new(), retried_422: false })
+    pub(super) fn new(
+        sent: Message,
+        credentials: Option<profiles::evaluate::Credentials>,
+        to_configured_hop: bool,
+    ) -> Box<Self> {
+        Box::new(Self { sent, credentials, answered_realms: Vec::new(), retried_422: false, to_configured_hop })
     }
 }
 
@@ -243,8 +250,9 @@ impl Engine {
         let timed = matches!(method, Method::Invite | Method::Update)
             && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.sst[side.idx()].is_some());
         let credentials = challengeable.then(|| self.credentials_for(call, side, purpose).cloned()).flatten();
-        let resendable =
-            (challengeable && (timed || credentials.is_some())).then(|| Resendable::new(request.clone(), credentials));
+        let configured = self.is_configured_hop(&dest.peer, self.rules_for(call, purpose).map(|r| &**r));
+        let resendable = (challengeable && (timed || credentials.is_some()))
+            .then(|| Resendable::new(request.clone(), credentials, configured));
         let id = self.new_id();
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {

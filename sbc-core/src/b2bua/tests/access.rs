@@ -352,8 +352,8 @@ fn a_caller_refresh_is_answered_with_the_callers_own_timer() {
     assert!(out.iter().all(|s| s.msg.method() != Some(Method::Bye)));
 }
 
-const AUTH: &str =
-    "active_profile: auth\nprofiles:\n  auth:\n    enable_auth: yes\n    auth_user: $P(u)\n    auth_pwd: $P(p)\n";
+/// Credentials, and the callee as the profile's next hop: challenges from it are answered.
+const AUTH: &str = "active_profile: auth\nprofiles:\n  auth:\n    next_hop: 127.0.0.1:5002\n    enable_auth: yes\n    auth_user: $P(u)\n    auth_pwd: $P(p)\n";
 
 #[test]
 fn a_challenge_from_the_callee_is_answered_once_and_a_second_one_relayed() {

@@ -166,3 +166,48 @@ fn an_in_dialog_request_needs_both_tags() {
     let out = h.send(ALICE, &bye);
     assert_eq!(one(&out, BOB).method(), Some(Method::Bye));
 }
+
+/// Credentials of the operator go only where the configuration sends requests (issue 16): a
+/// caller who points the Request-URI at its own server gets its challenge relayed back,
+/// never a digest to crack.
+fn challenge_of(yaml_options: &str, realm: &str, algorithm: &str) -> (Option<Message>, Vec<Message>) {
+    let yaml = format!("active_profile: p\nprofiles:\n  p:\n    enable_auth: yes\n    auth_user: trunk\n    auth_pwd: secret\n{yaml_options}");
+    let mut h = Harness::with_yaml(&yaml);
+    let b_inv = one(&h.send(ALICE, &invite("cred1", "")), BOB);
+    let ch =
+        format!("Proxy-Authenticate: Digest realm=\"{realm}\", nonce=\"n\", qop=\"auth\", algorithm={algorithm}\n");
+    let out = h.send(BOB, &response_to(&b_inv, 407, "bt", &ch));
+    let resent = to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite));
+    (resent, to(&out, ALICE))
+}
+
+#[test]
+fn a_challenge_from_a_request_uri_destination_is_relayed_not_answered() {
+    let (resent, to_caller) = challenge_of("", "evil", "MD5");
+    assert!(resent.is_none(), "credentials went to the Request-URI's host");
+    assert_eq!(to_caller.first().and_then(Message::status), Some(407));
+}
+
+#[test]
+fn a_configured_next_hop_or_a_listed_realm_gets_the_answer() {
+    let (resent, _) = challenge_of("    next_hop: 127.0.0.1:5002\n", "carrier", "MD5");
+    assert!(resent.is_some_and(|m| m.other_header("Proxy-Authorization").is_some()));
+    let (resent, _) = challenge_of("    auth_realm: other, carrier\n", "carrier", "SHA-256");
+    assert!(resent.is_some_and(|m| m.other_header("Proxy-Authorization").is_some()));
+    let (resent, _) = challenge_of("    auth_realm: '*'\n", "anything", "MD5");
+    assert!(resent.is_some(), "'*' takes any realm (credentials that are the caller's own)");
+    // A list names the realms: a configured next hop asking for another realm is relayed.
+    let (resent, to_caller) = challenge_of("    next_hop: 127.0.0.1:5002\n    auth_realm: carrier\n", "evil", "MD5");
+    assert!(resent.is_none());
+    assert_eq!(to_caller.first().and_then(Message::status), Some(407));
+}
+
+#[test]
+fn auth_refuse_md5_answers_only_stronger_challenges() {
+    let options = "    next_hop: 127.0.0.1:5002\n    auth_refuse_md5: yes\n";
+    let (resent, to_caller) = challenge_of(options, "carrier", "MD5");
+    assert!(resent.is_none());
+    assert_eq!(to_caller.first().and_then(Message::status), Some(407));
+    let (resent, _) = challenge_of(options, "carrier", "SHA-256");
+    assert!(resent.is_some());
+}
