@@ -1,0 +1,194 @@
+//! The red-team suite (issue 16): a running sbcd attacked as an Internet peer would, each test
+//! asserting one defence. Traffic stays on 127.0.0.0/8.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use sbc_e2e::phone::Phone;
+use sbc_e2e::ua::{sdp, SipText, TestUa};
+use sbc_e2e::*;
+
+/// Every datagram `sock` receives within `within`.
+fn collect(sock: &UdpSocket, within: Duration) -> Vec<SipText> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).expect("timeout");
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            got.push(SipText(String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+    got
+}
+
+fn tag_of(header: Option<&str>) -> String {
+    header.and_then(|h| h.split("tag=").nth(1)).unwrap_or_default().split(';').next().unwrap_or_default().to_string()
+}
+
+/// One spoofed INVITE that is refused and never ACKed brings its source one reply, not the
+/// eleven a transaction's Timer G would send over 64·T1; a copy of it gets the same reply.
+#[test]
+fn a_refused_invite_never_acked_gets_exactly_one_reply() {
+    // T1 = 50 ms: Timer H would end a transaction after 3.2 s; we listen for 4.5 s.
+    let sbcd = Sbcd::with_config("sip:\n  t1_ms: 50\n  t2_ms: 400\n", &[]);
+    let victim = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = victim.local_addr().expect("addr");
+    let invite = format!(
+        "INVITE sip:bob@example.net SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKamp1\r\nMax-Forwards: 0\r\nFrom: <sip:x@example.net>;tag=a1\r\nTo: <sip:bob@example.net>\r\nCall-ID: amp1@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    victim.send_to(invite.as_bytes(), sbcd.addr()).expect("send");
+    let replies = collect(&victim, Duration::from_millis(4500));
+    assert_eq!(replies.len(), 1, "one reply, no retransmissions: {replies:#?}");
+    assert_eq!(replies[0].status(), Some(483));
+    // A retransmission is answered once more, with the same To tag (RFC 3261 §8.2.6.2).
+    victim.send_to(invite.as_bytes(), sbcd.addr()).expect("send");
+    let again = collect(&victim, Duration::from_millis(1000));
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(tag_of(again[0].header("To")), tag_of(replies[0].header("To")));
+    assert!(!tag_of(replies[0].header("To")).is_empty());
+}
+
+/// The next 16 outputs of xorshift64* (sbcd's generator before ChaCha20) after one that
+/// printed as `word`: its output is the state times an odd constant, so one output gives all
+/// the following ones.
+fn xorshift_predictions(word: u64) -> Vec<u64> {
+    const MUL: u64 = 0x2545_f491_4f6c_dd1d;
+    let inv = (0..6).fold(MUL, |x, _| x.wrapping_mul(2u64.wrapping_sub(MUL.wrapping_mul(x))));
+    let mut state = word.wrapping_mul(inv);
+    (0..16)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(MUL)
+        })
+        .collect()
+}
+
+/// The 64-bit hex words at the end of an identifier (tags hold one, Call-IDs two).
+fn words(id: &str) -> Vec<u64> {
+    let hex: String =
+        id.chars().rev().take_while(char::is_ascii_hexdigit).collect::<Vec<_>>().into_iter().rev().collect();
+    let hex = &hex[hex.len() % 16..];
+    hex.as_bytes().chunks(16).filter_map(|c| u64::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok()).collect()
+}
+
+/// Each identifier a caller and a callee see of six calls (the caller's To tag, the callee's
+/// From tag, Call-ID and branch) predicts none of the others: the attack that breaks a
+/// multiply-output generator from one tag finds nothing.
+#[test]
+fn no_identifier_seen_predicts_the_next_ones() {
+    let sbc_port = free_port();
+    let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let callee_addr = callee.local_addr();
+    let sbcd = Sbcd::with_config_on(
+        sbc_port,
+        &format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {callee_addr}\n"),
+        &[],
+    );
+    let mut seen: Vec<u64> = Vec::new();
+    for n in 0..6 {
+        let answering = std::thread::spawn(move || {
+            let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");
+            callee.answer(&inv, 200);
+            callee.recv_request(Duration::from_secs(10)).expect("ACK");
+            (callee, inv)
+        });
+        let mut caller = TestUa::new(sbcd.addr());
+        let ok = caller.invite(&format!("sip:bob@{callee_addr}"), &sdp("127.0.0.1", 7100 + n, ""));
+        assert_eq!(ok.status(), Some(200), "{}", ok.0);
+        let (c, inv) = answering.join().expect("callee");
+        callee = c;
+        seen.extend(words(&tag_of(ok.header("To"))));
+        seen.extend(words(&tag_of(inv.header("From"))));
+        seen.extend(words(inv.header("Call-ID").unwrap_or_default()));
+        let branch = inv.header("Via").and_then(|v| v.split("branch=").nth(1)).unwrap_or_default();
+        seen.extend(words(branch.split(';').next().unwrap_or_default()));
+        let bye = std::thread::spawn(move || {
+            let b = callee.recv_request(Duration::from_secs(10)).expect("BYE");
+            callee.answer(&b, 200);
+            callee
+        });
+        assert_eq!(caller.bye().status(), Some(200));
+        callee = bye.join().expect("callee");
+    }
+    assert!(seen.len() >= 6 * 5, "{seen:x?}");
+    for (i, w) in seen.iter().enumerate() {
+        let predicted = xorshift_predictions(*w);
+        let hit = seen.iter().enumerate().find(|(j, v)| *j != i && predicted.contains(v));
+        assert!(hit.is_none(), "{w:016x} predicted {:016x}", hit.map_or(0, |(_, v)| *v));
+    }
+}
+
+/// A 200 forged from another address with the branch of the callee's INVITE (an attacker who
+/// saw or guessed it) does not answer the call; the callee's own answer does.
+#[test]
+fn a_response_forged_from_another_address_is_dropped() {
+    let sbc_port = free_port();
+    let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let callee_addr = callee.local_addr();
+    let sbcd = Sbcd::with_config_on(
+        sbc_port,
+        &format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {callee_addr}\n"),
+        &[],
+    );
+    let sbc = sbcd.addr();
+    let answering = std::thread::spawn(move || {
+        let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");
+        // The forger copies the INVITE's rows into a 200 and sends it from 127.0.0.66.
+        let forger = UdpSocket::bind("127.0.0.66:0").expect("bind forger");
+        let rows: String = inv
+            .0
+            .split("\r\n")
+            .take_while(|l| !l.is_empty())
+            .skip(1)
+            .filter(|l| {
+                let n = l.split(':').next().unwrap_or_default().to_ascii_lowercase();
+                matches!(n.as_str(), "via" | "from" | "to" | "call-id" | "cseq")
+            })
+            .map(|l| if l.starts_with("To:") { format!("{l};tag=forged\r\n") } else { format!("{l}\r\n") })
+            .collect();
+        let forged = format!("SIP/2.0 200 OK\r\n{rows}Contact: <sip:evil@127.0.0.66>\r\nContent-Length: 0\r\n\r\n");
+        forger.send_to(forged.as_bytes(), sbc).expect("forge");
+        std::thread::sleep(Duration::from_millis(500));
+        callee.answer(&inv, 486);
+    });
+    let mut caller = TestUa::new(sbcd.addr());
+    let r = caller.invite(&format!("sip:bob@{callee_addr}"), &sdp("127.0.0.1", 7120, ""));
+    answering.join().expect("callee");
+    assert_eq!(r.status(), Some(486), "the forged 200 answered the call: {}", r.0);
+    let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_sip_drops_total{reason=\"response_wrong_source\"} 1"), "{metrics}");
+}
+
+/// A caller who points the Request-URI at its own server gets that server's challenge back,
+/// and the server never sees a digest of the operator's password.
+#[test]
+fn credentials_never_reach_a_server_the_caller_chose() {
+    let sbc_port = free_port();
+    let mut evil = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "evil");
+    let evil_addr = evil.local_addr();
+    let sbcd = Sbcd::with_config_on(
+        sbc_port,
+        "active_profile: p\nprofiles:\n  p:\n    enable_auth: yes\n    auth_user: trunk\n    auth_pwd: s3cret\n",
+        &[],
+    );
+    let challenging = std::thread::spawn(move || {
+        let inv = evil.recv_request(Duration::from_secs(10)).expect("INVITE");
+        evil.answer_with(&inv, 407, "Proxy-Authenticate: Digest realm=\"evil\", nonce=\"n\", qop=\"auth\"\r\n");
+        // Nothing but the ACK of the 407 may come: no INVITE with credentials.
+        let mut after = Vec::new();
+        while let Some(m) = evil.recv(Duration::from_millis(1500)) {
+            after.push(m);
+        }
+        after
+    });
+    let mut caller = TestUa::new(sbcd.addr());
+    let r = caller.invite(&format!("sip:bob@{evil_addr}"), &sdp("127.0.0.1", 7130, ""));
+    assert_eq!(r.status(), Some(407), "{}", r.0);
+    let after = challenging.join().expect("evil");
+    assert!(after.iter().all(|m| m.method() == Some("ACK")), "{after:#?}");
+    assert!(after.iter().all(|m| m.header("Proxy-Authorization").is_none()));
+    assert!(sbcd.log_text().contains("challenge relayed, not answered"));
+}
