@@ -23,7 +23,7 @@ HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-target/release/sbcd ${SBCD_CONFIG:+--config "$SBCD_CONFIG"} --listen "udp:127.0.0.1:$SBC_PORT" --admin-listen "${ADMIN_LISTEN:-off}" --log-level warn 2>"$WORK/sbcd.log" &
+target/release/sbcd --config "${SBCD_CONFIG:-benches/load/transparent.yaml}" --listen "udp:127.0.0.1:$SBC_PORT" --admin-listen "${ADMIN_LISTEN:-off}" --log-level warn 2>"$WORK/sbcd.log" &
 SBCD=$!
 sleep 0.5
 (cd "$WORK" && exec sipp -sf "$OLDPWD/$SC/uas_basic.xml" -i 127.0.0.1 -p $UAS_PORT -nostdin >/dev/null 2>&1) &
@@ -54,7 +54,7 @@ echo "max_cps_with_0_failed=$best sbcd_cpu_pct_at_max=$best_cpu"
 # Held calls, in a fresh sbcd (the allocator keeps what the rate steps used): HELD calls
 # established at 500/s and held, RSS read once all are up (their setup transactions included).
 kill $SBCD; wait $SBCD 2>/dev/null || true
-target/release/sbcd ${SBCD_CONFIG:+--config "$SBCD_CONFIG"} --listen "udp:127.0.0.1:$SBC_PORT" --admin-listen "${ADMIN_LISTEN:-off}" --log-level warn 2>>"$WORK/sbcd.log" &
+target/release/sbcd --config "${SBCD_CONFIG:-benches/load/transparent.yaml}" --listen "udp:127.0.0.1:$SBC_PORT" --admin-listen "${ADMIN_LISTEN:-off}" --log-level warn 2>>"$WORK/sbcd.log" &
 SBCD=$!
 sleep 1
 base=$(rss_kib $SBCD)

@@ -108,13 +108,14 @@ start_system() {
   local s=$1 port=${PORT[$1]} next=127.0.0.1:${UAS_PORT[$1]}
   case $s in
     sbcd | sbcd-typical)
-      local cfg=()
+      # The transparent profile, SIPp's loopback addresses trusted (benches/load/transparent.yaml).
+      local cfg=(--config "$ROOT/benches/load/transparent.yaml")
       if [ "$s" = sbcd-typical ]; then
         # Its CDRs go to the run's directory (a full run writes about a million lines).
         sed "s#/tmp/sbc-bench-cdr.csv#$WORK/cdr.csv#" "$ROOT/benches/load/typical.yaml" >"$WORK/typical.yaml"
         cfg=(--config "$WORK/typical.yaml")
       fi
-      # The built-in profile relays to the R-URI, which SIPp's UAC points at its UAS.
+      # The transparent profile relays to the R-URI, which SIPp's UAC points at its UAS.
       "$ROOT/target/release/sbcd" "${cfg[@]}" --listen "udp:127.0.0.1:$port" --admin-listen off \
         --log-level warn 2>>"$WORK/$s.log" &
       MAIN_PID[$s]=$!

@@ -111,9 +111,9 @@ impl Admission {
         }
     }
 
-    /// No limits at all (tests, and configurations without `limits.admission`).
+    /// No limits at all (engine tests and benchmarks).
     pub fn unlimited() -> Self {
-        Self::new(AdmissionSettings::default())
+        Self::new(AdmissionSettings::unlimited())
     }
 
     /// Whether a new request from `ip` is taken now.

@@ -48,6 +48,11 @@ impl Cidr {
     }
 }
 
+/// New requests a second one untrusted address may send by default.
+const DEFAULT_PER_SOURCE_CPS: u32 = 100;
+/// The burst above that rate by default (a phone's start-up: REGISTER and its subscriptions).
+const DEFAULT_PER_SOURCE_BURST: u32 = 200;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct FileAdmission {
@@ -66,8 +71,10 @@ impl Default for FileAdmission {
         Self {
             max_cps: 0,
             burst: 0,
-            per_source_cps: 0,
-            per_source_burst: 0,
+            // On by default (issue 16): one address cannot take the SBC alone. Far above what a
+            // phone or a PBX sends; carriers and the core belong in `trusted`.
+            per_source_cps: DEFAULT_PER_SOURCE_CPS,
+            per_source_burst: DEFAULT_PER_SOURCE_BURST,
             trusted: Vec::new(),
             trusted_cps: 0,
             drop_after: 200,
@@ -97,23 +104,27 @@ pub struct AdmissionSettings {
 }
 
 impl Default for AdmissionSettings {
-    /// No limits (what an absent `limits.admission` gives).
+    /// What an absent `limits.admission` gives: the per-source defaults, nothing trusted.
     fn default() -> Self {
-        let f = FileAdmission::default();
-        Self {
-            max_cps: f.max_cps,
-            burst: f.burst,
-            per_source_cps: f.per_source_cps,
-            per_source_burst: f.per_source_burst,
-            trusted: Vec::new(),
-            trusted_cps: f.trusted_cps,
-            drop_after: f.drop_after,
-            max_sources: f.max_sources,
-        }
+        Self::from_file(&FileAdmission::default()).unwrap_or_else(|_| Self::unlimited())
     }
 }
 
 impl AdmissionSettings {
+    /// No limits at all (engine tests, and benchmarks of the call path itself).
+    pub fn unlimited() -> Self {
+        Self {
+            max_cps: 0,
+            burst: 0,
+            per_source_cps: 0,
+            per_source_burst: 0,
+            trusted: Vec::new(),
+            trusted_cps: 0,
+            drop_after: 0,
+            max_sources: 1,
+        }
+    }
+
     pub(super) fn from_file(f: &FileAdmission) -> Result<Self, (String, String)> {
         let trusted = f
             .trusted
