@@ -200,6 +200,18 @@ impl Admission {
         }
     }
 
+    /// Whether new requests from `ip` are ignored now, counted as ignored if so. The receivers
+    /// ask before parsing (see `transport/shed.rs`), so a flood from an ignored source costs
+    /// one read of the table per datagram, not a parse and a trip through a shard's queue.
+    pub fn ignores(&self, now: Instant, ip: IpAddr) -> bool {
+        let ignored =
+            self.sources.get(&source_key(ip)).is_some_and(|s| s.ignored_until.is_some_and(|until| now < until));
+        if ignored {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        ignored
+    }
+
     /// Forgets sources that have gone quiet (the driver calls this periodically).
     pub fn sweep(&self, now: Instant) {
         self.sources.retain(|_, s| {
@@ -234,6 +246,21 @@ mod tests {
             drop_after: 20,
             max_sources: 3,
         }
+    }
+
+    #[test]
+    fn an_ignored_source_is_known_without_charging_it() {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let t0 = Instant::now();
+        let a = Admission::new(settings());
+        let src = ip("192.0.2.7");
+        assert!(!a.ignores(t0, src));
+        for _ in 0..30 {
+            a.admit(t0, src);
+        }
+        assert!(a.ignores(t0, src));
+        assert!(!a.ignores(t0, ip("192.0.2.8")));
+        assert!(!a.ignores(t0 + FLAG_TIME, src), "the minute is over");
     }
 
     fn ip(s: &str) -> IpAddr {

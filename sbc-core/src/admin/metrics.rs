@@ -101,6 +101,7 @@ impl Collector for SbcCollector {
         let mut drops: Vec<(String, u64)> = l.drops.iter().map(|(r, v)| ((*r).to_string(), *v)).collect();
         drops.push(("parse_error".into(), d.parse_errors.load(Relaxed)));
         drops.push(("queue_full".into(), d.queue_full_drops.load(Relaxed)));
+        drops.push(("overload_shed".into(), d.overload_shed.load(Relaxed)));
         counters(e, "sbc_sip_drops", "Messages dropped without a reply, by reason", "reason", drops)?;
         counter(
             e,

@@ -6,6 +6,7 @@
 mod admin_query;
 mod callcontrol;
 mod shard;
+mod shed;
 mod tcp;
 mod udp;
 
@@ -53,6 +54,8 @@ pub struct DriverCounters {
     pub parse_errors: AtomicU64,
     pub queue_full_drops: AtomicU64,
     pub stray_responses: AtomicU64,
+    /// New requests dropped because their shard's queue was half full (`shed.rs`).
+    pub overload_shed: AtomicU64,
     pub send_errors: AtomicU64,
     pub tcp_connections: AtomicUsize,
     pub tcp_refused: AtomicU64,
@@ -72,16 +75,27 @@ pub(crate) struct Shared {
     pub(crate) trusted: Vec<profiles::config::Cidr>,
     pub(crate) tcp_idle_timeout: Duration,
     pub(crate) tcp_message_timeout: Duration,
+    /// Asked before parsing whether a source is ignored (`shed.rs`).
+    pub(crate) admission: Arc<crate::admission::Admission>,
 }
 
 impl Shared {
     /// Parses what a socket received and hands it to the owning shard.
     pub(crate) fn dispatch(&self, bytes: Bytes, src: crate::b2bua::Source) {
+        #[allow(clippy::disallowed_methods)] // driver-side: admission's ignore list is timed
+        if shed::opens_new_work(&bytes) && self.admission.ignores(std::time::Instant::now(), src.remote.ip()) {
+            return;
+        }
         let n = self.shards.len() as u8;
         let input = match Message::parse(bytes.clone()) {
             Ok(msg) => {
                 let shard = if msg.is_request() {
-                    shard_of_call_id(msg.call_id().unwrap_or_default(), n)
+                    let shard = shard_of_call_id(msg.call_id().unwrap_or_default(), n);
+                    if shed::is_new_request(&msg) && self.shard_overloaded(shard) {
+                        self.counters.overload_shed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    shard
                 } else {
                     match msg.top_via().and_then(|v| v.branch()).and_then(shard_of_branch) {
                         Some(s) if s < n => s,
@@ -104,6 +118,10 @@ impl Shared {
     /// Bytes a stream could not frame: the engine answers 400 if it can.
     pub(crate) fn dispatch_unframeable(&self, bytes: Bytes, err: ParseError, src: crate::b2bua::Source) {
         self.enqueue(0, ShardInput::Unparseable(bytes, err, src));
+    }
+
+    fn shard_overloaded(&self, shard: u8) -> bool {
+        self.shards.get(usize::from(shard)).is_some_and(|q| shed::overloaded(q.capacity(), q.max_capacity()))
     }
 
     fn enqueue(&self, shard: u8, input: ShardInput) {
@@ -294,6 +312,7 @@ impl Runtime {
             senders.push(tx);
             receivers.push(rx);
         }
+        let admission = Arc::new(crate::admission::Admission::new(cfg.admission.clone()));
         let shared = Arc::new(Shared {
             sockets,
             udp,
@@ -303,6 +322,7 @@ impl Runtime {
             tcp_max_connections: cfg.tcp_max_connections,
             tcp_max_per_source: cfg.tcp_max_connections_per_source,
             trusted: cfg.admission.trusted.clone(),
+            admission: admission.clone(),
             tcp_idle_timeout: cfg.tcp_idle_timeout,
             tcp_message_timeout: cfg.tcp_message_timeout,
         });
@@ -316,7 +336,6 @@ impl Runtime {
         let relay = start_relay(cfg)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
         let nonce_key = secret_key()?;
-        let admission = Arc::new(crate::admission::Admission::new(cfg.admission.clone()));
         {
             let admission = admission.clone();
             tokio::spawn(async move {
