@@ -112,6 +112,27 @@ fn ipv4_caller_bridged_to_ipv6_callee() {
     assert_eq!(recv(&caller).0, rtp(8));
 }
 
+/// An IPv6 source read after IPv4 datagrams by the same worker is reported whole: a symmetric
+/// IPv6 side latches onto its real address and gets the answer's audio (recvmmsg keeps each
+/// header's address length from the datagram before; `userspace/worker.rs`).
+#[test]
+fn a_symmetric_ipv6_side_latches_its_real_address_after_ipv4_packets() {
+    let r = relay(42300, 42399);
+    let (caller, callee) = (peer("::1"), peer("127.0.0.1"));
+    let mut s = r.session(sides("v6", "v4", true)).expect("session");
+    let to_b = s.update(0, &[offered(&caller)]).adverts[0].expect("relayed");
+    let to_a = s.update(1, &[offered(&callee)]).adverts[0].expect("relayed");
+    // IPv4 first, through the same worker; A is not latched yet: to its SDP address.
+    callee.send_to(&rtp(1), (to_b.addr, to_b.port)).expect("send");
+    assert_eq!(recv(&caller).0, rtp(1));
+    caller.send_to(&rtp(2), (to_a.addr, to_a.port)).expect("send");
+    assert_eq!(recv(&callee).0, rtp(2));
+    callee.send_to(&rtp(3), (to_b.addr, to_b.port)).expect("send");
+    let (pkt, from) = recv(&caller);
+    assert_eq!(pkt, rtp(3), "the latched IPv6 address is the caller's");
+    assert!(from.is_ipv6());
+}
+
 #[test]
 fn symmetric_caller_behind_nat_gets_audio_and_a_new_answer_retargets() {
     let r = relay(42200, 42299);

@@ -37,6 +37,8 @@ pub(crate) enum Command {
 struct Slot {
     id: StreamId,
     sockets: [[UdpSocket; 2]; 2],
+    /// Each side's sockets are IPv6 (they take the IPv6 receive headers).
+    v6: [bool; 2],
     flows: StreamFlows,
     counters: Arc<StreamCounters>,
     /// Declared after `sockets`: the ports return to the pool once the sockets are closed.
@@ -88,7 +90,11 @@ impl Worker {
     pub(crate) fn run(mut self) {
         let mut events = [EpollEvent::empty(); 64];
         let mut bufs: Box<[[u8; BUF]; BATCH]> = Box::new([[0; BUF]; BATCH]);
-        let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        // Receive headers per address family: recvmmsg leaves each header's address length at
+        // what the last datagram into it used, so after an IPv4 datagram (16 bytes) a header
+        // would cut an IPv6 source (28) short and report a wrong address. A socket's datagrams
+        // all have its family's length, so one set per family always has room.
+        let mut rx = [(); 2].map(|()| MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None));
         let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
         loop {
             let n = match self.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
@@ -150,8 +156,9 @@ impl Worker {
         }
         let flows = StreamFlows::new(s.spec, self.latch_window_ms, self.now_ms());
         self.by_id.insert(s.id, idx);
-        let StreamSockets { sockets, leases, .. } = s.sockets;
-        self.slots[idx] = Some(Slot { id: s.id, sockets, flows, counters: s.counters, _leases: leases });
+        let StreamSockets { sockets, leases, locals } = s.sockets;
+        let v6 = [locals[0][0].is_ipv6(), locals[1][0].is_ipv6()];
+        self.slots[idx] = Some(Slot { id: s.id, sockets, v6, flows, counters: s.counters, _leases: leases });
         self.counters.streams.fetch_add(1, Relaxed);
     }
 
@@ -173,7 +180,7 @@ impl Worker {
         token: u64,
         now: u64,
         bufs: &mut [[u8; BUF]; BATCH],
-        rx: &mut MultiHeaders<SockaddrStorage>,
+        rx: &mut [MultiHeaders<SockaddrStorage>; 2],
         tx: &mut MultiHeaders<SockaddrStorage>,
     ) {
         let (idx, side, comp) = ((token >> 2) as usize, ((token >> 1) & 1) as usize, (token & 1) as usize);
@@ -182,6 +189,7 @@ impl Worker {
         let received = {
             let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
             let fd = slot.sockets[side][comp].as_raw_fd();
+            let rx = &mut rx[usize::from(slot.v6[side])];
             match recvmmsg(fd, rx, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None) {
                 Ok(results) => {
                     let mut n = 0;
