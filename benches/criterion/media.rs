@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rtp_relay::flow::{RemoteSpec, StreamFlows, StreamSpec, RTP};
+use rtp_relay::flow::{FlowLimits, RemoteSpec, StreamFlows, StreamSpec, RTP};
 use sbc_benches::{allocations_per_op, report_allocations, CountingAlloc};
 
 #[global_allocator]
@@ -21,9 +21,15 @@ fn flows(i: usize) -> StreamFlows {
     let at = |net: u8, port: u16| -> Option<SocketAddr> {
         Some(SocketAddr::from(([10, net, (i >> 8) as u8, i as u8], port)))
     };
-    let remote =
-        |net, symmetric| RemoteSpec { addr: [at(net, 4000), at(net, 4001)], symmetric, drop_payload_type: None };
-    StreamFlows::new(StreamSpec { remotes: [remote(1, true), remote(2, false)] }, 2000, 0)
+    let remote = |net, symmetric| RemoteSpec {
+        addr: [at(net, 4000), at(net, 4001)],
+        symmetric,
+        drop_payload_type: None,
+        signalling: None,
+    };
+    // Policing on, as sbcd's default (its cost is part of the decision).
+    let limits = FlowLimits { latch_window_ms: 2000, max_packet_rate: 1000 };
+    StreamFlows::new(StreamSpec { remotes: [remote(1, true), remote(2, false)] }, limits, 0)
 }
 
 fn run(c: &mut Criterion) {

@@ -133,13 +133,18 @@ fn main() {
         }],
         latch_window: Duration::from_secs(2),
         workers: args.workers,
+        // Policing on, as sbcd runs it (its cost is part of the per-packet figure).
+        max_packet_rate: 1000,
+        max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS,
+        policy: None,
     };
     let relay = Relay::start(&cfg).expect("relay starts");
     let mut sessions: Vec<Session> = Vec::with_capacity(calls);
     let mut targets = Vec::with_capacity(args.streams);
     for _ in 0..calls {
         // Latching on, as rtpengine learns its peers by default.
-        let side = || SideOptions { interface: "bench".into(), symmetric: true, dtmf_filtering: false };
+        let side =
+            || SideOptions { interface: "bench".into(), symmetric: true, dtmf_filtering: false, signalling: None };
         let mut s = relay.session([side(), side()]).expect("session");
         let offer = |a: SocketAddr| Offered {
             relayable: true,

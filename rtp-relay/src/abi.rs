@@ -108,11 +108,11 @@ mod tests {
         let b: SocketAddr = "10.0.0.2:6000".parse().expect("addr");
         let spec = StreamSpec {
             remotes: [
-                RemoteSpec { addr: [Some(a), None], symmetric: true, drop_payload_type: Some(101) },
-                RemoteSpec { addr: [Some(b), None], symmetric: false, drop_payload_type: None },
+                RemoteSpec { addr: [Some(a), None], symmetric: true, drop_payload_type: Some(101), signalling: None },
+                RemoteSpec { addr: [Some(b), None], symmetric: false, drop_payload_type: None, signalling: None },
             ],
         };
-        let flows = StreamFlows::new(spec, 2000, 0);
+        let flows = StreamFlows::new(spec, crate::flow::FlowLimits { latch_window_ms: 2000, max_packet_rate: 0 }, 0);
         let l = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let locals = [[l(10000), l(10001)], [l(20000), l(20001)]];
         let e = stream_entries(7, &flows, &locals, 3);

@@ -17,11 +17,28 @@ pub enum DropReason {
     SendError = 3,
     /// Too short to be RTP/RTCP (fewer than 4 bytes: not even an RTCP header).
     Malformed = 4,
+    /// Over the endpoint's packet rate (`media.max_packet_rate`).
+    RateLimited = 5,
+    /// Sent from one of the relay's own sockets (a forwarding loop, or a spoofed source).
+    OwnSource = 6,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 5] =
-        [Self::NoDestination, Self::ForeignSource, Self::DtmfFiltered, Self::SendError, Self::Malformed];
+    pub const COUNT: usize = 7;
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::NoDestination,
+        Self::ForeignSource,
+        Self::DtmfFiltered,
+        Self::SendError,
+        Self::Malformed,
+        Self::RateLimited,
+        Self::OwnSource,
+    ];
+
+    /// Drops that say nothing of the call's own media: they never count as activity.
+    pub fn is_rejection(self) -> bool {
+        matches!(self, Self::ForeignSource | Self::Malformed | Self::RateLimited | Self::OwnSource)
+    }
     pub fn label(self) -> &'static str {
         match self {
             Self::NoDestination => "no_destination",
@@ -29,6 +46,8 @@ impl DropReason {
             Self::DtmfFiltered => "dtmf_filtered",
             Self::SendError => "send_error",
             Self::Malformed => "malformed",
+            Self::RateLimited => "rate_limited",
+            Self::OwnSource => "own_source",
         }
     }
 }
@@ -39,7 +58,7 @@ pub struct SideCounters {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub forwarded: AtomicU64,
-    pub drops: [AtomicU64; 5],
+    pub drops: [AtomicU64; DropReason::COUNT],
     pub latches: AtomicU64,
     /// Milliseconds since the relay's epoch of the last packet received (0 = none yet).
     pub last_rx_ms: AtomicU64,
@@ -67,7 +86,7 @@ pub struct SideSnapshot {
     pub packets: u64,
     pub bytes: u64,
     pub forwarded: u64,
-    pub drops: [u64; 5],
+    pub drops: [u64; DropReason::COUNT],
     pub latches: u64,
 }
 
@@ -101,7 +120,7 @@ pub struct WorkerCounters {
     pub packets: AtomicU64,
     pub bytes: AtomicU64,
     pub forwarded: AtomicU64,
-    pub drops: [AtomicU64; 5],
+    pub drops: [AtomicU64; DropReason::COUNT],
     pub latches: AtomicU64,
     pub streams: AtomicU64,
 }
@@ -112,7 +131,7 @@ pub struct RelayStats {
     pub packets: u64,
     pub bytes: u64,
     pub forwarded: u64,
-    pub drops: [u64; 5],
+    pub drops: [u64; DropReason::COUNT],
     pub latches: u64,
     /// Streams installed in the forwarder now.
     pub streams: u64,
@@ -120,6 +139,8 @@ pub struct RelayStats {
     pub ports_in_use: u64,
     /// Allocations that failed because no port pair could be bound.
     pub allocation_failures: u64,
+    /// Streams refused because their SDP aimed them where media must not go (`policy.rs`).
+    pub destinations_refused: u64,
 }
 
 impl RelayStats {

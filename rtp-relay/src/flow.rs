@@ -1,12 +1,17 @@
 //! The sans-IO flow table entry of one stream: where each side's packets go and which sources
 //! are accepted. No sockets, no clock: the worker passes the time in milliseconds.
 //!
-//! Latching (symmetric RTP) resists RTP injection ("RTP bleed"): a side learns its peer's real
-//! address from the first packet, and afterwards moves only to a packet from the address its SDP
-//! names, or to any source during the latching window that follows the first latch or a new
-//! offer/answer. Outside that window a stranger's packets are dropped and counted.
-
-use std::net::SocketAddr;
+//! Which sources a side's socket accepts (issue 16; latching resists RTP injection, "RTP
+//! bleed"):
+//! - a side's *preferred* sources are its SDP address's host and the host its signalling
+//!   comes from; a side without symmetric RTP takes packets from those alone;
+//! - a symmetric side latches onto the first source, and afterwards moves to another source
+//!   only when that one is preferred (always, if the current one is not; else in the latching
+//!   window that follows the first latch or a new offer/answer), or when it continues the same
+//!   SSRC within the window from a latch that is not preferred (a NAT binding that changed).
+//!   A stranger can neither take a preferred latch nor start a new SSRC;
+//! - every endpoint is policed to a packet rate (a flood through one stream stops there).
+use std::net::{IpAddr, SocketAddr};
 
 use crate::counters::DropReason;
 
@@ -23,6 +28,8 @@ pub struct RemoteSpec {
     pub symmetric: bool,
     /// Drop RTP packets of this payload type that it sends (`rtprelay_dtmf_filtering`).
     pub drop_payload_type: Option<u8>,
+    /// The host this side's signalling comes from: a preferred media source.
+    pub signalling: Option<IpAddr>,
 }
 
 /// Both sides of a stream; index 0 = A side, 1 = B side.
@@ -31,13 +38,56 @@ pub struct StreamSpec {
     pub remotes: [RemoteSpec; 2],
 }
 
+/// Limits every stream of a relay applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowLimits {
+    /// After a first latch or a new offer/answer, a symmetric side may move for this long.
+    pub latch_window_ms: u64,
+    /// Packets a second one endpoint (a side's RTP or RTCP) may send; 0 = no limit.
+    pub max_packet_rate: u32,
+}
+
 /// One remote endpoint (a side's RTP or RTCP): its SDP address and what latching learned.
 #[derive(Debug, Clone, Copy, Default)]
 struct Endpoint {
     sdp: Option<SocketAddr>,
     latched: Option<SocketAddr>,
-    /// Re-latching to any source is allowed until then (relay-epoch ms).
+    /// The SSRC the latched source sends (RTP, or RTCP's sender SSRC).
+    ssrc: Option<u32>,
+    /// Re-latching is allowed until then (relay-epoch ms).
     open_until_ms: u64,
+    /// Packet-rate bucket: tokens left and when it was last filled.
+    tokens: u32,
+    filled_ms: u64,
+}
+
+impl Endpoint {
+    /// Takes one packet's token; refills at `rate` a second up to one second's worth.
+    fn police(&mut self, rate: u32, now_ms: u64) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let earned = now_ms.saturating_sub(self.filled_ms).saturating_mul(u64::from(rate)) / 1000;
+        if earned > 0 {
+            self.tokens = u64::from(self.tokens).saturating_add(earned).min(u64::from(rate)) as u32;
+            self.filled_ms = now_ms;
+        }
+        match self.tokens.checked_sub(1) {
+            Some(left) => {
+                self.tokens = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The SSRC of an RTP packet, or the sender SSRC of an RTCP one (RFC 3550 §5.1, §6.4).
+fn ssrc(comp: usize, data: &[u8]) -> Option<u32> {
+    let rtcp = comp == RTCP || data.get(1).is_some_and(|pt| (192..=223).contains(pt));
+    let at = if rtcp { 4 } else { 8 };
+    let b = data.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// What to do with one received packet.
@@ -60,12 +110,15 @@ pub struct Outcome {
 pub struct StreamFlows {
     spec: StreamSpec,
     ends: [[Endpoint; 2]; 2],
-    latch_window_ms: u64,
+    limits: FlowLimits,
 }
 
 impl StreamFlows {
-    pub fn new(spec: StreamSpec, latch_window_ms: u64, now_ms: u64) -> Self {
-        let mut s = Self { spec: StreamSpec::default(), ends: Default::default(), latch_window_ms };
+    pub fn new(spec: StreamSpec, limits: FlowLimits, now_ms: u64) -> Self {
+        let mut s = Self { spec: StreamSpec::default(), ends: Default::default(), limits };
+        for e in s.ends.iter_mut().flatten() {
+            (e.tokens, e.filled_ms) = (limits.max_packet_rate, now_ms);
+        }
         s.update(spec, now_ms);
         s
     }
@@ -82,7 +135,7 @@ impl StreamFlows {
             for comp in [RTP, RTCP] {
                 let e = &mut self.ends[side][comp];
                 e.sdp = spec.remotes[side].addr[comp];
-                e.open_until_ms = now_ms.saturating_add(self.latch_window_ms);
+                e.open_until_ms = now_ms.saturating_add(self.limits.latch_window_ms);
             }
         }
         self.spec = spec;
@@ -104,29 +157,57 @@ impl StreamFlows {
         }
     }
 
+    /// Whether `ip` is a preferred source of `side`: its SDP host or its signalling host.
+    fn preferred(&self, side: usize, comp: usize, ip: IpAddr) -> bool {
+        let canon = ip.to_canonical();
+        let sdp = [self.ends[side][comp].sdp, self.ends[side][RTP].sdp];
+        sdp.iter().flatten().any(|a| a.ip().to_canonical() == canon)
+            || self.spec.remotes[side].signalling.is_some_and(|s| s.to_canonical() == canon)
+    }
+
     /// A packet `data` from `src` arrived on `side`'s `comp` socket at `now_ms`.
     pub fn on_packet(&mut self, side: usize, comp: usize, src: SocketAddr, data: &[u8], now_ms: u64) -> Outcome {
         let drop = |r, latched| Outcome { verdict: Verdict::Drop(r), latched };
         if data.len() < 4 {
             return drop(DropReason::Malformed, false);
         }
+        // Policed before anything else: a flood must not move a latch either.
+        if !self.ends[side][comp].police(self.limits.max_packet_rate, now_ms) {
+            return drop(DropReason::RateLimited, false);
+        }
+        let preferred = self.preferred(side, comp, src.ip());
         let mut latched = false;
         if self.spec.remotes[side].symmetric {
-            let window = self.latch_window_ms;
+            let window = self.limits.latch_window_ms;
+            let current_preferred = self.ends[side][comp].latched.is_some_and(|a| self.preferred(side, comp, a.ip()));
             let e = &mut self.ends[side][comp];
+            let packet_ssrc = ssrc(comp, data);
             match e.latched {
-                Some(a) if a == src => {}
+                Some(a) if a == src => {
+                    // An SSRC change is taken from the latched address only.
+                    e.ssrc = packet_ssrc.or(e.ssrc);
+                }
                 None => {
                     e.latched = Some(src);
+                    e.ssrc = packet_ssrc;
                     e.open_until_ms = e.open_until_ms.max(now_ms.saturating_add(window));
                     latched = true;
                 }
-                Some(_) if Some(src) == e.sdp || now_ms < e.open_until_ms => {
+                Some(_) => {
+                    let in_window = now_ms < e.open_until_ms;
+                    let takes_over = Some(src) == e.sdp
+                        || (preferred && (!current_preferred || in_window))
+                        || (!current_preferred && in_window && packet_ssrc.is_some() && packet_ssrc == e.ssrc);
+                    if !takes_over {
+                        return drop(DropReason::ForeignSource, false);
+                    }
                     e.latched = Some(src);
+                    e.ssrc = packet_ssrc;
                     latched = true;
                 }
-                Some(_) => return drop(DropReason::ForeignSource, false),
             }
+        } else if !preferred {
+            return drop(DropReason::ForeignSource, false);
         }
         // RFC 4733 events ride RTP; with rtcp-mux an RTCP packet (PT 200-204, RFC 5761 §4) on
         // the RTP socket is never mistaken for one.

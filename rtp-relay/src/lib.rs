@@ -7,17 +7,20 @@
 //!   can take flows later without changing callers; [`abi`] is the record it would mirror.
 //! - [`userspace`]: the reference forwarder (epoll + recvmmsg/sendmmsg, a thread per core).
 //! - [`counters`]: per-stream and relay-wide counters for metrics.
+//! - [`policy`]: where an SDP may aim a stream.
 
 pub mod abi;
 pub mod counters;
 pub mod flow;
 pub mod forwarder;
+pub mod policy;
 pub mod ports;
 pub mod session;
 pub mod userspace;
 
 pub use counters::{DropReason, RelayStats, SideSnapshot};
 pub use forwarder::{ForwardError, Forwarder};
+pub use policy::DestinationPolicy;
 pub use ports::MediaInterface;
 pub use session::{Advert, Anchoring, Offered, Relay, RelayConfig, Session, SideOptions};
 

@@ -24,6 +24,14 @@ impl MediaInterface {
     pub fn advertised(&self) -> IpAddr {
         self.advertise.unwrap_or(self.bind)
     }
+
+    /// Whether `addr` is one of this interface's relay sockets (bound or advertised address,
+    /// a port of its range).
+    pub fn owns(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
+        (ip == self.bind.to_canonical() || Some(ip) == self.advertise.map(|a| a.to_canonical()))
+            && (self.port_min..=self.port_max.saturating_add(1)).contains(&addr.port())
+    }
 }
 
 /// An RTP socket and its RTCP socket, bound. Fields drop in order: the sockets close before

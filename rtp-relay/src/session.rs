@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::counters::{RelayStats, SideSnapshot, StreamCounters};
-use crate::flow::{RemoteSpec, StreamSpec};
+use crate::flow::{FlowLimits, RemoteSpec, StreamSpec};
 use crate::forwarder::{Forwarder, NewStream, StreamId, StreamSockets};
+use crate::policy::{built_in, DestinationPolicy};
 use crate::ports::{MediaInterface, PortPool};
 use crate::userspace::UserspaceForwarder;
 use crate::RelayError;
@@ -23,10 +24,25 @@ pub struct RelayConfig {
     pub latch_window: Duration,
     /// Forwarder threads (0 = one per core).
     pub workers: usize,
+    /// Packets a second one endpoint of a stream may send (0 = no limit).
+    pub max_packet_rate: u32,
+    /// m-lines relayed per call; further ones are rejected (port 0).
+    pub max_streams: usize,
+    /// The configuration's rules for media destinations, beyond the relay's own.
+    pub policy: Option<Arc<dyn DestinationPolicy>>,
+}
+
+impl RelayConfig {
+    fn limits(&self) -> FlowLimits {
+        FlowLimits { latch_window_ms: self.latch_window.as_millis() as u64, max_packet_rate: self.max_packet_rate }
+    }
 }
 
 pub struct Relay {
     pools: Vec<Arc<PortPool>>,
+    max_streams: usize,
+    policy: Option<Arc<dyn DestinationPolicy>>,
+    destinations_refused: AtomicU64,
     forwarder: Arc<dyn Forwarder>,
     epoch: Instant,
     next_stream: AtomicU64,
@@ -47,7 +63,8 @@ impl Relay {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let fwd = UserspaceForwarder::start(workers, epoch, cfg.latch_window.as_millis() as u64)?;
+        let own: Arc<[MediaInterface]> = cfg.interfaces.clone().into();
+        let fwd = UserspaceForwarder::start(workers, epoch, cfg.limits(), own)?;
         Ok(Self::with_forwarder(cfg, Arc::new(fwd), epoch))
     }
 
@@ -57,6 +74,9 @@ impl Relay {
         let pools = cfg.interfaces.iter().cloned().map(|i| Arc::new(PortPool::new(i))).collect();
         Arc::new(Self {
             pools,
+            max_streams: cfg.max_streams,
+            policy: cfg.policy.clone(),
+            destinations_refused: AtomicU64::new(0),
             forwarder,
             epoch,
             next_stream: AtomicU64::new(1),
@@ -84,7 +104,15 @@ impl Relay {
         }
         s.ports_in_use = self.pools.iter().map(|p| p.in_use.load(Relaxed)).sum();
         s.allocation_failures = self.allocation_failures.load(Relaxed);
+        s.destinations_refused = self.destinations_refused.load(Relaxed);
         s
+    }
+
+    /// Why a side on media interface `iface` must not send to `dest` (see `policy.rs`).
+    fn refuse_destination(&self, iface: &str, dest: SocketAddr) -> Option<&'static str> {
+        let own: Vec<&MediaInterface> = self.interfaces().collect();
+        let side = self.pool(iface).ok().map(|p| &p.iface)?;
+        built_in(&own, side, dest).or_else(|| self.policy.as_ref().and_then(|p| p.refuse(dest)))
     }
 
     /// Media of a new call. Fails when an interface is not configured.
@@ -105,6 +133,8 @@ pub struct SideOptions {
     pub symmetric: bool,
     /// Drop RFC 4733 event packets this side sends.
     pub dtmf_filtering: bool,
+    /// The host this side's signalling comes from (a preferred media source, see `flow.rs`).
+    pub signalling: Option<IpAddr>,
 }
 
 /// One m-line of an SDP, as far as the relay cares.
@@ -134,9 +164,9 @@ pub struct Advert {
     pub port: u16,
 }
 
-/// Streams (m-lines) relayed per call; further ones are rejected, so one SDP cannot take a
-/// pool's ports.
-pub const MAX_STREAMS: usize = 16;
+/// Streams (m-lines) relayed per call by default; further ones are rejected, so one SDP
+/// cannot take a pool's ports (an audio and a video stream with room to spare).
+pub const DEFAULT_MAX_STREAMS: usize = 4;
 
 #[derive(Debug)]
 struct Stream {
@@ -157,6 +187,8 @@ pub struct Anchoring {
     pub adverts: Vec<Option<Advert>>,
     /// Why some stream got no ports (the others are anchored).
     pub failure: Option<RelayError>,
+    /// Streams refused for where their SDP aimed them: (m-line index, reason, address).
+    pub refused: Vec<(usize, &'static str, SocketAddr)>,
 }
 
 impl Anchoring {
@@ -185,17 +217,27 @@ impl Session {
     pub fn update(&mut self, from: usize, media: &[Offered]) -> Anchoring {
         let from = from.min(1);
         let to = 1 - from;
-        if self.streams.len() < media.len().min(MAX_STREAMS) {
-            self.streams.resize_with(media.len().min(MAX_STREAMS), || None);
+        let max_streams = self.relay.max_streams;
+        if self.streams.len() < media.len().min(max_streams) {
+            self.streams.resize_with(media.len().min(max_streams), || None);
         }
         let mut out = Vec::with_capacity(media.len());
         let mut failure = None;
+        let mut refused = Vec::new();
         for (i, m) in media.iter().enumerate() {
-            if i >= MAX_STREAMS {
+            if i >= max_streams {
                 out.push(None);
                 continue;
             }
-            if m.rejected || !m.relayable {
+            let aimed_badly = [m.rtp, m.rtcp]
+                .into_iter()
+                .flatten()
+                .find_map(|dest| self.relay.refuse_destination(&self.sides[from].interface, dest).map(|r| (r, dest)));
+            if let Some((reason, dest)) = aimed_badly.filter(|_| !m.rejected && m.relayable) {
+                self.relay.destinations_refused.fetch_add(1, Relaxed);
+                refused.push((i, reason, dest));
+            }
+            if m.rejected || !m.relayable || aimed_badly.is_some() {
                 if let Some(s) = self.streams[i].take() {
                     self.close(s);
                 }
@@ -206,6 +248,7 @@ impl Session {
                 addr: [m.rtp, m.rtcp.or_else(|| m.rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))))],
                 symmetric: self.sides[from].symmetric || m.sends_first,
                 drop_payload_type: None,
+                signalling: self.sides[from].signalling,
             };
             let filtering = [self.sides[0].dtmf_filtering, self.sides[1].dtmf_filtering];
             match self.streams[i].as_mut() {
@@ -243,7 +286,7 @@ impl Session {
             let addr = self.advertised(to);
             out.push(self.streams[i].as_ref().zip(addr).map(|(s, addr)| Advert { addr, port: s.ports[to] }));
         }
-        Anchoring { adverts: out, failure }
+        Anchoring { adverts: out, failure, refused }
     }
 
     fn open(&self, spec: StreamSpec) -> Result<Stream, RelayError> {

@@ -10,5 +10,6 @@ pub mod b2bua;
 pub use profiles::config;
 pub mod crash;
 pub mod explain;
+pub mod media_policy;
 pub mod sip;
 pub mod transport;

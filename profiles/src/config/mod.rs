@@ -109,11 +109,23 @@ struct FileMediaSettings {
     hold_timeout_s: u64,
     latch_window_ms: u64,
     workers: usize,
+    max_streams: usize,
+    max_packet_rate: u32,
+    deny: Vec<String>,
 }
 
 impl Default for FileMediaSettings {
     fn default() -> Self {
-        Self { timeout_s: 60, hold_timeout_s: 3600, latch_window_ms: 2000, workers: 0 }
+        Self {
+            timeout_s: 60,
+            hold_timeout_s: 3600,
+            latch_window_ms: 2000,
+            workers: 0,
+            max_streams: 4,
+            // Twenty times a 20 ms audio stream, room for HD video.
+            max_packet_rate: 1000,
+            deny: Vec::new(),
+        }
     }
 }
 
@@ -356,6 +368,13 @@ pub struct MediaSettings {
     pub latch_window: Duration,
     /// Forwarder threads (0 = one per core).
     pub workers: usize,
+    /// m-lines relayed per call; further ones are rejected (port 0).
+    pub max_streams: usize,
+    /// Packets a second one side of a stream may send (RTP and RTCP each; 0 = no limit).
+    pub max_packet_rate: u32,
+    /// Media destinations an SDP may not name (besides the SBC's own sockets, multicast,
+    /// link-local and unspecified addresses, which are always refused).
+    pub deny: Vec<Cidr>,
 }
 
 /// Where the registration cache is kept across restarts (`registrations.store`).
@@ -549,6 +568,16 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         return Err(err(None, "media.timeout_s", "must be 0 (off) or at least 5 s".into()));
     }
     let admission = AdmissionSettings::from_file(&f.limits.admission).map_err(|(k, m)| err(None, &k, m))?;
+    let media_deny = f
+        .media
+        .deny
+        .iter()
+        .map(|c| Cidr::parse(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| err(None, "media.deny", m))?;
+    if f.media.max_streams == 0 {
+        return Err(err(None, "media.max_streams", "must be at least 1".into()));
+    }
     let admin_listen = AdminSettings::parse_listen(&f.admin.listen).map_err(|m| err(None, "admin.listen", m))?;
     let admin_token = match (&f.admin.token, &f.admin.token_file) {
         (Some(_), Some(_)) => return Err(err(None, "admin.token_file", "give token or token_file, not both".into())),
@@ -605,6 +634,9 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             hold_timeout: Duration::from_secs(f.media.hold_timeout_s),
             latch_window: Duration::from_millis(f.media.latch_window_ms),
             workers: f.media.workers,
+            max_streams: f.media.max_streams,
+            max_packet_rate: f.media.max_packet_rate,
+            deny: media_deny,
         },
         admin: AdminSettings { listen: admin_listen, token: admin_token },
         max_registrations: f.registrations.max_bindings.unwrap_or(1_000_000),

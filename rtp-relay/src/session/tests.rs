@@ -17,14 +17,17 @@ fn relay(port_min: u16, port_max: u16) -> Arc<Relay> {
         interfaces: vec![iface("v4", "127.0.0.1"), iface("v6", "::1")],
         latch_window: Duration::from_millis(2000),
         workers: 2,
+        max_packet_rate: 1000,
+        max_streams: DEFAULT_MAX_STREAMS,
+        policy: None,
     };
     Relay::start(&cfg).expect("relay starts")
 }
 
 fn sides(a: &str, b: &str, symmetric_a: bool) -> [SideOptions; 2] {
     [
-        SideOptions { interface: a.into(), symmetric: symmetric_a, dtmf_filtering: false },
-        SideOptions { interface: b.into(), symmetric: false, dtmf_filtering: false },
+        SideOptions { interface: a.into(), symmetric: symmetric_a, dtmf_filtering: false, signalling: None },
+        SideOptions { interface: b.into(), symmetric: false, dtmf_filtering: false, signalling: None },
     ]
 }
 
@@ -204,11 +207,11 @@ fn one_sdp_cannot_take_more_than_the_stream_cap() {
     let r = relay(42600, 42799);
     let caller = peer("127.0.0.1");
     let mut s = r.session(sides("v4", "v4", false)).expect("session");
-    let many = vec![offered(&caller); MAX_STREAMS + 5];
+    let many = vec![offered(&caller); DEFAULT_MAX_STREAMS + 5];
     let result = s.update(0, &many);
-    assert_eq!(result.adverts.iter().filter(|a| a.is_some()).count(), MAX_STREAMS);
-    assert!(result.adverts[MAX_STREAMS..].iter().all(Option::is_none));
-    assert_eq!(r.stats().ports_in_use, 2 * MAX_STREAMS as u64);
+    assert_eq!(result.adverts.iter().filter(|a| a.is_some()).count(), DEFAULT_MAX_STREAMS);
+    assert!(result.adverts[DEFAULT_MAX_STREAMS..].iter().all(Option::is_none));
+    assert_eq!(r.stats().ports_in_use, 2 * DEFAULT_MAX_STREAMS as u64);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 mod worker;
 
+use crate::flow::FlowLimits;
+use crate::ports::MediaInterface;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -36,8 +38,14 @@ impl std::fmt::Debug for UserspaceForwarder {
 }
 
 impl UserspaceForwarder {
-    /// Starts `workers` threads (at least one). `epoch` is the zero of the counters' times.
-    pub fn start(workers: usize, epoch: Instant, latch_window_ms: u64) -> Result<Self, ForwardError> {
+    /// Starts `workers` threads (at least one). `epoch` is the zero of the counters' times;
+    /// packets from `own` (the relay's interfaces) are dropped.
+    pub fn start(
+        workers: usize,
+        epoch: Instant,
+        limits: FlowLimits,
+        own: Arc<[MediaInterface]>,
+    ) -> Result<Self, ForwardError> {
         let mut handles = Vec::new();
         for n in 0..workers.max(1) {
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(std::io::Error::from)?;
@@ -48,7 +56,7 @@ impl UserspaceForwarder {
             epoll.add(&*wake, EpollEvent::new(EpollFlags::EPOLLIN, u64::MAX)).map_err(std::io::Error::from)?;
             let (tx, rx) = channel();
             let counters = Arc::new(WorkerCounters::default());
-            let w = Worker::new(epoll, wake.clone(), rx, counters.clone(), epoch, latch_window_ms);
+            let w = Worker::new(epoll, wake.clone(), rx, counters.clone(), epoch, limits, own.clone());
             let thread = std::thread::Builder::new().name(format!("rtp-{n}")).spawn(move || w.run())?;
             handles.push(WorkerHandle { commands: tx, wake, counters, thread: Mutex::new(Some(thread)) });
         }

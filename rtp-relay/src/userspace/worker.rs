@@ -17,8 +17,9 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use crate::counters::{DropReason, StreamCounters, WorkerCounters};
-use crate::flow::{StreamFlows, StreamSpec, Verdict};
+use crate::flow::{FlowLimits, StreamFlows, StreamSpec, Verdict};
 use crate::forwarder::{NewStream, StreamId, StreamSockets};
+use crate::ports::MediaInterface;
 use crate::ports::PortLease;
 
 /// Packets read (and written) per system call.
@@ -51,7 +52,9 @@ pub(crate) struct Worker {
     pub(crate) commands: Receiver<Command>,
     pub(crate) counters: Arc<WorkerCounters>,
     pub(crate) epoch: Instant,
-    pub(crate) latch_window_ms: u64,
+    pub(crate) limits: FlowLimits,
+    /// The relay's own addresses and ports: packets from them are dropped (a loop).
+    pub(crate) own: Arc<[MediaInterface]>,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_id: HashMap<StreamId, usize>,
@@ -67,7 +70,8 @@ impl Worker {
         commands: Receiver<Command>,
         counters: Arc<WorkerCounters>,
         epoch: Instant,
-        latch_window_ms: u64,
+        limits: FlowLimits,
+        own: Arc<[MediaInterface]>,
     ) -> Self {
         Self {
             epoll,
@@ -75,7 +79,8 @@ impl Worker {
             commands,
             counters,
             epoch,
-            latch_window_ms,
+            limits,
+            own,
             slots: Vec::new(),
             free: Vec::new(),
             by_id: HashMap::new(),
@@ -154,7 +159,7 @@ impl Worker {
                 }
             }
         }
-        let flows = StreamFlows::new(s.spec, self.latch_window_ms, self.now_ms());
+        let flows = StreamFlows::new(s.spec, self.limits, self.now_ms());
         self.by_id.insert(s.id, idx);
         let StreamSockets { sockets, leases, locals } = s.sockets;
         let v6 = [locals[0][0].is_ipv6(), locals[1][0].is_ipv6()];
@@ -208,13 +213,17 @@ impl Worker {
         let mut dests: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
         let mut order = [0usize; BATCH];
         let mut forwarded = 0;
-        let (mut bytes, mut latches, mut drops) = (0u64, 0u64, [0u64; 5]);
+        let (mut bytes, mut latches, mut drops) = (0u64, 0u64, [0u64; DropReason::COUNT]);
         for (i, &(len, src)) in meta[..received].iter().enumerate() {
             bytes += len as u64;
             let Some(src) = src else {
                 drops[DropReason::Malformed as usize] += 1;
                 continue;
             };
+            if self.own.iter().any(|i| i.owns(src)) {
+                drops[DropReason::OwnSource as usize] += 1;
+                continue;
+            }
             let out = slot.flows.on_packet(side, comp, src, &bufs[i][..len.min(BUF)], now);
             latches += u64::from(out.latched);
             match out.verdict {
@@ -257,7 +266,7 @@ impl Worker {
         }
         // Only packets from an accepted source are media activity: a stranger spraying the
         // port must not keep a dead call alive.
-        let rejected = drops[DropReason::ForeignSource as usize] + drops[DropReason::Malformed as usize];
+        let rejected: u64 = DropReason::ALL.iter().filter(|r| r.is_rejection()).map(|r| drops[*r as usize]).sum();
         if total > rejected {
             c.last_rx_ms.store(now, Relaxed);
         }

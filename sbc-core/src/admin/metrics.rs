@@ -125,6 +125,12 @@ impl Collector for SbcCollector {
         gauge(e, "sbc_media_streams_active", "Relayed streams (m-lines) in the forwarder", m.streams as i64)?;
         gauge(e, "sbc_media_ports_in_use", "RTP/RTCP port pairs taken from the pools", m.ports_in_use as i64)?;
         counter(e, "sbc_media_allocation_failures", "Streams that got no port pair", m.allocation_failures)?;
+        counter(
+            e,
+            "sbc_media_destinations_refused",
+            "Streams refused because their SDP aimed them at the SBC, loopback, multicast, link-local or media.deny",
+            m.destinations_refused,
+        )?;
         counter(e, "sbc_media_timeouts", "Calls ended because no RTP flowed", s.media_timeouts)?;
         gauge(e, "sbc_registrations", "Registered contacts in the cache", rt.registrations().len() as i64)?;
         let adm = rt.admission_stats();

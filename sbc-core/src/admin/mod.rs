@@ -439,6 +439,7 @@ impl Control for AdminControl {
             "media": {
                 "packets": m.packets, "forwarded": m.forwarded, "bytes": m.bytes, "latches": m.latches,
                 "streams": m.streams, "ports_in_use": m.ports_in_use, "allocation_failures": m.allocation_failures,
+                "destinations_refused": m.destinations_refused,
             },
             "callcontrol_refusals": self.runtime.cc_refusals(),
             "callcontrol_tasks": self.runtime.cc_tasks(),

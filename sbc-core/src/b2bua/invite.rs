@@ -220,13 +220,15 @@ impl Engine {
         let iface_name = |me: &Self, id| me.cfg.interface_name(id).map(str::to_string);
         let (a_iface, b_iface) = (iface_name(self, a_local), iface_name(self, b_dest.local));
         let mut media = match (is_invite, a_iface, b_iface) {
-            (true, Some(a), Some(b)) => match self.open_media(&rules, &msg, &a, &b) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, profile = %rules.profile.name, "cannot relay media");
-                    return fail(self, &msg, &src, 503, "Service Unavailable", &[]);
+            (true, Some(a), Some(b)) => {
+                match self.open_media(&rules, &msg, [&a, &b], [Some(src.remote.ip()), b_dest.peer.ip()]) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, profile = %rules.profile.name, "cannot relay media");
+                        return fail(self, &msg, &src, 503, "Service Unavailable", &[]);
+                    }
                 }
-            },
+            }
             _ => None,
         };
         let body = match prepare_body(&rules, media.as_mut(), Side::B, &b_sent_by, msg.body()) {

@@ -96,6 +96,9 @@ fn anchor(session: &mut Session, towards: Side, whole: &[u8]) -> (Option<Vec<u8>
     let Some(sdp) = MediaSdp::parse(&whole[range.clone()]) else { return (None, None) };
     let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
     let result = session.update(towards.other().idx(), &offered);
+    for (m_line, reason, dest) in &result.refused {
+        tracing::warn!(m_line, reason, %dest, "SDP aims a stream where media must not go; it is rejected");
+    }
     let failure = if result.nothing_anchored() { result.failure } else { None };
     let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.map(|a| a.port)).collect();
     let rewritten = session.advertised(towards.idx()).map(|ours| sdp.anchor(ours, &ports)).map(|sdp| {
@@ -136,25 +139,27 @@ pub(super) fn msgflags_symmetric(msg: &Message) -> bool {
 
 impl Engine {
     /// A relay session for a new call whose profile anchors media; `None` when it does not.
-    /// `a_iface`/`b_iface` are the signalling interfaces of the legs (the default media
-    /// interfaces).
+    /// `ifaces` are the signalling interfaces of the legs (the default media interfaces),
+    /// `peers` where each leg's signalling comes from (the caller's source, the callee's
+    /// destination): media from those hosts is preferred (`rtp-relay/src/flow.rs`).
     pub(super) fn open_media(
         &self,
         rules: &CallRules,
         msg: &Message,
-        a_iface: &str,
-        b_iface: &str,
+        ifaces: [&str; 2],
+        peers: [Option<std::net::IpAddr>; 2],
     ) -> Result<Option<Session>, RelayError> {
         let r = &rules.profile.rtprelay;
         let Some(rt) = self.cfg.media.as_ref().filter(|_| r.enabled) else { return Ok(None) };
         let forced = r.msgflags_symmetric && msgflags_symmetric(msg);
-        let side = |iface: &Option<String>, default: &str, symmetric: bool| SideOptions {
-            interface: iface.clone().unwrap_or_else(|| default.to_string()),
+        let side = |iface: &Option<String>, n: usize, symmetric: bool| SideOptions {
+            interface: iface.clone().unwrap_or_else(|| ifaces[n].to_string()),
             symmetric: symmetric || forced,
             dtmf_filtering: r.dtmf_filtering,
+            signalling: peers[n],
         };
-        let a = side(&r.aleg_interface, a_iface, r.aleg_force_symmetric.unwrap_or(r.force_symmetric));
-        let b = side(&r.interface, b_iface, r.force_symmetric);
+        let a = side(&r.aleg_interface, 0, r.aleg_force_symmetric.unwrap_or(r.force_symmetric));
+        let b = side(&r.interface, 1, r.force_symmetric);
         rt.relay.session([a, b]).map(Some)
     }
 

@@ -1249,6 +1249,9 @@ fn with_relay(ports: (u16, u16)) -> (Harness, std::sync::Arc<rtp_relay::Relay>) 
         }],
         latch_window: Duration::from_secs(2),
         workers: 1,
+        max_packet_rate: 1000,
+        max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS,
+        policy: None,
     };
     let relay = rtp_relay::Relay::start(&cfg).unwrap();
     h.engine.cfg.media = Some(MediaRuntime {

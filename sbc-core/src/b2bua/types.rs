@@ -70,6 +70,16 @@ pub enum Peer {
     Host(Box<str>, u16),
 }
 
+impl Peer {
+    /// The address's host; `None` for a name the driver resolves.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Self::Addr(a) => Some(a.ip()),
+            Self::Host(..) => None,
+        }
+    }
+}
+
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

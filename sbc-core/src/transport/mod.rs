@@ -544,6 +544,15 @@ fn start_relay(cfg: &Config) -> Result<Arc<rtp_relay::Relay>, StartError> {
         });
         tracing::info!(interface = %i.name, %bind, ports = %format!("{}-{}", i.media.port_min, i.media.port_max), "media");
     }
-    let rc = rtp_relay::RelayConfig { interfaces, latch_window: cfg.media.latch_window, workers: cfg.media.workers };
+    let listeners = cfg.interfaces.iter().flat_map(|i| i.listen.iter().map(|l| l.addr)).collect();
+    let policy = crate::media_policy::MediaPolicy::new(listeners, cfg.media.deny.clone());
+    let rc = rtp_relay::RelayConfig {
+        interfaces,
+        latch_window: cfg.media.latch_window,
+        workers: cfg.media.workers,
+        max_packet_rate: cfg.media.max_packet_rate,
+        max_streams: cfg.media.max_streams,
+        policy: Some(Arc::new(policy)),
+    };
     rtp_relay::Relay::start(&rc).map_err(StartError::Media)
 }
