@@ -243,3 +243,129 @@ fn ipv4_caller_and_ipv6_callee_are_bridged() {
     assert_eq!(ua.bye().status(), Some(200));
     uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
+
+// === Attacks on the relay (issue 16) ===
+
+/// An SDP with one m-line per `(address, port)`, each with its own c= line.
+fn sdp_streams(streams: &[(&str, u16)]) -> String {
+    let mut s = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n".to_string();
+    for (ip, port) in streams {
+        s.push_str(&format!("m=audio {port} RTP/AVP 0\r\nc=IN IP4 {ip}\r\na=rtpmap:0 PCMU/8000\r\n"));
+    }
+    s
+}
+
+/// The ports of every m-line of a message's SDP.
+fn m_ports(text: &str) -> Vec<u16> {
+    text.lines().filter_map(|l| l.strip_prefix("m=audio ")?.split_whitespace().next()?.parse().ok()).collect()
+}
+
+/// An SDP that aims a stream at the relay's own port, at sbcd's SIP listener or into a
+/// `media.deny` block gets that stream rejected (port 0 towards the callee), counted; a
+/// stream to the caller itself goes on.
+#[test]
+fn an_sdp_aimed_at_the_sbc_or_a_denied_block_is_refused() {
+    let sbc_port = free_port();
+    let mut callee = phone::Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let callee_addr = callee.local_addr();
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46600-46699}}\nmedia:\n  deny: [127.0.0.77/32]\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n    next_hop: {callee_addr}\n"
+    );
+    let sbcd = Sbcd::with_config_on(sbc_port, &yaml, &[]);
+    let answering = std::thread::spawn(move || {
+        let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");
+        callee.answer(&inv, 200);
+        callee.recv_request(Duration::from_secs(10)).expect("ACK");
+        inv
+    });
+    let caller_rtp = rtp_socket();
+    let offer = sdp_streams(&[
+        (RELAY_IP, 46610),
+        ("127.0.0.1", sbc_port),
+        ("127.0.0.77", 4000),
+        ("127.0.0.1", port(&caller_rtp)),
+    ]);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:bob@{callee_addr}"), &offer);
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    let inv = answering.join().expect("callee");
+    let ports = m_ports(&inv.0);
+    assert_eq!(ports.len(), 4, "{}", inv.0);
+    assert_eq!(&ports[..3], &[0, 0, 0], "aimed streams rejected: {}", inv.0);
+    assert!((46600..46700).contains(&ports[3]), "the caller's own stream is anchored: {}", inv.0);
+    let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_media_destinations_refused_total 3"), "{metrics}");
+    assert!(sbcd.log_text().contains("reason=\"own_socket\""), "{}", sbcd.log_text());
+}
+
+/// A third host spraying a call's relay ports gets nothing through to either side, and its
+/// packets do not keep the call alive: the media timeout still ends it.
+#[test]
+fn a_third_hosts_rtp_reaches_no_one_and_keeps_no_call_alive() {
+    let sbcd = start((46700, 46799), 5, "");
+    let (caller_rtp, callee_rtp) = (rtp_socket(), rtp_socket());
+    let (uas, uas_port) = callee("uas_media.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    let (_, a_port) = ok.sdp_media().expect("SDP in the 200");
+    // The real caller's packet shows where the callee's side of the relay is.
+    caller_rtp.send_to(&rtp(1), (RELAY_IP, a_port)).expect("send");
+    let (_, b_side) = recv(&callee_rtp);
+    let stranger = UdpSocket::bind("127.0.0.99:0").expect("bind stranger");
+    callee_rtp.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    caller_rtp.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(9);
+    let mut bye = None;
+    while Instant::now() < deadline && bye.is_none() {
+        stranger.send_to(&rtp(66), (RELAY_IP, a_port)).expect("spray A side");
+        stranger.send_to(&rtp(67), b_side).expect("spray B side");
+        assert!(callee_rtp.recv_from(&mut buf).is_err(), "a stranger's packet reached the callee");
+        assert!(caller_rtp.recv_from(&mut buf).is_err(), "a stranger's packet reached the caller");
+        bye = ua.recv_request(Duration::from_millis(10));
+    }
+    let bye = bye.expect("the media timeout ends the call although the stranger kept sending");
+    assert!(bye.header("Reason").is_some_and(|r| r.contains("media_timeout")), "{}", bye.0);
+    ua.ok(&bye);
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
+}
+
+/// Offers with 16 m-lines (an attacker's way to take a pool's ports) get 4 streams each
+/// (`media.max_streams`), so a pool of 20 pairs still has room for a real call after two.
+#[test]
+fn offers_with_many_streams_cannot_exhaust_the_ports() {
+    let sbc_port = free_port();
+    let mut ringing = phone::Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let ringing_addr = ringing.local_addr();
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46800-46839}}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n"
+    );
+    let sbcd = Sbcd::with_config_on(sbc_port, &yaml, &[]);
+    let sixteen: Vec<(&str, u16)> = (0..16).map(|i| ("127.0.0.1", 20000 + 2 * i)).collect();
+    let offer = sdp_streams(&sixteen);
+    for n in 0..2 {
+        let greedy = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let me = greedy.local_addr().expect("addr");
+        let inv = format!(
+            "INVITE sip:bob@{ringing_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKgreedy{n}\r\nMax-Forwards: 70\r\nFrom: <sip:g@{me}>;tag=g{n}\r\nTo: <sip:bob@{ringing_addr}>\r\nCall-ID: greedy{n}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:g@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+            offer.len()
+        );
+        greedy.send_to(inv.as_bytes(), sbcd.addr()).expect("send");
+        let relayed = ringing.recv_request(Duration::from_secs(10)).expect("the greedy INVITE");
+        let ports = m_ports(&relayed.0);
+        assert_eq!(ports.iter().filter(|p| **p != 0).count(), 4, "{}", relayed.0);
+        // The callee rings and never answers: the ports stay taken.
+    }
+    let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
+    assert!(stats.contains("\"ports_in_use\":16"), "two calls of 4 streams, 2 legs each: {stats}");
+    // A real call still gets its media.
+    let (caller_rtp, callee_rtp) = (rtp_socket(), rtp_socket());
+    let (uas, uas_port) = callee("uas_media.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    assert!(ok.sdp_media().is_some_and(|(_, p)| p != 0), "{}", ok.0);
+    assert_eq!(ua.bye().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
+}
