@@ -9,6 +9,7 @@
 //! forces each record to disk). The instance's values (`<instance>_<key>=...`, patterns) are
 //! added to the record: as `key=value` columns in CSV (in key order), as fields in JSON.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -88,7 +89,44 @@ fn disposition(end: &CallEnd) -> &'static str {
     }
 }
 
+/// Longest CDR field in bytes: a header an attacker filled is cut there (ending in "...").
+const MAX_FIELD: usize = 512;
+
+fn bounded(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_FIELD {
+        return Cow::Borrowed(s);
+    }
+    let mut end = MAX_FIELD - 3;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}...", &s[..end]))
+}
+
+/// A value a spreadsheet would run as a formula ("CSV injection": it starts with `=`, `+`,
+/// `-`, `@`, a tab or a CR) gets a leading `'`; a signed number (an E.164 `+4930...`) is left
+/// as it is, so billing parsers still read numbers.
+fn neutralised(s: &str) -> Cow<'_, str> {
+    let mut chars = s.chars();
+    let risky = match chars.next() {
+        Some('=' | '@' | '\t' | '\r') => true,
+        // A sign before digits only is a number; before anything else, a formula.
+        Some('+' | '-') => {
+            let rest = chars.as_str();
+            rest.is_empty() || !rest.chars().all(|c| c.is_ascii_digit() || c == '.')
+        }
+        _ => false,
+    };
+    if risky {
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 fn csv_field(s: &str) -> String {
+    let s = bounded(s);
+    let s = neutralised(&s);
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\"").replace(['\r', '\n'], " "))
     } else {
@@ -97,6 +135,7 @@ fn csv_field(s: &str) -> String {
 }
 
 fn json_str(s: &str) -> String {
+    let s = bounded(s);
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -221,4 +260,30 @@ fn syslog(line: &str) {
     }
     #[cfg(not(unix))]
     let _ = line;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_a_spreadsheet_would_run_are_neutralised_and_numbers_kept() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("-2+3+cmd|' /C calc'!A0"), "'-2+3+cmd|' /C calc'!A0");
+        assert_eq!(csv_field("+4930555123"), "+4930555123", "an E.164 number stays a number");
+        assert_eq!(csv_field("-1.5"), "-1.5");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("alice"), "alice");
+        assert_eq!(csv_field("é=1"), "é=1", "a multi-byte first character is not cut");
+    }
+
+    #[test]
+    fn long_fields_are_cut_at_a_character_boundary() {
+        let long = "ü".repeat(400);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_FIELD && cut.ends_with("..."), "{}", cut.len());
+        assert_eq!(bounded("short"), "short");
+        assert!(json_str(&"x".repeat(2000)).len() <= MAX_FIELD + 2);
+    }
 }
