@@ -73,26 +73,67 @@ pub enum StreamFrame {
 
 /// Frames the first message of a stream by its header block and Content-Length (RFC 3261 §18.3).
 pub fn frame_stream(b: &[u8]) -> Result<StreamFrame, ParseError> {
-    if b.starts_with(b"\r\n\r\n") {
-        return Ok(StreamFrame::KeepAlive { len: 4, ping: true });
-    }
-    if b.len() < 4 && b"\r\n\r\n".starts_with(b) {
-        return Ok(StreamFrame::Incomplete);
-    }
-    let skip = skip_leading_crlf(b);
-    if skip > 0 {
-        return Ok(StreamFrame::KeepAlive { len: skip, ping: false });
-    }
-    let Some(hdr_end) = find_header_end(b) else {
-        if b.len() > MAX_HEADER_BYTES {
+    StreamFramer::default().next(b)
+}
+
+/// Frames a stream across reads: what was already searched of the message at the front is
+/// kept, and so is its length once the header block is known. A message trickled in a byte at
+/// a time then costs time in proportion to its size, not to its square (issue 16). The owner
+/// calls [`Self::next`] with the buffer after every read; after a `Message` or `KeepAlive` it
+/// removes that many bytes from the front and the framer starts over.
+#[derive(Debug, Default, Clone)]
+pub struct StreamFramer {
+    /// Bytes at the front already searched for the end of the header block.
+    scanned: usize,
+    /// The message's total length, once its header block and Content-Length are known.
+    total: Option<usize>,
+}
+
+impl StreamFramer {
+    pub fn next(&mut self, b: &[u8]) -> Result<StreamFrame, ParseError> {
+        if let Some(total) = self.total {
+            if b.len() < total {
+                return Ok(StreamFrame::Incomplete);
+            }
+            *self = Self::default();
+            return Ok(StreamFrame::Message { len: total });
+        }
+        if self.scanned == 0 {
+            if b.starts_with(b"\r\n\r\n") {
+                return Ok(StreamFrame::KeepAlive { len: 4, ping: true });
+            }
+            if b.len() < 4 && b"\r\n\r\n".starts_with(b) {
+                return Ok(StreamFrame::Incomplete);
+            }
+            let skip = skip_leading_crlf(b);
+            if skip > 0 {
+                return Ok(StreamFrame::KeepAlive { len: skip, ping: false });
+            }
+        }
+        // The end may straddle the bytes searched and the new ones: look back three bytes.
+        let Some(hdr_end) = find_header_end_from(b, self.scanned.saturating_sub(3)) else {
+            if b.len() > MAX_HEADER_BYTES {
+                return Err(ParseError::TooLarge);
+            }
+            self.scanned = b.len();
+            return Ok(StreamFrame::Incomplete);
+        };
+        if hdr_end > MAX_HEADER_BYTES {
             return Err(ParseError::TooLarge);
         }
-        return Ok(StreamFrame::Incomplete);
-    };
-    if hdr_end > MAX_HEADER_BYTES {
-        return Err(ParseError::TooLarge);
+        let total = hdr_end + stream_content_length(b, hdr_end)?;
+        if b.len() < total {
+            self.total = Some(total);
+            return Ok(StreamFrame::Incomplete);
+        }
+        *self = Self::default();
+        Ok(StreamFrame::Message { len: total })
     }
-    // Index the header block only to find Content-Length; the full parse happens afterwards.
+}
+
+/// The Content-Length of a stream message whose header block ends at `hdr_end`: indexed only
+/// for it; the full parse happens once the message is complete.
+fn stream_content_length(b: &[u8], hdr_end: usize) -> Result<usize, ParseError> {
     let mut cl: Option<usize> = None;
     let mut pos = 0;
     let mut seen_start = false;
@@ -121,16 +162,13 @@ pub fn frame_stream(b: &[u8]) -> Result<StreamFrame, ParseError> {
     if len > MAX_BODY_BYTES {
         return Err(ParseError::TooLarge);
     }
-    let total = hdr_end + len;
-    if b.len() < total {
-        return Ok(StreamFrame::Incomplete);
-    }
-    Ok(StreamFrame::Message { len: total })
+    Ok(len)
 }
 
-/// Offset just past the empty line that ends the header block (CRLFCRLF, or bare LFs).
-fn find_header_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
+/// Offset just past the empty line that ends the header block (CRLFCRLF, or bare LFs),
+/// searching from `from` (a line feed before it is not looked at again).
+fn find_header_end_from(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.min(b.len());
     while let Some(off) = b[i..].iter().position(|&c| c == b'\n') {
         let nl = i + off;
         let rest = &b[nl + 1..];

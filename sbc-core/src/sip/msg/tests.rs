@@ -185,6 +185,49 @@ fn stream_framing() {
     assert!(frame_stream(&huge).is_err());
 }
 
+/// Fed a stream in pieces of every size, the incremental framer finds the same messages as
+/// framing the whole buffer at once, and a header block trickled a byte at a time is searched
+/// once, not once per byte.
+#[test]
+fn incremental_framing_matches_one_shot_framing() {
+    let inv = corpus_file("sdp01");
+    let mut stream = b"\r\n\r\n".to_vec();
+    stream.extend_from_slice(&inv);
+    stream.extend_from_slice(b"\r\n");
+    stream.extend_from_slice(&inv);
+    for piece in [1, 2, 3, 7, 64, 1000] {
+        let (mut framer, mut buf, mut frames) = (StreamFramer::default(), Vec::new(), Vec::new());
+        for chunk in stream.chunks(piece) {
+            buf.extend_from_slice(chunk);
+            loop {
+                match framer.next(&buf).expect("frames") {
+                    StreamFrame::Message { len } => {
+                        frames.push(buf.drain(..len).collect::<Vec<u8>>());
+                    }
+                    StreamFrame::KeepAlive { len, .. } => {
+                        buf.drain(..len);
+                    }
+                    StreamFrame::Incomplete => break,
+                }
+            }
+        }
+        assert_eq!(frames, vec![inv.to_vec(), inv.to_vec()], "pieces of {piece}");
+        assert!(buf.is_empty());
+    }
+    // A header block that never ends is refused once it passes the limit, trickled or not.
+    let mut framer = StreamFramer::default();
+    let mut buf = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+    let mut refused = false;
+    for _ in 0..MAX_HEADER_BYTES {
+        buf.extend_from_slice(b"X");
+        if framer.next(&buf).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused);
+}
+
 #[test]
 fn garbage_never_panics() {
     // A cheap deterministic sweep; the cargo-fuzz targets do the real search.
