@@ -192,3 +192,93 @@ fn credentials_never_reach_a_server_the_caller_chose() {
     assert!(after.iter().all(|m| m.header("Proxy-Authorization").is_none()));
     assert!(sbcd.log_text().contains("challenge relayed, not answered"));
 }
+
+/// Waits until the server closes `conn` (a read gives 0 or an error); the time it took.
+fn closed_within(conn: &mut std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let start = Instant::now();
+    conn.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let mut buf = [0u8; 256];
+    while start.elapsed() < limit {
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+fn cut_count(sbcd: &Sbcd, reason: &str) -> u64 {
+    let (_, metrics) = http(sbcd, "GET", "/metrics", None, None);
+    let key = format!("sbc_tcp_cuts_total{{reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&key)?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Slowloris: a message trickled a byte every 300 ms is cut `tcp_message_timeout_s` after its
+/// first byte, although every read brings something (the deadline used to restart per read).
+#[test]
+fn a_trickled_message_is_cut_at_its_deadline_from_the_first_byte() {
+    use std::io::Write;
+    let sbcd = Sbcd::with_config("limits:\n  tcp_message_timeout_s: 2\n", &[]);
+    let mut conn = std::net::TcpStream::connect(sbcd.addr()).expect("connect");
+    let trickle = b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKslow\r\nX-Slow: ";
+    let start = Instant::now();
+    let mut cut_after = None;
+    for b in trickle.iter().cycle() {
+        if conn.write_all(&[*b]).is_err() {
+            cut_after = Some(start.elapsed());
+            break;
+        }
+        if let Some(after) = closed_within(&mut conn, Duration::from_millis(300)) {
+            cut_after = Some(start.elapsed().max(after));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never cut");
+    }
+    let cut_after = cut_after.expect("cut");
+    assert!(cut_after >= Duration::from_millis(1800) && cut_after < Duration::from_secs(5), "{cut_after:?}");
+    assert!(eventually(Duration::from_secs(5), || cut_count(&sbcd, "message_timeout") == 1));
+}
+
+/// A connection that never says anything is closed after `tcp_first_message_timeout_s`, not
+/// after the hour a registered phone's idle connection may live.
+#[test]
+fn a_silent_new_connection_is_closed_after_the_first_message_deadline() {
+    let sbcd = Sbcd::with_config("limits:\n  tcp_first_message_timeout_s: 1\n", &[]);
+    let mut silent = std::net::TcpStream::connect(sbcd.addr()).expect("connect");
+    let after = closed_within(&mut silent, Duration::from_secs(5)).expect("closed");
+    assert!(after >= Duration::from_millis(800), "{after:?}");
+    assert!(eventually(Duration::from_secs(5), || cut_count(&sbcd, "first_message_timeout") == 1));
+    // One that speaks at once is served.
+    assert!(options_ping(sbcd.addr(), Duration::from_secs(5)).is_some());
+}
+
+/// Partial messages held over all connections are bounded: connections that pile up
+/// megabyte bodies without finishing them are cut at `tcp_max_buffered_kib`, and signalling
+/// on another connection goes on.
+#[test]
+fn partial_messages_cannot_take_more_than_the_buffer_budget() {
+    use std::io::Write;
+    let sbcd = Sbcd::with_config("limits:\n  tcp_max_buffered_kib: 2048\n", &[]);
+    let head = "MESSAGE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKbig\r\nContent-Length: 1000000\r\n\r\n";
+    let body = vec![b'x'; 900_000];
+    let mut hogs = Vec::new();
+    for _ in 0..3 {
+        let mut c = std::net::TcpStream::connect(sbcd.addr()).expect("connect");
+        c.write_all(head.as_bytes()).expect("head");
+        let _ = c.write_all(&body);
+        hogs.push(c);
+    }
+    assert!(eventually(Duration::from_secs(5), || cut_count(&sbcd, "buffer_budget") >= 1), "{}", sbcd.log_text());
+    // A TCP client with a whole message is still answered.
+    let mut ua = std::net::TcpStream::connect(sbcd.addr()).expect("connect");
+    let me = ua.local_addr().expect("addr");
+    let ping = format!("OPTIONS sip:{} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bKok\r\nMax-Forwards: 70\r\nFrom: <sip:t@{me}>;tag=1\r\nTo: <sip:{}>\r\nCall-ID: tcp-ok@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", sbcd.addr(), sbcd.addr());
+    ua.write_all(ping.as_bytes()).expect("ping");
+    ua.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = [0u8; 2048];
+    let n = std::io::Read::read(&mut ua, &mut buf).expect("an answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+}

@@ -160,6 +160,9 @@ struct FileLimits {
     tcp_max_connections_per_source: usize,
     tcp_idle_timeout_s: u64,
     tcp_message_timeout_s: u64,
+    tcp_first_message_timeout_s: u64,
+    tcp_max_outbound_connections: usize,
+    tcp_max_buffered_kib: usize,
     queue_depth: usize,
     admission: admission::FileAdmission,
 }
@@ -173,6 +176,9 @@ impl Default for FileLimits {
             tcp_max_connections_per_source: 64,
             tcp_idle_timeout_s: 3600,
             tcp_message_timeout_s: 30,
+            tcp_first_message_timeout_s: 10,
+            tcp_max_outbound_connections: 10_000,
+            tcp_max_buffered_kib: 64 * 1024,
             queue_depth: 8192,
             admission: admission::FileAdmission::default(),
         }
@@ -404,7 +410,14 @@ pub struct Config {
     /// Connections one address may open (trusted sources excepted).
     pub tcp_max_connections_per_source: usize,
     pub tcp_idle_timeout: Duration,
+    /// A message must be complete this long after its first byte.
     pub tcp_message_timeout: Duration,
+    /// A connection a peer opened must bring its first message within this.
+    pub tcp_first_message_timeout: Duration,
+    /// Connections the SBC opens, counted apart from those peers open.
+    pub tcp_max_outbound_connections: usize,
+    /// Bytes of partial messages held over all connections.
+    pub tcp_max_buffered: usize,
     pub queue_depth: usize,
     pub drain_timeout: Duration,
     pub call_control: CallControlSettings,
@@ -593,6 +606,22 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
     if admin_token.as_deref() == Some("") {
         return Err(err(None, "admin.token", "is empty".into()));
     }
+    for (key, v) in [
+        ("limits.tcp_message_timeout_s", f.limits.tcp_message_timeout_s),
+        ("limits.tcp_first_message_timeout_s", f.limits.tcp_first_message_timeout_s),
+        ("limits.tcp_idle_timeout_s", f.limits.tcp_idle_timeout_s),
+    ] {
+        if v == 0 {
+            return Err(err(None, key, "must be at least 1".into()));
+        }
+    }
+    if f.limits.tcp_max_buffered_kib < 2048 {
+        return Err(err(
+            None,
+            "limits.tcp_max_buffered_kib",
+            "must be at least 2048 (the largest message fits)".into(),
+        ));
+    }
     if f.limits.queue_depth == 0 {
         return Err(err(None, "limits.queue_depth", "must be at least 1".into()));
     }
@@ -611,6 +640,9 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         tcp_max_connections_per_source: f.limits.tcp_max_connections_per_source,
         tcp_idle_timeout: Duration::from_secs(f.limits.tcp_idle_timeout_s),
         tcp_message_timeout: Duration::from_secs(f.limits.tcp_message_timeout_s),
+        tcp_first_message_timeout: Duration::from_secs(f.limits.tcp_first_message_timeout_s),
+        tcp_max_outbound_connections: f.limits.tcp_max_outbound_connections,
+        tcp_max_buffered: f.limits.tcp_max_buffered_kib.saturating_mul(1024),
         queue_depth: f.limits.queue_depth,
         drain_timeout: Duration::from_secs(f.shutdown.drain_timeout_s),
         call_control: CallControlSettings {

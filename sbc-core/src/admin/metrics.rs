@@ -110,6 +110,19 @@ impl Collector for SbcCollector {
             d.parse_errors.load(Relaxed),
         )?;
         gauge(e, "sbc_tcp_connections", "Open SIP TCP connections", d.tcp_connections.load(Relaxed) as i64)?;
+        counter(
+            e,
+            "sbc_tcp_refused",
+            "TCP connections refused at accept (overall or per-source cap)",
+            d.tcp_refused.load(Relaxed),
+        )?;
+        counters(
+            e,
+            "sbc_tcp_cuts",
+            "TCP connections the SBC closed, by reason",
+            "reason",
+            d.tcp_cuts().into_iter().map(|(r, v)| (r.to_string(), v)),
+        )?;
         let m = rt.media_stats();
         counter(e, "sbc_media_packets", "RTP/RTCP packets received by the relay", m.packets)?;
         counter(e, "sbc_media_bytes", "RTP/RTCP bytes received by the relay", m.bytes)?;

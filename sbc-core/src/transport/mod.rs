@@ -59,7 +59,15 @@ pub struct DriverCounters {
     pub send_errors: AtomicU64,
     pub tcp_connections: AtomicUsize,
     pub tcp_refused: AtomicU64,
-    pub tcp_timeouts: AtomicU64,
+    /// Connections the SBC closed, by why (`tcp::Cut`).
+    pub tcp_cuts: [AtomicU64; tcp::Cut::COUNT],
+}
+
+impl DriverCounters {
+    /// TCP connections the SBC closed, by reason (for metrics).
+    pub fn tcp_cuts(&self) -> Vec<(&'static str, u64)> {
+        tcp::Cut::ALL.iter().map(|c| (c.label(), self.tcp_cuts[*c as usize].load(Ordering::Relaxed))).collect()
+    }
 }
 
 /// State shared by receivers, shards and TCP connections.
@@ -69,12 +77,7 @@ pub(crate) struct Shared {
     pub(crate) tcp: tcp::TcpTable,
     pub(crate) shards: Vec<mpsc::Sender<ShardInput>>,
     pub(crate) counters: DriverCounters,
-    pub(crate) tcp_max_connections: usize,
-    pub(crate) tcp_max_per_source: usize,
-    /// Sources exempt from the per-source connection cap (`limits.admission.trusted`).
-    pub(crate) trusted: Vec<profiles::config::Cidr>,
-    pub(crate) tcp_idle_timeout: Duration,
-    pub(crate) tcp_message_timeout: Duration,
+    pub(crate) tcp_limits: tcp::TcpLimits,
     /// Asked before parsing whether a source is ignored (`shed.rs`).
     pub(crate) admission: Arc<crate::admission::Admission>,
 }
@@ -319,12 +322,8 @@ impl Runtime {
             tcp: tcp::TcpTable::default(),
             shards: senders,
             counters: DriverCounters::default(),
-            tcp_max_connections: cfg.tcp_max_connections,
-            tcp_max_per_source: cfg.tcp_max_connections_per_source,
-            trusted: cfg.admission.trusted.clone(),
+            tcp_limits: tcp::TcpLimits::from_config(cfg),
             admission: admission.clone(),
-            tcp_idle_timeout: cfg.tcp_idle_timeout,
-            tcp_message_timeout: cfg.tcp_message_timeout,
         });
         let cc_settings = Arc::new(CcSettings {
             hook_timeout: cfg.call_control.hook_timeout,

@@ -1,8 +1,12 @@
 //! TCP (RFC 3261 §18): messages framed by Content-Length, one reader and one writer task per
 //! connection, connections reused in both directions (responses go back on the connection the
 //! request came in on; requests to a peer reuse any open connection to it). Slow or silent
-//! peers are cut off: a partial message must complete within `tcp_message_timeout`, an idle
-//! connection closes after `tcp_idle_timeout`, and the number of connections is capped.
+//! peers are cut off (issue 16): a message must be complete `tcp_message_timeout` after its
+//! first byte however it trickles in, a connection a peer opened must bring its first message
+//! within `tcp_first_message_timeout`, an idle one closes after `tcp_idle_timeout`; framing
+//! keeps what it searched across reads. Connections peers open are capped overall and per
+//! source (IPv6 per /64), those the SBC opens on a budget of their own, and the bytes of
+//! partial messages over all connections too.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,8 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::Shared;
+use crate::admission::source_key;
 use crate::b2bua::{ConnId, Destination, SocketId, Source, Transport, TxId};
-use crate::sip::msg::{frame_stream, salvage_request_rows, StreamFrame};
+use crate::sip::msg::{salvage_request_rows, StreamFrame, StreamFramer};
 
 /// How long an outgoing connect may take before the transaction is failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,12 +61,74 @@ struct Conn {
     inbound: bool,
 }
 
+/// The limits of `limits.tcp_*`.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpLimits {
+    pub(crate) max_inbound: usize,
+    pub(crate) max_outbound: usize,
+    /// Connections one source (IPv6: one /64) may open; 0 = no cap.
+    pub(crate) max_per_source: usize,
+    /// Sources exempt from the per-source cap (`limits.admission.trusted`).
+    pub(crate) trusted: Vec<profiles::config::Cidr>,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) message_timeout: Duration,
+    pub(crate) first_message_timeout: Duration,
+    pub(crate) max_buffered: usize,
+}
+
+impl TcpLimits {
+    pub(crate) fn from_config(cfg: &crate::config::Config) -> Self {
+        Self {
+            max_inbound: cfg.tcp_max_connections,
+            max_outbound: cfg.tcp_max_outbound_connections,
+            max_per_source: cfg.tcp_max_connections_per_source,
+            trusted: cfg.admission.trusted.clone(),
+            idle_timeout: cfg.tcp_idle_timeout,
+            message_timeout: cfg.tcp_message_timeout,
+            first_message_timeout: cfg.tcp_first_message_timeout,
+            max_buffered: cfg.tcp_max_buffered,
+        }
+    }
+}
+
+/// Why the SBC closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// A message not complete `message_timeout` after its first byte (slowloris, trickle).
+    MessageTimeout = 0,
+    /// A connection a peer opened that brought no message in time.
+    FirstMessageTimeout = 1,
+    /// Nothing at all for `idle_timeout`.
+    IdleTimeout = 2,
+    /// Partial messages over all connections passed `max_buffered`.
+    BufferBudget = 3,
+}
+
+impl Cut {
+    pub(crate) const COUNT: usize = 4;
+    pub(crate) const ALL: [Self; Self::COUNT] =
+        [Self::MessageTimeout, Self::FirstMessageTimeout, Self::IdleTimeout, Self::BufferBudget];
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::MessageTimeout => "message_timeout",
+            Self::FirstMessageTimeout => "first_message_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::BufferBudget => "buffer_budget",
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct TcpTable {
     conns: DashMap<ConnId, Conn>,
     by_peer: DashMap<SocketAddr, ConnId>,
-    /// Open connections per remote address (for the per-source cap).
-    per_ip: DashMap<std::net::IpAddr, usize>,
+    /// Open connections peers opened per source (IPv6 per /64), for the per-source cap.
+    per_source: DashMap<std::net::IpAddr, usize>,
+    /// Open connections peers opened, and that the SBC opened.
+    inbound: AtomicUsize,
+    outbound: AtomicUsize,
+    /// Bytes of partial messages held by every connection's reader.
+    buffered: AtomicUsize,
     next_id: AtomicU64,
     /// Messages queued or being written (see [`Unwritten`]).
     unwritten: Arc<AtomicUsize>,
@@ -75,7 +142,10 @@ impl TcpTable {
         self.conns.insert(id, Conn { writer, peer, inbound });
         self.by_peer.insert(peer, id);
         if inbound {
-            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+            *self.per_source.entry(source_key(peer.ip())).or_insert(0) += 1;
+            self.inbound.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.outbound.fetch_add(1, Ordering::Relaxed);
         }
         (id, rx)
     }
@@ -84,10 +154,14 @@ impl TcpTable {
         if let Some((_, c)) = self.conns.remove(&id) {
             self.by_peer.remove_if(&c.peer, |_, v| *v == id);
             if c.inbound {
-                if let Some(mut n) = self.per_ip.get_mut(&c.peer.ip()) {
+                let key = source_key(c.peer.ip());
+                if let Some(mut n) = self.per_source.get_mut(&key) {
                     *n = n.saturating_sub(1);
                 }
-                self.per_ip.remove_if(&c.peer.ip(), |_, n| *n == 0);
+                self.per_source.remove_if(&key, |_, n| *n == 0);
+                self.inbound.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                self.outbound.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -102,7 +176,18 @@ impl TcpTable {
     }
 
     fn open_from(&self, ip: std::net::IpAddr) -> usize {
-        self.per_ip.get(&ip).map_or(0, |n| *n)
+        self.per_source.get(&source_key(ip)).map_or(0, |n| *n)
+    }
+
+    /// Moves a reader's share of the buffer budget from `*held` to `now`; the total after.
+    fn hold(&self, held: &mut usize, now: usize) -> usize {
+        let total = if now >= *held {
+            self.buffered.fetch_add(now - *held, Ordering::Relaxed) + (now - *held)
+        } else {
+            self.buffered.fetch_sub(*held - now, Ordering::Relaxed) - (*held - now)
+        };
+        *held = now;
+        total
     }
 }
 
@@ -128,17 +213,18 @@ pub(super) async fn accept(shared: Arc<Shared>, local: SocketId, listener: TcpLi
                 continue;
             }
         };
+        let limits = &shared.tcp_limits;
         // (0 = no per-source cap.)
-        let over_source = shared.tcp_max_per_source > 0
-            && shared.tcp.open_from(peer.ip()) >= shared.tcp_max_per_source
-            && !shared.trusted.iter().any(|c| c.contains(peer.ip()));
-        if over_source || shared.counters.tcp_connections.load(Ordering::Relaxed) >= shared.tcp_max_connections {
+        let over_source = limits.max_per_source > 0
+            && shared.tcp.open_from(peer.ip()) >= limits.max_per_source
+            && !limits.trusted.iter().any(|c| c.contains(peer.ip()));
+        if over_source || shared.tcp.inbound.load(Ordering::Relaxed) >= limits.max_inbound {
             shared.counters.tcp_refused.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         }
         let (id, rx) = shared.tcp.register(peer, true);
-        start_connection(shared.clone(), local, id, peer, stream, rx);
+        start_connection(shared.clone(), local, id, peer, stream, rx, true);
     }
 }
 
@@ -149,13 +235,17 @@ fn start_connection(
     peer: SocketAddr,
     stream: TcpStream,
     rx: mpsc::Receiver<Outgoing>,
+    inbound: bool,
 ) {
     let _ = stream.set_nodelay(true);
     shared.counters.tcp_connections.fetch_add(1, Ordering::Relaxed);
     let (read, write) = stream.into_split();
     let writer = tokio::spawn(write_loop(shared.clone(), write, rx));
     tokio::spawn(async move {
-        read_loop(&shared, local, id, peer, read).await;
+        if let Some(cut) = read_loop(&shared, local, id, peer, read, inbound).await {
+            shared.counters.tcp_cuts[cut as usize].fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, conn = id, reason = cut.label(), "tcp connection cut");
+        }
         shared.tcp.remove(id);
         writer.abort();
         shared.counters.tcp_connections.fetch_sub(1, Ordering::Relaxed);
@@ -177,33 +267,49 @@ async fn write_loop(shared: Arc<Shared>, mut write: tokio::net::tcp::OwnedWriteH
     }
 }
 
+/// Reads and frames messages until the peer closes, the stream breaks or a limit cuts it
+/// (returned). Time is read here, in the driver: the deadlines are the connection's.
+#[allow(clippy::disallowed_methods)]
 async fn read_loop(
     shared: &Arc<Shared>,
     local: SocketId,
     id: ConnId,
     peer: SocketAddr,
     mut read: tokio::net::tcp::OwnedReadHalf,
-) {
+    inbound: bool,
+) -> Option<Cut> {
+    use tokio::time::Instant;
+    let limits = &shared.tcp_limits;
     let mut buf = BytesMut::with_capacity(8192);
+    let mut framer = StreamFramer::default();
     let src = Source { transport: Transport::Tcp, local, remote: peer, conn: Some(id) };
-    loop {
+    let opened = Instant::now();
+    // A connection the SBC opened has spoken first: only those peers open must prove themselves.
+    let mut framed_any = !inbound;
+    // When the first byte of the message now in `buf` arrived.
+    let mut started: Option<Instant> = None;
+    let mut held = 0usize;
+    let cut = loop {
         // Frame everything already buffered.
-        loop {
-            match frame_stream(&buf) {
+        let mut framed = false;
+        let broken = loop {
+            match framer.next(&buf) {
                 Ok(StreamFrame::Message { len }) => {
                     let msg = buf.split_to(len).freeze();
+                    (framed, framed_any) = (true, true);
                     shared.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
                     shared.dispatch(msg, src);
                 }
                 Ok(StreamFrame::KeepAlive { len, ping }) => {
                     let _ = buf.split_to(len);
+                    framed = true;
                     if ping {
                         if let Some(c) = shared.tcp.conns.get(&id) {
                             let _ = c.writer.try_send(shared.tcp.outgoing(Bytes::from_static(b"\r\n"), 0, None));
                         }
                     }
                 }
-                Ok(StreamFrame::Incomplete) => break,
+                Ok(StreamFrame::Incomplete) => break false,
                 Err(e) => {
                     // The stream cannot be resynchronised: answer 400 if we can, then close.
                     shared.counters.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -212,22 +318,39 @@ async fn read_loop(
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     tracing::debug!(%peer, error = %e, "tcp framing error, closing");
-                    return;
+                    break true;
                 }
             }
+        };
+        if broken {
+            break None;
         }
-        let limit = if buf.is_empty() { shared.tcp_idle_timeout } else { shared.tcp_message_timeout };
-        match tokio::time::timeout(limit, read.read_buf(&mut buf)).await {
-            Ok(Ok(0)) => return,
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return,
-            Err(_) => {
-                shared.counters.tcp_timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, partial = buf.len(), "tcp connection timed out");
-                return;
+        let now = Instant::now();
+        started = match (buf.is_empty(), framed) {
+            (true, _) => None,
+            // What is left after a framed message is the start of the next one.
+            (false, true) => Some(now),
+            (false, false) => started.or(Some(now)),
+        };
+        if shared.tcp.hold(&mut held, buf.len()) > limits.max_buffered && !buf.is_empty() {
+            break Some(Cut::BufferBudget);
+        }
+        let first = (!framed_any).then(|| (opened + limits.first_message_timeout, Cut::FirstMessageTimeout));
+        let (deadline, why) = match started {
+            Some(s) => {
+                let message = (s + limits.message_timeout, Cut::MessageTimeout);
+                first.filter(|f| f.0 < message.0).unwrap_or(message)
             }
+            None => first.unwrap_or((now + limits.idle_timeout, Cut::IdleTimeout)),
+        };
+        match tokio::time::timeout_at(deadline, read.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break None,
+            Ok(Ok(_)) => {}
+            Err(_) => break Some(why),
         }
-    }
+    };
+    shared.tcp.hold(&mut held, 0);
+    cut
 }
 
 /// Sends on the preferred connection, any open connection to the peer, or a new one.
@@ -249,8 +372,10 @@ pub(super) fn send(
             return;
         }
     }
-    // New connection: registered before it is up, so concurrent sends queue on it.
-    if shared.counters.tcp_connections.load(Ordering::Relaxed) >= shared.tcp_max_connections {
+    // New connection, on the budget of those the SBC opens (a flood of inbound connections
+    // must not keep it from reaching its trunks); registered before it is up, so concurrent
+    // sends queue on it.
+    if shared.tcp.outbound.load(Ordering::Relaxed) >= shared.tcp_limits.max_outbound {
         return shared.report_error(shard, tx);
     }
     let (id, rx) = shared.tcp.register(addr, false);
@@ -261,7 +386,7 @@ pub(super) fn send(
     let (local, shared) = (dest.local, shared.clone());
     tokio::spawn(async move {
         match connect(addr, local_ip).await {
-            Ok(stream) => start_connection(shared, local, id, addr, stream, rx),
+            Ok(stream) => start_connection(shared, local, id, addr, stream, rx, false),
             Err(e) => {
                 tracing::info!(%addr, error = %e, "tcp connect failed");
                 shared.tcp.remove(id);
