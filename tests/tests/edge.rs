@@ -282,3 +282,64 @@ fn partial_messages_cannot_take_more_than_the_buffer_budget() {
     let n = std::io::Read::read(&mut ua, &mut buf).expect("an answer");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
+
+/// A next hop by name is resolved by sbcd's own cached resolver on the configured name server:
+/// the second call asks nothing (the answer's TTL is 60 s).
+#[test]
+fn host_names_are_resolved_once_through_the_cache() {
+    let sbc_port = free_port();
+    let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let callee_port = callee.local_addr().port();
+    let dns = dns::FakeDns::answering(&[("callee.test", std::net::Ipv4Addr::LOCALHOST)]);
+    let yaml = format!(
+        "dns:\n  servers: ['{}']\nactive_profile: p\nprofiles:\n  p:\n    next_hop: callee.test:{callee_port}\n",
+        dns.addr
+    );
+    let sbcd = Sbcd::with_config_on(sbc_port, &yaml, &[]);
+    for n in 0..2 {
+        let answering = std::thread::spawn(move || {
+            // (The ACK of the previous call's 486 may come first.)
+            let inv = std::iter::from_fn(|| callee.recv_request(Duration::from_secs(10)))
+                .find(|m| m.method() == Some("INVITE"))
+                .expect("INVITE");
+            callee.answer(&inv, 486);
+            callee
+        });
+        let mut caller = TestUa::new(sbcd.addr());
+        let r = caller.invite("sip:bob@example.net", &sdp("127.0.0.1", 7200 + n, ""));
+        assert_eq!(r.status(), Some(486), "{}\n{}", r.0, sbcd.log_text());
+        callee = answering.join().expect("callee");
+        if n == 0 {
+            assert!(dns.queries().iter().all(|q| q == "callee.test"), "{:?}", dns.queries());
+        }
+    }
+    assert_eq!(dns.a_queries("callee.test"), 1, "the second call is served from the cache: {:?}", dns.queries());
+    let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
+    // Every transmission asks the resolver (INVITE, then the ACK of its 486); the cache answers.
+    assert!(metrics.contains("sbc_dns_lookups_total{result=\"failed\"} 0"), "{metrics}");
+    assert!(!metrics.contains("sbc_dns_lookups_total{result=\"resolved\"} 0"), "{metrics}");
+}
+
+/// A name server that never answers ties up at most 64 lookups; the INVITEs beyond them fail
+/// at once (503 to their callers) instead of queueing threads, and sbcd answers meanwhile.
+#[test]
+fn a_hanging_name_server_gets_a_bounded_number_of_lookups() {
+    let dns = dns::FakeDns::silent();
+    let sbcd = Sbcd::with_config(&format!("dns:\n  servers: ['{}']\n", dns.addr), &[]);
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = caller.local_addr().expect("addr");
+    for n in 0..100 {
+        let inv = format!(
+            "INVITE sip:u@h{n}.slow.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdns{n}\r\nMax-Forwards: 70\r\nFrom: <sip:c@{me}>;tag=d{n}\r\nTo: <sip:u@h{n}.slow.test>\r\nCall-ID: dns{n}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        caller.send_to(inv.as_bytes(), sbcd.addr()).expect("send");
+    }
+    let replies = collect(&caller, Duration::from_secs(2));
+    let unavailable = replies.iter().filter(|r| r.status() == Some(503)).count();
+    assert!(unavailable >= 30, "lookups over the limit fail at once: {unavailable} 503s");
+    let names: std::collections::HashSet<String> = dns.queries().into_iter().collect();
+    assert!(!names.is_empty() && names.len() <= 64, "{} names asked at once", names.len());
+    assert!(options_ping(sbcd.addr(), Duration::from_secs(2)).is_some(), "sbcd still answers");
+    let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
+    assert!(!metrics.contains("sbc_dns_lookups_total{result=\"shed\"} 0"), "{metrics}");
+}

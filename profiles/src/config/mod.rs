@@ -45,6 +45,8 @@ struct FileConfig {
     admin: FileAdmin,
     #[serde(default)]
     registrations: FileRegistrations,
+    #[serde(default)]
+    dns: FileDns,
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
@@ -99,6 +101,14 @@ struct FileRegistrations {
     store: Option<String>,
     /// Most bindings the cache holds; a REGISTER needing a new one beyond it gets 503.
     max_bindings: Option<usize>,
+}
+
+/// `dns:`: how host names are resolved.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct FileDns {
+    /// Name servers (`IP` or `IP:PORT`); empty: the system's (`/etc/resolv.conf`).
+    servers: Vec<String>,
 }
 
 /// `media:`: relay-wide settings.
@@ -397,6 +407,8 @@ pub enum RegistrationStore {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: String,
+    /// Name servers for host names (`dns.servers`); empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
     pub interfaces: Vec<InterfaceConfig>,
     pub outbound_interface: usize,
     pub next_hop: Option<(Transport, SocketAddr)>,
@@ -581,6 +593,16 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         return Err(err(None, "media.timeout_s", "must be 0 (off) or at least 5 s".into()));
     }
     let admission = AdmissionSettings::from_file(&f.limits.admission).map_err(|(k, m)| err(None, &k, m))?;
+    let dns_servers = f
+        .dns
+        .servers
+        .iter()
+        .map(|v| {
+            v.parse::<SocketAddr>()
+                .or_else(|_| v.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| err(None, "dns.servers", format!("'{v}' is not IP or IP:PORT")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let media_deny = f
         .media
         .deny
@@ -627,6 +649,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
     }
     Ok(Config {
         source: file.into(),
+        dns_servers,
         interfaces,
         outbound_interface,
         next_hop,

@@ -110,6 +110,16 @@ impl Collector for SbcCollector {
             d.parse_errors.load(Relaxed),
         )?;
         gauge(e, "sbc_tcp_connections", "Open SIP TCP connections", d.tcp_connections.load(Relaxed) as i64)?;
+        let dns = rt.dns_counters();
+        counters(
+            e,
+            "sbc_dns_lookups",
+            "Host-name lookups by result (shed: too many in flight)",
+            "result",
+            [("resolved", &dns.resolved), ("failed", &dns.failed), ("shed", &dns.shed)]
+                .into_iter()
+                .map(|(r, c)| (r.to_string(), c.load(Relaxed))),
+        )?;
         counter(
             e,
             "sbc_tcp_refused",

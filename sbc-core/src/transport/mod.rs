@@ -5,6 +5,7 @@
 
 mod admin_query;
 mod callcontrol;
+mod dns;
 mod shard;
 mod shed;
 mod tcp;
@@ -63,6 +64,8 @@ pub struct DriverCounters {
     pub tcp_cuts: [AtomicU64; tcp::Cut::COUNT],
 }
 
+pub use dns::DnsCounters;
+
 impl DriverCounters {
     /// TCP connections the SBC closed, by reason (for metrics).
     pub fn tcp_cuts(&self) -> Vec<(&'static str, u64)> {
@@ -80,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) tcp_limits: tcp::TcpLimits,
     /// Asked before parsing whether a source is ignored (`shed.rs`).
     pub(crate) admission: Arc<crate::admission::Admission>,
+    /// Host names of destinations (`dns.rs`).
+    pub(crate) dns: dns::Dns,
 }
 
 impl Shared {
@@ -152,10 +157,10 @@ impl Shared {
             Peer::Host(host, port) => {
                 let (me, host, port) = (self.clone(), host.clone(), *port);
                 tokio::spawn(async move {
-                    match tokio::net::lookup_host((&*host, port)).await.ok().and_then(|mut a| a.next()) {
-                        Some(addr) => me.send_to(shard, &dest, addr, bytes, tx),
-                        None => {
-                            tracing::warn!(%host, "cannot resolve");
+                    match me.dns.resolve(&host, port).await {
+                        Ok(addr) => me.send_to(shard, &dest, addr, bytes, tx),
+                        Err(why) => {
+                            tracing::info!(%host, ?why, "cannot resolve");
                             me.report_error(shard, tx);
                         }
                     }
@@ -207,6 +212,8 @@ pub enum StartError {
     Registrations(#[source] regcache::StoreError),
     #[error("the OS gave no random bytes: {0}")]
     Random(getrandom::Error),
+    #[error("cannot start the DNS resolver: {0}")]
+    Dns(String),
 }
 
 /// A running set of listeners and shards.
@@ -324,6 +331,7 @@ impl Runtime {
             counters: DriverCounters::default(),
             tcp_limits: tcp::TcpLimits::from_config(cfg),
             admission: admission.clone(),
+            dns: dns::Dns::new(&cfg.dns_servers).map_err(StartError::Dns)?,
         });
         let cc_settings = Arc::new(CcSettings {
             hook_timeout: cfg.call_control.hook_timeout,
@@ -481,6 +489,11 @@ impl Runtime {
     /// The addresses actually bound (port 0 resolved), in config order.
     pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         self.shared.sockets.iter().map(|s| (s.transport, s.addr)).collect()
+    }
+
+    /// Host-name lookups by result.
+    pub fn dns_counters(&self) -> &DnsCounters {
+        &self.shared.dns.counters
     }
 
     pub fn counters(&self) -> &DriverCounters {
