@@ -97,6 +97,7 @@ impl Bench {
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: Arc::new(sbc_core::admission::Admission::unlimited()),
+            retransmission_cache: 32 << 20,
         };
         // Virtual time: an arbitrary start, advanced by the bench only.
         #[allow(clippy::disallowed_methods)]

@@ -83,6 +83,7 @@ fuzz_target!(|data: &[u8]| {
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: std::sync::Arc::new(sbc_core::admission::Admission::unlimited()),
+            retransmission_cache: 32 << 20,
     };
     let mut engine = Engine::new(cfg, [1; 32]);
     let mut now = Instant::now();

@@ -86,6 +86,8 @@ pub struct AdmissionStats {
     pub dropped: u64,
     pub untracked: u64,
     pub sources: usize,
+    /// New calls refused because their source had `per_source_calls` already.
+    pub calls_refused: u64,
 }
 
 #[derive(Debug)]
@@ -97,6 +99,10 @@ pub struct Admission {
     dropped: std::sync::atomic::AtomicU64,
     /// Requests from new sources while the table was full (global limit only).
     untracked: std::sync::atomic::AtomicU64,
+    /// Calls open per untrusted source (see `per_source_calls`).
+    calls: DashMap<IpAddr, u32>,
+    /// New calls refused because their source had its calls already.
+    calls_refused: std::sync::atomic::AtomicU64,
 }
 
 impl Admission {
@@ -108,6 +114,39 @@ impl Admission {
             refused: Default::default(),
             dropped: Default::default(),
             untracked: Default::default(),
+            calls: DashMap::new(),
+            calls_refused: Default::default(),
+        }
+    }
+
+    /// Whether `ip` may start one more call (counted as refused if not).
+    pub fn may_start_call(&self, ip: IpAddr) -> bool {
+        let cap = self.cfg.per_source_calls;
+        if cap == 0 || self.cfg.is_trusted(ip) {
+            return true;
+        }
+        let open = self.calls.get(&source_key(ip)).map_or(0, |n| *n);
+        if open >= cap {
+            self.calls_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A call from `ip` now exists; [`Self::call_ended`] must follow.
+    pub fn call_started(&self, ip: IpAddr) {
+        if self.cfg.per_source_calls > 0 && !self.cfg.is_trusted(ip) {
+            *self.calls.entry(source_key(ip)).or_insert(0) += 1;
+        }
+    }
+
+    pub fn call_ended(&self, ip: IpAddr) {
+        if self.cfg.per_source_calls > 0 && !self.cfg.is_trusted(ip) {
+            let key = source_key(ip);
+            if let Some(mut n) = self.calls.get_mut(&key) {
+                *n = n.saturating_sub(1);
+            }
+            self.calls.remove_if(&key, |_, n| *n == 0);
         }
     }
 
@@ -226,6 +265,7 @@ impl Admission {
             dropped: self.dropped.load(Relaxed),
             untracked: self.untracked.load(Relaxed),
             sources: self.sources.len(),
+            calls_refused: self.calls_refused.load(Relaxed),
         }
     }
 }
@@ -245,7 +285,31 @@ mod tests {
             trusted_cps: 0,
             drop_after: 20,
             max_sources: 3,
+            per_source_calls: 2,
         }
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_calls_and_trusted_ones_any() {
+        let a = Admission::new(settings());
+        let (src, v6, trunk) = (ip("192.0.2.7"), ip("2001:db8:1:2::5"), ip("10.1.1.1"));
+        for _ in 0..2 {
+            assert!(a.may_start_call(src));
+            a.call_started(src);
+        }
+        assert!(!a.may_start_call(src));
+        assert!(a.may_start_call(ip("192.0.2.8")), "another source has its own");
+        a.call_ended(src);
+        assert!(a.may_start_call(src), "an ended call frees its place");
+        // IPv6 by /64: another address of the prefix is the same source.
+        a.call_started(v6);
+        a.call_started(ip("2001:db8:1:2::99"));
+        assert!(!a.may_start_call(ip("2001:db8:1:2:ffff::1")));
+        for _ in 0..5 {
+            assert!(a.may_start_call(trunk));
+            a.call_started(trunk);
+        }
+        assert_eq!(a.stats().calls_refused, 2);
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub(super) struct FileAdmission {
     trusted_cps: u32,
     drop_after: u32,
     max_sources: usize,
+    per_source_calls: u32,
 }
 
 impl Default for FileAdmission {
@@ -79,6 +80,8 @@ impl Default for FileAdmission {
             trusted_cps: 0,
             drop_after: 200,
             max_sources: 100_000,
+            // Concurrent calls (dialogs) of one untrusted address: a PBX with more is a trunk.
+            per_source_calls: 100,
         }
     }
 }
@@ -101,6 +104,9 @@ pub struct AdmissionSettings {
     pub drop_after: u32,
     /// Sources tracked at once; beyond it, new sources get the global limit only.
     pub max_sources: usize,
+    /// Calls (and subscriptions) one untrusted source may have at once (0 = no limit). With
+    /// `media.max_streams` this also caps the media ports one source can hold.
+    pub per_source_calls: u32,
 }
 
 impl Default for AdmissionSettings {
@@ -122,6 +128,7 @@ impl AdmissionSettings {
             trusted_cps: 0,
             drop_after: 0,
             max_sources: 1,
+            per_source_calls: 0,
         }
     }
 
@@ -144,6 +151,7 @@ impl AdmissionSettings {
             trusted_cps: f.trusted_cps,
             drop_after: f.drop_after,
             max_sources: f.max_sources,
+            per_source_calls: f.per_source_calls,
         })
     }
 

@@ -173,6 +173,7 @@ struct FileLimits {
     tcp_first_message_timeout_s: u64,
     tcp_max_outbound_connections: usize,
     tcp_max_buffered_kib: usize,
+    retransmission_cache_kib: usize,
     queue_depth: usize,
     admission: admission::FileAdmission,
 }
@@ -189,6 +190,7 @@ impl Default for FileLimits {
             tcp_first_message_timeout_s: 10,
             tcp_max_outbound_connections: 10_000,
             tcp_max_buffered_kib: 64 * 1024,
+            retransmission_cache_kib: 32 * 1024,
             queue_depth: 8192,
             admission: admission::FileAdmission::default(),
         }
@@ -430,6 +432,8 @@ pub struct Config {
     pub tcp_max_outbound_connections: usize,
     /// Bytes of partial messages held over all connections.
     pub tcp_max_buffered: usize,
+    /// Bytes each shard's finished transactions may keep to answer retransmissions.
+    pub retransmission_cache: usize,
     pub queue_depth: usize,
     pub drain_timeout: Duration,
     pub call_control: CallControlSettings,
@@ -666,6 +670,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         tcp_first_message_timeout: Duration::from_secs(f.limits.tcp_first_message_timeout_s),
         tcp_max_outbound_connections: f.limits.tcp_max_outbound_connections,
         tcp_max_buffered: f.limits.tcp_max_buffered_kib.saturating_mul(1024),
+        retransmission_cache: f.limits.retransmission_cache_kib.saturating_mul(1024),
         queue_depth: f.limits.queue_depth,
         drain_timeout: Duration::from_secs(f.shutdown.drain_timeout_s),
         call_control: CallControlSettings {

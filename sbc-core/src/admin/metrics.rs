@@ -162,6 +162,12 @@ impl Collector for SbcCollector {
         gauge(e, "sbc_admission_sources", "Source addresses admission control tracks", adm.sources as i64)?;
         counter(
             e,
+            "sbc_admission_calls_refused",
+            "New calls refused because their source held per_source_calls",
+            adm.calls_refused,
+        )?;
+        counter(
+            e,
             "sbc_admission_untracked",
             "New requests from sources beyond max_sources (global limit only)",
             adm.untracked,
@@ -175,6 +181,12 @@ impl Collector for SbcCollector {
         counter(e, "sbc_session_refreshes", "Session refreshes the SBC sent (RFC 4028)", s.session_refreshes)?;
         counter(e, "sbc_session_timeouts", "Calls ended because a session timer expired", s.session_timeouts)?;
         counter(e, "sbc_auth_answered", "Digest challenges answered with credentials", s.auth_answered)?;
+        counter(
+            e,
+            "sbc_sip_retransmission_cache_evictions",
+            "Messages cached by finished transactions dropped for the per-shard byte budget",
+            s.retransmission_cache_evictions,
+        )?;
         counter(e, "sbc_auth_challenged", "Requests the SBC challenged (enable_bleg_uas_auth)", s.auth_challenged)?;
         gauge(
             e,

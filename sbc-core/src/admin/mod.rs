@@ -433,6 +433,7 @@ impl Control for AdminControl {
             "session_refreshes": s.session_refreshes,
             "session_timeouts": s.session_timeouts,
             "auth_answered": s.auth_answered,
+            "retransmission_cache_evictions": s.retransmission_cache_evictions,
             "auth_challenged": s.auth_challenged,
             "parse_errors": self.runtime.counters().parse_errors.load(Relaxed),
             "drops_by_reason": l.drops,

@@ -155,6 +155,10 @@ pub(crate) struct Call {
     pub(crate) max_duration: Option<Instant>,
     /// After a CANCEL: forget the call even if the callee never answers (RFC 3261 §9.1).
     pub(crate) hard_end: Option<Instant>,
+    /// In-dialog requests in flight and their rate (`dialog_limits.rs`).
+    pub(crate) dialog_limits: super::dialog_limits::DialogLimits,
+    /// The caller's address, counted against its source's calls until the call is gone.
+    pub(crate) a_source: std::net::IpAddr,
     /// The call's relayed media (ports and flows go back when the call is dropped).
     pub(crate) media: Option<Box<rtp_relay::Session>>,
     /// When to look for media activity next (answered calls with a relay session).

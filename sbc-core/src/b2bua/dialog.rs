@@ -97,6 +97,14 @@ impl Engine {
         if call.leg(side).remote_cseq.is_some_and(|r| cseq < r) {
             return self.refuse(&msg, &src, 500, "CSeq Out Of Order", &[]);
         }
+        // A call must always be able to end: BYE is never limited (ACK and CANCEL do not
+        // come here).
+        if method != Method::Bye {
+            if let Err(why) = call.dialog_limits.check(now) {
+                call.span.in_scope(|| tracing::debug!(why, ?method, "in-dialog request over the dialog's limits"));
+                return self.refuse(&msg, &src, 503, "Service Unavailable", &[("Retry-After", b"1")]);
+            }
+        }
         call.leg_mut(side).remote_cseq = Some(cseq);
         // A NOTIFY may arrive before the 2xx to its SUBSCRIBE (RFC 6665 §4.1.2.4): it creates
         // the dialog on that leg — the notifier's tag and its route set (UAS order).
@@ -177,7 +185,13 @@ impl Engine {
             tracing::info!(from = ?side, "BYE");
         }
 
+        if method != Method::Bye {
+            call.dialog_limits.take();
+        }
         let server = self.new_server_tx(key, &msg, &src, Some(h), side, Purpose::RelayServer { peer: 0 }, None);
+        if let Some(e) = self.txs.get_mut(&server).filter(|_| method != Method::Bye) {
+            e.dialog_counted = true;
+        }
         if method == Method::Invite {
             self.respond_local(now, server, 100, "Trying", &[]);
         }

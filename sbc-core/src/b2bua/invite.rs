@@ -176,6 +176,12 @@ impl Engine {
                     None => me.refuse(msg, src, code, reason, extra),
                 }
             };
+        // Calls a source may hold at once (issue 16): with the streams per call, this caps the
+        // media ports one address can take too.
+        if !self.cfg.admission.may_start_call(src.remote.ip()) {
+            tracing::debug!(source = %src.remote.ip(), "source has its calls already");
+            return fail(self, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+        }
         let is_invite = kind == CallKind::Invite;
         // Session timers (RFC 4028): the caller's interval must not be below our Min-SE.
         let sst = if is_invite {
@@ -411,6 +417,7 @@ impl Engine {
         if !is_invite {
             self.set_relay_peer(a_tx, b_tx);
         }
+        self.cfg.admission.call_started(src.remote.ip());
         self.calls.insert(
             handle,
             Box::new(Call {
@@ -442,6 +449,8 @@ impl Engine {
                 max_duration: (!is_invite).then(|| now + self.cfg.timers.t1x64()),
                 hard_end: None,
                 media: media.map(Box::new),
+                dialog_limits: Default::default(),
+                a_source: src.remote.ip(),
                 media_check: None,
                 sst,
                 scheduled: None,
@@ -979,6 +988,7 @@ impl Engine {
         let Some(call) = self.calls.remove(&h) else {
             return;
         };
+        self.cfg.admission.call_ended(call.a_source);
         // A call being torn down (cancel, Timer C) ends with the final answer of the callee,
         // but for the reason it was torn down.
         let reason = call.cause.unwrap_or(reason);

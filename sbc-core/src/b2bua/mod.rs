@@ -12,8 +12,10 @@ mod build;
 mod call;
 mod cc;
 mod dialog;
+mod dialog_limits;
 mod ids;
 mod invite;
+mod linger;
 mod media;
 mod ood;
 mod overview;
@@ -122,6 +124,8 @@ pub struct EngineStats {
     pub auth_challenged: u64,
     /// Request retransmissions absorbed by a transaction, by method.
     pub retransmissions_by_method: [u64; Method::COUNT],
+    /// Cached messages of finished transactions dropped for the shard's byte budget.
+    pub retransmission_cache_evictions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -136,7 +140,7 @@ pub struct Engine {
     draining: bool,
     txs: HashMap<TxId, Box<TxEntry>>,
     /// Finished transactions that only absorb retransmissions until their wait timer.
-    lingering: HashMap<TxId, txs::Linger>,
+    lingering: linger::LingerTable,
     tx_keys: HashMap<TxKey, TxId>,
     next_id: u64,
     /// Boxed: a table slot is then a pointer, not a kilobyte of call (held calls are most of
@@ -171,12 +175,13 @@ impl Engine {
     /// constant in tests (see `ids.rs`).
     pub fn new(cfg: EngineConfig, seed: [u8; 32]) -> Self {
         let ids = IdGen::new(seed, cfg.shard);
+        let lingering = linger::LingerTable::new(cfg.retransmission_cache);
         Self {
             cfg,
             ids,
             draining: false,
             txs: HashMap::new(),
-            lingering: HashMap::new(),
+            lingering,
             tx_keys: HashMap::new(),
             next_id: 1,
             calls: HashMap::new(),

@@ -63,6 +63,7 @@ impl Harness {
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: std::sync::Arc::new(crate::admission::Admission::unlimited()),
+            retransmission_cache: 32 << 20,
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
@@ -739,6 +740,8 @@ fn many_reinvites_keep_bounded_state() {
     let (_, ok) = established(&mut h);
     let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
     for cseq in 12..40 {
+        // A refresh every 200 ms: within the dialog's rate (dialog_limits.rs).
+        h.advance(Duration::from_millis(200));
         let out = h.send(ALICE, &in_dialog("INVITE", ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
         let reinv = one(&out, BOB);
         let out = h.send(BOB, &response_from(BOB, &reinv, 200, "", ""));

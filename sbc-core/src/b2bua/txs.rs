@@ -6,6 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::call::Side;
+use super::linger::Linger;
 use super::types::{Destination, Source};
 use super::{Engine, Output, TimerRef, TxId};
 use crate::sip::msg::{Message, Method};
@@ -64,6 +65,8 @@ pub(super) struct TxEntry {
     pub registration: Option<Box<super::register::PendingRegistration>>,
     /// Client transactions that may have to be sent again (credentials, a 422).
     pub resendable: Option<Box<Resendable>>,
+    /// An in-dialog request counted by its call's `DialogLimits` until its final response.
+    pub dialog_counted: bool,
 }
 
 /// What sending a request again needs, carried from one attempt to the next.
@@ -124,22 +127,6 @@ impl TxEntry {
     }
 }
 
-/// A finished transaction kept only to absorb retransmissions until its wait timer (D, I, J,
-/// K, L) fires. A fraction of a [`TxEntry`]: under load most transactions are in this state.
-pub(super) struct Linger {
-    key: TxKey,
-    /// Sent again on a retransmitted request (server) or non-2xx final (client).
-    resend: Option<Bytes>,
-    dest: Destination,
-    until: Instant,
-}
-
-impl Linger {
-    pub(super) fn until(&self) -> Instant {
-        self.until
-    }
-}
-
 /// A result for the transaction user, collected before it is acted on.
 enum TuEvent {
     Response(Message),
@@ -187,6 +174,7 @@ impl Engine {
                 rules: None,
                 registration: None,
                 resendable: None,
+                dialog_counted: false,
             }),
         );
         id
@@ -206,6 +194,11 @@ impl Engine {
         if code >= 200 {
             // Answered: only the response bytes are needed for retransmissions from now on.
             e.request = None;
+            if std::mem::take(&mut e.dialog_counted) {
+                if let Some(call) = e.call.and_then(|h| self.calls.get_mut(&h)) {
+                    call.dialog_limits.answered();
+                }
+            }
             let ends_offer =
                 matches!(e.purpose, Purpose::RelayServer { .. }) && matches!(e.method, Method::Invite | Method::Update);
             if let (true, Some(call)) = (ends_offer, e.call.and_then(|h| self.calls.get_mut(&h))) {
@@ -282,6 +275,7 @@ impl Engine {
                 rules: None,
                 registration: None,
                 resendable,
+                dialog_counted: false,
                 transport_failed: false,
                 method,
                 reserved_call_id,
@@ -487,6 +481,7 @@ impl Engine {
         let rescheduled = e.scheduled != Some(until);
         let TxEntry { key, dest, .. } = *e;
         self.lingering.insert(id, Linger { key, resend, dest, until });
+        self.stats.retransmission_cache_evictions = self.lingering.evictions();
         if rescheduled {
             self.schedule(until, TimerRef::Tx(id));
         }

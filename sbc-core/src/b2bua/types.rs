@@ -127,6 +127,8 @@ pub struct EngineConfig {
     pub nonce_key: [u8; 32],
     /// Admission control of new requests, shared by every shard.
     pub admission: Arc<crate::admission::Admission>,
+    /// Bytes the messages cached by finished transactions may take (`linger.rs`).
+    pub retransmission_cache: usize,
 }
 
 impl EngineConfig {
@@ -154,6 +156,7 @@ impl EngineConfig {
             max_registrations: cfg.max_registrations,
             nonce_key: [0; 32],
             admission: Arc::new(crate::admission::Admission::new(cfg.admission.clone())),
+            retransmission_cache: cfg.retransmission_cache,
         }
     }
 

@@ -30,6 +30,7 @@ pub struct ShardStatus {
     pub session_refreshes: AtomicU64,
     pub session_timeouts: AtomicU64,
     pub auth_answered: AtomicU64,
+    pub retransmission_cache_evictions: AtomicU64,
     pub auth_challenged: AtomicU64,
     pub requests_by_method: [AtomicU64; Method::COUNT],
     pub retransmissions_by_method: [AtomicU64; Method::COUNT],
@@ -105,6 +106,7 @@ pub struct StatsSnapshot {
     pub session_refreshes: u64,
     pub session_timeouts: u64,
     pub auth_answered: u64,
+    pub retransmission_cache_evictions: u64,
     pub auth_challenged: u64,
 }
 
@@ -127,6 +129,7 @@ impl StatsSnapshot {
             s.session_refreshes += st.session_refreshes.load(Ordering::Relaxed);
             s.session_timeouts += st.session_timeouts.load(Ordering::Relaxed);
             s.auth_answered += st.auth_answered.load(Ordering::Relaxed);
+            s.retransmission_cache_evictions += st.retransmission_cache_evictions.load(Ordering::Relaxed);
             s.auth_challenged += st.auth_challenged.load(Ordering::Relaxed);
         }
         s
@@ -268,6 +271,7 @@ fn publish(engine: &Engine, st: &ShardStatus) -> bool {
     st.session_refreshes.store(s.session_refreshes, Ordering::Relaxed);
     st.session_timeouts.store(s.session_timeouts, Ordering::Relaxed);
     st.auth_answered.store(s.auth_answered, Ordering::Relaxed);
+    st.retransmission_cache_evictions.store(s.retransmission_cache_evictions, Ordering::Relaxed);
     st.auth_challenged.store(s.auth_challenged, Ordering::Relaxed);
     for (a, v) in st.requests_by_method.iter().zip(s.requests_by_method) {
         a.store(v, Ordering::Relaxed);

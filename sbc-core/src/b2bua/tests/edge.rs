@@ -211,3 +211,71 @@ fn auth_refuse_md5_answers_only_stronger_challenges() {
     let (resent, _) = challenge_of(options, "carrier", "SHA-256");
     assert!(resent.is_some());
 }
+
+/// A peer in a call cannot keep the SBC relaying: at most 8 in-dialog requests wait for their
+/// answers at once, and a dialog's rate is bounded; BYE always passes.
+#[test]
+fn a_dialog_has_few_requests_in_flight_and_bye_always_passes() {
+    let mut h = Harness::new();
+    let (_b_inv, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let mut relayed = Vec::new();
+    for cseq in 11..21 {
+        let out = h.send(ALICE, &in_dialog("INFO", ALICE, &from, &to_hdr, "call-1@alice", cseq, ""));
+        match to(&out, BOB).into_iter().next() {
+            Some(info) => relayed.push(info),
+            None => assert_eq!(one(&out, ALICE).status(), Some(503), "{out:#?}"),
+        }
+    }
+    assert_eq!(relayed.len(), 8, "eight in flight at most");
+    // Answers free their places.
+    for info in &relayed {
+        h.send(BOB, &response_from(BOB, info, 200, "", ""));
+    }
+    let out = h.send(ALICE, &in_dialog("INFO", ALICE, &from, &to_hdr, "call-1@alice", 21, ""));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Info));
+    // Still too many at once for the rate; the BYE goes through all the same.
+    let out = h.send(ALICE, &in_dialog("BYE", ALICE, &from, &to_hdr, "call-1@alice", 30, ""));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Bye));
+}
+
+/// An untrusted source holds at most `per_source_calls` calls; an ended one frees its place.
+#[test]
+fn a_source_holds_at_most_its_calls() {
+    let mut h = Harness::new();
+    h.engine.cfg.admission =
+        std::sync::Arc::new(crate::admission::Admission::new(profiles::config::AdmissionSettings {
+            per_source_calls: 2,
+            ..profiles::config::AdmissionSettings::unlimited()
+        }));
+    let b1 = one(&h.send(ALICE, &invite("src1", "")), BOB);
+    one(&h.send(ALICE, &invite("src2", "")), BOB);
+    let out = h.send(ALICE, &invite("src3", ""));
+    assert!(to(&out, BOB).is_empty());
+    assert_eq!(first(&out, ALICE).status(), Some(503));
+    // The callee refuses the first call: it ends, and the source may call again.
+    h.send(BOB, &response_to(&b1, 486, "bt", ""));
+    one(&h.send(ALICE, &invite("src4", "")), BOB);
+    assert_eq!(h.engine.cfg.admission.stats().calls_refused, 1);
+}
+
+/// The messages finished transactions keep for retransmissions share a byte budget: past it
+/// the oldest are dropped, counted, and a retransmission of such a request is still absorbed
+/// (not relayed as new), only no longer answered.
+#[test]
+fn finished_transactions_keep_their_messages_within_a_byte_budget() {
+    let mut h = Harness::new();
+    h.engine.cfg.retransmission_cache = 1;
+    h.engine.lingering = linger::LingerTable::new(1);
+    let (_b_inv, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let bye = in_dialog("BYE", ALICE, &from, &to_hdr, "call-1@alice", 11, "");
+    let out = h.send(ALICE, &bye);
+    let b_bye = one(&out, BOB);
+    let out = h.send(BOB, &response_from(BOB, &b_bye, 200, "", ""));
+    assert_eq!(one(&out, ALICE).status(), Some(200));
+    assert!(h.engine.stats.retransmission_cache_evictions >= 1);
+    // The caller's BYE again: absorbed, nothing sent anywhere.
+    assert!(h.send(ALICE, &bye).is_empty());
+    assert_eq!(h.engine.stats.retransmissions_absorbed, 1);
+}
