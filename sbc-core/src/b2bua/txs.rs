@@ -67,6 +67,8 @@ pub(super) struct TxEntry {
     pub resendable: Option<Box<Resendable>>,
     /// An in-dialog request counted by its call's `DialogLimits` until its final response.
     pub dialog_counted: bool,
+    /// Where the driver sent a request addressed to a host name (`handle_resolved`).
+    pub resolved: Option<std::net::SocketAddr>,
 }
 
 /// What sending a request again needs, carried from one attempt to the next.
@@ -175,6 +177,7 @@ impl Engine {
                 registration: None,
                 resendable: None,
                 dialog_counted: false,
+                resolved: None,
             }),
         );
         id
@@ -276,6 +279,7 @@ impl Engine {
                 registration: None,
                 resendable,
                 dialog_counted: false,
+                resolved: None,
                 transport_failed: false,
                 method,
                 reserved_call_id,
@@ -310,8 +314,8 @@ impl Engine {
     /// the request went to (or on its connection), unless the profile that sent it says its
     /// next hop answers from elsewhere (`next_hop_replies_from_any`). Off-path forgers must
     /// then also send from the peer's address, besides guessing our 64-bit branch. A request
-    /// sent to a host name is checked by neither: the driver resolves it, the engine never
-    /// learns the address. A finished transaction only resends its ACK, to where it went.
+    /// sent to a host name is checked against where the driver says it went
+    /// (`handle_resolved`). A finished transaction only resends its ACK, to where it went.
     pub(super) fn response_source_ok(&self, id: TxId, src: &Source) -> bool {
         let Some(e) = self.txs.get(&id) else { return true };
         let relaxed = match (&e.rules, e.call.and_then(|h| self.calls.get(&h))) {
@@ -322,9 +326,18 @@ impl Engine {
         if relaxed || (e.dest.conn.is_some() && e.dest.conn == src.conn) {
             return true;
         }
-        match &e.dest.peer {
-            super::types::Peer::Addr(a) => a.ip().to_canonical() == src.remote.ip().to_canonical(),
-            super::types::Peer::Host(..) => true,
+        let went_to = match (&e.dest.peer, e.resolved.as_ref()) {
+            (super::types::Peer::Addr(a), _) | (super::types::Peer::Host(..), Some(a)) => *a,
+            // Not resolved yet as far as this shard knows: nothing to check against.
+            (super::types::Peer::Host(..), None) => return true,
+        };
+        went_to.ip().to_canonical() == src.remote.ip().to_canonical()
+    }
+
+    /// The driver resolved the host name a client transaction's request went to.
+    pub fn handle_resolved(&mut self, id: TxId, addr: std::net::SocketAddr) {
+        if let Some(e) = self.txs.get_mut(&id) {
+            e.resolved = Some(addr);
         }
     }
 

@@ -37,6 +37,8 @@ pub(crate) enum ShardInput {
     Message(Message, crate::b2bua::Source),
     Unparseable(Bytes, ParseError, crate::b2bua::Source),
     TransportError(TxId),
+    /// Where a transaction's request to a host name went (for its responses' source check).
+    Resolved(TxId, SocketAddr),
     Drain,
     /// The call-control verdict for a parked call.
     CcVerdict(u64, crate::b2bua::CcVerdict),
@@ -158,7 +160,13 @@ impl Shared {
                 let (me, host, port) = (self.clone(), host.clone(), *port);
                 tokio::spawn(async move {
                     match me.dns.resolve(&host, port).await {
-                        Ok(addr) => me.send_to(shard, &dest, addr, bytes, tx),
+                        Ok(addr) => {
+                            // Queued before the request leaves, so before any response to it.
+                            if let (Some(tx), Some(q)) = (tx, me.shards.get(usize::from(shard))) {
+                                let _ = q.try_send(ShardInput::Resolved(tx, addr));
+                            }
+                            me.send_to(shard, &dest, addr, bytes, tx)
+                        }
                         Err(why) => {
                             tracing::info!(%host, ?why, "cannot resolve");
                             me.report_error(shard, tx);

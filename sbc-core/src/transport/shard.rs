@@ -203,6 +203,7 @@ fn handle(engine: &mut Engine, input: ShardInput) {
         ShardInput::Message(msg, src) => engine.handle_message(now, msg, src),
         ShardInput::Unparseable(bytes, err, src) => engine.handle_unparseable(now, &bytes, err, src),
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
+        ShardInput::Resolved(tx, addr) => engine.handle_resolved(tx, addr),
         ShardInput::Drain => engine.set_draining(true),
         ShardInput::CcVerdict(call, verdict) => engine.handle_cc_verdict(now, call, verdict),
         // A question the API stopped waiting for (it answered 503) is not acted on: a teardown
