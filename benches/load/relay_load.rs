@@ -128,8 +128,10 @@ fn main() {
             name: "bench".into(),
             bind: "127.0.0.1".parse().expect("ip"),
             advertise: None,
+            // Below the kernel's ephemeral ports, where the generator's sockets are: the relay
+            // refuses an SDP naming one of its own ports.
             port_min: 20000,
-            port_max: 39999,
+            port_max: 32767,
         }],
         latch_window: Duration::from_secs(2),
         workers: args.workers,

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use super::*;
 
+/// A relay on ports below the kernel's ephemeral range (32768-), so no test peer bound to
+/// port 0 can sit on one of the relay's own ports (which the relay refuses as a destination).
 fn relay(port_min: u16, port_max: u16) -> Arc<Relay> {
     let iface = |name: &str, ip: &str| MediaInterface {
         name: name.into(),
@@ -72,7 +74,7 @@ fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
 
 #[test]
 fn media_flows_both_ways_through_the_advertised_ports() {
-    let r = relay(42000, 42099);
+    let r = relay(22000, 22099);
     let (caller, callee) = (peer("127.0.0.1"), peer("127.0.0.1"));
     let caller_rtcp = peer("127.0.0.1");
     let mut s = r.session(sides("v4", "v4", false)).expect("session");
@@ -102,7 +104,7 @@ fn media_flows_both_ways_through_the_advertised_ports() {
 
 #[test]
 fn ipv4_caller_bridged_to_ipv6_callee() {
-    let r = relay(42100, 42199);
+    let r = relay(22100, 22199);
     let (caller, callee) = (peer("127.0.0.1"), peer("::1"));
     let mut s = r.session(sides("v4", "v6", false)).expect("session");
     let to_b = s.update(0, &[offered(&caller)]).adverts[0].expect("relayed");
@@ -120,7 +122,7 @@ fn ipv4_caller_bridged_to_ipv6_callee() {
 /// header's address length from the datagram before; `userspace/worker.rs`).
 #[test]
 fn a_symmetric_ipv6_side_latches_its_real_address_after_ipv4_packets() {
-    let r = relay(42300, 42399);
+    let r = relay(22300, 22399);
     let (caller, callee) = (peer("::1"), peer("127.0.0.1"));
     let mut s = r.session(sides("v6", "v4", true)).expect("session");
     let to_b = s.update(0, &[offered(&caller)]).adverts[0].expect("relayed");
@@ -138,7 +140,7 @@ fn a_symmetric_ipv6_side_latches_its_real_address_after_ipv4_packets() {
 
 #[test]
 fn symmetric_caller_behind_nat_gets_audio_and_a_new_answer_retargets() {
-    let r = relay(42200, 42299);
+    let r = relay(22200, 22299);
     let (nat, callee, callee2) = (peer("127.0.0.1"), peer("127.0.0.1"), peer("127.0.0.1"));
     let mut s = r.session(sides("v4", "v4", true)).expect("session");
     // The caller's SDP names a port nobody listens on; it really sends from `nat`.
@@ -160,7 +162,7 @@ fn symmetric_caller_behind_nat_gets_audio_and_a_new_answer_retargets() {
 #[test]
 fn a_rejected_stream_releases_its_ports_and_a_small_pool_never_leaks() {
     // Two pairs per interface: one call with one stream fits, per side.
-    let r = relay(42300, 42303);
+    let r = relay(22300, 22303);
     let caller = peer("127.0.0.1");
     for _ in 0..50 {
         let mut s = r.session(sides("v4", "v4", false)).expect("session");
@@ -182,13 +184,13 @@ fn a_rejected_stream_releases_its_ports_and_a_small_pool_never_leaks() {
 
 #[test]
 fn unknown_interface_is_refused() {
-    let r = relay(42400, 42409);
+    let r = relay(22400, 22409);
     assert!(matches!(r.session(sides("v4", "nope", false)), Err(RelayError::UnknownInterface(_))));
 }
 
 #[test]
 fn a_side_announcing_direction_active_is_latched_without_forced_symmetry() {
-    let r = relay(42500, 42599);
+    let r = relay(22500, 22599);
     let (nat, callee) = (peer("127.0.0.1"), peer("127.0.0.1"));
     let mut s = r.session(sides("v4", "v4", false)).expect("session");
     let mut sdp = offered(&nat);
@@ -204,7 +206,7 @@ fn a_side_announcing_direction_active_is_latched_without_forced_symmetry() {
 
 #[test]
 fn one_sdp_cannot_take_more_than_the_stream_cap() {
-    let r = relay(42600, 42799);
+    let r = relay(22600, 22799);
     let caller = peer("127.0.0.1");
     let mut s = r.session(sides("v4", "v4", false)).expect("session");
     let many = vec![offered(&caller); DEFAULT_MAX_STREAMS + 5];
