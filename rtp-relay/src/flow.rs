@@ -7,10 +7,12 @@
 //!   comes from; a side without symmetric RTP takes packets from those alone;
 //! - a symmetric side latches onto the first source, and afterwards moves to another source
 //!   only when that one is preferred (always, if the current one is not; else in the latching
-//!   window that follows the first latch or a new offer/answer), or when it continues the same
-//!   SSRC within the window from a latch that is not preferred (a NAT binding that changed).
-//!   A stranger can neither take a preferred latch nor start a new SSRC;
-//! - every endpoint is policed to a packet rate (a flood through one stream stops there).
+//!   window that follows the first latch or a new offer/answer, or continuing the same SSRC),
+//!   or when it continues the same SSRC within the window from a latch that is not preferred
+//!   (a NAT binding that changed). A stranger can neither take a preferred latch nor start a
+//!   new SSRC;
+//! - every endpoint's accepted packets are policed to a packet rate (a flood through one
+//!   stream stops there; a stranger's packets, dropped before, spend nothing).
 use std::net::{IpAddr, SocketAddr};
 
 use crate::counters::DropReason;
@@ -171,10 +173,6 @@ impl StreamFlows {
         if data.len() < 4 {
             return drop(DropReason::Malformed, false);
         }
-        // Policed before anything else: a flood must not move a latch either.
-        if !self.ends[side][comp].police(self.limits.max_packet_rate, now_ms) {
-            return drop(DropReason::RateLimited, false);
-        }
         let preferred = self.preferred(side, comp, src.ip());
         let mut latched = false;
         if self.spec.remotes[side].symmetric {
@@ -195,9 +193,13 @@ impl StreamFlows {
                 }
                 Some(_) => {
                     let in_window = now_ms < e.open_until_ms;
+                    let same_ssrc = packet_ssrc.is_some() && packet_ssrc == e.ssrc;
                     let takes_over = Some(src) == e.sdp
-                        || (preferred && (!current_preferred || in_window))
-                        || (!current_preferred && in_window && packet_ssrc.is_some() && packet_ssrc == e.ssrc);
+                        // A preferred host: from a stranger's latch at any time; from another
+                        // preferred source in the window, or continuing its SSRC (a NAT binding
+                        // of the phone's that moved to a new port late in the call).
+                        || (preferred && (!current_preferred || in_window || same_ssrc))
+                        || (!current_preferred && in_window && same_ssrc);
                     if !takes_over {
                         return drop(DropReason::ForeignSource, false);
                     }
@@ -208,6 +210,11 @@ impl StreamFlows {
             }
         } else if !preferred {
             return drop(DropReason::ForeignSource, false);
+        }
+        // Policed once accepted: a stranger's flood, dropped above, must not spend the real
+        // peer's budget (and cut its audio).
+        if !self.ends[side][comp].police(self.limits.max_packet_rate, now_ms) {
+            return drop(DropReason::RateLimited, latched);
         }
         // RFC 4733 events ride RTP; with rtcp-mux an RTCP packet (PT 200-204, RFC 5761 §4) on
         // the RTP socket is never mistaken for one.

@@ -129,8 +129,24 @@ fn each_endpoint_is_policed_to_its_packet_rate() {
     assert_eq!(sent(&mut f, 80, 510), 25, "then the rate");
     let out = f.on_packet(0, RTP, addr("10.0.0.1:4000"), &PKT, 510);
     assert_eq!(out.verdict, Verdict::Drop(DropReason::RateLimited));
-    // The other side is not charged for it.
+    // The other side is not charged for it, and a stranger's flood spends nothing of it.
     assert!(matches!(f.on_packet(1, RTP, addr("10.0.0.2:6000"), &PKT, 510).verdict, Verdict::Forward(_)));
+    for _ in 0..1000 {
+        f.on_packet(0, RTP, addr("203.0.113.66:9999"), &PKT, 2000);
+    }
+    assert_eq!(sent(&mut f, 10, 2000), 10, "the real peer's packets still go");
+}
+
+#[test]
+fn a_phone_whose_nat_moves_late_in_the_call_keeps_its_audio() {
+    let mut s = spec(Some("10.0.0.1:4000"), Some("10.0.0.2:6000"), true, false);
+    s.remotes[0].signalling = Some("198.51.100.7".parse().expect("ip"));
+    let mut f = StreamFlows::new(s, LIMITS, 0);
+    f.on_packet(0, RTP, addr("198.51.100.7:30000"), &PKT, 5);
+    // Minutes later its NAT binding moves: same host, same SSRC, another port.
+    let moved = f.on_packet(0, RTP, addr("198.51.100.7:41000"), &PKT, 300_000);
+    assert!(moved.latched);
+    assert_eq!(f.target(0, RTP), Some(addr("198.51.100.7:41000")));
 }
 
 #[test]
