@@ -1,7 +1,7 @@
 //! A DNS server for the tests, on a loopback UDP port: it answers A queries for the names it
 //! was given (TTL 60) and NOERROR with no answer for anything else (without an SOA, so such
-//! negative answers are not cached), or answers nothing at all (a name server that hangs). It
-//! records every query's name and type. It stops when dropped.
+//! negative answers are not cached) or, as a name server that hangs, nothing at all for names
+//! it does not know. It records every query's name and type. It stops when dropped.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -26,6 +26,11 @@ impl FakeDns {
         Self::start(HashMap::new(), true)
     }
 
+    /// Answers `names` and leaves every other name without an answer.
+    pub fn answering_else_silent(names: &[(&str, Ipv4Addr)]) -> Self {
+        Self::start(names.iter().map(|(n, a)| (n.to_ascii_lowercase(), *a)).collect(), true)
+    }
+
     fn start(names: HashMap<String, Ipv4Addr>, silent: bool) -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind fake dns");
         sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
@@ -38,10 +43,11 @@ impl FakeDns {
                 let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
                 let Some((name, qtype, question_end)) = question(&buf[..n]) else { continue };
                 q.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((name.clone(), qtype));
-                if silent {
+                let known = names.get(&name);
+                if silent && known.is_none() {
                     continue;
                 }
-                let answer = names.get(&name).filter(|_| qtype == 1);
+                let answer = known.filter(|_| qtype == 1);
                 let _ = sock.send_to(&reply(&buf[..question_end], answer), from);
             }
         });
