@@ -101,7 +101,8 @@ impl Shared {
             Ok(msg) => {
                 let shard = if msg.is_request() {
                     let shard = shard_of_call_id(msg.call_id().unwrap_or_default(), n);
-                    if shed::is_new_request(&msg) && self.shard_overloaded(shard) {
+                    // Over UDP only: a stream client does not send a shed request again.
+                    if src.transport == Transport::Udp && shed::is_new_request(&msg) && self.shard_overloaded(shard) {
                         self.counters.overload_shed.fetch_add(1, Ordering::Relaxed);
                         return;
                     }

@@ -2,9 +2,11 @@
 //! already admitted (calls up, their in-dialog requests, responses) keeps its share:
 //! - a datagram that opens new work (its first line names a method that starts a dialog or
 //!   stands alone) from a source admission control ignores is dropped before it is parsed;
-//! - a parsed new request (no To tag; not ACK or CANCEL) bound for a shard whose input queue
-//!   is half full is dropped: the overload detector, which needs no number from the operator.
-//!   The caller's transaction sends the request again, and it is taken once the queue drains.
+//! - a parsed new request (no To tag; not ACK or CANCEL) that came over UDP and is bound for a
+//!   shard whose input queue is half full is dropped: the overload detector, which needs no
+//!   number from the operator. The caller's transaction sends the request again (over UDP it
+//!   does; a stream client would not, so TCP requests are not shed), and it is taken once the
+//!   queue drains.
 
 use crate::sip::msg::{Message, Method};
 

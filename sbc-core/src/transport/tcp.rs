@@ -29,6 +29,9 @@ use crate::sip::msg::{salvage_request_rows, StreamFrame, StreamFramer};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued per connection before senders see it as failed.
 const WRITE_QUEUE: usize = 1024;
+/// A partial message this large is cut when the buffer budget is spent (an INVITE with SDP
+/// is a few kilobytes).
+const LARGE_PARTIAL: usize = 64 * 1024;
 
 /// A message waiting for a connection's writer, with the transaction to fail if it cannot go.
 struct Outgoing {
@@ -332,7 +335,9 @@ async fn read_loop(
             (false, true) => Some(now),
             (false, false) => started.or(Some(now)),
         };
-        if shared.tcp.hold(&mut held, buf.len()) > limits.max_buffered && !buf.is_empty() {
+        // Over the budget, a connection holding a large partial message goes; one with an
+        // ordinary message split across segments (far below it) is left to finish.
+        if shared.tcp.hold(&mut held, buf.len()) > limits.max_buffered && buf.len() >= LARGE_PARTIAL {
             break Some(Cut::BufferBudget);
         }
         let first = (!framed_any).then(|| (opened + limits.first_message_timeout, Cut::FirstMessageTimeout));
