@@ -226,3 +226,17 @@ fn dtmf_filtering_drops_the_receivers_event_number() {
     set_dtmf_drops(&mut spec, [Some(101), None], [true, true]);
     assert_eq!(spec.remotes[0].drop_payload_type, Some(101), "until B's SDP is known");
 }
+
+/// An SDP whose RTP port is just below a port it must not reach (no `a=rtcp`) is refused for
+/// the RTCP it would aim there.
+#[test]
+fn the_implied_rtcp_port_is_checked_too() {
+    let r = relay(22900, 22999);
+    let mut s = r.session(sides("v4", "v4", false)).expect("session");
+    let mut aimed = offered(&peer("127.0.0.1"));
+    // 22899 + 1 = 22900: the relay's own first port.
+    aimed.rtp = Some("127.0.0.1:22899".parse().expect("addr"));
+    let result = s.update(0, &[aimed]);
+    assert_eq!(result.adverts, vec![None]);
+    assert_eq!(result.refused.first().map(|(_, why, _)| *why), Some("own_socket"));
+}

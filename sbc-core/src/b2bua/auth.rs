@@ -10,6 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use profiles::evaluate::Credentials;
+use profiles::pattern::Pattern;
 
 use super::apply::{hop_target, CallRules};
 use super::call::Side;
@@ -63,14 +64,17 @@ impl Engine {
     }
 
     /// Whether `peer` is a destination the configuration names (the profile's next hops or
-    /// outbound proxy, or the global next hop), not one a Request-URI or Contact pointed to.
+    /// outbound proxy, written as fixed text, or the global next hop), not one a Request-URI,
+    /// a Contact or a pattern over the request (`$rd`, `$H(...)`) pointed to.
     pub(super) fn is_configured_hop(&self, peer: &Peer, rules: Option<&CallRules>) -> bool {
+        let fixed = |p: &Option<Pattern>| p.as_ref().is_some_and(Pattern::is_literal);
         self.cfg.next_hop.as_ref().is_some_and(|(_, p)| p == peer)
             || rules.is_some_and(|r| {
-                r.plan.next_hops.iter().any(|h| hop_target(h).1 == *peer)
-                    || r.plan.outbound_proxy.as_ref().is_some_and(|proxy| {
-                        routing::target_of_uri(proxy.as_bytes(), Transport::Udp).is_ok_and(|(_, p)| p == *peer)
-                    })
+                (fixed(&r.profile.next_hop) && r.plan.next_hops.iter().any(|h| hop_target(h).1 == *peer))
+                    || (fixed(&r.profile.outbound_proxy)
+                        && r.plan.outbound_proxy.as_ref().is_some_and(|proxy| {
+                            routing::target_of_uri(proxy.as_bytes(), Transport::Udp).is_ok_and(|(_, p)| p == *peer)
+                        }))
             })
     }
 

@@ -988,7 +988,9 @@ impl Engine {
         let Some(call) = self.calls.remove(&h) else {
             return;
         };
-        self.cfg.admission.call_ended(call.a_source);
+        if call.kind == CallKind::Invite {
+            self.cfg.admission.call_ended(call.a_source);
+        }
         // A call being torn down (cancel, Timer C) ends with the final answer of the callee,
         // but for the reason it was torn down.
         let reason = call.cause.unwrap_or(reason);
