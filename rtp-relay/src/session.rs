@@ -229,7 +229,9 @@ impl Session {
                 out.push(None);
                 continue;
             }
-            let aimed_badly = [m.rtp, m.rtcp]
+            // RTCP goes to its own address, or to the RTP port + 1: both are checked.
+            let rtcp = m.rtcp.or_else(|| m.rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))));
+            let aimed_badly = [m.rtp, rtcp]
                 .into_iter()
                 .flatten()
                 .find_map(|dest| self.relay.refuse_destination(&self.sides[from].interface, dest).map(|r| (r, dest)));
@@ -313,6 +315,19 @@ impl Session {
             return Err(fail(e.into()));
         }
         Ok(Stream { id, ports, spec, counters, held: [false; 2], dtmf_pt: [None; 2] })
+    }
+
+    /// Side `side`'s signalling now comes from `host` (a failover to another next hop): its
+    /// streams prefer that host's media from now on.
+    pub fn set_signalling(&mut self, side: usize, host: Option<IpAddr>) {
+        let side = side.min(1);
+        self.sides[side].signalling = host;
+        for s in self.streams.iter_mut().flatten() {
+            if s.spec.remotes[side].signalling != host {
+                s.spec.remotes[side].signalling = host;
+                self.relay.forwarder.update(s.id, s.spec);
+            }
+        }
     }
 
     /// The forwarder closes the sockets and drops their leases: the ports go back then.

@@ -104,8 +104,8 @@ pub struct AdmissionSettings {
     pub drop_after: u32,
     /// Sources tracked at once; beyond it, new sources get the global limit only.
     pub max_sources: usize,
-    /// Calls (and subscriptions) one untrusted source may have at once (0 = no limit). With
-    /// `media.max_streams` this also caps the media ports one source can hold.
+    /// Calls one untrusted source may have at once (0 = no limit; subscriptions do not
+    /// count). With `media.max_streams` this also caps the media ports one source can hold.
     pub per_source_calls: u32,
 }
 

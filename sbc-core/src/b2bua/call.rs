@@ -157,6 +157,9 @@ pub(crate) struct Call {
     pub(crate) hard_end: Option<Instant>,
     /// In-dialog requests in flight and their rate (`dialog_limits.rs`).
     pub(crate) dialog_limits: super::dialog_limits::DialogLimits,
+    /// The callee's dialog was set up through a configured next hop or proxy: its challenges,
+    /// in-dialog ones included (Record-Route, Contact), may be answered (`auth.rs`).
+    pub(crate) b_via_configured_hop: bool,
     /// The caller's address, counted against its source's calls until the call is gone.
     pub(crate) a_source: std::net::IpAddr,
     /// The call's relayed media (ports and flows go back when the call is dropped).

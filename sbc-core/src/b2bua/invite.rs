@@ -176,13 +176,13 @@ impl Engine {
                     None => me.refuse(msg, src, code, reason, extra),
                 }
             };
+        let is_invite = kind == CallKind::Invite;
         // Calls a source may hold at once (issue 16): with the streams per call, this caps the
-        // media ports one address can take too.
-        if !self.cfg.admission.may_start_call(src.remote.ip()) {
+        // media ports one address can take too. Subscriptions (a phone's BLF keys) do not count.
+        if is_invite && !self.cfg.admission.may_start_call(src.remote.ip()) {
             tracing::debug!(source = %src.remote.ip(), "source has its calls already");
             return fail(self, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
         }
-        let is_invite = kind == CallKind::Invite;
         // Session timers (RFC 4028): the caller's interval must not be below our Min-SE.
         let sst = if is_invite {
             [rules.profile.aleg_session_timer.map(LegTimer::new), rules.profile.session_timer.map(LegTimer::new)]
@@ -417,7 +417,9 @@ impl Engine {
         if !is_invite {
             self.set_relay_peer(a_tx, b_tx);
         }
-        self.cfg.admission.call_started(src.remote.ip());
+        if is_invite {
+            self.cfg.admission.call_started(src.remote.ip());
+        }
         self.calls.insert(
             handle,
             Box::new(Call {
@@ -450,6 +452,7 @@ impl Engine {
                 hard_end: None,
                 media: media.map(Box::new),
                 dialog_limits: Default::default(),
+                b_via_configured_hop: configured,
                 a_source: src.remote.ip(),
                 media_check: None,
                 sst,
@@ -713,6 +716,10 @@ impl Engine {
         }
         leg.contact = contact.clone();
         leg.via_sent_by = sent_by.clone().into_boxed_str();
+        // The callee's media is now expected from the new next hop's host.
+        if let Some(media) = call.media.as_mut() {
+            media.set_signalling(Side::B.idx(), dest.peer.ip());
+        }
         let mut w = MessageWriter::request(b"INVITE", old.request_uri());
         build::write_via(&mut w, transport, &sent_by, &branch);
         for row in old.headers() {
@@ -867,7 +874,8 @@ impl Engine {
         };
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side)) {
             let keep = credentials.is_some().then(|| m.clone());
-            let configured = self.is_configured_hop(&dest.peer, Some(&rules));
+            let through_configured = side == Side::B && self.calls.get(&h).is_some_and(|c| c.b_via_configured_hop);
+            let configured = through_configured || self.is_configured_hop(&dest.peer, Some(&rules));
             let id = self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
             // The call is gone by the answer; a challenge to this BYE is still answered.
             if let (Some(m), Some(e)) = (keep, self.txs.get_mut(&id)) {

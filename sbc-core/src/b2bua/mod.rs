@@ -300,7 +300,8 @@ impl Engine {
             let unsupported = rej.unsupported.join(", ");
             let extra: Vec<(&str, &[u8])> =
                 if unsupported.is_empty() { Vec::new() } else { vec![("Unsupported", unsupported.as_bytes())] };
-            let bytes = build::local_response(&msg, &src, rej.code, rej.reason, Some(b"sbc-reject"), &extra);
+            let tag = self.stateless_to_tag(&msg);
+            let bytes = build::local_response(&msg, &src, rej.code, rej.reason, Some(tag.as_bytes()), &extra);
             self.stats.local_replies += 1;
             self.out.push_back(Output::Event(Event::Refused { code: rej.code }));
             let dest = routing::response_dest(&msg, &src);

@@ -246,7 +246,10 @@ impl Engine {
         let timed = matches!(method, Method::Invite | Method::Update)
             && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.sst[side.idx()].is_some());
         let credentials = challengeable.then(|| self.credentials_for(call, side, purpose).cloned()).flatten();
-        let configured = self.is_configured_hop(&dest.peer, self.rules_for(call, purpose).map(|r| &**r));
+        let through_configured =
+            side == Side::B && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.b_via_configured_hop);
+        let configured =
+            through_configured || self.is_configured_hop(&dest.peer, self.rules_for(call, purpose).map(|r| &**r));
         let resendable = (challengeable && (timed || credentials.is_some()))
             .then(|| Resendable::new(request.clone(), credentials, configured));
         let id = self.new_id();
@@ -318,11 +321,13 @@ impl Engine {
     /// (`handle_resolved`). A finished transaction only resends its ACK, to where it went.
     pub(super) fn response_source_ok(&self, id: TxId, src: &Source) -> bool {
         let Some(e) = self.txs.get(&id) else { return true };
-        let relaxed = match (&e.rules, e.call.and_then(|h| self.calls.get(&h))) {
-            (Some(rules), _) => rules.profile.next_hop_replies_from_any,
-            (None, Some(call)) => call.rules.profile.next_hop_replies_from_any,
-            (None, None) => false,
-        };
+        // A relayed out-of-dialog request (REGISTER, MESSAGE ...) finds its profile through
+        // its server side.
+        let relaxed = e
+            .rules
+            .as_ref()
+            .or_else(|| self.rules_for(e.call, e.purpose))
+            .is_some_and(|r| r.profile.next_hop_replies_from_any);
         if relaxed || (e.dest.conn.is_some() && e.dest.conn == src.conn) {
             return true;
         }
@@ -508,6 +513,10 @@ impl Engine {
         let Some(e) = self.txs.remove(&id) else {
             return;
         };
+        // Gone without a final response (a transport error): its dialog's place is free again.
+        if let Some(call) = e.call.filter(|_| e.dialog_counted).and_then(|h| self.calls.get_mut(&h)) {
+            call.dialog_limits.answered();
+        }
         self.remove_key(&e.key, id);
         if let Some(cid) = e.reserved_call_id {
             self.own_call_ids.remove(&cid);

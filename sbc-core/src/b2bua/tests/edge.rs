@@ -295,3 +295,57 @@ fn responses_to_a_host_name_come_from_where_it_resolved() {
     let ringing = one(&h.send(BOB, &response_to(&b_inv, 180, "bt", "")), ALICE);
     assert_eq!(ringing.status(), Some(180));
 }
+
+/// Relayed out-of-dialog requests (here a MESSAGE) follow their profile's
+/// `next_hop_replies_from_any` too; without it, an answer from another host is dropped.
+#[test]
+fn relayed_requests_follow_the_profiles_response_source_rule() {
+    let message = |call_id: &str| {
+        format!("MESSAGE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK{call_id}\nMax-Forwards: 70\nFrom: <sip:alice@a.example>;tag=m1\nTo: <sip:bob@{BOB}>\nCall-ID: {call_id}\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n")
+    };
+    for (relaxed, reaches_caller) in [(true, true), (false, false)] {
+        let yaml = format!(
+            "active_profile: p\nprofiles:\n  p:\n    next_hop_replies_from_any: {}\n",
+            if relaxed { "yes" } else { "no" }
+        );
+        let mut h = Harness::with_yaml(&yaml);
+        let relayed = one(&h.send(ALICE, &message(&format!("msg-{relaxed}"))), BOB);
+        let out = h.send(MALLORY, &response_from(MALLORY, &relayed, 200, "x", ""));
+        assert_eq!(!to(&out, ALICE).is_empty(), reaches_caller, "relaxed={relaxed}: {out:#?}");
+    }
+}
+
+/// A next hop the caller writes (`$H(X-Hop)`) is not a configured one: its challenge is
+/// relayed, never answered.
+#[test]
+fn a_next_hop_taken_from_the_request_is_not_trusted_with_credentials() {
+    let (resent, to_caller) = {
+        let yaml = "active_profile: p\nprofiles:\n  p:\n    next_hop: $H(X-Hop)\n    enable_auth: yes\n    auth_user: trunk\n    auth_pwd: secret\n";
+        let mut h = Harness::with_yaml(yaml);
+        let b_inv = one(&h.send(ALICE, &invite("hop1", &format!("X-Hop: {BOB}\n"))), BOB);
+        let ch = "Proxy-Authenticate: Digest realm=\"evil\", nonce=\"n\", qop=\"auth\"\n";
+        let out = h.send(BOB, &response_to(&b_inv, 407, "bt", ch));
+        (to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite)), to(&out, ALICE))
+    };
+    assert!(resent.is_none(), "credentials went to a hop the caller chose");
+    assert_eq!(to_caller.first().and_then(Message::status), Some(407));
+}
+
+/// In a dialog set up through a configured next hop, the callee's in-dialog challenges are
+/// answered even when in-dialog requests follow the route set (`next_hop_1st_req`).
+#[test]
+fn a_dialog_through_a_configured_hop_answers_its_in_dialog_challenges() {
+    let yaml = "active_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:5002\n    next_hop_1st_req: yes\n    enable_auth: yes\n    auth_user: trunk\n    auth_pwd: secret\n";
+    let mut h = Harness::with_yaml(yaml);
+    let b_inv = one(&h.send(ALICE, &invite("dlgauth", "")), BOB);
+    // The callee answers from its own Contact at CAROL's address: in-dialog requests go there.
+    let ok = one(&h.send(BOB, &response_from(CAROL, &b_inv, 200, "bt", "")), ALICE);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "dlgauth", 10, ""));
+    let out = h.send(ALICE, &in_dialog("INFO", ALICE, &from, &to_hdr, "dlgauth", 11, ""));
+    let info = one(&out, CAROL);
+    let ch = "WWW-Authenticate: Digest realm=\"carrier\", nonce=\"n\", qop=\"auth\"\n";
+    let out = h.send(CAROL, &response_from(CAROL, &info, 401, "", ch));
+    let again = to(&out, CAROL).into_iter().find(|m| m.method() == Some(Method::Info)).expect("answered");
+    assert!(again.other_header("Authorization").is_some());
+}
