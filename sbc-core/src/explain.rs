@@ -118,10 +118,17 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
                         let _ =
                             writeln!(out, "  call control: {} (module {}) {:?}", inst.name, inst.module, inst.params);
                     }
-                    let outcome = if is_start {
-                        registry.run_start(&chain, &facts, &times, &started)
-                    } else {
-                        registry.run_route(&chain, &facts)
+                    // Operators' modules: a panic is reported here, as in a call, not fatal.
+                    let outcome = crate::crash::supervised(|| {
+                        if is_start {
+                            registry.run_start(&chain, &facts, &times, &started)
+                        } else {
+                            registry.run_route(&chain, &facts)
+                        }
+                    });
+                    let Ok(outcome) = outcome else {
+                        let _ = writeln!(out, "  call control: a hook panicked");
+                        continue;
                     };
                     let verdict = match outcome {
                         Ok(o) => match o.verdict {
