@@ -565,3 +565,18 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// sbcd on a free port and a UDP phone of the test that sends to it; `yaml` is given the SBC's
+/// port and the phone's address (to name it as a next hop, say).
+pub fn sbcd_with_phone(user: &str, yaml: impl FnOnce(u16, SocketAddr) -> String) -> (Sbcd, phone::Phone) {
+    let port = free_port();
+    let phone = phone::Phone::udp(SocketAddr::from(([127, 0, 0, 1], port)), user);
+    let sbcd = Sbcd::with_config_on(port, &yaml(port, phone.local_addr()), &[]);
+    (sbcd, phone)
+}
+
+/// A configuration whose one profile sends every call to `next_hop`, with `options` (lines of
+/// profile options, each indented by four spaces) added.
+pub fn next_hop_config(next_hop: impl std::fmt::Display, options: &str) -> String {
+    format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {next_hop}\n{options}")
+}

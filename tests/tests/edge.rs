@@ -1,7 +1,7 @@
 //! The red-team suite (issue 16): a running sbcd attacked as an Internet peer would, each test
 //! asserting one defence. Traffic stays on 127.0.0.0/8.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use sbc_e2e::phone::Phone;
@@ -79,14 +79,8 @@ fn words(id: &str) -> Vec<u64> {
 /// multiply-output generator from one tag finds nothing.
 #[test]
 fn no_identifier_seen_predicts_the_next_ones() {
-    let sbc_port = free_port();
-    let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let (sbcd, mut callee) = sbcd_with_phone("bob", |_, phone| next_hop_config(phone, ""));
     let callee_addr = callee.local_addr();
-    let sbcd = Sbcd::with_config_on(
-        sbc_port,
-        &format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {callee_addr}\n"),
-        &[],
-    );
     let mut seen: Vec<u64> = Vec::new();
     for n in 0..6 {
         let answering = std::thread::spawn(move || {
@@ -125,14 +119,8 @@ fn no_identifier_seen_predicts_the_next_ones() {
 /// saw or guessed it) does not answer the call; the callee's own answer does.
 #[test]
 fn a_response_forged_from_another_address_is_dropped() {
-    let sbc_port = free_port();
-    let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let (sbcd, mut callee) = sbcd_with_phone("bob", |_, phone| next_hop_config(phone, ""));
     let callee_addr = callee.local_addr();
-    let sbcd = Sbcd::with_config_on(
-        sbc_port,
-        &format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {callee_addr}\n"),
-        &[],
-    );
     let sbc = sbcd.addr();
     let answering = std::thread::spawn(move || {
         let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");
@@ -166,14 +154,10 @@ fn a_response_forged_from_another_address_is_dropped() {
 /// and the server never sees a digest of the operator's password.
 #[test]
 fn credentials_never_reach_a_server_the_caller_chose() {
-    let sbc_port = free_port();
-    let mut evil = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "evil");
+    let (sbcd, mut evil) = sbcd_with_phone("evil", |_, _| {
+        "active_profile: p\nprofiles:\n  p:\n    enable_auth: yes\n    auth_user: trunk\n    auth_pwd: s3cret\n".into()
+    });
     let evil_addr = evil.local_addr();
-    let sbcd = Sbcd::with_config_on(
-        sbc_port,
-        "active_profile: p\nprofiles:\n  p:\n    enable_auth: yes\n    auth_user: trunk\n    auth_pwd: s3cret\n",
-        &[],
-    );
     let challenging = std::thread::spawn(move || {
         let inv = evil.recv_request(Duration::from_secs(10)).expect("INVITE");
         evil.answer_with(&inv, 407, "Proxy-Authenticate: Digest realm=\"evil\", nonce=\"n\", qop=\"auth\"\r\n");
@@ -283,32 +267,33 @@ fn partial_messages_cannot_take_more_than_the_buffer_budget() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
 
+/// A call from a test UA to `uri` through sbcd, which `callee` answers 486; the final
+/// status the caller got, and the callee back.
+fn busy_call(sbcd: &Sbcd, mut callee: Phone, uri: &str, rtp_port: u16) -> (Option<u16>, Phone) {
+    let answering = std::thread::spawn(move || {
+        // (The ACK of a previous call's 486 may come first.)
+        let inv = std::iter::from_fn(|| callee.recv_request(Duration::from_secs(10)))
+            .find(|m| m.method() == Some("INVITE"))
+            .expect("INVITE");
+        callee.answer(&inv, 486);
+        callee
+    });
+    let r = TestUa::new(sbcd.addr()).invite(uri, &sdp("127.0.0.1", rtp_port, ""));
+    (r.status(), answering.join().expect("callee"))
+}
+
 /// A next hop by name is resolved by sbcd's own cached resolver on the configured name server:
 /// the second call asks nothing (the answer's TTL is 60 s).
 #[test]
 fn host_names_are_resolved_once_through_the_cache() {
-    let sbc_port = free_port();
-    let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
-    let callee_port = callee.local_addr().port();
     let dns = dns::FakeDns::answering(&[("callee.test", std::net::Ipv4Addr::LOCALHOST)]);
-    let yaml = format!(
-        "dns:\n  servers: ['{}']\nactive_profile: p\nprofiles:\n  p:\n    next_hop: callee.test:{callee_port}\n",
-        dns.addr
-    );
-    let sbcd = Sbcd::with_config_on(sbc_port, &yaml, &[]);
+    let (sbcd, mut callee) = sbcd_with_phone("bob", |_, phone| {
+        format!("dns:\n  servers: ['{}']\n{}", dns.addr, next_hop_config(format!("callee.test:{}", phone.port()), ""))
+    });
     for n in 0..2 {
-        let answering = std::thread::spawn(move || {
-            // (The ACK of the previous call's 486 may come first.)
-            let inv = std::iter::from_fn(|| callee.recv_request(Duration::from_secs(10)))
-                .find(|m| m.method() == Some("INVITE"))
-                .expect("INVITE");
-            callee.answer(&inv, 486);
-            callee
-        });
-        let mut caller = TestUa::new(sbcd.addr());
-        let r = caller.invite("sip:bob@example.net", &sdp("127.0.0.1", 7200 + n, ""));
-        assert_eq!(r.status(), Some(486), "{}\n{}", r.0, sbcd.log_text());
-        callee = answering.join().expect("callee");
+        let status;
+        (status, callee) = busy_call(&sbcd, callee, "sip:bob@example.net", 7200 + n);
+        assert_eq!(status, Some(486), "{}", sbcd.log_text());
         if n == 0 {
             assert!(dns.queries().iter().all(|q| q == "callee.test"), "{:?}", dns.queries());
         }
@@ -325,24 +310,11 @@ fn host_names_are_resolved_once_through_the_cache() {
 /// cache is still resolved meanwhile, and sbcd keeps answering.
 #[test]
 fn a_hanging_name_server_gets_a_bounded_number_of_lookups() {
-    let sbc_port = free_port();
-    let callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
-    let callee_port = callee.local_addr().port();
     let dns = dns::FakeDns::answering_else_silent(&[("callee.test", std::net::Ipv4Addr::LOCALHOST)]);
-    let sbcd = Sbcd::with_config_on(sbc_port, &format!("dns:\n  servers: ['{}']\n", dns.addr), &[]);
-    let call_callee = |mut callee: Phone, n: u16| {
-        let answering = std::thread::spawn(move || {
-            let inv = std::iter::from_fn(|| callee.recv_request(Duration::from_secs(10)))
-                .find(|m| m.method() == Some("INVITE"))
-                .expect("INVITE");
-            callee.answer(&inv, 486);
-            callee
-        });
-        let mut caller = TestUa::new(sbcd.addr());
-        let r = caller.invite(&format!("sip:bob@callee.test:{callee_port}"), &sdp("127.0.0.1", 7300 + n, ""));
-        (r.status(), answering.join().expect("callee"))
-    };
-    let (status, callee) = call_callee(callee, 0);
+    let (sbcd, callee) = sbcd_with_phone("bob", |_, _| format!("dns:\n  servers: ['{}']\n", dns.addr));
+    let callee_port = callee.local_addr().port();
+    let uri = format!("sip:bob@callee.test:{callee_port}");
+    let (status, callee) = busy_call(&sbcd, callee, &uri, 7300);
     assert_eq!(status, Some(486), "callee.test resolves (and is cached)");
     let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
     let me = caller.local_addr().expect("addr");
@@ -359,7 +331,7 @@ fn a_hanging_name_server_gets_a_bounded_number_of_lookups() {
         dns.queries().into_iter().filter(|q| q.ends_with(".slow.test")).collect();
     assert!(!slow.is_empty() && slow.len() <= 64, "{} names asked at once", slow.len());
     // The slow lookups still hold their permits: a cached name goes through all the same.
-    assert_eq!(call_callee(callee, 1).0, Some(486), "a cached name resolves while the others hang");
+    assert_eq!(busy_call(&sbcd, callee, &uri, 7301).0, Some(486), "a cached name resolves while the others hang");
     assert!(options_ping(sbcd.addr(), Duration::from_secs(2)).is_some(), "sbcd still answers");
     let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
     assert!(!metrics.contains("sbc_dns_lookups_total{result=\"shed\"} 0"), "{metrics}");

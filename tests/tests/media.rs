@@ -265,13 +265,12 @@ fn m_ports(text: &str) -> Vec<u16> {
 /// stream to the caller itself goes on.
 #[test]
 fn an_sdp_aimed_at_the_sbc_or_a_denied_block_is_refused() {
-    let sbc_port = free_port();
-    let mut callee = phone::Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
-    let callee_addr = callee.local_addr();
-    let yaml = format!(
-        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46600-46699}}\nmedia:\n  deny: [127.0.0.77/32]\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n    next_hop: {callee_addr}\n"
-    );
-    let sbcd = Sbcd::with_config_on(sbc_port, &yaml, &[]);
+    let (sbcd, mut callee) = sbcd_with_phone("bob", |sbc_port, callee| {
+        format!(
+            "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46600-46699}}\nmedia:\n  deny: [127.0.0.77/32]\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n    next_hop: {callee}\n"
+        )
+    });
+    let (sbc_port, callee_addr) = (sbcd.port, callee.local_addr());
     let answering = std::thread::spawn(move || {
         let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");
         callee.answer(&inv, 200);
@@ -335,13 +334,12 @@ fn a_third_hosts_rtp_reaches_no_one_and_keeps_no_call_alive() {
 /// (`media.max_streams`), so a pool of 20 pairs still has room for a real call after two.
 #[test]
 fn offers_with_many_streams_cannot_exhaust_the_ports() {
-    let sbc_port = free_port();
-    let mut ringing = phone::Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let (sbcd, mut ringing) = sbcd_with_phone("bob", |sbc_port, _| {
+        format!(
+            "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46800-46839}}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n"
+        )
+    });
     let ringing_addr = ringing.local_addr();
-    let yaml = format!(
-        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46800-46839}}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n"
-    );
-    let sbcd = Sbcd::with_config_on(sbc_port, &yaml, &[]);
     let sixteen: Vec<(&str, u16)> = (0..16).map(|i| ("127.0.0.1", 20000 + 2 * i)).collect();
     let offer = sdp_streams(&sixteen);
     for n in 0..2 {

@@ -1,23 +1,15 @@
 //! What must not cross the SBC: one side's addresses, Via, Record-Route, Call-ID and tags
 //! never reach the other side (topology hiding, without any profile asking for it).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use sbc_e2e::phone::Phone;
 use sbc_e2e::ua::{sdp, TestUa};
 use sbc_e2e::*;
 
 #[test]
 fn neither_side_sees_the_others_topology() {
-    let sbc_port = free_port();
-    let mut callee = Phone::udp(SocketAddr::from(([127, 0, 0, 1], sbc_port)), "bob");
+    let (sbcd, mut callee) = sbcd_with_phone("bob", |_, phone| next_hop_config(phone, ""));
     let callee_addr = callee.local_addr();
-    let sbcd = Sbcd::with_config_on(
-        sbc_port,
-        &format!("active_profile: p\nprofiles:\n  p:\n    next_hop: {callee_addr}\n"),
-        &[],
-    );
 
     let answering = std::thread::spawn(move || {
         let inv = callee.recv_request(Duration::from_secs(10)).expect("INVITE");
