@@ -3,7 +3,9 @@
 # as one thread can (or FLOOD_RATE a second) for FLOOD_S seconds, while SIPp places CALLS calls
 # from 127.0.0.1 through it. Reports the offered rate, the replies the flood got, the calls
 # completed and failed, sbcd's CPU over the flood (100 % = one core) and its peak RSS.
-# Usage: benches/load/flood.sh   (env: FLOOD_S=10 FLOOD_RATE=0 CALLS=20 CALL_RATE=10)
+# SOURCES=N spreads the flood over N addresses (127.0.10.1 ...), each below the per-source rate
+# when N is large enough: a distributed flood.
+# Usage: benches/load/flood.sh   (env: FLOOD_S=10 FLOOD_RATE=0 CALLS=20 CALL_RATE=10 SOURCES=1)
 # Everything runs on 127.0.0.0/8. A benchmark, not a test: tests/tests/flood.rs asserts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +31,11 @@ SBCD=$!
 sleep 1
 
 t0=$(cpu_ticks $SBCD); s0=$(date +%s.%N)
-target/release/flood 127.0.0.2 "127.0.0.1:$SBC_PORT" "$NOWHERE" "$FLOOD_RATE" "$FLOOD_S" >"$WORK/flood.out" &
+SOURCES=${SOURCES:-1}
+if [ "$SOURCES" -le 1 ]; then FROM=127.0.0.2; else
+  FROM=$(seq 0 $((SOURCES - 1)) | awk '{printf "%s127.0.%d.%d", (NR>1?",":""), 10 + int($1 / 250), 1 + $1 % 250}')
+fi
+target/release/flood "$FROM" "127.0.0.1:$SBC_PORT" "$NOWHERE" "$FLOOD_RATE" "$FLOOD_S" >"$WORK/flood.out" &
 FLOOD=$!
 sleep 1
 set +e
@@ -44,6 +50,6 @@ col() { awk -F';' -v k="$1" 'NR==1{for(i=1;i<=NF;i++) if($i==k) c=i} END{print $
 ok=$(col "SuccessfulCall(C)"); failed=$(col "FailedCall(C)")
 peak=$(awk '/VmHWM/ {print $2}' "/proc/$SBCD/status")
 read -r sent secs rate replies < <(sed -E 's/[a-z]+=//g' "$WORK/flood.out")
-echo "| flood INVITEs | offered rate | replies to the flood | calls completed | calls failed | sbcd CPU | sbcd peak RSS |"
-echo "|---|---|---|---|---|---|---|"
-echo "| $sent in ${secs} s | ${rate}/s | $replies | $ok of $CALLS | $failed | ${cpu} % | $((peak / 1024)) MiB |"
+echo "| sources | flood INVITEs | offered rate | replies to the flood | calls completed | calls failed | sbcd CPU | sbcd peak RSS |"
+echo "|---|---|---|---|---|---|---|---|"
+echo "| $SOURCES | $sent in ${secs} s | ${rate}/s | $replies | $ok of $CALLS | $failed | ${cpu} % | $((peak / 1024)) MiB |"

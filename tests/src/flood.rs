@@ -30,22 +30,37 @@ impl FloodReport {
 /// as the socket takes them). The Request-URI names `callee` (where an admitted INVITE would
 /// be relayed). Replies are counted until one second after the last INVITE.
 pub fn flood_invites(from_ip: &str, to: SocketAddr, callee: SocketAddr, rate: u32, duration: Duration) -> FloodReport {
-    let sock = UdpSocket::bind((from_ip, 0)).expect("bind the flooding socket");
-    let me = sock.local_addr().expect("flood addr");
+    flood_invites_from(&[from_ip.to_string()], to, callee, rate, duration)
+}
+
+/// [`flood_invites`] from several addresses in turn (a distributed flood, each source below
+/// the per-source limits when there are enough of them).
+pub fn flood_invites_from(
+    from_ips: &[String],
+    to: SocketAddr,
+    callee: SocketAddr,
+    rate: u32,
+    duration: Duration,
+) -> FloodReport {
+    let socks: Vec<UdpSocket> =
+        from_ips.iter().map(|ip| UdpSocket::bind((ip.as_str(), 0)).expect("bind a flooding socket")).collect();
     let done = Arc::new(AtomicBool::new(false));
     let replies = Arc::new(AtomicU64::new(0));
-    let counter = {
-        let (sock, done, replies) = (sock.try_clone().expect("clone socket"), done.clone(), replies.clone());
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-            while !done.load(Ordering::Relaxed) {
-                if sock.recv_from(&mut buf).is_ok() {
-                    replies.fetch_add(1, Ordering::Relaxed);
+    let counters: Vec<_> = socks
+        .iter()
+        .map(|sock| {
+            let (sock, done, replies) = (sock.try_clone().expect("clone socket"), done.clone(), replies.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+                while !done.load(Ordering::Relaxed) {
+                    if sock.recv_from(&mut buf).is_ok() {
+                        replies.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            }
+            })
         })
-    };
+        .collect();
     let start = Instant::now();
     let mut sent = 0u64;
     let mut msg = Vec::with_capacity(512);
@@ -57,6 +72,8 @@ pub fn flood_invites(from_ip: &str, to: SocketAddr, callee: SocketAddr, rate: u3
             continue;
         }
         while sent < allowed {
+            let sock = &socks[(sent % socks.len() as u64) as usize];
+            let me = sock.local_addr().expect("flood addr");
             msg.clear();
             msg.extend_from_slice(
                 format!(
@@ -75,7 +92,9 @@ pub fn flood_invites(from_ip: &str, to: SocketAddr, callee: SocketAddr, rate: u3
     let seconds = start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(1));
     done.store(true, Ordering::Relaxed);
-    let _ = counter.join();
+    for c in counters {
+        let _ = c.join();
+    }
     FloodReport { sent, seconds, replies: replies.load(Ordering::Relaxed) }
 }
 
