@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side load harness (issue #8): SIPp UAC -> system -> SIPp UAS over loopback UDP, for
-#   sbcd          the transparent default profile (two full dialogs per call),
+#   sbcd          benches/load/transparent.yaml: the transparent profile, SIPp trusted (two full dialogs per call),
 #   sbcd-typical  benches/load/typical.yaml (rewriting profile + CDR + parallel-call limit),
 #   kamailio      Debian's Kamailio as a stateful proxy (tm + dialog + rr, TLSF allocators),
 # started together and measured interleaved (each step runs every system in turn, so drift of a
