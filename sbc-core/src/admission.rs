@@ -240,7 +240,7 @@ impl Admission {
     }
 
     /// Whether new requests from `ip` are ignored now, counted as ignored if so. The receivers
-    /// ask before parsing (see `transport/shed.rs`), so a flood from an ignored source costs
+    /// ask before parsing (see `driver/shed.rs`), so a flood from an ignored source costs
     /// one read of the table per datagram, not a parse and a trip through a shard's queue.
     pub fn ignores(&self, now: Instant, ip: IpAddr) -> bool {
         let ignored =

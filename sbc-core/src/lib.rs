@@ -1,5 +1,5 @@
 //! `sbc-core`: the B2BUA of the SBC. `sip` is the sans-IO protocol core (messages,
-//! transactions); `b2bua` turns one call into two independent dialogs; `transport` and the
+//! transactions); `b2bua` turns one call into two independent dialogs; `driver` and the
 //! `sbcd` binary are the thin tokio driver around them. It never blocks the per-message path on
 //! I/O and never panics on network input.
 
@@ -12,4 +12,4 @@ pub mod crash;
 pub mod explain;
 pub mod media_policy;
 pub mod sip;
-pub mod transport;
+pub mod driver;

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 use super::ReloadStats;
 use crate::sip::msg::Method;
-use crate::transport::Runtime;
+use crate::driver::Runtime;
 
 struct SbcCollector {
     runtime: Arc<Runtime>,

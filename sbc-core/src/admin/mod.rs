@@ -19,7 +19,7 @@ use profiles::Store;
 
 use crate::b2bua::{CallOverview, Transport};
 use crate::config::Config;
-use crate::transport::Runtime;
+use crate::driver::Runtime;
 
 // The management plane dates what it reports; the engines never read a clock.
 #[allow(clippy::disallowed_methods)]

@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use profiles::{Snapshot, Store};
 use sbc_core::admin::{reload_config, AdminControl, ReloadStats};
 use sbc_core::config::{Config, ListenAddr};
-use sbc_core::transport::Runtime;
+use sbc_core::driver::Runtime;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
