@@ -9,7 +9,7 @@ pub mod b2bua;
 /// The configuration lives in the `profiles` crate (it owns the schema and the SEMS import).
 pub use profiles::config;
 pub mod crash;
+pub mod driver;
 pub mod explain;
 pub mod media_policy;
 pub mod sip;
-pub mod driver;

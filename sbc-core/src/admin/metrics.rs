@@ -13,8 +13,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::ReloadStats;
-use crate::sip::msg::Method;
 use crate::driver::Runtime;
+use crate::sip::msg::Method;
 
 struct SbcCollector {
     runtime: Arc<Runtime>,

@@ -4,15 +4,15 @@
 //! full the datagram is dropped and counted (the peer retransmits), a TCP reader waits.
 
 mod admin_query;
-mod callcontrol;
 mod dns;
+mod hooks;
 mod shard;
 mod shed;
 mod tcp;
 mod udp;
 
 pub use admin_query::ShardBusy;
-pub use callcontrol::CcSettings;
+pub use hooks::CcSettings;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -282,7 +282,7 @@ impl Runtime {
     pub async fn start(
         cfg: &Config,
         profiles: Arc<profiles::Store>,
-        call_control: Arc<::callcontrol::Registry>,
+        call_control: Arc<callcontrol::Registry>,
         shards: usize,
     ) -> Result<Self, StartError> {
         let shards = shards.clamp(1, 64);
@@ -392,7 +392,7 @@ impl Runtime {
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = secret_key()?;
-            let cc = callcontrol::CcDriver::new(
+            let cc = hooks::CcDriver::new(
                 call_control.clone(),
                 cc_settings.clone(),
                 shared.shards[i].clone(),

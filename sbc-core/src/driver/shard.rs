@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::callcontrol::CcDriver;
+use super::hooks::CcDriver;
 use super::{ShardInput, Shared};
 use crate::b2bua::{Engine, Event, Output};
 use crate::sip::msg::Method;
