@@ -80,7 +80,7 @@ pub struct Profile {
     pub outbound_interface: Option<Pattern>,
     pub aleg_outbound_interface: Option<Pattern>,
     /// `dlg_nat_handling`: requests to a UA that sent directly (one Via) go back to its source
-    /// address, not to its Contact (spec §3.7).
+    /// address, not to its Contact (README.md, NAT handling).
     pub dlg_nat_handling: bool,
 
     pub aleg_contact: ContactRule,
@@ -98,10 +98,10 @@ pub struct Profile {
     pub codec_preference: Vec<CodecPref>,
     pub codec_preference_aleg: Vec<CodecPref>,
 
-    /// RTP relay (spec §3.6).
+    /// RTP relay (README.md, RTP relay).
     pub rtprelay: RtpRelayRules,
 
-    /// Registration caching (spec §3.10, §5).
+    /// Registration caching (README.md, Registration caching).
     pub reg_caching: RegCaching,
 
     /// Digest credentials for challenges on the B leg (`enable_auth`) and the A leg
@@ -213,7 +213,7 @@ impl Default for SessionTimerRules {
 }
 
 /// The session-timer options of a profile, read together: `aleg_x` falls back to `x`, `x` to
-/// the default (spec §3.9).
+/// the default (README.md, Session timers).
 fn session_timers(
     options: &[RawOption],
 ) -> Result<(Option<SessionTimerRules>, Option<SessionTimerRules>), ConfigError> {

@@ -77,7 +77,7 @@ fn ruri_host_keeps_scheme_user_and_params() {
 
 #[test]
 fn empty_ruri_expansion_keeps_the_original() {
-    // SEMS sends an empty R-URI for OoD requests here (§8.4 item 8); we keep the incoming one.
+    // SEMS sends an empty R-URI for OoD requests here; we keep the incoming one.
     let p = plan("sip:bob@old", &[("RURI", "$H(X-Missing)")]).unwrap();
     assert_eq!(p.ruri, None);
 }

@@ -1,6 +1,6 @@
 //! `cc_pcalls`: at most `max_calls` parallel calls per key. Values: `uuid` (mandatory, a
 //! pattern such as `$fU`, `$si` or `$P(account)`) and `max_calls` (default 1; `0` means no
-//! limit — SEMS refuses every call there, §8.4 item 5). Beyond the limit the call is refused
+//! limit — SEMS refuses every call there). Beyond the limit the call is refused
 //! with the configured code (402 by default). The count is exact under concurrency and
 //! released when the call ends, however it ends.
 

@@ -1,4 +1,4 @@
-//! The profile's SDP pipeline (SEMS `filterSdp`, spec §4.3–4.4): media filter, codec
+//! The profile's SDP pipeline (SEMS `filterSdp`, README.md, Profile options): media filter, codec
 //! preference, codec filter, attribute filter, anonymisation — on a lossless line model.
 
 pub mod media;

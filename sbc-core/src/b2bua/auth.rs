@@ -1,8 +1,9 @@
-//! Digest authentication at the SBC (spec §3.8). As a client: a 401/407 to a request the SBC
-//! sent on a leg with credentials (`enable_auth` on B, `enable_aleg_auth` on A, out-of-dialog
-//! relays too) is answered once — the request is resent with a new CSeq and the relay follows
-//! the new transaction; a second challenge is relayed, never looped. As a server
-//! (`enable_bleg_uas_auth`): requests from the callee must prove the configured credentials.
+//! Digest authentication at the SBC (README.md, Digest authentication). As a client: a 401/407
+//! to a request the SBC sent on a leg with credentials (`enable_auth` on B, `enable_aleg_auth`
+//! on A, out-of-dialog relays too) is answered once — the request is resent with a new CSeq and
+//! the relay follows the new transaction; a second challenge is relayed, never looped. As a
+//! server (`enable_bleg_uas_auth`): requests from the callee must prove the configured
+//! credentials.
 
 use std::time::Instant;
 

@@ -43,7 +43,7 @@ impl Engine {
         let rules = match self.choose_profile(&msg, &src, relayed) {
             Chosen::Go(r) => r,
             Chosen::Refuse(r) => return self.refuse_by_profile(&msg, &src, &r),
-            // Unlike SEMS (§8.4 item 8), a request that cannot be handled is answered.
+            // Unlike SEMS (which drops it), a request that cannot be handled is answered.
             Chosen::Fail => return self.refuse(&msg, &src, 500, "Server Internal Error", &[]),
             Chosen::CallControl { snapshot, profile, chain } => {
                 return self.park_route(key, msg, src, max_forwards, snapshot, profile, chain);
