@@ -153,7 +153,8 @@ impl Engine {
     ) {
         let id = self.new_id();
         let tag = self.ids.tag();
-        let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: 0 }, Some(tag));
+        let server =
+            self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: TxId::NONE }, Some(tag));
         let facts = facts_of(self.cfg.shard, id, &profile, &msg, &src);
         self.pending_route.insert(id, PendingRoute { server, msg, src, max_forwards, snapshot, profile });
         self.out.push_back(Output::CallControl(CcRequest::Route { call: id, chain: chain.into(), facts }));

@@ -188,7 +188,8 @@ impl Engine {
         if method != Method::Bye {
             call.dialog_limits.take();
         }
-        let server = self.new_server_tx(key, &msg, &src, Some(h), side, Purpose::RelayServer { peer: 0 }, None);
+        let server =
+            self.new_server_tx(key, &msg, &src, Some(h), side, Purpose::RelayServer { peer: TxId::NONE }, None);
         if let Some(e) = self.txs.get_mut(&server).filter(|_| method != Method::Bye) {
             e.dialog_counted = true;
         }

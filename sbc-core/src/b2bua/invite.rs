@@ -256,7 +256,8 @@ impl Engine {
                 // A call's INVITE has its own roles (Timer C, 100rel, ACK); a subscription's
                 // first request is relayed like any in-dialog one, its responses mapped by
                 // relay_response.
-                let a_purpose = if is_invite { Purpose::AInitialInvite } else { Purpose::RelayServer { peer: 0 } };
+                let a_purpose =
+                    if is_invite { Purpose::AInitialInvite } else { Purpose::RelayServer { peer: TxId::NONE } };
                 let a_tx = self.new_server_tx(key, &msg, &src, Some(handle), Side::A, a_purpose, Some(a_tag.clone()));
                 if is_invite {
                     self.respond_local(now, a_tx, 100, "Trying", &[]);

@@ -123,18 +123,18 @@ mod tests {
         let t = Instant::now() + Duration::from_secs(32);
         let mut table = LingerTable::new(1000);
         for id in 1..=3 {
-            table.insert(id, linger(&format!("b{id}"), 400, t));
+            table.insert(TxId(id), linger(&format!("b{id}"), 400, t));
         }
         assert_eq!((table.bytes(), table.evictions()), (800, 1));
-        assert!(table.get(&1).is_some_and(|l| l.resend.is_none()), "still absorbs, no longer answers");
-        assert!(table.get(&3).is_some_and(|l| l.resend.is_some()));
-        table.remove(&2);
+        assert!(table.get(&TxId(1)).is_some_and(|l| l.resend.is_none()), "still absorbs, no longer answers");
+        assert!(table.get(&TxId(3)).is_some_and(|l| l.resend.is_some()));
+        table.remove(&TxId(2));
         assert_eq!(table.bytes(), 400);
         assert_eq!(table.len(), 2);
         // Ids that are gone do not pile up in the order.
         for id in 4..1000 {
-            table.insert(id, linger(&format!("b{id}"), 10, t));
-            table.remove(&id);
+            table.insert(TxId(id), linger(&format!("b{id}"), 10, t));
+            table.remove(&TxId(id));
         }
         assert!(table.order.len() <= 2 * table.len() + 64, "{}", table.order.len());
     }

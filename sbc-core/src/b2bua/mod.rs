@@ -56,8 +56,14 @@ use txs::TxEntry;
 /// transactions and calls.
 const TIMER_COMPACT_FLOOR: usize = 4096;
 
-/// Handle of a transaction in the engine's table.
-pub type TxId = u64;
+/// Handle of a transaction in the engine's table (its own type: never mixed up with a call's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct TxId(u64);
+
+impl TxId {
+    /// Not a transaction (the engine numbers them from 1): a relay's peer not yet known.
+    pub(crate) const NONE: Self = Self(0);
+}
 
 /// Something the driver must do.
 #[derive(Debug)]

@@ -78,7 +78,8 @@ impl Engine {
             );
         }
         let a_tag = self.ids.tag();
-        let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: 0 }, Some(a_tag));
+        let server =
+            self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: TxId::NONE }, Some(a_tag));
         self.relay_out_of_dialog(now, server, &msg, max_forwards, rules, route);
     }
 

@@ -154,7 +154,7 @@ impl Engine {
         } else {
             Fsm::Nist(ServerNonInvite::new(reliable, self.cfg.timers))
         };
-        let id = self.new_id();
+        let id = TxId(self.new_id());
         let dest = super::routing::response_dest(msg, src);
         self.tx_keys.insert(key.clone(), id);
         self.txs.insert(
@@ -252,7 +252,7 @@ impl Engine {
             through_configured || self.is_configured_hop(&dest.peer, self.rules_for(call, purpose).map(|r| &**r));
         let resendable = (challengeable && (timed || credentials.is_some()))
             .then(|| Resendable::new(request.clone(), credentials, configured));
-        let id = self.new_id();
+        let id = TxId(self.new_id());
         let mut out = std::mem::take(&mut self.scratch);
         let fsm = if request.method() == Some(Method::Invite) {
             let ict = ClientInvite::start(request, reliable, self.cfg.timers, now, &mut out);
