@@ -64,6 +64,21 @@ impl Engine {
         }
     }
 
+    /// Whether a request of `call` on `side` to `peer` goes where credentials may follow: a
+    /// configured hop, or the callee's dialog set up through one (its route set and Contact
+    /// are that hop's). Decided when the request is sent, kept with it (`Resendable`).
+    pub(super) fn to_configured_hop(
+        &self,
+        call: Option<u64>,
+        side: Side,
+        peer: &Peer,
+        rules: Option<&CallRules>,
+    ) -> bool {
+        let through_configured =
+            side == Side::B && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.b_via_configured_hop);
+        through_configured || self.is_configured_hop(peer, rules)
+    }
+
     /// Whether `peer` is a destination the configuration names (the profile's next hops or
     /// outbound proxy, written as fixed text, or the global next hop), not one a Request-URI,
     /// a Contact or a pattern over the request (`$rd`, `$H(...)`) pointed to.

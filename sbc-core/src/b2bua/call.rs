@@ -158,7 +158,8 @@ pub(crate) struct Call {
     /// In-dialog requests in flight and their rate (`dialog_limits.rs`).
     pub(crate) dialog_limits: super::dialog_limits::DialogLimits,
     /// The callee's dialog was set up through a configured next hop or proxy: its challenges,
-    /// in-dialog ones included (Record-Route, Contact), may be answered (`auth.rs`).
+    /// in-dialog ones included (Record-Route, Contact), may be answered (`auth.rs`). Only
+    /// worked out for calls with credentials on that leg.
     pub(crate) b_via_configured_hop: bool,
     /// The caller's address, counted against its source's calls until the call is gone.
     pub(crate) a_source: std::net::IpAddr,

@@ -410,7 +410,8 @@ impl Engine {
         // Kept to answer a digest challenge or a 422 (the call is not in the table yet for the
         // transaction to find its rules).
         let for_auth = (rules.plan.auth.is_some() || sst[Side::B.idx()].is_some()).then(|| b_request.clone());
-        let configured = self.is_configured_hop(&b_dest.peer, Some(&rules));
+        // Kept for the call's credentials only (`auth.rs`): without them nothing asks.
+        let configured = rules.plan.auth.is_some() && self.is_configured_hop(&b_dest.peer, Some(&rules));
         let b_tx = self.start_client_tx(now, b_request, b_dest, Some(handle), Side::B, b_purpose);
         if let (Some(req), Some(e)) = (for_auth, self.txs.get_mut(&b_tx)) {
             e.resendable = Some(Resendable::new(req, rules.plan.auth.clone(), configured));
@@ -875,8 +876,7 @@ impl Engine {
         };
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side)) {
             let keep = credentials.is_some().then(|| m.clone());
-            let through_configured = side == Side::B && self.calls.get(&h).is_some_and(|c| c.b_via_configured_hop);
-            let configured = through_configured || self.is_configured_hop(&dest.peer, Some(&rules));
+            let configured = keep.is_some() && self.to_configured_hop(Some(h), side, &dest.peer, Some(&rules));
             let id = self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
             // The call is gone by the answer; a challenge to this BYE is still answered.
             if let (Some(m), Some(e)) = (keep, self.txs.get_mut(&id)) {

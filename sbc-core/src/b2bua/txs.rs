@@ -246,10 +246,9 @@ impl Engine {
         let timed = matches!(method, Method::Invite | Method::Update)
             && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.sst[side.idx()].is_some());
         let credentials = challengeable.then(|| self.credentials_for(call, side, purpose).cloned()).flatten();
-        let through_configured =
-            side == Side::B && call.and_then(|h| self.calls.get(&h)).is_some_and(|c| c.b_via_configured_hop);
-        let configured =
-            through_configured || self.is_configured_hop(&dest.peer, self.rules_for(call, purpose).map(|r| &**r));
+        // Only credentials need it (a proxy URI is parsed): not every request sent pays for it.
+        let configured = credentials.is_some()
+            && self.to_configured_hop(call, side, &dest.peer, self.rules_for(call, purpose).map(|r| &**r));
         let resendable = (challengeable && (timed || credentials.is_some()))
             .then(|| Resendable::new(request.clone(), credentials, configured));
         let id = TxId(self.new_id());
