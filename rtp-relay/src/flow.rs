@@ -173,25 +173,29 @@ impl StreamFlows {
         if data.len() < 4 {
             return drop(DropReason::Malformed, false);
         }
-        let preferred = self.preferred(side, comp, src.ip());
         let mut latched = false;
         if self.spec.remotes[side].symmetric {
             let window = self.limits.latch_window_ms;
-            let current_preferred = self.ends[side][comp].latched.is_some_and(|a| self.preferred(side, comp, a.ip()));
-            let e = &mut self.ends[side][comp];
             let packet_ssrc = ssrc(comp, data);
-            match e.latched {
+            let current = self.ends[side][comp].latched;
+            match current {
+                // The packet of almost every call: from where the side is latched.
                 Some(a) if a == src => {
                     // An SSRC change is taken from the latched address only.
+                    let e = &mut self.ends[side][comp];
                     e.ssrc = packet_ssrc.or(e.ssrc);
                 }
                 None => {
+                    let e = &mut self.ends[side][comp];
                     e.latched = Some(src);
                     e.ssrc = packet_ssrc;
                     e.open_until_ms = e.open_until_ms.max(now_ms.saturating_add(window));
                     latched = true;
                 }
-                Some(_) => {
+                Some(a) => {
+                    let preferred = self.preferred(side, comp, src.ip());
+                    let current_preferred = self.preferred(side, comp, a.ip());
+                    let e = &mut self.ends[side][comp];
                     let in_window = now_ms < e.open_until_ms;
                     let same_ssrc = packet_ssrc.is_some() && packet_ssrc == e.ssrc;
                     let takes_over = Some(src) == e.sdp
@@ -208,7 +212,7 @@ impl StreamFlows {
                     latched = true;
                 }
             }
-        } else if !preferred {
+        } else if !self.preferred(side, comp, src.ip()) {
             return drop(DropReason::ForeignSource, false);
         }
         // Policed once accepted: a stranger's flood, dropped above, must not spend the real
