@@ -17,13 +17,13 @@ pub trait DestinationPolicy: Send + Sync + std::fmt::Debug {
 }
 
 /// The relay's own rules for a side on `iface`, given every interface of the relay.
-pub(crate) fn built_in(
-    interfaces: &[&MediaInterface],
+pub(crate) fn built_in<'a>(
+    mut interfaces: impl Iterator<Item = &'a MediaInterface>,
     iface: &MediaInterface,
     dest: SocketAddr,
 ) -> Option<&'static str> {
     let ip = dest.ip().to_canonical();
-    if interfaces.iter().any(|i| i.owns(dest)) {
+    if interfaces.any(|i| i.owns(dest)) {
         return Some("own_socket");
     }
     if ip.is_unspecified() {
@@ -62,8 +62,7 @@ mod tests {
     #[test]
     fn the_relay_never_aims_at_itself_or_at_what_no_peer_may_name() {
         let public = iface("192.0.2.10");
-        let all = [&public];
-        let at = |s: &str| built_in(&all, &public, s.parse().expect("addr"));
+        let at = |s: &str| built_in([&public].into_iter(), &public, s.parse().expect("addr"));
         assert_eq!(at("192.0.2.10:10500"), Some("own_socket"));
         assert_eq!(at("192.0.2.10:11001"), None, "beyond the range (and its last RTCP port)");
         assert_eq!(at("0.0.0.0:4000"), Some("unspecified"));
@@ -76,6 +75,6 @@ mod tests {
         assert_eq!(at("198.51.100.7:4000"), None);
         // A relay on loopback (a lab, the tests) may send there.
         let lo = iface("127.0.0.1");
-        assert_eq!(built_in(&[&lo], &lo, "127.0.0.1:4000".parse().expect("addr")), None);
+        assert_eq!(built_in([&lo].into_iter(), &lo, "127.0.0.1:4000".parse().expect("addr")), None);
     }
 }

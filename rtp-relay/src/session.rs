@@ -110,9 +110,8 @@ impl Relay {
 
     /// Why a side on media interface `iface` must not send to `dest` (see `policy.rs`).
     fn refuse_destination(&self, iface: &str, dest: SocketAddr) -> Option<&'static str> {
-        let own: Vec<&MediaInterface> = self.interfaces().collect();
         let side = self.pool(iface).ok().map(|p| &p.iface)?;
-        built_in(&own, side, dest).or_else(|| self.policy.as_ref().and_then(|p| p.refuse(dest)))
+        built_in(self.interfaces(), side, dest).or_else(|| self.policy.as_ref().and_then(|p| p.refuse(dest)))
     }
 
     /// Media of a new call. Fails when an interface is not configured.
