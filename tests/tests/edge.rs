@@ -336,3 +336,34 @@ fn a_hanging_name_server_gets_a_bounded_number_of_lookups() {
     let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
     assert!(!metrics.contains("sbc_dns_lookups_total{result=\"shed\"} 0"), "{metrics}");
 }
+
+/// An untrusted address holds at most `per_source_calls` calls at once: with two ringing, its
+/// third INVITE gets 503 and never reaches the callee (the cap that also bounds its media
+/// ports); the callee meanwhile sees only the first two.
+#[test]
+fn a_source_holds_no_more_calls_than_its_cap() {
+    let (sbcd, mut callee) = sbcd_with_phone("bob", |_, phone| {
+        format!("limits:\n  admission:\n    per_source_calls: 2\n{}", next_hop_config(phone, ""))
+    });
+    let caller = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let me = caller.local_addr().expect("addr");
+    let invite = |n: u32| {
+        format!(
+            "INVITE sip:bob@example.net SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKcap{n}\r\nMax-Forwards: 70\r\nFrom: <sip:c@{me}>;tag=c{n}\r\nTo: <sip:bob@example.net>\r\nCall-ID: cap{n}@{me}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for n in 0..2 {
+        caller.send_to(invite(n).as_bytes(), sbcd.addr()).expect("send");
+        let inv = callee.recv_request(Duration::from_secs(5)).expect("the call reaches the callee");
+        callee.answer(&inv, 180);
+    }
+    caller.send_to(invite(2).as_bytes(), sbcd.addr()).expect("send");
+    let replies = collect(&caller, Duration::from_secs(1));
+    assert!(
+        replies.iter().any(|r| r.status() == Some(503) && r.header("Call-ID").is_some_and(|c| c.starts_with("cap2@"))),
+        "{replies:#?}"
+    );
+    assert!(callee.recv_request(Duration::from_millis(500)).is_none(), "the third call went on");
+    let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_admission_calls_refused_total 1"), "{metrics}");
+}
