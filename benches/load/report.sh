@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes BENCHMARKS.md (stdout) from the "key value" results of benches/load/run.sh (argument 1).
+# Writes docs/benchmarks/latest-run.md (stdout) from the "key value" results of benches/load/run.sh (argument 1).
 # Called by run.sh with its settings in the environment; not meant to be run alone.
 set -euo pipefail
 RES=$1
@@ -164,9 +164,9 @@ cat <<EOF
 ## How to reproduce
 
 \`\`\`
-benches/load/run.sh                       # everything above, ~25 min; writes BENCHMARKS.md
+benches/load/run.sh                       # everything above, ~25 min; writes docs/benchmarks/latest-run.md
 QUICK=1 OUT=/tmp/b.md benches/load/run.sh # a few minutes, a smoke of the harness
-cargo bench -p sbc-benches                # the micro-benchmarks (criterion), see the README
+cargo bench -p sbc-benches                # the micro-benchmarks (criterion), see docs/benchmarks/history.md
 \`\`\`
 
 Settings of this run: SYSTEMS="$SYSTEMS" FIXED_RATE=$FIXED_RATE FIXED_S=$FIXED_S RATES="$RATES"

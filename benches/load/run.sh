@@ -11,8 +11,8 @@
 #      session establishment rate), and the CPU per call there;
 #   3. memory: PSS of a fresh system holding each of HELD calls (set up at HELD_RATE).
 # SIPp's own CPU is recorded for every step: on 2 cores it competes with the system under test.
-# Then the media harness (relay_load: sbcd's relay and rtpengine, same packets) and BENCHMARKS.md
-# is written from the results (OUT, default BENCHMARKS.md at the repository root).
+# Then the media harness (relay_load: sbcd's relay and rtpengine, same packets) and the report
+# is written from the results (OUT, default docs/benchmarks/latest-run.md).
 #
 # Usage: benches/load/run.sh            (about 25 minutes on 2 vCPU)
 #        QUICK=1 benches/load/run.sh    (a few minutes: short steps, few rates; a smoke)
@@ -36,7 +36,7 @@ HELD_RATE=${HELD_RATE:-1000}
 # Seconds for finished transactions to expire (sbcd keeps them 32 s) before a reading.
 SETTLE_S=${SETTLE_S:-35}
 MEDIA_STREAMS=${MEDIA_STREAMS:-1000 2000}
-OUT=${OUT:-$ROOT/BENCHMARKS.md}
+OUT=${OUT:-$ROOT/docs/benchmarks/latest-run.md}
 SC=$ROOT/benches/load/scenarios
 # A proxy with several UDP workers (Kamailio's children) may relay a 180 after the 200; SIPp
 # would abort such a call as "unexpected". A real phone ignores a late 180, and so does SIPp in
@@ -63,10 +63,10 @@ echo "building sbcd and relay_load (release)" >&2
 cargo build --release --locked -q -p sbc-core --bin sbcd -p sbc-benches --bin relay_load
 
 WORK=$(mktemp -d)
-RES=$WORK/results # one "key value" per line, read back when BENCHMARKS.md is written
+RES=$WORK/results # one "key value" per line, read back when the report is written
 : >"$RES"
 # The source the binaries were built from (the tree may change while the run goes on).
-dirty=$([ -n "$(git status --porcelain -- . ':(exclude)BENCHMARKS.md' 2>/dev/null)" ] && echo -dirty || true)
+dirty=$([ -n "$(git status --porcelain -- . ':(exclude)docs/benchmarks/latest-run.md' 2>/dev/null)" ] && echo -dirty || true)
 echo "built_from $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty" >>"$RES"
 declare -A MAIN_PID UAS_PID PORT UAS_PORT
 cleanup() {

@@ -230,8 +230,8 @@ fn clock() -> Instant {
 
 /// Timers wake the shard on a 10 ms grid. Most of them only retire finished transactions
 /// (RFC 3261 keeps each for up to 32 s); waking for each one separately cost sbcd a third of its
-/// CPU per call at 200 calls/s (see BENCHMARKS.md). Retransmissions start at T1 = 500 ms, so
-/// 10 ms late changes nothing a peer can see.
+/// CPU per call at 200 calls/s (see docs/benchmarks/latest-run.md). Retransmissions start at
+/// T1 = 500 ms, so 10 ms late changes nothing a peer can see.
 const TIMER_GRID: std::time::Duration = std::time::Duration::from_millis(10);
 
 fn coalesce(epoch: Instant, deadline: Instant) -> Instant {
