@@ -20,6 +20,9 @@ need=(
   "-rw-r--r-- ./etc/logrotate.d/sbcd"
   "-rw-r--r-- ./usr/lib/sbc/sems-sbc-common.sh"
   "-rw-r--r-- ./usr/share/sbc/grafana/sbcd.json"
+  "-rw-r--r-- ./usr/share/doc/sbcd/README.md"
+  "-rw-r--r-- ./usr/share/doc/sbcd/docs/manual/configuration.md"
+  "-rw-r--r-- ./usr/share/doc/sbcd/docs/ARCHITECTURE.md"
 )
 for t in get-activeprofile get-regex-map-names list-profiles load-callcontrol-modules load-profile \
          reload-profile reload-profiles set-activeprofile set-regex-map teardown-call; do
@@ -43,6 +46,13 @@ sed "s|/etc/sbc/admin.token|$root/etc/sbc/admin.token|" "$root/etc/sbc/sbc.yaml"
 "$root/usr/bin/sbcd" --config "$root/sbc-check.yaml" --check-config
 grep -q 'admin.token' "$root/usr/lib/sbc/sems-sbc-common.sh"
 jq -e '.panels | length > 10' "$root/usr/share/sbc/grafana/sbcd.json" >/dev/null
+# Every page the shipped documents link to is shipped too (links to source files are not).
+doc=$root/usr/share/doc/sbcd
+while IFS=: read -r page target; do
+  [ -f "$(dirname "$page")/$target" ] || { echo "${page#"$doc"/} links to $target, not in the package"; exit 1; }
+done < <(grep -roE '\]\([^):#]+\.md' --include='*.md' "$doc" | sed 's/\](/ /; s/:/ /' | awk '{print $1 ":" $2}')
+grep -q 'usr/share/doc/sbcd/docs/manual/configuration.md' "$root/etc/sbc/sbc.yaml" \
+  || { echo "sbc.yaml does not point at the shipped manual"; exit 1; }
 if command -v systemd-analyze >/dev/null; then
   # Verify the unit as shipped, with ExecStart pointing at the extracted binary.
   sed "s|/usr/bin/sbcd|$root/usr/bin/sbcd|g" "$root/usr/lib/systemd/system/sbcd.service" > "$root/sbcd.service"

@@ -8,7 +8,7 @@ pub enum OptionStatus {
     Active,
     /// Recognised; its capability is not in this version yet, so it is reported at load.
     NotYet(&'static str),
-    /// SEMS reads it into nothing (README.md, Profile options); accepted, ignored, reported at load.
+    /// SEMS reads it into nothing (docs/manual/profiles.md, Profile options); accepted, ignored, reported at load.
     Dead,
 }
 

@@ -80,7 +80,7 @@ pub struct Profile {
     pub outbound_interface: Option<Pattern>,
     pub aleg_outbound_interface: Option<Pattern>,
     /// `dlg_nat_handling`: requests to a UA that sent directly (one Via) go back to its source
-    /// address, not to its Contact (README.md, NAT handling).
+    /// address, not to its Contact (docs/manual/access.md, NAT handling).
     pub dlg_nat_handling: bool,
 
     pub aleg_contact: ContactRule,
@@ -98,10 +98,10 @@ pub struct Profile {
     pub codec_preference: Vec<CodecPref>,
     pub codec_preference_aleg: Vec<CodecPref>,
 
-    /// RTP relay (README.md, RTP relay).
+    /// RTP relay (docs/manual/media.md, RTP relay).
     pub rtprelay: RtpRelayRules,
 
-    /// Registration caching (README.md, Registration caching).
+    /// Registration caching (docs/manual/access.md, Registration caching).
     pub reg_caching: RegCaching,
 
     /// Digest credentials for challenges on the B leg (`enable_auth`) and the A leg
@@ -213,7 +213,7 @@ impl Default for SessionTimerRules {
 }
 
 /// The session-timer options of a profile, read together: `aleg_x` falls back to `x`, `x` to
-/// the default (README.md, Session timers).
+/// the default (docs/manual/access.md, Session timers).
 fn session_timers(
     options: &[RawOption],
 ) -> Result<(Option<SessionTimerRules>, Option<SessionTimerRules>), ConfigError> {

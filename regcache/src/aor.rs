@@ -1,4 +1,5 @@
-//! Address-of-record canonicalisation (README.md, Registration caching): the key registrations are filed under.
+//! Address-of-record canonicalisation (docs/manual/access.md, Registration caching): the key
+//! registrations are filed under.
 
 /// `sip:`/`sips:` + `user@` (if any) + host + `:port` only when it is not 5060; URI parameters
 /// and headers dropped; host lowercased (user parts are case-sensitive and kept). `None` for

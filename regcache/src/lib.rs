@@ -1,5 +1,5 @@
 //! `regcache`: the registration cache behind `enable_reg_caching` and the local registrar
-//! (`cc_registrar`), README.md, Registration caching.
+//! (`cc_registrar`), docs/manual/access.md, Registration caching.
 //!
 //! A registered contact gets an *alias*: a stable user part at the SBC's address that the
 //! registrar stores instead of the UA's (private) contact. Calls to the alias are retargeted to

@@ -1,4 +1,5 @@
-//! `cc_registrar` (README.md, Registration caching): the local registrar for deployments without an upstream one.
+//! `cc_registrar` (docs/manual/access.md, Registration caching): the local registrar for
+//! deployments without an upstream one.
 //! The work is signalling (answering REGISTER, retargeting calls to registered contacts), so the
 //! B2BUA does it inline, on the shard that owns the request, with the registration cache; this
 //! module only makes the name known to profiles and checks its values.

@@ -1,4 +1,4 @@
-//! The profile's SDP pipeline (SEMS `filterSdp`, README.md, Profile options): media filter, codec
+//! The profile's SDP pipeline (SEMS `filterSdp`, docs/manual/profiles.md, Profile options): media filter, codec
 //! preference, codec filter, attribute filter, anonymisation — on a lossless line model.
 
 pub mod media;

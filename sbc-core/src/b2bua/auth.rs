@@ -1,4 +1,4 @@
-//! Digest authentication at the SBC (README.md, Digest authentication). As a client: a 401/407
+//! Digest authentication at the SBC (docs/manual/access.md, Digest authentication). As a client: a 401/407
 //! to a request the SBC sent on a leg with credentials (`enable_auth` on B, `enable_aleg_auth`
 //! on A, out-of-dialog relays too) is answered once — the request is resent with a new CSeq and
 //! the relay follows the new transaction; a second challenge is relayed, never looped. As a

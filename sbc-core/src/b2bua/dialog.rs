@@ -64,7 +64,8 @@ impl Engine {
             return self.refuse(&msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
         }
         let rules = call.rules.clone();
-        // enable_bleg_uas_auth: the callee proves who it is on every request (README.md, Digest authentication).
+        // enable_bleg_uas_auth: the callee proves who it is on every request
+        // (docs/manual/access.md, Digest authentication).
         if let (Side::B, Some(creds)) = (side, rules.plan.bleg_uas_auth.as_ref()) {
             if let Err(challenge) = self.check_uas_auth(now, creds, &msg) {
                 let extra = [("WWW-Authenticate", challenge.as_bytes())];
@@ -162,7 +163,7 @@ impl Engine {
             let before = call.leg(side).remote_target.clone();
             learn_remote(call.leg_mut(side), &msg, true);
             // NAT handling: a UA that moved (new Contact, sent directly) is reached where the
-            // refresh came from, on its connection (README.md, NAT handling).
+            // refresh came from, on its connection (docs/manual/access.md, NAT handling).
             if rules.profile.dlg_nat_handling && before != call.leg(side).remote_target && single_via(&msg) {
                 let leg = call.leg_mut(side);
                 leg.transport = src.transport;

@@ -121,7 +121,7 @@ impl Engine {
         if !acceptable_body(&msg) {
             return self.refuse(&msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
         }
-        // The profile decides before anything else runs, as in SEMS (README.md, Profiles).
+        // The profile decides before anything else runs, as in SEMS (docs/manual/profiles.md, Profiles).
         let rules = match self.choose_profile(&msg, &src, true) {
             Chosen::Go(r) => r,
             Chosen::Refuse(r) => return self.refuse_by_profile(&msg, &src, &r),
@@ -276,8 +276,9 @@ impl Engine {
             }
             None => (msg.from_hdr().map(|f| f.uri.into()).unwrap_or_default(), Peer::Addr(src.remote)),
         };
-        // NAT handling (README.md, NAT handling): a UA that sent directly to us (one Via) is reached where it
-        // sent from, whatever private address its Contact names; its TCP connection is reused.
+        // NAT handling (docs/manual/access.md, NAT handling): a UA that sent directly to us (one
+        // Via) is reached where it sent from, whatever private address its Contact names; its TCP
+        // connection is reused.
         let behind_nat = rules.profile.dlg_nat_handling && build::single_via(&msg) && plan.aleg_next_hop.is_none();
         let a_peer = if behind_nat { Peer::Addr(src.remote) } else { a_peer };
         let a_target_is_source = msg.contact().is_none() || behind_nat;

@@ -1,5 +1,5 @@
 //! REGISTER through a profile with `enable_reg_caching` and the local registrar
-//! `cc_registrar`, and calls to the users they registered (README.md, Registration caching).
+//! `cc_registrar`, and calls to the users they registered (docs/manual/access.md, Registration caching).
 //!
 //! With caching, every contact is sent upstream as an alias at the SBC's address; the answer
 //! tells how long the registrar keeps it, the UA is told a shorter time (`max_ua_expires`) and
@@ -68,7 +68,7 @@ fn header_params_without_expires(params: &[u8]) -> String {
     out
 }
 
-/// Reads a REGISTER (README.md, Registration caching); `aor_from` is the header the AoR is read from.
+/// Reads a REGISTER (docs/manual/access.md, Registration caching); `aor_from` is the header the AoR is read from.
 fn parse_register(msg: &Message, aor_from: HeaderName, min_expires: u32) -> Result<Register, Bad> {
     let aor = msg.header_value(aor_from).and_then(|v| canonical_aor(&String::from_utf8_lossy(v))).ok_or(Bad(
         400,
@@ -202,7 +202,7 @@ impl Engine {
         let ua_cap = |e: u32| if limits.max_ua_expires > 0 { e.min(limits.max_ua_expires) } else { e };
         let aliases: Vec<String> =
             reg.contacts.iter().map(|c| cache.alias_for(&reg.aor, &c.uri, src.remote.ip())).collect();
-        // Absorb a re-registration the registrar's binding still covers (README.md,
+        // Absorb a re-registration the registrar's binding still covers (docs/manual/access.md,
         // Registration caching: re-registrations are absorbed).
         let absorb = !reg.star
             && !reg.contacts.is_empty()
@@ -325,7 +325,7 @@ impl Engine {
         rows
     }
 
-    /// A REGISTER for the local registrar (README.md, Registration caching): answered here, never relayed.
+    /// A REGISTER for the local registrar (docs/manual/access.md, Registration caching): answered here, never relayed.
     pub(super) fn local_register(&mut self, now: Instant, server: TxId, msg: &Message, rules: &CallRules) {
         let Some(src) = self.txs.get(&server).and_then(|e| e.source) else { return };
         // The AoR of a registration is its To (RFC 3261 §10.3 step 5).
@@ -393,8 +393,9 @@ impl Engine {
         self.respond_local(now, server, 200, "OK", &[("Contact", row.as_bytes())]);
     }
 
-    /// Calls and other requests to a registered user (README.md, Registration caching): the plan is retargeted
-    /// to the registered contact, where the REGISTER came from. `Err` = nobody registered.
+    /// Calls and other requests to a registered user (docs/manual/access.md, Registration
+    /// caching): the plan is retargeted to the registered contact, where the REGISTER came from.
+    /// `Err` = nobody registered.
     pub(super) fn retarget_registered(
         &self,
         msg: &Message,
@@ -445,7 +446,7 @@ impl Engine {
 }
 
 /// The contacts of a REGISTER relayed without caching, with the parts `contact_*` names
-/// replaced (README.md, Profile options: Contact rewriting); `*` and unparseable values go as they are.
+/// replaced (docs/manual/profiles.md, Profile options: Contact rewriting); `*` and unparseable values go as they are.
 pub(super) fn rewritten_contacts(msg: &Message, parts: &profiles::evaluate::ContactValues) -> Vec<String> {
     msg.values(HeaderName::Contact)
         .map(|v| {

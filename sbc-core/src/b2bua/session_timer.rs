@@ -1,4 +1,4 @@
-//! Session timers (RFC 4028), each leg on its own (README.md, Session timers). The SBC is the UAS of the
+//! Session timers (RFC 4028), each leg on its own (docs/manual/access.md, Session timers). The SBC is the UAS of the
 //! caller's leg and the UAC of the callee's: on each it negotiates the interval and who
 //! refreshes, refreshes at half the interval when it is the refresher (UPDATE or re-INVITE), and
 //! tears the call down when the peer that should refresh does not. Session-Expires and Min-SE
@@ -164,7 +164,7 @@ impl Engine {
         };
         let se = session_expires(req).ok().flatten();
         let peer_min = min_se(req).unwrap_or(0);
-        // The shorter of what each side wants, not below either Min-SE (README.md, Session timers).
+        // The shorter of what each side wants, not below either Min-SE (docs/manual/access.md, Session timers).
         let interval = se
             .map_or(t.rules.session_expires, |s| s.secs.min(t.rules.session_expires))
             .max(t.rules.minimum)
