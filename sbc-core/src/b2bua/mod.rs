@@ -4,7 +4,7 @@
 //! Driving contract (as in quinn/str0m): after every `handle_*` call, drain `poll_output` until
 //! it returns `None`, then sleep until `poll_timeout` (or the next input) and call
 //! `handle_timeout` with the current time. The engine never reads a clock, never blocks and
-//! never panics on network input. See `LIFECYCLE.md` beside this file for the call states.
+//! never panics on network input. See `docs/call-lifecycle.md` for the call states.
 
 pub(crate) mod apply;
 mod auth;
