@@ -1,7 +1,7 @@
 //! A lossless, line-based SDP model: the body is a list of lines, each with its own line ending;
 //! only the lines an operation touches are rewritten, every other byte is copied as received.
-//! (Evidence for not using a typed SDP crate here: `research/crates.md` — sdp-rs corrupts
-//! rtpmap and drops sections; sdp-types reorders out-of-order lines, drops `y=` and adds `t=`.)
+//! (Why not a typed SDP crate, docs/ARCHITECTURE.md, Dependencies: sdp-rs corrupts rtpmap and
+//! drops sections; sdp-types reorders out-of-order lines, drops `y=` and adds `t=`.)
 
 use std::collections::HashMap;
 

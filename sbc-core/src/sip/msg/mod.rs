@@ -2,7 +2,7 @@
 //! the headers a B2BUA needs, validation with the reply a server owes, and a writer for the
 //! messages the SBC generates. Lossless by construction: untouched rows are copied verbatim.
 //!
-//! Why our own and not `rsip`: see `../shared/research/crates.md` (and the README).
+//! Why our own and not `rsip`: docs/ARCHITECTURE.md, Dependencies.
 
 mod headers;
 mod message;
