@@ -13,6 +13,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::ReloadStats;
+use crate::b2bua::{Counter, CounterDef, Labels};
 use crate::driver::Runtime;
 use crate::sip::msg::Method;
 
@@ -35,8 +36,8 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt:
     ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
-/// A counter family with one label.
-fn counters(
+/// A counter family with one label, outside the engine's table.
+fn labelled(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -51,6 +52,26 @@ fn counters(
     Ok(())
 }
 
+/// An engine counter's family, labelled as its row says: `N` values per sample, in the order
+/// of the row's label names.
+fn counters<const N: usize>(
+    e: &mut DescriptorEncoder,
+    def: &CounterDef,
+    values: impl IntoIterator<Item = ([String; N], u64)>,
+) -> std::fmt::Result {
+    let names: &[&'static str] = match def.labels {
+        Labels::Method => &["method"],
+        Labels::Events(names) => names,
+        Labels::None => &[],
+    };
+    let mut m = e.encode_descriptor(def.metric, def.help, None, MetricType::Counter)?;
+    for (values, v) in values {
+        let labels: Vec<(&'static str, String)> = names.iter().copied().zip(values).collect();
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for SbcCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let rt = &self.runtime;
@@ -59,50 +80,35 @@ impl Collector for SbcCollector {
         let d = rt.counters();
         let e = &mut e;
         gauge(e, "sbc_calls_active", "Calls (and subscription dialog pairs) in progress", s.calls as i64)?;
-        counter(e, "sbc_calls_started", "Calls set up (rate() of it is the call setup rate)", s.calls_started)?;
-        counter(e, "sbc_calls_answered", "Calls answered (2xx relayed to the caller)", s.calls_answered)?;
-        {
-            let mut m = e.encode_descriptor(
-                "sbc_calls_ended",
-                "Calls ended, by profile and outcome (answered, or the final class of an unanswered call)",
-                None,
-                MetricType::Counter,
-            )?;
-            for ((profile, outcome), v) in &l.calls_ended {
-                let labels = [("profile", profile.clone()), ("outcome", (*outcome).to_string())];
-                ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+        gauge(e, "sbc_transactions_active", "SIP transactions in the engines' tables", s.transactions as i64)?;
+        for def in &Counter::DEFS {
+            match def.labels {
+                Labels::None => counter(e, def.metric, def.help, s.get(def.counter))?,
+                Labels::Method => {
+                    let by = s.by_method(def.counter);
+                    let name = |k: usize| Method::ALL[k].as_str().unwrap_or("other").to_string();
+                    let values = (0..Method::COUNT).filter(|&k| by[k] > 0).map(|k| (name(k), by[k]));
+                    counters(e, def, values.map(|(m, v)| ([m], v)))?;
+                }
+                Labels::Events(_) => match def.counter {
+                    Counter::CallsEnded => {
+                        counters(e, def, l.calls_ended.iter().map(|((p, o), v)| ([p.clone(), (*o).to_string()], *v)))?
+                    }
+                    Counter::LocalReplies => counters(e, def, l.refused.iter().map(|(c, v)| ([c.to_string()], *v)))?,
+                    Counter::Drops => {
+                        // The engine's reasons, and the driver's own drops before a message
+                        // reaches an engine.
+                        let mut drops: Vec<([String; 1], u64)> =
+                            l.drops.iter().map(|(r, v)| ([(*r).to_string()], *v)).collect();
+                        drops.push((["parse_error".into()], d.parse_errors.load(Relaxed)));
+                        drops.push((["queue_full".into()], d.queue_full_drops.load(Relaxed)));
+                        drops.push((["overload_shed".into()], d.overload_shed.load(Relaxed)));
+                        counters(e, def, drops)?;
+                    }
+                    _ => {}
+                },
             }
         }
-        gauge(e, "sbc_transactions_active", "SIP transactions in the engines' tables", s.transactions as i64)?;
-        let (req, re) = rt.by_method();
-        let name = |k: usize| Method::ALL[k].as_str().unwrap_or("other").to_string();
-        counters(
-            e,
-            "sbc_sip_requests",
-            "SIP requests received, by method",
-            "method",
-            (0..Method::COUNT).filter(|&k| req[k] > 0).map(|k| (name(k), req[k])),
-        )?;
-        counters(
-            e,
-            "sbc_sip_retransmissions",
-            "Request retransmissions absorbed by a transaction, by method",
-            "method",
-            (0..Method::COUNT).filter(|&k| re[k] > 0).map(|k| (name(k), re[k])),
-        )?;
-        counter(e, "sbc_sip_responses", "SIP responses received", s.responses)?;
-        counters(
-            e,
-            "sbc_sip_local_replies",
-            "Requests the SBC answered itself with an error, by status",
-            "code",
-            l.refused.iter().map(|(c, v)| (c.to_string(), *v)),
-        )?;
-        let mut drops: Vec<(String, u64)> = l.drops.iter().map(|(r, v)| ((*r).to_string(), *v)).collect();
-        drops.push(("parse_error".into(), d.parse_errors.load(Relaxed)));
-        drops.push(("queue_full".into(), d.queue_full_drops.load(Relaxed)));
-        drops.push(("overload_shed".into(), d.overload_shed.load(Relaxed)));
-        counters(e, "sbc_sip_drops", "Messages dropped without a reply, by reason", "reason", drops)?;
         counter(
             e,
             "sbc_sip_parse_errors",
@@ -111,7 +117,7 @@ impl Collector for SbcCollector {
         )?;
         gauge(e, "sbc_tcp_connections", "Open SIP TCP connections", d.tcp_connections.load(Relaxed) as i64)?;
         let dns = rt.dns_counters();
-        counters(
+        labelled(
             e,
             "sbc_dns_lookups",
             "Host-name lookups by result (shed: too many in flight)",
@@ -126,7 +132,7 @@ impl Collector for SbcCollector {
             "TCP connections refused at accept (overall or per-source cap)",
             d.tcp_refused.load(Relaxed),
         )?;
-        counters(
+        labelled(
             e,
             "sbc_tcp_cuts",
             "TCP connections the SBC closed, by reason",
@@ -137,7 +143,7 @@ impl Collector for SbcCollector {
         counter(e, "sbc_media_packets", "RTP/RTCP packets received by the relay", m.packets)?;
         counter(e, "sbc_media_bytes", "RTP/RTCP bytes received by the relay", m.bytes)?;
         counter(e, "sbc_media_forwarded", "RTP/RTCP packets relayed", m.forwarded)?;
-        counters(
+        labelled(
             e,
             "sbc_media_drops",
             "Packets the relay did not forward, by reason",
@@ -154,7 +160,6 @@ impl Collector for SbcCollector {
             "Streams refused because their SDP aimed them at the SBC, loopback, multicast, link-local or media.deny",
             m.destinations_refused,
         )?;
-        counter(e, "sbc_media_timeouts", "Calls ended because no RTP flowed", s.media_timeouts)?;
         gauge(e, "sbc_registrations", "Registered contacts in the cache", rt.registrations().len() as i64)?;
         let adm = rt.admission_stats();
         counter(e, "sbc_admission_refused", "New requests refused with 503 by the rate limits", adm.refused)?;
@@ -172,36 +177,20 @@ impl Collector for SbcCollector {
             "New requests from sources beyond max_sources (global limit only)",
             adm.untracked,
         )?;
-        counter(
-            e,
-            "sbc_registrations_absorbed",
-            "Re-registrations answered by the SBC inside the registrar's binding",
-            s.registrations_absorbed,
-        )?;
-        counter(e, "sbc_session_refreshes", "Session refreshes the SBC sent (RFC 4028)", s.session_refreshes)?;
-        counter(e, "sbc_session_timeouts", "Calls ended because a session timer expired", s.session_timeouts)?;
-        counter(e, "sbc_auth_answered", "Digest challenges answered with credentials", s.auth_answered)?;
-        counter(
-            e,
-            "sbc_sip_retransmission_cache_evictions",
-            "Messages cached by finished transactions dropped for the per-shard byte budget",
-            s.retransmission_cache_evictions,
-        )?;
-        counter(e, "sbc_auth_challenged", "Requests the SBC challenged (enable_bleg_uas_auth)", s.auth_challenged)?;
         gauge(
             e,
             "sbc_callcontrol_tasks",
             "Calls with a call-control chain until their end hook finished, plus route lookups in progress",
             rt.cc_tasks() as i64,
         )?;
-        counters(
+        labelled(
             e,
             "sbc_callcontrol_refusals",
             "Calls and requests stopped by call control, by module (failed = error or timeout)",
             "module",
             rt.cc_refusals(),
         )?;
-        counters(
+        labelled(
             e,
             "sbc_config_reloads",
             "Configuration and profile changes (SIGHUP, API), by result",

@@ -17,7 +17,7 @@ use profiles::regex_map::RegexMap;
 use profiles::store::ProfileSource;
 use profiles::Store;
 
-use crate::b2bua::{CallOverview, Transport};
+use crate::b2bua::{CallOverview, Counter, Transport};
 use crate::config::Config;
 use crate::driver::Runtime;
 
@@ -414,27 +414,12 @@ impl Control for AdminControl {
         let s = self.runtime.stats();
         let m = self.runtime.media_stats();
         let l = self.runtime.labelled();
-        serde_json::json!({
+        let mut stats = serde_json::json!({
             "calls_active": s.calls,
-            "calls_started": s.calls_started,
-            "calls_answered": s.calls_answered,
-            "calls_ended": s.calls_ended,
             "transactions_active": s.transactions,
-            "requests": s.requests,
-            "responses": s.responses,
-            "retransmissions_absorbed": s.retransmissions_absorbed,
-            "drops": s.drops,
-            "local_replies": s.local_replies,
-            "media_timeouts": s.media_timeouts,
             "registrations": self.runtime.registrations().len(),
             "admission_refused": self.runtime.admission_stats().refused,
             "admission_ignored": self.runtime.admission_stats().dropped,
-            "registrations_absorbed": s.registrations_absorbed,
-            "session_refreshes": s.session_refreshes,
-            "session_timeouts": s.session_timeouts,
-            "auth_answered": s.auth_answered,
-            "retransmission_cache_evictions": s.retransmission_cache_evictions,
-            "auth_challenged": s.auth_challenged,
             "parse_errors": self.runtime.counters().parse_errors.load(Relaxed),
             "drops_by_reason": l.drops,
             "media": {
@@ -447,7 +432,13 @@ impl Control for AdminControl {
             "config_generation": self.store.load().generation,
             "reloads_ok": self.reloads.ok.load(Relaxed),
             "reloads_failed": self.reloads.failed.load(Relaxed),
-        })
+        });
+        if let Some(map) = stats.as_object_mut() {
+            for def in &Counter::DEFS {
+                map.insert(def.key.into(), s.get(def.counter).into());
+            }
+        }
+        stats
     }
 
     fn metrics(&self) -> String {

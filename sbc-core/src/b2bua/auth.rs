@@ -18,7 +18,7 @@ use super::call::Side;
 use super::routing;
 use super::txs::Purpose;
 use super::types::{Peer, Transport};
-use super::{Engine, TxId};
+use super::{Counter, Engine, TxId};
 use crate::sip::digest::{self, Answer, Challenge};
 use crate::sip::msg::{HeaderName, Message, Method};
 
@@ -138,7 +138,7 @@ impl Engine {
         let Some(new_id) = self.resend(now, id, &sent, same_realm, &[(answer_name, answer)]) else {
             return false;
         };
-        self.stats.auth_answered += 1;
+        self.stats.bump(Counter::AuthAnswered);
         answered.push(ch.realm);
         if let Some(r) = self.txs.get_mut(&new_id).and_then(|e| e.resendable.as_mut()) {
             r.answered_realms = answered;
@@ -219,7 +219,7 @@ impl Engine {
             self.nonce_use_order.push_back((now, used));
             return Ok(());
         }
-        self.stats.auth_challenged += 1;
+        self.stats.bump(Counter::AuthChallenged);
         let nonce = self.new_nonce(now, &call_id);
         let stale = if stale { ", stale=true" } else { "" };
         Err(format!("Digest realm=\"{}\", nonce=\"{nonce}\", qop=\"auth\", algorithm=MD5{stale}", creds.realm))

@@ -18,7 +18,7 @@ use super::routing::{self, NoRoute};
 use super::session_timer::{self, LegTimer, Reject};
 use super::txs::{Purpose, Resendable};
 use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
-use super::{Engine, Event, Output, TimerRef, TxId};
+use super::{Counter, Engine, Event, Output, TimerRef, TxId};
 use crate::sip::msg::{parse_u32, trim, HeaderName, Message, MessageWriter};
 use crate::sip::transaction::{cancelled_invite_key, TxKey};
 
@@ -462,7 +462,7 @@ impl Engine {
                 scheduled: None,
             }),
         );
-        self.stats.calls_started += 1;
+        self.stats.bump(Counter::CallsStarted);
         self.out.push_back(Output::Event(Event::CallStarted { call: handle }));
         self.reschedule_call(handle);
     }
@@ -618,7 +618,7 @@ impl Engine {
                 tracing::info!(code, "call answered");
             }
             self.forward_response(now, a_ist, Some(h), Side::A, &msg, None);
-            self.stats.calls_answered += 1;
+            self.stats.bump(Counter::CallsAnswered);
             self.out.push_back(Output::Event(Event::CallAnswered { call: h }));
             self.reschedule_call(h);
             return;
@@ -1014,7 +1014,7 @@ impl Engine {
             let _e = call.span.enter();
             tracing::info!(code, reason, duration_ms, total_ms, "call ended");
         }
-        self.stats.calls_ended += 1;
+        self.stats.bump(Counter::CallsEnded);
         self.out.push_back(Output::Event(Event::CallEnded {
             call: h,
             code,

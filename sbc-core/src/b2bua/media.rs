@@ -15,7 +15,7 @@ use rtp_relay::{Offered, Relay, RelayError, Session, SideOptions};
 
 use super::apply::CallRules;
 use super::call::Side;
-use super::Engine;
+use super::{Counter, Engine};
 use crate::sip::msg::Message;
 
 /// The relay and its timeouts, shared by every shard.
@@ -193,7 +193,7 @@ impl Engine {
         if now.saturating_duration_since(since) >= limit {
             let _e = call.span.clone().entered();
             tracing::info!(silent_s = now.saturating_duration_since(since).as_secs(), "no media, ending the call");
-            self.stats.media_timeouts += 1;
+            self.stats.bump(Counter::MediaTimeouts);
             self.tear_down(now, h, 200, "media_timeout");
             return;
         }

@@ -11,6 +11,7 @@ mod auth;
 mod build;
 mod call;
 mod cc;
+mod counters;
 mod dialog;
 mod dialog_limits;
 mod ids;
@@ -43,6 +44,7 @@ use crate::sip::transaction::{client_key, server_key, TxKey};
 pub use apply::MsgView;
 pub use call::Side;
 pub use cc::{CcRequest, CcVerdict};
+pub use counters::{Counter, CounterDef, EngineStats, Labels, BY_METHOD};
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
 pub use media::MediaRuntime;
 pub use overview::{CallOverview, LegOverview};
@@ -101,37 +103,6 @@ pub enum Event {
     Refused {
         code: u16,
     },
-}
-
-/// Counters of one engine, read by the driver.
-#[derive(Debug, Clone, Default)]
-pub struct EngineStats {
-    pub requests: u64,
-    pub responses: u64,
-    pub retransmissions_absorbed: u64,
-    pub calls_started: u64,
-    pub calls_answered: u64,
-    pub calls_ended: u64,
-    pub drops: u64,
-    pub local_replies: u64,
-    /// Calls ended because no RTP flowed for the media timeout.
-    pub media_timeouts: u64,
-    /// Requests received, by method (index: [`Method::index`]).
-    pub requests_by_method: [u64; Method::COUNT],
-    /// Re-registrations answered by the SBC inside the registrar's binding.
-    pub registrations_absorbed: u64,
-    /// Session refreshes the SBC sent (RFC 4028).
-    pub session_refreshes: u64,
-    /// Calls ended because a session timer expired.
-    pub session_timeouts: u64,
-    /// Digest challenges answered with credentials.
-    pub auth_answered: u64,
-    /// Requests the SBC challenged (enable_bleg_uas_auth).
-    pub auth_challenged: u64,
-    /// Request retransmissions absorbed by a transaction, by method.
-    pub retransmissions_by_method: [u64; Method::COUNT],
-    /// Cached messages of finished transactions dropped for the shard's byte budget.
-    pub retransmission_cache_evictions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -263,7 +234,7 @@ impl Engine {
             w.header(n, value);
         }
         w.header("Warning", format!("399 sbc \"{}\"", err).as_bytes());
-        self.stats.local_replies += 1;
+        self.stats.bump(Counter::LocalReplies);
         self.out.push_back(Output::Event(Event::Refused { code }));
         let dest =
             Destination { transport: src.transport, local: src.local, peer: Peer::Addr(src.remote), conn: src.conn };
@@ -273,11 +244,10 @@ impl Engine {
     /// A parsed message from the network.
     pub fn handle_message(&mut self, now: Instant, msg: Message, src: Source) {
         if msg.is_request() {
-            self.stats.requests += 1;
-            self.stats.requests_by_method[msg.method().unwrap_or(Method::Other).index()] += 1;
+            self.stats.bump_method(Counter::Requests, msg.method().unwrap_or(Method::Other));
             self.on_request(now, msg, src);
         } else {
-            self.stats.responses += 1;
+            self.stats.bump(Counter::Responses);
             self.on_response(now, msg, src);
         }
     }
@@ -308,7 +278,7 @@ impl Engine {
                 if unsupported.is_empty() { Vec::new() } else { vec![("Unsupported", unsupported.as_bytes())] };
             let tag = self.stateless_to_tag(&msg);
             let bytes = build::local_response(&msg, &src, rej.code, rej.reason, Some(tag.as_bytes()), &extra);
-            self.stats.local_replies += 1;
+            self.stats.bump(Counter::LocalReplies);
             self.out.push_back(Output::Event(Event::Refused { code: rej.code }));
             let dest = routing::response_dest(&msg, &src);
             self.out.push_back(Output::Transmit { dest, bytes, tx: None });
@@ -387,7 +357,7 @@ impl Engine {
     ) {
         let tag = self.stateless_to_tag(msg);
         let bytes = build::local_response(msg, src, code, reason, Some(tag.as_bytes()), extra);
-        self.stats.local_replies += 1;
+        self.stats.bump(Counter::LocalReplies);
         let dest = routing::response_dest(msg, src);
         self.out.push_back(Output::Transmit { dest, bytes, tx: None });
     }
@@ -416,7 +386,7 @@ impl Engine {
     }
 
     fn drop_msg(&mut self, reason: &'static str) {
-        self.stats.drops += 1;
+        self.stats.bump(Counter::Drops);
         tracing::debug!(reason, "dropped message");
         self.out.push_back(Output::Event(Event::Dropped { reason }));
     }

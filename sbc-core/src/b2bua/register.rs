@@ -13,7 +13,7 @@ use regcache::{canonical_aor, Binding, Origin};
 
 use super::apply::CallRules;
 use super::types::Transport;
-use super::{Engine, TxId};
+use super::{Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, split_values, trim, HeaderName, Message, NameAddr, Uri};
 use profiles::evaluate::{CallPlan, Refusal};
 use profiles::profile::{NextHop, Profile};
@@ -226,7 +226,7 @@ impl Engine {
                 rows.push(c.render(given));
             }
             let extra: Vec<(&str, &[u8])> = rows.iter().map(|r| ("Contact", r.as_bytes())).collect();
-            self.stats.registrations_absorbed += 1;
+            self.stats.bump(Counter::RegistrationsAbsorbed);
             self.respond_local(now, server, 200, "OK", &extra);
             return CacheStep::Answered;
         }

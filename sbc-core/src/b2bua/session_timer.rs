@@ -13,7 +13,7 @@ use profiles::profile::{RefreshMethod, SessionTimerRules};
 use super::build::request_on_leg;
 use super::call::{CallState, Side};
 use super::txs::Purpose;
-use super::{Engine, TxId};
+use super::{Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, trim, Header, HeaderName, Message, Method};
 
 /// A refresh that could not be sent (glare, one in flight) or failed is tried again this soon.
@@ -209,19 +209,19 @@ impl Engine {
         if !t.we_refresh {
             let _e = call.span.clone().entered();
             tracing::info!(leg = ?side, interval = t.interval, "session timer expired, ending call");
-            self.stats.session_timeouts += 1;
+            self.stats.bump(Counter::SessionTimeouts);
             return self.tear_down(now, h, 408, "session_timeout");
         }
         if t.expires_at().is_some_and(|e| now >= e) {
             // Our own refreshes kept failing until the end of the interval.
-            self.stats.session_timeouts += 1;
+            self.stats.bump(Counter::SessionTimeouts);
             return self.tear_down(now, h, 408, "session_timeout");
         }
         if t.in_flight.is_some() || offer_pending || !confirmed {
             // An offer/answer exchange is under way (a refresh needs its own): a little later,
             // unless the session runs out first.
             if t.expires_at().is_some_and(|e| now + RETRY >= e) {
-                self.stats.session_timeouts += 1;
+                self.stats.bump(Counter::SessionTimeouts);
                 return self.tear_down(now, h, 408, "session_timeout");
             }
             t.due = Some(now + RETRY);
@@ -272,7 +272,7 @@ impl Engine {
             }
             return;
         };
-        self.stats.session_refreshes += 1;
+        self.stats.bump(Counter::SessionRefreshes);
         let id = self.start_client_tx(now, m, dest, Some(h), side, Purpose::SessionRefresh);
         if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {
             t.in_flight = Some(id);
@@ -327,7 +327,7 @@ impl Engine {
             }
             _ => {
                 if t.expires_at().is_some_and(|e| now + RETRY >= e) {
-                    self.stats.session_timeouts += 1;
+                    self.stats.bump(Counter::SessionTimeouts);
                     return self.tear_down(now, h, 408, "session_timeout");
                 }
                 t.due = Some(now + RETRY);

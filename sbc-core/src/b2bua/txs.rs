@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::call::Side;
 use super::linger::Linger;
 use super::types::{Destination, Source};
-use super::{Engine, Output, TimerRef, TxId};
+use super::{Counter, Engine, Output, TimerRef, TxId};
 use crate::sip::msg::{Message, Method};
 use crate::sip::transaction::{
     client_key, ClientInvite, ClientInviteState, ClientNonInvite, ServerInvite, ServerNonInvite, TxKey, TxOutput,
@@ -219,7 +219,7 @@ impl Engine {
         };
         let bytes = super::build::local_response(req, src, code, reason, e.to_tag.as_deref(), extra);
         if code >= 200 {
-            self.stats.local_replies += 1;
+            self.stats.bump(Counter::LocalReplies);
         }
         self.respond(now, id, code, bytes);
     }
@@ -347,8 +347,7 @@ impl Engine {
 
     pub(super) fn on_server_retransmission(&mut self, now: Instant, id: TxId, method: Method, msg: &Message) {
         if let Some(l) = self.lingering.get(&id) {
-            self.stats.retransmissions_absorbed += 1;
-            self.stats.retransmissions_by_method[method.index()] += 1;
+            self.stats.bump_method(Counter::RetransmissionsAbsorbed, method);
             if let (Some(bytes), false) = (&l.resend, method == Method::Ack) {
                 self.out.push_back(Output::Transmit { dest: l.dest.clone(), bytes: bytes.clone(), tx: None });
             }
@@ -369,8 +368,7 @@ impl Engine {
         // The first ACK of a non-2xx final completes the INVITE transaction: not a repeat.
         let first_ack = method == Method::Ack && matches!(&e.fsm, Fsm::Ist(t) if !t.is_acked());
         if !first_ack {
-            self.stats.retransmissions_absorbed += 1;
-            self.stats.retransmissions_by_method[method.index()] += 1;
+            self.stats.bump_method(Counter::RetransmissionsAbsorbed, method);
         }
         let mut out = std::mem::take(&mut self.scratch);
         match (&mut e.fsm, method) {
@@ -498,7 +496,7 @@ impl Engine {
         let rescheduled = e.scheduled != Some(until);
         let TxEntry { key, dest, .. } = *e;
         self.lingering.insert(id, Linger { key, resend, dest, until });
-        self.stats.retransmission_cache_evictions = self.lingering.evictions();
+        self.stats.set(Counter::RetransmissionCacheEvictions, self.lingering.evictions());
         if rescheduled {
             self.schedule(until, TimerRef::Tx(id));
         }

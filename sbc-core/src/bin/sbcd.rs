@@ -11,6 +11,7 @@ use callcontrol::Registry;
 use clap::{Parser, ValueEnum};
 use profiles::{Snapshot, Store};
 use sbc_core::admin::{reload_config, AdminControl, ReloadStats};
+use sbc_core::b2bua::Counter;
 use sbc_core::config::{Config, ListenAddr};
 use sbc_core::driver::Runtime;
 
@@ -312,15 +313,15 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
         allocation_failures = m.allocation_failures,
         no_destination = m.dropped(rtp_relay::DropReason::NoDestination),
         foreign_source = m.dropped(rtp_relay::DropReason::ForeignSource),
-        media_timeouts = s.media_timeouts,
+        media_timeouts = s.get(Counter::MediaTimeouts),
         "media relay stopped"
     );
     tracing::info!(
-        calls_started = s.calls_started,
-        calls_answered = s.calls_answered,
-        requests = s.requests,
-        responses = s.responses,
-        drops = s.drops,
+        calls_started = s.get(Counter::CallsStarted),
+        calls_answered = s.get(Counter::CallsAnswered),
+        requests = s.get(Counter::Requests),
+        responses = s.get(Counter::Responses),
+        drops = s.get(Counter::Drops),
         parse_errors = c.parse_errors.load(std::sync::atomic::Ordering::Relaxed),
         queue_full_drops = c.queue_full_drops.load(std::sync::atomic::Ordering::Relaxed),
         "sbcd stopped"

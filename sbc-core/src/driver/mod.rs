@@ -27,7 +27,7 @@ use crate::b2bua::{
     shard_of_branch, shard_of_call_id, Destination, EngineConfig, Interface, LocalSocket, Peer, Transport, TxId,
 };
 use crate::config::Config;
-use crate::sip::msg::{Message, Method, ParseError};
+use crate::sip::msg::{Message, ParseError};
 
 pub use shard::ShardStatus;
 
@@ -436,18 +436,6 @@ impl Runtime {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Per-method request and retransmission counts, summed over shards.
-    pub fn by_method(&self) -> ([u64; Method::COUNT], [u64; Method::COUNT]) {
-        let (mut req, mut re) = ([0; Method::COUNT], [0; Method::COUNT]);
-        for st in &self.statuses {
-            for k in 0..Method::COUNT {
-                req[k] += st.requests_by_method[k].load(Ordering::Relaxed);
-                re[k] += st.retransmissions_by_method[k].load(Ordering::Relaxed);
-            }
-        }
-        (req, re)
     }
 
     /// Event counts with labels, summed over shards.

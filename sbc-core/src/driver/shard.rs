@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::hooks::CcDriver;
 use super::{ShardInput, Shared};
-use crate::b2bua::{Engine, Event, Output};
+use crate::b2bua::{Counter, Engine, Event, Output, BY_METHOD};
 use crate::sip::msg::Method;
 
 /// What a shard publishes for the rest of the process (shutdown, stats).
@@ -17,23 +17,10 @@ use crate::sip::msg::Method;
 pub struct ShardStatus {
     pub calls: AtomicUsize,
     pub transactions: AtomicUsize,
-    pub calls_started: AtomicU64,
-    pub calls_answered: AtomicU64,
-    pub calls_ended: AtomicU64,
-    pub requests: AtomicU64,
-    pub responses: AtomicU64,
-    pub retransmissions_absorbed: AtomicU64,
-    pub drops: AtomicU64,
-    pub local_replies: AtomicU64,
-    pub media_timeouts: AtomicU64,
-    pub registrations_absorbed: AtomicU64,
-    pub session_refreshes: AtomicU64,
-    pub session_timeouts: AtomicU64,
-    pub auth_answered: AtomicU64,
-    pub retransmission_cache_evictions: AtomicU64,
-    pub auth_challenged: AtomicU64,
-    pub requests_by_method: [AtomicU64; Method::COUNT],
-    pub retransmissions_by_method: [AtomicU64; Method::COUNT],
+    /// The engine's counters, indexed by [`Counter`].
+    counts: [AtomicU64; Counter::COUNT],
+    /// Per-method breakdowns, indexed by [`Counter::method_slot`].
+    by_method: [[AtomicU64; Method::COUNT]; BY_METHOD],
     /// Counts with labels, from the engine's events (once per call or drop, not per message).
     pub labelled: Mutex<Labelled>,
     /// No call and no busy transaction left, stored once the batch's messages were handed to
@@ -89,48 +76,37 @@ impl Labelled {
 }
 
 /// Sum of all shards' counters.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct StatsSnapshot {
     pub calls: usize,
     pub transactions: usize,
-    pub calls_started: u64,
-    pub calls_answered: u64,
-    pub calls_ended: u64,
-    pub requests: u64,
-    pub responses: u64,
-    pub retransmissions_absorbed: u64,
-    pub drops: u64,
-    pub local_replies: u64,
-    pub media_timeouts: u64,
-    pub registrations_absorbed: u64,
-    pub session_refreshes: u64,
-    pub session_timeouts: u64,
-    pub auth_answered: u64,
-    pub retransmission_cache_evictions: u64,
-    pub auth_challenged: u64,
+    counts: [u64; Counter::COUNT],
+    by_method: [[u64; Method::COUNT]; BY_METHOD],
 }
 
 impl StatsSnapshot {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counts[c as usize]
+    }
+
+    /// The per-method breakdown of `c` (index: [`Method::index`]); zeros if it keeps none.
+    pub fn by_method(&self, c: Counter) -> [u64; Method::COUNT] {
+        c.method_slot().map_or([0; Method::COUNT], |s| self.by_method[s])
+    }
+
     pub(super) fn sum(all: &[Arc<ShardStatus>]) -> Self {
-        let mut s = Self::default();
+        let mut s =
+            Self { calls: 0, transactions: 0, counts: [0; Counter::COUNT], by_method: [[0; Method::COUNT]; BY_METHOD] };
+        let add = |sum: &mut [u64], from: &[AtomicU64]| {
+            sum.iter_mut().zip(from).for_each(|(s, a)| *s += a.load(Ordering::Relaxed))
+        };
         for st in all {
             s.calls += st.calls.load(Ordering::Relaxed);
             s.transactions += st.transactions.load(Ordering::Relaxed);
-            s.calls_started += st.calls_started.load(Ordering::Relaxed);
-            s.calls_answered += st.calls_answered.load(Ordering::Relaxed);
-            s.calls_ended += st.calls_ended.load(Ordering::Relaxed);
-            s.requests += st.requests.load(Ordering::Relaxed);
-            s.responses += st.responses.load(Ordering::Relaxed);
-            s.retransmissions_absorbed += st.retransmissions_absorbed.load(Ordering::Relaxed);
-            s.drops += st.drops.load(Ordering::Relaxed);
-            s.local_replies += st.local_replies.load(Ordering::Relaxed);
-            s.media_timeouts += st.media_timeouts.load(Ordering::Relaxed);
-            s.registrations_absorbed += st.registrations_absorbed.load(Ordering::Relaxed);
-            s.session_refreshes += st.session_refreshes.load(Ordering::Relaxed);
-            s.session_timeouts += st.session_timeouts.load(Ordering::Relaxed);
-            s.auth_answered += st.auth_answered.load(Ordering::Relaxed);
-            s.retransmission_cache_evictions += st.retransmission_cache_evictions.load(Ordering::Relaxed);
-            s.auth_challenged += st.auth_challenged.load(Ordering::Relaxed);
+            add(&mut s.counts, &st.counts);
+            for (sum, from) in s.by_method.iter_mut().zip(&st.by_method) {
+                add(sum, from);
+            }
         }
         s
     }
@@ -259,26 +235,12 @@ fn publish(engine: &Engine, st: &ShardStatus) -> bool {
     // Counting busy transactions walks the table; only a draining shard needs the number.
     let busy = if engine.is_draining() { engine.busy_transactions() } else { engine.active_transactions() };
     st.transactions.store(busy, Ordering::Relaxed);
-    st.calls_started.store(s.calls_started, Ordering::Relaxed);
-    st.calls_answered.store(s.calls_answered, Ordering::Relaxed);
-    st.calls_ended.store(s.calls_ended, Ordering::Relaxed);
-    st.requests.store(s.requests, Ordering::Relaxed);
-    st.responses.store(s.responses, Ordering::Relaxed);
-    st.retransmissions_absorbed.store(s.retransmissions_absorbed, Ordering::Relaxed);
-    st.drops.store(s.drops, Ordering::Relaxed);
-    st.local_replies.store(s.local_replies, Ordering::Relaxed);
-    st.media_timeouts.store(s.media_timeouts, Ordering::Relaxed);
-    st.registrations_absorbed.store(s.registrations_absorbed, Ordering::Relaxed);
-    st.session_refreshes.store(s.session_refreshes, Ordering::Relaxed);
-    st.session_timeouts.store(s.session_timeouts, Ordering::Relaxed);
-    st.auth_answered.store(s.auth_answered, Ordering::Relaxed);
-    st.retransmission_cache_evictions.store(s.retransmission_cache_evictions, Ordering::Relaxed);
-    st.auth_challenged.store(s.auth_challenged, Ordering::Relaxed);
-    for (a, v) in st.requests_by_method.iter().zip(s.requests_by_method) {
-        a.store(v, Ordering::Relaxed);
-    }
-    for (a, v) in st.retransmissions_by_method.iter().zip(s.retransmissions_by_method) {
-        a.store(v, Ordering::Relaxed);
+    let store = |to: &[AtomicU64], from: &[u64]| to.iter().zip(from).for_each(|(a, v)| a.store(*v, Ordering::Relaxed));
+    for d in &Counter::DEFS {
+        st.counts[d.counter as usize].store(s.get(d.counter), Ordering::Relaxed);
+        if let Some(slot) = d.counter.method_slot() {
+            store(&st.by_method[slot], &s.by_method(d.counter));
+        }
     }
     calls == 0 && busy == 0
 }
