@@ -17,7 +17,7 @@ use profiles::regex_map::RegexMap;
 use profiles::store::ProfileSource;
 use profiles::Store;
 
-use crate::b2bua::{CallOverview, Counter, Transport};
+use crate::b2bua::{CallHandle, CallOverview, Counter, Transport};
 use crate::config::Config;
 use crate::driver::Runtime;
 
@@ -447,8 +447,8 @@ impl Control for AdminControl {
 }
 
 /// A call id as the API shows it, `<shard>-<handle>`.
-fn parse_call_id(id: &str) -> Result<(usize, u64), ApiError> {
+fn parse_call_id(id: &str) -> Result<(usize, CallHandle), ApiError> {
     id.split_once('-')
-        .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, h.parse::<u64>().ok()?)))
+        .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, CallHandle::from_raw(h.parse::<u64>().ok()?))))
         .ok_or_else(|| ApiError::bad_request(format!("'{id}' is not a call id (shard-number)")))
 }

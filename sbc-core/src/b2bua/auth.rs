@@ -18,7 +18,7 @@ use super::call::Side;
 use super::routing;
 use super::txs::Purpose;
 use super::types::{Peer, Transport};
-use super::{Counter, Engine, TxId};
+use super::{CallHandle, Counter, Engine, TxId};
 use crate::sip::digest::{self, Answer, Challenge};
 use crate::sip::msg::{HeaderName, Message, Method};
 
@@ -45,7 +45,7 @@ pub(crate) fn is_credentials_row(msg: &Message, h: &crate::sip::msg::Header) -> 
 
 impl Engine {
     /// The rules of a call or relay, for what the SBC sends in it.
-    pub(super) fn rules_for(&self, call: Option<u64>, purpose: Purpose) -> Option<&std::sync::Arc<CallRules>> {
+    pub(super) fn rules_for(&self, call: Option<CallHandle>, purpose: Purpose) -> Option<&std::sync::Arc<CallRules>> {
         match call.and_then(|h| self.calls.get(&h)) {
             Some(c) => Some(&c.rules),
             None => match purpose {
@@ -56,7 +56,12 @@ impl Engine {
     }
 
     /// Credentials for challenges to what the SBC sends on `side` for a call or relay.
-    pub(super) fn credentials_for(&self, call: Option<u64>, side: Side, purpose: Purpose) -> Option<&Credentials> {
+    pub(super) fn credentials_for(
+        &self,
+        call: Option<CallHandle>,
+        side: Side,
+        purpose: Purpose,
+    ) -> Option<&Credentials> {
         let rules = self.rules_for(call, purpose)?;
         match side {
             Side::B => rules.plan.auth.as_ref(),
@@ -69,7 +74,7 @@ impl Engine {
     /// are that hop's). Decided when the request is sent, kept with it (`Resendable`).
     pub(super) fn to_configured_hop(
         &self,
-        call: Option<u64>,
+        call: Option<CallHandle>,
         side: Side,
         peer: &Peer,
         rules: Option<&CallRules>,

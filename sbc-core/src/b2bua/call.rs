@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::apply::CallRules;
 use super::types::{Destination, Peer, Transport};
-use super::TxId;
+use super::{CallHandle, TxId};
 
 /// Which leg: A faces the caller (we are its UAS), B faces the callee (we are its UAC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,7 +115,7 @@ pub(crate) struct Reliable1xx {
 
 #[derive(Debug)]
 pub(crate) struct Call {
-    pub(crate) handle: u64,
+    pub(crate) handle: CallHandle,
     pub(crate) span: tracing::Span,
     pub(crate) kind: CallKind,
     /// The profile the call started with, evaluated; pinned until the call ends.

@@ -18,7 +18,7 @@ use super::call::{CallKind, Side};
 use super::register::local_registrar;
 use super::txs::Purpose;
 use super::types::Source;
-use super::{Engine, Output, TxId};
+use super::{CallHandle, Engine, Output, TxId};
 use crate::sip::msg::{HeaderName, Message};
 use crate::sip::transaction::TxKey;
 
@@ -26,16 +26,16 @@ use crate::sip::transaction::TxKey;
 #[derive(Debug, Clone)]
 pub enum CcRequest {
     /// Run `start` along `chain`, then answer with [`Engine::handle_cc_verdict`].
-    Start { call: u64, chain: Arc<[CcInstance]>, facts: CallFacts },
+    Start { call: CallHandle, chain: Arc<[CcInstance]>, facts: CallFacts },
     /// Run `route` along `chain` for an out-of-dialog request, then answer with
     /// [`Engine::handle_cc_verdict`] (nothing else follows for it).
-    Route { call: u64, chain: Arc<[CcInstance]>, facts: CallFacts },
+    Route { call: CallHandle, chain: Arc<[CcInstance]>, facts: CallFacts },
     /// The call was answered.
-    Connect { call: u64 },
+    Connect { call: CallHandle },
     /// Something crossed the call (for modules that follow it).
-    Event { call: u64, event: LegEvent },
+    Event { call: CallHandle, event: LegEvent },
     /// The call is over; no other request follows for it.
-    End { call: u64, end: CallEnd },
+    End { call: CallHandle, end: CallEnd },
 }
 
 /// The outcome of the `start` hooks.
@@ -118,9 +118,9 @@ pub(super) fn ended_by(reason: &str, bye_from: Option<Side>) -> EndedBy {
 
 /// Call facts; `call` is made unique across the shards (the shard in the top byte), since
 /// modules are shared by all of them.
-fn facts_of(shard: u8, call: u64, profile: &Profile, msg: &Message, src: &Source) -> CallFacts {
+fn facts_of(shard: u8, call: CallHandle, profile: &Profile, msg: &Message, src: &Source) -> CallFacts {
     CallFacts {
-        call: (u64::from(shard) << 56) | (call & ((1 << 56) - 1)),
+        call: (u64::from(shard) << 56) | (call.get() & ((1 << 56) - 1)),
         profile: profile.name.clone(),
         source: src.remote,
         from: text(msg.header_value(HeaderName::From).unwrap_or_default()),
@@ -151,7 +151,7 @@ impl Engine {
         profile: Arc<Profile>,
         chain: Vec<CcInstance>,
     ) {
-        let id = self.new_id();
+        let id = self.new_call();
         let tag = self.ids.tag();
         let server =
             self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: TxId::NONE }, Some(tag));
@@ -192,7 +192,7 @@ impl Engine {
 
     /// Tells call control what crossed a call, if the call has a chain (the event is only
     /// built then: calls without call control pay nothing per message).
-    pub(super) fn announce_event(&mut self, call: u64, event: impl FnOnce() -> LegEvent) {
+    pub(super) fn announce_event(&mut self, call: CallHandle, event: impl FnOnce() -> LegEvent) {
         if self.calls.get(&call).is_some_and(|c| c.cc.is_some()) {
             self.out.push_back(Output::CallControl(CcRequest::Event { call, event: event() }));
         }
@@ -211,7 +211,7 @@ impl Engine {
         profile: Arc<Profile>,
         chain: Vec<CcInstance>,
     ) {
-        let handle = self.new_id();
+        let handle = self.new_call();
         let a_tag = self.ids.tag();
         let a_tx =
             self.new_server_tx(key.clone(), &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag));
@@ -222,7 +222,7 @@ impl Engine {
     }
 
     /// The driver's answer to a `start`: go on with the call or answer the caller.
-    pub fn handle_cc_verdict(&mut self, now: Instant, call: u64, verdict: CcVerdict) {
+    pub fn handle_cc_verdict(&mut self, now: Instant, call: CallHandle, verdict: CcVerdict) {
         if let Some(p) = self.pending_route.remove(&call) {
             return self.handle_route_verdict(now, p, verdict);
         }
@@ -287,12 +287,12 @@ impl Engine {
     }
 
     /// Tells the driver a call with call control is over.
-    pub(super) fn announce_end(&mut self, call: u64, end: CallEnd) {
+    pub(super) fn announce_end(&mut self, call: CallHandle, end: CallEnd) {
         self.out.push_back(Output::CallControl(CcRequest::End { call, end }));
     }
 
     /// A parked call the caller cancelled: true if `h` was one.
-    pub(super) fn cancel_pending(&mut self, h: u64) -> bool {
+    pub(super) fn cancel_pending(&mut self, h: CallHandle) -> bool {
         if self.pending_cc.remove(&h).is_none() {
             return false;
         }

@@ -22,7 +22,7 @@ use super::register::keeps_in_register_ok;
 use super::session_timer::{self, Reject};
 use super::txs::Purpose;
 use super::types::{Destination, Peer, Source};
-use super::{Engine, TxId};
+use super::{CallHandle, Engine, TxId};
 use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, CSeq, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
 
@@ -332,7 +332,7 @@ impl Engine {
         now: Instant,
         client: TxId,
         server: TxId,
-        call: Option<u64>,
+        call: Option<CallHandle>,
         server_side: Side,
         msg: Message,
     ) {
@@ -445,7 +445,7 @@ impl Engine {
         &mut self,
         now: Instant,
         server: TxId,
-        call: Option<u64>,
+        call: Option<CallHandle>,
         server_side: Side,
         msg: &Message,
         rseq: Option<u32>,

@@ -18,7 +18,7 @@ use super::routing::{self, NoRoute};
 use super::session_timer::{self, LegTimer, Reject};
 use super::txs::{Purpose, Resendable};
 use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
-use super::{Counter, Engine, Event, Output, TimerRef, TxId};
+use super::{CallHandle, Counter, Engine, Event, Output, TimerRef, TxId};
 use crate::sip::msg::{parse_u32, trim, HeaderName, Message, MessageWriter};
 use crate::sip::transaction::{cancelled_invite_key, TxKey};
 
@@ -59,7 +59,7 @@ impl Engine {
             Some(Ok(n)) => n,
             _ => 70,
         };
-        if msg.call_id().is_some_and(|c| self.own_call_ids.contains_key(c)) {
+        if msg.call_id().is_some_and(|c| self.own_call_ids.contains(c)) {
             return Err(Refusal { code: 482, reason: "Loop Detected", extra: &[] });
         }
         Ok(max_forwards)
@@ -153,7 +153,7 @@ impl Engine {
         max_forwards: u8,
         kind: CallKind,
         rules: Arc<CallRules>,
-        parked: Option<(u64, TxId, CallCc)>,
+        parked: Option<(CallHandle, TxId, CallCc)>,
     ) {
         // A call parked for call control already has its transaction: errors are answered
         // there, and call control hears that the call ended.
@@ -251,7 +251,7 @@ impl Engine {
                 (h, a_tx, tag, Some(cc))
             }
             None => {
-                let handle = self.new_id();
+                let handle = self.new_call();
                 let a_tag = self.ids.tag();
                 // A call's INVITE has its own roles (Timer C, 100rel, ACK); a subscription's
                 // first request is relayed like any in-dialog one, its responses mapped by
@@ -265,7 +265,7 @@ impl Engine {
                 (handle, a_tx, a_tag, None)
             }
         };
-        let span = tracing::info_span!("call", id = handle);
+        let span = tracing::info_span!("call", id = handle.get());
 
         let a_sent_by = a_socket.sent_by();
         // RFC 2543 peers may send no Contact (RFC 4475 §3.4.1): reach them where they are.
@@ -400,7 +400,7 @@ impl Engine {
         self.dialogs.insert(b_leg.local_tag.clone(), (handle, Side::B));
         if !transparent_ids {
             // (A transparent Call-ID is the caller's: loops are caught by Max-Forwards then.)
-            self.own_call_ids.insert(b_leg.call_id.clone(), handle);
+            self.own_call_ids.insert(b_leg.call_id.clone());
         }
         let b_invite_cseq = b_request.cseq().map_or(1, |c| c.num);
         let b_purpose = if is_invite { Purpose::BInitialInvite } else { Purpose::RelayClient { peer: a_tx } };
@@ -468,7 +468,7 @@ impl Engine {
     }
 
     /// A response to our initial INVITE on the B leg.
-    pub(super) fn on_b_invite_response(&mut self, now: Instant, h: u64, msg: Message) {
+    pub(super) fn on_b_invite_response(&mut self, now: Instant, h: CallHandle, msg: Message) {
         let Some(code) = msg.status() else { return };
         let timer_c = self.cfg.timer_c;
         let Some(call) = self.calls.get_mut(&h) else {
@@ -639,7 +639,7 @@ impl Engine {
     }
 
     /// Our INVITE got no final response (Timer B) or could not be sent.
-    pub(super) fn on_b_invite_timeout(&mut self, now: Instant, h: u64, transport_failed: bool) {
+    pub(super) fn on_b_invite_timeout(&mut self, now: Instant, h: CallHandle, transport_failed: bool) {
         if self.fail_over(now, h) {
             return;
         }
@@ -656,7 +656,7 @@ impl Engine {
 
     /// transparent_dlg_id: the caller gets the callee's To tag as ours, so both ends see one
     /// set of dialog identifiers. Done once, at the first tagged response.
-    fn adopt_callee_tag(&mut self, h: u64) {
+    fn adopt_callee_tag(&mut self, h: CallHandle) {
         let Some(call) = self.calls.get_mut(&h) else { return };
         if !call.rules.profile.transparent_dlg_id {
             return;
@@ -677,7 +677,7 @@ impl Engine {
     /// Sends the B leg's INVITE to the next `next_hop` alternative, if the call is still
     /// waiting for its first answer and one is left. Same dialog (Call-ID, tags), a new
     /// transaction with the next CSeq.
-    fn fail_over(&mut self, now: Instant, h: u64) -> bool {
+    fn fail_over(&mut self, now: Instant, h: CallHandle) -> bool {
         let Some(call) = self.calls.get_mut(&h) else {
             return false;
         };
@@ -794,7 +794,7 @@ impl Engine {
     }
 
     /// Stops the B-leg INVITE: CANCEL now if a provisional came, else as soon as one does.
-    fn cancel_b(&mut self, now: Instant, h: u64) {
+    fn cancel_b(&mut self, now: Instant, h: CallHandle) {
         if self.cancel_pending(h) {
             return; // still waiting for call control: there is no B leg yet
         }
@@ -815,7 +815,7 @@ impl Engine {
         self.reschedule_call(h);
     }
 
-    fn send_cancel(&mut self, now: Instant, h: u64) {
+    fn send_cancel(&mut self, now: Instant, h: CallHandle) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -831,7 +831,7 @@ impl Engine {
 
     /// Ends a call from the inside (timers, lost ACK, operator): BYE on established legs,
     /// an error and CANCEL on a call still being set up.
-    pub(super) fn tear_down(&mut self, now: Instant, h: u64, code: u16, reason: &'static str) {
+    pub(super) fn tear_down(&mut self, now: Instant, h: CallHandle, code: u16, reason: &'static str) {
         let Some(call) = self.calls.get(&h) else {
             return;
         };
@@ -859,7 +859,7 @@ impl Engine {
         }
     }
 
-    fn send_bye(&mut self, now: Instant, h: u64, side: Side, reason: &str) {
+    fn send_bye(&mut self, now: Instant, h: CallHandle, side: Side, reason: &str) {
         let branch = self.ids.branch();
         let Some(call) = self.calls.get_mut(&h) else {
             return;
@@ -887,7 +887,7 @@ impl Engine {
     }
 
     /// ACK and BYE for a 2xx that arrived after the caller gave up.
-    fn ack_and_bye(&mut self, now: Instant, h: u64) {
+    fn ack_and_bye(&mut self, now: Instant, h: CallHandle) {
         let (ack_branch, bye_branch) = (self.ids.branch(), self.ids.branch());
         let Some(call) = self.calls.get_mut(&h) else {
             return;
@@ -984,7 +984,7 @@ impl Engine {
     }
 
     /// Forgets a call: its dialogs stop matching, its B Call-ID stops counting as ours.
-    pub(super) fn end_call(&mut self, now: Instant, h: u64, code: u16, reason: &'static str) {
+    pub(super) fn end_call(&mut self, now: Instant, h: CallHandle, code: u16, reason: &'static str) {
         // A call can end before its INVITE did (a BYE on an early dialog): close both sides so
         // neither transaction waits for ever.
         if let Some((a_ist, b_ict, provisional)) = self.calls.get(&h).map(|c| (c.a_ist, c.b_ict, c.b_provisional)) {
@@ -1031,7 +1031,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn reschedule_call(&mut self, h: u64) {
+    pub(super) fn reschedule_call(&mut self, h: CallHandle) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -1044,7 +1044,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn call_timeout(&mut self, now: Instant, h: u64, at: Instant) {
+    pub(super) fn call_timeout(&mut self, now: Instant, h: CallHandle, at: Instant) {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -1110,7 +1110,7 @@ impl Engine {
     }
 
     /// Where requests on a leg go now: next hop (B leg, if configured), route set, or target.
-    pub(super) fn leg_dest(&self, h: u64, side: Side) -> Option<Destination> {
+    pub(super) fn leg_dest(&self, h: CallHandle, side: Side) -> Option<Destination> {
         let leg = self.calls.get(&h)?.leg(side);
         {
             if let Some((t, p)) = &leg.fixed_dest {

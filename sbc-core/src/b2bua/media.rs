@@ -15,7 +15,7 @@ use rtp_relay::{Offered, Relay, RelayError, Session, SideOptions};
 
 use super::apply::CallRules;
 use super::call::Side;
-use super::{Counter, Engine};
+use super::{CallHandle, Counter, Engine};
 use crate::sip::msg::Message;
 
 /// The relay and its timeouts, shared by every shard.
@@ -172,7 +172,7 @@ impl Engine {
 
     /// The media check of call `h` is due: tear it down if silent for too long, else look again
     /// when it could next be.
-    pub(super) fn media_check(&mut self, now: Instant, h: u64) {
+    pub(super) fn media_check(&mut self, now: Instant, h: CallHandle) {
         let Some(rt) = self.cfg.media.clone() else { return };
         let Some(call) = self.calls.get_mut(&h) else { return };
         call.media_check = None;

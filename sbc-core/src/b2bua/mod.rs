@@ -31,7 +31,7 @@ mod types;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -67,6 +67,28 @@ impl TxId {
     pub(crate) const NONE: Self = Self(0);
 }
 
+/// Handle of a call (or subscription, or a request waiting for its call-control route) in
+/// the engine's tables. Numbered from 1 per shard; the API shows it as `<shard>-<handle>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallHandle(u64);
+
+impl CallHandle {
+    /// The handle a caller names (the API's `<shard>-<handle>`).
+    pub fn from_raw(n: u64) -> Self {
+        Self(n)
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Something the driver must do.
 #[derive(Debug)]
 pub enum Output {
@@ -82,13 +104,13 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     CallStarted {
-        call: u64,
+        call: CallHandle,
     },
     CallAnswered {
-        call: u64,
+        call: CallHandle,
     },
     CallEnded {
-        call: u64,
+        call: CallHandle,
         code: u16,
         reason: &'static str,
         /// The profile the call ran with, and whether it was answered (for metrics).
@@ -108,7 +130,7 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerRef {
     Tx(TxId),
-    Call(u64),
+    Call(CallHandle),
 }
 
 pub struct Engine {
@@ -122,16 +144,16 @@ pub struct Engine {
     next_id: u64,
     /// Boxed: a table slot is then a pointer, not a kilobyte of call (held calls are most of
     /// the memory, and a table is up to half empty after it grows).
-    calls: HashMap<u64, Box<Call>>,
+    calls: HashMap<CallHandle, Box<Call>>,
     /// Calls waiting for their call-control `start` verdict.
-    pending_cc: HashMap<u64, cc::PendingStart>,
+    pending_cc: HashMap<CallHandle, cc::PendingStart>,
     /// Out-of-dialog requests waiting for their `route` verdict.
-    pending_route: HashMap<u64, cc::PendingRoute>,
+    pending_route: HashMap<CallHandle, cc::PendingRoute>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
-    dialogs: HashMap<Box<[u8]>, (u64, Side)>,
+    dialogs: HashMap<Box<[u8]>, (CallHandle, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
     /// means the request looped back to us.
-    own_call_ids: HashMap<Box<[u8]>, u64>,
+    own_call_ids: HashSet<Box<[u8]>>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Output>,
     scratch: Vec<crate::sip::transaction::TxOutput>,
@@ -139,7 +161,7 @@ pub struct Engine {
     nonce_epoch: Option<Instant>,
     /// Answers to our challenges already accepted (nonce/nc/cnonce), for replay detection,
     /// with when, oldest first.
-    nonce_uses: std::collections::HashSet<String>,
+    nonce_uses: HashSet<String>,
     nonce_use_order: VecDeque<(Instant, String)>,
     /// Per profile, the rules its last evaluation gave: the next call for which it evaluates
     /// alike shares them.
@@ -165,7 +187,7 @@ impl Engine {
             pending_cc: HashMap::new(),
             pending_route: HashMap::new(),
             dialogs: HashMap::new(),
-            own_call_ids: HashMap::new(),
+            own_call_ids: HashSet::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             scratch: Vec::new(),
@@ -391,10 +413,15 @@ impl Engine {
         self.out.push_back(Output::Event(Event::Dropped { reason }));
     }
 
+    /// Calls and transactions share one sequence, so a number in a log names one thing.
     fn new_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         id
+    }
+
+    fn new_call(&mut self) -> CallHandle {
+        CallHandle(self.new_id())
     }
 
     fn schedule(&mut self, at: Instant, r: TimerRef) {

@@ -199,7 +199,7 @@ impl Engine {
             return;
         };
         if !transparent {
-            self.own_call_ids.insert(b_call_id, 0);
+            self.own_call_ids.insert(b_call_id);
         }
         let client = self.start_client_tx(now, out_msg, dest, None, Side::B, Purpose::RelayClient { peer: server });
         self.set_relay_peer(server, client);

@@ -3,12 +3,12 @@
 use std::time::Instant;
 
 use super::call::{Call, CallKind, CallState, Side};
-use super::Engine;
+use super::{CallHandle, Engine};
 
 /// One call as the management plane lists it.
 #[derive(Debug, Clone)]
 pub struct CallOverview {
-    pub handle: u64,
+    pub handle: CallHandle,
     pub profile: String,
     pub state: &'static str,
     pub kind: &'static str,
@@ -43,14 +43,14 @@ impl Engine {
     }
 
     /// Call (or subscription) `handle`, if this shard has it.
-    pub fn call_overview(&self, handle: u64) -> Option<CallOverview> {
+    pub fn call_overview(&self, handle: CallHandle) -> Option<CallOverview> {
         self.calls.get(&handle).map(|c| overview(c))
     }
 
     /// Ends call `handle` for the operator: BYE on both legs of a connected call, an error to
     /// the caller and CANCEL to the callee while it rings; call control hears of it (CDR).
     /// False if there is no such call.
-    pub fn admin_teardown(&mut self, now: Instant, handle: u64) -> bool {
+    pub fn admin_teardown(&mut self, now: Instant, handle: CallHandle) -> bool {
         if !self.calls.contains_key(&handle) {
             return false;
         }

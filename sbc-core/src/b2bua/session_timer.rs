@@ -13,7 +13,7 @@ use profiles::profile::{RefreshMethod, SessionTimerRules};
 use super::build::request_on_leg;
 use super::call::{CallState, Side};
 use super::txs::Purpose;
-use super::{Counter, Engine, TxId};
+use super::{CallHandle, Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, trim, Header, HeaderName, Message, Method};
 
 /// A refresh that could not be sent (glare, one in flight) or failed is tried again this soon.
@@ -155,7 +155,7 @@ impl Engine {
     pub(super) fn sst_answer_rows(
         &mut self,
         now: Instant,
-        h: u64,
+        h: CallHandle,
         side: Side,
         req: &Message,
     ) -> Vec<(&'static str, String)> {
@@ -185,7 +185,7 @@ impl Engine {
     }
 
     /// A 2xx from the peer on `side` to a request of ours that carried our session timer.
-    pub(super) fn sst_answered(&mut self, now: Instant, h: u64, side: Side, resp: &Message) {
+    pub(super) fn sst_answered(&mut self, now: Instant, h: CallHandle, side: Side, resp: &Message) {
         let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) else { return };
         let asked = if t.interval == 0 { t.rules.session_expires } else { t.interval };
         let (interval, we_refresh) = match session_expires(resp).ok().flatten() {
@@ -200,7 +200,7 @@ impl Engine {
     }
 
     /// A leg's session timer is due: refresh it, or end the call the peer let expire.
-    pub(super) fn sst_due(&mut self, now: Instant, h: u64, side: Side) {
+    pub(super) fn sst_due(&mut self, now: Instant, h: CallHandle, side: Side) {
         let Some(call) = self.calls.get_mut(&h) else { return };
         let offer_pending = call.offer_pending.is_some();
         let confirmed = call.state == CallState::Confirmed;
@@ -235,7 +235,7 @@ impl Engine {
         self.send_refresh(now, h, side, method);
     }
 
-    fn send_refresh(&mut self, now: Instant, h: u64, side: Side, method: Method) {
+    fn send_refresh(&mut self, now: Instant, h: CallHandle, side: Side, method: Method) {
         let Some(dest) = self.leg_dest(h, side) else {
             // Nowhere to send it (the peer moved to a transport this interface lacks): try
             // again shortly; the session ends if it runs out meanwhile.
@@ -280,7 +280,7 @@ impl Engine {
     }
 
     /// The answer to one of our refreshes.
-    pub(super) fn on_refresh_response(&mut self, now: Instant, id: TxId, h: u64, side: Side, msg: &Message) {
+    pub(super) fn on_refresh_response(&mut self, now: Instant, id: TxId, h: CallHandle, side: Side, msg: &Message) {
         let Some(code) = msg.status().filter(|c| *c >= 200) else { return };
         let method = msg.cseq().map(|c| c.method).unwrap_or(Method::Other);
         if method == Method::Invite && (200..300).contains(&code) {
@@ -366,7 +366,7 @@ impl Engine {
     }
 
     /// A refresh of ours was resent with credentials: the new transaction is the one in flight.
-    pub(super) fn refresh_resent(&mut self, call: Option<u64>, side: Side, old: TxId, new: TxId) {
+    pub(super) fn refresh_resent(&mut self, call: Option<CallHandle>, side: Side, old: TxId, new: TxId) {
         if let Some(t) = call.and_then(|h| self.calls.get_mut(&h)).and_then(|c| c.sst[side.idx()].as_mut()) {
             if t.in_flight == Some(old) {
                 t.in_flight = Some(new);
@@ -375,7 +375,7 @@ impl Engine {
     }
 
     /// Our refresh got no answer at all.
-    pub(super) fn on_refresh_timeout(&mut self, now: Instant, h: u64, side: Side) {
+    pub(super) fn on_refresh_timeout(&mut self, now: Instant, h: CallHandle, side: Side) {
         if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {
             t.in_flight = None;
         }

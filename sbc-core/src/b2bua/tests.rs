@@ -107,7 +107,7 @@ impl Harness {
         v
     }
 
-    fn verdict(&mut self, call: u64, verdict: CcVerdict) -> Vec<Sent> {
+    fn verdict(&mut self, call: CallHandle, verdict: CcVerdict) -> Vec<Sent> {
         self.engine.handle_cc_verdict(self.now, call, verdict);
         self.drain()
     }
@@ -1069,7 +1069,7 @@ profiles:
     RURI: "sip:$V(route::user)@$rd"
 "#;
 
-fn started(h: &Harness) -> (u64, Vec<callcontrol::CcInstance>) {
+fn started(h: &Harness) -> (CallHandle, Vec<callcontrol::CcInstance>) {
     match h.cc.first() {
         Some(CcRequest::Start { call, chain, .. }) => (*call, chain.to_vec()),
         other => panic!("expected a Start, got {other:?}"),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::call::Side;
 use super::linger::Linger;
 use super::types::{Destination, Source};
-use super::{Counter, Engine, Output, TimerRef, TxId};
+use super::{CallHandle, Counter, Engine, Output, TimerRef, TxId};
 use crate::sip::msg::{Message, Method};
 use crate::sip::transaction::{
     client_key, ClientInvite, ClientInviteState, ClientNonInvite, ServerInvite, ServerNonInvite, TxKey, TxOutput,
@@ -44,7 +44,7 @@ pub(super) struct TxEntry {
     pub key: TxKey,
     pub fsm: Fsm,
     pub dest: Destination,
-    pub call: Option<u64>,
+    pub call: Option<CallHandle>,
     pub side: Side,
     pub purpose: Purpose,
     /// Server transactions: the request, to build responses from.
@@ -143,7 +143,7 @@ impl Engine {
         key: TxKey,
         msg: &Message,
         src: &Source,
-        call: Option<u64>,
+        call: Option<CallHandle>,
         side: Side,
         purpose: Purpose,
         to_tag: Option<Box<[u8]>>,
@@ -231,7 +231,7 @@ impl Engine {
         now: Instant,
         request: Message,
         dest: Destination,
-        call: Option<u64>,
+        call: Option<CallHandle>,
         side: Side,
         purpose: Purpose,
     ) -> TxId {
@@ -612,7 +612,7 @@ impl Engine {
             }
             _ if is_server && unacked_2xx => {
                 if let Some(h) = call {
-                    tracing::info!(call = h, "no ACK for 2xx, ending call");
+                    tracing::info!(call = h.get(), "no ACK for 2xx, ending call");
                     self.tear_down(now, h, 408, "no_ack");
                 }
             }
@@ -624,7 +624,7 @@ impl Engine {
             // The caller cannot be reached with our answer: give up on the callee too.
             Purpose::AInitialInvite => {
                 if let Some(h) = call {
-                    tracing::info!(call = h, "caller unreachable, ending call");
+                    tracing::info!(call = h.get(), "caller unreachable, ending call");
                     self.tear_down(now, h, 503, "caller_unreachable");
                 }
             }

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout_at, Instant};
 
 use super::ShardInput;
-use crate::b2bua::CallOverview;
+use crate::b2bua::{CallHandle, CallOverview};
 
 /// How long the management plane waits for the shards (a question waits its turn in the
 /// shard's queue behind the signalling, so only a shard stuck behind a full queue takes long).
@@ -40,7 +40,7 @@ pub(super) async fn list_calls(shards: &[mpsc::Sender<ShardInput>]) -> Result<Ve
 pub(super) async fn call(
     shards: &[mpsc::Sender<ShardInput>],
     shard: usize,
-    handle: u64,
+    handle: CallHandle,
 ) -> Result<Option<CallOverview>, ShardBusy> {
     let Some(q) = shards.get(shard) else { return Ok(None) };
     let deadline = Instant::now() + ADMIN_DEADLINE;
@@ -53,7 +53,7 @@ pub(super) async fn call(
 pub(super) async fn teardown(
     shards: &[mpsc::Sender<ShardInput>],
     shard: usize,
-    handle: u64,
+    handle: CallHandle,
 ) -> Result<bool, ShardBusy> {
     let Some(q) = shards.get(shard) else { return Ok(false) };
     let deadline = Instant::now() + ADMIN_DEADLINE;
@@ -96,7 +96,7 @@ mod tests {
                         let _ = reply.send(Vec::new());
                     }
                     ShardInput::Teardown(handle, reply) => {
-                        let _ = reply.send(handle == 7);
+                        let _ = reply.send(handle.get() == 7);
                     }
                     ShardInput::GetCall(_, reply) => {
                         let _ = reply.send(None);
@@ -117,11 +117,11 @@ mod tests {
     async fn answering_shards_are_listed_and_their_calls_ended() {
         let shards = [answering(), answering()];
         assert!(list_calls(&shards).await.is_ok_and(|c| c.is_empty()));
-        assert_eq!(teardown(&shards, 1, 7).await, Ok(true));
-        assert_eq!(teardown(&shards, 1, 8).await, Ok(false), "no such call");
-        assert_eq!(teardown(&shards, 2, 7).await, Ok(false), "no such shard");
-        assert!(call(&shards, 0, 7).await.is_ok_and(|c| c.is_none()));
-        assert!(call(&shards, 5, 7).await.is_ok_and(|c| c.is_none()), "no such shard");
+        assert_eq!(teardown(&shards, 1, CallHandle::from_raw(7)).await, Ok(true));
+        assert_eq!(teardown(&shards, 1, CallHandle::from_raw(8)).await, Ok(false), "no such call");
+        assert_eq!(teardown(&shards, 2, CallHandle::from_raw(7)).await, Ok(false), "no such shard");
+        assert!(call(&shards, 0, CallHandle::from_raw(7)).await.is_ok_and(|c| c.is_none()));
+        assert!(call(&shards, 5, CallHandle::from_raw(7)).await.is_ok_and(|c| c.is_none()), "no such shard");
     }
 
     #[tokio::test(start_paused = true)]
@@ -131,10 +131,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(list_calls(&shards).await.err(), Some(ShardBusy { shard: 1 }));
         assert_eq!(t0.elapsed(), ADMIN_DEADLINE, "one deadline for the whole request");
-        assert_eq!(teardown(&shards, 1, 7).await, Err(ShardBusy { shard: 1 }));
-        assert!(call(&shards, 1, 7).await.is_err());
+        assert_eq!(teardown(&shards, 1, CallHandle::from_raw(7)).await, Err(ShardBusy { shard: 1 }));
+        assert!(call(&shards, 1, CallHandle::from_raw(7)).await.is_err());
         // Another shard's call is not held up by the stuck one.
-        assert!(call(&shards, 2, 7).await.is_ok());
+        assert!(call(&shards, 2, CallHandle::from_raw(7)).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]

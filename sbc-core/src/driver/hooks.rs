@@ -14,7 +14,7 @@ use callcontrol::{CallEnd, CallFacts, CcInstance, LegEvent, Phase, Registry, Sta
 use tokio::sync::mpsc;
 
 use super::ShardInput;
-use crate::b2bua::{CcRequest, CcVerdict};
+use crate::b2bua::{CallHandle, CcRequest, CcVerdict};
 use crate::crash::{supervised, supervised_then_resume};
 
 /// How hooks run, from the configuration.
@@ -46,7 +46,7 @@ pub(super) struct CcDriver {
     registry: Arc<Registry>,
     settings: Arc<CcSettings>,
     shard: mpsc::Sender<ShardInput>,
-    calls: HashMap<u64, mpsc::UnboundedSender<CallEvent>>,
+    calls: HashMap<CallHandle, mpsc::UnboundedSender<CallEvent>>,
     /// Call tasks still running (their `end` may still be writing): shutdown waits for them.
     inflight: Arc<AtomicUsize>,
 }
@@ -98,10 +98,15 @@ impl CcDriver {
                         let run = tokio::task::spawn_blocking(move || {
                             supervised_then_resume(|| registry.run_route(&chain, &facts))
                         });
-                        verdict_of(tokio::time::timeout(settings.hook_timeout, run).await, &settings, call, "route")
+                        verdict_of(
+                            tokio::time::timeout(settings.hook_timeout, run).await,
+                            &settings,
+                            call.get(),
+                            "route",
+                        )
                     } else {
                         let out = supervised(|| registry.run_route(&chain, &facts));
-                        inline_verdict(out, &settings, call, "route")
+                        inline_verdict(out, &settings, call.get(), "route")
                     };
                     let _ = shard.send(ShardInput::CcVerdict(call, verdict)).await;
                     inflight.fetch_sub(1, Ordering::SeqCst);
@@ -128,7 +133,7 @@ impl CcDriver {
 
 struct CallTask {
     /// The engine's handle of the call (what the verdict names).
-    call: u64,
+    call: CallHandle,
     registry: Arc<Registry>,
     settings: Arc<CcSettings>,
     shard: mpsc::Sender<ShardInput>,

@@ -24,7 +24,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use crate::b2bua::{
-    shard_of_branch, shard_of_call_id, Destination, EngineConfig, Interface, LocalSocket, Peer, Transport, TxId,
+    shard_of_branch, shard_of_call_id, CallHandle, Destination, EngineConfig, Interface, LocalSocket, Peer, Transport,
+    TxId,
 };
 use crate::config::Config;
 use crate::sip::msg::{Message, ParseError};
@@ -41,13 +42,13 @@ pub(crate) enum ShardInput {
     Resolved(TxId, SocketAddr),
     Drain,
     /// The call-control verdict for a parked call.
-    CcVerdict(u64, crate::b2bua::CcVerdict),
+    CcVerdict(CallHandle, crate::b2bua::CcVerdict),
     /// The management plane lists the shard's calls.
     ListCalls(tokio::sync::oneshot::Sender<Vec<crate::b2bua::CallOverview>>),
     /// The management plane looks at one call.
-    GetCall(u64, tokio::sync::oneshot::Sender<Option<crate::b2bua::CallOverview>>),
+    GetCall(CallHandle, tokio::sync::oneshot::Sender<Option<crate::b2bua::CallOverview>>),
     /// The management plane ends a call (true if it existed).
-    Teardown(u64, tokio::sync::oneshot::Sender<bool>),
+    Teardown(CallHandle, tokio::sync::oneshot::Sender<bool>),
 }
 
 /// Process-wide counters of the driver (the engines count the rest).
@@ -425,12 +426,16 @@ impl Runtime {
     }
 
     /// Call `handle` of `shard` (only that shard is asked).
-    pub async fn call(&self, shard: usize, handle: u64) -> Result<Option<crate::b2bua::CallOverview>, ShardBusy> {
+    pub async fn call(
+        &self,
+        shard: usize,
+        handle: CallHandle,
+    ) -> Result<Option<crate::b2bua::CallOverview>, ShardBusy> {
         admin_query::call(&self.shared.shards, shard, handle).await
     }
 
     /// Ends a call (see `Engine::admin_teardown`); false if the shard has no such call.
-    pub async fn teardown(&self, shard: usize, handle: u64) -> Result<bool, ShardBusy> {
+    pub async fn teardown(&self, shard: usize, handle: CallHandle) -> Result<bool, ShardBusy> {
         admin_query::teardown(&self.shared.shards, shard, handle).await
     }
 

@@ -193,7 +193,9 @@ fn handle(engine: &mut Engine, input: ShardInput) {
         ShardInput::Teardown(call, reply) if !reply.is_closed() => {
             let _ = reply.send(engine.admin_teardown(now, call));
         }
-        ShardInput::Teardown(call, _) => tracing::warn!(call, "admin teardown came after the API gave up: not done"),
+        ShardInput::Teardown(call, _) => {
+            tracing::warn!(call = call.get(), "admin teardown came after the API gave up: not done")
+        }
         ShardInput::ListCalls(_) | ShardInput::GetCall(..) => {}
     }
 }
