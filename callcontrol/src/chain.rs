@@ -106,7 +106,7 @@ impl Registry {
             };
             if verdict != Verdict::Continue {
                 let (code, phrase, cause) = match &verdict {
-                    Verdict::Refuse { code, reason, .. } => (*code, reason.as_str(), "refused"),
+                    Verdict::Refuse(r) => (r.code, r.reason.as_ref(), "refused"),
                     _ => (0, "", "dropped"),
                 };
                 self.run_end(&chain[..i], call, &ended_now(times), &refused_end(code, phrase, cause));

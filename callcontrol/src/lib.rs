@@ -19,6 +19,7 @@ pub mod modules;
 pub use chain::{Registry, StartOutcome};
 pub use facts::{CallEnd, CallFacts, EndedBy, Times};
 pub use profiles::evaluate::CcInstance;
+pub use profiles::LocalReply;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,11 +29,7 @@ use std::time::Duration;
 pub enum Verdict {
     Continue,
     /// Answer the caller with this and stop.
-    Refuse {
-        code: u16,
-        reason: String,
-        headers: Vec<(String, String)>,
-    },
+    Refuse(LocalReply),
     /// Stop without an answer.
     Drop,
 }

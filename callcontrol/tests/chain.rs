@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use callcontrol::modules::{builtin, ModuleSettings};
-use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy, Times, Verdict};
+use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy, LocalReply, Times, Verdict};
 
 fn facts(n: u64) -> CallFacts {
     CallFacts {
@@ -47,10 +47,7 @@ fn pcalls_limits_per_key_and_releases_on_end() {
         assert_eq!(out.verdict, Verdict::Continue);
     }
     let third = r.run_start(&chain("alice"), &facts(3), &times(), &started).unwrap();
-    assert_eq!(
-        third.verdict,
-        Verdict::Refuse { code: 402, reason: "Too Many Simultaneous Calls".into(), headers: vec![] }
-    );
+    assert_eq!(third.verdict, Verdict::Refuse(LocalReply::new(402, "Too Many Simultaneous Calls")));
     assert_eq!(started.load(Ordering::SeqCst), 0);
     assert_eq!(r.run_start(&chain("bob"), &facts(4), &times(), &started).unwrap().verdict, Verdict::Continue);
     r.run_end(&chain("alice"), &facts(0), &times(), &end());
@@ -77,7 +74,7 @@ fn call_timer_values() {
     assert_eq!(run("5").unwrap().effects.call_timer, Some(Duration::from_secs(5)));
     assert_eq!(run("1.5").unwrap().effects.call_timer, Some(Duration::from_millis(1500)));
     assert_eq!(run("").unwrap().effects.call_timer, Some(Duration::from_secs(60)), "default");
-    assert!(matches!(run("0").unwrap().verdict, Verdict::Refuse { code: 503, .. }));
+    assert!(matches!(run("0").unwrap().verdict, Verdict::Refuse(LocalReply { code: 503, .. })));
     assert!(run("-3").is_err());
     let r = builtin(&ModuleSettings::default()).unwrap();
     assert!(r.run_start(&[inst("t", "cc_call_timer", &[])], &facts(1), &times(), &started).is_err());
@@ -90,7 +87,7 @@ fn a_refusal_ends_the_modules_already_started() {
     // The limit counts the call, then the timer refuses it: the count must be released.
     let chain = vec![inst("limit", "cc_pcalls", &[("uuid", "carol")]), inst("t", "cc_call_timer", &[("timer", "0")])];
     let out = r.run_start(&chain, &facts(1), &times(), &started).unwrap();
-    assert!(matches!(out.verdict, Verdict::Refuse { code: 503, .. }));
+    assert!(matches!(out.verdict, Verdict::Refuse(LocalReply { code: 503, .. })));
     let again = vec![inst("limit", "cc_pcalls", &[("uuid", "carol")])];
     assert_eq!(r.run_start(&again, &facts(2), &times(), &started).unwrap().verdict, Verdict::Continue);
     assert_eq!(started.load(Ordering::SeqCst), 1);
@@ -162,7 +159,7 @@ impl callcontrol::CallControl for Screening {
         effects: &mut callcontrol::Effects,
     ) -> Result<Verdict, callcontrol::CcError> {
         if hook.call.from.contains("spammer") {
-            return Ok(Verdict::Refuse { code: 403, reason: "Forbidden".into(), headers: vec![] });
+            return Ok(Verdict::Refuse(LocalReply::new(403, "Forbidden")));
         }
         effects.vars.insert("screening::ok".into(), "yes".into());
         Ok(Verdict::Continue)
@@ -185,7 +182,7 @@ fn route_and_events_reach_modules() {
         (Verdict::Continue, Some("yes"))
     );
     f.from = "<sip:spammer@x>".into();
-    assert!(matches!(r.run_route(&chain, &f).unwrap().verdict, Verdict::Refuse { code: 403, .. }));
+    assert!(matches!(r.run_route(&chain, &f).unwrap().verdict, Verdict::Refuse(LocalReply { code: 403, .. })));
     // Built-in modules have no route logic: they let requests through.
     let builtins = builtin(&ModuleSettings::default()).unwrap();
     let pcalls = [inst("l", "cc_pcalls", &[("uuid", "x")])];

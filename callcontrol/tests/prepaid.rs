@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use callcontrol::modules::prepaid::{self, billed_seconds, Prepaid};
-use callcontrol::{CallControl, CallEnd, CallFacts, CcError, Effects, EndedBy, Hook, Times, Verdict};
+use callcontrol::{CallControl, CallEnd, CallFacts, CcError, Effects, EndedBy, Hook, LocalReply, Times, Verdict};
 
 fn db(label: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("prepaid-{label}-{}", std::process::id()));
@@ -97,7 +97,7 @@ fn reserve_debit_refuse() {
     );
     assert_eq!(prepaid::balance(&c, "alice").unwrap(), Some(6));
     prepaid::set_balance(&c, "alice", 0).unwrap();
-    assert!(matches!(start(&p, 3, "alice").unwrap().0, Verdict::Refuse { code: 402, .. }));
+    assert!(matches!(start(&p, 3, "alice").unwrap().0, Verdict::Refuse(LocalReply { code: 402, .. })));
 }
 
 /// A call timer that fires late (a loaded SBC) does not bill past the grant: the balance ends

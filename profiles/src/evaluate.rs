@@ -4,6 +4,7 @@
 use crate::pattern::{Env, Pattern};
 use crate::profile::{parse_refuse, ContactRule, NextHop, Profile, ALEG_CONTACT_KEYS, BLEG_CONTACT_KEYS};
 use crate::uri::{NameAddrParts, UriParts};
+use crate::LocalReply;
 
 /// An option whose expansion is unusable; the request is answered 500 and this is logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,14 +12,6 @@ use crate::uri::{NameAddrParts, UriParts};
 pub struct EvalError {
     pub option: &'static str,
     pub message: String,
-}
-
-/// A `refuse_with` reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: u16,
-    pub reason: String,
-    pub headers: Vec<(String, String)>,
 }
 
 /// The expanded parts of one leg's Contact.
@@ -246,14 +239,16 @@ impl Profile {
 
     /// The `refuse_with` reply if the profile has one (`None` otherwise). Only `append_headers`
     /// is evaluated with it, as in SEMS.
-    pub fn refusal(&self, env: &Env<'_>) -> Option<Result<Refusal, EvalError>> {
+    pub fn refusal(&self, env: &Env<'_>) -> Option<Result<LocalReply, EvalError>> {
         let p = self.refuse_with.as_ref()?;
         let text = p.expand(env);
         Some(parse_refuse(&text).map_err(|m| EvalError { option: "refuse_with", message: m }).map(|(code, reason)| {
             let mut bad = 0;
             let headers =
                 self.append_headers.as_ref().map(|h| header_lines(&h.expand(env), &mut bad)).unwrap_or_default();
-            Refusal { code, reason, headers }
+            let mut reply = LocalReply::owned(code, reason);
+            reply.headers = headers.into_iter().map(|(n, v)| (n.into(), v.into())).collect();
+            reply
         }))
     }
 

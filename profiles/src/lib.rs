@@ -8,7 +8,9 @@
 //! - [`regex_map`]: `$M()` maps, [`selection`]: the chain, [`profile`]: the options,
 //! - [`evaluate`]: a profile expanded for one call, [`filters`] and [`sdp`]: header, method,
 //!   reply and SDP rules,
-//! - [`store`]: the immutable snapshot and its atomic, validated replacement.
+//! - [`store`]: the immutable snapshot and its atomic, validated replacement,
+//! - [`reply`]: [`LocalReply`], a reply the SBC gives itself (shared with call control and the
+//!   engine).
 //!
 //! This crate is a leaf: it knows nothing of the SIP stack (requests are read through
 //! [`pattern::RequestView`]) and does no I/O except reading configuration files.
@@ -22,6 +24,7 @@ pub mod options;
 pub mod pattern;
 pub mod profile;
 pub mod regex_map;
+pub mod reply;
 pub mod sdp;
 pub mod selection;
 pub mod store;
@@ -29,4 +32,5 @@ pub mod uri;
 
 pub use error::ConfigError;
 pub use profile::Profile;
+pub use reply::LocalReply;
 pub use store::{Snapshot, Store};

@@ -4,10 +4,11 @@
 
 use std::cell::Cell;
 
-use profiles::evaluate::{CallPlan, EvalError, Refusal};
+use profiles::evaluate::{CallPlan, EvalError};
 use profiles::pattern::{Env, InterfaceFacts, NoCcVars, NoRegCache, RequestView};
 use profiles::profile::{NextHop, Profile, RawOption};
 use profiles::regex_map::RegexMaps;
+use profiles::LocalReply;
 
 struct Req(&'static str);
 
@@ -147,10 +148,7 @@ fn append_headers_drop_empty_and_broken_lines() {
 fn refusal_with_expanded_headers() {
     let p = profile(&[("refuse_with", "$_s(xyz)04 Not Found Here"), ("append_headers", "X-R: $rh")]);
     let r = with_env("sip:b@host.example", &p, |env| p.refusal(env)).unwrap().unwrap();
-    assert_eq!(
-        r,
-        Refusal { code: 304, reason: "Not Found Here".into(), headers: vec![("X-R".into(), "host.example".into())] }
-    );
+    assert_eq!(r, LocalReply::owned(304, "Not Found Here".into()).with("X-R", "host.example"));
     let p = profile(&[("refuse_with", "$rU Busy")]);
     let e = with_env("sip:b@h", &p, |env| p.refusal(env)).unwrap().unwrap_err();
     assert_eq!(e.option, "refuse_with");

@@ -146,17 +146,15 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
                                 let e = o.effects;
                                 CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
                             }
-                            callcontrol::Verdict::Refuse { code, reason, headers } => {
-                                CcVerdict::Refuse { code, reason, headers }
-                            }
+                            callcontrol::Verdict::Refuse(reply) => CcVerdict::Refuse(reply),
                             callcontrol::Verdict::Drop => CcVerdict::Drop,
                         },
                         Err(e) => {
                             let _ = writeln!(out, "  call control: {e}");
-                            CcVerdict::Failed {
-                                code: cfg.call_control.failure_code,
-                                reason: cfg.call_control.failure_reason.clone(),
-                            }
+                            CcVerdict::Failed(profiles::LocalReply::owned(
+                                cfg.call_control.failure_code,
+                                cfg.call_control.failure_reason.clone(),
+                            ))
                         }
                     };
                     verdicts.push((call, verdict));

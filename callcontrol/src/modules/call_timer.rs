@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::{CallControl, CcError, Effects, Hook, Verdict};
+use crate::{CallControl, CcError, Effects, Hook, LocalReply, Verdict};
 
 #[derive(Debug)]
 pub struct CallTimer {
@@ -38,7 +38,7 @@ impl CallControl for CallTimer {
             },
         };
         if secs == 0.0 {
-            return Ok(Verdict::Refuse { code: 503, reason: "Service Unavailable".into(), headers: Vec::new() });
+            return Ok(Verdict::Refuse(LocalReply::new(503, "Service Unavailable")));
         }
         // Anything beyond a year is no limit worth a timer; below a millisecond is zero.
         let d = Duration::try_from_secs_f64(secs.min(31_536_000.0)).unwrap_or_default().max(Duration::from_millis(1));

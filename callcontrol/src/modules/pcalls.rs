@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{CallControl, CallEnd, CcError, Effects, Hook, Times, Verdict};
+use crate::{CallControl, CallEnd, CcError, Effects, Hook, LocalReply, Times, Verdict};
 
 /// Where parallel-call counts live. Per node today ([`LocalCounts`]); a shared backend (Redis)
 /// for a cluster implements the same two operations.
@@ -116,7 +116,7 @@ impl CallControl for ParallelCalls {
         if self.counts.try_acquire(key, max).map_err(|e| CcError::new(self.module(), e))? {
             Ok(Verdict::Continue)
         } else {
-            Ok(Verdict::Refuse { code: self.refuse_code, reason: self.refuse_reason.clone(), headers: Vec::new() })
+            Ok(Verdict::Refuse(LocalReply::owned(self.refuse_code, self.refuse_reason.clone())))
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::{CallControl, CallEnd, CcError, Effects, Hook, Times, Verdict};
+use crate::{CallControl, CallEnd, CcError, Effects, Hook, LocalReply, Times, Verdict};
 
 const MODULE: &str = "cc_prepaid";
 
@@ -335,7 +335,7 @@ impl CallControl for Prepaid {
         match self.store.reserve(&self.call_id(hook), account).map_err(|e| CcError::new(MODULE, e))? {
             Reservation::UnknownAccount => Err(CcError::new(MODULE, format!("unknown account '{account}'"))),
             Reservation::NoCredit => {
-                Ok(Verdict::Refuse { code: self.refuse_code, reason: self.refuse_reason.clone(), headers: Vec::new() })
+                Ok(Verdict::Refuse(LocalReply::owned(self.refuse_code, self.refuse_reason.clone())))
             }
             Reservation::Granted(seconds) => {
                 effects.set_call_timer(Duration::from_secs(seconds.max(0) as u64));

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use profiles::evaluate::{CallPlan, Refusal};
+use profiles::evaluate::CallPlan;
 use profiles::filters::NameFilter;
 use profiles::pattern::{CcVars, Env, InterfaceFacts, NoCcVars, RequestView};
 use profiles::profile::NextHop;
 use profiles::sdp::{self, NothingLeft, SdpRules};
+use profiles::LocalReply;
 use profiles::{Profile, Snapshot};
 
 use super::build::ip_of_host;
@@ -84,7 +85,7 @@ pub(crate) fn host_of(sent_by: &str) -> &str {
 /// What the chain decided for a new request.
 pub(super) enum Chosen {
     Go(Arc<CallRules>),
-    Refuse(Refusal),
+    Refuse(LocalReply),
     /// No profile, or one whose options do not expand: 500 (logged).
     Fail,
     /// The profile has call control: its `start` hooks run before the profile is evaluated.

@@ -1,6 +1,7 @@
 //! Builders for the messages the B2BUA sends. Rows a leg owns are generated; every other row of
 //! the message being relayed is copied byte for byte.
 
+use profiles::LocalReply;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
@@ -198,17 +199,10 @@ pub(crate) fn ip_of_host(host: &[u8]) -> Option<IpAddr> {
 }
 
 /// A complete locally generated response without body.
-pub(crate) fn local_response(
-    req: &Message,
-    src: &Source,
-    code: u16,
-    reason: &str,
-    to_tag: Option<&[u8]>,
-    extra: &[(&str, &[u8])],
-) -> Bytes {
-    let mut w = response_head(req, src, code, reason.as_bytes(), to_tag);
-    for (name, value) in extra {
-        w.header(name, value);
+pub(crate) fn local_response(req: &Message, src: &Source, reply: &LocalReply, to_tag: Option<&[u8]>) -> Bytes {
+    let mut w = response_head(req, src, reply.code, reply.reason.as_bytes(), to_tag);
+    for (name, value) in &reply.headers {
+        w.header(name, value.as_bytes());
     }
     w.finish(b"")
 }

@@ -5,6 +5,7 @@
 //! variables the modules set) and builds the B leg, or answers with the refusal. `connect`
 //! and `end` are announced as the call is answered and ends — `end` exactly once.
 
+use profiles::LocalReply;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,17 +48,10 @@ pub enum CcVerdict {
         /// Profile options replaced for this call (by `cc_ctl`).
         overrides: BTreeMap<String, String>,
     },
-    Refuse {
-        code: u16,
-        reason: String,
-        headers: Vec<(String, String)>,
-    },
+    Refuse(LocalReply),
     Drop,
     /// A hook failed or was late: the configured reply.
-    Failed {
-        code: u16,
-        reason: String,
-    },
+    Failed(LocalReply),
 }
 
 /// A call waiting for its `start` verdict.
@@ -164,21 +158,14 @@ impl Engine {
     fn handle_route_verdict(&mut self, now: Instant, p: PendingRoute, verdict: CcVerdict) {
         let (vars, overrides) = match verdict {
             CcVerdict::Continue { vars, overrides, .. } => (vars, overrides),
-            CcVerdict::Refuse { code, reason, headers } => {
-                let extra: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-                return self.respond_local(now, p.server, code, &reason, &extra);
-            }
-            CcVerdict::Failed { code, reason } => return self.respond_local(now, p.server, code, &reason, &[]),
+            CcVerdict::Refuse(reply) | CcVerdict::Failed(reply) => return self.respond_local(now, p.server, &reply),
             CcVerdict::Drop => return self.forget_tx(p.server),
         };
         let rules =
             match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
                 Chosen::Go(r) => r,
-                Chosen::Refuse(r) => {
-                    let extra: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-                    return self.respond_local(now, p.server, r.code, &r.reason, &extra);
-                }
-                _ => return self.respond_local(now, p.server, 500, "Server Internal Error", &[]),
+                Chosen::Refuse(reply) => return self.respond_local(now, p.server, &reply),
+                _ => return self.respond_local(now, p.server, &LocalReply::new(500, "Server Internal Error")),
             };
         if p.msg.method() == Some(crate::sip::msg::Method::Register) && local_registrar(&rules.profile).is_some() {
             return self.local_register(now, p.server, &p.msg, &rules);
@@ -186,7 +173,7 @@ impl Engine {
         let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
         match self.route_new_request(ruri, &rules) {
             Ok(route) => self.relay_out_of_dialog(now, p.server, &p.msg, p.max_forwards, rules, route),
-            Err(e) => self.respond_local(now, p.server, e.code, e.reason, &[]),
+            Err(reply) => self.respond_local(now, p.server, &reply),
         }
     }
 
@@ -215,7 +202,7 @@ impl Engine {
         let a_tag = self.ids.tag();
         let a_tx =
             self.new_server_tx(key.clone(), &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag));
-        self.respond_local(now, a_tx, 100, "Trying", &[]);
+        self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
         let facts = facts_of(self.cfg.shard, handle, &profile, &msg, &src);
         self.pending_cc.insert(handle, PendingStart { key, msg, src, max_forwards, snapshot, profile, a_tx });
         self.out.push_back(Output::CallControl(CcRequest::Start { call: handle, chain: chain.into(), facts }));
@@ -228,18 +215,17 @@ impl Engine {
         }
         // Gone already: cancelled by the caller while the hooks ran (its end was announced).
         let Some(p) = self.pending_cc.remove(&call) else { return };
-        let refuse = |me: &mut Self, code: u16, reason: &str, headers: &[(String, String)], why: &str| {
-            let extra: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        let refuse = |me: &mut Self, reply: LocalReply, why: &str| {
             if me.ist_open(p.a_tx) {
-                me.respond_local(now, p.a_tx, code, reason, &extra);
+                me.respond_local(now, p.a_tx, &reply);
             }
-            let phrase = reason.to_string();
+            let (code, phrase) = (reply.code, reply.reason.into_owned());
             me.announce_end(call, CallEnd { by: EndedBy::Sbc, code, phrase, reason: why.to_string(), answered: false });
         };
         let (call_timer, vars, overrides) = match verdict {
             CcVerdict::Continue { call_timer, vars, overrides } => (call_timer, vars, overrides),
-            CcVerdict::Refuse { code, reason, headers } => return refuse(self, code, &reason, &headers, "refused"),
-            CcVerdict::Failed { code, reason } => return refuse(self, code, &reason, &[], "call_control_error"),
+            CcVerdict::Refuse(reply) => return refuse(self, reply, "refused"),
+            CcVerdict::Failed(reply) => return refuse(self, reply, "call_control_error"),
             CcVerdict::Drop => {
                 self.forget_tx(p.a_tx);
                 return self.announce_end(
@@ -264,13 +250,13 @@ impl Engine {
         let rules =
             match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
                 Chosen::Go(r) => r,
-                Chosen::Refuse(r) => return refuse(self, r.code, &r.reason, &r.headers, "not_registered"),
-                _ => return refuse(self, 500, "Server Internal Error", &[], "profile_error"),
+                Chosen::Refuse(reply) => return refuse(self, reply, "not_registered"),
+                _ => return refuse(self, LocalReply::new(500, "Server Internal Error"), "profile_error"),
             };
         let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(r) => r,
-            Err(e) => return refuse(self, e.code, e.reason, &[], "no_route"),
+            Err(reply) => return refuse(self, reply, "no_route"),
         };
         let cc = CallCc { call_timer, timer_armed: false };
         self.start_dialog_pair(

@@ -2,6 +2,7 @@
 //! responses travel back, the end-to-end ACK is mapped, PRACK's RAck is translated, re-INVITE
 //! and UPDATE glare is refused with 491.
 
+use profiles::LocalReply;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -19,7 +20,7 @@ use super::cc::party;
 use super::invite::learn_remote;
 use super::media::{anchor_or_reject, prepare_body_anyway};
 use super::register::keeps_in_register_ok;
-use super::session_timer::{self, Reject};
+use super::session_timer;
 use super::txs::Purpose;
 use super::types::{Destination, Peer, Source};
 use super::{CallHandle, Engine, TxId};
@@ -27,7 +28,7 @@ use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, CSeq, HeaderNa
 use crate::sip::transaction::TxKey;
 
 /// The Allow of a 405 for a method the profile's message filter refuses (as SEMS sends it).
-const FILTER_ALLOW: &[u8] = b"INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, INFO, UPDATE, NOTIFY, REFER";
+const FILTER_ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, INFO, UPDATE, NOTIFY, REFER";
 
 /// INVITE exchanges remembered per call for ACK mapping (the initial one and recent re-INVITEs).
 const MAX_INVITE_RELAYS: usize = 4;
@@ -61,15 +62,15 @@ impl Engine {
         };
         let cseq = msg.cseq().map_or(0, |c| c.num);
         if call.state == CallState::Ending && method != Method::Bye {
-            return self.refuse(&msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+            return self.refuse(&msg, &src, &LocalReply::new(481, "Call/Transaction Does Not Exist"));
         }
         let rules = call.rules.clone();
         // enable_bleg_uas_auth: the callee proves who it is on every request
         // (docs/manual/access.md, Digest authentication).
         if let (Side::B, Some(creds)) = (side, rules.plan.bleg_uas_auth.as_ref()) {
             if let Err(challenge) = self.check_uas_auth(now, creds, &msg) {
-                let extra = [("WWW-Authenticate", challenge.as_bytes())];
-                return self.refuse(&msg, &src, 401, "Unauthorized", &extra);
+                let reply = LocalReply::new(401, "Unauthorized").with("WWW-Authenticate", challenge);
+                return self.refuse(&msg, &src, &reply);
             }
         }
         let Some(call) = self.calls.get_mut(&h) else {
@@ -80,7 +81,11 @@ impl Engine {
         if let Some(f) = rules.profile.message_filter.as_ref().filter(|_| call.kind == CallKind::Invite) {
             let exempt = matches!(method, Method::Ack | Method::Cancel | Method::Bye);
             if !exempt && !f.allows(&String::from_utf8_lossy(msg.method_bytes())) {
-                return self.refuse(&msg, &src, 405, "Method Not Allowed", &[("Allow", FILTER_ALLOW)]);
+                return self.refuse(
+                    &msg,
+                    &src,
+                    &LocalReply::new(405, "Method Not Allowed").with("Allow", FILTER_ALLOW),
+                );
             }
         }
         // SDP towards the other leg goes through the profile; an offer left with no media is
@@ -90,20 +95,20 @@ impl Engine {
             // anchored below, once the request is sure to be relayed.
             match rules.filter_body(side.other(), &call.leg(side.other()).via_sent_by, msg.body()) {
                 Ok(b) => b,
-                Err(_) => return self.refuse(&msg, &src, 488, "Not Acceptable Here", &[]),
+                Err(_) => return self.refuse(&msg, &src, &LocalReply::new(488, "Not Acceptable Here")),
             }
         } else {
             std::borrow::Cow::Borrowed(msg.body())
         };
         if call.leg(side).remote_cseq.is_some_and(|r| cseq < r) {
-            return self.refuse(&msg, &src, 500, "CSeq Out Of Order", &[]);
+            return self.refuse(&msg, &src, &LocalReply::new(500, "CSeq Out Of Order"));
         }
         // A call must always be able to end: BYE is never limited (ACK and CANCEL do not
         // come here).
         if method != Method::Bye {
             if let Err(why) = call.dialog_limits.check(now) {
                 call.span.in_scope(|| tracing::debug!(why, ?method, "in-dialog request over the dialog's limits"));
-                return self.refuse(&msg, &src, 503, "Service Unavailable", &[("Retry-After", b"1")]);
+                return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "1"));
             }
         }
         call.leg_mut(side).remote_cseq = Some(cseq);
@@ -115,7 +120,7 @@ impl Engine {
             leg.route_set = msg.values(HeaderName::RecordRoute).map(Into::into).collect();
         }
         let max_forwards = match msg.max_forwards() {
-            Some(Ok(0)) => return self.refuse(&msg, &src, 483, "Too Many Hops", &[]),
+            Some(Ok(0)) => return self.refuse(&msg, &src, &LocalReply::new(483, "Too Many Hops")),
             Some(Ok(n)) => n,
             _ => 70,
         };
@@ -124,22 +129,21 @@ impl Engine {
         if let (Some(r), true) = (timer_rules, matches!(method, Method::Invite | Method::Update)) {
             match session_timer::check_request(&r, &msg) {
                 Ok(()) => {}
-                Err(Reject::TooSmall(min)) => {
-                    let min = min.to_string();
-                    let extra = [("Min-SE", min.as_bytes())];
-                    return self.refuse(&msg, &src, 422, "Session Interval Too Small", &extra);
-                }
-                Err(Reject::Malformed) => return self.refuse(&msg, &src, 400, "Bad Session-Expires", &[]),
+                Err(reply) => return self.refuse(&msg, &src, &reply),
             }
         }
         // Offer/answer glare (RFC 3261 §14.2, RFC 3311 §5.2).
         if matches!(method, Method::Invite | Method::Update) {
             match call.offer_pending {
                 Some((s, true)) if s == side && method == Method::Invite => {
-                    return self.refuse(&msg, &src, 500, "Server Internal Error", &[("Retry-After", b"1")]);
+                    return self.refuse(
+                        &msg,
+                        &src,
+                        &LocalReply::new(500, "Server Internal Error").with("Retry-After", "1"),
+                    );
                 }
                 Some((s, _)) if s != side || method == Method::Update => {
-                    return self.refuse(&msg, &src, 491, "Request Pending", &[]);
+                    return self.refuse(&msg, &src, &LocalReply::new(491, "Request Pending"));
                 }
                 _ => call.offer_pending = Some((side, method == Method::Invite)),
             }
@@ -152,7 +156,7 @@ impl Engine {
                 .and_then(parse_rack)
                 .and_then(|(a_rseq, _, _)| call.rseq_map.iter().find(|(a, _)| *a == a_rseq).map(|(a, b)| (*a, *b)));
             let Some((a_rseq, b_rseq)) = mapped.filter(|_| side == Side::A) else {
-                return self.refuse(&msg, &src, 481, "Call/Transaction Does Not Exist", &[]);
+                return self.refuse(&msg, &src, &LocalReply::new(481, "Call/Transaction Does Not Exist"));
             };
             if call.reliable_1xx.as_ref().is_some_and(|r| r.a_rseq == a_rseq) {
                 call.reliable_1xx = None;
@@ -195,7 +199,7 @@ impl Engine {
             e.dialog_counted = true;
         }
         if method == Method::Invite {
-            self.respond_local(now, server, 100, "Trying", &[]);
+            self.respond_local(now, server, &LocalReply::new(100, "Trying"));
         }
         let branch = self.ids.branch();
         let Some(call) = self.calls.get_mut(&h) else {
@@ -250,7 +254,7 @@ impl Engine {
             });
         }
         let (Ok(out_msg), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side.other())) else {
-            self.respond_local(now, server, 500, "Server Internal Error", &[]);
+            self.respond_local(now, server, &LocalReply::new(500, "Server Internal Error"));
             if method == Method::Bye {
                 self.end_call(now, h, 500, "bye_not_relayable");
             }

@@ -1,11 +1,10 @@
 //! Call setup and teardown: the caller's initial INVITE becomes two legs, the callee's
 //! responses travel back, CANCEL and the call timers end what must end.
 
+use profiles::LocalReply;
 use std::time::Instant;
 
 use std::sync::Arc;
-
-use profiles::evaluate::Refusal as ProfileRefusal;
 
 use callcontrol::{CallEnd, EndedBy};
 
@@ -14,8 +13,8 @@ use super::build::{self, copy_unowned_stripped, leg_contact, request_on_leg, wit
 use super::call::{Call, CallKind, CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::cc::{CallCc, CcRequest};
 use super::media::{prepare_body, BodyError};
-use super::routing::{self, NoRoute};
-use super::session_timer::{self, LegTimer, Reject};
+use super::routing;
+use super::session_timer::{self, LegTimer};
 use super::txs::{Purpose, Resendable};
 use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
 use super::{CallHandle, Counter, Engine, Event, Output, TimerRef, TxId};
@@ -39,35 +38,28 @@ pub(super) struct BRoute {
     pub(super) fixed: Option<(Transport, Peer)>,
 }
 
-/// A reply the SBC gives instead of relaying a request.
-pub(super) struct Refusal {
-    pub(super) code: u16,
-    pub(super) reason: &'static str,
-    pub(super) extra: &'static [(&'static str, &'static [u8])],
-}
-
 impl Engine {
     /// Checks every new (out-of-dialog) request must pass before anything is built for it:
     /// draining, Max-Forwards (RFC 3261 §16.3), and a Call-ID of ours coming back (a loop).
     /// Returns the Max-Forwards to use on the other leg.
-    pub(super) fn admit_new_request(&self, msg: &Message) -> Result<u8, Refusal> {
+    pub(super) fn admit_new_request(&self, msg: &Message) -> Result<u8, LocalReply> {
         if self.draining {
-            return Err(Refusal { code: 503, reason: "Service Unavailable", extra: &[("Retry-After", b"30")] });
+            return Err(LocalReply::new(503, "Service Unavailable").with("Retry-After", "30"));
         }
         let max_forwards = match msg.max_forwards() {
-            Some(Ok(0)) => return Err(Refusal { code: 483, reason: "Too Many Hops", extra: &[] }),
+            Some(Ok(0)) => return Err(LocalReply::new(483, "Too Many Hops")),
             Some(Ok(n)) => n,
             _ => 70,
         };
         if msg.call_id().is_some_and(|c| self.own_call_ids.contains(c)) {
-            return Err(Refusal { code: 482, reason: "Loop Detected", extra: &[] });
+            return Err(LocalReply::new(482, "Loop Detected"));
         }
         Ok(max_forwards)
     }
 
     /// Where a new outgoing request goes: the profile's next hop or outbound proxy, the
     /// configured next hop, or its Request-URI — from the profile's outbound interface.
-    pub(super) fn route_new_request(&self, uri: &[u8], rules: &CallRules) -> Result<BRoute, NoRoute> {
+    pub(super) fn route_new_request(&self, uri: &[u8], rules: &CallRules) -> Result<BRoute, LocalReply> {
         let plan = &rules.plan;
         let iface = match plan.outbound_interface.as_deref() {
             None | Some("default") => self.cfg.outbound_interface,
@@ -76,7 +68,7 @@ impl Engine {
                 .interfaces
                 .iter()
                 .position(|i| i.name == name)
-                .ok_or(NoRoute { code: 500, reason: "Unknown Outbound Interface" })?,
+                .ok_or(LocalReply::new(500, "Unknown Outbound Interface"))?,
         };
         let (transport, peer, fixed) = if let Some(hop) = plan.next_hops.first() {
             let (t, p) = hop_target(hop);
@@ -92,7 +84,7 @@ impl Engine {
             (t, p, None)
         };
         if routing::is_own_peer(&self.cfg, &peer) {
-            return Err(NoRoute { code: 482, reason: "Loop Detected" });
+            return Err(LocalReply::new(482, "Loop Detected"));
         }
         let v6 = matches!(&peer, Peer::Addr(a) if a.is_ipv6());
         let socket = self
@@ -100,32 +92,30 @@ impl Engine {
             .interfaces
             .get(iface)
             .and_then(|i| i.socket(transport, v6))
-            .ok_or(NoRoute { code: 503, reason: "No Socket For Transport" })?;
+            .ok_or(LocalReply::new(503, "No Socket For Transport"))?;
         Ok(BRoute { dest: Destination { transport, local: socket.id, peer, conn: None }, fixed })
-    }
-
-    /// Replies with a profile's `refuse_with` (and its `append_headers`).
-    pub(super) fn refuse_by_profile(&mut self, msg: &Message, src: &Source, r: &ProfileRefusal) {
-        let extra: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-        self.refuse(msg, src, r.code, &r.reason, &extra);
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         if self.calls.len() + self.pending_cc.len() >= self.cfg.max_calls && !self.draining {
-            return self.refuse(&msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+            return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
         }
         let max_forwards = match self.admit_new_request(&msg) {
             Ok(mf) => mf,
-            Err(r) => return self.refuse(&msg, &src, r.code, r.reason, r.extra),
+            Err(reply) => return self.refuse(&msg, &src, &reply),
         };
         if !acceptable_body(&msg) {
-            return self.refuse(&msg, &src, 415, "Unsupported Media Type", &[("Accept", b"application/sdp")]);
+            return self.refuse(
+                &msg,
+                &src,
+                &LocalReply::new(415, "Unsupported Media Type").with("Accept", "application/sdp"),
+            );
         }
         // The profile decides before anything else runs, as in SEMS (docs/manual/profiles.md, Profiles).
         let rules = match self.choose_profile(&msg, &src, true) {
             Chosen::Go(r) => r,
-            Chosen::Refuse(r) => return self.refuse_by_profile(&msg, &src, &r),
-            Chosen::Fail => return self.refuse(&msg, &src, 500, "Server Internal Error", &[]),
+            Chosen::Refuse(reply) => return self.refuse(&msg, &src, &reply),
+            Chosen::Fail => return self.refuse(&msg, &src, &LocalReply::new(500, "Server Internal Error")),
             Chosen::CallControl { snapshot, profile, chain } => {
                 return self.start_call_control(now, key, msg, src, max_forwards, snapshot, profile, chain);
             }
@@ -133,7 +123,7 @@ impl Engine {
         let ruri = rules.plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
-            Err(e) => return self.refuse(&msg, &src, e.code, e.reason, &[]),
+            Err(reply) => return self.refuse(&msg, &src, &reply),
         };
         self.start_dialog_pair(now, key, msg, src, route, max_forwards, CallKind::Invite, rules, None);
     }
@@ -157,31 +147,21 @@ impl Engine {
     ) {
         // A call parked for call control already has its transaction: errors are answered
         // there, and call control hears that the call ended.
-        let fail =
-            |me: &mut Self, msg: &Message, src: &Source, code: u16, reason: &'static str, extra: &[(&str, &[u8])]| {
-                match parked {
-                    Some((h, a_tx, _)) => {
-                        me.respond_local(now, a_tx, code, reason, extra);
-                        me.announce_end(
-                            h,
-                            CallEnd {
-                                by: EndedBy::Sbc,
-                                code,
-                                phrase: reason.into(),
-                                reason: "setup_failed".into(),
-                                answered: false,
-                            },
-                        );
-                    }
-                    None => me.refuse(msg, src, code, reason, extra),
-                }
-            };
+        let fail = |me: &mut Self, msg: &Message, src: &Source, reply: LocalReply| match parked {
+            Some((h, a_tx, _)) => {
+                me.respond_local(now, a_tx, &reply);
+                let (code, phrase) = (reply.code, reply.reason.into_owned());
+                let end = CallEnd { by: EndedBy::Sbc, code, phrase, reason: "setup_failed".into(), answered: false };
+                me.announce_end(h, end);
+            }
+            None => me.refuse(msg, src, &reply),
+        };
         let is_invite = kind == CallKind::Invite;
         // Calls a source may hold at once (issue 16): with the streams per call, this caps the
         // media ports one address can take too. Subscriptions (a phone's BLF keys) do not count.
         if is_invite && !self.cfg.admission.may_start_call(src.remote.ip()) {
             tracing::debug!(source = %src.remote.ip(), "source has its calls already");
-            return fail(self, &msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+            return fail(self, &msg, &src, LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
         }
         // Session timers (RFC 4028): the caller's interval must not be below our Min-SE.
         let sst = if is_invite {
@@ -192,11 +172,7 @@ impl Engine {
         if let Some(r) = &rules.profile.aleg_session_timer.filter(|_| is_invite) {
             match session_timer::check_request(r, &msg) {
                 Ok(()) => {}
-                Err(Reject::TooSmall(min)) => {
-                    let min = min.to_string();
-                    return fail(self, &msg, &src, 422, "Session Interval Too Small", &[("Min-SE", min.as_bytes())]);
-                }
-                Err(Reject::Malformed) => return fail(self, &msg, &src, 400, "Bad Session-Expires", &[]),
+                Err(reply) => return fail(self, &msg, &src, reply),
             }
         }
         let b_dest = route.dest;
@@ -220,7 +196,7 @@ impl Engine {
         let (Some(a_socket), Some(b_socket)) =
             (self.cfg.socket(a_local).cloned(), self.cfg.socket(b_dest.local).cloned())
         else {
-            return fail(self, &msg, &src, 500, "Server Internal Error", &[]);
+            return fail(self, &msg, &src, LocalReply::new(500, "Server Internal Error"));
         };
         let b_sent_by = b_socket.sent_by();
         let iface_name = |me: &Self, id| me.cfg.interface_name(id).map(str::to_string);
@@ -231,7 +207,7 @@ impl Engine {
                     Ok(m) => m,
                     Err(e) => {
                         tracing::warn!(error = %e, profile = %rules.profile.name, "cannot relay media");
-                        return fail(self, &msg, &src, 503, "Service Unavailable", &[]);
+                        return fail(self, &msg, &src, LocalReply::new(503, "Service Unavailable"));
                     }
                 }
             }
@@ -239,10 +215,10 @@ impl Engine {
         };
         let body = match prepare_body(&rules, media.as_mut(), Side::B, &b_sent_by, msg.body()) {
             Ok(b) => b,
-            Err(BodyError::NothingLeft) => return fail(self, &msg, &src, 488, "Not Acceptable Here", &[]),
+            Err(BodyError::NothingLeft) => return fail(self, &msg, &src, LocalReply::new(488, "Not Acceptable Here")),
             Err(BodyError::NoMedia(e)) => {
                 tracing::warn!(error = %e, "no media ports for a new call");
-                return fail(self, &msg, &src, 503, "Service Unavailable", &[]);
+                return fail(self, &msg, &src, LocalReply::new(503, "Service Unavailable"));
             }
         };
         let (handle, a_tx, a_tag, cc) = match parked {
@@ -260,7 +236,7 @@ impl Engine {
                     if is_invite { Purpose::AInitialInvite } else { Purpose::RelayServer { peer: TxId::NONE } };
                 let a_tx = self.new_server_tx(key, &msg, &src, Some(handle), Side::A, a_purpose, Some(a_tag.clone()));
                 if is_invite {
-                    self.respond_local(now, a_tx, 100, "Trying", &[]);
+                    self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
                 }
                 (handle, a_tx, a_tag, None)
             }
@@ -371,7 +347,7 @@ impl Engine {
         append(&mut w, &plan.append_headers_req);
         let Ok(b_request) = Message::parse(w.finish(&body)) else {
             tracing::error!("generated B-leg request does not parse");
-            self.respond_local(now, a_tx, 500, "Server Internal Error", &[]);
+            self.respond_local(now, a_tx, &LocalReply::new(500, "Server Internal Error"));
             if cc.is_some() {
                 let end = CallEnd {
                     by: EndedBy::Sbc,
@@ -647,11 +623,15 @@ impl Engine {
             return;
         };
         let a_ist = call.a_ist;
-        let (code, reason) = if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
+        let reply = if transport_failed {
+            LocalReply::new(503, "Service Unavailable")
+        } else {
+            LocalReply::new(408, "Request Timeout")
+        };
         if self.ist_open(a_ist) {
-            self.respond_local(now, a_ist, code, reason, &[]);
+            self.respond_local(now, a_ist, &reply);
         }
-        self.end_call(now, h, code, if transport_failed { "unreachable" } else { "timeout" });
+        self.end_call(now, h, reply.code, if transport_failed { "unreachable" } else { "timeout" });
     }
 
     /// transparent_dlg_id: the caller gets the callee's To tag as ours, so both ends see one
@@ -767,13 +747,13 @@ impl Engine {
         };
         let (purpose, call) = self.txs.get(&ist).map(|e| (e.purpose, e.call)).unwrap_or((Purpose::Local, None));
         let id = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, None);
-        self.respond_local(now, id, 200, "OK", &[]);
+        self.respond_local(now, id, &LocalReply::new(200, "OK"));
         if !self.ist_open(ist) {
             return;
         }
         match (purpose, call) {
             (Purpose::AInitialInvite, Some(h)) => {
-                self.respond_local(now, ist, 487, "Request Terminated", &[]);
+                self.respond_local(now, ist, &LocalReply::new(487, "Request Terminated"));
                 if let Some(call) = self.calls.get_mut(&h) {
                     call.cause.get_or_insert("cancelled");
                 }
@@ -789,7 +769,7 @@ impl Engine {
                     }
                 }
             }
-            _ => self.respond_local(now, ist, 487, "Request Terminated", &[]),
+            _ => self.respond_local(now, ist, &LocalReply::new(487, "Request Terminated")),
         }
     }
 
@@ -846,7 +826,7 @@ impl Engine {
                     call.cause.get_or_insert(reason);
                 }
                 if self.ist_open(a_ist) {
-                    self.respond_local(now, a_ist, code, reason_text(code), &[]);
+                    self.respond_local(now, a_ist, &LocalReply::new(code, reason_text(code)));
                 }
                 self.cancel_b(now, h);
             }
@@ -989,7 +969,7 @@ impl Engine {
         // neither transaction waits for ever.
         if let Some((a_ist, b_ict, provisional)) = self.calls.get(&h).map(|c| (c.a_ist, c.b_ict, c.b_provisional)) {
             if self.ist_open(a_ist) {
-                self.respond_local(now, a_ist, 487, "Request Terminated", &[]);
+                self.respond_local(now, a_ist, &LocalReply::new(487, "Request Terminated"));
             }
             if provisional && self.ict_pending(b_ict) {
                 self.send_cancel(now, h);

@@ -30,6 +30,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use profiles::LocalReply;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -290,21 +291,12 @@ impl Engine {
 
     fn on_request(&mut self, now: Instant, msg: Message, src: Source) {
         let method = msg.method().unwrap_or(Method::Other);
-        if let Err(rej) = check_request(&msg) {
+        if let Err(reply) = check_request(&msg) {
             if method == Method::Ack {
                 self.drop_msg("bad_ack");
                 return;
             }
-            let unsupported = rej.unsupported.join(", ");
-            let extra: Vec<(&str, &[u8])> =
-                if unsupported.is_empty() { Vec::new() } else { vec![("Unsupported", unsupported.as_bytes())] };
-            let tag = self.stateless_to_tag(&msg);
-            let bytes = build::local_response(&msg, &src, rej.code, rej.reason, Some(tag.as_bytes()), &extra);
-            self.stats.bump(Counter::LocalReplies);
-            self.out.push_back(Output::Event(Event::Refused { code: rej.code }));
-            let dest = routing::response_dest(&msg, &src);
-            self.out.push_back(Output::Transmit { dest, bytes, tx: None });
-            return;
+            return self.refuse(&msg, &src, &reply);
         }
         let Some(key) = server_key(&msg) else {
             self.drop_msg("no_transaction_key");
@@ -331,7 +323,7 @@ impl Engine {
         match self.cfg.admission.admit(now, src.remote.ip()) {
             crate::admission::Admit::Yes => true,
             crate::admission::Admit::Refuse => {
-                self.refuse(msg, src, 503, "Service Unavailable", &[("Retry-After", b"1")]);
+                self.refuse(msg, src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "1"));
                 false
             }
             crate::admission::Admit::Drop => {
@@ -363,22 +355,15 @@ impl Engine {
     /// again and answered with the same To tag. A forged request whose source is a victim's
     /// address thus brings the victim one reply, not a transaction's eleven, and costs no
     /// memory. Every local final reply to a request that creates no dialog goes here.
-    pub(super) fn refuse(&mut self, msg: &Message, src: &Source, code: u16, reason: &str, extra: &[(&str, &[u8])]) {
-        self.out.push_back(Output::Event(Event::Refused { code }));
-        self.reply_stateless(msg, src, code, reason, extra);
+    pub(super) fn refuse(&mut self, msg: &Message, src: &Source, reply: &LocalReply) {
+        self.out.push_back(Output::Event(Event::Refused { code: reply.code }));
+        self.reply_stateless(msg, src, reply);
     }
 
     /// A local reply sent without a transaction; see [`Self::refuse`].
-    pub(super) fn reply_stateless(
-        &mut self,
-        msg: &Message,
-        src: &Source,
-        code: u16,
-        reason: &str,
-        extra: &[(&str, &[u8])],
-    ) {
+    pub(super) fn reply_stateless(&mut self, msg: &Message, src: &Source, reply: &LocalReply) {
         let tag = self.stateless_to_tag(msg);
-        let bytes = build::local_response(msg, src, code, reason, Some(tag.as_bytes()), extra);
+        let bytes = build::local_response(msg, src, reply, Some(tag.as_bytes()));
         self.stats.bump(Counter::LocalReplies);
         let dest = routing::response_dest(msg, src);
         self.out.push_back(Output::Transmit { dest, bytes, tx: None });
@@ -403,7 +388,7 @@ impl Engine {
     /// CANCEL): charged to its source like a new request, then 481 without a transaction.
     pub(super) fn no_such_dialog(&mut self, now: Instant, msg: &Message, src: &Source) {
         if self.admitted(now, msg, src) {
-            self.refuse(msg, src, 481, "Call/Transaction Does Not Exist", &[]);
+            self.refuse(msg, src, &LocalReply::new(481, "Call/Transaction Does Not Exist"));
         }
     }
 

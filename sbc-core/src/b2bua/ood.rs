@@ -3,6 +3,7 @@
 //! through a relay pair: a server transaction on the A side, a client transaction with a fresh
 //! Call-ID and From tag on the B side, the responses mapped back.
 
+use profiles::LocalReply;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,32 +20,32 @@ use crate::sip::msg::{HeaderName, Message, MessageWriter, Method};
 use crate::sip::transaction::TxKey;
 
 /// What the SBC says it can do in answer to OPTIONS.
-const ALLOW: &[u8] =
-    b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER, SUBSCRIBE, PUBLISH, REGISTER";
+const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER, SUBSCRIBE, PUBLISH, REGISTER";
 
 impl Engine {
     pub(super) fn on_out_of_dialog(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         let method = msg.method().unwrap_or(Method::Other);
         if method == Method::Options && routing::is_local_uri(&self.cfg, msg.request_uri()) {
             // Health checks: answer, and say "draining" with 503 so balancers move away.
-            let (code, reason) = if self.draining { (503, "Service Unavailable") } else { (200, "OK") };
+            let reply =
+                if self.draining { LocalReply::new(503, "Service Unavailable") } else { LocalReply::new(200, "OK") };
             // Stateless like a refusal: a flood of pings keeps no transaction for 32 s.
-            let extra: [(&str, &[u8]); 3] =
-                [("Allow", ALLOW), ("Accept", b"application/sdp"), ("Supported", b"100rel")];
-            return self.reply_stateless(&msg, &src, code, reason, &extra);
+            let reply = reply.with("Allow", ALLOW).with("Accept", "application/sdp").with("Supported", "100rel");
+            return self.reply_stateless(&msg, &src, &reply);
         }
         let max_forwards = match self.admit_new_request(&msg) {
             Ok(mf) => mf,
-            Err(r) => return self.refuse(&msg, &src, r.code, r.reason, r.extra),
+            Err(reply) => return self.refuse(&msg, &src, &reply),
         };
         // A relayed request runs its profile's `route` hooks first; SUBSCRIBE and REFER start
         // a dialog pair and go without.
         let relayed = !matches!(method, Method::Subscribe | Method::Refer);
         let rules = match self.choose_profile(&msg, &src, relayed) {
             Chosen::Go(r) => r,
-            Chosen::Refuse(r) => return self.refuse_by_profile(&msg, &src, &r),
+            Chosen::Refuse(reply) => return self.refuse(&msg, &src, &reply),
             // Unlike SEMS (which drops it), a request that cannot be handled is answered.
-            Chosen::Fail => return self.refuse(&msg, &src, 500, "Server Internal Error", &[]),
+            Chosen::Fail => return self.refuse(&msg, &src, &LocalReply::new(500, "Server Internal Error")),
             Chosen::CallControl { snapshot, profile, chain } => {
                 return self.park_route(key, msg, src, max_forwards, snapshot, profile, chain);
             }
@@ -58,11 +59,11 @@ impl Engine {
         let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
-            Err(e) => return self.refuse(&msg, &src, e.code, e.reason, &[]),
+            Err(reply) => return self.refuse(&msg, &src, &reply),
         };
         if matches!(method, Method::Subscribe | Method::Refer) {
             if self.calls.len() >= self.cfg.max_calls {
-                return self.refuse(&msg, &src, 503, "Service Unavailable", &[("Retry-After", b"5")]);
+                return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
             }
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
             return self.start_dialog_pair(
@@ -99,7 +100,7 @@ impl Engine {
         let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
         let dest = route.dest;
         let Some(out_socket) = self.cfg.socket(dest.local).cloned() else {
-            return self.respond_local(now, server, 500, "Server Internal Error", &[]);
+            return self.respond_local(now, server, &LocalReply::new(500, "Server Internal Error"));
         };
         if let Some(e) = self.txs.get_mut(&server) {
             e.rules = Some(rules.clone());
@@ -195,7 +196,7 @@ impl Engine {
             e.registration = Some(pending);
         }
         let Ok(out_msg) = Message::parse(w.finish(msg.body())) else {
-            self.respond_local(now, server, 500, "Server Internal Error", &[]);
+            self.respond_local(now, server, &LocalReply::new(500, "Server Internal Error"));
             return;
         };
         if !transparent {

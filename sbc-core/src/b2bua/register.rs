@@ -6,6 +6,7 @@
 //! its re-registrations inside the registrar's binding are answered here. Calls to an alias go to
 //! the contact, at the address, transport and interface the REGISTER came from.
 
+use profiles::LocalReply;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use super::apply::CallRules;
 use super::types::Transport;
 use super::{Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, split_values, trim, HeaderName, Message, NameAddr, Uri};
-use profiles::evaluate::{CallPlan, Refusal};
+use profiles::evaluate::CallPlan;
 use profiles::profile::{NextHop, Profile};
 
 /// Expiry asked for when the REGISTER names none (RFC 3261 §10.2.1.1 leaves it to us).
@@ -53,8 +54,10 @@ struct Register {
     contacts: Vec<UaContact>,
 }
 
-/// Why a REGISTER is refused (400/403 with a Warning).
-struct Bad(u16, &'static str, &'static str);
+/// A refused REGISTER: 400/403 with a Warning saying why.
+fn bad(code: u16, reason: &'static str, why: &str) -> LocalReply {
+    LocalReply::new(code, reason).with("Warning", format!("399 sbc \"{why}\""))
+}
 
 fn header_params_without_expires(params: &[u8]) -> String {
     let mut out = String::new();
@@ -69,14 +72,13 @@ fn header_params_without_expires(params: &[u8]) -> String {
 }
 
 /// Reads a REGISTER (docs/manual/access.md, Registration caching); `aor_from` is the header the AoR is read from.
-fn parse_register(msg: &Message, aor_from: HeaderName, min_expires: u32) -> Result<Register, Bad> {
-    let aor = msg.header_value(aor_from).and_then(|v| canonical_aor(&String::from_utf8_lossy(v))).ok_or(Bad(
-        400,
-        "Bad Request - bad From HF",
-        "Malformed From",
-    ))?;
+fn parse_register(msg: &Message, aor_from: HeaderName, min_expires: u32) -> Result<Register, LocalReply> {
+    let aor = msg
+        .header_value(aor_from)
+        .and_then(|v| canonical_aor(&String::from_utf8_lossy(v)))
+        .ok_or_else(|| bad(400, "Bad Request - bad From HF", "Malformed From"))?;
     let expires_hdr = match msg.header_value(HeaderName::Expires) {
-        Some(v) => Some(parse_u32(trim(v)).ok_or(Bad(400, "Bad Request", "Malformed expires"))?),
+        Some(v) => Some(parse_u32(trim(v)).ok_or_else(|| bad(400, "Bad Request", "Malformed expires"))?),
         None => None,
     };
     let raise = |e: u32| if e != 0 && e < min_expires { min_expires.min(MAX_EXPIRES) } else { e.min(MAX_EXPIRES) };
@@ -88,24 +90,24 @@ fn parse_register(msg: &Message, aor_from: HeaderName, min_expires: u32) -> Resu
     let values: Vec<&[u8]> = msg.values(HeaderName::Contact).flat_map(split_values).collect();
     if values.iter().any(|v| *v == b"*") {
         if values.len() != 1 {
-            return Err(Bad(400, "Bad Request", "Malformed contact"));
+            return Err(bad(400, "Bad Request", "Malformed contact"));
         }
         if expires_hdr != Some(0) {
-            return Err(Bad(400, "Bad Request", "Expires not equal 0"));
+            return Err(bad(400, "Bad Request", "Expires not equal 0"));
         }
         return Ok(Register { aor, star: true, contacts: Vec::new() });
     }
     if values.len() > MAX_CONTACTS {
-        return Err(Bad(403, "Forbidden", "too many contacts"));
+        return Err(bad(403, "Forbidden", "too many contacts"));
     }
     let mut contacts = Vec::with_capacity(values.len());
     for v in values {
-        let na = NameAddr::parse(v).ok_or(Bad(400, "Bad Request", "Malformed contact"))?;
+        let na = NameAddr::parse(v).ok_or_else(|| bad(400, "Bad Request", "Malformed contact"))?;
         if Uri::parse(na.uri).is_none() {
-            return Err(Bad(400, "Bad Request", "Malformed contact"));
+            return Err(bad(400, "Bad Request", "Malformed contact"));
         }
         let expires = match na.param(b"expires") {
-            Some(e) => raise(parse_u32(trim(e)).ok_or(Bad(400, "Bad Request", "Malformed expires"))?),
+            Some(e) => raise(parse_u32(trim(e)).ok_or_else(|| bad(400, "Bad Request", "Malformed expires"))?),
             None => requested,
         };
         contacts.push(UaContact {
@@ -171,11 +173,6 @@ fn uri_user(uri: &str) -> Option<&str> {
 }
 
 impl Engine {
-    fn refuse_register(&mut self, now: Instant, server: TxId, bad: Bad) {
-        let warning = format!("399 sbc \"{}\"", bad.2);
-        self.respond_local(now, server, bad.0, bad.1, &[("Warning", warning.as_bytes())]);
-    }
-
     /// A REGISTER of a caching profile: refused, absorbed, or to be forwarded with aliases
     /// (`sent_by`/`transport`: the SBC's address on the registrar side).
     pub(super) fn cache_register(
@@ -194,7 +191,7 @@ impl Engine {
         let reg = match parse_register(msg, HeaderName::From, limits.min_reg_expires) {
             Ok(r) => r,
             Err(bad) => {
-                self.refuse_register(now, server, bad);
+                self.respond_local(now, server, &bad);
                 return CacheStep::Answered;
             }
         };
@@ -225,15 +222,15 @@ impl Engine {
                 }
                 rows.push(c.render(given));
             }
-            let extra: Vec<(&str, &[u8])> = rows.iter().map(|r| ("Contact", r.as_bytes())).collect();
+            let ok = rows.into_iter().fold(LocalReply::new(200, "OK"), |r, row| r.with("Contact", row));
             self.stats.bump(Counter::RegistrationsAbsorbed);
-            self.respond_local(now, server, 200, "OK", &extra);
+            self.respond_local(now, server, &ok);
             return CacheStep::Answered;
         }
         let new_bindings = aliases.iter().filter(|a| cache.get(a).is_none()).count();
         if new_bindings > 0 && cache.len() + new_bindings > self.cfg.max_registrations {
             tracing::warn!(bindings = cache.len(), "registration cache full (registrations.max_bindings)");
-            self.respond_local(now, server, 503, "Service Unavailable", &[("Retry-After", b"60")]);
+            self.respond_local(now, server, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "60"));
             return CacheStep::Answered;
         }
         let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
@@ -331,7 +328,7 @@ impl Engine {
         // The AoR of a registration is its To (RFC 3261 §10.3 step 5).
         let reg = match parse_register(msg, HeaderName::To, rules.profile.reg_caching.min_reg_expires) {
             Ok(r) => r,
-            Err(bad) => return self.refuse_register(now, server, bad),
+            Err(bad) => return self.respond_local(now, server, &bad),
         };
         let cache = self.cfg.reg_cache.clone();
         let mine = |aor: &str| cache.of_aor(aor).into_iter().filter(|b| b.origin == Origin::Local).collect::<Vec<_>>();
@@ -339,33 +336,36 @@ impl Engine {
             for b in mine(&reg.aor) {
                 cache.remove(&b.alias);
             }
-            return self.respond_local(now, server, 200, "OK", &[]);
+            return self.respond_local(now, server, &LocalReply::new(200, "OK"));
         }
         if msg.header(HeaderName::Contact).is_none() {
             // A query: the current binding, with the time it has left.
             let current = mine(&reg.aor).into_iter().max_by_key(|b| b.ua_expires);
             let row = current
                 .map(|b| format!("<{}>;expires={}", b.contact, b.ua_expires.saturating_duration_since(now).as_secs()));
-            let extra: Vec<(&str, &[u8])> = row.iter().map(|r| ("Contact", r.as_bytes())).collect();
-            return self.respond_local(now, server, 200, "OK", &extra);
+            let ok = row.into_iter().fold(LocalReply::new(200, "OK"), |r, row| r.with("Contact", row));
+            return self.respond_local(now, server, &ok);
         }
         if reg.contacts.len() > 1 {
-            let warning: &[u8] = b"399 sbc \"only one contact allowed\"";
-            return self.respond_local(now, server, 403, "Forbidden", &[("Warning", warning)]);
+            return self.respond_local(now, server, &bad(403, "Forbidden", "only one contact allowed"));
         }
         let Some(c) = reg.contacts.into_iter().next() else {
-            return self.respond_local(now, server, 400, "Bad Request", &[]);
+            return self.respond_local(now, server, &LocalReply::new(400, "Bad Request"));
         };
         if c.expires == 0 {
             for b in mine(&reg.aor) {
                 cache.remove(&b.alias);
             }
-            return self.respond_local(now, server, 200, "OK", &[]);
+            return self.respond_local(now, server, &LocalReply::new(200, "OK"));
         }
         let alias = cache.alias_for(&reg.aor, &c.uri, src.remote.ip());
         if cache.get(&alias).is_none() && mine(&reg.aor).is_empty() && cache.len() >= self.cfg.max_registrations {
             tracing::warn!(bindings = cache.len(), "registration cache full (registrations.max_bindings)");
-            return self.respond_local(now, server, 503, "Service Unavailable", &[("Retry-After", b"60")]);
+            return self.respond_local(
+                now,
+                server,
+                &LocalReply::new(503, "Service Unavailable").with("Retry-After", "60"),
+            );
         }
         // One device per AoR: a new contact replaces the others.
         for b in mine(&reg.aor).into_iter().filter(|b| b.alias != alias) {
@@ -390,7 +390,7 @@ impl Engine {
             origin: Origin::Local,
         });
         let row = c.render(c.expires);
-        self.respond_local(now, server, 200, "OK", &[("Contact", row.as_bytes())]);
+        self.respond_local(now, server, &LocalReply::new(200, "OK").with("Contact", row));
     }
 
     /// Calls and other requests to a registered user (docs/manual/access.md, Registration
@@ -401,22 +401,21 @@ impl Engine {
         msg: &Message,
         profile: &Profile,
         plan: &mut CallPlan,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), LocalReply> {
         if msg.method() == Some(crate::sip::msg::Method::Register) {
             return Ok(());
         }
-        let refusal = |code: u16, reason: &str| Refusal { code, reason: reason.into(), headers: Vec::new() };
         let cache = &self.cfg.reg_cache;
         let (binding, nat, sticky) = if profile.reg_caching.enabled {
             let alias = Uri::parse(msg.request_uri()).and_then(|u| u.user).map(String::from_utf8_lossy);
             let b = alias.and_then(|a| cache.get(&a)).filter(|b| b.origin == Origin::Upstream);
-            (b.ok_or_else(|| refusal(404, "User not found"))?, true, true)
+            (b.ok_or(LocalReply::new(404, "User not found"))?, true, true)
         } else if let Some(reg) = local_registrar(profile) {
             let aor = canonical_aor(&String::from_utf8_lossy(msg.request_uri()));
             let b = aor.and_then(|aor| {
                 cache.of_aor(&aor).into_iter().filter(|b| b.origin == Origin::Local).max_by_key(|b| b.ua_expires)
             });
-            (b.ok_or_else(|| refusal(404, "Not Found"))?, reg.nat_handling, reg.sticky_iface)
+            (b.ok_or(LocalReply::new(404, "Not Found"))?, reg.nat_handling, reg.sticky_iface)
         } else {
             return Ok(());
         };

@@ -2,6 +2,7 @@
 //! to their Request-URI or the configured next hop, in-dialog requests to the route set or the
 //! remote target.
 
+use profiles::LocalReply;
 use std::net::SocketAddr;
 
 use super::build::ip_of_host;
@@ -26,25 +27,18 @@ pub(super) fn response_dest(req: &Message, src: &Source) -> Destination {
     Destination { transport: src.transport, local: src.local, peer: Peer::Addr(peer), conn: src.conn }
 }
 
-/// Why a request cannot be routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct NoRoute {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
 /// Transport and peer for a URI (`sip:host[:port][;transport=x]`). Names are resolved by the
 /// driver (A/AAAA); SRV/NAPTR selection (RFC 3263) is not done.
-pub(super) fn target_of_uri(uri: &[u8], default_transport: Transport) -> Result<(Transport, Peer), NoRoute> {
-    let u = Uri::parse(uri).ok_or(NoRoute { code: 400, reason: "Malformed Request-URI" })?;
+pub(super) fn target_of_uri(uri: &[u8], default_transport: Transport) -> Result<(Transport, Peer), LocalReply> {
+    let u = Uri::parse(uri).ok_or(LocalReply::new(400, "Malformed Request-URI"))?;
     match u.scheme {
         Scheme::Sip => {}
-        Scheme::Sips => return Err(NoRoute { code: 416, reason: "Unsupported URI Scheme" }),
-        Scheme::Tel => return Err(NoRoute { code: 404, reason: "No Route For tel URI" }),
-        Scheme::Other => return Err(NoRoute { code: 416, reason: "Unsupported URI Scheme" }),
+        Scheme::Sips => return Err(LocalReply::new(416, "Unsupported URI Scheme")),
+        Scheme::Tel => return Err(LocalReply::new(404, "No Route For tel URI")),
+        Scheme::Other => return Err(LocalReply::new(416, "Unsupported URI Scheme")),
     }
     let transport = match u.param(b"transport") {
-        Some(t) => Transport::from_name(t).ok_or(NoRoute { code: 503, reason: "Unsupported Transport" })?,
+        Some(t) => Transport::from_name(t).ok_or(LocalReply::new(503, "Unsupported Transport"))?,
         None => default_transport,
     };
     let host = u.param(b"maddr").unwrap_or(u.host);

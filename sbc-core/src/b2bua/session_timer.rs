@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use profiles::profile::{RefreshMethod, SessionTimerRules};
+use profiles::LocalReply;
 
 use super::build::request_on_leg;
 use super::call::{CallState, Side};
@@ -70,19 +71,14 @@ pub(crate) fn is_timer_row(msg: &Message, h: &Header) -> bool {
     }
 }
 
-/// Why a request on a timed leg is refused.
-pub(super) enum Reject {
-    /// 422 with our Min-SE.
-    TooSmall(u32),
-    /// 400: Session-Expires does not parse.
-    Malformed,
-}
-
 /// Checks a peer's INVITE or UPDATE against a leg's rules (RFC 4028 §9).
-pub(super) fn check_request(rules: &SessionTimerRules, msg: &Message) -> Result<(), Reject> {
+/// `Err` is the reply: 400 for a Session-Expires that does not parse, 422 with our Min-SE.
+pub(super) fn check_request(rules: &SessionTimerRules, msg: &Message) -> Result<(), LocalReply> {
     match session_expires(msg) {
-        Err(()) => Err(Reject::Malformed),
-        Ok(Some(se)) if se.secs < rules.minimum => Err(Reject::TooSmall(rules.minimum)),
+        Err(()) => Err(LocalReply::new(400, "Bad Session-Expires")),
+        Ok(Some(se)) if se.secs < rules.minimum => {
+            Err(LocalReply::new(422, "Session Interval Too Small").with("Min-SE", rules.minimum.to_string()))
+        }
         _ => Ok(()),
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use profiles::LocalReply;
 
 use super::*;
 use crate::sip::msg::{HeaderName, Message};
@@ -1121,11 +1122,7 @@ fn call_control_refusal_and_failure_answer_the_caller() {
     let mut h = Harness::with_yaml(CC_PROFILE);
     h.send(ALICE, &invite("cc2@alice", ""));
     let (call, _) = started(&h);
-    let refuse = CcVerdict::Refuse {
-        code: 402,
-        reason: "Too Many Simultaneous Calls".into(),
-        headers: vec![("X-Why".into(), "limit".into())],
-    };
+    let refuse = CcVerdict::Refuse(LocalReply::new(402, "Too Many Simultaneous Calls").with("X-Why", "limit"));
     let out = h.verdict(call, refuse);
     let r = one(&out, ALICE);
     assert_eq!((r.status(), r.other_header("X-Why")), (Some(402), Some(&b"limit"[..])));
@@ -1135,7 +1132,7 @@ fn call_control_refusal_and_failure_answer_the_caller() {
     let mut h = Harness::with_yaml(CC_PROFILE);
     h.send(ALICE, &invite("cc3@alice", ""));
     let (call, _) = started(&h);
-    let out = h.verdict(call, CcVerdict::Failed { code: 503, reason: "Service Unavailable".into() });
+    let out = h.verdict(call, CcVerdict::Failed(LocalReply::new(503, "Service Unavailable")));
     assert_eq!(one(&out, ALICE).status(), Some(503));
 }
 
@@ -1202,7 +1199,7 @@ fn out_of_dialog_requests_wait_for_route_hooks() {
     let mut h = Harness::with_yaml(CC_PROFILE);
     h.send(ALICE, &msg.replace("r1", "r2"));
     let Some(CcRequest::Route { call, .. }) = h.cc.first().cloned() else { panic!() };
-    let out = h.verdict(call, CcVerdict::Refuse { code: 403, reason: "Forbidden".into(), headers: vec![] });
+    let out = h.verdict(call, CcVerdict::Refuse(LocalReply::new(403, "Forbidden")));
     assert_eq!(one(&out, ALICE).status(), Some(403));
 }
 

@@ -1,6 +1,7 @@
 //! The engine's transaction table: creates the RFC 3261 machines, routes their outputs to the
 //! network or to the call that owns them, and keeps their timers in the engine's heap.
 
+use profiles::LocalReply;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -212,16 +213,16 @@ impl Engine {
     }
 
     /// Answers a server transaction with a response generated here.
-    pub(super) fn respond_local(&mut self, now: Instant, id: TxId, code: u16, reason: &str, extra: &[(&str, &[u8])]) {
+    pub(super) fn respond_local(&mut self, now: Instant, id: TxId, reply: &LocalReply) {
         let Some(e) = self.txs.get(&id) else { return };
         let (Some(req), Some(src)) = (&e.request, &e.source) else {
             return;
         };
-        let bytes = super::build::local_response(req, src, code, reason, e.to_tag.as_deref(), extra);
-        if code >= 200 {
+        let bytes = super::build::local_response(req, src, reply, e.to_tag.as_deref());
+        if reply.code >= 200 {
             self.stats.bump(Counter::LocalReplies);
         }
-        self.respond(now, id, code, bytes);
+        self.respond(now, id, reply.code, bytes);
     }
 
     /// Starts a client transaction for a request we built.
@@ -585,8 +586,11 @@ impl Engine {
                 }
             }
             Purpose::RelayClient { peer } => {
-                let (code, reason) =
-                    if transport_failed { (503, "Service Unavailable") } else { (408, "Request Timeout") };
+                let reply = if transport_failed {
+                    LocalReply::new(503, "Service Unavailable")
+                } else {
+                    LocalReply::new(408, "Request Timeout")
+                };
                 if method == Method::Invite && !transport_failed {
                     // Timer C of a relayed re-INVITE: stop it at the far end as well.
                     let cancel = self.client_request(id).map(super::build::cancel_for);
@@ -595,13 +599,13 @@ impl Engine {
                         self.start_client_tx(now, m, dest, call, Side::B, Purpose::Detached);
                     }
                 }
-                self.respond_local(now, peer, code, reason, &[]);
+                self.respond_local(now, peer, &reply);
                 let subscription = call
                     .and_then(|h| self.calls.get(&h))
                     .is_some_and(|c| c.kind == super::call::CallKind::Subscription);
                 if subscription && matches!(method, Method::Notify | Method::Subscribe | Method::Refer) {
                     if let Some(h) = call {
-                        self.end_call(now, h, code, "subscription_lost");
+                        self.end_call(now, h, reply.code, "subscription_lost");
                     }
                 }
                 if method == Method::Bye {

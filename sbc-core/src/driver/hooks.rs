@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::ShardInput;
 use crate::b2bua::{CallHandle, CcRequest, CcVerdict};
 use crate::crash::{supervised, supervised_then_resume};
+use profiles::LocalReply;
 
 /// How hooks run, from the configuration.
 #[derive(Debug)]
@@ -245,7 +246,7 @@ fn inline_verdict(
         Err(_) => {
             tracing::error!(call, phase, "call control hook panicked");
             settings.count_refusal("failed");
-            CcVerdict::Failed { code: settings.failure_code, reason: settings.failure_reason.clone() }
+            CcVerdict::Failed(LocalReply::owned(settings.failure_code, settings.failure_reason.clone()))
         }
     }
 }
@@ -254,7 +255,7 @@ fn inline_verdict(
 fn verdict_of(result: HookResult, settings: &CcSettings, call: u64, phase: &'static str) -> CcVerdict {
     let failed = || {
         settings.count_refusal("failed");
-        CcVerdict::Failed { code: settings.failure_code, reason: settings.failure_reason.clone() }
+        CcVerdict::Failed(LocalReply::owned(settings.failure_code, settings.failure_reason.clone()))
     };
     match result {
         Ok(Ok(Ok(outcome))) => {
@@ -266,7 +267,7 @@ fn verdict_of(result: HookResult, settings: &CcSettings, call: u64, phase: &'sta
                     let e = outcome.effects;
                     CcVerdict::Continue { call_timer: e.call_timer, vars: e.vars, overrides: e.overrides }
                 }
-                Verdict::Refuse { code, reason, headers } => CcVerdict::Refuse { code, reason, headers },
+                Verdict::Refuse(reply) => CcVerdict::Refuse(reply),
                 Verdict::Drop => CcVerdict::Drop,
             }
         }

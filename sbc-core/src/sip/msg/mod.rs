@@ -15,7 +15,7 @@ pub use headers::{parse_hostport, parse_rack, parse_u32, split_values, trim, CSe
 pub use message::{Header, Message, Method, Span, StartLine};
 pub use name::HeaderName;
 pub use parse::{frame_stream, StreamFrame, StreamFramer, MAX_BODY_BYTES, MAX_HEADER_BYTES};
-pub use validate::{check_request, check_response, salvage_request_rows, Rejection, SUPPORTED_OPTIONS};
+pub use validate::{check_request, check_response, salvage_request_rows, SUPPORTED_OPTIONS};
 pub use writer::{reason_phrase, MessageWriter};
 
 /// Why a byte sequence is not a SIP message.

@@ -4,69 +4,59 @@
 use super::headers::{parse_u32, split_values, trim, CSeq, NameAddr, Scheme, Uri, Via};
 use super::message::Message;
 use super::name::HeaderName;
+use profiles::LocalReply;
 
 /// Option tags this SBC implements itself; a `Proxy-Require` naming anything else gets 420.
 pub const SUPPORTED_OPTIONS: &[&str] = &["100rel"];
 
-/// A request the SBC refuses, with the status line to answer and, for 420, the Unsupported list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub code: u16,
-    pub reason: &'static str,
-    pub unsupported: Vec<String>,
+/// 400 with the reason the request is malformed.
+const fn bad(reason: &'static str) -> LocalReply {
+    LocalReply::new(400, reason)
 }
 
-impl Rejection {
-    fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason, unsupported: Vec::new() }
-    }
-    fn bad(reason: &'static str) -> Self {
-        Self::new(400, reason)
-    }
-}
-
-/// Checks a parsed request. `Ok` means the B2BUA may process it.
-pub fn check_request(msg: &Message) -> Result<(), Rejection> {
+/// Checks a parsed request. `Ok` means the B2BUA may process it; `Err` is the reply it owes
+/// (a 420 lists the unsupported options in `Unsupported`).
+pub fn check_request(msg: &Message) -> Result<(), LocalReply> {
     let mut vias = 0;
     for v in msg.values(HeaderName::Via) {
-        Via::parse(v).ok_or(Rejection::bad("Malformed Via"))?;
+        Via::parse(v).ok_or(bad("Malformed Via"))?;
         vias += 1;
     }
     if vias == 0 {
-        return Err(Rejection::bad("Missing Via"));
+        return Err(bad("Missing Via"));
     }
     single(msg, HeaderName::From, "Missing From", "Multiple From")?;
     single(msg, HeaderName::To, "Missing To", "Multiple To")?;
     single(msg, HeaderName::CallId, "Missing Call-ID", "Multiple Call-ID")?;
     single(msg, HeaderName::CSeq, "Missing CSeq", "Multiple CSeq")?;
-    msg.from_hdr().ok_or(Rejection::bad("Malformed From"))?;
-    msg.to_hdr().ok_or(Rejection::bad("Malformed To"))?;
+    msg.from_hdr().ok_or(bad("Malformed From"))?;
+    msg.to_hdr().ok_or(bad("Malformed To"))?;
     if msg.call_id().is_none_or(|c| c.is_empty() || c.iter().any(|&b| b <= b' ')) {
-        return Err(Rejection::bad("Malformed Call-ID"));
+        return Err(bad("Malformed Call-ID"));
     }
     let cseq_raw = msg.header_value(HeaderName::CSeq).unwrap_or_default();
-    CSeq::parse(cseq_raw).ok_or(Rejection::bad("Malformed CSeq"))?;
+    CSeq::parse(cseq_raw).ok_or(bad("Malformed CSeq"))?;
     if CSeq::method_bytes(cseq_raw) != msg.method_bytes() {
-        return Err(Rejection::bad("CSeq method does not match the request method"));
+        return Err(bad("CSeq method does not match the request method"));
     }
     if let Some(Err(())) = msg.max_forwards() {
-        return Err(Rejection::bad("Malformed Max-Forwards"));
+        return Err(bad("Malformed Max-Forwards"));
     }
     for v in msg.values(HeaderName::Contact) {
-        NameAddr::parse(v).ok_or(Rejection::bad("Malformed Contact"))?;
+        NameAddr::parse(v).ok_or(bad("Malformed Contact"))?;
     }
     for name in [HeaderName::Route, HeaderName::RecordRoute] {
         for v in msg.values(name) {
-            NameAddr::parse(v).ok_or(Rejection::bad("Malformed Route"))?;
+            NameAddr::parse(v).ok_or(bad("Malformed Route"))?;
         }
     }
     if let Some(e) = msg.header_value(HeaderName::Expires) {
-        parse_u32(e).ok_or(Rejection::bad("Malformed Expires"))?;
+        parse_u32(e).ok_or(bad("Malformed Expires"))?;
     }
     if let Some(d) = msg.header_value(HeaderName::Date) {
         // rfc1123-date ends in "GMT" (RFC 3261 §20.17).
         if !trim(d).ends_with(b"GMT") {
-            return Err(Rejection::bad("Malformed Date"));
+            return Err(bad("Malformed Date"));
         }
     }
     check_request_uri(msg)?;
@@ -77,27 +67,27 @@ pub fn check_request(msg: &Message) -> Result<(), Rejection> {
         .map(|o| String::from_utf8_lossy(o).into_owned())
         .collect();
     if !unsupported.is_empty() {
-        return Err(Rejection { code: 420, reason: "Bad Extension", unsupported });
+        return Err(LocalReply::new(420, "Bad Extension").with("Unsupported", unsupported.join(", ")));
     }
     Ok(())
 }
 
-fn single(msg: &Message, name: HeaderName, missing: &'static str, multiple: &'static str) -> Result<(), Rejection> {
+fn single(msg: &Message, name: HeaderName, missing: &'static str, multiple: &'static str) -> Result<(), LocalReply> {
     let mut rows = msg.headers_named(name);
-    let first = rows.next().ok_or(Rejection::bad(missing))?;
+    let first = rows.next().ok_or(bad(missing))?;
     if rows.next().is_some() || (name != HeaderName::CallId && split_values(msg.value(first)).count() > 1) {
-        return Err(Rejection::bad(multiple));
+        return Err(bad(multiple));
     }
     Ok(())
 }
 
-fn check_request_uri(msg: &Message) -> Result<(), Rejection> {
-    let uri = Uri::parse(msg.request_uri()).ok_or(Rejection::bad("Malformed Request-URI"))?;
+fn check_request_uri(msg: &Message) -> Result<(), LocalReply> {
+    let uri = Uri::parse(msg.request_uri()).ok_or(bad("Malformed Request-URI"))?;
     match uri.scheme {
         // Headers in a Request-URI are not allowed (RFC 3261 §19.1.5, RFC 4475 §3.1.2.11).
-        Scheme::Sip | Scheme::Sips if !uri.headers.is_empty() => Err(Rejection::bad("Headers in Request-URI")),
+        Scheme::Sip | Scheme::Sips if !uri.headers.is_empty() => Err(bad("Headers in Request-URI")),
         Scheme::Sip | Scheme::Sips | Scheme::Tel => Ok(()),
-        Scheme::Other => Err(Rejection::new(416, "Unsupported URI Scheme")),
+        Scheme::Other => Err(LocalReply::new(416, "Unsupported URI Scheme")),
     }
 }
 
