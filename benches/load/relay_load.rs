@@ -32,7 +32,10 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 mod rtpengine;
 
-use rtp_relay::{MediaInterface, Offered, Relay, RelayConfig, Session, SideOptions};
+use rtp_relay::ports::ReleaseSink;
+use rtp_relay::{
+    BookConfig, MediaBook, MediaCommand, MediaInterface, Offered, Relay, RelayConfig, Session, SideOptions,
+};
 
 const PAYLOAD: usize = 172; // 12-byte RTP header + 160 bytes of G.711 (20 ms)
 const BATCH: usize = 64;
@@ -123,31 +126,48 @@ fn main() {
     let direct = Plan { targets: (0..args.streams).map(|s| (s % 2, addrs[1 - s % 2])).collect() };
     let base = run(&args, &socks, &direct, &Meter::Nothing);
 
+    let interfaces = vec![MediaInterface {
+        name: "bench".into(),
+        bind: "127.0.0.1".parse().expect("ip"),
+        advertise: None,
+        // Below the kernel's ephemeral ports, where the generator's sockets are: the relay
+        // refuses an SDP naming one of its own ports.
+        port_min: 20000,
+        port_max: 32767,
+    }];
     let cfg = RelayConfig {
-        interfaces: vec![MediaInterface {
-            name: "bench".into(),
-            bind: "127.0.0.1".parse().expect("ip"),
-            advertise: None,
-            // Below the kernel's ephemeral ports, where the generator's sockets are: the relay
-            // refuses an SDP naming one of its own ports.
-            port_min: 20000,
-            port_max: 32767,
-        }],
+        interfaces: interfaces.clone(),
         latch_window: Duration::from_secs(2),
         workers: args.workers,
         // Policing on, as sbcd runs it (its cost is part of the per-packet figure).
         max_packet_rate: 1000,
-        max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS,
-        policy: None,
     };
     let relay = Relay::start(&cfg).expect("relay starts");
+    // One shard's book, its commands carried out as sbcd's shard does (driver/media.rs).
+    let mut book = MediaBook::new(
+        BookConfig { interfaces, max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS, policy: None },
+        0,
+        1,
+    );
+    let sink: ReleaseSink = Arc::new(|_, _| {});
+    let carry_out = |book: &mut MediaBook| {
+        while let Some(c) = book.pop_command() {
+            match c {
+                MediaCommand::Open { stream, ports, spec } => {
+                    relay.open(stream, ports, spec, &sink).expect("the pairs bind");
+                }
+                MediaCommand::Update { stream, spec } => relay.update(stream, spec),
+                MediaCommand::Close { stream } => relay.close(stream),
+            }
+        }
+    };
     let mut sessions: Vec<Session> = Vec::with_capacity(calls);
     let mut targets = Vec::with_capacity(args.streams);
     for _ in 0..calls {
         // Latching on, as rtpengine learns its peers by default.
         let side =
             || SideOptions { interface: "bench".into(), symmetric: true, dtmf_filtering: false, signalling: None };
-        let mut s = relay.session([side(), side()]).expect("session");
+        let mut s = book.session([side(), side()]).expect("session");
         let offer = |a: SocketAddr| Offered {
             relayable: true,
             rejected: false,
@@ -157,8 +177,9 @@ fn main() {
             dtmf_payload_type: None,
             sends_first: false,
         };
-        let to_b = s.update(0, &[offer(addrs[0])]).adverts[0].expect("ports for side B");
-        let to_a = s.update(1, &[offer(addrs[1])]).adverts[0].expect("ports for side A");
+        let to_b = s.update(&mut book, 0, &[offer(addrs[0])]).adverts[0].expect("ports for side B");
+        let to_a = s.update(&mut book, 1, &[offer(addrs[1])]).adverts[0].expect("ports for side A");
+        carry_out(&mut book);
         // Stream 2k: A→B (sent to the relay's A-facing port); 2k+1: B→A.
         targets.push((0, SocketAddr::new(to_a.addr, to_a.port)));
         targets.push((1, SocketAddr::new(to_b.addr, to_b.port)));
@@ -167,7 +188,10 @@ fn main() {
     std::thread::sleep(Duration::from_millis(300)); // workers register the sockets
     let relayed = run(&args, &socks, &Plan { targets }, &Meter::Relay);
     let stats = relay.stats();
-    drop(sessions);
+    for s in &mut sessions {
+        s.close(&mut book);
+    }
+    carry_out(&mut book);
     drop(relay);
 
     let mut out = Report::new(&args);

@@ -3,7 +3,9 @@
 //! engine must keep its bookkeeping bounded. Calls run through a profile that rewrites,
 //! filters headers and SDP, translates replies and appends headers, so that path is fuzzed too;
 //! `P-SBCProfile: access` runs NAT handling, session timers and digest auth both ways, `reg`
-//! registration caching.
+//! registration caching, `relay` media anchoring: the target plays the relay (opens recorded,
+//! every fifth one failing, closed pairs given back, probes answered), and at the end every
+//! media port must be back in its book.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sbc_core::b2bua::{Engine, EngineConfig, Interface, LocalSocket, Source, Transport};
+use sbc_core::b2bua::{Engine, EngineConfig, Interface, LocalSocket, MediaSettings, Output, Source, Transport};
 use sbc_core::sip::msg::Message;
 use sbc_core::sip::transaction::TimerConfig;
 
@@ -50,6 +52,9 @@ profiles:
     uas_auth_bleg_realm: r
     uas_auth_bleg_user: u
     uas_auth_bleg_pwd: p
+  relay:
+    enable_rtprelay: yes
+    rtprelay_force_symmetric_rtp: yes
   reg:
     enable_reg_caching: yes
     min_reg_expires: 120
@@ -78,7 +83,23 @@ fuzz_target!(|data: &[u8]| {
         next_hop: None,
         max_calls: 1000,
         profiles: PROFILES.with(Clone::clone),
-        media: None,
+        media: Some(MediaSettings {
+            book: rtp_relay::BookConfig {
+                interfaces: vec![rtp_relay::MediaInterface {
+                    name: "f".into(),
+                    bind: sbc.ip(),
+                    advertise: None,
+                    // Ten pairs: enough for a few calls, few enough to run out.
+                    port_min: 30000,
+                    port_max: 30019,
+                }],
+                max_streams: 4,
+                policy: None,
+            },
+            shards: 1,
+            timeout: Duration::from_secs(60),
+            hold_timeout: Duration::from_secs(600),
+        }),
         reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
             nonce_key: [7; 32],
@@ -86,6 +107,7 @@ fuzz_target!(|data: &[u8]| {
             retransmission_cache: 32 << 20,
     };
     let mut engine = Engine::new(cfg, [1; 32]);
+    let mut relay = FakeRelay::default();
     let mut now = Instant::now();
     for (i, chunk) in data.split(|&b| b == 0).enumerate().take(64) {
         let peer: SocketAddr = ([127, 0, 0, 1], 5001 + (i % 2) as u16).into();
@@ -100,20 +122,60 @@ fuzz_target!(|data: &[u8]| {
             Ok(m) => engine.handle_message(now, m, src),
             Err(e) => engine.handle_unparseable(now, &buf, e, src),
         }
-        while engine.poll_output().is_some() {}
+        relay.drain(&mut engine, now);
         now += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(0)) * 300);
         engine.handle_timeout(now);
-        while engine.poll_output().is_some() {}
+        relay.drain(&mut engine, now);
     }
     // Let time run out: every timer fires (cascades included), every transaction and call ends.
     for _ in 0..100_000 {
         let Some(at) = engine.poll_timeout() else { break };
         now = now.max(at);
         engine.handle_timeout(now);
-        while engine.poll_output().is_some() {}
+        relay.drain(&mut engine, now);
         if engine.active_transactions() == 0 && engine.active_calls() == 0 {
             break;
         }
     }
     assert_eq!((engine.active_transactions(), engine.active_calls()), (0, 0));
+    assert_eq!((engine.media_ports_in_use(), relay.open.len()), (0, 0), "every media port is back");
 });
+
+/// The relay, as a shard drives it, without sockets.
+#[derive(Default)]
+struct FakeRelay {
+    open: std::collections::HashMap<u64, [(usize, u16); 2]>,
+    opened: usize,
+}
+
+impl FakeRelay {
+    fn drain(&mut self, engine: &mut Engine, now: Instant) {
+        while let Some(o) = engine.poll_output() {
+            match o {
+                Output::Media(rtp_relay::MediaCommand::Open { stream, ports, .. }) => {
+                    assert!(self.open.insert(stream, ports).is_none(), "a stream opens once");
+                    self.opened += 1;
+                    if self.opened % 5 == 0 {
+                        engine.handle_media_error(now, stream);
+                    }
+                }
+                Output::Media(rtp_relay::MediaCommand::Update { stream, .. }) => {
+                    assert!(self.open.contains_key(&stream), "updates name open streams");
+                }
+                Output::Media(rtp_relay::MediaCommand::Close { stream }) => {
+                    let ports = self.open.remove(&stream).expect("closes name open streams");
+                    for (iface, port) in ports {
+                        engine.handle_media_released(iface, port);
+                    }
+                }
+                Output::MediaProbe { call, streams } => {
+                    assert!(streams.iter().all(|s| self.open.contains_key(s)), "probes name open streams");
+                    // Every other probe finds the media alive.
+                    let last = (self.opened % 2 == 0).then_some(now);
+                    engine.handle_media_activity(now, call, last);
+                }
+                _ => {}
+            }
+        }
+    }
+}

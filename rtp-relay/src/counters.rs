@@ -135,12 +135,6 @@ pub struct RelayStats {
     pub latches: u64,
     /// Streams installed in the forwarder now.
     pub streams: u64,
-    /// RTP/RTCP port pairs taken from the pools now.
-    pub ports_in_use: u64,
-    /// Allocations that failed because no port pair could be bound.
-    pub allocation_failures: u64,
-    /// Streams refused because their SDP aimed them where media must not go (`policy.rs`).
-    pub destinations_refused: u64,
 }
 
 impl RelayStats {

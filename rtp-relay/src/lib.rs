@@ -1,7 +1,10 @@
 //! Media anchoring for the SBC.
 //!
-//! - [`session`]: the control plane. A [`Relay`] owns the per-interface port pools and a
-//!   [`Forwarder`]; a [`Session`] is one call's media, fed the SDP signalling relays.
+//! - [`book`] and [`session`]: the control plane's pure half, in the engine. A shard's
+//!   [`MediaBook`] lends media ports and queues [`MediaCommand`]s; a [`Session`] is one call's
+//!   media, fed the SDP signalling relays.
+//! - [`relay`]: the driver's half: a [`Relay`] binds the ports and carries out the commands
+//!   over a [`Forwarder`].
 //! - [`flow`]: the sans-IO per-stream state the data path reads (destinations, latching).
 //! - [`forwarder`]: the trait between the two, so an offload backend (XDP/AF_XDP, io_uring)
 //!   can take flows later without changing callers; [`abi`] is the record it would mirror.
@@ -10,19 +13,23 @@
 //! - [`policy`]: where an SDP may aim a stream.
 
 pub mod abi;
+pub mod book;
 pub mod counters;
 pub mod flow;
 pub mod forwarder;
 pub mod policy;
 pub mod ports;
+pub mod relay;
 pub mod session;
 pub mod userspace;
 
+pub use book::{BookConfig, MediaBook, MediaCommand};
 pub use counters::{DropReason, RelayStats, SideSnapshot};
 pub use forwarder::{ForwardError, Forwarder};
 pub use policy::DestinationPolicy;
 pub use ports::MediaInterface;
-pub use session::{Advert, Anchoring, Offered, Relay, RelayConfig, Session, SideOptions};
+pub use relay::{Relay, RelayConfig};
+pub use session::{Advert, Anchoring, Offered, Session, SideOptions};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

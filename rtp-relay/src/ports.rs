@@ -1,13 +1,13 @@
-//! Port pools: one per media interface, even RTP ports with RTCP on the next one (RFC 3550
-//! §11). Ports come back at the tail, so a freed port is reused last and late packets of an
-//! ended call do not reach the next one. A port some other process holds is skipped.
+//! Media ports: one range per media interface, even RTP ports with RTCP on the next one (RFC
+//! 3550 §11). The [`PortBook`] is pure bookkeeping, one per engine shard (each shard owns every
+//! `shards`-th pair of each range, so no lock is shared); the relay binds the sockets. A pair
+//! is lent out with a [`PortLease`] that goes to whoever closes its sockets: only when it drops
+//! does the pair come back to its book (at the tail, so late packets of an ended call do not
+//! reach the next one).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-
-use crate::RelayError;
+use std::sync::Arc;
 
 /// A media interface: where RTP is bound, what SDP says, which ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,83 @@ impl MediaInterface {
         (ip == self.bind.to_canonical() || Some(ip) == self.advertise.map(|a| a.to_canonical()))
             && (self.port_min..=self.port_max.saturating_add(1)).contains(&addr.port())
     }
+
+    /// Every RTP port of the range whose RTCP port is inside it too.
+    fn pairs(&self) -> impl Iterator<Item = u16> + '_ {
+        let first = self.port_min.saturating_add(self.port_min % 2);
+        (first..self.port_max).step_by(2).filter(|p| p.checked_add(1).is_some_and(|q| q <= self.port_max))
+    }
+}
+
+/// The pairs one shard may hand out, per interface (index into the interface list).
+#[derive(Debug, Clone)]
+pub struct PortBook {
+    free: Vec<VecDeque<u16>>,
+    in_use: usize,
+}
+
+impl PortBook {
+    /// Shard `shard` of `shards` gets every `shards`-th pair of each range, starting at its
+    /// own index, so the shards' ports interleave over the whole range.
+    pub fn new(interfaces: &[MediaInterface], shard: usize, shards: usize) -> Self {
+        let shards = shards.max(1);
+        let free = interfaces.iter().map(|i| i.pairs().skip(shard % shards).step_by(shards).collect()).collect();
+        Self { free, in_use: 0 }
+    }
+
+    /// The next free pair of interface `iface`.
+    pub fn take(&mut self, iface: usize) -> Option<u16> {
+        let port = self.free.get_mut(iface)?.pop_front()?;
+        self.in_use += 1;
+        Some(port)
+    }
+
+    /// A pair whose sockets are closed (its lease dropped) is free again, last in line.
+    pub fn give_back(&mut self, iface: usize, port: u16) {
+        if let Some(f) = self.free.get_mut(iface) {
+            f.push_back(port);
+            self.in_use = self.in_use.saturating_sub(1);
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    /// Pairs of `iface` not lent out.
+    pub fn free(&self, iface: usize) -> usize {
+        self.free.get(iface).map_or(0, VecDeque::len)
+    }
+}
+
+/// Called with (interface index, port) when a lease drops.
+pub type ReleaseSink = Arc<dyn Fn(usize, u16) + Send + Sync>;
+
+/// A pair lent out by a [`PortBook`]; dropping it reports the pair free to the book's owner.
+/// Whoever closes the sockets (the forwarder) holds it, so a pair never goes back while its
+/// socket is open.
+pub struct PortLease {
+    pub iface: usize,
+    pub port: u16,
+    sink: ReleaseSink,
+}
+
+impl PortLease {
+    pub fn new(iface: usize, port: u16, sink: ReleaseSink) -> Self {
+        Self { iface, port, sink }
+    }
+}
+
+impl std::fmt::Debug for PortLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortLease").field("iface", &self.iface).field("port", &self.port).finish()
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        (self.sink)(self.iface, self.port);
+    }
 }
 
 /// An RTP socket and its RTCP socket, bound. Fields drop in order: the sockets close before
@@ -43,107 +120,65 @@ pub struct PortPair {
     pub lease: PortLease,
 }
 
-/// Ownership of a port pair in its pool; dropping it gives the pair back. Whoever closes the
-/// sockets (the forwarder) holds it, so a port is never handed out while its socket is open.
-#[derive(Debug)]
-pub struct PortLease {
-    pool: Arc<PortPool>,
-    pub port: u16,
-}
-
-impl Drop for PortLease {
-    fn drop(&mut self) {
-        self.pool.in_use.fetch_sub(1, Relaxed);
-        self.pool.give_back_port(self.port);
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct PortPool {
-    pub(crate) iface: MediaInterface,
-    free: Mutex<VecDeque<u16>>,
-    pub(crate) in_use: AtomicU64,
-}
-
-impl PortPool {
-    pub(crate) fn new(iface: MediaInterface) -> Self {
-        let first = iface.port_min.saturating_add(iface.port_min % 2);
-        let free: VecDeque<u16> = (first..iface.port_max)
-            .step_by(2)
-            .filter(|p| p.checked_add(1).is_some_and(|q| q <= iface.port_max))
-            .collect();
-        Self { iface, free: Mutex::new(free), in_use: AtomicU64::new(0) }
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.free.lock().map_or(0, |f| f.len()) + self.in_use.load(Relaxed) as usize
-    }
-
-    /// Takes the next free pair that binds. Ports another process holds go to the tail.
-    pub(crate) fn take(self: &Arc<Self>) -> Result<PortPair, RelayError> {
-        let attempts = self.free.lock().map_or(0, |f| f.len());
-        for _ in 0..attempts {
-            let Some(port) = self.free.lock().ok().and_then(|mut f| f.pop_front()) else { break };
-            match bind_pair(self.iface.bind, port) {
-                Ok((rtp, rtcp)) => {
-                    self.in_use.fetch_add(1, Relaxed);
-                    return Ok(PortPair { rtp, rtcp, lease: PortLease { pool: self.clone(), port } });
-                }
-                Err(e) => {
-                    tracing::debug!(port, error = %e, interface = %self.iface.name, "media port busy, skipped");
-                    self.give_back_port(port);
-                }
-            }
-        }
-        Err(RelayError::NoPorts { interface: self.iface.name.clone() })
-    }
-
-    fn give_back_port(&self, port: u16) {
-        if let Ok(mut f) = self.free.lock() {
-            f.push_back(port);
-        }
-    }
-}
-
-fn bind_pair(ip: IpAddr, port: u16) -> std::io::Result<(UdpSocket, UdpSocket)> {
-    let rtp = UdpSocket::bind(SocketAddr::new(ip, port))?;
-    let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
+/// Binds the pair a lease names on `ip`; on failure the lease drops and the pair goes back.
+pub fn bind_pair(ip: IpAddr, lease: PortLease) -> std::io::Result<PortPair> {
+    let rtp = UdpSocket::bind(SocketAddr::new(ip, lease.port))?;
+    let rtcp = UdpSocket::bind(SocketAddr::new(ip, lease.port + 1))?;
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;
-    Ok((rtp, rtcp))
+    Ok(PortPair { rtp, rtcp, lease })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
-    fn pool(min: u16, max: u16) -> Arc<PortPool> {
-        Arc::new(PortPool::new(MediaInterface {
+    fn iface(min: u16, max: u16) -> MediaInterface {
+        MediaInterface {
             name: "t".into(),
             bind: "127.0.0.1".parse().expect("ip"),
             advertise: None,
             port_min: min,
             port_max: max,
-        }))
+        }
     }
 
     #[test]
-    fn pairs_are_even_and_inside_the_range() {
-        let p = pool(41001, 41006);
+    fn pairs_are_even_inside_the_range_and_split_between_shards() {
         // 41002/41003 and 41004/41005; 41006 has no RTCP port inside the range.
-        assert_eq!(p.capacity(), 2);
+        let mut one = PortBook::new(&[iface(41001, 41006)], 0, 1);
+        assert_eq!(one.free(0), 2);
+        assert_eq!((one.take(0), one.take(0), one.take(0)), (Some(41002), Some(41004), None));
+        let ifaces = [iface(41000, 41011)];
+        let shard = |s| {
+            let mut b = PortBook::new(&ifaces, s, 2);
+            std::iter::from_fn(move || b.take(0)).collect::<Vec<_>>()
+        };
+        assert_eq!((shard(0), shard(1)), (vec![41000, 41004, 41008], vec![41002, 41006, 41010]));
     }
 
     #[test]
-    fn a_busy_port_is_skipped_and_an_empty_pool_says_so() {
-        let p = pool(41010, 41013);
-        let squatter = UdpSocket::bind("127.0.0.1:41010").expect("bind squatter");
-        let pair = p.take().expect("the second pair binds");
-        assert_eq!(pair.lease.port, 41012);
-        assert!(matches!(p.take(), Err(RelayError::NoPorts { .. })));
+    fn a_pair_comes_back_last_when_its_lease_drops() {
+        let mut book = PortBook::new(&[iface(41020, 41025)], 0, 1);
+        let back = Arc::new(Mutex::new(Vec::new()));
+        let sink: ReleaseSink = {
+            let back = back.clone();
+            Arc::new(move |i, p| back.lock().expect("lock").push((i, p)))
+        };
+        let port = book.take(0).expect("a pair");
+        assert_eq!(book.in_use(), 1);
+        let lease = PortLease::new(0, port, sink.clone());
+        let squatter = UdpSocket::bind(("127.0.0.1", port)).expect("squatter");
+        assert!(bind_pair("127.0.0.1".parse().expect("ip"), lease).is_err(), "the port is taken");
         drop(squatter);
-        drop(pair);
-        // The skipped port went to the tail, before the released one.
-        assert_eq!(p.take().expect("free again").lease.port, 41010);
+        let released: Vec<(usize, u16)> = std::mem::take(&mut *back.lock().expect("lock"));
+        assert_eq!(released, vec![(0, 41020)]);
+        for (i, p) in released {
+            book.give_back(i, p);
+        }
+        assert_eq!(book.in_use(), 0);
+        assert_eq!((book.take(0), book.take(0), book.take(0)), (Some(41022), Some(41024), Some(41020)));
     }
 }

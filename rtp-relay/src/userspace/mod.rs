@@ -101,7 +101,7 @@ impl Drop for UserspaceForwarder {
 
 impl Forwarder for UserspaceForwarder {
     fn add(&self, stream: NewStream) -> Result<(), ForwardError> {
-        self.send(self.worker_of(stream.id), Command::Add(stream))
+        self.send(self.worker_of(stream.id), Command::Add(Box::new(stream)))
     }
     fn update(&self, id: StreamId, spec: StreamSpec) {
         let _ = self.send(self.worker_of(id), Command::Update(id, spec));

@@ -29,7 +29,7 @@ const BUF: usize = 2048;
 const WAKE_TOKEN: u64 = u64::MAX;
 
 pub(crate) enum Command {
-    Add(NewStream),
+    Add(Box<NewStream>),
     Update(StreamId, StreamSpec),
     Remove(StreamId),
     Stop,
@@ -130,7 +130,7 @@ impl Worker {
     fn apply_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Add(s)) => self.add(s),
+                Ok(Command::Add(s)) => self.add(*s),
                 Ok(Command::Update(id, spec)) => {
                     let now = self.now_ms();
                     if let Some(slot) = self.by_id.get(&id).and_then(|&i| self.slots[i].as_mut()) {

@@ -152,14 +152,7 @@ impl Collector for SbcCollector {
         )?;
         counter(e, "sbc_media_latches", "Symmetric-RTP latching events", m.latches)?;
         gauge(e, "sbc_media_streams_active", "Relayed streams (m-lines) in the forwarder", m.streams as i64)?;
-        gauge(e, "sbc_media_ports_in_use", "RTP/RTCP port pairs taken from the pools", m.ports_in_use as i64)?;
-        counter(e, "sbc_media_allocation_failures", "Streams that got no port pair", m.allocation_failures)?;
-        counter(
-            e,
-            "sbc_media_destinations_refused",
-            "Streams refused because their SDP aimed them at the SBC, loopback, multicast, link-local or media.deny",
-            m.destinations_refused,
-        )?;
+        gauge(e, "sbc_media_ports_in_use", "RTP/RTCP port pairs taken from the pools", s.media_ports as i64)?;
         gauge(e, "sbc_registrations", "Registered contacts in the cache", rt.registrations().len() as i64)?;
         let adm = rt.admission_stats();
         counter(e, "sbc_admission_refused", "New requests refused with 503 by the rate limits", adm.refused)?;

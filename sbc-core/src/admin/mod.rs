@@ -424,8 +424,7 @@ impl Control for AdminControl {
             "drops_by_reason": l.drops,
             "media": {
                 "packets": m.packets, "forwarded": m.forwarded, "bytes": m.bytes, "latches": m.latches,
-                "streams": m.streams, "ports_in_use": m.ports_in_use, "allocation_failures": m.allocation_failures,
-                "destinations_refused": m.destinations_refused,
+                "streams": m.streams, "ports_in_use": s.media_ports,
             },
             "callcontrol_refusals": self.runtime.cc_refusals(),
             "callcontrol_tasks": self.runtime.cc_tasks(),
@@ -433,9 +432,17 @@ impl Control for AdminControl {
             "reloads_ok": self.reloads.ok.load(Relaxed),
             "reloads_failed": self.reloads.failed.load(Relaxed),
         });
-        if let Some(map) = stats.as_object_mut() {
-            for def in &Counter::DEFS {
-                map.insert(def.key.into(), s.get(def.counter).into());
+        for def in &Counter::DEFS {
+            // A dotted key names a field of an object (`media.x`).
+            let mut at = &mut stats;
+            let mut path = def.key.split('.').peekable();
+            while let Some(part) = path.next() {
+                let Some(map) = at.as_object_mut() else { break };
+                if path.peek().is_none() {
+                    map.insert(part.into(), s.get(def.counter).into());
+                    break;
+                }
+                at = map.entry(part).or_insert_with(|| serde_json::json!({}));
             }
         }
         stats

@@ -23,6 +23,8 @@ pub enum Counter {
     AuthAnswered,
     AuthChallenged,
     RetransmissionCacheEvictions,
+    MediaAllocationFailures,
+    MediaDestinationsRefused,
 }
 
 /// How a counter's `/metrics` family is labelled.
@@ -41,7 +43,7 @@ pub enum Labels {
 #[derive(Debug)]
 pub struct CounterDef {
     pub counter: Counter,
-    /// Key in `GET /stats`.
+    /// Key in `GET /stats` (`media.x`: `x` inside the `media` object).
     pub key: &'static str,
     /// The `/metrics` family, without the `_total` suffix OpenMetrics adds.
     pub metric: &'static str,
@@ -60,7 +62,7 @@ const fn def(
 }
 
 impl Counter {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 17;
 
     /// Every counter, in discriminant order.
     pub const DEFS: [CounterDef; Self::COUNT] = [
@@ -156,6 +158,20 @@ impl Counter {
             "sbc_sip_retransmission_cache_evictions",
             Labels::None,
             "Messages cached by finished transactions dropped for the per-shard byte budget",
+        ),
+        def(
+            Self::MediaAllocationFailures,
+            "media.allocation_failures",
+            "sbc_media_allocation_failures",
+            Labels::None,
+            "Streams that got no port pair",
+        ),
+        def(
+            Self::MediaDestinationsRefused,
+            "media.destinations_refused",
+            "sbc_media_destinations_refused",
+            Labels::None,
+            "Streams refused because their SDP aimed them at the SBC, loopback, multicast, link-local or media.deny",
         ),
     ];
 

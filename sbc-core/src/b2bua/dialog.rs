@@ -205,8 +205,9 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        let out_body = match (call.media.as_mut(), matches!(method, Method::Invite | Method::Update | Method::Prack)) {
-            (Some(session), true) => anchor_or_reject(session, side.other(), out_body),
+        let offer_answer = matches!(method, Method::Invite | Method::Update | Method::Prack);
+        let out_body = match (call.media.as_deref_mut(), self.media.as_mut(), offer_answer) {
+            (Some(session), Some(book), true) => anchor_or_reject(session, book, side.other(), out_body),
             _ => out_body,
         };
         let out_leg = call.leg_mut(side.other());
@@ -303,7 +304,8 @@ impl Engine {
             // it came (the ACK cannot be refused).
             let rules = call.rules.clone();
             let sent_by = call.leg(side.other()).via_sent_by.clone();
-            let body = prepare_body_anyway(&rules, call.media.as_deref_mut(), side.other(), &sent_by, msg.body());
+            let media = call.media.as_deref_mut().zip(self.media.as_mut());
+            let body = prepare_body_anyway(&rules, media, side.other(), &sent_by, msg.body());
             call.leg_mut(side.other()).note_sdp(&body);
             // The ACK of an INVITE we answered a challenge for carries the same credentials
             // (RFC 3261 §22.1).
@@ -532,7 +534,8 @@ impl Engine {
         let body = match (&rules, has_sdp, call.and_then(|h| self.calls.get_mut(&h))) {
             (Some(r), true, Some(c)) => {
                 let sent_by = c.leg(server_side).via_sent_by.clone();
-                Some(prepare_body_anyway(r, c.media.as_deref_mut(), server_side, &sent_by, msg.body()))
+                let media = c.media.as_deref_mut().zip(self.media.as_mut());
+                Some(prepare_body_anyway(r, media, server_side, &sent_by, msg.body()))
             }
             _ => None,
         };

@@ -213,12 +213,18 @@ impl Engine {
             }
             _ => None,
         };
-        let body = match prepare_body(&rules, media.as_mut(), Side::B, &b_sent_by, msg.body()) {
+        let body = match prepare_body(&rules, media.as_mut().zip(self.media.as_mut()), Side::B, &b_sent_by, msg.body())
+        {
             Ok(b) => b,
-            Err(BodyError::NothingLeft) => return fail(self, &msg, &src, LocalReply::new(488, "Not Acceptable Here")),
-            Err(BodyError::NoMedia(e)) => {
-                tracing::warn!(error = %e, "no media ports for a new call");
-                return fail(self, &msg, &src, LocalReply::new(503, "Service Unavailable"));
+            Err(e) => {
+                self.discard_media(media);
+                return match e {
+                    BodyError::NothingLeft => fail(self, &msg, &src, LocalReply::new(488, "Not Acceptable Here")),
+                    BodyError::NoMedia(e) => {
+                        tracing::warn!(error = %e, "no media ports for a new call");
+                        fail(self, &msg, &src, LocalReply::new(503, "Service Unavailable"))
+                    }
+                };
             }
         };
         let (handle, a_tx, a_tag, cc) = match parked {
@@ -358,6 +364,7 @@ impl Engine {
                 };
                 self.announce_end(handle, end);
             }
+            self.discard_media(media);
             return;
         };
         {
@@ -700,8 +707,8 @@ impl Engine {
         leg.contact = contact.clone();
         leg.via_sent_by = sent_by.clone().into_boxed_str();
         // The callee's media is now expected from the new next hop's host.
-        if let Some(media) = call.media.as_mut() {
-            media.set_signalling(Side::B.idx(), dest.peer.ip());
+        if let (Some(media), Some(book)) = (call.media.as_mut(), self.media.as_mut()) {
+            media.set_signalling(book, Side::B.idx(), dest.peer.ip());
         }
         let mut w = MessageWriter::request(b"INVITE", old.request_uri());
         build::write_via(&mut w, transport, &sent_by, &branch);
@@ -975,9 +982,12 @@ impl Engine {
                 self.send_cancel(now, h);
             }
         }
-        let Some(call) = self.calls.remove(&h) else {
+        let Some(mut call) = self.calls.remove(&h) else {
             return;
         };
+        if let (Some(session), Some(book)) = (call.media.as_mut(), self.media.as_mut()) {
+            session.close(book);
+        }
         if call.kind == CallKind::Invite {
             self.cfg.admission.call_ended(call.a_source);
         }

@@ -2,26 +2,32 @@
 //! call's relay session (when its profile has `enable_rtprelay`), whatever carries it (INVITE,
 //! re-INVITE, UPDATE, PRACK, ACK, 18x, 2xx). Each body updates the sending side's addresses and
 //! is rewritten to the SBC's ports on the receiving side, so no offer/answer state is needed
-//! here. A call without media activity for the configured time is torn down.
+//! here. Ports come from the shard's pure [`MediaBook`] at once; the driver binds them
+//! (`Output::Media`) and reports a failure back ([`Engine::handle_media_error`]). A call
+//! without media activity for the configured time is torn down: at each check the engine asks
+//! the driver when its streams last saw a packet (`Output::MediaProbe`) and decides on the
+//! answer ([`Engine::handle_media_activity`]).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use profiles::sdp::media::{sdp_range, MediaDesc, MediaSdp};
 use profiles::sdp::NothingLeft;
-use rtp_relay::{Offered, Relay, RelayError, Session, SideOptions};
+use rtp_relay::forwarder::StreamId;
+use rtp_relay::{BookConfig, MediaBook, Offered, RelayError, Session, SideOptions};
 
 use super::apply::CallRules;
 use super::call::Side;
-use super::{CallHandle, Counter, Engine};
+use super::{CallHandle, Counter, Engine, Output};
 use crate::sip::msg::Message;
 
-/// The relay and its timeouts, shared by every shard.
+/// Media settings of the engine: what each shard's book is made of, and the timeouts.
 #[derive(Debug, Clone)]
-pub struct MediaRuntime {
-    pub relay: Arc<Relay>,
+pub struct MediaSettings {
+    pub book: BookConfig,
+    /// Shards the media ports are divided between.
+    pub shards: usize,
     /// No packets either way for this long ends an answered call (zero: never).
     pub timeout: Duration,
     /// The same while every stream is held.
@@ -47,43 +53,53 @@ impl From<NothingLeft> for BodyError {
 /// were offered and none got ports (a new call: 503).
 pub(crate) fn prepare_body<'b>(
     rules: &CallRules,
-    media: Option<&mut Session>,
+    media: Option<(&mut Session, &mut MediaBook)>,
     towards: Side,
     sent_by: &str,
     body: &'b [u8],
 ) -> Result<Cow<'b, [u8]>, BodyError> {
     let filtered = rules.filter_body(towards, sent_by, body)?;
-    let Some(session) = media else { return Ok(filtered) };
-    anchor_body(session, towards, filtered).map_err(BodyError::NoMedia)
+    let Some((session, book)) = media else { return Ok(filtered) };
+    anchor_body(session, book, towards, filtered).map_err(BodyError::NoMedia)
 }
 
 /// Like [`prepare_body`] for a body that cannot be refused (a response, an ACK): a body the
 /// filters would empty goes as it came, and streams without ports go out rejected.
 pub(crate) fn prepare_body_anyway<'b>(
     rules: &CallRules,
-    media: Option<&mut Session>,
+    media: Option<(&mut Session, &mut MediaBook)>,
     towards: Side,
     sent_by: &str,
     body: &'b [u8],
 ) -> Cow<'b, [u8]> {
     let filtered = rules.filter_body(towards, sent_by, body).unwrap_or(Cow::Borrowed(body));
     match media {
-        Some(session) => anchor_or_reject(session, towards, filtered),
+        Some((session, book)) => anchor_or_reject(session, book, towards, filtered),
         None => filtered,
     }
 }
 
 /// Anchors a body going `towards` a leg; streams without ports are rejected (port 0).
-pub(crate) fn anchor_or_reject<'b>(session: &mut Session, towards: Side, body: Cow<'b, [u8]>) -> Cow<'b, [u8]> {
-    let (anchored, failure) = anchor(session, towards, &body);
+pub(crate) fn anchor_or_reject<'b>(
+    session: &mut Session,
+    book: &mut MediaBook,
+    towards: Side,
+    body: Cow<'b, [u8]>,
+) -> Cow<'b, [u8]> {
+    let (anchored, failure) = anchor(session, book, towards, &body);
     if let Some(e) = failure {
         tracing::warn!(error = %e, "no media ports for a stream; it is rejected");
     }
     anchored.map_or(body, Cow::Owned)
 }
 
-fn anchor_body<'b>(session: &mut Session, towards: Side, body: Cow<'b, [u8]>) -> Result<Cow<'b, [u8]>, RelayError> {
-    match anchor(session, towards, &body) {
+fn anchor_body<'b>(
+    session: &mut Session,
+    book: &mut MediaBook,
+    towards: Side,
+    body: Cow<'b, [u8]>,
+) -> Result<Cow<'b, [u8]>, RelayError> {
+    match anchor(session, book, towards, &body) {
         (_, Some(e)) => Err(e),
         (anchored, None) => Ok(anchored.map_or(body, Cow::Owned)),
     }
@@ -91,24 +107,27 @@ fn anchor_body<'b>(session: &mut Session, towards: Side, body: Cow<'b, [u8]>) ->
 
 /// The rewritten body (`None`: no SDP in it) and, when nothing could be anchored, why. SDP in
 /// a multipart body is anchored in place; the other parts stay byte for byte.
-fn anchor(session: &mut Session, towards: Side, whole: &[u8]) -> (Option<Vec<u8>>, Option<RelayError>) {
+fn anchor(
+    session: &mut Session,
+    book: &mut MediaBook,
+    towards: Side,
+    whole: &[u8],
+) -> (Option<Vec<u8>>, Option<RelayError>) {
     let Some(range) = sdp_range(whole) else { return (None, None) };
     let Some(sdp) = MediaSdp::parse(&whole[range.clone()]) else { return (None, None) };
     let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
-    let result = session.update(towards.other().idx(), &offered);
+    let result = session.update(book, towards.other().idx(), &offered);
     for (m_line, reason, dest) in &result.refused {
         tracing::warn!(m_line, reason, %dest, "SDP aims a stream where media must not go; it is rejected");
     }
     let failure = if result.nothing_anchored() { result.failure } else { None };
     let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.map(|a| a.port)).collect();
-    let rewritten = session.advertised(towards.idx()).map(|ours| sdp.anchor(ours, &ports)).map(|sdp| {
-        let mut out = Vec::with_capacity(whole.len() + 64);
-        out.extend_from_slice(&whole[..range.start]);
-        out.extend_from_slice(&sdp);
-        out.extend_from_slice(&whole[range.end..]);
-        out
-    });
-    (rewritten, failure)
+    let sdp = sdp.anchor(session.advertised(book, towards.idx()), &ports);
+    let mut rewritten = Vec::with_capacity(whole.len() + 64);
+    rewritten.extend_from_slice(&whole[..range.start]);
+    rewritten.extend_from_slice(&sdp);
+    rewritten.extend_from_slice(&whole[range.end..]);
+    (Some(rewritten), failure)
 }
 
 fn offered(d: &MediaDesc) -> Offered {
@@ -150,7 +169,7 @@ impl Engine {
         peers: [Option<std::net::IpAddr>; 2],
     ) -> Result<Option<Session>, RelayError> {
         let r = &rules.profile.rtprelay;
-        let Some(rt) = self.cfg.media.as_ref().filter(|_| r.enabled) else { return Ok(None) };
+        let Some(book) = self.media.as_ref().filter(|_| r.enabled) else { return Ok(None) };
         let forced = r.msgflags_symmetric && msgflags_symmetric(msg);
         let side = |iface: &Option<String>, n: usize, symmetric: bool| SideOptions {
             interface: iface.clone().unwrap_or_else(|| ifaces[n].to_string()),
@@ -160,7 +179,14 @@ impl Engine {
         };
         let a = side(&r.aleg_interface, 0, r.aleg_force_symmetric.unwrap_or(r.force_symmetric));
         let b = side(&r.interface, 1, r.force_symmetric);
-        rt.relay.session([a, b]).map(Some)
+        book.session([a, b]).map(Some)
+    }
+
+    /// A session that will not be used (the call failed before it started): its ports go back.
+    pub(super) fn discard_media(&mut self, session: Option<Session>) {
+        if let (Some(mut s), Some(book)) = (session, self.media.as_mut()) {
+            s.close(book);
+        }
     }
 
     /// When the next media-activity check of an answered call is due.
@@ -170,33 +196,72 @@ impl Engine {
         now.checked_add(shortest)
     }
 
-    /// The media check of call `h` is due: tear it down if silent for too long, else look again
-    /// when it could next be.
+    /// The media check of call `h` is due: ask the driver when its streams last carried a
+    /// packet. Until the answer comes, a fallback check stays armed.
     pub(super) fn media_check(&mut self, now: Instant, h: CallHandle) {
         let Some(rt) = self.cfg.media.clone() else { return };
         let Some(call) = self.calls.get_mut(&h) else { return };
-        call.media_check = None;
+        call.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
         let Some(session) = call.media.as_ref() else { return };
-        if session.open_streams() == 0 {
+        let streams: Vec<StreamId> = session.stream_ids().into_iter().flatten().collect();
+        if streams.is_empty() {
             // Nothing relayed (every stream rejected, or over TCP): nothing to time; a later
             // offer may add a stream.
-            call.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
             return;
         }
-        let since = [call.answered, session.last_activity()].into_iter().flatten().max().unwrap_or(now);
+        self.out.push_back(Output::MediaProbe { call: h, streams });
+    }
+
+    /// The driver's answer to a probe: when the call's streams last saw a packet (`None`:
+    /// never). Tears the call down if silent for too long, else looks again when it could be.
+    pub fn handle_media_activity(&mut self, now: Instant, h: CallHandle, last: Option<Instant>) {
+        let Some(rt) = self.cfg.media.clone() else { return };
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let Some(session) = call.media.as_ref() else { return };
+        let since = [call.answered, last].into_iter().flatten().max().unwrap_or(now);
         let limit = if session.on_hold() { rt.hold_timeout } else { rt.timeout };
         if limit.is_zero() {
             // Not timed in this state; the state may change (hold ↔ active).
             call.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
-            return;
-        }
-        if now.saturating_duration_since(since) >= limit {
+        } else if now.saturating_duration_since(since) >= limit {
             let _e = call.span.clone().entered();
             tracing::info!(silent_s = now.saturating_duration_since(since).as_secs(), "no media, ending the call");
             self.stats.bump(Counter::MediaTimeouts);
             self.tear_down(now, h, 200, "media_timeout");
             return;
+        } else {
+            call.media_check = since.checked_add(limit).map(|at| at.max(now + Duration::from_secs(1)));
         }
-        call.media_check = since.checked_add(limit).map(|at| at.max(now + Duration::from_secs(1)));
+        self.reschedule_call(h);
+    }
+
+    /// The driver could not open `stream` (its ports would not bind: another process holds
+    /// one). The SDP naming them is out already, so the call it belongs to is ended.
+    pub fn handle_media_error(&mut self, now: Instant, stream: StreamId) {
+        let Some(h) =
+            self.calls.iter().find(|(_, c)| c.media.as_ref().is_some_and(|m| m.has_stream(stream))).map(|(h, _)| *h)
+        else {
+            return;
+        };
+        if let Some(book) = self.media.as_mut() {
+            book.allocation_failures += 1;
+        }
+        if let Some(call) = self.calls.get(&h) {
+            let _e = call.span.clone().entered();
+            tracing::warn!(stream, "media ports did not bind; ending the call");
+        }
+        self.tear_down(now, h, 503, "media_error");
+    }
+
+    /// The driver closed the sockets of a pair (interface index, RTP port): it is free again.
+    pub fn handle_media_released(&mut self, iface: usize, port: u16) {
+        if let Some(book) = self.media.as_mut() {
+            book.released(iface, port);
+        }
+    }
+
+    /// Media ports this shard has lent out.
+    pub fn media_ports_in_use(&self) -> usize {
+        self.media.as_ref().map_or(0, MediaBook::ports_in_use)
     }
 }

@@ -47,7 +47,7 @@ pub use call::Side;
 pub use cc::{CcRequest, CcVerdict};
 pub use counters::{Counter, CounterDef, EngineStats, Labels, BY_METHOD};
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
-pub use media::MediaRuntime;
+pub use media::MediaSettings;
 pub use overview::{CallOverview, LegOverview};
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
@@ -99,6 +99,14 @@ pub enum Output {
     Event(Event),
     /// Work for the call-control driver (run hooks; answer `Start` with `handle_cc_verdict`).
     CallControl(CcRequest),
+    /// Work for the relay: bind and open, update or close a stream. Media outputs come before
+    /// the transmits queued with them, so a stream is open before its SDP leaves. A failed
+    /// open is reported with [`Engine::handle_media_error`], each pair whose sockets are closed
+    /// with [`Engine::handle_media_released`].
+    Media(rtp_relay::MediaCommand),
+    /// When did these streams of `call` last see a packet? Answer with
+    /// [`Engine::handle_media_activity`].
+    MediaProbe { call: CallHandle, streams: Vec<rtp_relay::forwarder::StreamId> },
 }
 
 /// Call and message events, for logs and metrics.
@@ -168,6 +176,8 @@ pub struct Engine {
     /// alike shares them.
     last_rules: HashMap<usize, std::sync::Arc<apply::CallRules>>,
     pub stats: EngineStats,
+    /// The media ports this shard lends and the relay commands it queues (`media.rs`).
+    media: Option<rtp_relay::MediaBook>,
 }
 
 impl Engine {
@@ -176,6 +186,7 @@ impl Engine {
     pub fn new(cfg: EngineConfig, seed: [u8; 32]) -> Self {
         let ids = IdGen::new(seed, cfg.shard);
         let lingering = linger::LingerTable::new(cfg.retransmission_cache);
+        let media = cfg.media.as_ref().map(|m| rtp_relay::MediaBook::new(m.book.clone(), cfg.shard, m.shards));
         Self {
             cfg,
             ids,
@@ -197,6 +208,7 @@ impl Engine {
             nonce_use_order: VecDeque::new(),
             last_rules: HashMap::new(),
             stats: EngineStats::default(),
+            media,
         }
     }
 
@@ -229,7 +241,19 @@ impl Engine {
             && self.busy_transactions() == 0
     }
 
+    /// A counter's value: the table's, and for media the shard's book's.
+    pub fn counter(&self, c: Counter) -> u64 {
+        match (c, self.media.as_ref()) {
+            (Counter::MediaAllocationFailures, Some(book)) => book.allocation_failures,
+            (Counter::MediaDestinationsRefused, Some(book)) => book.destinations_refused,
+            _ => self.stats.get(c),
+        }
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(c) = self.media.as_mut().and_then(rtp_relay::MediaBook::pop_command) {
+            return Some(Output::Media(c));
+        }
         self.out.pop_front()
     }
 

@@ -17,7 +17,10 @@ pub struct CallOverview {
     /// A leg, then B.
     pub legs: [LegOverview; 2],
     pub media_streams: usize,
-    /// Relay counters per side (A = caller), summed over the call's streams.
+    /// The relay's streams of a call whose media is anchored (`None`: not anchored).
+    pub stream_ids: Option<Vec<rtp_relay::forwarder::StreamId>>,
+    /// Relay counters per side (A = caller), summed over the call's streams: filled in by the
+    /// driver, which holds them.
     pub media: Option<[rtp_relay::SideSnapshot; 2]>,
 }
 
@@ -91,6 +94,7 @@ fn overview(c: &Call) -> CallOverview {
         answered: c.answered,
         legs: [leg(Side::A), leg(Side::B)],
         media_streams: c.media.as_deref().map_or(0, rtp_relay::Session::open_streams),
-        media: c.media.as_ref().map(|m| m.totals()),
+        stream_ids: c.media.as_ref().map(|m| m.stream_ids().into_iter().flatten().collect()),
+        media: None,
     }
 }

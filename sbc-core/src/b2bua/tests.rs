@@ -1,7 +1,7 @@
 //! Call flows through one engine with virtual time: a scripted caller (A) and callee (B) on
 //! fake addresses, every message the SBC emits inspected.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,11 @@ struct Harness {
     now: Instant,
     /// Call-control requests the engine emitted, in order.
     cc: Vec<CcRequest>,
+    /// The fake relay: streams opened (their pairs), what activity probes answer, and
+    /// whether opens fail (their ports would not bind).
+    streams: HashMap<rtp_relay::forwarder::StreamId, [(usize, u16); 2]>,
+    media_activity: Option<Instant>,
+    media_fails: bool,
 }
 
 #[derive(Debug)]
@@ -69,7 +74,14 @@ impl Harness {
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        Self { engine: Engine::new(cfg, [7; 32]), now, cc: Vec::new() }
+        Self {
+            engine: Engine::new(cfg, [7; 32]),
+            now,
+            cc: Vec::new(),
+            streams: Default::default(),
+            media_activity: None,
+            media_fails: false,
+        }
     }
 
     fn send(&mut self, from: &str, text: &str) -> Vec<Sent> {
@@ -102,10 +114,37 @@ impl Harness {
                     v.push(Sent { to: dest.peer, msg: Message::parse(bytes).expect("SBC output parses") });
                 }
                 Output::CallControl(r) => self.cc.push(r),
+                Output::Media(cmd) => self.relay(cmd),
+                Output::MediaProbe { call, streams } => {
+                    assert!(streams.iter().all(|s| self.streams.contains_key(s)), "probes name open streams");
+                    self.engine.handle_media_activity(self.now, call, self.media_activity);
+                }
                 Output::Event(_) => {}
             }
         }
         v
+    }
+
+    /// What a shard does with the engine's media commands, without sockets: a closed
+    /// stream's pairs come back at once.
+    fn relay(&mut self, cmd: rtp_relay::MediaCommand) {
+        match cmd {
+            rtp_relay::MediaCommand::Open { stream, ports, .. } => {
+                assert!(self.streams.insert(stream, ports).is_none(), "a stream is opened once");
+                if self.media_fails {
+                    self.engine.handle_media_error(self.now, stream);
+                }
+            }
+            rtp_relay::MediaCommand::Update { stream, .. } => {
+                assert!(self.streams.contains_key(&stream), "updates name open streams");
+            }
+            rtp_relay::MediaCommand::Close { stream } => {
+                let ports = self.streams.remove(&stream).expect("closes name open streams");
+                for (iface, port) in ports {
+                    self.engine.handle_media_released(iface, port);
+                }
+            }
+        }
     }
 
     fn verdict(&mut self, call: CallHandle, verdict: CcVerdict) -> Vec<Sent> {
@@ -1233,13 +1272,13 @@ fn call_control_hears_in_call_requests_and_replies() {
     );
 }
 
-// ---- RTP relay (the relay is real, on loopback ports; time is virtual) ----
+// ---- RTP relay (the harness plays the relay: no sockets; time is virtual) ----
 
 const RELAY_YAML: &str = "active_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n";
 
-fn with_relay(ports: (u16, u16)) -> (Harness, std::sync::Arc<rtp_relay::Relay>) {
+fn with_relay(ports: (u16, u16)) -> Harness {
     let mut h = Harness::with_yaml(RELAY_YAML);
-    let cfg = rtp_relay::RelayConfig {
+    let book = rtp_relay::BookConfig {
         interfaces: vec![rtp_relay::MediaInterface {
             name: "default".into(),
             bind: "127.0.0.1".parse().unwrap(),
@@ -1247,19 +1286,18 @@ fn with_relay(ports: (u16, u16)) -> (Harness, std::sync::Arc<rtp_relay::Relay>) 
             port_min: ports.0,
             port_max: ports.1,
         }],
-        latch_window: Duration::from_secs(2),
-        workers: 1,
-        max_packet_rate: 1000,
         max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS,
         policy: None,
     };
-    let relay = rtp_relay::Relay::start(&cfg).unwrap();
-    h.engine.cfg.media = Some(MediaRuntime {
-        relay: relay.clone(),
+    let mut cfg = h.engine.cfg.clone();
+    cfg.media = Some(MediaSettings {
+        book,
+        shards: 1,
         timeout: Duration::from_secs(60),
         hold_timeout: Duration::from_secs(600),
     });
-    (h, relay)
+    h.engine = Engine::new(cfg, [7; 32]);
+    h
 }
 
 fn with_sdp(msg: String, sdp: &str) -> String {
@@ -1280,7 +1318,7 @@ const BOB_SDP: &str = "v=0\no=- 2 2 IN IP4 127.0.0.2\ns=-\nc=IN IP4 127.0.0.2\nt
 
 #[test]
 fn relayed_call_sdp_names_only_the_relay_and_silence_ends_it_with_bye_both_ways() {
-    let (mut h, relay) = with_relay((43000, 43099));
+    let mut h = with_relay((43000, 43099));
     let out = h.send(ALICE, &invite("media-1@alice", ""));
     let b_inv = one(&out, BOB);
     let offer = String::from_utf8_lossy(b_inv.body()).to_string();
@@ -1294,7 +1332,7 @@ fn relayed_call_sdp_names_only_the_relay_and_silence_ends_it_with_bye_both_ways(
     assert!(answer.contains("c=IN IP4 192.0.2.99\r\n") && !answer.contains("127.0.0.2"), "{answer}");
     let a_port = sdp_port(&ok);
     assert_ne!(a_port, b_port);
-    assert_eq!(relay.stats().ports_in_use, 2);
+    assert_eq!(h.engine.media_ports_in_use(), 2);
     let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
     h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "media-1@alice", 10, ""));
     // 59 s of silence: still up. At 60 s: BYE to both sides.
@@ -1306,11 +1344,51 @@ fn relayed_call_sdp_names_only_the_relay_and_silence_ends_it_with_bye_both_ways(
     }
     assert_eq!(h.engine.stats.get(Counter::MediaTimeouts), 1);
     assert_eq!(h.engine.active_calls(), 0);
+    assert_eq!(h.engine.media_ports_in_use(), 0, "the relay closed the stream and the pairs came back");
+}
+
+/// Media the relay saw keeps a call up: the check at 60 s asks, the answer says a packet came
+/// at 50 s, so the call lasts until 110 s of the last packet, not 60 s of the answer.
+#[test]
+fn reported_media_activity_keeps_the_call_up_until_the_relay_goes_silent() {
+    let mut h = with_relay((43500, 43599));
+    let out = h.send(ALICE, &invite("media-6@alice", ""));
+    let b_inv = one(&out, BOB);
+    let out = h.send(BOB, &with_sdp(response_to(&b_inv, 200, "bt", ""), BOB_SDP));
+    let ok = one(&out, ALICE);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "media-6@alice", 10, ""));
+    h.media_activity = Some(h.now + Duration::from_secs(50));
+    assert!(!h.advance(Duration::from_secs(100)).iter().any(|s| s.msg.method() == Some(Method::Bye)));
+    let out = h.advance(Duration::from_secs(15));
+    assert!(out.iter().any(|s| s.msg.method() == Some(Method::Bye)), "60 s after the last packet");
+    assert_eq!(h.engine.stats.get(Counter::MediaTimeouts), 1);
+    assert_eq!(h.engine.media_ports_in_use(), 0);
+}
+
+/// Ports the relay cannot bind (another process holds one) fail the call that drew them: its
+/// SDP already names them. The caller gets 503, the callee a CANCEL once it rings, and the
+/// pairs go back.
+#[test]
+fn a_stream_the_relay_cannot_open_ends_its_call() {
+    let mut h = with_relay((43600, 43699));
+    h.media_fails = true;
+    let out = h.send(ALICE, &invite("media-7@alice", ""));
+    let answers: Vec<_> = to(&out, ALICE).into_iter().filter_map(|m| m.status()).collect();
+    assert!(answers.contains(&503), "{answers:?}");
+    assert_eq!(h.engine.counter(Counter::MediaAllocationFailures), 1);
+    let b_inv = first(&out, BOB);
+    h.send(BOB, &response_to(&b_inv, 180, "bt", ""));
+    let out = h.send(BOB, &response_to(&b_inv, 487, "bt", ""));
+    assert!(to(&out, ALICE).is_empty() || to(&out, ALICE).iter().all(|m| m.status() != Some(200)));
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.engine.active_calls(), 0);
+    assert_eq!(h.engine.media_ports_in_use(), 0);
 }
 
 #[test]
 fn a_held_call_waits_for_the_hold_timeout_and_a_relay_off_profile_leaves_sdp_alone() {
-    let (mut h, _relay) = with_relay((43100, 43199));
+    let mut h = with_relay((43100, 43199));
     let (b_inv, ok) = {
         let out = h.send(ALICE, &invite("media-2@alice", ""));
         let b_inv = one(&out, BOB);
@@ -1347,13 +1425,14 @@ fn a_held_call_waits_for_the_hold_timeout_and_a_relay_off_profile_leaves_sdp_alo
 #[test]
 fn no_media_ports_refuses_the_call_with_503_and_leaves_nothing_behind() {
     // One port pair on the interface; a relayed call needs one per leg.
-    let (mut h, relay) = with_relay((43200, 43201));
+    let mut h = with_relay((43200, 43201));
     let out = h.send(ALICE, &invite("media-4@alice", ""));
     let answers: Vec<_> = to(&out, ALICE).into_iter().filter_map(|m| m.status()).collect();
     assert!(answers.contains(&503), "{answers:?}");
     assert!(to(&out, BOB).is_empty(), "nothing goes to the callee");
     assert_eq!(h.engine.active_calls(), 0);
-    assert_eq!(relay.stats().allocation_failures, 1);
+    assert_eq!(h.engine.counter(Counter::MediaAllocationFailures), 1);
+    assert_eq!(h.engine.media_ports_in_use(), 0);
 }
 
 #[test]
@@ -1372,7 +1451,7 @@ fn p_msgflags_forces_symmetric_rtp_as_sems_reads_it() {
 
 #[test]
 fn sdp_inside_a_multipart_body_is_anchored_and_the_other_parts_kept() {
-    let (mut h, _relay) = with_relay((43300, 43399));
+    let mut h = with_relay((43300, 43399));
     let body = "--b1\r\nContent-Type: application/isup;version=itu-t92+\r\n\r\nISUP-BYTES\r\n--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n\r\n--b1--\r\n";
     let inv = invite("media-5@alice", "")
         .replace("Content-Type: application/sdp\n", "Content-Type: multipart/mixed;boundary=b1\n");
@@ -1394,7 +1473,7 @@ fn sdp_inside_a_multipart_body_is_anchored_and_the_other_parts_kept() {
 
 #[test]
 fn a_call_with_nothing_relayed_is_not_timed_out() {
-    let (mut h, _relay) = with_relay((43400, 43499));
+    let mut h = with_relay((43400, 43499));
     let msrp = "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=message 7394 TCP/MSRP *\n";
     let out = h.send(ALICE, &invite_sdp("media-6@alice", "", msrp));
     let b_inv = one(&out, BOB);

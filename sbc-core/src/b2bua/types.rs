@@ -117,8 +117,8 @@ pub struct EngineConfig {
     pub max_calls: usize,
     /// The profile store: each new call or relayed request pins the snapshot it starts with.
     pub profiles: Arc<profiles::Store>,
-    /// The RTP relay, for profiles with `enable_rtprelay` (`None`: media is never anchored).
-    pub media: Option<super::media::MediaRuntime>,
+    /// Media anchoring, for profiles with `enable_rtprelay` (`None`: media is never anchored).
+    pub media: Option<super::media::MediaSettings>,
     /// The registration cache, shared by every shard (`enable_reg_caching`, `cc_registrar`).
     pub reg_cache: Arc<regcache::RegCache>,
     /// Most bindings the cache takes (new ones beyond it: 503).

@@ -6,6 +6,7 @@
 mod admin_query;
 mod dns;
 mod hooks;
+mod media;
 mod shard;
 mod shed;
 mod tcp;
@@ -350,7 +351,7 @@ impl Runtime {
             refusals: Default::default(),
         });
         let cc_inflight = Arc::new(AtomicUsize::new(0));
-        let relay = start_relay(cfg)?;
+        let (relay, book) = start_relay(cfg, shards)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
         let nonce_key = secret_key()?;
         {
@@ -378,8 +379,9 @@ impl Runtime {
                 }
             });
         }
-        let media = crate::b2bua::MediaRuntime {
-            relay: relay.clone(),
+        let media = crate::b2bua::MediaSettings {
+            book,
+            shards,
             timeout: cfg.media.timeout,
             hold_timeout: cfg.media.hold_timeout,
         };
@@ -399,7 +401,9 @@ impl Runtime {
                 shared.shards[i].clone(),
                 cc_inflight.clone(),
             );
-            tokio::spawn(shard::run(crate::b2bua::Engine::new(ecfg, seed), rx, shared.clone(), status, cc));
+            let engine = crate::b2bua::Engine::new(ecfg, seed);
+            let media = Some(media::ShardMedia::new(relay.clone()));
+            tokio::spawn(shard::run(engine, rx, shared.clone(), status, cc, media));
         }
         for (id, sock) in udp_receivers {
             tokio::spawn(udp::receive(shared.clone(), id, sock));
@@ -537,7 +541,7 @@ impl Runtime {
 
 /// The RTP relay over every interface's media section (interfaces with no address to bind are
 /// left out: a profile naming them fails at call time with 503, and is reported in the log).
-fn start_relay(cfg: &Config) -> Result<Arc<rtp_relay::Relay>, StartError> {
+fn start_relay(cfg: &Config, shards: usize) -> Result<(Arc<rtp_relay::Relay>, rtp_relay::BookConfig), StartError> {
     let mut interfaces = Vec::new();
     for i in &cfg.interfaces {
         let Some(bind) = i.media_bind() else {
@@ -556,17 +560,28 @@ fn start_relay(cfg: &Config) -> Result<Arc<rtp_relay::Relay>, StartError> {
             port_min: i.media.port_min,
             port_max: i.media.port_max,
         });
-        tracing::info!(interface = %i.name, %bind, ports = %format!("{}-{}", i.media.port_min, i.media.port_max), "media");
+        let ports = format!("{}-{}", i.media.port_min, i.media.port_max);
+        // Each shard lends its own share of the range (`rtp-relay/src/ports.rs`); a call
+        // relayed on one interface takes two pairs of one share per stream.
+        let span = (u32::from(i.media.port_max) + 1).saturating_sub(u32::from(i.media.port_min)) as usize;
+        let per_shard = span / 2 / shards.max(1);
+        tracing::info!(interface = %i.name, %bind, %ports, pairs_per_shard = per_shard, "media");
+        if per_shard < 2 {
+            tracing::warn!(interface = %i.name, %ports, shards, "media range too small for its shards: relayed calls will be refused");
+        }
     }
     let listeners = cfg.interfaces.iter().flat_map(|i| i.listen.iter().map(|l| l.addr)).collect();
     let policy = crate::media_policy::MediaPolicy::new(listeners, cfg.media.deny.clone());
+    let book = rtp_relay::BookConfig {
+        interfaces: interfaces.clone(),
+        max_streams: cfg.media.max_streams,
+        policy: Some(Arc::new(policy)),
+    };
     let rc = rtp_relay::RelayConfig {
         interfaces,
         latch_window: cfg.media.latch_window,
         workers: cfg.media.workers,
         max_packet_rate: cfg.media.max_packet_rate,
-        max_streams: cfg.media.max_streams,
-        policy: Some(Arc::new(policy)),
     };
-    rtp_relay::Relay::start(&rc).map_err(StartError::Media)
+    Ok((rtp_relay::Relay::start(&rc).map_err(StartError::Media)?, book))
 }

@@ -8,8 +8,9 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::hooks::CcDriver;
+use super::media::ShardMedia;
 use super::{ShardInput, Shared};
-use crate::b2bua::{Counter, Engine, Event, Output, BY_METHOD};
+use crate::b2bua::{CallOverview, Counter, Engine, Event, Output, BY_METHOD};
 use crate::sip::msg::Method;
 
 /// What a shard publishes for the rest of the process (shutdown, stats).
@@ -17,6 +18,8 @@ use crate::sip::msg::Method;
 pub struct ShardStatus {
     pub calls: AtomicUsize,
     pub transactions: AtomicUsize,
+    /// Media port pairs the shard has lent out.
+    pub media_ports: AtomicUsize,
     /// The engine's counters, indexed by [`Counter`].
     counts: [AtomicU64; Counter::COUNT],
     /// Per-method breakdowns, indexed by [`Counter::method_slot`].
@@ -80,6 +83,7 @@ impl Labelled {
 pub struct StatsSnapshot {
     pub calls: usize,
     pub transactions: usize,
+    pub media_ports: usize,
     counts: [u64; Counter::COUNT],
     by_method: [[u64; Method::COUNT]; BY_METHOD],
 }
@@ -95,14 +99,20 @@ impl StatsSnapshot {
     }
 
     pub(super) fn sum(all: &[Arc<ShardStatus>]) -> Self {
-        let mut s =
-            Self { calls: 0, transactions: 0, counts: [0; Counter::COUNT], by_method: [[0; Method::COUNT]; BY_METHOD] };
+        let mut s = Self {
+            calls: 0,
+            transactions: 0,
+            media_ports: 0,
+            counts: [0; Counter::COUNT],
+            by_method: [[0; Method::COUNT]; BY_METHOD],
+        };
         let add = |sum: &mut [u64], from: &[AtomicU64]| {
             sum.iter_mut().zip(from).for_each(|(s, a)| *s += a.load(Ordering::Relaxed))
         };
         for st in all {
             s.calls += st.calls.load(Ordering::Relaxed);
             s.transactions += st.transactions.load(Ordering::Relaxed);
+            s.media_ports += st.media_ports.load(Ordering::Relaxed);
             add(&mut s.counts, &st.counts);
             for (sum, from) in s.by_method.iter_mut().zip(&st.by_method) {
                 add(sum, from);
@@ -121,41 +131,82 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     status: Arc<ShardStatus>,
     mut cc: CcDriver,
+    mut media: Option<ShardMedia>,
 ) {
     let shard = engine.config().shard;
     let epoch = clock();
     // Reused for every batch: the outputs of one wake-up, counted before they are sent.
     let mut outputs: Vec<Output> = Vec::with_capacity(BATCH * 4);
+    // Answers of the shard's own media work (probes, failed opens), handed back at once.
+    let mut answers: Vec<MediaAnswer> = Vec::new();
     loop {
         let deadline = engine.poll_timeout().map(|d| tokio::time::Instant::from_std(coalesce(epoch, d)));
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { break };
-                handle(&mut engine, input);
+                handle(&mut engine, media.as_ref(), input);
                 for _ in 1..BATCH {
                     match rx.try_recv() {
-                        Ok(i) => handle(&mut engine, i),
+                        Ok(i) => handle(&mut engine, media.as_ref(), i),
                         Err(_) => break,
                     }
                 }
             }
+            Some((iface, port)) = released(&mut media) => engine.handle_media_released(iface, port),
             () = sleep_until(deadline) => engine.handle_timeout(clock()),
         }
-        // Timers may have come due while inputs were handled.
-        engine.handle_timeout(clock());
-        outputs.extend(std::iter::from_fn(|| engine.poll_output()));
-        // Counters first, then the wire: a peer that got a reply and then reads /stats or
-        // /metrics sees the state that reply came from (an ended call no longer counted).
-        count_events(&outputs, &status);
-        let idle = publish(&engine, &status);
-        for o in outputs.drain(..) {
-            match o {
-                Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
-                Output::CallControl(req) => cc.dispatch(req),
-                Output::Event(_) => {}
+        while let Some((iface, port)) = media.as_mut().and_then(ShardMedia::try_released) {
+            engine.handle_media_released(iface, port);
+        }
+        loop {
+            // Timers may have come due while inputs were handled.
+            engine.handle_timeout(clock());
+            outputs.extend(std::iter::from_fn(|| engine.poll_output()));
+            // Counters first, then the wire: a peer that got a reply and then reads /stats or
+            // /metrics sees the state that reply came from (an ended call no longer counted).
+            count_events(&outputs, &status);
+            let idle = publish(&engine, &status);
+            for o in outputs.drain(..) {
+                match o {
+                    Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
+                    Output::CallControl(req) => cc.dispatch(req),
+                    Output::Media(cmd) => {
+                        if let Some(stream) = media.as_mut().and_then(|m| m.run(cmd)) {
+                            answers.push(MediaAnswer::Failed(stream));
+                        }
+                    }
+                    Output::MediaProbe { call, streams } => {
+                        let last = media.as_ref().and_then(|m| m.last_activity(&streams));
+                        answers.push(MediaAnswer::Activity(call, last));
+                    }
+                    Output::Event(_) => {}
+                }
+            }
+            status.idle.store(idle, Ordering::Release);
+            if answers.is_empty() {
+                break;
+            }
+            for a in answers.drain(..) {
+                match a {
+                    MediaAnswer::Failed(stream) => engine.handle_media_error(clock(), stream),
+                    MediaAnswer::Activity(call, last) => engine.handle_media_activity(clock(), call, last),
+                }
             }
         }
-        status.idle.store(idle, Ordering::Release);
+    }
+}
+
+/// What the shard's media work reports back to its engine.
+enum MediaAnswer {
+    Failed(rtp_relay::forwarder::StreamId),
+    Activity(crate::b2bua::CallHandle, Option<Instant>),
+}
+
+/// The next pair the forwarder gave back; never, without media.
+async fn released(media: &mut Option<ShardMedia>) -> Option<(usize, u16)> {
+    match media {
+        Some(m) => m.released().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -173,7 +224,7 @@ fn count_events(outputs: &[Output], status: &ShardStatus) {
     }
 }
 
-fn handle(engine: &mut Engine, input: ShardInput) {
+fn handle(engine: &mut Engine, media: Option<&ShardMedia>, input: ShardInput) {
     let now = clock();
     match input {
         ShardInput::Message(msg, src) => engine.handle_message(now, msg, src),
@@ -185,10 +236,16 @@ fn handle(engine: &mut Engine, input: ShardInput) {
         // A question the API stopped waiting for (it answered 503) is not acted on: a teardown
         // done behind the operator's back would make their retry a 404.
         ShardInput::ListCalls(reply) if !reply.is_closed() => {
-            let _ = reply.send(engine.calls_overview());
+            let mut calls = engine.calls_overview();
+            calls.iter_mut().for_each(|c| with_media_counters(c, media));
+            let _ = reply.send(calls);
         }
         ShardInput::GetCall(call, reply) if !reply.is_closed() => {
-            let _ = reply.send(engine.call_overview(call));
+            let mut call = engine.call_overview(call);
+            if let Some(c) = call.as_mut() {
+                with_media_counters(c, media);
+            }
+            let _ = reply.send(call);
         }
         ShardInput::Teardown(call, reply) if !reply.is_closed() => {
             let _ = reply.send(engine.admin_teardown(now, call));
@@ -197,6 +254,13 @@ fn handle(engine: &mut Engine, input: ShardInput) {
             tracing::warn!(call = call.get(), "admin teardown came after the API gave up: not done")
         }
         ShardInput::ListCalls(_) | ShardInput::GetCall(..) => {}
+    }
+}
+
+/// The relay's counters of an anchored call, which the engine does not hold.
+fn with_media_counters(call: &mut CallOverview, media: Option<&ShardMedia>) {
+    if let (Some(streams), Some(m)) = (&call.stream_ids, media) {
+        call.media = Some(m.totals(streams));
     }
 }
 
@@ -237,9 +301,10 @@ fn publish(engine: &Engine, st: &ShardStatus) -> bool {
     // Counting busy transactions walks the table; only a draining shard needs the number.
     let busy = if engine.is_draining() { engine.busy_transactions() } else { engine.active_transactions() };
     st.transactions.store(busy, Ordering::Relaxed);
+    st.media_ports.store(engine.media_ports_in_use(), Ordering::Relaxed);
     let store = |to: &[AtomicU64], from: &[u64]| to.iter().zip(from).for_each(|(a, v)| a.store(*v, Ordering::Relaxed));
     for d in &Counter::DEFS {
-        st.counts[d.counter as usize].store(s.get(d.counter), Ordering::Relaxed);
+        st.counts[d.counter as usize].store(engine.counter(d.counter), Ordering::Relaxed);
         if let Some(slot) = d.counter.method_slot() {
             store(&st.by_method[slot], &s.by_method(d.counter));
         }

@@ -1,0 +1,130 @@
+//! The relay's driver half: it binds the pairs a shard's [`MediaBook`](crate::book::MediaBook)
+//! lent, hands the sockets to the [`Forwarder`] and carries out the book's commands. It runs
+//! in the driver, never in the engine.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::counters::{RelayStats, StreamCounters};
+use crate::flow::{FlowLimits, StreamSpec};
+use crate::forwarder::{Forwarder, NewStream, StreamId, StreamSockets};
+use crate::ports::{bind_pair, MediaInterface, PortLease, ReleaseSink};
+use crate::userspace::UserspaceForwarder;
+use crate::RelayError;
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub interfaces: Vec<MediaInterface>,
+    /// After a first latch or a new offer/answer, a symmetric side may move to a new source
+    /// for this long; afterwards only its SDP address may take over.
+    pub latch_window: Duration,
+    /// Forwarder threads (0 = one per core).
+    pub workers: usize,
+    /// Packets a second one endpoint of a stream may send (0 = no limit).
+    pub max_packet_rate: u32,
+}
+
+impl RelayConfig {
+    fn limits(&self) -> FlowLimits {
+        FlowLimits { latch_window_ms: self.latch_window.as_millis() as u64, max_packet_rate: self.max_packet_rate }
+    }
+}
+
+pub struct Relay {
+    interfaces: Vec<MediaInterface>,
+    forwarder: Arc<dyn Forwarder>,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("interfaces", &self.interfaces.len()).finish()
+    }
+}
+
+impl Relay {
+    /// A relay with the userspace forwarder.
+    pub fn start(cfg: &RelayConfig) -> Result<Arc<Self>, RelayError> {
+        let epoch = Instant::now();
+        let workers = match cfg.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let own: Arc<[MediaInterface]> = cfg.interfaces.clone().into();
+        let fwd = UserspaceForwarder::start(workers, epoch, cfg.limits(), own)?;
+        Ok(Self::with_forwarder(cfg, Arc::new(fwd), epoch))
+    }
+
+    /// A relay over any forwarder (an offload backend, a test double). `epoch` must be the
+    /// forwarder's zero of time.
+    pub fn with_forwarder(cfg: &RelayConfig, forwarder: Arc<dyn Forwarder>, epoch: Instant) -> Arc<Self> {
+        Arc::new(Self { interfaces: cfg.interfaces.clone(), forwarder, epoch })
+    }
+
+    pub fn interfaces(&self) -> &[MediaInterface] {
+        &self.interfaces
+    }
+
+    /// Packet counters of every worker (ports and refusals are counted by the books).
+    pub fn stats(&self) -> RelayStats {
+        let mut s = RelayStats::default();
+        for w in self.forwarder.worker_counters() {
+            s.add_worker(&w);
+        }
+        s
+    }
+
+    /// Binds a stream's pairs (interface index, RTP port) and starts relaying it. Each pair
+    /// goes back through `release` once its sockets are closed, also when this fails.
+    pub fn open(
+        &self,
+        stream: StreamId,
+        ports: [(usize, u16); 2],
+        spec: StreamSpec,
+        release: &ReleaseSink,
+    ) -> Result<Arc<StreamCounters>, RelayError> {
+        let [a, b] = ports.map(|(iface, port)| PortLease::new(iface, port, release.clone()));
+        let ip = |lease: &PortLease| self.interfaces.get(lease.iface).map(|i| i.bind);
+        let (Some(ip_a), Some(ip_b)) = (ip(&a), ip(&b)) else {
+            return Err(RelayError::UnknownInterface(format!("#{}", a.iface.max(b.iface))));
+        };
+        let busy = |iface: &str| RelayError::NoPorts { interface: iface.to_string() };
+        let name = |ip_iface: usize| self.interfaces.get(ip_iface).map_or("", |i| i.name.as_str()).to_string();
+        let (ia, ib) = (a.iface, b.iface);
+        let a = bind_pair(ip_a, a).map_err(|e| {
+            tracing::warn!(error = %e, interface = %name(ia), "media port busy");
+            busy(&name(ia))
+        })?;
+        let b = bind_pair(ip_b, b).map_err(|e| {
+            tracing::warn!(error = %e, interface = %name(ib), "media port busy");
+            busy(&name(ib))
+        })?;
+        let local =
+            |s: &std::net::UdpSocket, ip: IpAddr, port: u16| s.local_addr().unwrap_or(SocketAddr::new(ip, port));
+        let locals = [
+            [local(&a.rtp, ip_a, a.lease.port), local(&a.rtcp, ip_a, a.lease.port + 1)],
+            [local(&b.rtp, ip_b, b.lease.port), local(&b.rtcp, ip_b, b.lease.port + 1)],
+        ];
+        let counters = Arc::new(StreamCounters::default());
+        let sockets = StreamSockets { sockets: [[a.rtp, a.rtcp], [b.rtp, b.rtcp]], locals, leases: [a.lease, b.lease] };
+        self.forwarder.add(NewStream { id: stream, sockets, spec, counters: counters.clone() })?;
+        Ok(counters)
+    }
+
+    /// New SDP addresses or options for a stream.
+    pub fn update(&self, stream: StreamId, spec: StreamSpec) {
+        self.forwarder.update(stream, spec);
+    }
+
+    /// The forwarder closes the sockets and drops their leases: the pairs go back then.
+    pub fn close(&self, stream: StreamId) {
+        self.forwarder.remove(stream);
+    }
+
+    /// When either side of a stream last sent a packet (`None`: never).
+    pub fn last_activity(&self, counters: &StreamCounters) -> Option<Instant> {
+        let ms = counters.last_rx_ms();
+        (ms > 0).then(|| self.epoch + Duration::from_millis(ms - 1))
+    }
+}

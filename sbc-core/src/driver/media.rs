@@ -1,0 +1,84 @@
+//! A shard's media work: it carries out its engine's relay commands (bind, open, update,
+//! close), answers its activity probes from the relay's counters, and hands back the pairs
+//! whose sockets the forwarder has closed. The engine only ever sees port numbers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rtp_relay::counters::StreamCounters;
+use rtp_relay::forwarder::StreamId;
+use rtp_relay::ports::ReleaseSink;
+use rtp_relay::{MediaCommand, Relay, SideSnapshot};
+use tokio::sync::mpsc;
+
+pub(super) struct ShardMedia {
+    relay: Arc<Relay>,
+    streams: HashMap<StreamId, Arc<StreamCounters>>,
+    sink: ReleaseSink,
+    /// Pairs whose leases dropped, from the forwarder's threads. Unbounded, but never holds
+    /// more than the shard's pairs.
+    released: mpsc::UnboundedReceiver<(usize, u16)>,
+}
+
+impl ShardMedia {
+    pub(super) fn new(relay: Arc<Relay>) -> Self {
+        let (tx, released) = mpsc::unbounded_channel();
+        let sink: ReleaseSink = Arc::new(move |iface, port| {
+            // A shard that is gone (the process stops) needs its ports no more.
+            let _ = tx.send((iface, port));
+        });
+        Self { relay, streams: HashMap::new(), sink, released }
+    }
+
+    /// Carries out one command; returns the stream when it could not be opened.
+    pub(super) fn run(&mut self, cmd: MediaCommand) -> Option<StreamId> {
+        match cmd {
+            MediaCommand::Open { stream, ports, spec } => match self.relay.open(stream, ports, spec, &self.sink) {
+                Ok(counters) => {
+                    self.streams.insert(stream, counters);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "cannot open a media stream");
+                    Some(stream)
+                }
+            },
+            MediaCommand::Update { stream, spec } => {
+                self.relay.update(stream, spec);
+                None
+            }
+            MediaCommand::Close { stream } => {
+                self.streams.remove(&stream);
+                self.relay.close(stream);
+                None
+            }
+        }
+    }
+
+    /// When any of `streams` last saw a packet.
+    pub(super) fn last_activity(&self, streams: &[StreamId]) -> Option<Instant> {
+        streams.iter().filter_map(|s| self.streams.get(s)).filter_map(|c| self.relay.last_activity(c)).max()
+    }
+
+    /// Counters per side summed over `streams`.
+    pub(super) fn totals(&self, streams: &[StreamId]) -> [SideSnapshot; 2] {
+        let mut t = [SideSnapshot::default(); 2];
+        for c in streams.iter().filter_map(|s| self.streams.get(s)) {
+            for (acc, side) in t.iter_mut().zip(c.snapshot()) {
+                acc.add(&side);
+            }
+        }
+        t
+    }
+
+    /// The next pair the forwarder gave back (waits).
+    pub(super) async fn released(&mut self) -> Option<(usize, u16)> {
+        self.released.recv().await
+    }
+
+    /// A pair given back already, if any.
+    pub(super) fn try_released(&mut self) -> Option<(usize, u16)> {
+        self.released.try_recv().ok()
+    }
+}
