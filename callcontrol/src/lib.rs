@@ -14,6 +14,7 @@
 
 mod chain;
 mod facts;
+#[cfg(feature = "modules")]
 pub mod modules;
 
 pub use chain::{Registry, StartOutcome};

@@ -12,9 +12,11 @@
 mod aor;
 mod binding;
 mod cache;
+#[cfg(feature = "sqlite")]
 mod store;
 
 pub use aor::canonical_aor;
 pub use binding::{alias_of, Binding, Origin};
 pub use cache::{NoPersist, Persist, RegCache};
+#[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, StoreError, WallClock};

@@ -13,7 +13,7 @@ use profiles::pattern::{Env, InterfaceFacts, NoCcVars, NoRegCache};
 use profiles::selection::Rule;
 use profiles::{Snapshot, Store};
 
-use crate::b2bua::apply::MsgView;
+use crate::b2bua::MsgView;
 use crate::b2bua::{CcVerdict, Engine, EngineConfig, Interface, LocalSocket, Output, Source, Transport};
 use crate::config::Config;
 use crate::sip::msg::Message;

@@ -60,7 +60,7 @@ impl Bucket {
 
 /// The address a source is counted by: IPv4 as is, IPv6 by its /64 (one subscriber's
 /// prefix; every address in it is the same source). TCP's per-source cap counts so too.
-pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
+pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

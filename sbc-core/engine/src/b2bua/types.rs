@@ -135,7 +135,7 @@ impl EngineConfig {
     /// The settings of shard `shard` of `shards` from the daemon's configuration, over the
     /// interfaces the driver opened.
     pub fn from_config(
-        cfg: &crate::config::Config,
+        cfg: &profiles::config::Config,
         shard: u8,
         shards: usize,
         interfaces: Vec<Interface>,
