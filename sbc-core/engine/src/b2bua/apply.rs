@@ -170,7 +170,7 @@ impl Engine {
         let iface_name = self.cfg.interfaces.get(iface_index).map_or("", |i| i.name.as_str());
         let rng = Cell::new(self.ids.next_u64());
         let view = MsgView(msg);
-        let reg_view = super::register::CacheView(&self.cfg.reg_cache);
+        let reg_view = super::register::CacheView(self.cfg.reg_cache.as_ref());
         let env = Env {
             req: &view,
             source: src.remote,

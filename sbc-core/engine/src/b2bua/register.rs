@@ -495,7 +495,7 @@ pub(super) fn keeps_in_register_ok(msg: &Message, h: &crate::sip::msg::Header) -
 }
 
 /// `$uc $us $ui $Ua $UA` over the cache.
-pub(super) struct CacheView<'a>(pub &'a regcache::RegCache);
+pub(super) struct CacheView<'a>(pub &'a dyn crate::registrations::Registrations);
 
 impl profiles::pattern::RegCacheView for CacheView<'_> {
     fn lookup(

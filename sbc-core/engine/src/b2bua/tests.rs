@@ -68,7 +68,7 @@ impl Harness {
             reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
             nonce_key: [7; 32],
-            admission: std::sync::Arc::new(crate::admission::Admission::unlimited()),
+            admission: std::sync::Arc::new(crate::admission::Unlimited),
             retransmission_cache: 32 << 20,
         };
         // Virtual time: an arbitrary start, advanced only by the test.

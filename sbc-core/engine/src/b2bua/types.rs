@@ -120,13 +120,13 @@ pub struct EngineConfig {
     /// Media anchoring, for profiles with `enable_rtprelay` (`None`: media is never anchored).
     pub media: Option<super::media::MediaSettings>,
     /// The registration cache, shared by every shard (`enable_reg_caching`, `cc_registrar`).
-    pub reg_cache: Arc<regcache::RegCache>,
+    pub reg_cache: Arc<dyn crate::registrations::Registrations>,
     /// Most bindings the cache takes (new ones beyond it: 503).
     pub max_registrations: usize,
     /// Key of the HMAC in digest nonces the SBC issues (from the OS at start).
     pub nonce_key: [u8; 32],
-    /// Admission control of new requests, shared by every shard.
-    pub admission: Arc<crate::admission::Admission>,
+    /// Admission control of new requests (a port: `admission.rs`).
+    pub admission: Arc<dyn crate::admission::AdmissionControl>,
     /// Bytes the messages cached by finished transactions may take (`linger.rs`).
     pub retransmission_cache: usize,
 }
@@ -155,7 +155,8 @@ impl EngineConfig {
             reg_cache: Arc::new(regcache::RegCache::in_memory()),
             max_registrations: cfg.max_registrations,
             nonce_key: [0; 32],
-            admission: Arc::new(crate::admission::Admission::new(cfg.admission.clone())),
+            // The driver puts its admission control in; tools without one take everything.
+            admission: Arc::new(crate::admission::Unlimited),
             retransmission_cache: cfg.retransmission_cache,
         }
     }

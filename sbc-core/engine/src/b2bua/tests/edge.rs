@@ -185,11 +185,8 @@ fn a_dialog_has_few_requests_in_flight_and_bye_always_passes() {
 #[test]
 fn a_source_holds_at_most_its_calls() {
     let mut h = Harness::new();
-    h.engine.cfg.admission =
-        std::sync::Arc::new(crate::admission::Admission::new(profiles::config::AdmissionSettings {
-            per_source_calls: 2,
-            ..profiles::config::AdmissionSettings::unlimited()
-        }));
+    let cap = std::sync::Arc::new(admission::Scripted { max_calls: 2, ..Default::default() });
+    h.engine.cfg.admission = cap.clone();
     let b1 = one(&h.send(ALICE, &invite("src1", "")), BOB);
     one(&h.send(ALICE, &invite("src2", "")), BOB);
     let out = h.send(ALICE, &invite("src3", ""));
@@ -198,7 +195,7 @@ fn a_source_holds_at_most_its_calls() {
     // The callee refuses the first call: it ends, and the source may call again.
     h.send(BOB, &response_to(&b1, 486, "bt", ""));
     one(&h.send(ALICE, &invite("src4", "")), BOB);
-    assert_eq!(h.engine.cfg.admission.stats().calls_refused, 1);
+    assert_eq!(cap.calls_refused.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
 /// The messages finished transactions keep for retransmissions share a byte budget: past it
