@@ -32,6 +32,17 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "engine boundary: sbc-engine builds alone, without tokio, axum, clap or SQLite"
+cargo check --locked -p sbc-engine
+engine_deps=$(cargo tree --locked -p sbc-engine -e normal --prefix none | awk '{print $1}' | sort -u)
+for banned in tokio axum clap rusqlite libsqlite3-sys hickory-resolver tracing-subscriber; do
+  if grep -qx "$banned" <<<"$engine_deps"; then
+    echo "sbc-engine depends on $banned (see sbc-core/engine/Cargo.toml)"
+    cargo tree --locked -p sbc-engine -e normal -i "$banned"
+    exit 1
+  fi
+done
+
 step "build sbcd (release, used by the end-to-end tests)"
 cargo build --release --locked -p sbc-core --bin sbcd
 export SBCD_BIN="$PWD/target/release/sbcd"

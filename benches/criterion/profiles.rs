@@ -12,8 +12,8 @@ use profiles::filters::NameFilter;
 use profiles::pattern::{Env, InterfaceFacts, NoCcVars, NoRegCache, Pattern};
 use profiles::sdp::{self, SdpRules};
 use profiles::Snapshot;
-use sbc_core::b2bua::MsgView;
-use sbc_core::sip::msg::Message;
+use sbc_engine::b2bua::MsgView;
+use sbc_engine::sip::msg::Message;
 
 const SDP: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 49170 RTP/AVP 0 8 18 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\na=fmtp:18 annexb=no\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n";
 

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sbc_benches::{allocations_per_op, live_bytes, report_allocations, CountingAlloc};
-use sbc_core::b2bua::{Destination, Engine, EngineConfig, Interface, LocalSocket, Output, Peer, Source, Transport};
-use sbc_core::sip::msg::{HeaderName, Message, MessageWriter};
-use sbc_core::sip::transaction::TimerConfig;
+use sbc_engine::b2bua::{Destination, Engine, EngineConfig, Interface, LocalSocket, Output, Peer, Source, Transport};
+use sbc_engine::sip::msg::{HeaderName, Message, MessageWriter};
+use sbc_engine::sip::transaction::TimerConfig;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -49,7 +49,7 @@ fn invite(n: u64) -> String {
 
 /// A response to `req` (as a peer would build it: its Via, From, To, Call-ID and CSeq).
 fn response(req: &Message, code: u16, to_tag: &str, body: &str) -> Bytes {
-    let mut w = MessageWriter::response(code, sbc_core::sip::msg::reason_phrase(code).as_bytes());
+    let mut w = MessageWriter::response(code, sbc_engine::sip::msg::reason_phrase(code).as_bytes());
     for h in req.headers() {
         if matches!(h.name, HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq) {
             w.copy_row(req, h);
@@ -96,7 +96,7 @@ impl Bench {
             reg_cache: Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
             nonce_key: [7; 32],
-            admission: Arc::new(sbc_core::admission::Admission::unlimited()),
+            admission: Arc::new(sbc_engine::admission::Unlimited),
             retransmission_cache: 32 << 20,
         };
         // Virtual time: an arbitrary start, advanced by the bench only.
@@ -180,7 +180,8 @@ fn run(c: &mut Criterion) {
     g.bench_function("frame 8 INVITEs from a TCP stream", |b| {
         b.iter(|| {
             let mut rest = black_box(&stream[..]);
-            while let Ok(sbc_core::sip::msg::StreamFrame::Message { len }) = sbc_core::sip::msg::frame_stream(rest) {
+            while let Ok(sbc_engine::sip::msg::StreamFrame::Message { len }) = sbc_engine::sip::msg::frame_stream(rest)
+            {
                 rest = &rest[len..];
             }
             black_box(rest.len())

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sbc_core::b2bua::{Engine, EngineConfig, Interface, LocalSocket, MediaSettings, Output, Source, Transport};
-use sbc_core::sip::msg::Message;
-use sbc_core::sip::transaction::TimerConfig;
+use sbc_engine::b2bua::{Engine, EngineConfig, Interface, LocalSocket, MediaSettings, Output, Source, Transport};
+use sbc_engine::sip::msg::Message;
+use sbc_engine::sip::transaction::TimerConfig;
 
 const PROFILES_YAML: &str = r#"
 active_profile: ["$H(P-SBCProfile)", "$M($si=>m)", rewrite]
@@ -103,7 +103,7 @@ fuzz_target!(|data: &[u8]| {
         reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
             max_registrations: 1000,
             nonce_key: [7; 32],
-            admission: std::sync::Arc::new(sbc_core::admission::Admission::unlimited()),
+            admission: std::sync::Arc::new(sbc_engine::admission::Unlimited),
             retransmission_cache: 32 << 20,
     };
     let mut engine = Engine::new(cfg, [1; 32]);

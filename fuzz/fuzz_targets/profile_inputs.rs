@@ -14,8 +14,8 @@ use profiles::pattern::{Env, InterfaceFacts, NoCcVars, NoRegCache, Pattern};
 use profiles::regex_map::{RegexMap, RegexMaps};
 use profiles::sdp::{self, CodecPref, SdpRules};
 use profiles::selection::Selection;
-use sbc_core::b2bua::MsgView;
-use sbc_core::sip::msg::Message;
+use sbc_engine::b2bua::MsgView;
+use sbc_engine::sip::msg::Message;
 
 /// The map `$M(...=>m)` expands against, compiled once rather than per input.
 fn fixed_maps() -> &'static RegexMaps {

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sbc_core::sip::msg::{frame_stream, StreamFrame};
+use sbc_engine::sip::msg::{frame_stream, StreamFrame};
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sbc_core::sip::msg::{
+use sbc_engine::sip::msg::{
     check_request, check_response, salvage_request_rows, split_values, HeaderName, Message, NameAddr, Uri, Via,
 };
 

@@ -76,6 +76,7 @@ fn expected() -> Vec<(&'static str, &'static str, Verdict)> {
     ]
 }
 
+#[allow(clippy::disallowed_methods)] // the test reads the committed corpus
 pub(crate) fn corpus_file(name: &str) -> Bytes {
     let path = format!("{}/../../tests/corpus/rfc4475/{name}.dat", env!("CARGO_MANIFEST_DIR"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
