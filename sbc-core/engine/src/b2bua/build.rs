@@ -1,13 +1,12 @@
 //! Builders for the messages the B2BUA sends. Rows a leg owns are generated; every other row of
 //! the message being relayed is copied byte for byte.
 
-use profiles::LocalReply;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
-
 use profiles::evaluate::ContactValues;
 use profiles::filters::NameFilter;
+use profiles::LocalReply;
 
 use super::apply::is_control_header;
 use super::call::Leg;

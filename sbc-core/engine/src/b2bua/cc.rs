@@ -5,13 +5,13 @@
 //! variables the modules set) and builds the B leg, or answers with the refusal. `connect`
 //! and `end` are announced as the call is answered and ends — `end` exactly once.
 
-use profiles::LocalReply;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy, LegEvent, Party};
 use profiles::pattern::CcVars;
+use profiles::LocalReply;
 use profiles::{Profile, Snapshot};
 
 use super::apply::Chosen;

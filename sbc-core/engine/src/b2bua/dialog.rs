@@ -2,22 +2,20 @@
 //! responses travel back, the end-to-end ACK is mapped, PRACK's RAck is translated, re-INVITE
 //! and UPDATE glare is refused with 491.
 
-use profiles::LocalReply;
 use std::time::Instant;
 
 use bytes::Bytes;
-
-use profiles::filters::translate_reply;
-
 use callcontrol::LegEvent;
+use profiles::filters::translate_reply;
+use profiles::LocalReply;
 
+use super::answers::learn_remote;
 use super::apply::{append, CallRules};
 use super::build::{
     copy_unowned, copy_unowned_if, copy_unowned_stripped, request_on_leg, response_head, single_via, Strip,
 };
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::cc::party;
-use super::invite::learn_remote;
 use super::media::{anchor_or_reject, prepare_body_anyway};
 use super::register::keeps_in_register_ok;
 use super::session_timer;

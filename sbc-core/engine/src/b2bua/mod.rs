@@ -6,14 +6,17 @@
 //! `handle_timeout` with the current time. The engine never reads a clock, never blocks and
 //! never panics on network input. See `docs/call-lifecycle.md` for the call states.
 
+mod answers;
 pub(crate) mod apply;
 mod auth;
 mod build;
 mod call;
+mod call_timers;
 mod cc;
 mod counters;
 mod dialog;
 mod dialog_limits;
+mod failover;
 mod ids;
 mod invite;
 mod linger;
@@ -24,18 +27,19 @@ mod register;
 mod resend;
 mod routing;
 mod session_timer;
+mod teardown;
 mod txs;
 mod types;
 
 #[cfg(test)]
 mod tests;
 
-use profiles::LocalReply;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
+use profiles::LocalReply;
 
 use crate::sip::msg::{
     check_request, check_response, reason_phrase, salvage_request_rows, HeaderName, Message, Method, ParseError,

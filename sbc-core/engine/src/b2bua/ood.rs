@@ -3,9 +3,10 @@
 //! through a relay pair: a server transaction on the A side, a client transaction with a fresh
 //! Call-ID and From tag on the B side, the responses mapped back.
 
-use profiles::LocalReply;
 use std::sync::Arc;
 use std::time::Instant;
+
+use profiles::LocalReply;
 
 use super::apply::{append, Chosen};
 use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, write_party, write_via};

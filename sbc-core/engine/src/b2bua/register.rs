@@ -6,18 +6,18 @@
 //! its re-registrations inside the registrar's binding are answered here. Calls to an alias go to
 //! the contact, at the address, transport and interface the REGISTER came from.
 
-use profiles::LocalReply;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use profiles::evaluate::CallPlan;
+use profiles::profile::{NextHop, Profile};
+use profiles::LocalReply;
 use regcache::{canonical_aor, Binding, Origin};
 
 use super::apply::CallRules;
 use super::types::Transport;
 use super::{Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, split_values, trim, HeaderName, Message, NameAddr, Uri};
-use profiles::evaluate::CallPlan;
-use profiles::profile::{NextHop, Profile};
 
 /// Expiry asked for when the REGISTER names none (RFC 3261 §10.2.1.1 leaves it to us).
 const DEFAULT_EXPIRES: u32 = 3600;

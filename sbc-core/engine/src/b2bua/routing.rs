@@ -2,11 +2,14 @@
 //! to their Request-URI or the configured next hop, in-dialog requests to the route set or the
 //! remote target.
 
-use profiles::LocalReply;
 use std::net::SocketAddr;
 
+use profiles::LocalReply;
+
 use super::build::ip_of_host;
-use super::types::{Destination, EngineConfig, Peer, Source, Transport};
+use super::call::Side;
+use super::types::{Destination, EngineConfig, Peer, SocketId, Source, Transport};
+use super::CallHandle;
 use crate::sip::msg::{Message, NameAddr, Scheme, Uri};
 
 /// Where the responses to `req` go.
@@ -83,4 +86,37 @@ pub(super) fn is_own_peer(cfg: &EngineConfig, peer: &Peer) -> bool {
 /// The URI a request on a dialog is sent to: the first route (loose routing) or the target.
 pub(super) fn next_hop_uri<'a>(route_set: &'a [Box<[u8]>], remote_target: &'a [u8]) -> &'a [u8] {
     route_set.first().and_then(|r| NameAddr::parse(r)).map_or(remote_target, |n| n.uri)
+}
+
+impl super::Engine {
+    /// Where requests on a leg go now: next hop (B leg, if configured), route set, or target.
+    pub(super) fn leg_dest(&self, h: CallHandle, side: Side) -> Option<Destination> {
+        let leg = self.calls.get(&h)?.leg(side);
+        {
+            if let Some((t, p)) = &leg.fixed_dest {
+                let local = self.socket_for(leg.dest.local, *t, p)?;
+                return Some(Destination { transport: *t, local, peer: p.clone(), conn: None });
+            }
+        }
+        if leg.target_is_source {
+            return Some(leg.dest.clone());
+        }
+        let uri = match &leg.forced_route {
+            Some(r) => NameAddr::parse(r).map_or(&leg.remote_target[..], |n| n.uri),
+            None => next_hop_uri(&leg.route_set, &leg.remote_target),
+        };
+        let (transport, peer) = target_of_uri(uri, leg.transport).unwrap_or((leg.transport, leg.dest.peer.clone()));
+        let local = self.socket_for(leg.dest.local, transport, &peer)?;
+        let conn = if transport == Transport::Tcp { leg.dest.conn } else { None };
+        Some(Destination { transport, local, peer, conn })
+    }
+
+    /// A socket of the same interface as `local` for `transport` (and the peer's family).
+    pub(super) fn socket_for(&self, local: SocketId, transport: Transport, peer: &Peer) -> Option<SocketId> {
+        if self.cfg.socket(local).is_some_and(|s| s.transport == transport) {
+            return Some(local);
+        }
+        let iface = self.cfg.interface_of(local)?;
+        Some(self.cfg.interfaces.get(iface)?.socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?.id)
+    }
 }

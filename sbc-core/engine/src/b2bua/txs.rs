@@ -1,10 +1,10 @@
 //! The engine's transaction table: creates the RFC 3261 machines, routes their outputs to the
 //! network or to the call that owns them, and keeps their timers in the engine's heap.
 
-use profiles::LocalReply;
 use std::time::Instant;
 
 use bytes::Bytes;
+use profiles::LocalReply;
 
 use super::call::Side;
 use super::linger::Linger;
