@@ -334,9 +334,11 @@ fn a_third_hosts_rtp_reaches_no_one_and_keeps_no_call_alive() {
 /// (`media.max_streams`), so a pool of 20 pairs still has room for a real call after two.
 #[test]
 fn offers_with_many_streams_cannot_exhaust_the_ports() {
+    // 50 pairs, 25 for each of sbcd's two shards: both greedy calls (8 pairs each) may land on
+    // one shard and leave room for the real call there.
     let (sbcd, mut ringing) = sbcd_with_phone("bob", |sbc_port, _| {
         format!(
-            "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46800-46839}}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n"
+            "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:{sbc_port}']\n    media: {{address: {RELAY_IP}, ports: 46800-46899}}\nactive_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n"
         )
     });
     let ringing_addr = ringing.local_addr();
