@@ -24,15 +24,15 @@ impl Engine {
         };
         if code < 200 {
             call.b_provisional = true;
-            if call.state == CallState::Early {
-                call.timer_c = Some(now + timer_c);
+            if let Some(early) = call.early_mut() {
+                early.timer_c = Some(now + timer_c);
             }
             if call.cancel_pending {
                 call.cancel_pending = false;
                 self.send_cancel(now, h);
                 return;
             }
-            if code == 100 || call.state != CallState::Early {
+            if code == 100 || !call.state.is_early() {
                 return;
             }
             let first_tag = call.leg(Side::B).remote_tag.is_none();
@@ -59,9 +59,10 @@ impl Engine {
             let a_ist = call.a_ist;
             let reliable_udp = rseq.is_some() && call.leg(Side::A).transport == Transport::Udp;
             if let Some(bytes) = self.forward_response(now, a_ist, Some(h), Side::A, &msg, rseq) {
-                if let (true, Some(a_rseq), Some(call)) = (reliable_udp, rseq, self.calls.get_mut(&h)) {
+                let early = self.calls.get_mut(&h).and_then(|c| c.early_mut());
+                if let (true, Some(a_rseq), Some(early)) = (reliable_udp, rseq, early) {
                     let t1 = self.cfg.timers.t1;
-                    call.reliable_1xx = Some(Box::new(Reliable1xx {
+                    early.reliable_1xx = Some(Box::new(Reliable1xx {
                         bytes,
                         a_rseq,
                         next: now + t1,
@@ -74,7 +75,7 @@ impl Engine {
             return;
         }
         if code < 300 {
-            if call.state == CallState::Ending {
+            if call.state.is_ending() {
                 // Answered after the caller cancelled (a CANCEL crossing the 200, Timer C):
                 // acknowledge and hang up this answer, whichever fork sent it.
                 let b_ict = call.b_ict;
@@ -82,13 +83,13 @@ impl Engine {
                 self.end_call(now, h, 487, "cancelled");
                 return;
             }
-            if call.state == CallState::Confirmed && msg.to_tag() != call.leg(Side::B).remote_tag.as_deref() {
+            if call.state.is_confirmed() && msg.to_tag() != call.leg(Side::B).remote_tag.as_deref() {
                 // A second fork answered: this SBC keeps one dialog (RFC 3261 §13.2.2.4).
                 let b_ict = call.b_ict;
                 self.kill_orphan_2xx(now, b_ict, &msg);
                 return;
             }
-            if call.state != CallState::Early {
+            if !call.state.is_early() {
                 // A retransmitted 2xx: repeat our ACK if the caller has acknowledged already.
                 let b_cseq = msg.cseq().map_or(0, |c| c.num);
                 let ack = call.invite_relays.iter().find(|r| r.client_cseq == b_cseq).and_then(|r| r.ack.clone());
@@ -121,31 +122,23 @@ impl Engine {
             let Some(call) = self.calls.get_mut(&h) else {
                 return;
             };
-            call.state = CallState::Confirmed;
-            call.answered = Some(now);
-            call.timer_c = None;
-            call.reliable_1xx = None;
+            call.confirm(now);
             self.sst_answered(now, h, Side::B, &msg);
+            let first_media_check = self.first_media_check(now);
             let Some(call) = self.calls.get_mut(&h) else {
                 return;
             };
-            if call.media.is_some() {
-                let first = self.first_media_check(now);
-                if let Some(call) = self.calls.get_mut(&h) {
-                    call.media_check = first;
-                }
-            }
-            let Some(call) = self.calls.get_mut(&h) else {
-                return;
-            };
-            if !self.cfg.max_call_duration.is_zero() {
-                call.max_duration = Some(now + self.cfg.max_call_duration);
-            }
-            if let Some(cc) = call.cc.as_mut() {
+            let media_check = call.media.is_some().then_some(first_media_check).flatten();
+            let max_duration = (!self.cfg.max_call_duration.is_zero()).then(|| now + self.cfg.max_call_duration);
+            let (cc, state) = (call.cc.as_mut(), &mut call.state);
+            let CallState::Confirmed(confirmed) = state else { return };
+            confirmed.media_check = media_check;
+            confirmed.max_duration = max_duration;
+            if let Some(cc) = cc {
                 // Call timers run from the answer; the shortest limit wins.
                 if let Some(at) = cc.call_timer.and_then(|t| now.checked_add(t)) {
-                    if call.max_duration.is_none_or(|m| at <= m) {
-                        call.max_duration = Some(at);
+                    if confirmed.max_duration.is_none_or(|m| at <= m) {
+                        confirmed.max_duration = Some(at);
                         cc.timer_armed = true;
                     }
                 }

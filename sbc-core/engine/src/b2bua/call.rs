@@ -82,14 +82,79 @@ pub(crate) enum CallKind {
     Subscription,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a call is, with the data that belongs to that state alone (`docs/call-lifecycle.md`).
+/// The transitions are [`Call::confirm`] and [`Call::end`].
+#[derive(Debug)]
 pub(crate) enum CallState {
     /// Initial INVITE relayed, no final response yet.
-    Early,
+    Early(Early),
     /// 2xx relayed to the caller.
-    Confirmed,
+    Confirmed(Confirmed),
     /// BYE (or teardown) under way; new requests get 481.
-    Ending,
+    Ending(Ending),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Early {
+    /// Timer C: no final answer by then cancels the call (reset by each provisional).
+    pub(crate) timer_c: Option<Instant>,
+    /// A subscription's deadline for its first answer.
+    pub(crate) expires: Option<Instant>,
+    /// The reliable provisional retransmitted to the caller until its PRACK.
+    pub(crate) reliable_1xx: Option<Box<Reliable1xx>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Confirmed {
+    pub(crate) answered: Instant,
+    /// The call timer or `max_call_duration`; for a subscription, its expiry.
+    pub(crate) max_duration: Option<Instant>,
+    /// When to look for media activity next (calls with a relay session).
+    pub(crate) media_check: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Ending {
+    pub(crate) answered: Option<Instant>,
+    /// After a CANCEL: forget the call even if the callee never answers (RFC 3261 §9.1).
+    pub(crate) hard_end: Option<Instant>,
+    /// The side whose BYE ended the call.
+    pub(crate) bye_from: Option<Side>,
+}
+
+impl CallState {
+    pub(crate) fn is_early(&self) -> bool {
+        matches!(self, Self::Early(_))
+    }
+    pub(crate) fn is_confirmed(&self) -> bool {
+        matches!(self, Self::Confirmed(_))
+    }
+    pub(crate) fn is_ending(&self) -> bool {
+        matches!(self, Self::Ending(_))
+    }
+    /// When the call was answered, if it was.
+    pub(crate) fn answered(&self) -> Option<Instant> {
+        match self {
+            Self::Early(_) => None,
+            Self::Confirmed(c) => Some(c.answered),
+            Self::Ending(e) => e.answered,
+        }
+    }
+    /// As the management API names it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Self::Early(_) => "early",
+            Self::Confirmed(_) => "connected",
+            Self::Ending(_) => "ending",
+        }
+    }
+    fn deadlines(&self) -> [Option<Instant>; 3] {
+        match self {
+            Self::Early(e) => [e.timer_c, e.expires, e.reliable_1xx.as_ref().map(|r| r.next)],
+            Self::Confirmed(c) => [c.max_duration, c.media_check, None],
+            Self::Ending(e) => [e.hard_end, None, None],
+        }
+    }
 }
 
 /// An INVITE relayed from one leg to the other whose ACK must be mapped across.
@@ -122,8 +187,6 @@ pub(crate) struct Call {
     pub(crate) rules: std::sync::Arc<CallRules>,
     /// Call control of this call, if its profile has a chain (its `end` is owed).
     pub(crate) cc: Option<super::cc::CallCc>,
-    /// The side whose BYE ended the call.
-    pub(crate) bye_from: Option<Side>,
     /// Why the SBC is tearing down an unanswered call (`cancelled`, `timer_c` ...).
     pub(crate) cause: Option<&'static str>,
     /// Next hops still to try for the B leg's INVITE (`next_hop` alternatives).
@@ -148,13 +211,7 @@ pub(crate) struct Call {
     /// (RSeq we gave the caller, RSeq the callee used).
     pub(crate) rseq_map: Vec<(u32, u32)>,
     pub(crate) next_a_rseq: u32,
-    pub(crate) reliable_1xx: Option<Box<Reliable1xx>>,
     pub(crate) started: Instant,
-    pub(crate) answered: Option<Instant>,
-    pub(crate) timer_c: Option<Instant>,
-    pub(crate) max_duration: Option<Instant>,
-    /// After a CANCEL: forget the call even if the callee never answers (RFC 3261 §9.1).
-    pub(crate) hard_end: Option<Instant>,
     /// In-dialog requests in flight and their rate (`dialog_limits.rs`).
     pub(crate) dialog_limits: super::dialog_limits::DialogLimits,
     /// The callee's dialog was set up through a configured next hop or proxy: its challenges,
@@ -163,10 +220,8 @@ pub(crate) struct Call {
     pub(crate) b_via_configured_hop: bool,
     /// The caller's address, counted against its source's calls until the call is gone.
     pub(crate) a_source: std::net::IpAddr,
-    /// The call's relayed media (ports and flows go back when the call is dropped).
+    /// The call's relayed media (its ports go back when the call ends, `teardown.rs`).
     pub(crate) media: Option<Box<rtp_relay::Session>>,
-    /// When to look for media activity next (answered calls with a relay session).
-    pub(crate) media_check: Option<Instant>,
     /// Session timers of the A and B legs (RFC 4028), where the profile runs them.
     pub(crate) sst: [Option<super::session_timer::LegTimer>; 2],
     /// The deadline currently in the engine's timer heap for this call.
@@ -186,10 +241,36 @@ impl Call {
     }
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let sst = self.sst.iter().flatten().filter_map(|t| t.due);
-        [self.timer_c, self.max_duration, self.hard_end, self.reliable_1xx.as_ref().map(|r| r.next), self.media_check]
-            .into_iter()
-            .flatten()
-            .chain(sst)
-            .min()
+        self.state.deadlines().into_iter().flatten().chain(sst).min()
+    }
+
+    /// Early → Confirmed, at the answer; false (nothing changed) if the call was not early.
+    pub(crate) fn confirm(&mut self, now: Instant) -> bool {
+        if !self.state.is_early() {
+            return false;
+        }
+        self.state = CallState::Confirmed(Confirmed { answered: now, max_duration: None, media_check: None });
+        true
+    }
+
+    /// → Ending: what is left is a BYE (`bye_from`) or a cancelled INVITE (`hard_end`) to see
+    /// through. The answer time is kept for the records.
+    pub(crate) fn end(&mut self, bye_from: Option<Side>, hard_end: Option<Instant>) {
+        let answered = self.state.answered();
+        self.state = CallState::Ending(Ending { answered, hard_end, bye_from });
+    }
+
+    pub(crate) fn early_mut(&mut self) -> Option<&mut Early> {
+        match &mut self.state {
+            CallState::Early(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn confirmed_mut(&mut self) -> Option<&mut Confirmed> {
+        match &mut self.state {
+            CallState::Confirmed(c) => Some(c),
+            _ => None,
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::call::{CallKind, Side};
+use super::call::{CallKind, CallState, Side};
 use super::{CallHandle, Engine, TimerRef};
 
 impl Engine {
@@ -28,19 +28,23 @@ impl Engine {
             return;
         }
         call.scheduled = None;
-        if call.hard_end.is_some_and(|t| t <= now) {
-            let b_ict = call.b_ict;
-            self.forget_tx(b_ict);
-            self.end_call(now, h, 487, "cancel_unanswered");
-            return;
-        }
-        if call.timer_c.is_some_and(|t| t <= now) {
-            call.timer_c = None;
-            let _e = call.span.clone().entered();
-            tracing::info!("Timer C expired, cancelling");
-            self.tear_down(now, h, 408, "timer_c");
-            self.reschedule_call(h);
-            return;
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        match &mut call.state {
+            CallState::Ending(e) if due(e.hard_end) => {
+                let b_ict = call.b_ict;
+                self.forget_tx(b_ict);
+                self.end_call(now, h, 487, "cancel_unanswered");
+                return;
+            }
+            CallState::Early(e) if due(e.timer_c) => {
+                e.timer_c = None;
+                let _e = call.span.clone().entered();
+                tracing::info!("Timer C expired, cancelling");
+                self.tear_down(now, h, 408, "timer_c");
+                self.reschedule_call(h);
+                return;
+            }
+            _ => {}
         }
         let sst_due = [Side::A, Side::B]
             .into_iter()
@@ -50,7 +54,7 @@ impl Engine {
             self.reschedule_call(h);
             return;
         }
-        if call.media_check.is_some_and(|t| t <= now) {
+        if matches!(&call.state, CallState::Confirmed(c) if due(c.media_check)) {
             self.media_check(now, h);
             if !self.calls.contains_key(&h) {
                 return;
@@ -58,8 +62,14 @@ impl Engine {
             self.reschedule_call(h);
             return;
         }
-        if call.max_duration.is_some_and(|t| t <= now) {
-            call.max_duration = None;
+        // The call's limit: a subscription's expiry (before and after its answer), the call
+        // timer or maximum duration of an answered call.
+        let limit = match &mut call.state {
+            CallState::Early(e) if due(e.expires) => e.expires.take(),
+            CallState::Confirmed(c) if due(c.max_duration) => c.max_duration.take(),
+            _ => None,
+        };
+        if limit.is_some() {
             if call.kind == CallKind::Subscription {
                 // Expired without refresh: both sides drop it by the same rule (RFC 6665 §4.1.2.2).
                 self.end_call(now, h, 408, "subscription_expired");
@@ -70,15 +80,17 @@ impl Engine {
             return;
         }
         let a_ist = call.a_ist;
-        if let Some(r) = call.reliable_1xx.as_mut().filter(|r| r.next <= now) {
-            if now >= r.give_up {
-                call.reliable_1xx = None;
-            } else {
-                let bytes = r.bytes.clone();
-                r.interval *= 2;
-                r.next = now + r.interval;
-                if let Some(dest) = self.txs.get(&a_ist).map(|e| e.dest.clone()) {
-                    self.send_raw(dest, bytes);
+        if let Some(early) = call.early_mut() {
+            if let Some(r) = early.reliable_1xx.as_mut().filter(|r| r.next <= now) {
+                if now >= r.give_up {
+                    early.reliable_1xx = None;
+                } else {
+                    let bytes = r.bytes.clone();
+                    r.interval *= 2;
+                    r.next = now + r.interval;
+                    if let Some(dest) = self.txs.get(&a_ist).map(|e| e.dest.clone()) {
+                        self.send_raw(dest, bytes);
+                    }
                 }
             }
         }

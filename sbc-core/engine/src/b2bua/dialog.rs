@@ -59,7 +59,7 @@ impl Engine {
             return;
         };
         let cseq = msg.cseq().map_or(0, |c| c.num);
-        if call.state == CallState::Ending && method != Method::Bye {
+        if call.state.is_ending() && method != Method::Bye {
             return self.refuse(&msg, &src, &LocalReply::new(481, "Call/Transaction Does Not Exist"));
         }
         let rules = call.rules.clone();
@@ -156,8 +156,10 @@ impl Engine {
             let Some((a_rseq, b_rseq)) = mapped.filter(|_| side == Side::A) else {
                 return self.refuse(&msg, &src, &LocalReply::new(481, "Call/Transaction Does Not Exist"));
             };
-            if call.reliable_1xx.as_ref().is_some_and(|r| r.a_rseq == a_rseq) {
-                call.reliable_1xx = None;
+            if let Some(early) =
+                call.early_mut().filter(|e| e.reliable_1xx.as_ref().is_some_and(|r| r.a_rseq == a_rseq))
+            {
+                early.reliable_1xx = None;
             }
             rack = Some(format!("{b_rseq} {b_invite_cseq} INVITE"));
         }
@@ -179,11 +181,7 @@ impl Engine {
             }
         }
         if method == Method::Bye {
-            call.state = CallState::Ending;
-            call.bye_from = Some(side);
-            call.timer_c = None;
-            call.max_duration = None;
-            call.reliable_1xx = None;
+            call.end(Some(side), None);
             let _e = call.span.enter();
             tracing::info!(from = ?side, "BYE");
         }
@@ -373,15 +371,19 @@ impl Engine {
             if call.kind == CallKind::Subscription && matches!(method, Method::Subscribe | Method::Refer) {
                 let initial = call.a_ist == server;
                 if (200..300).contains(&code) {
-                    if initial && call.state == CallState::Early {
+                    if initial && call.state.is_early() {
                         learn_remote(call.leg_mut(server_side.other()), &msg, false);
-                        call.state = CallState::Confirmed;
-                        call.answered = Some(now);
+                        call.confirm(now);
                     }
                     // The answer says how long the subscription lives; refreshes extend it.
                     let granted = msg.header_value(HeaderName::Expires).and_then(parse_u32).unwrap_or(requested);
                     let expires = granted.min(requested);
-                    call.max_duration = Some(now + std::time::Duration::from_secs(u64::from(expires)) + t1x64);
+                    let until = now + std::time::Duration::from_secs(u64::from(expires)) + t1x64;
+                    match &mut call.state {
+                        CallState::Early(e) => e.expires = Some(until),
+                        CallState::Confirmed(c) => c.max_duration = Some(until),
+                        CallState::Ending(_) => {}
+                    }
                 } else if code >= 300 && (initial || code == 481) {
                     ended = true;
                 }

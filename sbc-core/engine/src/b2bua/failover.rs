@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::build::{self, leg_contact};
-use super::call::{CallState, Side};
+use super::call::Side;
 use super::txs::Purpose;
 use super::types::{Destination, LocalSocket, Peer, Transport};
 use super::{CallHandle, Engine};
@@ -18,7 +18,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else {
             return false;
         };
-        if call.state != CallState::Early || call.b_provisional || call.failover.is_empty() {
+        if !call.state.is_early() || call.b_provisional || call.failover.is_empty() {
             return false;
         }
         let Some(old) = call.b_invite.take() else {

@@ -10,7 +10,7 @@ use profiles::LocalReply;
 
 use super::apply::{append, hop_target, CallRules, Chosen};
 use super::build::{self, copy_unowned_stripped, leg_contact, request_on_leg, without_tag, Strip};
-use super::call::{Call, CallKind, CallState, Leg, Side};
+use super::call::{Call, CallKind, CallState, Early, Leg, Side};
 use super::cc::CallCc;
 use super::media::{prepare_body, BodyError};
 use super::routing;
@@ -414,11 +414,15 @@ impl Engine {
                 kind,
                 rules,
                 cc,
-                bye_from: None,
                 cause: None,
                 failover,
                 b_invite: b_invite.map(Box::new),
-                state: CallState::Early,
+                state: CallState::Early(Early {
+                    timer_c: is_invite.then(|| now + self.cfg.timer_c),
+                    // A subscription is bounded until its answer says for how long it lives.
+                    expires: (!is_invite).then(|| now + self.cfg.timers.t1x64()),
+                    reliable_1xx: None,
+                }),
                 legs: [a_leg, b_leg],
                 a_ist: a_tx,
                 b_invite_cseq,
@@ -429,18 +433,11 @@ impl Engine {
                 offer_pending: None,
                 rseq_map: Vec::new(),
                 next_a_rseq: 1,
-                reliable_1xx: None,
                 started: now,
-                answered: None,
-                timer_c: is_invite.then(|| now + self.cfg.timer_c),
-                // A subscription is bounded until its answer says for how long it lives.
-                max_duration: (!is_invite).then(|| now + self.cfg.timers.t1x64()),
-                hard_end: None,
                 media: media.map(Box::new),
                 dialog_limits: Default::default(),
                 b_via_configured_hop: configured,
                 a_source: src.remote.ip(),
-                media_check: None,
                 sst,
                 scheduled: None,
             }),

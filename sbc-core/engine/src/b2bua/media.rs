@@ -201,7 +201,8 @@ impl Engine {
     pub(super) fn media_check(&mut self, now: Instant, h: CallHandle) {
         let Some(rt) = self.cfg.media.clone() else { return };
         let Some(call) = self.calls.get_mut(&h) else { return };
-        call.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
+        let Some(confirmed) = call.confirmed_mut() else { return };
+        confirmed.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
         let Some(session) = call.media.as_ref() else { return };
         let streams: Vec<StreamId> = session.stream_ids().into_iter().flatten().collect();
         if streams.is_empty() {
@@ -214,23 +215,26 @@ impl Engine {
 
     /// The driver's answer to a probe: when the call's streams last saw a packet (`None`:
     /// never). Tears the call down if silent for too long, else looks again when it could be.
+    /// Only an answered call is timed: an answer that finds the call ending is dropped.
     pub fn handle_media_activity(&mut self, now: Instant, h: CallHandle, last: Option<Instant>) {
         let Some(rt) = self.cfg.media.clone() else { return };
         let Some(call) = self.calls.get_mut(&h) else { return };
-        let Some(session) = call.media.as_ref() else { return };
-        let since = [call.answered, last].into_iter().flatten().max().unwrap_or(now);
-        let limit = if session.on_hold() { rt.hold_timeout } else { rt.timeout };
+        let Some(on_hold) = call.media.as_ref().map(|s| s.on_hold()) else { return };
+        let span = call.span.clone();
+        let Some(confirmed) = call.confirmed_mut() else { return };
+        let since = [Some(confirmed.answered), last].into_iter().flatten().max().unwrap_or(now);
+        let limit = if on_hold { rt.hold_timeout } else { rt.timeout };
         if limit.is_zero() {
             // Not timed in this state; the state may change (hold ↔ active).
-            call.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
+            confirmed.media_check = now.checked_add(rt.timeout.max(rt.hold_timeout));
         } else if now.saturating_duration_since(since) >= limit {
-            let _e = call.span.clone().entered();
+            let _e = span.entered();
             tracing::info!(silent_s = now.saturating_duration_since(since).as_secs(), "no media, ending the call");
             self.stats.bump(Counter::MediaTimeouts);
             self.tear_down(now, h, 200, "media_timeout");
             return;
         } else {
-            call.media_check = since.checked_add(limit).map(|at| at.max(now + Duration::from_secs(1)));
+            confirmed.media_check = since.checked_add(limit).map(|at| at.max(now + Duration::from_secs(1)));
         }
         self.reschedule_call(h);
     }

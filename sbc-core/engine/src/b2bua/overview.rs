@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::call::{Call, CallKind, CallState, Side};
+use super::call::{Call, CallKind, Side};
 use super::{CallHandle, Engine};
 
 /// One call as the management plane lists it.
@@ -81,17 +81,13 @@ fn overview(c: &Call) -> CallOverview {
     CallOverview {
         handle: c.handle,
         profile: c.rules.profile.name.clone(),
-        state: match c.state {
-            CallState::Early => "early",
-            CallState::Confirmed => "connected",
-            CallState::Ending => "ending",
-        },
+        state: c.state.name(),
         kind: match c.kind {
             CallKind::Invite => "call",
             CallKind::Subscription => "subscription",
         },
         started: c.started,
-        answered: c.answered,
+        answered: c.state.answered(),
         legs: [leg(Side::A), leg(Side::B)],
         media_streams: c.media.as_deref().map_or(0, rtp_relay::Session::open_streams),
         stream_ids: c.media.as_ref().map(|m| m.stream_ids().into_iter().flatten().collect()),

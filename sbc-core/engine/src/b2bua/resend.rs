@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use super::build::write_via;
-use super::call::CallState;
 use super::txs::{Purpose, Resendable};
 use super::{Engine, TxId};
 use crate::sip::msg::{Header, HeaderName, Message, MessageWriter};
@@ -25,7 +24,7 @@ impl Engine {
         let (purpose, call, side, dest) = (e.purpose, e.call, e.side, e.dest.clone());
         // A call the caller gave up on (or that ended) is not set up again: the answer is
         // handled as it is.
-        let live = call.is_none_or(|h| self.calls.get(&h).is_some_and(|c| c.state != CallState::Ending));
+        let live = call.is_none_or(|h| self.calls.get(&h).is_some_and(|c| !c.state.is_ending()));
         if !live {
             return None;
         }

@@ -12,7 +12,7 @@ use profiles::profile::{RefreshMethod, SessionTimerRules};
 use profiles::LocalReply;
 
 use super::build::request_on_leg;
-use super::call::{CallState, Side};
+use super::call::Side;
 use super::txs::Purpose;
 use super::{CallHandle, Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, trim, Header, HeaderName, Message, Method};
@@ -199,7 +199,7 @@ impl Engine {
     pub(super) fn sst_due(&mut self, now: Instant, h: CallHandle, side: Side) {
         let Some(call) = self.calls.get_mut(&h) else { return };
         let offer_pending = call.offer_pending.is_some();
-        let confirmed = call.state == CallState::Confirmed;
+        let confirmed = call.state.is_confirmed();
         let Some(t) = call.sst[side.idx()].as_mut() else { return };
         t.due = None;
         if !t.we_refresh {

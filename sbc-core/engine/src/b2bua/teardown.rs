@@ -58,11 +58,8 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
-        call.state = CallState::Ending;
-        call.timer_c = None;
-        call.reliable_1xx = None;
         // If the callee never answers the INVITE, give up on it after 64*T1 (RFC 3261 §9.1).
-        call.hard_end = Some(now + t1x64);
+        call.end(None, Some(now + t1x64));
         if call.b_provisional {
             self.send_cancel(now, h);
         } else {
@@ -96,7 +93,7 @@ impl Engine {
             return self.end_call(now, h, code, reason);
         }
         match call.state {
-            CallState::Early => {
+            CallState::Early(_) => {
                 let a_ist = call.a_ist;
                 if let Some(call) = self.calls.get_mut(&h) {
                     call.cause.get_or_insert(reason);
@@ -106,12 +103,12 @@ impl Engine {
                 }
                 self.cancel_b(now, h);
             }
-            CallState::Confirmed => {
+            CallState::Confirmed(_) => {
                 self.send_bye(now, h, Side::A, reason);
                 self.send_bye(now, h, Side::B, reason);
                 self.end_call(now, h, code, reason);
             }
-            CallState::Ending => self.end_call(now, h, code, reason),
+            CallState::Ending(_) => self.end_call(now, h, code, reason),
         }
     }
 
@@ -194,7 +191,8 @@ impl Engine {
             self.dialogs.remove(&leg.local_tag);
         }
         self.own_call_ids.remove(&call.leg(Side::B).call_id);
-        let duration_ms = call.answered.map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
+        let answered = call.state.answered();
+        let duration_ms = answered.map_or(0, |a| now.saturating_duration_since(a).as_millis() as u64);
         let total_ms = now.saturating_duration_since(call.started).as_millis() as u64;
         {
             let _e = call.span.enter();
@@ -206,11 +204,15 @@ impl Engine {
             code,
             reason,
             profile: call.rules.profile.name.clone(),
-            answered: call.answered.is_some(),
+            answered: answered.is_some(),
         }));
         if call.cc.is_some() {
-            let by = super::cc::ended_by(reason, call.bye_from);
-            let answered = call.answered.is_some();
+            let bye_from = match &call.state {
+                CallState::Ending(e) => e.bye_from,
+                _ => None,
+            };
+            let by = super::cc::ended_by(reason, bye_from);
+            let answered = answered.is_some();
             let code = if answered { 200 } else { code };
             let phrase = reason_text(code).to_string();
             self.announce_end(h, CallEnd { by, code, phrase, reason: reason.to_string(), answered });
