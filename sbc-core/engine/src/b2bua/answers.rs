@@ -9,7 +9,7 @@ use super::build::{request_on_leg, without_tag};
 use super::call::{CallState, InviteRelay, Leg, Reliable1xx, Side};
 use super::cc::CcRequest;
 use super::routing;
-use super::txs::Purpose;
+use super::txs::{Purpose, TxRole};
 use super::types::{Destination, Transport};
 use super::{CallHandle, Counter, Engine, Event, Output, TxId};
 use crate::sip::msg::{parse_u32, HeaderName, Message};
@@ -227,7 +227,7 @@ impl Engine {
         let bye = request_on_leg(&leg, b"BYE", cseq + 1, &self.ids.branch(), 70).finish(b"");
         self.send_raw(dest.clone(), ack);
         if let Ok(m) = Message::parse(bye) {
-            self.start_client_tx(now, m, dest, None, Side::B, Purpose::Detached);
+            self.start_client_tx(now, m, dest, TxRole::new(None, Side::B, Purpose::Detached));
         }
     }
 

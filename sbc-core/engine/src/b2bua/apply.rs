@@ -89,11 +89,15 @@ pub(super) enum Chosen {
     /// No profile, or one whose options do not expand: 500 (logged).
     Fail,
     /// The profile has call control: its `start` hooks run before the profile is evaluated.
-    CallControl {
-        snapshot: Arc<Snapshot>,
-        profile: Arc<Profile>,
-        chain: Vec<profiles::evaluate::CcInstance>,
-    },
+    CallControl(CcChoice),
+}
+
+/// A profile with call control, chosen for a new request: the snapshot it came from, the
+/// profile, and the chain its hooks run.
+pub(super) struct CcChoice {
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) profile: Arc<Profile>,
+    pub(super) chain: Vec<profiles::evaluate::CcInstance>,
 }
 
 /// A SIP message as the pattern engine reads it.
@@ -217,7 +221,7 @@ impl Engine {
             let chain =
                 self.with_env(msg, src, &snap, Some(&profile), &NoCcVars, |env| profile.call_control_chain(env));
             return match chain {
-                Some(Ok(chain)) => Chosen::CallControl { snapshot: snap, profile, chain },
+                Some(Ok(chain)) => Chosen::CallControl(CcChoice { snapshot: snap, profile, chain }),
                 Some(Err(e)) => {
                     tracing::warn!(profile = %profile.name, "{e}");
                     Chosen::Fail

@@ -14,14 +14,14 @@ use profiles::pattern::CcVars;
 use profiles::LocalReply;
 use profiles::{Profile, Snapshot};
 
-use super::apply::Chosen;
+use super::apply::{CcChoice, Chosen};
 use super::call::{CallKind, Side};
 use super::register::local_registrar;
-use super::txs::Purpose;
+use super::setup::{NewRequest, Parked};
+use super::txs::{Purpose, TxRole};
 use super::types::Source;
 use super::{CallHandle, Engine, Output, TxId};
 use crate::sip::msg::{HeaderName, Message};
-use crate::sip::transaction::TxKey;
 
 /// What the engine asks the call-control driver to run.
 #[derive(Debug, Clone)]
@@ -56,10 +56,7 @@ pub enum CcVerdict {
 
 /// A call waiting for its `start` verdict.
 pub(super) struct PendingStart {
-    key: TxKey,
-    msg: Message,
-    src: Source,
-    max_forwards: u8,
+    req: NewRequest,
     snapshot: Arc<Snapshot>,
     profile: Arc<Profile>,
     a_tx: TxId,
@@ -134,21 +131,18 @@ pub(super) fn party(side: Side) -> Party {
 
 impl Engine {
     /// Parks an out-of-dialog request for its `route` hooks.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn park_route(
-        &mut self,
-        key: TxKey,
-        msg: Message,
-        src: Source,
-        max_forwards: u8,
-        snapshot: Arc<Snapshot>,
-        profile: Arc<Profile>,
-        chain: Vec<CcInstance>,
-    ) {
+    pub(super) fn park_route(&mut self, req: NewRequest, cc: CcChoice) {
+        let NewRequest { key, msg, src, max_forwards } = req;
+        let CcChoice { snapshot, profile, chain } = cc;
         let id = self.new_call();
         let tag = self.ids.tag();
-        let server =
-            self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: TxId::NONE }, Some(tag));
+        let server = self.new_server_tx(
+            key,
+            &msg,
+            &src,
+            TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE }),
+            Some(tag),
+        );
         let facts = facts_of(self.cfg.shard, id, &profile, &msg, &src);
         self.pending_route.insert(id, PendingRoute { server, msg, src, max_forwards, snapshot, profile });
         self.out.push_back(Output::CallControl(CcRequest::Route { call: id, chain: chain.into(), facts }));
@@ -186,25 +180,22 @@ impl Engine {
     }
 
     /// Parks a new call for its call-control `start` and asks the driver to run it.
-    #[allow(clippy::too_many_arguments)] // the request and what the profile decided
-    pub(super) fn start_call_control(
-        &mut self,
-        now: Instant,
-        key: TxKey,
-        msg: Message,
-        src: Source,
-        max_forwards: u8,
-        snapshot: Arc<Snapshot>,
-        profile: Arc<Profile>,
-        chain: Vec<CcInstance>,
-    ) {
+    pub(super) fn start_call_control(&mut self, now: Instant, req: NewRequest, cc: CcChoice) {
+        let CcChoice { snapshot, profile, chain } = cc;
+        let NewRequest { key, msg, src, max_forwards } = req;
         let handle = self.new_call();
         let a_tag = self.ids.tag();
-        let a_tx =
-            self.new_server_tx(key.clone(), &msg, &src, Some(handle), Side::A, Purpose::AInitialInvite, Some(a_tag));
+        let a_tx = self.new_server_tx(
+            key.clone(),
+            &msg,
+            &src,
+            TxRole::new(Some(handle), Side::A, Purpose::AInitialInvite),
+            Some(a_tag),
+        );
         self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
         let facts = facts_of(self.cfg.shard, handle, &profile, &msg, &src);
-        self.pending_cc.insert(handle, PendingStart { key, msg, src, max_forwards, snapshot, profile, a_tx });
+        let req = NewRequest { key, msg, src, max_forwards };
+        self.pending_cc.insert(handle, PendingStart { req, snapshot, profile, a_tx });
         self.out.push_back(Output::CallControl(CcRequest::Start { call: handle, chain: chain.into(), facts }));
     }
 
@@ -247,29 +238,26 @@ impl Engine {
                 CallEnd { by: EndedBy::Sbc, code: 0, phrase: String::new(), reason: "gone".into(), answered: false },
             );
         }
-        let rules =
-            match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
-                Chosen::Go(r) => r,
-                Chosen::Refuse(reply) => return refuse(self, reply, "not_registered"),
-                _ => return refuse(self, LocalReply::new(500, "Server Internal Error"), "profile_error"),
-            };
-        let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
+        let rules = match self.evaluate_profile(
+            &p.req.msg,
+            &p.req.src,
+            &p.snapshot,
+            p.profile.clone(),
+            &VarMap(&vars),
+            &overrides,
+        ) {
+            Chosen::Go(r) => r,
+            Chosen::Refuse(reply) => return refuse(self, reply, "not_registered"),
+            _ => return refuse(self, LocalReply::new(500, "Server Internal Error"), "profile_error"),
+        };
+        let ruri = rules.plan.ruri.as_ref().map_or(p.req.msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(r) => r,
             Err(reply) => return refuse(self, reply, "no_route"),
         };
         let cc = CallCc { call_timer, timer_armed: false };
-        self.start_dialog_pair(
-            now,
-            p.key,
-            p.msg,
-            p.src,
-            route,
-            p.max_forwards,
-            CallKind::Invite,
-            rules,
-            Some((call, p.a_tx, cc)),
-        );
+        let parked = Parked { call, a_tx: p.a_tx, cc };
+        self.start_dialog_pair(now, p.req, route, CallKind::Invite, rules, Some(parked));
     }
 
     /// Tells the driver a call with call control is over.

@@ -19,7 +19,7 @@ use super::cc::party;
 use super::media::{anchor_or_reject, prepare_body_anyway};
 use super::register::keeps_in_register_ok;
 use super::session_timer;
-use super::txs::Purpose;
+use super::txs::{Purpose, TxRole};
 use super::types::{Destination, Peer, Source};
 use super::{CallHandle, Engine, TxId};
 use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, CSeq, HeaderName, Message, Method};
@@ -189,8 +189,13 @@ impl Engine {
         if method != Method::Bye {
             call.dialog_limits.take();
         }
-        let server =
-            self.new_server_tx(key, &msg, &src, Some(h), side, Purpose::RelayServer { peer: TxId::NONE }, None);
+        let server = self.new_server_tx(
+            key,
+            &msg,
+            &src,
+            TxRole::new(Some(h), side, Purpose::RelayServer { peer: TxId::NONE }),
+            None,
+        );
         if let Some(e) = self.txs.get_mut(&server).filter(|_| method != Method::Bye) {
             e.dialog_counted = true;
         }
@@ -257,8 +262,12 @@ impl Engine {
             }
             return;
         };
-        let client =
-            self.start_client_tx(now, out_msg, dest, Some(h), side.other(), Purpose::RelayClient { peer: server });
+        let client = self.start_client_tx(
+            now,
+            out_msg,
+            dest,
+            TxRole::new(Some(h), side.other(), Purpose::RelayClient { peer: server }),
+        );
         self.set_relay_peer(server, client);
         self.announce_event(h, || LegEvent::Request {
             from: party(side),

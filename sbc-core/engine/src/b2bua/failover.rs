@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::build::{self, leg_contact};
 use super::call::Side;
-use super::txs::Purpose;
+use super::txs::{Purpose, TxRole};
 use super::types::{Destination, LocalSocket, Peer, Transport};
 use super::{CallHandle, Engine};
 use crate::sip::msg::{HeaderName, Message, MessageWriter};
@@ -90,7 +90,7 @@ impl Engine {
         if !call.failover.is_empty() {
             call.b_invite = Some(Box::new(next.clone()));
         }
-        let id = self.start_client_tx(now, next, dest, Some(h), Side::B, Purpose::BInitialInvite);
+        let id = self.start_client_tx(now, next, dest, TxRole::new(Some(h), Side::B, Purpose::BInitialInvite));
         if let Some(call) = self.calls.get_mut(&h) {
             call.b_ict = id;
         }

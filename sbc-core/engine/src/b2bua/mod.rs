@@ -27,6 +27,7 @@ mod register;
 mod resend;
 mod routing;
 mod session_timer;
+mod setup;
 mod teardown;
 mod txs;
 mod types;

@@ -13,7 +13,8 @@ use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, writ
 use super::call::{CallKind, Side};
 use super::register::{local_registrar, rewritten_contacts, CacheStep};
 use super::routing;
-use super::txs::Purpose;
+use super::setup::NewRequest;
+use super::txs::{Purpose, TxRole};
 use super::types::Source;
 use super::Engine;
 use super::{apply::CallRules, invite::BRoute, TxId};
@@ -47,13 +48,11 @@ impl Engine {
             Chosen::Refuse(reply) => return self.refuse(&msg, &src, &reply),
             // Unlike SEMS (which drops it), a request that cannot be handled is answered.
             Chosen::Fail => return self.refuse(&msg, &src, &LocalReply::new(500, "Server Internal Error")),
-            Chosen::CallControl { snapshot, profile, chain } => {
-                return self.park_route(key, msg, src, max_forwards, snapshot, profile, chain);
-            }
+            Chosen::CallControl(cc) => return self.park_route(NewRequest { key, msg, src, max_forwards }, cc),
         };
         if method == Method::Register && local_registrar(&rules.profile).is_some() {
             let a_tag = self.ids.tag();
-            let server = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, Some(a_tag));
+            let server = self.new_server_tx(key, &msg, &src, TxRole::new(None, Side::A, Purpose::Local), Some(a_tag));
             return self.local_register(now, server, &msg, &rules);
         }
         let plan = &rules.plan;
@@ -67,21 +66,17 @@ impl Engine {
                 return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
             }
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
-            return self.start_dialog_pair(
-                now,
-                key,
-                msg,
-                src,
-                route,
-                max_forwards,
-                CallKind::Subscription,
-                rules,
-                None,
-            );
+            let req = NewRequest { key, msg, src, max_forwards };
+            return self.start_dialog_pair(now, req, route, CallKind::Subscription, rules, None);
         }
         let a_tag = self.ids.tag();
-        let server =
-            self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::RelayServer { peer: TxId::NONE }, Some(a_tag));
+        let server = self.new_server_tx(
+            key,
+            &msg,
+            &src,
+            TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE }),
+            Some(a_tag),
+        );
         self.relay_out_of_dialog(now, server, &msg, max_forwards, rules, route);
     }
 
@@ -203,7 +198,8 @@ impl Engine {
         if !transparent {
             self.own_call_ids.insert(b_call_id);
         }
-        let client = self.start_client_tx(now, out_msg, dest, None, Side::B, Purpose::RelayClient { peer: server });
+        let client =
+            self.start_client_tx(now, out_msg, dest, TxRole::new(None, Side::B, Purpose::RelayClient { peer: server }));
         self.set_relay_peer(server, client);
     }
 }

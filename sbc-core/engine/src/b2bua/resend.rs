@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::build::write_via;
-use super::txs::{Purpose, Resendable};
+use super::txs::{Purpose, Resendable, TxRole};
 use super::{Engine, TxId};
 use crate::sip::msg::{Header, HeaderName, Message, MessageWriter};
 
@@ -62,7 +62,7 @@ impl Engine {
             w.header(n, v.as_bytes());
         }
         let again = Message::parse(w.finish(sent.body())).ok()?;
-        let new_id = self.start_client_tx(now, again.clone(), dest, call, side, purpose);
+        let new_id = self.start_client_tx(now, again.clone(), dest, TxRole::new(call, side, purpose));
         // What the first attempt carried goes on; the loop-detection Call-ID moves with it.
         let (previous, reserved) = match self.txs.get_mut(&id) {
             Some(e) => (e.resendable.take(), e.reserved_call_id.take()),

@@ -13,7 +13,7 @@ use profiles::LocalReply;
 
 use super::build::request_on_leg;
 use super::call::Side;
-use super::txs::Purpose;
+use super::txs::{Purpose, TxRole};
 use super::{CallHandle, Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, trim, Header, HeaderName, Message, Method};
 
@@ -269,7 +269,7 @@ impl Engine {
             return;
         };
         self.stats.bump(Counter::SessionRefreshes);
-        let id = self.start_client_tx(now, m, dest, Some(h), side, Purpose::SessionRefresh);
+        let id = self.start_client_tx(now, m, dest, TxRole::new(Some(h), side, Purpose::SessionRefresh));
         if let Some(t) = self.calls.get_mut(&h).and_then(|c| c.sst[side.idx()].as_mut()) {
             t.in_flight = Some(id);
         }

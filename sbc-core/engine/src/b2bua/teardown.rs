@@ -9,7 +9,7 @@ use profiles::LocalReply;
 use super::apply::append;
 use super::build::{self, request_on_leg};
 use super::call::{CallKind, CallState, Side};
-use super::txs::{Purpose, Resendable};
+use super::txs::{Purpose, Resendable, TxRole};
 use super::types::Source;
 use super::{CallHandle, Counter, Engine, Event, Output};
 use crate::sip::msg::Message;
@@ -22,7 +22,7 @@ impl Engine {
             return self.no_such_dialog(now, &msg, &src);
         };
         let (purpose, call) = self.txs.get(&ist).map(|e| (e.purpose, e.call)).unwrap_or((Purpose::Local, None));
-        let id = self.new_server_tx(key, &msg, &src, None, Side::A, Purpose::Local, None);
+        let id = self.new_server_tx(key, &msg, &src, TxRole::new(None, Side::A, Purpose::Local), None);
         self.respond_local(now, id, &LocalReply::new(200, "OK"));
         if !self.ist_open(ist) {
             return;
@@ -41,7 +41,7 @@ impl Engine {
                     let bytes = build::cancel_for(req);
                     let dest = self.txs.get(&peer).map(|e| e.dest.clone());
                     if let (Ok(m), Some(dest)) = (Message::parse(bytes), dest) {
-                        self.start_client_tx(now, m, dest, call, Side::B, Purpose::Detached);
+                        self.start_client_tx(now, m, dest, TxRole::new(call, Side::B, Purpose::Detached));
                     }
                 }
             }
@@ -78,7 +78,7 @@ impl Engine {
         let Some(bytes) = self.client_request(call.b_ict).map(build::cancel_for) else { return };
         let dest = self.txs.get(&call.b_ict).map(|e| e.dest.clone());
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), dest) {
-            self.start_client_tx(now, m, dest, Some(h), Side::B, Purpose::Detached);
+            self.start_client_tx(now, m, dest, TxRole::new(Some(h), Side::B, Purpose::Detached));
         }
     }
 
@@ -131,7 +131,7 @@ impl Engine {
         if let (Ok(m), Some(dest)) = (Message::parse(bytes), self.leg_dest(h, side)) {
             let keep = credentials.is_some().then(|| m.clone());
             let configured = keep.is_some() && self.to_configured_hop(Some(h), side, &dest.peer, Some(&rules));
-            let id = self.start_client_tx(now, m, dest, None, side, Purpose::Detached);
+            let id = self.start_client_tx(now, m, dest, TxRole::new(None, side, Purpose::Detached));
             // The call is gone by the answer; a challenge to this BYE is still answered.
             if let (Some(m), Some(e)) = (keep, self.txs.get_mut(&id)) {
                 e.resendable = Some(Resendable::new(m, credentials, configured));
@@ -158,7 +158,7 @@ impl Engine {
         if let Some(dest) = self.leg_dest(h, Side::B) {
             self.send_raw(dest.clone(), ack);
             if let Ok(m) = Message::parse(bye) {
-                self.start_client_tx(now, m, dest, None, Side::B, Purpose::Detached);
+                self.start_client_tx(now, m, dest, TxRole::new(None, Side::B, Purpose::Detached));
             }
         }
     }

@@ -136,19 +136,31 @@ enum TuEvent {
     Timeout,
 }
 
+/// What a transaction is for: the call it belongs to (if any), the leg, and its role.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TxRole {
+    pub(super) call: Option<CallHandle>,
+    pub(super) side: Side,
+    pub(super) purpose: Purpose,
+}
+
+impl TxRole {
+    pub(super) fn new(call: Option<CallHandle>, side: Side, purpose: Purpose) -> Self {
+        Self { call, side, purpose }
+    }
+}
+
 impl Engine {
     /// Creates a server transaction for `msg` (already known to have no match).
-    #[allow(clippy::too_many_arguments)] // one constructor for all server roles; each is a field
     pub(super) fn new_server_tx(
         &mut self,
         key: TxKey,
         msg: &Message,
         src: &Source,
-        call: Option<CallHandle>,
-        side: Side,
-        purpose: Purpose,
+        role: TxRole,
         to_tag: Option<Box<[u8]>>,
     ) -> TxId {
+        let TxRole { call, side, purpose } = role;
         let reliable = src.transport.is_reliable();
         let fsm = if msg.method() == Some(Method::Invite) {
             Fsm::Ist(ServerInvite::new(reliable, self.cfg.timers))
@@ -226,16 +238,8 @@ impl Engine {
     }
 
     /// Starts a client transaction for a request we built.
-    #[allow(clippy::too_many_arguments)] // mirrors new_server_tx
-    pub(super) fn start_client_tx(
-        &mut self,
-        now: Instant,
-        request: Message,
-        dest: Destination,
-        call: Option<CallHandle>,
-        side: Side,
-        purpose: Purpose,
-    ) -> TxId {
+    pub(super) fn start_client_tx(&mut self, now: Instant, request: Message, dest: Destination, role: TxRole) -> TxId {
+        let TxRole { call, side, purpose } = role;
         let branch = request.top_via().and_then(|v| v.branch()).unwrap_or_default().to_vec();
         let method = request.method().unwrap_or(Method::Other);
         let key = client_key(&branch, request.method_bytes());
@@ -596,7 +600,7 @@ impl Engine {
                     let cancel = self.client_request(id).map(super::build::cancel_for);
                     let dest = self.txs.get(&id).map(|e| e.dest.clone());
                     if let (Some(Ok(m)), Some(dest)) = (cancel.map(Message::parse), dest) {
-                        self.start_client_tx(now, m, dest, call, Side::B, Purpose::Detached);
+                        self.start_client_tx(now, m, dest, TxRole::new(call, Side::B, Purpose::Detached));
                     }
                 }
                 self.respond_local(now, peer, &reply);
