@@ -352,31 +352,36 @@ pub fn sipp_uac_from(
     calls: u32,
     rate: u32,
 ) -> Output {
-    sipp_uac_run(local_ip, scenario_file, dest, rsa, transport, calls, rate, &[]).0
+    UacRun { local_ip, scenario_file, dest, rsa, transport, calls, rate, extra: &[] }.run().0
 }
 
-/// [`sipp_uac_from`] with extra SIPp arguments; also returns SIPp's working directory (its
-/// `-trace_logs` file is there).
-#[allow(clippy::too_many_arguments)]
-pub fn sipp_uac_run(
-    local_ip: &str,
-    scenario_file: &str,
-    dest: SocketAddr,
-    rsa: Option<SocketAddr>,
-    transport: Transport,
-    calls: u32,
-    rate: u32,
-    extra: &[String],
-) -> (Output, PathBuf) {
-    let dir = scratch_dir("uac");
-    let mut cmd = uac_command(&dir, local_ip, scenario_file, dest, rsa, transport);
-    cmd.args(["-m", &calls.to_string(), "-r", &rate.to_string(), "-timeout", "40s", "-trace_err"]);
-    cmd.args(extra);
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run sipp (apt-get install sip-tester): {e}"));
-    if !out.status.success() {
-        eprintln!("sipp uac error logs:\n{}", read_error_logs(&dir));
+/// A SIPp UAC run to completion: `scenario_file` from a free port on `local_ip` against `dest`
+/// (the Request-URI), every message sent to `rsa` when given, `calls` calls at `rate` per
+/// second, with `extra` SIPp arguments.
+pub struct UacRun<'a> {
+    pub local_ip: &'a str,
+    pub scenario_file: &'a str,
+    pub dest: SocketAddr,
+    pub rsa: Option<SocketAddr>,
+    pub transport: Transport,
+    pub calls: u32,
+    pub rate: u32,
+    pub extra: &'a [String],
+}
+
+impl UacRun<'_> {
+    /// Runs it; also returns SIPp's working directory (its `-trace_logs` file is there).
+    pub fn run(&self) -> (Output, PathBuf) {
+        let dir = scratch_dir("uac");
+        let mut cmd = uac_command(&dir, self.local_ip, self.scenario_file, self.dest, self.rsa, self.transport);
+        cmd.args(["-m", &self.calls.to_string(), "-r", &self.rate.to_string(), "-timeout", "40s", "-trace_err"]);
+        cmd.args(self.extra);
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run sipp (apt-get install sip-tester): {e}"));
+        if !out.status.success() {
+            eprintln!("sipp uac error logs:\n{}", read_error_logs(&dir));
+        }
+        (out, dir)
     }
-    (out, dir)
 }
 
 /// A SIPp UAC running in the background (killed on drop), for calls a test interrupts.

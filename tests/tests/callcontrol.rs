@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sbc_e2e::{
-    eventually, free_port, http, injection_file, read_error_logs, read_scenario_logs, scratch_dir, sipp_uac_run,
-    sipp_uas, Sbcd, Transport,
+    eventually, free_port, http, injection_file, read_error_logs, read_scenario_logs, scratch_dir, sipp_uas, Sbcd,
+    Transport, UacRun,
 };
 
 fn config(text: &str) -> PathBuf {
@@ -29,16 +29,17 @@ fn uac(
     let inf = injection_file(&dir, users);
     let mut args = vec!["-inf".to_string(), inf.display().to_string(), "-trace_logs".into()];
     args.extend(extra.iter().map(|s| s.to_string()));
-    sipp_uac_run(
-        "127.0.0.1",
-        scenario,
-        SocketAddr::from(([127, 0, 0, 1], uas)),
-        Some(sbcd.addr()),
-        Transport::Udp,
+    UacRun {
+        local_ip: "127.0.0.1",
+        scenario_file: scenario,
+        dest: SocketAddr::from(([127, 0, 0, 1], uas)),
+        rsa: Some(sbcd.addr()),
+        transport: Transport::Udp,
         calls,
-        10,
-        &args,
-    )
+        rate: 10,
+        extra: &args,
+    }
+    .run()
 }
 
 /// `cc_call_timer`: the call is cut by the SBC after the configured time; both sides get BYE.
@@ -80,16 +81,18 @@ fn parallel_call_limit_per_user() {
         std::thread::spawn(move || {
             let dir = scratch_dir("cc-alice");
             let inf = injection_file(&dir, &["alice"]);
-            sipp_uac_run(
-                "127.0.0.1",
-                "uac_cc_pcalls.xml",
-                SocketAddr::from(([127, 0, 0, 1], uas_port)),
-                Some(sbcd_addr),
-                Transport::Udp,
-                3,
-                10,
-                &["-inf".into(), inf.display().to_string(), "-trace_logs".into(), "-l".into(), "3".into()],
-            )
+            let extra = ["-inf".into(), inf.display().to_string(), "-trace_logs".into(), "-l".into(), "3".into()];
+            UacRun {
+                local_ip: "127.0.0.1",
+                scenario_file: "uac_cc_pcalls.xml",
+                dest: SocketAddr::from(([127, 0, 0, 1], uas_port)),
+                rsa: Some(sbcd_addr),
+                transport: Transport::Udp,
+                calls: 3,
+                rate: 10,
+                extra: &extra,
+            }
+            .run()
         })
     };
     std::thread::sleep(Duration::from_millis(700));

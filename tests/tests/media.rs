@@ -180,8 +180,17 @@ fn ports_return_to_the_pool_after_many_calls() {
     let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, calls);
     let dest = SocketAddr::from(([127, 0, 0, 1], uas_port));
     let extra = ["-l".to_string(), "1".into()];
-    let (out, dir) =
-        sipp_uac_run("127.0.0.1", "uac_basic.xml", dest, Some(sbcd.addr()), Transport::Udp, calls, 20, &extra);
+    let (out, dir) = UacRun {
+        local_ip: "127.0.0.1",
+        scenario_file: "uac_basic.xml",
+        dest,
+        rsa: Some(sbcd.addr()),
+        transport: Transport::Udp,
+        calls,
+        rate: 20,
+        extra: &extra,
+    }
+    .run();
     assert!(
         out.status.success(),
         "{} calls one after another must all get media ports: {}\n{}",

@@ -26,7 +26,17 @@ fn a_source_over_its_rate_gets_503_and_a_trusted_trunk_does_not() {
     // 60 calls at 40 per second from 127.0.0.2: the burst (5) and 5 per second get through,
     // however fast SIPp really managed to send them.
     let t0 = std::time::Instant::now();
-    let (out, _) = sipp_uac_run("127.0.0.2", "uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 60, 40, &[]);
+    let (out, _) = UacRun {
+        local_ip: "127.0.0.2",
+        scenario_file: "uac_basic.xml",
+        dest: uas,
+        rsa: Some(sbcd.addr()),
+        transport: Transport::Udp,
+        calls: 60,
+        rate: 40,
+        extra: &[],
+    }
+    .run();
     let allowed = 5 + (5.0 * t0.elapsed().as_secs_f64()).ceil() as u64;
     let refused = stat(&sbcd, "admission_refused");
     let answered = stat(&sbcd, "calls_answered");
@@ -38,7 +48,17 @@ fn a_source_over_its_rate_gets_503_and_a_trusted_trunk_does_not() {
     assert!((5..=allowed).contains(&answered), "answered {answered}, at most {allowed}");
 
     // The trusted trunk, same rate: every call completes.
-    let (out, _) = sipp_uac_run("127.0.0.3", "uac_basic.xml", uas, Some(sbcd.addr()), Transport::Udp, 40, 40, &[]);
+    let (out, _) = UacRun {
+        local_ip: "127.0.0.3",
+        scenario_file: "uac_basic.xml",
+        dest: uas,
+        rsa: Some(sbcd.addr()),
+        transport: Transport::Udp,
+        calls: 40,
+        rate: 40,
+        extra: &[],
+    }
+    .run();
     assert!(
         out.status.success(),
         "trusted trunk throttled:\n{}\n{}",
