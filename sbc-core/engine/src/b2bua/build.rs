@@ -206,22 +206,66 @@ pub(crate) fn local_response(req: &Message, src: &Source, reply: &LocalReply, to
     w.finish(b"")
 }
 
+/// The To row of a request the SBC sends: a party with its tag (if the dialog has one), or
+/// the row a relayed out-of-dialog request came with, byte for byte.
+pub(crate) enum ToRow<'a> {
+    Party(&'a [u8], Option<&'a [u8]>),
+    Copied(&'a Message, &'a Header),
+}
+
+/// The rows that open every request the SBC sends, in a dialog or not: the request line, our
+/// Via, the routes, Max-Forwards, From (ours, with our tag), To, Call-ID and CSeq. The one
+/// place a request is begun; the caller adds the rest and the body.
+pub(crate) struct RequestHead<'a, R> {
+    pub(crate) method: &'a [u8],
+    pub(crate) target: &'a [u8],
+    pub(crate) transport: Transport,
+    pub(crate) sent_by: &'a str,
+    pub(crate) branch: &'a [u8],
+    pub(crate) routes: R,
+    pub(crate) max_forwards: u8,
+    pub(crate) from: &'a [u8],
+    pub(crate) from_tag: &'a [u8],
+    pub(crate) to: ToRow<'a>,
+    pub(crate) call_id: &'a [u8],
+    pub(crate) cseq: u32,
+}
+
+pub(crate) fn write_request<'a, R: IntoIterator<Item = &'a [u8]>>(head: RequestHead<'a, R>) -> MessageWriter {
+    let mut w = MessageWriter::request(head.method, head.target);
+    write_via(&mut w, head.transport, head.sent_by, head.branch);
+    for r in head.routes {
+        w.header("Route", r);
+    }
+    w.header_fmt("Max-Forwards", format_args!("{}", head.max_forwards));
+    write_party(&mut w, "From", head.from, Some(head.from_tag));
+    match head.to {
+        ToRow::Party(party, tag) => write_party(&mut w, "To", party, tag),
+        ToRow::Copied(msg, row) => {
+            w.copy_row(msg, row);
+        }
+    }
+    w.header("Call-ID", head.call_id);
+    w.header_fmt("CSeq", format_args!("{} {}", head.cseq, String::from_utf8_lossy(head.method)));
+    w
+}
+
 /// A request on `leg`: request line to its remote target, our Via, its route set, dialog rows.
 pub(crate) fn request_on_leg(leg: &Leg, method: &[u8], cseq: u32, branch: &[u8], max_forwards: u8) -> MessageWriter {
-    let mut w = MessageWriter::request(method, &leg.remote_target);
-    write_via(&mut w, leg.transport, &leg.via_sent_by, branch);
-    if let Some(r) = &leg.forced_route {
-        w.header("Route", r);
-    }
-    for r in &leg.route_set {
-        w.header("Route", r);
-    }
-    w.header_fmt("Max-Forwards", format_args!("{max_forwards}"));
-    write_party(&mut w, "From", &leg.local_party, Some(&leg.local_tag));
-    write_party(&mut w, "To", &leg.remote_party, leg.remote_tag.as_deref());
-    w.header("Call-ID", &leg.call_id);
-    w.header_fmt("CSeq", format_args!("{cseq} {}", String::from_utf8_lossy(method)));
-    w
+    write_request(RequestHead {
+        method,
+        target: &leg.remote_target,
+        transport: leg.transport,
+        sent_by: &leg.via_sent_by,
+        branch,
+        routes: leg.forced_route.iter().chain(&leg.route_set).map(|r| &**r),
+        max_forwards,
+        from: &leg.local_party,
+        from_tag: &leg.local_tag,
+        to: ToRow::Party(&leg.remote_party, leg.remote_tag.as_deref()),
+        call_id: &leg.call_id,
+        cseq,
+    })
 }
 
 pub(crate) fn write_via(w: &mut MessageWriter, transport: Transport, sent_by: &str, branch: &[u8]) {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use profiles::LocalReply;
 
 use super::apply::{append, Chosen};
-use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, write_party, write_via};
+use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, write_request, RequestHead, ToRow};
 use super::call::{CallKind, Side};
 use super::register::{local_registrar, rewritten_contacts, CacheStep};
 use super::routing;
@@ -18,7 +18,7 @@ use super::txs::{Purpose, TxRole};
 use super::types::Source;
 use super::Engine;
 use super::{apply::CallRules, invite::BRoute, TxId};
-use crate::sip::msg::{HeaderName, Message, MessageWriter, Method};
+use crate::sip::msg::{HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
 
 /// What the SBC says it can do in answer to OPTIONS.
@@ -136,28 +136,35 @@ impl Engine {
             _ => self.ids.tag(),
         };
 
-        let mut w = MessageWriter::request(msg.method_bytes(), ruri);
-        write_via(&mut w, dest.transport, &out_socket.sent_by(), &branch);
-        if let Some(proxy) = &plan.outbound_proxy {
-            w.header_fmt("Route", format_args!("<{proxy};lr>"));
-        }
-        w.header_fmt("Max-Forwards", format_args!("{}", max_forwards - 1));
         let from = match &plan.from {
             Some(f) => f.as_bytes().into(),
             None => without_tag(msg.header_value(HeaderName::From).unwrap_or_default()),
         };
-        write_party(&mut w, "From", &from, Some(&b_tag));
-        match (&plan.to, msg.header(HeaderName::To)) {
-            (Some(t), _) => {
-                w.header("To", t.as_bytes());
-            }
-            (None, Some(h)) => {
-                w.copy_row(msg, h);
-            }
-            (None, None) => {}
-        }
-        w.header("Call-ID", &b_call_id);
-        w.header_fmt("CSeq", format_args!("{cseq} {}", String::from_utf8_lossy(msg.method_bytes())));
+        let to = match (&plan.to, msg.header(HeaderName::To)) {
+            (Some(t), _) => Some(ToRow::Party(t.as_bytes(), None)),
+            (None, Some(h)) => Some(ToRow::Copied(msg, h)),
+            (None, None) => None,
+        };
+        let Some(to) = to else {
+            // check_request refuses a request without To before it gets here.
+            return self.respond_local(now, server, &LocalReply::new(400, "Missing To"));
+        };
+        let proxy_route = plan.outbound_proxy.as_ref().map(|p| format!("<{p};lr>").into_bytes());
+        let sent_by = out_socket.sent_by();
+        let mut w = write_request(RequestHead {
+            method: msg.method_bytes(),
+            target: ruri,
+            transport: dest.transport,
+            sent_by: &sent_by,
+            branch: &branch,
+            routes: proxy_route.as_deref(),
+            max_forwards: max_forwards - 1,
+            from: &from,
+            from_tag: &b_tag,
+            to,
+            call_id: &b_call_id,
+            cseq,
+        });
         if let Some((contacts, star, _)) = &cached {
             if *star {
                 w.header("Contact", b"*");
