@@ -20,7 +20,7 @@ use super::media::{prepare_body, BodyError};
 use super::routing;
 use super::session_timer::{self, LegTimer};
 use super::txs::{Purpose, Resendable, TxRole};
-use super::types::{Destination, LocalSocket, Peer, SocketId, Source, Transport};
+use super::types::{Destination, Peer, SocketId, Source, Transport};
 use super::{CallHandle, Counter, Engine, Event, Output, TxId};
 use crate::sip::msg::{HeaderName, Message};
 use crate::sip::transaction::TxKey;
@@ -42,12 +42,12 @@ pub(super) struct Parked {
     pub(super) cc: CallCc,
 }
 
-/// The sockets the two legs use.
+/// The sockets the two legs use, and how each leg's Via names ours.
 struct Sockets {
     /// The A leg's: the one the request came on, unless the profile names another interface.
     a_local: SocketId,
-    a: LocalSocket,
-    b: LocalSocket,
+    a_sent_by: String,
+    b_sent_by: String,
 }
 
 /// The caller's side of a new pair: the call's handle, its server transaction, our tag there.
@@ -83,8 +83,9 @@ impl Engine {
         };
         let a = self.a_side(now, key, &msg, &src, kind, parked);
         let span = tracing::info_span!("call", id = a.handle.get());
-        let a_leg = a_leg(&msg, &src, &rules, &sockets, a.a_tag);
-        let (b_leg, transparent_ids) = self.b_leg(&msg, &rules, &route, &sockets, &a_leg, &body);
+        let Sockets { a_local, a_sent_by, b_sent_by } = sockets;
+        let a_leg = a_leg(&msg, &src, &rules, a_local, a_sent_by, a.a_tag);
+        let (b_leg, transparent_ids) = self.b_leg(&msg, &rules, &route, b_sent_by, &a_leg, &body);
         let branch = self.ids.branch();
         let Some(b_request) = b_request(&msg, &rules, &b_leg, &sst, &body, &branch, max_forwards) else {
             tracing::error!("generated B-leg request does not parse");
@@ -237,8 +238,8 @@ impl Engine {
             }
             _ => src.local,
         };
-        match (self.cfg.socket(a_local).cloned(), self.cfg.socket(route.dest.local).cloned()) {
-            (Some(a), Some(b)) => Ok(Sockets { a_local, a, b }),
+        match (self.cfg.socket(a_local), self.cfg.socket(route.dest.local)) {
+            (Some(a), Some(b)) => Ok(Sockets { a_local, a_sent_by: a.sent_by(), b_sent_by: b.sent_by() }),
             _ => Err(LocalReply::new(500, "Server Internal Error")),
         }
     }
@@ -268,8 +269,7 @@ impl Engine {
             }
             _ => None,
         };
-        let sent_by = sockets.b.sent_by();
-        match prepare_body(rules, media.as_mut().zip(self.media.as_mut()), Side::B, &sent_by, msg.body()) {
+        match prepare_body(rules, media.as_mut().zip(self.media.as_mut()), Side::B, &sockets.b_sent_by, msg.body()) {
             Ok(body) => Ok((media, body)),
             Err(e) => {
                 self.discard_media(media);
@@ -319,7 +319,7 @@ impl Engine {
         msg: &Message,
         rules: &CallRules,
         route: &BRoute,
-        sockets: &Sockets,
+        sent_by: String,
         a_leg: &Leg,
         body: &[u8],
     ) -> (Leg, bool) {
@@ -345,7 +345,6 @@ impl Engine {
             None => without_tag(msg.header_value(h).unwrap_or_default()),
         };
         let dest = route.dest.clone();
-        let sent_by = sockets.b.sent_by();
         let leg = Leg {
             call_id,
             local_tag,
@@ -371,10 +370,16 @@ impl Engine {
     }
 }
 
-/// The A leg, facing the caller, from its request.
-fn a_leg(msg: &Message, src: &Source, rules: &CallRules, sockets: &Sockets, local_tag: Box<[u8]>) -> Leg {
+/// The A leg, facing the caller, from its request, on our socket `local` (named `sent_by`).
+fn a_leg(
+    msg: &Message,
+    src: &Source,
+    rules: &CallRules,
+    local: SocketId,
+    sent_by: String,
+    local_tag: Box<[u8]>,
+) -> Leg {
     let plan = &rules.plan;
-    let sent_by = sockets.a.sent_by();
     // RFC 2543 peers may send no Contact (RFC 4475 §3.4.1): reach them where they are.
     let (remote_target, peer) = match msg.contact().filter(|c| c.uri != b"*") {
         Some(c) => {
@@ -401,9 +406,9 @@ fn a_leg(msg: &Message, src: &Source, rules: &CallRules, sockets: &Sockets, loca
         transport: src.transport,
         dest: Destination {
             transport: src.transport,
-            local: sockets.a_local,
+            local,
             peer,
-            conn: if sockets.a_local == src.local { src.conn } else { None },
+            conn: if local == src.local { src.conn } else { None },
         },
         contact: leg_contact(&plan.aleg_contact, &sent_by, src.transport),
         via_sent_by: sent_by.into_boxed_str(),
