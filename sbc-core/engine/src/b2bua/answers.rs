@@ -35,11 +35,7 @@ impl Engine {
             if code == 100 || !call.state.is_early() {
                 return;
             }
-            let first_tag = call.leg(Side::B).remote_tag.is_none();
-            learn_remote(call.leg_mut(Side::B), &msg, false);
-            if first_tag {
-                self.adopt_callee_tag(h);
-            }
+            self.learn_callee(h, &msg);
             let Some(call) = self.calls.get_mut(&h) else {
                 return;
             };
@@ -101,11 +97,7 @@ impl Engine {
                 }
                 return;
             }
-            let first_tag = call.leg(Side::B).remote_tag.is_none();
-            learn_remote(call.leg_mut(Side::B), &msg, false);
-            if first_tag {
-                self.adopt_callee_tag(h);
-            }
+            self.learn_callee(h, &msg);
             let Some(call) = self.calls.get_mut(&h) else {
                 return;
             };
@@ -197,6 +189,17 @@ impl Engine {
             self.respond_local(now, a_ist, &reply);
         }
         self.end_call(now, h, reply.code, if transport_failed { "unreachable" } else { "timeout" });
+    }
+
+    /// The callee's tag and target from a response to our INVITE; its first tag is adopted
+    /// for `transparent_dlg_id`.
+    fn learn_callee(&mut self, h: CallHandle, msg: &Message) {
+        let Some(call) = self.calls.get_mut(&h) else { return };
+        let first_tag = call.leg(Side::B).remote_tag.is_none();
+        learn_remote(call.leg_mut(Side::B), msg, false);
+        if first_tag {
+            self.adopt_callee_tag(h);
+        }
     }
 
     /// transparent_dlg_id: the caller gets the callee's To tag as ours, so both ends see one

@@ -100,6 +100,30 @@ impl Resendable {
 }
 
 impl TxEntry {
+    /// A transaction of `role` with nothing attached yet; its constructor fills in the rest.
+    fn new(key: TxKey, fsm: Fsm, dest: Destination, role: TxRole, method: Method) -> Box<Self> {
+        Box::new(Self {
+            key,
+            fsm,
+            dest,
+            call: role.call,
+            side: role.side,
+            purpose: role.purpose,
+            request: None,
+            source: None,
+            to_tag: None,
+            transport_failed: false,
+            method,
+            reserved_call_id: None,
+            scheduled: None,
+            rules: None,
+            registration: None,
+            resendable: None,
+            dialog_counted: false,
+            resolved: None,
+        })
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         match &self.fsm {
             Fsm::Ict(t) => t.poll_timeout(),
@@ -160,7 +184,6 @@ impl Engine {
         role: TxRole,
         to_tag: Option<Box<[u8]>>,
     ) -> TxId {
-        let TxRole { call, side, purpose } = role;
         let reliable = src.transport.is_reliable();
         let fsm = if msg.method() == Some(Method::Invite) {
             Fsm::Ist(ServerInvite::new(reliable, self.cfg.timers))
@@ -170,29 +193,11 @@ impl Engine {
         let id = TxId(self.new_id());
         let dest = super::routing::response_dest(msg, src);
         self.tx_keys.insert(key.clone(), id);
-        self.txs.insert(
-            id,
-            Box::new(TxEntry {
-                key,
-                fsm,
-                dest,
-                call,
-                side,
-                purpose,
-                request: Some(msg.clone()),
-                source: Some(*src),
-                to_tag,
-                transport_failed: false,
-                method: msg.method().unwrap_or(Method::Other),
-                reserved_call_id: None,
-                scheduled: None,
-                rules: None,
-                registration: None,
-                resendable: None,
-                dialog_counted: false,
-                resolved: None,
-            }),
-        );
+        let mut entry = TxEntry::new(key, fsm, dest, role, msg.method().unwrap_or(Method::Other));
+        entry.request = Some(msg.clone());
+        entry.source = Some(*src);
+        entry.to_tag = to_tag;
+        self.txs.insert(id, entry);
         id
     }
 
@@ -270,29 +275,10 @@ impl Engine {
             Fsm::Nict(ClientNonInvite::start(request, reliable, self.cfg.timers, now, &mut out))
         };
         self.tx_keys.insert(key.clone(), id);
-        self.txs.insert(
-            id,
-            Box::new(TxEntry {
-                key,
-                fsm,
-                dest,
-                call,
-                side,
-                purpose,
-                request: None,
-                source: None,
-                to_tag: None,
-                rules: None,
-                registration: None,
-                resendable,
-                dialog_counted: false,
-                resolved: None,
-                transport_failed: false,
-                method,
-                reserved_call_id,
-                scheduled: None,
-            }),
-        );
+        let mut entry = TxEntry::new(key, fsm, dest, role, method);
+        entry.resendable = resendable;
+        entry.reserved_call_id = reserved_call_id;
+        self.txs.insert(id, entry);
         self.after_fsm(now, id, out);
         id
     }
