@@ -1,5 +1,6 @@
-//! Every profile option SEMS knows, and what this SBC does with it: applied, recognised for a
-//! capability that arrives later, or dead in SEMS too. Unknown keys are errors.
+//! Every profile option SEMS knows, in one table: its key, what this SBC does with it (applied,
+//! recognised for a capability that arrives later, or dead in SEMS too) and where its value
+//! goes. Unknown keys are errors.
 
 /// What happens to an option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,144 +15,327 @@ pub enum OptionStatus {
 
 use OptionStatus::{Active, Dead, NotYet};
 
+use crate::pattern::Pattern;
+use crate::profile::Profile;
+
 const RTP: &str = "transcoding, DTMF detection, RTP mux and hold rewriting";
 const REPLACES: &str = "Replaces mapping";
 const MISC: &str = "not implemented";
 
-/// (key, status). Keys are case-sensitive, as in SEMS.
-pub const OPTIONS: &[(&str, OptionStatus)] = &[
-    ("RURI", Active),
-    ("RURI_host", Active),
-    ("From", Active),
-    ("To", Active),
-    ("Call-ID", Active),
-    ("transparent_dlg_id", Active),
-    ("append_headers", Active),
-    ("append_headers_req", Active),
-    ("aleg_append_headers_req", Active),
-    ("reply_translations", Active),
-    ("refuse_with", Active),
-    ("fix_replaces_inv", NotYet(REPLACES)),
-    ("fix_replaces_ref", NotYet(REPLACES)),
-    ("outbound_proxy", Active),
-    ("force_outbound_proxy", Active),
-    ("aleg_outbound_proxy", Active),
-    ("aleg_force_outbound_proxy", Active),
-    ("next_hop", Active),
-    ("next_hop_1st_req", Active),
-    ("patch_ruri_next_hop", Active),
-    ("next_hop_fixed", Active),
-    ("next_hop_replies_from_any", Active),
-    ("aleg_next_hop", Active),
-    ("outbound_interface", Active),
-    ("aleg_outbound_interface", Active),
-    ("dlg_nat_handling", Active),
-    ("allow_subless_notify", NotYet(MISC)),
-    ("aleg_contact_host", Active),
-    ("aleg_contact_port", Active),
-    ("aleg_contact_user", Active),
-    ("aleg_contact_displayname", Active),
-    ("aleg_contact_uri_params", Active),
-    ("aleg_contact_params", Active),
-    ("bleg_contact_host", Active),
-    ("bleg_contact_port", Active),
-    ("bleg_contact_user", Active),
-    ("bleg_contact_displayname", Active),
-    ("bleg_contact_uri_params", Active),
-    ("bleg_contact_params", Active),
-    ("contact_displayname", Active),
-    ("contact_user", Active),
-    ("contact_host", Active),
-    ("contact_port", Active),
-    ("enable_contact_hiding", Dead),
-    ("contact_hiding_prefix", Dead),
-    ("contact_hiding_vars", Dead),
-    ("Contact", Dead),
-    ("header_filter", Active),
-    ("header_list", Active),
-    ("message_filter", Active),
-    ("message_list", Active),
-    ("sdp_filter", Active),
-    ("sdpfilter_list", Active),
-    ("aleg_sdp_filter", Active),
-    ("aleg_sdpfilter_list", Active),
-    ("media_filter", Active),
-    ("mediafilter_list", Active),
-    ("sdp_alines_filter", Active),
-    ("sdp_alinesfilter_list", Active),
-    ("sdp_anonymize", Active),
-    ("codec_preference", Active),
-    ("codec_preference_aleg", Active),
-    ("prefer_existing_codecs", NotYet(RTP)),
-    ("prefer_existing_codecs_aleg", NotYet(RTP)),
-    ("enable_transcoder", NotYet(RTP)),
-    ("transcoder_codecs", NotYet(RTP)),
-    ("callee_codeccaps", NotYet(RTP)),
-    ("prefer_transcoding_for_codecs", NotYet(RTP)),
-    ("prefer_transcoding_for_codecs_aleg", NotYet(RTP)),
-    ("dtmf_transcoding", NotYet(RTP)),
-    ("lowfi_codecs", NotYet(RTP)),
-    ("enable_rtprelay", Active),
-    ("rtprelay_force_symmetric_rtp", Active),
-    ("rtprelay_msgflags_symmetric_rtp", Active),
-    ("rtprelay_interface", Active),
-    ("aleg_rtprelay_interface", Active),
-    ("aleg_rtprelay_force_symmetric_rtp", Active),
-    ("rtprelay_transparent_seqno", Active),
-    ("rtprelay_transparent_ssrc", Active),
-    ("rtprelay_dtmf_filtering", Active),
-    ("rtprelay_dtmf_detection", NotYet(RTP)),
-    ("a_rtp_mux_ip", NotYet(RTP)),
-    ("a_rtp_mux_port", NotYet(RTP)),
-    ("b_rtp_mux_ip", NotYet(RTP)),
-    ("b_rtp_mux_port", NotYet(RTP)),
-    ("hold_alter_b2b_aleg", NotYet(RTP)),
-    ("hold_alter_b2b_bleg", NotYet(RTP)),
-    ("hold_zero_connection_aleg", NotYet(RTP)),
-    ("hold_zero_connection_bleg", NotYet(RTP)),
-    ("hold_activity_aleg", NotYet(RTP)),
-    ("hold_activity_bleg", NotYet(RTP)),
-    ("enable_auth", Active),
-    ("auth_user", Active),
-    ("auth_pwd", Active),
-    ("enable_aleg_auth", Active),
-    ("auth_aleg_user", Active),
-    ("auth_aleg_pwd", Active),
-    ("enable_bleg_uas_auth", Active),
-    ("uas_auth_bleg_realm", Active),
-    ("uas_auth_bleg_user", Active),
-    ("uas_auth_bleg_pwd", Active),
-    ("auth_realm", Active),
-    ("auth_aleg_realm", Active),
-    ("auth_refuse_md5", Active),
-    ("enable_session_timer", Active),
-    ("enable_aleg_session_timer", Active),
-    ("session_expires", Active),
-    ("minimum_timer", Active),
-    ("maximum_timer", Active),
-    ("session_refresh_method", Active),
-    ("accept_501_reply", Active),
-    ("aleg_session_expires", Active),
-    ("aleg_minimum_timer", Active),
-    ("aleg_maximum_timer", Active),
-    ("aleg_session_refresh_method", Active),
-    ("aleg_accept_501_reply", Active),
-    ("enable_reg_caching", Active),
-    ("min_reg_expires", Active),
-    ("max_ua_expires", Active),
-    ("call_control", Active),
-    ("msg_logger_path", NotYet(MISC)),
-    ("log_sip", NotYet(MISC)),
-    ("log_rtp", NotYet(MISC)),
-    ("max_491_retry_time", NotYet(MISC)),
-    ("enable_call_timer", Dead),
-    ("call_timer", Dead),
-    ("enable_prepaid", Dead),
-    ("prepaid_accmodule", Dead),
-    ("uas_auth_bleg_enabled", Dead),
-    ("next_hop_for_replies", Dead),
-    ("timer_timeout", Dead),
+/// Where an applied option's value goes in the profile.
+#[derive(Clone, Copy)]
+pub enum Field {
+    /// A pattern expanded per call (`Profile::patterns` lists them): reading and writing it.
+    Pattern(fn(&Profile) -> &Option<Pattern>, fn(&mut Profile) -> &mut Option<Pattern>),
+    /// A yes/no value.
+    Flag(fn(&mut Profile) -> &mut bool),
+    /// Read by its own code in `Profile::build`: lists, filters, timers, call control,
+    /// interface names, or an option only recognised.
+    Own,
+}
+
+impl std::fmt::Debug for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pattern(..) => "Pattern",
+            Self::Flag(_) => "Flag",
+            Self::Own => "Own",
+        })
+    }
+}
+
+/// One profile option: its key (case-sensitive, as in SEMS), what this SBC does with it, and
+/// where its value goes.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionDef {
+    pub key: &'static str,
+    pub status: OptionStatus,
+    pub field: Field,
+}
+
+/// Every option, in SEMS's order of topics.
+pub const OPTIONS: &[OptionDef] = &[
+    OptionDef { key: "RURI", status: Active, field: Field::Pattern(|p| &p.ruri, |p| &mut p.ruri) },
+    OptionDef { key: "RURI_host", status: Active, field: Field::Pattern(|p| &p.ruri_host, |p| &mut p.ruri_host) },
+    OptionDef { key: "From", status: Active, field: Field::Pattern(|p| &p.from, |p| &mut p.from) },
+    OptionDef { key: "To", status: Active, field: Field::Pattern(|p| &p.to, |p| &mut p.to) },
+    OptionDef { key: "Call-ID", status: Active, field: Field::Pattern(|p| &p.call_id, |p| &mut p.call_id) },
+    OptionDef { key: "transparent_dlg_id", status: Active, field: Field::Flag(|p| &mut p.transparent_dlg_id) },
+    OptionDef {
+        key: "append_headers",
+        status: Active,
+        field: Field::Pattern(|p| &p.append_headers, |p| &mut p.append_headers),
+    },
+    OptionDef {
+        key: "append_headers_req",
+        status: Active,
+        field: Field::Pattern(|p| &p.append_headers_req, |p| &mut p.append_headers_req),
+    },
+    OptionDef {
+        key: "aleg_append_headers_req",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_append_headers_req, |p| &mut p.aleg_append_headers_req),
+    },
+    OptionDef { key: "reply_translations", status: Active, field: Field::Own },
+    OptionDef { key: "refuse_with", status: Active, field: Field::Pattern(|p| &p.refuse_with, |p| &mut p.refuse_with) },
+    OptionDef { key: "fix_replaces_inv", status: NotYet(REPLACES), field: Field::Own },
+    OptionDef { key: "fix_replaces_ref", status: NotYet(REPLACES), field: Field::Own },
+    OptionDef {
+        key: "outbound_proxy",
+        status: Active,
+        field: Field::Pattern(|p| &p.outbound_proxy, |p| &mut p.outbound_proxy),
+    },
+    OptionDef { key: "force_outbound_proxy", status: Active, field: Field::Flag(|p| &mut p.force_outbound_proxy) },
+    OptionDef {
+        key: "aleg_outbound_proxy",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_outbound_proxy, |p| &mut p.aleg_outbound_proxy),
+    },
+    OptionDef {
+        key: "aleg_force_outbound_proxy",
+        status: Active,
+        field: Field::Flag(|p| &mut p.aleg_force_outbound_proxy),
+    },
+    OptionDef { key: "next_hop", status: Active, field: Field::Pattern(|p| &p.next_hop, |p| &mut p.next_hop) },
+    OptionDef { key: "next_hop_1st_req", status: Active, field: Field::Flag(|p| &mut p.next_hop_1st_req) },
+    OptionDef { key: "patch_ruri_next_hop", status: Active, field: Field::Flag(|p| &mut p.patch_ruri_next_hop) },
+    OptionDef { key: "next_hop_fixed", status: Active, field: Field::Flag(|p| &mut p.next_hop_fixed) },
+    OptionDef {
+        key: "next_hop_replies_from_any",
+        status: Active,
+        field: Field::Flag(|p| &mut p.next_hop_replies_from_any),
+    },
+    OptionDef {
+        key: "aleg_next_hop",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_next_hop, |p| &mut p.aleg_next_hop),
+    },
+    OptionDef {
+        key: "outbound_interface",
+        status: Active,
+        field: Field::Pattern(|p| &p.outbound_interface, |p| &mut p.outbound_interface),
+    },
+    OptionDef {
+        key: "aleg_outbound_interface",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_outbound_interface, |p| &mut p.aleg_outbound_interface),
+    },
+    OptionDef { key: "dlg_nat_handling", status: Active, field: Field::Flag(|p| &mut p.dlg_nat_handling) },
+    OptionDef { key: "allow_subless_notify", status: NotYet(MISC), field: Field::Own },
+    OptionDef {
+        key: "aleg_contact_host",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_contact.host, |p| &mut p.aleg_contact.host),
+    },
+    OptionDef {
+        key: "aleg_contact_port",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_contact.port, |p| &mut p.aleg_contact.port),
+    },
+    OptionDef {
+        key: "aleg_contact_user",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_contact.user, |p| &mut p.aleg_contact.user),
+    },
+    OptionDef {
+        key: "aleg_contact_displayname",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_contact.displayname, |p| &mut p.aleg_contact.displayname),
+    },
+    OptionDef {
+        key: "aleg_contact_uri_params",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_contact.uri_params, |p| &mut p.aleg_contact.uri_params),
+    },
+    OptionDef {
+        key: "aleg_contact_params",
+        status: Active,
+        field: Field::Pattern(|p| &p.aleg_contact.params, |p| &mut p.aleg_contact.params),
+    },
+    OptionDef {
+        key: "bleg_contact_host",
+        status: Active,
+        field: Field::Pattern(|p| &p.bleg_contact.host, |p| &mut p.bleg_contact.host),
+    },
+    OptionDef {
+        key: "bleg_contact_port",
+        status: Active,
+        field: Field::Pattern(|p| &p.bleg_contact.port, |p| &mut p.bleg_contact.port),
+    },
+    OptionDef {
+        key: "bleg_contact_user",
+        status: Active,
+        field: Field::Pattern(|p| &p.bleg_contact.user, |p| &mut p.bleg_contact.user),
+    },
+    OptionDef {
+        key: "bleg_contact_displayname",
+        status: Active,
+        field: Field::Pattern(|p| &p.bleg_contact.displayname, |p| &mut p.bleg_contact.displayname),
+    },
+    OptionDef {
+        key: "bleg_contact_uri_params",
+        status: Active,
+        field: Field::Pattern(|p| &p.bleg_contact.uri_params, |p| &mut p.bleg_contact.uri_params),
+    },
+    OptionDef {
+        key: "bleg_contact_params",
+        status: Active,
+        field: Field::Pattern(|p| &p.bleg_contact.params, |p| &mut p.bleg_contact.params),
+    },
+    OptionDef {
+        key: "contact_displayname",
+        status: Active,
+        field: Field::Pattern(|p| &p.register_contact.displayname, |p| &mut p.register_contact.displayname),
+    },
+    OptionDef {
+        key: "contact_user",
+        status: Active,
+        field: Field::Pattern(|p| &p.register_contact.user, |p| &mut p.register_contact.user),
+    },
+    OptionDef {
+        key: "contact_host",
+        status: Active,
+        field: Field::Pattern(|p| &p.register_contact.host, |p| &mut p.register_contact.host),
+    },
+    OptionDef {
+        key: "contact_port",
+        status: Active,
+        field: Field::Pattern(|p| &p.register_contact.port, |p| &mut p.register_contact.port),
+    },
+    OptionDef { key: "enable_contact_hiding", status: Dead, field: Field::Own },
+    OptionDef { key: "contact_hiding_prefix", status: Dead, field: Field::Own },
+    OptionDef { key: "contact_hiding_vars", status: Dead, field: Field::Own },
+    OptionDef { key: "Contact", status: Dead, field: Field::Own },
+    OptionDef { key: "header_filter", status: Active, field: Field::Own },
+    OptionDef { key: "header_list", status: Active, field: Field::Own },
+    OptionDef { key: "message_filter", status: Active, field: Field::Own },
+    OptionDef { key: "message_list", status: Active, field: Field::Own },
+    OptionDef { key: "sdp_filter", status: Active, field: Field::Own },
+    OptionDef { key: "sdpfilter_list", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_sdp_filter", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_sdpfilter_list", status: Active, field: Field::Own },
+    OptionDef { key: "media_filter", status: Active, field: Field::Own },
+    OptionDef { key: "mediafilter_list", status: Active, field: Field::Own },
+    OptionDef { key: "sdp_alines_filter", status: Active, field: Field::Own },
+    OptionDef { key: "sdp_alinesfilter_list", status: Active, field: Field::Own },
+    OptionDef { key: "sdp_anonymize", status: Active, field: Field::Flag(|p| &mut p.sdp_anonymize) },
+    OptionDef { key: "codec_preference", status: Active, field: Field::Own },
+    OptionDef { key: "codec_preference_aleg", status: Active, field: Field::Own },
+    OptionDef { key: "prefer_existing_codecs", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "prefer_existing_codecs_aleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "enable_transcoder", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "transcoder_codecs", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "callee_codeccaps", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "prefer_transcoding_for_codecs", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "prefer_transcoding_for_codecs_aleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "dtmf_transcoding", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "lowfi_codecs", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "enable_rtprelay", status: Active, field: Field::Flag(|p| &mut p.rtprelay.enabled) },
+    OptionDef {
+        key: "rtprelay_force_symmetric_rtp",
+        status: Active,
+        field: Field::Flag(|p| &mut p.rtprelay.force_symmetric),
+    },
+    OptionDef {
+        key: "rtprelay_msgflags_symmetric_rtp",
+        status: Active,
+        field: Field::Flag(|p| &mut p.rtprelay.msgflags_symmetric),
+    },
+    OptionDef { key: "rtprelay_interface", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_rtprelay_interface", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_rtprelay_force_symmetric_rtp", status: Active, field: Field::Own },
+    OptionDef { key: "rtprelay_transparent_seqno", status: Active, field: Field::Own },
+    OptionDef { key: "rtprelay_transparent_ssrc", status: Active, field: Field::Own },
+    OptionDef {
+        key: "rtprelay_dtmf_filtering",
+        status: Active,
+        field: Field::Flag(|p| &mut p.rtprelay.dtmf_filtering),
+    },
+    OptionDef { key: "rtprelay_dtmf_detection", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "a_rtp_mux_ip", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "a_rtp_mux_port", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "b_rtp_mux_ip", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "b_rtp_mux_port", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "hold_alter_b2b_aleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "hold_alter_b2b_bleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "hold_zero_connection_aleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "hold_zero_connection_bleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "hold_activity_aleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "hold_activity_bleg", status: NotYet(RTP), field: Field::Own },
+    OptionDef { key: "enable_auth", status: Active, field: Field::Flag(|p| &mut p.auth.enabled) },
+    OptionDef { key: "auth_user", status: Active, field: Field::Pattern(|p| &p.auth.user, |p| &mut p.auth.user) },
+    OptionDef {
+        key: "auth_pwd",
+        status: Active,
+        field: Field::Pattern(|p| &p.auth.password, |p| &mut p.auth.password),
+    },
+    OptionDef { key: "enable_aleg_auth", status: Active, field: Field::Flag(|p| &mut p.auth.aleg_enabled) },
+    OptionDef {
+        key: "auth_aleg_user",
+        status: Active,
+        field: Field::Pattern(|p| &p.auth.aleg_user, |p| &mut p.auth.aleg_user),
+    },
+    OptionDef {
+        key: "auth_aleg_pwd",
+        status: Active,
+        field: Field::Pattern(|p| &p.auth.aleg_password, |p| &mut p.auth.aleg_password),
+    },
+    OptionDef { key: "enable_bleg_uas_auth", status: Active, field: Field::Flag(|p| &mut p.auth.bleg_uas_enabled) },
+    OptionDef {
+        key: "uas_auth_bleg_realm",
+        status: Active,
+        field: Field::Pattern(|p| &p.auth.bleg_uas_realm, |p| &mut p.auth.bleg_uas_realm),
+    },
+    OptionDef {
+        key: "uas_auth_bleg_user",
+        status: Active,
+        field: Field::Pattern(|p| &p.auth.bleg_uas_user, |p| &mut p.auth.bleg_uas_user),
+    },
+    OptionDef {
+        key: "uas_auth_bleg_pwd",
+        status: Active,
+        field: Field::Pattern(|p| &p.auth.bleg_uas_password, |p| &mut p.auth.bleg_uas_password),
+    },
+    OptionDef { key: "auth_realm", status: Active, field: Field::Pattern(|p| &p.auth.realms, |p| &mut p.auth.realms) },
+    OptionDef {
+        key: "auth_aleg_realm",
+        status: Active,
+        field: Field::Pattern(|p| &p.auth.aleg_realms, |p| &mut p.auth.aleg_realms),
+    },
+    OptionDef { key: "auth_refuse_md5", status: Active, field: Field::Flag(|p| &mut p.auth.refuse_md5) },
+    OptionDef { key: "enable_session_timer", status: Active, field: Field::Own },
+    OptionDef { key: "enable_aleg_session_timer", status: Active, field: Field::Own },
+    OptionDef { key: "session_expires", status: Active, field: Field::Own },
+    OptionDef { key: "minimum_timer", status: Active, field: Field::Own },
+    OptionDef { key: "maximum_timer", status: Active, field: Field::Own },
+    OptionDef { key: "session_refresh_method", status: Active, field: Field::Own },
+    OptionDef { key: "accept_501_reply", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_session_expires", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_minimum_timer", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_maximum_timer", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_session_refresh_method", status: Active, field: Field::Own },
+    OptionDef { key: "aleg_accept_501_reply", status: Active, field: Field::Own },
+    OptionDef { key: "enable_reg_caching", status: Active, field: Field::Flag(|p| &mut p.reg_caching.enabled) },
+    OptionDef { key: "min_reg_expires", status: Active, field: Field::Own },
+    OptionDef { key: "max_ua_expires", status: Active, field: Field::Own },
+    OptionDef { key: "call_control", status: Active, field: Field::Own },
+    OptionDef { key: "msg_logger_path", status: NotYet(MISC), field: Field::Own },
+    OptionDef { key: "log_sip", status: NotYet(MISC), field: Field::Own },
+    OptionDef { key: "log_rtp", status: NotYet(MISC), field: Field::Own },
+    OptionDef { key: "max_491_retry_time", status: NotYet(MISC), field: Field::Own },
+    OptionDef { key: "enable_call_timer", status: Dead, field: Field::Own },
+    OptionDef { key: "call_timer", status: Dead, field: Field::Own },
+    OptionDef { key: "enable_prepaid", status: Dead, field: Field::Own },
+    OptionDef { key: "prepaid_accmodule", status: Dead, field: Field::Own },
+    OptionDef { key: "uas_auth_bleg_enabled", status: Dead, field: Field::Own },
+    OptionDef { key: "next_hop_for_replies", status: Dead, field: Field::Own },
+    OptionDef { key: "timer_timeout", status: Dead, field: Field::Own },
 ];
+
+/// The definition of `key`, if it is a fixed option.
+pub fn option(key: &str) -> Option<&'static OptionDef> {
+    OPTIONS.iter().find(|d| d.key == key)
+}
 
 /// Options whose values are secrets: never logged, listed or explained.
 pub fn is_secret(key: &str) -> bool {
@@ -161,8 +345,58 @@ pub fn is_secret(key: &str) -> bool {
 /// The status of `key`, or `None` for an unknown key. `cc_names` are the static call-control
 /// instance names of the profile: `<name>_module` and `<name>_<param>` belong to them.
 pub fn status_of(key: &str, cc_names: &[String]) -> Option<OptionStatus> {
-    if let Some((_, s)) = OPTIONS.iter().find(|(k, _)| *k == key) {
-        return Some(*s);
+    if let Some(d) = option(key) {
+        return Some(d.status);
     }
     cc_names.iter().any(|n| key.strip_prefix(n.as_str()).is_some_and(|r| r.starts_with('_'))).then_some(Active)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::RawOption;
+
+    fn profile(key: &str, value: &str) -> Profile {
+        let o = RawOption { key: key.into(), value: value.into(), file: "t.conf".into(), line: Some(1) };
+        Profile::build("t", "t.conf", None, vec![o]).unwrap_or_else(|e| panic!("{key}: {e}"))
+    }
+
+    /// Each key once; only applied options have a field; and each field is the option's own:
+    /// setting one option sets its slot and no other option's.
+    #[test]
+    fn every_option_has_one_key_and_its_own_field() {
+        let mut keys: Vec<&str> = OPTIONS.iter().map(|d| d.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), OPTIONS.len(), "a key is listed twice");
+        for d in OPTIONS {
+            if !matches!(d.field, Field::Own) {
+                assert_eq!(d.status, Active, "{}", d.key);
+            }
+            match d.field {
+                Field::Pattern(..) => {
+                    let value = match d.key {
+                        k if k.contains("next_hop") => "10.0.0.1:5060",
+                        k if k.contains("append_headers") => "X-A: 1",
+                        "refuse_with" => "403 Forbidden",
+                        _ => "x",
+                    };
+                    let p = profile(d.key, value);
+                    let set: Vec<&str> = p.patterns().into_iter().map(|(k, _)| k).collect();
+                    assert_eq!(set, [d.key], "{}", d.key);
+                }
+                Field::Flag(slot) => {
+                    let mut p = profile(d.key, "yes");
+                    assert!(*slot(&mut p), "{}", d.key);
+                    let others = OPTIONS.iter().filter(|o| o.key != d.key);
+                    for o in others {
+                        if let Field::Flag(other) = o.field {
+                            assert!(!*other(&mut p), "{} also set {}", d.key, o.key);
+                        }
+                    }
+                }
+                Field::Own => {}
+            }
+        }
+    }
 }

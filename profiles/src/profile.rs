@@ -3,7 +3,7 @@
 
 use crate::error::ConfigError;
 use crate::filters::{parse_reply_translations, NameFilter, ReplyTranslation};
-use crate::options::{status_of, OptionStatus};
+use crate::options::{option, status_of, Field, OptionStatus, OPTIONS};
 use crate::pattern::Pattern;
 use crate::sdp::CodecPref;
 
@@ -393,63 +393,21 @@ impl Profile {
                 Pattern::compile(&o.value).map(Some).map_err(|pe| e(format!("pattern '{}': {pe}", o.value)))
             };
             let flag = || parse_bool(&o.value).map_err(&e);
+            match option(&o.key).map(|d| d.field) {
+                Some(Field::Pattern(_, slot)) => {
+                    let v = pat()?;
+                    check_pattern_option(&o.key, &o.value, v.as_ref()).map_err(&e)?;
+                    *slot(&mut p) = v;
+                    continue;
+                }
+                Some(Field::Flag(slot)) => {
+                    *slot(&mut p) = flag()?;
+                    continue;
+                }
+                Some(Field::Own) | None => {}
+            }
             match o.key.as_str() {
-                "RURI" => p.ruri = pat()?,
-                "RURI_host" => p.ruri_host = pat()?,
-                "From" => p.from = pat()?,
-                "To" => p.to = pat()?,
-                "Call-ID" => p.call_id = pat()?,
-                "append_headers" | "append_headers_req" | "aleg_append_headers_req" => {
-                    check_header_lines(&o.value).map_err(&e)?;
-                    let v = pat()?;
-                    match o.key.as_str() {
-                        "append_headers" => p.append_headers = v,
-                        "append_headers_req" => p.append_headers_req = v,
-                        _ => p.aleg_append_headers_req = v,
-                    }
-                }
                 "reply_translations" => p.reply_translations = parse_reply_translations(&o.value).map_err(e)?,
-                "refuse_with" => {
-                    let v = pat()?;
-                    if let Some(lit) = v.as_ref().and_then(Pattern::literal) {
-                        parse_refuse(&lit).map_err(&e)?;
-                    }
-                    p.refuse_with = v;
-                }
-                "outbound_proxy" => p.outbound_proxy = pat()?,
-                "force_outbound_proxy" => p.force_outbound_proxy = flag()?,
-                "aleg_outbound_proxy" => p.aleg_outbound_proxy = pat()?,
-                "aleg_force_outbound_proxy" => p.aleg_force_outbound_proxy = flag()?,
-                "next_hop" | "aleg_next_hop" => {
-                    let v = pat()?;
-                    if let Some(lit) = v.as_ref().and_then(Pattern::literal) {
-                        let hops = NextHop::parse_list(&lit).map_err(&e)?;
-                        if o.key == "aleg_next_hop" && hops.len() > 1 {
-                            return Err(e("aleg_next_hop takes one address".into()));
-                        }
-                    }
-                    if o.key == "next_hop" {
-                        p.next_hop = v;
-                    } else {
-                        p.aleg_next_hop = v;
-                    }
-                }
-                "next_hop_1st_req" => p.next_hop_1st_req = flag()?,
-                "dlg_nat_handling" => p.dlg_nat_handling = flag()?,
-                "enable_auth" => p.auth.enabled = flag()?,
-                "enable_aleg_auth" => p.auth.aleg_enabled = flag()?,
-                "enable_bleg_uas_auth" => p.auth.bleg_uas_enabled = flag()?,
-                "auth_user" => p.auth.user = pat()?,
-                "auth_pwd" => p.auth.password = pat()?,
-                "auth_aleg_user" => p.auth.aleg_user = pat()?,
-                "auth_aleg_pwd" => p.auth.aleg_password = pat()?,
-                "uas_auth_bleg_realm" => p.auth.bleg_uas_realm = pat()?,
-                "uas_auth_bleg_user" => p.auth.bleg_uas_user = pat()?,
-                "uas_auth_bleg_pwd" => p.auth.bleg_uas_password = pat()?,
-                "auth_realm" => p.auth.realms = pat()?,
-                "auth_aleg_realm" => p.auth.aleg_realms = pat()?,
-                "auth_refuse_md5" => p.auth.refuse_md5 = flag()?,
-                "enable_reg_caching" => p.reg_caching.enabled = flag()?,
                 "min_reg_expires" | "max_ua_expires" => {
                     let secs = seconds(&o.value).map_err(&e)?;
                     if o.key == "min_reg_expires" {
@@ -458,18 +416,7 @@ impl Profile {
                         p.reg_caching.max_ua_expires = secs;
                     }
                 }
-                "transparent_dlg_id" => p.transparent_dlg_id = flag()?,
-                "next_hop_fixed" => p.next_hop_fixed = flag()?,
-                "next_hop_replies_from_any" => p.next_hop_replies_from_any = flag()?,
-                "patch_ruri_next_hop" => p.patch_ruri_next_hop = flag()?,
-                "outbound_interface" => p.outbound_interface = pat()?,
-                "aleg_outbound_interface" => p.aleg_outbound_interface = pat()?,
-                "sdp_anonymize" => p.sdp_anonymize = flag()?,
-                "enable_rtprelay" => p.rtprelay.enabled = flag()?,
-                "rtprelay_force_symmetric_rtp" => p.rtprelay.force_symmetric = flag()?,
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
-                "rtprelay_msgflags_symmetric_rtp" => p.rtprelay.msgflags_symmetric = flag()?,
-                "rtprelay_dtmf_filtering" => p.rtprelay.dtmf_filtering = flag()?,
                 "rtprelay_interface" | "aleg_rtprelay_interface" => {
                     let name = o.value.trim();
                     if name.contains('$') {
@@ -497,22 +444,6 @@ impl Profile {
                         p.codec_preference = list;
                     } else {
                         p.codec_preference_aleg = list;
-                    }
-                }
-                "contact_displayname" => p.register_contact.displayname = pat()?,
-                "contact_user" => p.register_contact.user = pat()?,
-                "contact_host" => p.register_contact.host = pat()?,
-                "contact_port" => p.register_contact.port = pat()?,
-                key if key.starts_with("aleg_contact_") || key.starts_with("bleg_contact_") => {
-                    let rule = if key.starts_with("aleg_") { &mut p.aleg_contact } else { &mut p.bleg_contact };
-                    let v = pat()?;
-                    match &key[13..] {
-                        "host" => rule.host = v,
-                        "port" => rule.port = v,
-                        "user" => rule.user = v,
-                        "displayname" => rule.displayname = v,
-                        "uri_params" => rule.uri_params = v,
-                        _ => rule.params = v,
                     }
                 }
                 "call_control" => {
@@ -607,45 +538,32 @@ impl Profile {
 
     /// (option key, pattern) for every pattern option that is set.
     pub fn patterns(&self) -> Vec<(&'static str, &Pattern)> {
-        let mut v: Vec<(&'static str, &Option<Pattern>)> = vec![
-            ("RURI", &self.ruri),
-            ("RURI_host", &self.ruri_host),
-            ("From", &self.from),
-            ("To", &self.to),
-            ("Call-ID", &self.call_id),
-            ("append_headers", &self.append_headers),
-            ("append_headers_req", &self.append_headers_req),
-            ("aleg_append_headers_req", &self.aleg_append_headers_req),
-            ("refuse_with", &self.refuse_with),
-            ("outbound_proxy", &self.outbound_proxy),
-            ("aleg_outbound_proxy", &self.aleg_outbound_proxy),
-            ("next_hop", &self.next_hop),
-            ("aleg_next_hop", &self.aleg_next_hop),
-            ("outbound_interface", &self.outbound_interface),
-            ("aleg_outbound_interface", &self.aleg_outbound_interface),
-            ("contact_displayname", &self.register_contact.displayname),
-            ("contact_user", &self.register_contact.user),
-            ("contact_host", &self.register_contact.host),
-            ("contact_port", &self.register_contact.port),
-            ("auth_user", &self.auth.user),
-            ("auth_pwd", &self.auth.password),
-            ("auth_aleg_user", &self.auth.aleg_user),
-            ("auth_aleg_pwd", &self.auth.aleg_password),
-            ("uas_auth_bleg_realm", &self.auth.bleg_uas_realm),
-            ("uas_auth_bleg_user", &self.auth.bleg_uas_user),
-            ("uas_auth_bleg_pwd", &self.auth.bleg_uas_password),
-            ("auth_realm", &self.auth.realms),
-            ("auth_aleg_realm", &self.auth.aleg_realms),
-        ];
-        for (rule, keys) in [(&self.aleg_contact, &ALEG_CONTACT_KEYS), (&self.bleg_contact, &BLEG_CONTACT_KEYS)] {
-            v.push((keys.0[0], &rule.user));
-            v.push((keys.0[1], &rule.host));
-            v.push((keys.0[2], &rule.port));
-            v.push((keys.0[3], &rule.displayname));
-            v.push((keys.0[4], &rule.uri_params));
-            v.push((keys.0[5], &rule.params));
+        OPTIONS
+            .iter()
+            .filter_map(|d| match d.field {
+                Field::Pattern(get, _) => get(self).as_ref().map(|p| (d.key, p)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Checks a pattern option's value needs beyond compiling: header lines that are lines, and
+/// a `refuse_with` or next hop written as fixed text that parses.
+fn check_pattern_option(key: &str, raw: &str, pattern: Option<&Pattern>) -> Result<(), String> {
+    let literal = pattern.and_then(Pattern::literal);
+    match key {
+        "append_headers" | "append_headers_req" | "aleg_append_headers_req" => check_header_lines(raw),
+        "refuse_with" => literal.map_or(Ok(()), |lit| parse_refuse(&lit).map(|_| ())),
+        "next_hop" | "aleg_next_hop" => {
+            let Some(lit) = literal else { return Ok(()) };
+            let hops = NextHop::parse_list(&lit)?;
+            if key == "aleg_next_hop" && hops.len() > 1 {
+                return Err("aleg_next_hop takes one address".into());
+            }
+            Ok(())
         }
-        v.into_iter().filter_map(|(k, p)| p.as_ref().map(|p| (k, p))).collect()
+        _ => Ok(()),
     }
 }
 
