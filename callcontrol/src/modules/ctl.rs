@@ -116,6 +116,15 @@ impl CallControl for Ctl {
 mod tests {
     use super::*;
 
+    /// What `cc_ctl` may set are pattern options of the profile table (`profiles/src/options.rs`).
+    #[test]
+    fn ctl_keys_are_pattern_options() {
+        for key in CTL_KEYS {
+            let def = profiles::options::option(key).unwrap_or_else(|| panic!("{key} is no profile option"));
+            assert!(matches!(def.field, profiles::options::Field::Pattern(..)), "{key}");
+        }
+    }
+
     #[test]
     fn spec_pairs() {
         assert_eq!(
