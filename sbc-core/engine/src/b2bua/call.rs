@@ -254,8 +254,14 @@ impl Call {
     }
 
     /// → Ending: what is left is a BYE (`bye_from`) or a cancelled INVITE (`hard_end`) to see
-    /// through. The answer time is kept for the records.
+    /// through. The answer time is kept for the records; a call already ending keeps what it
+    /// knew (a BYE after a CANCEL keeps the hard end, a CANCEL after a BYE who sent it).
     pub(crate) fn end(&mut self, bye_from: Option<Side>, hard_end: Option<Instant>) {
+        if let CallState::Ending(e) = &mut self.state {
+            e.bye_from = e.bye_from.or(bye_from);
+            e.hard_end = e.hard_end.or(hard_end);
+            return;
+        }
         let answered = self.state.answered();
         self.state = CallState::Ending(Ending { answered, hard_end, bye_from });
     }
