@@ -4,7 +4,7 @@
 //! filters headers and SDP, translates replies and appends headers, so that path is fuzzed too;
 //! `P-SBCProfile: access` runs NAT handling, session timers and digest auth both ways, `reg`
 //! registration caching, `relay` media anchoring: the target plays the relay (opens recorded,
-//! every fifth one failing, closed pairs given back, probes answered), and at the end every
+//! every fifth one failing with a busy pair, closed pairs given back, probes answered), and at the end every
 //! media port must be back in its book.
 #![no_main]
 
@@ -153,11 +153,16 @@ impl FakeRelay {
         while let Some(o) = engine.poll_output() {
             match o {
                 Output::Media(rtp_relay::MediaCommand::Open { stream, ports, .. }) => {
-                    assert!(self.open.insert(stream, ports).is_none(), "a stream opens once");
                     self.opened += 1;
                     if self.opened % 5 == 0 {
-                        engine.handle_media_error(now, stream);
+                        // As the relay does: the leases drop, the busy pair is reported.
+                        engine.handle_media_error(now, stream, Some(ports[1]));
+                        for (iface, port) in ports {
+                            engine.handle_media_released(iface, port);
+                        }
+                        continue;
                     }
+                    assert!(self.open.insert(stream, ports).is_none(), "a stream opens once");
                 }
                 Output::Media(rtp_relay::MediaCommand::Update { stream, .. }) => {
                     assert!(self.open.contains_key(&stream), "updates name open streams");

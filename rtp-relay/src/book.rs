@@ -100,6 +100,11 @@ impl MediaBook {
         self.ports.give_back(iface, port);
     }
 
+    /// The relay could not bind this pair: it is not lent again.
+    pub fn set_aside(&mut self, iface: usize, port: u16) {
+        self.ports.set_aside(iface, port);
+    }
+
     pub fn ports_in_use(&self) -> usize {
         self.ports.in_use()
     }

@@ -28,7 +28,7 @@ pub use counters::{DropReason, RelayStats, SideSnapshot};
 pub use forwarder::{ForwardError, Forwarder};
 pub use policy::DestinationPolicy;
 pub use ports::MediaInterface;
-pub use relay::{Relay, RelayConfig};
+pub use relay::{OpenError, Relay, RelayConfig};
 pub use session::{Advert, Anchoring, Offered, Session, SideOptions};
 
 #[derive(Debug, thiserror::Error)]

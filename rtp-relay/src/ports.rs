@@ -33,6 +33,11 @@ impl MediaInterface {
             && (self.port_min..=self.port_max.saturating_add(1)).contains(&addr.port())
     }
 
+    /// How many pairs the range holds.
+    pub fn pair_count(&self) -> usize {
+        self.pairs().count()
+    }
+
     /// Every RTP port of the range whose RTCP port is inside it too.
     fn pairs(&self) -> impl Iterator<Item = u16> + '_ {
         let first = self.port_min.saturating_add(self.port_min % 2);
@@ -45,6 +50,8 @@ impl MediaInterface {
 pub struct PortBook {
     free: Vec<VecDeque<u16>>,
     in_use: usize,
+    /// Pairs another process holds: never lent again (until a restart).
+    aside: Vec<(usize, u16)>,
 }
 
 impl PortBook {
@@ -53,7 +60,7 @@ impl PortBook {
     pub fn new(interfaces: &[MediaInterface], shard: usize, shards: usize) -> Self {
         let shards = shards.max(1);
         let free = interfaces.iter().map(|i| i.pairs().skip(shard % shards).step_by(shards).collect()).collect();
-        Self { free, in_use: 0 }
+        Self { free, in_use: 0, aside: Vec::new() }
     }
 
     /// The next free pair of interface `iface`.
@@ -63,12 +70,32 @@ impl PortBook {
         Some(port)
     }
 
-    /// A pair whose sockets are closed (its lease dropped) is free again, last in line.
+    /// A pair whose sockets are closed (its lease dropped) is free again, last in line, unless
+    /// it was set aside.
     pub fn give_back(&mut self, iface: usize, port: u16) {
         if let Some(f) = self.free.get_mut(iface) {
-            f.push_back(port);
             self.in_use = self.in_use.saturating_sub(1);
+            if !self.aside.contains(&(iface, port)) {
+                f.push_back(port);
+            }
         }
+    }
+
+    /// A pair that would not bind (another process holds a port of it) is not lent again,
+    /// whether it has come back already or comes back later.
+    pub fn set_aside(&mut self, iface: usize, port: u16) {
+        if self.aside.contains(&(iface, port)) {
+            return;
+        }
+        self.aside.push((iface, port));
+        if let Some(f) = self.free.get_mut(iface) {
+            f.retain(|&p| p != port);
+        }
+    }
+
+    /// Pairs set aside.
+    pub fn aside(&self) -> usize {
+        self.aside.len()
     }
 
     pub fn in_use(&self) -> usize {
@@ -157,6 +184,18 @@ mod tests {
             std::iter::from_fn(move || b.take(0)).collect::<Vec<_>>()
         };
         assert_eq!((shard(0), shard(1)), (vec![41000, 41004, 41008], vec![41002, 41006, 41010]));
+    }
+
+    /// A pair set aside is not lent again, whether it was free already or comes back later.
+    #[test]
+    fn a_pair_set_aside_is_never_lent_again() {
+        let mut book = PortBook::new(&[iface(41030, 41035)], 0, 1);
+        let lent = book.take(0).expect("a pair");
+        book.set_aside(0, lent);
+        book.set_aside(0, 41034);
+        book.give_back(0, lent);
+        assert_eq!((book.in_use(), book.free(0), book.aside()), (0, 1, 2));
+        assert_eq!((book.take(0), book.take(0)), (Some(41032), None));
     }
 
     #[test]

@@ -31,6 +31,13 @@ impl RelayConfig {
     }
 }
 
+/// Why a stream did not open, and the pair that would not bind (another process holds it).
+#[derive(Debug)]
+pub struct OpenError {
+    pub error: RelayError,
+    pub busy: Option<(usize, u16)>,
+}
+
 pub struct Relay {
     interfaces: Vec<MediaInterface>,
     forwarder: Arc<dyn Forwarder>,
@@ -83,23 +90,21 @@ impl Relay {
         ports: [(usize, u16); 2],
         spec: StreamSpec,
         release: &ReleaseSink,
-    ) -> Result<Arc<StreamCounters>, RelayError> {
+    ) -> Result<Arc<StreamCounters>, OpenError> {
         let [a, b] = ports.map(|(iface, port)| PortLease::new(iface, port, release.clone()));
         let ip = |lease: &PortLease| self.interfaces.get(lease.iface).map(|i| i.bind);
         let (Some(ip_a), Some(ip_b)) = (ip(&a), ip(&b)) else {
-            return Err(RelayError::UnknownInterface(format!("#{}", a.iface.max(b.iface))));
+            let error = RelayError::UnknownInterface(format!("#{}", a.iface.max(b.iface)));
+            return Err(OpenError { error, busy: None });
         };
-        let busy = |iface: &str| RelayError::NoPorts { interface: iface.to_string() };
-        let name = |ip_iface: usize| self.interfaces.get(ip_iface).map_or("", |i| i.name.as_str()).to_string();
-        let (ia, ib) = (a.iface, b.iface);
-        let a = bind_pair(ip_a, a).map_err(|e| {
-            tracing::warn!(error = %e, interface = %name(ia), "media port busy");
-            busy(&name(ia))
-        })?;
-        let b = bind_pair(ip_b, b).map_err(|e| {
-            tracing::warn!(error = %e, interface = %name(ib), "media port busy");
-            busy(&name(ib))
-        })?;
+        let busy = |pair: (usize, u16), e: std::io::Error| {
+            let interface = self.interfaces.get(pair.0).map_or("", |i| i.name.as_str()).to_string();
+            tracing::warn!(error = %e, %interface, port = pair.1, "media port held by another process: set aside");
+            OpenError { error: RelayError::NoPorts { interface }, busy: Some(pair) }
+        };
+        let (pa, pb) = ((a.iface, a.port), (b.iface, b.port));
+        let a = bind_pair(ip_a, a).map_err(|e| busy(pa, e))?;
+        let b = bind_pair(ip_b, b).map_err(|e| busy(pb, e))?;
         let local =
             |s: &std::net::UdpSocket, ip: IpAddr, port: u16| s.local_addr().unwrap_or(SocketAddr::new(ip, port));
         let locals = [
@@ -108,7 +113,9 @@ impl Relay {
         ];
         let counters = Arc::new(StreamCounters::default());
         let sockets = StreamSockets { sockets: [[a.rtp, a.rtcp], [b.rtp, b.rtcp]], locals, leases: [a.lease, b.lease] };
-        self.forwarder.add(NewStream { id: stream, sockets, spec, counters: counters.clone() })?;
+        self.forwarder
+            .add(NewStream { id: stream, sockets, spec, counters: counters.clone() })
+            .map_err(|e| OpenError { error: e.into(), busy: None })?;
         Ok(counters)
     }
 

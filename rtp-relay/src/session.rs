@@ -213,6 +213,16 @@ impl Session {
         self.streams.iter().flatten().any(|s| s.id == stream)
     }
 
+    /// The relay could not open `stream`: it is forgotten (its pairs came back with their
+    /// leases); a later offer for the m-line opens a new one.
+    pub fn drop_stream(&mut self, stream: StreamId) {
+        for s in &mut self.streams {
+            if s.as_ref().is_some_and(|s| s.id == stream) {
+                *s = None;
+            }
+        }
+    }
+
     /// The call is over: every stream is closed (its pairs come back when the relay has closed
     /// the sockets).
     pub fn close(&mut self, book: &mut MediaBook) {

@@ -31,8 +31,9 @@ impl ShardMedia {
         Self { relay, streams: HashMap::new(), sink, released }
     }
 
-    /// Carries out one command; returns the stream when it could not be opened.
-    pub(super) fn run(&mut self, cmd: MediaCommand) -> Option<StreamId> {
+    /// Carries out one command; returns a stream that could not be opened, with the pair that
+    /// would not bind.
+    pub(super) fn run(&mut self, cmd: MediaCommand) -> Option<(StreamId, Option<(usize, u16)>)> {
         match cmd {
             MediaCommand::Open { stream, ports, spec } => match self.relay.open(stream, ports, spec, &self.sink) {
                 Ok(counters) => {
@@ -40,8 +41,8 @@ impl ShardMedia {
                     None
                 }
                 Err(e) => {
-                    tracing::warn!(stream, error = %e, "cannot open a media stream");
-                    Some(stream)
+                    tracing::warn!(stream, error = %e.error, "cannot open a media stream");
+                    Some((stream, e.busy))
                 }
             },
             MediaCommand::Update { stream, spec } => {

@@ -563,8 +563,7 @@ fn start_relay(cfg: &Config, shards: usize) -> Result<(Arc<rtp_relay::Relay>, rt
         let ports = format!("{}-{}", i.media.port_min, i.media.port_max);
         // Each shard lends its own share of the range (`rtp-relay/src/ports.rs`); a call
         // relayed on one interface takes two pairs of one share per stream.
-        let span = (u32::from(i.media.port_max) + 1).saturating_sub(u32::from(i.media.port_min)) as usize;
-        let per_shard = span / 2 / shards.max(1);
+        let per_shard = interfaces.last().map_or(0, rtp_relay::MediaInterface::pair_count) / shards.max(1);
         tracing::info!(interface = %i.name, %bind, %ports, pairs_per_shard = per_shard, "media");
         if per_shard < 2 {
             tracing::warn!(interface = %i.name, %ports, shards, "media range too small for its shards: relayed calls will be refused");

@@ -171,8 +171,8 @@ pub(super) async fn run(
                     Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
                     Output::CallControl(req) => cc.dispatch(req),
                     Output::Media(cmd) => {
-                        if let Some(stream) = media.as_mut().and_then(|m| m.run(cmd)) {
-                            answers.push(MediaAnswer::Failed(stream));
+                        if let Some((stream, busy)) = media.as_mut().and_then(|m| m.run(cmd)) {
+                            answers.push(MediaAnswer::Failed(stream, busy));
                         }
                     }
                     Output::MediaProbe { call, streams } => {
@@ -188,7 +188,7 @@ pub(super) async fn run(
             }
             for a in answers.drain(..) {
                 match a {
-                    MediaAnswer::Failed(stream) => engine.handle_media_error(clock(), stream),
+                    MediaAnswer::Failed(stream, busy) => engine.handle_media_error(clock(), stream, busy),
                     MediaAnswer::Activity(call, last) => engine.handle_media_activity(clock(), call, last),
                 }
             }
@@ -198,7 +198,8 @@ pub(super) async fn run(
 
 /// What the shard's media work reports back to its engine.
 enum MediaAnswer {
-    Failed(rtp_relay::forwarder::StreamId),
+    /// A stream that did not open, and the pair that would not bind.
+    Failed(rtp_relay::forwarder::StreamId, Option<(usize, u16)>),
     Activity(crate::b2bua::CallHandle, Option<Instant>),
 }
 

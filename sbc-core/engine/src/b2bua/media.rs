@@ -239,21 +239,26 @@ impl Engine {
         self.reschedule_call(h);
     }
 
-    /// The driver could not open `stream` (its ports would not bind: another process holds
-    /// one). The SDP naming them is out already, so the call it belongs to is ended.
-    pub fn handle_media_error(&mut self, now: Instant, stream: StreamId) {
-        let Some(h) =
-            self.calls.iter().find(|(_, c)| c.media.as_ref().is_some_and(|m| m.has_stream(stream))).map(|(h, _)| *h)
-        else {
+    /// The driver could not open `stream`. A pair another process holds (`busy`) is set aside
+    /// for good. The SDP naming the stream is out already: the stream is forgotten, and a call
+    /// left with no stream relayed is ended (503 before the answer, BYE after), while one with
+    /// others (an audio stream beside a failed video one) goes on.
+    pub fn handle_media_error(&mut self, now: Instant, stream: StreamId, busy: Option<(usize, u16)>) {
+        let Some(book) = self.media.as_mut() else { return };
+        book.allocation_failures += 1;
+        if let Some((iface, port)) = busy {
+            book.set_aside(iface, port);
+        }
+        let owner = self.calls.iter_mut().find(|(_, c)| c.media.as_ref().is_some_and(|m| m.has_stream(stream)));
+        let Some((&h, call)) = owner else { return };
+        let Some(session) = call.media.as_mut() else { return };
+        session.drop_stream(stream);
+        let _e = call.span.clone().entered();
+        if session.open_streams() > 0 {
+            tracing::warn!(stream, "a media stream could not be opened; the call goes on without it");
             return;
-        };
-        if let Some(book) = self.media.as_mut() {
-            book.allocation_failures += 1;
         }
-        if let Some(call) = self.calls.get(&h) {
-            let _e = call.span.clone().entered();
-            tracing::warn!(stream, "media ports did not bind; ending the call");
-        }
+        tracing::warn!(stream, "media ports did not bind; ending the call");
         self.tear_down(now, h, 503, "media_error");
     }
 

@@ -30,7 +30,9 @@ struct Harness {
     /// whether opens fail (their ports would not bind).
     streams: HashMap<rtp_relay::forwarder::StreamId, [(usize, u16); 2]>,
     media_activity: Option<Instant>,
-    media_fails: bool,
+    /// Opens to fail, by their order (0 = the first open), with the A side's pair busy.
+    media_fails: Vec<usize>,
+    opened: usize,
 }
 
 #[derive(Debug)]
@@ -80,7 +82,8 @@ impl Harness {
             cc: Vec::new(),
             streams: Default::default(),
             media_activity: None,
-            media_fails: false,
+            media_fails: Vec::new(),
+            opened: 0,
         }
     }
 
@@ -130,10 +133,17 @@ impl Harness {
     fn relay(&mut self, cmd: rtp_relay::MediaCommand) {
         match cmd {
             rtp_relay::MediaCommand::Open { stream, ports, .. } => {
-                assert!(self.streams.insert(stream, ports).is_none(), "a stream is opened once");
-                if self.media_fails {
-                    self.engine.handle_media_error(self.now, stream);
+                let n = self.opened;
+                self.opened += 1;
+                if self.media_fails.contains(&n) {
+                    // The leases drop: both pairs come back; the busy one is set aside.
+                    self.engine.handle_media_error(self.now, stream, Some(ports[0]));
+                    for (iface, port) in ports {
+                        self.engine.handle_media_released(iface, port);
+                    }
+                    return;
                 }
+                assert!(self.streams.insert(stream, ports).is_none(), "a stream is opened once");
             }
             rtp_relay::MediaCommand::Update { stream, .. } => {
                 assert!(self.streams.contains_key(&stream), "updates name open streams");

@@ -101,7 +101,7 @@ fn reported_media_activity_keeps_the_call_up_until_the_relay_goes_silent() {
 #[test]
 fn a_stream_the_relay_cannot_open_ends_its_call() {
     let mut h = with_relay((43600, 43699));
-    h.media_fails = true;
+    h.media_fails = vec![0];
     let out = h.send(ALICE, &invite("media-7@alice", ""));
     let answers: Vec<_> = to(&out, ALICE).into_iter().filter_map(|m| m.status()).collect();
     assert!(answers.contains(&503), "{answers:?}");
@@ -113,6 +113,26 @@ fn a_stream_the_relay_cannot_open_ends_its_call() {
     h.advance(Duration::from_secs(40));
     assert_eq!(h.engine.active_calls(), 0);
     assert_eq!(h.engine.media_ports_in_use(), 0);
+}
+
+/// A second stream the relay cannot open is dropped and the call goes on with the first; the
+/// pair another process holds is never lent again.
+#[test]
+fn a_failed_stream_beside_a_working_one_leaves_the_call_up_and_its_busy_pair_aside() {
+    let mut h = with_relay((43700, 43707));
+    h.media_fails = vec![1];
+    let two = format!("{SDP}m=video 6002 RTP/AVP 96\n");
+    let out = h.send(ALICE, &invite_sdp("media-8@alice", "", &two));
+    let b_inv = one(&out, BOB);
+    assert!(to(&out, ALICE).iter().all(|m| m.status() != Some(503)), "the call goes on");
+    assert_eq!(h.engine.counter(Counter::MediaAllocationFailures), 1);
+    // Of four pairs, the audio stream holds two and one is set aside: one is left to lend.
+    assert_eq!(h.engine.media_ports_in_use(), 2);
+    let out = h.send(BOB, &with_sdp(response_to(&b_inv, 200, "bt", ""), BOB_SDP));
+    assert_eq!(one(&out, ALICE).status(), Some(200));
+    let out = h.send("127.0.0.2:5003", &invite_sdp("media-9@other", "", SDP));
+    let answers: Vec<_> = to(&out, "127.0.0.2:5003").into_iter().filter_map(|m| m.status()).collect();
+    assert!(answers.contains(&503), "one free pair is not enough for a call: {answers:?}");
 }
 
 #[test]
