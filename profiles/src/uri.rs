@@ -1,5 +1,58 @@
 //! The pieces of a SIP URI or name-addr that pseudo-variables read (`$rU`, `$fd`, `$HP(x)` ...).
 //! Forgiving on purpose: a value that does not parse yields empty components, never an error.
+//!
+//! [`split_uri`] is the project's one URI splitter: [`UriParts`] reads its pieces as text, and
+//! `sbc-engine`'s `sip::msg::Uri` checks them (scheme, host, port, parameters) for routing.
+
+use std::ops::Range;
+
+/// Where the pieces of a URI are in its text (RFC 3261 §19.1.1, RFC 3966), found by the
+/// delimiters alone, without judging the pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriSpans {
+    pub scheme: Range<usize>,
+    /// Before the `@`: user and password; for `tel:` the number.
+    pub userinfo: Option<Range<usize>>,
+    /// `host[:port]` (empty for `tel:`).
+    pub hostport: Range<usize>,
+    /// The URI parameters with their leading `;` (empty when there are none).
+    pub params: Range<usize>,
+    /// After the `?`.
+    pub headers: Range<usize>,
+}
+
+/// Cuts `scheme:[userinfo@]hostport[;params][?headers]`; `None` without a `:`. The userinfo may
+/// hold `?`, `;` and `,` (RFC 4475 §3.1.1.2), so headers are looked for only after the `@`
+/// that ends it; an IPv6 reference's brackets are skipped when looking for parameters.
+pub fn split_uri(s: &[u8]) -> Option<UriSpans> {
+    let colon = s.iter().position(|&c| c == b':')?;
+    let scheme = 0..colon;
+    let rest = colon + 1;
+    let find = |from: usize, to: usize, c: u8| s[from..to].iter().position(|&x| x == c).map(|p| p + from);
+    let host_from = find(rest, s.len(), b'@').map_or(rest, |at| at + 1);
+    let (body_end, headers) = match find(host_from, s.len(), b'?') {
+        Some(q) => (q, q + 1..s.len()),
+        None => (s.len(), s.len()..s.len()),
+    };
+    if s[scheme.clone()].eq_ignore_ascii_case(b"tel") {
+        let semi = find(rest, body_end, b';').unwrap_or(body_end);
+        return Some(UriSpans {
+            scheme,
+            userinfo: Some(rest..semi),
+            hostport: semi..semi,
+            params: semi..body_end,
+            headers,
+        });
+    }
+    let (userinfo, host) = match find(rest, body_end, b'@') {
+        Some(at) => (Some(rest..at), at + 1),
+        None => (None, rest),
+    };
+    let after_ref =
+        if s.get(host) == Some(&b'[') { find(host, body_end, b']').map_or(body_end, |p| p + 1) } else { host };
+    let semi = find(after_ref, body_end, b';').unwrap_or(body_end);
+    Some(UriSpans { scheme, userinfo, hostport: host..semi, params: semi..body_end, headers })
+}
 
 /// `[display-name] <uri>;params` or `uri;params` split into its parts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,22 +80,24 @@ pub struct UriParts<'a> {
 impl<'a> UriParts<'a> {
     pub fn parse(s: &'a str) -> Self {
         let s = s.trim();
-        let Some((scheme, rest)) = s.split_once(':') else {
+        let Some(spans) = split_uri(s.as_bytes()) else {
             return Self::default();
         };
-        let (before_q, headers) = rest.split_once('?').unwrap_or((rest, ""));
-        if scheme.eq_ignore_ascii_case("tel") {
-            let (number, params) = before_q.split_once(';').unwrap_or((before_q, ""));
-            return Self { scheme, user: number, params, headers, ..Self::default() };
+        // The delimiters are ASCII: every span starts and ends on a character boundary.
+        let part = |r: Range<usize>| s.get(r).unwrap_or("");
+        let userinfo = spans.userinfo.map_or("", part);
+        let tel = part(spans.scheme.clone()).eq_ignore_ascii_case("tel");
+        let user = if tel { userinfo } else { userinfo.split_once(':').map_or(userinfo, |(u, _password)| u) };
+        let (host, port) = split_hostport(part(spans.hostport));
+        let params = part(spans.params);
+        Self {
+            scheme: part(spans.scheme),
+            user,
+            host,
+            port,
+            params: params.strip_prefix(';').unwrap_or(params),
+            headers: part(spans.headers),
         }
-        let (userinfo, hostpart) = match before_q.rfind('@') {
-            Some(at) => (&before_q[..at], &before_q[at + 1..]),
-            None => ("", before_q),
-        };
-        let user = userinfo.split_once(':').map_or(userinfo, |(u, _password)| u);
-        let (hostport, params) = hostpart.split_once(';').unwrap_or((hostpart, ""));
-        let (host, port) = split_hostport(hostport);
-        Self { scheme, user, host, port, params, headers }
     }
 
     /// `host[:port]`.
@@ -153,6 +208,24 @@ impl<'a> NameAddrParts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The splitter both views use: headers only after the userinfo's `@`, brackets skipped,
+    /// `tel:` numbers in the userinfo.
+    #[test]
+    fn one_splitter_cuts_at_the_delimiters() {
+        let cut = |s: &'static str| {
+            let sp = split_uri(s.as_bytes()).expect("a URI");
+            let at = |r: Range<usize>| &s[r];
+            (at(sp.scheme), sp.userinfo.map(at), at(sp.hostport), at(sp.params), at(sp.headers))
+        };
+        assert_eq!(
+            cut("sip:a?b;c@[2001:db8::1]:5070;lr?Subject=x"),
+            ("sip", Some("a?b;c"), "[2001:db8::1]:5070", ";lr", "Subject=x")
+        );
+        assert_eq!(cut("sips:host.example"), ("sips", None, "host.example", "", ""));
+        assert_eq!(cut("tel:+1-555;phone-context=x"), ("tel", Some("+1-555"), "", ";phone-context=x", ""));
+        assert!(split_uri(b"no-scheme").is_none());
+    }
 
     #[test]
     fn uri_parts() {

@@ -4,6 +4,7 @@
 
 use super::message::Method;
 use super::parse::{is_token_char, parse_decimal};
+use profiles::uri::split_uri;
 
 pub(crate) fn is_lws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\r' | b'\n')
@@ -311,37 +312,18 @@ impl<'a> Uri<'a> {
         } else {
             return Some(Self { scheme: Scheme::Other, user: None, host: rest, port: None, params: b"", headers: b"" });
         };
-        // userinfo may contain '?', ',' and ';' (RFC 4475 §3.1.1.2), so headers are looked for
-        // only after the '@' that ends it.
-        let host_from = rest.iter().position(|&c| c == b'@').map_or(0, |at| at + 1);
-        let (body, headers) = match rest[host_from..].iter().position(|&c| c == b'?') {
-            Some(q) => (&rest[..host_from + q], &rest[host_from + q + 1..]),
-            None => (rest, &b""[..]),
-        };
+        // The pieces are cut by the one URI splitter (`profiles/src/uri.rs`) and judged here.
+        let spans = split_uri(s)?;
+        let (params, headers) = (&s[spans.params], &s[spans.headers]);
         if scheme == Scheme::Tel {
-            let semi = body.iter().position(|&c| c == b';').unwrap_or(body.len());
-            let number = &body[..semi];
-            if number.is_empty() {
-                return None;
-            }
-            return Some(Self { scheme, user: Some(number), host: b"", port: None, params: &body[semi..], headers });
+            let number = spans.userinfo.map(|r| &s[r]).filter(|n| !n.is_empty())?;
+            return Some(Self { scheme, user: Some(number), host: b"", port: None, params, headers });
         }
-        let (user, hostpart) = match body.iter().position(|&c| c == b'@') {
-            Some(at) => (Some(&body[..at]), &body[at + 1..]),
-            None => (None, body),
-        };
-        let hp_end = if hostpart.first() == Some(&b'[') {
-            hostpart.iter().position(|&c| c == b']').map_or(hostpart.len(), |p| p + 1)
-        } else {
-            0
-        };
-        let semi = hostpart[hp_end..].iter().position(|&c| c == b';').map_or(hostpart.len(), |p| p + hp_end);
-        let (host, port) = parse_hostport(&hostpart[..semi])?;
-        let params = &hostpart[semi..];
+        let (host, port) = parse_hostport(&s[spans.hostport])?;
         if !params_well_formed(params) {
             return None;
         }
-        Some(Self { scheme, user, host, port, params, headers })
+        Some(Self { scheme, user: spans.userinfo.map(|r| &s[r]), host, port, params, headers })
     }
     pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
         find_param(self.params, name)
