@@ -247,7 +247,7 @@ impl Profile {
             let headers =
                 self.append_headers.as_ref().map(|h| header_lines(&h.expand(env), &mut bad)).unwrap_or_default();
             let mut reply = LocalReply::owned(code, reason);
-            reply.headers = headers.into_iter().map(|(n, v)| (n.into(), v.into())).collect();
+            reply.headers = headers.into_iter().map(|(n, v)| (n.into(), v.into())).collect::<Vec<_>>().into();
             reply
         }))
     }

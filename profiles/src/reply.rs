@@ -10,25 +10,34 @@ use std::borrow::Cow;
 pub struct LocalReply {
     pub code: u16,
     pub reason: Cow<'static, str>,
-    /// Rows added to the reply, in order (name, value).
-    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    /// Rows added to the reply, in order (name, value). A constant reply borrows them, so the
+    /// refusals sent most (admission's 503 under a flood) allocate nothing.
+    pub headers: Cow<'static, [Row]>,
 }
+
+/// A header row of a local reply: name, value.
+pub type Row = (Cow<'static, str>, Cow<'static, str>);
 
 impl LocalReply {
     /// A reply with a fixed reason and no extra row (a constant: no allocation).
     pub const fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason: Cow::Borrowed(reason), headers: Vec::new() }
+        Self { code, reason: Cow::Borrowed(reason), headers: Cow::Borrowed(&[]) }
+    }
+
+    /// A constant reply with fixed rows.
+    pub const fn with_rows(code: u16, reason: &'static str, rows: &'static [Row]) -> Self {
+        Self { code, reason: Cow::Borrowed(reason), headers: Cow::Borrowed(rows) }
     }
 
     /// A reply whose reason was computed (a profile's expansion, a module's setting).
     pub fn owned(code: u16, reason: String) -> Self {
-        Self { code, reason: Cow::Owned(reason), headers: Vec::new() }
+        Self { code, reason: Cow::Owned(reason), headers: Cow::Borrowed(&[]) }
     }
 
     /// The same reply with one more header row.
     #[must_use]
     pub fn with(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.headers.to_mut().push((name.into(), value.into()));
         self
     }
 }
@@ -51,5 +60,9 @@ mod tests {
         let rows: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
         assert_eq!(rows, [("Retry-After", "5"), ("Warning", "399 sbc \"x\"")]);
         assert!(BUSY.headers.is_empty());
+        const RETRY: LocalReply =
+            LocalReply::with_rows(503, "Service Unavailable", &[(Cow::Borrowed("Retry-After"), Cow::Borrowed("1"))]);
+        assert!(matches!(RETRY.headers, Cow::Borrowed(_)), "a constant reply allocates nothing");
+        assert_eq!(RETRY.clone().with("X", "y").headers.len(), 2);
     }
 }

@@ -200,7 +200,7 @@ pub(crate) fn ip_of_host(host: &[u8]) -> Option<IpAddr> {
 /// A complete locally generated response without body.
 pub(crate) fn local_response(req: &Message, src: &Source, reply: &LocalReply, to_tag: Option<&[u8]>) -> Bytes {
     let mut w = response_head(req, src, reply.code, reply.reason.as_bytes(), to_tag);
-    for (name, value) in &reply.headers {
+    for (name, value) in reply.headers.iter() {
         w.header(name, value.as_bytes());
     }
     w.finish(b"")

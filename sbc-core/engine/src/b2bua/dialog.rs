@@ -106,7 +106,7 @@ impl Engine {
         if method != Method::Bye {
             if let Err(why) = call.dialog_limits.check(now) {
                 call.span.in_scope(|| tracing::debug!(why, ?method, "in-dialog request over the dialog's limits"));
-                return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "1"));
+                return self.refuse(&msg, &src, &super::OVER_RATE);
             }
         }
         call.leg_mut(side).remote_cseq = Some(cseq);

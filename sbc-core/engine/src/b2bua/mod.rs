@@ -35,6 +35,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
@@ -59,6 +60,11 @@ pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer,
 use call::Call;
 use ids::IdGen;
 use txs::TxEntry;
+
+/// The refusal of a request over a rate (admission's, or a dialog's in `dialog_limits.rs`): a
+/// constant, so a flood of them allocates nothing for it.
+pub(super) const OVER_RATE: LocalReply =
+    LocalReply::with_rows(503, "Service Unavailable", &[(Cow::Borrowed("Retry-After"), Cow::Borrowed("1"))]);
 
 /// The timer heap is compacted when it holds this many more entries than twice the live
 /// transactions and calls.
@@ -352,7 +358,7 @@ impl Engine {
         match self.cfg.admission.admit(now, src.remote.ip()) {
             crate::admission::Admit::Yes => true,
             crate::admission::Admit::Refuse => {
-                self.refuse(msg, src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "1"));
+                self.refuse(msg, src, &OVER_RATE);
                 false
             }
             crate::admission::Admit::Drop => {
