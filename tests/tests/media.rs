@@ -378,3 +378,30 @@ fn offers_with_many_streams_cannot_exhaust_the_ports() {
     assert_eq!(ua.bye().status(), Some(200));
     uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
+
+/// A media port another process holds, with a real caller and a SIPp callee: the pair cannot
+/// be bound once its SDP is out, so the call (one stream) gets 503, the failure is counted and
+/// logged, and the pair is set aside. Every RTP port of the range is held, so whichever shard
+/// takes the call draws a held one.
+#[test]
+fn a_media_port_another_process_holds_fails_the_call_and_is_set_aside() {
+    let ports = (46500, 46507);
+    let squatters: Vec<UdpSocket> =
+        (ports.0..ports.1).step_by(2).map(|p| UdpSocket::bind((RELAY_IP, p)).expect("squat")).collect();
+    let sbcd = start(ports, 60, "");
+    let uas_port = free_port();
+    let _uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let caller_rtp = rtp_socket();
+    let mut ua = TestUa::new(sbcd.addr());
+    let resp = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
+    assert_eq!(resp.status(), Some(503), "{}", resp.0);
+    let (_, stats) = http(&sbcd, "GET", "/stats", None, None);
+    let v: serde_json::Value = serde_json::from_str(&stats).expect("stats json");
+    assert!(v["media"]["allocation_failures"].as_u64().is_some_and(|n| n >= 1), "{stats}");
+    assert!(
+        eventually(Duration::from_secs(5), || sbcd.log_text().contains("held by another process: set aside")),
+        "{}",
+        sbcd.log_text()
+    );
+    drop(squatters);
+}
