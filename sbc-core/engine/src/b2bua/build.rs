@@ -250,6 +250,11 @@ pub(crate) fn write_request<'a, R: IntoIterator<Item = &'a [u8]>>(head: RequestH
     w
 }
 
+/// A Route for an outbound proxy (loose routing, RFC 3261 §16.12).
+pub(crate) fn proxy_route(uri: &Option<String>) -> Option<Box<[u8]>> {
+    uri.as_ref().map(|u| format!("<{u};lr>").into_bytes().into_boxed_slice())
+}
+
 /// A request on `leg`: request line to its remote target, our Via, its route set, dialog rows.
 pub(crate) fn request_on_leg(leg: &Leg, method: &[u8], cseq: u32, branch: &[u8], max_forwards: u8) -> MessageWriter {
     write_request(RequestHead {

@@ -9,7 +9,9 @@ use std::time::Instant;
 use profiles::LocalReply;
 
 use super::apply::{append, Chosen};
-use super::build::{copy_unowned, copy_unowned_if, leg_contact, without_tag, write_request, RequestHead, ToRow};
+use super::build::{
+    copy_unowned, copy_unowned_if, leg_contact, proxy_route, without_tag, write_request, RequestHead, ToRow,
+};
 use super::call::{CallKind, Side};
 use super::register::{local_registrar, rewritten_contacts, CacheStep};
 use super::routing;
@@ -149,7 +151,7 @@ impl Engine {
             // check_request refuses a request without To before it gets here.
             return self.respond_local(now, server, &LocalReply::new(400, "Missing To"));
         };
-        let proxy_route = plan.outbound_proxy.as_ref().map(|p| format!("<{p};lr>").into_bytes());
+        let proxy_route = proxy_route(&plan.outbound_proxy);
         let sent_by = out_socket.sent_by();
         let mut w = write_request(RequestHead {
             method: msg.method_bytes(),

@@ -12,7 +12,7 @@ use profiles::LocalReply;
 use rtp_relay::Session;
 
 use super::apply::{append, hop_target, CallRules};
-use super::build::{self, copy_unowned_stripped, leg_contact, request_on_leg, without_tag, Strip};
+use super::build::{self, copy_unowned_stripped, leg_contact, proxy_route, request_on_leg, without_tag, Strip};
 use super::call::{Call, CallKind, CallState, Early, Leg, Side};
 use super::cc::CallCc;
 use super::invite::BRoute;
@@ -450,9 +450,4 @@ fn b_request(
     append(&mut w, &plan.append_headers);
     append(&mut w, &plan.append_headers_req);
     Message::parse(w.finish(body)).ok()
-}
-
-/// A Route for an outbound proxy (loose routing).
-fn proxy_route(uri: &Option<String>) -> Option<Box<[u8]>> {
-    uri.as_ref().map(|u| format!("<{u};lr>").into_bytes().into_boxed_slice())
 }
