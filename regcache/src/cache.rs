@@ -6,6 +6,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use crate::binding::{alias_of, Binding};
+use crate::view::{RegQuery, RegView};
 
 /// Where changes go to survive a restart. Both hooks default to nothing.
 pub trait Persist: Send + Sync {
@@ -143,6 +144,22 @@ impl RegCache {
         inner.by_contact.get(&contact_key(contact, source)).and_then(|a| inner.by_alias.get(a).cloned())
     }
 
+    /// The bindings `query` names, read under one lock.
+    pub fn view(&self, query: &RegQuery) -> RegView {
+        let inner = self.read();
+        let by_alias = query.aliases.iter().filter_map(|a| inner.by_alias.get(a));
+        let by_aor = query
+            .aors
+            .iter()
+            .filter_map(|aor| inner.by_aor.get(aor))
+            .flat_map(|set| set.iter().filter_map(|a| inner.by_alias.get(a)));
+        let by_contact = query
+            .contact
+            .iter()
+            .filter_map(|(c, src)| inner.by_contact.get(&contact_key(c, *src)).and_then(|a| inner.by_alias.get(a)));
+        RegView::new(by_alias.chain(by_aor).chain(by_contact).cloned())
+    }
+
     /// Adds or replaces a binding. (The store hears of changes under the lock, so it sees them
     /// in the order the cache made them.)
     pub fn put(&self, b: Binding) {
@@ -240,6 +257,15 @@ mod tests {
         assert_eq!(cache.collect_expired(now + Duration::from_secs(30)), 1);
         assert!(cache.get("other").is_none());
         assert_eq!(cache.of_aor("sip:a@x").len(), 1);
+        let query = RegQuery {
+            aliases: vec![a.clone(), "none".into()],
+            aors: vec!["sip:a@x".into()],
+            contact: Some(("sip:a@10.0.0.1".into(), "127.0.0.1:5070".parse().expect("addr"))),
+        };
+        let view = cache.view(&query);
+        assert_eq!(view.len(), 1, "one binding, named three ways");
+        assert_eq!(view.get(&a), cache.get(&a).as_ref());
+        assert!(cache.view(&RegQuery { aors: vec!["sip:b@x".into()], ..RegQuery::default() }).is_empty());
         cache.remove(&a);
         assert!(cache.is_empty() && cache.of_aor("sip:a@x").is_empty());
         assert_eq!(

@@ -14,9 +14,11 @@ mod binding;
 mod cache;
 #[cfg(feature = "sqlite")]
 mod store;
+mod view;
 
 pub use aor::canonical_aor;
 pub use binding::{alias_of, Binding, Origin};
 pub use cache::{NoPersist, Persist, RegCache};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, StoreError, WallClock};
+pub use view::{RegQuery, RegView};

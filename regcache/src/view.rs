@@ -1,0 +1,122 @@
+//! What one request may read of the registrations, asked for at once and answered as a whole:
+//! a [`RegQuery`] names the aliases, AoRs and (contact, source) a request can look up, a
+//! [`RegView`] holds the bindings found. Everything the SBC decides for that request reads the
+//! view, so the store behind it may answer later (another node's, over the network) without
+//! anything waiting inside a lookup.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::binding::{alias_of, Binding};
+
+/// The keys a request's handling may look up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegQuery {
+    /// Bindings by alias (the Request-URI's user; a REGISTER's would-be aliases).
+    pub aliases: Vec<String>,
+    /// Every binding of these AoRs (the Request-URI's, the caller's, a REGISTER's).
+    pub aors: Vec<String>,
+    /// The binding registered with this contact from this address (`$Ua`).
+    pub contact: Option<(String, SocketAddr)>,
+}
+
+impl RegQuery {
+    pub fn is_empty(&self) -> bool {
+        self.aliases.is_empty() && self.aors.is_empty() && self.contact.is_none()
+    }
+}
+
+/// The bindings a [`RegQuery`] found, each once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegView {
+    bindings: Vec<Binding>,
+}
+
+impl RegView {
+    /// A view of `bindings` (a binding found twice is kept once).
+    pub fn new(bindings: impl IntoIterator<Item = Binding>) -> Self {
+        let mut view = Self::default();
+        for b in bindings {
+            view.add(b);
+        }
+        view
+    }
+
+    fn add(&mut self, b: Binding) {
+        if !self.bindings.iter().any(|have| have.alias == b.alias) {
+            self.bindings.push(b);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
+    pub fn get(&self, alias: &str) -> Option<&Binding> {
+        self.bindings.iter().find(|b| b.alias == alias)
+    }
+
+    /// The bindings of an AoR the query named.
+    pub fn of_aor<'a>(&'a self, aor: &'a str) -> impl Iterator<Item = &'a Binding> + 'a {
+        self.bindings.iter().filter(move |b| b.aor == aor)
+    }
+
+    pub fn by_contact(&self, contact: &str, source: SocketAddr) -> Option<&Binding> {
+        self.bindings.iter().find(|b| b.contact == contact && b.source == source)
+    }
+
+    /// The alias of (AoR, contact) from `source_ip`: the one bound already, or a new one (the
+    /// query must have named the AoR).
+    pub fn alias_for(&self, aor: &str, contact: &str, source_ip: IpAddr) -> String {
+        self.of_aor(aor)
+            .find(|b| b.contact == contact && b.source.ip() == source_ip)
+            .map_or_else(|| alias_of(aor, contact, source_ip), |b| b.alias.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::Origin;
+    use std::time::Instant;
+
+    fn binding(alias: &str, aor: &str, contact: &str, src: &str) -> Binding {
+        #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
+        let now = Instant::now();
+        Binding {
+            alias: alias.into(),
+            aor: aor.into(),
+            contact: contact.into(),
+            source: src.parse().expect("addr"),
+            transport: "udp".into(),
+            interface: String::new(),
+            user_agent: String::new(),
+            call_id: String::new(),
+            ua_call_id: String::new(),
+            ua_expires: now,
+            registrar_expires: now,
+            origin: Origin::Upstream,
+        }
+    }
+
+    #[test]
+    fn a_view_answers_what_the_cache_would() {
+        let a = binding("a1", "sip:alice@x", "sip:alice@10.0.0.1", "192.0.2.1:5060");
+        let b = binding("b1", "sip:bob@x", "sip:bob@10.0.0.2", "192.0.2.2:5070");
+        let view = RegView::new([a.clone(), b.clone(), a.clone()]);
+        assert_eq!(view.len(), 2, "a binding found twice is kept once");
+        assert_eq!(view.get("b1"), Some(&b));
+        assert_eq!(view.of_aor("sip:alice@x").collect::<Vec<_>>(), vec![&a]);
+        assert_eq!(view.by_contact("sip:bob@10.0.0.2", "192.0.2.2:5070".parse().expect("addr")), Some(&b));
+        assert_eq!(view.by_contact("sip:bob@10.0.0.2", "192.0.2.2:5060".parse().expect("addr")), None);
+        let ip = "192.0.2.1".parse().expect("ip");
+        assert_eq!(view.alias_for("sip:alice@x", "sip:alice@10.0.0.1", ip), "a1");
+        let other = "192.0.2.9".parse().expect("ip");
+        assert_eq!(
+            view.alias_for("sip:alice@x", "sip:alice@10.0.0.1", other),
+            alias_of("sip:alice@x", "sip:alice@10.0.0.1", other)
+        );
+    }
+}
