@@ -536,6 +536,18 @@ impl Profile {
         out
     }
 
+    /// Whether a request handled with this profile may read the registration cache: it
+    /// caches registrations, may run the local registrar (a call-control module named by a
+    /// pattern may be it), or a pattern reads the cache.
+    pub fn uses_registrations(&self) -> bool {
+        self.reg_caching.enabled
+            || self.call_control.iter().any(|c| {
+                c.module.literal().is_none_or(|m| m == "cc_registrar")
+                    || c.params.iter().any(|(_, p)| p.uses_registrations())
+            })
+            || self.patterns().iter().any(|(_, p)| p.uses_registrations())
+    }
+
     /// (option key, pattern) for every pattern option that is set.
     pub fn patterns(&self) -> Vec<(&'static str, &Pattern)> {
         OPTIONS

@@ -61,6 +61,11 @@ impl Selection {
             .collect()
     }
 
+    /// Whether a rule reads the registration cache.
+    pub fn uses_registrations(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r, Rule::Pattern(p) if p.uses_registrations()))
+    }
+
     pub fn render(&self) -> String {
         self.rules
             .iter()

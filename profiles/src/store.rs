@@ -50,6 +50,12 @@ pub struct NoProfile {
 }
 
 impl Snapshot {
+    /// Whether handling a request may read the registration cache (the selection chain or a
+    /// profile does): otherwise a new request needs no registrations looked up.
+    pub fn uses_registrations(&self) -> bool {
+        self.selection.uses_registrations() || self.profiles.values().any(|p| p.uses_registrations())
+    }
+
     /// An empty snapshot whose chain picks `transparent`, an empty profile.
     pub fn transparent(source: &str, interfaces: Vec<String>) -> Self {
         let mut profiles = BTreeMap::new();

@@ -69,6 +69,11 @@ impl Pattern {
         uses(&self.nodes, &|v| matches!(v, Var::CallControl { .. }))
     }
 
+    /// Whether the pattern reads the registration cache (`$uc $us $ui $Ua $UA`).
+    pub fn uses_registrations(&self) -> bool {
+        uses(&self.nodes, &|v| matches!(v, Var::RegCache(_)))
+    }
+
     /// Whether the pattern reads `$di`/`$dp`.
     pub fn uses_destination(&self) -> bool {
         uses(&self.nodes, &|v| matches!(v, Var::DestIp | Var::DestPort))
