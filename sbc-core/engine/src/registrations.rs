@@ -1,26 +1,23 @@
-//! The registration cache as the engine sees it: a port. The engine reads bindings when a
-//! REGISTER is absorbed or a call goes to a registered user, and writes them when a registrar
-//! answers or a phone registers locally. Reads answer from what the implementation holds in
-//! memory and writes return at once, so a store that shares the bindings (a database, the
-//! other nodes of a cluster) does its work on its own time, never on a shard's.
+//! The registration cache as the engine sees it: a port. A new request's registrations are
+//! asked for once, as a whole ([`RegQuery`]), before its profile is chosen; everything decided
+//! for the request then reads the answer ([`RegView`]). An implementation that holds the
+//! bindings in memory answers at once; one that must ask elsewhere (the other nodes of a
+//! cluster) answers `None`, the engine parks the request and emits
+//! `Output::RegistrationLookup`, and the driver brings the answer back as a later input
+//! (`Engine::handle_registrations`). Writes return at once: a store that shares the bindings
+//! does its work on its own time, never on a shard's.
 //! `regcache::RegCache` is the implementation sbcd runs, its persistence in the driver.
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use regcache::{Binding, RegCache};
+use regcache::{Binding, RegCache, RegQuery, RegView};
 
 /// What the engine asks of the registration cache.
 pub trait Registrations: Send + Sync + std::fmt::Debug {
-    /// The binding of an alias.
-    fn get(&self, alias: &str) -> Option<Binding>;
-    /// The bindings of an address of record.
-    fn of_aor(&self, aor: &str) -> Vec<Binding>;
-    /// The binding of a contact registered from `source`.
-    fn by_contact(&self, contact: &str, source: SocketAddr) -> Option<Binding>;
-    /// The alias of (AoR, contact) from `source_ip`: the cached one, or a new one.
-    fn alias_for(&self, aor: &str, contact: &str, source_ip: IpAddr) -> String;
-    /// Bindings held.
+    /// The bindings `query` names, if they can be had without waiting; `None` sends the query
+    /// to the driver, whose answer comes back through `Engine::handle_registrations`.
+    fn lookup(&self, query: &RegQuery) -> Option<RegView>;
+    /// Bindings held (the limit `registrations.max_bindings` is checked against it).
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -34,17 +31,8 @@ pub trait Registrations: Send + Sync + std::fmt::Debug {
 }
 
 impl Registrations for RegCache {
-    fn get(&self, alias: &str) -> Option<Binding> {
-        Self::get(self, alias)
-    }
-    fn of_aor(&self, aor: &str) -> Vec<Binding> {
-        Self::of_aor(self, aor)
-    }
-    fn by_contact(&self, contact: &str, source: SocketAddr) -> Option<Binding> {
-        Self::by_contact(self, contact, source)
-    }
-    fn alias_for(&self, aor: &str, contact: &str, source_ip: IpAddr) -> String {
-        Self::alias_for(self, aor, contact, source_ip)
+    fn lookup(&self, query: &RegQuery) -> Option<RegView> {
+        Some(self.view(query))
     }
     fn len(&self) -> usize {
         Self::len(self)

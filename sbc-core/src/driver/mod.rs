@@ -403,7 +403,7 @@ impl Runtime {
             );
             let engine = crate::b2bua::Engine::new(ecfg, seed);
             let media = Some(media::ShardMedia::new(relay.clone()));
-            tokio::spawn(shard::run(engine, rx, shared.clone(), status, cc, media));
+            tokio::spawn(shard::run(engine, rx, shared.clone(), status, cc, media, registrations.clone()));
         }
         for (id, sock) in udp_receivers {
             tokio::spawn(udp::receive(shared.clone(), id, sock));

@@ -132,13 +132,14 @@ pub(super) async fn run(
     status: Arc<ShardStatus>,
     mut cc: CcDriver,
     mut media: Option<ShardMedia>,
+    registrations: Arc<regcache::RegCache>,
 ) {
     let shard = engine.config().shard;
     let epoch = clock();
     // Reused for every batch: the outputs of one wake-up, counted before they are sent.
     let mut outputs: Vec<Output> = Vec::with_capacity(BATCH * 4);
-    // Answers of the shard's own media work (probes, failed opens), handed back at once.
-    let mut answers: Vec<MediaAnswer> = Vec::new();
+    // Answers of the shard's own work (media probes, failed opens, lookups), handed back at once.
+    let mut answers: Vec<ShardAnswer> = Vec::new();
     loop {
         let deadline = engine.poll_timeout().map(|d| tokio::time::Instant::from_std(coalesce(epoch, d)));
         tokio::select! {
@@ -172,12 +173,17 @@ pub(super) async fn run(
                     Output::CallControl(req) => cc.dispatch(req),
                     Output::Media(cmd) => {
                         if let Some((stream, busy)) = media.as_mut().and_then(|m| m.run(cmd)) {
-                            answers.push(MediaAnswer::Failed(stream, busy));
+                            answers.push(ShardAnswer::Failed(stream, busy));
                         }
                     }
                     Output::MediaProbe { call, streams } => {
                         let last = media.as_ref().and_then(|m| m.last_activity(&streams));
-                        answers.push(MediaAnswer::Activity(call, last));
+                        answers.push(ShardAnswer::Activity(call, last));
+                    }
+                    // The cache is in this process: the answer is at hand. (A store on
+                    // another machine answers through the shard's input channel instead.)
+                    Output::RegistrationLookup { ticket, query } => {
+                        answers.push(ShardAnswer::Registrations(ticket, registrations.view(&query)));
                     }
                     Output::Event(_) => {}
                 }
@@ -188,19 +194,21 @@ pub(super) async fn run(
             }
             for a in answers.drain(..) {
                 match a {
-                    MediaAnswer::Failed(stream, busy) => engine.handle_media_error(clock(), stream, busy),
-                    MediaAnswer::Activity(call, last) => engine.handle_media_activity(clock(), call, last),
+                    ShardAnswer::Failed(stream, busy) => engine.handle_media_error(clock(), stream, busy),
+                    ShardAnswer::Activity(call, last) => engine.handle_media_activity(clock(), call, last),
+                    ShardAnswer::Registrations(ticket, view) => engine.handle_registrations(clock(), ticket, view),
                 }
             }
         }
     }
 }
 
-/// What the shard's media work reports back to its engine.
-enum MediaAnswer {
+/// What the shard's own work reports back to its engine.
+enum ShardAnswer {
     /// A stream that did not open, and the pair that would not bind.
     Failed(rtp_relay::forwarder::StreamId, Option<(usize, u16)>),
     Activity(crate::b2bua::CallHandle, Option<Instant>),
+    Registrations(crate::b2bua::RegTicket, regcache::RegView),
 }
 
 /// The next pair the forwarder gave back; never, without media.

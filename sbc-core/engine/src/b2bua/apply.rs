@@ -18,7 +18,9 @@ use profiles::{Profile, Snapshot};
 
 use super::build::ip_of_host;
 use super::call::Side;
-use super::types::{Peer, Source, Transport};
+use super::register::retarget_registered;
+use super::setup::NewRequest;
+use super::types::{Peer, Transport};
 use super::Engine;
 use crate::sip::msg::{HeaderName, Message, MessageWriter};
 
@@ -92,10 +94,9 @@ pub(super) enum Chosen {
     CallControl(CcChoice),
 }
 
-/// A profile with call control, chosen for a new request: the snapshot it came from, the
-/// profile, and the chain its hooks run.
+/// A profile with call control, chosen for a new request (from the snapshot the request
+/// pinned): the profile, and the chain its hooks run.
 pub(super) struct CcChoice {
-    pub(super) snapshot: Arc<Snapshot>,
     pub(super) profile: Arc<Profile>,
     pub(super) chain: Vec<profiles::evaluate::CcInstance>,
 }
@@ -159,22 +160,21 @@ pub(crate) fn hop_target(h: &NextHop) -> (Transport, Peer) {
 }
 
 impl Engine {
-    /// Runs `f` with the pattern environment of `msg` arriving from `src`.
+    /// Runs `f` with the pattern environment of `req`.
     fn with_env<T>(
         &mut self,
-        msg: &Message,
-        src: &Source,
-        snap: &Snapshot,
+        req: &NewRequest,
         profile: Option<&Profile>,
         cc_vars: &dyn CcVars,
         f: impl FnOnce(&Env<'_>) -> T,
     ) -> Option<T> {
+        let (msg, src, snap) = (&req.msg, &req.src, &req.snapshot);
         let socket = self.cfg.socket(src.local)?;
         let iface_index = self.cfg.interface_of(src.local).unwrap_or(0);
         let iface_name = self.cfg.interfaces.get(iface_index).map_or("", |i| i.name.as_str());
         let rng = Cell::new(self.ids.next_u64());
         let view = MsgView(msg);
-        let reg_view = super::register::CacheView(self.cfg.reg_cache.as_ref());
+        let reg_view = super::register::CacheView(&req.regs);
         let env = Env {
             req: &view,
             source: src.remote,
@@ -196,18 +196,18 @@ impl Engine {
     /// Runs the selection chain for `msg`, answers `refuse_with`, and evaluates the profile —
     /// unless it has a call-control chain and `with_cc` is set: then the chain is expanded and
     /// evaluation waits for the modules' verdict.
-    pub(super) fn choose_profile(&mut self, msg: &Message, src: &Source, with_cc: bool) -> Chosen {
-        let snap = self.cfg.profiles.load();
-        let selected = self.with_env(msg, src, &snap, None, &NoCcVars, |env| snap.select(env));
+    pub(super) fn choose_profile(&mut self, req: &NewRequest, with_cc: bool) -> Chosen {
+        let snap = req.snapshot.clone();
+        let selected = self.with_env(req, None, &NoCcVars, |env| snap.select(env));
         let profile = match selected {
             Some(Ok((p, _))) => p,
             Some(Err(e)) => {
-                tracing::warn!(source = %src.remote, "{e}");
+                tracing::warn!(source = %req.src.remote, "{e}");
                 return Chosen::Fail;
             }
             None => return Chosen::Fail,
         };
-        let refusal = self.with_env(msg, src, &snap, Some(&profile), &NoCcVars, |env| profile.refusal(env)).flatten();
+        let refusal = self.with_env(req, Some(&profile), &NoCcVars, |env| profile.refusal(env)).flatten();
         if let Some(r) = refusal {
             return match r {
                 Ok(r) => Chosen::Refuse(r),
@@ -218,10 +218,9 @@ impl Engine {
             };
         }
         if with_cc && !profile.call_control.is_empty() {
-            let chain =
-                self.with_env(msg, src, &snap, Some(&profile), &NoCcVars, |env| profile.call_control_chain(env));
+            let chain = self.with_env(req, Some(&profile), &NoCcVars, |env| profile.call_control_chain(env));
             return match chain {
-                Some(Ok(chain)) => Chosen::CallControl(CcChoice { snapshot: snap, profile, chain }),
+                Some(Ok(chain)) => Chosen::CallControl(CcChoice { profile, chain }),
                 Some(Err(e)) => {
                     tracing::warn!(profile = %profile.name, "{e}");
                     Chosen::Fail
@@ -229,7 +228,7 @@ impl Engine {
                 None => Chosen::Fail,
             };
         }
-        self.evaluate_profile(msg, src, &snap, profile, &NoCcVars, &BTreeMap::new())
+        self.evaluate_profile(req, profile, &NoCcVars, &BTreeMap::new())
     }
 
     /// Calls whose profile evaluates as the previous evaluation of that profile did (a
@@ -255,15 +254,13 @@ impl Engine {
     /// Evaluates `profile` for `msg` (with call-control variables and overrides, if any).
     pub(super) fn evaluate_profile(
         &mut self,
-        msg: &Message,
-        src: &Source,
-        snap: &Snapshot,
+        req: &NewRequest,
         profile: Arc<Profile>,
         cc_vars: &dyn CcVars,
         overrides: &BTreeMap<String, String>,
     ) -> Chosen {
-        match self.with_env(msg, src, snap, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
-            Some(Ok(mut plan)) => match self.retarget_registered(msg, &profile, &mut plan) {
+        match self.with_env(req, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
+            Some(Ok(mut plan)) => match retarget_registered(req, &profile, &mut plan) {
                 Ok(()) => Chosen::Go(self.shared_rules(profile, plan)),
                 Err(refusal) => Chosen::Refuse(refusal),
             },

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use callcontrol::{CallEnd, CallFacts, CcInstance, EndedBy, LegEvent, Party};
 use profiles::pattern::CcVars;
 use profiles::LocalReply;
-use profiles::{Profile, Snapshot};
+use profiles::Profile;
 
 use super::apply::{CcChoice, Chosen};
 use super::call::{CallKind, Side};
@@ -57,7 +57,6 @@ pub enum CcVerdict {
 /// A call waiting for its `start` verdict.
 pub(super) struct PendingStart {
     req: NewRequest,
-    snapshot: Arc<Snapshot>,
     profile: Arc<Profile>,
     a_tx: TxId,
 }
@@ -66,10 +65,7 @@ pub(super) struct PendingStart {
 /// absorbs retransmissions meanwhile.
 pub(super) struct PendingRoute {
     server: TxId,
-    msg: Message,
-    src: Source,
-    max_forwards: u8,
-    snapshot: Arc<Snapshot>,
+    req: NewRequest,
     profile: Arc<Profile>,
 }
 
@@ -132,19 +128,13 @@ pub(super) fn party(side: Side) -> Party {
 impl Engine {
     /// Parks an out-of-dialog request for its `route` hooks.
     pub(super) fn park_route(&mut self, req: NewRequest, cc: CcChoice) {
-        let NewRequest { key, msg, src, max_forwards } = req;
-        let CcChoice { snapshot, profile, chain } = cc;
+        let CcChoice { profile, chain } = cc;
         let id = self.new_call();
         let tag = self.ids.tag();
-        let server = self.new_server_tx(
-            key,
-            &msg,
-            &src,
-            TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE }),
-            Some(tag),
-        );
-        let facts = facts_of(self.cfg.shard, id, &profile, &msg, &src);
-        self.pending_route.insert(id, PendingRoute { server, msg, src, max_forwards, snapshot, profile });
+        let role = TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE });
+        let server = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(tag));
+        let facts = facts_of(self.cfg.shard, id, &profile, &req.msg, &req.src);
+        self.pending_route.insert(id, PendingRoute { server, req, profile });
         self.out.push_back(Output::CallControl(CcRequest::Route { call: id, chain: chain.into(), facts }));
     }
 
@@ -155,18 +145,17 @@ impl Engine {
             CcVerdict::Refuse(reply) | CcVerdict::Failed(reply) => return self.respond_local(now, p.server, &reply),
             CcVerdict::Drop => return self.forget_tx(p.server),
         };
-        let rules =
-            match self.evaluate_profile(&p.msg, &p.src, &p.snapshot, p.profile.clone(), &VarMap(&vars), &overrides) {
-                Chosen::Go(r) => r,
-                Chosen::Refuse(reply) => return self.respond_local(now, p.server, &reply),
-                _ => return self.respond_local(now, p.server, &LocalReply::new(500, "Server Internal Error")),
-            };
-        if p.msg.method() == Some(crate::sip::msg::Method::Register) && local_registrar(&rules.profile).is_some() {
-            return self.local_register(now, p.server, &p.msg, &rules);
+        let rules = match self.evaluate_profile(&p.req, p.profile.clone(), &VarMap(&vars), &overrides) {
+            Chosen::Go(r) => r,
+            Chosen::Refuse(reply) => return self.respond_local(now, p.server, &reply),
+            _ => return self.respond_local(now, p.server, &LocalReply::new(500, "Server Internal Error")),
+        };
+        if p.req.msg.method() == Some(crate::sip::msg::Method::Register) && local_registrar(&rules.profile).is_some() {
+            return self.local_register(now, p.server, &p.req, &rules);
         }
-        let ruri = rules.plan.ruri.as_ref().map_or(p.msg.request_uri(), |r| r.as_bytes());
+        let ruri = rules.plan.ruri.as_ref().map_or(p.req.msg.request_uri(), |r| r.as_bytes());
         match self.route_new_request(ruri, &rules) {
-            Ok(route) => self.relay_out_of_dialog(now, p.server, &p.msg, p.max_forwards, rules, route),
+            Ok(route) => self.relay_out_of_dialog(now, p.server, &p.req, rules, route),
             Err(reply) => self.respond_local(now, p.server, &reply),
         }
     }
@@ -181,21 +170,14 @@ impl Engine {
 
     /// Parks a new call for its call-control `start` and asks the driver to run it.
     pub(super) fn start_call_control(&mut self, now: Instant, req: NewRequest, cc: CcChoice) {
-        let CcChoice { snapshot, profile, chain } = cc;
-        let NewRequest { key, msg, src, max_forwards } = req;
+        let CcChoice { profile, chain } = cc;
         let handle = self.new_call();
         let a_tag = self.ids.tag();
-        let a_tx = self.new_server_tx(
-            key.clone(),
-            &msg,
-            &src,
-            TxRole::new(Some(handle), Side::A, Purpose::AInitialInvite),
-            Some(a_tag),
-        );
+        let role = TxRole::new(Some(handle), Side::A, Purpose::AInitialInvite);
+        let a_tx = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(a_tag));
         self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
-        let facts = facts_of(self.cfg.shard, handle, &profile, &msg, &src);
-        let req = NewRequest { key, msg, src, max_forwards };
-        self.pending_cc.insert(handle, PendingStart { req, snapshot, profile, a_tx });
+        let facts = facts_of(self.cfg.shard, handle, &profile, &req.msg, &req.src);
+        self.pending_cc.insert(handle, PendingStart { req, profile, a_tx });
         self.out.push_back(Output::CallControl(CcRequest::Start { call: handle, chain: chain.into(), facts }));
     }
 
@@ -238,14 +220,7 @@ impl Engine {
                 CallEnd { by: EndedBy::Sbc, code: 0, phrase: String::new(), reason: "gone".into(), answered: false },
             );
         }
-        let rules = match self.evaluate_profile(
-            &p.req.msg,
-            &p.req.src,
-            &p.snapshot,
-            p.profile.clone(),
-            &VarMap(&vars),
-            &overrides,
-        ) {
+        let rules = match self.evaluate_profile(&p.req, p.profile.clone(), &VarMap(&vars), &overrides) {
             Chosen::Go(r) => r,
             Chosen::Refuse(reply) => return refuse(self, reply, "not_registered"),
             _ => return refuse(self, LocalReply::new(500, "Server Internal Error"), "profile_error"),

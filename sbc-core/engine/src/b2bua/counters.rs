@@ -25,6 +25,8 @@ pub enum Counter {
     RetransmissionCacheEvictions,
     MediaAllocationFailures,
     MediaDestinationsRefused,
+    RegistrationLookupsDeferred,
+    RegistrationLookupsLate,
 }
 
 /// How a counter's `/metrics` family is labelled.
@@ -62,7 +64,7 @@ const fn def(
 }
 
 impl Counter {
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 19;
 
     /// Every counter, in discriminant order.
     pub const DEFS: [CounterDef; Self::COUNT] = [
@@ -172,6 +174,20 @@ impl Counter {
             "sbc_media_destinations_refused",
             Labels::None,
             "Streams refused because their SDP aimed them at the SBC, loopback, multicast, link-local or media.deny",
+        ),
+        def(
+            Self::RegistrationLookupsDeferred,
+            "registration_lookups_deferred",
+            "sbc_registration_lookups_deferred",
+            Labels::None,
+            "New requests that waited for the registration store to answer",
+        ),
+        def(
+            Self::RegistrationLookupsLate,
+            "registration_lookups_late",
+            "sbc_registration_lookups_late",
+            Labels::None,
+            "New requests refused with 503 because the registration store did not answer in time",
         ),
     ];
 

@@ -91,7 +91,8 @@ impl Engine {
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
-        if self.calls.len() + self.pending_cc.len() >= self.cfg.max_calls && !self.draining {
+        let waiting = self.calls.len() + self.pending_cc.len() + self.awaiting_regs.len();
+        if waiting >= self.cfg.max_calls && !self.draining {
             return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
         }
         let max_forwards = match self.admit_new_request(&msg) {
@@ -105,21 +106,24 @@ impl Engine {
                 &LocalReply::new(415, "Unsupported Media Type").with("Accept", "application/sdp"),
             );
         }
+        let snapshot = self.cfg.profiles.load();
+        self.look_up_registrations(now, NewRequest::new(key, msg, src, max_forwards, snapshot));
+    }
+
+    /// A new INVITE with its registrations at hand (`reg_lookup.rs`).
+    pub(super) fn invite_with_registrations(&mut self, now: Instant, req: NewRequest) {
         // The profile decides before anything else runs, as in SEMS (docs/manual/profiles.md, Profiles).
-        let rules = match self.choose_profile(&msg, &src, true) {
+        let rules = match self.choose_profile(&req, true) {
             Chosen::Go(r) => r,
-            Chosen::Refuse(reply) => return self.refuse(&msg, &src, &reply),
-            Chosen::Fail => return self.refuse(&msg, &src, &LocalReply::new(500, "Server Internal Error")),
-            Chosen::CallControl(cc) => {
-                return self.start_call_control(now, NewRequest { key, msg, src, max_forwards }, cc);
-            }
+            Chosen::Refuse(reply) => return self.refuse(&req.msg, &req.src, &reply),
+            Chosen::Fail => return self.refuse(&req.msg, &req.src, &LocalReply::new(500, "Server Internal Error")),
+            Chosen::CallControl(cc) => return self.start_call_control(now, req, cc),
         };
-        let ruri = rules.plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
+        let ruri = rules.plan.ruri.as_ref().map_or(req.msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
-            Err(reply) => return self.refuse(&msg, &src, &reply),
+            Err(reply) => return self.refuse(&req.msg, &req.src, &reply),
         };
-        let req = NewRequest { key, msg, src, max_forwards };
         self.start_dialog_pair(now, req, route, CallKind::Invite, rules, None);
     }
 }

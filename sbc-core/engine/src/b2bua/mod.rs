@@ -23,6 +23,7 @@ mod linger;
 mod media;
 mod ood;
 mod overview;
+mod reg_lookup;
 mod register;
 mod resend;
 mod routing;
@@ -55,6 +56,7 @@ pub use counters::{Counter, CounterDef, EngineStats, Labels, BY_METHOD};
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
 pub use media::MediaSettings;
 pub use overview::{CallOverview, LegOverview};
+pub use reg_lookup::RegTicket;
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
 use call::Call;
@@ -118,6 +120,9 @@ pub enum Output {
     /// When did these streams of `call` last see a packet? Answer with
     /// [`Engine::handle_media_activity`].
     MediaProbe { call: CallHandle, streams: Vec<rtp_relay::forwarder::StreamId> },
+    /// Look up these bindings (the registrations port answered that it must ask elsewhere);
+    /// answer with [`Engine::handle_registrations`]. The request waits for the answer.
+    RegistrationLookup { ticket: RegTicket, query: regcache::RegQuery },
 }
 
 /// Call and message events, for logs and metrics.
@@ -151,6 +156,7 @@ pub enum Event {
 enum TimerRef {
     Tx(TxId),
     Call(CallHandle),
+    Registrations(RegTicket),
 }
 
 pub struct Engine {
@@ -169,6 +175,10 @@ pub struct Engine {
     pending_cc: HashMap<CallHandle, cc::PendingStart>,
     /// Out-of-dialog requests waiting for their `route` verdict.
     pending_route: HashMap<CallHandle, cc::PendingRoute>,
+    /// New requests waiting for the registrations store's answer (`reg_lookup.rs`), and the
+    /// transaction keys of their retransmissions.
+    awaiting_regs: HashMap<RegTicket, setup::NewRequest>,
+    awaiting_reg_keys: HashMap<TxKey, RegTicket>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (CallHandle, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
@@ -209,6 +219,8 @@ impl Engine {
             calls: HashMap::new(),
             pending_cc: HashMap::new(),
             pending_route: HashMap::new(),
+            awaiting_regs: HashMap::new(),
+            awaiting_reg_keys: HashMap::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashSet::new(),
             timers: BinaryHeap::new(),
@@ -249,6 +261,7 @@ impl Engine {
         self.calls.is_empty()
             && self.pending_cc.is_empty()
             && self.pending_route.is_empty()
+            && self.awaiting_regs.is_empty()
             && self.busy_transactions() == 0
     }
 
@@ -320,6 +333,7 @@ impl Engine {
             match r {
                 TimerRef::Tx(id) => self.tx_timeout(now, id, at),
                 TimerRef::Call(h) => self.call_timeout(now, h, at),
+                TimerRef::Registrations(t) => self.registrations_late(t),
             }
         }
     }
@@ -339,6 +353,10 @@ impl Engine {
         };
         if let Some(&id) = self.tx_keys.get(&key) {
             self.on_server_retransmission(now, id, method, &msg);
+            return;
+        }
+        if self.awaits_registrations(&key) {
+            self.stats.bump_method(Counter::RetransmissionsAbsorbed, method);
             return;
         }
         match method {
@@ -450,13 +468,14 @@ impl Engine {
         // due (a max-call-duration one after hours). Drop them once they outnumber live ones.
         let live = self.txs.len() + self.lingering.len() + self.calls.len();
         if self.timers.len() > TIMER_COMPACT_FLOOR + 2 * live {
-            let (txs, lingering, calls) = (&self.txs, &self.lingering, &self.calls);
+            let (txs, lingering, calls, regs) = (&self.txs, &self.lingering, &self.calls, &self.awaiting_regs);
             self.timers.retain(|Reverse((at, r))| match r {
                 TimerRef::Tx(id) => {
                     txs.get(id).is_some_and(|e| e.scheduled() == Some(*at))
                         || lingering.get(id).is_some_and(|l| l.until() == *at)
                 }
                 TimerRef::Call(h) => calls.get(h).is_some_and(|c| c.scheduled == Some(*at)),
+                TimerRef::Registrations(t) => regs.contains_key(t),
             });
         }
     }

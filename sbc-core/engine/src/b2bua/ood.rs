@@ -42,44 +42,47 @@ impl Engine {
             Ok(mf) => mf,
             Err(reply) => return self.refuse(&msg, &src, &reply),
         };
+        let snapshot = self.cfg.profiles.load();
+        self.look_up_registrations(now, NewRequest::new(key, msg, src, max_forwards, snapshot));
+    }
+
+    /// A new out-of-dialog request with its registrations at hand (`reg_lookup.rs`).
+    pub(super) fn ood_with_registrations(&mut self, now: Instant, req: NewRequest) {
+        let method = req.msg.method().unwrap_or(Method::Other);
         // A relayed request runs its profile's `route` hooks first; SUBSCRIBE and REFER start
         // a dialog pair and go without.
         let relayed = !matches!(method, Method::Subscribe | Method::Refer);
-        let rules = match self.choose_profile(&msg, &src, relayed) {
+        let rules = match self.choose_profile(&req, relayed) {
             Chosen::Go(r) => r,
-            Chosen::Refuse(reply) => return self.refuse(&msg, &src, &reply),
+            Chosen::Refuse(reply) => return self.refuse(&req.msg, &req.src, &reply),
             // Unlike SEMS (which drops it), a request that cannot be handled is answered.
-            Chosen::Fail => return self.refuse(&msg, &src, &LocalReply::new(500, "Server Internal Error")),
-            Chosen::CallControl(cc) => return self.park_route(NewRequest { key, msg, src, max_forwards }, cc),
+            Chosen::Fail => return self.refuse(&req.msg, &req.src, &LocalReply::new(500, "Server Internal Error")),
+            Chosen::CallControl(cc) => return self.park_route(req, cc),
         };
         if method == Method::Register && local_registrar(&rules.profile).is_some() {
             let a_tag = self.ids.tag();
-            let server = self.new_server_tx(key, &msg, &src, TxRole::new(None, Side::A, Purpose::Local), Some(a_tag));
-            return self.local_register(now, server, &msg, &rules);
+            let role = TxRole::new(None, Side::A, Purpose::Local);
+            let server = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(a_tag));
+            return self.local_register(now, server, &req, &rules);
         }
         let plan = &rules.plan;
-        let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
+        let ruri = plan.ruri.as_ref().map_or(req.msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
-            Err(reply) => return self.refuse(&msg, &src, &reply),
+            Err(reply) => return self.refuse(&req.msg, &req.src, &reply),
         };
         if matches!(method, Method::Subscribe | Method::Refer) {
             if self.calls.len() >= self.cfg.max_calls {
-                return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
+                let reply = LocalReply::new(503, "Service Unavailable").with("Retry-After", "5");
+                return self.refuse(&req.msg, &req.src, &reply);
             }
             // These create a dialog for the NOTIFYs that follow (RFC 6665, RFC 3515): a pair.
-            let req = NewRequest { key, msg, src, max_forwards };
             return self.start_dialog_pair(now, req, route, CallKind::Subscription, rules, None);
         }
         let a_tag = self.ids.tag();
-        let server = self.new_server_tx(
-            key,
-            &msg,
-            &src,
-            TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE }),
-            Some(a_tag),
-        );
-        self.relay_out_of_dialog(now, server, &msg, max_forwards, rules, route);
+        let role = TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE });
+        let server = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(a_tag));
+        self.relay_out_of_dialog(now, server, &req, rules, route);
     }
 
     /// Relays an out-of-dialog request whose server transaction `server` exists, with its
@@ -88,11 +91,11 @@ impl Engine {
         &mut self,
         now: Instant,
         server: TxId,
-        msg: &Message,
-        max_forwards: u8,
+        req: &NewRequest,
         rules: Arc<CallRules>,
         route: BRoute,
     ) {
+        let (msg, max_forwards) = (&req.msg, req.max_forwards);
         let method = msg.method().unwrap_or(Method::Other);
         let plan = &rules.plan;
         let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
@@ -109,7 +112,7 @@ impl Engine {
         // Registration caching: contacts go upstream as aliases at our address.
         let mut cached = None;
         if is_register && rules.profile.reg_caching.enabled {
-            match self.cache_register(now, server, msg, &rules, &out_socket.sent_by(), dest.transport) {
+            match self.cache_register(now, server, req, &rules, &out_socket.sent_by(), dest.transport) {
                 CacheStep::Answered => return,
                 CacheStep::Forward { contacts, star, pending } => cached = Some((contacts, star, pending)),
             }

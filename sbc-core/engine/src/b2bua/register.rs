@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use profiles::evaluate::CallPlan;
 use profiles::profile::{NextHop, Profile};
 use profiles::LocalReply;
-use regcache::{canonical_aor, Binding, Origin};
+use regcache::{canonical_aor, Binding, Origin, RegView};
 
 use super::apply::CallRules;
+use super::setup::NewRequest;
 use super::types::Transport;
 use super::{Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, split_values, trim, HeaderName, Message, NameAddr, Uri};
@@ -133,6 +134,8 @@ pub(super) struct PendingRegistration {
     interface: String,
     user_agent: String,
     max_ua_expires: u32,
+    /// The AoR's bindings when the REGISTER arrived (its other devices).
+    known: Vec<Binding>,
     /// The Call-ID this registration already has upstream (from the cache, which survives
     /// restarts), and the phone's.
     pub(super) upstream_call_id: Option<String>,
@@ -179,11 +182,12 @@ impl Engine {
         &mut self,
         now: Instant,
         server: TxId,
-        msg: &Message,
+        req: &NewRequest,
         rules: &CallRules,
         sent_by: &str,
         transport: Transport,
     ) -> CacheStep {
+        let (msg, view) = (&req.msg, &req.regs);
         let Some(src) = self.txs.get(&server).and_then(|e| e.source) else {
             return CacheStep::Answered;
         };
@@ -198,14 +202,14 @@ impl Engine {
         let cache = self.cfg.reg_cache.clone();
         let ua_cap = |e: u32| if limits.max_ua_expires > 0 { e.min(limits.max_ua_expires) } else { e };
         let aliases: Vec<String> =
-            reg.contacts.iter().map(|c| cache.alias_for(&reg.aor, &c.uri, src.remote.ip())).collect();
+            reg.contacts.iter().map(|c| view.alias_for(&reg.aor, &c.uri, src.remote.ip())).collect();
         // Absorb a re-registration the registrar's binding still covers (docs/manual/access.md,
         // Registration caching: re-registrations are absorbed).
         let absorb = !reg.star
             && !reg.contacts.is_empty()
             && reg.contacts.iter().zip(&aliases).all(|(c, alias)| {
                 c.expires > 0
-                    && cache.get(alias).is_some_and(|b| {
+                    && view.get(alias).is_some_and(|b| {
                         b.source == src.remote
                             && b.transport == src.transport.to_string()
                             && now + Duration::from_secs(u64::from(ua_cap(c.expires))) + ABSORB_GUARD
@@ -216,7 +220,7 @@ impl Engine {
             let mut rows = Vec::with_capacity(reg.contacts.len());
             for (c, alias) in reg.contacts.iter().zip(&aliases) {
                 let given = ua_cap(c.expires);
-                if let Some(mut b) = cache.get(alias) {
+                if let Some(mut b) = view.get(alias).cloned() {
                     b.ua_expires = now + Duration::from_secs(u64::from(given));
                     cache.put(b);
                 }
@@ -227,7 +231,7 @@ impl Engine {
             self.respond_local(now, server, &ok);
             return CacheStep::Answered;
         }
-        let new_bindings = aliases.iter().filter(|a| cache.get(a).is_none()).count();
+        let new_bindings = aliases.iter().filter(|a| view.get(a).is_none()).count();
         if new_bindings > 0 && cache.len() + new_bindings > self.cfg.max_registrations {
             tracing::warn!(bindings = cache.len(), "registration cache full (registrations.max_bindings)");
             self.respond_local(now, server, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "60"));
@@ -242,7 +246,7 @@ impl Engine {
             .collect();
         // Star and query: every alias of the AoR must come back to stay.
         let expected = if reg.star || reg.contacts.is_empty() {
-            cache.of_aor(&reg.aor).into_iter().filter(|b| b.origin == Origin::Upstream).map(|b| b.alias).collect()
+            view.of_aor(&reg.aor).filter(|b| b.origin == Origin::Upstream).map(|b| b.alias.clone()).collect()
         } else {
             aliases.clone()
         };
@@ -252,9 +256,10 @@ impl Engine {
         let ua_call_id = msg.call_id().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default();
         let upstream_call_id = aliases
             .iter()
-            .filter_map(|a| cache.get(a))
+            .filter_map(|a| view.get(a))
             .find(|b| !b.call_id.is_empty() && b.ua_call_id == ua_call_id)
-            .map(|b| b.call_id);
+            .map(|b| b.call_id.clone());
+        let known = view.of_aor(&reg.aor).cloned().collect();
         let pending = Box::new(PendingRegistration {
             upstream_call_id,
             ua_call_id,
@@ -266,6 +271,7 @@ impl Engine {
             interface: self.cfg.interface_name(src.local).unwrap_or_default().to_string(),
             user_agent,
             max_ua_expires: limits.max_ua_expires,
+            known,
         });
         CacheStep::Forward { contacts, star: reg.star, pending }
     }
@@ -305,7 +311,7 @@ impl Engine {
                 });
                 listed.push(alias.clone());
                 rows.push(c.render(given));
-            } else if let Some(b) = cache.get(user).filter(|b| b.aor == p.aor) {
+            } else if let Some(b) = p.known.iter().find(|b| b.alias == user) {
                 // Another device of this AoR registered through us: shown as itself.
                 listed.push(b.alias.clone());
                 let left = b.ua_expires.saturating_duration_since(now).as_secs();
@@ -323,7 +329,8 @@ impl Engine {
     }
 
     /// A REGISTER for the local registrar (docs/manual/access.md, Registration caching): answered here, never relayed.
-    pub(super) fn local_register(&mut self, now: Instant, server: TxId, msg: &Message, rules: &CallRules) {
+    pub(super) fn local_register(&mut self, now: Instant, server: TxId, req: &NewRequest, rules: &CallRules) {
+        let (msg, view) = (&req.msg, &req.regs);
         let Some(src) = self.txs.get(&server).and_then(|e| e.source) else { return };
         // The AoR of a registration is its To (RFC 3261 §10.3 step 5).
         let reg = match parse_register(msg, HeaderName::To, rules.profile.reg_caching.min_reg_expires) {
@@ -331,7 +338,7 @@ impl Engine {
             Err(bad) => return self.respond_local(now, server, &bad),
         };
         let cache = self.cfg.reg_cache.clone();
-        let mine = |aor: &str| cache.of_aor(aor).into_iter().filter(|b| b.origin == Origin::Local).collect::<Vec<_>>();
+        let mine = |aor: &str| view.of_aor(aor).filter(|b| b.origin == Origin::Local).cloned().collect::<Vec<_>>();
         if reg.star {
             for b in mine(&reg.aor) {
                 cache.remove(&b.alias);
@@ -358,8 +365,8 @@ impl Engine {
             }
             return self.respond_local(now, server, &LocalReply::new(200, "OK"));
         }
-        let alias = cache.alias_for(&reg.aor, &c.uri, src.remote.ip());
-        if cache.get(&alias).is_none() && mine(&reg.aor).is_empty() && cache.len() >= self.cfg.max_registrations {
+        let alias = view.alias_for(&reg.aor, &c.uri, src.remote.ip());
+        if view.get(&alias).is_none() && mine(&reg.aor).is_empty() && cache.len() >= self.cfg.max_registrations {
             tracing::warn!(bindings = cache.len(), "registration cache full (registrations.max_bindings)");
             return self.respond_local(
                 now,
@@ -393,55 +400,51 @@ impl Engine {
         self.respond_local(now, server, &LocalReply::new(200, "OK").with("Contact", row));
     }
 
-    /// Calls and other requests to a registered user (docs/manual/access.md, Registration
-    /// caching): the plan is retargeted to the registered contact, where the REGISTER came from.
-    /// `Err` = nobody registered.
-    pub(super) fn retarget_registered(
-        &self,
-        msg: &Message,
-        profile: &Profile,
-        plan: &mut CallPlan,
-    ) -> Result<(), LocalReply> {
-        if msg.method() == Some(crate::sip::msg::Method::Register) {
-            return Ok(());
-        }
-        let cache = &self.cfg.reg_cache;
-        let (binding, nat, sticky) = if profile.reg_caching.enabled {
-            let alias = Uri::parse(msg.request_uri()).and_then(|u| u.user).map(String::from_utf8_lossy);
-            let b = alias.and_then(|a| cache.get(&a)).filter(|b| b.origin == Origin::Upstream);
-            (b.ok_or(LocalReply::new(404, "User not found"))?, true, true)
-        } else if let Some(reg) = local_registrar(profile) {
-            let aor = canonical_aor(&String::from_utf8_lossy(msg.request_uri()));
-            let b = aor.and_then(|aor| {
-                cache.of_aor(&aor).into_iter().filter(|b| b.origin == Origin::Local).max_by_key(|b| b.ua_expires)
-            });
-            (b.ok_or(LocalReply::new(404, "Not Found"))?, reg.nat_handling, reg.sticky_iface)
-        } else {
-            return Ok(());
-        };
-        // `RURI` of the profile, if set, wins over the registered contact.
-        if profile.ruri.is_none() {
-            plan.ruri = Some(binding.contact.clone());
-        }
-        if nat {
-            let host = match binding.source.ip() {
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                std::net::IpAddr::V4(ip) => ip.to_string(),
-            };
-            plan.next_hops =
-                vec![NextHop { host, port: Some(binding.source.port()), transport: Some(binding.transport.clone()) }];
-        }
-        if sticky && !binding.interface.is_empty() {
-            plan.outbound_interface = Some(binding.interface.clone());
-        }
-        Ok(())
-    }
-
     /// Removes bindings whose registrar-side expiry passed (the driver calls this periodically;
     /// the cache is shared, so one shard doing it is enough).
     pub fn collect_expired_registrations(&self, now: Instant) -> usize {
         self.cfg.reg_cache.collect_expired(now)
     }
+}
+
+/// Calls and other requests to a registered user (docs/manual/access.md, Registration
+/// caching): the plan is retargeted to the registered contact, where the REGISTER came from.
+/// `Err` = nobody registered.
+pub(super) fn retarget_registered(req: &NewRequest, profile: &Profile, plan: &mut CallPlan) -> Result<(), LocalReply> {
+    let (msg, view) = (&req.msg, &req.regs);
+    if msg.method() == Some(crate::sip::msg::Method::Register) {
+        return Ok(());
+    }
+    let (binding, nat, sticky) = if profile.reg_caching.enabled {
+        let alias = Uri::parse(msg.request_uri()).and_then(|u| u.user).map(String::from_utf8_lossy);
+        let b = alias.and_then(|a| view.get(&a)).filter(|b| b.origin == Origin::Upstream).cloned();
+        (b.ok_or(LocalReply::new(404, "User not found"))?, true, true)
+    } else if let Some(reg) = local_registrar(profile) {
+        let aor = canonical_aor(&String::from_utf8_lossy(msg.request_uri()));
+        let b = aor.and_then(|aor| {
+            let newest = view.of_aor(&aor).filter(|b| b.origin == Origin::Local).max_by_key(|b| b.ua_expires);
+            newest.cloned()
+        });
+        (b.ok_or(LocalReply::new(404, "Not Found"))?, reg.nat_handling, reg.sticky_iface)
+    } else {
+        return Ok(());
+    };
+    // `RURI` of the profile, if set, wins over the registered contact.
+    if profile.ruri.is_none() {
+        plan.ruri = Some(binding.contact.clone());
+    }
+    if nat {
+        let host = match binding.source.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+        };
+        plan.next_hops =
+            vec![NextHop { host, port: Some(binding.source.port()), transport: Some(binding.transport.clone()) }];
+    }
+    if sticky && !binding.interface.is_empty() {
+        plan.outbound_interface = Some(binding.interface.clone());
+    }
+    Ok(())
 }
 
 /// The contacts of a REGISTER relayed without caching, with the parts `contact_*` names
@@ -495,7 +498,7 @@ pub(super) fn keeps_in_register_ok(msg: &Message, h: &crate::sip::msg::Header) -
 }
 
 /// `$uc $us $ui $Ua $UA` over the cache.
-pub(super) struct CacheView<'a>(pub &'a dyn crate::registrations::Registrations);
+pub(super) struct CacheView<'a>(pub &'a RegView);
 
 impl profiles::pattern::RegCacheView for CacheView<'_> {
     fn lookup(
@@ -511,9 +514,9 @@ impl profiles::pattern::RegCacheView for CacheView<'_> {
             self.0.get(&user)
         };
         match var {
-            RegVar::Contact => ruri_alias().map(|b| b.contact),
-            RegVar::Source => ruri_alias().map(|b| b.source_text()),
-            RegVar::Interface => ruri_alias().map(|b| b.interface),
+            RegVar::Contact => ruri_alias().map(|b| b.contact.clone()),
+            RegVar::Source => ruri_alias().map(Binding::source_text),
+            RegVar::Interface => ruri_alias().map(|b| b.interface.clone()),
             RegVar::AorOfContact => {
                 let mut contact = None;
                 req.for_each_header("Contact", &mut |v| {
@@ -521,11 +524,12 @@ impl profiles::pattern::RegCacheView for CacheView<'_> {
                         contact = NameAddr::parse(v).map(|n| String::from_utf8_lossy(n.uri).into_owned());
                     }
                 });
-                self.0.by_contact(&contact?, source).map(|b| b.aor)
+                self.0.by_contact(&contact?, source).map(|b| b.aor.clone())
             }
             RegVar::CallerAlias => {
                 let aor = canonical_aor(&String::from_utf8_lossy(req.caller()))?;
-                self.0.of_aor(&aor).into_iter().find(|b| b.source == source).map(|b| b.alias)
+                let alias = self.0.of_aor(&aor).find(|b| b.source == source).map(|b| b.alias.clone());
+                alias
             }
         }
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use callcontrol::{CallEnd, EndedBy};
-use profiles::LocalReply;
+use profiles::{LocalReply, Snapshot};
+use regcache::RegView;
 use rtp_relay::Session;
 
 use super::apply::{append, hop_target, CallRules};
@@ -26,12 +27,22 @@ use crate::sip::msg::{HeaderName, Message};
 use crate::sip::transaction::TxKey;
 
 /// A new request the engine has admitted (Max-Forwards checked, no loop): its transaction
-/// key, the message, where it came from, and the Max-Forwards the other leg gets one less of.
+/// key, the message, where it came from, the Max-Forwards the other leg gets one less of, the
+/// configuration it is handled with (pinned when it arrived) and the registrations it may
+/// read (`reg_lookup.rs`).
 pub(super) struct NewRequest {
     pub(super) key: TxKey,
     pub(super) msg: Message,
     pub(super) src: Source,
     pub(super) max_forwards: u8,
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) regs: RegView,
+}
+
+impl NewRequest {
+    pub(super) fn new(key: TxKey, msg: Message, src: Source, max_forwards: u8, snapshot: Arc<Snapshot>) -> Self {
+        Self { key, msg, src, max_forwards, snapshot, regs: RegView::default() }
+    }
 }
 
 /// A call that waited for call control: its handle, the caller's transaction (answered with
@@ -70,7 +81,7 @@ impl Engine {
         rules: Arc<CallRules>,
         parked: Option<Parked>,
     ) {
-        let NewRequest { key, msg, src, max_forwards } = req;
+        let NewRequest { key, msg, src, max_forwards, .. } = req;
         let checked = self.check_new_pair(&msg, &src, kind, &rules);
         let sst = match checked.and_then(|sst| Ok((sst, self.leg_sockets(&src, &route, &rules)?))) {
             Ok(ok) => ok,

@@ -33,6 +33,45 @@ struct Harness {
     /// Opens to fail, by their order (0 = the first open), with the A side's pair busy.
     media_fails: Vec<usize>,
     opened: usize,
+    /// The registration cache behind the engine's port, how its lookups are answered, and
+    /// the lookups a test answers itself.
+    regs: std::sync::Arc<regcache::RegCache>,
+    store: Store,
+    lookups: Vec<(RegTicket, regcache::RegQuery)>,
+}
+
+/// How the engine's registration lookups are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// By the port itself, at once (sbcd's in-process cache).
+    AtOnce,
+    /// Later, as the driver's input: right after the engine asks.
+    Later,
+    /// Later, when the test calls [`Harness::answer_lookups`].
+    Held,
+}
+
+/// A registration store that answers no lookup at once (as one on other machines): every
+/// lookup goes to the driver as `Output::RegistrationLookup`.
+#[derive(Debug)]
+struct RemoteRegs(std::sync::Arc<regcache::RegCache>);
+
+impl crate::registrations::Registrations for RemoteRegs {
+    fn lookup(&self, _query: &regcache::RegQuery) -> Option<regcache::RegView> {
+        None
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn put(&self, binding: regcache::Binding) {
+        self.0.put(binding);
+    }
+    fn remove(&self, alias: &str) {
+        self.0.remove(alias);
+    }
+    fn collect_expired(&self, now: Instant) -> usize {
+        self.0.collect_expired(now)
+    }
 }
 
 #[derive(Debug)]
@@ -52,7 +91,28 @@ impl Harness {
         Self::with_profiles(cfg.profiles)
     }
 
+    /// An engine with the profiles of `yaml` whose registration lookups are answered as
+    /// `store` says.
+    fn with_store(yaml: &str, store: Store) -> Self {
+        let cfg = profiles::config::Config::from_yaml(yaml, "test.yaml").expect("test config loads");
+        Self::with_profiles_and_store(cfg.profiles, store)
+    }
+
+    /// The same configuration twice: registrations answered at once, and later.
+    fn with_both_stores(yaml: &str) -> [Self; 2] {
+        [Self::with_store(yaml, Store::AtOnce), Self::with_store(yaml, Store::Later)]
+    }
+
     fn with_profiles(snapshot: profiles::Snapshot) -> Self {
+        Self::with_profiles_and_store(snapshot, Store::AtOnce)
+    }
+
+    fn with_profiles_and_store(snapshot: profiles::Snapshot, store: Store) -> Self {
+        let regs = std::sync::Arc::new(regcache::RegCache::in_memory());
+        let reg_cache: std::sync::Arc<dyn crate::registrations::Registrations> = match store {
+            Store::AtOnce => regs.clone(),
+            Store::Later | Store::Held => std::sync::Arc::new(RemoteRegs(regs.clone())),
+        };
         let cfg = EngineConfig {
             shard: 0,
             timers: TimerConfig::default(),
@@ -67,7 +127,7 @@ impl Harness {
             max_calls: 100,
             profiles: std::sync::Arc::new(profiles::Store::new(snapshot)),
             media: None,
-            reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
+            reg_cache,
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: std::sync::Arc::new(crate::admission::Unlimited),
@@ -84,7 +144,18 @@ impl Harness {
             media_activity: None,
             media_fails: Vec::new(),
             opened: 0,
+            regs,
+            store,
+            lookups: Vec::new(),
         }
+    }
+
+    /// Answers the lookups held so far from the cache, as a driver would.
+    fn answer_lookups(&mut self) -> Vec<Sent> {
+        for (ticket, query) in std::mem::take(&mut self.lookups) {
+            self.engine.handle_registrations(self.now, ticket, self.regs.view(&query));
+        }
+        self.drain()
     }
 
     fn send(&mut self, from: &str, text: &str) -> Vec<Sent> {
@@ -121,6 +192,14 @@ impl Harness {
                 Output::MediaProbe { call, streams } => {
                     assert!(streams.iter().all(|s| self.streams.contains_key(s)), "probes name open streams");
                     self.engine.handle_media_activity(self.now, call, self.media_activity);
+                }
+                Output::RegistrationLookup { ticket, query } => {
+                    assert_ne!(self.store, Store::AtOnce, "a store that answers at once is not asked later");
+                    if self.store == Store::Later {
+                        self.engine.handle_registrations(self.now, ticket, self.regs.view(&query));
+                    } else {
+                        self.lookups.push((ticket, query));
+                    }
                 }
                 Output::Event(_) => {}
             }

@@ -124,78 +124,85 @@ fn registered(h: &mut Harness) -> String {
 
 #[test]
 fn reg_caching_aliases_contacts_and_caps_the_ua_expiry() {
-    let mut h = Harness::with_yaml(REG);
-    let alias = registered(&mut h);
-    let b = h.engine.config().reg_cache.get(&alias).expect("cached");
-    assert_eq!(b.source, addr(ALICE_NAT));
-    assert_eq!(b.contact, format!("sip:alice@{ALICE_PRIVATE};ob"));
-    assert_eq!(b.aor, "sip:alice@example.com");
-    assert_eq!(b.user_agent, "phone/1");
+    for mut h in Harness::with_both_stores(REG) {
+        let alias = registered(&mut h);
+        let b = h.regs.get(&alias).expect("cached");
+        let deferred = h.engine.stats.get(Counter::RegistrationLookupsDeferred);
+        assert_eq!(deferred > 0, h.store == Store::Later, "{:?} store, {deferred} deferred", h.store);
+        assert_eq!(b.source, addr(ALICE_NAT));
+        assert_eq!(b.contact, format!("sip:alice@{ALICE_PRIVATE};ob"));
+        assert_eq!(b.aor, "sip:alice@example.com");
+        assert_eq!(b.user_agent, "phone/1");
+    }
 }
 
 #[test]
 fn re_registration_inside_the_registrar_binding_is_answered_locally() {
-    let mut h = Harness::with_yaml(REG);
-    let alias = registered(&mut h);
-    h.advance(Duration::from_secs(50));
-    let out = h.send(ALICE_NAT, &register("reg1", 2, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 120\n"));
-    assert!(to(&out, BOB).is_empty(), "absorbed: {out:#?}");
-    let ok = one(&out, ALICE_NAT);
-    assert_eq!(ok.status(), Some(200));
-    assert_eq!(hv(&ok, HeaderName::Contact), format!("<sip:alice@{ALICE_PRIVATE};ob>;expires=60"));
-    assert_eq!(h.engine.stats.get(Counter::RegistrationsAbsorbed), 1);
-    // From another source port (the NAT rebinding) it goes upstream again, same alias.
-    let out = h.send("127.0.0.1:7009", &register("reg1", 3, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
-    let up = one(&out, BOB);
-    assert_eq!(alias_of_contact(&up), alias);
-    // De-registration goes upstream and the registrar's answer without the alias drops it.
-    let out = h.send(ALICE_NAT, &register("reg1", 4, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 0\n"));
-    let up = one(&out, BOB);
-    assert!(hv(&up, HeaderName::Contact).ends_with(";expires=0"));
-    h.send(BOB, &registrar_ok(&up, ""));
-    assert!(h.engine.config().reg_cache.get(&alias).is_none());
+    for mut h in Harness::with_both_stores(REG) {
+        let alias = registered(&mut h);
+        h.advance(Duration::from_secs(50));
+        let out = h.send(ALICE_NAT, &register("reg1", 2, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 120\n"));
+        assert!(to(&out, BOB).is_empty(), "absorbed: {out:#?}");
+        let ok = one(&out, ALICE_NAT);
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(hv(&ok, HeaderName::Contact), format!("<sip:alice@{ALICE_PRIVATE};ob>;expires=60"));
+        assert_eq!(h.engine.stats.get(Counter::RegistrationsAbsorbed), 1);
+        // From another source port (the NAT rebinding) it goes upstream again, same alias.
+        let out = h.send("127.0.0.1:7009", &register("reg1", 3, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
+        let up = one(&out, BOB);
+        assert_eq!(alias_of_contact(&up), alias);
+        // De-registration goes upstream and the registrar's answer without the alias drops it.
+        let out = h.send(ALICE_NAT, &register("reg1", 4, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 0\n"));
+        let up = one(&out, BOB);
+        assert!(hv(&up, HeaderName::Contact).ends_with(";expires=0"));
+        h.send(BOB, &registrar_ok(&up, ""));
+        assert!(h.regs.get(&alias).is_none());
+    }
 }
 
 #[test]
 fn calls_to_an_alias_reach_the_registered_contact_at_its_source() {
-    let mut h = Harness::with_yaml(REG);
-    let alias = registered(&mut h);
-    let inv = invite("in1", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
-    let out = h.send(CAROL, &inv);
-    let to_ua = one(&out, ALICE_NAT);
-    assert_eq!(to_ua.method(), Some(Method::Invite));
-    assert_eq!(to_ua.request_uri(), format!("sip:alice@{ALICE_PRIVATE};ob").as_bytes());
-    // An alias nobody registered: 404.
-    let inv =
-        invite("in2", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:0123456789abcdef@{SBC}"));
-    let out = h.send(CAROL, &inv);
-    let nf = to(&out, CAROL).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
-    assert_eq!(nf.status(), Some(404));
+    for mut h in Harness::with_both_stores(REG) {
+        let alias = registered(&mut h);
+        let inv = invite("in1", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
+        let out = h.send(CAROL, &inv);
+        let to_ua = one(&out, ALICE_NAT);
+        assert_eq!(to_ua.method(), Some(Method::Invite));
+        assert_eq!(to_ua.request_uri(), format!("sip:alice@{ALICE_PRIVATE};ob").as_bytes());
+        // An alias nobody registered: 404.
+        let inv =
+            invite("in2", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:0123456789abcdef@{SBC}"));
+        let out = h.send(CAROL, &inv);
+        let nf = to(&out, CAROL).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
+        assert_eq!(nf.status(), Some(404));
+    }
 }
 
 #[test]
 fn malformed_registers_get_400_with_a_warning() {
-    let mut h = Harness::with_yaml(REG);
-    for (contact, extra, warning) in [
-        ("<sip:alice@127.0.0.9>", "Expires: soon\n", "Malformed expires"),
-        ("*", "Expires: 10\n", "Expires not equal 0"),
-        ("<sip:alice@127.0.0.9>;expires=x", "", "Malformed expires"),
-        ("\"unterminated <sip:a@b>", "", "Malformed contact"),
-    ] {
-        let out = h.send(ALICE_NAT, &register(&format!("bad-{warning}"), 1, contact, extra));
-        let r = one(&out, ALICE_NAT);
-        assert_eq!(r.status(), Some(400), "{contact} {extra}");
-        assert!(String::from_utf8_lossy(r.bytes()).contains(warning), "{warning}: {r:?}");
+    for mut h in Harness::with_both_stores(REG) {
+        for (contact, extra, warning) in [
+            ("<sip:alice@127.0.0.9>", "Expires: soon\n", "Malformed expires"),
+            ("*", "Expires: 10\n", "Expires not equal 0"),
+            ("<sip:alice@127.0.0.9>;expires=x", "", "Malformed expires"),
+            ("\"unterminated <sip:a@b>", "", "Malformed contact"),
+        ] {
+            let out = h.send(ALICE_NAT, &register(&format!("bad-{warning}"), 1, contact, extra));
+            let r = one(&out, ALICE_NAT);
+            assert_eq!(r.status(), Some(400), "{contact} {extra}");
+            assert!(String::from_utf8_lossy(r.bytes()).contains(warning), "{warning}: {r:?}");
+        }
     }
 }
 
 #[test]
 fn expired_bindings_are_collected() {
-    let mut h = Harness::with_yaml(REG);
-    let alias = registered(&mut h);
-    assert_eq!(h.engine.collect_expired_registrations(h.now + Duration::from_secs(3599)), 0);
-    assert_eq!(h.engine.collect_expired_registrations(h.now + Duration::from_secs(3601)), 1);
-    assert!(h.engine.config().reg_cache.get(&alias).is_none());
+    for mut h in Harness::with_both_stores(REG) {
+        let alias = registered(&mut h);
+        assert_eq!(h.engine.collect_expired_registrations(h.now + Duration::from_secs(3599)), 0);
+        assert_eq!(h.engine.collect_expired_registrations(h.now + Duration::from_secs(3601)), 1);
+        assert!(h.regs.get(&alias).is_none());
+    }
 }
 
 const REGISTRAR: &str =
@@ -203,43 +210,44 @@ const REGISTRAR: &str =
 
 #[test]
 fn the_local_registrar_answers_register_and_routes_calls_to_the_aor() {
-    let mut h = Harness::with_yaml(REGISTRAR);
-    let out = h.send(ALICE_NAT, &register("loc1", 1, &format!("<sip:alice@{ALICE_PRIVATE}>"), "Expires: 300\n"));
-    // The profile has call control: its route hook runs in the driver first.
-    assert!(out.is_empty());
-    let id = match h.cc.pop() {
-        Some(CcRequest::Route { call, .. }) => call,
-        other => panic!("expected a route request, got {other:?}"),
-    };
-    let out =
-        h.verdict(id, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
-    let ok = one(&out, ALICE_NAT);
-    assert_eq!(ok.status(), Some(200));
-    assert_eq!(hv(&ok, HeaderName::Contact), format!("<sip:alice@{ALICE_PRIVATE}>;expires=300"));
-    assert!(to(&out, BOB).is_empty(), "never relayed");
-    // Two contacts: 403.
-    let two = format!("<sip:a@{ALICE_PRIVATE}>, <sip:b@{ALICE_PRIVATE}>");
-    h.send(ALICE_NAT, &register("loc2", 2, &two, ""));
-    let Some(CcRequest::Route { call, .. }) = h.cc.pop() else { panic!("route") };
-    let out =
-        h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
-    assert_eq!(one(&out, ALICE_NAT).status(), Some(403));
-    // A call to the AoR goes to the contact, at the REGISTER's source.
-    let inv = invite("loc-call", "").replace(&format!("INVITE sip:bob@{BOB}"), "INVITE sip:alice@example.com");
-    h.send(CAROL, &inv);
-    let Some(CcRequest::Start { call, .. }) = h.cc.pop() else { panic!("start") };
-    let out =
-        h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
-    let to_ua = one(&out, ALICE_NAT);
-    assert_eq!(to_ua.request_uri(), format!("sip:alice@{ALICE_PRIVATE}").as_bytes());
-    // Nobody registered as bob: 404.
-    let inv = invite("loc-404", "").replace(&format!("INVITE sip:bob@{BOB}"), "INVITE sip:bob@example.com");
-    h.send(CAROL, &inv);
-    let Some(CcRequest::Start { call, .. }) = h.cc.pop() else { panic!("start") };
-    let out =
-        h.verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
-    let nf = to(&out, CAROL).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
-    assert_eq!(nf.status(), Some(404));
+    for mut h in Harness::with_both_stores(REGISTRAR) {
+        let out = h.send(ALICE_NAT, &register("loc1", 1, &format!("<sip:alice@{ALICE_PRIVATE}>"), "Expires: 300\n"));
+        // The profile has call control: its route hook runs in the driver first.
+        assert!(out.is_empty());
+        let id = match h.cc.pop() {
+            Some(CcRequest::Route { call, .. }) => call,
+            other => panic!("expected a route request, got {other:?}"),
+        };
+        let out =
+            h.verdict(id, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+        let ok = one(&out, ALICE_NAT);
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(hv(&ok, HeaderName::Contact), format!("<sip:alice@{ALICE_PRIVATE}>;expires=300"));
+        assert!(to(&out, BOB).is_empty(), "never relayed");
+        // Two contacts: 403.
+        let two = format!("<sip:a@{ALICE_PRIVATE}>, <sip:b@{ALICE_PRIVATE}>");
+        h.send(ALICE_NAT, &register("loc2", 2, &two, ""));
+        let Some(CcRequest::Route { call, .. }) = h.cc.pop() else { panic!("route") };
+        let out = h
+            .verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+        assert_eq!(one(&out, ALICE_NAT).status(), Some(403));
+        // A call to the AoR goes to the contact, at the REGISTER's source.
+        let inv = invite("loc-call", "").replace(&format!("INVITE sip:bob@{BOB}"), "INVITE sip:alice@example.com");
+        h.send(CAROL, &inv);
+        let Some(CcRequest::Start { call, .. }) = h.cc.pop() else { panic!("start") };
+        let out = h
+            .verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+        let to_ua = one(&out, ALICE_NAT);
+        assert_eq!(to_ua.request_uri(), format!("sip:alice@{ALICE_PRIVATE}").as_bytes());
+        // Nobody registered as bob: 404.
+        let inv = invite("loc-404", "").replace(&format!("INVITE sip:bob@{BOB}"), "INVITE sip:bob@example.com");
+        h.send(CAROL, &inv);
+        let Some(CcRequest::Start { call, .. }) = h.cc.pop() else { panic!("start") };
+        let out = h
+            .verdict(call, CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() });
+        let nf = to(&out, CAROL).into_iter().find(|m| m.status().is_some_and(|s| s >= 200)).expect("final");
+        assert_eq!(nf.status(), Some(404));
+    }
 }
 
 const SST: &str = "active_profile: sst\nprofiles:\n  sst:\n    enable_session_timer: yes\n    session_expires: 120\n    minimum_timer: 90\n";
@@ -552,30 +560,31 @@ fn a_callee_granting_a_tiny_interval_does_not_cause_a_refresh_storm() {
 
 #[test]
 fn a_rebooted_phone_gets_a_new_upstream_call_id_and_limits_hold() {
-    let mut h = Harness::with_yaml(REG);
-    registered(&mut h);
-    let first_up = {
-        // The same phone refreshing from another port keeps the upstream Call-ID...
-        let out = h.send("127.0.0.1:7009", &register("reg1", 2, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
-        one(&out, BOB)
-    };
-    // ...after a reboot (new Call-ID, CSeq from 1) the registrar gets a new one, so the lower
-    // CSeq is not refused as out of order.
-    let out =
-        h.send("127.0.0.1:7010", &register("reg-after-reboot", 1, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
-    let rebooted = one(&out, BOB);
-    assert_ne!(rebooted.call_id(), first_up.call_id());
+    for mut h in Harness::with_both_stores(REG) {
+        registered(&mut h);
+        let first_up = {
+            // The same phone refreshing from another port keeps the upstream Call-ID...
+            let out = h.send("127.0.0.1:7009", &register("reg1", 2, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
+            one(&out, BOB)
+        };
+        // ...after a reboot (new Call-ID, CSeq from 1) the registrar gets a new one, so the lower
+        // CSeq is not refused as out of order.
+        let out =
+            h.send("127.0.0.1:7010", &register("reg-after-reboot", 1, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), ""));
+        let rebooted = one(&out, BOB);
+        assert_ne!(rebooted.call_id(), first_up.call_id());
 
-    // More than 16 contacts: 403.
-    let many: Vec<String> = (0..17).map(|i| format!("<sip:a{i}@127.0.0.9>")).collect();
-    let out = h.send(ALICE_NAT, &register("many", 1, &many.join(", "), ""));
-    assert_eq!(one(&out, ALICE_NAT).status(), Some(403));
+        // More than 16 contacts: 403.
+        let many: Vec<String> = (0..17).map(|i| format!("<sip:a{i}@127.0.0.9>")).collect();
+        let out = h.send(ALICE_NAT, &register("many", 1, &many.join(", "), ""));
+        assert_eq!(one(&out, ALICE_NAT).status(), Some(403));
 
-    // A full cache refuses new bindings (503), not refreshes of existing ones.
-    h.engine.cfg.max_registrations = 1;
-    let out = h.send(CAROL, &register("other", 1, "<sip:carol@127.0.0.9>", ""));
-    assert_eq!(one(&out, CAROL).status(), Some(503));
-    assert_eq!(h.engine.config().reg_cache.len(), 1);
+        // A full cache refuses new bindings (503), not refreshes of existing ones.
+        h.engine.cfg.max_registrations = 1;
+        let out = h.send(CAROL, &register("other", 1, "<sip:carol@127.0.0.9>", ""));
+        assert_eq!(one(&out, CAROL).status(), Some(503));
+        assert_eq!(h.regs.len(), 1);
+    }
 }
 
 #[test]
@@ -621,32 +630,92 @@ fn callee_credentials_cannot_be_replayed_moved_or_kept_past_their_nonce() {
 #[test]
 fn reg_cache_variables_read_the_cache_and_a_star_register_clears_it() {
     let yaml = format!("{REG}    append_headers: \"X-Reg: $uc|$us|$ui\\r\\nX-Me: $UA|$Ua\"\n");
-    let mut h = Harness::with_yaml(&yaml);
-    let alias = registered(&mut h);
-    // A call to the alias: $uc/$us/$ui describe its registration.
-    let inv = invite("vars1", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
-    let out = h.send(CAROL, &inv);
-    let to_ua = one(&out, ALICE_NAT);
-    assert_eq!(
-        other(&to_ua, "X-Reg").as_deref(),
-        Some(format!("sip:alice@{ALICE_PRIVATE};ob|127.0.0.1:7001|default").as_str())
-    );
-    // A call from the registered phone: $UA is its alias, $Ua the AoR of its Contact.
-    let from_phone = invite("vars2", "")
-        .replace("From: \"Alice\" <sip:alice@atlanta.example>", "From: <sip:alice@example.com>")
-        .replace(&format!("Contact: <sip:alice@{ALICE}>"), &format!("Contact: <sip:alice@{ALICE_PRIVATE};ob>"))
-        .replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
-    // (It calls itself through the SBC: the INVITE comes back to it.)
-    let out = h.send(ALICE_NAT, &from_phone);
-    let m = to(&out, ALICE_NAT).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("the call");
-    let me = other(&m, "X-Me").unwrap_or_default();
-    assert_eq!(me, format!("{alias}|sip:alice@example.com"));
-    // `*` with Expires: 0 goes upstream as it is; the registrar's answer empties the AoR.
-    let out = h.send(ALICE_NAT, &register("reg1", 9, "*", "Expires: 0\n"));
-    let up = one(&out, BOB);
-    assert_eq!(hv(&up, HeaderName::Contact), "*");
-    assert_eq!(hv(&up, HeaderName::Expires), "0");
-    let out = h.send(BOB, &registrar_ok(&up, ""));
-    assert_eq!(one(&out, ALICE_NAT).status(), Some(200));
-    assert!(h.engine.config().reg_cache.is_empty());
+    for mut h in Harness::with_both_stores(&yaml) {
+        let alias = registered(&mut h);
+        // A call to the alias: $uc/$us/$ui describe its registration.
+        let inv = invite("vars1", "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
+        let out = h.send(CAROL, &inv);
+        let to_ua = one(&out, ALICE_NAT);
+        assert_eq!(
+            other(&to_ua, "X-Reg").as_deref(),
+            Some(format!("sip:alice@{ALICE_PRIVATE};ob|127.0.0.1:7001|default").as_str())
+        );
+        // A call from the registered phone: $UA is its alias, $Ua the AoR of its Contact.
+        let from_phone = invite("vars2", "")
+            .replace("From: \"Alice\" <sip:alice@atlanta.example>", "From: <sip:alice@example.com>")
+            .replace(&format!("Contact: <sip:alice@{ALICE}>"), &format!("Contact: <sip:alice@{ALICE_PRIVATE};ob>"))
+            .replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"));
+        // (It calls itself through the SBC: the INVITE comes back to it.)
+        let out = h.send(ALICE_NAT, &from_phone);
+        let m = to(&out, ALICE_NAT).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("the call");
+        let me = other(&m, "X-Me").unwrap_or_default();
+        assert_eq!(me, format!("{alias}|sip:alice@example.com"));
+        // `*` with Expires: 0 goes upstream as it is; the registrar's answer empties the AoR.
+        let out = h.send(ALICE_NAT, &register("reg1", 9, "*", "Expires: 0\n"));
+        let up = one(&out, BOB);
+        assert_eq!(hv(&up, HeaderName::Contact), "*");
+        assert_eq!(hv(&up, HeaderName::Expires), "0");
+        let out = h.send(BOB, &registrar_ok(&up, ""));
+        assert_eq!(one(&out, ALICE_NAT).status(), Some(200));
+        assert!(h.regs.is_empty());
+    }
+}
+
+/// An INVITE from Carol to a registered alias.
+fn invite_to_alias(call_id: &str, alias: &str) -> String {
+    invite(call_id, "").replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:{alias}@{SBC}"))
+}
+
+#[test]
+fn a_request_waits_for_a_store_that_answers_later_and_absorbs_its_retransmissions() {
+    let mut h = Harness::with_store(REG, Store::Held);
+    let reg = register("late1", 1, &format!("<sip:alice@{ALICE_PRIVATE};ob>"), "Expires: 120\n");
+    assert!(h.send(ALICE_NAT, &reg).is_empty(), "nothing before the store answers");
+    assert!(h.send(ALICE_NAT, &reg).is_empty(), "a retransmission meanwhile is absorbed");
+    assert_eq!(h.engine.stats.get(Counter::RegistrationLookupsDeferred), 1);
+    let up = one(&h.answer_lookups(), BOB);
+    assert_eq!(up.method(), Some(Method::Register));
+    let alias = alias_of_contact(&up);
+    let ok = format!("Contact: <sip:{alias}@{SBC}>;expires=3600\n");
+    assert_eq!(one(&h.send(BOB, &registrar_ok(&up, &ok)), ALICE_NAT).status(), Some(200));
+    // A call to the alias: 100 at once, the INVITE when the store has answered.
+    let out = h.send(CAROL, &invite_to_alias("late2", &alias));
+    assert_eq!(one(&out, CAROL).status(), Some(100));
+    assert!(to(&out, ALICE_NAT).is_empty());
+    let to_ua = one(&h.answer_lookups(), ALICE_NAT);
+    assert_eq!(to_ua.request_uri(), format!("sip:alice@{ALICE_PRIVATE};ob").as_bytes());
+    assert_eq!(h.engine.stats.get(Counter::RegistrationLookupsDeferred), 2);
+}
+
+#[test]
+fn a_store_that_does_not_answer_in_time_gets_the_request_refused() {
+    let mut h = Harness::with_store(REG, Store::Held);
+    h.send(CAROL, &invite_to_alias("late3", "0123456789abcdef"));
+    let out = h.advance(reg_lookup::LOOKUP_DEADLINE);
+    let refused = one(&out, CAROL);
+    assert_eq!(refused.status(), Some(503));
+    assert_eq!(hv(&refused, HeaderName::CallId), "late3");
+    assert_eq!(h.engine.stats.get(Counter::RegistrationLookupsLate), 1);
+    assert!(h.answer_lookups().is_empty(), "the late answer is ignored");
+    assert!(h.engine.is_idle());
+}
+
+#[test]
+fn a_request_cancelled_while_it_waits_for_the_store_gets_487() {
+    let mut h = Harness::with_store(REG, Store::Held);
+    let inv = invite_to_alias("late4", "0123456789abcdef");
+    h.send(CAROL, &inv);
+    let out = h.send(CAROL, &cancel_for_invite(&inv));
+    let codes: Vec<_> = to(&out, CAROL).iter().map(|m| (m.status(), hv(m, HeaderName::CSeq))).collect();
+    assert_eq!(codes, vec![(Some(200), "10 CANCEL".into()), (Some(487), "10 INVITE".into())]);
+    assert!(h.answer_lookups().is_empty(), "the answer finds nothing waiting");
+    assert!(h.engine.is_idle());
+}
+
+#[test]
+fn nothing_is_looked_up_when_no_profile_reads_registrations() {
+    let mut h = Harness::with_store(NAT, Store::Held);
+    let out = h.send(ALICE_NAT, &nat_invite("late5"));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Invite));
+    assert_eq!(h.engine.stats.get(Counter::RegistrationLookupsDeferred), 0);
 }
