@@ -3,9 +3,11 @@
 //! engine must keep its bookkeeping bounded. Calls run through a profile that rewrites,
 //! filters headers and SDP, translates replies and appends headers, so that path is fuzzed too;
 //! `P-SBCProfile: access` runs NAT handling, session timers and digest auth both ways, `reg`
-//! registration caching, `relay` media anchoring: the target plays the relay (opens recorded,
-//! every fifth one failing with a busy pair, closed pairs given back, probes answered), and at the end every
-//! media port must be back in its book.
+//! registration caching, `relay` media anchoring. The target plays the driver: the relay
+//! (opens recorded, every fifth one failing with a busy pair, closed pairs given back, probes
+//! answered), and a registration store that answers every other lookup later (at the next
+//! message, after the lookup's deadline if time jumped). At the end every media port must be
+//! back in its book and nothing may wait.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -13,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sbc_engine::b2bua::{Engine, EngineConfig, Interface, LocalSocket, MediaSettings, Output, Source, Transport};
+use sbc_engine::b2bua::{
+    Engine, EngineConfig, Interface, LocalSocket, MediaSettings, Output, RegTicket, Source, Transport,
+};
 use sbc_engine::sip::msg::Message;
 use sbc_engine::sip::transaction::TimerConfig;
 
@@ -70,6 +74,7 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| {
     let sbc: SocketAddr = ([127, 0, 0, 1], 5060).into();
+    let regs = std::sync::Arc::new(regcache::RegCache::in_memory());
     let cfg = EngineConfig {
         shard: 0,
         timers: TimerConfig::default(),
@@ -100,16 +105,17 @@ fuzz_target!(|data: &[u8]| {
             timeout: Duration::from_secs(60),
             hold_timeout: Duration::from_secs(600),
         }),
-        reg_cache: std::sync::Arc::new(regcache::RegCache::in_memory()),
+        reg_cache: std::sync::Arc::new(SometimesLater { cache: regs.clone(), asked: Default::default() }),
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: std::sync::Arc::new(sbc_engine::admission::Unlimited),
             retransmission_cache: 32 << 20,
     };
     let mut engine = Engine::new(cfg, [1; 32]);
-    let mut relay = FakeRelay::default();
+    let mut driver = FakeDriver { regs, ..FakeDriver::default() };
     let mut now = Instant::now();
     for (i, chunk) in data.split(|&b| b == 0).enumerate().take(64) {
+        driver.answer_lookups(&mut engine, now);
         let peer: SocketAddr = ([127, 0, 0, 1], 5001 + (i % 2) as u16).into();
         let src = Source {
             transport: if i % 3 == 0 { Transport::Tcp } else { Transport::Udp },
@@ -122,33 +128,73 @@ fuzz_target!(|data: &[u8]| {
             Ok(m) => engine.handle_message(now, m, src),
             Err(e) => engine.handle_unparseable(now, &buf, e, src),
         }
-        relay.drain(&mut engine, now);
+        driver.drain(&mut engine, now);
         now += Duration::from_millis(u64::from(chunk.first().copied().unwrap_or(0)) * 300);
         engine.handle_timeout(now);
-        relay.drain(&mut engine, now);
+        driver.drain(&mut engine, now);
     }
     // Let time run out: every timer fires (cascades included), every transaction and call ends.
     for _ in 0..100_000 {
         let Some(at) = engine.poll_timeout() else { break };
         now = now.max(at);
         engine.handle_timeout(now);
-        relay.drain(&mut engine, now);
-        if engine.active_transactions() == 0 && engine.active_calls() == 0 {
+        driver.drain(&mut engine, now);
+        driver.answer_lookups(&mut engine, now);
+        if engine.active_transactions() == 0 && engine.is_idle() {
             break;
         }
     }
     assert_eq!((engine.active_transactions(), engine.active_calls()), (0, 0));
-    assert_eq!((engine.media_ports_in_use(), relay.open.len()), (0, 0), "every media port is back");
+    assert!(engine.is_idle(), "nothing waits");
+    assert_eq!((engine.media_ports_in_use(), driver.open.len()), (0, 0), "every media port is back");
 });
 
-/// The relay, as a shard drives it, without sockets.
-#[derive(Default)]
-struct FakeRelay {
-    open: std::collections::HashMap<u64, [(usize, u16); 2]>,
-    opened: usize,
+/// A registration store that answers every other lookup later, as one on other machines.
+#[derive(Debug)]
+struct SometimesLater {
+    cache: std::sync::Arc<regcache::RegCache>,
+    asked: std::sync::atomic::AtomicUsize,
 }
 
-impl FakeRelay {
+impl sbc_engine::registrations::Registrations for SometimesLater {
+    fn lookup(&self, query: &regcache::RegQuery) -> Option<regcache::RegView> {
+        let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (n % 2 == 0).then(|| self.cache.view(query))
+    }
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+    fn put(&self, binding: regcache::Binding) {
+        self.cache.put(binding);
+    }
+    fn remove(&self, alias: &str) {
+        self.cache.remove(alias);
+    }
+    fn collect_expired(&self, now: Instant) -> usize {
+        self.cache.collect_expired(now)
+    }
+}
+
+/// The relay and the registration store, as a shard drives them, without sockets.
+#[derive(Default)]
+struct FakeDriver {
+    open: std::collections::HashMap<u64, [(usize, u16); 2]>,
+    opened: usize,
+    regs: std::sync::Arc<regcache::RegCache>,
+    lookups: Vec<(RegTicket, regcache::RegQuery)>,
+}
+
+impl FakeDriver {
+    /// Answers the lookups held since the last call (some of them late).
+    fn answer_lookups(&mut self, engine: &mut Engine, now: Instant) {
+        while !self.lookups.is_empty() {
+            for (ticket, query) in std::mem::take(&mut self.lookups) {
+                engine.handle_registrations(now, ticket, self.regs.view(&query));
+            }
+            self.drain(engine, now);
+        }
+    }
+
     fn drain(&mut self, engine: &mut Engine, now: Instant) {
         while let Some(o) = engine.poll_output() {
             match o {
@@ -179,6 +225,7 @@ impl FakeRelay {
                     let last = (self.opened % 2 == 0).then_some(now);
                     engine.handle_media_activity(now, call, last);
                 }
+                Output::RegistrationLookup { ticket, query } => self.lookups.push((ticket, query)),
                 _ => {}
             }
         }
