@@ -150,6 +150,32 @@ impl Harness {
         }
     }
 
+    /// An engine with the profiles of `yaml` and a relay lending pairs of `ports` (the harness
+    /// plays the relay), advertising 192.0.2.99.
+    fn with_relay_yaml(yaml: &str, ports: (u16, u16)) -> Self {
+        let mut h = Self::with_yaml(yaml);
+        let book = rtp_relay::BookConfig {
+            interfaces: vec![rtp_relay::MediaInterface {
+                name: "default".into(),
+                bind: "127.0.0.1".parse().unwrap(),
+                advertise: Some("192.0.2.99".parse().unwrap()),
+                port_min: ports.0,
+                port_max: ports.1,
+            }],
+            max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS,
+            policy: None,
+        };
+        let mut cfg = h.engine.cfg.clone();
+        cfg.media = Some(MediaSettings {
+            book,
+            shards: 1,
+            timeout: Duration::from_secs(60),
+            hold_timeout: Duration::from_secs(600),
+        });
+        h.engine = Engine::new(cfg, [7; 32]);
+        h
+    }
+
     /// Answers the lookups held so far from the cache, as a driver would.
     fn answer_lookups(&mut self) -> Vec<Sent> {
         for (ticket, query) in std::mem::take(&mut self.lookups) {

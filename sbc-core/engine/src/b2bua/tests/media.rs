@@ -6,27 +6,7 @@ use super::*;
 const RELAY_YAML: &str = "active_profile: relay\nprofiles:\n  relay:\n    enable_rtprelay: yes\n";
 
 fn with_relay(ports: (u16, u16)) -> Harness {
-    let mut h = Harness::with_yaml(RELAY_YAML);
-    let book = rtp_relay::BookConfig {
-        interfaces: vec![rtp_relay::MediaInterface {
-            name: "default".into(),
-            bind: "127.0.0.1".parse().unwrap(),
-            advertise: Some("192.0.2.99".parse().unwrap()),
-            port_min: ports.0,
-            port_max: ports.1,
-        }],
-        max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS,
-        policy: None,
-    };
-    let mut cfg = h.engine.cfg.clone();
-    cfg.media = Some(MediaSettings {
-        book,
-        shards: 1,
-        timeout: Duration::from_secs(60),
-        hold_timeout: Duration::from_secs(600),
-    });
-    h.engine = Engine::new(cfg, [7; 32]);
-    h
+    Harness::with_relay_yaml(RELAY_YAML, ports)
 }
 
 fn with_sdp(msg: String, sdp: &str) -> String {
