@@ -140,6 +140,29 @@ impl MediaBook {
         Ok((stream, taken))
     }
 
+    /// Pairs `ports` on each side's interface, exactly, and the command to open the stream.
+    pub(crate) fn open_exact(
+        &mut self,
+        ifaces: [usize; 2],
+        ports: [u16; 2],
+        spec: StreamSpec,
+    ) -> Result<StreamId, RelayError> {
+        for n in 0..2 {
+            if !self.ports.take_exact(ifaces[n], ports[n]) {
+                if n == 1 {
+                    self.ports.give_back(ifaces[0], ports[0]);
+                }
+                let interface = self.cfg.interfaces.get(ifaces[n]).map(|i| i.name.clone()).unwrap_or_default();
+                return Err(RelayError::PortTaken { interface, port: ports[n] });
+            }
+        }
+        let stream = self.next_stream;
+        self.next_stream += 1;
+        let ports = [(ifaces[0], ports[0]), (ifaces[1], ports[1])];
+        self.commands.push_back(MediaCommand::Open { stream, ports, spec });
+        Ok(stream)
+    }
+
     pub(crate) fn update(&mut self, stream: StreamId, spec: StreamSpec) {
         self.commands.push_back(MediaCommand::Update { stream, spec });
     }
@@ -214,5 +237,35 @@ mod tests {
         let own = Offered { rtp: Some(SocketAddr::from(([192, 0, 2, 1], 40002))), ..offer(0) };
         assert_eq!(s.update(&mut b, 0, &[own]).refused.len(), 1);
         assert_eq!(b.destinations_refused, 1);
+    }
+
+    /// A session taken over by another book keeps its ports and opens its streams anew; one
+    /// whose ports are not free there takes nothing.
+    #[test]
+    fn a_recorded_session_is_restored_on_the_same_ports() {
+        let mut b = book();
+        let mut s = b.session([side(), side()]).expect("session");
+        s.update(&mut b, 0, &[offer(6000), Offered { rejected: true, ..offer(6002) }]);
+        s.update(&mut b, 1, &[offer(7000), Offered { rejected: true, ..offer(7002) }]);
+        let record = s.record();
+        assert_eq!(record.streams.len(), 2);
+        assert!(record.streams[1].is_none(), "the rejected m-line has no stream");
+        let ports = record.streams[0].expect("the first m-line is relayed").ports;
+
+        let mut other = book();
+        let restored = Session::restore(&mut other, &record).expect("restored");
+        assert_eq!(restored.record(), record, "the same ports, sides and state");
+        let Some(MediaCommand::Open { ports: opened, spec, .. }) = other.pop_command() else {
+            panic!("the stream opens anew")
+        };
+        assert_eq!([opened[0].1, opened[1].1], ports);
+        assert_eq!(spec, record.streams[0].expect("stream").spec);
+        assert_eq!(other.ports_in_use(), 2);
+
+        // Taken already (the restored session holds them): nothing more is taken.
+        let again = Session::restore(&mut other, &record);
+        assert!(matches!(again, Err(RelayError::PortTaken { .. })), "{again:?}");
+        assert_eq!(other.ports_in_use(), 2);
+        assert_eq!(other.pop_command(), None);
     }
 }

@@ -22,7 +22,7 @@ pub const RTP: usize = 0;
 pub const RTCP: usize = 1;
 
 /// What signalling says about one side of a stream (from that side's latest SDP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RemoteSpec {
     /// Where that side wants RTP and RTCP (`None`: unknown, rejected, or held with 0.0.0.0).
     pub addr: [Option<SocketAddr>; 2],
@@ -35,7 +35,7 @@ pub struct RemoteSpec {
 }
 
 /// Both sides of a stream; index 0 = A side, 1 = B side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StreamSpec {
     pub remotes: [RemoteSpec; 2],
 }

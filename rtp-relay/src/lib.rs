@@ -29,7 +29,7 @@ pub use forwarder::{ForwardError, Forwarder};
 pub use policy::DestinationPolicy;
 pub use ports::MediaInterface;
 pub use relay::{OpenError, Relay, RelayConfig};
-pub use session::{Advert, Anchoring, Offered, Session, SideOptions};
+pub use session::{Advert, Anchoring, Offered, Session, SessionRecord, SideOptions, StreamRecord};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,6 +38,8 @@ pub enum RelayError {
     NoPorts { interface: String },
     #[error("no media interface named '{0}'")]
     UnknownInterface(String),
+    #[error("media port {port} of interface '{interface}' is not free in this shard's share")]
+    PortTaken { interface: String, port: u16 },
     #[error(transparent)]
     Forward(#[from] ForwardError),
 }

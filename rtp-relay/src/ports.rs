@@ -70,6 +70,16 @@ impl PortBook {
         Some(port)
     }
 
+    /// Pair `port` of interface `iface`, if it is free here (a session taken over from
+    /// another engine keeps its ports).
+    pub fn take_exact(&mut self, iface: usize, port: u16) -> bool {
+        let Some(free) = self.free.get_mut(iface) else { return false };
+        let Some(at) = free.iter().position(|&p| p == port) else { return false };
+        free.remove(at);
+        self.in_use += 1;
+        true
+    }
+
     /// A pair whose sockets are closed (its lease dropped) is free again, last in line, unless
     /// it was set aside.
     pub fn give_back(&mut self, iface: usize, port: u16) {

@@ -11,7 +11,7 @@ use crate::forwarder::StreamId;
 use crate::RelayError;
 
 /// How the relay treats one side of a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SideOptions {
     /// Media interface whose ports this side is given.
     pub interface: String,
@@ -62,6 +62,25 @@ struct Stream {
     held: [bool; 2],
     /// The telephone-event payload type each side's SDP names.
     dtmf_pt: [Option<u8>; 2],
+}
+
+/// A session as data, for a call another engine takes over: the sides' options and, per
+/// m-line, the ports both SDPs name and what signalling said. Stream ids and what latching
+/// learned are not in it: the adopting relay opens the streams anew and latches again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    pub sides: [SideOptions; 2],
+    pub streams: Vec<Option<StreamRecord>>,
+}
+
+/// One relayed m-line of a [`SessionRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamRecord {
+    /// The RTP port of side A's pair and of side B's (RTCP is the next one).
+    pub ports: [u16; 2],
+    pub spec: StreamSpec,
+    pub held: [bool; 2],
+    pub dtmf_payload_types: [Option<u8>; 2],
 }
 
 /// What [`Session::update`] did with an SDP.
@@ -221,6 +240,47 @@ impl Session {
                 *s = None;
             }
         }
+    }
+
+    /// The session as data (see [`SessionRecord`]).
+    pub fn record(&self) -> SessionRecord {
+        let stream =
+            |s: &Stream| StreamRecord { ports: s.ports, spec: s.spec, held: s.held, dtmf_payload_types: s.dtmf_pt };
+        SessionRecord {
+            sides: self.sides.clone(),
+            streams: self.streams.iter().map(|s| s.as_ref().map(stream)).collect(),
+        }
+    }
+
+    /// A session taken over from `record`: the same ports, taken from `book` (this shard's
+    /// share must hold them free, so both SDPs stay true), every stream opened anew. Nothing
+    /// is taken when one port is not free.
+    pub fn restore(book: &mut MediaBook, record: &SessionRecord) -> Result<Self, RelayError> {
+        let mut session = book.session(record.sides.clone())?;
+        let ifaces = session.ifaces;
+        let mut opened: Vec<Option<Stream>> = Vec::with_capacity(record.streams.len());
+        for r in &record.streams {
+            let Some(r) = r else {
+                opened.push(None);
+                continue;
+            };
+            match book.open_exact(ifaces, r.ports, r.spec) {
+                Ok(id) => opened.push(Some(Stream {
+                    id,
+                    ports: r.ports,
+                    spec: r.spec,
+                    held: r.held,
+                    dtmf_pt: r.dtmf_payload_types,
+                })),
+                Err(e) => {
+                    session.streams = opened;
+                    session.close(book);
+                    return Err(e);
+                }
+            }
+        }
+        session.streams = opened;
+        Ok(session)
     }
 
     /// The call is over: every stream is closed (its pairs come back when the relay has closed
