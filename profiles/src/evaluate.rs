@@ -15,7 +15,7 @@ pub struct EvalError {
 }
 
 /// The expanded parts of one leg's Contact.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContactValues {
     pub user: String,
     pub host: String,
@@ -72,8 +72,9 @@ impl ContactValues {
     }
 }
 
-/// A user name and password, expanded for one call. The password never shows in `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+/// A user name and password, expanded for one call. The password never shows in `Debug`;
+/// it is in the serialised form (a call's record carries what its legs must answer with).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Credentials {
     pub user: String,
     pub password: String,
@@ -99,8 +100,9 @@ pub struct CcInstance {
     pub params: std::collections::BTreeMap<String, String>,
 }
 
-/// What a profile says about one call, expanded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a profile says about one call, expanded. Serialisable, for a call's record
+/// (`sbc-core/engine/src/b2bua/record.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CallPlan {
     /// The B leg's Request-URI (`RURI`, `RURI_host`, `patch_ruri_next_hop`); `None` keeps the
     /// incoming one.
@@ -126,7 +128,9 @@ pub struct CallPlan {
     pub auth: Option<Credentials>,
     pub aleg_auth: Option<Credentials>,
     pub bleg_uas_auth: Option<Credentials>,
-    /// Every pattern option that was set, with its expansion (for `explain` and debug logs).
+    /// Every pattern option that was set, with its expansion (for `explain` and debug logs;
+    /// not in the serialised form).
+    #[serde(skip)]
     pub expanded: Vec<(&'static str, String)>,
 }
 

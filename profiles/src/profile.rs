@@ -177,7 +177,7 @@ pub struct AuthRules {
 }
 
 /// How the SBC refreshes a session it is the refresher of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RefreshMethod {
     Invite,
     Update,
@@ -186,7 +186,7 @@ pub enum RefreshMethod {
 }
 
 /// One leg's session-timer values (RFC 4028), seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionTimerRules {
     /// The interval the SBC asks for.
     pub session_expires: u32,
@@ -275,7 +275,7 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
 }
 
 /// `host[:port][/transport]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NextHop {
     pub host: String,
     pub port: Option<u16>,
