@@ -40,6 +40,11 @@ impl DialogLimits {
         Ok(())
     }
 
+    /// No request of the dialog is in flight.
+    pub(crate) fn idle(&self) -> bool {
+        self.in_flight == 0
+    }
+
     /// A request [`Self::check`] allowed is relayed: it counts until [`Self::answered`].
     pub(crate) fn take(&mut self) {
         self.tokens = (self.tokens - 1.0).max(0.0);

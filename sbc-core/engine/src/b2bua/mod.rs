@@ -23,6 +23,7 @@ mod linger;
 mod media;
 mod ood;
 mod overview;
+mod record;
 mod reg_lookup;
 mod register;
 mod resend;
@@ -56,6 +57,7 @@ pub use counters::{Counter, CounterDef, EngineStats, Labels, BY_METHOD};
 pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
 pub use media::MediaSettings;
 pub use overview::{CallOverview, LegOverview};
+pub use record::{AdoptError, CallRecord, LegRecord, NotRecordable, PeerRecord, SessionTimerRecord, RECORD_FORMAT};
 pub use reg_lookup::RegTicket;
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 

@@ -13,6 +13,7 @@ use profiles::LocalReply;
 
 use super::build::request_on_leg;
 use super::call::Side;
+use super::record::{self, SessionTimerRecord};
 use super::txs::{Purpose, TxRole};
 use super::{CallHandle, Counter, Engine, TxId};
 use crate::sip::msg::{parse_u32, trim, Header, HeaderName, Message, Method};
@@ -111,6 +112,36 @@ impl LegTimer {
             in_flight: None,
             invite_only: false,
         }
+    }
+
+    /// A refresh of ours is in flight.
+    pub(super) fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// The timer as data, times relative to `now` (`record.rs`).
+    pub(super) fn record(&self, now: Instant) -> SessionTimerRecord {
+        SessionTimerRecord {
+            rules: self.rules,
+            interval: self.interval,
+            we_refresh: self.we_refresh,
+            refreshed_ms_ago: self.refreshed_at.map(|t| record::ms_ago(now, t)),
+            due_in_ms: self.due.map(|t| record::ms_until(now, t)),
+            invite_only: self.invite_only,
+        }
+    }
+
+    /// A timer taken over from a record, its times counted from `now`.
+    pub(super) fn restore(r: &SessionTimerRecord, now: Instant) -> Result<Self, record::AdoptError> {
+        Ok(Self {
+            rules: r.rules,
+            interval: r.interval,
+            we_refresh: r.we_refresh,
+            refreshed_at: r.refreshed_ms_ago.map(|ms| record::back(now, ms)).transpose()?,
+            due: r.due_in_ms.map(|ms| record::ahead(now, ms)).transpose()?,
+            in_flight: None,
+            invite_only: r.invite_only,
+        })
     }
 
     /// A successful exchange fixed the interval and the refresher: the timer starts over.

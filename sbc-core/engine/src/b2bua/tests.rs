@@ -846,4 +846,5 @@ mod cc;
 mod edge;
 mod media;
 mod profile_rules;
+mod record;
 mod subscriptions;
