@@ -57,79 +57,126 @@ const fn row(key: &'static str, status: OptionStatus, field: Field) -> OptionDef
     OptionDef { key, status, field }
 }
 
+const fn pattern(
+    key: &'static str,
+    get: fn(&Profile) -> &Option<Pattern>,
+    set: fn(&mut Profile) -> &mut Option<Pattern>,
+) -> OptionDef {
+    row(key, Active, Field::Pattern(get, set))
+}
+
+/// The options whose values are patterns expanded per call, by name: evaluation
+/// (`evaluate.rs`) reads each through its row, so an option's key and field are written once.
+pub const RURI: OptionDef = pattern("RURI", |p| &p.ruri, |p| &mut p.ruri);
+pub const RURI_HOST: OptionDef = pattern("RURI_host", |p| &p.ruri_host, |p| &mut p.ruri_host);
+pub const FROM: OptionDef = pattern("From", |p| &p.from, |p| &mut p.from);
+pub const TO: OptionDef = pattern("To", |p| &p.to, |p| &mut p.to);
+pub const CALL_ID: OptionDef = pattern("Call-ID", |p| &p.call_id, |p| &mut p.call_id);
+pub const APPEND_HEADERS: OptionDef = pattern("append_headers", |p| &p.append_headers, |p| &mut p.append_headers);
+pub const APPEND_HEADERS_REQ: OptionDef =
+    pattern("append_headers_req", |p| &p.append_headers_req, |p| &mut p.append_headers_req);
+pub const ALEG_APPEND_HEADERS_REQ: OptionDef =
+    pattern("aleg_append_headers_req", |p| &p.aleg_append_headers_req, |p| &mut p.aleg_append_headers_req);
+pub const REFUSE_WITH: OptionDef = pattern("refuse_with", |p| &p.refuse_with, |p| &mut p.refuse_with);
+pub const OUTBOUND_PROXY: OptionDef = pattern("outbound_proxy", |p| &p.outbound_proxy, |p| &mut p.outbound_proxy);
+pub const ALEG_OUTBOUND_PROXY: OptionDef =
+    pattern("aleg_outbound_proxy", |p| &p.aleg_outbound_proxy, |p| &mut p.aleg_outbound_proxy);
+pub const NEXT_HOP: OptionDef = pattern("next_hop", |p| &p.next_hop, |p| &mut p.next_hop);
+pub const ALEG_NEXT_HOP: OptionDef = pattern("aleg_next_hop", |p| &p.aleg_next_hop, |p| &mut p.aleg_next_hop);
+pub const OUTBOUND_INTERFACE: OptionDef =
+    pattern("outbound_interface", |p| &p.outbound_interface, |p| &mut p.outbound_interface);
+pub const ALEG_OUTBOUND_INTERFACE: OptionDef =
+    pattern("aleg_outbound_interface", |p| &p.aleg_outbound_interface, |p| &mut p.aleg_outbound_interface);
+pub const ALEG_CONTACT_HOST: OptionDef =
+    pattern("aleg_contact_host", |p| &p.aleg_contact.host, |p| &mut p.aleg_contact.host);
+pub const ALEG_CONTACT_PORT: OptionDef =
+    pattern("aleg_contact_port", |p| &p.aleg_contact.port, |p| &mut p.aleg_contact.port);
+pub const ALEG_CONTACT_USER: OptionDef =
+    pattern("aleg_contact_user", |p| &p.aleg_contact.user, |p| &mut p.aleg_contact.user);
+pub const ALEG_CONTACT_DISPLAYNAME: OptionDef =
+    pattern("aleg_contact_displayname", |p| &p.aleg_contact.displayname, |p| &mut p.aleg_contact.displayname);
+pub const ALEG_CONTACT_URI_PARAMS: OptionDef =
+    pattern("aleg_contact_uri_params", |p| &p.aleg_contact.uri_params, |p| &mut p.aleg_contact.uri_params);
+pub const ALEG_CONTACT_PARAMS: OptionDef =
+    pattern("aleg_contact_params", |p| &p.aleg_contact.params, |p| &mut p.aleg_contact.params);
+pub const BLEG_CONTACT_HOST: OptionDef =
+    pattern("bleg_contact_host", |p| &p.bleg_contact.host, |p| &mut p.bleg_contact.host);
+pub const BLEG_CONTACT_PORT: OptionDef =
+    pattern("bleg_contact_port", |p| &p.bleg_contact.port, |p| &mut p.bleg_contact.port);
+pub const BLEG_CONTACT_USER: OptionDef =
+    pattern("bleg_contact_user", |p| &p.bleg_contact.user, |p| &mut p.bleg_contact.user);
+pub const BLEG_CONTACT_DISPLAYNAME: OptionDef =
+    pattern("bleg_contact_displayname", |p| &p.bleg_contact.displayname, |p| &mut p.bleg_contact.displayname);
+pub const BLEG_CONTACT_URI_PARAMS: OptionDef =
+    pattern("bleg_contact_uri_params", |p| &p.bleg_contact.uri_params, |p| &mut p.bleg_contact.uri_params);
+pub const BLEG_CONTACT_PARAMS: OptionDef =
+    pattern("bleg_contact_params", |p| &p.bleg_contact.params, |p| &mut p.bleg_contact.params);
+pub const CONTACT_DISPLAYNAME: OptionDef =
+    pattern("contact_displayname", |p| &p.register_contact.displayname, |p| &mut p.register_contact.displayname);
+pub const CONTACT_USER: OptionDef =
+    pattern("contact_user", |p| &p.register_contact.user, |p| &mut p.register_contact.user);
+pub const CONTACT_HOST: OptionDef =
+    pattern("contact_host", |p| &p.register_contact.host, |p| &mut p.register_contact.host);
+pub const CONTACT_PORT: OptionDef =
+    pattern("contact_port", |p| &p.register_contact.port, |p| &mut p.register_contact.port);
+pub const AUTH_USER: OptionDef = pattern("auth_user", |p| &p.auth.user, |p| &mut p.auth.user);
+pub const AUTH_PWD: OptionDef = pattern("auth_pwd", |p| &p.auth.password, |p| &mut p.auth.password);
+pub const AUTH_ALEG_USER: OptionDef = pattern("auth_aleg_user", |p| &p.auth.aleg_user, |p| &mut p.auth.aleg_user);
+pub const AUTH_ALEG_PWD: OptionDef = pattern("auth_aleg_pwd", |p| &p.auth.aleg_password, |p| &mut p.auth.aleg_password);
+pub const UAS_AUTH_BLEG_REALM: OptionDef =
+    pattern("uas_auth_bleg_realm", |p| &p.auth.bleg_uas_realm, |p| &mut p.auth.bleg_uas_realm);
+pub const UAS_AUTH_BLEG_USER: OptionDef =
+    pattern("uas_auth_bleg_user", |p| &p.auth.bleg_uas_user, |p| &mut p.auth.bleg_uas_user);
+pub const UAS_AUTH_BLEG_PWD: OptionDef =
+    pattern("uas_auth_bleg_pwd", |p| &p.auth.bleg_uas_password, |p| &mut p.auth.bleg_uas_password);
+pub const AUTH_REALM: OptionDef = pattern("auth_realm", |p| &p.auth.realms, |p| &mut p.auth.realms);
+pub const AUTH_ALEG_REALM: OptionDef = pattern("auth_aleg_realm", |p| &p.auth.aleg_realms, |p| &mut p.auth.aleg_realms);
+
 /// Every option, in SEMS's order of topics.
 pub const OPTIONS: &[OptionDef] = &[
-    row("RURI", Active, Field::Pattern(|p| &p.ruri, |p| &mut p.ruri)),
-    row("RURI_host", Active, Field::Pattern(|p| &p.ruri_host, |p| &mut p.ruri_host)),
-    row("From", Active, Field::Pattern(|p| &p.from, |p| &mut p.from)),
-    row("To", Active, Field::Pattern(|p| &p.to, |p| &mut p.to)),
-    row("Call-ID", Active, Field::Pattern(|p| &p.call_id, |p| &mut p.call_id)),
+    RURI,
+    RURI_HOST,
+    FROM,
+    TO,
+    CALL_ID,
     row("transparent_dlg_id", Active, Field::Flag(|p| &mut p.transparent_dlg_id)),
-    row("append_headers", Active, Field::Pattern(|p| &p.append_headers, |p| &mut p.append_headers)),
-    row("append_headers_req", Active, Field::Pattern(|p| &p.append_headers_req, |p| &mut p.append_headers_req)),
-    row(
-        "aleg_append_headers_req",
-        Active,
-        Field::Pattern(|p| &p.aleg_append_headers_req, |p| &mut p.aleg_append_headers_req),
-    ),
+    APPEND_HEADERS,
+    APPEND_HEADERS_REQ,
+    ALEG_APPEND_HEADERS_REQ,
     row("reply_translations", Active, Field::Own),
-    row("refuse_with", Active, Field::Pattern(|p| &p.refuse_with, |p| &mut p.refuse_with)),
+    REFUSE_WITH,
     row("fix_replaces_inv", NotYet(REPLACES), Field::Own),
     row("fix_replaces_ref", NotYet(REPLACES), Field::Own),
-    row("outbound_proxy", Active, Field::Pattern(|p| &p.outbound_proxy, |p| &mut p.outbound_proxy)),
+    OUTBOUND_PROXY,
     row("force_outbound_proxy", Active, Field::Flag(|p| &mut p.force_outbound_proxy)),
-    row("aleg_outbound_proxy", Active, Field::Pattern(|p| &p.aleg_outbound_proxy, |p| &mut p.aleg_outbound_proxy)),
+    ALEG_OUTBOUND_PROXY,
     row("aleg_force_outbound_proxy", Active, Field::Flag(|p| &mut p.aleg_force_outbound_proxy)),
-    row("next_hop", Active, Field::Pattern(|p| &p.next_hop, |p| &mut p.next_hop)),
+    NEXT_HOP,
     row("next_hop_1st_req", Active, Field::Flag(|p| &mut p.next_hop_1st_req)),
     row("patch_ruri_next_hop", Active, Field::Flag(|p| &mut p.patch_ruri_next_hop)),
     row("next_hop_fixed", Active, Field::Flag(|p| &mut p.next_hop_fixed)),
     row("next_hop_replies_from_any", Active, Field::Flag(|p| &mut p.next_hop_replies_from_any)),
-    row("aleg_next_hop", Active, Field::Pattern(|p| &p.aleg_next_hop, |p| &mut p.aleg_next_hop)),
-    row("outbound_interface", Active, Field::Pattern(|p| &p.outbound_interface, |p| &mut p.outbound_interface)),
-    row(
-        "aleg_outbound_interface",
-        Active,
-        Field::Pattern(|p| &p.aleg_outbound_interface, |p| &mut p.aleg_outbound_interface),
-    ),
+    ALEG_NEXT_HOP,
+    OUTBOUND_INTERFACE,
+    ALEG_OUTBOUND_INTERFACE,
     row("dlg_nat_handling", Active, Field::Flag(|p| &mut p.dlg_nat_handling)),
     row("allow_subless_notify", NotYet(MISC), Field::Own),
-    row("aleg_contact_host", Active, Field::Pattern(|p| &p.aleg_contact.host, |p| &mut p.aleg_contact.host)),
-    row("aleg_contact_port", Active, Field::Pattern(|p| &p.aleg_contact.port, |p| &mut p.aleg_contact.port)),
-    row("aleg_contact_user", Active, Field::Pattern(|p| &p.aleg_contact.user, |p| &mut p.aleg_contact.user)),
-    row(
-        "aleg_contact_displayname",
-        Active,
-        Field::Pattern(|p| &p.aleg_contact.displayname, |p| &mut p.aleg_contact.displayname),
-    ),
-    row(
-        "aleg_contact_uri_params",
-        Active,
-        Field::Pattern(|p| &p.aleg_contact.uri_params, |p| &mut p.aleg_contact.uri_params),
-    ),
-    row("aleg_contact_params", Active, Field::Pattern(|p| &p.aleg_contact.params, |p| &mut p.aleg_contact.params)),
-    row("bleg_contact_host", Active, Field::Pattern(|p| &p.bleg_contact.host, |p| &mut p.bleg_contact.host)),
-    row("bleg_contact_port", Active, Field::Pattern(|p| &p.bleg_contact.port, |p| &mut p.bleg_contact.port)),
-    row("bleg_contact_user", Active, Field::Pattern(|p| &p.bleg_contact.user, |p| &mut p.bleg_contact.user)),
-    row(
-        "bleg_contact_displayname",
-        Active,
-        Field::Pattern(|p| &p.bleg_contact.displayname, |p| &mut p.bleg_contact.displayname),
-    ),
-    row(
-        "bleg_contact_uri_params",
-        Active,
-        Field::Pattern(|p| &p.bleg_contact.uri_params, |p| &mut p.bleg_contact.uri_params),
-    ),
-    row("bleg_contact_params", Active, Field::Pattern(|p| &p.bleg_contact.params, |p| &mut p.bleg_contact.params)),
-    row(
-        "contact_displayname",
-        Active,
-        Field::Pattern(|p| &p.register_contact.displayname, |p| &mut p.register_contact.displayname),
-    ),
-    row("contact_user", Active, Field::Pattern(|p| &p.register_contact.user, |p| &mut p.register_contact.user)),
-    row("contact_host", Active, Field::Pattern(|p| &p.register_contact.host, |p| &mut p.register_contact.host)),
-    row("contact_port", Active, Field::Pattern(|p| &p.register_contact.port, |p| &mut p.register_contact.port)),
+    ALEG_CONTACT_HOST,
+    ALEG_CONTACT_PORT,
+    ALEG_CONTACT_USER,
+    ALEG_CONTACT_DISPLAYNAME,
+    ALEG_CONTACT_URI_PARAMS,
+    ALEG_CONTACT_PARAMS,
+    BLEG_CONTACT_HOST,
+    BLEG_CONTACT_PORT,
+    BLEG_CONTACT_USER,
+    BLEG_CONTACT_DISPLAYNAME,
+    BLEG_CONTACT_URI_PARAMS,
+    BLEG_CONTACT_PARAMS,
+    CONTACT_DISPLAYNAME,
+    CONTACT_USER,
+    CONTACT_HOST,
+    CONTACT_PORT,
     row("enable_contact_hiding", Dead, Field::Own),
     row("contact_hiding_prefix", Dead, Field::Own),
     row("contact_hiding_vars", Dead, Field::Own),
@@ -179,17 +226,17 @@ pub const OPTIONS: &[OptionDef] = &[
     row("hold_activity_aleg", NotYet(RTP), Field::Own),
     row("hold_activity_bleg", NotYet(RTP), Field::Own),
     row("enable_auth", Active, Field::Flag(|p| &mut p.auth.enabled)),
-    row("auth_user", Active, Field::Pattern(|p| &p.auth.user, |p| &mut p.auth.user)),
-    row("auth_pwd", Active, Field::Pattern(|p| &p.auth.password, |p| &mut p.auth.password)),
+    AUTH_USER,
+    AUTH_PWD,
     row("enable_aleg_auth", Active, Field::Flag(|p| &mut p.auth.aleg_enabled)),
-    row("auth_aleg_user", Active, Field::Pattern(|p| &p.auth.aleg_user, |p| &mut p.auth.aleg_user)),
-    row("auth_aleg_pwd", Active, Field::Pattern(|p| &p.auth.aleg_password, |p| &mut p.auth.aleg_password)),
+    AUTH_ALEG_USER,
+    AUTH_ALEG_PWD,
     row("enable_bleg_uas_auth", Active, Field::Flag(|p| &mut p.auth.bleg_uas_enabled)),
-    row("uas_auth_bleg_realm", Active, Field::Pattern(|p| &p.auth.bleg_uas_realm, |p| &mut p.auth.bleg_uas_realm)),
-    row("uas_auth_bleg_user", Active, Field::Pattern(|p| &p.auth.bleg_uas_user, |p| &mut p.auth.bleg_uas_user)),
-    row("uas_auth_bleg_pwd", Active, Field::Pattern(|p| &p.auth.bleg_uas_password, |p| &mut p.auth.bleg_uas_password)),
-    row("auth_realm", Active, Field::Pattern(|p| &p.auth.realms, |p| &mut p.auth.realms)),
-    row("auth_aleg_realm", Active, Field::Pattern(|p| &p.auth.aleg_realms, |p| &mut p.auth.aleg_realms)),
+    UAS_AUTH_BLEG_REALM,
+    UAS_AUTH_BLEG_USER,
+    UAS_AUTH_BLEG_PWD,
+    AUTH_REALM,
+    AUTH_ALEG_REALM,
     row("auth_refuse_md5", Active, Field::Flag(|p| &mut p.auth.refuse_md5)),
     row("enable_session_timer", Active, Field::Own),
     row("enable_aleg_session_timer", Active, Field::Own),
