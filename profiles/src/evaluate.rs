@@ -1,8 +1,9 @@
 //! Per-call evaluation: a profile's patterns expanded once against the request that starts the
 //! call (or the out-of-dialog transaction), checked, and handed to the B2BUA as plain values.
 
-use crate::pattern::{Env, Pattern};
-use crate::profile::{parse_refuse, ContactRule, NextHop, Profile, ALEG_CONTACT_KEYS, BLEG_CONTACT_KEYS};
+use crate::options::{self as opt, Field, OptionDef};
+use crate::pattern::Env;
+use crate::profile::{parse_refuse, NextHop, Profile};
 use crate::uri::{NameAddrParts, UriParts};
 use crate::LocalReply;
 
@@ -246,7 +247,8 @@ impl Profile {
     pub fn refusal(&self, env: &Env<'_>) -> Option<Result<LocalReply, EvalError>> {
         let p = self.refuse_with.as_ref()?;
         let text = p.expand(env);
-        Some(parse_refuse(&text).map_err(|m| EvalError { option: "refuse_with", message: m }).map(|(code, reason)| {
+        let refused = parse_refuse(&text).map_err(|m| EvalError { option: opt::REFUSE_WITH.key, message: m });
+        Some(refused.map(|(code, reason)| {
             let mut bad = 0;
             let headers =
                 self.append_headers.as_ref().map(|h| header_lines(&h.expand(env), &mut bad)).unwrap_or_default();
@@ -269,73 +271,87 @@ impl Profile {
         overrides: &std::collections::BTreeMap<String, String>,
     ) -> Result<CallPlan, EvalError> {
         let mut plan = CallPlan::default();
-        let mut x = |key: &'static str, p: &Option<Pattern>| -> Option<String> {
-            let v = match overrides.get(key) {
+        // An option's value for this call: its override, or its pattern expanded.
+        let mut x = |def: &OptionDef| -> Option<String> {
+            let Field::Pattern(get, _) = def.field else { return None };
+            let v = match overrides.get(def.key) {
                 Some(v) => v.clone(),
-                None => p.as_ref()?.expand(env),
+                None => get(self).as_ref()?.expand(env),
             };
-            let shown = if crate::options::is_secret(key) { "(hidden)".to_string() } else { v.clone() };
-            plan.expanded.push((key, shown));
+            let shown = if opt::is_secret(def.key) { "(hidden)".to_string() } else { v.clone() };
+            plan.expanded.push((def.key, shown));
             (!v.trim().is_empty()).then(|| v.trim().to_string())
         };
-        let ruri = x("RURI", &self.ruri);
-        let ruri_host = x("RURI_host", &self.ruri_host);
-        let from = x("From", &self.from);
-        let to = x("To", &self.to);
-        let call_id = x("Call-ID", &self.call_id);
-        let append = x("append_headers", &self.append_headers);
-        let append_req = x("append_headers_req", &self.append_headers_req);
-        let aleg_append_req = x("aleg_append_headers_req", &self.aleg_append_headers_req);
-        let outbound_proxy = x("outbound_proxy", &self.outbound_proxy);
-        let aleg_outbound_proxy = x("aleg_outbound_proxy", &self.aleg_outbound_proxy);
-        let next_hop = x("next_hop", &self.next_hop);
-        let aleg_next_hop = x("aleg_next_hop", &self.aleg_next_hop);
-        plan.outbound_interface = x("outbound_interface", &self.outbound_interface);
-        plan.aleg_outbound_interface = x("aleg_outbound_interface", &self.aleg_outbound_interface);
-        let mut contact = |rule: &ContactRule, keys: &[&'static str; 6]| ContactValues {
-            user: x(keys[0], &rule.user).unwrap_or_default(),
-            host: x(keys[1], &rule.host).unwrap_or_default(),
-            port: x(keys[2], &rule.port).unwrap_or_default(),
-            displayname: x(keys[3], &rule.displayname).unwrap_or_default(),
-            uri_params: x(keys[4], &rule.uri_params).unwrap_or_default(),
-            params: x(keys[5], &rule.params).unwrap_or_default(),
+        let ruri = x(&opt::RURI);
+        let ruri_host = x(&opt::RURI_HOST);
+        let from = x(&opt::FROM);
+        let to = x(&opt::TO);
+        let call_id = x(&opt::CALL_ID);
+        let append = x(&opt::APPEND_HEADERS);
+        let append_req = x(&opt::APPEND_HEADERS_REQ);
+        let aleg_append_req = x(&opt::ALEG_APPEND_HEADERS_REQ);
+        let outbound_proxy = x(&opt::OUTBOUND_PROXY);
+        let aleg_outbound_proxy = x(&opt::ALEG_OUTBOUND_PROXY);
+        let next_hop = x(&opt::NEXT_HOP);
+        let aleg_next_hop = x(&opt::ALEG_NEXT_HOP);
+        plan.outbound_interface = x(&opt::OUTBOUND_INTERFACE);
+        plan.aleg_outbound_interface = x(&opt::ALEG_OUTBOUND_INTERFACE);
+        // (user, host, port, displayname, uri_params, params)
+        let mut contact = |defs: [&OptionDef; 6]| ContactValues {
+            user: x(defs[0]).unwrap_or_default(),
+            host: x(defs[1]).unwrap_or_default(),
+            port: x(defs[2]).unwrap_or_default(),
+            displayname: x(defs[3]).unwrap_or_default(),
+            uri_params: x(defs[4]).unwrap_or_default(),
+            params: x(defs[5]).unwrap_or_default(),
         };
-        plan.aleg_contact = contact(&self.aleg_contact, &ALEG_CONTACT_KEYS.0);
-        plan.bleg_contact = contact(&self.bleg_contact, &BLEG_CONTACT_KEYS.0);
+        plan.aleg_contact = contact([
+            &opt::ALEG_CONTACT_USER,
+            &opt::ALEG_CONTACT_HOST,
+            &opt::ALEG_CONTACT_PORT,
+            &opt::ALEG_CONTACT_DISPLAYNAME,
+            &opt::ALEG_CONTACT_URI_PARAMS,
+            &opt::ALEG_CONTACT_PARAMS,
+        ]);
+        plan.bleg_contact = contact([
+            &opt::BLEG_CONTACT_USER,
+            &opt::BLEG_CONTACT_HOST,
+            &opt::BLEG_CONTACT_PORT,
+            &opt::BLEG_CONTACT_DISPLAYNAME,
+            &opt::BLEG_CONTACT_URI_PARAMS,
+            &opt::BLEG_CONTACT_PARAMS,
+        ]);
         plan.register_contact = ContactValues {
-            displayname: x("contact_displayname", &self.register_contact.displayname).unwrap_or_default(),
-            user: x("contact_user", &self.register_contact.user).unwrap_or_default(),
-            host: x("contact_host", &self.register_contact.host).unwrap_or_default(),
-            port: x("contact_port", &self.register_contact.port).unwrap_or_default(),
+            displayname: x(&opt::CONTACT_DISPLAYNAME).unwrap_or_default(),
+            user: x(&opt::CONTACT_USER).unwrap_or_default(),
+            host: x(&opt::CONTACT_HOST).unwrap_or_default(),
+            port: x(&opt::CONTACT_PORT).unwrap_or_default(),
             ..ContactValues::default()
         };
         let a = &self.auth;
-        let mut creds = |on: bool, keys: [&'static str; 4], pats: [&Option<Pattern>; 4]| -> Option<Credentials> {
-            on.then(|| Credentials {
-                realm: x(keys[0], pats[0]).unwrap_or_default(),
-                user: x(keys[1], pats[1]).unwrap_or_default(),
-                password: x(keys[2], pats[2]).unwrap_or_default(),
-                answer_realms: x(keys[3], pats[3])
-                    .map(|list| list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_string).collect()),
-                refuse_md5: a.refuse_md5,
-            })
-        };
-        plan.auth =
-            creds(a.enabled, ["", "auth_user", "auth_pwd", "auth_realm"], [&None, &a.user, &a.password, &a.realms]);
-        plan.aleg_auth = creds(
-            a.aleg_enabled,
-            ["", "auth_aleg_user", "auth_aleg_pwd", "auth_aleg_realm"],
-            [&None, &a.aleg_user, &a.aleg_password, &a.aleg_realms],
-        );
-        plan.bleg_uas_auth = creds(
-            a.bleg_uas_enabled,
-            ["uas_auth_bleg_realm", "uas_auth_bleg_user", "uas_auth_bleg_pwd", ""],
-            [&a.bleg_uas_realm, &a.bleg_uas_user, &a.bleg_uas_password, &None],
-        );
+        // A set of credentials: user and password, and the realm it challenges with or the
+        // realms it answers, where it has them.
+        let mut creds =
+            |on: bool, user: &OptionDef, pwd: &OptionDef, realm: Option<&OptionDef>, realms: Option<&OptionDef>| {
+                on.then(|| Credentials {
+                    realm: realm.and_then(&mut x).unwrap_or_default(),
+                    user: x(user).unwrap_or_default(),
+                    password: x(pwd).unwrap_or_default(),
+                    answer_realms: realms.and_then(&mut x).map(|list| {
+                        list.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_string).collect()
+                    }),
+                    refuse_md5: a.refuse_md5,
+                })
+            };
+        plan.auth = creds(a.enabled, &opt::AUTH_USER, &opt::AUTH_PWD, None, Some(&opt::AUTH_REALM));
+        plan.aleg_auth =
+            creds(a.aleg_enabled, &opt::AUTH_ALEG_USER, &opt::AUTH_ALEG_PWD, None, Some(&opt::AUTH_ALEG_REALM));
+        let (user, pwd, realm) = (&opt::UAS_AUTH_BLEG_USER, &opt::UAS_AUTH_BLEG_PWD, &opt::UAS_AUTH_BLEG_REALM);
+        plan.bleg_uas_auth = creds(a.bleg_uas_enabled, user, pwd, Some(realm), None);
         for (option, c) in [
-            ("auth_user", &plan.auth),
-            ("auth_aleg_user", &plan.aleg_auth),
-            ("uas_auth_bleg_user", &plan.bleg_uas_auth),
+            (opt::AUTH_USER.key, &plan.auth),
+            (opt::AUTH_ALEG_USER.key, &plan.aleg_auth),
+            (opt::UAS_AUTH_BLEG_USER.key, &plan.bleg_uas_auth),
         ] {
             if c.as_ref().is_some_and(|c| c.user.is_empty()) {
                 return Err(EvalError { option, message: "is empty for this call".into() });
@@ -343,21 +359,21 @@ impl Profile {
         }
 
         if let Some(r) = &ruri {
-            uri_part("RURI", r)?;
+            uri_part(opt::RURI.key, r)?;
             if UriParts::parse(r).scheme.is_empty() {
-                return Err(EvalError { option: "RURI", message: format!("'{r}' is not a URI") });
+                return Err(EvalError { option: opt::RURI.key, message: format!("'{r}' is not a URI") });
             }
         }
         plan.ruri = ruri;
         if let Some(h) = ruri_host {
-            uri_part("RURI_host", &h)?;
+            uri_part(opt::RURI_HOST.key, &h)?;
             let base = plan.ruri.clone().unwrap_or_else(|| String::from_utf8_lossy(env.req.request_uri()).into_owned());
             plan.ruri = Some(with_hostport(&base, &h));
         }
-        plan.from = from.map(|f| party("From", &f)).transpose()?;
-        plan.to = to.map(|t| party("To", &t)).transpose()?;
+        plan.from = from.map(|f| party(opt::FROM.key, &f)).transpose()?;
+        plan.to = to.map(|t| party(opt::TO.key, &t)).transpose()?;
         if let Some(c) = &call_id {
-            no_space("Call-ID", c)?;
+            no_space(opt::CALL_ID.key, c)?;
         }
         plan.call_id = call_id;
         let mut bad = 0;
@@ -370,18 +386,19 @@ impl Profile {
         plan.outbound_proxy = outbound_proxy.map(|p| as_uri(&p));
         plan.aleg_outbound_proxy = aleg_outbound_proxy.map(|p| as_uri(&p));
         for (option, p) in
-            [("outbound_proxy", &plan.outbound_proxy), ("aleg_outbound_proxy", &plan.aleg_outbound_proxy)]
+            [(opt::OUTBOUND_PROXY.key, &plan.outbound_proxy), (opt::ALEG_OUTBOUND_PROXY.key, &plan.aleg_outbound_proxy)]
         {
             if let Some(p) = p {
                 uri_part(option, p)?;
             }
         }
         if let Some(nh) = next_hop {
-            plan.next_hops = NextHop::parse_list(&nh).map_err(|message| EvalError { option: "next_hop", message })?;
+            plan.next_hops =
+                NextHop::parse_list(&nh).map_err(|message| EvalError { option: opt::NEXT_HOP.key, message })?;
         }
         if let Some(nh) = aleg_next_hop {
             plan.aleg_next_hop =
-                Some(NextHop::parse(&nh).map_err(|message| EvalError { option: "aleg_next_hop", message })?);
+                Some(NextHop::parse(&nh).map_err(|message| EvalError { option: opt::ALEG_NEXT_HOP.key, message })?);
         }
         if self.patch_ruri_next_hop {
             if let Some(first) = plan.next_hops.first() {
@@ -392,7 +409,8 @@ impl Profile {
         }
         for c in [&plan.aleg_contact, &plan.bleg_contact, &plan.register_contact] {
             if !c.port.is_empty() && c.port.parse::<u16>().is_err() {
-                return Err(EvalError { option: "contact_port", message: format!("'{}' is not a port", c.port) });
+                let option = opt::CONTACT_PORT.key;
+                return Err(EvalError { option, message: format!("'{}' is not a port", c.port) });
             }
             for v in [&c.user, &c.host, &c.uri_params, &c.params] {
                 uri_part("contact", v)?;

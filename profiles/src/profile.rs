@@ -563,39 +563,22 @@ impl Profile {
 /// Checks a pattern option's value needs beyond compiling: header lines that are lines, and
 /// a `refuse_with` or next hop written as fixed text that parses.
 fn check_pattern_option(key: &str, raw: &str, pattern: Option<&Pattern>) -> Result<(), String> {
+    use crate::options::{ALEG_APPEND_HEADERS_REQ, ALEG_NEXT_HOP, APPEND_HEADERS, APPEND_HEADERS_REQ};
+    use crate::options::{NEXT_HOP, REFUSE_WITH};
     let literal = pattern.and_then(Pattern::literal);
-    match key {
-        "append_headers" | "append_headers_req" | "aleg_append_headers_req" => check_header_lines(raw),
-        "refuse_with" => literal.map_or(Ok(()), |lit| parse_refuse(&lit).map(|_| ())),
-        "next_hop" | "aleg_next_hop" => {
-            let Some(lit) = literal else { return Ok(()) };
-            let hops = NextHop::parse_list(&lit)?;
-            if key == "aleg_next_hop" && hops.len() > 1 {
-                return Err("aleg_next_hop takes one address".into());
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+    let is = |def: &crate::options::OptionDef| def.key == key;
+    if is(&APPEND_HEADERS) || is(&APPEND_HEADERS_REQ) || is(&ALEG_APPEND_HEADERS_REQ) {
+        return check_header_lines(raw);
     }
+    if is(&REFUSE_WITH) {
+        return literal.map_or(Ok(()), |lit| parse_refuse(&lit).map(|_| ()));
+    }
+    if is(&NEXT_HOP) || is(&ALEG_NEXT_HOP) {
+        let Some(lit) = literal else { return Ok(()) };
+        let hops = NextHop::parse_list(&lit)?;
+        if is(&ALEG_NEXT_HOP) && hops.len() > 1 {
+            return Err(format!("{} takes one address", ALEG_NEXT_HOP.key));
+        }
+    }
+    Ok(())
 }
-
-/// Option names of one leg's contact rule, in the order user, host, port, displayname,
-/// uri_params, params.
-pub struct ContactKeys(pub [&'static str; 6]);
-
-pub static ALEG_CONTACT_KEYS: ContactKeys = ContactKeys([
-    "aleg_contact_user",
-    "aleg_contact_host",
-    "aleg_contact_port",
-    "aleg_contact_displayname",
-    "aleg_contact_uri_params",
-    "aleg_contact_params",
-]);
-pub static BLEG_CONTACT_KEYS: ContactKeys = ContactKeys([
-    "bleg_contact_user",
-    "bleg_contact_host",
-    "bleg_contact_port",
-    "bleg_contact_displayname",
-    "bleg_contact_uri_params",
-    "bleg_contact_params",
-]);
