@@ -155,9 +155,13 @@ impl RegCache {
             .flat_map(|set| set.iter().filter_map(|a| inner.by_alias.get(a)));
         let by_contact = query
             .contact
-            .iter()
-            .filter_map(|(c, src)| inner.by_contact.get(&contact_key(c, *src)).and_then(|a| inner.by_alias.get(a)));
-        RegView::new(by_alias.chain(by_aor).chain(by_contact).cloned())
+            .as_ref()
+            .and_then(|(c, src)| inner.by_contact.get(&contact_key(c, *src)).and_then(|a| inner.by_alias.get(a)));
+        let view = RegView::new(by_alias.chain(by_aor).chain(by_contact).cloned());
+        match by_contact {
+            Some(b) => view.with_contact_binding(&b.alias),
+            None => view,
+        }
     }
 
     /// Adds or replaces a binding. (The store hears of changes under the lock, so it sees them
@@ -166,6 +170,16 @@ impl RegCache {
         let mut inner = self.write();
         self.persist.saved(&b);
         inner.insert(b);
+    }
+
+    /// Sets when the phone's registration of `alias` runs out (an absorbed re-registration),
+    /// if the binding is still there; whether it was.
+    pub fn set_ua_expires(&self, alias: &str, ua_expires: Instant) -> bool {
+        let mut inner = self.write();
+        let Some(b) = inner.by_alias.get_mut(alias) else { return false };
+        b.ua_expires = ua_expires;
+        self.persist.saved(b);
+        true
     }
 
     pub fn remove(&self, alias: &str) -> Option<Binding> {
@@ -264,13 +278,20 @@ mod tests {
         };
         let view = cache.view(&query);
         assert_eq!(view.len(), 1, "one binding, named three ways");
+        assert_eq!(
+            view.by_contact("sip:a@10.0.0.1", "127.0.0.1:5070".parse().expect("addr")).map(|b| &b.alias),
+            Some(&a)
+        );
         assert_eq!(view.get(&a), cache.get(&a).as_ref());
+        let later = now + Duration::from_secs(5);
+        assert!(cache.set_ua_expires(&a, later) && cache.get(&a).is_some_and(|b| b.ua_expires == later));
+        assert!(!cache.set_ua_expires("none", later), "no binding is made up");
         assert!(cache.view(&RegQuery { aors: vec!["sip:b@x".into()], ..RegQuery::default() }).is_empty());
         cache.remove(&a);
         assert!(cache.is_empty() && cache.of_aor("sip:a@x").is_empty());
         assert_eq!(
             *log.0.lock().expect("log"),
-            vec![format!("+{a}"), "+other".into(), "-other".into(), format!("-{a}")]
+            vec![format!("+{a}"), "+other".into(), "-other".into(), format!("+{a}"), format!("-{a}")]
         );
     }
 }

@@ -11,7 +11,7 @@ use crate::binding::{alias_of, Binding};
 /// The keys a request's handling may look up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegQuery {
-    /// Bindings by alias (the Request-URI's user; a REGISTER's would-be aliases).
+    /// Bindings by alias (the Request-URI's user).
     pub aliases: Vec<String>,
     /// Every binding of these AoRs (the Request-URI's, the caller's, a REGISTER's).
     pub aors: Vec<String>,
@@ -29,6 +29,9 @@ impl RegQuery {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegView {
     bindings: Vec<Binding>,
+    /// The alias the store holds for the query's (contact, source): several AoRs may share
+    /// one contact, and the store's index says which one `$Ua` means.
+    contact_binding: Option<String>,
 }
 
 impl RegView {
@@ -39,6 +42,12 @@ impl RegView {
             view.add(b);
         }
         view
+    }
+
+    /// Names the binding the query's (contact, source) found (it must be in the view).
+    pub fn with_contact_binding(mut self, alias: &str) -> Self {
+        self.contact_binding = Some(alias.to_string());
+        self
     }
 
     fn add(&mut self, b: Binding) {
@@ -63,8 +72,12 @@ impl RegView {
         self.bindings.iter().filter(move |b| b.aor == aor)
     }
 
+    /// The binding registered with this contact from this address: the one the store named,
+    /// else the first in the view.
     pub fn by_contact(&self, contact: &str, source: SocketAddr) -> Option<&Binding> {
-        self.bindings.iter().find(|b| b.contact == contact && b.source == source)
+        let named = self.contact_binding.as_deref().and_then(|a| self.get(a));
+        let matches = |b: &&Binding| b.contact == contact && b.source == source;
+        named.filter(matches).or_else(|| self.bindings.iter().find(matches))
     }
 
     /// The alias of (AoR, contact) from `source_ip`: the one bound already, or a new one (the
@@ -111,6 +124,12 @@ mod tests {
         assert_eq!(view.of_aor("sip:alice@x").collect::<Vec<_>>(), vec![&a]);
         assert_eq!(view.by_contact("sip:bob@10.0.0.2", "192.0.2.2:5070".parse().expect("addr")), Some(&b));
         assert_eq!(view.by_contact("sip:bob@10.0.0.2", "192.0.2.2:5060".parse().expect("addr")), None);
+        // Two AoRs registered with one contact from one address: the store's pick is kept.
+        let a2 = binding("a2", "sip:alias2@x", "sip:alice@10.0.0.1", "192.0.2.1:5060");
+        let src = "192.0.2.1:5060".parse().expect("addr");
+        let shared = RegView::new([a.clone(), a2.clone()]);
+        assert_eq!(shared.by_contact("sip:alice@10.0.0.1", src), Some(&a));
+        assert_eq!(shared.with_contact_binding("a2").by_contact("sip:alice@10.0.0.1", src), Some(&a2));
         let ip = "192.0.2.1".parse().expect("ip");
         assert_eq!(view.alias_for("sip:alice@x", "sip:alice@10.0.0.1", ip), "a1");
         let other = "192.0.2.9".parse().expect("ip");
