@@ -24,6 +24,9 @@ pub trait Registrations: Send + Sync + std::fmt::Debug {
     }
     /// Adds or replaces a binding.
     fn put(&self, binding: Binding);
+    /// Sets when the phone's registration of `alias` runs out (an absorbed re-registration),
+    /// if the binding is still there (it may have gone since the lookup).
+    fn set_ua_expires(&self, alias: &str, ua_expires: Instant);
     /// Removes an alias's binding, if any.
     fn remove(&self, alias: &str);
     /// Drops the bindings expired at `now`; how many.
@@ -39,6 +42,9 @@ impl Registrations for RegCache {
     }
     fn put(&self, binding: Binding) {
         Self::put(self, binding);
+    }
+    fn set_ua_expires(&self, alias: &str, ua_expires: Instant) {
+        Self::set_ua_expires(self, alias, ua_expires);
     }
     fn remove(&self, alias: &str) {
         Self::remove(self, alias);

@@ -180,8 +180,9 @@ pub(super) async fn run(
                         let last = media.as_ref().and_then(|m| m.last_activity(&streams));
                         answers.push(ShardAnswer::Activity(call, last));
                     }
-                    // The cache is in this process: the answer is at hand. (A store on
-                    // another machine answers through the shard's input channel instead.)
+                    // Never emitted with sbcd's in-process cache, which answers every lookup
+                    // at once; answered from it all the same. (A store on other machines
+                    // will answer through the shard's input channel instead.)
                     Output::RegistrationLookup { ticket, query } => {
                         answers.push(ShardAnswer::Registrations(ticket, registrations.view(&query)));
                     }

@@ -16,6 +16,7 @@ use profiles::Profile;
 
 use super::apply::{CcChoice, Chosen};
 use super::call::{CallKind, Side};
+use super::reg_lookup::Waiting;
 use super::register::local_registrar;
 use super::setup::{NewRequest, Parked};
 use super::txs::{Purpose, TxRole};
@@ -56,17 +57,34 @@ pub enum CcVerdict {
 
 /// A call waiting for its `start` verdict.
 pub(super) struct PendingStart {
-    req: NewRequest,
+    pub(super) req: NewRequest,
     profile: Arc<Profile>,
-    a_tx: TxId,
+    pub(super) a_tx: TxId,
 }
 
 /// An out-of-dialog request waiting for its `route` verdict; its server transaction
 /// absorbs retransmissions meanwhile.
 pub(super) struct PendingRoute {
-    server: TxId,
-    req: NewRequest,
+    pub(super) server: TxId,
+    pub(super) req: NewRequest,
     profile: Arc<Profile>,
+}
+
+/// A call whose `start` hooks said go on: it is evaluated once its registrations are looked
+/// up again (the hooks took time; `reg_lookup.rs`).
+pub(super) struct Started {
+    pub(super) call: CallHandle,
+    pub(super) p: PendingStart,
+    call_timer: Option<Duration>,
+    vars: BTreeMap<String, String>,
+    overrides: BTreeMap<String, String>,
+}
+
+/// An out-of-dialog request whose `route` hooks said go on, like [`Started`].
+pub(super) struct Routed {
+    pub(super) p: PendingRoute,
+    vars: BTreeMap<String, String>,
+    overrides: BTreeMap<String, String>,
 }
 
 /// What call control left on a running call.
@@ -145,6 +163,12 @@ impl Engine {
             CcVerdict::Refuse(reply) | CcVerdict::Failed(reply) => return self.respond_local(now, p.server, &reply),
             CcVerdict::Drop => return self.forget_tx(p.server),
         };
+        self.look_up_registrations(now, Waiting::Routed(Box::new(Routed { p, vars, overrides })));
+    }
+
+    /// A routed request with its registrations at hand: evaluated and relayed.
+    pub(super) fn route_with_registrations(&mut self, now: Instant, routed: Routed) {
+        let Routed { p, vars, overrides } = routed;
         let rules = match self.evaluate_profile(&p.req, p.profile.clone(), &VarMap(&vars), &overrides) {
             Chosen::Go(r) => r,
             Chosen::Refuse(reply) => return self.respond_local(now, p.server, &reply),
@@ -171,11 +195,18 @@ impl Engine {
     /// Parks a new call for its call-control `start` and asks the driver to run it.
     pub(super) fn start_call_control(&mut self, now: Instant, req: NewRequest, cc: CcChoice) {
         let CcChoice { profile, chain } = cc;
-        let handle = self.new_call();
-        let a_tag = self.ids.tag();
-        let role = TxRole::new(Some(handle), Side::A, Purpose::AInitialInvite);
-        let a_tx = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(a_tag));
-        self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
+        // An INVITE that waited for its registrations has its transaction and its 100.
+        let (handle, a_tx) = match req.server {
+            Some(server) => server,
+            None => {
+                let handle = self.new_call();
+                let role = TxRole::new(Some(handle), Side::A, Purpose::AInitialInvite);
+                let tag = self.ids.tag();
+                let a_tx = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(tag));
+                self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
+                (handle, a_tx)
+            }
+        };
         let facts = facts_of(self.cfg.shard, handle, &profile, &req.msg, &req.src);
         self.pending_cc.insert(handle, PendingStart { req, profile, a_tx });
         self.out.push_back(Output::CallControl(CcRequest::Start { call: handle, chain: chain.into(), facts }));
@@ -188,13 +219,8 @@ impl Engine {
         }
         // Gone already: cancelled by the caller while the hooks ran (its end was announced).
         let Some(p) = self.pending_cc.remove(&call) else { return };
-        let refuse = |me: &mut Self, reply: LocalReply, why: &str| {
-            if me.ist_open(p.a_tx) {
-                me.respond_local(now, p.a_tx, &reply);
-            }
-            let (code, phrase) = (reply.code, reply.reason.into_owned());
-            me.announce_end(call, CallEnd { by: EndedBy::Sbc, code, phrase, reason: why.to_string(), answered: false });
-        };
+        let a_tx = p.a_tx;
+        let refuse = |me: &mut Self, reply: LocalReply, why: &str| me.refuse_started(now, call, a_tx, reply, why);
         let (call_timer, vars, overrides) = match verdict {
             CcVerdict::Continue { call_timer, vars, overrides } => (call_timer, vars, overrides),
             CcVerdict::Refuse(reply) => return refuse(self, reply, "refused"),
@@ -214,12 +240,26 @@ impl Engine {
             }
         };
         if !self.ist_open(p.a_tx) {
-            // The transaction ended while the hooks ran (a transport error).
-            return self.announce_end(
-                call,
-                CallEnd { by: EndedBy::Sbc, code: 0, phrase: String::new(), reason: "gone".into(), answered: false },
-            );
+            return self.call_gone(call);
         }
+        let started = Started { call, p, call_timer, vars, overrides };
+        self.look_up_registrations(now, Waiting::Started(Box::new(started)));
+    }
+
+    /// The caller's transaction ended while the call waited (a transport error).
+    pub(super) fn call_gone(&mut self, call: CallHandle) {
+        let end = CallEnd { by: EndedBy::Sbc, code: 0, phrase: String::new(), reason: "gone".into(), answered: false };
+        self.announce_end(call, end);
+    }
+
+    /// A call that call control let go on, with its registrations at hand: evaluated and set up.
+    pub(super) fn start_with_registrations(&mut self, now: Instant, started: Started) {
+        let Started { call, p, call_timer, vars, overrides } = started;
+        if !self.ist_open(p.a_tx) {
+            return self.call_gone(call);
+        }
+        let a_tx = p.a_tx;
+        let refuse = |me: &mut Self, reply: LocalReply, why: &str| me.refuse_started(now, call, a_tx, reply, why);
         let rules = match self.evaluate_profile(&p.req, p.profile.clone(), &VarMap(&vars), &overrides) {
             Chosen::Go(r) => r,
             Chosen::Refuse(reply) => return refuse(self, reply, "not_registered"),
@@ -231,8 +271,18 @@ impl Engine {
             Err(reply) => return refuse(self, reply, "no_route"),
         };
         let cc = CallCc { call_timer, timer_armed: false };
-        let parked = Parked { call, a_tx: p.a_tx, cc };
+        let parked = Parked { call, a_tx: p.a_tx, cc: Some(cc) };
         self.start_dialog_pair(now, p.req, route, CallKind::Invite, rules, Some(parked));
+    }
+
+    /// Answers a call that call control has seen with `reply`, and tells call control why it
+    /// ended.
+    pub(super) fn refuse_started(&mut self, now: Instant, call: CallHandle, a_tx: TxId, reply: LocalReply, why: &str) {
+        if self.ist_open(a_tx) {
+            self.respond_local(now, a_tx, &reply);
+        }
+        let (code, phrase) = (reply.code, reply.reason.into_owned());
+        self.announce_end(call, CallEnd { by: EndedBy::Sbc, code, phrase, reason: why.to_string(), answered: false });
     }
 
     /// Tells the driver a call with call control is over.
@@ -240,10 +290,18 @@ impl Engine {
         self.out.push_back(Output::CallControl(CcRequest::End { call, end }));
     }
 
-    /// A parked call the caller cancelled: true if `h` was one.
+    /// A parked call the caller cancelled: true if `h` was one (waiting for its hooks, or for
+    /// its registrations).
     pub(super) fn cancel_pending(&mut self, h: CallHandle) -> bool {
-        if self.pending_cc.remove(&h).is_none() {
-            return false;
+        let seen_by_cc = match self.pending_cc.remove(&h) {
+            Some(_) => true,
+            None => match self.cancel_awaiting_call(h) {
+                Some(seen_by_cc) => seen_by_cc,
+                None => return false,
+            },
+        };
+        if !seen_by_cc {
+            return true;
         }
         let end = CallEnd {
             by: EndedBy::Caller,

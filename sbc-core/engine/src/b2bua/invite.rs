@@ -8,8 +8,9 @@ use profiles::LocalReply;
 
 use super::apply::{hop_target, CallRules, Chosen};
 use super::call::CallKind;
+use super::reg_lookup::Waiting;
 use super::routing;
-use super::setup::NewRequest;
+use super::setup::{NewRequest, Parked};
 use super::types::{Destination, Peer, Source, Transport};
 use super::Engine;
 use crate::sip::msg::{trim, Message};
@@ -91,8 +92,7 @@ impl Engine {
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
-        let waiting = self.calls.len() + self.pending_cc.len() + self.awaiting_regs.len();
-        if waiting >= self.cfg.max_calls && !self.draining {
+        if self.active_calls() >= self.cfg.max_calls && !self.draining {
             return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
         }
         let max_forwards = match self.admit_new_request(&msg) {
@@ -107,7 +107,8 @@ impl Engine {
             );
         }
         let snapshot = self.cfg.profiles.load();
-        self.look_up_registrations(now, NewRequest::new(key, msg, src, max_forwards, snapshot));
+        let req = NewRequest::new(key, msg, src, max_forwards, snapshot);
+        self.look_up_registrations(now, Waiting::New(req));
     }
 
     /// A new INVITE with its registrations at hand (`reg_lookup.rs`).
@@ -115,15 +116,25 @@ impl Engine {
         // The profile decides before anything else runs, as in SEMS (docs/manual/profiles.md, Profiles).
         let rules = match self.choose_profile(&req, true) {
             Chosen::Go(r) => r,
-            Chosen::Refuse(reply) => return self.refuse(&req.msg, &req.src, &reply),
-            Chosen::Fail => return self.refuse(&req.msg, &req.src, &LocalReply::new(500, "Server Internal Error")),
+            Chosen::Refuse(reply) => return self.refuse_invite(now, &req, &reply),
+            Chosen::Fail => return self.refuse_invite(now, &req, &LocalReply::new(500, "Server Internal Error")),
             Chosen::CallControl(cc) => return self.start_call_control(now, req, cc),
         };
         let ruri = rules.plan.ruri.as_ref().map_or(req.msg.request_uri(), |r| r.as_bytes());
         let route = match self.route_new_request(ruri, &rules) {
             Ok(d) => d,
-            Err(reply) => return self.refuse(&req.msg, &req.src, &reply),
+            Err(reply) => return self.refuse_invite(now, &req, &reply),
         };
-        self.start_dialog_pair(now, req, route, CallKind::Invite, rules, None);
+        let parked = req.server.map(|(call, a_tx)| Parked { call, a_tx, cc: None });
+        self.start_dialog_pair(now, req, route, CallKind::Invite, rules, parked);
+    }
+
+    /// Refuses a new INVITE: through its transaction if it has one (it waited for its
+    /// registrations and heard 100), else without one.
+    pub(super) fn refuse_invite(&mut self, now: Instant, req: &NewRequest, reply: &LocalReply) {
+        match req.server {
+            Some((_, a_tx)) => self.respond_local(now, a_tx, reply),
+            None => self.refuse(&req.msg, &req.src, reply),
+        }
     }
 }

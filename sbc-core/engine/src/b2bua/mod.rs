@@ -179,8 +179,10 @@ pub struct Engine {
     pending_route: HashMap<CallHandle, cc::PendingRoute>,
     /// New requests waiting for the registrations store's answer (`reg_lookup.rs`), and the
     /// transaction keys of their retransmissions.
-    awaiting_regs: HashMap<RegTicket, setup::NewRequest>,
-    awaiting_reg_keys: HashMap<TxKey, RegTicket>,
+    awaiting_regs: HashMap<RegTicket, reg_lookup::Waiting>,
+    /// How many of those are calls (an INVITE, or a call call control let go on).
+    awaiting_calls: usize,
+    awaiting_reg_keys: HashSet<TxKey>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (CallHandle, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
@@ -222,7 +224,8 @@ impl Engine {
             pending_cc: HashMap::new(),
             pending_route: HashMap::new(),
             awaiting_regs: HashMap::new(),
-            awaiting_reg_keys: HashMap::new(),
+            awaiting_calls: 0,
+            awaiting_reg_keys: HashSet::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashSet::new(),
             timers: BinaryHeap::new(),
@@ -249,7 +252,7 @@ impl Engine {
         self.draining
     }
     pub fn active_calls(&self) -> usize {
-        self.calls.len() + self.pending_cc.len()
+        self.calls.len() + self.pending_cc.len() + self.awaiting_calls
     }
     pub fn active_transactions(&self) -> usize {
         self.txs.len() + self.lingering.len()
@@ -335,7 +338,7 @@ impl Engine {
             match r {
                 TimerRef::Tx(id) => self.tx_timeout(now, id, at),
                 TimerRef::Call(h) => self.call_timeout(now, h, at),
-                TimerRef::Registrations(t) => self.registrations_late(t),
+                TimerRef::Registrations(t) => self.registrations_late(now, t),
             }
         }
     }

@@ -13,6 +13,7 @@ use super::build::{
     copy_unowned, copy_unowned_if, leg_contact, proxy_route, without_tag, write_request, RequestHead, ToRow,
 };
 use super::call::{CallKind, Side};
+use super::reg_lookup::Waiting;
 use super::register::{local_registrar, rewritten_contacts, CacheStep};
 use super::routing;
 use super::setup::NewRequest;
@@ -43,7 +44,8 @@ impl Engine {
             Err(reply) => return self.refuse(&msg, &src, &reply),
         };
         let snapshot = self.cfg.profiles.load();
-        self.look_up_registrations(now, NewRequest::new(key, msg, src, max_forwards, snapshot));
+        let req = NewRequest::new(key, msg, src, max_forwards, snapshot);
+        self.look_up_registrations(now, Waiting::New(req));
     }
 
     /// A new out-of-dialog request with its registrations at hand (`reg_lookup.rs`).

@@ -1,16 +1,21 @@
 //! A new request's registrations, asked for before its profile is chosen
-//! (`src/registrations.rs`): the query names every binding the request's handling may read
-//! (its Request-URI's alias and AoR, its caller's AoR, its Contact from its source, a
-//! REGISTER's AoR). A store that answers at once lets the request go on in the same call; one
-//! that answers later parks it here until `handle_registrations` or the deadline.
+//! (`src/registrations.rs`), and again when call control lets it go on (the hooks took time):
+//! the query names every binding the request's handling may read (its Request-URI's alias
+//! and AoR, its caller's AoR, its Contact from its source, a REGISTER's AoR). A store that
+//! answers at once lets the request go on in the same call; one that answers later parks it
+//! here until `handle_registrations` or the deadline.
 
 use std::time::{Duration, Instant};
 
 use profiles::LocalReply;
 use regcache::{canonical_aor, RegQuery, RegView};
 
+use super::call::Side;
+use super::cc::{Routed, Started};
+use super::register::uri_user;
 use super::setup::NewRequest;
-use super::{Counter, Engine, Output, TimerRef};
+use super::txs::{Purpose, TxRole};
+use super::{CallHandle, Counter, Engine, Output, TimerRef};
 use crate::sip::msg::{HeaderName, Message, Method, NameAddr, Uri};
 use crate::sip::transaction::TxKey;
 
@@ -23,13 +28,59 @@ pub(super) const LOOKUP_DEADLINE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RegTicket(u64);
 
+/// What waits for its registrations, and goes on when they come.
+// Every new request passes through here by value: boxing `New` would cost an allocation per
+// request, while only the rare parked ones take the map's room.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Waiting {
+    /// A new request, before its profile is chosen. An INVITE gets its server transaction
+    /// (and 100) when it begins to wait; other requests have none until they go on.
+    New(NewRequest),
+    /// A call whose `start` hooks said go on: looked up again, since the hooks took time.
+    Started(Box<Started>),
+    /// An out-of-dialog request whose `route` hooks said go on.
+    Routed(Box<Routed>),
+}
+
+impl Waiting {
+    fn req(&self) -> &NewRequest {
+        match self {
+            Self::New(r) => r,
+            Self::Started(s) => &s.p.req,
+            Self::Routed(r) => &r.p.req,
+        }
+    }
+
+    fn req_mut(&mut self) -> &mut NewRequest {
+        match self {
+            Self::New(r) => r,
+            Self::Started(s) => &mut s.p.req,
+            Self::Routed(r) => &mut r.p.req,
+        }
+    }
+
+    /// The call it is, if it is one.
+    fn call(&self) -> Option<CallHandle> {
+        match self {
+            Self::New(r) => r.server.map(|(call, _)| call),
+            Self::Started(s) => Some(s.call),
+            Self::Routed(_) => None,
+        }
+    }
+}
+
 /// The bindings handling `msg` may read.
 fn query_of(msg: &Message, source: std::net::SocketAddr) -> RegQuery {
     let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
     let ruri = msg.request_uri();
     let mut q = RegQuery::default();
-    if let Some(user) = Uri::parse(ruri).and_then(|u| u.user) {
-        q.aliases.push(text(user));
+    // The Request-URI's user as calls to an alias read it, and as `$uc $us $ui` do (they
+    // differ for schemes other than sip, sips and tel).
+    let users = [Uri::parse(ruri).and_then(|u| u.user).map(text), uri_user(&text(ruri)).map(str::to_string)];
+    for user in users.into_iter().flatten() {
+        if !q.aliases.contains(&user) {
+            q.aliases.push(user);
+        }
     }
     let mut aor = |value: Option<&[u8]>| {
         if let Some(a) = value.and_then(|v| canonical_aor(&String::from_utf8_lossy(v))) {
@@ -49,77 +100,115 @@ fn query_of(msg: &Message, source: std::net::SocketAddr) -> RegQuery {
 }
 
 impl Engine {
-    /// Looks up what `req` may read of the registrations (nothing when no profile or rule
-    /// reads them), then goes on with it — now, or when the store answers.
-    pub(super) fn look_up_registrations(&mut self, now: Instant, mut req: NewRequest) {
+    /// Looks up what a request may read of the registrations (nothing when no profile or rule
+    /// reads them), then goes on with it: now, or when the store answers.
+    pub(super) fn look_up_registrations(&mut self, now: Instant, mut waiting: Waiting) {
+        let req = waiting.req();
         if req.snapshot.uses_registrations() {
             let query = query_of(&req.msg, req.src.remote);
             match self.cfg.reg_cache.lookup(&query) {
-                Some(view) => req.regs = view,
-                None => return self.await_registrations(now, req, query),
+                Some(view) => waiting.req_mut().regs = view,
+                None => return self.await_registrations(now, waiting, query),
             }
         }
-        self.with_registrations(now, req);
+        self.go_on(now, waiting);
     }
 
-    fn await_registrations(&mut self, now: Instant, req: NewRequest, query: RegQuery) {
+    fn await_registrations(&mut self, now: Instant, mut waiting: Waiting, query: RegQuery) {
         if self.awaiting_regs.len() >= self.cfg.max_calls {
             let reply = LocalReply::new(503, "Service Unavailable").with("Retry-After", "5");
-            return self.refuse(&req.msg, &req.src, &reply);
+            return self.wait_failed(now, waiting, reply);
         }
-        if req.msg.method() == Some(Method::Invite) {
-            // RFC 3261 §16.2: an INVITE hears 100 before its retransmissions start.
-            self.reply_stateless(&req.msg, &req.src, &LocalReply::new(100, "Trying"));
+        if let Waiting::New(req) = &mut waiting {
+            if req.msg.method() == Some(Method::Invite) {
+                // A transaction from now on: it resends our answers and absorbs the INVITE's
+                // retransmissions, and its 100 stops them (RFC 3261 §17.2.1).
+                let call = self.new_call();
+                let role = TxRole::new(Some(call), Side::A, Purpose::AInitialInvite);
+                let tag = self.ids.tag();
+                let a_tx = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(tag));
+                self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
+                req.server = Some((call, a_tx));
+            } else {
+                self.awaiting_reg_keys.insert(req.key.clone());
+            }
         }
         // (Numbered like calls and transactions, so a ticket is never reused: its one timer
         // is its deadline.)
         let ticket = RegTicket(self.new_id());
         self.stats.bump(Counter::RegistrationLookupsDeferred);
-        self.awaiting_reg_keys.insert(req.key.clone(), ticket);
-        self.awaiting_regs.insert(ticket, req);
+        if waiting.call().is_some() {
+            self.awaiting_calls += 1;
+        }
+        self.awaiting_regs.insert(ticket, waiting);
         self.schedule(now + LOOKUP_DEADLINE, TimerRef::Registrations(ticket));
         self.out.push_back(Output::RegistrationLookup { ticket, query });
     }
 
+    /// Takes what waits under `ticket` out of the tables.
+    fn stop_waiting(&mut self, ticket: RegTicket) -> Option<Waiting> {
+        let waiting = self.awaiting_regs.remove(&ticket)?;
+        if let Waiting::New(req) = &waiting {
+            self.awaiting_reg_keys.remove(&req.key);
+        }
+        if waiting.call().is_some() {
+            self.awaiting_calls -= 1;
+        }
+        Some(waiting)
+    }
+
     /// The store's answer to a lookup the engine emitted as `Output::RegistrationLookup`. An
-    /// answer after the deadline (the request was refused) is ignored.
+    /// answer for something no longer waiting (refused at the deadline, cancelled) is ignored.
     pub fn handle_registrations(&mut self, now: Instant, ticket: RegTicket, view: RegView) {
-        let Some(mut req) = self.awaiting_regs.remove(&ticket) else { return };
-        self.awaiting_reg_keys.remove(&req.key);
-        req.regs = view;
-        self.with_registrations(now, req);
+        let Some(mut waiting) = self.stop_waiting(ticket) else { return };
+        waiting.req_mut().regs = view;
+        self.go_on(now, waiting);
     }
 
-    /// A retransmission of a request waiting for its registrations: true if it is one.
+    /// A retransmission of a request (other than INVITE) waiting for its registrations.
     pub(super) fn awaits_registrations(&self, key: &TxKey) -> bool {
-        self.awaiting_reg_keys.contains_key(key)
+        self.awaiting_reg_keys.contains(key)
     }
 
-    /// The deadline of a parked lookup: the request is refused, the store's late answer ignored.
-    pub(super) fn registrations_late(&mut self, ticket: RegTicket) {
-        let Some(req) = self.awaiting_regs.remove(&ticket) else { return };
-        self.awaiting_reg_keys.remove(&req.key);
+    /// The deadline of a lookup: what waits is refused, the store's late answer ignored.
+    pub(super) fn registrations_late(&mut self, now: Instant, ticket: RegTicket) {
+        let Some(waiting) = self.stop_waiting(ticket) else { return };
         self.stats.bump(Counter::RegistrationLookupsLate);
         tracing::warn!(ticket = ticket.0, "registration store did not answer in time");
         let reply = LocalReply::new(503, "Service Unavailable").with("Retry-After", "5");
-        self.refuse(&req.msg, &req.src, &reply);
+        self.wait_failed(now, waiting, reply);
     }
 
-    /// The caller cancelled a request that waits for its registrations: it is answered 487
-    /// and forgotten (the store's answer is then ignored).
-    pub(super) fn cancel_awaiting(&mut self, invite: &TxKey) {
-        let Some(ticket) = self.awaiting_reg_keys.remove(invite) else { return };
-        if let Some(req) = self.awaiting_regs.remove(&ticket) {
-            self.refuse(&req.msg, &req.src, &LocalReply::new(487, "Request Terminated"));
+    /// The caller cancelled call `call` while it waited for its registrations: it is
+    /// forgotten (the caller's transaction has its 487 from `on_cancel`). Whether call control
+    /// had seen it; `None` if it was not waiting.
+    pub(super) fn cancel_awaiting_call(&mut self, call: CallHandle) -> Option<bool> {
+        let ticket = self.awaiting_regs.iter().find(|(_, w)| w.call() == Some(call)).map(|(t, _)| *t)?;
+        let waiting = self.stop_waiting(ticket)?;
+        Some(matches!(waiting, Waiting::Started(_)))
+    }
+
+    /// Answers what waited with `reply`.
+    fn wait_failed(&mut self, now: Instant, waiting: Waiting, reply: LocalReply) {
+        match waiting {
+            Waiting::New(req) if req.msg.method() == Some(Method::Invite) => self.refuse_invite(now, &req, &reply),
+            Waiting::New(req) => self.refuse(&req.msg, &req.src, &reply),
+            Waiting::Started(s) => self.refuse_started(now, s.call, s.p.a_tx, reply, "registrations_late"),
+            Waiting::Routed(r) => self.respond_local(now, r.p.server, &reply),
         }
     }
 
-    /// Goes on with a new request whose registrations are in `req.regs`.
-    fn with_registrations(&mut self, now: Instant, req: NewRequest) {
-        if req.msg.method() == Some(Method::Invite) {
-            self.invite_with_registrations(now, req);
-        } else {
-            self.ood_with_registrations(now, req);
+    /// Goes on with what has its registrations now.
+    fn go_on(&mut self, now: Instant, waiting: Waiting) {
+        match waiting {
+            Waiting::New(req) => match (req.msg.method(), req.server) {
+                // Its transaction ended while it waited (a transport error): nothing to do.
+                (_, Some((_, a_tx))) if !self.ist_open(a_tx) => {}
+                (Some(Method::Invite), _) => self.invite_with_registrations(now, req),
+                _ => self.ood_with_registrations(now, req),
+            },
+            Waiting::Started(s) => self.start_with_registrations(now, *s),
+            Waiting::Routed(r) => self.route_with_registrations(now, *r),
         }
     }
 }

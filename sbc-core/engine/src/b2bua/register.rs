@@ -170,7 +170,7 @@ pub(super) enum CacheStep {
     Forward { contacts: Vec<String>, star: bool, pending: Box<PendingRegistration> },
 }
 
-fn uri_user(uri: &str) -> Option<&str> {
+pub(super) fn uri_user(uri: &str) -> Option<&str> {
     let rest = uri.split_once(':')?.1;
     Some(rest.split_once('@')?.0)
 }
@@ -220,10 +220,7 @@ impl Engine {
             let mut rows = Vec::with_capacity(reg.contacts.len());
             for (c, alias) in reg.contacts.iter().zip(&aliases) {
                 let given = ua_cap(c.expires);
-                if let Some(mut b) = view.get(alias).cloned() {
-                    b.ua_expires = now + Duration::from_secs(u64::from(given));
-                    cache.put(b);
-                }
+                cache.set_ua_expires(alias, now + Duration::from_secs(u64::from(given)));
                 rows.push(c.render(given));
             }
             let ok = rows.into_iter().fold(LocalReply::new(200, "OK"), |r, row| r.with("Contact", row));

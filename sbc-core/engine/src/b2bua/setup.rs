@@ -37,20 +37,24 @@ pub(super) struct NewRequest {
     pub(super) max_forwards: u8,
     pub(super) snapshot: Arc<Snapshot>,
     pub(super) regs: RegView,
+    /// An INVITE that waited for its registrations: the call's handle and its server
+    /// transaction, made (and 100 sent) when it began to wait.
+    pub(super) server: Option<(CallHandle, TxId)>,
 }
 
 impl NewRequest {
     pub(super) fn new(key: TxKey, msg: Message, src: Source, max_forwards: u8, snapshot: Arc<Snapshot>) -> Self {
-        Self { key, msg, src, max_forwards, snapshot, regs: RegView::default() }
+        Self { key, msg, src, max_forwards, snapshot, regs: RegView::default(), server: None }
     }
 }
 
-/// A call that waited for call control: its handle, the caller's transaction (answered with
-/// 100 already) and the call-control state it takes over.
+/// A call that waited (for call control, or its registrations): its handle, the caller's
+/// transaction (answered with 100 already) and the call-control state it takes over, if call
+/// control has seen it.
 pub(super) struct Parked {
     pub(super) call: CallHandle,
     pub(super) a_tx: TxId,
-    pub(super) cc: CallCc,
+    pub(super) cc: Option<CallCc>,
 }
 
 /// The sockets the two legs use, and how each leg's Via names ours.
@@ -198,9 +202,12 @@ impl Engine {
         match parked {
             Some(p) => {
                 self.respond_local(now, p.a_tx, &reply);
-                let (code, phrase) = (reply.code, reply.reason.into_owned());
-                let end = CallEnd { by: EndedBy::Sbc, code, phrase, reason: "setup_failed".into(), answered: false };
-                self.announce_end(p.call, end);
+                if p.cc.is_some() {
+                    let (code, phrase) = (reply.code, reply.reason.into_owned());
+                    let end =
+                        CallEnd { by: EndedBy::Sbc, code, phrase, reason: "setup_failed".into(), answered: false };
+                    self.announce_end(p.call, end);
+                }
             }
             None => self.refuse(msg, src, &reply),
         }
@@ -308,7 +315,7 @@ impl Engine {
     ) -> ASide {
         if let Some(p) = parked {
             let a_tag = self.txs.get(&p.a_tx).and_then(|e| e.to_tag.clone()).unwrap_or_else(|| self.ids.tag());
-            return ASide { handle: p.call, a_tx: p.a_tx, a_tag, cc: Some(p.cc) };
+            return ASide { handle: p.call, a_tx: p.a_tx, a_tag, cc: p.cc };
         }
         let handle = self.new_call();
         let a_tag = self.ids.tag();

@@ -17,15 +17,7 @@ use crate::sip::transaction::{cancelled_invite_key, TxKey};
 
 impl Engine {
     pub(super) fn on_cancel(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
-        let invite_key = cancelled_invite_key(&msg);
-        if let Some(k) = invite_key.as_ref().filter(|k| self.awaits_registrations(k)) {
-            // Still waiting for its registrations (`reg_lookup.rs`): nothing was built yet.
-            let id = self.new_server_tx(key, &msg, &src, TxRole::new(None, Side::A, Purpose::Local), None);
-            self.respond_local(now, id, &LocalReply::new(200, "OK"));
-            self.cancel_awaiting(k);
-            return;
-        }
-        let target = invite_key.and_then(|k| self.tx_keys.get(&k).copied());
+        let target = cancelled_invite_key(&msg).and_then(|k| self.tx_keys.get(&k).copied());
         let Some(ist) = target else {
             return self.no_such_dialog(now, &msg, &src);
         };

@@ -66,6 +66,9 @@ impl crate::registrations::Registrations for RemoteRegs {
     fn put(&self, binding: regcache::Binding) {
         self.0.put(binding);
     }
+    fn set_ua_expires(&self, alias: &str, ua_expires: Instant) {
+        self.0.set_ua_expires(alias, ua_expires);
+    }
     fn remove(&self, alias: &str) {
         self.0.remove(alias);
     }

@@ -690,14 +690,57 @@ fn a_request_waits_for_a_store_that_answers_later_and_absorbs_its_retransmission
 #[test]
 fn a_store_that_does_not_answer_in_time_gets_the_request_refused() {
     let mut h = Harness::with_store(REG, Store::Held);
-    h.send(CAROL, &invite_to_alias("late3", "0123456789abcdef"));
+    let inv = invite_to_alias("late3", "0123456789abcdef");
+    assert_eq!(one(&h.send(CAROL, &inv), CAROL).status(), Some(100));
+    // The INVITE's transaction answers its retransmission with the 100 again.
+    assert_eq!(one(&h.send(CAROL, &inv), CAROL).status(), Some(100));
     let out = h.advance(reg_lookup::LOOKUP_DEADLINE);
-    let refused = one(&out, CAROL);
+    let refused = first(&out, CAROL);
     assert_eq!(refused.status(), Some(503));
     assert_eq!(hv(&refused, HeaderName::CallId), "late3");
     assert_eq!(h.engine.stats.get(Counter::RegistrationLookupsLate), 1);
     assert!(h.answer_lookups().is_empty(), "the late answer is ignored");
+    // Sent by the transaction: resent until the caller's ACK (RFC 3261 §17.2.1).
+    let again = h.advance(Duration::from_secs(1));
+    assert!(to(&again, CAROL).iter().any(|m| m.status() == Some(503)), "{again:#?}");
+    // The ACK of a non-2xx answer is the INVITE's transaction's (same branch, RFC 3261 §17.1.1.3).
+    let ack = cancel_for_invite(&inv)
+        .replacen("CANCEL sip", "ACK sip", 1)
+        .replace("CSeq: 10 CANCEL", "CSeq: 10 ACK")
+        .replace("To: <sip:bob@biloxi.example>", &format!("To: {}", hv(&refused, HeaderName::To)));
+    h.send(CAROL, &ack);
+    assert!(to(&h.advance(Duration::from_secs(40)), CAROL).is_empty(), "the ACK stopped them");
     assert!(h.engine.is_idle());
+    assert_eq!(h.engine.active_transactions(), 0);
+}
+
+/// A call whose call control ran while its callee registered: the registrations are looked up
+/// again when the hooks let it go on, so the call finds the new binding.
+#[test]
+fn registrations_are_looked_up_again_after_call_control() {
+    let yaml = "active_profile: \"$H(X-Profile)\"\nprofiles:\n  reg:\n    enable_reg_caching: yes\n    min_reg_expires: 3600\n    max_ua_expires: 60\n    next_hop: 127.0.0.1:5002\n  regcc:\n    enable_reg_caching: yes\n    call_control: [timer]\n    timer_module: cc_call_timer\n    timer_timer: \"60\"\n";
+    let mut h = Harness::with_store(yaml, Store::Held);
+    let contact = format!("sip:alice@{ALICE_PRIVATE};ob");
+    let alias = regcache::alias_of("sip:alice@example.com", &contact, addr(ALICE_NAT).ip());
+    let inv = invite_to_alias("late6", &alias).replace("Max-Forwards: 70\n", "Max-Forwards: 70\nX-Profile: regcc\n");
+    h.send(CAROL, &inv);
+    h.answer_lookups();
+    let call = match h.cc.first() {
+        Some(CcRequest::Start { call, .. }) => *call,
+        other => panic!("expected a Start, got {other:?}"),
+    };
+    // Meanwhile alice registers.
+    h.send(ALICE_NAT, &register("late7", 1, &format!("<{contact}>"), "X-Profile: reg\n"));
+    let up = one(&h.answer_lookups(), BOB);
+    assert_eq!(alias_of_contact(&up), alias);
+    let ok = format!("Contact: <sip:{alias}@{SBC}>;expires=3600\n");
+    h.send(BOB, &registrar_ok(&up, &ok));
+    // The hooks say go on: looked up again, the call reaches alice.
+    let go = CcVerdict::Continue { call_timer: None, vars: BTreeMap::new(), overrides: BTreeMap::new() };
+    assert!(h.verdict(call, go).is_empty(), "waits for the second lookup");
+    let to_ua = one(&h.answer_lookups(), ALICE_NAT);
+    assert_eq!(to_ua.request_uri(), contact.as_bytes());
+    assert_eq!(h.engine.stats.get(Counter::RegistrationLookupsDeferred), 3);
 }
 
 #[test]
