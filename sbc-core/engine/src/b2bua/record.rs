@@ -33,6 +33,9 @@ pub const RECORD_FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub format: u32,
+    /// The shard that held the call: requests of its dialogs reach that shard (the Call-IDs
+    /// say so), so only the same shard of a node with as many shards can take it over.
+    pub shard: u8,
     /// A SUBSCRIBE/REFER dialog pair rather than a call.
     pub subscription: bool,
     /// The profile the call runs with, and what it evaluated to for this call.
@@ -121,7 +124,9 @@ pub enum AdoptError {
     UnknownProfile(String),
     #[error("no {transport} socket on an interface named '{interface}'")]
     NoSocket { interface: String, transport: Transport },
-    #[error("a dialog of the call exists here already")]
+    #[error("the call belongs to shard {0}")]
+    WrongShard(u8),
+    #[error("a dialog of the call exists here already, or its legs' tags are empty or equal")]
     DialogExists,
     #[error("the call relays media and this engine has no relay")]
     NoRelay,
@@ -189,6 +194,7 @@ impl Engine {
         let legs = [self.leg_record(c.leg(Side::A))?, self.leg_record(c.leg(Side::B))?];
         Ok(CallRecord {
             format: RECORD_FORMAT,
+            shard: self.cfg.shard,
             subscription: c.kind == CallKind::Subscription,
             profile: c.rules.profile.name.clone(),
             plan: c.rules.plan.clone(),
@@ -237,6 +243,9 @@ impl Engine {
         if record.format != RECORD_FORMAT {
             return Err(AdoptError::Format(record.format));
         }
+        if record.shard != self.cfg.shard {
+            return Err(AdoptError::WrongShard(record.shard));
+        }
         let snapshot = self.cfg.profiles.load();
         let profile = snapshot
             .profiles
@@ -244,14 +253,22 @@ impl Engine {
             .cloned()
             .ok_or_else(|| AdoptError::UnknownProfile(record.profile.clone()))?;
         let legs = [self.leg_from(&record.legs[0])?, self.leg_from(&record.legs[1])?];
-        if legs.iter().any(|l| self.dialogs.contains_key(&l.local_tag)) {
+        let tags_unusable = legs[0].local_tag.is_empty() || legs[0].local_tag == legs[1].local_tag;
+        if tags_unusable || legs.iter().any(|l| self.dialogs.contains_key(&l.local_tag)) {
             return Err(AdoptError::DialogExists);
         }
         let started = back(now, record.started_ms_ago)?;
+        // The relay here has seen no packet yet: the media is checked a whole timeout after
+        // the takeover at the earliest, so media still moving over is not taken for silence.
+        let media_grace = self.cfg.media.as_ref().map_or(Duration::ZERO, |m| m.timeout);
+        let media_check = match record.media_check_in_ms {
+            Some(ms) => Some(ahead(now, ms)?.max(now.checked_add(media_grace).ok_or(AdoptError::Time)?)),
+            None => None,
+        };
         let state = Confirmed {
             answered: back(now, record.answered_ms_ago)?,
             max_duration: record.ends_in_ms.map(|ms| ahead(now, ms)).transpose()?,
-            media_check: record.media_check_in_ms.map(|ms| ahead(now, ms)).transpose()?,
+            media_check,
         };
         let mut sst = [None, None];
         for (slot, r) in sst.iter_mut().zip(&record.session_timers) {

@@ -141,6 +141,11 @@ fn a_record_that_cannot_be_adopted_leaves_nothing_behind() {
     }
     let taken = second.engine.adopt_call(second.now, &other_tags);
     assert!(matches!(taken, Err(AdoptError::Media(_))), "{taken:?}");
+    let mut same_tags = other_tags.clone();
+    same_tags.legs[1].local_tag = same_tags.legs[0].local_tag.clone();
+    assert!(matches!(second.engine.adopt_call(second.now, &same_tags), Err(AdoptError::DialogExists)));
+    let elsewhere = CallRecord { shard: 1, ..other_tags.clone() };
+    assert!(matches!(second.engine.adopt_call(second.now, &elsewhere), Err(AdoptError::WrongShard(1))));
     for (bad, what) in [
         (CallRecord { profile: "gone".into(), ..record.clone() }, "profile"),
         (CallRecord { format: 2, ..record.clone() }, "format"),
@@ -154,4 +159,26 @@ fn a_record_that_cannot_be_adopted_leaves_nothing_behind() {
     assert_eq!(second.engine.active_calls(), 1, "only the first adoption");
     assert_eq!(second.engine.media_ports_in_use(), 2);
     assert!(second.drain().is_empty());
+}
+
+/// The relay that takes a call over has seen no packet yet: the call gets a whole media
+/// timeout from the takeover before silence ends it.
+#[test]
+fn an_adopted_call_gets_a_media_timeout_from_the_takeover() {
+    // (No session timers: nobody here would answer their refreshes.)
+    let yaml = "active_profile: rec\nprofiles:\n  rec:\n    enable_rtprelay: yes\n";
+    let mut first = Harness::with_relay_yaml(yaml, PORTS);
+    answered(&mut first, "rec-4@alice");
+    first.advance(Duration::from_secs(50));
+    first.media_activity = Some(first.now);
+    let record = first.engine.call_record(first.now, the_call(&first)).expect("recordable");
+    assert!(record.media_check_in_ms.is_some_and(|ms| ms <= 10_000), "{:?}", record.media_check_in_ms);
+    let mut second = Harness::with_relay_yaml(yaml, PORTS);
+    second.now = first.now;
+    second.engine.adopt_call(second.now, &record).expect("adopted");
+    let quiet = second.advance(Duration::from_secs(59));
+    assert!(quiet.iter().all(|s| s.msg.method() != Some(Method::Bye)), "{quiet:#?}");
+    let out = second.advance(Duration::from_secs(2));
+    assert!(out.iter().any(|s| s.msg.method() == Some(Method::Bye)), "silent for a whole timeout: ended");
+    assert_eq!(second.engine.stats.get(Counter::MediaTimeouts), 1);
 }
