@@ -83,3 +83,24 @@ pub fn alias_of(aor: &str, contact: &str, source_ip: IpAddr) -> String {
     let d = h.finalize();
     d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A binding of the tests: registered upstream over UDP from `src`, both expiries `secs`
+/// after `now`.
+#[cfg(test)]
+pub(crate) fn test_binding(alias: &str, aor: &str, contact: &str, src: &str, now: Instant, secs: u64) -> Binding {
+    let expires = now + std::time::Duration::from_secs(secs);
+    Binding {
+        alias: alias.into(),
+        aor: aor.into(),
+        contact: contact.into(),
+        source: src.parse().expect("addr"),
+        transport: "udp".into(),
+        interface: "default".into(),
+        user_agent: "ua".into(),
+        call_id: String::new(),
+        ua_call_id: String::new(),
+        ua_expires: expires,
+        registrar_expires: expires,
+        origin: Origin::Upstream,
+    }
+}

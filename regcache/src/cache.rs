@@ -219,26 +219,9 @@ impl RegCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::Origin;
+    use crate::binding::test_binding;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
-
-    fn binding(alias: &str, aor: &str, contact: &str, src: &str, now: Instant, secs: u64) -> Binding {
-        Binding {
-            alias: alias.into(),
-            aor: aor.into(),
-            contact: contact.into(),
-            source: src.parse().expect("addr"),
-            transport: "udp".into(),
-            interface: "default".into(),
-            user_agent: "ua".into(),
-            call_id: String::new(),
-            ua_call_id: String::new(),
-            ua_expires: now + Duration::from_secs(secs),
-            registrar_expires: now + Duration::from_secs(secs),
-            origin: Origin::Upstream,
-        }
-    }
 
     #[derive(Default)]
     struct Log(Mutex<Vec<String>>);
@@ -259,8 +242,8 @@ mod tests {
         let cache = RegCache::new(Box::new(log.clone()));
         let a = cache.alias_for("sip:a@x", "sip:a@10.0.0.1", "127.0.0.1".parse().expect("ip"));
         assert_eq!(a.len(), 16);
-        cache.put(binding(&a, "sip:a@x", "sip:a@10.0.0.1", "127.0.0.1:5070", now, 60));
-        cache.put(binding("other", "sip:a@x", "sip:a@10.0.0.2", "127.0.0.2:5060", now, 10));
+        cache.put(test_binding(&a, "sip:a@x", "sip:a@10.0.0.1", "127.0.0.1:5070", now, 60));
+        cache.put(test_binding("other", "sip:a@x", "sip:a@10.0.0.2", "127.0.0.2:5060", now, 10));
         assert_eq!(cache.alias_for("sip:a@x", "sip:a@10.0.0.1", "127.0.0.1".parse().expect("ip")), a);
         assert_eq!(cache.of_aor("sip:a@x").len(), 2);
         assert_eq!(

@@ -92,26 +92,12 @@ impl RegView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::Origin;
+    use crate::binding::test_binding;
     use std::time::Instant;
 
     fn binding(alias: &str, aor: &str, contact: &str, src: &str) -> Binding {
         #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
-        let now = Instant::now();
-        Binding {
-            alias: alias.into(),
-            aor: aor.into(),
-            contact: contact.into(),
-            source: src.parse().expect("addr"),
-            transport: "udp".into(),
-            interface: String::new(),
-            user_agent: String::new(),
-            call_id: String::new(),
-            ua_call_id: String::new(),
-            ua_expires: now,
-            registrar_expires: now,
-            origin: Origin::Upstream,
-        }
+        test_binding(alias, aor, contact, src, Instant::now(), 0)
     }
 
     #[test]
