@@ -182,6 +182,8 @@ pub struct Engine {
     awaiting_regs: HashMap<RegTicket, reg_lookup::Waiting>,
     /// How many of those are calls (an INVITE, or a call call control let go on).
     awaiting_calls: usize,
+    /// The last snapshot a request came with, and whether it reads registrations.
+    reg_use: Option<(std::sync::Arc<profiles::Snapshot>, bool)>,
     awaiting_reg_keys: HashSet<TxKey>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (CallHandle, Side)>,
@@ -225,6 +227,7 @@ impl Engine {
             pending_route: HashMap::new(),
             awaiting_regs: HashMap::new(),
             awaiting_calls: 0,
+            reg_use: None,
             awaiting_reg_keys: HashSet::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashSet::new(),

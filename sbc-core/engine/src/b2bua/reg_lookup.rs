@@ -5,9 +5,10 @@
 //! answers at once lets the request go on in the same call; one that answers later parks it
 //! here until `handle_registrations` or the deadline.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use profiles::LocalReply;
+use profiles::{LocalReply, Snapshot};
 use regcache::{canonical_aor, RegQuery, RegView};
 
 use super::call::Side;
@@ -103,8 +104,8 @@ impl Engine {
     /// Looks up what a request may read of the registrations (nothing when no profile or rule
     /// reads them), then goes on with it: now, or when the store answers.
     pub(super) fn look_up_registrations(&mut self, now: Instant, mut waiting: Waiting) {
-        let req = waiting.req();
-        if req.snapshot.uses_registrations() {
+        if self.snapshot_uses_registrations(&waiting.req().snapshot) {
+            let req = waiting.req();
             let query = query_of(&req.msg, req.src.remote);
             match self.cfg.reg_cache.lookup(&query) {
                 Some(view) => waiting.req_mut().regs = view,
@@ -112,6 +113,19 @@ impl Engine {
             }
         }
         self.go_on(now, waiting);
+    }
+
+    /// Whether `snapshot` reads registrations: worked out once per snapshot (it walks every
+    /// profile's patterns), not per request.
+    fn snapshot_uses_registrations(&mut self, snapshot: &Arc<Snapshot>) -> bool {
+        match &self.reg_use {
+            Some((seen, uses)) if Arc::ptr_eq(seen, snapshot) => *uses,
+            _ => {
+                let uses = snapshot.uses_registrations();
+                self.reg_use = Some((snapshot.clone(), uses));
+                uses
+            }
+        }
     }
 
     fn await_registrations(&mut self, now: Instant, mut waiting: Waiting, query: RegQuery) {
