@@ -145,12 +145,12 @@ pub(super) fn party(side: Side) -> Party {
 
 impl Engine {
     /// Parks an out-of-dialog request for its `route` hooks.
-    pub(super) fn park_route(&mut self, req: NewRequest, cc: CcChoice) {
+    pub(super) fn park_route(&mut self, mut req: NewRequest, cc: CcChoice) {
         let CcChoice { profile, chain } = cc;
         let id = self.new_call();
         let tag = self.ids.tag();
         let role = TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE });
-        let server = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(tag));
+        let server = self.new_server_tx(std::mem::take(&mut req.key), &req.msg, &req.src, role, Some(tag));
         let facts = facts_of(self.cfg.shard, id, &profile, &req.msg, &req.src);
         self.pending_route.insert(id, PendingRoute { server, req, profile });
         self.out.push_back(Output::CallControl(CcRequest::Route { call: id, chain: chain.into(), facts }));
@@ -193,7 +193,7 @@ impl Engine {
     }
 
     /// Parks a new call for its call-control `start` and asks the driver to run it.
-    pub(super) fn start_call_control(&mut self, now: Instant, req: NewRequest, cc: CcChoice) {
+    pub(super) fn start_call_control(&mut self, now: Instant, mut req: NewRequest, cc: CcChoice) {
         let CcChoice { profile, chain } = cc;
         // An INVITE that waited for its registrations has its transaction and its 100.
         let (handle, a_tx) = match req.server {
@@ -202,7 +202,7 @@ impl Engine {
                 let handle = self.new_call();
                 let role = TxRole::new(Some(handle), Side::A, Purpose::AInitialInvite);
                 let tag = self.ids.tag();
-                let a_tx = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(tag));
+                let a_tx = self.new_server_tx(std::mem::take(&mut req.key), &req.msg, &req.src, role, Some(tag));
                 self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
                 (handle, a_tx)
             }

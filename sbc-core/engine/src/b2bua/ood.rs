@@ -49,7 +49,7 @@ impl Engine {
     }
 
     /// A new out-of-dialog request with its registrations at hand (`reg_lookup.rs`).
-    pub(super) fn ood_with_registrations(&mut self, now: Instant, req: NewRequest) {
+    pub(super) fn ood_with_registrations(&mut self, now: Instant, mut req: NewRequest) {
         let method = req.msg.method().unwrap_or(Method::Other);
         // A relayed request runs its profile's `route` hooks first; SUBSCRIBE and REFER start
         // a dialog pair and go without.
@@ -64,7 +64,7 @@ impl Engine {
         if method == Method::Register && local_registrar(&rules.profile).is_some() {
             let a_tag = self.ids.tag();
             let role = TxRole::new(None, Side::A, Purpose::Local);
-            let server = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(a_tag));
+            let server = self.new_server_tx(std::mem::take(&mut req.key), &req.msg, &req.src, role, Some(a_tag));
             return self.local_register(now, server, &req, &rules);
         }
         let plan = &rules.plan;
@@ -83,7 +83,7 @@ impl Engine {
         }
         let a_tag = self.ids.tag();
         let role = TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE });
-        let server = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(a_tag));
+        let server = self.new_server_tx(std::mem::take(&mut req.key), &req.msg, &req.src, role, Some(a_tag));
         self.relay_out_of_dialog(now, server, &req, rules, route);
     }
 

@@ -140,7 +140,7 @@ impl Engine {
                 let call = self.new_call();
                 let role = TxRole::new(Some(call), Side::A, Purpose::AInitialInvite);
                 let tag = self.ids.tag();
-                let a_tx = self.new_server_tx(req.key.clone(), &req.msg, &req.src, role, Some(tag));
+                let a_tx = self.new_server_tx(std::mem::take(&mut req.key), &req.msg, &req.src, role, Some(tag));
                 self.respond_local(now, a_tx, &LocalReply::new(100, "Trying"));
                 req.server = Some((call, a_tx));
             } else {
