@@ -5,6 +5,7 @@
 //! by [`sems`] (directly as `--config`, or named from the YAML).
 
 mod admission;
+mod call_control;
 mod profiles_yaml;
 pub mod sems;
 mod transport;
@@ -19,6 +20,8 @@ use serde_saphyr::Spanned;
 pub use crate::error::ConfigError;
 use crate::store::Snapshot;
 pub use admission::{AdmissionSettings, Cidr};
+pub use call_control::CallControlSettings;
+use call_control::FileCallControl;
 pub use transport::Transport;
 
 /// The configuration used when `sbcd` runs without `--config`.
@@ -195,104 +198,6 @@ impl Default for FileLimits {
             admission: admission::FileAdmission::default(),
         }
     }
-}
-
-/// `call_control:`: how hooks run and the modules' own settings.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileCallControl {
-    hook_timeout_ms: u64,
-    failure_code: u16,
-    failure_reason: String,
-    cc_pcalls: FilePcalls,
-    cc_call_timer: FileCallTimer,
-    cc_syslog_cdr: FileCdr,
-    cc_prepaid: FilePrepaid,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct FilePrepaid {
-    db: Option<String>,
-    refuse_code: u16,
-    refuse_reason: String,
-}
-
-impl Default for FilePrepaid {
-    fn default() -> Self {
-        Self { db: None, refuse_code: 402, refuse_reason: "Insufficient Credit".into() }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileCdr {
-    csv_file: Option<String>,
-    json_file: Option<String>,
-    syslog: bool,
-    prefix: String,
-    fsync: bool,
-}
-
-impl Default for FileCdr {
-    fn default() -> Self {
-        Self { csv_file: None, json_file: None, syslog: false, prefix: "CDR: ".into(), fsync: false }
-    }
-}
-
-impl Default for FileCallControl {
-    fn default() -> Self {
-        Self {
-            hook_timeout_ms: 2000,
-            failure_code: 500,
-            failure_reason: "Server Internal Error".into(),
-            cc_pcalls: FilePcalls::default(),
-            cc_call_timer: FileCallTimer::default(),
-            cc_syslog_cdr: FileCdr::default(),
-            cc_prepaid: FilePrepaid::default(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct FilePcalls {
-    refuse_code: u16,
-    refuse_reason: String,
-}
-
-impl Default for FilePcalls {
-    fn default() -> Self {
-        Self { refuse_code: 402, refuse_reason: "Too Many Simultaneous Calls".into() }
-    }
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct FileCallTimer {
-    default_timer_s: Option<u64>,
-}
-
-/// Call-control settings of the daemon (`call_control:` in the YAML).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallControlSettings {
-    /// A hook running longer than this gives the call the failure reply.
-    pub hook_timeout: Duration,
-    pub failure_code: u16,
-    pub failure_reason: String,
-    pub pcalls_refuse_code: u16,
-    pub pcalls_refuse_reason: String,
-    pub call_timer_default_s: Option<u64>,
-    /// cc_syslog_cdr outputs.
-    pub cdr_csv_file: Option<std::path::PathBuf>,
-    pub cdr_json_file: Option<std::path::PathBuf>,
-    pub cdr_syslog: bool,
-    pub cdr_prefix: String,
-    pub cdr_fsync: bool,
-    /// cc_prepaid: balance database (the module exists only when it is set).
-    pub prepaid_db: Option<std::path::PathBuf>,
-    pub prepaid_refuse_code: u16,
-    pub prepaid_refuse_reason: String,
 }
 
 #[derive(Debug, Deserialize)]
