@@ -6,6 +6,7 @@
 
 mod admission;
 mod call_control;
+mod cluster;
 mod profiles_yaml;
 pub mod sems;
 mod transport;
@@ -22,6 +23,7 @@ use crate::store::Snapshot;
 pub use admission::{AdmissionSettings, Cidr};
 pub use call_control::CallControlSettings;
 use call_control::FileCallControl;
+pub use cluster::{ClusterSettings, RedisAddr};
 pub use transport::Transport;
 
 /// The configuration used when `sbcd` runs without `--config`.
@@ -50,6 +52,8 @@ struct FileConfig {
     registrations: FileRegistrations,
     #[serde(default)]
     dns: FileDns,
+    #[serde(default)]
+    cluster: Option<Spanned<cluster::FileCluster>>,
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
@@ -347,6 +351,8 @@ pub struct Config {
     pub registration_store: RegistrationStore,
     pub max_registrations: usize,
     pub admission: AdmissionSettings,
+    /// The cluster this node belongs to (`None`: it keeps its state to itself).
+    pub cluster: Option<ClusterSettings>,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -502,6 +508,10 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         return Err(err(None, "media.timeout_s", "must be 0 (off) or at least 5 s".into()));
     }
     let admission = AdmissionSettings::from_file(&f.limits.admission).map_err(|(k, m)| err(None, &k, m))?;
+    let cluster = match &f.cluster {
+        None => None,
+        Some(c) => Some(ClusterSettings::from_file(&c.value).map_err(|(k, m)| err(Some(c.referenced.line()), &k, m))?),
+    };
     let dns_servers = f
         .dns
         .servers
@@ -606,6 +616,7 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
         admin: AdminSettings { listen: admin_listen, token: admin_token },
         max_registrations: f.registrations.max_bindings.unwrap_or(1_000_000),
         admission,
+        cluster,
         registration_store: match f.registrations.store.as_deref().map(str::trim) {
             None | Some("") => RegistrationStore::Auto,
             Some("off") => RegistrationStore::Off,

@@ -1,0 +1,174 @@
+//! `cluster:`: several sbcd nodes sharing state on one Redis (docs/manual/cluster.md). Absent,
+//! the node keeps everything to itself and needs no server.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Key prefix when none is given.
+const DEFAULT_PREFIX: &str = "sbc";
+/// How long one Redis operation may take before the node goes on without it.
+const DEFAULT_TIMEOUT_MS: u64 = 250;
+/// How long a node's lease lasts without a renewal: its calls and counters are released then.
+const DEFAULT_LEASE_S: u64 = 15;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCluster {
+    node_id: String,
+    redis_url: String,
+    #[serde(default)]
+    key_prefix: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    lease_s: Option<u64>,
+}
+
+/// Where a node's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisAddr {
+    Tcp { host: String, port: u16 },
+    Unix(String),
+}
+
+/// The cluster a node belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This node's name in the cluster: unique, `[A-Za-z0-9._-]`, at most 64 characters.
+    pub node_id: String,
+    /// The URL as written (`redis://[user:password@]host[:port][/db]` or `unix:///path`).
+    pub redis_url: String,
+    pub redis_addr: RedisAddr,
+    /// Every key this cluster writes starts with `<key_prefix>:`.
+    pub key_prefix: String,
+    /// Deadline of one Redis operation.
+    pub timeout: Duration,
+    /// A node's lease: renewed every third of it; a node silent for this long is dead.
+    pub lease: Duration,
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+}
+
+/// The address in a Redis URL, or why it is not one this node can use.
+fn redis_addr(url: &str) -> Result<RedisAddr, String> {
+    if let Some(path) = url.strip_prefix("unix://") {
+        return match path {
+            "" => Err(format!("'{url}' names no socket path")),
+            p => Ok(RedisAddr::Unix(p.to_string())),
+        };
+    }
+    if url.starts_with("rediss://") {
+        return Err("TLS to Redis (rediss://) is not built in; reach it over loopback or a private network".into());
+    }
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("'{url}' is not redis://host[:port][/db] or unix:///path"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        // [v6]:port
+        Some(v6) => {
+            let (h, p) = v6.split_once(']').ok_or_else(|| format!("'{url}': unclosed '['"))?;
+            (h, p.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(format!("'{url}' names no host"));
+    }
+    let port = match port {
+        None => 6379,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{url}': '{p}' is not a port"))?,
+    };
+    if let Some(db) = rest.split_once('/').map(|(_, d)| d).filter(|d| !d.is_empty()) {
+        db.parse::<u32>().map_err(|_| format!("'{url}': '{db}' is not a database number"))?;
+    }
+    Ok(RedisAddr::Tcp { host: host.to_string(), port })
+}
+
+impl ClusterSettings {
+    /// The settings of a `cluster:` section; `Err` names the key and says what is wrong.
+    pub(super) fn from_file(f: &FileCluster) -> Result<Self, (String, String)> {
+        let bad = |key: &str, m: String| (format!("cluster.{key}"), m);
+        let node_id = f.node_id.trim().to_string();
+        if !name_ok(&node_id) {
+            return Err(bad("node_id", format!("'{node_id}' is not 1-64 characters of A-Z a-z 0-9 . _ -")));
+        }
+        let redis_url = f.redis_url.trim().to_string();
+        let redis_addr = redis_addr(&redis_url).map_err(|m| bad("redis_url", m))?;
+        let key_prefix = f.key_prefix.as_deref().map_or(DEFAULT_PREFIX, str::trim).to_string();
+        if !name_ok(&key_prefix) {
+            return Err(bad("key_prefix", format!("'{key_prefix}' is not 1-64 characters of A-Z a-z 0-9 . _ -")));
+        }
+        let timeout_ms = f.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if !(10..=5000).contains(&timeout_ms) {
+            return Err(bad("timeout_ms", format!("{timeout_ms} is not 10-5000 ms")));
+        }
+        let lease_s = f.lease_s.unwrap_or(DEFAULT_LEASE_S);
+        if !(3..=300).contains(&lease_s) {
+            return Err(bad("lease_s", format!("{lease_s} is not 3-300 s")));
+        }
+        Ok(Self {
+            node_id,
+            redis_url,
+            redis_addr,
+            key_prefix,
+            timeout: Duration::from_millis(timeout_ms),
+            lease: Duration::from_secs(lease_s),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(node_id: &str, url: &str) -> FileCluster {
+        FileCluster {
+            node_id: node_id.into(),
+            redis_url: url.into(),
+            key_prefix: None,
+            timeout_ms: None,
+            lease_s: None,
+        }
+    }
+
+    #[test]
+    fn urls_and_names_are_checked() {
+        let ok = ClusterSettings::from_file(&file("a-1", "redis://127.0.0.1:6390/2")).expect("valid");
+        assert_eq!(ok.redis_addr, RedisAddr::Tcp { host: "127.0.0.1".into(), port: 6390 });
+        assert_eq!(
+            (ok.key_prefix.as_str(), ok.timeout, ok.lease),
+            ("sbc", Duration::from_millis(250), Duration::from_secs(15))
+        );
+        let v6 = ClusterSettings::from_file(&file("b", "redis://:pw@[::1]")).expect("valid");
+        assert_eq!(v6.redis_addr, RedisAddr::Tcp { host: "::1".into(), port: 6379 });
+        let unix = ClusterSettings::from_file(&file("c", "unix:///run/redis.sock")).expect("valid");
+        assert_eq!(unix.redis_addr, RedisAddr::Unix("/run/redis.sock".into()));
+        for (node, url, key) in [
+            ("a b", "redis://h", "cluster.node_id"),
+            ("", "redis://h", "cluster.node_id"),
+            ("a", "rediss://h", "cluster.redis_url"),
+            ("a", "http://h", "cluster.redis_url"),
+            ("a", "redis://h:0", "cluster.redis_url"),
+            ("a", "redis://h:x", "cluster.redis_url"),
+            ("a", "redis://:6379", "cluster.redis_url"),
+            ("a", "redis://h/x", "cluster.redis_url"),
+        ] {
+            let e = ClusterSettings::from_file(&file(node, url)).expect_err(url);
+            assert_eq!(e.0, key, "{node} {url}: {}", e.1);
+        }
+        let mut f = file("a", "redis://h");
+        f.lease_s = Some(1);
+        assert_eq!(ClusterSettings::from_file(&f).expect_err("lease").0, "cluster.lease_s");
+        f.lease_s = None;
+        f.key_prefix = Some("has space".into());
+        assert_eq!(ClusterSettings::from_file(&f).expect_err("prefix").0, "cluster.key_prefix");
+    }
+}
