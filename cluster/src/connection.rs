@@ -1,0 +1,122 @@
+//! The node's connection to Redis: one multiplexed connection that reconnects by itself,
+//! made lazily (a Redis that is down at start is retried, never waited for), and every
+//! operation under the cluster's deadline. What happens is counted in [`Health`].
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// Why an operation did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(String),
+}
+
+/// What the connection has seen, for `/health` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The last operation succeeded.
+    pub up: AtomicBool,
+    pub operations: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub last_error: Mutex<String>,
+}
+
+impl Health {
+    fn failed(&self, e: &StoreError) {
+        let counter = if matches!(e, StoreError::Timeout(_)) { &self.timeouts } else { &self.errors };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let was_up = self.up.swap(false, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = e.to_string();
+        }
+        if was_up {
+            tracing::warn!(error = %e, "cluster: Redis unreachable; serving with this node's own state");
+        }
+    }
+
+    fn succeeded(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!("cluster: Redis reachable");
+        }
+    }
+}
+
+/// The connection to the cluster's Redis.
+pub struct Connection {
+    client: redis::Client,
+    conn: ArcSwapOption<ConnectionManager>,
+    /// Serialises connection attempts: one at a time, the others wait for its result.
+    connecting: tokio::sync::Mutex<()>,
+    timeout: Duration,
+    health: Arc<Health>,
+}
+
+impl Connection {
+    /// A connection to `url` (not opened yet); `timeout` bounds every operation.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError::Redis(e.to_string()))?;
+        Ok(Self {
+            client,
+            conn: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            timeout,
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    async fn manager(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        // One attempt here: the operation's deadline bounds it, and the next operation tries
+        // again. Once made, the manager reconnects by itself.
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let made = ConnectionManager::new_with_config(self.client.clone(), cfg)
+            .await
+            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        self.conn.store(Some(Arc::new(made.clone())));
+        Ok(made)
+    }
+
+    /// Runs `op` on the connection under the deadline; the outcome is counted.
+    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.health.operations.fetch_add(1, Ordering::Relaxed);
+        let attempt = async {
+            let conn = self.manager().await?;
+            op(conn).await.map_err(|e| StoreError::Redis(e.to_string()))
+        };
+        let result = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        };
+        match &result {
+            Ok(_) => self.health.succeeded(),
+            Err(e) => self.health.failed(e),
+        }
+        result
+    }
+}

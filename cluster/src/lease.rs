@@ -1,0 +1,139 @@
+//! A node's lease: `<prefix>:node:<node_id>` holds the node's instance id and lives `lease`
+//! unless renewed, and `<prefix>:nodes` scores each node by when its lease runs out. Renewed
+//! every third of the lease; a node silent for a whole lease is dead, and what it held in the
+//! cluster's stores is released by its expiry. Times are Redis's own (`TIME`), so the nodes'
+//! clocks need not agree.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::connection::{Connection, StoreError};
+
+/// Takes or renews the lease, unless another instance holds it. Returns {held (1/0), live
+/// nodes}. Entries of nodes dead for a day leave the set.
+const RENEW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder = redis.call('GET', KEYS[1])
+local held = 0
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+  held = 1
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 86400000)
+return {held, redis.call('ZCOUNT', KEYS[2], now, '+inf')}
+";
+
+/// Gives the lease up if this instance holds it (a node leaving in order).
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// What the node knows of its lease.
+#[derive(Debug, Default)]
+pub struct LeaseState {
+    /// This instance holds the node's lease.
+    pub held: AtomicBool,
+    /// Another live process holds this node id.
+    pub clash: AtomicBool,
+    /// Nodes whose lease had not run out at the last renewal.
+    pub live_nodes: AtomicUsize,
+}
+
+/// The lease of one node.
+pub struct Lease {
+    node_key: String,
+    nodes_key: String,
+    node_id: String,
+    instance: String,
+    lease: Duration,
+    renew: redis::Script,
+    state: Arc<LeaseState>,
+}
+
+impl Lease {
+    pub fn new(prefix: &str, node_id: &str, instance: &str, lease: Duration) -> Self {
+        Self {
+            node_key: format!("{prefix}:node:{node_id}"),
+            nodes_key: format!("{prefix}:nodes"),
+            node_id: node_id.to_string(),
+            instance: instance.to_string(),
+            lease,
+            renew: redis::Script::new(RENEW),
+            state: Arc::new(LeaseState::default()),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<LeaseState> {
+        &self.state
+    }
+
+    /// Every third of the lease.
+    pub fn interval(&self) -> Duration {
+        self.lease / 3
+    }
+
+    /// Takes or renews the lease once. Unrenewed, it is not counted as held: Redis may have
+    /// lost it (a restart) or let it run out.
+    pub async fn renew(&self, conn: &Connection) -> Result<(), StoreError> {
+        let ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
+        let renewed = conn
+            .run(|mut c| async move {
+                self.renew
+                    .key(&self.node_key)
+                    .key(&self.nodes_key)
+                    .arg(&self.instance)
+                    .arg(ms)
+                    .arg(&self.node_id)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+        let (held, live): (i64, usize) = match renewed {
+            Ok(r) => r,
+            Err(e) => {
+                self.state.held.store(false, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let held = held == 1;
+        let was = self.state.held.swap(held, Ordering::Relaxed);
+        let clashed = self.state.clash.swap(!held, Ordering::Relaxed);
+        self.state.live_nodes.store(live, Ordering::Relaxed);
+        if !held && !clashed {
+            tracing::error!(
+                node_id = %self.node_id,
+                "cluster: another live process holds this node_id; each node needs its own cluster.node_id \
+                 (this node shares nothing until the other one's lease runs out)"
+            );
+        } else if held && !was {
+            tracing::info!(node_id = %self.node_id, live_nodes = live, "cluster: node lease held");
+        }
+        Ok(())
+    }
+
+    /// Gives the lease up (at shutdown): the other nodes see this one gone at once.
+    pub async fn release(&self, conn: &Connection) -> Result<(), StoreError> {
+        let script = redis::Script::new(RELEASE);
+        let _: i64 = conn
+            .run(|mut c| async move {
+                script
+                    .key(&self.node_key)
+                    .key(&self.nodes_key)
+                    .arg(&self.instance)
+                    .arg(&self.node_id)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.state.held.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+}

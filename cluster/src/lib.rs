@@ -1,0 +1,120 @@
+//! Cluster mode (docs/manual/cluster.md): several sbcd nodes share state on one Redis. This
+//! crate is the driver's side of it: the connection (`connection.rs`: one reconnecting
+//! connection, every operation under a deadline) and the node's lease (`lease.rs`). The
+//! engine never calls it: the stores built on it answer the engine's ports later, as inputs.
+
+mod connection;
+mod lease;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use connection::{Connection, Health, StoreError};
+pub use lease::{Lease, LeaseState};
+use profiles::config::ClusterSettings;
+
+/// How long start waits for Redis before it goes on without it (and keeps trying).
+const START_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A node of a cluster: its settings, its connection and its lease.
+pub struct Cluster {
+    settings: ClusterSettings,
+    connection: Arc<Connection>,
+    lease: Arc<Lease>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+/// The node's cluster state, as `/health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub node_id: String,
+    pub redis_up: bool,
+    pub lease_held: bool,
+    /// Another live process holds this node's id.
+    pub node_id_clash: bool,
+    pub live_nodes: usize,
+    pub operations: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub last_error: String,
+}
+
+impl Cluster {
+    /// Joins the cluster: connects (waiting at most a few seconds: a node whose Redis is
+    /// down starts all the same and keeps trying), takes its lease and renews it from then on.
+    /// `instance` tells this process from another that claims the same node id.
+    pub async fn join(settings: ClusterSettings, instance: &str) -> Result<Self, StoreError> {
+        let connection = Arc::new(Connection::new(&settings.redis_url, settings.timeout)?);
+        let lease = Arc::new(Lease::new(&settings.key_prefix, &settings.node_id, instance, settings.lease));
+        let first = async {
+            loop {
+                match lease.renew(&connection).await {
+                    Ok(()) => return,
+                    Err(_) => tokio::time::sleep(settings.timeout).await,
+                }
+            }
+        };
+        match tokio::time::timeout(START_DEADLINE, first).await {
+            // (A clash was logged by the lease.)
+            Ok(()) if !lease.state().held.load(Ordering::Relaxed) => {}
+            Ok(()) => tracing::info!(
+                node_id = %settings.node_id,
+                redis = %settings.redis_url,
+                live_nodes = lease.state().live_nodes.load(Ordering::Relaxed),
+                "cluster: joined"
+            ),
+            Err(_) => tracing::warn!(
+                node_id = %settings.node_id,
+                redis = %settings.redis_url,
+                "cluster: Redis unreachable at start; serving with this node's own state, retrying"
+            ),
+        }
+        let renewer = {
+            let (connection, lease) = (connection.clone(), lease.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(lease.interval());
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    // Failures are counted and logged by the connection.
+                    let _ = lease.renew(&connection).await;
+                }
+            })
+        };
+        Ok(Self { settings, connection, lease, renewer })
+    }
+
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    pub fn connection(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
+    pub fn view(&self) -> ClusterView {
+        let h = self.connection.health();
+        let l = self.lease.state();
+        ClusterView {
+            node_id: self.settings.node_id.clone(),
+            redis_up: h.up.load(Ordering::Relaxed),
+            lease_held: l.held.load(Ordering::Relaxed),
+            node_id_clash: l.clash.load(Ordering::Relaxed),
+            live_nodes: l.live_nodes.load(Ordering::Relaxed),
+            operations: h.operations.load(Ordering::Relaxed),
+            errors: h.errors.load(Ordering::Relaxed),
+            timeouts: h.timeouts.load(Ordering::Relaxed),
+            last_error: h.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Leaves in order: renewals stop and the lease is given up.
+    pub async fn leave(&self) {
+        self.renewer.abort();
+        match self.lease.release(&self.connection).await {
+            Ok(()) => tracing::info!(node_id = %self.settings.node_id, "cluster: left"),
+            Err(e) => tracing::warn!(error = %e, "cluster: lease not given up; it runs out by itself"),
+        }
+    }
+}
