@@ -163,6 +163,28 @@ pub struct Health {
     /// `ready` or `draining`.
     pub status: String,
     pub calls: usize,
+    /// Cluster mode only: this node's view of its cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// A node's view of its cluster (`GET /health`). A node whose Redis is down stays `ready`:
+/// it serves with its own state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ClusterHealth {
+    pub node_id: String,
+    /// `up` or `down`: how the last Redis operation went.
+    pub redis: String,
+    /// `held`; `clash` when another live process holds this node id; `none` before the
+    /// first renewal succeeded.
+    pub lease: String,
+    /// Nodes whose lease had not run out at this node's last renewal (itself included).
+    pub live_nodes: usize,
+    /// Redis operations that failed or ran past the deadline.
+    pub errors: u64,
+    pub timeouts: u64,
+    /// The last failure, if any.
+    pub last_error: String,
 }
 
 /// The result of a change: what is published now.

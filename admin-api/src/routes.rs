@@ -43,7 +43,7 @@ type Res<T> = Result<Json<T>, ApiError>;
     ),
     components(schemas(
         ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, RegistrationInfo,
-        CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, Changed, ErrorBody
+        CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, Changed, ErrorBody
     )),
     modifiers(&BearerAuth)
 )]

@@ -81,7 +81,7 @@ impl Control for Fake {
         Ok(ExplainResult { text: "ok".into() })
     }
     fn health(&self) -> Health {
-        Health { status: "ready".into(), calls: 0 }
+        Health { status: "ready".into(), calls: 0, cluster: None }
     }
     fn stats(&self) -> serde_json::Value {
         serde_json::json!({"calls": 0})

@@ -154,6 +154,25 @@ impl Collector for SbcCollector {
         gauge(e, "sbc_media_streams_active", "Relayed streams (m-lines) in the forwarder", m.streams as i64)?;
         gauge(e, "sbc_media_ports_in_use", "RTP/RTCP port pairs taken from the pools", s.media_ports as i64)?;
         gauge(e, "sbc_registrations", "Registered contacts in the cache", rt.registrations().len() as i64)?;
+        if let Some(c) = rt.cluster() {
+            let v = c.view();
+            gauge(
+                e,
+                "sbc_cluster_redis_up",
+                "1 if the last Redis operation of cluster mode succeeded",
+                v.redis_up.into(),
+            )?;
+            gauge(e, "sbc_cluster_lease_held", "1 while this node holds its cluster lease", v.lease_held.into())?;
+            gauge(e, "sbc_cluster_nodes_live", "Cluster nodes whose lease had not run out", v.live_nodes as i64)?;
+            counter(e, "sbc_cluster_redis_operations", "Redis operations of cluster mode", v.operations)?;
+            labelled(
+                e,
+                "sbc_cluster_redis_failures",
+                "Redis operations of cluster mode that failed, by kind (error, timeout)",
+                "kind",
+                [("error".to_string(), v.errors), ("timeout".to_string(), v.timeouts)],
+            )?;
+        }
         let adm = rt.admission_stats();
         counter(e, "sbc_admission_refused", "New requests refused with 503 by the rate limits", adm.refused)?;
         counter(e, "sbc_admission_ignored", "New requests ignored from sources over their rate", adm.dropped)?;

@@ -407,7 +407,24 @@ impl Control for AdminControl {
 
     fn health(&self) -> Health {
         let status = if self.runtime.is_draining() { "draining" } else { "ready" };
-        Health { status: status.into(), calls: self.runtime.active_calls() }
+        let cluster = self.runtime.cluster().map(|c| {
+            let v = c.view();
+            let lease = match (v.lease_held, v.node_id_clash) {
+                (true, _) => "held",
+                (false, true) => "clash",
+                (false, false) => "none",
+            };
+            ClusterHealth {
+                node_id: v.node_id,
+                redis: if v.redis_up { "up" } else { "down" }.into(),
+                lease: lease.into(),
+                live_nodes: v.live_nodes,
+                errors: v.errors,
+                timeouts: v.timeouts,
+                last_error: v.last_error,
+            }
+        });
+        Health { status: status.into(), calls: self.runtime.active_calls(), cluster }
     }
 
     fn stats(&self) -> serde_json::Value {

@@ -301,6 +301,9 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     }
     runtime.flush(Duration::from_secs(1)).await;
     runtime.close_registrations();
+    if let Some(c) = runtime.cluster() {
+        c.leave().await;
+    }
     let s = runtime.stats();
     let c = runtime.counters();
     let m = runtime.media_stats();

@@ -223,6 +223,8 @@ pub enum StartError {
     Registrations(#[source] regcache::StoreError),
     #[error("the OS gave no random bytes: {0}")]
     Random(getrandom::Error),
+    #[error("cannot set up cluster mode: {0}")]
+    Cluster(#[source] cluster::StoreError),
     #[error("cannot start the DNS resolver: {0}")]
     Dns(String),
 }
@@ -239,6 +241,8 @@ pub struct Runtime {
     registrations: Arc<regcache::RegCache>,
     reg_store: Option<Arc<regcache::SqliteStore>>,
     admission: Arc<crate::admission::Admission>,
+    /// The cluster this node joined (`cluster:`), if any.
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// 32 bytes from the OS: the key of the SBC's digest nonces and each shard's identifier seed.
@@ -277,6 +281,15 @@ fn open_registrations(
     tracing::info!(path = %path.display(), bindings = live.len(), "registration store opened");
     cache.restore(live);
     Ok((cache, Some(store)))
+}
+
+/// Joins the cluster as a new instance of its node (16 random hex digits tell this process
+/// from another that claims the same `node_id`).
+async fn join_cluster(settings: &profiles::config::ClusterSettings) -> Result<cluster::Cluster, StartError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(StartError::Random)?;
+    let instance: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    cluster::Cluster::join(settings.clone(), &instance).await.map_err(StartError::Cluster)
 }
 
 impl Runtime {
@@ -354,6 +367,10 @@ impl Runtime {
         let (relay, book) = start_relay(cfg, shards)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
         let nonce_key = secret_key()?;
+        let cluster = match &cfg.cluster {
+            Some(settings) => Some(Arc::new(join_cluster(settings).await?)),
+            None => None,
+        };
         {
             let admission = admission.clone();
             tokio::spawn(async move {
@@ -421,7 +438,13 @@ impl Runtime {
             registrations,
             reg_store,
             admission,
+            cluster,
         })
+    }
+
+    /// The cluster this node joined, if it runs in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Every shard's calls; ids are `<shard>-<handle>`.
