@@ -7,9 +7,11 @@ cd "$(dirname "$0")"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# SIPp drives the calls; curl and jq run the sems-sbc-* tools; dpkg-deb checks the package.
+# SIPp drives the calls; curl and jq run the sems-sbc-* tools; dpkg-deb checks the package;
+# the cluster tests start their own redis-server instances on loopback ports.
 missing=()
 command -v sipp >/dev/null 2>&1 || missing+=(sip-tester)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
@@ -21,6 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 command -v sipp >/dev/null || { echo "SIPp is required (apt-get install sip-tester)" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
 if ! cargo deb --version >/dev/null 2>&1; then
   step "installing cargo-deb (builds the Debian package)"
   cargo install --locked cargo-deb@3.8.0

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod dns;
 pub mod flood;
 pub mod phone;
+pub mod redis;
 pub mod ua;
 
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);

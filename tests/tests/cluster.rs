@@ -1,0 +1,100 @@
+//! Cluster mode with a real Redis (a private `redis-server` per test): a node joins with a
+//! lease and leaves in order, keeps serving while Redis is gone and joins again when it is
+//! back, and a second process claiming the same node id is told.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use sbc_e2e::redis::RedisServer;
+use sbc_e2e::{call_through, config_file, eventually, free_port, http, sbcd_bin, Sbcd, Transport};
+
+fn cluster_yaml(node_id: &str, redis_url: &str, prefix: &str) -> String {
+    format!("cluster:\n  node_id: {node_id}\n  redis_url: {redis_url}\n  key_prefix: {prefix}\n  lease_s: 3\n")
+}
+
+/// The `cluster` object of the node's `/health`.
+fn cluster_health(sbcd: &Sbcd) -> serde_json::Value {
+    let (status, body) = http(sbcd, "GET", "/health", None, None);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["cluster"].clone()
+}
+
+fn wait_for(sbcd: &Sbcd, what: &str, want: impl Fn(&serde_json::Value) -> bool) {
+    let ok = eventually(Duration::from_secs(10), || want(&cluster_health(sbcd)));
+    assert!(ok, "{what}: /health says {}\nsbcd log:\n{}", cluster_health(sbcd), sbcd.log_text());
+}
+
+#[test]
+fn a_node_joins_with_a_lease_and_leaves_in_order() {
+    let redis = RedisServer::start();
+    let mut node = Sbcd::with_config(&cluster_yaml("a", &redis.url(), "t1"), &[]);
+    wait_for(&node, "joined", |c| c["redis"] == "up" && c["lease"] == "held" && c["live_nodes"] == 1);
+    assert!(node.log_text().contains("cluster: joined"), "{}", node.log_text());
+    assert_eq!(cluster_health(&node)["node_id"], "a");
+    assert!(!redis.cli(&["GET", "t1:node:a"]).is_empty(), "the lease names this process");
+    let ttl: i64 = redis.cli(&["PTTL", "t1:node:a"]).parse().unwrap();
+    assert!((1..=3000).contains(&ttl), "the lease runs out by itself: {ttl} ms");
+    let (_, metrics) = http(&node, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_cluster_redis_up 1") && metrics.contains("sbc_cluster_lease_held 1"), "{metrics}");
+    node.terminate(Duration::from_secs(10)).expect("sbcd stops");
+    assert_eq!(redis.cli(&["EXISTS", "t1:node:a"]), "0", "given up at exit");
+    assert_eq!(redis.cli(&["ZCARD", "t1:nodes"]), "0");
+}
+
+#[test]
+fn without_redis_a_node_serves_and_joins_once_redis_is_there() {
+    let port = free_port();
+    let node = Sbcd::with_config(&cluster_yaml("b", &format!("redis://127.0.0.1:{port}"), "t2"), &[]);
+    let health = cluster_health(&node);
+    assert_eq!((health["redis"].as_str(), health["lease"].as_str()), (Some("down"), Some("none")), "{health}");
+    assert!(node.log_text().contains("Redis unreachable at start"), "{}", node.log_text());
+    // Calls go on with the node's own state.
+    call_through(&node, "basic", Transport::Udp, 2);
+    let mut redis = RedisServer::start_on(port);
+    wait_for(&node, "joined late", |c| c["redis"] == "up" && c["lease"] == "held");
+    // Redis goes away under the node, and comes back empty: the lease is taken again.
+    redis.stop();
+    wait_for(&node, "Redis gone", |c| c["redis"] == "down" && c["lease"] == "none");
+    let (_, metrics) = http(&node, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_cluster_redis_up 0"), "{metrics}");
+    call_through(&node, "basic", Transport::Udp, 1);
+    redis.restart();
+    wait_for(&node, "back", |c| c["redis"] == "up" && c["lease"] == "held");
+    assert!(!redis.cli(&["GET", "t2:node:b"]).is_empty());
+}
+
+#[test]
+fn a_second_process_with_the_same_node_id_is_told() {
+    let redis = RedisServer::start();
+    let yaml = cluster_yaml("c", &redis.url(), "t3");
+    let first = Sbcd::with_config(&yaml, &[]);
+    wait_for(&first, "first joined", |c| c["lease"] == "held");
+    let second = Sbcd::with_config(&yaml, &[]);
+    wait_for(&second, "clash seen", |c| c["lease"] == "clash" && c["redis"] == "up");
+    assert!(second.log_text().contains("another live process holds this node_id"), "{}", second.log_text());
+    assert_eq!(cluster_health(&first)["lease"], "held", "the first keeps its lease");
+}
+
+#[test]
+fn check_config_names_a_bad_cluster_key() {
+    for (yaml, key) in [
+        (cluster_yaml("has space", "redis://127.0.0.1:1", "p"), "cluster.node_id"),
+        (cluster_yaml("d", "rediss://127.0.0.1:1", "p"), "cluster.redis_url"),
+        (format!("{}  timeout_ms: 1\n", cluster_yaml("d", "redis://127.0.0.1:1", "p")), "cluster.timeout_ms"),
+        ("cluster:\n  node_id: d\n".to_string(), "redis_url"),
+    ] {
+        let cfg = config_file("cluster-check", &yaml);
+        let out =
+            Command::new(sbcd_bin()).args(["--check-config", "--config", cfg.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{yaml}");
+        assert!(err.contains("sbc.yaml:") && err.contains(key), "{key}: {err}");
+    }
+    let good = config_file("cluster-check", &cluster_yaml("d", "redis://127.0.0.1:1", "p"));
+    let out = Command::new(sbcd_bin()).args(["--check-config", "--config", good.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "--check-config does not need Redis: {}", String::from_utf8_lossy(&out.stderr));
+}
