@@ -31,6 +31,8 @@ pub struct ModuleSettings {
     pub prepaid_db: Option<std::path::PathBuf>,
     pub prepaid_refuse_code: u16,
     pub prepaid_refuse_reason: String,
+    /// cc_pcalls: where counts live (`None`: this node's memory; a cluster's store else).
+    pub pcalls_counts: Option<Arc<dyn CallCounts>>,
 }
 
 impl Default for ModuleSettings {
@@ -43,6 +45,7 @@ impl Default for ModuleSettings {
             prepaid_db: None,
             prepaid_refuse_code: 402,
             prepaid_refuse_reason: "Insufficient Credit".into(),
+            pcalls_counts: None,
         }
     }
 }
@@ -80,7 +83,11 @@ pub fn dry_run(settings: &ModuleSettings) -> Registry {
 /// (a CDR file), naming it.
 pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     let mut r = Registry::new();
-    r.add(Arc::new(ParallelCalls::new(settings.pcalls_refuse_code, &settings.pcalls_refuse_reason)));
+    let (code, reason) = (settings.pcalls_refuse_code, &settings.pcalls_refuse_reason);
+    r.add(Arc::new(match &settings.pcalls_counts {
+        Some(counts) => ParallelCalls::with_counts(code, reason, counts.clone()),
+        None => ParallelCalls::new(code, reason),
+    }));
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
     r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
     r.add(Arc::new(Ctl));
@@ -110,6 +117,7 @@ impl ModuleSettings {
             prepaid_db: c.prepaid_db.clone(),
             prepaid_refuse_code: c.prepaid_refuse_code,
             prepaid_refuse_reason: c.prepaid_refuse_reason.clone(),
+            pcalls_counts: None,
         }
     }
 }

@@ -5,12 +5,12 @@
 //! released when the call ends, however it ends.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::{CallControl, CallEnd, CcError, Effects, Hook, LocalReply, Times, Verdict};
 
-/// Where parallel-call counts live. Per node today ([`LocalCounts`]); a shared backend (Redis)
-/// for a cluster implements the same two operations.
+/// Where parallel-call counts live: this node's memory ([`LocalCounts`]), or the cluster's
+/// store (the `cluster` crate's, on Redis), which implements the same operations.
 pub trait CallCounts: Send + Sync + std::fmt::Debug {
     /// Counts one more call for `key` if fewer than `max` are counted (`max` 0: no limit).
     /// Returns whether the call was counted.
@@ -66,15 +66,15 @@ impl CallCounts for LocalCounts {
 pub struct ParallelCalls {
     refuse_code: u16,
     refuse_reason: String,
-    counts: Box<dyn CallCounts>,
+    counts: Arc<dyn CallCounts>,
 }
 
 impl ParallelCalls {
     pub fn new(refuse_code: u16, refuse_reason: &str) -> Self {
-        Self::with_counts(refuse_code, refuse_reason, Box::new(LocalCounts::default()))
+        Self::with_counts(refuse_code, refuse_reason, Arc::new(LocalCounts::default()))
     }
 
-    pub fn with_counts(refuse_code: u16, refuse_reason: &str, counts: Box<dyn CallCounts>) -> Self {
+    pub fn with_counts(refuse_code: u16, refuse_reason: &str, counts: Arc<dyn CallCounts>) -> Self {
         Self { refuse_code, refuse_reason: refuse_reason.to_string(), counts }
     }
 
