@@ -5,6 +5,7 @@
 
 mod connection;
 mod lease;
+mod pcalls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub use connection::{Connection, Health, StoreError};
 pub use lease::{Lease, LeaseState};
+pub use pcalls::{CountStats, SharedCallCounts};
 use profiles::config::ClusterSettings;
 
 /// How long start waits for Redis before it goes on without it (and keeps trying).
@@ -22,6 +24,7 @@ pub struct Cluster {
     settings: ClusterSettings,
     connection: Arc<Connection>,
     lease: Arc<Lease>,
+    call_counts: Arc<SharedCallCounts>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -70,19 +73,28 @@ impl Cluster {
                 "cluster: Redis unreachable at start; serving with this node's own state, retrying"
             ),
         }
+        let call_counts = Arc::new(SharedCallCounts::new(
+            connection.clone(),
+            tokio::runtime::Handle::current(),
+            &settings.key_prefix,
+            &settings.node_id,
+        ));
         let renewer = {
-            let (connection, lease) = (connection.clone(), lease.clone());
+            let (connection, lease, counts) = (connection.clone(), lease.clone(), call_counts.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(lease.interval());
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    // Failures are counted and logged by the connection.
-                    let _ = lease.renew(&connection).await;
+                    // Failures are counted and logged by the connection. With Redis back, what
+                    // it missed meanwhile is sent.
+                    if lease.renew(&connection).await.is_ok() {
+                        counts.reconcile().await;
+                    }
                 }
             })
         };
-        Ok(Self { settings, connection, lease, renewer })
+        Ok(Self { settings, connection, lease, call_counts, renewer })
     }
 
     pub fn settings(&self) -> &ClusterSettings {
@@ -91,6 +103,11 @@ impl Cluster {
 
     pub fn connection(&self) -> &Arc<Connection> {
         &self.connection
+    }
+
+    /// `cc_pcalls` counts shared by the cluster.
+    pub fn call_counts(&self) -> &Arc<SharedCallCounts> {
+        &self.call_counts
     }
 
     pub fn view(&self) -> ClusterView {

@@ -165,6 +165,19 @@ impl Collector for SbcCollector {
             gauge(e, "sbc_cluster_lease_held", "1 while this node holds its cluster lease", v.lease_held.into())?;
             gauge(e, "sbc_cluster_nodes_live", "Cluster nodes whose lease had not run out", v.live_nodes as i64)?;
             counter(e, "sbc_cluster_redis_operations", "Redis operations of cluster mode", v.operations)?;
+            let pc = c.call_counts().stats();
+            counter(
+                e,
+                "sbc_cluster_pcalls_counted_locally",
+                "cc_pcalls calls counted on this node alone because Redis did not answer",
+                pc.counted_locally.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "sbc_cluster_pcalls_reconciled",
+                "cc_pcalls counts sent to Redis after it came back",
+                pc.reconciled.load(Relaxed),
+            )?;
             labelled(
                 e,
                 "sbc_cluster_redis_failures",

@@ -13,7 +13,7 @@ use profiles::{Snapshot, Store};
 use sbc_core::admin::{reload_config, AdminControl, ReloadStats};
 use sbc_core::b2bua::Counter;
 use sbc_core::config::{Config, ListenAddr};
-use sbc_core::driver::Runtime;
+use sbc_core::driver::{join_cluster, Runtime};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -228,11 +228,16 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
         tracing::warn!("{w}");
     }
     raise_fd_limit();
-    let registry = Arc::new(call_control_registry(&cfg)?);
+    let cluster = match &cfg.cluster {
+        Some(settings) => Some(Arc::new(join_cluster(settings).await.context("joining the cluster")?)),
+        None => None,
+    };
+    let registry = Arc::new(call_control_registry(&cfg, cluster.as_deref())?);
     let store = Arc::new(Store::new(cfg.profiles.clone()));
     log_profiles(&store.load());
-    let runtime =
-        Arc::new(Runtime::start(&cfg, store.clone(), registry.clone(), shards).await.context("starting transports")?);
+    let runtime = Arc::new(
+        Runtime::start(&cfg, store.clone(), registry.clone(), shards, cluster).await.context("starting transports")?,
+    );
     let reloads = Arc::new(ReloadStats::default());
     let cfg = Arc::new(cfg);
     if let Some(addr) = cfg.admin.listen {
@@ -333,8 +338,17 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
 }
 
 /// The built-in call-control modules with the configured settings.
-fn call_control_registry(cfg: &Config) -> Result<Registry, sbc_core::config::ConfigError> {
-    callcontrol::modules::builtin(&callcontrol::modules::ModuleSettings::from_config(&cfg.call_control)).map_err(|e| {
+/// The built-in modules; in cluster mode `cc_pcalls` counts on the cluster.
+fn call_control_registry(
+    cfg: &Config,
+    cluster: Option<&cluster::Cluster>,
+) -> Result<Registry, sbc_core::config::ConfigError> {
+    let mut settings = callcontrol::modules::ModuleSettings::from_config(&cfg.call_control);
+    if let Some(c) = cluster {
+        let counts: Arc<dyn callcontrol::modules::CallCounts> = c.call_counts().clone();
+        settings.pcalls_counts = Some(counts);
+    }
+    callcontrol::modules::builtin(&settings).map_err(|e| {
         sbc_core::config::ConfigError::new(&cfg.source, None, "call_control.cc_syslog_cdr", format!("cannot open: {e}"))
     })
 }

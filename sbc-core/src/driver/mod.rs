@@ -284,8 +284,9 @@ fn open_registrations(
 }
 
 /// Joins the cluster as a new instance of its node (16 random hex digits tell this process
-/// from another that claims the same `node_id`).
-async fn join_cluster(settings: &profiles::config::ClusterSettings) -> Result<cluster::Cluster, StartError> {
+/// from another that claims the same `node_id`). Done before the call-control modules are
+/// built: the shared ones count on the cluster.
+pub async fn join_cluster(settings: &profiles::config::ClusterSettings) -> Result<cluster::Cluster, StartError> {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(StartError::Random)?;
     let instance: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -299,6 +300,7 @@ impl Runtime {
         profiles: Arc<profiles::Store>,
         call_control: Arc<callcontrol::Registry>,
         shards: usize,
+        cluster: Option<Arc<cluster::Cluster>>,
     ) -> Result<Self, StartError> {
         let shards = shards.clamp(1, 64);
         let mut sockets = Vec::new();
@@ -367,10 +369,7 @@ impl Runtime {
         let (relay, book) = start_relay(cfg, shards)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
         let nonce_key = secret_key()?;
-        let cluster = match &cfg.cluster {
-            Some(settings) => Some(Arc::new(join_cluster(settings).await?)),
-            None => None,
-        };
+
         {
             let admission = admission.clone();
             tokio::spawn(async move {
