@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use sbc_e2e::redis::RedisServer;
-use sbc_e2e::{call_through, config_file, eventually, free_port, http, sbcd_bin, Sbcd, Transport};
+use sbc_e2e::ua::{sdp, TestUa};
+use sbc_e2e::{call_through, config_file, eventually, free_port, http, sbcd_bin, sipp_uas, Sbcd, Transport};
 
 fn cluster_yaml(node_id: &str, redis_url: &str, prefix: &str) -> String {
     format!("cluster:\n  node_id: {node_id}\n  redis_url: {redis_url}\n  key_prefix: {prefix}\n  lease_s: 3\n")
@@ -97,4 +98,97 @@ fn check_config_names_a_bad_cluster_key() {
     let good = config_file("cluster-check", &cluster_yaml("d", "redis://127.0.0.1:1", "p"));
     let out = Command::new(sbcd_bin()).args(["--check-config", "--config", good.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "--check-config does not need Redis: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One parallel call per From user (`$fU`), counted by the cluster.
+const ONE_CALL_EACH: &str = "active_profile: limited\nprofiles:\n  limited:\n    call_control: limit\n    limit_module: cc_pcalls\n    limit_uuid: \"$fU\"\n    limit_max_calls: \"1\"\n";
+
+/// A call from a test UA (From user `ua`) through `node` to the SIPp callee on `uas_port`.
+fn call(node: &Sbcd, uas_port: u16) -> (TestUa, Option<u16>) {
+    let mut ua = TestUa::new(node.addr());
+    let resp = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, ""));
+    (ua, resp.status())
+}
+
+/// The node's call-control tasks are done (its `end` hooks ran: counts released).
+fn hooks_done(node: &Sbcd) {
+    let done = || http(node, "GET", "/stats", None, None).1.contains("\"callcontrol_tasks\":0");
+    assert!(eventually(Duration::from_secs(10), done), "end hooks still running: {}", node.log_text());
+}
+
+/// `cc_pcalls` with a limit of one call per user, on two nodes of one cluster: a call held
+/// through node A makes node B refuse the user's second call; once it ends, B takes one. A
+/// node killed with -9 holds its count until its lease runs out, then the count is released.
+#[test]
+fn a_parallel_call_limit_holds_across_nodes_and_a_dead_node_lets_go() {
+    let redis = RedisServer::start();
+    let yaml = |id: &str| format!("{ONE_CALL_EACH}{}", cluster_yaml(id, &redis.url(), "t4"));
+    let mut a = Sbcd::with_config(&yaml("a"), &[]);
+    let b = Sbcd::with_config(&yaml("b"), &[]);
+    for n in [&a, &b] {
+        wait_for(n, "joined", |c| c["lease"] == "held");
+    }
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
+    let (mut first, status) = call(&a, uas_port);
+    assert_eq!(status, Some(200), "{}", a.log_text());
+    assert_eq!(redis.cli(&["HGET", "t4:pcalls:ua", "a"]), "1", "counted for node a: {}", a.log_text());
+    let (_, refused) = call(&b, uas_port);
+    assert_eq!(refused, Some(402), "the other node sees the call: {}", b.log_text());
+    assert_eq!(first.bye().status(), Some(200));
+    hooks_done(&a);
+    assert_eq!(redis.cli(&["EXISTS", "t4:pcalls:ua"]), "0", "released");
+    let (mut second, status) = call(&b, uas_port);
+    assert_eq!(status, Some(200), "{}", b.log_text());
+    assert_eq!(second.bye().status(), Some(200));
+    hooks_done(&b);
+    let _ = uas.wait(Duration::from_secs(10));
+
+    // Node a dies holding a call: its count stays until its lease (3 s) runs out.
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
+    let (_held, status) = call(&a, uas_port);
+    assert_eq!(status, Some(200));
+    let _ = Command::new("kill").args(["-9", &a.pid().to_string()]).status();
+    assert!(eventually(Duration::from_secs(2), || !a.is_running()));
+    assert_eq!(call(&b, uas_port).1, Some(402), "a's lease is still running");
+    std::thread::sleep(Duration::from_secs(3));
+    let (mut after, status) = call(&b, uas_port);
+    assert_eq!(status, Some(200), "a dead node's count is released: {}", b.log_text());
+    assert_eq!(after.bye().status(), Some(200));
+    assert_eq!(redis.cli(&["HEXISTS", "t4:pcalls:ua", "a"]), "0");
+    drop(uas);
+}
+
+/// Redis gone: a node counts calls itself under the same limit (fail open per node), and
+/// when Redis is back (empty, after a restart) the node's calls are counted there again, so
+/// the other node sees them; their releases reach Redis too.
+#[test]
+fn without_redis_counts_stay_on_the_node_and_reach_redis_when_it_is_back() {
+    let mut redis = RedisServer::start();
+    let yaml = |id: &str| format!("{ONE_CALL_EACH}{}", cluster_yaml(id, &redis.url(), "t5"));
+    let a = Sbcd::with_config(&yaml("a"), &[]);
+    let b = Sbcd::with_config(&yaml("b"), &[]);
+    for n in [&a, &b] {
+        wait_for(n, "joined", |c| c["lease"] == "held");
+    }
+    redis.stop();
+    wait_for(&a, "Redis gone", |c| c["redis"] == "down");
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
+    let (mut held, status) = call(&a, uas_port);
+    assert_eq!(status, Some(200), "fail open: {}", a.log_text());
+    assert_eq!(call(&a, uas_port).1, Some(402), "the node's own limit holds");
+    redis.restart();
+    wait_for(&a, "back", |c| c["redis"] == "up" && c["lease"] == "held");
+    wait_for(&b, "back", |c| c["redis"] == "up" && c["lease"] == "held");
+    let reconciled = || redis.cli(&["HGET", "t5:pcalls:ua", "a"]) == "1";
+    assert!(eventually(Duration::from_secs(5), reconciled), "the held call is counted in Redis again");
+    assert_eq!(call(&b, uas_port).1, Some(402), "the other node sees it");
+    assert_eq!(held.bye().status(), Some(200));
+    hooks_done(&a);
+    assert_eq!(redis.cli(&["EXISTS", "t5:pcalls:ua"]), "0", "its release reached Redis");
+    let (mut next, status) = call(&b, uas_port);
+    assert_eq!(status, Some(200));
+    assert_eq!(next.bye().status(), Some(200));
+    let _ = uas.wait(Duration::from_secs(10));
 }
