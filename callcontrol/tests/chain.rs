@@ -67,6 +67,30 @@ fn pcalls_zero_means_no_limit_and_uuid_is_required() {
 }
 
 #[test]
+fn cps_refuses_beyond_the_rate_with_503_and_needs_its_values() {
+    let r = builtin(&ModuleSettings::default()).unwrap();
+    let started = AtomicUsize::new(0);
+    let chain = vec![inst("rate", "cc_cps", &[("uuid", "trunk"), ("max_cps", "2")])];
+    let verdicts: Vec<_> =
+        (0..3).map(|n| r.run_start(&chain, &facts(n), &times(), &started).unwrap().verdict).collect();
+    assert_eq!(verdicts[..2], [Verdict::Continue, Verdict::Continue]);
+    let Verdict::Refuse(reply) = &verdicts[2] else {
+        panic!("the third call in a second: {:?}", verdicts[2])
+    };
+    assert_eq!(reply.code, 503);
+    assert!(reply.headers.iter().any(|(n, v)| n == "Retry-After" && v == "1"), "{reply:?}");
+    let bad = vec![inst("rate", "cc_cps", &[("uuid", "trunk"), ("max_cps", "many")])];
+    assert!(r.run_start(&bad, &facts(9), &times(), &started).is_err());
+    let load = |yaml: &str| profiles::config::Config::from_yaml(yaml, "t.yaml").unwrap().profiles;
+    let e = r
+        .check(&load(
+            "active_profile: p\nprofiles:\n  p:\n    call_control: rate\n    rate_module: cc_cps\n    rate_uuid: $si\n",
+        ))
+        .unwrap_err();
+    assert!(e.to_string().contains("module cc_cps needs rate_max_cps"), "{e}");
+}
+
+#[test]
 fn call_timer_values() {
     let r = builtin(&ModuleSettings { call_timer_default_s: Some(60), ..ModuleSettings::default() }).unwrap();
     let started = AtomicUsize::new(0);

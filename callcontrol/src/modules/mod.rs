@@ -2,6 +2,7 @@
 
 mod call_timer;
 mod cdr;
+mod cps;
 mod ctl;
 mod pcalls;
 pub mod prepaid;
@@ -9,6 +10,7 @@ mod registrar;
 
 pub use call_timer::CallTimer;
 pub use cdr::{Cdr, CdrSettings, CSV_COLUMNS};
+pub use cps::{CallRate, CallRates, LocalRates};
 pub use ctl::{Ctl, CTL_KEYS};
 pub use pcalls::{CallCounts, LocalCounts, ParallelCalls};
 pub use prepaid::Prepaid;
@@ -33,6 +35,8 @@ pub struct ModuleSettings {
     pub prepaid_refuse_reason: String,
     /// cc_pcalls: where counts live (`None`: this node's memory; a cluster's store else).
     pub pcalls_counts: Option<Arc<dyn CallCounts>>,
+    /// cc_cps: where rates are counted (`None`: this node's memory).
+    pub cps_rates: Option<Arc<dyn CallRates>>,
 }
 
 impl Default for ModuleSettings {
@@ -46,6 +50,7 @@ impl Default for ModuleSettings {
             prepaid_refuse_code: 402,
             prepaid_refuse_reason: "Insufficient Credit".into(),
             pcalls_counts: None,
+            cps_rates: None,
         }
     }
 }
@@ -70,6 +75,7 @@ pub fn dry_run(settings: &ModuleSettings) -> Registry {
     let mut r = Registry::new();
     r.add(Arc::new(ParallelCalls::new(settings.pcalls_refuse_code, &settings.pcalls_refuse_reason)));
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
+    r.add(Arc::new(CallRate::default()));
     r.add(Arc::new(Cdr::disabled()));
     r.add(Arc::new(Ctl));
     r.add(Arc::new(registrar::Registrar));
@@ -89,6 +95,7 @@ pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
         None => ParallelCalls::new(code, reason),
     }));
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
+    r.add(Arc::new(settings.cps_rates.clone().map_or_else(CallRate::default, CallRate::with_rates)));
     r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
     r.add(Arc::new(Ctl));
     r.add(Arc::new(registrar::Registrar));
@@ -118,6 +125,7 @@ impl ModuleSettings {
             prepaid_refuse_code: c.prepaid_refuse_code,
             prepaid_refuse_reason: c.prepaid_refuse_reason.clone(),
             pcalls_counts: None,
+            cps_rates: None,
         }
     }
 }
