@@ -4,6 +4,7 @@
 //! engine never calls it: the stores built on it answer the engine's ports later, as inputs.
 
 mod connection;
+mod cps;
 mod lease;
 mod pcalls;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use connection::{Connection, Health, StoreError};
+pub use cps::SharedCallRates;
 pub use lease::{Lease, LeaseState};
 pub use pcalls::{CountStats, SharedCallCounts};
 use profiles::config::ClusterSettings;
@@ -25,6 +27,7 @@ pub struct Cluster {
     connection: Arc<Connection>,
     lease: Arc<Lease>,
     call_counts: Arc<SharedCallCounts>,
+    call_rates: Arc<SharedCallRates>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
@@ -79,6 +82,8 @@ impl Cluster {
             &settings.key_prefix,
             &settings.node_id,
         ));
+        let call_rates =
+            Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
         let renewer = {
             let (connection, lease, counts) = (connection.clone(), lease.clone(), call_counts.clone());
             tokio::spawn(async move {
@@ -94,7 +99,7 @@ impl Cluster {
                 }
             })
         };
-        Ok(Self { settings, connection, lease, call_counts, renewer })
+        Ok(Self { settings, connection, lease, call_counts, call_rates, renewer })
     }
 
     pub fn settings(&self) -> &ClusterSettings {
@@ -103,6 +108,11 @@ impl Cluster {
 
     pub fn connection(&self) -> &Arc<Connection> {
         &self.connection
+    }
+
+    /// `cc_cps` rates shared by the cluster.
+    pub fn call_rates(&self) -> &Arc<SharedCallRates> {
+        &self.call_rates
     }
 
     /// `cc_pcalls` counts shared by the cluster.

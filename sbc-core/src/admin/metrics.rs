@@ -178,6 +178,12 @@ impl Collector for SbcCollector {
                 "cc_pcalls counts sent to Redis after it came back",
                 pc.reconciled.load(Relaxed),
             )?;
+            counter(
+                e,
+                "sbc_cluster_cps_rated_locally",
+                "cc_cps calls rated on this node alone because Redis did not answer",
+                c.call_rates().rated_locally.load(Relaxed),
+            )?;
             labelled(
                 e,
                 "sbc_cluster_redis_failures",

@@ -337,8 +337,8 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     Ok(())
 }
 
-/// The built-in call-control modules with the configured settings.
-/// The built-in modules; in cluster mode `cc_pcalls` counts on the cluster.
+/// The built-in call-control modules with the configured settings; in cluster mode
+/// `cc_pcalls` and `cc_cps` count on the cluster.
 fn call_control_registry(
     cfg: &Config,
     cluster: Option<&cluster::Cluster>,
@@ -347,6 +347,8 @@ fn call_control_registry(
     if let Some(c) = cluster {
         let counts: Arc<dyn callcontrol::modules::CallCounts> = c.call_counts().clone();
         settings.pcalls_counts = Some(counts);
+        let rates: Arc<dyn callcontrol::modules::CallRates> = c.call_rates().clone();
+        settings.cps_rates = Some(rates);
     }
     callcontrol::modules::builtin(&settings).map_err(|e| {
         sbc_core::config::ConfigError::new(&cfg.source, None, "call_control.cc_syslog_cdr", format!("cannot open: {e}"))
