@@ -192,3 +192,30 @@ fn without_redis_counts_stay_on_the_node_and_reach_redis_when_it_is_back() {
     assert_eq!(next.bye().status(), Some(200));
     let _ = uas.wait(Duration::from_secs(10));
 }
+
+/// `cc_cps` with two calls a second for a trunk, on two nodes of one cluster: in one second of
+/// Redis's clock, a call through A and one through B are taken, the third (through A) gets 503.
+#[test]
+fn a_call_rate_is_shared_by_the_nodes() {
+    let redis = RedisServer::start();
+    let rate = "active_profile: rated\nprofiles:\n  rated:\n    call_control: rate\n    rate_module: cc_cps\n    rate_uuid: trunk\n    rate_max_cps: \"2\"\n";
+    let yaml = |id: &str| format!("{rate}{}", cluster_yaml(id, &redis.url(), "t6"));
+    let a = Sbcd::with_config(&yaml("a"), &[]);
+    let b = Sbcd::with_config(&yaml("b"), &[]);
+    for n in [&a, &b] {
+        wait_for(n, "joined", |c| c["lease"] == "held");
+    }
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
+    // Start just after a second of Redis's clock begins: the three calls take milliseconds.
+    let time = redis.cli(&["TIME"]);
+    let micros: u64 = time.lines().nth(1).and_then(|m| m.trim().parse().ok()).unwrap();
+    std::thread::sleep(Duration::from_micros(1_000_000 - micros) + Duration::from_millis(20));
+    let (mut first, s1) = call(&a, uas_port);
+    let (mut second, s2) = call(&b, uas_port);
+    let (_, s3) = call(&a, uas_port);
+    assert_eq!((s1, s2, s3), (Some(200), Some(200), Some(503)), "a: {}\nb: {}", a.log_text(), b.log_text());
+    assert_eq!(first.bye().status(), Some(200));
+    assert_eq!(second.bye().status(), Some(200));
+    let _ = uas.wait(Duration::from_secs(10));
+}
