@@ -32,8 +32,8 @@ pub enum RedisAddr {
     Unix(String),
 }
 
-/// The cluster a node belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The cluster a node belongs to. (`Debug` leaves the URL's password out.)
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
     /// This node's name in the cluster: unique, `[A-Za-z0-9._-]`, at most 64 characters.
     pub node_id: String,
@@ -48,15 +48,42 @@ pub struct ClusterSettings {
     pub lease: Duration,
 }
 
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("node_id", &self.node_id)
+            .field("redis_url", &redacted(&self.redis_url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with the password of its user part replaced by `***` (for logs and errors).
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 fn name_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
 }
 
 /// The address in a Redis URL, or why it is not one this node can use.
 fn redis_addr(url: &str) -> Result<RedisAddr, String> {
+    let shown = redacted(url);
+    let url = url.trim();
     if let Some(path) = url.strip_prefix("unix://") {
+        let path = path.split('?').next().unwrap_or_default();
         return match path {
-            "" => Err(format!("'{url}' names no socket path")),
+            "" => Err(format!("'{shown}' names no socket path")),
             p => Ok(RedisAddr::Unix(p.to_string())),
         };
     }
@@ -65,13 +92,14 @@ fn redis_addr(url: &str) -> Result<RedisAddr, String> {
     }
     let rest = url
         .strip_prefix("redis://")
-        .ok_or_else(|| format!("'{url}' is not redis://host[:port][/db] or unix:///path"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        .ok_or_else(|| format!("'{shown}' is not redis://host[:port][/db] or unix:///path"))?;
+    // The user part ends at the last '@' (a password may hold '/' or '@'); then host, path.
+    let after_user = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let (hostport, db) = after_user.split_once('/').unwrap_or((after_user, ""));
     let (host, port) = match hostport.strip_prefix('[') {
         // [v6]:port
         Some(v6) => {
-            let (h, p) = v6.split_once(']').ok_or_else(|| format!("'{url}': unclosed '['"))?;
+            let (h, p) = v6.split_once(']').ok_or_else(|| format!("'{shown}': unclosed '['"))?;
             (h, p.strip_prefix(':'))
         }
         None => match hostport.rsplit_once(':') {
@@ -80,14 +108,14 @@ fn redis_addr(url: &str) -> Result<RedisAddr, String> {
         },
     };
     if host.is_empty() {
-        return Err(format!("'{url}' names no host"));
+        return Err(format!("'{shown}' names no host"));
     }
     let port = match port {
         None => 6379,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{url}': '{p}' is not a port"))?,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{shown}': '{p}' is not a port"))?,
     };
-    if let Some(db) = rest.split_once('/').map(|(_, d)| d).filter(|d| !d.is_empty()) {
-        db.parse::<u32>().map_err(|_| format!("'{url}': '{db}' is not a database number"))?;
+    if !db.is_empty() {
+        db.parse::<u32>().map_err(|_| format!("'{shown}': '{db}' is not a database number"))?;
     }
     Ok(RedisAddr::Tcp { host: host.to_string(), port })
 }
@@ -113,6 +141,10 @@ impl ClusterSettings {
         let lease_s = f.lease_s.unwrap_or(DEFAULT_LEASE_S);
         if !(3..=300).contains(&lease_s) {
             return Err(bad("lease_s", format!("{lease_s} is not 3-300 s")));
+        }
+        // A renewal (every third of the lease) must end well before the next one is due.
+        if timeout_ms * 3 >= lease_s * 1000 {
+            return Err(bad("timeout_ms", format!("{timeout_ms} ms: must be under a third of lease_s ({lease_s} s)")));
         }
         Ok(Self {
             node_id,
@@ -149,7 +181,13 @@ mod tests {
         );
         let v6 = ClusterSettings::from_file(&file("b", "redis://:pw@[::1]")).expect("valid");
         assert_eq!(v6.redis_addr, RedisAddr::Tcp { host: "::1".into(), port: 6379 });
-        let unix = ClusterSettings::from_file(&file("c", "unix:///run/redis.sock")).expect("valid");
+        let odd = ClusterSettings::from_file(&file("b", "redis://u:p/w@d@h:7000/1")).expect("valid");
+        assert_eq!(odd.redis_addr, RedisAddr::Tcp { host: "h".into(), port: 7000 });
+        assert!(!format!("{odd:?}").contains("p/w@d"), "the password stays out of Debug");
+        assert_eq!(redacted("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        let e = ClusterSettings::from_file(&file("b", "redis://u:secret@h:x")).expect_err("port");
+        assert!(!e.1.contains("secret"), "{}", e.1);
+        let unix = ClusterSettings::from_file(&file("c", "unix:///run/redis.sock?db=2")).expect("valid");
         assert_eq!(unix.redis_addr, RedisAddr::Unix("/run/redis.sock".into()));
         for (node, url, key) in [
             ("a b", "redis://h", "cluster.node_id"),
@@ -167,6 +205,10 @@ mod tests {
         let mut f = file("a", "redis://h");
         f.lease_s = Some(1);
         assert_eq!(ClusterSettings::from_file(&f).expect_err("lease").0, "cluster.lease_s");
+        f.lease_s = Some(3);
+        f.timeout_ms = Some(1000);
+        assert_eq!(ClusterSettings::from_file(&f).expect_err("timeout").0, "cluster.timeout_ms");
+        f.timeout_ms = None;
         f.lease_s = None;
         f.key_prefix = Some("has space".into());
         assert_eq!(ClusterSettings::from_file(&f).expect_err("prefix").0, "cluster.key_prefix");

@@ -23,7 +23,7 @@ use crate::store::Snapshot;
 pub use admission::{AdmissionSettings, Cidr};
 pub use call_control::CallControlSettings;
 use call_control::FileCallControl;
-pub use cluster::{ClusterSettings, RedisAddr};
+pub use cluster::{redacted as redacted_redis_url, ClusterSettings, RedisAddr};
 pub use transport::Transport;
 
 /// The configuration used when `sbcd` runs without `--config`.
