@@ -11,19 +11,22 @@ use std::time::Duration;
 use crate::connection::{Connection, StoreError};
 
 /// Takes or renews the lease, unless another instance holds it. Returns {held (1/0), live
-/// nodes}. Entries of nodes dead for a day leave the set.
+/// nodes, made (1: the key was not there: a first start, a lapse, or a Redis that lost its
+/// data)}. Entries of nodes dead for a day leave the set.
 const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder = redis.call('GET', KEYS[1])
 local held = 0
+local made = 0
+if holder == false then made = 1 end
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
   held = 1
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 86400000)
-return {held, redis.call('ZCOUNT', KEYS[2], now, '+inf')}
+return {held, redis.call('ZCOUNT', KEYS[2], now, '+inf'), made}
 ";
 
 /// Gives the lease up if this instance holds it (a node leaving in order).
@@ -56,6 +59,8 @@ pub struct Lease {
     lease: Duration,
     renew: redis::Script,
     state: Arc<LeaseState>,
+    /// A renewal has succeeded since start (the first one makes the key).
+    renewed_once: AtomicBool,
 }
 
 impl Lease {
@@ -68,6 +73,7 @@ impl Lease {
             lease,
             renew: redis::Script::new(RENEW),
             state: Arc::new(LeaseState::default()),
+            renewed_once: AtomicBool::new(false),
         }
     }
 
@@ -81,8 +87,9 @@ impl Lease {
     }
 
     /// Takes or renews the lease once. Unrenewed, it is not counted as held: Redis may have
-    /// lost it (a restart) or let it run out.
-    pub async fn renew(&self, conn: &Connection) -> Result<(), StoreError> {
+    /// lost it (a restart) or let it run out. Returns whether the lease key had to be made
+    /// again while this process thought it held it (Redis lost it, or it ran out).
+    pub async fn renew(&self, conn: &Connection) -> Result<bool, StoreError> {
         let ms = u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX);
         let renewed = conn
             .run(|mut c| async move {
@@ -96,7 +103,7 @@ impl Lease {
                     .await
             })
             .await;
-        let (held, live): (i64, usize) = match renewed {
+        let (held, live, made): (i64, usize, i64) = match renewed {
             Ok(r) => r,
             Err(e) => {
                 self.state.held.store(false, Ordering::Relaxed);
@@ -105,18 +112,20 @@ impl Lease {
         };
         let held = held == 1;
         let was = self.state.held.swap(held, Ordering::Relaxed);
+        let lost = held && made == 1 && self.renewed_once.swap(true, Ordering::Relaxed);
         let clashed = self.state.clash.swap(!held, Ordering::Relaxed);
         self.state.live_nodes.store(live, Ordering::Relaxed);
         if !held && !clashed {
             tracing::error!(
                 node_id = %self.node_id,
-                "cluster: another live process holds this node_id; each node needs its own cluster.node_id \
-                 (this node shares nothing until the other one's lease runs out)"
+                "cluster: another process holds this node_id's lease (a second node with the same \
+                 cluster.node_id, or this node's previous process, whose lease runs out by itself); \
+                 this node takes the lease when it is free"
             );
         } else if held && !was {
             tracing::info!(node_id = %self.node_id, live_nodes = live, "cluster: node lease held");
         }
-        Ok(())
+        Ok(lost)
     }
 
     /// Gives the lease up (at shutdown): the other nodes see this one gone at once.

@@ -16,7 +16,7 @@ pub use connection::{Connection, Health, StoreError};
 pub use cps::SharedCallRates;
 pub use lease::{Lease, LeaseState};
 pub use pcalls::{CountStats, SharedCallCounts};
-use profiles::config::ClusterSettings;
+use profiles::config::{redacted_redis_url, ClusterSettings};
 
 /// How long start waits for Redis before it goes on without it (and keeps trying).
 const START_DEADLINE: Duration = Duration::from_secs(3);
@@ -28,7 +28,7 @@ pub struct Cluster {
     lease: Arc<Lease>,
     call_counts: Arc<SharedCallCounts>,
     call_rates: Arc<SharedCallRates>,
-    renewer: tokio::task::JoinHandle<()>,
+    renewer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The node's cluster state, as `/health` shows it.
@@ -56,7 +56,7 @@ impl Cluster {
         let first = async {
             loop {
                 match lease.renew(&connection).await {
-                    Ok(()) => return,
+                    Ok(_) => return,
                     Err(_) => tokio::time::sleep(settings.timeout).await,
                 }
             }
@@ -66,13 +66,13 @@ impl Cluster {
             Ok(()) if !lease.state().held.load(Ordering::Relaxed) => {}
             Ok(()) => tracing::info!(
                 node_id = %settings.node_id,
-                redis = %settings.redis_url,
+                redis = %redacted_redis_url(&settings.redis_url),
                 live_nodes = lease.state().live_nodes.load(Ordering::Relaxed),
                 "cluster: joined"
             ),
             Err(_) => tracing::warn!(
                 node_id = %settings.node_id,
-                redis = %settings.redis_url,
+                redis = %redacted_redis_url(&settings.redis_url),
                 "cluster: Redis unreachable at start; serving with this node's own state, retrying"
             ),
         }
@@ -81,6 +81,7 @@ impl Cluster {
             tokio::runtime::Handle::current(),
             &settings.key_prefix,
             &settings.node_id,
+            instance,
         ));
         let call_rates =
             Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
@@ -92,13 +93,19 @@ impl Cluster {
                 loop {
                     tick.tick().await;
                     // Failures are counted and logged by the connection. With Redis back, what
-                    // it missed meanwhile is sent.
-                    if lease.renew(&connection).await.is_ok() {
-                        counts.reconcile().await;
+                    // it missed meanwhile is written; after it lost its data, every count.
+                    let Ok(lost) = lease.renew(&connection).await else { continue };
+                    if lost {
+                        tracing::warn!("cluster: Redis lost this node's lease; writing its counts again");
+                        counts.mark_all();
                     }
+                    let c = counts.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.reconcile()).await;
+                    counts.sweep().await;
                 }
             })
         };
+        let renewer = std::sync::Mutex::new(Some(renewer));
         Ok(Self { settings, connection, lease, call_counts, call_rates, renewer })
     }
 
@@ -138,7 +145,12 @@ impl Cluster {
 
     /// Leaves in order: renewals stop and the lease is given up.
     pub async fn leave(&self) {
-        self.renewer.abort();
+        // Renewals stop first: one in flight could otherwise land after the release.
+        let renewer = self.renewer.lock().ok().and_then(|mut r| r.take());
+        if let Some(r) = renewer {
+            r.abort();
+            let _ = r.await;
+        }
         match self.lease.release(&self.connection).await {
             Ok(()) => tracing::info!(node_id = %self.settings.node_id, "cluster: left"),
             Err(e) => tracing::warn!(error = %e, "cluster: lease not given up; it runs out by itself"),

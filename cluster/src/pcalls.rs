@@ -1,57 +1,110 @@
-//! `cc_pcalls` counts shared by the cluster: `<prefix>:pcalls:<key>` is a hash of node id →
-//! calls that node counts for the key. Taking a call (a Lua script, atomic on Redis) sums the
-//! fields of live nodes, drops the fields of nodes whose lease ran out (their calls are
-//! released with them) and counts one more for this node if the sum is below the limit.
+//! `cc_pcalls` counts shared by the cluster. `<prefix>:pcalls:<key>` is a hash with one field
+//! per process, `<node_id>:<instance>`, holding that process's live calls for the key as an
+//! absolute number: a write that lands twice, or lands although its deadline passed, changes
+//! nothing. Taking a call (a Lua script) sums the fields of processes that hold their node's
+//! lease, drops the others (the calls of a dead or restarted process are released with its
+//! lease) and writes this process's count plus one if the sum is below the limit.
 //!
-//! Redis down or slow: the call is counted in this node's memory under the same limit (fail
-//! open: at most the limit per node while Redis is away), and counted into Redis when it
-//! answers again; a release Redis did not take is kept and sent again. No count is lost or
-//! left stuck by an outage.
+//! This process's counts are the truth, kept in memory; Redis is told them. When Redis is down,
+//! or an operation runs past its deadline (it may or may not have landed), the call is decided
+//! on this process's own count (fail open: the limit per node) and the key is marked; the lease
+//! renewer writes every marked key's count once Redis answers, and every key's count after
+//! Redis lost its data (a restart). Writes for one key are serialised here and go over one
+//! connection, in order. The scripts name lease keys they build themselves: one Redis server
+//! (or a primary with replicas), not Redis Cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use callcontrol::modules::{CallCounts, LocalCounts};
+use callcontrol::modules::CallCounts;
 
 use crate::connection::{Connection, StoreError};
 
-/// Counts one more call for ARGV[1] if the live nodes' sum is below ARGV[2] (0: no limit);
-/// KEYS[2] is the node set (`lease.rs`). Returns 1 if counted.
+/// Lock stripes: writes for keys of one stripe are serialised.
+const STRIPES: usize = 64;
+/// Keys the sweeper looks at per renewal.
+const SWEEP_BATCH: u32 = 100;
+
+/// Shared Lua: is field `f` (`node:instance`) a process that holds its node's lease? `lp` is
+/// the lease keys' prefix (`<prefix>:node:`).
+const LIVE: &str = r"
+local function live(lp, f)
+  local node, inst = string.match(f, '^(.*):([^:]*)$')
+  return node ~= nil and redis.call('GET', lp .. node) == inst
+end
+";
+
+/// KEYS: the hash, the index of hashes. ARGV: lease prefix, this field, this process's count,
+/// the limit (0: none). Returns 1 if the call was counted (the field set to count + 1).
 const ACQUIRE: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fields = redis.call('HGETALL', KEYS[1])
-local total = 0
+local total = tonumber(ARGV[3])
 for i = 1, #fields, 2 do
-  local node = fields[i]
-  local lease = redis.call('ZSCORE', KEYS[2], node)
-  if node ~= ARGV[1] and (not lease or tonumber(lease) < now) then
-    redis.call('HDEL', KEYS[1], node)
-  else
-    total = total + tonumber(fields[i + 1])
+  local f = fields[i]
+  if f ~= ARGV[2] then
+    if live(ARGV[1], f) then
+      total = total + tonumber(fields[i + 1])
+    else
+      redis.call('HDEL', KEYS[1], f)
+    end
   end
 end
-local max = tonumber(ARGV[2])
+local max = tonumber(ARGV[4])
 if max > 0 and total >= max then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[1], ARGV[2], tonumber(ARGV[3]) + 1)
+redis.call('SADD', KEYS[2], KEYS[1])
 return 1
 ";
 
-/// Counts ARGV[2] calls of ARGV[1] for the key (negative: released); a node's field and an
-/// empty hash go away at zero.
-const ADD: &str = r"
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[2]))
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return n
+/// KEYS: the hash, the index. ARGV: this field, its count (0: the field goes).
+const SET: &str = r"
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('SADD', KEYS[2], KEYS[1])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
 ";
+
+/// KEYS: the hash. ARGV: lease prefix. The live processes' calls.
+const COUNT: &str = r"
+local fields = redis.call('HGETALL', KEYS[1])
+local total = 0
+for i = 1, #fields, 2 do
+  if live(ARGV[1], fields[i]) then total = total + tonumber(fields[i + 1]) end
+end
+return total
+";
+
+/// KEYS: the index. ARGV: lease prefix, cursor, batch. Drops dead processes' fields from a
+/// batch of hashes, and empty hashes from the index. Returns the next cursor.
+const SWEEP: &str = r"
+local r = redis.call('SSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
+for _, k in ipairs(r[2]) do
+  local fields = redis.call('HKEYS', k)
+  for _, f in ipairs(fields) do
+    if not live(ARGV[1], f) then redis.call('HDEL', k, f) end
+  end
+  if redis.call('HLEN', k) == 0 then
+    redis.call('DEL', k)
+    redis.call('SREM', KEYS[1], k)
+  end
+end
+return r[1]
+";
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{LIVE}{body}"))
+}
 
 /// What the shared counts did, for metrics.
 #[derive(Debug, Default)]
 pub struct CountStats {
-    /// Calls counted in this node's memory because Redis did not answer.
+    /// Calls decided on this process's own count because Redis did not answer.
     pub counted_locally: AtomicU64,
-    /// Counts sent to Redis after it came back.
+    /// Counts written to Redis by the renewer after it came back.
     pub reconciled: AtomicU64,
 }
 
@@ -60,36 +113,59 @@ pub struct SharedCallCounts {
     conn: Arc<Connection>,
     runtime: tokio::runtime::Handle,
     prefix: String,
-    node_id: String,
+    /// `<prefix>:node:`: where the scripts find a node's lease holder.
+    lease_prefix: String,
+    /// This process's field: `<node_id>:<instance>`.
+    field: String,
     acquire: redis::Script,
-    add: redis::Script,
-    /// Calls counted here while Redis was away (released here too), per key.
-    local: LocalCounts,
-    /// Per key: calls counted here that Redis has not heard of (+), releases it did not
-    /// take (−). Sent when Redis answers again.
-    owed: Mutex<HashMap<String, i64>>,
+    set: redis::Script,
+    count: redis::Script,
+    sweep: redis::Script,
+    /// This process's live calls per key: the truth Redis is told.
+    live: Mutex<HashMap<String, u32>>,
+    /// Keys whose count Redis may not have right.
+    dirty: Mutex<HashSet<String>>,
+    stripes: Vec<Mutex<()>>,
+    sweep_cursor: Mutex<String>,
     stats: Arc<CountStats>,
 }
 
 impl std::fmt::Debug for SharedCallCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedCallCounts").field("node_id", &self.node_id).finish_non_exhaustive()
+        f.debug_struct("SharedCallCounts").field("field", &self.field).finish_non_exhaustive()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding it cannot leave a map worse than losing its update.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl SharedCallCounts {
-    /// Counts on `conn`, as node `node_id`. Its operations block the calling thread (the
-    /// call-control driver runs this module's hooks on the blocking pool) on `runtime`.
-    pub fn new(conn: Arc<Connection>, runtime: tokio::runtime::Handle, prefix: &str, node_id: &str) -> Self {
+    /// Counts on `conn` for this process (`node_id`, `instance`). Its operations block the
+    /// calling thread on `runtime` (the call-control driver runs this module's hooks on the
+    /// blocking pool).
+    pub fn new(
+        conn: Arc<Connection>,
+        runtime: tokio::runtime::Handle,
+        prefix: &str,
+        node_id: &str,
+        instance: &str,
+    ) -> Self {
         Self {
             conn,
             runtime,
             prefix: prefix.to_string(),
-            node_id: node_id.to_string(),
-            acquire: redis::Script::new(ACQUIRE),
-            add: redis::Script::new(ADD),
-            local: LocalCounts::default(),
-            owed: Mutex::new(HashMap::new()),
+            lease_prefix: format!("{prefix}:node:"),
+            field: format!("{node_id}:{instance}"),
+            acquire: script(ACQUIRE),
+            set: script(SET),
+            count: script(COUNT),
+            sweep: script(SWEEP),
+            live: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashSet::new()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            sweep_cursor: Mutex::new("0".into()),
             stats: Arc::new(CountStats::default()),
         }
     }
@@ -98,114 +174,154 @@ impl SharedCallCounts {
         &self.stats
     }
 
-    fn key(&self, key: &str) -> String {
+    fn hash(&self, key: &str) -> String {
         format!("{}:pcalls:{key}", self.prefix)
     }
 
-    async fn try_acquire_shared(&self, key: &str, max: u32) -> Result<bool, StoreError> {
-        let (hash, nodes) = (self.key(key), format!("{}:nodes", self.prefix));
+    fn index(&self) -> String {
+        format!("{}:pcalls", self.prefix)
+    }
+
+    fn stripe(&self, key: &str) -> MutexGuard<'_, ()> {
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        lock(&self.stripes[(h % STRIPES as u64) as usize])
+    }
+
+    fn live_count(&self, key: &str) -> u32 {
+        lock(&self.live).get(key).copied().unwrap_or(0)
+    }
+
+    fn set_live(&self, key: &str, n: u32) {
+        let mut live = lock(&self.live);
+        if n == 0 {
+            live.remove(key);
+        } else {
+            live.insert(key.to_string(), n);
+        }
+    }
+
+    fn mark(&self, key: &str) {
+        lock(&self.dirty).insert(key.to_string());
+    }
+
+    async fn acquire_shared(&self, key: &str, mine: u32, max: u32) -> Result<bool, StoreError> {
+        let (hash, index) = (self.hash(key), self.index());
         let counted: i64 = self
             .conn
             .run(|mut c| async move {
-                self.acquire.key(&hash).key(&nodes).arg(&self.node_id).arg(max).invoke_async(&mut c).await
+                self.acquire
+                    .key(&hash)
+                    .key(&index)
+                    .arg(&self.lease_prefix)
+                    .arg(&self.field)
+                    .arg(mine)
+                    .arg(max)
+                    .invoke_async(&mut c)
+                    .await
             })
             .await?;
         Ok(counted == 1)
     }
 
-    async fn add_shared(&self, key: &str, n: i64) -> Result<(), StoreError> {
-        let hash = self.key(key);
-        let _: i64 = self
-            .conn
-            .run(|mut c| async move { self.add.key(&hash).arg(&self.node_id).arg(n).invoke_async(&mut c).await })
-            .await?;
+    async fn set_shared(&self, key: &str, n: u32) -> Result<(), StoreError> {
+        let (hash, index) = (self.hash(key), self.index());
+        let _: i64 =
+            self.conn
+                .run(|mut c| async move {
+                    self.set.key(&hash).key(&index).arg(&self.field).arg(n).invoke_async(&mut c).await
+                })
+                .await?;
         Ok(())
     }
 
-    fn owe(&self, key: &str, n: i64) {
-        if let Ok(mut owed) = self.owed.lock() {
-            *owed.entry(key.to_string()).or_insert(0) += n;
-        }
-    }
-
-    /// Sends what Redis has not heard of yet; what it still does not take stays owed.
-    pub async fn reconcile(&self) {
-        let owed: Vec<(String, i64)> = match self.owed.lock() {
-            Ok(mut o) => o.drain().filter(|(_, n)| *n != 0).collect(),
-            Err(_) => return,
-        };
-        for (key, n) in owed {
-            match self.add_shared(&key, n).await {
-                Ok(()) => {
-                    self.stats.reconciled.fetch_add(n.unsigned_abs(), Ordering::Relaxed);
-                }
-                Err(_) => self.owe(&key, n),
+    /// Writes the count of every key Redis may not have right; stops at the first failure
+    /// (Redis is away again: the rest waits for the next renewal). Blocks: the renewer runs it
+    /// on the blocking pool, as the hooks run theirs.
+    pub fn reconcile(&self) {
+        let keys: Vec<String> = lock(&self.dirty).iter().cloned().collect();
+        for key in keys {
+            let written = {
+                let _one = self.stripe(&key);
+                let n = self.live_count(&key);
+                self.runtime.block_on(self.set_shared(&key, n))
+            };
+            if written.is_err() {
+                return;
             }
+            lock(&self.dirty).remove(&key);
+            self.stats.reconciled.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Takes back one call counted here and not yet sent to Redis, if there is one.
-    fn take_owed_call(&self, key: &str) -> bool {
-        let Ok(mut owed) = self.owed.lock() else { return false };
-        match owed.get_mut(key) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                if *n == 0 {
-                    owed.remove(key);
-                }
-                true
-            }
-            _ => false,
-        }
+    /// Redis lost what it held (it restarted empty): every live count is written again.
+    pub fn mark_all(&self) {
+        let keys: Vec<String> = lock(&self.live).keys().cloned().collect();
+        lock(&self.dirty).extend(keys);
     }
 
-    fn has_owed(&self) -> bool {
-        self.owed.lock().is_ok_and(|o| !o.is_empty())
+    /// Drops dead processes' fields from a batch of hashes (each renewal takes the next).
+    pub async fn sweep(&self) {
+        let index = self.index();
+        let cursor = lock(&self.sweep_cursor).clone();
+        let next: Result<String, _> = self
+            .conn
+            .run(|mut c| async move {
+                self.sweep.key(&index).arg(&self.lease_prefix).arg(&cursor).arg(SWEEP_BATCH).invoke_async(&mut c).await
+            })
+            .await;
+        if let Ok(next) = next {
+            *lock(&self.sweep_cursor) = next;
+        }
     }
 }
 
 impl CallCounts for SharedCallCounts {
     fn try_acquire(&self, key: &str, max: u32) -> Result<bool, String> {
-        if self.has_owed() {
-            self.runtime.block_on(self.reconcile());
-        }
-        match self.runtime.block_on(self.try_acquire_shared(key, max)) {
-            Ok(counted) => Ok(counted),
-            Err(e) => {
-                // Fail open, with this node's own limit: counted into Redis when it is back.
-                tracing::debug!(error = %e, key, "cc_pcalls: counted on this node only");
-                let counted = self.local.try_acquire(key, max)?;
-                if counted {
-                    self.stats.counted_locally.fetch_add(1, Ordering::Relaxed);
-                    self.owe(key, 1);
-                }
-                Ok(counted)
+        let _one = self.stripe(key);
+        let mine = self.live_count(key);
+        // While Redis is known to be away, calls are not held up by it (the renewer probes).
+        let shared = if self.conn.health().up.load(Ordering::Relaxed) {
+            self.runtime.block_on(self.acquire_shared(key, mine, max)).ok()
+        } else {
+            None
+        };
+        let counted = match shared {
+            Some(counted) => counted,
+            None => {
+                // Fail open with this process's own limit; Redis is told the count later.
+                self.stats.counted_locally.fetch_add(1, Ordering::Relaxed);
+                self.mark(key);
+                max == 0 || mine < max
             }
+        };
+        if counted {
+            self.set_live(key, mine + 1);
         }
+        Ok(counted)
     }
 
     fn release(&self, key: &str) {
-        // What Redis holds for this node plus what it is owed is this node's live calls:
-        // one fewer now.
-        if self.local.count(key) > 0 {
-            self.local.release(key);
-        }
-        if self.take_owed_call(key) {
-            return; // it never reached Redis: the two cancel out
-        }
-        if self.runtime.block_on(self.add_shared(key, -1)).is_err() {
-            self.owe(key, -1);
+        let _one = self.stripe(key);
+        let n = self.live_count(key).saturating_sub(1);
+        self.set_live(key, n);
+        let written =
+            self.conn.health().up.load(Ordering::Relaxed) && self.runtime.block_on(self.set_shared(key, n)).is_ok();
+        if !written {
+            self.mark(key);
         }
     }
 
+    /// The live processes' calls for `key` (this process's own if Redis does not answer).
+    /// Blocks: not for async contexts.
     fn count(&self, key: &str) -> u32 {
-        let hash = self.key(key);
-        let counts: Result<Vec<i64>, _> = self
-            .runtime
-            .block_on(self.conn.run(|mut c| async move { redis::cmd("HVALS").arg(&hash).query_async(&mut c).await }));
-        match counts {
-            Ok(v) => u32::try_from(v.iter().sum::<i64>().max(0)).unwrap_or(u32::MAX),
-            Err(_) => self.local.count(key),
+        let hash = self.hash(key);
+        let total: Result<i64, _> = self.runtime.block_on(
+            self.conn
+                .run(|mut c| async move { self.count.key(&hash).arg(&self.lease_prefix).invoke_async(&mut c).await }),
+        );
+        match total {
+            Ok(n) => u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+            Err(_) => self.live_count(key),
         }
     }
 
