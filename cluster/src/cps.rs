@@ -1,7 +1,9 @@
-//! `cc_cps` rates shared by the cluster: `<prefix>:cps:<key>:<second>` counts the calls taken
-//! in that second of Redis's clock, over every node; a script takes one atomically if the
-//! count is below the limit, and the key goes two seconds later. Redis down or slow: the
-//! node applies the rate alone (fail open: the limit per node while Redis is away).
+//! `cc_cps` rates shared by the cluster: the hash `<prefix>:cps:<key>` counts, per second of
+//! Redis's clock, the calls every node took; a script takes one atomically if that second's
+//! count is below the limit, drops older seconds, and the key goes two seconds after its last
+//! call. Windows are fixed seconds: across a boundary up to twice the rate can pass in one
+//! second's span. Redis down or slow: the node applies the rate alone (fail open: the limit
+//! per node while Redis is away).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,15 +12,16 @@ use callcontrol::modules::{CallRates, LocalRates};
 
 use crate::connection::Connection;
 
-/// Takes one call for KEYS[1] in this second if fewer than ARGV[1] (0: no limit) were taken.
+/// Takes one call for KEYS[1] in this second if fewer than ARGV[1] were taken.
 const TAKE: &str = r"
-local t = redis.call('TIME')
-local k = KEYS[1] .. ':' .. t[1]
-local max = tonumber(ARGV[1])
-local n = tonumber(redis.call('GET', k) or '0')
-if max > 0 and n >= max then return 0 end
-redis.call('INCR', k)
-redis.call('PEXPIRE', k, 2000)
+local now = redis.call('TIME')[1]
+local n = tonumber(redis.call('HGET', KEYS[1], now) or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+for _, s in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if s ~= now then redis.call('HDEL', KEYS[1], s) end
+end
+redis.call('HINCRBY', KEYS[1], now, 1)
+redis.call('PEXPIRE', KEYS[1], 2000)
 return 1
 ";
 
@@ -56,6 +59,14 @@ impl SharedCallRates {
 
 impl CallRates for SharedCallRates {
     fn try_take(&self, key: &str, max: u32) -> Result<bool, String> {
+        if max == 0 {
+            return Ok(true); // no limit: nothing to count
+        }
+        if !self.conn.health().up.load(Ordering::Relaxed) {
+            // Known away: calls are not held up by it (the lease renewer probes it).
+            self.rated_locally.fetch_add(1, Ordering::Relaxed);
+            return self.local.try_take(key, max);
+        }
         let k = format!("{}:cps:{key}", self.prefix);
         let taken: Result<i64, _> = self
             .runtime
