@@ -76,7 +76,7 @@ fn a_second_process_with_the_same_node_id_is_told() {
     wait_for(&first, "first joined", |c| c["lease"] == "held");
     let second = Sbcd::with_config(&yaml, &[]);
     wait_for(&second, "clash seen", |c| c["lease"] == "clash" && c["redis"] == "up");
-    assert!(second.log_text().contains("another live process holds this node_id"), "{}", second.log_text());
+    assert!(second.log_text().contains("another process holds this node_id's lease"), "{}", second.log_text());
     assert_eq!(cluster_health(&first)["lease"], "held", "the first keeps its lease");
 }
 
@@ -102,6 +102,13 @@ fn check_config_names_a_bad_cluster_key() {
 
 /// One parallel call per From user (`$fU`), counted by the cluster.
 const ONE_CALL_EACH: &str = "active_profile: limited\nprofiles:\n  limited:\n    call_control: limit\n    limit_module: cc_pcalls\n    limit_uuid: \"$fU\"\n    limit_max_calls: \"1\"\n";
+
+/// The calls `node`'s process counts in the hash `hash` (its field is `<node>:<instance>`).
+fn node_calls(redis: &RedisServer, hash: &str, node: &str) -> Option<String> {
+    let all = redis.cli(&["HGETALL", hash]);
+    let lines: Vec<&str> = all.lines().collect();
+    lines.chunks(2).find(|kv| kv[0].starts_with(&format!("{node}:"))).and_then(|kv| kv.get(1)).map(|v| v.to_string())
+}
 
 /// A call from a test UA (From user `ua`) through `node` to the SIPp callee on `uas_port`.
 fn call(node: &Sbcd, uas_port: u16) -> (TestUa, Option<u16>) {
@@ -132,7 +139,7 @@ fn a_parallel_call_limit_holds_across_nodes_and_a_dead_node_lets_go() {
     let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
     let (mut first, status) = call(&a, uas_port);
     assert_eq!(status, Some(200), "{}", a.log_text());
-    assert_eq!(redis.cli(&["HGET", "t4:pcalls:ua", "a"]), "1", "counted for node a: {}", a.log_text());
+    assert_eq!(node_calls(&redis, "t4:pcalls:ua", "a").as_deref(), Some("1"), "counted for a: {}", a.log_text());
     let (_, refused) = call(&b, uas_port);
     assert_eq!(refused, Some(402), "the other node sees the call: {}", b.log_text());
     assert_eq!(first.bye().status(), Some(200));
@@ -155,7 +162,7 @@ fn a_parallel_call_limit_holds_across_nodes_and_a_dead_node_lets_go() {
     let (mut after, status) = call(&b, uas_port);
     assert_eq!(status, Some(200), "a dead node's count is released: {}", b.log_text());
     assert_eq!(after.bye().status(), Some(200));
-    assert_eq!(redis.cli(&["HEXISTS", "t4:pcalls:ua", "a"]), "0");
+    assert_eq!(node_calls(&redis, "t4:pcalls:ua", "a"), None, "the dead process's field is gone");
     drop(uas);
 }
 
@@ -181,7 +188,7 @@ fn without_redis_counts_stay_on_the_node_and_reach_redis_when_it_is_back() {
     redis.restart();
     wait_for(&a, "back", |c| c["redis"] == "up" && c["lease"] == "held");
     wait_for(&b, "back", |c| c["redis"] == "up" && c["lease"] == "held");
-    let reconciled = || redis.cli(&["HGET", "t5:pcalls:ua", "a"]) == "1";
+    let reconciled = || node_calls(&redis, "t5:pcalls:ua", "a").as_deref() == Some("1");
     assert!(eventually(Duration::from_secs(5), reconciled), "the held call is counted in Redis again");
     assert_eq!(call(&b, uas_port).1, Some(402), "the other node sees it");
     assert_eq!(held.bye().status(), Some(200));
@@ -217,5 +224,55 @@ fn a_call_rate_is_shared_by_the_nodes() {
     assert_eq!((s1, s2, s3), (Some(200), Some(200), Some(503)), "a: {}\nb: {}", a.log_text(), b.log_text());
     assert_eq!(first.bye().status(), Some(200));
     assert_eq!(second.bye().status(), Some(200));
+    let _ = uas.wait(Duration::from_secs(10));
+}
+
+/// A node restarted (after `kill -9`) with its node id: its previous process's calls are
+/// released once the new process holds the lease, not kept under the node's name for good.
+#[test]
+fn a_restarted_node_does_not_inherit_its_previous_processs_calls() {
+    let redis = RedisServer::start();
+    let yaml = |id: &str| format!("{ONE_CALL_EACH}{}", cluster_yaml(id, &redis.url(), "t7"));
+    let mut a = Sbcd::with_config(&yaml("a"), &[]);
+    let b = Sbcd::with_config(&yaml("b"), &[]);
+    for n in [&a, &b] {
+        wait_for(n, "joined", |c| c["lease"] == "held");
+    }
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
+    assert_eq!(call(&a, uas_port).1, Some(200));
+    let old = node_calls(&redis, "t7:pcalls:ua", "a");
+    assert_eq!(old.as_deref(), Some("1"));
+    let _ = Command::new("kill").args(["-9", &a.pid().to_string()]).status();
+    assert!(eventually(Duration::from_secs(2), || !a.is_running()));
+    let again = Sbcd::with_config(&yaml("a"), &[]);
+    wait_for(&again, "the old lease ran out", |c| c["lease"] == "held");
+    let (mut next, status) = call(&b, uas_port);
+    assert_eq!(status, Some(200), "the old process's call is released: {}", b.log_text());
+    assert_eq!(next.bye().status(), Some(200));
+    drop(uas);
+}
+
+/// Redis paused past the deadline: the call is decided on the node's own count while the
+/// script still runs when Redis resumes; the count the renewer writes then is absolute, so the
+/// call is counted once, not twice, and its release leaves nothing behind.
+#[test]
+fn a_late_redis_answer_counts_a_call_once() {
+    let redis = RedisServer::start();
+    let a = Sbcd::with_config(&format!("{ONE_CALL_EACH}{}", cluster_yaml("a", &redis.url(), "t8")), &[]);
+    wait_for(&a, "joined", |c| c["lease"] == "held");
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "700", "WRITE"]), "OK");
+    let (mut held, status) = call(&a, uas_port);
+    assert_eq!(status, Some(200), "decided on the node's own count: {}", a.log_text());
+    std::thread::sleep(Duration::from_secs(3));
+    wait_for(&a, "Redis back", |c| c["redis"] == "up");
+    assert_eq!(node_calls(&redis, "t8:pcalls:ua", "a").as_deref(), Some("1"), "once, not twice");
+    let (_, metrics) = http(&a, "GET", "/metrics", None, None);
+    assert!(!metrics.contains("sbc_cluster_pcalls_counted_locally_total 0"), "{metrics}");
+    assert_eq!(held.bye().status(), Some(200));
+    let released = || node_calls(&redis, "t8:pcalls:ua", "a").is_none();
+    assert!(eventually(Duration::from_secs(5), released), "released: {}", redis.cli(&["HGETALL", "t8:pcalls:ua"]));
     let _ = uas.wait(Duration::from_secs(10));
 }
