@@ -103,6 +103,17 @@ fn check_config_names_a_bad_cluster_key() {
 /// One parallel call per From user (`$fU`), counted by the cluster.
 const ONE_CALL_EACH: &str = "active_profile: limited\nprofiles:\n  limited:\n    call_control: limit\n    limit_module: cc_pcalls\n    limit_uuid: \"$fU\"\n    limit_max_calls: \"1\"\n";
 
+/// Nodes `a` and `b` of one cluster (key prefix `prefix`) with the profiles of `profiles`,
+/// both holding their lease.
+fn two_nodes(redis: &RedisServer, profiles: &str, prefix: &str) -> (Sbcd, Sbcd) {
+    let yaml = |id: &str| format!("{profiles}{}", cluster_yaml(id, &redis.url(), prefix));
+    let (a, b) = (Sbcd::with_config(&yaml("a"), &[]), Sbcd::with_config(&yaml("b"), &[]));
+    for n in [&a, &b] {
+        wait_for(n, "joined", |c| c["lease"] == "held");
+    }
+    (a, b)
+}
+
 /// The calls `node`'s process counts in the hash `hash` (its field is `<node>:<instance>`).
 fn node_calls(redis: &RedisServer, hash: &str, node: &str) -> Option<String> {
     let all = redis.cli(&["HGETALL", hash]);
@@ -129,12 +140,7 @@ fn hooks_done(node: &Sbcd) {
 #[test]
 fn a_parallel_call_limit_holds_across_nodes_and_a_dead_node_lets_go() {
     let redis = RedisServer::start();
-    let yaml = |id: &str| format!("{ONE_CALL_EACH}{}", cluster_yaml(id, &redis.url(), "t4"));
-    let mut a = Sbcd::with_config(&yaml("a"), &[]);
-    let b = Sbcd::with_config(&yaml("b"), &[]);
-    for n in [&a, &b] {
-        wait_for(n, "joined", |c| c["lease"] == "held");
-    }
+    let (mut a, b) = two_nodes(&redis, ONE_CALL_EACH, "t4");
     let uas_port = free_port();
     let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
     let (mut first, status) = call(&a, uas_port);
@@ -172,12 +178,7 @@ fn a_parallel_call_limit_holds_across_nodes_and_a_dead_node_lets_go() {
 #[test]
 fn without_redis_counts_stay_on_the_node_and_reach_redis_when_it_is_back() {
     let mut redis = RedisServer::start();
-    let yaml = |id: &str| format!("{ONE_CALL_EACH}{}", cluster_yaml(id, &redis.url(), "t5"));
-    let a = Sbcd::with_config(&yaml("a"), &[]);
-    let b = Sbcd::with_config(&yaml("b"), &[]);
-    for n in [&a, &b] {
-        wait_for(n, "joined", |c| c["lease"] == "held");
-    }
+    let (a, b) = two_nodes(&redis, ONE_CALL_EACH, "t5");
     redis.stop();
     wait_for(&a, "Redis gone", |c| c["redis"] == "down");
     let uas_port = free_port();
@@ -206,12 +207,7 @@ fn without_redis_counts_stay_on_the_node_and_reach_redis_when_it_is_back() {
 fn a_call_rate_is_shared_by_the_nodes() {
     let redis = RedisServer::start();
     let rate = "active_profile: rated\nprofiles:\n  rated:\n    call_control: rate\n    rate_module: cc_cps\n    rate_uuid: trunk\n    rate_max_cps: \"2\"\n";
-    let yaml = |id: &str| format!("{rate}{}", cluster_yaml(id, &redis.url(), "t6"));
-    let a = Sbcd::with_config(&yaml("a"), &[]);
-    let b = Sbcd::with_config(&yaml("b"), &[]);
-    for n in [&a, &b] {
-        wait_for(n, "joined", |c| c["lease"] == "held");
-    }
+    let (a, b) = two_nodes(&redis, rate, "t6");
     let uas_port = free_port();
     let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
     // Start just after a second of Redis's clock begins: the three calls take milliseconds.
@@ -232,12 +228,7 @@ fn a_call_rate_is_shared_by_the_nodes() {
 #[test]
 fn a_restarted_node_does_not_inherit_its_previous_processs_calls() {
     let redis = RedisServer::start();
-    let yaml = |id: &str| format!("{ONE_CALL_EACH}{}", cluster_yaml(id, &redis.url(), "t7"));
-    let mut a = Sbcd::with_config(&yaml("a"), &[]);
-    let b = Sbcd::with_config(&yaml("b"), &[]);
-    for n in [&a, &b] {
-        wait_for(n, "joined", |c| c["lease"] == "held");
-    }
+    let (mut a, b) = two_nodes(&redis, ONE_CALL_EACH, "t7");
     let uas_port = free_port();
     let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 2);
     assert_eq!(call(&a, uas_port).1, Some(200));
@@ -245,7 +236,7 @@ fn a_restarted_node_does_not_inherit_its_previous_processs_calls() {
     assert_eq!(old.as_deref(), Some("1"));
     let _ = Command::new("kill").args(["-9", &a.pid().to_string()]).status();
     assert!(eventually(Duration::from_secs(2), || !a.is_running()));
-    let again = Sbcd::with_config(&yaml("a"), &[]);
+    let again = Sbcd::with_config(&format!("{ONE_CALL_EACH}{}", cluster_yaml("a", &redis.url(), "t7")), &[]);
     wait_for(&again, "the old lease ran out", |c| c["lease"] == "held");
     let (mut next, status) = call(&b, uas_port);
     assert_eq!(status, Some(200), "the old process's call is released: {}", b.log_text());
