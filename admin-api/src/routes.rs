@@ -81,6 +81,7 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/call-control/modules", post(load_call_control_modules::<C>))
         .route("/explain", post(explain::<C>))
         .route("/stats", get(stats::<C>))
+        .route_layer(middleware::from_fn_with_state(state.clone(), node_scope::<C>))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token::<C>));
     Router::new()
         .route("/health", get(health::<C>))
@@ -116,6 +117,18 @@ async fn blocking<C: Control, T: Send + 'static>(
 ) -> Result<T, ApiError> {
     let c = s.control.clone();
     tokio::task::spawn_blocking(move || f(&c)).await.map_err(|_| ApiError::internal("the request's worker failed"))?
+}
+
+/// In cluster mode, calls, registrations, profiles, maps and modules are each node's own: every
+/// answer of these routes names the node it is about.
+async fn node_scope<C: Control>(State(s): State<AppState<C>>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Some(node) = s.control.cluster_node() {
+        if let Ok(v) = header::HeaderValue::from_str(&format!("node {node}")) {
+            resp.headers_mut().insert("x-sbc-scope", v);
+        }
+    }
+    resp
 }
 
 async fn require_token<C: Control>(State(s): State<AppState<C>>, req: Request, next: Next) -> Response {

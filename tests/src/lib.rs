@@ -538,6 +538,18 @@ pub fn options_ping(sip: SocketAddr, wait: Duration) -> Option<String> {
 
 /// One HTTP/1.1 request to the admin API: (status, body). `token` goes in as a bearer token.
 pub fn http(sbcd: &Sbcd, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let (status, _, body) = http_with_head(sbcd, method, path, token, body);
+    (status, body)
+}
+
+/// [`http`], with the response's head (status line and headers) too.
+pub fn http_with_head(
+    sbcd: &Sbcd,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", sbcd.admin_port)).unwrap_or_else(|e| panic!("admin API: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
@@ -556,7 +568,7 @@ pub fn http(sbcd: &Sbcd, method: &str, path: &str, token: Option<&str>, body: Op
     // The API answers with a length or chunked; undo the chunking.
     let body =
         if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(rest) } else { rest.to_string() };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 fn dechunk(mut s: &str) -> String {

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use sbc_e2e::redis::RedisServer;
 use sbc_e2e::ua::{sdp, TestUa};
-use sbc_e2e::{call_through, config_file, eventually, free_port, http, sbcd_bin, sipp_uas, Sbcd, Transport};
+use sbc_e2e::{
+    call_through, config_file, eventually, free_port, http, http_with_head, sbcd_bin, sipp_uas, Sbcd, Transport,
+};
 
 fn cluster_yaml(node_id: &str, redis_url: &str, prefix: &str) -> String {
     format!("cluster:\n  node_id: {node_id}\n  redis_url: {redis_url}\n  key_prefix: {prefix}\n  lease_s: 3\n")
@@ -41,6 +43,11 @@ fn a_node_joins_with_a_lease_and_leaves_in_order() {
     assert!((1..=3000).contains(&ttl), "the lease runs out by itself: {ttl} ms");
     let (_, metrics) = http(&node, "GET", "/metrics", None, None);
     assert!(metrics.contains("sbc_cluster_redis_up 1") && metrics.contains("sbc_cluster_lease_held 1"), "{metrics}");
+    // What the API lists and changes is this node's: every answer says so.
+    for (method, path) in [("GET", "/calls"), ("POST", "/profiles/reload")] {
+        let (_, head, _) = http_with_head(&node, method, path, None, None);
+        assert!(head.to_ascii_lowercase().contains("x-sbc-scope: node a"), "{method} {path}: {head}");
+    }
     node.terminate(Duration::from_secs(10)).expect("sbcd stops");
     assert_eq!(redis.cli(&["EXISTS", "t1:node:a"]), "0", "given up at exit");
     assert_eq!(redis.cli(&["ZCARD", "t1:nodes"]), "0");

@@ -468,6 +468,10 @@ impl Control for AdminControl {
     fn metrics(&self) -> String {
         self.metrics.render()
     }
+
+    fn cluster_node(&self) -> Option<String> {
+        self.runtime.cluster().map(|c| c.settings().node_id.clone())
+    }
 }
 
 /// A call id as the API shows it, `<shard>-<handle>`.
