@@ -1,6 +1,8 @@
 //! The management plane's view of the SBC: `sbc-core`'s implementation of the admin API's
 //! [`Control`] trait, the configuration reload shared by SIGHUP and the API, and `/metrics`.
 
+mod calls;
+pub use calls::CallViews;
 mod metrics;
 
 use std::collections::HashMap;
@@ -17,7 +19,7 @@ use profiles::regex_map::RegexMap;
 use profiles::store::ProfileSource;
 use profiles::Store;
 
-use crate::b2bua::{CallHandle, CallOverview, Counter, Transport};
+use crate::b2bua::{Counter, Transport};
 use crate::config::Config;
 use crate::driver::Runtime;
 
@@ -115,7 +117,8 @@ pub struct AdminControl {
     loaded_at: Mutex<HashMap<String, u64>>,
     metrics: metrics::Metrics,
     /// Wall clock and monotonic clock read together, to date calls.
-    epoch: (SystemTime, Instant),
+    /// This node's calls as the API shows them.
+    calls: Arc<CallViews>,
 }
 
 impl AdminControl {
@@ -132,20 +135,14 @@ impl AdminControl {
         Self {
             store,
             registry,
+            calls: Arc::new(CallViews::new(runtime.clone())),
             runtime,
             config,
             config_path,
             reloads,
             loaded_at: Mutex::new(HashMap::new()),
             metrics,
-            epoch: (SystemTime::now(), Instant::now()),
         }
-    }
-
-    fn unix_of(&self, t: Instant) -> u64 {
-        let (wall, mono) = self.epoch;
-        let at = if t >= mono { wall + (t - mono) } else { wall - (mono - t) };
-        at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 
     fn profile_info(&self, name: &str) -> Option<ProfileInfo> {
@@ -188,35 +185,6 @@ impl AdminControl {
         self.mark_loaded(name);
         tracing::info!(profile = name, "profile {what} through the API");
         self.profile_info(name).ok_or_else(|| ApiError::internal("profile vanished"))
-    }
-
-    fn call_info(&self, shard: usize, c: CallOverview) -> CallInfo {
-        let leg = |l: &crate::b2bua::LegOverview| LegInfo {
-            call_id: l.call_id.clone(),
-            local_tag: l.local_tag.clone(),
-            remote_tag: l.remote_tag.clone(),
-            remote_party: l.remote_party.clone(),
-            remote_target: l.remote_target.clone(),
-        };
-        CallInfo {
-            id: format!("{shard}-{}", c.handle),
-            profile: c.profile,
-            state: c.state.into(),
-            kind: c.kind.into(),
-            started_at: self.unix_of(c.started),
-            connected_at: c.answered.map(|a| self.unix_of(a)),
-            legs: c.legs.iter().map(leg).collect(),
-            media_streams: c.media_streams,
-            media: c.media.map(|[a, b]| MediaInfo {
-                packets_from_caller: a.packets,
-                bytes_from_caller: a.bytes,
-                packets_from_callee: b.packets,
-                bytes_from_callee: b.bytes,
-                forwarded: a.forwarded + b.forwarded,
-                dropped: a.drops.iter().chain(&b.drops).sum(),
-                latches: a.latches + b.latches,
-            }),
-        }
     }
 }
 
@@ -317,8 +285,7 @@ impl Control for AdminControl {
     }
 
     async fn calls(&self) -> Result<Vec<CallInfo>, ApiError> {
-        let calls = self.runtime.calls().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
-        Ok(calls.into_iter().map(|(s, c)| self.call_info(s, c)).collect())
+        self.calls.list().await
     }
 
     #[allow(clippy::disallowed_methods)] // remaining times are reported against the wall clock
@@ -347,21 +314,11 @@ impl Control for AdminControl {
     }
 
     async fn call(&self, id: &str) -> Result<CallInfo, ApiError> {
-        let (shard, handle) = parse_call_id(id)?;
-        match self.runtime.call(shard, handle).await {
-            Ok(Some(c)) => Ok(self.call_info(shard, c)),
-            Ok(None) => Err(ApiError::not_found(format!("no call {id}"))),
-            Err(e) => Err(ApiError::unavailable(e.to_string())),
-        }
+        self.calls.get(id).await
     }
 
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {
-        let (shard, handle) = parse_call_id(id)?;
-        match self.runtime.teardown(shard, handle).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ApiError::not_found(format!("no call {id}"))),
-            Err(e) => Err(ApiError::unavailable(e.to_string())),
-        }
+        self.calls.teardown(id).await
     }
 
     fn call_control(&self) -> CallControlInfo {
@@ -472,11 +429,4 @@ impl Control for AdminControl {
     fn cluster_node(&self) -> Option<String> {
         self.runtime.cluster().map(|c| c.settings().node_id.clone())
     }
-}
-
-/// A call id as the API shows it, `<shard>-<handle>`.
-fn parse_call_id(id: &str) -> Result<(usize, CallHandle), ApiError> {
-    id.split_once('-')
-        .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, CallHandle::from_raw(h.parse::<u64>().ok()?))))
-        .ok_or_else(|| ApiError::bad_request(format!("'{id}' is not a call id (shard-number)")))
 }
