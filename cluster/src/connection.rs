@@ -73,6 +73,11 @@ impl Connection {
         })
     }
 
+    /// The client, for connections of their own (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     pub fn health(&self) -> &Arc<Health> {
         &self.health
     }

@@ -7,6 +7,7 @@ mod connection;
 mod cps;
 mod lease;
 mod pcalls;
+mod registry;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub use cps::SharedCallRates;
 pub use lease::{Lease, LeaseState};
 pub use pcalls::{CountStats, SharedCallCounts};
 use profiles::config::{redacted_redis_url, ClusterSettings};
+pub use registry::{AskError, CallRegistry, NodeCalls, ASK_DEADLINE};
 
 /// How long start waits for Redis before it goes on without it (and keeps trying).
 const START_DEADLINE: Duration = Duration::from_secs(3);
@@ -28,6 +30,7 @@ pub struct Cluster {
     lease: Arc<Lease>,
     call_counts: Arc<SharedCallCounts>,
     call_rates: Arc<SharedCallRates>,
+    call_registry: Arc<CallRegistry>,
     renewer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -83,6 +86,13 @@ impl Cluster {
             &settings.node_id,
             instance,
         ));
+        let call_registry = Arc::new(CallRegistry::new(
+            connection.clone(),
+            connection.client().clone(),
+            &settings.key_prefix,
+            &settings.node_id,
+            instance,
+        ));
         let call_rates =
             Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
         let renewer = {
@@ -106,7 +116,7 @@ impl Cluster {
             })
         };
         let renewer = std::sync::Mutex::new(Some(renewer));
-        Ok(Self { settings, connection, lease, call_counts, call_rates, renewer })
+        Ok(Self { settings, connection, lease, call_counts, call_rates, call_registry, renewer })
     }
 
     pub fn settings(&self) -> &ClusterSettings {
@@ -115,6 +125,11 @@ impl Cluster {
 
     pub fn connection(&self) -> &Arc<Connection> {
         &self.connection
+    }
+
+    /// The call registry: other nodes' calls, and answering their questions about ours.
+    pub fn call_registry(&self) -> &Arc<CallRegistry> {
+        &self.call_registry
     }
 
     /// `cc_cps` rates shared by the cluster.
