@@ -69,8 +69,8 @@ pub trait Control: Send + Sync + 'static {
     fn stats(&self) -> serde_json::Value;
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
-    /// In cluster mode, this node's id: what the API lists and changes is this node's alone,
-    /// and every answer says so (`X-Sbc-Scope`).
+    /// In cluster mode, this node's id: what the API lists and changes (but calls, which span
+    /// the cluster) is this node's alone, and every such answer says so (`X-Sbc-Scope`).
     fn cluster_node(&self) -> Option<String> {
         None
     }

@@ -78,8 +78,12 @@ pub struct RegistrationInfo {
 /// A call (or a subscription dialog pair).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct CallInfo {
-    /// Stable for the call's life: `<shard>-<number>`.
+    /// Stable for the call's life: `<shard>-<number>`; in cluster mode, another node's calls
+    /// are `<node_id>:<shard>-<number>`.
     pub id: String,
+    /// Cluster mode only: the node that holds the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub profile: String,
     /// `early`, `connected` or `ending`.
     pub state: String,

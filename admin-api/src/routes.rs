@@ -73,15 +73,16 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/active-profile", get(get_active_profile::<C>).put(set_active_profile::<C>))
         .route("/regex-maps", get(list_regex_maps::<C>))
         .route("/regex-maps/{name}", axum::routing::put(set_regex_map::<C>))
-        .route("/calls", get(list_calls::<C>))
-        .route("/calls/{id}", get(get_call::<C>))
-        .route("/calls/{id}", delete(teardown_call::<C>))
         .route("/registrations", get(list_registrations::<C>))
         .route("/call-control", get(get_call_control::<C>))
         .route("/call-control/modules", post(load_call_control_modules::<C>))
         .route("/explain", post(explain::<C>))
         .route("/stats", get(stats::<C>))
         .route_layer(middleware::from_fn_with_state(state.clone(), node_scope::<C>))
+        // The calls of every node (cluster mode): no node scope.
+        .route("/calls", get(list_calls::<C>))
+        .route("/calls/{id}", get(get_call::<C>))
+        .route("/calls/{id}", delete(teardown_call::<C>))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token::<C>));
     Router::new()
         .route("/health", get(health::<C>))
@@ -119,8 +120,8 @@ async fn blocking<C: Control, T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&c)).await.map_err(|_| ApiError::internal("the request's worker failed"))?
 }
 
-/// In cluster mode, calls, registrations, profiles, maps and modules are each node's own: every
-/// answer of these routes names the node it is about.
+/// In cluster mode, registrations, profiles, maps, modules and counters are each node's own:
+/// every answer of these routes names the node it is about. (The call routes span the cluster.)
 async fn node_scope<C: Control>(State(s): State<AppState<C>>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     if let Some(node) = s.control.cluster_node() {

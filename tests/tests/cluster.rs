@@ -44,7 +44,7 @@ fn a_node_joins_with_a_lease_and_leaves_in_order() {
     let (_, metrics) = http(&node, "GET", "/metrics", None, None);
     assert!(metrics.contains("sbc_cluster_redis_up 1") && metrics.contains("sbc_cluster_lease_held 1"), "{metrics}");
     // What the API lists and changes is this node's: every answer says so.
-    for (method, path) in [("GET", "/calls"), ("POST", "/profiles/reload")] {
+    for (method, path) in [("GET", "/registrations"), ("POST", "/profiles/reload")] {
         let (_, head, _) = http_with_head(&node, method, path, None, None);
         assert!(head.to_ascii_lowercase().contains("x-sbc-scope: node a"), "{method} {path}: {head}");
     }
@@ -273,4 +273,50 @@ fn a_late_redis_answer_counts_a_call_once() {
     let released = || node_calls(&redis, "t8:pcalls:ua", "a").is_none();
     assert!(eventually(Duration::from_secs(5), released), "released: {}", redis.cli(&["HGETALL", "t8:pcalls:ua"]));
     let _ = uas.wait(Duration::from_secs(10));
+}
+
+/// The call list and teardown across nodes: a call held through A is listed by B (as
+/// `a:<id>`, node `a`), shown and ended through B's API (the caller gets A's BYE); a node
+/// that no longer answers makes the list 503 with its name, never a shorter list.
+#[test]
+fn any_node_lists_and_ends_the_calls_of_every_node() {
+    let redis = RedisServer::start();
+    let (mut a, b) = two_nodes(&redis, "", "t9");
+    let uas_port = free_port();
+    let _uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let (caller, status) = call(&a, uas_port);
+    assert_eq!(status, Some(200));
+    let list = |n: &Sbcd| -> serde_json::Value {
+        let (status, body) = http(n, "GET", "/calls", None, None);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    let on_a = list(&a);
+    assert_eq!(on_a.as_array().map(Vec::len), Some(1), "{on_a}");
+    let local_id = on_a[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(on_a[0]["node"], "a");
+    let on_b = list(&b);
+    assert_eq!(on_b.as_array().map(Vec::len), Some(1), "{on_b}");
+    let id = format!("a:{local_id}");
+    assert_eq!((on_b[0]["id"].as_str(), on_b[0]["node"].as_str()), (Some(id.as_str()), Some("a")));
+    let (_, head, _) = http_with_head(&b, "GET", "/calls", None, None);
+    assert!(!head.to_ascii_lowercase().contains("x-sbc-scope"), "the call list spans the cluster: {head}");
+    let (status, one) = http(&b, "GET", &format!("/calls/{id}"), None, None);
+    assert_eq!(status, 200, "{one}");
+    let (status, _) = http(&b, "DELETE", &format!("/calls/{id}"), None, None);
+    assert_eq!(status, 204, "ended through b: {}", b.log_text());
+    let bye = caller.recv_request(Duration::from_secs(5)).expect("the caller gets a BYE from a");
+    assert_eq!(bye.method(), Some("BYE"));
+    caller.ok(&bye);
+    assert!(eventually(Duration::from_secs(5), || list(&b).as_array().is_some_and(Vec::is_empty)));
+    assert_eq!(http(&b, "DELETE", &format!("/calls/{id}"), None, None).0, 404);
+    assert_eq!(http(&b, "DELETE", "/calls/a:x", None, None).0, 400, "{}", b.log_text());
+
+    // a stops answering while its lease still runs: b's list says so.
+    let _ = Command::new("kill").args(["-STOP", &a.pid().to_string()]).status();
+    let (status, body) = http(&b, "GET", "/calls", None, None);
+    let _ = Command::new("kill").args(["-CONT", &a.pid().to_string()]).status();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cluster node(s) a did not answer"), "{body}");
+    a.terminate(Duration::from_secs(10));
 }

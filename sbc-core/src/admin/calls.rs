@@ -1,6 +1,8 @@
 //! This node's calls as the API shows them: the engines' overviews turned into `CallInfo`,
 //! with wall-clock times, and the ids `<shard>-<handle>` read back.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +39,7 @@ impl CallViews {
         };
         CallInfo {
             id: format!("{shard}-{}", c.handle),
+            node: None,
             profile: c.profile,
             state: c.state.into(),
             kind: c.kind.into(),
@@ -83,8 +86,28 @@ impl CallViews {
     }
 }
 
+/// Other nodes ask about this node's calls through the cluster's registry.
+impl cluster::NodeCalls for CallViews {
+    fn list(&self) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
+        Box::pin(async move {
+            let calls = self.list().await.map_err(|e| e.message)?;
+            serde_json::to_value(calls).map_err(|e| e.to_string())
+        })
+    }
+
+    fn teardown<'a>(&'a self, id: &'a str) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.teardown(id).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.status == 404 => Ok(false),
+                Err(e) => Err(e.message),
+            }
+        })
+    }
+}
+
 /// A call id as the API shows it, `<shard>-<handle>`.
-fn parse_call_id(id: &str) -> Result<(usize, CallHandle), ApiError> {
+pub(super) fn parse_call_id(id: &str) -> Result<(usize, CallHandle), ApiError> {
     id.split_once('-')
         .and_then(|(s, h)| Some((s.parse::<usize>().ok()?, CallHandle::from_raw(h.parse::<u64>().ok()?))))
         .ok_or_else(|| ApiError::bad_request(format!("'{id}' is not a call id (shard-number)")))

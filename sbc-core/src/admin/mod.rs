@@ -145,6 +145,20 @@ impl AdminControl {
         }
     }
 
+    /// For an id `<node>:<shard>-<handle>` of another node (cluster mode): the cluster and the
+    /// id's two parts. `None`: a call of this node (this node's own prefix is accepted).
+    fn remote_call<'a>(&self, id: &'a str) -> Option<(&Arc<cluster::Cluster>, (&'a str, &'a str))> {
+        let c = self.runtime.cluster()?;
+        let (node, rest) = id.split_once(':')?;
+        (node != c.settings().node_id).then_some((c, (node, rest)))
+    }
+
+    /// A call id of this node without its node prefix (`<node_id>:`, as other nodes list it).
+    fn local_id<'a>(&self, id: &'a str) -> &'a str {
+        let me = self.runtime.cluster().map(|c| format!("{}:", c.settings().node_id));
+        me.and_then(|p| id.strip_prefix(p.as_str())).unwrap_or(id)
+    }
+
     fn profile_info(&self, name: &str) -> Option<ProfileInfo> {
         let snap = self.store.load();
         let p = snap.profiles.get(name)?;
@@ -186,6 +200,23 @@ impl AdminControl {
         tracing::info!(profile = name, "profile {what} through the API");
         self.profile_info(name).ok_or_else(|| ApiError::internal("profile vanished"))
     }
+}
+
+/// The other nodes' calls, their ids prefixed with their node; 503 naming the nodes that did
+/// not answer (never a partial list).
+async fn others_calls(c: &cluster::Cluster) -> Result<Vec<CallInfo>, ApiError> {
+    let others = c.call_registry().calls_of_others().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let mut all = Vec::new();
+    for (node, list) in others {
+        let calls: Vec<CallInfo> = serde_json::from_value(list)
+            .map_err(|e| ApiError::internal(format!("cluster node {node} answered a list that does not parse: {e}")))?;
+        all.extend(calls.into_iter().map(|mut call| {
+            call.id = format!("{node}:{}", call.id);
+            call.node = Some(node.clone());
+            call
+        }));
+    }
+    Ok(all)
 }
 
 fn bad(e: impl std::fmt::Display) -> ApiError {
@@ -285,7 +316,12 @@ impl Control for AdminControl {
     }
 
     async fn calls(&self) -> Result<Vec<CallInfo>, ApiError> {
-        self.calls.list().await
+        let mut all = self.calls.list().await?;
+        let Some(c) = self.runtime.cluster() else { return Ok(all) };
+        let me = &c.settings().node_id;
+        all.iter_mut().for_each(|call| call.node = Some(me.clone()));
+        all.extend(others_calls(c).await?);
+        Ok(all)
     }
 
     #[allow(clippy::disallowed_methods)] // remaining times are reported against the wall clock
@@ -314,11 +350,31 @@ impl Control for AdminControl {
     }
 
     async fn call(&self, id: &str) -> Result<CallInfo, ApiError> {
-        self.calls.get(id).await
+        match self.remote_call(id) {
+            None => self.calls.get(self.local_id(id)).await,
+            Some((c, (_, rest))) => {
+                calls::parse_call_id(rest)?;
+                others_calls(c)
+                    .await?
+                    .into_iter()
+                    .find(|call| call.id == id)
+                    .ok_or_else(|| ApiError::not_found(format!("no call {id}")))
+            }
+        }
     }
 
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {
-        self.calls.teardown(id).await
+        match self.remote_call(id) {
+            None => self.calls.teardown(self.local_id(id)).await,
+            Some((c, (node, rest))) => {
+                calls::parse_call_id(rest)?;
+                match c.call_registry().teardown_on(node, rest).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(ApiError::not_found(format!("no call {id}"))),
+                    Err(e) => Err(ApiError::unavailable(e.to_string())),
+                }
+            }
+        }
     }
 
     fn call_control(&self) -> CallControlInfo {

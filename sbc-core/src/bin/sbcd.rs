@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use callcontrol::Registry;
 use clap::{Parser, ValueEnum};
 use profiles::{Snapshot, Store};
-use sbc_core::admin::{reload_config, AdminControl, ReloadStats};
+use sbc_core::admin::{reload_config, AdminControl, CallViews, ReloadStats};
 use sbc_core::b2bua::Counter;
 use sbc_core::config::{Config, ListenAddr};
 use sbc_core::driver::{join_cluster, Runtime};
@@ -238,6 +238,11 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     let runtime = Arc::new(
         Runtime::start(&cfg, store.clone(), registry.clone(), shards, cluster).await.context("starting transports")?,
     );
+    if let Some(c) = runtime.cluster() {
+        // Other nodes ask this one about its calls (GET /calls, DELETE /calls/{id} anywhere).
+        let views: Arc<dyn cluster::NodeCalls> = Arc::new(CallViews::new(runtime.clone()));
+        c.call_registry().serve(views);
+    }
     let reloads = Arc::new(ReloadStats::default());
     let cfg = Arc::new(cfg);
     if let Some(addr) = cfg.admin.listen {
