@@ -78,6 +78,12 @@ impl Connection {
         &self.client
     }
 
+    /// The last operation succeeded: callers that must not wait skip Redis otherwise (the
+    /// lease renewer keeps probing it).
+    pub fn is_up(&self) -> bool {
+        self.health.up.load(Ordering::Relaxed)
+    }
+
     pub fn health(&self) -> &Arc<Health> {
         &self.health
     }

@@ -62,7 +62,7 @@ impl CallRates for SharedCallRates {
         if max == 0 {
             return Ok(true); // no limit: nothing to count
         }
-        if !self.conn.health().up.load(Ordering::Relaxed) {
+        if !self.conn.is_up() {
             // Known away: calls are not held up by it (the lease renewer probes it).
             self.rated_locally.fetch_add(1, Ordering::Relaxed);
             return self.local.try_take(key, max);

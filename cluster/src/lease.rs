@@ -58,6 +58,7 @@ pub struct Lease {
     instance: String,
     lease: Duration,
     renew: redis::Script,
+    release: redis::Script,
     state: Arc<LeaseState>,
     /// A renewal has succeeded since start (the first one makes the key).
     renewed_once: AtomicBool,
@@ -72,6 +73,7 @@ impl Lease {
             instance: instance.to_string(),
             lease,
             renew: redis::Script::new(RENEW),
+            release: redis::Script::new(RELEASE),
             state: Arc::new(LeaseState::default()),
             renewed_once: AtomicBool::new(false),
         }
@@ -130,10 +132,9 @@ impl Lease {
 
     /// Gives the lease up (at shutdown): the other nodes see this one gone at once.
     pub async fn release(&self, conn: &Connection) -> Result<(), StoreError> {
-        let script = redis::Script::new(RELEASE);
         let _: i64 = conn
             .run(|mut c| async move {
-                script
+                self.release
                     .key(&self.node_key)
                     .key(&self.nodes_key)
                     .arg(&self.instance)

@@ -86,13 +86,8 @@ impl Cluster {
             &settings.node_id,
             instance,
         ));
-        let call_registry = Arc::new(CallRegistry::new(
-            connection.clone(),
-            connection.client().clone(),
-            &settings.key_prefix,
-            &settings.node_id,
-            instance,
-        ));
+        let call_registry =
+            Arc::new(CallRegistry::new(connection.clone(), &settings.key_prefix, &settings.node_id, instance));
         let call_rates =
             Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
         let renewer = {

@@ -280,11 +280,8 @@ impl CallCounts for SharedCallCounts {
         let _one = self.stripe(key);
         let mine = self.live_count(key);
         // While Redis is known to be away, calls are not held up by it (the renewer probes).
-        let shared = if self.conn.health().up.load(Ordering::Relaxed) {
-            self.runtime.block_on(self.acquire_shared(key, mine, max)).ok()
-        } else {
-            None
-        };
+        let shared =
+            if self.conn.is_up() { self.runtime.block_on(self.acquire_shared(key, mine, max)).ok() } else { None };
         let counted = match shared {
             Some(counted) => counted,
             None => {
@@ -304,8 +301,7 @@ impl CallCounts for SharedCallCounts {
         let _one = self.stripe(key);
         let n = self.live_count(key).saturating_sub(1);
         self.set_live(key, n);
-        let written =
-            self.conn.health().up.load(Ordering::Relaxed) && self.runtime.block_on(self.set_shared(key, n)).is_ok();
+        let written = self.conn.is_up() && self.runtime.block_on(self.set_shared(key, n)).is_ok();
         if !written {
             self.mark(key);
         }

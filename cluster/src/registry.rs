@@ -67,7 +67,6 @@ pub enum AskError {
 /// Asking the other nodes, and answering them.
 pub struct CallRegistry {
     conn: Arc<Connection>,
-    client: redis::Client,
     prefix: String,
     node_id: String,
     instance: String,
@@ -76,10 +75,9 @@ pub struct CallRegistry {
 }
 
 impl CallRegistry {
-    pub fn new(conn: Arc<Connection>, client: redis::Client, prefix: &str, node_id: &str, instance: &str) -> Self {
+    pub fn new(conn: Arc<Connection>, prefix: &str, node_id: &str, instance: &str) -> Self {
         Self {
             conn,
-            client,
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
             instance: instance.to_string(),
@@ -98,7 +96,7 @@ impl CallRegistry {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Ok(mut ps) = me.client.get_async_pubsub().await {
+                if let Ok(mut ps) = me.conn.client().get_async_pubsub().await {
                     if ps.subscribe(me.channel(&me.node_id)).await.is_ok() {
                         let mut questions = ps.on_message();
                         while let Some(msg) = questions.next().await {
