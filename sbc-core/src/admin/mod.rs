@@ -122,7 +122,6 @@ pub struct AdminControl {
 }
 
 impl AdminControl {
-    #[allow(clippy::disallowed_methods)] // see unix_now
     pub fn new(
         store: Arc<Store>,
         registry: Arc<Registry>,
