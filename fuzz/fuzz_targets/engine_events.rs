@@ -167,8 +167,8 @@ impl sbc_engine::registrations::Registrations for SometimesLater {
     fn put(&self, binding: regcache::Binding) {
         self.cache.put(binding);
     }
-    fn set_ua_expires(&self, alias: &str, ua_expires: Instant) {
-        self.cache.set_ua_expires(alias, ua_expires);
+    fn set_ua_expires(&self, binding: &regcache::Binding, ua_expires: Instant) {
+        self.cache.set_ua_expires(&binding.alias, ua_expires);
     }
     fn remove(&self, alias: &str) {
         self.cache.remove(alias);

@@ -54,6 +54,19 @@ pub struct Binding {
     /// When the registrar's binding runs out (the cache entry goes then).
     pub registrar_expires: Instant,
     pub origin: Origin,
+    /// The cluster node that holds the phone's NAT binding or connection, when another node
+    /// does (docs/manual/cluster.md, Registrations): calls to the phone go through it, the
+    /// only address the phone's NAT lets in. `None`: this node, or no cluster.
+    pub relay: Option<Relay>,
+}
+
+/// Another node of the cluster, where calls to one of its phones go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    pub node: String,
+    /// The node's SIP address on the binding's interface, and its transport.
+    pub addr: SocketAddr,
+    pub transport: String,
 }
 
 impl Binding {
@@ -102,5 +115,6 @@ pub(crate) fn test_binding(alias: &str, aor: &str, contact: &str, src: &str, now
         ua_expires: expires,
         registrar_expires: expires,
         origin: Origin::Upstream,
+        relay: None,
     }
 }

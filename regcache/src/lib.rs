@@ -17,7 +17,7 @@ mod store;
 mod view;
 
 pub use aor::canonical_aor;
-pub use binding::{alias_of, Binding, Origin};
+pub use binding::{alias_of, Binding, Origin, Relay};
 pub use cache::{NoPersist, Persist, RegCache};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, StoreError, WallClock};

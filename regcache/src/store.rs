@@ -236,6 +236,7 @@ fn load(conn: &Connection, clock: WallClock) -> rusqlite::Result<Vec<Binding>> {
             ua_expires,
             registrar_expires,
             origin,
+            relay: None,
         });
     }
     Ok(out)
@@ -325,6 +326,7 @@ mod tests {
             ua_expires: now + Duration::from_secs(secs / 2),
             registrar_expires: now + Duration::from_secs(secs),
             origin: Origin::Upstream,
+            relay: None,
         };
         cache.put(mk("live", 3600));
         cache.put(mk("short", 2));

@@ -8,6 +8,7 @@
 //! does its work on its own time, never on a shard's.
 //! `regcache::RegCache` is the implementation sbcd runs, its persistence in the driver.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use regcache::{Binding, RegCache, RegQuery, RegView};
@@ -24,14 +25,26 @@ pub trait Registrations: Send + Sync + std::fmt::Debug {
     }
     /// Adds or replaces a binding.
     fn put(&self, binding: Binding);
-    /// Sets when the phone's registration of `alias` runs out (an absorbed re-registration),
-    /// if the binding is still there (it may have gone since the lookup).
-    fn set_ua_expires(&self, alias: &str, ua_expires: Instant);
+    /// Sets when the phone's registration of `binding` runs out (a re-registration this node
+    /// absorbed), if the binding is still there (it may have gone since the lookup). A store
+    /// shared by several nodes notes that this node holds the binding from now on: the
+    /// phone's NAT just let this node's answer in.
+    fn set_ua_expires(&self, binding: &Binding, ua_expires: Instant);
     /// Removes an alias's binding, if any.
     fn remove(&self, alias: &str);
     /// Drops the bindings expired at `now`; how many.
     fn collect_expired(&self, now: Instant) -> usize;
+    /// Whether `source` is another node of the cluster, whose requests may name a binding
+    /// this node holds ([`RELAY_HEADER`]). Never, outside a cluster.
+    fn is_peer(&self, _source: SocketAddr) -> bool {
+        false
+    }
 }
+
+/// The header with which a node of a cluster hands a call to one of its peers' phones to that
+/// peer (docs/manual/cluster.md, Registrations): the alias of the binding. Honoured only from
+/// a peer ([`Registrations::is_peer`]) and never relayed on.
+pub const RELAY_HEADER: &str = "X-Sbc-Relay";
 
 impl Registrations for RegCache {
     fn lookup(&self, query: &RegQuery) -> Option<RegView> {
@@ -43,8 +56,8 @@ impl Registrations for RegCache {
     fn put(&self, binding: Binding) {
         Self::put(self, binding);
     }
-    fn set_ua_expires(&self, alias: &str, ua_expires: Instant) {
-        Self::set_ua_expires(self, alias, ua_expires);
+    fn set_ua_expires(&self, binding: &Binding, ua_expires: Instant) {
+        Self::set_ua_expires(self, &binding.alias, ua_expires);
     }
     fn remove(&self, alias: &str) {
         Self::remove(self, alias);

@@ -138,7 +138,9 @@ impl RequestView for MsgView<'_> {
 
 /// Headers that steer the SBC and never leave it.
 pub(crate) fn is_control_header(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"P-App-Param") || name.eq_ignore_ascii_case(b"P-App-Name")
+    name.eq_ignore_ascii_case(b"P-App-Param")
+        || name.eq_ignore_ascii_case(b"P-App-Name")
+        || name.eq_ignore_ascii_case(crate::registrations::RELAY_HEADER.as_bytes())
 }
 
 /// Appends `headers` to `w`.
@@ -197,6 +199,9 @@ impl Engine {
     /// unless it has a call-control chain and `with_cc` is set: then the chain is expanded and
     /// evaluation waits for the modules' verdict.
     pub(super) fn choose_profile(&mut self, req: &NewRequest, with_cc: bool) -> Chosen {
+        if let Some(alias) = self.relayed_for_peer(req) {
+            return self.relay_for_peer(req, &alias);
+        }
         let snap = req.snapshot.clone();
         let selected = self.with_env(req, None, &NoCcVars, |env| snap.select(env));
         let profile = match selected {
@@ -234,7 +239,7 @@ impl Engine {
     /// Calls whose profile evaluates as the previous evaluation of that profile did (a
     /// transparent or a fixed trunk profile takes nothing from the request) share one set of
     /// rules: a held call then costs a kilobyte less.
-    fn shared_rules(&mut self, profile: Arc<Profile>, plan: CallPlan) -> Arc<CallRules> {
+    pub(super) fn shared_rules(&mut self, profile: Arc<Profile>, plan: CallPlan) -> Arc<CallRules> {
         // Keyed by the profile's address: the entry holds the profile, so the address stays
         // its own. Reloads bring new profiles; the map is emptied before it grows large.
         let key = Arc::as_ptr(&profile) as usize;
@@ -261,7 +266,12 @@ impl Engine {
     ) -> Chosen {
         match self.with_env(req, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
             Some(Ok(mut plan)) => match retarget_registered(req, &profile, &mut plan) {
-                Ok(()) => Chosen::Go(self.shared_rules(profile, plan)),
+                Ok(via_peer) => {
+                    if via_peer {
+                        self.stats.bump(super::Counter::RelayedToPeer);
+                    }
+                    Chosen::Go(self.shared_rules(profile, plan))
+                }
                 Err(refusal) => Chosen::Refuse(refusal),
             },
             Some(Err(e)) => {

@@ -27,6 +27,8 @@ pub enum Counter {
     MediaDestinationsRefused,
     RegistrationLookupsDeferred,
     RegistrationLookupsLate,
+    RelayedToPeer,
+    RelayedForPeer,
 }
 
 /// How a counter's `/metrics` family is labelled.
@@ -64,7 +66,7 @@ const fn def(
 }
 
 impl Counter {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 21;
 
     /// Every counter, in discriminant order.
     pub const DEFS: [CounterDef; Self::COUNT] = [
@@ -188,6 +190,20 @@ impl Counter {
             "sbc_registration_lookups_late",
             Labels::None,
             "New requests refused with 503 because the registration store did not answer in time",
+        ),
+        def(
+            Self::RelayedToPeer,
+            "relayed_to_peer",
+            "sbc_cluster_relayed_to_peer",
+            Labels::None,
+            "Requests to a phone another cluster node holds, sent through that node",
+        ),
+        def(
+            Self::RelayedForPeer,
+            "relayed_for_peer",
+            "sbc_cluster_relayed_for_peer",
+            Labels::None,
+            "Requests another cluster node sent through this one to a phone it holds",
         ),
     ];
 

@@ -23,6 +23,7 @@ mod linger;
 mod media;
 mod ood;
 mod overview;
+mod peer_relay;
 mod record;
 mod reg_lookup;
 mod register;
@@ -202,6 +203,8 @@ pub struct Engine {
     /// Per profile, the rules its last evaluation gave: the next call for which it evaluates
     /// alike shares them.
     last_rules: HashMap<usize, std::sync::Arc<apply::CallRules>>,
+    /// The profile of requests a cluster peer relays to this node's phones (`peer_relay.rs`).
+    relay_profile: std::sync::Arc<profiles::Profile>,
     pub stats: EngineStats,
     /// The media ports this shard lends and the relay commands it queues (`media.rs`).
     media: Option<rtp_relay::MediaBook>,
@@ -238,6 +241,7 @@ impl Engine {
             nonce_uses: Default::default(),
             nonce_use_order: VecDeque::new(),
             last_rules: HashMap::new(),
+            relay_profile: peer_relay::relay_profile(),
             stats: EngineStats::default(),
             media,
         }

@@ -1,9 +1,9 @@
 //! A new request's registrations, asked for before its profile is chosen
 //! (`src/registrations.rs`), and again when call control lets it go on (the hooks took time):
 //! the query names every binding the request's handling may read (its Request-URI's alias
-//! and AoR, its caller's AoR, its Contact from its source, a REGISTER's AoR). A store that
-//! answers at once lets the request go on in the same call; one that answers later parks it
-//! here until `handle_registrations` or the deadline.
+//! and AoR, its caller's AoR, its Contact from its source, a REGISTER's AoR, the binding a
+//! cluster peer names). A store that answers at once lets the request go on in the same call;
+//! one that answers later parks it here until `handle_registrations` or the deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +78,9 @@ fn query_of(msg: &Message, source: std::net::SocketAddr) -> RegQuery {
     // The Request-URI's user as calls to an alias read it, and as `$uc $us $ui` do (they
     // differ for schemes other than sip, sips and tel).
     let users = [Uri::parse(ruri).and_then(|u| u.user).map(text), uri_user(&text(ruri)).map(str::to_string)];
-    for user in users.into_iter().flatten() {
+    // A peer's request names the binding it is for (`peer_relay.rs`).
+    let relayed = super::peer_relay::named_alias(msg);
+    for user in users.into_iter().flatten().chain(relayed) {
         if !q.aliases.contains(&user) {
             q.aliases.push(user);
         }
@@ -104,7 +106,8 @@ impl Engine {
     /// Looks up what a request may read of the registrations (nothing when no profile or rule
     /// reads them), then goes on with it: now, or when the store answers.
     pub(super) fn look_up_registrations(&mut self, now: Instant, mut waiting: Waiting) {
-        if self.snapshot_uses_registrations(&waiting.req().snapshot) {
+        let relayed = super::peer_relay::named_alias(&waiting.req().msg).is_some();
+        if relayed || self.snapshot_uses_registrations(&waiting.req().snapshot) {
             let req = waiting.req();
             let query = query_of(&req.msg, req.src.remote);
             match self.cfg.reg_cache.lookup(&query) {

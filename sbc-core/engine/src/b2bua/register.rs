@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use profiles::evaluate::CallPlan;
-use profiles::profile::{NextHop, Profile};
+use profiles::profile::Profile;
 use profiles::LocalReply;
 use regcache::{canonical_aor, Binding, Origin, RegView};
 
 use super::apply::CallRules;
+use super::peer_relay::{hop_to_phone, through_peer};
 use super::setup::NewRequest;
 use super::types::Transport;
 use super::{Counter, Engine, TxId};
@@ -220,7 +221,9 @@ impl Engine {
             let mut rows = Vec::with_capacity(reg.contacts.len());
             for (c, alias) in reg.contacts.iter().zip(&aliases) {
                 let given = ua_cap(c.expires);
-                cache.set_ua_expires(alias, now + Duration::from_secs(u64::from(given)));
+                if let Some(b) = view.get(alias) {
+                    cache.set_ua_expires(b, now + Duration::from_secs(u64::from(given)));
+                }
                 rows.push(c.render(given));
             }
             let ok = rows.into_iter().fold(LocalReply::new(200, "OK"), |r, row| r.with("Contact", row));
@@ -305,6 +308,7 @@ impl Engine {
                     ua_expires: now + Duration::from_secs(u64::from(given)),
                     registrar_expires: now + Duration::from_secs(u64::from(reg_s)),
                     origin: Origin::Upstream,
+                    relay: None,
                 });
                 listed.push(alias.clone());
                 rows.push(c.render(given));
@@ -392,6 +396,7 @@ impl Engine {
             ua_expires: now + expires,
             registrar_expires: now + expires,
             origin: Origin::Local,
+            relay: None,
         });
         let row = c.render(c.expires);
         self.respond_local(now, server, &LocalReply::new(200, "OK").with("Contact", row));
@@ -406,11 +411,16 @@ impl Engine {
 
 /// Calls and other requests to a registered user (docs/manual/access.md, Registration
 /// caching): the plan is retargeted to the registered contact, where the REGISTER came from.
-/// `Err` = nobody registered.
-pub(super) fn retarget_registered(req: &NewRequest, profile: &Profile, plan: &mut CallPlan) -> Result<(), LocalReply> {
+/// `Err` = nobody registered; `Ok(true)`: the phone is another cluster node's, and the request
+/// goes through it.
+pub(super) fn retarget_registered(
+    req: &NewRequest,
+    profile: &Profile,
+    plan: &mut CallPlan,
+) -> Result<bool, LocalReply> {
     let (msg, view) = (&req.msg, &req.regs);
     if msg.method() == Some(crate::sip::msg::Method::Register) {
-        return Ok(());
+        return Ok(false);
     }
     let (binding, nat, sticky) = if profile.reg_caching.enabled {
         let alias = Uri::parse(msg.request_uri()).and_then(|u| u.user).map(String::from_utf8_lossy);
@@ -424,24 +434,22 @@ pub(super) fn retarget_registered(req: &NewRequest, profile: &Profile, plan: &mu
         });
         (b.ok_or(LocalReply::new(404, "Not Found"))?, reg.nat_handling, reg.sticky_iface)
     } else {
-        return Ok(());
+        return Ok(false);
     };
     // `RURI` of the profile, if set, wins over the registered contact.
     if profile.ruri.is_none() {
         plan.ruri = Some(binding.contact.clone());
     }
-    if nat {
-        let host = match binding.source.ip() {
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            std::net::IpAddr::V4(ip) => ip.to_string(),
-        };
-        plan.next_hops =
-            vec![NextHop { host, port: Some(binding.source.port()), transport: Some(binding.transport.clone()) }];
+    // Only the address the phone registered through gets through its NAT: another node's
+    // phone is reached through that node (`peer_relay.rs`).
+    let via_peer = nat && through_peer(&binding, plan);
+    if nat && !via_peer {
+        plan.next_hops = vec![hop_to_phone(&binding)];
     }
     if sticky && !binding.interface.is_empty() {
         plan.outbound_interface = Some(binding.interface.clone());
     }
-    Ok(())
+    Ok(via_peer)
 }
 
 /// The contacts of a REGISTER relayed without caching, with the parts `contact_*` names

@@ -67,8 +67,8 @@ impl crate::registrations::Registrations for RemoteRegs {
     fn put(&self, binding: regcache::Binding) {
         self.0.put(binding);
     }
-    fn set_ua_expires(&self, alias: &str, ua_expires: Instant) {
-        self.0.set_ua_expires(alias, ua_expires);
+    fn set_ua_expires(&self, binding: &regcache::Binding, ua_expires: Instant) {
+        self.0.set_ua_expires(&binding.alias, ua_expires);
     }
     fn remove(&self, alias: &str) {
         self.0.remove(alias);
@@ -360,6 +360,7 @@ mod calls;
 mod cc;
 mod edge;
 mod media;
+mod peer_relay;
 mod profile_rules;
 mod record;
 mod subscriptions;
