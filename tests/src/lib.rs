@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod dns;
 pub mod flood;
 pub mod phone;

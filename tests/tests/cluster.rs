@@ -8,28 +8,12 @@
 use std::process::Command;
 use std::time::Duration;
 
+use sbc_e2e::cluster::{cluster_health, cluster_yaml, two_nodes, wait_for};
 use sbc_e2e::redis::RedisServer;
 use sbc_e2e::ua::{sdp, TestUa};
 use sbc_e2e::{
     call_through, config_file, eventually, free_port, http, http_with_head, sbcd_bin, sipp_uas, Sbcd, Transport,
 };
-
-fn cluster_yaml(node_id: &str, redis_url: &str, prefix: &str) -> String {
-    format!("cluster:\n  node_id: {node_id}\n  redis_url: {redis_url}\n  key_prefix: {prefix}\n  lease_s: 3\n")
-}
-
-/// The `cluster` object of the node's `/health`.
-fn cluster_health(sbcd: &Sbcd) -> serde_json::Value {
-    let (status, body) = http(sbcd, "GET", "/health", None, None);
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["cluster"].clone()
-}
-
-fn wait_for(sbcd: &Sbcd, what: &str, want: impl Fn(&serde_json::Value) -> bool) {
-    let ok = eventually(Duration::from_secs(10), || want(&cluster_health(sbcd)));
-    assert!(ok, "{what}: /health says {}\nsbcd log:\n{}", cluster_health(sbcd), sbcd.log_text());
-}
 
 #[test]
 fn a_node_joins_with_a_lease_and_leaves_in_order() {
@@ -109,17 +93,6 @@ fn check_config_names_a_bad_cluster_key() {
 
 /// One parallel call per From user (`$fU`), counted by the cluster.
 const ONE_CALL_EACH: &str = "active_profile: limited\nprofiles:\n  limited:\n    call_control: limit\n    limit_module: cc_pcalls\n    limit_uuid: \"$fU\"\n    limit_max_calls: \"1\"\n";
-
-/// Nodes `a` and `b` of one cluster (key prefix `prefix`) with the profiles of `profiles`,
-/// both holding their lease.
-fn two_nodes(redis: &RedisServer, profiles: &str, prefix: &str) -> (Sbcd, Sbcd) {
-    let yaml = |id: &str| format!("{profiles}{}", cluster_yaml(id, &redis.url(), prefix));
-    let (a, b) = (Sbcd::with_config(&yaml("a"), &[]), Sbcd::with_config(&yaml("b"), &[]));
-    for n in [&a, &b] {
-        wait_for(n, "joined", |c| c["lease"] == "held");
-    }
-    (a, b)
-}
 
 /// The calls `node`'s process counts in the hash `hash` (its field is `<node>:<instance>`).
 fn node_calls(redis: &RedisServer, hash: &str, node: &str) -> Option<String> {
