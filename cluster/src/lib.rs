@@ -1,12 +1,14 @@
 //! Cluster mode (docs/manual/cluster.md): several sbcd nodes share state on one Redis. This
 //! crate is the driver's side of it: the connection (`connection.rs`: one reconnecting
-//! connection, every operation under a deadline) and the node's lease (`lease.rs`). The
+//! connection, every operation under a deadline), the node's lease (`lease.rs`) and the
+//! stores built on them (call counts and rates, registrations, the call registry). The
 //! engine never calls it: the stores built on it answer the engine's ports later, as inputs.
 
 mod connection;
 mod cps;
 mod lease;
 mod pcalls;
+mod registrations;
 mod registry;
 
 use std::sync::atomic::Ordering;
@@ -18,6 +20,7 @@ pub use cps::SharedCallRates;
 pub use lease::{Lease, LeaseState};
 pub use pcalls::{CountStats, SharedCallCounts};
 use profiles::config::{redacted_redis_url, ClusterSettings};
+pub use registrations::{RegStats, SharedRegistrations, SipAddress};
 pub use registry::{AskError, CallRegistry, NodeCalls, ASK_DEADLINE};
 
 /// How long start waits for Redis before it goes on without it (and keeps trying).
@@ -31,6 +34,8 @@ pub struct Cluster {
     call_counts: Arc<SharedCallCounts>,
     call_rates: Arc<SharedCallRates>,
     call_registry: Arc<CallRegistry>,
+    /// Registrations shared once the driver has its cache ([`Cluster::share_registrations`]).
+    registrations: Arc<arc_swap::ArcSwapOption<SharedRegistrations>>,
     renewer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -43,6 +48,8 @@ pub struct ClusterView {
     /// Another live process holds this node's id.
     pub node_id_clash: bool,
     pub live_nodes: usize,
+    /// The other live nodes and their SIP addresses, as this node last read them.
+    pub peers: std::collections::BTreeMap<String, Vec<String>>,
     pub operations: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -90,8 +97,10 @@ impl Cluster {
             Arc::new(CallRegistry::new(connection.clone(), &settings.key_prefix, &settings.node_id, instance));
         let call_rates =
             Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
+        let registrations = Arc::new(arc_swap::ArcSwapOption::<SharedRegistrations>::empty());
         let renewer = {
             let (connection, lease, counts) = (connection.clone(), lease.clone(), call_counts.clone());
+            let regs = registrations.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(lease.interval());
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -107,11 +116,14 @@ impl Cluster {
                     let c = counts.clone();
                     let _ = tokio::task::spawn_blocking(move || c.reconcile()).await;
                     counts.sweep().await;
+                    if let Some(r) = regs.load_full() {
+                        let _ = r.refresh(lost).await;
+                    }
                 }
             })
         };
         let renewer = std::sync::Mutex::new(Some(renewer));
-        Ok(Self { settings, connection, lease, call_counts, call_rates, call_registry, renewer })
+        Ok(Self { settings, connection, lease, call_counts, call_rates, call_registry, registrations, renewer })
     }
 
     pub fn settings(&self) -> &ClusterSettings {
@@ -125,6 +137,27 @@ impl Cluster {
     /// The call registry: other nodes' calls, and answering their questions about ours.
     pub fn call_registry(&self) -> &Arc<CallRegistry> {
         &self.call_registry
+    }
+
+    /// Shares the registrations of this node's cache `local` with the cluster, publishing
+    /// `own` (its SIP addresses) for its peers. Once, at start.
+    pub fn share_registrations(&self, local: Arc<regcache::RegCache>, own: &[SipAddress]) -> Arc<SharedRegistrations> {
+        let regs = SharedRegistrations::start(
+            self.connection.clone(),
+            local,
+            &self.settings.key_prefix,
+            &self.settings.node_id,
+            self.settings.lease,
+            own,
+            &tokio::runtime::Handle::current(),
+        );
+        self.registrations.store(Some(regs.clone()));
+        regs
+    }
+
+    /// The shared registrations, once the driver started them.
+    pub fn registrations(&self) -> Option<Arc<SharedRegistrations>> {
+        self.registrations.load_full()
     }
 
     /// `cc_cps` rates shared by the cluster.
@@ -146,6 +179,7 @@ impl Cluster {
             lease_held: l.held.load(Ordering::Relaxed),
             node_id_clash: l.clash.load(Ordering::Relaxed),
             live_nodes: l.live_nodes.load(Ordering::Relaxed),
+            peers: self.registrations().map(|r| r.peers()).unwrap_or_default(),
             operations: h.operations.load(Ordering::Relaxed),
             errors: h.errors.load(Ordering::Relaxed),
             timeouts: h.timeouts.load(Ordering::Relaxed),

@@ -7,6 +7,7 @@ mod admin_query;
 mod dns;
 mod hooks;
 mod media;
+mod registrations;
 mod shard;
 mod shed;
 mod tcp;
@@ -50,6 +51,8 @@ pub(crate) enum ShardInput {
     GetCall(CallHandle, tokio::sync::oneshot::Sender<Option<crate::b2bua::CallOverview>>),
     /// The management plane ends a call (true if it existed).
     Teardown(CallHandle, tokio::sync::oneshot::Sender<bool>),
+    /// The answer to a registration lookup the engine had to wait for.
+    Registrations(crate::b2bua::RegTicket, regcache::RegView),
 }
 
 /// Process-wide counters of the driver (the engines count the rest).
@@ -283,6 +286,39 @@ fn open_registrations(
     Ok((cache, Some(store)))
 }
 
+/// The SIP addresses this node publishes for its cluster peers: each socket's, or its
+/// interface's advertised address when it listens on a wildcard one (none: not published,
+/// peers cannot hand calls to it on that interface).
+fn published_addresses(interfaces: &[Interface]) -> Vec<cluster::SipAddress> {
+    let mut out = Vec::new();
+    for iface in interfaces {
+        for sock in &iface.sockets {
+            let ip = if sock.addr.ip().is_unspecified() {
+                match sock.advertised.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok()) {
+                    Some(ip) => ip,
+                    None => {
+                        tracing::warn!(
+                            interface = %iface.name,
+                            addr = %sock.addr,
+                            "cluster: a wildcard listen address without an advertised IP is not published; \
+                             other nodes cannot relay calls to this node's phones through it"
+                        );
+                        continue;
+                    }
+                }
+            } else {
+                sock.addr.ip()
+            };
+            out.push(cluster::SipAddress {
+                interface: iface.name.clone(),
+                transport: sock.transport.to_string(),
+                addr: SocketAddr::new(ip, sock.addr.port()),
+            });
+        }
+    }
+    out
+}
+
 /// Joins the cluster as a new instance of its node (16 random hex digits tell this process
 /// from another that claims the same `node_id`). Done before the call-control modules are
 /// built: the shared ones count on the cluster.
@@ -368,6 +404,18 @@ impl Runtime {
         let cc_inflight = Arc::new(AtomicUsize::new(0));
         let (relay, book) = start_relay(cfg, shards)?;
         let (registrations, reg_store) = open_registrations(cfg)?;
+        let (reg_port, lookups) = match &cluster {
+            Some(c) => {
+                let shared = c.share_registrations(registrations.clone(), &published_addresses(&interfaces));
+                let port: Arc<dyn sbc_engine::registrations::Registrations> =
+                    Arc::new(registrations::ClusterRegistrations(shared.clone()));
+                (port, registrations::Lookups::Cluster(shared))
+            }
+            None => {
+                let port: Arc<dyn sbc_engine::registrations::Registrations> = registrations.clone();
+                (port, registrations::Lookups::Local(registrations.clone()))
+            }
+        };
         let nonce_key = secret_key()?;
 
         {
@@ -405,7 +453,7 @@ impl Runtime {
         for (i, rx) in receivers.into_iter().enumerate() {
             let mut ecfg = EngineConfig::from_config(cfg, i as u8, shards, interfaces.clone(), profiles.clone());
             ecfg.media = Some(media.clone());
-            ecfg.reg_cache = registrations.clone();
+            ecfg.reg_cache = reg_port.clone();
             ecfg.nonce_key = nonce_key;
             ecfg.admission = admission.clone();
             let status = Arc::new(ShardStatus::default());
@@ -419,7 +467,7 @@ impl Runtime {
             );
             let engine = crate::b2bua::Engine::new(ecfg, seed);
             let media = Some(media::ShardMedia::new(relay.clone()));
-            tokio::spawn(shard::run(engine, rx, shared.clone(), status, cc, media, registrations.clone()));
+            tokio::spawn(shard::run(engine, rx, shared.clone(), status, cc, media, lookups.clone()));
         }
         for (id, sock) in udp_receivers {
             tokio::spawn(udp::receive(shared.clone(), id, sock));

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::hooks::CcDriver;
 use super::media::ShardMedia;
+use super::registrations::Lookups;
 use super::{ShardInput, Shared};
 use crate::b2bua::{CallOverview, Counter, Engine, Event, Output, BY_METHOD};
 use crate::sip::msg::Method;
@@ -132,7 +133,7 @@ pub(super) async fn run(
     status: Arc<ShardStatus>,
     mut cc: CcDriver,
     mut media: Option<ShardMedia>,
-    registrations: Arc<regcache::RegCache>,
+    lookups: Lookups,
 ) {
     let shard = engine.config().shard;
     let epoch = clock();
@@ -180,11 +181,11 @@ pub(super) async fn run(
                         let last = media.as_ref().and_then(|m| m.last_activity(&streams));
                         answers.push(ShardAnswer::Activity(call, last));
                     }
-                    // Never emitted with sbcd's in-process cache, which answers every lookup
-                    // at once; answered from it all the same. (A store on other machines
-                    // will answer through the shard's input channel instead.)
+                    // Cluster mode's lookups come back through the shard's input channel.
                     Output::RegistrationLookup { ticket, query } => {
-                        answers.push(ShardAnswer::Registrations(ticket, registrations.view(&query)));
+                        if let Some(view) = lookups.ask(ticket, query, &shared.shards[usize::from(shard)]) {
+                            answers.push(ShardAnswer::Registrations(ticket, view));
+                        }
                     }
                     Output::Event(_) => {}
                 }
@@ -243,6 +244,7 @@ fn handle(engine: &mut Engine, media: Option<&ShardMedia>, input: ShardInput) {
         ShardInput::Resolved(tx, addr) => engine.handle_resolved(tx, addr),
         ShardInput::Drain => engine.set_draining(true),
         ShardInput::CcVerdict(call, verdict) => engine.handle_cc_verdict(now, call, verdict),
+        ShardInput::Registrations(ticket, view) => engine.handle_registrations(now, ticket, view),
         // A question the API stopped waiting for (it answered 503) is not acted on: a teardown
         // done behind the operator's back would make their retry a 404.
         ShardInput::ListCalls(reply) if !reply.is_closed() => {
