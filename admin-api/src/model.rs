@@ -184,6 +184,11 @@ pub struct ClusterHealth {
     pub lease: String,
     /// Nodes whose lease had not run out at this node's last renewal (itself included).
     pub live_nodes: usize,
+    /// The other live nodes and the SIP addresses they published (`interface
+    /// transport:ip:port`): where calls to their phones go, and whose requests this node
+    /// takes as theirs.
+    #[serde(default)]
+    pub peers: std::collections::BTreeMap<String, Vec<String>>,
     /// Redis operations that failed or ran past the deadline.
     pub errors: u64,
     pub timeouts: u64,

@@ -184,6 +184,49 @@ impl Collector for SbcCollector {
                 "cc_cps calls rated on this node alone because Redis did not answer",
                 c.call_rates().rated_locally.load(Relaxed),
             )?;
+            if let Some(r) = c.registrations() {
+                let r = r.stats();
+                labelled(
+                    e,
+                    "sbc_cluster_registration_lookups",
+                    "Registration lookups, by who answered (redis, or this node's own bindings while Redis did not)",
+                    "answered_by",
+                    [
+                        ("redis".to_string(), r.lookups.load(Relaxed)),
+                        ("node".to_string(), r.looked_up_locally.load(Relaxed)),
+                    ],
+                )?;
+                counter(
+                    e,
+                    "sbc_cluster_registration_writes",
+                    "Registration changes written to Redis",
+                    r.writes.load(Relaxed),
+                )?;
+                counter(
+                    e,
+                    "sbc_cluster_registration_writes_lost",
+                    "Registration changes that did not reach Redis (the node writes its bindings again when it answers)",
+                    r.writes_lost.load(Relaxed),
+                )?;
+                counter(
+                    e,
+                    "sbc_cluster_registration_rewritten",
+                    "Bindings written to Redis again after it came back or lost its data",
+                    r.rewritten.load(Relaxed),
+                )?;
+                counter(
+                    e,
+                    "sbc_cluster_registration_taken_over",
+                    "Bindings of this node that another node took while Redis was away from this one",
+                    r.taken_over.load(Relaxed),
+                )?;
+                counter(
+                    e,
+                    "sbc_cluster_registration_holder_gone",
+                    "Bindings looked up whose holding node was no longer live (calls go to the phone directly)",
+                    r.holder_gone.load(Relaxed),
+                )?;
+            }
             labelled(
                 e,
                 "sbc_cluster_redis_failures",

@@ -431,6 +431,7 @@ impl Control for AdminControl {
                 redis: if v.redis_up { "up" } else { "down" }.into(),
                 lease: lease.into(),
                 live_nodes: v.live_nodes,
+                peers: v.peers,
                 errors: v.errors,
                 timeouts: v.timeouts,
                 last_error: v.last_error,
