@@ -22,17 +22,20 @@ pub struct Phone {
     pub user: String,
     cseq: u32,
     branch: u32,
+    /// Where the last request came from over UDP: its responses go there (RFC 3261 §18.2.2),
+    /// which is not its SBC when another node of a cluster relays to it.
+    request_source: Option<SocketAddr>,
 }
 
 impl Phone {
     pub fn udp(sbc: SocketAddr, user: &str) -> Self {
         let s = UdpSocket::bind("127.0.0.1:0").expect("bind phone");
-        Self { link: Link::Udp(s), sbc, user: user.into(), cseq: 0, branch: 0 }
+        Self { link: Link::Udp(s), sbc, user: user.into(), cseq: 0, branch: 0, request_source: None }
     }
 
     pub fn tcp(sbc: SocketAddr, user: &str) -> Self {
         let s = TcpStream::connect(sbc).expect("connect phone");
-        Self { link: Link::Tcp(s, Vec::new()), sbc, user: user.into(), cseq: 0, branch: 0 }
+        Self { link: Link::Tcp(s, Vec::new()), sbc, user: user.into(), cseq: 0, branch: 0, request_source: None }
     }
 
     /// Where it listens (its source address).
@@ -59,9 +62,14 @@ impl Phone {
     }
 
     fn send(&mut self, text: &str) {
+        self.send_towards(text, self.sbc);
+    }
+
+    /// Sends `text` to `to` over UDP; on TCP, over its connection.
+    fn send_towards(&mut self, text: &str, to: SocketAddr) {
         match &mut self.link {
             Link::Udp(s) => {
-                s.send_to(text.as_bytes(), self.sbc).expect("send");
+                s.send_to(text.as_bytes(), to).expect("send");
             }
             Link::Tcp(s, _) => s.write_all(text.as_bytes()).expect("write"),
         }
@@ -76,8 +84,12 @@ impl Phone {
                 while Instant::now() < deadline {
                     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                     s.set_read_timeout(Some(left)).ok()?;
-                    if let Ok((n, _)) = s.recv_from(&mut buf) {
-                        return Some(SipText(String::from_utf8_lossy(&buf[..n]).into_owned()));
+                    if let Ok((n, from)) = s.recv_from(&mut buf) {
+                        let m = SipText(String::from_utf8_lossy(&buf[..n]).into_owned());
+                        if m.method().is_some() {
+                            self.request_source = Some(from);
+                        }
+                        return Some(m);
                     }
                 }
                 None
@@ -170,7 +182,7 @@ impl Phone {
             String::new()
         };
         resp.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        self.send(&resp);
+        self.send_towards(&resp, self.request_source.unwrap_or(self.sbc));
     }
 }
 
