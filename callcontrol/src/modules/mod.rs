@@ -37,6 +37,11 @@ pub struct ModuleSettings {
     pub pcalls_counts: Option<Arc<dyn CallCounts>>,
     /// cc_cps: where rates are counted (`None`: this node's memory).
     pub cps_rates: Option<Arc<dyn CallRates>>,
+    /// cc_prepaid: balances shared by a cluster; they take the place of `prepaid_db`.
+    pub prepaid_balances: Option<Arc<dyn prepaid::BalanceStore>>,
+    /// cc_prepaid exists because its balances are a cluster's (checks and dry runs, which
+    /// have no cluster to reach).
+    pub prepaid_shared: bool,
 }
 
 impl Default for ModuleSettings {
@@ -51,6 +56,8 @@ impl Default for ModuleSettings {
             prepaid_refuse_reason: "Insufficient Credit".into(),
             pcalls_counts: None,
             cps_rates: None,
+            prepaid_balances: None,
+            prepaid_shared: false,
         }
     }
 }
@@ -79,7 +86,7 @@ pub fn dry_run(settings: &ModuleSettings) -> Registry {
     r.add(Arc::new(Cdr::disabled()));
     r.add(Arc::new(Ctl));
     r.add(Arc::new(registrar::Registrar));
-    if settings.prepaid_db.is_some() {
+    if settings.prepaid_db.is_some() || settings.prepaid_shared {
         r.add(Arc::new(PrepaidStandIn));
     }
     r
@@ -99,15 +106,22 @@ pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
     r.add(Arc::new(Ctl));
     r.add(Arc::new(registrar::Registrar));
-    if let Some(db) = &settings.prepaid_db {
-        let p = Prepaid::open(db, settings.prepaid_refuse_code, &settings.prepaid_refuse_reason)
-            .map_err(std::io::Error::other)?;
-        r.add(Arc::new(p));
+    let (code, reason) = (settings.prepaid_refuse_code, &settings.prepaid_refuse_reason);
+    if let Some(shared) = &settings.prepaid_balances {
+        r.add(Arc::new(Prepaid::with_store(shared.clone(), code, reason)));
+    } else if let Some(db) = &settings.prepaid_db {
+        r.add(Arc::new(Prepaid::open(db, code, reason).map_err(std::io::Error::other)?));
     }
     Ok(r)
 }
 
 impl ModuleSettings {
+    /// The settings of a whole configuration: `call_control:`, and in cluster mode a
+    /// `cc_prepaid` whose balances are the cluster's.
+    pub fn of(cfg: &profiles::config::Config) -> Self {
+        Self { prepaid_shared: cfg.cluster.is_some(), ..Self::from_config(&cfg.call_control) }
+    }
+
     /// The settings of the daemon's configuration (`call_control:` in sbc.yaml).
     pub fn from_config(c: &profiles::config::CallControlSettings) -> Self {
         Self {
@@ -126,6 +140,8 @@ impl ModuleSettings {
             prepaid_refuse_reason: c.prepaid_refuse_reason.clone(),
             pcalls_counts: None,
             cps_rates: None,
+            prepaid_balances: None,
+            prepaid_shared: false,
         }
     }
 }

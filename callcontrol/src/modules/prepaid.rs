@@ -77,10 +77,13 @@ pub enum Reservation {
     NoCredit,
     /// The call may last this many seconds.
     Granted(i64),
+    /// The store cannot answer now (a shared one whose server is away): the call is refused
+    /// with 503 rather than let through unbilled.
+    Unavailable,
 }
 
-/// Where balances live. Per node today ([`SqliteBalances`]); a shared backend for a cluster
-/// implements the same three steps with the same exactly-once guarantee for `settle`.
+/// Where balances live: per node ([`SqliteBalances`]), or shared by a cluster (the `cluster`
+/// crate's, on Redis), with the same exactly-once guarantee for `settle`.
 pub trait BalanceStore: Send + Sync + std::fmt::Debug {
     /// Checks the balance and records the call as running.
     fn reserve(&self, call: &str, account: &str) -> Result<Reservation, String>;
@@ -271,7 +274,7 @@ fn settle_deferred(db: &mut Connection, pending: &Mutex<Vec<PendingDebit>>) -> b
 
 #[derive(Debug)]
 pub struct Prepaid {
-    store: Box<dyn BalanceStore>,
+    store: Arc<dyn BalanceStore>,
     /// Distinguishes this process's calls from those of a process that died.
     run: String,
     refuse_code: u16,
@@ -281,10 +284,10 @@ pub struct Prepaid {
 impl Prepaid {
     /// The module over a SQLite balance file.
     pub fn open(path: &Path, refuse_code: u16, refuse_reason: &str) -> Result<Self, String> {
-        Ok(Self::with_store(Box::new(SqliteBalances::open(path)?), refuse_code, refuse_reason))
+        Ok(Self::with_store(Arc::new(SqliteBalances::open(path)?), refuse_code, refuse_reason))
     }
 
-    pub fn with_store(store: Box<dyn BalanceStore>, refuse_code: u16, refuse_reason: &str) -> Self {
+    pub fn with_store(store: Arc<dyn BalanceStore>, refuse_code: u16, refuse_reason: &str) -> Self {
         let run = format!("{}-{}", unix_ms(SystemTime::now()), std::process::id());
         Self { store, run, refuse_code, refuse_reason: refuse_reason.to_string() }
     }
@@ -334,6 +337,9 @@ impl CallControl for Prepaid {
         let account = Self::account(hook)?;
         match self.store.reserve(&self.call_id(hook), account).map_err(|e| CcError::new(MODULE, e))? {
             Reservation::UnknownAccount => Err(CcError::new(MODULE, format!("unknown account '{account}'"))),
+            Reservation::Unavailable => {
+                Ok(Verdict::Refuse(LocalReply::new(503, "Service Unavailable").with("Retry-After", "5")))
+            }
             Reservation::NoCredit => {
                 Ok(Verdict::Refuse(LocalReply::owned(self.refuse_code, self.refuse_reason.clone())))
             }
