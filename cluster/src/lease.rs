@@ -12,7 +12,9 @@ use crate::connection::{Connection, StoreError};
 
 /// Takes or renews the lease, unless another instance holds it. Returns {held (1/0), live
 /// nodes, made (1: the key was not there: a first start, a lapse, or a Redis that lost its
-/// data)}. Entries of nodes dead for a day leave the set.
+/// data)}. `<prefix>:beats` keeps each process's (`node:instance`) last renewal: what the
+/// calls of a process that died are settled up to (`balances.rs`). Entries of nodes and
+/// processes dead for a day leave the sets.
 const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -23,9 +25,11 @@ if holder == false then made = 1 end
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('ZADD', KEYS[3], now, ARGV[3] .. ':' .. ARGV[1])
   held = 1
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 86400000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 86400000)
 return {held, redis.call('ZCOUNT', KEYS[2], now, '+inf'), made}
 ";
 
@@ -54,6 +58,7 @@ pub struct LeaseState {
 pub struct Lease {
     node_key: String,
     nodes_key: String,
+    beats_key: String,
     node_id: String,
     instance: String,
     lease: Duration,
@@ -69,6 +74,7 @@ impl Lease {
         Self {
             node_key: format!("{prefix}:node:{node_id}"),
             nodes_key: format!("{prefix}:nodes"),
+            beats_key: format!("{prefix}:beats"),
             node_id: node_id.to_string(),
             instance: instance.to_string(),
             lease,
@@ -98,6 +104,7 @@ impl Lease {
                 self.renew
                     .key(&self.node_key)
                     .key(&self.nodes_key)
+                    .key(&self.beats_key)
                     .arg(&self.instance)
                     .arg(ms)
                     .arg(&self.node_id)

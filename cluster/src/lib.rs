@@ -4,6 +4,7 @@
 //! stores built on them (call counts and rates, registrations, the call registry). The
 //! engine never calls it: the stores built on it answer the engine's ports later, as inputs.
 
+pub mod balances;
 mod connection;
 mod cps;
 mod lease;
@@ -15,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use balances::{BalanceStats, SharedBalances};
 pub use connection::{Connection, Health, StoreError};
 pub use cps::SharedCallRates;
 pub use lease::{Lease, LeaseState};
@@ -33,6 +35,7 @@ pub struct Cluster {
     lease: Arc<Lease>,
     call_counts: Arc<SharedCallCounts>,
     call_rates: Arc<SharedCallRates>,
+    balances: Arc<SharedBalances>,
     call_registry: Arc<CallRegistry>,
     /// Registrations shared once the driver has its cache ([`Cluster::share_registrations`]).
     registrations: Arc<arc_swap::ArcSwapOption<SharedRegistrations>>,
@@ -97,10 +100,17 @@ impl Cluster {
             Arc::new(CallRegistry::new(connection.clone(), &settings.key_prefix, &settings.node_id, instance));
         let call_rates =
             Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
+        let balances = Arc::new(SharedBalances::new(
+            connection.clone(),
+            tokio::runtime::Handle::current(),
+            &settings.key_prefix,
+            &settings.node_id,
+            instance,
+        ));
         let registrations = Arc::new(arc_swap::ArcSwapOption::<SharedRegistrations>::empty());
         let renewer = {
             let (connection, lease, counts) = (connection.clone(), lease.clone(), call_counts.clone());
-            let regs = registrations.clone();
+            let (regs, money) = (registrations.clone(), balances.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(lease.interval());
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -119,11 +129,23 @@ impl Cluster {
                     if let Some(r) = regs.load_full() {
                         let _ = r.refresh(lost).await;
                     }
+                    money.retry_pending().await;
+                    money.sweep().await;
                 }
             })
         };
         let renewer = std::sync::Mutex::new(Some(renewer));
-        Ok(Self { settings, connection, lease, call_counts, call_rates, call_registry, registrations, renewer })
+        Ok(Self {
+            settings,
+            connection,
+            lease,
+            call_counts,
+            call_rates,
+            balances,
+            call_registry,
+            registrations,
+            renewer,
+        })
     }
 
     pub fn settings(&self) -> &ClusterSettings {
@@ -158,6 +180,11 @@ impl Cluster {
     /// The shared registrations, once the driver started them.
     pub fn registrations(&self) -> Option<Arc<SharedRegistrations>> {
         self.registrations.load_full()
+    }
+
+    /// `cc_prepaid` balances shared by the cluster.
+    pub fn balances(&self) -> &Arc<SharedBalances> {
+        &self.balances
     }
 
     /// `cc_cps` rates shared by the cluster.
