@@ -97,7 +97,7 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
     let mut sent = Vec::new();
     // Call control runs here, in memory, with fresh module state (nothing is counted for real).
     // Explaining a call must leave no trace: no CDR, no balance touched.
-    let registry = callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::from_config(&cfg.call_control));
+    let registry = callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::of(cfg));
     let mut verdicts = Vec::new();
     loop {
         while let Some(o) = engine.poll_output() {

@@ -184,6 +184,25 @@ impl Collector for SbcCollector {
                 "cc_cps calls rated on this node alone because Redis did not answer",
                 c.call_rates().rated_locally.load(Relaxed),
             )?;
+            let b = c.balances();
+            counter(
+                e,
+                "sbc_cluster_prepaid_refused_unavailable",
+                "cc_prepaid calls refused with 503 because Redis did not answer (prepaid fails closed)",
+                b.stats().refused_unavailable.load(Relaxed),
+            )?;
+            counter(
+                e,
+                "sbc_cluster_prepaid_debits_deferred",
+                "cc_prepaid debits Redis did not take at the call's end (kept and retried)",
+                b.stats().debits_deferred.load(Relaxed),
+            )?;
+            gauge(
+                e,
+                "sbc_cluster_prepaid_debits_pending",
+                "cc_prepaid debits waiting for Redis",
+                b.pending_debits() as i64,
+            )?;
             if let Some(r) = c.registrations() {
                 let r = r.stats();
                 labelled(

@@ -71,8 +71,14 @@ enum Command {
     /// Read or set cc_prepaid balances (seconds), also while sbcd runs.
     Prepaid {
         /// The balance database (call_control.cc_prepaid.db of the configuration).
+        #[arg(long, required_unless_present = "redis", conflicts_with = "redis")]
+        db: Option<PathBuf>,
+        /// The cluster's Redis (cluster.redis_url), for a cluster's balances.
         #[arg(long)]
-        db: PathBuf,
+        redis: Option<String>,
+        /// The cluster's key prefix (cluster.key_prefix).
+        #[arg(long, default_value = "sbc", requires = "redis")]
+        key_prefix: String,
         #[command(subcommand)]
         action: PrepaidAction,
     },
@@ -86,6 +92,33 @@ enum PrepaidAction {
     Set { account: String, seconds: i64 },
     /// Print every account and its balance.
     List,
+}
+
+/// The balances of a cluster, in its Redis.
+fn prepaid_in_redis(url: &str, prefix: &str, action: &PrepaidAction) -> anyhow::Result<()> {
+    use cluster::balances;
+    let shown = sbc_core::config::redacted_redis_url(url);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let conn = cluster::Connection::new(url, Duration::from_secs(5)).with_context(|| shown.clone())?;
+    rt.block_on(async {
+        match action {
+            PrepaidAction::Get { account } => match balances::balance(&conn, prefix, account).await? {
+                Some(s) => println!("{account} {s}"),
+                None => anyhow::bail!("no account '{account}'"),
+            },
+            PrepaidAction::Set { account, seconds } => {
+                balances::set_balance(&conn, prefix, account, *seconds).await?;
+                println!("{account} {seconds}");
+            }
+            PrepaidAction::List => {
+                for (a, s) in balances::balances(&conn, prefix).await? {
+                    println!("{a} {s}");
+                }
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| shown)
 }
 
 fn prepaid(db: &std::path::Path, action: &PrepaidAction) -> anyhow::Result<()> {
@@ -121,8 +154,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     sbc_core::crash::abort_on_unsupervised_panic();
-    if let Some(Command::Prepaid { db, action }) = &cli.command {
-        return match prepaid(db, action) {
+    if let Some(Command::Prepaid { db, redis, key_prefix, action }) = &cli.command {
+        let done = match (db, redis) {
+            (_, Some(url)) => prepaid_in_redis(url, key_prefix, action),
+            (Some(db), None) => prepaid(db, action),
+            (None, None) => Err(anyhow::anyhow!("--db or --redis is needed")),
+        };
+        return match done {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sbcd: {e:#}");
@@ -190,8 +228,7 @@ fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
     };
     // Profiles may only name modules this sbcd has, with their mandatory values (checked
     // without opening what the modules write to: a check must not disturb a running sbcd).
-    callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::from_config(&cfg.call_control))
-        .check(&cfg.profiles)?;
+    callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::of(&cfg)).check(&cfg.profiles)?;
     cfg.override_listen(cli.listen.clone());
     if let Some(a) = &cli.admin_listen {
         cfg.admin.listen = sbc_core::config::AdminSettings::parse_listen(a)
@@ -343,17 +380,26 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
 }
 
 /// The built-in call-control modules with the configured settings; in cluster mode
-/// `cc_pcalls` and `cc_cps` count on the cluster.
+/// `cc_pcalls` and `cc_cps` count on the cluster, and `cc_prepaid` keeps its balances there.
 fn call_control_registry(
     cfg: &Config,
     cluster: Option<&cluster::Cluster>,
 ) -> Result<Registry, sbc_core::config::ConfigError> {
-    let mut settings = callcontrol::modules::ModuleSettings::from_config(&cfg.call_control);
+    let mut settings = callcontrol::modules::ModuleSettings::of(cfg);
     if let Some(c) = cluster {
         let counts: Arc<dyn callcontrol::modules::CallCounts> = c.call_counts().clone();
         settings.pcalls_counts = Some(counts);
         let rates: Arc<dyn callcontrol::modules::CallRates> = c.call_rates().clone();
         settings.cps_rates = Some(rates);
+        let balances: Arc<dyn callcontrol::modules::prepaid::BalanceStore> = c.balances().clone();
+        settings.prepaid_balances = Some(balances);
+        if let Some(db) = &cfg.call_control.prepaid_db {
+            tracing::warn!(
+                db = %db.display(),
+                "call_control.cc_prepaid.db is not used in cluster mode: balances are in Redis \
+                 (sbcd prepaid --redis URL ...)"
+            );
+        }
     }
     callcontrol::modules::builtin(&settings).map_err(|e| {
         sbc_core::config::ConfigError::new(&cfg.source, None, "call_control.cc_syslog_cdr", format!("cannot open: {e}"))
