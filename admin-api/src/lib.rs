@@ -5,11 +5,13 @@
 //! Every route but `/health` and `/metrics` needs `Authorization: Bearer <token>` when a
 //! token is configured. The OpenAPI document is generated from the handlers (`/openapi.json`).
 
+mod changes;
 mod model;
 mod routes;
 
 use std::future::Future;
 
+pub use changes::{ConfigChange, Spread};
 pub use model::*;
 pub use routes::{router, ApiDoc};
 
@@ -69,8 +71,14 @@ pub trait Control: Send + Sync + 'static {
     fn stats(&self) -> serde_json::Value;
     /// The Prometheus text exposition.
     fn metrics(&self) -> String;
-    /// In cluster mode, this node's id: what the API lists and changes (but calls, which span
-    /// the cluster) is this node's alone, and every such answer says so (`X-Sbc-Scope`).
+    /// In cluster mode, applies `change`, made on this node, on every other live node;
+    /// `None` outside a cluster.
+    fn spread(&self, _change: &ConfigChange) -> impl Future<Output = Option<Spread>> + Send {
+        async { None }
+    }
+    /// In cluster mode, this node's id: what the API lists (but calls, which span the cluster)
+    /// is this node's alone, and every such answer says so (`X-Sbc-Scope`); changes are
+    /// spread to the other nodes ([`Control::spread`]).
     fn cluster_node(&self) -> Option<String> {
         None
     }

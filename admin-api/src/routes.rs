@@ -11,7 +11,8 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 
 use crate::model::*;
-use crate::{ApiConfig, ApiError, Control};
+use crate::{ApiConfig, ApiError, ConfigChange, Control};
+use serde::Serialize;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -120,16 +121,33 @@ async fn blocking<C: Control, T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&c)).await.map_err(|_| ApiError::internal("the request's worker failed"))?
 }
 
-/// In cluster mode, registrations, profiles, maps, modules and counters are each node's own:
-/// every answer of these routes names the node it is about. (The call routes span the cluster.)
+/// In cluster mode, registrations, modules and counters are each node's own: every answer of
+/// these routes names the node it is about, unless it says otherwise (a change spread to every
+/// node is `cluster`). (The call routes span the cluster.)
 async fn node_scope<C: Control>(State(s): State<AppState<C>>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     if let Some(node) = s.control.cluster_node() {
         if let Ok(v) = header::HeaderValue::from_str(&format!("node {node}")) {
-            resp.headers_mut().insert("x-sbc-scope", v);
+            resp.headers_mut().entry("x-sbc-scope").or_insert(v);
         }
     }
     resp
+}
+
+/// A change made on this node: spread to the other nodes (cluster mode), and answered with
+/// where it holds.
+async fn spread<C: Control, T: Serialize>(
+    s: &AppState<C>,
+    change: ConfigChange,
+    done: Result<T, ApiError>,
+) -> Response {
+    match done {
+        Ok(v) => {
+            let spread = s.control.spread(&change).await;
+            crate::changes::answer(Json(v), spread)
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn require_token<C: Control>(State(s): State<AppState<C>>, req: Request, next: Next) -> Response {
@@ -164,19 +182,24 @@ async fn load_profile<C: Control>(
     State(s): State<AppState<C>>,
     Path(name): Path<String>,
     Json(b): Json<LoadProfile>,
-) -> Res<ProfileInfo> {
-    blocking(&s, move |c| c.load_profile(&name, &b.file)).await.map(Json)
+) -> Response {
+    let change = ConfigChange::LoadProfile { name: name.clone(), file: b.file.clone() };
+    let done = blocking(&s, move |c| c.load_profile(&name, &b.file)).await;
+    spread(&s, change, done).await
 }
 
 #[utoipa::path(post, path = "/profiles/{name}/reload",
     responses((status = 200, body = ProfileInfo), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-async fn reload_profile<C: Control>(State(s): State<AppState<C>>, Path(name): Path<String>) -> Res<ProfileInfo> {
-    blocking(&s, move |c| c.reload_profile(&name)).await.map(Json)
+async fn reload_profile<C: Control>(State(s): State<AppState<C>>, Path(name): Path<String>) -> Response {
+    let change = ConfigChange::ReloadProfile { name: name.clone() };
+    let done = blocking(&s, move |c| c.reload_profile(&name)).await;
+    spread(&s, change, done).await
 }
 
 #[utoipa::path(post, path = "/profiles/reload", responses((status = 200, body = Changed), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-async fn reload_profiles<C: Control>(State(s): State<AppState<C>>) -> Res<Changed> {
-    blocking(&s, |c| c.reload_all()).await.map(Json)
+async fn reload_profiles<C: Control>(State(s): State<AppState<C>>) -> Response {
+    let done = blocking(&s, |c| c.reload_all()).await;
+    spread(&s, ConfigChange::ReloadAll, done).await
 }
 
 #[utoipa::path(get, path = "/active-profile", responses((status = 200, body = ActiveProfile)), security(("bearer" = [])))]
@@ -186,8 +209,10 @@ async fn get_active_profile<C: Control>(State(s): State<AppState<C>>) -> Json<Ac
 
 #[utoipa::path(put, path = "/active-profile", request_body = ActiveProfile,
     responses((status = 200, body = Changed), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
-async fn set_active_profile<C: Control>(State(s): State<AppState<C>>, Json(b): Json<ActiveProfile>) -> Res<Changed> {
-    blocking(&s, move |c| c.set_active_profile(&b.chain)).await.map(Json)
+async fn set_active_profile<C: Control>(State(s): State<AppState<C>>, Json(b): Json<ActiveProfile>) -> Response {
+    let change = ConfigChange::SetActiveProfile { chain: b.chain.clone() };
+    let done = blocking(&s, move |c| c.set_active_profile(&b.chain)).await;
+    spread(&s, change, done).await
 }
 
 #[utoipa::path(get, path = "/regex-maps", responses((status = 200, body = [RegexMapInfo])), security(("bearer" = [])))]
@@ -201,8 +226,10 @@ async fn set_regex_map<C: Control>(
     State(s): State<AppState<C>>,
     Path(name): Path<String>,
     Json(b): Json<MapBody>,
-) -> Res<RegexMapInfo> {
-    blocking(&s, move |c| c.set_regex_map(&name, b)).await.map(Json)
+) -> Response {
+    let change = ConfigChange::SetRegexMap { name: name.clone(), body: b.clone() };
+    let done = blocking(&s, move |c| c.set_regex_map(&name, b)).await;
+    spread(&s, change, done).await
 }
 
 #[utoipa::path(get, path = "/calls", responses((status = 200, body = [CallInfo]), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
