@@ -1,5 +1,6 @@
 //! The call registry of the cluster: any node lists the calls of every node, and ends a call
-//! of another, over Redis. Each node listens on `<prefix>:calls:<node_id>`; a question names a
+//! of another, over Redis; a configuration change made through one node's API is applied by
+//! every other node the same way. Each node listens on `<prefix>:calls:<node_id>`; a question names a
 //! reply list, where the asked node pushes its answer (kept 10 s). The asking node waits for
 //! every live node's answer, at most [`ASK_DEADLINE`]; a node that does not answer is named,
 //! never left out of a list in silence.
@@ -31,15 +32,20 @@ pub trait NodeCalls: Send + Sync + 'static {
     fn list(&self) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>>;
     /// Ends call `id` (`<shard>-<handle>`) of this node; whether it was there.
     fn teardown<'a>(&'a self, id: &'a str) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+    /// Applies a configuration change another node's API took (`admin_api::ConfigChange`,
+    /// as JSON) on this node only.
+    fn apply(&self, change: serde_json::Value) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Question {
     reply: String,
-    /// `list` or `teardown`.
+    /// `list`, `teardown` or `apply`.
     op: String,
     #[serde(default)]
     call: Option<String>,
+    #[serde(default)]
+    change: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -126,6 +132,10 @@ impl CallRegistry {
                 Ok(found) => a.found = Some(found),
                 Err(e) => a.error = Some(e),
             },
+            ("apply", _) => match local.apply(q.change.clone().unwrap_or_default()).await {
+                Ok(()) => a.found = Some(true),
+                Err(e) => a.error = Some(e),
+            },
             (op, _) => a.error = Some(format!("unknown question '{op}'")),
         }
         a
@@ -142,12 +152,27 @@ impl CallRegistry {
             .await;
     }
 
-    /// Sends `q` to `nodes` and collects their answers.
+    /// Sends `q` to `nodes` and collects their answers; a node that does not answer is an
+    /// error, and so is the first answer that reports one.
     async fn ask(&self, nodes: &[String], op: &str, call: Option<&str>) -> Result<Vec<Answer>, AskError> {
+        let q = Question { reply: String::new(), op: op.into(), call: call.map(str::to_string), change: None };
+        let (answers, missing) = self.ask_all(nodes, q).await?;
+        if !missing.is_empty() {
+            return Err(AskError::NoAnswer(missing));
+        }
+        if let Some(a) = answers.iter().find(|a| a.error.is_some()) {
+            return Err(AskError::Failed(a.node.clone(), a.error.clone().unwrap_or_default()));
+        }
+        Ok(answers)
+    }
+
+    /// Sends `q` (its reply list set here) to `nodes`: their answers, and the nodes that did
+    /// not answer in time.
+    async fn ask_all(&self, nodes: &[String], mut q: Question) -> Result<(Vec<Answer>, Vec<String>), StoreError> {
         let n = self.asked.fetch_add(1, Ordering::Relaxed);
         let reply = format!("{}:reply:{}:{}:{n}", self.prefix, self.node_id, self.instance);
-        let q = Question { reply: reply.clone(), op: op.into(), call: call.map(str::to_string) };
-        let text = serde_json::to_string(&q).map_err(|e| AskError::Failed(self.node_id.clone(), e.to_string()))?;
+        q.reply = reply.clone();
+        let text = serde_json::to_string(&q).map_err(|e| StoreError::Redis(e.to_string()))?;
         let mut waiting = Vec::new();
         let mut missing = Vec::new();
         for node in nodes {
@@ -180,13 +205,7 @@ impl CallRegistry {
         let _: Result<i64, _> =
             self.conn.run(|mut c| async move { redis::cmd("DEL").arg(list).query_async(&mut c).await }).await;
         missing.extend(waiting.into_iter().filter(|n| !answers.iter().any(|a| &a.node == n)));
-        if !missing.is_empty() {
-            return Err(AskError::NoAnswer(missing));
-        }
-        if let Some(a) = answers.iter().find(|a| a.error.is_some()) {
-            return Err(AskError::Failed(a.node.clone(), a.error.clone().unwrap_or_default()));
-        }
-        Ok(answers)
+        Ok((answers, missing))
     }
 
     /// The other live nodes.
@@ -206,6 +225,19 @@ impl CallRegistry {
         }
         let answers = self.ask(&nodes, "list", None).await?;
         Ok(answers.into_iter().map(|a| (a.node, a.calls.unwrap_or(serde_json::Value::Array(Vec::new())))).collect())
+    }
+
+    /// Asks every other live node to apply `change` (made through this node's API): the nodes
+    /// that did not, with why.
+    pub async fn apply_on_others(&self, change: serde_json::Value) -> Result<Vec<(String, String)>, StoreError> {
+        let nodes = self.others().await?;
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let q = Question { reply: String::new(), op: "apply".into(), call: None, change: Some(change) };
+        let (answers, missing) = self.ask_all(&nodes, q).await?;
+        let failed = answers.into_iter().filter_map(|a| Some((a.node, a.error?)));
+        Ok(failed.chain(missing.into_iter().map(|n| (n, "did not answer".to_string()))).collect())
     }
 
     /// Ends call `id` of node `node`; whether it had that call.
