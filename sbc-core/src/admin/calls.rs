@@ -1,8 +1,6 @@
 //! This node's calls as the API shows them: the engines' overviews turned into `CallInfo`,
 //! with wall-clock times, and the ids `<shard>-<handle>` read back.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,26 +81,6 @@ impl CallViews {
             Ok(false) => Err(ApiError::not_found(format!("no call {id}"))),
             Err(e) => Err(ApiError::unavailable(e.to_string())),
         }
-    }
-}
-
-/// Other nodes ask about this node's calls through the cluster's registry.
-impl cluster::NodeCalls for CallViews {
-    fn list(&self) -> Pin<Box<dyn Future<Output = Result<serde_json::Value, String>> + Send + '_>> {
-        Box::pin(async move {
-            let calls = self.list().await.map_err(|e| e.message)?;
-            serde_json::to_value(calls).map_err(|e| e.to_string())
-        })
-    }
-
-    fn teardown<'a>(&'a self, id: &'a str) -> Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>> {
-        Box::pin(async move {
-            match self.teardown(id).await {
-                Ok(()) => Ok(true),
-                Err(e) if e.status == 404 => Ok(false),
-                Err(e) => Err(e.message),
-            }
-        })
     }
 }
 

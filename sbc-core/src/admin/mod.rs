@@ -2,7 +2,9 @@
 //! [`Control`] trait, the configuration reload shared by SIGHUP and the API, and `/metrics`.
 
 mod calls;
+mod peers;
 pub use calls::CallViews;
+pub use peers::PeerAnswers;
 mod metrics;
 
 use std::collections::HashMap;
@@ -484,5 +486,23 @@ impl Control for AdminControl {
 
     fn cluster_node(&self) -> Option<String> {
         self.runtime.cluster().map(|c| c.settings().node_id.clone())
+    }
+
+    fn spread(&self, change: &ConfigChange) -> impl std::future::Future<Output = Option<Spread>> + Send {
+        let cluster = self.runtime.cluster().cloned();
+        let change = serde_json::to_value(change).map_err(|e| e.to_string());
+        async move {
+            let c = cluster?;
+            let asked = match change {
+                Ok(v) => c.call_registry().apply_on_others(v).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            let failed =
+                asked.unwrap_or_else(|e| vec![("cluster".into(), format!("not sent to the other nodes: {e}"))]);
+            for (node, why) in &failed {
+                tracing::warn!(%node, "cluster: a configuration change made through the API did not apply there: {why}");
+            }
+            Some(Spread { failed })
+        }
     }
 }

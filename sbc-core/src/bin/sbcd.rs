@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use callcontrol::Registry;
 use clap::{Parser, ValueEnum};
 use profiles::{Snapshot, Store};
-use sbc_core::admin::{reload_config, AdminControl, CallViews, ReloadStats};
+use sbc_core::admin::{reload_config, AdminControl, PeerAnswers, ReloadStats};
 use sbc_core::b2bua::Counter;
 use sbc_core::config::{Config, ListenAddr};
 use sbc_core::driver::{join_cluster, Runtime};
@@ -275,25 +275,26 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
     let runtime = Arc::new(
         Runtime::start(&cfg, store.clone(), registry.clone(), shards, cluster).await.context("starting transports")?,
     );
-    if let Some(c) = runtime.cluster() {
-        // Other nodes ask this one about its calls (GET /calls, DELETE /calls/{id} anywhere).
-        let views: Arc<dyn cluster::NodeCalls> = Arc::new(CallViews::new(runtime.clone()));
-        c.call_registry().serve(views);
-    }
     let reloads = Arc::new(ReloadStats::default());
     let cfg = Arc::new(cfg);
+    let control = Arc::new(AdminControl::new(
+        store.clone(),
+        registry.clone(),
+        runtime.clone(),
+        cfg.clone(),
+        config_path.clone(),
+        reloads.clone(),
+    ));
+    if let Some(c) = runtime.cluster() {
+        // Other nodes ask this one about its calls (GET /calls, DELETE /calls/{id} anywhere)
+        // and have it apply the configuration changes made through their API.
+        let answers: Arc<dyn cluster::NodeCalls> = Arc::new(PeerAnswers(control.clone()));
+        c.call_registry().serve(answers);
+    }
     if let Some(addr) = cfg.admin.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot bind the admin API on {addr}"))?;
-        let control = Arc::new(AdminControl::new(
-            store.clone(),
-            registry.clone(),
-            runtime.clone(),
-            cfg.clone(),
-            config_path.clone(),
-            reloads.clone(),
-        ));
         let api = admin_api::ApiConfig { token: cfg.admin.token.clone() };
         tracing::info!(%addr, token = cfg.admin.token.is_some(), "admin API listening");
         tokio::spawn(admin_api::serve(listener, control, api));
