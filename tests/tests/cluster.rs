@@ -27,10 +27,10 @@ fn a_node_joins_with_a_lease_and_leaves_in_order() {
     assert!((1..=3000).contains(&ttl), "the lease runs out by itself: {ttl} ms");
     let (_, metrics) = http(&node, "GET", "/metrics", None, None);
     assert!(metrics.contains("sbc_cluster_redis_up 1") && metrics.contains("sbc_cluster_lease_held 1"), "{metrics}");
-    // What the API lists and changes is this node's: every answer says so.
-    for (method, path) in [("GET", "/registrations"), ("POST", "/profiles/reload")] {
+    // What the API lists is this node's, what it changes every node's: every answer says so.
+    for (method, path, scope) in [("GET", "/registrations", "node a"), ("POST", "/profiles/reload", "cluster")] {
         let (_, head, _) = http_with_head(&node, method, path, None, None);
-        assert!(head.to_ascii_lowercase().contains("x-sbc-scope: node a"), "{method} {path}: {head}");
+        assert!(head.to_ascii_lowercase().contains(&format!("x-sbc-scope: {scope}")), "{method} {path}: {head}");
     }
     node.terminate(Duration::from_secs(10)).expect("sbcd stops");
     assert_eq!(redis.cli(&["EXISTS", "t1:node:a"]), "0", "given up at exit");
@@ -292,4 +292,38 @@ fn any_node_lists_and_ends_the_calls_of_every_node() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cluster node(s) a did not answer"), "{body}");
     a.terminate(Duration::from_secs(10));
+}
+
+/// A change through one node's API is applied by every node; a node that cannot apply it is
+/// named in the answer, and keeps what it ran.
+#[test]
+fn a_change_through_one_nodes_api_applies_on_every_node() {
+    let redis = RedisServer::start();
+    let profiles = "active_profile: one\nprofiles:\n  one:\n    next_hop: 127.0.0.1:5070\n  two:\n    next_hop: 127.0.0.1:5071\n";
+    let (a, b) = two_nodes(&redis, profiles, "t9");
+    let rules = r#"{"rules":[{"regex":"^sip:","value":"two"}]}"#;
+    let (status, head, body) = http_with_head(&a, "PUT", "/regex-maps/route", None, Some(rules));
+    assert_eq!(status, 200, "{body}");
+    assert!(head.to_ascii_lowercase().contains("x-sbc-scope: cluster"), "{head}");
+    assert!(http(&b, "GET", "/regex-maps", None, None).1.contains("\"route\""), "the map runs on b too");
+    let (status, head, _) = http_with_head(&a, "PUT", "/active-profile", None, Some(r#"{"chain":"two"}"#));
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("x-sbc-scope: cluster"), "{head}");
+    assert!(http(&b, "GET", "/active-profile", None, None).1.contains("\"two\""));
+    // A third node whose configuration lacks profile `three`: it refuses the change, keeps
+    // its chain, and the answer names it.
+    let c = Sbcd::with_config(&format!("{profiles}{}", cluster_yaml("c", &redis.url(), "t9")), &[]);
+    wait_for(&c, "joined", |v| v["lease"] == "held");
+    let three = format!("{profiles}  three:\n    next_hop: 127.0.0.1:5072\n");
+    let cfg_a = sbc_e2e::config_file("cluster-a", &format!("{three}{}", cluster_yaml("a", &redis.url(), "t9")));
+    drop(a);
+    let a = Sbcd::with_config(&std::fs::read_to_string(&cfg_a).unwrap(), &[]);
+    wait_for(&a, "a back", |v| v["lease"] == "held");
+    let (status, head, _) = http_with_head(&a, "PUT", "/active-profile", None, Some(r#"{"chain":"three"}"#));
+    assert_eq!(status, 200, "applied on a");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-sbc-scope: node a"), "{head}");
+    assert!(head.contains("x-sbc-cluster-failures:") && head.contains("b: ") && head.contains("c: "), "{head}");
+    // (c started after the earlier change: it runs its own files' chain.)
+    assert!(http(&c, "GET", "/active-profile", None, None).1.contains("\"one\""), "c keeps its chain");
 }
