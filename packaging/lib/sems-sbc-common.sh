@@ -14,10 +14,11 @@ fi
 
 usage() { echo "usage: $(basename "$0") $1" >&2; exit 1; }
 
-# api METHOD PATH [JSON]: the response body goes to $BODY, the HTTP status to $STATUS.
+# api METHOD PATH [JSON]: the response body goes to $BODY, the HTTP status to $STATUS, and the
+# cluster nodes that did not apply a change (X-Sbc-Cluster-Failures) to $CLUSTER_FAILURES.
 api() {
-  local out
-  local args=(-sS -X "$1" -H 'Content-Type: application/json' -w '\n%{http_code}')
+  local out rest
+  local args=(-sS -X "$1" -H 'Content-Type: application/json' -w '\n%header{x-sbc-cluster-failures}\n%{http_code}')
   [ $# -ge 3 ] && args+=(--data-binary "$3")
   # The token goes to curl on stdin (`-K -`): on the command line every user would see it (ps).
   local auth=""
@@ -27,16 +28,23 @@ api() {
     exit 2
   fi
   STATUS=${out##*$'\n'}
-  BODY=${out%$'\n'*}
+  rest=${out%$'\n'*}
+  CLUSTER_FAILURES=${rest##*$'\n'}
+  BODY=${rest%$'\n'*}
 }
 
-# Stops with the API's error message unless the last call succeeded.
+# Stops with the API's error message unless the last call succeeded; in cluster mode, also
+# when a node did not apply the change (it is applied on the node the tool talks to).
 check() {
   case "$STATUS" in
     2*) ;;
     *) echo "Error: $(printf '%s' "$BODY" | jq -r '.error // .' 2>/dev/null || printf '%s' "$BODY") (HTTP $STATUS)" >&2
        exit 2 ;;
   esac
+  if [ -n "$CLUSTER_FAILURES" ]; then
+    echo "Error: applied on this node, not on other cluster nodes: $CLUSTER_FAILURES" >&2
+    exit 3
+  fi
 }
 
 # As the SEMS tools do, first the number of active calls.

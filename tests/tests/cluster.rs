@@ -324,6 +324,16 @@ fn a_change_through_one_nodes_api_applies_on_every_node() {
     let head = head.to_ascii_lowercase();
     assert!(head.contains("x-sbc-scope: node a"), "{head}");
     assert!(head.contains("x-sbc-cluster-failures:") && head.contains("b: ") && head.contains("c: "), "{head}");
+    // SEMS's tool says so too, and fails.
+    let out = Command::new(sbc_e2e::repo_root().join("packaging/bin/sems-sbc-set-activeprofile"))
+        .arg("three")
+        .env("SBC_ADMIN_URL", a.admin_url())
+        .env("SBC_TOOLS_LIB", sbc_e2e::repo_root().join("packaging/lib"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("not on other cluster nodes: b: "), "{err}");
     // (c started after the earlier change: it runs its own files' chain.)
     assert!(http(&c, "GET", "/active-profile", None, None).1.contains("\"one\""), "c keeps its chain");
 }
