@@ -299,7 +299,8 @@ fn any_node_lists_and_ends_the_calls_of_every_node() {
 #[test]
 fn a_change_through_one_nodes_api_applies_on_every_node() {
     let redis = RedisServer::start();
-    let profiles = "active_profile: one\nprofiles:\n  one:\n    next_hop: 127.0.0.1:5070\n  two:\n    next_hop: 127.0.0.1:5071\n";
+    let profiles =
+        "active_profile: one\nprofiles:\n  one:\n    next_hop: 127.0.0.1:5070\n  two:\n    next_hop: 127.0.0.1:5071\n";
     let (a, b) = two_nodes(&redis, profiles, "t9");
     let rules = r#"{"rules":[{"regex":"^sip:","value":"two"}]}"#;
     let (status, head, body) = http_with_head(&a, "PUT", "/regex-maps/route", None, Some(rules));
@@ -315,9 +316,8 @@ fn a_change_through_one_nodes_api_applies_on_every_node() {
     let c = Sbcd::with_config(&format!("{profiles}{}", cluster_yaml("c", &redis.url(), "t9")), &[]);
     wait_for(&c, "joined", |v| v["lease"] == "held");
     let three = format!("{profiles}  three:\n    next_hop: 127.0.0.1:5072\n");
-    let cfg_a = sbc_e2e::config_file("cluster-a", &format!("{three}{}", cluster_yaml("a", &redis.url(), "t9")));
     drop(a);
-    let a = Sbcd::with_config(&std::fs::read_to_string(&cfg_a).unwrap(), &[]);
+    let a = Sbcd::with_config(&format!("{three}{}", cluster_yaml("a", &redis.url(), "t9")), &[]);
     wait_for(&a, "a back", |v| v["lease"] == "held");
     let (status, head, _) = http_with_head(&a, "PUT", "/active-profile", None, Some(r#"{"chain":"three"}"#));
     assert_eq!(status, 200, "applied on a");
