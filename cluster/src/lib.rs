@@ -8,6 +8,7 @@ pub mod balances;
 mod connection;
 mod cps;
 mod lease;
+mod membership;
 mod pcalls;
 mod registrations;
 mod registry;
@@ -20,9 +21,10 @@ pub use balances::{BalanceStats, SharedBalances};
 pub use connection::{Connection, Health, StoreError};
 pub use cps::SharedCallRates;
 pub use lease::{Lease, LeaseState};
+pub use membership::{Membership, SipAddress};
 pub use pcalls::{CountStats, SharedCallCounts};
 use profiles::config::{redacted_redis_url, ClusterSettings};
-pub use registrations::{RegStats, SharedRegistrations, SipAddress};
+pub use registrations::{RegStats, SharedRegistrations};
 pub use registry::{AskError, CallRegistry, NodeCalls, ASK_DEADLINE};
 
 /// How long start waits for Redis before it goes on without it (and keeps trying).
@@ -36,6 +38,7 @@ pub struct Cluster {
     call_counts: Arc<SharedCallCounts>,
     call_rates: Arc<SharedCallRates>,
     balances: Arc<SharedBalances>,
+    membership: Arc<Membership>,
     call_registry: Arc<CallRegistry>,
     /// Registrations shared once the driver has its cache ([`Cluster::share_registrations`]).
     registrations: Arc<arc_swap::ArcSwapOption<SharedRegistrations>>,
@@ -107,10 +110,11 @@ impl Cluster {
             &settings.node_id,
             instance,
         ));
+        let membership = Arc::new(Membership::new(&settings.key_prefix, &settings.node_id, settings.lease));
         let registrations = Arc::new(arc_swap::ArcSwapOption::<SharedRegistrations>::empty());
         let renewer = {
             let (connection, lease, counts) = (connection.clone(), lease.clone(), call_counts.clone());
-            let (regs, money) = (registrations.clone(), balances.clone());
+            let (regs, money, members) = (registrations.clone(), balances.clone(), membership.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(lease.interval());
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,6 +130,7 @@ impl Cluster {
                     let c = counts.clone();
                     let _ = tokio::task::spawn_blocking(move || c.reconcile()).await;
                     counts.sweep().await;
+                    let _ = members.refresh(&connection).await;
                     if let Some(r) = regs.load_full() {
                         let _ = r.refresh(lost).await;
                     }
@@ -142,6 +147,7 @@ impl Cluster {
             call_counts,
             call_rates,
             balances,
+            membership,
             call_registry,
             registrations,
             renewer,
@@ -164,13 +170,13 @@ impl Cluster {
     /// Shares the registrations of this node's cache `local` with the cluster, publishing
     /// `own` (its SIP addresses) for its peers. Once, at start.
     pub fn share_registrations(&self, local: Arc<regcache::RegCache>, own: &[SipAddress]) -> Arc<SharedRegistrations> {
+        self.membership.publish(own);
         let regs = SharedRegistrations::start(
             self.connection.clone(),
             local,
             &self.settings.key_prefix,
             &self.settings.node_id,
-            self.settings.lease,
-            own,
+            self.membership.clone(),
             &tokio::runtime::Handle::current(),
         );
         self.registrations.store(Some(regs.clone()));
@@ -206,7 +212,7 @@ impl Cluster {
             lease_held: l.held.load(Ordering::Relaxed),
             node_id_clash: l.clash.load(Ordering::Relaxed),
             live_nodes: l.live_nodes.load(Ordering::Relaxed),
-            peers: self.registrations().map(|r| r.peers()).unwrap_or_default(),
+            peers: self.membership.peer_list(),
             operations: h.operations.load(Ordering::Relaxed),
             errors: h.errors.load(Ordering::Relaxed),
             timeouts: h.timeouts.load(Ordering::Relaxed),

@@ -15,21 +15,20 @@
 //! Redis is down or slow, lookups are answered from that cache (fail open: this node's phones
 //! stay reachable through it) and writes are counted as lost; once Redis answers again, the
 //! node writes its bindings again, except those another node has taken since (the phone
-//! registered there), which it drops. Each node also publishes its SIP addresses beside its
-//! lease, so its peers know where to send calls for its phones and whose requests to trust.
+//! registered there), which it drops. Where a peer's phones are reached is the membership's
+//! (`membership.rs`).
 //! The scripts name keys they build themselves: one Redis server, not Redis Cluster.
 
-use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use regcache::{Binding, Origin, RegCache, RegQuery, RegView, Relay};
+use regcache::{Binding, Origin, RegCache, RegQuery, RegView};
 use tokio::sync::mpsc;
 
 use crate::connection::{Connection, StoreError};
+use crate::membership::Membership;
 
 /// Writes queued for Redis before new ones are counted as lost (and written again later).
 const WRITE_QUEUE: usize = 4096;
@@ -99,72 +98,6 @@ redis.call('HSET', KEYS[1], 'gap', gap, 'node', ARGV[2])
 return 1
 ";
 
-/// KEYS: the nodes' set. ARGV: the node keys' prefix. Each live node's id and published SIP
-/// addresses (Redis's clock decides who is live, as for the lease).
-const PEERS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
-  table.insert(out, id)
-  table.insert(out, redis.call('GET', ARGV[1] .. id .. ':sip') or '')
-end
-return out
-";
-
-/// A SIP address of a node, as it publishes it for its peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SipAddress {
-    pub interface: String,
-    /// `udp` or `tcp`.
-    pub transport: String,
-    pub addr: SocketAddr,
-}
-
-impl SipAddress {
-    fn line(&self) -> String {
-        format!("{}\t{}\t{}", self.interface, self.transport, self.addr)
-    }
-
-    fn parse(line: &str) -> Option<Self> {
-        let mut f = line.split('\t');
-        let (interface, transport, addr) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
-        matches!(transport, "udp" | "tcp").then(|| Self {
-            interface: interface.into(),
-            transport: transport.into(),
-            addr,
-        })
-    }
-}
-
-/// The other live nodes, as last read.
-#[derive(Debug, Default)]
-struct Peers {
-    by_node: HashMap<String, Vec<SipAddress>>,
-    /// Their UDP addresses (a peer's requests come from its listening socket), and the IPs of
-    /// their TCP ones (a connection comes from any port).
-    udp: HashSet<SocketAddr>,
-    tcp_ips: HashSet<IpAddr>,
-}
-
-impl Peers {
-    fn new(by_node: HashMap<String, Vec<SipAddress>>) -> Self {
-        let all = || by_node.values().flatten();
-        let udp = all().filter(|a| a.transport == "udp").map(|a| a.addr).collect();
-        let tcp_ips = all().filter(|a| a.transport == "tcp").map(|a| a.addr.ip()).collect();
-        Self { by_node, udp, tcp_ips }
-    }
-
-    /// Where calls for `node`'s phone registered on `interface` go: that node's address on the
-    /// same interface, UDP first; else any of its addresses.
-    fn relay(&self, node: &str, interface: &str) -> Option<Relay> {
-        let addrs = self.by_node.get(node)?;
-        let rank = |a: &&SipAddress| (a.interface != interface, a.transport != "udp");
-        let a = addrs.iter().min_by_key(rank)?;
-        Some(Relay { node: node.to_string(), addr: a.addr, transport: a.transport.clone() })
-    }
-}
-
 /// What the shared registrations did, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RegStats {
@@ -211,10 +144,7 @@ pub struct SharedRegistrations {
     local: Arc<RegCache>,
     node_id: String,
     prefix: String,
-    lease: Duration,
-    /// This node's SIP addresses, as published.
-    published: String,
-    peers: ArcSwap<Peers>,
+    membership: Arc<Membership>,
     writes: mpsc::Sender<Write>,
     /// Writes were lost since the bindings were last written again.
     dirty: AtomicBool,
@@ -222,7 +152,6 @@ pub struct SharedRegistrations {
     lookup: redis::Script,
     put: redis::Script,
     claim: redis::Script,
-    peers_script: redis::Script,
 }
 
 #[allow(clippy::disallowed_methods)] // the driver's clock: TTLs to and from the engine's instants
@@ -235,27 +164,23 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl SharedRegistrations {
-    /// The shared registrations of node `node_id`, whose own bindings are `local`, publishing
-    /// `own` (its SIP addresses); its writer runs on `runtime`.
+    /// The shared registrations of node `node_id`, whose own bindings are `local`, with the
+    /// peers `membership` knows; its writer runs on `runtime`.
     pub(crate) fn start(
         conn: Arc<Connection>,
         local: Arc<RegCache>,
         prefix: &str,
         node_id: &str,
-        lease: Duration,
-        own: &[SipAddress],
+        membership: Arc<Membership>,
         runtime: &tokio::runtime::Handle,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let published = own.iter().map(SipAddress::line).collect::<Vec<_>>().join("\n");
         let me = Arc::new(Self {
             conn,
             local,
             node_id: node_id.to_string(),
             prefix: prefix.to_string(),
-            lease,
-            published,
-            peers: ArcSwap::default(),
+            membership,
             writes: tx,
             // What the cache holds at start (its SQLite store) is written once Redis answers.
             dirty: AtomicBool::new(true),
@@ -263,7 +188,6 @@ impl SharedRegistrations {
             lookup: redis::Script::new(LOOKUP),
             put: redis::Script::new(PUT),
             claim: redis::Script::new(CLAIM),
-            peers_script: redis::Script::new(PEERS),
         });
         runtime.spawn(write_loop(me.clone(), rx));
         me
@@ -293,18 +217,9 @@ impl SharedRegistrations {
         format!("{}:regc:{contact}/{source}", self.prefix)
     }
 
-    /// The other live nodes, as last read, with their published addresses
-    /// (`interface transport:ip:port`).
-    pub fn peers(&self) -> std::collections::BTreeMap<String, Vec<String>> {
-        let p = self.peers.load();
-        let show = |a: &SipAddress| format!("{} {}:{}", a.interface, a.transport, a.addr);
-        p.by_node.iter().map(|(id, addrs)| (id.clone(), addrs.iter().map(show).collect())).collect()
-    }
-
     /// Whether `source` is another live node's SIP address.
     pub fn is_peer(&self, source: SocketAddr) -> bool {
-        let p = self.peers.load();
-        p.udp.contains(&source) || p.tcp_ips.contains(&source.ip())
+        self.membership.is_peer(source)
     }
 
     /// The bindings `query` names, from Redis (under the connection's deadline).
@@ -328,7 +243,6 @@ impl SharedRegistrations {
 
     /// The bindings a lookup returned, as of `now`.
     fn view_of(&self, found: &[String], now: Instant) -> RegView {
-        let peers = self.peers.load();
         let mut bindings = Vec::new();
         for row in found.get(1..).unwrap_or_default().chunks_exact(4) {
             let [stored, node, gap, left] = row else { continue };
@@ -343,7 +257,7 @@ impl SharedRegistrations {
             let relay = if node == &self.node_id {
                 None
             } else {
-                let relay = peers.relay(node, &s.interface);
+                let relay = self.membership.relay(node, &s.interface);
                 if relay.is_none() {
                     // The holder died (or never said where it listens): the phone's NAT
                     // may still let a direct request in (a moved address, a full-cone NAT).
@@ -462,38 +376,9 @@ impl SharedRegistrations {
         self.conn.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
-    /// The renewer's turn (every third of the lease): publishes this node's addresses, reads
-    /// its peers', and writes this node's bindings again if writes were lost (`lost`: Redis
-    /// lost its data).
+    /// The renewer's turn (every third of the lease): writes this node's bindings again if
+    /// writes were lost (`lost`: Redis lost its data).
     pub(crate) async fn refresh(&self, lost: bool) -> Result<(), StoreError> {
-        let node_prefix = format!("{}:node:", self.prefix);
-        let sip_key = format!("{node_prefix}{}:sip", self.node_id);
-        let published = self.published.as_str();
-        let keep = ms(self.lease * 3);
-        let read: Vec<String> = self
-            .conn
-            .run(|mut c| async move {
-                let mut pipe = redis::pipe();
-                pipe.set_options(
-                    &sip_key,
-                    published,
-                    redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(keep)),
-                )
-                .ignore();
-                let mut inv = self.peers_script.prepare_invoke();
-                inv.key(format!("{}:nodes", self.prefix)).arg(&node_prefix);
-                pipe.load_script(&self.peers_script).ignore().invoke_script(&inv);
-                let (peers,): (Vec<String>,) = pipe.query_async(&mut c).await?;
-                Ok(peers)
-            })
-            .await?;
-        let mut by_node = HashMap::new();
-        for pair in read.chunks_exact(2) {
-            if pair[0] != self.node_id {
-                by_node.insert(pair[0].clone(), pair[1].lines().filter_map(SipAddress::parse).collect());
-            }
-        }
-        self.peers.store(Arc::new(Peers::new(by_node)));
         if lost || self.dirty.swap(false, Ordering::Relaxed) {
             if let Err(e) = self.rewrite().await {
                 self.dirty.store(true, Ordering::Relaxed);
@@ -543,30 +428,5 @@ async fn write_loop(regs: Arc<SharedRegistrations>, mut rx: mpsc::Receiver<Write
             }
         }
         batch.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_round_trip_and_peers_pick_the_bindings_interface() {
-        let a =
-            SipAddress { interface: "ext".into(), transport: "udp".into(), addr: "192.0.2.1:5060".parse().unwrap() };
-        assert_eq!(SipAddress::parse(&a.line()), Some(a.clone()));
-        assert_eq!(SipAddress::parse("ext\tsctp\t192.0.2.1:5060"), None);
-        assert_eq!(SipAddress::parse("garbage"), None);
-        let int_tcp =
-            SipAddress { interface: "int".into(), transport: "tcp".into(), addr: "10.0.0.1:5060".parse().unwrap() };
-        let int_udp =
-            SipAddress { interface: "int".into(), transport: "udp".into(), addr: "10.0.0.1:5062".parse().unwrap() };
-        let peers = Peers::new(HashMap::from([("a".to_string(), vec![a.clone(), int_tcp, int_udp.clone()])]));
-        assert_eq!(peers.relay("a", "int").map(|r| r.addr), Some(int_udp.addr), "UDP first on the same interface");
-        assert_eq!(peers.relay("a", "ext").map(|r| r.addr), Some(a.addr));
-        assert_eq!(peers.relay("a", "other").map(|r| r.transport), Some("udp".to_string()));
-        assert_eq!(peers.relay("b", "ext"), None, "not a live node");
-        assert!(peers.udp.contains(&a.addr) && !peers.udp.contains(&"192.0.2.1:5070".parse().unwrap()));
-        assert!(peers.tcp_ips.contains(&"10.0.0.1".parse().unwrap()));
     }
 }

@@ -1,0 +1,186 @@
+//! Who is in the cluster, as this node last read it (docs/manual/cluster.md, Registrations):
+//! every node publishes its SIP addresses beside its lease (`<prefix>:node:<id>:sip`), and
+//! reads the live nodes' every renewal. Its peers' addresses are where calls for their phones
+//! go, and the requests whose relay header it trusts.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use regcache::Relay;
+
+use crate::connection::{Connection, StoreError};
+
+/// KEYS: the nodes' set. ARGV: the node keys' prefix. Each live node's id and published SIP
+/// addresses (Redis's clock decides who is live, as for the lease).
+const PEERS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
+  table.insert(out, id)
+  table.insert(out, redis.call('GET', ARGV[1] .. id .. ':sip') or '')
+end
+return out
+";
+
+/// A SIP address of a node, as it publishes it for its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipAddress {
+    pub interface: String,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    pub addr: SocketAddr,
+}
+
+impl SipAddress {
+    fn line(&self) -> String {
+        format!("{}\t{}\t{}", self.interface, self.transport, self.addr)
+    }
+
+    fn parse(line: &str) -> Option<Self> {
+        let mut f = line.split('\t');
+        let (interface, transport, addr) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+        matches!(transport, "udp" | "tcp").then(|| Self {
+            interface: interface.into(),
+            transport: transport.into(),
+            addr,
+        })
+    }
+}
+
+/// The other live nodes, as last read.
+#[derive(Debug, Default)]
+struct Peers {
+    by_node: HashMap<String, Vec<SipAddress>>,
+    /// Their UDP addresses (a peer's requests come from its listening socket), and the IPs of
+    /// their TCP ones (a connection comes from any port).
+    udp: HashSet<SocketAddr>,
+    tcp_ips: HashSet<IpAddr>,
+}
+
+impl Peers {
+    fn new(by_node: HashMap<String, Vec<SipAddress>>) -> Self {
+        let all = || by_node.values().flatten();
+        let udp = all().filter(|a| a.transport == "udp").map(|a| a.addr).collect();
+        let tcp_ips = all().filter(|a| a.transport == "tcp").map(|a| a.addr.ip()).collect();
+        Self { by_node, udp, tcp_ips }
+    }
+
+    /// Where calls for `node`'s phone registered on `interface` go: that node's address on the
+    /// same interface, UDP first; else any of its addresses.
+    fn relay(&self, node: &str, interface: &str) -> Option<Relay> {
+        let addrs = self.by_node.get(node)?;
+        let rank = |a: &&SipAddress| (a.interface != interface, a.transport != "udp");
+        let a = addrs.iter().min_by_key(rank)?;
+        Some(Relay { node: node.to_string(), addr: a.addr, transport: a.transport.clone() })
+    }
+}
+
+/// The cluster as this node sees it: its own published addresses and its live peers'.
+pub struct Membership {
+    node_id: String,
+    prefix: String,
+    lease: Duration,
+    /// This node's SIP addresses, as published (empty until the driver has its sockets).
+    published: ArcSwap<String>,
+    peers: ArcSwap<Peers>,
+    script: redis::Script,
+}
+
+impl Membership {
+    pub(crate) fn new(prefix: &str, node_id: &str, lease: Duration) -> Self {
+        Self {
+            node_id: node_id.to_string(),
+            prefix: prefix.to_string(),
+            lease,
+            published: ArcSwap::default(),
+            peers: ArcSwap::default(),
+            script: redis::Script::new(PEERS),
+        }
+    }
+
+    /// The SIP addresses this node publishes from now on.
+    pub(crate) fn publish(&self, own: &[SipAddress]) {
+        self.published.store(Arc::new(own.iter().map(SipAddress::line).collect::<Vec<_>>().join("\n")));
+    }
+
+    /// Publishes this node's addresses and reads the live peers' (the renewer, every third of
+    /// the lease).
+    pub(crate) async fn refresh(&self, conn: &Connection) -> Result<(), StoreError> {
+        let node_prefix = format!("{}:node:", self.prefix);
+        let sip_key = format!("{node_prefix}{}:sip", self.node_id);
+        let published = self.published.load_full();
+        let keep = u64::try_from((self.lease * 3).as_millis()).unwrap_or(u64::MAX);
+        let read: Vec<String> = conn
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.set_options(
+                    &sip_key,
+                    published.as_str(),
+                    redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(keep)),
+                )
+                .ignore();
+                let mut inv = self.script.prepare_invoke();
+                inv.key(format!("{}:nodes", self.prefix)).arg(&node_prefix);
+                pipe.load_script(&self.script).ignore().invoke_script(&inv);
+                let (peers,): (Vec<String>,) = pipe.query_async(&mut c).await?;
+                Ok(peers)
+            })
+            .await?;
+        let mut by_node = HashMap::new();
+        for pair in read.chunks_exact(2) {
+            if pair[0] != self.node_id {
+                by_node.insert(pair[0].clone(), pair[1].lines().filter_map(SipAddress::parse).collect());
+            }
+        }
+        self.peers.store(Arc::new(Peers::new(by_node)));
+        Ok(())
+    }
+
+    /// The other live nodes, as last read, with their published addresses
+    /// (`interface transport:ip:port`).
+    pub fn peer_list(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let p = self.peers.load();
+        let show = |a: &SipAddress| format!("{} {}:{}", a.interface, a.transport, a.addr);
+        p.by_node.iter().map(|(id, addrs)| (id.clone(), addrs.iter().map(show).collect())).collect()
+    }
+
+    /// Whether `source` is another live node's SIP address.
+    pub fn is_peer(&self, source: SocketAddr) -> bool {
+        let p = self.peers.load();
+        p.udp.contains(&source) || p.tcp_ips.contains(&source.ip())
+    }
+
+    /// Where calls for `node`'s phone registered on `interface` go, if `node` is a live peer.
+    pub fn relay(&self, node: &str, interface: &str) -> Option<Relay> {
+        self.peers.load().relay(node, interface)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_and_peers_pick_the_bindings_interface() {
+        let a =
+            SipAddress { interface: "ext".into(), transport: "udp".into(), addr: "192.0.2.1:5060".parse().unwrap() };
+        assert_eq!(SipAddress::parse(&a.line()), Some(a.clone()));
+        assert_eq!(SipAddress::parse("ext\tsctp\t192.0.2.1:5060"), None);
+        assert_eq!(SipAddress::parse("garbage"), None);
+        let int_tcp =
+            SipAddress { interface: "int".into(), transport: "tcp".into(), addr: "10.0.0.1:5060".parse().unwrap() };
+        let int_udp =
+            SipAddress { interface: "int".into(), transport: "udp".into(), addr: "10.0.0.1:5062".parse().unwrap() };
+        let peers = Peers::new(HashMap::from([("a".to_string(), vec![a.clone(), int_tcp, int_udp.clone()])]));
+        assert_eq!(peers.relay("a", "int").map(|r| r.addr), Some(int_udp.addr), "UDP first on the same interface");
+        assert_eq!(peers.relay("a", "ext").map(|r| r.addr), Some(a.addr));
+        assert_eq!(peers.relay("a", "other").map(|r| r.transport), Some("udp".to_string()));
+        assert_eq!(peers.relay("b", "ext"), None, "not a live node");
+        assert!(peers.udp.contains(&a.addr) && !peers.udp.contains(&"192.0.2.1:5070".parse().unwrap()));
+        assert!(peers.tcp_ips.contains(&"10.0.0.1".parse().unwrap()));
+    }
+}
