@@ -23,6 +23,8 @@ pub(super) struct FileCluster {
     timeout_ms: Option<u64>,
     #[serde(default)]
     lease_s: Option<u64>,
+    #[serde(default)]
+    nodes: Option<Vec<String>>,
 }
 
 /// Where a node's Redis is.
@@ -46,6 +48,9 @@ pub struct ClusterSettings {
     pub timeout: Duration,
     /// A node's lease: renewed every third of it; a node silent for this long is dead.
     pub lease: Duration,
+    /// The cluster's nodes, when listed: another node under the same key prefix is reported
+    /// (another cluster configured with the same prefix) and not trusted as a peer.
+    pub nodes: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for ClusterSettings {
@@ -56,6 +61,7 @@ impl std::fmt::Debug for ClusterSettings {
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("lease", &self.lease)
+            .field("nodes", &self.nodes)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +152,19 @@ impl ClusterSettings {
         if timeout_ms * 3 >= lease_s * 1000 {
             return Err(bad("timeout_ms", format!("{timeout_ms} ms: must be under a third of lease_s ({lease_s} s)")));
         }
+        let nodes = match &f.nodes {
+            None => None,
+            Some(list) => {
+                let list: Vec<String> = list.iter().map(|n| n.trim().to_string()).collect();
+                if let Some(n) = list.iter().find(|n| !name_ok(n)) {
+                    return Err(bad("nodes", format!("'{n}' is not 1-64 characters of A-Z a-z 0-9 . _ -")));
+                }
+                if !list.contains(&node_id) {
+                    return Err(bad("nodes", format!("does not list this node ('{node_id}', cluster.node_id)")));
+                }
+                Some(list)
+            }
+        };
         Ok(Self {
             node_id,
             redis_url,
@@ -153,6 +172,7 @@ impl ClusterSettings {
             key_prefix,
             timeout: Duration::from_millis(timeout_ms),
             lease: Duration::from_secs(lease_s),
+            nodes,
         })
     }
 }
@@ -168,6 +188,7 @@ mod tests {
             key_prefix: None,
             timeout_ms: None,
             lease_s: None,
+            nodes: None,
         }
     }
 
@@ -212,5 +233,13 @@ mod tests {
         f.lease_s = None;
         f.key_prefix = Some("has space".into());
         assert_eq!(ClusterSettings::from_file(&f).expect_err("prefix").0, "cluster.key_prefix");
+        f.key_prefix = None;
+        f.nodes = Some(vec!["b".into(), "c".into()]);
+        let e = ClusterSettings::from_file(&f).expect_err("itself unlisted");
+        assert!(e.0 == "cluster.nodes" && e.1.contains("'a'"), "{e:?}");
+        f.nodes = Some(vec!["a".into(), "b c".into()]);
+        assert_eq!(ClusterSettings::from_file(&f).expect_err("bad name").0, "cluster.nodes");
+        f.nodes = Some(vec![" a ".into(), "b".into()]);
+        assert_eq!(ClusterSettings::from_file(&f).expect("listed").nodes, Some(vec!["a".into(), "b".into()]));
     }
 }
