@@ -189,6 +189,10 @@ pub struct ClusterHealth {
     /// takes as theirs.
     #[serde(default)]
     pub peers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Live nodes under this cluster's key prefix that `cluster.nodes` does not list (another
+    /// cluster given the same prefix): reported, not taken as peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unexpected_nodes: Vec<String>,
     /// Redis operations that failed or ran past the deadline.
     pub errors: u64,
     pub timeouts: u64,

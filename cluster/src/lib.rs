@@ -56,6 +56,8 @@ pub struct ClusterView {
     pub live_nodes: usize,
     /// The other live nodes and their SIP addresses, as this node last read them.
     pub peers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Live nodes under this key prefix that `cluster.nodes` does not list.
+    pub unexpected_nodes: Vec<String>,
     pub operations: u64,
     pub errors: u64,
     pub timeouts: u64,
@@ -99,8 +101,19 @@ impl Cluster {
             &settings.node_id,
             instance,
         ));
-        let call_registry =
-            Arc::new(CallRegistry::new(connection.clone(), &settings.key_prefix, &settings.node_id, instance));
+        let membership = Arc::new(Membership::new(
+            &settings.key_prefix,
+            &settings.node_id,
+            settings.lease,
+            settings.nodes.as_deref(),
+        ));
+        let call_registry = Arc::new(CallRegistry::new(
+            connection.clone(),
+            membership.clone(),
+            &settings.key_prefix,
+            &settings.node_id,
+            instance,
+        ));
         let call_rates =
             Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
         let balances = Arc::new(SharedBalances::new(
@@ -110,7 +123,6 @@ impl Cluster {
             &settings.node_id,
             instance,
         ));
-        let membership = Arc::new(Membership::new(&settings.key_prefix, &settings.node_id, settings.lease));
         let registrations = Arc::new(arc_swap::ArcSwapOption::<SharedRegistrations>::empty());
         let renewer = {
             let (connection, lease, counts) = (connection.clone(), lease.clone(), call_counts.clone());
@@ -213,6 +225,7 @@ impl Cluster {
             node_id_clash: l.clash.load(Ordering::Relaxed),
             live_nodes: l.live_nodes.load(Ordering::Relaxed),
             peers: self.membership.peer_list(),
+            unexpected_nodes: self.membership.strangers(),
             operations: h.operations.load(Ordering::Relaxed),
             errors: h.errors.load(Ordering::Relaxed),
             timeouts: h.timeouts.load(Ordering::Relaxed),

@@ -1,7 +1,9 @@
 //! Who is in the cluster, as this node last read it (docs/manual/cluster.md, Registrations):
 //! every node publishes its SIP addresses beside its lease (`<prefix>:node:<id>:sip`), and
 //! reads the live nodes' every renewal. Its peers' addresses are where calls for their phones
-//! go, and the requests whose relay header it trusts.
+//! go, and the requests whose relay header it trusts. Nodes coming and going are logged; with
+//! `cluster.nodes` set, a live node not listed (another cluster given the same key prefix) is
+//! reported and not taken as a peer.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -84,6 +86,10 @@ pub struct Membership {
     node_id: String,
     prefix: String,
     lease: Duration,
+    /// `cluster.nodes`, if set.
+    expected: Option<HashSet<String>>,
+    /// Live nodes under this key prefix that `cluster.nodes` does not list.
+    strangers: ArcSwap<Vec<String>>,
     /// This node's SIP addresses, as published (empty until the driver has its sockets).
     published: ArcSwap<String>,
     peers: ArcSwap<Peers>,
@@ -91,11 +97,13 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub(crate) fn new(prefix: &str, node_id: &str, lease: Duration) -> Self {
+    pub(crate) fn new(prefix: &str, node_id: &str, lease: Duration, expected: Option<&[String]>) -> Self {
         Self {
             node_id: node_id.to_string(),
             prefix: prefix.to_string(),
             lease,
+            expected: expected.map(|e| e.iter().cloned().collect()),
+            strangers: ArcSwap::default(),
             published: ArcSwap::default(),
             peers: ArcSwap::default(),
             script: redis::Script::new(PEERS),
@@ -131,13 +139,58 @@ impl Membership {
             })
             .await?;
         let mut by_node = HashMap::new();
+        let mut strangers = Vec::new();
         for pair in read.chunks_exact(2) {
-            if pair[0] != self.node_id {
-                by_node.insert(pair[0].clone(), pair[1].lines().filter_map(SipAddress::parse).collect());
+            let id = &pair[0];
+            if id == &self.node_id {
+                continue;
+            }
+            if self.expected.as_ref().is_some_and(|e| !e.contains(id)) {
+                strangers.push(id.clone());
+            } else {
+                by_node.insert(id.clone(), pair[1].lines().filter_map(SipAddress::parse).collect());
             }
         }
+        strangers.sort();
+        self.note_changes(&by_node, &strangers);
         self.peers.store(Arc::new(Peers::new(by_node)));
+        self.strangers.store(Arc::new(strangers));
         Ok(())
+    }
+
+    /// Logs the nodes that came and went since the last reading, and the strangers newly seen.
+    fn note_changes(&self, now: &HashMap<String, Vec<SipAddress>>, strangers: &[String]) {
+        let before = self.peers.load();
+        for (id, addrs) in now {
+            if !before.by_node.contains_key(id) {
+                let shown: Vec<String> = addrs.iter().map(|a| format!("{}:{}", a.transport, a.addr)).collect();
+                tracing::info!(node = %id, sip = %shown.join(" "), "cluster: node live");
+            }
+        }
+        for id in before.by_node.keys().filter(|id| !now.contains_key(*id)) {
+            tracing::warn!(node = %id, "cluster: node gone (its lease ran out or it left)");
+        }
+        let seen = self.strangers.load();
+        for id in strangers.iter().filter(|id| !seen.contains(id)) {
+            tracing::error!(
+                node = %id,
+                key_prefix = %self.prefix,
+                "cluster: a live node not in cluster.nodes uses this cluster's key prefix (another \
+                 cluster configured with the same key_prefix?): its calls, counts and registrations \
+                 mix with this cluster's. It is not taken as a peer; give each cluster its own \
+                 key_prefix, or add the node to cluster.nodes"
+            );
+        }
+    }
+
+    /// Whether `node` belongs to the cluster: any node when `cluster.nodes` is not set.
+    pub fn is_member(&self, node: &str) -> bool {
+        self.expected.as_ref().is_none_or(|e| e.contains(node))
+    }
+
+    /// Live nodes under this key prefix that `cluster.nodes` does not list.
+    pub fn strangers(&self) -> Vec<String> {
+        self.strangers.load().as_ref().clone()
     }
 
     /// The other live nodes, as last read, with their published addresses

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::connection::{Connection, StoreError};
+use crate::membership::Membership;
 
 /// How long a node waits for the others' answers.
 pub const ASK_DEADLINE: Duration = Duration::from_secs(2);
@@ -73,6 +74,8 @@ pub enum AskError {
 /// Asking the other nodes, and answering them.
 pub struct CallRegistry {
     conn: Arc<Connection>,
+    /// Who is asked: live nodes of this cluster (`cluster.nodes`, if set).
+    membership: Arc<Membership>,
     prefix: String,
     node_id: String,
     instance: String,
@@ -81,9 +84,16 @@ pub struct CallRegistry {
 }
 
 impl CallRegistry {
-    pub fn new(conn: Arc<Connection>, prefix: &str, node_id: &str, instance: &str) -> Self {
+    pub fn new(
+        conn: Arc<Connection>,
+        membership: Arc<Membership>,
+        prefix: &str,
+        node_id: &str,
+        instance: &str,
+    ) -> Self {
         Self {
             conn,
+            membership,
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
             instance: instance.to_string(),
@@ -208,12 +218,12 @@ impl CallRegistry {
         Ok((answers, missing))
     }
 
-    /// The other live nodes.
+    /// The other live nodes of this cluster.
     async fn others(&self) -> Result<Vec<String>, StoreError> {
         let key = format!("{}:nodes", self.prefix);
         let live: Vec<String> =
             self.conn.run(|mut c| async move { self.live_nodes.key(&key).invoke_async(&mut c).await }).await?;
-        Ok(live.into_iter().filter(|n| n != &self.node_id).collect())
+        Ok(live.into_iter().filter(|n| n != &self.node_id && self.membership.is_member(n)).collect())
     }
 
     /// Every other live node's calls: (node, its list as JSON). An error names the nodes that

@@ -164,6 +164,12 @@ impl Collector for SbcCollector {
             )?;
             gauge(e, "sbc_cluster_lease_held", "1 while this node holds its cluster lease", v.lease_held.into())?;
             gauge(e, "sbc_cluster_nodes_live", "Cluster nodes whose lease had not run out", v.live_nodes as i64)?;
+            gauge(
+                e,
+                "sbc_cluster_nodes_unexpected",
+                "Live nodes under this cluster's key prefix that cluster.nodes does not list",
+                v.unexpected_nodes.len() as i64,
+            )?;
             counter(e, "sbc_cluster_redis_operations", "Redis operations of cluster mode", v.operations)?;
             let pc = c.call_counts().stats();
             counter(

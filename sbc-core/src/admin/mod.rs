@@ -434,6 +434,7 @@ impl Control for AdminControl {
                 lease: lease.into(),
                 live_nodes: v.live_nodes,
                 peers: v.peers,
+                unexpected_nodes: v.unexpected_nodes,
                 errors: v.errors,
                 timeouts: v.timeouts,
                 last_error: v.last_error,
