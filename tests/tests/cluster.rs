@@ -78,6 +78,7 @@ fn check_config_names_a_bad_cluster_key() {
         (cluster_yaml("d", "rediss://127.0.0.1:1", "p"), "cluster.redis_url"),
         (format!("{}  timeout_ms: 1\n", cluster_yaml("d", "redis://127.0.0.1:1", "p")), "cluster.timeout_ms"),
         ("cluster:\n  node_id: d\n".to_string(), "redis_url"),
+        (format!("{}  nodes: [e, f]\n", cluster_yaml("d", "redis://127.0.0.1:1", "p")), "cluster.nodes"),
     ] {
         let cfg = config_file("cluster-check", &yaml);
         let out =
@@ -336,4 +337,28 @@ fn a_change_through_one_nodes_api_applies_on_every_node() {
     assert!(err.contains("not on other cluster nodes: b: "), "{err}");
     // (c started after the earlier change: it runs its own files' chain.)
     assert!(http(&c, "GET", "/active-profile", None, None).1.contains("\"one\""), "c keeps its chain");
+}
+
+/// Two clusters given the same key prefix by mistake: a node that lists its cluster's nodes
+/// reports the other cluster's node, does not take it as a peer, and does not ask it about
+/// calls or send it its changes.
+#[test]
+fn a_node_of_another_cluster_under_the_same_prefix_is_reported() {
+    let redis = RedisServer::start();
+    let listed = format!("{}  nodes: [a, b]\n", cluster_yaml("a", &redis.url(), "t10"));
+    let a = Sbcd::with_config(&listed, &[]);
+    let other = Sbcd::with_config(&cluster_yaml("x", &redis.url(), "t10"), &[]);
+    for n in [&a, &other] {
+        wait_for(n, "joined", |c| c["lease"] == "held");
+    }
+    wait_for(&a, "x reported", |c| c["unexpected_nodes"] == serde_json::json!(["x"]));
+    assert!(cluster_health(&a)["peers"].as_object().is_some_and(|p| p.is_empty()), "not a peer");
+    assert!(a.log_text().contains("not in cluster.nodes uses this cluster's key prefix"), "{}", a.log_text());
+    let (_, metrics) = http(&a, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_cluster_nodes_unexpected 1"), "{metrics}");
+    let (status, head, _) = http_with_head(&a, "POST", "/profiles/reload", None, None);
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("x-sbc-scope: cluster"), "x is not asked: {head}");
+    // x, which lists no nodes, sees a as one of its own: only a listed cluster is told.
+    wait_for(&other, "a a peer of x", |c| c["peers"]["a"].is_array());
 }
