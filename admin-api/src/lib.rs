@@ -55,8 +55,9 @@ pub trait Control: Send + Sync + 'static {
     fn set_active_profile(&self, chain: &str) -> Result<Changed, ApiError>;
     fn regex_maps(&self) -> Vec<RegexMapInfo>;
     fn set_regex_map(&self, name: &str, body: MapBody) -> Result<RegexMapInfo, ApiError>;
-    /// Every call, or an error when part of the SBC did not answer (never a partial list).
-    fn calls(&self) -> impl Future<Output = Result<Vec<CallInfo>, ApiError>> + Send;
+    /// Every call (in cluster mode every node's, unless `this_node_only`), or an error when
+    /// part of the SBC did not answer (never a partial list).
+    fn calls(&self, this_node_only: bool) -> impl Future<Output = Result<Vec<CallInfo>, ApiError>> + Send;
     /// One call, asked of the shard its id names only.
     fn call(&self, id: &str) -> impl Future<Output = Result<CallInfo, ApiError>> + Send;
     /// Registered contacts, by AoR.

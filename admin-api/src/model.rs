@@ -46,6 +46,15 @@ pub struct MapRule {
     pub value: String,
 }
 
+/// `GET /calls` options.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallsQuery {
+    /// `cluster` (default: every node's calls) or `node` (this node's alone; answers while
+    /// Redis or another node does not).
+    pub scope: Option<String>,
+}
+
 /// `PUT /regex-maps/{name}`: the map as SEMS file text, or as rules.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct MapBody {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -232,9 +232,25 @@ async fn set_regex_map<C: Control>(
     spread(&s, change, done).await
 }
 
-#[utoipa::path(get, path = "/calls", responses((status = 200, body = [CallInfo]), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
-async fn list_calls<C: Control>(State(s): State<AppState<C>>) -> Res<Vec<CallInfo>> {
-    s.control.calls().await.map(Json)
+#[utoipa::path(get, path = "/calls", params(CallsQuery),
+    responses((status = 200, body = [CallInfo]), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_calls<C: Control>(State(s): State<AppState<C>>, Query(q): Query<CallsQuery>) -> Response {
+    let this_node_only = match q.scope.as_deref() {
+        None | Some("cluster") => false,
+        Some("node") => true,
+        Some(other) => return ApiError::bad_request(format!("scope '{other}' is not node or cluster")).into_response(),
+    };
+    match s.control.calls(this_node_only).await {
+        Ok(calls) => {
+            let mut resp = Json(calls).into_response();
+            let node = s.control.cluster_node().filter(|_| this_node_only);
+            if let Some(v) = node.and_then(|n| header::HeaderValue::from_str(&format!("node {n}")).ok()) {
+                resp.headers_mut().insert("x-sbc-scope", v);
+            }
+            resp
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 #[utoipa::path(get, path = "/registrations", responses((status = 200, body = [RegistrationInfo])), security(("bearer" = [])))]

@@ -49,7 +49,7 @@ impl Control for Fake {
     fn set_regex_map(&self, name: &str, _: MapBody) -> Result<RegexMapInfo, ApiError> {
         Ok(RegexMapInfo { name: name.into(), rules: vec![], file: None })
     }
-    async fn calls(&self) -> Result<Vec<CallInfo>, ApiError> {
+    async fn calls(&self, _this_node_only: bool) -> Result<Vec<CallInfo>, ApiError> {
         if self.busy {
             return Err(ApiError::unavailable("shard 1 did not answer within 5s (overloaded?)"));
         }

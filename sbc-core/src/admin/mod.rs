@@ -206,7 +206,11 @@ impl AdminControl {
 /// The other nodes' calls, their ids prefixed with their node; 503 naming the nodes that did
 /// not answer (never a partial list).
 async fn others_calls(c: &cluster::Cluster) -> Result<Vec<CallInfo>, ApiError> {
-    let others = c.call_registry().calls_of_others().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let others = c
+        .call_registry()
+        .calls_of_others()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e} (GET /calls?scope=node lists this node's calls alone)")))?;
     let mut all = Vec::new();
     for (node, list) in others {
         let calls: Vec<CallInfo> = serde_json::from_value(list)
@@ -316,12 +320,14 @@ impl Control for AdminControl {
         self.regex_maps().into_iter().find(|m| m.name == name).ok_or_else(|| ApiError::internal("map vanished"))
     }
 
-    async fn calls(&self) -> Result<Vec<CallInfo>, ApiError> {
+    async fn calls(&self, this_node_only: bool) -> Result<Vec<CallInfo>, ApiError> {
         let mut all = self.calls.list().await?;
         let Some(c) = self.runtime.cluster() else { return Ok(all) };
         let me = &c.settings().node_id;
         all.iter_mut().for_each(|call| call.node = Some(me.clone()));
-        all.extend(others_calls(c).await?);
+        if !this_node_only {
+            all.extend(others_calls(c).await?);
+        }
         Ok(all)
     }
 
