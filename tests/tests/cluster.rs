@@ -53,6 +53,14 @@ fn without_redis_a_node_serves_and_joins_once_redis_is_there() {
     wait_for(&node, "Redis gone", |c| c["redis"] == "down" && c["lease"] == "none");
     let (_, metrics) = http(&node, "GET", "/metrics", None, None);
     assert!(metrics.contains("sbc_cluster_redis_up 0"), "{metrics}");
+    // The cluster's call list needs Redis; this node's does not.
+    let (status, body) = http(&node, "GET", "/calls", None, None);
+    assert_eq!(status, 503, "never a partial list: {body}");
+    assert!(body.contains("scope=node"), "{body}");
+    let (status, head, body) = http_with_head(&node, "GET", "/calls?scope=node", None, None);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    assert!(head.to_ascii_lowercase().contains("x-sbc-scope: node b"), "{head}");
+    assert_eq!(http(&node, "GET", "/calls?scope=all", None, None).0, 400);
     call_through(&node, "basic", Transport::Udp, 1);
     redis.restart();
     wait_for(&node, "back", |c| c["redis"] == "up" && c["lease"] == "held");
