@@ -247,7 +247,10 @@ impl CallRegistry {
         let q = Question { reply: String::new(), op: "apply".into(), call: None, change: Some(change) };
         let (answers, missing) = self.ask_all(&nodes, q).await?;
         let failed = answers.into_iter().filter_map(|a| Some((a.node, a.error?)));
-        Ok(failed.chain(missing.into_iter().map(|n| (n, "did not answer".to_string()))).collect())
+        let mut failed: Vec<_> = failed.chain(missing.into_iter().map(|n| (n, "did not answer".to_string()))).collect();
+        // (By node, whatever order the answers came in.)
+        failed.sort();
+        Ok(failed)
     }
 
     /// Ends call `id` of node `node`; whether it had that call.
