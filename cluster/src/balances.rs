@@ -155,7 +155,6 @@ struct PendingDebit {
 /// Prepaid balances of the whole cluster.
 pub struct SharedBalances {
     conn: Arc<Connection>,
-    runtime: tokio::runtime::Handle,
     prefix: String,
     lease_prefix: String,
     /// `<node_id>:<instance>|`: the start of this process's fields.
@@ -183,18 +182,11 @@ pub fn balance_key(prefix: &str, account: &str) -> String {
 }
 
 impl SharedBalances {
-    /// Balances on `conn` for this process (`node_id`, `instance`); its hooks block on
-    /// `runtime` (they run on the call-control driver's blocking pool).
-    pub fn new(
-        conn: Arc<Connection>,
-        runtime: tokio::runtime::Handle,
-        prefix: &str,
-        node_id: &str,
-        instance: &str,
-    ) -> Self {
+    /// Balances on `conn` for this process (`node_id`, `instance`); its hooks block (they run
+    /// on the call-control driver's blocking pool).
+    pub fn new(conn: Arc<Connection>, prefix: &str, node_id: &str, instance: &str) -> Self {
         Self {
             conn,
-            runtime,
             prefix: prefix.to_string(),
             lease_prefix: format!("{prefix}:node:"),
             process: format!("{node_id}:{instance}|"),
@@ -231,22 +223,18 @@ impl SharedBalances {
         format!("{}{call}", self.process)
     }
 
-    async fn settle_shared(&self, d: &PendingDebit) -> Result<i64, StoreError> {
+    fn settle_shared(&self, d: &PendingDebit) -> Result<i64, StoreError> {
         let keys = [balance_key(&self.prefix, &d.account), self.calls_key(&d.account), self.index()];
-        self.conn
-            .run(|mut c| async move {
-                self.settle.key(&keys[..]).arg(&d.field).arg(d.billed).invoke_async(&mut c).await
-            })
-            .await
+        self.conn.run_blocking(|c| self.settle.key(&keys[..]).arg(&d.field).arg(d.billed).invoke(c))
     }
 
-    /// Tries the waiting debits again (the renewer, once Redis answers); the ones Redis still
-    /// does not take stay.
-    pub async fn retry_pending(&self) {
+    /// Tries the waiting debits again (the renewer, on the blocking pool, once Redis answers);
+    /// the ones Redis still does not take stay.
+    pub fn retry_pending(&self) {
         let waiting = std::mem::take(&mut *lock(&self.pending));
         let mut left = Vec::new();
         for d in waiting {
-            match self.settle_shared(&d).await {
+            match self.settle_shared(&d) {
                 Ok(billed) => {
                     self.stats.debits_retried.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(account = %d.account, billed_s = billed.max(0), "cc_prepaid: deferred debit done");
@@ -297,10 +285,8 @@ impl BalanceStore for SharedBalances {
         }
         let keys = [balance_key(&self.prefix, account), self.calls_key(account), self.index(), self.beats()];
         let field = self.field(call);
-        let granted: Result<i64, StoreError> = self.runtime.block_on(self.conn.run(|mut c| {
-            let (keys, field) = (&keys, &field);
-            async move { self.reserve.key(&keys[..]).arg(&self.lease_prefix).arg(field).invoke_async(&mut c).await }
-        }));
+        let granted: Result<i64, StoreError> =
+            self.conn.run_blocking(|c| self.reserve.key(&keys[..]).arg(&self.lease_prefix).arg(&field).invoke(c));
         match granted {
             Ok(-1) => Ok(Reservation::UnknownAccount),
             Ok(n) if n <= 0 => Ok(Reservation::NoCredit),
@@ -320,13 +306,8 @@ impl BalanceStore for SharedBalances {
     fn connected(&self, call: &str, _at_ms: i64) -> Result<(), String> {
         let Some(account) = lock(&self.accounts).get(call).cloned() else { return Ok(()) };
         let (calls, field) = (self.calls_key(&account), self.field(call));
-        let _: i64 = self
-            .runtime
-            .block_on(self.conn.run(|mut c| {
-                let (calls, field) = (&calls, &field);
-                async move { self.connect.key(calls).arg(field).invoke_async(&mut c).await }
-            }))
-            .map_err(|e| e.to_string())?;
+        let _: i64 =
+            self.conn.run_blocking(|c| self.connect.key(&calls).arg(&field).invoke(c)).map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -334,7 +315,7 @@ impl BalanceStore for SharedBalances {
         let Some(account) = lock(&self.accounts).remove(call) else { return Ok(Settled::Unknown) };
         let billed = connected_ms.map_or(-1, |c| billed_seconds(end_ms - c));
         let d = PendingDebit { field: self.field(call), account, billed };
-        match self.runtime.block_on(self.settle_shared(&d)) {
+        match self.settle_shared(&d) {
             Ok(-1) => Ok(Settled::Unknown),
             Ok(n) => Ok(Settled::Debited(n)),
             Err(_) => {

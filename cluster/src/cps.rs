@@ -28,7 +28,6 @@ return 1
 /// Call rates of the whole cluster.
 pub struct SharedCallRates {
     conn: Arc<Connection>,
-    runtime: tokio::runtime::Handle,
     prefix: String,
     take: redis::Script,
     local: LocalRates,
@@ -44,11 +43,10 @@ impl std::fmt::Debug for SharedCallRates {
 
 impl SharedCallRates {
     /// Rates on `conn`; operations block the calling thread (the call-control driver runs
-    /// the module's hooks on the blocking pool) on `runtime`.
-    pub fn new(conn: Arc<Connection>, runtime: tokio::runtime::Handle, prefix: &str) -> Self {
+    /// the module's hooks on the blocking pool).
+    pub fn new(conn: Arc<Connection>, prefix: &str) -> Self {
         Self {
             conn,
-            runtime,
             prefix: prefix.to_string(),
             take: redis::Script::new(TAKE),
             local: LocalRates::default(),
@@ -68,9 +66,7 @@ impl CallRates for SharedCallRates {
             return self.local.try_take(key, max);
         }
         let k = format!("{}:cps:{key}", self.prefix);
-        let taken: Result<i64, _> = self
-            .runtime
-            .block_on(self.conn.run(|mut c| async move { self.take.key(&k).arg(max).invoke_async(&mut c).await }));
+        let taken: Result<i64, _> = self.conn.run_blocking(|c| self.take.key(&k).arg(max).invoke(c));
         match taken {
             Ok(n) => Ok(n == 1),
             Err(e) => {

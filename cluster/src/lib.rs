@@ -94,13 +94,8 @@ impl Cluster {
                 "cluster: Redis unreachable at start; serving with this node's own state, retrying"
             ),
         }
-        let call_counts = Arc::new(SharedCallCounts::new(
-            connection.clone(),
-            tokio::runtime::Handle::current(),
-            &settings.key_prefix,
-            &settings.node_id,
-            instance,
-        ));
+        let call_counts =
+            Arc::new(SharedCallCounts::new(connection.clone(), &settings.key_prefix, &settings.node_id, instance));
         let membership = Arc::new(Membership::new(
             &settings.key_prefix,
             &settings.node_id,
@@ -114,15 +109,9 @@ impl Cluster {
             &settings.node_id,
             instance,
         ));
-        let call_rates =
-            Arc::new(SharedCallRates::new(connection.clone(), tokio::runtime::Handle::current(), &settings.key_prefix));
-        let balances = Arc::new(SharedBalances::new(
-            connection.clone(),
-            tokio::runtime::Handle::current(),
-            &settings.key_prefix,
-            &settings.node_id,
-            instance,
-        ));
+        let call_rates = Arc::new(SharedCallRates::new(connection.clone(), &settings.key_prefix));
+        let balances =
+            Arc::new(SharedBalances::new(connection.clone(), &settings.key_prefix, &settings.node_id, instance));
         let registrations = Arc::new(arc_swap::ArcSwapOption::<SharedRegistrations>::empty());
         let renewer = {
             let (connection, lease, counts) = (connection.clone(), lease.clone(), call_counts.clone());
@@ -146,7 +135,8 @@ impl Cluster {
                     if let Some(r) = regs.load_full() {
                         let _ = r.refresh(lost).await;
                     }
-                    money.retry_pending().await;
+                    let m = money.clone();
+                    let _ = tokio::task::spawn_blocking(move || m.retry_pending()).await;
                     money.sweep().await;
                 }
             })

@@ -111,7 +111,6 @@ pub struct CountStats {
 /// Parallel-call counts of the whole cluster.
 pub struct SharedCallCounts {
     conn: Arc<Connection>,
-    runtime: tokio::runtime::Handle,
     prefix: String,
     /// `<prefix>:node:`: where the scripts find a node's lease holder.
     lease_prefix: String,
@@ -143,18 +142,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SharedCallCounts {
     /// Counts on `conn` for this process (`node_id`, `instance`). Its operations block the
-    /// calling thread on `runtime` (the call-control driver runs this module's hooks on the
-    /// blocking pool).
-    pub fn new(
-        conn: Arc<Connection>,
-        runtime: tokio::runtime::Handle,
-        prefix: &str,
-        node_id: &str,
-        instance: &str,
-    ) -> Self {
+    /// calling thread (the call-control driver runs this module's hooks on the blocking pool).
+    pub fn new(conn: Arc<Connection>, prefix: &str, node_id: &str, instance: &str) -> Self {
         Self {
             conn,
-            runtime,
             prefix: prefix.to_string(),
             lease_prefix: format!("{prefix}:node:"),
             field: format!("{node_id}:{instance}"),
@@ -204,33 +195,17 @@ impl SharedCallCounts {
         lock(&self.dirty).insert(key.to_string());
     }
 
-    async fn acquire_shared(&self, key: &str, mine: u32, max: u32) -> Result<bool, StoreError> {
+    fn acquire_shared(&self, key: &str, mine: u32, max: u32) -> Result<bool, StoreError> {
         let (hash, index) = (self.hash(key), self.index());
-        let counted: i64 = self
-            .conn
-            .run(|mut c| async move {
-                self.acquire
-                    .key(&hash)
-                    .key(&index)
-                    .arg(&self.lease_prefix)
-                    .arg(&self.field)
-                    .arg(mine)
-                    .arg(max)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await?;
+        let counted: i64 = self.conn.run_blocking(|c| {
+            self.acquire.key(&hash).key(&index).arg(&self.lease_prefix).arg(&self.field).arg(mine).arg(max).invoke(c)
+        })?;
         Ok(counted == 1)
     }
 
-    async fn set_shared(&self, key: &str, n: u32) -> Result<(), StoreError> {
+    fn set_shared(&self, key: &str, n: u32) -> Result<(), StoreError> {
         let (hash, index) = (self.hash(key), self.index());
-        let _: i64 =
-            self.conn
-                .run(|mut c| async move {
-                    self.set.key(&hash).key(&index).arg(&self.field).arg(n).invoke_async(&mut c).await
-                })
-                .await?;
+        let _: i64 = self.conn.run_blocking(|c| self.set.key(&hash).key(&index).arg(&self.field).arg(n).invoke(c))?;
         Ok(())
     }
 
@@ -243,7 +218,7 @@ impl SharedCallCounts {
             let written = {
                 let _one = self.stripe(&key);
                 let n = self.live_count(&key);
-                self.runtime.block_on(self.set_shared(&key, n))
+                self.set_shared(&key, n)
             };
             if written.is_err() {
                 return;
@@ -280,8 +255,7 @@ impl CallCounts for SharedCallCounts {
         let _one = self.stripe(key);
         let mine = self.live_count(key);
         // While Redis is known to be away, calls are not held up by it (the renewer probes).
-        let shared =
-            if self.conn.is_up() { self.runtime.block_on(self.acquire_shared(key, mine, max)).ok() } else { None };
+        let shared = if self.conn.is_up() { self.acquire_shared(key, mine, max).ok() } else { None };
         let counted = match shared {
             Some(counted) => counted,
             None => {
@@ -301,7 +275,7 @@ impl CallCounts for SharedCallCounts {
         let _one = self.stripe(key);
         let n = self.live_count(key).saturating_sub(1);
         self.set_live(key, n);
-        let written = self.conn.is_up() && self.runtime.block_on(self.set_shared(key, n)).is_ok();
+        let written = self.conn.is_up() && self.set_shared(key, n).is_ok();
         if !written {
             self.mark(key);
         }
@@ -311,10 +285,7 @@ impl CallCounts for SharedCallCounts {
     /// Blocks: not for async contexts.
     fn count(&self, key: &str) -> u32 {
         let hash = self.hash(key);
-        let total: Result<i64, _> = self.runtime.block_on(
-            self.conn
-                .run(|mut c| async move { self.count.key(&hash).arg(&self.lease_prefix).invoke_async(&mut c).await }),
-        );
+        let total: Result<i64, _> = self.conn.run_blocking(|c| self.count.key(&hash).arg(&self.lease_prefix).invoke(c));
         match total {
             Ok(n) => u32::try_from(n.max(0)).unwrap_or(u32::MAX),
             Err(_) => self.live_count(key),
