@@ -129,6 +129,10 @@ pub struct CallPlan {
     pub auth: Option<Credentials>,
     pub aleg_auth: Option<Credentials>,
     pub bleg_uas_auth: Option<Credentials>,
+    /// The alias of a phone another cluster node holds: the request goes through that node,
+    /// naming the binding in a signed header (sbc-core/engine/src/b2bua/peer_relay.rs).
+    #[serde(default)]
+    pub peer_relay: Option<String>,
     /// Every pattern option that was set, with its expansion (for `explain` and debug logs;
     /// not in the serialised form).
     #[serde(skip)]

@@ -39,11 +39,17 @@ pub trait Registrations: Send + Sync + std::fmt::Debug {
     fn is_peer(&self, _source: SocketAddr) -> bool {
         false
     }
+    /// The key the cluster's nodes sign [`RELAY_HEADER`] with; `None` outside a cluster, or
+    /// before the node has it (calls then go to phones directly).
+    fn relay_key(&self) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 /// The header with which a node of a cluster hands a call to one of its peers' phones to that
-/// peer (docs/manual/cluster.md, Registrations): the alias of the binding. Honoured only from
-/// a peer ([`Registrations::is_peer`]) and never relayed on.
+/// peer (docs/manual/cluster.md, Registrations): `<alias>;mac=<hex>`, the alias of the binding
+/// and an HMAC of it and the request's Call-ID under the cluster's key. Honoured only from a
+/// peer ([`Registrations::is_peer`]) with a good MAC, and never relayed on.
 pub const RELAY_HEADER: &str = "X-Sbc-Relay";
 
 impl Registrations for RegCache {

@@ -264,8 +264,9 @@ impl Engine {
         cc_vars: &dyn CcVars,
         overrides: &BTreeMap<String, String>,
     ) -> Chosen {
+        let can_sign = self.cfg.reg_cache.relay_key().is_some();
         match self.with_env(req, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
-            Some(Ok(mut plan)) => match retarget_registered(req, &profile, &mut plan) {
+            Some(Ok(mut plan)) => match retarget_registered(req, &profile, &mut plan, can_sign) {
                 Ok(via_peer) => {
                     if via_peer {
                         self.stats.bump(super::Counter::RelayedToPeer);

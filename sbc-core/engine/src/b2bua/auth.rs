@@ -289,7 +289,7 @@ impl Engine {
 const NONCE_MAC_BYTES: usize = 16;
 
 /// Exactly `N` bytes written as `2N` hex digits.
-fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+pub(super) fn decode_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let hex = hex.as_bytes();
     if hex.len() != 2 * N {
         return None;

@@ -202,6 +202,9 @@ impl Engine {
         }
         append(&mut w, &plan.append_headers);
         append(&mut w, &plan.append_headers_req);
+        if let Some(v) = self.relay_row(plan, &b_call_id) {
+            w.header(crate::registrations::RELAY_HEADER, v.as_bytes());
+        }
         if let (Some((_, _, pending)), Some(e)) = (cached, self.txs.get_mut(&server)) {
             e.registration = Some(pending);
         }

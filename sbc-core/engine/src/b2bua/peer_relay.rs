@@ -1,17 +1,21 @@
 //! Requests for phones held by another node of a cluster (docs/manual/cluster.md,
 //! Registrations). A phone behind NAT lets in only the address it registered through, so the
 //! node that takes a call to it hands the call to the node that holds the binding, naming the
-//! binding in [`RELAY_HEADER`]; that node relays it on to the phone as it is. Only a peer's
-//! request is taken as such ([`Registrations::is_peer`]): from anyone else the header is an
-//! ordinary one (and never relayed, `apply::is_control_header`).
+//! binding in [`RELAY_HEADER`] with an HMAC of it and the request's Call-ID under the
+//! cluster's key; that node relays it on to the phone as it came. Only a peer's request with
+//! a good MAC is taken as such ([`Registrations::is_peer`], [`Registrations::relay_key`]): a
+//! forged source address alone reaches nothing. From anyone else the header is an ordinary
+//! one (and never relayed, `apply::is_control_header`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hmac::{Hmac, KeyInit, Mac};
 use profiles::evaluate::CallPlan;
 use profiles::profile::NextHop;
 use profiles::{LocalReply, Profile};
 use regcache::Binding;
+use sha2::Sha256;
 
 use super::apply::Chosen;
 use super::setup::NewRequest;
@@ -19,19 +23,50 @@ use super::{Counter, Engine};
 use crate::registrations::RELAY_HEADER;
 use crate::sip::msg::{Message, Method};
 
+/// Bytes of HMAC in the header (128 bits).
+const MAC_BYTES: usize = 16;
+
 /// The name of the profile of calls relayed for a peer (in logs, `/calls` and CDR-less
 /// counts): a transparent one, since the peer that took the call applied the operator's.
 pub(crate) const RELAY_PROFILE: &str = "cluster-relay";
 
-/// The binding alias a request names in [`RELAY_HEADER`], if any (REGISTERs never go through
-/// a peer).
-pub(super) fn named_alias(msg: &Message) -> Option<String> {
+/// The binding alias a request names in [`RELAY_HEADER`] and the MAC it gives, if any
+/// (REGISTERs never go through a peer).
+fn named(msg: &Message) -> Option<(&str, &str)> {
     if msg.method() == Some(Method::Register) {
         return None;
     }
-    let v = msg.other_header(RELAY_HEADER)?;
-    let alias = std::str::from_utf8(v).ok()?.trim();
-    (!alias.is_empty() && alias.len() <= 64).then(|| alias.to_string())
+    let v = std::str::from_utf8(msg.other_header(RELAY_HEADER)?).ok()?;
+    let (alias, mac) = v.split_once(';')?;
+    let (alias, mac) = (alias.trim(), mac.trim().strip_prefix("mac=")?);
+    (!alias.is_empty() && alias.len() <= 64).then_some((alias, mac))
+}
+
+/// The binding alias a request names in [`RELAY_HEADER`] (not yet checked).
+pub(super) fn named_alias(msg: &Message) -> Option<String> {
+    named(msg).map(|(alias, _)| alias.to_string())
+}
+
+fn relay_mac(key: &[u8; 32], alias: &str, call_id: &[u8]) -> Option<Hmac<Sha256>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).ok()?;
+    mac.update(b"sbc-relay\0");
+    mac.update(alias.as_bytes());
+    mac.update(b"\0");
+    mac.update(call_id);
+    Some(mac)
+}
+
+/// The value of [`RELAY_HEADER`] for a request with `call_id` to `alias`'s phone.
+pub(super) fn relay_value(key: &[u8; 32], alias: &str, call_id: &[u8]) -> Option<String> {
+    let mac = relay_mac(key, alias, call_id)?.finalize().into_bytes();
+    let hex: String = mac.iter().take(MAC_BYTES).map(|b| format!("{b:02x}")).collect();
+    Some(format!("{alias};mac={hex}"))
+}
+
+/// Whether `mac_hex` is the MAC of (`alias`, `call_id`), compared in constant time.
+fn mac_matches(key: &[u8; 32], alias: &str, call_id: &[u8], mac_hex: &str) -> bool {
+    let Some(given) = super::auth::decode_hex::<MAC_BYTES>(mac_hex) else { return false };
+    relay_mac(key, alias, call_id).is_some_and(|m| m.verify_truncated_left(&given).is_ok())
 }
 
 /// Where a request to `binding`'s phone goes from the node that holds it: the address and
@@ -44,25 +79,39 @@ pub(super) fn hop_to_phone(binding: &Binding) -> NextHop {
     NextHop { host, port: Some(binding.source.port()), transport: Some(binding.transport.clone()) }
 }
 
-/// Points `plan` at the peer that holds `binding`, if another node does: the request goes
-/// there with the binding named, instead of to the phone's address. Whether it did.
-pub(super) fn through_peer(binding: &Binding, plan: &mut CallPlan) -> bool {
-    let Some(relay) = &binding.relay else { return false };
+/// Points `plan` at the peer that holds `binding`, if another node does (and this node has
+/// the key to name the binding to it): the request goes there with the binding named, instead
+/// of to the phone's address. Whether it did.
+pub(super) fn through_peer(binding: &Binding, plan: &mut CallPlan, can_sign: bool) -> bool {
+    let Some(relay) = binding.relay.as_ref().filter(|_| can_sign) else { return false };
     let host = match relay.addr.ip() {
         IpAddr::V6(ip) => format!("[{ip}]"),
         IpAddr::V4(ip) => ip.to_string(),
     };
     plan.next_hops = vec![NextHop { host, port: Some(relay.addr.port()), transport: Some(relay.transport.clone()) }];
-    plan.append_headers.push((RELAY_HEADER.to_string(), binding.alias.clone()));
+    plan.peer_relay = Some(binding.alias.clone());
     true
 }
 
 impl Engine {
-    /// The alias a request from a peer names: the request is one this node relays to a phone
-    /// it holds.
+    /// The alias a request from a peer names with a good MAC: the request is one this node
+    /// relays to a phone it holds.
     pub(super) fn relayed_for_peer(&self, req: &NewRequest) -> Option<String> {
-        let alias = named_alias(&req.msg)?;
-        self.cfg.reg_cache.is_peer(req.src.remote).then_some(alias)
+        let (alias, mac) = named(&req.msg)?;
+        let port = &self.cfg.reg_cache;
+        let key = port.relay_key().filter(|_| port.is_peer(req.src.remote))?;
+        let call_id = req.msg.call_id().unwrap_or_default();
+        if !mac_matches(&key, alias, call_id, mac) {
+            tracing::warn!(source = %req.src.remote, %alias, "a peer's relay header with a wrong MAC: taken as an ordinary request");
+            return None;
+        }
+        Some(alias.to_string())
+    }
+
+    /// The [`RELAY_HEADER`] row of a request with `call_id` the plan sends through a peer.
+    pub(super) fn relay_row(&self, plan: &CallPlan, call_id: &[u8]) -> Option<String> {
+        let alias = plan.peer_relay.as_deref()?;
+        relay_value(&self.cfg.reg_cache.relay_key()?, alias, call_id)
     }
 
     /// The rules of a request a peer relays to `alias`'s phone: as it came (the peer applied

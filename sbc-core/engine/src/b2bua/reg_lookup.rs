@@ -106,7 +106,9 @@ impl Engine {
     /// Looks up what a request may read of the registrations (nothing when no profile or rule
     /// reads them), then goes on with it: now, or when the store answers.
     pub(super) fn look_up_registrations(&mut self, now: Instant, mut waiting: Waiting) {
-        let relayed = super::peer_relay::named_alias(&waiting.req().msg).is_some();
+        // (A relay header from anyone but a peer costs no lookup.)
+        let req = waiting.req();
+        let relayed = super::peer_relay::named_alias(&req.msg).is_some() && self.cfg.reg_cache.is_peer(req.src.remote);
         if relayed || self.snapshot_uses_registrations(&waiting.req().snapshot) {
             let req = waiting.req();
             let query = query_of(&req.msg, req.src.remote);

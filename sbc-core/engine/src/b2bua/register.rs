@@ -412,11 +412,12 @@ impl Engine {
 /// Calls and other requests to a registered user (docs/manual/access.md, Registration
 /// caching): the plan is retargeted to the registered contact, where the REGISTER came from.
 /// `Err` = nobody registered; `Ok(true)`: the phone is another cluster node's, and the request
-/// goes through it.
+/// goes through it (`can_sign`: this node has the cluster's key to name the binding to it).
 pub(super) fn retarget_registered(
     req: &NewRequest,
     profile: &Profile,
     plan: &mut CallPlan,
+    can_sign: bool,
 ) -> Result<bool, LocalReply> {
     let (msg, view) = (&req.msg, &req.regs);
     if msg.method() == Some(crate::sip::msg::Method::Register) {
@@ -442,7 +443,7 @@ pub(super) fn retarget_registered(
     }
     // Only the address the phone registered through gets through its NAT: another node's
     // phone is reached through that node (`peer_relay.rs`).
-    let via_peer = nat && through_peer(&binding, plan);
+    let via_peer = nat && through_peer(&binding, plan, can_sign);
     if nat && !via_peer {
         plan.next_hops = vec![hop_to_phone(&binding)];
     }

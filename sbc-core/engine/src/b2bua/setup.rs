@@ -102,7 +102,8 @@ impl Engine {
         let a_leg = a_leg(&msg, &src, &rules, a_local, a_sent_by, a.a_tag);
         let (b_leg, transparent_ids) = self.b_leg(&msg, &rules, &route, b_sent_by, &a_leg, &body);
         let branch = self.ids.branch();
-        let Some(b_request) = b_request(&msg, &rules, &b_leg, &sst, &body, &branch, max_forwards) else {
+        let relay = self.relay_row(&rules.plan, &b_leg.call_id);
+        let Some(b_request) = b_request(&msg, &rules, &b_leg, &sst, &body, &branch, max_forwards, relay) else {
             tracing::error!("generated B-leg request does not parse");
             self.respond_local(now, a.a_tx, &LocalReply::new(500, "Server Internal Error"));
             if a.cc.is_some() {
@@ -442,7 +443,9 @@ fn a_leg(
 }
 
 /// The request that opens the B leg: the caller's, on the B leg's dialog, its rows filtered and
-/// appended to as the profile says. `None` if what was built does not parse.
+/// appended to as the profile says (and `relay`, the row naming a cluster peer's binding).
+/// `None` if what was built does not parse.
+#[allow(clippy::too_many_arguments)] // one request's parts, each from elsewhere
 fn b_request(
     msg: &Message,
     rules: &CallRules,
@@ -451,6 +454,7 @@ fn b_request(
     body: &[u8],
     branch: &[u8],
     max_forwards: u8,
+    relay: Option<String>,
 ) -> Option<Message> {
     let plan = &rules.plan;
     let mut w = request_on_leg(b_leg, msg.method_bytes(), b_leg.local_cseq, branch, max_forwards - 1);
@@ -467,5 +471,8 @@ fn b_request(
     }
     append(&mut w, &plan.append_headers);
     append(&mut w, &plan.append_headers_req);
+    if let Some(v) = relay {
+        w.header(crate::registrations::RELAY_HEADER, v.as_bytes());
+    }
     Message::parse(w.finish(body)).ok()
 }

@@ -7,7 +7,10 @@ const PEER: &str = "127.0.0.1:5070";
 const PHONE_NAT: &str = "127.0.0.1:7001";
 const PHONE_PRIVATE: &str = "10.0.0.9:5060";
 
-/// A store that answers at once and knows one peer.
+/// The cluster's relay key in these tests.
+const KEY: [u8; 32] = [9; 32];
+
+/// A store that answers at once, knows one peer and the cluster's key.
 #[derive(Debug)]
 struct WithPeer(std::sync::Arc<regcache::RegCache>, SocketAddr);
 
@@ -32,6 +35,9 @@ impl crate::registrations::Registrations for WithPeer {
     }
     fn is_peer(&self, source: SocketAddr) -> bool {
         source == self.1
+    }
+    fn relay_key(&self) -> Option<[u8; 32]> {
+        Some(KEY)
     }
 }
 
@@ -68,12 +74,17 @@ fn relay_header(m: &Message) -> Option<String> {
     m.other_header(crate::registrations::RELAY_HEADER).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// The header a peer sends for `alias` on a request with `call_id`.
+fn signed(alias: &str, call_id: &str) -> String {
+    crate::b2bua::peer_relay::relay_value(&KEY, alias, call_id.as_bytes()).expect("mac")
+}
+
 const REG: &str = "active_profile: reg\nprofiles:\n  reg:\n    enable_reg_caching: yes\n    next_hop: 127.0.0.1:5002\n";
 const TRUNK: &str = "active_profile: trunk\nprofiles:\n  trunk:\n    next_hop: 127.0.0.1:5002\n";
 
 #[test]
 fn a_call_to_a_phone_another_node_holds_goes_through_that_node() {
-    let mut h = Harness::with_yaml(REG);
+    let mut h = node(REG);
     let relay = regcache::Relay { node: "a".into(), addr: addr(PEER), transport: "udp".into() };
     bind(&h, "0123456789abcdef", Some(relay));
     let inv =
@@ -81,7 +92,12 @@ fn a_call_to_a_phone_another_node_holds_goes_through_that_node() {
     let out = h.send(CAROL, &inv);
     let relayed = one(&out, PEER);
     assert_eq!(relayed.request_uri(), format!("sip:alice@{PHONE_PRIVATE};ob").as_bytes(), "the phone's contact");
-    assert_eq!(relay_header(&relayed).as_deref(), Some("0123456789abcdef"), "the binding named for the peer");
+    let call_id = hv(&relayed, HeaderName::CallId);
+    assert_eq!(
+        relay_header(&relayed),
+        Some(signed("0123456789abcdef", &call_id)),
+        "the binding named for the peer, signed with the leg's Call-ID"
+    );
     assert!(to(&out, PHONE_NAT).is_empty(), "never to the phone's NAT directly");
     assert_eq!(h.engine.stats.get(Counter::RelayedToPeer), 1);
     // The same phone held here: straight to its NAT address, nothing named.
@@ -89,6 +105,14 @@ fn a_call_to_a_phone_another_node_holds_goes_through_that_node() {
     let out = h.send(CAROL, &inv.replace("via-peer", "direct"));
     assert_eq!(relay_header(&one(&out, PHONE_NAT)), None);
     assert_eq!(h.engine.stats.get(Counter::RelayedToPeer), 1);
+    // A node without the cluster's key (Redis not yet read) cannot name the binding: it
+    // tries the phone directly.
+    let mut keyless = Harness::with_yaml(REG);
+    let relay = regcache::Relay { node: "a".into(), addr: addr(PEER), transport: "udp".into() };
+    bind(&keyless, "0123456789abcdef", Some(relay));
+    let out = keyless.send(CAROL, &inv.replace("via-peer", "keyless"));
+    assert!(to(&out, PEER).is_empty());
+    assert_eq!(relay_header(&one(&out, PHONE_NAT)), None);
 }
 
 #[test]
@@ -96,7 +120,7 @@ fn a_peers_call_reaches_the_phone_this_node_holds_as_it_came() {
     let mut h = node(TRUNK);
     bind(&h, "a1", None);
     let inv = |id: &str, alias: &str| {
-        invite(id, &format!("X-Sbc-Relay: {alias}\n"))
+        invite(id, &format!("X-Sbc-Relay: {}\n", signed(alias, id)))
             .replace(&format!("INVITE sip:bob@{BOB}"), &format!("INVITE sip:alice@{PHONE_PRIVATE};ob"))
     };
     let out = h.send(PEER, &inv("from-peer", "a1"));
@@ -108,11 +132,15 @@ fn a_peers_call_reaches_the_phone_this_node_holds_as_it_came() {
     assert!(to(&out, BOB).is_empty(), "the operator's profile was the peer's to apply");
     assert_eq!(h.engine.stats.get(Counter::RelayedForPeer), 1);
     // Anyone else naming the binding is an ordinary caller: its profile applies, the header
-    // goes no further.
-    let out = h.send(CAROL, &inv("from-outside", "a1"));
-    let to_trunk = one(&out, BOB);
-    assert_eq!(relay_header(&to_trunk), None);
-    assert!(to(&out, PHONE_NAT).is_empty());
+    // goes no further. So is the peer's address with a MAC that is not the cluster's (a
+    // forged source), or one made for another request.
+    let forged = inv("forged", "a1").replace(&signed("a1", "forged"), &signed("a1", "another-call"));
+    for (from, req) in [(CAROL, inv("from-outside", "a1")), (PEER, forged)] {
+        let out = h.send(from, &req);
+        let to_trunk = one(&out, BOB);
+        assert_eq!(relay_header(&to_trunk), None);
+        assert!(to(&out, PHONE_NAT).is_empty());
+    }
     // A binding this node does not hold (unknown, or another node's): 404, never relayed again.
     let relay = regcache::Relay { node: "c".into(), addr: addr("127.0.0.1:5080"), transport: "udp".into() };
     bind(&h, "c1", Some(relay));
