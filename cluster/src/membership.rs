@@ -1,7 +1,9 @@
 //! Who is in the cluster, as this node last read it (docs/manual/cluster.md, Registrations):
 //! every node publishes its SIP addresses beside its lease (`<prefix>:node:<id>:sip`), and
 //! reads the live nodes' every renewal. Its peers' addresses are where calls for their phones
-//! go, and the requests whose relay header it trusts. Nodes coming and going are logged; with
+//! go, and the requests whose relay header it trusts, signed with the cluster's relay key
+//! (`<prefix>:relay-key`, 32 random bytes the first node makes). Nodes coming and going are
+//! logged; with
 //! `cluster.nodes` set, a live node not listed (another cluster given the same key prefix) is
 //! reported and not taken as a peer.
 
@@ -81,6 +83,28 @@ impl Peers {
     }
 }
 
+/// 32 random bytes as hex: a relay key candidate. (Without randomness from the OS, an empty
+/// candidate: then another node's key is used, or none.)
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    match getrandom::fill(&mut b) {
+        Ok(()) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Err(_) => String::new(),
+    }
+}
+
+fn decode_key(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// The cluster as this node sees it: its own published addresses and its live peers'.
 pub struct Membership {
     node_id: String,
@@ -93,6 +117,10 @@ pub struct Membership {
     /// This node's SIP addresses, as published (empty until the driver has its sockets).
     published: ArcSwap<String>,
     peers: ArcSwap<Peers>,
+    /// The key the nodes sign their relay headers with, once read from Redis.
+    relay_key: arc_swap::ArcSwapOption<[u8; 32]>,
+    /// This node's candidate, if it is the first to need one.
+    key_candidate: String,
     script: redis::Script,
 }
 
@@ -106,8 +134,15 @@ impl Membership {
             strangers: ArcSwap::default(),
             published: ArcSwap::default(),
             peers: ArcSwap::default(),
+            relay_key: arc_swap::ArcSwapOption::empty(),
+            key_candidate: random_hex(),
             script: redis::Script::new(PEERS),
         }
+    }
+
+    /// The cluster's relay key, once read.
+    pub fn relay_key(&self) -> Option<[u8; 32]> {
+        self.relay_key.load().as_deref().copied()
     }
 
     /// The SIP addresses this node publishes from now on.
@@ -122,7 +157,8 @@ impl Membership {
         let sip_key = format!("{node_prefix}{}:sip", self.node_id);
         let published = self.published.load_full();
         let keep = u64::try_from((self.lease * 3).as_millis()).unwrap_or(u64::MAX);
-        let read: Vec<String> = conn
+        let key_key = format!("{}:relay-key", self.prefix);
+        let (key, read): (String, Vec<String>) = conn
             .run(|mut c| async move {
                 let mut pipe = redis::pipe();
                 pipe.set_options(
@@ -131,13 +167,27 @@ impl Membership {
                     redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(keep)),
                 )
                 .ignore();
+                // The first node's candidate becomes the cluster's key (also after Redis lost
+                // its data: the nodes read the new one at their next renewal).
+                pipe.set_options(
+                    &key_key,
+                    &self.key_candidate,
+                    redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX),
+                )
+                .ignore()
+                .get(&key_key);
                 let mut inv = self.script.prepare_invoke();
                 inv.key(format!("{}:nodes", self.prefix)).arg(&node_prefix);
                 pipe.load_script(&self.script).ignore().invoke_script(&inv);
-                let (peers,): (Vec<String>,) = pipe.query_async(&mut c).await?;
-                Ok(peers)
+                pipe.query_async(&mut c).await
             })
             .await?;
+        match decode_key(&key) {
+            Some(k) => self.relay_key.store(Some(Arc::new(k))),
+            None => tracing::warn!(
+                "cluster: the relay key in Redis is not 64 hex digits; calls to peers' phones go directly"
+            ),
+        }
         let mut by_node = HashMap::new();
         let mut strangers = Vec::new();
         for pair in read.chunks_exact(2) {

@@ -222,6 +222,11 @@ impl SharedRegistrations {
         self.membership.is_peer(source)
     }
 
+    /// The key relay headers are signed with, once read.
+    pub fn relay_key(&self) -> Option<[u8; 32]> {
+        self.membership.relay_key()
+    }
+
     /// The bindings `query` names, from Redis (under the connection's deadline).
     pub async fn lookup(&self, query: &RegQuery) -> Result<RegView, StoreError> {
         let mut inv = self.lookup.prepare_invoke();

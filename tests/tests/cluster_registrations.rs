@@ -86,6 +86,8 @@ fn a_phone_registered_through_one_node_is_called_through_another() {
     assert_eq!(metric(&b, "sbc_cluster_relayed_to_peer_total"), 2, "B handed both calls to A");
     assert_eq!(metric(&a, "sbc_cluster_relayed_for_peer_total"), 2);
     assert_eq!(metric(&a, "sbc_cluster_relayed_to_peer_total"), 0);
+    // The nodes signed the relay with the cluster's key, which the first node made.
+    assert_eq!(redis.cli(&["STRLEN", "r1:relay-key"]), "64");
     // The binding expires by Redis's clock, with the registration.
     let key = redis.cli(&["KEYS", "r1:reg:*"]).lines().next().unwrap().to_string();
     let ttl: i64 = redis.cli(&["PTTL", &key]).parse().unwrap();

@@ -50,6 +50,9 @@ impl Registrations for ClusterRegistrations {
     fn is_peer(&self, source: SocketAddr) -> bool {
         self.0.is_peer(source)
     }
+    fn relay_key(&self) -> Option<[u8; 32]> {
+        self.0.relay_key()
+    }
 }
 
 /// Who answers the lookups a shard's engine could not have at once.
