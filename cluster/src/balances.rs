@@ -55,7 +55,7 @@ local function settle_dead(bal, calls, beats, lp)
         if billed < 0 then billed = 0 end
         if billed > granted then billed = granted end
       end
-      if billed > 0 then redis.call('DECRBY', bal, billed) end
+      if billed > 0 and redis.call('EXISTS', bal) == 1 then redis.call('DECRBY', bal, billed) end
       redis.call('HDEL', calls, f)
     end
   end
@@ -64,8 +64,10 @@ end
 ";
 
 /// KEYS: balance, calls, index, beats. ARGV: lease prefix, field. Returns the seconds granted,
-/// 0 for no credit, -1 for an unknown account.
+/// 0 for no credit, -1 for an unknown account, -2 when the calling process does not hold its
+/// node's lease (its calls would count as a dead process's, settled unbilled: refused).
 const RESERVE: &str = r"
+if not live(ARGV[1], string.match(ARGV[2], '^([^|]*)|') or '') then return -2 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local held = settle_dead(KEYS[1], KEYS[2], KEYS[4], ARGV[1])
 local avail = tonumber(redis.call('GET', KEYS[1])) - held
@@ -102,7 +104,7 @@ if billed < 0 then
 end
 if billed > granted then billed = granted end
 if billed < 0 then billed = 0 end
-if billed > 0 then redis.call('DECRBY', KEYS[1], billed) end
+if billed > 0 and redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECRBY', KEYS[1], billed) end
 redis.call('HDEL', KEYS[2], ARGV[1])
 if redis.call('HLEN', KEYS[2]) == 0 then
   redis.call('DEL', KEYS[2])
@@ -288,16 +290,18 @@ impl BalanceStore for SharedBalances {
         let granted: Result<i64, StoreError> =
             self.conn.run_blocking(|c| self.reserve.key(&keys[..]).arg(&self.lease_prefix).arg(&field).invoke(c));
         match granted {
+            Ok(-2) => refused("this process does not hold its node's lease".into()),
             Ok(-1) => Ok(Reservation::UnknownAccount),
             Ok(n) if n <= 0 => Ok(Reservation::NoCredit),
             Ok(n) => {
                 lock(&self.accounts).insert(call.to_string(), account.to_string());
                 Ok(Reservation::Granted(n))
             }
-            // A reservation that ran past its deadline may have landed: it is released by
-            // this call's `end` (settled with nothing billed), or swept with this process.
+            // A reservation that ran past its deadline may have landed, and the refused call's
+            // `end` does not run: its release waits with the debits (nothing billed), until
+            // Redis takes it or shows it never landed.
             Err(e) => {
-                lock(&self.accounts).insert(call.to_string(), account.to_string());
+                lock(&self.pending).push(PendingDebit { field, account: account.to_string(), billed: 0 });
                 refused(e.to_string())
             }
         }
