@@ -129,3 +129,28 @@ fn without_redis_prepaid_calls_are_refused_and_debits_wait() {
     assert_eq!(redis.cli(&["EXISTS", "p3:prepaid:calls:ua"]), "0");
     drop(uas);
 }
+
+#[test]
+fn a_late_reservation_is_released_and_a_process_without_its_lease_is_refused() {
+    let redis = RedisServer::start();
+    let yaml = format!("{PREPAID}{}", cluster_yaml("a", &redis.url(), "p4"));
+    let a = Sbcd::with_config(&yaml, &[]);
+    wait_for(&a, "joined", |c| c["lease"] == "held");
+    prepaid_cli(&redis, "p4", &["set", "ua", "600"]);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    // Redis runs the reservation after its deadline: the call is refused, and the
+    // reservation, which landed all the same, is released once Redis answers again.
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "700", "WRITE"]), "OK");
+    assert_eq!(call(&a, uas_port).1, Some(503), "{}", a.log_text());
+    let released = || redis.cli(&["EXISTS", "p4:prepaid:calls:ua"]) == "0";
+    assert!(eventually(Duration::from_secs(10), released), "{}", redis.cli(&["HGETALL", "p4:prepaid:calls:ua"]));
+    assert_eq!(balance(&redis, "p4"), 600, "nothing billed");
+    // A second process claiming node a holds no lease: its calls would count as a dead
+    // process's (settled unbilled), so it refuses them.
+    let second = Sbcd::with_config(&yaml, &[]);
+    wait_for(&second, "clash", |c| c["lease"] == "clash" && c["redis"] == "up");
+    assert_eq!(call(&second, uas_port).1, Some(503));
+    assert_eq!(redis.cli(&["EXISTS", "p4:prepaid:calls:ua"]), "0");
+    drop(uas);
+}
