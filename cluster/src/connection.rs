@@ -23,6 +23,10 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("Redis: {0}")]
     Redis(String),
+    /// Redis answered, with an error (a script on a value of the wrong type, say): the
+    /// connection is fine, and Redis is not counted down for it.
+    #[error("Redis answered: {0}")]
+    Answered(String),
 }
 
 /// What the connection has seen, for `/health` and `/metrics`.
@@ -40,10 +44,14 @@ impl Health {
     fn failed(&self, e: &StoreError) {
         let counter = if matches!(e, StoreError::Timeout(_)) { &self.timeouts } else { &self.errors };
         counter.fetch_add(1, Ordering::Relaxed);
-        let was_up = self.up.swap(false, Ordering::Relaxed);
         if let Ok(mut last) = self.last_error.lock() {
             *last = e.to_string();
         }
+        if matches!(e, StoreError::Answered(_)) {
+            tracing::warn!(error = %e, "cluster: a Redis operation failed");
+            return;
+        }
+        let was_up = self.up.swap(false, Ordering::Relaxed);
         if was_up {
             tracing::warn!(error = %e, "cluster: Redis unreachable; serving with this node's own state");
         }
@@ -71,8 +79,15 @@ pub struct Connection {
 /// Plain connections kept idle (one per blocking thread busy with Redis at once, roughly).
 const PLAIN_IDLE: usize = 16;
 
+/// A client error as the store counts it: an error Redis answered with, or a connection
+/// that failed.
 fn store_error(e: &redis::RedisError) -> StoreError {
-    StoreError::Redis(e.to_string())
+    let connection = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+    if connection {
+        StoreError::Redis(e.to_string())
+    } else {
+        StoreError::Answered(e.to_string())
+    }
 }
 
 impl Connection {
@@ -154,7 +169,16 @@ impl Connection {
                 Ok(v)
             }
             Err(e) if e.is_timeout() => Err(StoreError::Timeout(self.timeout)),
-            Err(e) => Err(store_error(&e)),
+            Err(e) => {
+                let e = store_error(&e);
+                if matches!(e, StoreError::Redis(_)) {
+                    // (After a Redis restart, every idle connection is as dead as this one.)
+                    if let Ok(mut idle) = self.plain.lock() {
+                        idle.clear();
+                    }
+                }
+                Err(e)
+            }
         });
         match &result {
             Ok(_) => self.health.succeeded(),
@@ -172,7 +196,7 @@ impl Connection {
         self.health.operations.fetch_add(1, Ordering::Relaxed);
         let attempt = async {
             let conn = self.manager().await?;
-            op(conn).await.map_err(|e| StoreError::Redis(e.to_string()))
+            op(conn).await.map_err(|e| store_error(&e))
         };
         let result = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(r) => r,
