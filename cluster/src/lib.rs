@@ -133,7 +133,7 @@ impl Cluster {
                     counts.sweep().await;
                     let _ = members.refresh(&connection).await;
                     if let Some(r) = regs.load_full() {
-                        let _ = r.refresh(lost).await;
+                        r.refresh(lost);
                     }
                     let m = money.clone();
                     let _ = tokio::task::spawn_blocking(move || m.retry_pending()).await;

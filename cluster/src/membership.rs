@@ -10,19 +10,19 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use regcache::Relay;
 
 use crate::connection::{Connection, StoreError};
 
-/// KEYS: the nodes' set. ARGV: the node keys' prefix. Each live node's id and published SIP
-/// addresses (Redis's clock decides who is live, as for the lease).
+/// KEYS: the nodes' set. ARGV: the node keys' prefix. Redis's time (ms), then each live
+/// node's id and published SIP addresses (Redis's clock decides who is live, as for the lease).
 const PEERS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
+local out = {tostring(now)}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')) do
   table.insert(out, id)
   table.insert(out, redis.call('GET', ARGV[1] .. id .. ':sip') or '')
@@ -83,6 +83,11 @@ impl Peers {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // the driver's clock, to count on from Redis's time
+fn monotonic_now() -> Instant {
+    Instant::now()
+}
+
 /// 32 random bytes as hex: a relay key candidate. (Without randomness from the OS, an empty
 /// candidate: then another node's key is used, or none.)
 fn random_hex() -> String {
@@ -121,6 +126,8 @@ pub struct Membership {
     relay_key: arc_swap::ArcSwapOption<[u8; 32]>,
     /// This node's candidate, if it is the first to need one.
     key_candidate: String,
+    /// Redis's time (ms) at the last renewal, and this process's clock then.
+    clock: arc_swap::ArcSwapOption<(u64, Instant)>,
     script: redis::Script,
 }
 
@@ -136,8 +143,17 @@ impl Membership {
             peers: ArcSwap::default(),
             relay_key: arc_swap::ArcSwapOption::empty(),
             key_candidate: random_hex(),
+            clock: arc_swap::ArcSwapOption::empty(),
             script: redis::Script::new(PEERS),
         }
+    }
+
+    /// Redis's time now (ms), as read at the last renewal and counted on since by this
+    /// process's clock; `None` before Redis first answered.
+    pub fn redis_now(&self) -> Option<u64> {
+        let clock = self.clock.load();
+        let (ms, at) = clock.as_deref()?;
+        Some(ms + u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The cluster's relay key, once read.
@@ -188,9 +204,12 @@ impl Membership {
                 "cluster: the relay key in Redis is not 64 hex digits; calls to peers' phones go directly"
             ),
         }
+        if let Some(ms) = read.first().and_then(|t| t.parse::<u64>().ok()) {
+            self.clock.store(Some(Arc::new((ms, monotonic_now()))));
+        }
         let mut by_node = HashMap::new();
         let mut strangers = Vec::new();
-        for pair in read.chunks_exact(2) {
+        for pair in read.get(1..).unwrap_or_default().chunks_exact(2) {
             let id = &pair[0];
             if id == &self.node_id {
                 continue;

@@ -72,13 +72,16 @@ return out
 ";
 
 /// KEYS: the binding, its AoR set, its contact key. ARGV: stored binding, node, gap, ms left,
-/// alias, '1' to write only if no other node holds it. Returns 1 if written.
+/// alias, '1' to write only if no other node holds it. Returns 1 if written. `at` is when
+/// (Redis's time), for removals that must not undo a later write ([`DELETE`]).
 const PUT: &str = r"
 if ARGV[6] == '1' then
   local holder = redis.call('HGET', KEYS[1], 'node')
   if holder and holder ~= ARGV[2] then return 0 end
 end
-redis.call('HSET', KEYS[1], 'b', ARGV[1], 'node', ARGV[2], 'gap', ARGV[3])
+local t = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'b', ARGV[1], 'node', ARGV[2], 'gap', ARGV[3],
+  'at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[5])
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
@@ -94,9 +97,26 @@ local t = redis.call('PTTL', KEYS[1])
 if t <= 0 then return 0 end
 local gap = t - tonumber(ARGV[1])
 if gap < 0 then gap = 0 end
-redis.call('HSET', KEYS[1], 'gap', gap, 'node', ARGV[2])
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'gap', gap, 'node', ARGV[2],
+  'at', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
 return 1
 ";
+
+/// KEYS: the binding. ARGV: when it was removed (Redis's time, ms; '' if unknown). Removes it
+/// unless it was written after that: a removal that reaches Redis late (queued, or held while
+/// Redis was away) never undoes a newer registration, through this node or another.
+const DELETE: &str = r"
+if ARGV[1] ~= '' then
+  local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0') or 0
+  if at > tonumber(ARGV[1]) then return 0 end
+end
+return redis.call('DEL', KEYS[1])
+";
+
+/// Removals kept for Redis while it was away, at most (beyond, the oldest are forgotten and
+/// their bindings expire by themselves).
+const TOMBSTONES_MAX: usize = 100_000;
 
 /// What the shared registrations did, for `/metrics`.
 #[derive(Debug, Default)]
@@ -134,8 +154,17 @@ struct Stored {
 
 enum Write {
     Put(Box<Binding>),
-    Claim { alias: String, ua_left_ms: u64 },
-    Remove(String),
+    Claim {
+        alias: String,
+        ua_left_ms: u64,
+    },
+    /// A binding removed at this Redis time (if known).
+    Remove {
+        alias: String,
+        at: Option<u64>,
+    },
+    /// Removals kept while Redis was away, then this node's bindings, written again.
+    Rewrite,
 }
 
 /// Registrations shared through Redis, beside this node's own cache.
@@ -148,10 +177,13 @@ pub struct SharedRegistrations {
     writes: mpsc::Sender<Write>,
     /// Writes were lost since the bindings were last written again.
     dirty: AtomicBool,
+    /// Removals that did not reach Redis: alias → when (Redis's time, if known).
+    tombstones: std::sync::Mutex<std::collections::HashMap<String, Option<u64>>>,
     stats: RegStats,
     lookup: redis::Script,
     put: redis::Script,
     claim: redis::Script,
+    delete: redis::Script,
 }
 
 #[allow(clippy::disallowed_methods)] // the driver's clock: TTLs to and from the engine's instants
@@ -184,10 +216,12 @@ impl SharedRegistrations {
             writes: tx,
             // What the cache holds at start (its SQLite store) is written once Redis answers.
             dirty: AtomicBool::new(true),
+            tombstones: std::sync::Mutex::default(),
             stats: RegStats::default(),
             lookup: redis::Script::new(LOOKUP),
             put: redis::Script::new(PUT),
             claim: redis::Script::new(CLAIM),
+            delete: redis::Script::new(DELETE),
         });
         runtime.spawn(write_loop(me.clone(), rx));
         me
@@ -262,6 +296,7 @@ impl SharedRegistrations {
             let relay = if node == &self.node_id {
                 None
             } else {
+                self.drop_if_taken(&s.alias, registrar_expires);
                 let relay = self.membership.relay(node, &s.interface);
                 if relay.is_none() {
                     // The holder died (or never said where it listens): the phone's NAT
@@ -293,15 +328,35 @@ impl SharedRegistrations {
         }
     }
 
-    fn queue(&self, w: Write) {
-        if self.writes.try_send(w).is_err() {
-            self.lost(1);
+    /// Another node holds `alias` now, registered until `theirs`: a copy here that is not
+    /// newer (the phone registered there since) leaves this node's cache, which answers
+    /// lookups while Redis is away and is written back to Redis when it returns.
+    fn drop_if_taken(&self, alias: &str, theirs: Instant) {
+        if self.local.get(alias).is_some_and(|mine| mine.registrar_expires <= theirs) {
+            self.local.remove(alias);
+            self.stats.taken_over.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn lost(&self, n: usize) {
-        self.stats.writes_lost.fetch_add(n as u64, Ordering::Relaxed);
+    fn queue(&self, w: Write) {
+        if let Err(e) = self.writes.try_send(w) {
+            self.lost(std::slice::from_ref(&e.into_inner()));
+        }
+    }
+
+    /// Writes that did not reach Redis: removals are kept to be sent again, the rest is
+    /// written again from this node's cache.
+    fn lost(&self, writes: &[Write]) {
+        self.stats.writes_lost.fetch_add(writes.len() as u64, Ordering::Relaxed);
         self.dirty.store(true, Ordering::Relaxed);
+        let Ok(mut tombs) = self.tombstones.lock() else { return };
+        for w in writes {
+            if let Write::Remove { alias, at } = w {
+                if tombs.len() < TOMBSTONES_MAX {
+                    tombs.insert(alias.clone(), *at);
+                }
+            }
+        }
     }
 
     /// A binding this node now holds (a REGISTER came through it).
@@ -325,7 +380,7 @@ impl SharedRegistrations {
 
     pub fn remove(&self, alias: &str) {
         self.local.remove(alias);
-        self.queue(Write::Remove(alias.to_string()));
+        self.queue(Write::Remove { alias: alias.to_string(), at: self.membership.redis_now() });
     }
 
     /// Adds `binding`'s write to `pipe` (`only_if_ours`: unless another node holds it).
@@ -359,7 +414,7 @@ impl SharedRegistrations {
     async fn write(&self, batch: &[Write]) -> Result<(), StoreError> {
         let now = now();
         let mut pipe = redis::pipe();
-        pipe.load_script(&self.put).ignore().load_script(&self.claim).ignore();
+        pipe.load_script(&self.put).ignore().load_script(&self.claim).ignore().load_script(&self.delete).ignore();
         for w in batch {
             match w {
                 Write::Put(b) => {
@@ -372,30 +427,54 @@ impl SharedRegistrations {
                     inv.key(self.binding_key(alias)).arg(ua_left_ms).arg(&self.node_id);
                     pipe.invoke_script(&inv).ignore();
                 }
-                Write::Remove(alias) => {
-                    pipe.del(self.binding_key(alias)).ignore();
+                Write::Remove { alias, at } => {
+                    self.delete_into(&mut pipe, alias, *at);
+                    pipe.ignore();
                 }
+                // (Sent on its own by the writer.)
+                Write::Rewrite => {}
             }
         }
         let pipe = &pipe;
         self.conn.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await
     }
 
-    /// The renewer's turn (every third of the lease): writes this node's bindings again if
-    /// writes were lost (`lost`: Redis lost its data).
-    pub(crate) async fn refresh(&self, lost: bool) -> Result<(), StoreError> {
-        if lost || self.dirty.swap(false, Ordering::Relaxed) {
-            if let Err(e) = self.rewrite().await {
-                self.dirty.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-        }
-        Ok(())
+    fn delete_into(&self, pipe: &mut redis::Pipeline, alias: &str, at: Option<u64>) {
+        let mut inv = self.delete.prepare_invoke();
+        inv.key(self.binding_key(alias)).arg(at.map(|t| t.to_string()).unwrap_or_default());
+        pipe.invoke_script(&inv);
     }
 
-    /// Writes this node's bindings again, unless another node took them meanwhile (the phone
-    /// registered there): those leave this node's cache.
+    /// The renewer's turn (every third of the lease): has the writer send the removals kept
+    /// while Redis was away and this node's bindings again, if writes were lost (`lost`: Redis
+    /// lost its data). Through the writer, so nothing it sends meanwhile is undone.
+    pub(crate) fn refresh(&self, lost: bool) {
+        if (lost || self.dirty.swap(false, Ordering::Relaxed)) && self.writes.try_send(Write::Rewrite).is_err() {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the removals kept while Redis was away (unless this node has the binding again),
+    /// then writes this node's bindings again, unless another node took them meanwhile (the
+    /// phone registered there): those leave this node's cache.
     async fn rewrite(&self) -> Result<(), StoreError> {
+        let tombs: Vec<(String, Option<u64>)> =
+            self.tombstones.lock().map(|t| t.iter().map(|(a, at)| (a.clone(), *at)).collect()).unwrap_or_default();
+        for chunk in tombs.chunks(WRITE_BATCH) {
+            let mut pipe = redis::pipe();
+            pipe.load_script(&self.delete).ignore();
+            for (alias, at) in chunk.iter().filter(|(a, _)| self.local.get(a).is_none()) {
+                self.delete_into(&mut pipe, alias, *at);
+                pipe.ignore();
+            }
+            let pipe = &pipe;
+            self.conn.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+            if let Ok(mut t) = self.tombstones.lock() {
+                for (alias, _) in chunk {
+                    t.remove(alias);
+                }
+            }
+        }
         let mine = self.local.all();
         for chunk in mine.chunks(WRITE_BATCH) {
             let now = now();
@@ -417,20 +496,28 @@ impl SharedRegistrations {
     }
 }
 
-/// Sends queued writes in batches, one pipeline each; while Redis is down they are counted as
-/// lost (the bindings are written again once it answers).
+/// Sends queued writes in batches, one pipeline each, and the rewrites the renewer asks for in
+/// their turn; while Redis is down writes are counted as lost (removals kept, the bindings
+/// written again once it answers).
 async fn write_loop(regs: Arc<SharedRegistrations>, mut rx: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        if !regs.conn.is_up() {
-            regs.lost(batch.len());
-        } else {
-            match regs.write(&batch).await {
-                Ok(()) => {
-                    regs.stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let rewrite = batch.iter().any(|w| matches!(w, Write::Rewrite));
+        batch.retain(|w| !matches!(w, Write::Rewrite));
+        if !batch.is_empty() {
+            if !regs.conn.is_up() {
+                regs.lost(&batch);
+            } else {
+                match regs.write(&batch).await {
+                    Ok(()) => {
+                        regs.stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => regs.lost(&batch),
                 }
-                Err(_) => regs.lost(batch.len()),
             }
+        }
+        if rewrite && (!regs.conn.is_up() || regs.rewrite().await.is_err()) {
+            regs.dirty.store(true, Ordering::Relaxed);
         }
         batch.clear();
     }
