@@ -170,3 +170,22 @@ fn a_phone_follows_its_registrations_and_outlives_its_node() {
     call_reaches(&a, &a, "sip:carol@example.com", moved);
     assert!(metric(&a, "sbc_cluster_registration_holder_gone_total") >= 1);
 }
+
+#[test]
+fn a_removal_made_while_redis_is_away_reaches_it_later() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, REGISTRAR, "r5");
+    peers_known(&a, &b);
+    let mut phone = Phone::udp(a.addr(), "carol");
+    assert_eq!(phone.register(Some(300)).status(), Some(200));
+    assert!(eventually(Duration::from_secs(5), || bindings_in_redis(&redis, "r5") == 1));
+    // The phone leaves while Redis is frozen: A forgets it at once, Redis once it answers.
+    redis.pause();
+    wait_for(&a, "Redis away", |c| c["redis"] == "down");
+    assert_eq!(phone.register(Some(0)).status(), Some(200));
+    redis.resume();
+    wait_for(&a, "back", |c| c["redis"] == "up" && c["lease"] == "held");
+    assert!(eventually(Duration::from_secs(5), || bindings_in_redis(&redis, "r5") == 0), "removed in Redis too");
+    let mut ua = TestUa::new(b.addr());
+    assert_eq!(ua.invite("sip:carol@example.com", &sdp("127.0.0.1", 7080, "")).status(), Some(404));
+}
