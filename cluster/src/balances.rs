@@ -23,17 +23,14 @@ use std::sync::{Arc, Mutex};
 use callcontrol::modules::prepaid::{billed_seconds, BalanceStore, Reservation, Settled};
 
 use crate::connection::{Connection, StoreError};
+use crate::scripts::{lock, with_live};
 
 /// Hashes the renewers' sweep looks at per renewal.
 const SWEEP_BATCH: u32 = 100;
 
-/// Shared Lua: the lease check, and the settling of dead processes' calls of one account.
-/// `settle_dead` returns the seconds the live calls hold.
+/// Shared Lua (after `live`, `scripts.rs`): a call's field, and the settling of dead
+/// processes' calls of one account. `settle_dead` returns the seconds the live calls hold.
 const SHARED: &str = r"
-local function live(lp, p)
-  local node, inst = string.match(p, '^(.*):([^:]*)$')
-  return node ~= nil and redis.call('GET', lp .. node) == inst
-end
 local function parse(v)
   local g, c = string.match(v, '^(%-?%d+) (%-?%d+)$')
   return tonumber(g) or 0, tonumber(c) or -1
@@ -129,11 +126,7 @@ return r[1]
 ";
 
 fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{SHARED}{body}"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    with_live(&format!("{SHARED}{body}"))
 }
 
 /// What the shared balances did, for metrics.

@@ -12,6 +12,7 @@ mod membership;
 mod pcalls;
 mod registrations;
 mod registry;
+mod scripts;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

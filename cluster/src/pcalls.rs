@@ -20,20 +20,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use callcontrol::modules::CallCounts;
 
 use crate::connection::{Connection, StoreError};
+use crate::scripts::{lock, with_live as script};
 
 /// Lock stripes: writes for keys of one stripe are serialised.
 const STRIPES: usize = 64;
 /// Keys the sweeper looks at per renewal.
 const SWEEP_BATCH: u32 = 100;
-
-/// Shared Lua: is field `f` (`node:instance`) a process that holds its node's lease? `lp` is
-/// the lease keys' prefix (`<prefix>:node:`).
-const LIVE: &str = r"
-local function live(lp, f)
-  local node, inst = string.match(f, '^(.*):([^:]*)$')
-  return node ~= nil and redis.call('GET', lp .. node) == inst
-end
-";
 
 /// KEYS: the hash, the index of hashes. ARGV: lease prefix, this field, this process's count,
 /// the limit (0: none). Returns 1 if the call was counted (the field set to count + 1).
@@ -95,10 +87,6 @@ end
 return r[1]
 ";
 
-fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{LIVE}{body}"))
-}
-
 /// What the shared counts did, for metrics.
 #[derive(Debug, Default)]
 pub struct CountStats {
@@ -133,11 +121,6 @@ impl std::fmt::Debug for SharedCallCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedCallCounts").field("field", &self.field).finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding it cannot leave a map worse than losing its update.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SharedCallCounts {
