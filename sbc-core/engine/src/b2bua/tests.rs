@@ -52,29 +52,43 @@ enum Store {
     Held,
 }
 
-/// A registration store that answers no lookup at once (as one on other machines): every
-/// lookup goes to the driver as `Output::RegistrationLookup`.
-#[derive(Debug)]
-struct RemoteRegs(std::sync::Arc<regcache::RegCache>);
+/// The cluster's relay key in the tests whose store knows a peer.
+const RELAY_KEY: [u8; 32] = [9; 32];
 
-impl crate::registrations::Registrations for RemoteRegs {
-    fn lookup(&self, _query: &regcache::RegQuery) -> Option<regcache::RegView> {
-        None
+/// The registration cache behind the engine's port as a test wants it: answering lookups at
+/// once, or never (as a store on other machines: every lookup goes to the driver as
+/// `Output::RegistrationLookup`); knowing one cluster peer (with the cluster's key), or none.
+#[derive(Debug)]
+struct TestRegs {
+    cache: std::sync::Arc<regcache::RegCache>,
+    at_once: bool,
+    peer: Option<SocketAddr>,
+}
+
+impl crate::registrations::Registrations for TestRegs {
+    fn lookup(&self, query: &regcache::RegQuery) -> Option<regcache::RegView> {
+        self.at_once.then(|| self.cache.view(query))
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.cache.len()
     }
     fn put(&self, binding: regcache::Binding) {
-        self.0.put(binding);
+        self.cache.put(binding);
     }
     fn set_ua_expires(&self, binding: &regcache::Binding, ua_expires: Instant) {
-        self.0.set_ua_expires(&binding.alias, ua_expires);
+        self.cache.set_ua_expires(&binding.alias, ua_expires);
     }
     fn remove(&self, alias: &str) {
-        self.0.remove(alias);
+        self.cache.remove(alias);
     }
     fn collect_expired(&self, now: Instant) -> usize {
-        self.0.collect_expired(now)
+        self.cache.collect_expired(now)
+    }
+    fn is_peer(&self, source: SocketAddr) -> bool {
+        self.peer == Some(source)
+    }
+    fn relay_key(&self) -> Option<[u8; 32]> {
+        self.peer.map(|_| RELAY_KEY)
     }
 }
 
@@ -115,7 +129,9 @@ impl Harness {
         let regs = std::sync::Arc::new(regcache::RegCache::in_memory());
         let reg_cache: std::sync::Arc<dyn crate::registrations::Registrations> = match store {
             Store::AtOnce => regs.clone(),
-            Store::Later | Store::Held => std::sync::Arc::new(RemoteRegs(regs.clone())),
+            Store::Later | Store::Held => {
+                std::sync::Arc::new(TestRegs { cache: regs.clone(), at_once: false, peer: None })
+            }
         };
         let cfg = EngineConfig {
             shard: 0,

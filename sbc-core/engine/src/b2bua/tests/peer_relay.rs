@@ -7,45 +7,11 @@ const PEER: &str = "127.0.0.1:5070";
 const PHONE_NAT: &str = "127.0.0.1:7001";
 const PHONE_PRIVATE: &str = "10.0.0.9:5060";
 
-/// The cluster's relay key in these tests.
-const KEY: [u8; 32] = [9; 32];
-
-/// A store that answers at once, knows one peer and the cluster's key.
-#[derive(Debug)]
-struct WithPeer(std::sync::Arc<regcache::RegCache>, SocketAddr);
-
-impl crate::registrations::Registrations for WithPeer {
-    fn lookup(&self, query: &regcache::RegQuery) -> Option<regcache::RegView> {
-        Some(self.0.view(query))
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn put(&self, binding: regcache::Binding) {
-        self.0.put(binding);
-    }
-    fn set_ua_expires(&self, binding: &regcache::Binding, ua_expires: Instant) {
-        self.0.set_ua_expires(&binding.alias, ua_expires);
-    }
-    fn remove(&self, alias: &str) {
-        self.0.remove(alias);
-    }
-    fn collect_expired(&self, now: Instant) -> usize {
-        self.0.collect_expired(now)
-    }
-    fn is_peer(&self, source: SocketAddr) -> bool {
-        source == self.1
-    }
-    fn relay_key(&self) -> Option<[u8; 32]> {
-        Some(KEY)
-    }
-}
-
 /// An engine whose store knows `PEER` as a node of its cluster.
 fn node(yaml: &str) -> Harness {
     let mut h = Harness::with_yaml(yaml);
     let mut cfg = h.engine.cfg.clone();
-    cfg.reg_cache = std::sync::Arc::new(WithPeer(h.regs.clone(), addr(PEER)));
+    cfg.reg_cache = std::sync::Arc::new(TestRegs { cache: h.regs.clone(), at_once: true, peer: Some(addr(PEER)) });
     h.engine = Engine::new(cfg, [7; 32]);
     h
 }
@@ -76,7 +42,7 @@ fn relay_header(m: &Message) -> Option<String> {
 
 /// The header a peer sends for `alias` on a request with `call_id`.
 fn signed(alias: &str, call_id: &str) -> String {
-    crate::b2bua::peer_relay::relay_value(&KEY, alias, call_id.as_bytes()).expect("mac")
+    crate::b2bua::peer_relay::relay_value(&RELAY_KEY, alias, call_id.as_bytes()).expect("mac")
 }
 
 const REG: &str = "active_profile: reg\nprofiles:\n  reg:\n    enable_reg_caching: yes\n    next_hop: 127.0.0.1:5002\n";
