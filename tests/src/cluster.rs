@@ -1,9 +1,10 @@
-//! Nodes of a test cluster: their configuration, their `/health` view of the cluster, and two
-//! nodes started together.
+//! Nodes of a test cluster: their configuration, their `/health` view of the cluster, two
+//! nodes started together, and what the tests ask of a node (a call, its metrics).
 
 use std::time::Duration;
 
 use crate::redis::RedisServer;
+use crate::ua::{sdp, TestUa};
 use crate::{eventually, http, Sbcd};
 
 /// The `cluster:` section of node `node_id` (a 3 s lease, so dead nodes go quickly).
@@ -34,4 +35,24 @@ pub fn two_nodes(redis: &RedisServer, profiles: &str, prefix: &str) -> (Sbcd, Sb
         wait_for(n, "joined", |c| c["lease"] == "held");
     }
     (a, b)
+}
+
+/// A call from a test UA (From user `ua`) through `node` to the SIPp callee on `uas_port`:
+/// the UA (to hang up) and the final status.
+pub fn call(node: &Sbcd, uas_port: u16) -> (TestUa, Option<u16>) {
+    let mut ua = TestUa::new(node.addr());
+    let resp = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, ""));
+    (ua, resp.status())
+}
+
+/// Waits until the node's call-control tasks are done (its `end` hooks ran).
+pub fn hooks_done(node: &Sbcd) {
+    let done = || http(node, "GET", "/stats", None, None).1.contains("\"callcontrol_tasks\":0");
+    assert!(eventually(Duration::from_secs(10), done), "end hooks still running: {}", node.log_text());
+}
+
+/// The value of the metric line `name` (with its labels, if any), if the node shows it.
+pub fn metric(node: &Sbcd, name: &str) -> Option<i64> {
+    let (_, text) = http(node, "GET", "/metrics", None, None);
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -155,6 +155,28 @@ impl Phone {
         }
     }
 
+    /// Takes a call: the INVITE (which `check` looks at first) is answered 200, then the ACK
+    /// and the BYE come in either order (SIP allows the BYE first) and the BYE is answered. An
+    /// INVITE resent before the 200 reached the SBC is skipped.
+    pub fn take_call(&mut self, check: impl FnOnce(&SipText)) {
+        let inv = self.recv_request(Duration::from_secs(10)).expect("the INVITE reaches the phone");
+        assert_eq!(inv.method(), Some("INVITE"), "{}", inv.0);
+        check(&inv);
+        self.answer(&inv, 200);
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let req = self.recv_request(Duration::from_secs(10)).expect("ACK and BYE");
+            match req.method() {
+                Some("INVITE") => continue,
+                Some("BYE") => self.answer(&req, 200),
+                _ => {}
+            }
+            seen.push(req.method().unwrap_or_default().to_string());
+        }
+        seen.sort();
+        assert_eq!(seen, ["ACK", "BYE"]);
+    }
+
     /// Answers `req` with `code`; an INVITE's 2xx gets a To tag, a Contact and an SDP answer.
     pub fn answer(&mut self, req: &SipText, code: u16) {
         self.answer_with(req, code, "");

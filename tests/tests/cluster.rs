@@ -8,9 +8,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sbc_e2e::cluster::{cluster_health, cluster_yaml, two_nodes, wait_for};
+use sbc_e2e::cluster::{call, cluster_health, cluster_yaml, hooks_done, two_nodes, wait_for};
 use sbc_e2e::redis::RedisServer;
-use sbc_e2e::ua::{sdp, TestUa};
 use sbc_e2e::{
     call_through, config_file, eventually, free_port, http, http_with_head, sbcd_bin, sipp_uas, Sbcd, Transport,
 };
@@ -108,19 +107,6 @@ fn node_calls(redis: &RedisServer, hash: &str, node: &str) -> Option<String> {
     let all = redis.cli(&["HGETALL", hash]);
     let lines: Vec<&str> = all.lines().collect();
     lines.chunks(2).find(|kv| kv[0].starts_with(&format!("{node}:"))).and_then(|kv| kv.get(1)).map(|v| v.to_string())
-}
-
-/// A call from a test UA (From user `ua`) through `node` to the SIPp callee on `uas_port`.
-fn call(node: &Sbcd, uas_port: u16) -> (TestUa, Option<u16>) {
-    let mut ua = TestUa::new(node.addr());
-    let resp = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, ""));
-    (ua, resp.status())
-}
-
-/// The node's call-control tasks are done (its `end` hooks ran: counts released).
-fn hooks_done(node: &Sbcd) {
-    let done = || http(node, "GET", "/stats", None, None).1.contains("\"callcontrol_tasks\":0");
-    assert!(eventually(Duration::from_secs(10), done), "end hooks still running: {}", node.log_text());
 }
 
 /// `cc_pcalls` with a limit of one call per user, on two nodes of one cluster: a call held

@@ -9,10 +9,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sbc_e2e::cluster::{cluster_yaml, two_nodes, wait_for};
+use sbc_e2e::cluster::{call, cluster_yaml, hooks_done, metric, two_nodes, wait_for};
 use sbc_e2e::redis::RedisServer;
-use sbc_e2e::ua::{sdp, TestUa};
-use sbc_e2e::{eventually, free_port, http, sbcd_bin, sipp_uas, Sbcd, Transport};
+use sbc_e2e::{eventually, free_port, sbcd_bin, sipp_uas, Sbcd, Transport};
 
 /// Every call is charged to its From user's account (the test UA's is `ua`).
 const PREPAID: &str =
@@ -31,24 +30,6 @@ fn prepaid_cli(redis: &RedisServer, prefix: &str, args: &[&str]) -> String {
 
 fn balance(redis: &RedisServer, prefix: &str) -> i64 {
     prepaid_cli(redis, prefix, &["get", "ua"]).split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// A call from the test UA through `node` to the SIPp callee on `uas_port`.
-fn call(node: &Sbcd, uas_port: u16) -> (TestUa, Option<u16>) {
-    let mut ua = TestUa::new(node.addr());
-    let resp = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, ""));
-    (ua, resp.status())
-}
-
-/// The node's `end` hooks have run (debits done or deferred).
-fn hooks_done(node: &Sbcd) {
-    let done = || http(node, "GET", "/stats", None, None).1.contains("\"callcontrol_tasks\":0");
-    assert!(eventually(Duration::from_secs(10), done), "end hooks still running: {}", node.log_text());
-}
-
-fn metric(node: &Sbcd, name: &str) -> Option<i64> {
-    let (_, text) = http(node, "GET", "/metrics", None, None);
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]
