@@ -103,10 +103,7 @@ if billed > granted then billed = granted end
 if billed < 0 then billed = 0 end
 if billed > 0 and redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECRBY', KEYS[1], billed) end
 redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('HLEN', KEYS[2]) == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[3], KEYS[2])
-end
+drop_if_empty(KEYS[3], KEYS[2])
 return billed
 ";
 
@@ -117,10 +114,7 @@ local r = redis.call('SSCAN', KEYS[1], ARGV[2], 'COUNT', ARGV[3])
 for _, k in ipairs(r[2]) do
   local bal = ARGV[5] .. string.sub(k, #ARGV[4] + 1)
   settle_dead(bal, k, KEYS[2], ARGV[1])
-  if redis.call('HLEN', k) == 0 then
-    redis.call('DEL', k)
-    redis.call('SREM', KEYS[1], k)
-  end
+  drop_if_empty(KEYS[1], k)
 end
 return r[1]
 ";

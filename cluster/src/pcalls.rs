@@ -79,10 +79,7 @@ for _, k in ipairs(r[2]) do
   for _, f in ipairs(fields) do
     if not live(ARGV[1], f) then redis.call('HDEL', k, f) end
   end
-  if redis.call('HLEN', k) == 0 then
-    redis.call('DEL', k)
-    redis.call('SREM', KEYS[1], k)
-  end
+  drop_if_empty(KEYS[1], k)
 end
 return r[1]
 ";
