@@ -18,6 +18,7 @@ use profiles::{Profile, Snapshot};
 
 use super::build::ip_of_host;
 use super::call::Side;
+use super::peer_relay::RelayRequest;
 use super::register::retarget_registered;
 use super::setup::NewRequest;
 use super::types::{Peer, Transport};
@@ -199,8 +200,12 @@ impl Engine {
     /// unless it has a call-control chain and `with_cc` is set: then the chain is expanded and
     /// evaluation waits for the modules' verdict.
     pub(super) fn choose_profile(&mut self, req: &NewRequest, with_cc: bool) -> Chosen {
-        if let Some(alias) = self.relayed_for_peer(req) {
-            return self.relay_for_peer(req, &alias);
+        match self.relay_request(req) {
+            RelayRequest::Relay(alias) => return self.relay_for_peer(req, &alias),
+            RelayRequest::Unchecked => {
+                return Chosen::Refuse(LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"))
+            }
+            RelayRequest::No => {}
         }
         let snap = req.snapshot.clone();
         let selected = self.with_env(req, None, &NoCcVars, |env| snap.select(env));

@@ -4,8 +4,9 @@
 //! binding in [`RELAY_HEADER`] with an HMAC of it and the request's Call-ID under the
 //! cluster's key; that node relays it on to the phone as it came. Only a peer's request with
 //! a good MAC is taken as such ([`Registrations::is_peer`], [`Registrations::relay_key`]): a
-//! forged source address alone reaches nothing. From anyone else the header is an ordinary
-//! one (and never relayed, `apply::is_control_header`).
+//! forged source address alone reaches nothing (a peer's request with a bad MAC gets 503).
+//! From anyone else the header is an ordinary one (and never relayed,
+//! `apply::is_control_header`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,6 +23,15 @@ use super::setup::NewRequest;
 use super::{Counter, Engine};
 use crate::registrations::RELAY_HEADER;
 use crate::sip::msg::{Message, Method};
+
+/// What [`Engine::relay_request`] found.
+pub(super) enum RelayRequest {
+    No,
+    Relay(String),
+    /// From a peer's address, with a MAC this node cannot check: refused with 503 (never taken
+    /// through the profiles as an ordinary request, which could send it anywhere).
+    Unchecked,
+}
 
 /// Bytes of HMAC in the header (128 bits).
 const MAC_BYTES: usize = 16;
@@ -94,18 +104,24 @@ pub(super) fn through_peer(binding: &Binding, plan: &mut CallPlan, can_sign: boo
 }
 
 impl Engine {
-    /// The alias a request from a peer names with a good MAC: the request is one this node
-    /// relays to a phone it holds.
-    pub(super) fn relayed_for_peer(&self, req: &NewRequest) -> Option<String> {
-        let (alias, mac) = named(&req.msg)?;
+    /// What a request that names a binding in [`RELAY_HEADER`] is: one this node relays to a
+    /// phone it holds (a peer's, with a good MAC), one a peer sent with a MAC this node cannot
+    /// check (the nodes' keys differ a moment after Redis lost its data; a forged source), or
+    /// none of these (no header, or not from a peer: an ordinary request).
+    pub(super) fn relay_request(&self, req: &NewRequest) -> RelayRequest {
+        let Some((alias, mac)) = named(&req.msg) else { return RelayRequest::No };
         let port = &self.cfg.reg_cache;
-        let key = port.relay_key().filter(|_| port.is_peer(req.src.remote))?;
-        let call_id = req.msg.call_id().unwrap_or_default();
-        if !mac_matches(&key, alias, call_id, mac) {
-            tracing::warn!(source = %req.src.remote, %alias, "a peer's relay header with a wrong MAC: taken as an ordinary request");
-            return None;
+        if !port.is_peer(req.src.remote) {
+            return RelayRequest::No;
         }
-        Some(alias.to_string())
+        let call_id = req.msg.call_id().unwrap_or_default();
+        match port.relay_key() {
+            Some(key) if mac_matches(&key, alias, call_id, mac) => RelayRequest::Relay(alias.to_string()),
+            _ => {
+                tracing::warn!(source = %req.src.remote, %alias, "a peer's relay header with a MAC this node cannot check: 503");
+                RelayRequest::Unchecked
+            }
+        }
     }
 
     /// The [`RELAY_HEADER`] row of a request with `call_id` the plan sends through a peer.
