@@ -279,7 +279,7 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
 pub struct NextHop {
     pub host: String,
     pub port: Option<u16>,
-    /// `udp` or `tcp`; `None` = as the Request-URI says, else UDP.
+    /// `udp`, `tcp` or `tls`; `None` = as the Request-URI says, else UDP.
     pub transport: Option<String>,
 }
 
@@ -293,8 +293,8 @@ impl NextHop {
         let (hostport, transport) = match s.split_once('/') {
             Some((h, t)) => {
                 let t = t.trim().to_ascii_lowercase();
-                if t != "udp" && t != "tcp" {
-                    return Err(format!("'{s}': transport '{t}' is not udp or tcp"));
+                if !matches!(t.as_str(), "udp" | "tcp" | "tls") {
+                    return Err(format!("'{s}': transport '{t}' is not udp, tcp or tls"));
                 }
                 (h.trim(), Some(t))
             }

@@ -9,10 +9,11 @@ mod call_control;
 mod cluster;
 mod profiles_yaml;
 pub mod sems;
+mod tls;
 mod transport;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -24,6 +25,7 @@ pub use admission::{AdmissionSettings, Cidr};
 pub use call_control::CallControlSettings;
 use call_control::FileCallControl;
 pub use cluster::{redacted as redacted_redis_url, ClusterSettings, RedisAddr};
+pub use tls::{TlsSettings, TlsVersion, VerifyClient};
 pub use transport::Transport;
 
 /// The configuration used when `sbcd` runs without `--config`.
@@ -74,6 +76,8 @@ struct FileInterface {
     advertise: Option<String>,
     #[serde(default)]
     media: Option<Spanned<FileMedia>>,
+    #[serde(default)]
+    tls: Option<Spanned<tls::FileTls>>,
 }
 
 /// `interfaces[].media`: where this interface's RTP is anchored.
@@ -228,7 +232,7 @@ impl ListenAddr {
     pub fn parse(s: &str) -> Result<Self, String> {
         let (t, rest) = s.split_once(':').ok_or_else(|| format!("'{s}' is not transport:ip:port"))?;
         let transport =
-            Transport::from_name(t.as_bytes()).ok_or_else(|| format!("unknown transport '{t}' (udp or tcp)"))?;
+            Transport::from_name(t.as_bytes()).ok_or_else(|| format!("unknown transport '{t}' (udp, tcp or tls)"))?;
         let addr = rest.parse().map_err(|_| format!("'{rest}' is not ip:port (IPv6 as [::1]:5060)"))?;
         Ok(Self { transport, addr })
     }
@@ -240,6 +244,8 @@ pub struct InterfaceConfig {
     pub listen: Vec<ListenAddr>,
     pub advertise: Option<String>,
     pub media: MediaConfig,
+    /// Its certificate, for `tls:` listen addresses and TLS connections it opens.
+    pub tls: Option<TlsSettings>,
 }
 
 /// RTP ports of an interface (`interfaces[].media`).
@@ -311,7 +317,7 @@ pub enum RegistrationStore {
     #[default]
     Auto,
     Off,
-    File(std::path::PathBuf),
+    File(PathBuf),
 }
 
 /// The validated configuration.
@@ -401,7 +407,7 @@ impl Config {
         let chain = parsed.active_profile.take();
         let profiles = std::mem::take(&mut parsed.profiles);
         let maps = std::mem::take(&mut parsed.regex_maps);
-        let mut cfg = validate(parsed, file)?;
+        let mut cfg = validate(parsed, file, dir)?;
         let names = cfg.interface_names();
         let (snapshot, warnings) = profiles_yaml::build(file, dir, &names, sems_config, chain, profiles, maps)?;
         cfg.profiles = snapshot;
@@ -421,8 +427,30 @@ impl Config {
                 listen,
                 advertise: None,
                 media: MediaConfig::default(),
+                tls: None,
             }),
         }
+    }
+
+    /// The certificate given on the command line (`--tls-cert`, `--tls-key`): the first
+    /// interface's, in place of its `tls:` certificate (its other TLS settings kept).
+    pub fn override_tls(&mut self, cert_file: PathBuf, key_file: PathBuf) {
+        if let Some(i) = self.interfaces.first_mut() {
+            i.tls = Some(match i.tls.take() {
+                Some(t) => TlsSettings { cert_file, key_file, ..t },
+                None => TlsSettings::from_files(cert_file, key_file),
+            });
+        }
+    }
+
+    /// An interface that listens on TLS without a certificate (checked once the command
+    /// line's `--listen`, `--tls-cert` and `--tls-key` apply): its index and name.
+    pub fn tls_without_certificate(&self) -> Option<(usize, &str)> {
+        self.interfaces
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.tls.is_none() && i.listen.iter().any(|l| l.transport == Transport::Tls))
+            .map(|(n, i)| (n, i.name.as_str()))
     }
 }
 
@@ -438,7 +466,7 @@ pub(crate) fn yaml_error(file: &str, text: &str) -> ConfigError {
     ConfigError::new(file, line, &key, first)
 }
 
-fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
+fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError> {
     let err = |line: Option<u64>, key: &str, message: String| ConfigError::new(file, line, key, message);
     let mut interfaces = Vec::new();
     for (i, fi) in f.interfaces.iter().enumerate() {
@@ -468,7 +496,14 @@ fn validate(f: FileConfig, file: &str) -> Result<Config, ConfigError> {
             Some(m) => media_config(&m.value)
                 .map_err(|msg| err(Some(m.referenced.line()), &format!("interfaces[{i}].media"), msg))?,
         };
-        interfaces.push(InterfaceConfig { name, listen, advertise: fi.advertise.clone(), media });
+        let tls = match &fi.tls {
+            None => None,
+            Some(t) => Some(
+                TlsSettings::from_file(&t.value, dir)
+                    .map_err(|(key, msg)| err(Some(t.referenced.line()), &format!("interfaces[{i}].tls.{key}"), msg))?,
+            ),
+        };
+        interfaces.push(InterfaceConfig { name, listen, advertise: fi.advertise.clone(), media, tls });
     }
     let outbound_interface = match &f.routing.outbound_interface {
         None => 0,

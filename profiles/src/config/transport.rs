@@ -7,17 +7,22 @@ use std::fmt;
 pub enum Transport {
     Udp,
     Tcp,
+    /// TCP with TLS (RFC 3261 §26.2).
+    Tls,
 }
 
 impl Transport {
+    /// A stream transport: no retransmissions of our own (RFC 3261 §17.1.1.2), a connection
+    /// to reuse.
     pub fn is_reliable(self) -> bool {
-        self == Self::Tcp
+        self != Self::Udp
     }
     /// As written in a Via sent-protocol.
     pub fn via_name(self) -> &'static str {
         match self {
             Self::Udp => "UDP",
             Self::Tcp => "TCP",
+            Self::Tls => "TLS",
         }
     }
     pub fn from_name(name: &[u8]) -> Option<Self> {
@@ -25,6 +30,8 @@ impl Transport {
             Some(Self::Udp)
         } else if name.eq_ignore_ascii_case(b"tcp") {
             Some(Self::Tcp)
+        } else if name.eq_ignore_ascii_case(b"tls") {
+            Some(Self::Tls)
         } else {
             None
         }
@@ -36,6 +43,7 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
+            Self::Tls => "tls",
         })
     }
 }

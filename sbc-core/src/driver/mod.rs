@@ -11,6 +11,7 @@ mod registrations;
 mod shard;
 mod shed;
 mod tcp;
+pub mod tls;
 mod udp;
 
 pub use admin_query::ShardBusy;
@@ -84,6 +85,8 @@ impl DriverCounters {
 pub(crate) struct Shared {
     pub(crate) sockets: Vec<LocalSocket>,
     pub(crate) udp: Vec<Option<Arc<UdpSocket>>>,
+    /// By socket: the TLS sides of the socket's interface, for TLS sockets.
+    pub(crate) tls: Vec<Option<Arc<tls::TlsContext>>>,
     pub(crate) tcp: tcp::TcpTable,
     pub(crate) shards: Vec<mpsc::Sender<ShardInput>>,
     pub(crate) counters: DriverCounters,
@@ -207,7 +210,7 @@ impl Shared {
                     }
                 }
             }
-            Transport::Tcp => tcp::send(self, shard, dest, addr, bytes, tx),
+            Transport::Tcp | Transport::Tls => tcp::send(self, shard, dest, addr, bytes, tx),
         }
     }
 }
@@ -230,6 +233,10 @@ pub enum StartError {
     Cluster(#[source] cluster::StoreError),
     #[error("cannot start the DNS resolver: {0}")]
     Dns(String),
+    #[error("interface {interface}: TLS: {source}")]
+    Tls { interface: String, source: tls::TlsError },
+    #[error("interface {0} listens on tls: without a certificate (interfaces[].tls, or --tls-cert and --tls-key)")]
+    TlsWithoutCertificate(String),
 }
 
 /// A running set of listeners and shards.
@@ -344,8 +351,18 @@ impl Runtime {
         let mut udp_receivers = Vec::new();
         let mut listeners = Vec::new();
         let mut interfaces = Vec::new();
+        let mut tls_by_socket = Vec::new();
+        if let Some((_, name)) = cfg.tls_without_certificate() {
+            return Err(StartError::TlsWithoutCertificate(name.to_string()));
+        }
         for iface in &cfg.interfaces {
             let mut socks = Vec::new();
+            let iface_tls = match &iface.tls {
+                Some(t) => Some(Arc::new(
+                    tls::load(t).map_err(|source| StartError::Tls { interface: iface.name.clone(), source })?,
+                )),
+                None => None,
+            };
             for l in &iface.listen {
                 let id = sockets.len() as u16;
                 let local = match l.transport {
@@ -358,15 +375,20 @@ impl Runtime {
                         udp_receivers.extend(group.receivers.into_iter().map(|s| (id, s)));
                         local
                     }
-                    Transport::Tcp => {
+                    Transport::Tcp | Transport::Tls => {
                         let bind_err = |source| StartError::Bind { transport: l.transport, addr: l.addr, source };
                         let s = tcp::bind(l.addr).map_err(bind_err)?;
                         let local = s.local_addr().map_err(bind_err)?;
-                        listeners.push((id, s));
+                        let acceptor = match l.transport {
+                            Transport::Tls => iface_tls.as_ref().map(|t| t.acceptor.clone()),
+                            _ => None,
+                        };
+                        listeners.push((id, s, acceptor));
                         udp.push(None);
                         local
                     }
                 };
+                tls_by_socket.push(iface_tls.clone().filter(|_| l.transport == Transport::Tls));
                 let sock = LocalSocket { id, transport: l.transport, addr: local, advertised: iface.advertise.clone() };
                 tracing::info!(interface = %iface.name, transport = %l.transport, addr = %local, "listening");
                 socks.push(sock.clone());
@@ -388,6 +410,7 @@ impl Runtime {
         let shared = Arc::new(Shared {
             sockets,
             udp,
+            tls: tls_by_socket,
             tcp: tcp::TcpTable::default(),
             shards: senders,
             counters: DriverCounters::default(),
@@ -472,8 +495,8 @@ impl Runtime {
         for (id, sock) in udp_receivers {
             tokio::spawn(udp::receive(shared.clone(), id, sock));
         }
-        for (id, l) in listeners {
-            tokio::spawn(tcp::accept(shared.clone(), id, l));
+        for (id, l, acceptor) in listeners {
+            tokio::spawn(tcp::accept(shared.clone(), id, l, acceptor));
         }
         Ok(Self {
             shared,

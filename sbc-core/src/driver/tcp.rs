@@ -1,5 +1,7 @@
-//! TCP (RFC 3261 §18): messages framed by Content-Length, one reader and one writer task per
-//! connection, connections reused in both directions (responses go back on the connection the
+//! TCP and TLS (RFC 3261 §18, §26.2): messages framed by Content-Length, one reader and one
+//! writer task per connection (over the TLS session on a TLS one, whose handshake has the
+//! first message's deadline and counts against the same caps), connections reused in both
+//! directions (responses go back on the connection the
 //! request came in on; requests to a peer reuse any open connection to it). Slow or silent
 //! peers are cut off (issue 16): a message must be complete `tcp_message_timeout` after its
 //! first byte however it trickles in, a connection a peer opened must bring its first message
@@ -16,7 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use socket2::{Domain, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -62,6 +64,7 @@ struct Conn {
     writer: mpsc::Sender<Outgoing>,
     peer: SocketAddr,
     inbound: bool,
+    tls: bool,
 }
 
 /// The limits of `limits.tcp_*`.
@@ -105,18 +108,22 @@ pub(crate) enum Cut {
     IdleTimeout = 2,
     /// Partial messages over all connections passed `max_buffered`.
     BufferBudget = 3,
+    /// A TLS handshake a peer began that failed or did not end within the first message's
+    /// deadline.
+    TlsHandshake = 4,
 }
 
 impl Cut {
-    pub(crate) const COUNT: usize = 4;
+    pub(crate) const COUNT: usize = 5;
     pub(crate) const ALL: [Self; Self::COUNT] =
-        [Self::MessageTimeout, Self::FirstMessageTimeout, Self::IdleTimeout, Self::BufferBudget];
+        [Self::MessageTimeout, Self::FirstMessageTimeout, Self::IdleTimeout, Self::BufferBudget, Self::TlsHandshake];
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::MessageTimeout => "message_timeout",
             Self::FirstMessageTimeout => "first_message_timeout",
             Self::IdleTimeout => "idle_timeout",
             Self::BufferBudget => "buffer_budget",
+            Self::TlsHandshake => "tls_handshake",
         }
     }
 }
@@ -124,7 +131,8 @@ impl Cut {
 #[derive(Default)]
 pub(crate) struct TcpTable {
     conns: DashMap<ConnId, Conn>,
-    by_peer: DashMap<SocketAddr, ConnId>,
+    /// Open connections by peer, and whether TLS (a TCP connection never carries a TLS send).
+    by_peer: DashMap<(SocketAddr, bool), ConnId>,
     /// Open connections peers opened per source (IPv6 per /64), for the per-source cap.
     per_source: DashMap<std::net::IpAddr, usize>,
     /// Open connections peers opened, and that the SBC opened.
@@ -139,11 +147,11 @@ pub(crate) struct TcpTable {
 
 impl TcpTable {
     /// `inbound`: the peer opened it (only those count against its per-source cap).
-    fn register(&self, peer: SocketAddr, inbound: bool) -> (ConnId, mpsc::Receiver<Outgoing>) {
+    fn register(&self, peer: SocketAddr, inbound: bool, tls: bool) -> (ConnId, mpsc::Receiver<Outgoing>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { writer, peer, inbound });
-        self.by_peer.insert(peer, id);
+        self.conns.insert(id, Conn { writer, peer, inbound, tls });
+        self.by_peer.insert((peer, tls), id);
         if inbound {
             *self.per_source.entry(source_key(peer.ip())).or_insert(0) += 1;
             self.inbound.fetch_add(1, Ordering::Relaxed);
@@ -155,7 +163,7 @@ impl TcpTable {
 
     fn remove(&self, id: ConnId) {
         if let Some((_, c)) = self.conns.remove(&id) {
-            self.by_peer.remove_if(&c.peer, |_, v| *v == id);
+            self.by_peer.remove_if(&(c.peer, c.tls), |_, v| *v == id);
             if c.inbound {
                 let key = source_key(c.peer.ip());
                 if let Some(mut n) = self.per_source.get_mut(&key) {
@@ -206,7 +214,13 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-pub(super) async fn accept(shared: Arc<Shared>, local: SocketId, listener: TcpListener) {
+/// Accepts connections on a TCP listener; with `tls`, each begins with a TLS handshake.
+pub(super) async fn accept(
+    shared: Arc<Shared>,
+    local: SocketId,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -226,26 +240,52 @@ pub(super) async fn accept(shared: Arc<Shared>, local: SocketId, listener: TcpLi
             drop(stream);
             continue;
         }
-        let (id, rx) = shared.tcp.register(peer, true);
-        start_connection(shared.clone(), local, id, peer, stream, rx, true);
+        let _ = stream.set_nodelay(true);
+        let (id, rx) = shared.tcp.register(peer, true, tls.is_some());
+        let Some(acceptor) = &tls else {
+            start_connection(shared.clone(), local, id, peer, stream, rx, true, Transport::Tcp);
+            continue;
+        };
+        // The handshake in a task of its own, under the first message's deadline: the
+        // connection counts against the caps from now on, so a flood of handshakes from one
+        // source is capped as its connections are.
+        let (shared, acceptor) = (shared.clone(), acceptor.clone());
+        tokio::spawn(async move {
+            let deadline = shared.tcp_limits.first_message_timeout;
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => start_connection(shared, local, id, peer, tls, rx, true, Transport::Tls),
+                failed => {
+                    let why = failed.map_or_else(
+                        |_| "timed out".to_string(),
+                        |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+                    );
+                    tracing::debug!(%peer, %why, "tls handshake failed");
+                    shared.counters.tcp_cuts[Cut::TlsHandshake as usize].fetch_add(1, Ordering::Relaxed);
+                    shared.tcp.remove(id);
+                }
+            }
+        });
     }
 }
 
-fn start_connection(
+#[allow(clippy::too_many_arguments)] // one connection's parts, each from its opener
+fn start_connection<S>(
     shared: Arc<Shared>,
     local: SocketId,
     id: ConnId,
     peer: SocketAddr,
-    stream: TcpStream,
+    stream: S,
     rx: mpsc::Receiver<Outgoing>,
     inbound: bool,
-) {
-    let _ = stream.set_nodelay(true);
+    transport: Transport,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     shared.counters.tcp_connections.fetch_add(1, Ordering::Relaxed);
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     let writer = tokio::spawn(write_loop(shared.clone(), write, rx));
     tokio::spawn(async move {
-        if let Some(cut) = read_loop(&shared, local, id, peer, read, inbound).await {
+        if let Some(cut) = read_loop(&shared, local, id, peer, read, inbound, transport).await {
             shared.counters.tcp_cuts[cut as usize].fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, conn = id, reason = cut.label(), "tcp connection cut");
         }
@@ -256,7 +296,7 @@ fn start_connection(
     });
 }
 
-async fn write_loop(shared: Arc<Shared>, mut write: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
+async fn write_loop<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut write: W, mut rx: mpsc::Receiver<Outgoing>) {
     while let Some(o) = rx.recv().await {
         if write.write_all(&o.bytes).await.is_err() {
             shared.report_error(o.shard, o.tx);
@@ -273,19 +313,20 @@ async fn write_loop(shared: Arc<Shared>, mut write: tokio::net::tcp::OwnedWriteH
 /// Reads and frames messages until the peer closes, the stream breaks or a limit cuts it
 /// (returned). Time is read here, in the driver: the deadlines are the connection's.
 #[allow(clippy::disallowed_methods)]
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Arc<Shared>,
     local: SocketId,
     id: ConnId,
     peer: SocketAddr,
-    mut read: tokio::net::tcp::OwnedReadHalf,
+    mut read: R,
     inbound: bool,
+    transport: Transport,
 ) -> Option<Cut> {
     use tokio::time::Instant;
     let limits = &shared.tcp_limits;
     let mut buf = BytesMut::with_capacity(8192);
     let mut framer = StreamFramer::default();
-    let src = Source { transport: Transport::Tcp, local, remote: peer, conn: Some(id) };
+    let src = Source { transport, local, remote: peer, conn: Some(id) };
     let opened = Instant::now();
     // A connection the SBC opened has spoken first: only those peers open must prove themselves.
     let mut framed_any = !inbound;
@@ -367,8 +408,11 @@ pub(super) fn send(
     bytes: Bytes,
     tx: Option<TxId>,
 ) {
-    let conn =
-        dest.conn.filter(|c| shared.tcp.conns.contains_key(c)).or_else(|| shared.tcp.by_peer.get(&addr).map(|r| *r));
+    let tls = dest.transport == Transport::Tls;
+    let conn = dest
+        .conn
+        .filter(|c| shared.tcp.conns.get(c).is_some_and(|c| c.tls == tls))
+        .or_else(|| shared.tcp.by_peer.get(&(addr, tls)).map(|r| *r));
     if let Some(id) = conn {
         if let Some(c) = shared.tcp.conns.get(&id) {
             if c.writer.try_send(shared.tcp.outgoing(bytes, shard, tx)).is_err() {
@@ -383,26 +427,60 @@ pub(super) fn send(
     if shared.tcp.outbound.load(Ordering::Relaxed) >= shared.tcp_limits.max_outbound {
         return shared.report_error(shard, tx);
     }
-    let (id, rx) = shared.tcp.register(addr, false);
+    // A TLS connection needs the interface's client side, and a name to check the server by.
+    let client = if tls {
+        let connector = shared.tls.get(usize::from(dest.local)).and_then(|t| t.as_ref()).map(|t| t.connector.clone());
+        match (connector, server_name(&dest.peer, addr)) {
+            (Some(c), Some(name)) => Some((c, name)),
+            _ => return shared.report_error(shard, tx),
+        }
+    } else {
+        None
+    };
+    let (id, rx) = shared.tcp.register(addr, false, tls);
     if let Some(c) = shared.tcp.conns.get(&id) {
         let _ = c.writer.try_send(shared.tcp.outgoing(bytes, shard, tx));
     }
     let local_ip = shared.sockets.get(usize::from(dest.local)).map(|s| s.addr.ip());
     let (local, shared) = (dest.local, shared.clone());
     tokio::spawn(async move {
-        match connect(addr, local_ip).await {
-            Ok(stream) => start_connection(shared, local, id, addr, stream, rx, false),
-            Err(e) => {
-                tracing::info!(%addr, error = %e, "tcp connect failed");
-                shared.tcp.remove(id);
-                let mut rx = rx;
-                rx.close();
-                while let Ok(o) = rx.try_recv() {
-                    shared.report_error(o.shard, o.tx);
+        let failed = match connect(addr, local_ip).await {
+            Err(e) => Some((e, rx)),
+            Ok(stream) => match client {
+                None => {
+                    start_connection(shared.clone(), local, id, addr, stream, rx, false, Transport::Tcp);
+                    None
                 }
+                Some((connector, name)) => match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => {
+                        start_connection(shared.clone(), local, id, addr, tls, rx, false, Transport::Tls);
+                        None
+                    }
+                    Ok(Err(e)) => Some((e, rx)),
+                    Err(_) => Some((std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out"), rx)),
+                },
+            },
+        };
+        if let Some((e, mut rx)) = failed {
+            tracing::info!(%addr, error = %e, "connect failed");
+            shared.tcp.remove(id);
+            rx.close();
+            while let Ok(o) = rx.try_recv() {
+                shared.report_error(o.shard, o.tx);
             }
         }
     });
+}
+
+/// The name a TLS server's certificate must carry: the host the request was sent to, else
+/// its address.
+fn server_name(peer: &crate::b2bua::Peer, addr: SocketAddr) -> Option<rustls::pki_types::ServerName<'static>> {
+    match peer {
+        crate::b2bua::Peer::Host(host, _) => rustls::pki_types::ServerName::try_from(host.to_string()).ok(),
+        crate::b2bua::Peer::Addr(_) => Some(rustls::pki_types::ServerName::IpAddress(addr.ip().into())),
+    }
 }
 
 async fn connect(addr: SocketAddr, local_ip: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
@@ -411,10 +489,12 @@ async fn connect(addr: SocketAddr, local_ip: Option<std::net::IpAddr>) -> std::i
     if let Some(ip) = local_ip.filter(|ip| !ip.is_unspecified() && ip.is_ipv6() == addr.is_ipv6()) {
         sock.bind(SocketAddr::new(ip, 0))?;
     }
-    match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
-    }
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(addr)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 #[cfg(test)]

@@ -335,16 +335,19 @@ pub(crate) fn leg_contact(parts: &ContactValues, sent_by: &str, transport: Trans
     if parts.is_default() {
         return contact_value(sent_by, transport);
     }
-    let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
-    parts.render(sent_by, tail).into_bytes().into_boxed_slice()
+    parts.render(sent_by, transport_param(transport)).into_bytes().into_boxed_slice()
 }
 
-/// Our Contact on a leg: `<sip:host:port[;transport=tcp]>`.
-pub(crate) fn contact_value(sent_by: &str, transport: Transport) -> Box<[u8]> {
+/// The URI parameter that names a stream transport (UDP is the default: none).
+pub(crate) fn transport_param(transport: Transport) -> &'static str {
     match transport {
-        Transport::Udp => format!("<sip:{sent_by}>"),
-        Transport::Tcp => format!("<sip:{sent_by};transport=tcp>"),
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
     }
-    .into_bytes()
-    .into_boxed_slice()
+}
+
+/// Our Contact on a leg: `<sip:host:port[;transport=tcp|tls]>`.
+pub(crate) fn contact_value(sent_by: &str, transport: Transport) -> Box<[u8]> {
+    format!("<sip:{sent_by}{}>", transport_param(transport)).into_bytes().into_boxed_slice()
 }

@@ -237,7 +237,7 @@ impl Engine {
             self.respond_local(now, server, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "60"));
             return CacheStep::Answered;
         }
-        let tail = if transport == Transport::Tcp { ";transport=tcp" } else { "" };
+        let tail = super::build::transport_param(transport);
         let contacts: Vec<String> = reg
             .contacts
             .iter()

@@ -107,7 +107,7 @@ impl super::Engine {
         };
         let (transport, peer) = target_of_uri(uri, leg.transport).unwrap_or((leg.transport, leg.dest.peer.clone()));
         let local = self.socket_for(leg.dest.local, transport, &peer)?;
-        let conn = if transport == Transport::Tcp { leg.dest.conn } else { None };
+        let conn = if transport == leg.dest.transport && transport.is_reliable() { leg.dest.conn } else { None };
         Some(Destination { transport, local, peer, conn })
     }
 

@@ -1,0 +1,111 @@
+//! TLS for SIP (RFC 3261 §26.2, docs/manual/sip.md, TLS): each interface with a `tls:`
+//! section gets a server side (its certificate; clients' certificates checked against its CA
+//! when `verify_client` asks) and a client side for the connections it opens (servers checked
+//! against its CA, else the system's, by host name or IP address; its certificate shown to
+//! servers that ask for one, as trunks with mutual TLS do). rustls on ring; the connections
+//! themselves are `tcp.rs`'s.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use profiles::config::{TlsSettings, TlsVersion, VerifyClient};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// The system's CAs on Debian (package ca-certificates), for servers when no `ca_file` is set.
+const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why an interface's TLS could not be set up: the file or setting, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {why}")]
+pub struct TlsError {
+    what: String,
+    why: String,
+}
+
+fn error(what: impl std::fmt::Display, why: impl std::fmt::Display) -> TlsError {
+    TlsError { what: what.to_string(), why: why.to_string() }
+}
+
+/// The server and client sides of one interface.
+pub(crate) struct TlsContext {
+    pub(crate) acceptor: TlsAcceptor,
+    pub(crate) connector: TlsConnector,
+}
+
+/// ring, as the one provider. (rustls marks its ring provider deprecated for lacking
+/// post-quantum key exchange; aws-lc would bring a C and assembler build of its own.)
+#[allow(deprecated)]
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+static TLS12_UP: [&rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
+static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+
+fn versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    match min {
+        TlsVersion::Tls12 => &TLS12_UP,
+        TlsVersion::Tls13 => &TLS13_ONLY,
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| error(path.display(), e))?;
+    if certs.is_empty() {
+        return Err(error(path.display(), "holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    let (added, _ignored) = store.add_parsable_certificates(certificates(path)?);
+    if added == 0 {
+        return Err(error(path.display(), "holds no usable CA certificate"));
+    }
+    Ok(store)
+}
+
+/// Whether an interface's TLS files load and fit together (`--check-config`, and at start).
+pub fn check(s: &TlsSettings) -> Result<(), TlsError> {
+    load(s).map(drop)
+}
+
+/// Loads an interface's certificate, key and CAs: its server and client sides.
+pub(crate) fn load(s: &TlsSettings) -> Result<TlsContext, TlsError> {
+    let chain = certificates(&s.cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&s.key_file).map_err(|e| error(s.key_file.display(), e))?;
+    let cas = s.ca_file.as_deref().map(roots).transpose()?;
+    let p = provider();
+    let server = ServerConfig::builder_with_provider(p.clone())
+        .with_protocol_versions(versions(s.min_version))
+        .map_err(|e| error("tls.min_version", e))?;
+    let server = match (s.verify_client, &cas) {
+        (VerifyClient::None, _) | (_, None) => server.with_no_client_auth(),
+        (mode, Some(cas)) => {
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(cas.clone()), p.clone());
+            let v = if mode == VerifyClient::Optional { v.allow_unauthenticated() } else { v };
+            server.with_client_cert_verifier(v.build().map_err(|e| error("tls.ca_file", e))?)
+        }
+    };
+    let server = server
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| error(format!("{} and {}", s.cert_file.display(), s.key_file.display()), e))?;
+    let servers_cas = match cas {
+        Some(c) => c,
+        None if Path::new(SYSTEM_CAS).exists() => roots(Path::new(SYSTEM_CAS))?,
+        None => RootCertStore::empty(),
+    };
+    let client = ClientConfig::builder_with_provider(p)
+        .with_protocol_versions(versions(s.min_version))
+        .map_err(|e| error("tls.min_version", e))?
+        .with_root_certificates(servers_cas)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| error(format!("{} and {}", s.cert_file.display(), s.key_file.display()), e))?;
+    Ok(TlsContext { acceptor: TlsAcceptor::from(Arc::new(server)), connector: TlsConnector::from(Arc::new(client)) })
+}
