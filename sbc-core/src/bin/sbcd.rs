@@ -28,10 +28,16 @@ struct Cli {
     /// Configuration file: YAML, or a SEMS `sbc.conf`. Without it, the embedded default is used.
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// Listen address, repeatable: udp:IP:PORT or tcp:IP:PORT (IPv6 as udp:[::1]:5060).
-    /// Replaces the listen addresses of the first configured interface.
+    /// Listen address, repeatable: udp:IP:PORT, tcp:IP:PORT or tls:IP:PORT (IPv6 as
+    /// udp:[::1]:5060). Replaces the listen addresses of the first configured interface.
     #[arg(long, value_name = "TRANSPORT:IP:PORT", value_parser = parse_listen)]
     listen: Vec<ListenAddr>,
+    /// TLS certificate chain (PEM) of the first interface, in place of its `tls.cert_file`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of the first interface, in place of its `tls.key_file`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where the admin API and /metrics listen (IP:PORT, or `off`); overrides `admin.listen`.
     #[arg(long, value_name = "IP:PORT|off")]
     admin_listen: Option<String>,
@@ -143,7 +149,7 @@ fn prepaid(db: &std::path::Path, action: &PrepaidAction) -> anyhow::Result<()> {
 }
 
 fn parse_transport(s: &str) -> Result<sbc_core::b2bua::Transport, String> {
-    sbc_core::b2bua::Transport::from_name(s.as_bytes()).ok_or_else(|| format!("'{s}' is not udp or tcp"))
+    sbc_core::b2bua::Transport::from_name(s.as_bytes()).ok_or_else(|| format!("'{s}' is not udp, tcp or tls"))
 }
 
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
@@ -230,6 +236,10 @@ fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
     // without opening what the modules write to: a check must not disturb a running sbcd).
     callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::of(&cfg)).check(&cfg.profiles)?;
     cfg.override_listen(cli.listen.clone());
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        cfg.override_tls(cert.clone(), key.clone());
+    }
+    check_tls(&cfg)?;
     if let Some(a) = &cli.admin_listen {
         cfg.admin.listen = sbc_core::config::AdminSettings::parse_listen(a)
             .map_err(|m| sbc_core::config::ConfigError::new("--admin-listen", None, "admin-listen", m))?;
@@ -244,6 +254,25 @@ fn load_config(cli: &Cli) -> Result<Config, sbc_core::config::ConfigError> {
         ));
     }
     Ok(cfg)
+}
+
+/// Every TLS listen address has its interface's certificate, and every certificate, key and
+/// CA file loads (at start and with `--check-config`).
+fn check_tls(cfg: &Config) -> Result<(), sbc_core::config::ConfigError> {
+    if let Some((i, name)) = cfg.tls_without_certificate() {
+        let m = format!(
+            "interface {name} listens on tls: without a certificate (its tls section, or --tls-cert and --tls-key)"
+        );
+        return Err(sbc_core::config::ConfigError::new(&cfg.source, None, &format!("interfaces[{i}].tls"), m));
+    }
+    for (i, iface) in cfg.interfaces.iter().enumerate() {
+        if let Some(t) = &iface.tls {
+            sbc_core::driver::tls::check(t).map_err(|e| {
+                sbc_core::config::ConfigError::new(&cfg.source, None, &format!("interfaces[{i}].tls"), e.to_string())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(cli: &Cli) {
