@@ -14,6 +14,7 @@ pub mod dns;
 pub mod flood;
 pub mod phone;
 pub mod redis;
+pub mod tls;
 pub mod ua;
 
 static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);

@@ -209,7 +209,7 @@ impl Phone {
 }
 
 /// One complete message from a stream buffer, if it holds one (CRLF keep-alives skipped).
-fn frame(buf: &mut Vec<u8>) -> Option<SipText> {
+pub(crate) fn frame(buf: &mut Vec<u8>) -> Option<SipText> {
     while buf.starts_with(b"\r\n") {
         buf.drain(..2);
     }

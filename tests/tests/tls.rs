@@ -1,0 +1,116 @@
+//! SIP over TLS with real peers: a UA calls over TLS through sbcd to a SIPp callee on UDP;
+//! an interface that requires client certificates refuses a UA without one and takes one with
+//! a certificate its CA signed; a certificate that does not load is named by `--check-config`.
+//! Certificates are made by the test (rcgen).
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use sbc_e2e::tls::{TestCerts, TlsUa};
+use sbc_e2e::ua::sdp;
+use sbc_e2e::{config_file, free_port, sbcd_bin, sipp_uas, Sbcd, Transport};
+
+/// The header SIPp's `uas_basic.xml` checks the SBC relays.
+const TEST_HEADER: &str = "X-Test-Header: kept verbatim ;x=1\r\n";
+
+/// sbcd with one interface on UDP and on TLS at `tls_port`, with the test certificates.
+fn sbcd_with_tls(certs: &TestCerts, verify: &str, tls_port: u16) -> Sbcd {
+    let yaml = format!("interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}", certs.yaml(verify));
+    let listen = format!("tls:127.0.0.1:{tls_port}");
+    Sbcd::with_config(&yaml, &["--listen", &listen])
+}
+
+#[test]
+fn a_call_over_tls_reaches_a_udp_callee_and_ends() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let sbcd = sbcd_with_tls(&certs, "none", tls_port);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let mut ua = TlsUa::connect(format!("127.0.0.1:{tls_port}").parse().unwrap(), &certs, false).unwrap();
+    ua.extra_headers = TEST_HEADER.into();
+    let ok = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, "")).unwrap();
+    assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
+    let contact = ok.header("Contact").unwrap_or_default().to_string();
+    assert!(contact.contains(&format!(":{tls_port};transport=tls")), "sbcd's TLS address: {contact}");
+    assert!(ok.header("Via").unwrap_or_default().starts_with("SIP/2.0/TLS"), "{}", ok.0);
+    assert_eq!(ua.bye().unwrap().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(30), &sbcd);
+}
+
+#[test]
+fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let sbcd = sbcd_with_tls(&certs, "required", tls_port);
+    let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let uri = format!("sip:callee@127.0.0.1:{uas_port}");
+    // Without a certificate: no SIP gets through (the handshake fails, at the latest with the
+    // first read).
+    let refused = TlsUa::connect(addr, &certs, false).and_then(|mut ua| ua.invite(&uri, &sdp("127.0.0.1", 40000, "")));
+    assert!(refused.is_err(), "{:?}", refused.map(|m| m.0));
+    // With one the CA signed: the call goes through.
+    let mut ua = TlsUa::connect(addr, &certs, true).unwrap();
+    ua.extra_headers = TEST_HEADER.into();
+    let ok = ua.invite(&uri, &sdp("127.0.0.1", 40000, "")).unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", sbcd.log_text());
+    assert_eq!(ua.bye().unwrap().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(30), &sbcd);
+    assert!(sbc_e2e::http(&sbcd, "GET", "/metrics", None, None).1.contains("reason=\"tls_handshake\""));
+}
+
+#[test]
+fn check_config_names_a_tls_file_that_does_not_load() {
+    let certs = TestCerts::new();
+    let missing = certs.server_key.with_extension("missing");
+    let yaml = certs.yaml("none").replace(&certs.server_key.display().to_string(), &missing.display().to_string());
+    let bad =
+        config_file("tls-check", &format!("interfaces:\n  - name: default\n    listen: [tls:127.0.0.1:5061]\n{yaml}"));
+    let out = Command::new(sbcd_bin()).args(["--check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("interfaces[0].tls") && err.contains(&missing.display().to_string()), "{err}");
+    // A tls: listen address without a certificate.
+    let none = config_file("tls-check", "interfaces:\n  - name: default\n    listen: [tls:127.0.0.1:5061]\n");
+    let out = Command::new(sbcd_bin()).args(["--check-config", "--config", none.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("interfaces[0].tls"), "{err}");
+    // Given on the command line instead, it loads.
+    let out = Command::new(sbcd_bin())
+        .args(["--check-config", "--config", none.to_str().unwrap()])
+        .args(["--tls-cert", certs.server_cert.to_str().unwrap(), "--tls-key", certs.server_key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_call_leaves_over_tls_to_a_server_the_ca_signed() {
+    let certs = TestCerts::new();
+    // The far end: a second sbcd that takes TLS and requires a client certificate, in front of
+    // a SIPp callee on UDP.
+    let far_tls = free_port();
+    let far = sbcd_with_tls(&certs, "required", far_tls);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    // The near end: its profile sends every call to the far end over TLS; it checks the far
+    // end's certificate against the CA and shows its own.
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}active_profile: out\nprofiles:\n  out:\n    next_hop: 127.0.0.1:{far_tls}/tls\n",
+        certs.yaml("none")
+    );
+    let near = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{}", free_port())]);
+    let mut ua = sbc_e2e::ua::TestUa::new(near.addr());
+    ua.extra_headers = TEST_HEADER.into();
+    let ok = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, ""));
+    assert_eq!(ok.status(), Some(200), "near:\n{}\nfar:\n{}", near.log_text(), far.log_text());
+    let (_, metrics) = sbc_e2e::http(&far, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_calls_started_total 1"), "through the far end: {metrics}");
+    assert_eq!(ua.bye().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(30), &far);
+}
