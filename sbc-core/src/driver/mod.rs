@@ -253,6 +253,8 @@ pub struct Runtime {
     admission: Arc<crate::admission::Admission>,
     /// The cluster this node joined (`cluster:`), if any.
     cluster: Option<Arc<cluster::Cluster>>,
+    /// The TLS of each interface that has a certificate.
+    tls: Vec<Arc<tls::TlsContext>>,
 }
 
 /// 32 bytes from the OS: the key of the SBC's digest nonces and each shard's identifier seed.
@@ -352,6 +354,7 @@ impl Runtime {
         let mut listeners = Vec::new();
         let mut interfaces = Vec::new();
         let mut tls_by_socket = Vec::new();
+        let mut tls_contexts = Vec::new();
         if let Some((_, name)) = cfg.tls_without_certificate() {
             return Err(StartError::TlsWithoutCertificate(name.to_string()));
         }
@@ -359,10 +362,14 @@ impl Runtime {
             let mut socks = Vec::new();
             let iface_tls = match &iface.tls {
                 Some(t) => Some(Arc::new(
-                    tls::load(t).map_err(|source| StartError::Tls { interface: iface.name.clone(), source })?,
+                    tls::TlsContext::new(&iface.name, t)
+                        .map_err(|source| StartError::Tls { interface: iface.name.clone(), source })?,
                 )),
                 None => None,
             };
+            if let Some(t) = &iface_tls {
+                tls_contexts.push(t.clone());
+            }
             for l in &iface.listen {
                 let id = sockets.len() as u16;
                 let local = match l.transport {
@@ -380,7 +387,7 @@ impl Runtime {
                         let s = tcp::bind(l.addr).map_err(bind_err)?;
                         let local = s.local_addr().map_err(bind_err)?;
                         let acceptor = match l.transport {
-                            Transport::Tls => iface_tls.as_ref().map(|t| t.acceptor.clone()),
+                            Transport::Tls => iface_tls.clone(),
                             _ => None,
                         };
                         listeners.push((id, s, acceptor));
@@ -509,7 +516,33 @@ impl Runtime {
             reg_store,
             admission,
             cluster,
+            tls: tls_contexts,
         })
+    }
+
+    /// Reads every interface's TLS files again (SIGHUP, `POST /tls/reload`): the interfaces
+    /// reloaded, or what did not load (those keep their running certificate).
+    pub fn reload_tls(&self) -> Result<Vec<String>, String> {
+        let mut failed = Vec::new();
+        for t in &self.tls {
+            match t.reload() {
+                Ok(()) => tracing::info!(interface = %t.interface, "TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(interface = %t.interface, "TLS reload failed, the running certificate stays: {e}");
+                    failed.push(format!("interface {}: {e}", t.interface));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(self.tls.iter().map(|t| t.interface.clone()).collect())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+
+    /// Each TLS interface and when its certificate runs out (unix seconds).
+    pub fn tls_expiry(&self) -> Vec<(String, i64)> {
+        self.tls.iter().map(|t| (t.interface.clone(), t.not_after())).collect()
     }
 
     /// The cluster this node joined, if it runs in cluster mode.

@@ -219,7 +219,7 @@ pub(super) async fn accept(
     shared: Arc<Shared>,
     local: SocketId,
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<super::tls::TlsContext>>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -242,14 +242,14 @@ pub(super) async fn accept(
         }
         let _ = stream.set_nodelay(true);
         let (id, rx) = shared.tcp.register(peer, true, tls.is_some());
-        let Some(acceptor) = &tls else {
+        let Some(context) = &tls else {
             start_connection(shared.clone(), local, id, peer, stream, rx, true, Transport::Tcp);
             continue;
         };
         // The handshake in a task of its own, under the first message's deadline: the
         // connection counts against the caps from now on, so a flood of handshakes from one
-        // source is capped as its connections are.
-        let (shared, acceptor) = (shared.clone(), acceptor.clone());
+        // source is capped as its connections are. (With the certificate loaded now.)
+        let (shared, acceptor) = (shared.clone(), context.acceptor());
         tokio::spawn(async move {
             let deadline = shared.tcp_limits.first_message_timeout;
             match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
@@ -429,7 +429,7 @@ pub(super) fn send(
     }
     // A TLS connection needs the interface's client side, and a name to check the server by.
     let client = if tls {
-        let connector = shared.tls.get(usize::from(dest.local)).and_then(|t| t.as_ref()).map(|t| t.connector.clone());
+        let connector = shared.tls.get(usize::from(dest.local)).and_then(|t| t.as_ref()).map(|t| t.connector());
         match (connector, server_name(&dest.peer, addr)) {
             (Some(c), Some(name)) => Some((c, name)),
             _ => return shared.report_error(shard, tx),

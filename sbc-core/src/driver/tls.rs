@@ -3,11 +3,14 @@
 //! when `verify_client` asks) and a client side for the connections it opens (servers checked
 //! against its CA, else the system's, by host name or IP address; its certificate shown to
 //! servers that ask for one, as trunks with mutual TLS do). rustls on ring; the connections
-//! themselves are `tcp.rs`'s.
+//! themselves are `tcp.rs`'s. The files are read again on reload (SIGHUP, `POST /tls/reload`):
+//! new connections get what they hold, established ones keep their session, and files that do
+//! not load leave the running certificate in place.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use profiles::config::{TlsSettings, TlsVersion, VerifyClient};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -29,10 +32,54 @@ fn error(what: impl std::fmt::Display, why: impl std::fmt::Display) -> TlsError 
     TlsError { what: what.to_string(), why: why.to_string() }
 }
 
-/// The server and client sides of one interface.
+/// The server and client sides of one interface, as loaded.
+struct Loaded {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    /// When the certificate runs out (unix seconds).
+    not_after: i64,
+}
+
+/// One interface's TLS: its settings, and what they loaded, replaced on reload.
 pub(crate) struct TlsContext {
-    pub(crate) acceptor: TlsAcceptor,
-    pub(crate) connector: TlsConnector,
+    pub(crate) interface: String,
+    settings: TlsSettings,
+    loaded: ArcSwap<Loaded>,
+}
+
+impl TlsContext {
+    /// Loads the interface's files (an error names the file).
+    pub(crate) fn new(interface: &str, settings: &TlsSettings) -> Result<Self, TlsError> {
+        let loaded = load(settings)?;
+        Ok(Self { interface: interface.to_string(), settings: settings.clone(), loaded: ArcSwap::from_pointee(loaded) })
+    }
+
+    /// The server side for a connection accepted now.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.loaded.load().acceptor.clone()
+    }
+
+    /// The client side for a connection opened now.
+    pub(crate) fn connector(&self) -> TlsConnector {
+        self.loaded.load().connector.clone()
+    }
+
+    /// When the running certificate runs out (unix seconds).
+    pub(crate) fn not_after(&self) -> i64 {
+        self.loaded.load().not_after
+    }
+
+    /// Reads the files again; on an error the running certificate stays.
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
+        self.loaded.store(Arc::new(load(&self.settings)?));
+        Ok(())
+    }
+}
+
+/// When `cert` runs out (unix seconds).
+fn not_after(cert: &CertificateDer<'_>, path: &Path) -> Result<i64, TlsError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| error(path.display(), e))?;
+    Ok(parsed.validity().not_after.timestamp())
 }
 
 /// ring, as the one provider. (rustls marks its ring provider deprecated for lacking
@@ -77,8 +124,9 @@ pub fn check(s: &TlsSettings) -> Result<(), TlsError> {
 }
 
 /// Loads an interface's certificate, key and CAs: its server and client sides.
-pub(crate) fn load(s: &TlsSettings) -> Result<TlsContext, TlsError> {
+fn load(s: &TlsSettings) -> Result<Loaded, TlsError> {
     let chain = certificates(&s.cert_file)?;
+    let not_after = not_after(&chain[0], &s.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&s.key_file).map_err(|e| error(s.key_file.display(), e))?;
     let cas = s.ca_file.as_deref().map(roots).transpose()?;
     let p = provider();
@@ -107,5 +155,9 @@ pub(crate) fn load(s: &TlsSettings) -> Result<TlsContext, TlsError> {
         .with_root_certificates(servers_cas)
         .with_client_auth_cert(chain, key)
         .map_err(|e| error(format!("{} and {}", s.cert_file.display(), s.key_file.display()), e))?;
-    Ok(TlsContext { acceptor: TlsAcceptor::from(Arc::new(server)), connector: TlsConnector::from(Arc::new(client)) })
+    Ok(Loaded {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        connector: TlsConnector::from(Arc::new(client)),
+        not_after,
+    })
 }
