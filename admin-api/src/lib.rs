@@ -67,6 +67,9 @@ pub trait Control: Send + Sync + 'static {
     fn call_control(&self) -> CallControlInfo;
     fn load_call_control_modules(&self, modules: &[String]) -> Result<CallControlInfo, ApiError>;
     fn explain(&self, req: &ExplainRequest) -> Result<ExplainResult, ApiError>;
+    /// Reads every interface's TLS certificate, key and CAs again; on an error the interfaces
+    /// that did not load keep their running certificate.
+    fn reload_tls(&self) -> Result<TlsReloaded, ApiError>;
     fn health(&self) -> Health;
     /// Counters as JSON (the same numbers as `/metrics`).
     fn stats(&self) -> serde_json::Value;

@@ -179,6 +179,24 @@ pub struct Health {
     /// Cluster mode only: this node's view of its cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterHealth>,
+    /// The certificate of each interface with TLS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls: Vec<TlsHealth>,
+}
+
+/// An interface's TLS certificate (`GET /health`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct TlsHealth {
+    pub interface: String,
+    /// When the certificate runs out (unix seconds), and in how many seconds (negative: gone).
+    pub not_after: i64,
+    pub expires_in_s: i64,
+}
+
+/// `POST /tls/reload`: the interfaces whose certificates were read again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct TlsReloaded {
+    pub interfaces: Vec<String>,
 }
 
 /// A node's view of its cluster (`GET /health`). A node whose Redis is down stays `ready`:

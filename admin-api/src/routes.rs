@@ -40,11 +40,11 @@ type Res<T> = Result<Json<T>, ApiError>;
     paths(
         list_profiles, load_profile, reload_profile, reload_profiles, get_active_profile, set_active_profile,
         list_regex_maps, set_regex_map, list_calls, get_call, teardown_call, list_registrations, get_call_control,
-        load_call_control_modules, explain, health, stats, metrics
+        load_call_control_modules, explain, reload_tls, health, stats, metrics
     ),
     components(schemas(
         ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, RegistrationInfo,
-        CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, Changed, ErrorBody
+        CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, TlsHealth, TlsReloaded, Changed, ErrorBody
     )),
     modifiers(&BearerAuth)
 )]
@@ -78,6 +78,7 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/call-control", get(get_call_control::<C>))
         .route("/call-control/modules", post(load_call_control_modules::<C>))
         .route("/explain", post(explain::<C>))
+        .route("/tls/reload", post(reload_tls::<C>))
         .route("/stats", get(stats::<C>))
         .route_layer(middleware::from_fn_with_state(state.clone(), node_scope::<C>))
         // The calls of every node (cluster mode): no node scope.
@@ -283,6 +284,12 @@ async fn load_call_control_modules<C: Control>(
     Json(b): Json<LoadModules>,
 ) -> Res<CallControlInfo> {
     s.control.load_call_control_modules(&b.modules).map(Json)
+}
+
+#[utoipa::path(post, path = "/tls/reload",
+    responses((status = 200, body = TlsReloaded), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+async fn reload_tls<C: Control>(State(s): State<AppState<C>>) -> Res<TlsReloaded> {
+    blocking(&s, |c| c.reload_tls()).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/explain", request_body = ExplainRequest,

@@ -81,7 +81,10 @@ impl Control for Fake {
         Ok(ExplainResult { text: "ok".into() })
     }
     fn health(&self) -> Health {
-        Health { status: "ready".into(), calls: 0, cluster: None }
+        Health { status: "ready".into(), calls: 0, cluster: None, tls: Vec::new() }
+    }
+    fn reload_tls(&self) -> Result<TlsReloaded, ApiError> {
+        Ok(TlsReloaded { interfaces: Vec::new() })
     }
     fn stats(&self) -> serde_json::Value {
         serde_json::json!({"calls": 0})

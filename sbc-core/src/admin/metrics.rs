@@ -52,6 +52,22 @@ fn labelled(
     Ok(())
 }
 
+/// A gauge family with one label.
+fn labelled_gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (String, i64)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (l, v) in values {
+        let labels = [(label, l)];
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// An engine counter's family, labelled as its row says: `N` values per sample, in the order
 /// of the row's label names.
 fn counters<const N: usize>(
@@ -154,6 +170,17 @@ impl Collector for SbcCollector {
         gauge(e, "sbc_media_streams_active", "Relayed streams (m-lines) in the forwarder", m.streams as i64)?;
         gauge(e, "sbc_media_ports_in_use", "RTP/RTCP port pairs taken from the pools", s.media_ports as i64)?;
         gauge(e, "sbc_registrations", "Registered contacts in the cache", rt.registrations().len() as i64)?;
+        let expiry = rt.tls_expiry();
+        if !expiry.is_empty() {
+            let now = super::unix_now() as i64;
+            labelled_gauge(
+                e,
+                "sbc_tls_certificate_expiry_seconds",
+                "Seconds until each TLS interface's certificate runs out (negative: it has)",
+                "interface",
+                expiry.into_iter().map(|(i, t)| (i, t - now)),
+            )?;
+        }
         if let Some(c) = rt.cluster() {
             let v = c.view();
             gauge(

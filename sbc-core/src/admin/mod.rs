@@ -446,7 +446,14 @@ impl Control for AdminControl {
                 last_error: v.last_error,
             }
         });
-        Health { status: status.into(), calls: self.runtime.active_calls(), cluster }
+        let now = unix_now() as i64;
+        let tls = self
+            .runtime
+            .tls_expiry()
+            .into_iter()
+            .map(|(interface, not_after)| TlsHealth { interface, not_after, expires_in_s: not_after - now })
+            .collect();
+        Health { status: status.into(), calls: self.runtime.active_calls(), cluster, tls }
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -489,6 +496,10 @@ impl Control for AdminControl {
 
     fn metrics(&self) -> String {
         self.metrics.render()
+    }
+
+    fn reload_tls(&self) -> Result<TlsReloaded, ApiError> {
+        self.runtime.reload_tls().map(|interfaces| TlsReloaded { interfaces }).map_err(ApiError::bad_request)
     }
 
     fn cluster_node(&self) -> Option<String> {
