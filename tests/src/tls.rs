@@ -19,6 +19,7 @@ use crate::ua::SipText;
 
 /// PEM files in a scratch directory: the CA, sbcd's certificate and key, a client's.
 pub struct TestCerts {
+    issuer: CertifiedIssuer<'static, KeyPair>,
     pub ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -38,24 +39,29 @@ impl TestCerts {
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
-        let leaf = |names: Vec<String>, purposes: Vec<ExtendedKeyUsagePurpose>| {
-            let mut p = CertificateParams::new(names).expect("params");
-            p.extended_key_usages = purposes;
-            let key = KeyPair::generate().expect("key");
-            let cert = p.signed_by(&key, &ca).expect("signed");
-            (cert.pem(), key.serialize_pem())
-        };
-        // sbcd's certificate serves both ends, as an SBC's does toward a trunk with mutual TLS.
-        let both = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        let (server, server_key) = leaf(vec!["127.0.0.1".into(), "sbc.test".into()], both);
-        let (client, client_key) = leaf(vec!["client.test".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]);
+        let (server, server_key) = server_leaf(&ca);
+        let (client, client_key) = leaf(&ca, vec!["client.test".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]);
         Self {
             ca: write("ca.pem", ca.pem()),
             server_cert: write("server.pem", server),
             server_key: write("server.key", server_key),
             client_cert: write("client.pem", client),
             client_key: write("client.key", client_key),
+            issuer: ca,
         }
+    }
+
+    /// A new certificate and key for sbcd, the CA's again, written over the old files.
+    pub fn reissue_server(&self) {
+        let (cert, key) = server_leaf(&self.issuer);
+        std::fs::write(&self.server_cert, cert).expect("cert written");
+        std::fs::write(&self.server_key, key).expect("key written");
+    }
+
+    /// sbcd's certificate as the file holds it (DER).
+    pub fn server_der(&self) -> Vec<u8> {
+        let mut certs = CertificateDer::pem_file_iter(&self.server_cert).expect("cert file");
+        certs.next().expect("a certificate").expect("pem").to_vec()
     }
 
     /// The `tls:` section of an interface with these certificates (mutual TLS as `verify`
@@ -68,6 +74,26 @@ impl TestCerts {
             self.ca.display()
         )
     }
+}
+
+/// A certificate the CA signs for `names` with `purposes` (PEM), and its key (PEM).
+fn leaf(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    names: Vec<String>,
+    purposes: Vec<ExtendedKeyUsagePurpose>,
+) -> (String, String) {
+    let mut p = CertificateParams::new(names).expect("params");
+    p.extended_key_usages = purposes;
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, ca).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// sbcd's certificate: for 127.0.0.1, serving both ends, as an SBC's does toward a trunk with
+/// mutual TLS.
+fn server_leaf(ca: &CertifiedIssuer<'static, KeyPair>) -> (String, String) {
+    let both = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    leaf(ca, vec!["127.0.0.1".into(), "sbc.test".into()], both)
 }
 
 impl Default for TestCerts {
@@ -135,6 +161,11 @@ impl TlsUa {
             target: None,
             extra_headers: String::new(),
         })
+    }
+
+    /// The certificate the SBC showed (DER).
+    pub fn peer_certificate(&self) -> Vec<u8> {
+        self.tls.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default()
     }
 
     fn send(&mut self, text: &str) -> std::io::Result<()> {

@@ -114,3 +114,45 @@ fn a_call_leaves_over_tls_to_a_server_the_ca_signed() {
     assert_eq!(ua.bye().status(), Some(200));
     uas.assert_passed(Duration::from_secs(30), &far);
 }
+
+#[test]
+fn a_certificate_reloads_without_dropping_calls_and_a_bad_one_is_refused() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let sbcd = sbcd_with_tls(&certs, "none", tls_port);
+    let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let first = certs.server_der();
+    let mut held = TlsUa::connect(addr, &certs, false).unwrap();
+    assert_eq!(held.peer_certificate(), first);
+    held.extra_headers = TEST_HEADER.into();
+    let ok = held.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, "")).unwrap();
+    assert_eq!(ok.status(), Some(200));
+    // A new certificate, read again while the call is up: new connections get it.
+    certs.reissue_server();
+    let (status, body) = sbc_e2e::http(&sbcd, "POST", "/tls/reload", None, None);
+    assert_eq!((status, body.as_str()), (200, r#"{"interfaces":["default"]}"#));
+    let second = certs.server_der();
+    assert_ne!(first, second);
+    assert_eq!(TlsUa::connect(addr, &certs, false).unwrap().peer_certificate(), second);
+    // The call's connection kept its session.
+    assert_eq!(held.bye().unwrap().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(30), &sbcd);
+    // A key that does not load: refused, naming the file; the running certificate stays.
+    std::fs::write(&certs.server_key, "not a key").unwrap();
+    let (status, body) = sbc_e2e::http(&sbcd, "POST", "/tls/reload", None, None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(&certs.server_key.display().to_string()), "{body}");
+    assert_eq!(TlsUa::connect(addr, &certs, false).unwrap().peer_certificate(), second);
+    // When it runs out, in /metrics and /health.
+    let (_, metrics) = sbc_e2e::http(&sbcd, "GET", "/metrics", None, None);
+    let left: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sbc_tls_certificate_expiry_seconds{interface=\"default\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(left > 86_400, "rcgen's certificates last years: {left}");
+    let (_, health) = sbc_e2e::http(&sbcd, "GET", "/health", None, None);
+    assert!(health.contains(r#""tls":[{"interface":"default""#), "{health}");
+}
