@@ -154,7 +154,7 @@ pub(crate) fn append(w: &mut MessageWriter, headers: &[(String, String)]) {
 /// Transport and peer of a `next_hop` entry.
 pub(crate) fn hop_target(h: &NextHop) -> (Transport, Peer) {
     let transport = h.transport.as_deref().and_then(|t| Transport::from_name(t.as_bytes())).unwrap_or(Transport::Udp);
-    let port = h.port.unwrap_or(5060);
+    let port = h.port.unwrap_or(super::routing::default_port(transport));
     let peer = match ip_of_host(h.host.as_bytes()) {
         Some(ip) => Peer::Addr(SocketAddr::new(ip, port)),
         None => Peer::Host(h.host.clone().into_boxed_str(), port),

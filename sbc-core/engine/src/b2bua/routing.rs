@@ -45,12 +45,21 @@ pub(super) fn target_of_uri(uri: &[u8], default_transport: Transport) -> Result<
         None => default_transport,
     };
     let host = u.param(b"maddr").unwrap_or(u.host);
-    let port = u.port.unwrap_or(5060);
+    let port = u.port.unwrap_or(default_port(transport));
     let peer = match ip_of_host(host) {
         Some(ip) => Peer::Addr(SocketAddr::new(ip, port)),
         None => Peer::Host(String::from_utf8_lossy(host).into_owned().into_boxed_str(), port),
     };
     Ok((transport, peer))
+}
+
+/// The port of a host given without one: 5061 for TLS, 5060 otherwise (RFC 3261 §19.1.2).
+pub(super) fn default_port(transport: Transport) -> u16 {
+    if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    }
 }
 
 /// Whether a URI names this SBC (no user part, one of our addresses). Such requests are ours to
@@ -118,5 +127,18 @@ impl super::Engine {
         }
         let iface = self.cfg.interface_of(local)?;
         Some(self.cfg.interfaces.get(iface)?.socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_without_a_port_takes_its_transports_default() {
+        let (t, peer) = target_of_uri(b"sip:trunk.example;transport=tls", Transport::Udp).expect("routable");
+        assert_eq!((t, peer), (Transport::Tls, Peer::Host("trunk.example".into(), 5061)));
+        let (t, peer) = target_of_uri(b"sip:192.0.2.1;transport=tcp", Transport::Udp).expect("routable");
+        assert_eq!((t, peer), (Transport::Tcp, Peer::Addr("192.0.2.1:5060".parse().expect("addr"))));
     }
 }
