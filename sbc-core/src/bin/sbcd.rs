@@ -349,8 +349,9 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
             None => tracing::warn!("SIGHUP: running on the embedded default configuration, nothing to reload"),
         }
         // The certificates too (each result is logged; a file that does not load leaves its
-        // interface's running certificate).
-        let _ = runtime.reload_tls();
+        // interface's running certificate), reading files off the async workers.
+        let rt = runtime.clone();
+        let _ = tokio::task::spawn_blocking(move || rt.reload_tls()).await;
     }
     tracing::info!(drain_timeout_s = cfg.drain_timeout.as_secs(), calls = runtime.active_calls(), "draining");
     runtime.drain().await;

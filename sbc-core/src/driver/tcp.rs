@@ -65,6 +65,8 @@ struct Conn {
     peer: SocketAddr,
     inbound: bool,
     tls: bool,
+    /// For a TLS connection the SBC opened: the name its server's certificate was checked for.
+    server_name: Option<String>,
 }
 
 /// The limits of `limits.tcp_*`.
@@ -147,10 +149,16 @@ pub(crate) struct TcpTable {
 
 impl TcpTable {
     /// `inbound`: the peer opened it (only those count against its per-source cap).
-    fn register(&self, peer: SocketAddr, inbound: bool, tls: bool) -> (ConnId, mpsc::Receiver<Outgoing>) {
+    fn register(
+        &self,
+        peer: SocketAddr,
+        inbound: bool,
+        tls: bool,
+        server_name: Option<String>,
+    ) -> (ConnId, mpsc::Receiver<Outgoing>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { writer, peer, inbound, tls });
+        self.conns.insert(id, Conn { writer, peer, inbound, tls, server_name });
         self.by_peer.insert((peer, tls), id);
         if inbound {
             *self.per_source.entry(source_key(peer.ip())).or_insert(0) += 1;
@@ -241,7 +249,7 @@ pub(super) async fn accept(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let (id, rx) = shared.tcp.register(peer, true, tls.is_some());
+        let (id, rx) = shared.tcp.register(peer, true, tls.is_some(), None);
         let Some(context) = &tls else {
             start_connection(shared.clone(), local, id, peer, stream, rx, true, Transport::Tcp);
             continue;
@@ -262,6 +270,7 @@ pub(super) async fn accept(
                     tracing::debug!(%peer, %why, "tls handshake failed");
                     shared.counters.tcp_cuts[Cut::TlsHandshake as usize].fetch_add(1, Ordering::Relaxed);
                     shared.tcp.remove(id);
+                    fail_queued(&shared, rx);
                 }
             }
         });
@@ -298,7 +307,9 @@ fn start_connection<S>(
 
 async fn write_loop<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut write: W, mut rx: mpsc::Receiver<Outgoing>) {
     while let Some(o) = rx.recv().await {
-        if write.write_all(&o.bytes).await.is_err() {
+        // Flushed each time: a TLS stream takes the bytes into its session and writes them to
+        // the socket only as far as it can, so without it a message could wait for the next.
+        if write.write_all(&o.bytes).await.is_err() || write.flush().await.is_err() {
             shared.report_error(o.shard, o.tx);
             break;
         }
@@ -409,10 +420,16 @@ pub(super) fn send(
     tx: Option<TxId>,
 ) {
     let tls = dest.transport == Transport::Tls;
-    let conn = dest
-        .conn
-        .filter(|c| shared.tcp.conns.get(c).is_some_and(|c| c.tls == tls))
-        .or_else(|| shared.tcp.by_peer.get(&(addr, tls)).map(|r| *r));
+    let name = if tls { server_name(&dest.peer, addr) } else { None };
+    let shown = name.as_ref().map(|n| n.to_str().into_owned());
+    // The leg's own connection, else one open to the peer; for TLS only one the SBC opened and
+    // checked for the same name (a connection the peer opened proves nothing about a name,
+    // RFC 5923 §6).
+    let conn = dest.conn.filter(|c| shared.tcp.conns.get(c).is_some_and(|c| c.tls == tls)).or_else(|| {
+        let id = *shared.tcp.by_peer.get(&(addr, tls))?;
+        let c = shared.tcp.conns.get(&id)?;
+        (!tls || (!c.inbound && c.server_name == shown)).then_some(id)
+    });
     if let Some(id) = conn {
         if let Some(c) = shared.tcp.conns.get(&id) {
             if c.writer.try_send(shared.tcp.outgoing(bytes, shard, tx)).is_err() {
@@ -430,14 +447,14 @@ pub(super) fn send(
     // A TLS connection needs the interface's client side, and a name to check the server by.
     let client = if tls {
         let connector = shared.tls.get(usize::from(dest.local)).and_then(|t| t.as_ref()).map(|t| t.connector());
-        match (connector, server_name(&dest.peer, addr)) {
+        match (connector, name) {
             (Some(c), Some(name)) => Some((c, name)),
             _ => return shared.report_error(shard, tx),
         }
     } else {
         None
     };
-    let (id, rx) = shared.tcp.register(addr, false, tls);
+    let (id, rx) = shared.tcp.register(addr, false, tls, shown);
     if let Some(c) = shared.tcp.conns.get(&id) {
         let _ = c.writer.try_send(shared.tcp.outgoing(bytes, shard, tx));
     }
@@ -463,15 +480,20 @@ pub(super) fn send(
                 },
             },
         };
-        if let Some((e, mut rx)) = failed {
+        if let Some((e, rx)) = failed {
             tracing::info!(%addr, error = %e, "connect failed");
             shared.tcp.remove(id);
-            rx.close();
-            while let Ok(o) = rx.try_recv() {
-                shared.report_error(o.shard, o.tx);
-            }
+            fail_queued(&shared, rx);
         }
     });
+}
+
+/// Fails the transactions of what was queued on a connection that never opened.
+fn fail_queued(shared: &Shared, mut rx: mpsc::Receiver<Outgoing>) {
+    rx.close();
+    while let Ok(o) = rx.try_recv() {
+        shared.report_error(o.shard, o.tx);
+    }
 }
 
 /// The name a TLS server's certificate must carry: the host the request was sent to, else
