@@ -79,14 +79,19 @@ fn mac_matches(key: &[u8; 32], alias: &str, call_id: &[u8], mac_hex: &str) -> bo
     relay_mac(key, alias, call_id).is_some_and(|m| m.verify_truncated_left(&given).is_ok())
 }
 
-/// Where a request to `binding`'s phone goes from the node that holds it: the address and
-/// transport the REGISTER came from.
-pub(super) fn hop_to_phone(binding: &Binding) -> NextHop {
-    let host = match binding.source.ip() {
+/// A next hop at `addr` over `transport`.
+fn hop(addr: std::net::SocketAddr, transport: &str) -> NextHop {
+    let host = match addr.ip() {
         IpAddr::V6(ip) => format!("[{ip}]"),
         IpAddr::V4(ip) => ip.to_string(),
     };
-    NextHop { host, port: Some(binding.source.port()), transport: Some(binding.transport.clone()) }
+    NextHop { host, port: Some(addr.port()), transport: Some(transport.to_string()) }
+}
+
+/// Where a request to `binding`'s phone goes from the node that holds it: the address and
+/// transport the REGISTER came from.
+pub(super) fn hop_to_phone(binding: &Binding) -> NextHop {
+    hop(binding.source, &binding.transport)
 }
 
 /// Points `plan` at the peer that holds `binding`, if another node does (and this node has
@@ -94,11 +99,7 @@ pub(super) fn hop_to_phone(binding: &Binding) -> NextHop {
 /// of to the phone's address. Whether it did.
 pub(super) fn through_peer(binding: &Binding, plan: &mut CallPlan, can_sign: bool) -> bool {
     let Some(relay) = binding.relay.as_ref().filter(|_| can_sign) else { return false };
-    let host = match relay.addr.ip() {
-        IpAddr::V6(ip) => format!("[{ip}]"),
-        IpAddr::V4(ip) => ip.to_string(),
-    };
-    plan.next_hops = vec![NextHop { host, port: Some(relay.addr.port()), transport: Some(relay.transport.clone()) }];
+    plan.next_hops = vec![hop(relay.addr, &relay.transport)];
     plan.peer_relay = Some(binding.alias.clone());
     true
 }
