@@ -198,46 +198,71 @@ impl Collector for SbcCollector {
                 v.unexpected_nodes.len() as i64,
             )?;
             counter(e, "sbc_cluster_redis_operations", "Redis operations of cluster mode", v.operations)?;
-            let pc = c.call_counts().stats();
-            counter(
-                e,
-                "sbc_cluster_pcalls_counted_locally",
-                "cc_pcalls calls counted on this node alone because Redis did not answer",
-                pc.counted_locally.load(Relaxed),
-            )?;
-            counter(
-                e,
-                "sbc_cluster_pcalls_reconciled",
-                "cc_pcalls counts sent to Redis after it came back",
-                pc.reconciled.load(Relaxed),
-            )?;
-            counter(
-                e,
-                "sbc_cluster_cps_rated_locally",
-                "cc_cps calls rated on this node alone because Redis did not answer",
-                c.call_rates().rated_locally.load(Relaxed),
-            )?;
-            let b = c.balances();
-            counter(
-                e,
-                "sbc_cluster_prepaid_refused_unavailable",
-                "cc_prepaid calls refused with 503 because Redis did not answer (prepaid fails closed)",
-                b.stats().refused_unavailable.load(Relaxed),
-            )?;
-            counter(
-                e,
-                "sbc_cluster_prepaid_debits_deferred",
-                "cc_prepaid debits Redis did not take at the call's end (kept and retried)",
-                b.stats().debits_deferred.load(Relaxed),
-            )?;
+            let (pc, b) = (c.call_counts().stats(), c.balances().stats());
+            let mut counts = vec![
+                (
+                    "sbc_cluster_pcalls_counted_locally",
+                    "cc_pcalls calls counted on this node alone because Redis did not answer",
+                    pc.counted_locally.load(Relaxed),
+                ),
+                (
+                    "sbc_cluster_pcalls_reconciled",
+                    "cc_pcalls counts sent to Redis after it came back",
+                    pc.reconciled.load(Relaxed),
+                ),
+                (
+                    "sbc_cluster_cps_rated_locally",
+                    "cc_cps calls rated on this node alone because Redis did not answer",
+                    c.call_rates().rated_locally.load(Relaxed),
+                ),
+                (
+                    "sbc_cluster_prepaid_refused_unavailable",
+                    "cc_prepaid calls refused with 503 because Redis did not answer (prepaid fails closed)",
+                    b.refused_unavailable.load(Relaxed),
+                ),
+                (
+                    "sbc_cluster_prepaid_debits_deferred",
+                    "cc_prepaid debits Redis did not take at the call's end (kept and retried)",
+                    b.debits_deferred.load(Relaxed),
+                ),
+            ];
+            let registrations = c.registrations();
+            let r = registrations.as_ref().map(|r| r.stats());
+            if let Some(r) = r {
+                counts.extend([
+                    ("sbc_cluster_registration_writes", "Registration changes written to Redis", r.writes.load(Relaxed)),
+                    (
+                        "sbc_cluster_registration_writes_lost",
+                        "Registration changes that did not reach Redis (the node writes its bindings again when it answers)",
+                        r.writes_lost.load(Relaxed),
+                    ),
+                    (
+                        "sbc_cluster_registration_rewritten",
+                        "Bindings written to Redis again after it came back or lost its data",
+                        r.rewritten.load(Relaxed),
+                    ),
+                    (
+                        "sbc_cluster_registration_taken_over",
+                        "Bindings of this node that another node took while Redis was away from this one",
+                        r.taken_over.load(Relaxed),
+                    ),
+                    (
+                        "sbc_cluster_registration_holder_gone",
+                        "Bindings looked up whose holding node was no longer live (calls go to the phone directly)",
+                        r.holder_gone.load(Relaxed),
+                    ),
+                ]);
+            }
+            for (name, help, v) in counts {
+                counter(e, name, help, v)?;
+            }
             gauge(
                 e,
                 "sbc_cluster_prepaid_debits_pending",
                 "cc_prepaid debits waiting for Redis",
-                b.pending_debits() as i64,
+                c.balances().pending_debits() as i64,
             )?;
-            if let Some(r) = c.registrations() {
-                let r = r.stats();
+            if let Some(r) = r {
                 labelled(
                     e,
                     "sbc_cluster_registration_lookups",
@@ -247,36 +272,6 @@ impl Collector for SbcCollector {
                         ("redis".to_string(), r.lookups.load(Relaxed)),
                         ("node".to_string(), r.looked_up_locally.load(Relaxed)),
                     ],
-                )?;
-                counter(
-                    e,
-                    "sbc_cluster_registration_writes",
-                    "Registration changes written to Redis",
-                    r.writes.load(Relaxed),
-                )?;
-                counter(
-                    e,
-                    "sbc_cluster_registration_writes_lost",
-                    "Registration changes that did not reach Redis (the node writes its bindings again when it answers)",
-                    r.writes_lost.load(Relaxed),
-                )?;
-                counter(
-                    e,
-                    "sbc_cluster_registration_rewritten",
-                    "Bindings written to Redis again after it came back or lost its data",
-                    r.rewritten.load(Relaxed),
-                )?;
-                counter(
-                    e,
-                    "sbc_cluster_registration_taken_over",
-                    "Bindings of this node that another node took while Redis was away from this one",
-                    r.taken_over.load(Relaxed),
-                )?;
-                counter(
-                    e,
-                    "sbc_cluster_registration_holder_gone",
-                    "Bindings looked up whose holding node was no longer live (calls go to the phone directly)",
-                    r.holder_gone.load(Relaxed),
                 )?;
             }
             labelled(
