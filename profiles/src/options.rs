@@ -215,6 +215,10 @@ pub const OPTIONS: &[OptionDef] = &[
     row("rtprelay_transparent_ssrc", Active, Field::Own),
     row("rtprelay_dtmf_filtering", Active, Field::Flag(|p| &mut p.rtprelay.dtmf_filtering)),
     row("rtprelay_dtmf_detection", NotYet(RTP), Field::Own),
+    // Not SEMS keys: SRTP termination (docs/manual/media.md, SRTP).
+    row("aleg_srtp", Active, Field::Own),
+    row("bleg_srtp", Active, Field::Own),
+    row("sdes_required", Active, Field::Own),
     row("a_rtp_mux_ip", NotYet(RTP), Field::Own),
     row("a_rtp_mux_port", NotYet(RTP), Field::Own),
     row("b_rtp_mux_ip", NotYet(RTP), Field::Own),
@@ -294,6 +298,37 @@ mod tests {
     fn profile(key: &str, value: &str) -> Profile {
         let o = RawOption { key: key.into(), value: value.into(), file: "t.conf".into(), line: Some(1) };
         Profile::build("t", "t.conf", None, vec![o]).unwrap_or_else(|e| panic!("{key}: {e}"))
+    }
+
+    fn build(options: &[(&str, &str)]) -> Result<Profile, crate::ConfigError> {
+        let options = options
+            .iter()
+            .enumerate()
+            .map(|(n, (k, v))| RawOption {
+                key: (*k).into(),
+                value: (*v).into(),
+                file: "t.conf".into(),
+                line: Some(n as u64 + 1),
+            })
+            .collect();
+        Profile::build("t", "t.conf", None, options)
+    }
+
+    #[test]
+    fn srtp_options_need_the_relay_and_say_which_key_is_wrong() {
+        use crate::profile::SrtpMode;
+        let p =
+            build(&[("enable_rtprelay", "yes"), ("aleg_srtp", "sdes"), ("bleg_srtp", "RTP"), ("sdes_required", "yes")])
+                .expect("loads");
+        assert_eq!(p.rtprelay.srtp, [SrtpMode::Sdes, SrtpMode::Rtp]);
+        assert!(p.rtprelay.sdes_required);
+        assert_eq!(build(&[]).expect("loads").rtprelay.srtp, [SrtpMode::Passthrough; 2], "SEMS's behaviour by default");
+        let e = build(&[("aleg_srtp", "passthrough"), ("bleg_srtp", "sdes")]).expect_err("no relay").to_string();
+        assert!(e.contains("t.conf:2") && e.contains("bleg_srtp") && e.contains("enable_rtprelay"), "{e}");
+        let e = build(&[("enable_rtprelay", "yes"), ("bleg_srtp", "zrtp")]).expect_err("bad value").to_string();
+        assert!(e.contains("bleg_srtp") && e.contains("'zrtp' is not passthrough, rtp or sdes"), "{e}");
+        let e = build(&[("enable_rtprelay", "yes"), ("sdes_required", "yes")]).expect_err("no sdes leg").to_string();
+        assert!(e.contains("sdes_required") && e.contains("has no effect"), "{e}");
     }
 
     /// Each key once; only applied options have a field; and each field is the option's own:

@@ -140,6 +140,33 @@ pub struct RtpRelayRules {
     pub msgflags_symmetric: bool,
     /// `rtprelay_dtmf_filtering`: drop RFC 4733 event packets.
     pub dtmf_filtering: bool,
+    /// `aleg_srtp` / `bleg_srtp`: how the relay speaks to each leg (A, B).
+    pub srtp: [SrtpMode; 2],
+    /// `sdes_required`: a leg set to `sdes` that offers or answers plain RTP is refused.
+    pub sdes_required: bool,
+}
+
+/// `aleg_srtp` / `bleg_srtp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SrtpMode {
+    /// Packets and `a=crypto` lines as they come (SEMS's behaviour).
+    #[default]
+    Passthrough,
+    /// Plain RTP on this leg; SRTP from the other leg is decrypted.
+    Rtp,
+    /// SRTP keyed by SDES with the SBC's own keys on this leg.
+    Sdes,
+}
+
+impl SrtpMode {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "passthrough" => Ok(Self::Passthrough),
+            "rtp" => Ok(Self::Rtp),
+            "sdes" => Ok(Self::Sdes),
+            other => Err(format!("'{other}' is not passthrough, rtp or sdes")),
+        }
+    }
 }
 
 /// `enable_reg_caching`, `min_reg_expires`, `max_ua_expires` (seconds; 0 = no bound).
@@ -417,6 +444,11 @@ impl Profile {
                     }
                 }
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
+                "sdes_required" => p.rtprelay.sdes_required = flag()?,
+                "aleg_srtp" | "bleg_srtp" => {
+                    let leg = usize::from(o.key == "bleg_srtp");
+                    p.rtprelay.srtp[leg] = SrtpMode::parse(&o.value).map_err(&e)?;
+                }
                 "rtprelay_interface" | "aleg_rtprelay_interface" => {
                     let name = o.value.trim();
                     if name.contains('$') {
@@ -506,6 +538,24 @@ impl Profile {
                 inst.params.retain(|(k, _)| k != key);
                 inst.params.push((key.to_string(), pat));
             }
+        }
+        // The option that asks for SRTP termination, named in the error.
+        let srtp_key = options.iter().rev().find(|o| match o.key.as_str() {
+            "aleg_srtp" | "bleg_srtp" => SrtpMode::parse(&o.value).is_ok_and(|m| m != SrtpMode::Passthrough),
+            "sdes_required" => parse_bool(&o.value) == Ok(true),
+            _ => false,
+        });
+        if let Some(o) = srtp_key.filter(|_| !p.rtprelay.enabled) {
+            return Err(ConfigError::new(&o.file, o.line, &o.key, "SRTP termination needs enable_rtprelay=yes"));
+        }
+        if p.rtprelay.sdes_required && !p.rtprelay.srtp.contains(&SrtpMode::Sdes) {
+            let o = options.iter().rev().find(|o| o.key == "sdes_required");
+            return Err(ConfigError::new(
+                o.map_or(file, |o| o.file.as_str()),
+                o.and_then(|o| o.line),
+                "sdes_required",
+                "has no effect unless aleg_srtp or bleg_srtp is sdes",
+            ));
         }
         if p.next_hop_1st_req && p.next_hop_fixed {
             let o = options.iter().rev().find(|o| o.key == "next_hop_fixed");

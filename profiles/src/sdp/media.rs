@@ -6,6 +6,7 @@
 use std::net::IpAddr;
 
 use super::model::{MediaLine, Sdp};
+use super::security::{self, StreamSecurity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -47,6 +48,10 @@ pub struct MediaDesc {
     /// `a=direction:active` (session or media level): the sender is behind NAT and will send
     /// first ("comedia"); SEMS latches on it without being told to.
     pub sends_first: bool,
+    /// A secure RTP transport (`RTP/SAVP`, `RTP/SAVPF`, ...).
+    pub secure: bool,
+    /// The values of its `a=crypto:` lines (SDES, RFC 4568), in order.
+    pub crypto: Vec<String>,
 }
 
 impl MediaDesc {
@@ -109,8 +114,15 @@ impl MediaSdp {
                 .iter()
                 .find(|pt| codecs.get(pt).is_some_and(|(n, _)| n.eq_ignore_ascii_case("telephone-event")))
                 .and_then(|pt| pt.parse().ok());
+            let crypto = lines
+                .iter()
+                .filter(|l| l.attr_name().is_some_and(|n| n.eq_ignore_ascii_case("crypto")))
+                .filter_map(|l| l.text.split_once(':').map(|(_, v)| v.trim().to_string()))
+                .collect();
             out.push(MediaDesc {
                 port: m.port.split('/').next().and_then(|p| p.parse().ok()).unwrap_or(0),
+                secure: security::is_secure(&m.proto),
+                crypto,
                 udp: !m.proto.to_ascii_uppercase().starts_with("TCP"),
                 media: m.media,
                 addr,
@@ -124,10 +136,22 @@ impl MediaSdp {
         out
     }
 
+    /// The `o=` line, which tells a repeated SDP from a new one (RFC 3264 §8).
+    pub fn origin(&self) -> Option<&str> {
+        self.0.lines.iter().find(|l| l.kind() == b'o').map(|l| l.text.as_str())
+    }
+
     /// The body anchored at `ours`: per m-line (in order, as [`streams`](Self::streams) lists
     /// them) the RTP port to write, or `None` to reject the stream with port 0.
     pub fn anchor(self, ours: IpAddr, ports: &[Option<u16>]) -> Vec<u8> {
+        self.anchor_secured(ours, ports, &[])
+    }
+
+    /// [`anchor`](Self::anchor), with each m-line's transport and `a=crypto` lines rewritten
+    /// as `security` says (missing entries: kept).
+    pub fn anchor_secured(self, ours: IpAddr, ports: &[Option<u16>], security: &[StreamSecurity]) -> Vec<u8> {
         let mut sdp = self.0;
+        security::apply(&mut sdp, security);
         let family = if ours.is_ipv6() { "IP6" } else { "IP4" };
         let zero = if ours.is_ipv6() { "::" } else { "0.0.0.0" };
         let mut stream = None::<usize>;

@@ -3,6 +3,7 @@
 
 pub mod media;
 mod model;
+pub mod security;
 
 use std::collections::HashSet;
 

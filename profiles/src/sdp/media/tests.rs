@@ -109,3 +109,64 @@ fn the_sdp_part_of_a_multipart_body_is_found() {
     assert_eq!(sdp_range(b"--b1\r\nContent-Type: application/sdp"), None);
     assert_eq!(sdp_range(b"garbage"), None);
 }
+
+const SRTP_OFFER: &str = "v=0\r\n\
+o=alice 1 1 IN IP4 10.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+m=audio 49170 RTP/SAVP 0\r\n\
+c=IN IP4 10.0.0.1\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n\
+a=CRYPTO:2 AES_CM_128_HMAC_SHA1_32 inline:BBBB|2^31\r\n\
+a=sendrecv\r\n\
+m=video 49180 RTP/SAVPF 96\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:CCCC";
+
+#[test]
+fn reads_the_secure_transport_and_crypto_lines() {
+    let sdp = MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp");
+    assert_eq!(sdp.origin(), Some("o=alice 1 1 IN IP4 10.0.0.1"));
+    let d = sdp.streams();
+    assert!(d[0].secure && d[1].secure);
+    assert_eq!(d[0].crypto, ["1 AES_CM_128_HMAC_SHA1_80 inline:AAAA", "2 AES_CM_128_HMAC_SHA1_32 inline:BBBB|2^31"]);
+    assert_eq!(d[1].crypto, ["1 AES_CM_128_HMAC_SHA1_80 inline:CCCC"]);
+    assert!(!describe(OFFER.as_bytes()).expect("sdp")[0].secure);
+}
+
+#[test]
+fn security_rewrites_the_transport_and_replaces_crypto_lines() {
+    use crate::sdp::security::StreamSecurity;
+    let ours: IpAddr = "192.0.2.9".parse().expect("ip");
+    let sdp = MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp");
+    let out = sdp.anchor_secured(
+        ours,
+        &[Some(6000), Some(6002)],
+        &[StreamSecurity::Plain, StreamSecurity::Sdes(vec!["7 AEAD_AES_128_GCM inline:DDDD".into()])],
+    );
+    let out = String::from_utf8(out).expect("utf8");
+    assert_eq!(
+        out,
+        "v=0\r\n\
+o=alice 1 1 IN IP4 192.0.2.9\r\n\
+s=-\r\n\
+t=0 0\r\n\
+m=audio 6000 RTP/AVP 0\r\n\
+c=IN IP4 192.0.2.9\r\n\
+a=sendrecv\r\n\
+m=video 6002 RTP/SAVPF 96\r\n\
+a=crypto:7 AEAD_AES_128_GCM inline:DDDD\r\n"
+    );
+    // Plain to SRTP: the lines go at the end of the section, after c=.
+    let out = MediaSdp::parse(OFFER.as_bytes()).expect("sdp").anchor_secured(
+        ours,
+        &[Some(6000), None, None],
+        &[StreamSecurity::Sdes(vec!["1 AES_CM_128_HMAC_SHA1_80 inline:EEEE".into()])],
+    );
+    let out = String::from_utf8(out).expect("utf8");
+    assert!(out.contains("m=audio 6000 RTP/SAVP 0 8 101\r\n"), "{out}");
+    assert!(out.contains("a=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:EEEE\r\nm=video"), "{out}");
+    assert!(out.contains("m=video 0 RTP/AVP 31\r\n"), "only the m-lines named change: {out}");
+    // Keep: byte for byte what anchoring alone writes.
+    let kept = MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp").anchor_secured(ours, &[Some(1), Some(3)], &[]);
+    assert_eq!(kept, MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp").anchor(ours, &[Some(1), Some(3)]));
+}
