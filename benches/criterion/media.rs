@@ -26,6 +26,7 @@ fn flows(i: usize) -> StreamFlows {
         symmetric,
         drop_payload_type: None,
         signalling: None,
+        crypto: Default::default(),
     };
     // Policing on, as sbcd's default (its cost is part of the decision).
     let limits = FlowLimits { latch_window_ms: 2000, max_packet_rate: 1000 };

@@ -148,6 +148,7 @@ fn main() {
         BookConfig { interfaces, max_streams: rtp_relay::session::DEFAULT_MAX_STREAMS, policy: None },
         0,
         1,
+        [7; 32],
     );
     let sink: ReleaseSink = Arc::new(|_, _| {});
     let carry_out = |book: &mut MediaBook| {
@@ -165,8 +166,13 @@ fn main() {
     let mut targets = Vec::with_capacity(args.streams);
     for _ in 0..calls {
         // Latching on, as rtpengine learns its peers by default.
-        let side =
-            || SideOptions { interface: "bench".into(), symmetric: true, dtmf_filtering: false, signalling: None };
+        let side = || SideOptions {
+            interface: "bench".into(),
+            symmetric: true,
+            dtmf_filtering: false,
+            signalling: None,
+            srtp: Default::default(),
+        };
         let mut s = book.session([side(), side()]).expect("session");
         let offer = |a: SocketAddr| Offered {
             relayable: true,
@@ -176,9 +182,10 @@ fn main() {
             held: false,
             dtmf_payload_type: None,
             sends_first: false,
+            security: Default::default(),
         };
-        let to_b = s.update(&mut book, 0, &[offer(addrs[0])]).adverts[0].expect("ports for side B");
-        let to_a = s.update(&mut book, 1, &[offer(addrs[1])]).adverts[0].expect("ports for side A");
+        let to_b = s.update(&mut book, 0, &[offer(addrs[0])]).adverts[0].clone().expect("ports for side B");
+        let to_a = s.update(&mut book, 1, &[offer(addrs[1])]).adverts[0].clone().expect("ports for side A");
         carry_out(&mut book);
         // Stream 2k: A→B (sent to the relay's A-facing port); 2k+1: B→A.
         targets.push((0, SocketAddr::new(to_a.addr, to_a.port)));

@@ -108,8 +108,20 @@ mod tests {
         let b: SocketAddr = "10.0.0.2:6000".parse().expect("addr");
         let spec = StreamSpec {
             remotes: [
-                RemoteSpec { addr: [Some(a), None], symmetric: true, drop_payload_type: Some(101), signalling: None },
-                RemoteSpec { addr: [Some(b), None], symmetric: false, drop_payload_type: None, signalling: None },
+                RemoteSpec {
+                    addr: [Some(a), None],
+                    symmetric: true,
+                    drop_payload_type: Some(101),
+                    signalling: None,
+                    crypto: Default::default(),
+                },
+                RemoteSpec {
+                    addr: [Some(b), None],
+                    symmetric: false,
+                    drop_payload_type: None,
+                    signalling: None,
+                    crypto: Default::default(),
+                },
             ],
         };
         let flows = StreamFlows::new(spec, crate::flow::FlowLimits { latch_window_ms: 2000, max_packet_rate: 0 }, 0);

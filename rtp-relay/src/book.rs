@@ -5,6 +5,9 @@
 //! queued [`MediaCommand`]s to its driver, which binds and reports failures back.
 
 use std::collections::VecDeque;
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -56,10 +59,16 @@ pub struct MediaBook {
     pub allocation_failures: u64,
     /// Streams refused for where their SDP aimed them.
     pub destinations_refused: u64,
+    /// Streams refused for their security (SRTP policy, unusable `a=crypto` lines).
+    pub insecure_refused: u64,
+    /// SRTP master keys the relay hands out (SDES): ChaCha20 from a seed the driver draws
+    /// from the OS, so this stays free of I/O.
+    keys: ChaCha20Rng,
 }
 
 impl MediaBook {
-    pub fn new(cfg: BookConfig, shard: u8, shards: usize) -> Self {
+    /// `seed`: 32 bytes from the OS (a constant in tests), for SRTP keys.
+    pub fn new(cfg: BookConfig, shard: u8, shards: usize, seed: [u8; 32]) -> Self {
         let ports = PortBook::new(&cfg.interfaces, usize::from(shard), shards);
         Self {
             cfg,
@@ -68,7 +77,16 @@ impl MediaBook {
             commands: VecDeque::new(),
             allocation_failures: 0,
             destinations_refused: 0,
+            insecure_refused: 0,
+            keys: ChaCha20Rng::from_seed(seed),
         }
+    }
+
+    /// Fresh material for an SRTP master key and salt.
+    pub(crate) fn key_material(&mut self) -> [u8; crate::srtp::MAX_MATERIAL] {
+        let mut m = [0u8; crate::srtp::MAX_MATERIAL];
+        self.keys.fill_bytes(&mut m);
+        m
     }
 
     /// Media of a new call. Fails when an interface is not configured.
@@ -185,11 +203,22 @@ mod tests {
             port_min: 40000,
             port_max: 40015,
         };
-        MediaBook::new(BookConfig { interfaces: vec![iface], max_streams: DEFAULT_MAX_STREAMS, policy: None }, 3, 4)
+        MediaBook::new(
+            BookConfig { interfaces: vec![iface], max_streams: DEFAULT_MAX_STREAMS, policy: None },
+            3,
+            4,
+            [7; 32],
+        )
     }
 
     fn side() -> SideOptions {
-        SideOptions { interface: "m".into(), symmetric: false, dtmf_filtering: false, signalling: None }
+        SideOptions {
+            interface: "m".into(),
+            symmetric: false,
+            dtmf_filtering: false,
+            signalling: None,
+            srtp: Default::default(),
+        }
     }
 
     fn offer(port: u16) -> Offered {
@@ -201,6 +230,7 @@ mod tests {
             held: false,
             dtmf_payload_type: None,
             sends_first: false,
+            security: Default::default(),
         }
     }
 
@@ -211,7 +241,7 @@ mod tests {
         let mut b = book();
         let mut s = b.session([side(), side()]).expect("session");
         let adverts = s.update(&mut b, 0, &[offer(6000)]).adverts;
-        let advert = adverts[0].expect("anchored");
+        let advert = adverts[0].clone().expect("anchored");
         assert_eq!((advert.addr, b.ports_in_use()), ("192.0.2.1".parse().expect("ip"), 2));
         let Some(MediaCommand::Open { stream, ports, .. }) = b.pop_command() else {
             panic!("an open first")
@@ -250,7 +280,7 @@ mod tests {
         let record = s.record();
         assert_eq!(record.streams.len(), 2);
         assert!(record.streams[1].is_none(), "the rejected m-line has no stream");
-        let ports = record.streams[0].expect("the first m-line is relayed").ports;
+        let ports = record.streams[0].clone().expect("the first m-line is relayed").ports;
 
         let mut other = book();
         let restored = Session::restore(&mut other, &record).expect("restored");
@@ -259,7 +289,7 @@ mod tests {
             panic!("the stream opens anew")
         };
         assert_eq!([opened[0].1, opened[1].1], ports);
-        assert_eq!(spec, record.streams[0].expect("stream").spec);
+        assert_eq!(spec, record.streams[0].clone().expect("stream").spec);
         assert_eq!(other.ports_in_use(), 2);
 
         // Taken already (the restored session holds them): nothing more is taken.

@@ -21,10 +21,17 @@ pub enum DropReason {
     RateLimited = 5,
     /// Sent from one of the relay's own sockets (a forwarding loop, or a spoofed source).
     OwnSource = 6,
+    /// SRTP/SRTCP whose authentication tag does not check (forged, corrupted, or plain RTP
+    /// from a side that agreed on SRTP).
+    SrtpAuthentication = 7,
+    /// SRTP/SRTCP seen before or older than the replay window.
+    SrtpReplay = 8,
+    /// SRTP agreed with a side whose key is not known yet (its answer has not come).
+    SrtpNoKey = 9,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 10;
     pub const ALL: [Self; Self::COUNT] = [
         Self::NoDestination,
         Self::ForeignSource,
@@ -33,11 +40,22 @@ impl DropReason {
         Self::Malformed,
         Self::RateLimited,
         Self::OwnSource,
+        Self::SrtpAuthentication,
+        Self::SrtpReplay,
+        Self::SrtpNoKey,
     ];
 
     /// Drops that say nothing of the call's own media: they never count as activity.
     pub fn is_rejection(self) -> bool {
-        matches!(self, Self::ForeignSource | Self::Malformed | Self::RateLimited | Self::OwnSource)
+        matches!(
+            self,
+            Self::ForeignSource
+                | Self::Malformed
+                | Self::RateLimited
+                | Self::OwnSource
+                | Self::SrtpAuthentication
+                | Self::SrtpReplay
+        )
     }
     pub fn label(self) -> &'static str {
         match self {
@@ -48,6 +66,9 @@ impl DropReason {
             Self::Malformed => "malformed",
             Self::RateLimited => "rate_limited",
             Self::OwnSource => "own_source",
+            Self::SrtpAuthentication => "srtp_authentication",
+            Self::SrtpReplay => "srtp_replay",
+            Self::SrtpNoKey => "srtp_no_key",
         }
     }
 }

@@ -16,6 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::counters::DropReason;
+use crate::srtp::SideCrypto;
 
 /// RTP or RTCP.
 pub const RTP: usize = 0;
@@ -32,6 +33,9 @@ pub struct RemoteSpec {
     pub drop_payload_type: Option<u8>,
     /// The host this side's signalling comes from: a preferred media source.
     pub signalling: Option<IpAddr>,
+    /// SRTP with this side: its keys and the relay's (`srtp/`); default: bytes as they come.
+    #[serde(default)]
+    pub crypto: SideCrypto,
 }
 
 /// Both sides of a stream; index 0 = A side, 1 = B side.
@@ -84,10 +88,15 @@ impl Endpoint {
     }
 }
 
+/// An RTCP packet: on the RTCP socket, or multiplexed on the RTP one (RFC 5761 §4: packet
+/// types 192-223 are not RTP payload types).
+pub(crate) fn is_rtcp(comp: usize, data: &[u8]) -> bool {
+    comp == RTCP || data.get(1).is_some_and(|pt| (192..=223).contains(pt))
+}
+
 /// The SSRC of an RTP packet, or the sender SSRC of an RTCP one (RFC 3550 §5.1, §6.4).
 fn ssrc(comp: usize, data: &[u8]) -> Option<u32> {
-    let rtcp = comp == RTCP || data.get(1).is_some_and(|pt| (192..=223).contains(pt));
-    let at = if rtcp { 4 } else { 8 };
+    let at = if is_rtcp(comp, data) { 4 } else { 8 };
     let b = data.get(at..at + 4)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }

@@ -11,6 +11,7 @@
 //! - [`userspace`]: the reference forwarder (epoll + recvmmsg/sendmmsg, a thread per core).
 //! - [`counters`]: per-stream and relay-wide counters for metrics.
 //! - [`policy`]: where an SDP may aim a stream.
+//! - [`srtp`]: SRTP termination keyed by SDES: the negotiation (pure) and the data path's contexts.
 
 pub mod abi;
 pub mod book;
@@ -21,6 +22,7 @@ pub mod policy;
 pub mod ports;
 pub mod relay;
 pub mod session;
+pub mod srtp;
 pub mod userspace;
 
 pub use book::{BookConfig, MediaBook, MediaCommand};

@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use crate::book::MediaBook;
 use crate::flow::{RemoteSpec, StreamSpec};
 use crate::forwarder::StreamId;
+use crate::srtp::negotiation::{Rewrite, Role, Roles, Security, StreamSdes};
+use crate::srtp::Policy;
 use crate::RelayError;
 
 /// How the relay treats one side of a call.
@@ -21,10 +23,13 @@ pub struct SideOptions {
     pub dtmf_filtering: bool,
     /// The host this side's signalling comes from (a preferred media source, see `flow.rs`).
     pub signalling: Option<IpAddr>,
+    /// SRTP with this side (`srtp/`).
+    #[serde(default)]
+    pub srtp: Policy,
 }
 
 /// One m-line of an SDP, as far as the relay cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offered {
     /// UDP-based (RTP, RTCP, UDPTL): something the relay can carry.
     pub relayable: bool,
@@ -40,14 +45,27 @@ pub struct Offered {
     /// The side says it sends first from behind NAT (`a=direction:active`): latch on it even
     /// without forced symmetric RTP.
     pub sends_first: bool,
+    /// Its secure transport and `a=crypto` lines (SDES).
+    pub security: Security,
 }
 
 /// What to write in the SDP going to the other side for one m-line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advert {
     pub addr: IpAddr,
     /// RTP port; RTCP is the next one.
     pub port: u16,
+    /// Its transport and `a=crypto` lines.
+    pub security: Rewrite,
+}
+
+/// What kind of SDP an update carries: `offer` when the message can only offer (INVITE,
+/// UPDATE), else it is told from the session's state (`srtp/negotiation.rs`, [`Roles`]);
+/// `origin` is its `o=` line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SdpKind<'a> {
+    pub offer: bool,
+    pub origin: Option<&'a str>,
 }
 
 /// Streams (m-lines) relayed per call by default; further ones are rejected, so one SDP
@@ -62,6 +80,7 @@ struct Stream {
     held: [bool; 2],
     /// The telephone-event payload type each side's SDP names.
     dtmf_pt: [Option<u8>; 2],
+    sdes: StreamSdes,
 }
 
 /// A session as data, for a call another engine takes over: the sides' options and, per
@@ -71,20 +90,26 @@ struct Stream {
 pub struct SessionRecord {
     pub sides: [SideOptions; 2],
     pub streams: Vec<Option<StreamRecord>>,
+    /// Which side's offer awaits its answer (SDES).
+    #[serde(default)]
+    pub roles: Roles,
 }
 
 /// One relayed m-line of a [`SessionRecord`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamRecord {
     /// The RTP port of side A's pair and of side B's (RTCP is the next one).
     pub ports: [u16; 2],
     pub spec: StreamSpec,
     pub held: [bool; 2],
     pub dtmf_payload_types: [Option<u8>; 2],
+    /// The SDES state (keys both ways): the adopting relay goes on with the same keys.
+    #[serde(default)]
+    pub sdes: StreamSdes,
 }
 
 /// What [`Session::update`] did with an SDP.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Anchoring {
     /// Per m-line: what to advertise to the other side; `None`: write port 0 (rejected, not
     /// relayable, or no ports).
@@ -93,12 +118,19 @@ pub struct Anchoring {
     pub failure: Option<RelayError>,
     /// Streams refused for where their SDP aimed them: (m-line index, reason, address).
     pub refused: Vec<(usize, &'static str, SocketAddr)>,
+    /// Streams refused for their security (SRTP policy, unusable `a=crypto`): (m-line, reason).
+    pub insecure: Vec<(usize, &'static str)>,
 }
 
 impl Anchoring {
     /// Streams were offered but none could be anchored for lack of ports.
     pub fn nothing_anchored(&self) -> bool {
         self.failure.is_some() && self.adverts.iter().all(Option::is_none)
+    }
+
+    /// Every stream was refused for its security: the SDP cannot be taken (488).
+    pub fn all_insecure(&self) -> bool {
+        !self.insecure.is_empty() && self.adverts.iter().all(Option::is_none)
     }
 }
 
@@ -109,18 +141,31 @@ pub struct Session {
     /// Index of each side's media interface in the book.
     ifaces: [usize; 2],
     streams: Vec<Option<Stream>>,
+    /// Offer or answer, for SDES.
+    roles: Roles,
 }
 
 impl Session {
     pub(crate) fn new(sides: [SideOptions; 2], ifaces: [usize; 2]) -> Self {
-        Self { sides, ifaces, streams: Vec::new() }
+        Self { sides, ifaces, streams: Vec::new(), roles: Roles::default() }
+    }
+
+    /// [`update_sdp`](Self::update_sdp) of an SDP whose kind is told from the session's state.
+    pub fn update(&mut self, book: &mut MediaBook, from: usize, media: &[Offered]) -> Anchoring {
+        self.update_sdp(book, from, SdpKind::default(), media)
     }
 
     /// An SDP from side `from` (0 = A, 1 = B) with these m-lines, in order. A stream that gets
-    /// no ports is rejected; the others go on.
-    pub fn update(&mut self, book: &mut MediaBook, from: usize, media: &[Offered]) -> Anchoring {
+    /// no ports, or that the sides' SRTP policies refuse, is rejected; the others go on.
+    pub fn update_sdp(&mut self, book: &mut MediaBook, from: usize, kind: SdpKind<'_>, media: &[Offered]) -> Anchoring {
         let from = from.min(1);
         let to = 1 - from;
+        let policies = [self.sides[0].srtp, self.sides[1].srtp];
+        let role = if policies == [Policy::Passthrough; 2] {
+            Role::Offer
+        } else {
+            self.roles.role(from, kind.offer, kind.origin)
+        };
         let max_streams = book.max_streams();
         if self.streams.len() < media.len().min(max_streams) {
             self.streams.resize_with(media.len().min(max_streams), || None);
@@ -128,6 +173,7 @@ impl Session {
         let mut out = Vec::with_capacity(media.len());
         let mut failure = None;
         let mut refused = Vec::new();
+        let mut insecure = Vec::new();
         for (i, m) in media.iter().enumerate() {
             if i >= max_streams {
                 out.push(None);
@@ -143,18 +189,32 @@ impl Session {
                 book.destinations_refused += 1;
                 refused.push((i, reason, dest));
             }
-            if m.rejected || !m.relayable || aimed_badly.is_some() {
-                if let Some(s) = self.streams[i].take() {
-                    book.close(s.id);
+            let mut sdes = self.streams[i].as_ref().map(|s| s.sdes.clone()).unwrap_or_default();
+            let security = if m.rejected || !m.relayable || aimed_badly.is_some() {
+                Err(None)
+            } else {
+                sdes.step(policies, from, role, &m.security, &mut || book.key_material()).map_err(Some)
+            };
+            let security = match security {
+                Ok(rewrite) => rewrite,
+                Err(why) => {
+                    if let Some(why) = why {
+                        book.insecure_refused += 1;
+                        insecure.push((i, why));
+                    }
+                    if let Some(s) = self.streams[i].take() {
+                        book.close(s.id);
+                    }
+                    out.push(None);
+                    continue;
                 }
-                out.push(None);
-                continue;
-            }
+            };
             let remote = RemoteSpec {
                 addr: [m.rtp, rtcp],
                 symmetric: self.sides[from].symmetric || m.sends_first,
                 drop_payload_type: None,
                 signalling: self.sides[from].signalling,
+                crypto: sdes.side_crypto(from),
             };
             let filtering = [self.sides[0].dtmf_filtering, self.sides[1].dtmf_filtering];
             match self.streams[i].as_mut() {
@@ -163,6 +223,8 @@ impl Session {
                     s.dtmf_pt[from] = m.dtmf_payload_type;
                     let mut spec = s.spec;
                     spec.remotes[from] = remote;
+                    spec.remotes[to].crypto = sdes.side_crypto(to);
+                    s.sdes = sdes;
                     set_dtmf_drops(&mut spec, s.dtmf_pt, filtering);
                     if spec != s.spec {
                         s.spec = spec;
@@ -172,6 +234,7 @@ impl Session {
                 None => {
                     let mut spec = StreamSpec::default();
                     spec.remotes[from] = remote;
+                    spec.remotes[to].crypto = sdes.side_crypto(to);
                     let mut dtmf_pt = [None; 2];
                     dtmf_pt[from] = m.dtmf_payload_type;
                     set_dtmf_drops(&mut spec, dtmf_pt, filtering);
@@ -185,13 +248,13 @@ impl Session {
                     };
                     let mut held = [false; 2];
                     held[from] = m.held;
-                    self.streams[i] = Some(Stream { id, ports, spec, held, dtmf_pt });
+                    self.streams[i] = Some(Stream { id, ports, spec, held, dtmf_pt, sdes });
                 }
             }
             let addr = self.advertised(book, to);
-            out.push(self.streams[i].as_ref().map(|s| Advert { addr, port: s.ports[to] }));
+            out.push(self.streams[i].as_ref().map(|s| Advert { addr, port: s.ports[to], security }));
         }
-        Anchoring { adverts: out, failure, refused }
+        Anchoring { adverts: out, failure, refused, insecure }
     }
 
     /// Side `side`'s signalling now comes from `host` (a failover to another next hop): its
@@ -244,11 +307,17 @@ impl Session {
 
     /// The session as data (see [`SessionRecord`]).
     pub fn record(&self) -> SessionRecord {
-        let stream =
-            |s: &Stream| StreamRecord { ports: s.ports, spec: s.spec, held: s.held, dtmf_payload_types: s.dtmf_pt };
+        let stream = |s: &Stream| StreamRecord {
+            ports: s.ports,
+            spec: s.spec,
+            held: s.held,
+            dtmf_payload_types: s.dtmf_pt,
+            sdes: s.sdes.clone(),
+        };
         SessionRecord {
             sides: self.sides.clone(),
             streams: self.streams.iter().map(|s| s.as_ref().map(stream)).collect(),
+            roles: self.roles.clone(),
         }
     }
 
@@ -271,6 +340,7 @@ impl Session {
                     spec: r.spec,
                     held: r.held,
                     dtmf_pt: r.dtmf_payload_types,
+                    sdes: r.sdes.clone(),
                 })),
                 Err(e) => {
                     session.streams = opened;
@@ -280,6 +350,7 @@ impl Session {
             }
         }
         session.streams = opened;
+        session.roles = record.roles.clone();
         Ok(session)
     }
 

@@ -14,6 +14,7 @@ fn spec(a: Option<&str>, b: Option<&str>, sym_a: bool, sym_b: bool) -> StreamSpe
         symmetric,
         drop_payload_type: None,
         signalling: None,
+        crypto: Default::default(),
     };
     StreamSpec { remotes: [remote(a, sym_a), remote(b, sym_b)] }
 }

@@ -43,7 +43,7 @@ fn rig(port_min: u16, port_max: u16) -> Rig {
         let released = released.clone();
         Arc::new(move |i, p| released.lock().expect("lock").push((i, p)))
     };
-    let book = MediaBook::new(BookConfig { interfaces, max_streams: DEFAULT_MAX_STREAMS, policy: None }, 0, 1);
+    let book = MediaBook::new(BookConfig { interfaces, max_streams: DEFAULT_MAX_STREAMS, policy: None }, 0, 1, [7; 32]);
     Rig { book, relay: Relay::start(&cfg).expect("relay starts"), released, sink, streams: HashMap::new() }
 }
 
@@ -98,8 +98,20 @@ impl Rig {
 
 fn sides(a: &str, b: &str, symmetric_a: bool) -> [SideOptions; 2] {
     [
-        SideOptions { interface: a.into(), symmetric: symmetric_a, dtmf_filtering: false, signalling: None },
-        SideOptions { interface: b.into(), symmetric: false, dtmf_filtering: false, signalling: None },
+        SideOptions {
+            interface: a.into(),
+            symmetric: symmetric_a,
+            dtmf_filtering: false,
+            signalling: None,
+            srtp: Default::default(),
+        },
+        SideOptions {
+            interface: b.into(),
+            symmetric: false,
+            dtmf_filtering: false,
+            signalling: None,
+            srtp: Default::default(),
+        },
     ]
 }
 
@@ -112,6 +124,7 @@ fn offered(sock: &UdpSocket) -> Offered {
         held: false,
         dtmf_payload_type: None,
         sends_first: false,
+        security: Default::default(),
     }
 }
 
@@ -139,8 +152,8 @@ fn media_flows_both_ways_through_the_advertised_ports() {
     let mut s = r.session(sides("v4", "v4", false));
     let mut offer = offered(&caller);
     offer.rtcp = Some(caller_rtcp.local_addr().expect("addr"));
-    let to_b = r.update(&mut s, 0, &[offer]).adverts[0].expect("relayed");
-    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].expect("relayed");
+    let to_b = r.update(&mut s, 0, &[offer]).adverts[0].clone().expect("relayed");
+    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].clone().expect("relayed");
     assert_ne!(to_a.port, to_b.port);
     caller.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
     let (data, from) = recv(&callee);
@@ -168,9 +181,9 @@ fn ipv4_caller_bridged_to_ipv6_callee() {
     let mut r = rig(22100, 22199);
     let (caller, callee) = (peer("127.0.0.1"), peer("::1"));
     let mut s = r.session(sides("v4", "v6", false));
-    let to_b = r.update(&mut s, 0, &[offered(&caller)]).adverts[0].expect("relayed");
+    let to_b = r.update(&mut s, 0, &[offered(&caller)]).adverts[0].clone().expect("relayed");
     assert!(to_b.addr.is_ipv6());
-    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].expect("relayed");
+    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].clone().expect("relayed");
     assert!(to_a.addr.is_ipv4());
     caller.send_to(&rtp(7), (to_a.addr, to_a.port)).expect("send");
     assert_eq!(recv(&callee).0, rtp(7));
@@ -187,8 +200,8 @@ fn a_symmetric_ipv6_side_latches_its_real_address_after_ipv4_packets() {
     let mut r = rig(22300, 22399);
     let (caller, callee) = (peer("::1"), peer("127.0.0.1"));
     let mut s = r.session(sides("v6", "v4", true));
-    let to_b = r.update(&mut s, 0, &[offered(&caller)]).adverts[0].expect("relayed");
-    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].expect("relayed");
+    let to_b = r.update(&mut s, 0, &[offered(&caller)]).adverts[0].clone().expect("relayed");
+    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].clone().expect("relayed");
     // IPv4 first, through the same worker; A is not latched yet: to its SDP address.
     callee.send_to(&rtp(1), (to_b.addr, to_b.port)).expect("send");
     assert_eq!(recv(&caller).0, rtp(1));
@@ -209,8 +222,8 @@ fn symmetric_caller_behind_nat_gets_audio_and_a_new_answer_retargets() {
     // The caller's SDP names a port nobody listens on; it really sends from `nat`.
     let mut sdp = offered(&nat);
     sdp.rtp = Some("127.0.0.1:9".parse().expect("addr"));
-    let to_b = r.update(&mut s, 0, &[sdp]).adverts[0].expect("relayed");
-    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].expect("relayed");
+    let to_b = r.update(&mut s, 0, &[sdp]).adverts[0].clone().expect("relayed");
+    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].clone().expect("relayed");
     nat.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
     assert_eq!(recv(&callee).0, rtp(1));
     callee.send_to(&rtp(2), (to_b.addr, to_b.port)).expect("send");
@@ -263,8 +276,8 @@ fn a_side_announcing_direction_active_is_latched_without_forced_symmetry() {
     let mut sdp = offered(&nat);
     sdp.rtp = Some("127.0.0.1:9".parse().expect("addr"));
     sdp.sends_first = true;
-    let to_b = r.update(&mut s, 0, &[sdp]).adverts[0].expect("relayed");
-    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].expect("relayed");
+    let to_b = r.update(&mut s, 0, &[sdp]).adverts[0].clone().expect("relayed");
+    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].clone().expect("relayed");
     nat.send_to(&rtp(1), (to_a.addr, to_a.port)).expect("send");
     assert_eq!(recv(&callee).0, rtp(1));
     callee.send_to(&rtp(2), (to_b.addr, to_b.port)).expect("send");

@@ -104,7 +104,7 @@ impl Forwarder for UserspaceForwarder {
         self.send(self.worker_of(stream.id), Command::Add(Box::new(stream)))
     }
     fn update(&self, id: StreamId, spec: StreamSpec) {
-        let _ = self.send(self.worker_of(id), Command::Update(id, spec));
+        let _ = self.send(self.worker_of(id), Command::Update(id, Box::new(spec)));
     }
     fn remove(&self, id: StreamId) {
         let _ = self.send(self.worker_of(id), Command::Remove(id));

@@ -17,10 +17,11 @@ use nix::sys::eventfd::EventFd;
 use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 
 use crate::counters::{DropReason, StreamCounters, WorkerCounters};
-use crate::flow::{FlowLimits, StreamFlows, StreamSpec, Verdict};
+use crate::flow::{is_rtcp, FlowLimits, StreamFlows, StreamSpec, Verdict};
 use crate::forwarder::{NewStream, StreamId, StreamSockets};
 use crate::ports::MediaInterface;
 use crate::ports::PortLease;
+use crate::srtp::contexts::{CryptoDrop, SideContexts};
 
 /// Packets read (and written) per system call.
 pub(crate) const BATCH: usize = 32;
@@ -30,7 +31,8 @@ const WAKE_TOKEN: u64 = u64::MAX;
 
 pub(crate) enum Command {
     Add(Box<NewStream>),
-    Update(StreamId, StreamSpec),
+    /// Boxed: a spec with SRTP keys is large beside the other commands.
+    Update(StreamId, Box<StreamSpec>),
     Remove(StreamId),
     Stop,
 }
@@ -41,6 +43,8 @@ struct Slot {
     /// Each side's sockets are IPv6 (they take the IPv6 receive headers).
     v6: [bool; 2],
     flows: StreamFlows,
+    /// Each side's SRTP contexts (plain sides pass bytes through).
+    crypto: [SideContexts; 2],
     counters: Arc<StreamCounters>,
     /// Declared after `sockets`: the ports return to the pool once the sockets are closed.
     _leases: [PortLease; 2],
@@ -134,7 +138,10 @@ impl Worker {
                 Ok(Command::Update(id, spec)) => {
                     let now = self.now_ms();
                     if let Some(slot) = self.by_id.get(&id).and_then(|&i| self.slots[i].as_mut()) {
-                        slot.flows.update(spec, now);
+                        for (ctx, remote) in slot.crypto.iter_mut().zip(&spec.remotes) {
+                            ctx.rekey(remote.crypto);
+                        }
+                        slot.flows.update(*spec, now);
                     }
                 }
                 Ok(Command::Remove(id)) => self.remove(id),
@@ -159,11 +166,12 @@ impl Worker {
                 }
             }
         }
+        let crypto = s.spec.remotes.map(|r| SideContexts::new(r.crypto));
         let flows = StreamFlows::new(s.spec, self.limits, self.now_ms());
         self.by_id.insert(s.id, idx);
         let StreamSockets { sockets, leases, locals } = s.sockets;
         let v6 = [locals[0][0].is_ipv6(), locals[1][0].is_ipv6()];
-        self.slots[idx] = Some(Slot { id: s.id, sockets, v6, flows, counters: s.counters, _leases: leases });
+        self.slots[idx] = Some(Slot { id: s.id, sockets, v6, flows, crypto, counters: s.counters, _leases: leases });
         self.counters.streams.fetch_add(1, Relaxed);
     }
 
@@ -214,8 +222,10 @@ impl Worker {
         let mut order = [0usize; BATCH];
         let mut forwarded = 0;
         let (mut bytes, mut latches, mut drops) = (0u64, 0u64, [0u64; DropReason::COUNT]);
-        for (i, &(len, src)) in meta[..received].iter().enumerate() {
+        for i in 0..received {
+            let (len, src) = meta[i];
             bytes += len as u64;
+            let mut len = len.min(BUF);
             let Some(src) = src else {
                 drops[DropReason::Malformed as usize] += 1;
                 continue;
@@ -224,10 +234,32 @@ impl Worker {
                 drops[DropReason::OwnSource as usize] += 1;
                 continue;
             }
-            let out = slot.flows.on_packet(side, comp, src, &bufs[i][..len.min(BUF)], now);
+            // Authenticated before latching: a forged packet never moves a latch.
+            if slot.crypto[side].srtp() {
+                let rtcp = is_rtcp(comp, &bufs[i][..len]);
+                match slot.crypto[side].unprotect(rtcp, &mut bufs[i], len) {
+                    Ok(n) => len = n,
+                    Err(e) => {
+                        drops[crypto_drop(e) as usize] += 1;
+                        continue;
+                    }
+                }
+            }
+            let out = slot.flows.on_packet(side, comp, src, &bufs[i][..len], now);
             latches += u64::from(out.latched);
             match out.verdict {
                 Verdict::Forward(dest) => {
+                    if slot.crypto[1 - side].srtp() {
+                        let rtcp = is_rtcp(comp, &bufs[i][..len]);
+                        match slot.crypto[1 - side].protect(rtcp, &mut bufs[i], len) {
+                            Ok(n) => len = n,
+                            Err(e) => {
+                                drops[crypto_drop(e) as usize] += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    meta[i].0 = len;
                     dests[forwarded] = Some(SockaddrStorage::from(dest));
                     order[forwarded] = i;
                     forwarded += 1;
@@ -270,6 +302,15 @@ impl Worker {
         if total > rejected {
             c.last_rx_ms.store(now, Relaxed);
         }
+    }
+}
+
+fn crypto_drop(e: CryptoDrop) -> DropReason {
+    match e {
+        CryptoDrop::NoKey => DropReason::SrtpNoKey,
+        CryptoDrop::Authentication => DropReason::SrtpAuthentication,
+        CryptoDrop::Replay => DropReason::SrtpReplay,
+        CryptoDrop::Malformed => DropReason::Malformed,
     }
 }
 

@@ -25,6 +25,7 @@ pub enum Counter {
     RetransmissionCacheEvictions,
     MediaAllocationFailures,
     MediaDestinationsRefused,
+    MediaInsecureRefused,
     RegistrationLookupsDeferred,
     RegistrationLookupsLate,
     RelayedToPeer,
@@ -66,7 +67,7 @@ const fn def(
 }
 
 impl Counter {
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 22;
 
     /// Every counter, in discriminant order.
     pub const DEFS: [CounterDef; Self::COUNT] = [
@@ -176,6 +177,13 @@ impl Counter {
             "sbc_media_destinations_refused",
             Labels::None,
             "Streams refused because their SDP aimed them at the SBC, loopback, multicast, link-local or media.deny",
+        ),
+        def(
+            Self::MediaInsecureRefused,
+            "media.srtp_refused",
+            "sbc_media_srtp_refused",
+            Labels::None,
+            "Streams refused by a leg's SRTP policy (aleg_srtp, bleg_srtp, sdes_required) or for a=crypto lines the SBC cannot use",
         ),
         def(
             Self::RegistrationLookupsDeferred,

@@ -208,7 +208,9 @@ impl Engine {
         };
         let offer_answer = matches!(method, Method::Invite | Method::Update | Method::Prack);
         let out_body = match (call.media.as_deref_mut(), self.media.as_mut(), offer_answer) {
-            (Some(session), Some(book), true) => anchor_or_reject(session, book, side.other(), out_body),
+            (Some(session), Some(book), true) => {
+                anchor_or_reject(session, book, side.other(), method != Method::Prack, out_body)
+            }
             _ => out_body,
         };
         let out_leg = call.leg_mut(side.other());

@@ -34,6 +34,12 @@ impl IdGen {
     pub(crate) fn next_u64(&mut self) -> u64 {
         self.rng.next_u64()
     }
+    /// 256 random bits, to seed another generator (the media book's SRTP keys).
+    pub(crate) fn seed(&mut self) -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        seed
+    }
     /// 64 random bits.
     pub(crate) fn tag(&mut self) -> Box<[u8]> {
         format!("{:016x}", self.next_u64()).into_bytes().into_boxed_slice()

@@ -6,15 +6,22 @@
 //! (`Output::Media`) and reports a failure back ([`Engine::handle_media_error`]). A call
 //! without media activity for the configured time is torn down: at each check the engine asks
 //! the driver when its streams last saw a packet (`Output::MediaProbe`) and decides on the
-//! answer ([`Engine::handle_media_activity`]).
+//! answer ([`Engine::handle_media_activity`]). With `aleg_srtp`/`bleg_srtp` the relay also
+//! terminates SRTP: the session settles keys with each leg (`rtp-relay/src/srtp/`) and the
+//! body gets the leg's transport and `a=crypto` lines.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use profiles::profile::SrtpMode;
 use profiles::sdp::media::{sdp_range, MediaDesc, MediaSdp};
+use profiles::sdp::security::StreamSecurity;
 use profiles::sdp::NothingLeft;
 use rtp_relay::forwarder::StreamId;
+use rtp_relay::session::SdpKind;
+use rtp_relay::srtp::negotiation::{Rewrite, Security};
+use rtp_relay::srtp::{sdes, Policy};
 use rtp_relay::{BookConfig, MediaBook, Offered, RelayError, Session, SideOptions};
 
 use super::apply::CallRules;
@@ -41,6 +48,8 @@ pub(crate) enum BodyError {
     NothingLeft,
     /// No media ports (pool exhausted, interface missing): 503.
     NoMedia(RelayError),
+    /// Every stream refused by the legs' SRTP policies or for unusable `a=crypto` lines: 488.
+    Insecure(&'static str),
 }
 
 impl From<NothingLeft> for BodyError {
@@ -49,8 +58,9 @@ impl From<NothingLeft> for BodyError {
     }
 }
 
-/// The profile's SDP pipeline for `towards`, then the relay's anchoring. Fails when streams
-/// were offered and none got ports (a new call: 503).
+/// The profile's SDP pipeline for `towards`, then the relay's anchoring of an offer. Fails
+/// when streams were offered and none got ports (a new call: 503) or none was secure enough
+/// (488).
 pub(crate) fn prepare_body<'b>(
     rules: &CallRules,
     media: Option<(&mut Session, &mut MediaBook)>,
@@ -60,7 +70,14 @@ pub(crate) fn prepare_body<'b>(
 ) -> Result<Cow<'b, [u8]>, BodyError> {
     let filtered = rules.filter_body(towards, sent_by, body)?;
     let Some((session, book)) = media else { return Ok(filtered) };
-    anchor_body(session, book, towards, filtered).map_err(BodyError::NoMedia)
+    let anchored = anchor(session, book, towards, true, &filtered);
+    if let Some(why) = anchored.insecure {
+        return Err(BodyError::Insecure(why));
+    }
+    match anchored.failure {
+        Some(e) => Err(BodyError::NoMedia(e)),
+        None => Ok(anchored.body.map_or(filtered, Cow::Owned)),
+    }
 }
 
 /// Like [`prepare_body`] for a body that cannot be refused (a response, an ACK): a body the
@@ -74,60 +91,84 @@ pub(crate) fn prepare_body_anyway<'b>(
 ) -> Cow<'b, [u8]> {
     let filtered = rules.filter_body(towards, sent_by, body).unwrap_or(Cow::Borrowed(body));
     match media {
-        Some((session, book)) => anchor_or_reject(session, book, towards, filtered),
+        Some((session, book)) => anchor_or_reject(session, book, towards, false, filtered),
         None => filtered,
     }
 }
 
-/// Anchors a body going `towards` a leg; streams without ports are rejected (port 0).
+/// Anchors a body going `towards` a leg; streams without ports or refused for their security
+/// are rejected (port 0). `offer`: the message can only carry an offer (INVITE, UPDATE).
 pub(crate) fn anchor_or_reject<'b>(
     session: &mut Session,
     book: &mut MediaBook,
     towards: Side,
+    offer: bool,
     body: Cow<'b, [u8]>,
 ) -> Cow<'b, [u8]> {
-    let (anchored, failure) = anchor(session, book, towards, &body);
-    if let Some(e) = failure {
+    let anchored = anchor(session, book, towards, offer, &body);
+    if let Some(e) = anchored.failure {
         tracing::warn!(error = %e, "no media ports for a stream; it is rejected");
     }
-    anchored.map_or(body, Cow::Owned)
+    anchored.body.map_or(body, Cow::Owned)
 }
 
-fn anchor_body<'b>(
-    session: &mut Session,
-    book: &mut MediaBook,
-    towards: Side,
-    body: Cow<'b, [u8]>,
-) -> Result<Cow<'b, [u8]>, RelayError> {
-    match anchor(session, book, towards, &body) {
-        (_, Some(e)) => Err(e),
-        (anchored, None) => Ok(anchored.map_or(body, Cow::Owned)),
-    }
+/// What anchoring did to a body.
+struct Anchored {
+    /// The rewritten body (`None`: no SDP in it).
+    body: Option<Vec<u8>>,
+    /// Why nothing could be anchored for lack of ports.
+    failure: Option<RelayError>,
+    /// Why every stream was refused for its security.
+    insecure: Option<&'static str>,
 }
 
-/// The rewritten body (`None`: no SDP in it) and, when nothing could be anchored, why. SDP in
-/// a multipart body is anchored in place; the other parts stay byte for byte.
-fn anchor(
-    session: &mut Session,
-    book: &mut MediaBook,
-    towards: Side,
-    whole: &[u8],
-) -> (Option<Vec<u8>>, Option<RelayError>) {
-    let Some(range) = sdp_range(whole) else { return (None, None) };
-    let Some(sdp) = MediaSdp::parse(&whole[range.clone()]) else { return (None, None) };
+/// Anchors the SDP of `whole` going `towards` a leg. SDP in a multipart body is anchored in
+/// place; the other parts stay byte for byte.
+fn anchor(session: &mut Session, book: &mut MediaBook, towards: Side, offer: bool, whole: &[u8]) -> Anchored {
+    let none = Anchored { body: None, failure: None, insecure: None };
+    let Some(range) = sdp_range(whole) else { return none };
+    let Some(sdp) = MediaSdp::parse(&whole[range.clone()]) else { return none };
     let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
-    let result = session.update(book, towards.other().idx(), &offered);
+    let kind = SdpKind { offer, origin: sdp.origin() };
+    let result = session.update_sdp(book, towards.other().idx(), kind, &offered);
     for (m_line, reason, dest) in &result.refused {
         tracing::warn!(m_line, reason, %dest, "SDP aims a stream where media must not go; it is rejected");
     }
-    let failure = if result.nothing_anchored() { result.failure } else { None };
-    let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.map(|a| a.port)).collect();
-    let sdp = sdp.anchor(session.advertised(book, towards.idx()), &ports);
+    for (m_line, reason) in &result.insecure {
+        tracing::warn!(m_line, reason, from = ?towards.other(), "SRTP: stream refused");
+    }
+    let nothing_anchored = result.nothing_anchored();
+    let insecure = result.all_insecure().then(|| result.insecure.first().map_or("", |(_, why)| *why));
+    let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.as_ref().map(|a| a.port)).collect();
+    let security: Vec<StreamSecurity> = result
+        .adverts
+        .iter()
+        .map(|a| a.as_ref().map_or(StreamSecurity::Keep, |a| stream_security(&a.security)))
+        .collect();
+    let sdp = sdp.anchor_secured(session.advertised(book, towards.idx()), &ports, &security);
     let mut rewritten = Vec::with_capacity(whole.len() + 64);
     rewritten.extend_from_slice(&whole[..range.start]);
     rewritten.extend_from_slice(&sdp);
     rewritten.extend_from_slice(&whole[range.end..]);
-    (Some(rewritten), failure)
+    let failure = if nothing_anchored { result.failure } else { None };
+    Anchored { body: Some(rewritten), failure, insecure }
+}
+
+fn stream_security(r: &Rewrite) -> StreamSecurity {
+    match r {
+        Rewrite::Keep => StreamSecurity::Keep,
+        Rewrite::Plain => StreamSecurity::Plain,
+        Rewrite::Sdes(lines) => StreamSecurity::Sdes(lines.iter().map(|(tag, key)| sdes::format(*tag, key)).collect()),
+    }
+}
+
+/// The relay's policy for a leg set to `mode`.
+fn policy(mode: SrtpMode, required: bool) -> Policy {
+    match mode {
+        SrtpMode::Passthrough => Policy::Passthrough,
+        SrtpMode::Rtp => Policy::Plain,
+        SrtpMode::Sdes => Policy::Sdes { required },
+    }
 }
 
 fn offered(d: &MediaDesc) -> Offered {
@@ -144,6 +185,8 @@ fn offered(d: &MediaDesc) -> Offered {
         held: d.held(),
         dtmf_payload_type: d.telephone_event,
         sends_first: d.sends_first,
+        // A line without a readable tag cannot be answered: it is left out.
+        security: Security { savp: d.secure, lines: d.crypto.iter().filter_map(|v| sdes::parse(v)).collect() },
     }
 }
 
@@ -176,6 +219,7 @@ impl Engine {
             symmetric: symmetric || forced,
             dtmf_filtering: r.dtmf_filtering,
             signalling: peers[n],
+            srtp: policy(r.srtp[n], r.sdes_required),
         };
         let a = side(&r.aleg_interface, 0, r.aleg_force_symmetric.unwrap_or(r.force_symmetric));
         let b = side(&r.interface, 1, r.force_symmetric);

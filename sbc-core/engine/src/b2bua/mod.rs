@@ -214,9 +214,10 @@ impl Engine {
     /// An engine whose identifiers come from `seed`: 32 bytes from the OS in the driver, a
     /// constant in tests (see `ids.rs`).
     pub fn new(cfg: EngineConfig, seed: [u8; 32]) -> Self {
-        let ids = IdGen::new(seed, cfg.shard);
+        let mut ids = IdGen::new(seed, cfg.shard);
         let lingering = linger::LingerTable::new(cfg.retransmission_cache);
-        let media = cfg.media.as_ref().map(|m| rtp_relay::MediaBook::new(m.book.clone(), cfg.shard, m.shards));
+        let media =
+            cfg.media.as_ref().map(|m| rtp_relay::MediaBook::new(m.book.clone(), cfg.shard, m.shards, ids.seed()));
         Self {
             cfg,
             ids,
@@ -282,6 +283,7 @@ impl Engine {
         match (c, self.media.as_ref()) {
             (Counter::MediaAllocationFailures, Some(book)) => book.allocation_failures,
             (Counter::MediaDestinationsRefused, Some(book)) => book.destinations_refused,
+            (Counter::MediaInsecureRefused, Some(book)) => book.insecure_refused,
             _ => self.stats.get(c),
         }
     }

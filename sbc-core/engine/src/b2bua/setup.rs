@@ -294,6 +294,10 @@ impl Engine {
                 self.discard_media(media);
                 Err(match e {
                     BodyError::NothingLeft => LocalReply::new(488, "Not Acceptable Here"),
+                    BodyError::Insecure(why) => {
+                        tracing::info!(reason = why, "SRTP: the offer is refused");
+                        LocalReply::new(488, "Not Acceptable Here")
+                    }
                     BodyError::NoMedia(e) => {
                         tracing::warn!(error = %e, "no media ports for a new call");
                         LocalReply::new(503, "Service Unavailable")

@@ -30,6 +30,8 @@ struct Harness {
     /// The fake relay: streams opened (their pairs), what activity probes answer, and
     /// whether opens fail (their ports would not bind).
     streams: HashMap<rtp_relay::forwarder::StreamId, [(usize, u16); 2]>,
+    /// The latest spec the relay was given for each stream.
+    specs: HashMap<rtp_relay::forwarder::StreamId, rtp_relay::flow::StreamSpec>,
     media_activity: Option<Instant>,
     /// Opens to fail, by their order (0 = the first open), with the A side's pair busy.
     media_fails: Vec<usize>,
@@ -161,6 +163,7 @@ impl Harness {
             now,
             cc: Vec::new(),
             streams: Default::default(),
+            specs: Default::default(),
             media_activity: None,
             media_fails: Vec::new(),
             opened: 0,
@@ -257,7 +260,8 @@ impl Harness {
     /// stream's pairs come back at once.
     fn relay(&mut self, cmd: rtp_relay::MediaCommand) {
         match cmd {
-            rtp_relay::MediaCommand::Open { stream, ports, .. } => {
+            rtp_relay::MediaCommand::Open { stream, ports, spec } => {
+                self.specs.insert(stream, spec);
                 let n = self.opened;
                 self.opened += 1;
                 if self.media_fails.contains(&n) {
@@ -270,8 +274,9 @@ impl Harness {
                 }
                 assert!(self.streams.insert(stream, ports).is_none(), "a stream is opened once");
             }
-            rtp_relay::MediaCommand::Update { stream, .. } => {
+            rtp_relay::MediaCommand::Update { stream, spec } => {
                 assert!(self.streams.contains_key(&stream), "updates name open streams");
+                self.specs.insert(stream, spec);
             }
             rtp_relay::MediaCommand::Close { stream } => {
                 let ports = self.streams.remove(&stream).expect("closes name open streams");
@@ -379,4 +384,5 @@ mod media;
 mod peer_relay;
 mod profile_rules;
 mod record;
+mod srtp;
 mod subscriptions;

@@ -9,7 +9,7 @@ fn with_relay(ports: (u16, u16)) -> Harness {
     Harness::with_relay_yaml(RELAY_YAML, ports)
 }
 
-fn with_sdp(msg: String, sdp: &str) -> String {
+pub(super) fn with_sdp(msg: String, sdp: &str) -> String {
     let body = sdp.replace('\n', "\r\n");
     msg.replace(
         "Content-Length: 0\n\n",
@@ -23,7 +23,8 @@ fn sdp_port(m: &Message) -> u16 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-const BOB_SDP: &str = "v=0\no=- 2 2 IN IP4 127.0.0.2\ns=-\nc=IN IP4 127.0.0.2\nt=0 0\nm=audio 7000 RTP/AVP 0\n";
+pub(super) const BOB_SDP: &str =
+    "v=0\no=- 2 2 IN IP4 127.0.0.2\ns=-\nc=IN IP4 127.0.0.2\nt=0 0\nm=audio 7000 RTP/AVP 0\n";
 
 #[test]
 fn relayed_call_sdp_names_only_the_relay_and_silence_ends_it_with_bye_both_ways() {
