@@ -14,6 +14,7 @@ pub mod dns;
 pub mod flood;
 pub mod phone;
 pub mod redis;
+pub mod srtp;
 pub mod tls;
 pub mod ua;
 

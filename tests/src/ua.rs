@@ -179,6 +179,28 @@ impl TestUa {
         self.final_response(self.cseq, "BYE")
     }
 
+    /// Answers an INVITE from the SBC with 200, a To tag, a Contact and `sdp`.
+    pub fn answer(&self, req: &SipText, sdp: &str) {
+        let mut resp = String::from("SIP/2.0 200 OK\r\n");
+        for l in req.0.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
+            let name = l.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" | "record-route" => {
+                    resp.push_str(l);
+                    resp.push_str("\r\n");
+                }
+                "to" | "t" => resp.push_str(&format!("{l};tag=callee{}\r\n", self.local.port())),
+                _ => {}
+            }
+        }
+        resp.push_str(&format!(
+            "Contact: <sip:ua@{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            self.local,
+            sdp.len()
+        ));
+        self.send(&resp);
+    }
+
     /// Answers a request from the SBC with 200 (Via, From, To, Call-ID, CSeq copied).
     pub fn ok(&self, req: &SipText) {
         let mut resp = String::from("SIP/2.0 200 OK\r\n");
