@@ -299,12 +299,12 @@ if [ "${NO_MEDIA:-0}" != 1 ]; then
   if need rtpengine rtpengine-daemon; then
     # Userspace forwarding only (no kernel module: --table=-1), controlled over ng.
     rtpengine --foreground --log-stderr --log-level=3 --table=-1 --interface=127.0.0.1 \
-      --listen-ng=127.0.0.1:27222 --port-min=40000 --port-max=59999 --pidfile="$WORK/rtpengine.pid" \
+      --listen-ng=127.0.0.1:19222 --port-min=40000 --port-max=59999 --pidfile="$WORK/rtpengine.pid" \
       --delete-delay=0 2>"$WORK/rtpengine.log" &
     RTPENGINE=$!
     sleep 1
     if kill -0 "$RTPENGINE" 2>/dev/null; then
-      RTPENGINE_ARGS=(--rtpengine 127.0.0.1:27222 --rtpengine-pid "$RTPENGINE")
+      RTPENGINE_ARGS=(--rtpengine 127.0.0.1:19222 --rtpengine-pid "$RTPENGINE")
     else
       echo "rtpengine did not start: $(tail -n 3 "$WORK/rtpengine.log")" >&2; RTPENGINE=
     fi
