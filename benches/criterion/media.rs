@@ -1,13 +1,17 @@
 //! The media path without I/O: the per-packet decision of the relay's flow table (latching,
 //! destination) for one stream among 100,000, and the SDP rewrite that anchors an offer at the
-//! relay (describe the m-lines, then rewrite c= and the ports). Allocations per operation are
-//! printed after criterion's times. Run: `cargo bench -p sbc-benches --bench media`.
+//! relay (describe the m-lines, then rewrite c= and the ports), and what SRTP termination adds
+//! per packet (encrypting a 172-byte G.711 packet, and encrypting then decrypting it, per suite).
+//! Allocations per operation are printed after criterion's times.
+//! Run: `cargo bench -p sbc-benches --bench media`.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rtp_relay::flow::{FlowLimits, RemoteSpec, StreamFlows, StreamSpec, RTP};
+use rtp_relay::srtp::contexts::SideContexts;
+use rtp_relay::srtp::{MasterKey, SideCrypto, Suite};
 use sbc_benches::{allocations_per_op, report_allocations, CountingAlloc};
 
 #[global_allocator]
@@ -55,6 +59,32 @@ fn run(c: &mut Criterion) {
     });
     g.finish();
 
+    let mut g = c.benchmark_group("srtp");
+    g.throughput(Throughput::Elements(1));
+    for suite in [Suite::AesCm128HmacSha1_80, Suite::AeadAes128Gcm] {
+        let (mut seal, mut open, mut seq) = srtp_pair(suite);
+        let mut buf = [0u8; 2048];
+        g.bench_function(format!("encrypt a 172-byte RTP packet, {}", suite.name()), |b| {
+            b.iter(|| black_box(sealed(&mut seal, &mut buf, &mut seq)))
+        });
+        let (mut seal, mut open2, mut seq) = srtp_pair(suite);
+        g.bench_function(format!("encrypt then decrypt it, {}", suite.name()), |b| {
+            b.iter(|| {
+                let n = sealed(&mut seal, &mut buf, &mut seq);
+                black_box(open2.unprotect(false, &mut buf, n))
+            })
+        });
+        let (mut seal, _, mut seq) = srtp_pair(suite);
+        report_allocations(
+            &format!("encrypt then decrypt, {}", suite.name()),
+            allocations_per_op(10_000, || {
+                let n = sealed(&mut seal, &mut buf, &mut seq);
+                black_box(open.unprotect(false, &mut buf, n)).ok();
+            }),
+        );
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("sdp");
     g.throughput(Throughput::Bytes(SDP.len() as u64));
     let ours: std::net::IpAddr = "203.0.113.1".parse().expect("ip");
@@ -77,6 +107,23 @@ fn run(c: &mut Criterion) {
             black_box(profiles::sdp::media::anchor(SDP.as_bytes(), ours, &[Some(30000), Some(30002)]));
         }),
     );
+}
+
+/// The relay's contexts towards a side (`seal`) and from it (`open`), on one key.
+fn srtp_pair(suite: Suite) -> (SideContexts, SideContexts, u16) {
+    let material = [0x3c; 30];
+    let key = MasterKey::new(suite, &material[..suite.material_len()]).expect("key length");
+    let seal = SideContexts::new(SideCrypto { srtp: true, recv: None, send: Some(key) });
+    let open = SideContexts::new(SideCrypto { srtp: true, recv: Some(key), send: None });
+    (seal, open, 0)
+}
+
+/// The next G.711 packet, sealed in `buf`; its length.
+fn sealed(seal: &mut SideContexts, buf: &mut [u8; 2048], seq: &mut u16) -> usize {
+    *seq = seq.wrapping_add(1);
+    buf[..12].copy_from_slice(&[0x80, 0, (*seq >> 8) as u8, *seq as u8, 0, 0, 0, 160, 0, 0, 0, 1]);
+    buf[12..172].fill(0xd5);
+    seal.protect(false, buf, 172).unwrap_or(0)
 }
 
 criterion_group!(benches, run);

@@ -18,7 +18,12 @@
 //! `--results TAG` prints `TAG.<system>.<key> value` lines on stdout for benches/load/report.sh;
 //! the human summary goes to stderr.
 //!
-//! Usage: `relay_load [--streams N] [--pps P] [--seconds S] [--workers W]
+//! With `--srtp on` side A speaks SRTP (AES_CM_128_HMAC_SHA1_80, SDES) and side B plain RTP:
+//! the relay decrypts A's packets and encrypts B's (rtpengine is asked for the same bridging).
+//! The generator seals A's packets beforehand; send times ride in the RTP timestamp field,
+//! which SRTP leaves in the clear.
+//!
+//! Usage: `relay_load [--streams N] [--pps P] [--seconds S] [--workers W] [--srtp on]
 //!   [--rtpengine ADDR --rtpengine-pid PID] [--results TAG]`
 //! (`cargo run --release -p sbc-benches --bin relay_load -- --streams 1000`).
 
@@ -33,6 +38,9 @@ use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, Sockadd
 mod rtpengine;
 
 use rtp_relay::ports::ReleaseSink;
+use rtp_relay::srtp::negotiation::Security;
+use rtp_relay::srtp::sdes::CryptoLine;
+use rtp_relay::srtp::{sdes, MasterKey, Policy, Suite};
 use rtp_relay::{
     BookConfig, MediaBook, MediaCommand, MediaInterface, Offered, Relay, RelayConfig, Session, SideOptions,
 };
@@ -45,12 +53,14 @@ struct Args {
     pps: u64,
     seconds: u64,
     workers: usize,
+    /// Side A speaks SRTP with this key (side B plain).
+    srtp: Option<MasterKey>,
     rtpengine: Option<(SocketAddr, u32)>,
     results: Option<String>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { streams: 1000, pps: 50, seconds: 10, workers: 0, rtpengine: None, results: None };
+    let mut a = Args { streams: 1000, pps: 50, seconds: 10, workers: 0, srtp: None, rtpengine: None, results: None };
     let mut ng: Option<SocketAddr> = None;
     let mut pid: Option<u32> = None;
     let mut it = std::env::args().skip(1);
@@ -62,6 +72,10 @@ fn parse_args() -> Args {
             "--pps" => a.pps = num().max(1),
             "--seconds" => a.seconds = num().max(1),
             "--workers" => a.workers = num() as usize,
+            "--srtp" => {
+                let material: Vec<u8> = (0..30u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+                a.srtp = (v == "on").then(|| MasterKey::new(Suite::AesCm128HmacSha1_80, &material)).flatten();
+            }
             "--rtpengine" => ng = Some(v.parse().unwrap_or_else(|_| usage(&k))),
             "--rtpengine-pid" => pid = Some(num() as u32),
             "--results" => a.results = Some(v),
@@ -78,7 +92,7 @@ fn parse_args() -> Args {
 
 fn usage(k: &str) -> ! {
     eprintln!(
-        "relay_load: bad argument {k}\nusage: relay_load [--streams N] [--pps P] [--seconds S] [--workers W] \
+        "relay_load: bad argument {k}\nusage: relay_load [--streams N] [--pps P] [--seconds S] [--workers W] [--srtp on] \
          [--rtpengine ADDR --rtpengine-pid PID] [--results TAG]"
     );
     std::process::exit(2)
@@ -166,15 +180,17 @@ fn main() {
     let mut targets = Vec::with_capacity(args.streams);
     for _ in 0..calls {
         // Latching on, as rtpengine learns its peers by default.
-        let side = || SideOptions {
+        let side = |srtp| SideOptions {
             interface: "bench".into(),
             symmetric: true,
             dtmf_filtering: false,
             signalling: None,
-            srtp: Default::default(),
+            srtp,
         };
-        let mut s = book.session([side(), side()]).expect("session");
-        let offer = |a: SocketAddr| Offered {
+        let a_policy = if args.srtp.is_some() { Policy::Sdes { required: true } } else { Policy::Passthrough };
+        let b_policy = if args.srtp.is_some() { Policy::Plain } else { Policy::Passthrough };
+        let mut s = book.session([side(a_policy), side(b_policy)]).expect("session");
+        let offer = |a: SocketAddr, security: Security| Offered {
             relayable: true,
             rejected: false,
             rtp: Some(a),
@@ -182,10 +198,16 @@ fn main() {
             held: false,
             dtmf_payload_type: None,
             sends_first: false,
-            security: Default::default(),
+            security,
         };
-        let to_b = s.update(&mut book, 0, &[offer(addrs[0])]).adverts[0].clone().expect("ports for side B");
-        let to_a = s.update(&mut book, 1, &[offer(addrs[1])]).adverts[0].clone().expect("ports for side A");
+        let a_security = match args.srtp {
+            Some(k) => Security { savp: true, lines: vec![CryptoLine { tag: 1, key: Ok(k) }] },
+            None => Security::default(),
+        };
+        let to_b = s.update(&mut book, 0, &[offer(addrs[0], a_security)]).adverts[0].clone().expect("ports for side B");
+        let to_a = s.update(&mut book, 1, &[offer(addrs[1], Security::default())]).adverts[0]
+            .clone()
+            .expect("ports for side A");
         carry_out(&mut book);
         // Stream 2k: A→B (sent to the relay's A-facing port); 2k+1: B→A.
         targets.push((0, SocketAddr::new(to_a.addr, to_a.port)));
@@ -208,7 +230,8 @@ fn main() {
 
     if let Some((ng, pid)) = args.rtpengine {
         match rtpengine::Ng::connect(ng).and_then(|ng| {
-            let targets = ng.set_up(calls, addrs)?;
+            let crypto = args.srtp.map(|k| sdes::format(1, &k));
+            let targets = ng.set_up(calls, addrs, crypto.as_deref())?;
             Ok((ng, targets))
         }) {
             Ok((ng, targets)) => {
@@ -276,7 +299,16 @@ fn generate(args: &Args, socks: &[UdpSocket; 2], plan: &Plan, epoch: Instant) ->
     let slots = (period.as_millis() as usize).max(1);
     let per_slot = n.div_ceil(slots);
     let mut hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut bufs = vec![[0u8; PAYLOAD]; BATCH];
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(PAYLOAD + 16)).collect();
+    let mut seal = args.srtp.map(|k| {
+        let profile = libsrtp::ProtectionProfile::Aes128CmHmacSha180;
+        let mut cfg =
+            libsrtp::StreamConfig::new(vec![libsrtp::MasterKey::new(k.key(), k.salt(), &None)], &profile, &profile);
+        cfg.allow_send_repeat(true);
+        let mut s = libsrtp::SendSession::new();
+        s.add_stream(None, &cfg).expect("an SRTP sender");
+        s
+    });
     let mut seq = 0u32;
     let mut sent = 0u64;
     let end = epoch + Duration::from_secs(args.seconds);
@@ -295,14 +327,19 @@ fn generate(args: &Args, socks: &[UdpSocket; 2], plan: &Plan, epoch: Instant) ->
             for (side, sock) in socks.iter().enumerate() {
                 let mine: Vec<usize> = range.clone().filter(|&s| plan.targets[s].0 == side).collect();
                 for chunk in mine.chunks(BATCH) {
-                    let t = epoch.elapsed().as_nanos() as u64;
+                    let t = epoch.elapsed().as_micros() as u32;
                     let mut dests = [None; BATCH];
                     for (k, &s) in chunk.iter().enumerate() {
                         let b = &mut bufs[k];
+                        b.clear();
+                        b.resize(PAYLOAD, 0);
                         b[0] = 0x80;
                         b[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+                        b[4..8].copy_from_slice(&t.to_be_bytes());
                         b[8..12].copy_from_slice(&(s as u32).to_be_bytes());
-                        b[12..20].copy_from_slice(&t.to_be_bytes());
+                        if let (0, Some(seal)) = (side, seal.as_mut()) {
+                            *b = seal.rtp_protect(std::mem::take(b)).expect("seal");
+                        }
                         dests[k] = Some(SockaddrStorage::from(plan.targets[s].1));
                     }
                     let slices: Vec<[IoSlice<'_>; 1]> = bufs[..chunk.len()].iter().map(|b| [IoSlice::new(b)]).collect();
@@ -330,12 +367,10 @@ fn receive(s: &UdpSocket, epoch: Instant, stop: &AtomicBool, received: &AtomicU6
     let mut buf = [0u8; 2048];
     while !stop.load(Relaxed) {
         if let Ok((n, _)) = s.recv_from(&mut buf) {
-            if n >= 20 {
-                let mut t = [0u8; 8];
-                t.copy_from_slice(&buf[12..20]);
-                let sent_ns = u64::from_be_bytes(t);
-                let now = epoch.elapsed().as_nanos() as u64;
-                lat.push((now.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32);
+            if n >= 12 {
+                let sent_us = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                let now_us = epoch.elapsed().as_micros() as u32;
+                lat.push(now_us.wrapping_sub(sent_us));
                 received.fetch_add(1, Relaxed);
             }
         }

@@ -139,23 +139,28 @@ G.711 packets, 50 packets/s each, evenly paced, one generator thread with \`send
 receiver threads) sent straight to the receivers (baseline), then through sbcd's userspace
 relay (in-process, its worker threads measured), then through rtpengine $(rtpengine --version 2>/dev/null | awk '{print $2; exit}') (userspace
 forwarding, \`--table=-1\`, calls set up over its ng protocol; the whole process measured).
-"Added" latency is the latency over the baseline's at the same percentile.
+"Added" latency is the latency over the baseline's at the same percentile. "SRTP↔RTP": side A
+sends SRTP (AES_CM_128_HMAC_SHA1_80, keyed by SDES) and side B plain RTP; every packet is
+decrypted or encrypted on the way (\`relay_load --srtp on\`).
 
-| streams | system | offered | relayed | loss | CPU per relayed packet | added latency p50 / p99 |
-|---|---|---|---|---|---|---|
+| streams | media | system | offered | relayed | loss | CPU per relayed packet | added latency p50 / p99 |
+|---|---|---|---|---|---|---|---|
 EOF
   for n in $MEDIA_STREAMS; do
-    for s in sbcd rtpengine; do
-      t=media$n.$s
-      [ "$(get "$t.offered_pps")" = - ] && continue
-      echo "| $(num "$n") | $s | $(num "$(get "$t.offered_pps")") pkt/s | $(num "$(get "$t.relayed_pps")") pkt/s | $(get "$t.loss_pct") % | $(get "$t.cpu_us_per_packet") µs | $(get "$t.added_p50_us") / $(get "$t.added_p99_us") µs |"
+    for kind in media srtp; do
+      for s in sbcd rtpengine; do
+        t=$kind$n.$s
+        [ "$(get "$t.offered_pps")" = - ] && continue
+        label=RTP; [ "$kind" = srtp ] && label="SRTP↔RTP"
+        echo "| $(num "$n") | $label | $s | $(num "$(get "$t.offered_pps")") pkt/s | $(num "$(get "$t.relayed_pps")") pkt/s | $(get "$t.loss_pct") % | $(get "$t.cpu_us_per_packet") µs | $(get "$t.added_p50_us") / $(get "$t.added_p99_us") µs |"
+      done
     done
   done
   echo
-  echo "| streams | sbcd / rtpengine, CPU per packet |"
-  echo "|---|---|"
+  echo "| streams | sbcd / rtpengine, RTP | sbcd / rtpengine, SRTP↔RTP | sbcd SRTP↔RTP / sbcd RTP |"
+  echo "|---|---|---|---|"
   for n in $MEDIA_STREAMS; do
-    echo "| $(num "$n") | $(ratio "$(get "media$n.sbcd.cpu_us_per_packet")" "$(get "media$n.rtpengine.cpu_us_per_packet")") |"
+    echo "| $(num "$n") | $(ratio "$(get "media$n.sbcd.cpu_us_per_packet")" "$(get "media$n.rtpengine.cpu_us_per_packet")") | $(ratio "$(get "srtp$n.sbcd.cpu_us_per_packet")" "$(get "srtp$n.rtpengine.cpu_us_per_packet")") | $(ratio "$(get "srtp$n.sbcd.cpu_us_per_packet")" "$(get "media$n.sbcd.cpu_us_per_packet")") |"
   done
 fi
 

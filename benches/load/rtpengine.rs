@@ -26,17 +26,27 @@ impl Ng {
     /// One call per pair of streams, both sides offering the generator's sockets; returns the
     /// plan's targets in relay_load's order (stream 2k: side 0 → rtpengine's A-facing port,
     /// 2k+1: side 1 → its B-facing port).
-    pub(crate) fn set_up(&self, calls: usize, sides: [SocketAddr; 2]) -> Result<Vec<(usize, SocketAddr)>, Error> {
+    /// With `srtp` (an `a=crypto` value), side A offers SRTP with it and rtpengine is asked
+    /// for plain RTP towards B: the SDES bridging sbcd's `--srtp` run does.
+    pub(crate) fn set_up(
+        &self,
+        calls: usize,
+        sides: [SocketAddr; 2],
+        srtp: Option<&str>,
+    ) -> Result<Vec<(usize, SocketAddr)>, Error> {
         let mut targets = Vec::with_capacity(calls * 2);
         for c in 0..calls {
             let call_id = format!("relay-load-{}-{calls}-{c}", std::process::id());
             let (from, to) = (format!("a{c}"), format!("b{c}"));
-            let offer = self.call(&[
-                ("command", "offer"),
-                ("call-id", &call_id),
-                ("from-tag", &from),
-                ("sdp", &sdp(sides[0])),
-            ])?;
+            let a_sdp = match srtp {
+                Some(crypto) => sdp(sides[0]).replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:{crypto}\r\n"),
+                None => sdp(sides[0]),
+            };
+            let mut offer = vec![("command", "offer"), ("call-id", &call_id), ("from-tag", &from), ("sdp", &a_sdp)];
+            if srtp.is_some() {
+                offer.push(("transport-protocol", "RTP/AVP"));
+            }
+            let offer = self.call(&offer)?;
             let to_b = media_addr(offer.get("sdp").ok_or("offer without sdp")?)?;
             let answer = self.call(&[
                 ("command", "answer"),

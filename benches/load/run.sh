@@ -315,6 +315,11 @@ if [ "${NO_MEDIA:-0}" != 1 ]; then
     "$ROOT/target/release/relay_load" --streams "$n" --seconds "${MEDIA_S:-10}" "${RTPENGINE_ARGS[@]}" \
       --results "media$n" >>"$RES" 2>"$WORK/media$n.log" || { echo "relay_load failed:"; cat "$WORK/media$n.log"; }
     tail -n 4 "$WORK/media$n.log" >&2
+    # The same streams with side A in SRTP (SDES) and side B plain: the relay decrypts and
+    # encrypts every packet (rtpengine is asked for the same bridging).
+    "$ROOT/target/release/relay_load" --streams "$n" --seconds "${MEDIA_S:-10}" --srtp on "${RTPENGINE_ARGS[@]}" \
+      --results "srtp$n" >>"$RES" 2>"$WORK/srtp$n.log" || { echo "relay_load --srtp failed:"; cat "$WORK/srtp$n.log"; }
+    tail -n 4 "$WORK/srtp$n.log" >&2
   done
   if [ -n "${RTPENGINE:-}" ]; then kill "$RTPENGINE" 2>/dev/null || true; wait "$RTPENGINE" 2>/dev/null || true; fi
 fi
