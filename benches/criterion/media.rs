@@ -113,8 +113,8 @@ fn run(c: &mut Criterion) {
 fn srtp_pair(suite: Suite) -> (SideContexts, SideContexts, u16) {
     let material = [0x3c; 30];
     let key = MasterKey::new(suite, &material[..suite.material_len()]).expect("key length");
-    let seal = SideContexts::new(SideCrypto { srtp: true, recv: None, send: Some(key) });
-    let open = SideContexts::new(SideCrypto { srtp: true, recv: Some(key), send: None });
+    let seal = SideContexts::new(SideCrypto { srtp: true, recv: None, send: Some(key), mux: false });
+    let open = SideContexts::new(SideCrypto { srtp: true, recv: Some(key), send: None, mux: false });
     (seal, open, 0)
 }
 

@@ -201,7 +201,7 @@ fn main() {
             security,
         };
         let a_security = match args.srtp {
-            Some(k) => Security { savp: true, lines: vec![CryptoLine { tag: 1, key: Ok(k) }] },
+            Some(k) => Security { savp: true, lines: vec![CryptoLine { tag: 1, key: Ok(k) }], ..Security::default() },
             None => Security::default(),
         };
         let to_b = s.update(&mut book, 0, &[offer(addrs[0], a_security)]).adverts[0].clone().expect("ports for side B");

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::flow::StreamFlows;
 
 /// Bumped whenever [`FlowEntryV1`]'s layout changes.
-pub const FLOW_ABI_VERSION: u32 = 1;
+pub const FLOW_ABI_VERSION: u32 = 2;
 
 /// An IPv4 or IPv6 address and port; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
 #[repr(C)]
@@ -42,6 +42,9 @@ pub mod flags {
     pub const STRICT_SOURCE: u32 = 1;
     /// Drop RTP packets whose payload type is `drop_payload_type`.
     pub const DROP_PAYLOAD_TYPE: u32 = 2;
+    /// The relay decrypts or encrypts this stream's packets (SRTP termination): a backend
+    /// that only forwards must leave it to userspace (version 2).
+    pub const USERSPACE_ONLY: u32 = 4;
 }
 
 /// "A packet arriving at `local` goes out from `out_local` to `dest`."
@@ -81,6 +84,9 @@ pub fn stream_entries(
         }
         if remote.drop_payload_type.is_some() && comp == crate::flow::RTP {
             flags |= flags::DROP_PAYLOAD_TYPE;
+        }
+        if flows.spec().remotes.iter().any(|r| r.crypto.srtp) {
+            flags |= flags::USERSPACE_ONLY;
         }
         FlowEntryV1 {
             version: FLOW_ABI_VERSION,
@@ -136,6 +142,12 @@ mod tests {
         // Nothing known for B's RTCP towards A: no destination, the fast path drops or defers.
         assert_eq!(e[3].dest.family, 0);
         assert_eq!(e[2].dest, WireAddr::from_socket_addr(Some(a)));
+        assert!(e.iter().all(|e| e.flags & flags::USERSPACE_ONLY == 0));
+        // SRTP terminated on one side: every entry of the stream stays in userspace.
+        let mut secured = spec;
+        secured.remotes[1].crypto.srtp = true;
+        let flows = StreamFlows::new(secured, crate::flow::FlowLimits { latch_window_ms: 2000, max_packet_rate: 0 }, 0);
+        assert!(stream_entries(7, &flows, &locals, 4).iter().all(|e| e.flags & flags::USERSPACE_ONLY != 0));
     }
 
     #[test]

@@ -28,10 +28,12 @@ pub enum DropReason {
     SrtpReplay = 8,
     /// SRTP agreed with a side whose key is not known yet (its answer has not come).
     SrtpNoKey = 9,
+    /// A new SSRC towards an SRTP side whose context holds its maximum already.
+    SrtpSsrcLimit = 10,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [Self; Self::COUNT] = [
         Self::NoDestination,
         Self::ForeignSource,
@@ -43,6 +45,7 @@ impl DropReason {
         Self::SrtpAuthentication,
         Self::SrtpReplay,
         Self::SrtpNoKey,
+        Self::SrtpSsrcLimit,
     ];
 
     /// Drops that say nothing of the call's own media: they never count as activity.
@@ -55,6 +58,7 @@ impl DropReason {
                 | Self::OwnSource
                 | Self::SrtpAuthentication
                 | Self::SrtpReplay
+                | Self::SrtpNoKey
         )
     }
     pub fn label(self) -> &'static str {
@@ -69,6 +73,7 @@ impl DropReason {
             Self::SrtpAuthentication => "srtp_authentication",
             Self::SrtpReplay => "srtp_replay",
             Self::SrtpNoKey => "srtp_no_key",
+            Self::SrtpSsrcLimit => "srtp_ssrc_limit",
         }
     }
 }

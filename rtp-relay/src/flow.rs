@@ -176,63 +176,94 @@ impl StreamFlows {
             || self.spec.remotes[side].signalling.is_some_and(|s| s.to_canonical() == canon)
     }
 
-    /// A packet `data` from `src` arrived on `side`'s `comp` socket at `now_ms`.
+    /// A packet `data` from `src` arrived on `side`'s `comp` socket at `now_ms`:
+    /// [`admit`](Self::admit), then [`accept`](Self::accept).
     pub fn on_packet(&mut self, side: usize, comp: usize, src: SocketAddr, data: &[u8], now_ms: u64) -> Outcome {
-        let drop = |r, latched| Outcome { verdict: Verdict::Drop(r), latched };
-        if data.len() < 4 {
-            return drop(DropReason::Malformed, false);
+        match self.admit(side, comp, src, data, now_ms) {
+            Ok(()) => self.accept(side, comp, src, data, now_ms),
+            Err(r) => Outcome { verdict: Verdict::Drop(r), latched: false },
         }
+    }
+
+    /// Whether a packet is taken: its source (nothing changes: a packet that then fails SRTP
+    /// authentication must not have moved a latch), then the endpoint's packet rate (policed
+    /// once the source is accepted: a stranger's flood must not spend the real peer's budget
+    /// and cut its audio).
+    pub fn admit(
+        &mut self,
+        side: usize,
+        comp: usize,
+        src: SocketAddr,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<(), DropReason> {
+        if data.len() < 4 {
+            return Err(DropReason::Malformed);
+        }
+        if !self.source_ok(side, comp, src, data, now_ms) {
+            return Err(DropReason::ForeignSource);
+        }
+        if !self.ends[side][comp].police(self.limits.max_packet_rate, now_ms) {
+            return Err(DropReason::RateLimited);
+        }
+        Ok(())
+    }
+
+    /// Whether `src` may send on `side`'s `comp` now (see the module's rules).
+    fn source_ok(&self, side: usize, comp: usize, src: SocketAddr, data: &[u8], now_ms: u64) -> bool {
+        if !self.spec.remotes[side].symmetric {
+            return self.preferred(side, comp, src.ip());
+        }
+        let e = &self.ends[side][comp];
+        match e.latched {
+            None => true,
+            Some(a) if a == src => true,
+            Some(a) => {
+                let preferred = self.preferred(side, comp, src.ip());
+                let current_preferred = self.preferred(side, comp, a.ip());
+                let in_window = now_ms < e.open_until_ms;
+                let packet_ssrc = ssrc(comp, data);
+                let same_ssrc = packet_ssrc.is_some() && packet_ssrc == e.ssrc;
+                Some(src) == e.sdp
+                    // A preferred host: from a stranger's latch at any time; from another
+                    // preferred source in the window, or continuing its SSRC (a NAT binding
+                    // of the phone's that moved to a new port late in the call).
+                    || (preferred && (!current_preferred || in_window || same_ssrc))
+                    || (!current_preferred && in_window && same_ssrc)
+            }
+        }
+    }
+
+    /// An admitted packet: latching (a symmetric side's source is learned), the DTMF filter,
+    /// the destination.
+    pub fn accept(&mut self, side: usize, comp: usize, src: SocketAddr, data: &[u8], now_ms: u64) -> Outcome {
+        let drop = |r, latched| Outcome { verdict: Verdict::Drop(r), latched };
         let mut latched = false;
         if self.spec.remotes[side].symmetric {
             let window = self.limits.latch_window_ms;
             let packet_ssrc = ssrc(comp, data);
-            let current = self.ends[side][comp].latched;
-            match current {
-                // The packet of almost every call: from where the side is latched.
-                Some(a) if a == src => {
-                    // An SSRC change is taken from the latched address only.
-                    let e = &mut self.ends[side][comp];
-                    e.ssrc = packet_ssrc.or(e.ssrc);
-                }
+            let e = &mut self.ends[side][comp];
+            match e.latched {
+                // The packet of almost every call: from where the side is latched. An SSRC
+                // change is taken from the latched address only.
+                Some(a) if a == src => e.ssrc = packet_ssrc.or(e.ssrc),
                 None => {
-                    let e = &mut self.ends[side][comp];
                     e.latched = Some(src);
                     e.ssrc = packet_ssrc;
                     e.open_until_ms = e.open_until_ms.max(now_ms.saturating_add(window));
                     latched = true;
                 }
-                Some(a) => {
-                    let preferred = self.preferred(side, comp, src.ip());
-                    let current_preferred = self.preferred(side, comp, a.ip());
-                    let e = &mut self.ends[side][comp];
-                    let in_window = now_ms < e.open_until_ms;
-                    let same_ssrc = packet_ssrc.is_some() && packet_ssrc == e.ssrc;
-                    let takes_over = Some(src) == e.sdp
-                        // A preferred host: from a stranger's latch at any time; from another
-                        // preferred source in the window, or continuing its SSRC (a NAT binding
-                        // of the phone's that moved to a new port late in the call).
-                        || (preferred && (!current_preferred || in_window || same_ssrc))
-                        || (!current_preferred && in_window && same_ssrc);
-                    if !takes_over {
-                        return drop(DropReason::ForeignSource, false);
-                    }
+                // Admitted from elsewhere: it takes over.
+                Some(_) => {
                     e.latched = Some(src);
                     e.ssrc = packet_ssrc;
                     latched = true;
                 }
             }
-        } else if !self.preferred(side, comp, src.ip()) {
-            return drop(DropReason::ForeignSource, false);
-        }
-        // Policed once accepted: a stranger's flood, dropped above, must not spend the real
-        // peer's budget (and cut its audio).
-        if !self.ends[side][comp].police(self.limits.max_packet_rate, now_ms) {
-            return drop(DropReason::RateLimited, latched);
         }
         // RFC 4733 events ride RTP; with rtcp-mux an RTCP packet (PT 200-204, RFC 5761 §4) on
         // the RTP socket is never mistaken for one.
-        if let (RTP, Some(pt)) = (comp, self.spec.remotes[side].drop_payload_type) {
-            let marker_pt = data[1];
+        if let (RTP, Some(pt), Some(&marker_pt)) = (comp, self.spec.remotes[side].drop_payload_type, data.get(1)) {
             if marker_pt & 0x7f == pt && !(192..=223).contains(&marker_pt) {
                 return drop(DropReason::DtmfFiltered, latched);
             }

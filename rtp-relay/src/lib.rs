@@ -44,4 +44,6 @@ pub enum RelayError {
     PortTaken { interface: String, port: u16 },
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    #[error("a call whose SRTP the relay terminates cannot be taken over (its keys' packet indexes cannot move)")]
+    SrtpNotAdoptable,
 }

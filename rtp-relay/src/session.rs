@@ -59,12 +59,12 @@ pub struct Advert {
     pub security: Rewrite,
 }
 
-/// What kind of SDP an update carries: `offer` when the message can only offer (INVITE,
-/// UPDATE), else it is told from the session's state (`srtp/negotiation.rs`, [`Roles`]);
-/// `origin` is its `o=` line.
+/// What kind of SDP an update carries: `role` when the message says (an INVITE or UPDATE
+/// offers, a response to one answers it, an ACK answers), else it is told from the session's
+/// state (`srtp/negotiation.rs`, [`Roles`]); `origin` is its `o=` line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SdpKind<'a> {
-    pub offer: bool,
+    pub role: Option<Role>,
     pub origin: Option<&'a str>,
 }
 
@@ -164,7 +164,7 @@ impl Session {
         let role = if policies == [Policy::Passthrough; 2] {
             Role::Offer
         } else {
-            self.roles.role(from, kind.offer, kind.origin)
+            self.roles.role(from, kind.role, kind.origin)
         };
         let max_streams = book.max_streams();
         if self.streams.len() < media.len().min(max_streams) {
@@ -257,6 +257,48 @@ impl Session {
         Anchoring { adverts: out, failure, refused, insecure }
     }
 
+    /// Why this SDP from `from` would be refused whole for its security (every relayable
+    /// stream refused), without changing anything: an in-dialog offer refused before it
+    /// disturbs the call's media.
+    pub fn refusal(&self, from: usize, role: Role, media: &[Offered]) -> Option<&'static str> {
+        let policies = [self.sides[0].srtp, self.sides[1].srtp];
+        let mut why = None;
+        for (i, m) in media.iter().enumerate().filter(|(_, m)| m.relayable && !m.rejected) {
+            let sdes = self.streams.get(i).and_then(Option::as_ref).map(|s| s.sdes.clone()).unwrap_or_default();
+            match sdes.check(policies, from, role, &m.security) {
+                Ok(()) => return None,
+                Err(e) => why = Some(e),
+            }
+        }
+        why
+    }
+
+    /// The answer to an offer the relay made on its own (a session refresh re-sending the
+    /// last SDP): only the keys `from` now sends with are taken; nothing goes anywhere.
+    pub fn refresh_answered(&mut self, book: &mut MediaBook, from: usize, media: &[Offered]) {
+        let from = from.min(1);
+        let policy = self.sides[from].srtp;
+        for (i, m) in media.iter().enumerate() {
+            let Some(s) = self.streams.get_mut(i).and_then(Option::as_mut) else { continue };
+            let mut sdes = s.sdes.clone();
+            if m.security.other_transport || sdes.learn(policy, from, Role::Answer, &m.security).is_err() {
+                continue;
+            }
+            let crypto = sdes.side_crypto(from);
+            s.sdes = sdes;
+            if s.spec.remotes[from].crypto != crypto {
+                s.spec.remotes[from].crypto = crypto;
+                book.update(s.id, s.spec);
+            }
+        }
+    }
+
+    /// The relay terminates SRTP on either side of some stream: SDP it cannot anchor must
+    /// not carry keys across.
+    pub fn terminates_srtp(&self) -> bool {
+        self.sides.iter().any(|s| s.srtp != Policy::Passthrough)
+    }
+
     /// Side `side`'s signalling now comes from `host` (a failover to another next hop): its
     /// streams prefer that host's media from now on.
     pub fn set_signalling(&mut self, book: &mut MediaBook, side: usize, host: Option<IpAddr>) {
@@ -325,6 +367,11 @@ impl Session {
     /// share must hold them free, so both SDPs stay true), every stream opened anew. Nothing
     /// is taken when one port is not free.
     pub fn restore(book: &mut MediaBook, record: &SessionRecord) -> Result<Self, RelayError> {
+        // New contexts on the same keys would restart their packet indexes: the peers would
+        // see replays, and the relay would encrypt at indexes it used already.
+        if record.streams.iter().flatten().any(|r| r.sdes.terminated()) {
+            return Err(RelayError::SrtpNotAdoptable);
+        }
         let mut session = book.session(record.sides.clone())?;
         let ifaces = session.ifaces;
         let mut opened: Vec<Option<Stream>> = Vec::with_capacity(record.streams.len());

@@ -48,8 +48,12 @@ pub struct MediaDesc {
     /// `a=direction:active` (session or media level): the sender is behind NAT and will send
     /// first ("comedia"); SEMS latches on it without being told to.
     pub sends_first: bool,
+    /// An RTP profile (`RTP/AVP`, `RTP/SAVP` ...; not `udptl`).
+    pub rtp: bool,
     /// A secure RTP transport (`RTP/SAVP`, `RTP/SAVPF`, ...).
     pub secure: bool,
+    /// `a=rtcp-mux` (RFC 5761).
+    pub rtcp_mux: bool,
     /// The values of its `a=crypto:` lines (SDES, RFC 4568), in order.
     pub crypto: Vec<String>,
 }
@@ -121,7 +125,9 @@ impl MediaSdp {
                 .collect();
             out.push(MediaDesc {
                 port: m.port.split('/').next().and_then(|p| p.parse().ok()).unwrap_or(0),
+                rtp: m.is_rtp(),
                 secure: security::is_secure(&m.proto),
+                rtcp_mux: lines.iter().any(|l| l.attr_name().is_some_and(|n| n.eq_ignore_ascii_case("rtcp-mux"))),
                 crypto,
                 udp: !m.proto.to_ascii_uppercase().starts_with("TCP"),
                 media: m.media,

@@ -15,6 +15,9 @@ pub enum StreamSecurity {
     Plain,
     /// `RTP/SAVP(F)` with these `a=crypto:` values, replacing the ones that came.
     Sdes(Vec<String>),
+    /// Transport as it came, `a=crypto` lines removed: a stream the relay could not anchor
+    /// must not carry one leg's keys to the other.
+    Strip,
 }
 
 /// The transport of a secure RTP profile (`RTP/SAVP`, `RTP/SAVPF`, and DTLS's
@@ -53,7 +56,7 @@ pub(crate) fn apply(sdp: &mut Sdp, streams: &[StreamSecurity]) {
             if let Some(mut m) = MediaLine::parse(&line.text) {
                 let security = streams.get(k).unwrap_or(&StreamSecurity::Keep);
                 k += 1;
-                if *security != StreamSecurity::Keep {
+                if matches!(security, StreamSecurity::Plain | StreamSecurity::Sdes(_)) {
                     m.proto = transport(&m.proto, matches!(security, StreamSecurity::Sdes(_)));
                     line.text = m.render();
                 }

@@ -1,14 +1,25 @@
 //! The data path's SRTP: per side of a stream, a receiving context for what the side sends
 //! and a sending context for what the relay sends it, keyed from its [`SideCrypto`].
 //!
-//! Over `libsrtp` (a pure-Rust libsrtp): a context keyed for any SSRC creates the state of a
-//! new SSRC only once a packet of it authenticates, so a stranger spraying forged SSRCs costs
-//! one failed check each and no memory (a context that created state first would grow without
-//! bound). Replay protection on receive uses its 128-packet window.
+//! Over `libsrtp` (a pure-Rust libsrtp): a receiving context keyed for any SSRC keeps the
+//! state of a new SSRC only once a packet of it authenticates, so a stranger spraying forged
+//! SSRCs costs one failed check each and leaves nothing behind. What authenticates is still
+//! bounded: each context holds at most [`MAX_SSRCS`] SSRCs. Receiving, the one unused longest
+//! makes room (a phone that changes SSRC at every hold keeps working); sending, a new SSRC
+//! beyond the bound is refused, because forgetting one and meeting it again would encrypt
+//! at packet indexes already used under the same key.
+//!
+//! Replays are refused with a 128-packet window on receive, and on send too: the relay never
+//! encrypts twice at one index (the plain side repeating or going back), which with AES-CM
+//! would reveal the XOR of two plaintexts and with AES-GCM the authentication key.
 
 use libsrtp::{ProtectionProfile, RecvSession, SendSession, SrtpError, StreamConfig};
 
 use super::{MasterKey, SideCrypto, Suite};
+
+/// SSRCs one context keeps state for (a call has one or two per direction; more come with
+/// transfers and re-INVITEs).
+pub const MAX_SSRCS: usize = 32;
 
 /// Why a packet could not go through a side's contexts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +28,11 @@ pub enum CryptoDrop {
     NoKey,
     /// The authentication tag does not check (forged, corrupted, or plain RTP).
     Authentication,
-    /// Seen already, or older than the replay window (RFC 3711 §3.3.2).
+    /// Seen already or older than the replay window (RFC 3711 §3.3.2), or, sending, an index
+    /// the relay has encrypted at already.
     Replay,
+    /// A new SSRC towards a side whose context holds [`MAX_SSRCS`] already.
+    SsrcLimit,
     /// Too short or not RTP/RTCP, or too long once protected.
     Malformed,
 }
@@ -44,30 +58,61 @@ fn profiles(suite: Suite) -> (ProtectionProfile, ProtectionProfile) {
 
 fn config(key: &MasterKey) -> StreamConfig {
     let (rtp, rtcp) = profiles(key.suite);
-    StreamConfig::new(vec![libsrtp::MasterKey::new(key.key(), key.salt(), &None)], &rtp, &rtcp)
+    let mki = key.mki().map(<[u8]>::to_vec);
+    StreamConfig::new(vec![libsrtp::MasterKey::new(key.key(), key.salt(), &mki)], &rtp, &rtcp)
 }
 
-fn recv_session(key: &MasterKey) -> Option<RecvSession> {
+/// A libsrtp session and the SSRCs it holds state for, most recently used last.
+struct Tracked<S> {
+    session: S,
+    ssrcs: Vec<u32>,
+}
+
+impl<S> Tracked<S> {
+    fn knows(&self, ssrc: u32) -> bool {
+        self.ssrcs.contains(&ssrc)
+    }
+
+    /// `ssrc` was just used; the SSRC it displaces (receiving), if any.
+    fn used(&mut self, ssrc: u32) -> Option<u32> {
+        if let Some(i) = self.ssrcs.iter().position(|&s| s == ssrc) {
+            let s = self.ssrcs.remove(i);
+            self.ssrcs.push(s);
+            return None;
+        }
+        self.ssrcs.push(ssrc);
+        (self.ssrcs.len() > MAX_SSRCS).then(|| self.ssrcs.remove(0))
+    }
+}
+
+fn recv_session(key: &MasterKey) -> Option<Tracked<RecvSession>> {
     let mut s = RecvSession::new();
     s.add_stream(None, &config(key)).ok()?;
-    Some(s)
+    Some(Tracked { session: s, ssrcs: Vec::new() })
 }
 
-fn send_session(key: &MasterKey) -> Option<SendSession> {
-    let mut cfg = config(key);
-    // The relay encrypts what the other side sends; a repeated sequence number from there
-    // (a retransmission, a restarted source) must still go out.
-    cfg.allow_send_repeat(true);
+fn send_session(key: &MasterKey) -> Option<Tracked<SendSession>> {
     let mut s = SendSession::new();
-    s.add_stream(None, &cfg).ok()?;
-    Some(s)
+    s.add_stream(None, &config(key)).ok()?;
+    Some(Tracked { session: s, ssrcs: Vec::new() })
+}
+
+/// The SSRC of an RTP packet, or the sender SSRC of an RTCP one.
+fn ssrc(rtcp: bool, packet: &[u8]) -> Option<u32> {
+    let at = if rtcp { 4 } else { 8 };
+    let b = packet.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// One side's contexts.
 pub struct SideContexts {
     keys: SideCrypto,
-    recv: Option<RecvSession>,
-    send: Option<SendSession>,
+    recv: Option<Tracked<RecvSession>>,
+    /// The receiving context of the side's previous key, tried when the current one fails:
+    /// a side that re-offers a new key may go on with the old one until the exchange ends,
+    /// or for good when its offer fails. Dropped once the new key authenticates a packet.
+    previous: Option<Tracked<RecvSession>>,
+    send: Option<Tracked<SendSession>>,
     /// The packet moves through here: the contexts work on owned buffers.
     scratch: Vec<u8>,
 }
@@ -80,7 +125,7 @@ impl std::fmt::Debug for SideContexts {
 
 impl SideContexts {
     pub fn new(keys: SideCrypto) -> Self {
-        let mut s = Self { keys: SideCrypto::default(), recv: None, send: None, scratch: Vec::new() };
+        let mut s = Self { keys: SideCrypto::default(), recv: None, previous: None, send: None, scratch: Vec::new() };
         s.rekey(keys);
         s
     }
@@ -89,7 +134,10 @@ impl SideContexts {
     /// rollover count and replay window of a long call).
     pub fn rekey(&mut self, keys: SideCrypto) {
         if keys.recv != self.keys.recv || self.recv.is_none() {
-            self.recv = keys.recv.as_ref().and_then(recv_session);
+            let old = std::mem::replace(&mut self.recv, keys.recv.as_ref().and_then(recv_session));
+            if old.is_some() {
+                self.previous = old;
+            }
         }
         if keys.send != self.keys.send || self.send.is_none() {
             self.send = keys.send.as_ref().and_then(send_session);
@@ -102,24 +150,60 @@ impl SideContexts {
         self.keys.srtp
     }
 
+    /// The side's SDP multiplexes RTCP on the RTP port.
+    pub fn mux(&self) -> bool {
+        self.keys.mux
+    }
+
     /// Decrypts and authenticates `buf[..len]` in place (SRTCP when `rtcp`); the plain length.
     pub fn unprotect(&mut self, rtcp: bool, buf: &mut [u8], len: usize) -> Result<usize, CryptoDrop> {
-        let Some(session) = self.recv.as_mut() else { return Err(CryptoDrop::NoKey) };
-        let packet = take(&mut self.scratch, buf, len)?;
-        let plain = if rtcp { session.rtcp_unprotect(packet) } else { session.rtp_unprotect(packet) }?;
-        put_back(&mut self.scratch, plain, buf)
+        let first = match self.recv.as_mut() {
+            Some(current) => open(current, &mut self.scratch, rtcp, buf, len),
+            None => Err(CryptoDrop::NoKey),
+        };
+        match (first, self.previous.as_mut()) {
+            (Ok(n), _) => {
+                self.previous = None;
+                Ok(n)
+            }
+            (Err(CryptoDrop::Authentication | CryptoDrop::NoKey), Some(previous)) => {
+                open(previous, &mut self.scratch, rtcp, buf, len)
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Encrypts `buf[..len]` in place for this side; the protected length.
     pub fn protect(&mut self, rtcp: bool, buf: &mut [u8], len: usize) -> Result<usize, CryptoDrop> {
-        let Some(session) = self.send.as_mut() else { return Err(CryptoDrop::NoKey) };
+        let Some(t) = self.send.as_mut() else { return Err(CryptoDrop::NoKey) };
+        let id = buf.get(..len).and_then(|p| ssrc(rtcp, p)).ok_or(CryptoDrop::Malformed)?;
+        if !t.knows(id) && t.ssrcs.len() >= MAX_SSRCS {
+            return Err(CryptoDrop::SsrcLimit);
+        }
         let packet = take(&mut self.scratch, buf, len)?;
-        let sealed = if rtcp { session.rtcp_protect(packet) } else { session.rtp_protect(packet) }?;
+        let sealed = if rtcp { t.session.rtcp_protect(packet) } else { t.session.rtp_protect(packet) }?;
+        t.used(id);
         put_back(&mut self.scratch, sealed, buf)
     }
 }
 
-/// The packet in the scratch buffer (kept between packets, so no allocation per packet).
+fn open(
+    t: &mut Tracked<RecvSession>,
+    scratch: &mut Vec<u8>,
+    rtcp: bool,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<usize, CryptoDrop> {
+    let id = buf.get(..len).and_then(|p| ssrc(rtcp, p)).ok_or(CryptoDrop::Malformed)?;
+    let packet = take(scratch, buf, len)?;
+    let plain = if rtcp { t.session.rtcp_unprotect(packet) } else { t.session.rtp_unprotect(packet) }?;
+    if let Some(gone) = t.used(id) {
+        let _ = t.session.remove_stream(gone);
+    }
+    put_back(scratch, plain, buf)
+}
+
+/// The packet in the scratch buffer (kept between packets).
 fn take(scratch: &mut Vec<u8>, buf: &[u8], len: usize) -> Result<Vec<u8>, CryptoDrop> {
     let data = buf.get(..len).ok_or(CryptoDrop::Malformed)?;
     let mut v = std::mem::take(scratch);

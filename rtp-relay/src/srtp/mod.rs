@@ -58,11 +58,14 @@ impl Suite {
 /// The longest key-and-salt of the suites.
 pub const MAX_MATERIAL: usize = 30;
 
-/// A master key and salt for one suite.
+/// A master key and salt for one suite, and the MKI its packets carry, if any.
 #[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MasterKey {
     pub suite: Suite,
     material: [u8; MAX_MATERIAL],
+    /// The MKI's bytes as packets carry them (big-endian), `mki_len` of them (0: none).
+    mki: [u8; 4],
+    mki_len: u8,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -80,7 +83,24 @@ impl MasterKey {
         }
         let mut m = [0u8; MAX_MATERIAL];
         m[..material.len()].copy_from_slice(material);
-        Some(Self { suite, material: m })
+        Some(Self { suite, material: m, mki: [0; 4], mki_len: 0 })
+    }
+
+    /// The key whose packets carry MKI `value` in `len` bytes (RFC 3711 §3.1; SDES
+    /// `|value:len`, RFC 4568 §6.1). `None` beyond 4 bytes or when `value` does not fit.
+    pub fn with_mki(mut self, value: u32, len: u8) -> Option<Self> {
+        if !(1..=4).contains(&len) || (len < 4 && value >> (8 * u32::from(len)) != 0) {
+            return None;
+        }
+        let bytes = value.to_be_bytes();
+        self.mki[..usize::from(len)].copy_from_slice(&bytes[4 - usize::from(len)..]);
+        self.mki_len = len;
+        Some(self)
+    }
+
+    /// The MKI packets under this key carry.
+    pub fn mki(&self) -> Option<&[u8]> {
+        (self.mki_len > 0).then(|| &self.mki[..usize::from(self.mki_len)])
     }
 
     /// Key and salt, as SDES carries them.
@@ -119,6 +139,9 @@ pub struct SideCrypto {
     pub srtp: bool,
     pub recv: Option<MasterKey>,
     pub send: Option<MasterKey>,
+    /// The side's SDP has `a=rtcp-mux`: RTCP packet types on the RTP port are SRTCP.
+    #[serde(default)]
+    pub mux: bool,
 }
 
 #[cfg(test)]

@@ -1,11 +1,19 @@
 //! The SDES `a=crypto` attribute (RFC 4568 §9.1):
 //! `a=crypto:<tag> <crypto-suite> inline:<key||salt base64>[|<lifetime>][|<MKI>:<length>] [<session-params>]`.
+//! The key may come with or without base64 padding (implementations differ).
 //!
 //! A line the relay cannot honour is read as unusable with the reason, so an offer with a
 //! usable line beside it still goes on, and one without gets a refusal that says why.
 
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
+
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 use super::{MasterKey, Suite};
 
@@ -38,13 +46,18 @@ pub fn parse(value: &str) -> Option<CryptoLine> {
             .map(|_| &key_params[7..])
             .ok_or("key method is not inline")?;
         let mut parts = info.split('|');
-        let material = STANDARD.decode(parts.next().unwrap_or_default()).map_err(|_| "key is not base64")?;
+        let material = LENIENT.decode(parts.next().unwrap_or_default()).map_err(|_| "key is not base64")?;
+        let mut mki = None;
         for p in parts {
-            // A lifetime ("2^31" or digits) is taken: the relay re-keys never, and a call ends
-            // long before 2^31 packets. An MKI would have to be carried in every packet.
-            if p.contains(':') {
-                return Err("MKI is not supported");
+            // An MKI (`value:length`) is what the side's packets carry; the relay sends none.
+            if let Some((value, len)) = p.split_once(':') {
+                let value: u32 = value.parse().map_err(|_| "MKI value not supported")?;
+                let len: u8 = len.parse().map_err(|_| "MKI length not supported")?;
+                mki = Some((value, len));
+                continue;
             }
+            // A lifetime ("2^31" or digits) is taken: the relay re-keys never, and a call ends
+            // long before 2^31 packets.
             let digits = p.strip_prefix("2^").unwrap_or(p);
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err("malformed key lifetime");
@@ -56,7 +69,11 @@ pub fn parse(value: &str) -> Option<CryptoLine> {
                 return Err("session parameter not supported");
             }
         }
-        MasterKey::new(suite, &material).ok_or("key has the wrong length for its suite")
+        let key = MasterKey::new(suite, &material).ok_or("key has the wrong length for its suite")?;
+        match mki {
+            Some((value, len)) => key.with_mki(value, len).ok_or("MKI longer than 4 bytes or its value too large"),
+            None => Ok(key),
+        }
     })();
     Some(CryptoLine { tag, key })
 }

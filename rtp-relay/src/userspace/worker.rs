@@ -234,9 +234,15 @@ impl Worker {
                 drops[DropReason::OwnSource as usize] += 1;
                 continue;
             }
-            // Authenticated before latching: a forged packet never moves a latch.
-            if slot.crypto[side].srtp() {
-                let rtcp = is_rtcp(comp, &bufs[i][..len]);
+            // SRTP: admitted (source, rate) before the cost of authenticating, and
+            // authenticated before latching: a forged packet never moves a latch.
+            let mux = slot.crypto[side].mux() || slot.crypto[1 - side].mux();
+            let out = if slot.crypto[side].srtp() {
+                if let Err(r) = slot.flows.admit(side, comp, src, &bufs[i][..len], now) {
+                    drops[r as usize] += 1;
+                    continue;
+                }
+                let rtcp = srtcp(comp, &bufs[i][..len], mux);
                 match slot.crypto[side].unprotect(rtcp, &mut bufs[i], len) {
                     Ok(n) => len = n,
                     Err(e) => {
@@ -244,13 +250,15 @@ impl Worker {
                         continue;
                     }
                 }
-            }
-            let out = slot.flows.on_packet(side, comp, src, &bufs[i][..len], now);
+                slot.flows.accept(side, comp, src, &bufs[i][..len], now)
+            } else {
+                slot.flows.on_packet(side, comp, src, &bufs[i][..len], now)
+            };
             latches += u64::from(out.latched);
             match out.verdict {
                 Verdict::Forward(dest) => {
                     if slot.crypto[1 - side].srtp() {
-                        let rtcp = is_rtcp(comp, &bufs[i][..len]);
+                        let rtcp = srtcp(comp, &bufs[i][..len], mux);
                         match slot.crypto[1 - side].protect(rtcp, &mut bufs[i], len) {
                             Ok(n) => len = n,
                             Err(e) => {
@@ -305,11 +313,19 @@ impl Worker {
     }
 }
 
+/// An RTCP packet for SRTP: on the RTCP socket, or an RTCP packet type on the RTP socket when
+/// the stream multiplexes (RFC 5761 §4; without `a=rtcp-mux` RTP payload types 64-95 with the
+/// marker bit look the same).
+fn srtcp(comp: usize, data: &[u8], mux: bool) -> bool {
+    comp == crate::flow::RTCP || (mux && is_rtcp(comp, data))
+}
+
 fn crypto_drop(e: CryptoDrop) -> DropReason {
     match e {
         CryptoDrop::NoKey => DropReason::SrtpNoKey,
         CryptoDrop::Authentication => DropReason::SrtpAuthentication,
         CryptoDrop::Replay => DropReason::SrtpReplay,
+        CryptoDrop::SsrcLimit => DropReason::SrtpSsrcLimit,
         CryptoDrop::Malformed => DropReason::Malformed,
     }
 }

@@ -127,7 +127,7 @@ fn reads_the_secure_transport_and_crypto_lines() {
     let sdp = MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp");
     assert_eq!(sdp.origin(), Some("o=alice 1 1 IN IP4 10.0.0.1"));
     let d = sdp.streams();
-    assert!(d[0].secure && d[1].secure);
+    assert!(d[0].secure && d[1].secure && d[0].rtp && !d[0].rtcp_mux);
     assert_eq!(d[0].crypto, ["1 AES_CM_128_HMAC_SHA1_80 inline:AAAA", "2 AES_CM_128_HMAC_SHA1_32 inline:BBBB|2^31"]);
     assert_eq!(d[1].crypto, ["1 AES_CM_128_HMAC_SHA1_80 inline:CCCC"]);
     assert!(!describe(OFFER.as_bytes()).expect("sdp")[0].secure);
@@ -166,6 +166,15 @@ a=crypto:7 AEAD_AES_128_GCM inline:DDDD\r\n"
     assert!(out.contains("m=audio 6000 RTP/SAVP 0 8 101\r\n"), "{out}");
     assert!(out.contains("a=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:EEEE\r\nm=video"), "{out}");
     assert!(out.contains("m=video 0 RTP/AVP 31\r\n"), "only the m-lines named change: {out}");
+    // Strip: the transport stays, the keys go.
+    let out = MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp").anchor_secured(
+        ours,
+        &[None, Some(6002)],
+        &[StreamSecurity::Strip, StreamSecurity::Keep],
+    );
+    let out = String::from_utf8(out).expect("utf8");
+    assert!(out.contains("m=audio 0 RTP/SAVP 0\r\nc=IN IP4 192.0.2.9\r\na=sendrecv\r\nm=video"), "{out}");
+    assert!(out.contains("inline:CCCC"), "a kept section keeps its line: {out}");
     // Keep: byte for byte what anchoring alone writes.
     let kept = MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp").anchor_secured(ours, &[Some(1), Some(3)], &[]);
     assert_eq!(kept, MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp").anchor(ours, &[Some(1), Some(3)]));

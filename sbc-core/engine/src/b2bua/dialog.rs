@@ -16,7 +16,7 @@ use super::build::{
 };
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::cc::party;
-use super::media::{anchor_or_reject, prepare_body_anyway};
+use super::media::{anchor_or_reject, offer_refusal, prepare_body_anyway};
 use super::register::keeps_in_register_ok;
 use super::session_timer;
 use super::txs::{Purpose, TxRole};
@@ -24,6 +24,7 @@ use super::types::{Destination, Peer, Source};
 use super::{CallHandle, Engine, TxId};
 use crate::sip::msg::{parse_rack, parse_u32, reason_phrase, trim, CSeq, HeaderName, Message, Method};
 use crate::sip::transaction::TxKey;
+use rtp_relay::srtp::negotiation::Role;
 
 /// The Allow of a 405 for a method the profile's message filter refuses (as SEMS sends it).
 const FILTER_ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, INFO, UPDATE, NOTIFY, REFER";
@@ -91,10 +92,24 @@ impl Engine {
         let out_body = if matches!(method, Method::Invite | Method::Update | Method::Prack) {
             // Filtered now (an offer left with nothing is refused before anything changes);
             // anchored below, once the request is sure to be relayed.
-            match rules.filter_body(side.other(), &call.leg(side.other()).via_sent_by, msg.body()) {
+            let filtered = match rules.filter_body(side.other(), &call.leg(side.other()).via_sent_by, msg.body()) {
                 Ok(b) => b,
                 Err(_) => return self.refuse(&msg, &src, &LocalReply::new(488, "Not Acceptable Here")),
+            };
+            // An offer the legs' SRTP policies refuse whole is refused here, before it closes
+            // the media the call has.
+            let refusal = match (&call.media, method) {
+                (Some(session), Method::Invite | Method::Update) => offer_refusal(session, side.other(), &filtered),
+                _ => None,
+            };
+            if let Some(why) = refusal {
+                call.span.in_scope(|| tracing::info!(reason = why, ?method, "SRTP: the re-offer is refused"));
+                if let Some(book) = self.media.as_mut() {
+                    book.insecure_refused += 1;
+                }
+                return self.refuse(&msg, &src, &LocalReply::new(488, "Not Acceptable Here"));
             }
+            filtered
         } else {
             std::borrow::Cow::Borrowed(msg.body())
         };
@@ -209,7 +224,9 @@ impl Engine {
         let offer_answer = matches!(method, Method::Invite | Method::Update | Method::Prack);
         let out_body = match (call.media.as_deref_mut(), self.media.as_mut(), offer_answer) {
             (Some(session), Some(book), true) => {
-                anchor_or_reject(session, book, side.other(), method != Method::Prack, out_body)
+                // A PRACK's SDP answers a reliable 1xx's offer, or offers anew: not said.
+                let role = (method != Method::Prack).then_some(Role::Offer);
+                anchor_or_reject(session, book, side.other(), role, out_body)
             }
             _ => out_body,
         };
@@ -312,7 +329,7 @@ impl Engine {
             let rules = call.rules.clone();
             let sent_by = call.leg(side.other()).via_sent_by.clone();
             let media = call.media.as_deref_mut().zip(self.media.as_mut());
-            let body = prepare_body_anyway(&rules, media, side.other(), &sent_by, msg.body());
+            let body = prepare_body_anyway(&rules, media, side.other(), Some(Role::Answer), &sent_by, msg.body());
             call.leg_mut(side.other()).note_sdp(&body);
             // The ACK of an INVITE we answered a challenge for carries the same credentials
             // (RFC 3261 §22.1).
@@ -481,6 +498,7 @@ impl Engine {
             None => e.rules.clone(),
         };
         let (req, src) = (e.request.as_ref()?, e.source.as_ref()?);
+        let request_offered = profiles::sdp::media::sdp_range(req.body()).is_some();
         // reply_translations: the code and reason the caller sees (the class never changes).
         let (code, reason) = match rules
             .as_ref()
@@ -541,12 +559,22 @@ impl Engine {
         } else {
             copy_unowned(&mut w, msg, filter);
         }
-        let has_sdp = matches!(msg.cseq().map(|c| c.method), Some(Method::Invite | Method::Update | Method::Prack));
+        // SDP in a failure response (a 488 listing what the callee takes) is no answer: it goes
+        // as it came and changes no media.
+        let answered = msg.cseq().map(|c| c.method);
+        let has_sdp = code < 300 && matches!(answered, Some(Method::Invite | Method::Update | Method::Prack));
+        // A response to an INVITE or UPDATE answers its offer; one to an offerless INVITE
+        // offers. A PRACK's response does not say.
+        let role = match answered {
+            Some(Method::Invite | Method::Update) if request_offered => Some(Role::Answer),
+            Some(Method::Invite | Method::Update) => Some(Role::Offer),
+            _ => None,
+        };
         let body = match (&rules, has_sdp, call.and_then(|h| self.calls.get_mut(&h))) {
             (Some(r), true, Some(c)) => {
                 let sent_by = c.leg(server_side).via_sent_by.clone();
                 let media = c.media.as_deref_mut().zip(self.media.as_mut());
-                Some(prepare_body_anyway(r, media, server_side, &sent_by, msg.body()))
+                Some(prepare_body_anyway(r, media, server_side, role, &sent_by, msg.body()))
             }
             _ => None,
         };

@@ -20,7 +20,7 @@ use profiles::sdp::security::StreamSecurity;
 use profiles::sdp::NothingLeft;
 use rtp_relay::forwarder::StreamId;
 use rtp_relay::session::SdpKind;
-use rtp_relay::srtp::negotiation::{Rewrite, Security};
+use rtp_relay::srtp::negotiation::{Rewrite, Role, Security};
 use rtp_relay::srtp::{sdes, Policy};
 use rtp_relay::{BookConfig, MediaBook, Offered, RelayError, Session, SideOptions};
 
@@ -70,7 +70,7 @@ pub(crate) fn prepare_body<'b>(
 ) -> Result<Cow<'b, [u8]>, BodyError> {
     let filtered = rules.filter_body(towards, sent_by, body)?;
     let Some((session, book)) = media else { return Ok(filtered) };
-    let anchored = anchor(session, book, towards, true, &filtered);
+    let anchored = anchor(session, book, towards, Some(Role::Offer), &filtered);
     if let Some(why) = anchored.insecure {
         return Err(BodyError::Insecure(why));
     }
@@ -81,31 +81,34 @@ pub(crate) fn prepare_body<'b>(
 }
 
 /// Like [`prepare_body`] for a body that cannot be refused (a response, an ACK): a body the
-/// filters would empty goes as it came, and streams without ports go out rejected.
+/// filters would empty goes as it came, and streams without ports go out rejected. `role`:
+/// offer or answer, when the message says.
 pub(crate) fn prepare_body_anyway<'b>(
     rules: &CallRules,
     media: Option<(&mut Session, &mut MediaBook)>,
     towards: Side,
+    role: Option<Role>,
     sent_by: &str,
     body: &'b [u8],
 ) -> Cow<'b, [u8]> {
     let filtered = rules.filter_body(towards, sent_by, body).unwrap_or(Cow::Borrowed(body));
     match media {
-        Some((session, book)) => anchor_or_reject(session, book, towards, false, filtered),
+        Some((session, book)) => anchor_or_reject(session, book, towards, role, filtered),
         None => filtered,
     }
 }
 
 /// Anchors a body going `towards` a leg; streams without ports or refused for their security
-/// are rejected (port 0). `offer`: the message can only carry an offer (INVITE, UPDATE).
+/// are rejected (port 0). `role`: offer or answer, when the message says (an INVITE or UPDATE
+/// offers, a response to one with SDP answers it, an ACK answers; a PRACK does not say).
 pub(crate) fn anchor_or_reject<'b>(
     session: &mut Session,
     book: &mut MediaBook,
     towards: Side,
-    offer: bool,
+    role: Option<Role>,
     body: Cow<'b, [u8]>,
 ) -> Cow<'b, [u8]> {
-    let anchored = anchor(session, book, towards, offer, &body);
+    let anchored = anchor(session, book, towards, role, &body);
     if let Some(e) = anchored.failure {
         tracing::warn!(error = %e, "no media ports for a stream; it is rejected");
     }
@@ -124,12 +127,12 @@ struct Anchored {
 
 /// Anchors the SDP of `whole` going `towards` a leg. SDP in a multipart body is anchored in
 /// place; the other parts stay byte for byte.
-fn anchor(session: &mut Session, book: &mut MediaBook, towards: Side, offer: bool, whole: &[u8]) -> Anchored {
+fn anchor(session: &mut Session, book: &mut MediaBook, towards: Side, role: Option<Role>, whole: &[u8]) -> Anchored {
     let none = Anchored { body: None, failure: None, insecure: None };
     let Some(range) = sdp_range(whole) else { return none };
     let Some(sdp) = MediaSdp::parse(&whole[range.clone()]) else { return none };
     let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
-    let kind = SdpKind { offer, origin: sdp.origin() };
+    let kind = SdpKind { role, origin: sdp.origin() };
     let result = session.update_sdp(book, towards.other().idx(), kind, &offered);
     for (m_line, reason, dest) in &result.refused {
         tracing::warn!(m_line, reason, %dest, "SDP aims a stream where media must not go; it is rejected");
@@ -140,10 +143,12 @@ fn anchor(session: &mut Session, book: &mut MediaBook, towards: Side, offer: boo
     let nothing_anchored = result.nothing_anchored();
     let insecure = result.all_insecure().then(|| result.insecure.first().map_or("", |(_, why)| *why));
     let ports: Vec<Option<u16>> = result.adverts.iter().map(|a| a.as_ref().map(|a| a.port)).collect();
+    // A stream not anchored keeps no key of the sender's when the relay terminates SRTP.
+    let unanchored = if session.terminates_srtp() { StreamSecurity::Strip } else { StreamSecurity::Keep };
     let security: Vec<StreamSecurity> = result
         .adverts
         .iter()
-        .map(|a| a.as_ref().map_or(StreamSecurity::Keep, |a| stream_security(&a.security)))
+        .map(|a| a.as_ref().map_or_else(|| unanchored.clone(), |a| stream_security(&a.security)))
         .collect();
     let sdp = sdp.anchor_secured(session.advertised(book, towards.idx()), &ports, &security);
     let mut rewritten = Vec::with_capacity(whole.len() + 64);
@@ -152,6 +157,25 @@ fn anchor(session: &mut Session, book: &mut MediaBook, towards: Side, offer: boo
     rewritten.extend_from_slice(&whole[range.end..]);
     let failure = if nothing_anchored { result.failure } else { None };
     Anchored { body: Some(rewritten), failure, insecure }
+}
+
+/// Why an offer in `body` going `towards` a leg would be refused whole for its security (the
+/// legs' SRTP policies), checked before it changes anything: an in-dialog offer refused this
+/// way gets 488 and the call's media stays as it is.
+pub(crate) fn offer_refusal(session: &Session, towards: Side, body: &[u8]) -> Option<&'static str> {
+    let range = sdp_range(body)?;
+    let sdp = MediaSdp::parse(&body[range])?;
+    let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
+    session.refusal(towards.other().idx(), Role::Offer, &offered)
+}
+
+/// The 2xx to a session refresh the SBC sent to `from` with its last SDP: the keys that leg
+/// sends with now (its address changes are not followed; docs/limitations.md).
+pub(crate) fn refresh_answered(session: &mut Session, book: &mut MediaBook, from: Side, body: &[u8]) {
+    let Some(range) = sdp_range(body) else { return };
+    let Some(sdp) = MediaSdp::parse(&body[range]) else { return };
+    let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
+    session.refresh_answered(book, from.idx(), &offered);
 }
 
 fn stream_security(r: &Rewrite) -> StreamSecurity {
@@ -186,7 +210,12 @@ fn offered(d: &MediaDesc) -> Offered {
         dtmf_payload_type: d.telephone_event,
         sends_first: d.sends_first,
         // A line without a readable tag cannot be answered: it is left out.
-        security: Security { savp: d.secure, lines: d.crypto.iter().filter_map(|v| sdes::parse(v)).collect() },
+        security: Security {
+            savp: d.secure,
+            other_transport: !d.rtp,
+            rtcp_mux: d.rtcp_mux,
+            lines: d.crypto.iter().filter_map(|v| sdes::parse(v)).collect(),
+        },
     }
 }
 

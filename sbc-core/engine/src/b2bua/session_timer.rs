@@ -330,6 +330,12 @@ impl Engine {
         if method == Method::Invite && call.offer_pending == Some((side.other(), true)) {
             call.offer_pending = None;
         }
+        // The answer to our re-INVITE may bring new SRTP keys from that leg.
+        if let (Method::Invite, 200..=299, Some(session), Some(book)) =
+            (method, code, call.media.as_deref_mut(), self.media.as_mut())
+        {
+            super::media::refresh_answered(session, book, side, msg.body());
+        }
         let Some(t) = call.sst[side.idx()].as_mut() else { return };
         if t.in_flight != Some(id) {
             return; // a retransmitted 2xx of an earlier refresh
