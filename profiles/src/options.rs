@@ -156,6 +156,7 @@ pub const OPTIONS: &[OptionDef] = &[
     row("patch_ruri_next_hop", Active, Field::Flag(|p| &mut p.patch_ruri_next_hop)),
     row("next_hop_fixed", Active, Field::Flag(|p| &mut p.next_hop_fixed)),
     row("next_hop_replies_from_any", Active, Field::Flag(|p| &mut p.next_hop_replies_from_any)),
+    row("sips_downgrade", Active, Field::Flag(|p| &mut p.sips_downgrade)),
     ALEG_NEXT_HOP,
     OUTBOUND_INTERFACE,
     ALEG_OUTBOUND_INTERFACE,

@@ -75,6 +75,9 @@ pub struct Profile {
     /// Responses to requests this profile sends are taken from any address, not only the one
     /// the request went to (carriers that answer from another address; not a SEMS key).
     pub next_hop_replies_from_any: bool,
+    /// A `sips:` call may leave over a hop that is not TLS, its Request-URI turned `sip:`
+    /// (RFC 5630 §5.3 forbids it unless configured; not a SEMS key).
+    pub sips_downgrade: bool,
     pub patch_ruri_next_hop: bool,
     pub aleg_next_hop: Option<Pattern>,
     pub outbound_interface: Option<Pattern>,

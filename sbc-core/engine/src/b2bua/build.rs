@@ -330,8 +330,17 @@ pub(crate) fn cancel_for(invite: &Message) -> Bytes {
 }
 
 /// The SBC's Contact on a leg: the profile's parts (`*_contact_*`) over the socket's own
-/// address, or plainly [`contact_value`].
-pub(crate) fn leg_contact(parts: &ContactValues, sent_by: &str, transport: Transport) -> Box<[u8]> {
+/// address, or plainly [`contact_value`]. On a `sips:` dialog it is `sips:` (RFC 3261
+/// §8.1.1.8, §12.1.1), without a transport parameter (TLS is implied, RFC 5630 §5.1).
+pub(crate) fn leg_contact(parts: &ContactValues, sent_by: &str, transport: Transport, sips: bool) -> Box<[u8]> {
+    if sips {
+        let v = if parts.is_default() {
+            format!("<sips:{sent_by}>")
+        } else {
+            parts.render(sent_by, "").replacen("<sip:", "<sips:", 1)
+        };
+        return v.into_bytes().into_boxed_slice();
+    }
     if parts.is_default() {
         return contact_value(sent_by, transport);
     }

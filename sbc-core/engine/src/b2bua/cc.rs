@@ -178,7 +178,7 @@ impl Engine {
             return self.local_register(now, p.server, &p.req, &rules);
         }
         let ruri = rules.plan.ruri.as_ref().map_or(p.req.msg.request_uri(), |r| r.as_bytes());
-        match self.route_new_request(ruri, &rules) {
+        match self.route_new_request(p.req.msg.request_uri(), ruri, &rules) {
             Ok(route) => self.relay_out_of_dialog(now, p.server, &p.req, rules, route),
             Err(reply) => self.respond_local(now, p.server, &reply),
         }
@@ -266,7 +266,7 @@ impl Engine {
             _ => return refuse(self, LocalReply::new(500, "Server Internal Error"), "profile_error"),
         };
         let ruri = rules.plan.ruri.as_ref().map_or(p.req.msg.request_uri(), |r| r.as_bytes());
-        let route = match self.route_new_request(ruri, &rules) {
+        let route = match self.route_new_request(p.req.msg.request_uri(), ruri, &rules) {
             Ok(r) => r,
             Err(reply) => return refuse(self, reply, "no_route"),
         };

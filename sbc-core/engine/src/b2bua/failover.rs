@@ -44,7 +44,8 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&h) else {
             return false;
         };
-        let contact = leg_contact(&call.rules.plan.bleg_contact, &sent_by, transport);
+        let sips = super::routing::is_sips(&call.leg(Side::B).remote_target);
+        let contact = leg_contact(&call.rules.plan.bleg_contact, &sent_by, transport, sips);
         let leg = call.leg_mut(Side::B);
         leg.local_cseq += 1;
         let cseq = leg.local_cseq;

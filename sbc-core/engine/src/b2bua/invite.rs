@@ -31,16 +31,21 @@ fn acceptable_body(msg: &Message) -> bool {
 pub(super) struct BRoute {
     pub(super) dest: Destination,
     pub(super) fixed: Option<(Transport, Peer)>,
+    /// The B leg's Request-URI when routing changed it (a `sips:` call downgraded).
+    pub(super) ruri: Option<Box<[u8]>>,
+    /// Only TLS hops may take over (a `sips:` call without `sips_downgrade`).
+    pub(super) tls_only: bool,
 }
 
 impl Engine {
     /// Checks every new (out-of-dialog) request must pass before anything is built for it:
     /// draining, Max-Forwards (RFC 3261 §16.3), and a Call-ID of ours coming back (a loop).
     /// Returns the Max-Forwards to use on the other leg.
-    pub(super) fn admit_new_request(&self, msg: &Message) -> Result<u8, LocalReply> {
+    pub(super) fn admit_new_request(&self, msg: &Message, src: &Source) -> Result<u8, LocalReply> {
         if self.draining {
             return Err(LocalReply::new(503, "Service Unavailable").with("Retry-After", "30"));
         }
+        routing::sips_arrival(msg, src)?;
         let max_forwards = match msg.max_forwards() {
             Some(Ok(0)) => return Err(LocalReply::new(483, "Too Many Hops")),
             Some(Ok(n)) => n,
@@ -53,8 +58,14 @@ impl Engine {
     }
 
     /// Where a new outgoing request goes: the profile's next hop or outbound proxy, the
-    /// configured next hop, or its Request-URI — from the profile's outbound interface.
-    pub(super) fn route_new_request(&self, uri: &[u8], rules: &CallRules) -> Result<BRoute, LocalReply> {
+    /// configured next hop, or its Request-URI — from the profile's outbound interface. A
+    /// request that came to `inbound`, a `sips:` URI, leaves over TLS only (`routing.rs`).
+    pub(super) fn route_new_request(
+        &self,
+        inbound: &[u8],
+        uri: &[u8],
+        rules: &CallRules,
+    ) -> Result<BRoute, LocalReply> {
         let plan = &rules.plan;
         let iface = match plan.outbound_interface.as_deref() {
             None | Some("default") => self.cfg.outbound_interface,
@@ -88,14 +99,20 @@ impl Engine {
             .get(iface)
             .and_then(|i| i.socket(transport, v6))
             .ok_or(LocalReply::new(503, "No Socket For Transport"))?;
-        Ok(BRoute { dest: Destination { transport, local: socket.id, peer, conn: None }, fixed })
+        let downgrade = rules.profile.sips_downgrade;
+        let ruri = routing::sips_onward(inbound, uri, transport, downgrade)?;
+        if ruri.is_some() {
+            tracing::warn!(to = %peer, %transport, "sips: call downgraded (sips_downgrade)");
+        }
+        let tls_only = routing::is_sips(inbound) && !downgrade;
+        Ok(BRoute { dest: Destination { transport, local: socket.id, peer, conn: None }, fixed, ruri, tls_only })
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {
         if self.active_calls() >= self.cfg.max_calls && !self.draining {
             return self.refuse(&msg, &src, &LocalReply::new(503, "Service Unavailable").with("Retry-After", "5"));
         }
-        let max_forwards = match self.admit_new_request(&msg) {
+        let max_forwards = match self.admit_new_request(&msg, &src) {
             Ok(mf) => mf,
             Err(reply) => return self.refuse(&msg, &src, &reply),
         };
@@ -121,7 +138,7 @@ impl Engine {
             Chosen::CallControl(cc) => return self.start_call_control(now, req, cc),
         };
         let ruri = rules.plan.ruri.as_ref().map_or(req.msg.request_uri(), |r| r.as_bytes());
-        let route = match self.route_new_request(ruri, &rules) {
+        let route = match self.route_new_request(req.msg.request_uri(), ruri, &rules) {
             Ok(d) => d,
             Err(reply) => return self.refuse_invite(now, &req, &reply),
         };

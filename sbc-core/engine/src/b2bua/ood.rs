@@ -39,7 +39,7 @@ impl Engine {
             let reply = reply.with("Allow", ALLOW).with("Accept", "application/sdp").with("Supported", "100rel");
             return self.reply_stateless(&msg, &src, &reply);
         }
-        let max_forwards = match self.admit_new_request(&msg) {
+        let max_forwards = match self.admit_new_request(&msg, &src) {
             Ok(mf) => mf,
             Err(reply) => return self.refuse(&msg, &src, &reply),
         };
@@ -69,7 +69,7 @@ impl Engine {
         }
         let plan = &rules.plan;
         let ruri = plan.ruri.as_ref().map_or(req.msg.request_uri(), |r| r.as_bytes());
-        let route = match self.route_new_request(ruri, &rules) {
+        let route = match self.route_new_request(req.msg.request_uri(), ruri, &rules) {
             Ok(d) => d,
             Err(reply) => return self.refuse(&req.msg, &req.src, &reply),
         };
@@ -100,8 +100,9 @@ impl Engine {
         let (msg, max_forwards) = (&req.msg, req.max_forwards);
         let method = msg.method().unwrap_or(Method::Other);
         let plan = &rules.plan;
-        let ruri = plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes());
-        let dest = route.dest;
+        let ruri =
+            route.ruri.as_deref().unwrap_or_else(|| plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes()));
+        let dest = route.dest.clone();
         let Some(out_socket) = self.cfg.socket(dest.local).cloned() else {
             return self.respond_local(now, server, &LocalReply::new(500, "Server Internal Error"));
         };
@@ -190,7 +191,8 @@ impl Engine {
                 w.copy_row(msg, h);
             }
         } else if msg.header(HeaderName::Contact).is_some() {
-            let contact = leg_contact(&plan.bleg_contact, &out_socket.sent_by(), dest.transport);
+            let contact =
+                leg_contact(&plan.bleg_contact, &out_socket.sent_by(), dest.transport, routing::is_sips(ruri));
             w.header("Contact", &contact);
         }
         match &cached {

@@ -30,19 +30,24 @@ pub(super) fn response_dest(req: &Message, src: &Source) -> Destination {
     Destination { transport: src.transport, local: src.local, peer: Peer::Addr(peer), conn: src.conn }
 }
 
-/// Transport and peer for a URI (`sip:host[:port][;transport=x]`). Names are resolved by the
-/// driver (A/AAAA); SRV/NAPTR selection (RFC 3263) is not done.
+/// Transport and peer for a URI (`sip:host[:port][;transport=x]`, `sips:` over TLS). Names
+/// are resolved by the driver (A/AAAA); SRV/NAPTR selection (RFC 3263) is not done.
 pub(super) fn target_of_uri(uri: &[u8], default_transport: Transport) -> Result<(Transport, Peer), LocalReply> {
     let u = Uri::parse(uri).ok_or(LocalReply::new(400, "Malformed Request-URI"))?;
-    match u.scheme {
-        Scheme::Sip => {}
-        Scheme::Sips => return Err(LocalReply::new(416, "Unsupported URI Scheme")),
+    let named = u.param(b"transport");
+    let transport = match u.scheme {
+        // A sips: URI is reached over TLS whatever the default (RFC 3261 §26.2.2); over UDP
+        // it cannot be.
+        Scheme::Sips if named.is_some_and(|t| t.eq_ignore_ascii_case(b"udp")) => {
+            return Err(LocalReply::new(400, "SIPS Over UDP"));
+        }
+        Scheme::Sips => Transport::Tls,
+        Scheme::Sip => match named {
+            Some(t) => Transport::from_name(t).ok_or(LocalReply::new(503, "Unsupported Transport"))?,
+            None => default_transport,
+        },
         Scheme::Tel => return Err(LocalReply::new(404, "No Route For tel URI")),
         Scheme::Other => return Err(LocalReply::new(416, "Unsupported URI Scheme")),
-    }
-    let transport = match u.param(b"transport") {
-        Some(t) => Transport::from_name(t).ok_or(LocalReply::new(503, "Unsupported Transport"))?,
-        None => default_transport,
     };
     let host = u.param(b"maddr").unwrap_or(u.host);
     let port = u.port.unwrap_or(default_port(transport));
@@ -51,6 +56,47 @@ pub(super) fn target_of_uri(uri: &[u8], default_transport: Transport) -> Result<
         None => Peer::Host(String::from_utf8_lossy(host).into_owned().into_boxed_str(), port),
     };
     Ok((transport, peer))
+}
+
+/// Whether a URI is `sips:`.
+pub(super) fn is_sips(uri: &[u8]) -> bool {
+    Uri::parse(uri).is_some_and(|u| u.scheme == Scheme::Sips)
+}
+
+/// A new request with a `sips:` Request-URI came over a hop that is not TLS: RFC 5630 §4 and
+/// §5.3 leave no last-hop exception, so it is refused rather than served unprotected.
+pub(super) fn sips_arrival(msg: &Message, src: &Source) -> Result<(), LocalReply> {
+    if src.transport == Transport::Tls || !is_sips(msg.request_uri()) {
+        return Ok(());
+    }
+    Err(LocalReply::new(480, "SIPS Requires TLS").with("Warning", "381 sbc \"SIPS Required\""))
+}
+
+/// Where a request that came to a `sips:` Request-URI may go on (RFC 3261 §26.2.2, RFC 5630
+/// §5.3): over TLS, to a `sips:` Request-URI. With `downgrade` (`sips_downgrade`) it may
+/// leave over another transport, its Request-URI turned `sip:` (returned). A request that
+/// came to a `sip:` URI goes as routed.
+pub(super) fn sips_onward(
+    inbound: &[u8],
+    outbound: &[u8],
+    transport: Transport,
+    downgrade: bool,
+) -> Result<Option<Box<[u8]>>, LocalReply> {
+    if !is_sips(inbound) || (transport == Transport::Tls && is_sips(outbound)) {
+        return Ok(None);
+    }
+    if !downgrade {
+        return Err(LocalReply::new(480, "Temporarily Unavailable").with("Warning", "380 sbc \"SIPS Not Allowed\""));
+    }
+    let plain = match outbound.get(..5) {
+        Some(s) if s.eq_ignore_ascii_case(b"sips:") && transport != Transport::Tls => {
+            let mut u = b"sip:".to_vec();
+            u.extend_from_slice(&outbound[5..]);
+            Some(u.into_boxed_slice())
+        }
+        _ => None,
+    };
+    Ok(plain)
 }
 
 /// The port of a host given without one: 5061 for TLS, 5060 otherwise (RFC 3261 §19.1.2).
@@ -133,6 +179,24 @@ impl super::Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sips_goes_over_tls_and_leaves_it_only_when_allowed() {
+        let (t, peer) = target_of_uri(b"sips:bob@trunk.example", Transport::Udp).expect("routable");
+        assert_eq!((t, peer), (Transport::Tls, Peer::Host("trunk.example".into(), 5061)));
+        let (t, _) = target_of_uri(b"sips:bob@192.0.2.1;transport=tcp", Transport::Udp).expect("routable");
+        assert_eq!(t, Transport::Tls, "sips over TCP is TLS");
+        assert_eq!(
+            target_of_uri(b"sips:bob@192.0.2.1;transport=udp", Transport::Udp).map(|_| ()).map_err(|r| r.code),
+            Err(400)
+        );
+        let (sips, sip) = (&b"sips:bob@h"[..], &b"sip:bob@h"[..]);
+        assert_eq!(sips_onward(sips, sips, Transport::Tls, false).map_err(|r| r.code), Ok(None));
+        assert_eq!(sips_onward(sips, sips, Transport::Udp, false).map_err(|r| r.code), Err(480));
+        assert_eq!(sips_onward(sips, sip, Transport::Tls, false).map_err(|r| r.code), Err(480), "no silent sip:");
+        assert_eq!(sips_onward(sips, sips, Transport::Udp, true).map_err(|r| r.code), Ok(Some(sip.into())));
+        assert_eq!(sips_onward(sip, sip, Transport::Udp, false).map_err(|r| r.code), Ok(None));
+    }
 
     #[test]
     fn a_host_without_a_port_takes_its_transports_default() {

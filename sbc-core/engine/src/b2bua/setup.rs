@@ -138,8 +138,13 @@ impl Engine {
         let b_invite_cseq = b_request.cseq().map_or(1, |c| c.num);
         let b_purpose = if is_invite { Purpose::BInitialInvite } else { Purpose::RelayClient { peer: a.a_tx } };
         // The other next hops are failover alternatives for a call's INVITE.
-        let failover: Vec<(Transport, Peer)> =
-            if is_invite { rules.plan.next_hops.iter().skip(1).map(hop_target).collect() } else { Vec::new() };
+        // A sips: call fails over to TLS hops only (unless sips_downgrade).
+        let failover: Vec<(Transport, Peer)> = if is_invite {
+            let hops = rules.plan.next_hops.iter().skip(1).map(hop_target);
+            hops.filter(|(t, _)| !route.tls_only || *t == Transport::Tls).collect()
+        } else {
+            Vec::new()
+        };
         let b_invite = (!failover.is_empty()).then(|| b_request.clone());
         // Kept to answer a digest challenge or a 422 (the call is not in the table yet for the
         // transaction to find its rules).
@@ -368,6 +373,9 @@ impl Engine {
             None => without_tag(msg.header_value(h).unwrap_or_default()),
         };
         let dest = route.dest.clone();
+        let remote_target: Box<[u8]> =
+            route.ruri.clone().unwrap_or_else(|| plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes()).into());
+        let b_sips = routing::is_sips(&remote_target);
         let leg = Leg {
             call_id,
             local_tag,
@@ -376,12 +384,12 @@ impl Engine {
             remote_party: party(&plan.to, HeaderName::To),
             local_cseq,
             remote_cseq: None,
-            remote_target: plan.ruri.as_ref().map_or(msg.request_uri(), |r| r.as_bytes()).into(),
+            remote_target,
             // The outbound proxy routes the first request; the answer's Record-Route takes over
             // unless it is forced on every request.
             route_set: if force_proxy { Vec::new() } else { proxy_route(&plan.outbound_proxy).into_iter().collect() },
             transport: dest.transport,
-            contact: leg_contact(&plan.bleg_contact, &sent_by, dest.transport),
+            contact: leg_contact(&plan.bleg_contact, &sent_by, dest.transport, b_sips),
             dest,
             via_sent_by: sent_by.into_boxed_str(),
             target_is_source: false,
@@ -433,7 +441,7 @@ fn a_leg(
             peer,
             conn: if local == src.local { src.conn } else { None },
         },
-        contact: leg_contact(&plan.aleg_contact, &sent_by, src.transport),
+        contact: leg_contact(&plan.aleg_contact, &sent_by, src.transport, routing::is_sips(msg.request_uri())),
         via_sent_by: sent_by.into_boxed_str(),
         target_is_source: msg.contact().is_none() || behind_nat,
         fixed_dest: plan.aleg_next_hop.as_ref().map(hop_target),
