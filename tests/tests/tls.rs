@@ -156,3 +156,72 @@ fn a_certificate_reloads_without_dropping_calls_and_a_bad_one_is_refused() {
     let (_, health) = sbc_e2e::http(&sbcd, "GET", "/health", None, None);
     assert!(health.contains(r#""tls":[{"interface":"default""#), "{health}");
 }
+
+/// sbcd with TLS whose profile sends every call to SIPp over UDP at `uas_port`; `downgrade`
+/// sets `sips_downgrade`.
+fn sbcd_with_udp_next_hop(certs: &TestCerts, tls_port: u16, uas_port: u16, downgrade: bool) -> Sbcd {
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}active_profile: p\nprofiles:\n  p:\n    next_hop: 127.0.0.1:{uas_port}\n    sips_downgrade: {}\n",
+        certs.yaml("none"),
+        if downgrade { "yes" } else { "no" }
+    );
+    Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{tls_port}")])
+}
+
+/// RFC 5630: a `sips:` call arrives over TLS only and leaves over TLS only, unless the
+/// profile allows the downgrade; then its Request-URI turns `sip:` and the caller's dialog
+/// stays `sips:` (sbcd's Contact).
+#[test]
+fn a_sips_call_leaves_over_tls_only_unless_the_profile_allows_the_downgrade() {
+    let certs = TestCerts::new();
+    let (tls_port, uas_port) = (free_port(), free_port());
+    let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let uri = format!("sips:callee@127.0.0.1:{uas_port}");
+    // Over UDP: refused, whatever the profile.
+    let sbcd = sbcd_with_udp_next_hop(&certs, tls_port, uas_port, true);
+    let mut udp = sbc_e2e::ua::TestUa::new(sbcd.addr());
+    let refused = udp.invite(&uri, &sdp("127.0.0.1", 40000, ""));
+    assert_eq!(refused.status(), Some(480), "{}", refused.0);
+    assert!(refused.header("Warning").unwrap_or_default().starts_with("381 "), "{}", refused.0);
+    drop(sbcd);
+    // Over TLS to a UDP next hop, without the downgrade: 480 with Warning 380.
+    let sbcd = sbcd_with_udp_next_hop(&certs, tls_port, uas_port, false);
+    let mut ua = TlsUa::connect(addr, &certs, false).unwrap();
+    let refused = ua.invite(&uri, &sdp("127.0.0.1", 40000, "")).unwrap();
+    assert_eq!(refused.status(), Some(480), "{}\n{}", refused.0, sbcd.log_text());
+    assert!(refused.header("Warning").unwrap_or_default().starts_with("380 "), "{}", refused.0);
+    drop(sbcd);
+    // With it: the callee gets a sip: Request-URI over UDP, the caller a sips: Contact.
+    let sbcd = sbcd_with_udp_next_hop(&certs, tls_port, uas_port, true);
+    let uas = sipp_uas("uas_sip_ruri.xml", uas_port, Transport::Udp, 1);
+    let mut ua = TlsUa::connect(addr, &certs, false).unwrap();
+    let ok = ua.invite(&uri, &sdp("127.0.0.1", 40000, "")).unwrap();
+    assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
+    let contact = ok.header("Contact").unwrap_or_default();
+    assert!(contact.starts_with(&format!("<sips:127.0.0.1:{tls_port}>")), "{contact}");
+    assert!(sbcd.log_text().contains("sips: call downgraded"), "{}", sbcd.log_text());
+    assert_eq!(ua.bye().unwrap().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(30), &sbcd);
+}
+
+/// A `sips:` call through two SBCs: the first keeps it `sips:` over TLS to the second, which
+/// is allowed to take it down to its UDP callee.
+#[test]
+fn a_sips_call_stays_sips_across_tls_hops() {
+    let certs = TestCerts::new();
+    let (far_tls, near_tls, uas_port) = (free_port(), free_port(), free_port());
+    let far = sbcd_with_udp_next_hop(&certs, far_tls, uas_port, true);
+    let uas = sipp_uas("uas_sip_ruri.xml", uas_port, Transport::Udp, 1);
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}active_profile: out\nprofiles:\n  out:\n    next_hop: 127.0.0.1:{far_tls}/tls\n",
+        certs.yaml("none")
+    );
+    let near = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{near_tls}")]);
+    let mut ua = TlsUa::connect(format!("127.0.0.1:{near_tls}").parse().unwrap(), &certs, false).unwrap();
+    let ok = ua.invite(&format!("sips:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, "")).unwrap();
+    assert_eq!(ok.status(), Some(200), "near:\n{}\nfar:\n{}", near.log_text(), far.log_text());
+    assert!(!near.log_text().contains("downgraded"), "the near end keeps it sips: {}", near.log_text());
+    assert!(far.log_text().contains("sips: call downgraded"), "{}", far.log_text());
+    assert_eq!(ua.bye().unwrap().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(30), &far);
+}
