@@ -22,18 +22,20 @@ const FLAG_TIME: Duration = Duration::from_secs(60);
 /// A source silent this long (and not ignored) is forgotten.
 const IDLE: Duration = Duration::from_secs(60);
 
+/// A token bucket: `rate` a second, up to `burst` at once (also the TLS handshake gate's,
+/// `driver/handshakes.rs`).
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
-    last: Instant,
+    pub(crate) last: Instant,
 }
 
 impl Bucket {
-    fn full(now: Instant, burst: u32) -> Self {
+    pub(crate) fn full(now: Instant, burst: u32) -> Self {
         Self { tokens: f64::from(burst.max(1)), last: now }
     }
 
-    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+    pub(crate) fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
         // Shards read the clock before they get here: time never moves back for the bucket.
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);

@@ -225,3 +225,24 @@ fn a_sips_call_stays_sips_across_tls_hops() {
     assert_eq!(ua.bye().unwrap().status(), Some(200));
     uas.assert_passed(Duration::from_secs(30), &far);
 }
+
+/// A source that handshakes faster than `limits.tls_handshakes_per_source` has the extra
+/// connections closed before their handshake (counted); once its rate allows, it is served.
+#[test]
+fn tls_handshakes_beyond_a_sources_rate_are_refused_and_counted() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}limits:\n  tls_handshakes_per_source: 2\n",
+        certs.yaml("none")
+    );
+    let sbcd = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{tls_port}")]);
+    let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let results: Vec<bool> = (0..6).map(|_| TlsUa::connect(addr, &certs, false).is_ok()).collect();
+    let served = results.iter().filter(|ok| **ok).count();
+    assert!((2..=3).contains(&served), "a burst of 2 (and maybe one refill): {results:?}");
+    let refused = sbc_e2e::cluster::metric(&sbcd, "sbc_tls_handshakes_refused_total").unwrap_or(0);
+    assert_eq!(refused, 6 - served as i64, "each refusal counted");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(TlsUa::connect(addr, &certs, false).is_ok(), "served again once its rate allows");
+}

@@ -182,6 +182,9 @@ struct FileLimits {
     tcp_idle_timeout_s: u64,
     tcp_message_timeout_s: u64,
     tcp_first_message_timeout_s: u64,
+    tls_handshake_timeout_s: u64,
+    tls_handshakes_per_source: u32,
+    tls_max_handshakes: usize,
     tcp_max_outbound_connections: usize,
     tcp_max_buffered_kib: usize,
     retransmission_cache_kib: usize,
@@ -199,6 +202,9 @@ impl Default for FileLimits {
             tcp_idle_timeout_s: 3600,
             tcp_message_timeout_s: 30,
             tcp_first_message_timeout_s: 10,
+            tls_handshake_timeout_s: 5,
+            tls_handshakes_per_source: 20,
+            tls_max_handshakes: 1024,
             tcp_max_outbound_connections: 10_000,
             tcp_max_buffered_kib: 64 * 1024,
             retransmission_cache_kib: 32 * 1024,
@@ -343,6 +349,13 @@ pub struct Config {
     pub tcp_message_timeout: Duration,
     /// A connection a peer opened must bring its first message within this.
     pub tcp_first_message_timeout: Duration,
+    /// A TLS handshake a peer began must end within this (then the first message's clock
+    /// starts).
+    pub tls_handshake_timeout: Duration,
+    /// TLS handshakes one untrusted source (IPv6: /64) may begin a second; 0 = no limit.
+    pub tls_handshakes_per_source: u32,
+    /// TLS handshakes in progress over all sources.
+    pub tls_max_handshakes: usize,
     /// Connections the SBC opens, counted apart from those peers open.
     pub tcp_max_outbound_connections: usize,
     /// Bytes of partial messages held over all connections.
@@ -586,6 +599,8 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
         ("limits.tcp_message_timeout_s", f.limits.tcp_message_timeout_s),
         ("limits.tcp_first_message_timeout_s", f.limits.tcp_first_message_timeout_s),
         ("limits.tcp_idle_timeout_s", f.limits.tcp_idle_timeout_s),
+        ("limits.tls_handshake_timeout_s", f.limits.tls_handshake_timeout_s),
+        ("limits.tls_max_handshakes", f.limits.tls_max_handshakes as u64),
     ] {
         if v == 0 {
             return Err(err(None, key, "must be at least 1".into()));
@@ -618,6 +633,9 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
         tcp_idle_timeout: Duration::from_secs(f.limits.tcp_idle_timeout_s),
         tcp_message_timeout: Duration::from_secs(f.limits.tcp_message_timeout_s),
         tcp_first_message_timeout: Duration::from_secs(f.limits.tcp_first_message_timeout_s),
+        tls_handshake_timeout: Duration::from_secs(f.limits.tls_handshake_timeout_s),
+        tls_handshakes_per_source: f.limits.tls_handshakes_per_source,
+        tls_max_handshakes: f.limits.tls_max_handshakes,
         tcp_max_outbound_connections: f.limits.tcp_max_outbound_connections,
         tcp_max_buffered: f.limits.tcp_max_buffered_kib.saturating_mul(1024),
         retransmission_cache: f.limits.retransmission_cache_kib.saturating_mul(1024),

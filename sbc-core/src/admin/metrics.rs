@@ -148,6 +148,12 @@ impl Collector for SbcCollector {
             "TCP connections refused at accept (overall or per-source cap)",
             d.tcp_refused.load(Relaxed),
         )?;
+        counter(
+            e,
+            "sbc_tls_handshakes_refused",
+            "TLS connections closed before their handshake (a source's handshake rate, or the handshakes in progress)",
+            d.tls_handshakes_refused.load(Relaxed),
+        )?;
         labelled(
             e,
             "sbc_tcp_cuts",

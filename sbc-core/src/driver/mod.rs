@@ -5,6 +5,7 @@
 
 mod admin_query;
 mod dns;
+mod handshakes;
 mod hooks;
 mod media;
 mod registrations;
@@ -68,6 +69,8 @@ pub struct DriverCounters {
     pub send_errors: AtomicU64,
     pub tcp_connections: AtomicUsize,
     pub tcp_refused: AtomicU64,
+    /// TLS connections closed before their handshake (`handshakes.rs`).
+    pub tls_handshakes_refused: AtomicU64,
     /// Connections the SBC closed, by why (`tcp::Cut`).
     pub tcp_cuts: [AtomicU64; tcp::Cut::COUNT],
 }
@@ -91,6 +94,8 @@ pub(crate) struct Shared {
     pub(crate) shards: Vec<mpsc::Sender<ShardInput>>,
     pub(crate) counters: DriverCounters,
     pub(crate) tcp_limits: tcp::TcpLimits,
+    /// Who may begin a TLS handshake (`handshakes.rs`).
+    pub(crate) handshakes: Arc<handshakes::HandshakeGate>,
     /// Asked before parsing whether a source is ignored (`shed.rs`).
     pub(crate) admission: Arc<crate::admission::Admission>,
     /// Host names of destinations (`dns.rs`).
@@ -422,6 +427,7 @@ impl Runtime {
             shards: senders,
             counters: DriverCounters::default(),
             tcp_limits: tcp::TcpLimits::from_config(cfg),
+            handshakes: Arc::new(handshakes::HandshakeGate::new(cfg.tls_handshakes_per_source, cfg.tls_max_handshakes)),
             admission: admission.clone(),
             dns: dns::Dns::new(&cfg.dns_servers).map_err(StartError::Dns)?,
         });

@@ -81,6 +81,7 @@ pub(crate) struct TcpLimits {
     pub(crate) idle_timeout: Duration,
     pub(crate) message_timeout: Duration,
     pub(crate) first_message_timeout: Duration,
+    pub(crate) tls_handshake_timeout: Duration,
     pub(crate) max_buffered: usize,
 }
 
@@ -94,6 +95,7 @@ impl TcpLimits {
             idle_timeout: cfg.tcp_idle_timeout,
             message_timeout: cfg.tcp_message_timeout,
             first_message_timeout: cfg.tcp_first_message_timeout,
+            tls_handshake_timeout: cfg.tls_handshake_timeout,
             max_buffered: cfg.tcp_max_buffered,
         }
     }
@@ -239,28 +241,44 @@ pub(super) async fn accept(
             }
         };
         let limits = &shared.tcp_limits;
+        let trusted = limits.trusted.iter().any(|c| c.contains(peer.ip()));
         // (0 = no per-source cap.)
-        let over_source = limits.max_per_source > 0
-            && shared.tcp.open_from(peer.ip()) >= limits.max_per_source
-            && !limits.trusted.iter().any(|c| c.contains(peer.ip()));
+        let over_source =
+            limits.max_per_source > 0 && shared.tcp.open_from(peer.ip()) >= limits.max_per_source && !trusted;
         if over_source || shared.tcp.inbound.load(Ordering::Relaxed) >= limits.max_inbound {
             shared.counters.tcp_refused.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         }
+        // A TLS handshake must pass the gate first (its rate per source, the overall cap).
+        #[allow(clippy::disallowed_methods)] // driver-side: the gate's buckets are timed
+        let permit = match &tls {
+            Some(_) => match shared.handshakes.begin(peer.ip(), trusted, std::time::Instant::now()) {
+                Some(p) => Some(p),
+                None => {
+                    shared.counters.tls_handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "tls handshake refused (rate or overall cap)");
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let (id, rx) = shared.tcp.register(peer, true, tls.is_some(), None);
         let Some(context) = &tls else {
             start_connection(shared.clone(), local, id, peer, stream, rx, true, Transport::Tcp);
             continue;
         };
-        // The handshake in a task of its own, under the first message's deadline: the
-        // connection counts against the caps from now on, so a flood of handshakes from one
-        // source is capped as its connections are. (With the certificate loaded now.)
+        // The handshake in a task of its own, under its own deadline (the first message's
+        // clock starts after it): the connection counts against the caps from now on, and
+        // the permit against the handshakes in flight. (With the certificate loaded now.)
         let (shared, acceptor) = (shared.clone(), context.acceptor());
         tokio::spawn(async move {
-            let deadline = shared.tcp_limits.first_message_timeout;
-            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+            let deadline = shared.tcp_limits.tls_handshake_timeout;
+            let handshake = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
+            drop(permit);
+            match handshake {
                 Ok(Ok(tls)) => start_connection(shared, local, id, peer, tls, rx, true, Transport::Tls),
                 failed => {
                     let why = failed.map_or_else(
