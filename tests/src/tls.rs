@@ -163,6 +163,11 @@ impl TlsUa {
         })
     }
 
+    /// The cipher suite the handshake settled on (its IANA name).
+    pub fn cipher_suite(&self) -> String {
+        self.tls.conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default()
+    }
+
     /// The certificate the SBC showed (DER).
     pub fn peer_certificate(&self) -> Vec<u8> {
         self.tls.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).unwrap_or_default()

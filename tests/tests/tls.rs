@@ -246,3 +246,26 @@ fn tls_handshakes_beyond_a_sources_rate_are_refused_and_counted() {
     std::thread::sleep(Duration::from_millis(600));
     assert!(TlsUa::connect(addr, &certs, false).is_ok(), "served again once its rate allows");
 }
+
+/// `tls.cipher_suites` narrows what an interface speaks, in its order; a name rustls does not
+/// know is a configuration error naming the key.
+#[test]
+fn cipher_suites_are_the_interfaces_choice_and_an_unknown_one_is_named() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let section = format!("{}      cipher_suites: [TLS13_CHACHA20_POLY1305_SHA256]\n", certs.yaml("none"));
+    let yaml = format!("interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{section}");
+    let sbcd = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{tls_port}")]);
+    let ua = TlsUa::connect(format!("127.0.0.1:{tls_port}").parse().unwrap(), &certs, false).unwrap();
+    assert_eq!(ua.cipher_suite(), "TLS13_CHACHA20_POLY1305_SHA256", "{}", sbcd.log_text());
+    let odd = section.replace("TLS13_CHACHA20_POLY1305_SHA256", "TLS_RSA_WITH_RC4_128_MD5");
+    let bad =
+        config_file("tls-suites", &format!("interfaces:\n  - name: default\n    listen: [tls:127.0.0.1:5061]\n{odd}"));
+    let out = Command::new(sbcd_bin()).args(["--check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("interfaces[0].tls") && err.contains("cipher_suites") && err.contains("TLS_RSA_WITH_RC4_128_MD5"),
+        "{err}"
+    );
+}

@@ -17,6 +17,8 @@ pub(super) struct FileTls {
     verify_client: Option<String>,
     #[serde(default)]
     min_version: Option<String>,
+    #[serde(default)]
+    cipher_suites: Option<Vec<String>>,
 }
 
 /// Whether clients must show a certificate the interface's CA signed (mutual TLS).
@@ -46,12 +48,22 @@ pub struct TlsSettings {
     pub ca_file: Option<PathBuf>,
     pub verify_client: VerifyClient,
     pub min_version: TlsVersion,
+    /// The cipher suites offered and accepted, by their IANA names, in order of preference
+    /// (the driver checks the names); empty: rustls's defaults.
+    pub cipher_suites: Vec<String>,
 }
 
 impl TlsSettings {
     /// The certificate and key given on the command line (`--tls-cert`, `--tls-key`).
     pub fn from_files(cert_file: PathBuf, key_file: PathBuf) -> Self {
-        Self { cert_file, key_file, ca_file: None, verify_client: VerifyClient::None, min_version: TlsVersion::Tls12 }
+        Self {
+            cert_file,
+            key_file,
+            ca_file: None,
+            verify_client: VerifyClient::None,
+            min_version: TlsVersion::Tls12,
+            cipher_suites: Vec::new(),
+        }
     }
 
     /// The settings of a `tls:` section; `Err` names the key (under `tls.`) and what is wrong.
@@ -81,7 +93,12 @@ impl TlsSettings {
             Some("1.3") => TlsVersion::Tls13,
             Some(v) => return Err(("min_version".into(), format!("'{v}' is not 1.2 or 1.3"))),
         };
-        Ok(Self { cert_file, key_file, ca_file, verify_client, min_version })
+        let cipher_suites: Vec<String> =
+            f.cipher_suites.iter().flatten().map(|s| s.trim().to_ascii_uppercase()).filter(|s| !s.is_empty()).collect();
+        if f.cipher_suites.is_some() && cipher_suites.is_empty() {
+            return Err(("cipher_suites".into(), "is empty (leave it out for the defaults)".into()));
+        }
+        Ok(Self { cert_file, key_file, ca_file, verify_client, min_version, cipher_suites })
     }
 }
 
@@ -97,6 +114,7 @@ mod tests {
             ca_file: get("ca_file"),
             verify_client: get("verify_client"),
             min_version: get("min_version"),
+            cipher_suites: None,
         }
     }
 

@@ -82,11 +82,26 @@ fn not_after(cert: &CertificateDer<'_>, path: &Path) -> Result<i64, TlsError> {
     Ok(parsed.validity().not_after.timestamp())
 }
 
-/// ring, as the one provider. (rustls marks its ring provider deprecated for lacking
+/// ring, as the one provider, with the interface's cipher suites (their IANA names, in its
+/// order; none: ring's defaults). (rustls marks its ring provider deprecated for lacking
 /// post-quantum key exchange; aws-lc would bring a C and assembler build of its own.)
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+fn provider(suites: &[String]) -> Result<Arc<rustls::crypto::CryptoProvider>, TlsError> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if !suites.is_empty() {
+        let name = |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite());
+        let all = rustls::crypto::ring::ALL_CIPHER_SUITES;
+        let mut chosen = Vec::with_capacity(suites.len());
+        for wanted in suites {
+            let Some(s) = all.iter().find(|s| name(s) == *wanted) else {
+                let known: Vec<String> = all.iter().map(name).collect();
+                return Err(error("tls.cipher_suites", format!("'{wanted}' is not one of {}", known.join(", "))));
+            };
+            chosen.push(*s);
+        }
+        p.cipher_suites = chosen;
+    }
+    Ok(Arc::new(p))
 }
 
 static TLS12_UP: [&rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
@@ -129,10 +144,12 @@ fn load(s: &TlsSettings) -> Result<Loaded, TlsError> {
     let not_after = not_after(&chain[0], &s.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&s.key_file).map_err(|e| error(s.key_file.display(), e))?;
     let cas = s.ca_file.as_deref().map(roots).transpose()?;
-    let p = provider();
+    let p = provider(&s.cipher_suites)?;
+    // (A version none of the chosen suites speaks is refused here.)
+    let versions_key = if s.cipher_suites.is_empty() { "tls.min_version" } else { "tls.cipher_suites" };
     let server = ServerConfig::builder_with_provider(p.clone())
         .with_protocol_versions(versions(s.min_version))
-        .map_err(|e| error("tls.min_version", e))?;
+        .map_err(|e| error(versions_key, e))?;
     let server = match (s.verify_client, &cas) {
         (VerifyClient::None, _) | (_, None) => server.with_no_client_auth(),
         (mode, Some(cas)) => {
@@ -151,7 +168,7 @@ fn load(s: &TlsSettings) -> Result<Loaded, TlsError> {
     };
     let client = ClientConfig::builder_with_provider(p)
         .with_protocol_versions(versions(s.min_version))
-        .map_err(|e| error("tls.min_version", e))?
+        .map_err(|e| error(versions_key, e))?
         .with_root_certificates(servers_cas)
         .with_client_auth_cert(chain, key)
         .map_err(|e| error(format!("{} and {}", s.cert_file.display(), s.key_file.display()), e))?;
