@@ -71,6 +71,7 @@ fn run(c: &mut Criterion) {
         local: "203.0.113.1:5060".parse().expect("addr"),
         interface: InterfaceFacts { index: 0, name: "default", public_ip: "" },
         next_hop: None,
+        peer: None,
         maps: &snap.maps,
         cc_vars: &NoCcVars,
         reg_cache: &NoRegCache,

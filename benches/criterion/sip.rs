@@ -97,6 +97,7 @@ impl Bench {
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: Arc::new(sbc_engine::admission::Unlimited),
+            connections: Arc::new(sbc_engine::connections::NoConnections),
             retransmission_cache: 32 << 20,
         };
         // Virtual time: an arbitrary start, advanced by the bench only.

@@ -109,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: std::sync::Arc::new(sbc_engine::admission::Unlimited),
+            connections: std::sync::Arc::new(sbc_engine::connections::NoConnections),
             retransmission_cache: 32 << 20,
     };
     let mut engine = Engine::new(cfg, [1; 32]);

@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
             source: "10.0.0.1:5060".parse().expect("addr"),
             local: "10.0.0.2:5060".parse().expect("addr"),
             interface: InterfaceFacts::default(),
+            peer: None,
             next_hop: Some(first),
             maps,
             cc_vars: &NoCcVars,

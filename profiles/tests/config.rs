@@ -205,6 +205,7 @@ fn the_reg_caching_example_loads_and_splits_by_method_and_interface() {
             local: "127.0.0.1:5060".parse().unwrap(),
             interface: profiles::pattern::InterfaceFacts { index: 0, name: iface, public_ip: "" },
             next_hop: None,
+            peer: None,
             maps: &snap.maps,
             cc_vars: &profiles::pattern::NoCcVars,
             reg_cache: &profiles::pattern::NoRegCache,

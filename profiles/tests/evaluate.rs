@@ -55,6 +55,7 @@ fn with_env<T>(ruri: &'static str, p: &Profile, f: impl FnOnce(&Env<'_>) -> T) -
         local: "192.0.2.2:5060".parse().unwrap(),
         interface: InterfaceFacts::default(),
         next_hop: profiles::Snapshot::literal_next_hop(p),
+        peer: None,
         maps: &maps,
         cc_vars: &NoCcVars,
         reg_cache: &NoRegCache,

@@ -212,6 +212,7 @@ fn describe_profile(
             public_ip: local.advertised.as_deref().unwrap_or(""),
         },
         next_hop: None,
+        peer: None,
         maps: &snap.maps,
         cc_vars: &NoCcVars,
         reg_cache: &NoRegCache,

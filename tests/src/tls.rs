@@ -82,7 +82,10 @@ fn leaf(
     names: Vec<String>,
     purposes: Vec<ExtendedKeyUsagePurpose>,
 ) -> (String, String) {
-    let mut p = CertificateParams::new(names).expect("params");
+    let mut p = CertificateParams::new(names.clone()).expect("params");
+    // The subject's CN is the first name (sbcd shows it as `$Tc`).
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
     p.extended_key_usages = purposes;
     let key = KeyPair::generate().expect("key");
     let cert = p.signed_by(&key, ca).expect("signed");

@@ -269,3 +269,25 @@ fn cipher_suites_are_the_interfaces_choice_and_an_unknown_one_is_named() {
         "{err}"
     );
 }
+
+/// A trunk recognised by its certificate: the verified client certificate's CN and
+/// subjectAltNames are `$Tc` and `$Ts` in patterns (here in the reason of a refusal).
+#[test]
+fn the_client_certificate_names_the_caller_in_patterns() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}active_profile: p\nprofiles:\n  p:\n    refuse_with: \"403 cert=$Tc san=$Ts\"\n",
+        certs.yaml("required")
+    );
+    let sbcd = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{tls_port}")]);
+    let mut ua = TlsUa::connect(format!("127.0.0.1:{tls_port}").parse().unwrap(), &certs, true).unwrap();
+    let refused = ua.invite("sip:callee@127.0.0.1:9", &sdp("127.0.0.1", 40000, "")).unwrap();
+    assert_eq!(refused.status(), Some(403), "{}\n{}", refused.0, sbcd.log_text());
+    let status_line = refused.0.lines().next().unwrap_or_default();
+    assert!(status_line.ends_with("cert=client.test san=client.test"), "{status_line}");
+    // Over UDP nobody showed a certificate: the same pattern expands to nothing.
+    let mut udp = sbc_e2e::ua::TestUa::new(sbcd.addr());
+    let refused = udp.invite("sip:callee@127.0.0.1:9", &sdp("127.0.0.1", 40000, ""));
+    assert!(refused.0.lines().next().unwrap_or_default().ends_with("cert= san="), "{}", refused.0);
+}

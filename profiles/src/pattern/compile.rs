@@ -116,6 +116,11 @@ fn variable(s: &str, j: usize, base: usize) -> Result<(Var, usize), PatternError
             Some(b'I') => two(Var::InterfacePublicIp),
             _ => err(at, "unknown variable (use $Ri, $Rp, $Rf, $Rn or $RI)"),
         },
+        b'T' => match c2 {
+            Some(b'c') => two(Var::CertCommonName),
+            Some(b's') => two(Var::CertAltNames),
+            _ => err(at, "unknown variable (use $Tc or $Ts)"),
+        },
         b'u' => match c2 {
             Some(b'c') => two(Var::RegCache(RegVar::Contact)),
             Some(b's') => two(Var::RegCache(RegVar::Source)),

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use md5::{Digest, Md5};
 
-use super::request::{CcVars, InterfaceFacts, RegCacheView, RequestView};
+use super::request::{CcVars, InterfaceFacts, PeerIdentity, RegCacheView, RequestView};
 use super::{Func, Node, Part, Pattern, UriSource, Var};
 use crate::regex_map::RegexMaps;
 use crate::uri::{split_hostport, NameAddrParts, UriParts};
@@ -20,6 +20,8 @@ pub struct Env<'a> {
     pub source: SocketAddr,
     pub local: SocketAddr,
     pub interface: InterfaceFacts<'a>,
+    /// The verified TLS client certificate of the connection the request came on.
+    pub peer: Option<&'a PeerIdentity>,
     /// The profile's first `next_hop` entry (`host[:port][/transport]`) for `$di`/`$dp`; `None`
     /// means the Request-URI's host and port are used.
     pub next_hop: Option<&'a str>,
@@ -81,6 +83,8 @@ fn var(v: &Var, env: &Env<'_>, out: &mut String) {
         }
         Var::InterfaceName => out.push_str(env.interface.name),
         Var::InterfacePublicIp => out.push_str(env.interface.public_ip),
+        Var::CertCommonName => push_clean(out, env.peer.map_or("", |p| p.common_name.as_str())),
+        Var::CertAltNames => push_clean(out, &env.peer.map(|p| p.alt_names.join(", ")).unwrap_or_default()),
         Var::DestIp | Var::DestPort => destination(v == &Var::DestIp, env, out),
         Var::AppParam(key) => {
             if let Some(v) = app_param(req, key) {

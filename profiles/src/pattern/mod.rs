@@ -18,7 +18,7 @@ mod tests;
 pub use compile::PatternError;
 pub(crate) use expand::keyvalue;
 pub use expand::Env;
-pub use request::{CcVars, InterfaceFacts, NoCcVars, NoRegCache, RegCacheView, RequestView};
+pub use request::{CcVars, InterfaceFacts, NoCcVars, NoRegCache, PeerIdentity, RegCacheView, RequestView};
 
 /// A compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,11 +184,21 @@ enum Var {
     InterfaceIndex,
     InterfaceName,
     InterfacePublicIp,
+    /// The verified TLS client certificate of the request's connection: subject CN, and its
+    /// subjectAltNames.
+    CertCommonName,
+    CertAltNames,
     DestIp,
     DestPort,
     AppParam(String),
-    CallControl { name: String, member: Option<Pattern> },
-    Map { value: Pattern, map: String },
+    CallControl {
+        name: String,
+        member: Option<Pattern>,
+    },
+    Map {
+        value: Pattern,
+        map: String,
+    },
     Func(Func, Pattern),
     RegCache(RegVar),
 }

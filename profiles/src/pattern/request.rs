@@ -25,6 +25,16 @@ pub struct InterfaceFacts<'a> {
     pub public_ip: &'a str,
 }
 
+/// Who the request's TLS connection proved to be: its client certificate, verified against
+/// the interface's CAs (`$Tc`, `$Ts`). Only a certificate that was checked is ever here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The subject's common name (empty when it has none).
+    pub common_name: String,
+    /// Its subjectAltNames: DNS names, URIs and IP addresses, in order.
+    pub alt_names: Vec<String>,
+}
+
 /// Call-control variables (`$V(name)`, `$V(name.member)`), set by call-control modules.
 pub trait CcVars {
     fn get(&self, name: &str, member: Option<&str>) -> Option<String>;

@@ -85,6 +85,7 @@ fn expand_with(pattern: &str, req: &TestRequest, next_hop: Option<&str>) -> Stri
         local: "[::1]:5060".parse().unwrap(),
         interface: InterfaceFacts { index: 1, name: "extern", public_ip: "203.0.113.9" },
         next_hop,
+        peer: None,
         maps: &maps,
         cc_vars: &Vars,
         reg_cache: &NoRegCache,
@@ -268,4 +269,31 @@ fn introspection() {
     assert_eq!(Pattern::compile("a\\,b").unwrap().literal().as_deref(), Some("a,b"));
     assert!(Pattern::compile("$V(x)").unwrap().uses_cc_vars());
     assert!(Pattern::compile("$_u($di)").unwrap().uses_destination());
+}
+
+#[test]
+fn certificate_variables_read_the_verified_client_certificate() {
+    let maps = maps();
+    let rng = Cell::new(7);
+    let who = PeerIdentity {
+        common_name: "trunk-a.example".into(),
+        alt_names: vec!["sbc1.trunk-a.example".into(), "sip:trunk@a.example".into()],
+    };
+    let req = invite();
+    let env = |peer| Env {
+        req: &req,
+        source: "127.0.0.2:5099".parse().unwrap(),
+        local: "[::1]:5060".parse().unwrap(),
+        interface: InterfaceFacts::default(),
+        next_hop: None,
+        peer,
+        maps: &maps,
+        cc_vars: &Vars,
+        reg_cache: &NoRegCache,
+        rng: &rng,
+    };
+    let p = Pattern::compile("$M($Tc=>gw)|$Tc|$Ts").unwrap();
+    assert_eq!(p.expand(&env(Some(&who))), "|trunk-a.example|sbc1.trunk-a.example, sip:trunk@a.example");
+    assert_eq!(p.expand(&env(None)), "||", "no certificate: empty");
+    assert!(Pattern::compile("$Tx").is_err());
 }

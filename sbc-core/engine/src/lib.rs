@@ -8,5 +8,6 @@
 
 pub mod admission;
 pub mod b2bua;
+pub mod connections;
 pub mod registrations;
 pub mod sip;

@@ -492,6 +492,7 @@ impl Runtime {
             ecfg.reg_cache = reg_port.clone();
             ecfg.nonce_key = nonce_key;
             ecfg.admission = admission.clone();
+            ecfg.connections = Arc::new(tcp::Identities(shared.tcp.identities.clone()));
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = secret_key()?;

@@ -135,6 +135,9 @@ impl Cut {
 #[derive(Default)]
 pub(crate) struct TcpTable {
     conns: DashMap<ConnId, Conn>,
+    /// The verified client certificates of TLS connections peers opened (the engine reads
+    /// them through its `ConnectionFacts` port).
+    pub(crate) identities: Arc<DashMap<ConnId, Arc<sbc_engine::connections::PeerIdentity>>>,
     /// Open connections by peer, and whether TLS (a TCP connection never carries a TLS send).
     by_peer: DashMap<(SocketAddr, bool), ConnId>,
     /// Open connections peers opened per source (IPv6 per /64), for the per-source cap.
@@ -147,6 +150,16 @@ pub(crate) struct TcpTable {
     next_id: AtomicU64,
     /// Messages queued or being written (see [`Unwritten`]).
     unwritten: Arc<AtomicUsize>,
+}
+
+/// The engine's view of the connections' certificates (`sbc_engine::connections`).
+#[derive(Debug)]
+pub(crate) struct Identities(pub(crate) Arc<DashMap<ConnId, Arc<sbc_engine::connections::PeerIdentity>>>);
+
+impl sbc_engine::connections::ConnectionFacts for Identities {
+    fn peer_identity(&self, conn: ConnId) -> Option<Arc<sbc_engine::connections::PeerIdentity>> {
+        self.0.get(&conn).map(|p| p.clone())
+    }
 }
 
 impl TcpTable {
@@ -172,6 +185,7 @@ impl TcpTable {
     }
 
     fn remove(&self, id: ConnId) {
+        self.identities.remove(&id);
         if let Some((_, c)) = self.conns.remove(&id) {
             self.by_peer.remove_if(&(c.peer, c.tls), |_, v| *v == id);
             if c.inbound {
@@ -279,7 +293,12 @@ pub(super) async fn accept(
             let handshake = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
             drop(permit);
             match handshake {
-                Ok(Ok(tls)) => start_connection(shared, local, id, peer, tls, rx, true, Transport::Tls),
+                Ok(Ok(tls)) => {
+                    if let Some(who) = super::tls::peer_identity(tls.get_ref().1.peer_certificates()) {
+                        shared.tcp.identities.insert(id, Arc::new(who));
+                    }
+                    start_connection(shared, local, id, peer, tls, rx, true, Transport::Tls)
+                }
                 failed => {
                     let why = failed.map_or_else(
                         |_| "timed out".to_string(),

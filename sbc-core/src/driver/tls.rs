@@ -133,6 +133,35 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
+/// Who a client's verified certificate says it is (`$Tc`, `$Ts`): the leaf's subject CN and
+/// subjectAltNames. rustls has checked the chain by the time there is one to read.
+pub(crate) fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Option<sbc_engine::connections::PeerIdentity> {
+    use x509_parser::extensions::GeneralName;
+    let (_, leaf) = x509_parser::parse_x509_certificate(certs?.first()?).ok()?;
+    let common_name =
+        leaf.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).unwrap_or_default().to_string();
+    let mut alt_names = Vec::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => alt_names.push((*d).to_string()),
+                GeneralName::URI(u) => alt_names.push((*u).to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => alt_names.push(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+                    16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        alt_names.push(std::net::Ipv6Addr::from(a).to_string());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Some(sbc_engine::connections::PeerIdentity { common_name, alt_names })
+}
+
 /// Whether an interface's TLS files load and fit together (`--check-config`, and at start).
 pub fn check(s: &TlsSettings) -> Result<(), TlsError> {
     load(s).map(drop)

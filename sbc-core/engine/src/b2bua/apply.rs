@@ -178,6 +178,7 @@ impl Engine {
         let rng = Cell::new(self.ids.next_u64());
         let view = MsgView(msg);
         let reg_view = super::register::CacheView(&req.regs);
+        let peer = src.conn.and_then(|c| self.cfg.connections.peer_identity(c));
         let env = Env {
             req: &view,
             source: src.remote,
@@ -187,6 +188,7 @@ impl Engine {
                 name: iface_name,
                 public_ip: socket.advertised.as_deref().unwrap_or(""),
             },
+            peer: peer.as_deref(),
             next_hop: profile.and_then(Snapshot::literal_next_hop),
             maps: &snap.maps,
             cc_vars,

@@ -153,6 +153,7 @@ impl Harness {
             max_registrations: 1000,
             nonce_key: [7; 32],
             admission: std::sync::Arc::new(crate::admission::Unlimited),
+            connections: std::sync::Arc::new(crate::connections::NoConnections),
             retransmission_cache: 32 << 20,
         };
         // Virtual time: an arbitrary start, advanced only by the test.

@@ -127,6 +127,8 @@ pub struct EngineConfig {
     pub nonce_key: [u8; 32],
     /// Admission control of new requests (a port: `admission.rs`).
     pub admission: Arc<dyn crate::admission::AdmissionControl>,
+    /// What the driver knows of connections (a port: `connections.rs`).
+    pub connections: Arc<dyn crate::connections::ConnectionFacts>,
     /// Bytes the messages cached by finished transactions may take (`linger.rs`).
     pub retransmission_cache: usize,
 }
@@ -157,6 +159,7 @@ impl EngineConfig {
             nonce_key: [0; 32],
             // The driver puts its admission control in; tools without one take everything.
             admission: Arc::new(crate::admission::Unlimited),
+            connections: Arc::new(crate::connections::NoConnections),
             retransmission_cache: cfg.retransmission_cache,
         }
     }
