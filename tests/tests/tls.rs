@@ -291,3 +291,37 @@ fn the_client_certificate_names_the_caller_in_patterns() {
     let refused = udp.invite("sip:callee@127.0.0.1:9", &sdp("127.0.0.1", 40000, ""));
     assert!(refused.0.lines().next().unwrap_or_default().ends_with("cert= san="), "{}", refused.0);
 }
+
+/// `tls.peers`: a next hop whose certificate must chain to a pinned CA, or (a lab) is not
+/// checked; without either, a server the interface's CAs do not know is refused.
+#[test]
+fn a_next_hops_ca_is_pinned_or_its_check_skipped_per_peer() {
+    let certs = TestCerts::new();
+    let far_tls = free_port();
+    // The far end answers every call itself: a 486 back means the TLS connection was made.
+    let far_yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}active_profile: p\nprofiles:\n  p:\n    refuse_with: \"486 Far End\"\n",
+        certs.yaml("none")
+    );
+    let _far = Sbcd::with_config(&far_yaml, &["--listen", &format!("tls:127.0.0.1:{far_tls}")]);
+    // The near end's interface has no CA of its own: the test CA is unknown to it.
+    let own = certs.yaml("none").replace(&format!("      ca_file: {}\n", certs.ca.display()), "");
+    let call = |peers: &str| {
+        let yaml = format!(
+            "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{own}{peers}active_profile: out\nprofiles:\n  out:\n    next_hop: 127.0.0.1:{far_tls}/tls\n"
+        );
+        let near = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{}", free_port())]);
+        let mut ua = sbc_e2e::ua::TestUa::new(near.addr());
+        let status = ua.invite("sip:callee@127.0.0.1:9", &sdp("127.0.0.1", 40000, "")).status();
+        (status, near.log_text())
+    };
+    let (status, log) = call("");
+    assert_eq!(status, Some(503), "a server whose CA is unknown is not reached: {log}");
+    let pinned =
+        format!("      peers:\n        - {{host: 127.0.0.1, port: {far_tls}, ca_file: {}}}\n", certs.ca.display());
+    let (status, log) = call(&pinned);
+    assert_eq!(status, Some(486), "through the pinned CA: {log}");
+    let (status, log) = call("      peers:\n        - {host: 127.0.0.1, verify_server: no}\n");
+    assert_eq!(status, Some(486), "unchecked: {log}");
+    assert!(log.contains("NOT checked"), "said loudly: {log}");
+}

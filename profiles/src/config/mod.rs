@@ -25,7 +25,7 @@ pub use admission::{AdmissionSettings, Cidr};
 pub use call_control::CallControlSettings;
 use call_control::FileCallControl;
 pub use cluster::{redacted as redacted_redis_url, ClusterSettings, RedisAddr};
-pub use tls::{TlsSettings, TlsVersion, VerifyClient};
+pub use tls::{TlsPeer, TlsSettings, TlsVersion, VerifyClient};
 pub use transport::Transport;
 
 /// The configuration used when `sbcd` runs without `--config`.

@@ -19,6 +19,34 @@ pub(super) struct FileTls {
     min_version: Option<String>,
     #[serde(default)]
     cipher_suites: Option<Vec<String>>,
+    #[serde(default)]
+    peers: Option<Vec<FileTlsPeer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileTlsPeer {
+    host: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    ca_file: Option<String>,
+    #[serde(default)]
+    verify_server: Option<bool>,
+}
+
+/// How the interface checks one server it connects to (a next hop), in place of its own
+/// `ca_file` or the system's CAs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The host name or address as the next hop or URI names it.
+    pub host: String,
+    /// Only on this port (any, when `None`).
+    pub port: Option<u16>,
+    /// The only CAs this server's certificate may chain to (pinned).
+    pub ca_file: Option<PathBuf>,
+    /// `false`: the server's certificate is not checked at all (labs; logged loudly).
+    pub verify_server: bool,
 }
 
 /// Whether clients must show a certificate the interface's CA signed (mutual TLS).
@@ -51,6 +79,8 @@ pub struct TlsSettings {
     /// The cipher suites offered and accepted, by their IANA names, in order of preference
     /// (the driver checks the names); empty: rustls's defaults.
     pub cipher_suites: Vec<String>,
+    /// Servers checked their own way (`peers`).
+    pub peers: Vec<TlsPeer>,
 }
 
 impl TlsSettings {
@@ -63,6 +93,7 @@ impl TlsSettings {
             verify_client: VerifyClient::None,
             min_version: TlsVersion::Tls12,
             cipher_suites: Vec::new(),
+            peers: Vec::new(),
         }
     }
 
@@ -98,7 +129,23 @@ impl TlsSettings {
         if f.cipher_suites.is_some() && cipher_suites.is_empty() {
             return Err(("cipher_suites".into(), "is empty (leave it out for the defaults)".into()));
         }
-        Ok(Self { cert_file, key_file, ca_file, verify_client, min_version, cipher_suites })
+        let mut peers = Vec::new();
+        for (i, p) in f.peers.iter().flatten().enumerate() {
+            let key = |k: &str| format!("peers[{i}].{k}");
+            let host = p.host.trim().to_ascii_lowercase();
+            if host.is_empty() {
+                return Err((key("host"), "is empty".into()));
+            }
+            let ca_file = path(&key("ca_file"), &p.ca_file)?;
+            let verify_server = p.verify_server.unwrap_or(true);
+            match (&ca_file, verify_server) {
+                (Some(_), false) => return Err((key("ca_file"), "has no effect with verify_server: no".into())),
+                (None, true) => return Err((key("ca_file"), "is needed (or verify_server: no)".into())),
+                _ => {}
+            }
+            peers.push(TlsPeer { host, port: p.port, ca_file, verify_server });
+        }
+        Ok(Self { cert_file, key_file, ca_file, verify_client, min_version, cipher_suites, peers })
     }
 }
 
@@ -115,6 +162,7 @@ mod tests {
             verify_client: get("verify_client"),
             min_version: get("min_version"),
             cipher_suites: None,
+            peers: None,
         }
     }
 
@@ -139,5 +187,28 @@ mod tests {
         ] {
             assert_eq!(TlsSettings::from_file(&file(&extra), dir).expect_err(key).0, key, "{extra:?}");
         }
+    }
+
+    #[test]
+    fn peers_pin_a_ca_or_skip_the_check_and_say_which_entry_is_wrong() {
+        let dir = std::path::Path::new("/etc/sbc");
+        let peer = |host: &str, ca: Option<&str>, verify: Option<bool>| FileTlsPeer {
+            host: host.into(),
+            port: Some(5061),
+            ca_file: ca.map(str::to_string),
+            verify_server: verify,
+        };
+        let mut f = file(&[("cert_file", "a.crt"), ("key_file", "a.key")]);
+        f.peers = Some(vec![peer("Trunk.Example", Some("pin.pem"), None), peer("10.0.0.9", None, Some(false))]);
+        let s = TlsSettings::from_file(&f, dir).expect("ok");
+        assert_eq!(s.peers[0].host, "trunk.example");
+        assert_eq!(s.peers[0].ca_file, Some(PathBuf::from("/etc/sbc/pin.pem")));
+        assert!(s.peers[0].verify_server && !s.peers[1].verify_server);
+        f.peers = Some(vec![peer("a", None, None)]);
+        assert_eq!(TlsSettings::from_file(&f, dir).map(|_| ()).map_err(|e| e.0), Err("peers[0].ca_file".to_string()));
+        f.peers = Some(vec![peer("a", None, Some(true)), peer("b", Some("x.pem"), Some(false))]);
+        assert_eq!(TlsSettings::from_file(&f, dir).map(|_| ()).map_err(|e| e.0), Err("peers[0].ca_file".to_string()));
+        f.peers = Some(vec![peer(" ", Some("x.pem"), None)]);
+        assert_eq!(TlsSettings::from_file(&f, dir).map(|_| ()).map_err(|e| e.0), Err("peers[0].host".to_string()));
     }
 }

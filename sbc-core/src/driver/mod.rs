@@ -13,6 +13,7 @@ mod shard;
 mod shed;
 mod tcp;
 pub mod tls;
+mod tls_peers;
 mod udp;
 
 pub use admin_query::ShardBusy;

@@ -483,7 +483,17 @@ pub(super) fn send(
     }
     // A TLS connection needs the interface's client side, and a name to check the server by.
     let client = if tls {
-        let connector = shared.tls.get(usize::from(dest.local)).and_then(|t| t.as_ref()).map(|t| t.connector());
+        let host = match &dest.peer {
+            crate::b2bua::Peer::Host(h, _) => Some(&**h),
+            crate::b2bua::Peer::Addr(_) => None,
+        };
+        let context = shared.tls.get(usize::from(dest.local)).and_then(|t| t.as_ref());
+        let connector = context.map(|t| t.connector_for(host, addr)).map(|(c, unchecked)| {
+            if unchecked {
+                tracing::warn!(%addr, "TLS connection to a server whose certificate is NOT checked (tls.peers)");
+            }
+            c
+        });
         match (connector, name) {
             (Some(c), Some(name)) => Some((c, name)),
             _ => return shared.report_error(shard, tx),

@@ -36,6 +36,8 @@ fn error(what: impl std::fmt::Display, why: impl std::fmt::Display) -> TlsError 
 struct Loaded {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
+    /// Servers checked their own way (`tls_peers.rs`).
+    peers: Vec<super::tls_peers::PeerConnector>,
     /// When the certificate runs out (unix seconds).
     not_after: i64,
 }
@@ -59,9 +61,15 @@ impl TlsContext {
         self.loaded.load().acceptor.clone()
     }
 
-    /// The client side for a connection opened now.
-    pub(crate) fn connector(&self) -> TlsConnector {
-        self.loaded.load().connector.clone()
+    /// The client side for a connection opened now to a server named `host` (or at `addr`):
+    /// its `peers` rule if one matches, else the interface's; and whether the server's
+    /// certificate goes unchecked.
+    pub(crate) fn connector_for(&self, host: Option<&str>, addr: std::net::SocketAddr) -> (TlsConnector, bool) {
+        let loaded = self.loaded.load();
+        match loaded.peers.iter().find(|p| p.matches(host, addr)) {
+            Some(p) => (p.connector.clone(), !p.peer.verify_server),
+            None => (loaded.connector.clone(), false),
+        }
     }
 
     /// When the running certificate runs out (unix seconds).
@@ -195,15 +203,36 @@ fn load(s: &TlsSettings) -> Result<Loaded, TlsError> {
         None if Path::new(SYSTEM_CAS).exists() => roots(Path::new(SYSTEM_CAS))?,
         None => RootCertStore::empty(),
     };
-    let client = ClientConfig::builder_with_provider(p)
+    let pair = || format!("{} and {}", s.cert_file.display(), s.key_file.display());
+    let client = ClientConfig::builder_with_provider(p.clone())
         .with_protocol_versions(versions(s.min_version))
         .map_err(|e| error(versions_key, e))?
         .with_root_certificates(servers_cas)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| error(format!("{} and {}", s.cert_file.display(), s.key_file.display()), e))?;
+        .with_client_auth_cert(chain.clone(), key.clone_key())
+        .map_err(|e| error(pair(), e))?;
+    let mut peers = Vec::with_capacity(s.peers.len());
+    for (i, peer) in s.peers.iter().enumerate() {
+        let builder = ClientConfig::builder_with_provider(p.clone())
+            .with_protocol_versions(versions(s.min_version))
+            .map_err(|e| error(versions_key, e))?;
+        let builder = match &peer.ca_file {
+            Some(ca) => builder.with_root_certificates(roots(ca)?),
+            None => {
+                tracing::warn!(
+                    host = %peer.host,
+                    "TLS: the certificate of this server is NOT checked (interfaces[].tls.peers[{i}].verify_server: no)"
+                );
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(super::tls_peers::Unchecked(p.clone())))
+            }
+        };
+        let cfg = builder.with_client_auth_cert(chain.clone(), key.clone_key()).map_err(|e| error(pair(), e))?;
+        peers
+            .push(super::tls_peers::PeerConnector { peer: peer.clone(), connector: TlsConnector::from(Arc::new(cfg)) });
+    }
     Ok(Loaded {
         acceptor: TlsAcceptor::from(Arc::new(server)),
         connector: TlsConnector::from(Arc::new(client)),
+        peers,
         not_after,
     })
 }
