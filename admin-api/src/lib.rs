@@ -88,6 +88,9 @@ pub trait Control: Send + Sync + 'static {
     }
 }
 
+/// What the API can be served on (a TCP listener, or one whose connections are HTTPS).
+pub use axum::serve::Listener;
+
 /// How the API is served.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -95,8 +98,14 @@ pub struct ApiConfig {
     pub token: Option<String>,
 }
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve<C: Control>(listener: tokio::net::TcpListener, control: std::sync::Arc<C>, cfg: ApiConfig) {
+/// Serves the API on `listener` (plain TCP, or a listener whose connections are HTTPS) until
+/// the process ends.
+pub async fn serve<C, L>(listener: L, control: std::sync::Arc<C>, cfg: ApiConfig)
+where
+    C: Control,
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = router(control, cfg);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "admin API stopped");

@@ -1,6 +1,8 @@
 # Shared by the sems-sbc-* tools (sourced, not run). The admin API's address and token come
 # from SBC_ADMIN_URL / SBC_ADMIN_TOKEN, else /etc/sbc/admin.env, else http://127.0.0.1:8090;
-# the token, when still unset, from /etc/sbc/admin.token (the package creates it).
+# the token, when still unset, from /etc/sbc/admin.token (the package creates it). Over HTTPS
+# (admin.tls), SBC_ADMIN_CACERT names the CA of the API's certificate, and SBC_ADMIN_CERT and
+# SBC_ADMIN_KEY the tool's own certificate when the API requires one.
 set -u
 if [ -z "${SBC_ADMIN_URL:-}" ] && [ -r /etc/sbc/admin.env ]; then
   # shellcheck disable=SC1091
@@ -20,6 +22,9 @@ api() {
   local out rest
   local args=(-sS -X "$1" -H 'Content-Type: application/json' -w '\n%header{x-sbc-cluster-failures}\n%{http_code}')
   [ $# -ge 3 ] && args+=(--data-binary "$3")
+  [ -n "${SBC_ADMIN_CACERT:-}" ] && args+=(--cacert "$SBC_ADMIN_CACERT")
+  [ -n "${SBC_ADMIN_CERT:-}" ] && args+=(--cert "$SBC_ADMIN_CERT")
+  [ -n "${SBC_ADMIN_KEY:-}" ] && args+=(--key "$SBC_ADMIN_KEY")
   # The token goes to curl on stdin (`-K -`): on the command line every user would see it (ps).
   local auth=""
   [ -n "$SBC_ADMIN_TOKEN" ] && auth="header = \"Authorization: Bearer $SBC_ADMIN_TOKEN\""

@@ -325,3 +325,46 @@ fn a_next_hops_ca_is_pinned_or_its_check_skipped_per_peer() {
     assert_eq!(status, Some(486), "unchecked: {log}");
     assert!(log.contains("NOT checked"), "said loudly: {log}");
 }
+
+/// `admin.tls`: the API over HTTPS with the same machinery; with `verify_client: required`
+/// a client without a certificate gets nothing; the certificate's expiry shows as `admin`.
+#[test]
+fn the_admin_api_answers_over_https_and_can_require_client_certificates() {
+    let certs = TestCerts::new();
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\nadmin:\n  tls:\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n    verify_client: required\n",
+        certs.server_cert.display(),
+        certs.server_key.display(),
+        certs.ca.display()
+    );
+    let sbcd = Sbcd::with_config(&yaml, &[]);
+    let api: std::net::SocketAddr = format!("127.0.0.1:{}", sbcd.admin_port).parse().unwrap();
+    let health = sbc_e2e::tls::https_get(api, "/health", &certs, true).unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}\n{}", sbcd.log_text());
+    let metrics = sbc_e2e::tls::https_get(api, "/metrics", &certs, true).unwrap();
+    assert!(metrics.contains("sbc_tls_certificate_expiry_seconds{interface=\"admin\"}"), "{metrics}");
+    // No client certificate, or plain HTTP: no answer.
+    assert!(sbc_e2e::tls::https_get(api, "/health", &certs, false).map(|r| r.is_empty()).unwrap_or(true));
+    let (status, _) = sbc_e2e::http(&sbcd, "GET", "/health", None, None);
+    assert_ne!(status, 200, "plain HTTP is not served");
+    // The sems-sbc tools over HTTPS, with the CA and their own certificate.
+    let tool = |with_cert: bool| {
+        let mut cmd = Command::new(sbc_e2e::repo_root().join("packaging/bin/sems-sbc-list-profiles"));
+        cmd.env("SBC_ADMIN_URL", format!("https://127.0.0.1:{}", sbcd.admin_port))
+            .env("SBC_ADMIN_CACERT", &certs.ca)
+            .env("SBC_TOOLS_LIB", sbc_e2e::repo_root().join("packaging/lib"));
+        if with_cert {
+            cmd.env("SBC_ADMIN_CERT", &certs.client_cert).env("SBC_ADMIN_KEY", &certs.client_key);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (rc, out, err) = tool(true);
+    assert_eq!(rc, Some(0), "{out}{err}");
+    assert!(out.contains("transparent"), "{out}");
+    assert_eq!(tool(false).0, Some(2), "no client certificate: the API is not reached");
+}

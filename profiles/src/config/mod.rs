@@ -96,11 +96,12 @@ struct FileAdmin {
     listen: String,
     token: Option<String>,
     token_file: Option<String>,
+    tls: Option<tls::FileTls>,
 }
 
 impl Default for FileAdmin {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8090".into(), token: None, token_file: None }
+        Self { listen: "127.0.0.1:8090".into(), token: None, token_file: None, tls: None }
     }
 }
 
@@ -285,6 +286,8 @@ pub struct AdminSettings {
     pub listen: Option<SocketAddr>,
     /// Bearer token every route but /health and /metrics requires.
     pub token: Option<String>,
+    /// HTTPS with this certificate (and clients' certificates checked if it says so).
+    pub tls: Option<TlsSettings>,
 }
 
 impl AdminSettings {
@@ -595,6 +598,20 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
     if admin_token.as_deref() == Some("") {
         return Err(err(None, "admin.token", "is empty".into()));
     }
+    let admin_tls = match &f.admin.tls {
+        None => None,
+        Some(t) => {
+            let s = TlsSettings::from_file(t, dir).map_err(|(key, msg)| err(None, &format!("admin.tls.{key}"), msg))?;
+            if !s.peers.is_empty() {
+                return Err(err(
+                    None,
+                    "admin.tls.peers",
+                    "has no meaning for the admin API (it opens no connection)".into(),
+                ));
+            }
+            Some(s)
+        }
+    };
     for (key, v) in [
         ("limits.tcp_message_timeout_s", f.limits.tcp_message_timeout_s),
         ("limits.tcp_first_message_timeout_s", f.limits.tcp_first_message_timeout_s),
@@ -666,7 +683,7 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
             max_packet_rate: f.media.max_packet_rate,
             deny: media_deny,
         },
-        admin: AdminSettings { listen: admin_listen, token: admin_token },
+        admin: AdminSettings { listen: admin_listen, token: admin_token, tls: admin_tls },
         max_registrations: f.registrations.max_bindings.unwrap_or(1_000_000),
         admission,
         cluster,

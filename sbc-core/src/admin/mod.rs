@@ -2,8 +2,10 @@
 //! [`Control`] trait, the configuration reload shared by SIGHUP and the API, and `/metrics`.
 
 mod calls;
+mod https;
 mod peers;
 pub use calls::CallViews;
+pub use https::serve_api;
 pub use peers::PeerAnswers;
 mod metrics;
 

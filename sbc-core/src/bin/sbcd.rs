@@ -272,6 +272,10 @@ fn check_tls(cfg: &Config) -> Result<(), sbc_core::config::ConfigError> {
             })?;
         }
     }
+    if let Some(t) = &cfg.admin.tls {
+        sbc_core::driver::tls::check(t)
+            .map_err(|e| sbc_core::config::ConfigError::new(&cfg.source, None, "admin.tls", e.to_string()))?;
+    }
     Ok(())
 }
 
@@ -325,8 +329,11 @@ async fn run(cfg: Config, config_path: Option<PathBuf>, shards: usize) -> anyhow
             .await
             .with_context(|| format!("cannot bind the admin API on {addr}"))?;
         let api = admin_api::ApiConfig { token: cfg.admin.token.clone() };
-        tracing::info!(%addr, token = cfg.admin.token.is_some(), "admin API listening");
-        tokio::spawn(admin_api::serve(listener, control, api));
+        let https = cfg.admin.tls.is_some();
+        tracing::info!(%addr, token = cfg.admin.token.is_some(), https, "admin API listening");
+        sbc_core::admin::serve_api(&runtime, listener, control, api)
+            .await
+            .with_context(|| format!("cannot serve the admin API on {addr}"))?;
     }
     tracing::info!(config = %cfg.source, shards, "sbcd started");
 

@@ -259,8 +259,10 @@ pub struct Runtime {
     admission: Arc<crate::admission::Admission>,
     /// The cluster this node joined (`cluster:`), if any.
     cluster: Option<Arc<cluster::Cluster>>,
-    /// The TLS of each interface that has a certificate.
+    /// The TLS of each interface that has a certificate (and of the admin API, last).
     tls: Vec<Arc<tls::TlsContext>>,
+    /// The admin API's HTTPS (`admin.tls`).
+    admin_tls: Option<Arc<tls::TlsContext>>,
 }
 
 /// 32 bytes from the OS: the key of the SBC's digest nonces and each shard's identifier seed.
@@ -361,6 +363,13 @@ impl Runtime {
         let mut interfaces = Vec::new();
         let mut tls_by_socket = Vec::new();
         let mut tls_contexts = Vec::new();
+        let admin_tls = match &cfg.admin.tls {
+            Some(t) => Some(Arc::new(
+                tls::TlsContext::new("admin", t)
+                    .map_err(|source| StartError::Tls { interface: "admin".into(), source })?,
+            )),
+            None => None,
+        };
         if let Some((_, name)) = cfg.tls_without_certificate() {
             return Err(StartError::TlsWithoutCertificate(name.to_string()));
         }
@@ -524,7 +533,8 @@ impl Runtime {
             reg_store,
             admission,
             cluster,
-            tls: tls_contexts,
+            tls: tls_contexts.into_iter().chain(admin_tls.clone()).collect(),
+            admin_tls,
         })
     }
 
@@ -551,6 +561,11 @@ impl Runtime {
     /// Each TLS interface and when its certificate runs out (unix seconds).
     pub fn tls_expiry(&self) -> Vec<(String, i64)> {
         self.tls.iter().map(|t| (t.interface.clone(), t.not_after())).collect()
+    }
+
+    /// The admin API's HTTPS side (`admin.tls`), and the handshake deadline of the limits.
+    pub(crate) fn admin_tls(&self) -> Option<(Arc<tls::TlsContext>, Duration)> {
+        self.admin_tls.clone().map(|t| (t, self.shared.tcp_limits.tls_handshake_timeout))
     }
 
     /// The cluster this node joined, if it runs in cluster mode.
