@@ -59,9 +59,9 @@ step "Debian package"
 step "benchmark harness smoke (benches/load/run.sh with tiny steps; not a measurement)"
 bench_out=$(mktemp)
 bench_log=$(mktemp)
-QUICK=1 RATES=1000 STEP_S=3 FIXED_S=3 HELD=200 HELD_RATE=200 SETTLE_S=1 MEDIA_STREAMS=100 MEDIA_S=2 \
+QUICK=1 RATES=1000 STEP_S=3 FIXED_S=3 HELD=200 HELD_RATE=200 SETTLE_S=1 MEDIA_STREAMS=100 MEDIA_S=2 TLS_RATES=100 TLS_S=2 \
   OUT="$bench_out" benches/load/run.sh >"$bench_log" 2>&1 || { echo "benches/load/run.sh failed"; tail -n 40 "$bench_log"; exit 1; }
-for section in "## Signalling" "### Highest call rate" "### Memory per held call" "## Media"; do
+for section in "## Signalling" "### Highest call rate" "### Memory per held call" "## Media" "## SIP over TLS"; do
   grep -q "^$section" "$bench_out" || { echo "benchmark report lacks '$section'"; cat "$bench_out"; tail -n 40 "$bench_log"; exit 1; }
 done
 rm -f "$bench_out" "$bench_log"

@@ -164,6 +164,23 @@ EOF
   done
 fi
 
+if [ -n "${TLS_RATES:-}" ] && [ "$(get "tls.udp.$(echo "$TLS_RATES" | awk '{print $1}').answered")" != - ]; then
+  cat <<EOF
+
+## SIP over TLS
+
+\`tls_load\` (\`benches/load/tls_load.rs\`, our own generator: Debian's SIPp has no TLS) places
+calls through sbcd to a SIPp callee on UDP, at each rate over UDP then over TLS (8 callers,
+each on one long-lived connection, as trunks keep theirs); sbcd's CPU is read from \`/proc\`.
+
+| calls/s | UDP: answered / failed | UDP: CPU per call | TLS: answered / failed | TLS: CPU per call | TLS / UDP |
+|---|---|---|---|---|---|
+EOF
+  for r in $TLS_RATES; do
+    echo "| $(num "$r") | $(get "tls.udp.$r.answered") / $(get "tls.udp.$r.failed") | $(get "tls.udp.$r.cpu_ms_per_call") ms | $(get "tls.tls.$r.answered") / $(get "tls.tls.$r.failed") | $(get "tls.tls.$r.cpu_ms_per_call") ms | $(ratio "$(get "tls.tls.$r.cpu_ms_per_call")" "$(get "tls.udp.$r.cpu_ms_per_call")") |"
+  done
+fi
+
 cat <<EOF
 
 ## How to reproduce

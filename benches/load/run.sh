@@ -17,7 +17,7 @@
 # Usage: benches/load/run.sh            (about 25 minutes on 2 vCPU)
 #        QUICK=1 benches/load/run.sh    (a few minutes: short steps, few rates; a smoke)
 # env: SYSTEMS, RATES, STEP_S, FIXED_RATE, FIXED_S, HELD, HELD_RATE, SETTLE_S, MEDIA_STREAMS,
-#      MEDIA_S, OUT, NO_MEDIA=1, KEEP_WORK=1 (keep the run's directory: SIPp stats, captures)
+#      MEDIA_S, TLS_RATES, TLS_S, OUT, NO_MEDIA=1, NO_TLS=1, KEEP_WORK=1 (keep the run's directory: SIPp stats, captures)
 # Needs sipp (sip-tester), kamailio, rtpengine-daemon, tcpdump: installed with apt-get when
 # missing and run as root (as on the CI machine); a system that is missing is skipped.
 set -euo pipefail
@@ -36,6 +36,9 @@ HELD_RATE=${HELD_RATE:-1000}
 # Seconds for finished transactions to expire (sbcd keeps them 32 s) before a reading.
 SETTLE_S=${SETTLE_S:-35}
 MEDIA_STREAMS=${MEDIA_STREAMS:-1000 2000}
+# SIP over TLS beside UDP (tls_load, our own generator: Debian's SIPp has no TLS).
+TLS_RATES=${TLS_RATES:-200 1000 2000}
+TLS_S=${TLS_S:-10}
 OUT=${OUT:-$ROOT/docs/benchmarks/latest-run.md}
 SC=$ROOT/benches/load/scenarios
 # A proxy with several UDP workers (Kamailio's children) may relay a 180 after the 200; SIPp
@@ -59,8 +62,8 @@ if [[ " $SYSTEMS " == *" kamailio "* ]] && ! need kamailio kamailio; then
   echo "no kamailio: skipped" >&2; SYSTEMS=${SYSTEMS/kamailio/}
 fi
 
-echo "building sbcd and relay_load (release)" >&2
-cargo build --release --locked -q -p sbc-core --bin sbcd -p sbc-benches --bin relay_load
+echo "building sbcd, relay_load and tls_load (release)" >&2
+cargo build --release --locked -q -p sbc-core --bin sbcd -p sbc-benches --bin relay_load --bin tls_load
 
 WORK=$(mktemp -d)
 RES=$WORK/results # one "key value" per line, read back when the report is written
@@ -324,8 +327,15 @@ if [ "${NO_MEDIA:-0}" != 1 ]; then
   if [ -n "${RTPENGINE:-}" ]; then kill "$RTPENGINE" 2>/dev/null || true; wait "$RTPENGINE" 2>/dev/null || true; fi
 fi
 
+if [ "${NO_TLS:-0}" != 1 ]; then
+  echo "== tls: calls over TLS beside UDP (tls_load)" >&2
+  "$ROOT/target/release/tls_load" --sbcd "$ROOT/target/release/sbcd" --rates "${TLS_RATES// /,}" \
+    --seconds "$TLS_S" --results tls >>"$RES" 2>"$WORK/tls.log" || { echo "tls_load failed:"; cat "$WORK/tls.log"; }
+  tail -n 7 "$WORK/tls.log" >&2
+fi
+
 echo "== writing $OUT" >&2
-SYSTEMS="$SYSTEMS" RATES="$RATES" HELD="$HELD" MEDIA_STREAMS="$MEDIA_STREAMS" FIXED_RATE="$FIXED_RATE" \
+SYSTEMS="$SYSTEMS" RATES="$RATES" HELD="$HELD" MEDIA_STREAMS="$MEDIA_STREAMS" FIXED_RATE="$FIXED_RATE" TLS_RATES="$TLS_RATES" \
   FIXED_S="$FIXED_S" STEP_S="$STEP_S" HELD_RATE="$HELD_RATE" QUICK="${QUICK:-0}" \
   "$ROOT/benches/load/report.sh" "$RES" >"$WORK/report.md"
 mv "$WORK/report.md" "$OUT"
