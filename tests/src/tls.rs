@@ -40,7 +40,9 @@ impl TestCerts {
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
         let (server, server_key) = server_leaf(&ca);
-        let (client, client_key) = leaf(&ca, vec!["client.test".into()], vec![ExtendedKeyUsagePurpose::ClientAuth]);
+        // The client's certificate names it and its address (RFC 5923 aliases need the latter).
+        let names = vec!["client.test".into(), "127.0.0.1".into()];
+        let (client, client_key) = leaf(&ca, names, vec![ExtendedKeyUsagePurpose::ClientAuth]);
         Self {
             ca: write("ca.pem", ca.pem()),
             server_cert: write("server.pem", server),
@@ -165,6 +167,8 @@ pub struct TlsUa {
     target: Option<String>,
     /// Header lines (each ending in CRLF) added to every request.
     pub extra_headers: String,
+    /// Parameters added to its Via (`;alias`, RFC 5923).
+    pub via_params: String,
 }
 
 impl TlsUa {
@@ -187,6 +191,7 @@ impl TlsUa {
             to: None,
             target: None,
             extra_headers: String::new(),
+            via_params: String::new(),
         })
     }
 
@@ -229,8 +234,9 @@ impl TlsUa {
         let to = self.to.clone().unwrap_or_else(|| format!("<{uri}>"));
         let ct = if body.is_empty() { "" } else { "Content-Type: application/sdp\r\n" };
         format!(
-            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/TLS {l};branch=z9hG4bKtls{cseq}{method};rport\r\nMax-Forwards: 70\r\nFrom: <sip:ua@{l}>;tag=tls{p}\r\nTo: {to}\r\nCall-ID: {ci}\r\nCSeq: {cseq} {method}\r\nContact: <sip:ua@{l};transport=tls>\r\n{x}{ct}Content-Length: {len}\r\n\r\n{body}",
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/TLS {l};branch=z9hG4bKtls{cseq}{method};rport{v}\r\nMax-Forwards: 70\r\nFrom: <sip:ua@{l}>;tag=tls{p}\r\nTo: {to}\r\nCall-ID: {ci}\r\nCSeq: {cseq} {method}\r\nContact: <sip:ua@{l};transport=tls>\r\n{x}{ct}Content-Length: {len}\r\n\r\n{body}",
             x = self.extra_headers,
+            v = self.via_params,
             l = self.local,
             p = self.local.port(),
             ci = self.call_id,
@@ -239,6 +245,36 @@ impl TlsUa {
     }
 
     /// The final response to our `cseq method` (provisionals and requests skipped).
+    /// OPTIONS to `uri`: its final response.
+    pub fn options(&mut self, uri: &str) -> std::io::Result<SipText> {
+        self.cseq += 1;
+        let cseq = self.cseq;
+        let text = self.request("OPTIONS", uri, cseq, "");
+        self.send(&text)?;
+        self.final_response(cseq, "OPTIONS")
+    }
+
+    /// Answers a request the SBC sent on this connection with `code` (Via, From, To + tag,
+    /// Call-ID, CSeq copied).
+    pub fn respond(&mut self, req: &SipText, code: u16) -> std::io::Result<()> {
+        let mut resp = format!("SIP/2.0 {code} Answered\r\n");
+        for l in req.0.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
+            let name = l.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => resp.push_str(&format!("{l}\r\n")),
+                "to" | "t" => resp.push_str(&format!("{l};tag=tlsua\r\n")),
+                _ => {}
+            }
+        }
+        resp.push_str("Content-Length: 0\r\n\r\n");
+        self.send(&resp)
+    }
+
+    /// This UA's address (the sent-by of its Via).
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
     fn final_response(&mut self, cseq: u32, method: &str) -> std::io::Result<SipText> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -285,7 +285,7 @@ fn the_client_certificate_names_the_caller_in_patterns() {
     let refused = ua.invite("sip:callee@127.0.0.1:9", &sdp("127.0.0.1", 40000, "")).unwrap();
     assert_eq!(refused.status(), Some(403), "{}\n{}", refused.0, sbcd.log_text());
     let status_line = refused.0.lines().next().unwrap_or_default();
-    assert!(status_line.ends_with("cert=client.test san=client.test"), "{status_line}");
+    assert!(status_line.ends_with("cert=client.test san=client.test, 127.0.0.1"), "{status_line}");
     // Over UDP nobody showed a certificate: the same pattern expands to nothing.
     let mut udp = sbc_e2e::ua::TestUa::new(sbcd.addr());
     let refused = udp.invite("sip:callee@127.0.0.1:9", &sdp("127.0.0.1", 40000, ""));
@@ -367,4 +367,39 @@ fn the_admin_api_answers_over_https_and_can_require_client_certificates() {
     assert_eq!(rc, Some(0), "{out}{err}");
     assert!(out.contains("transparent"), "{out}");
     assert_eq!(tool(false).0, Some(2), "no client certificate: the API is not reached");
+}
+
+/// RFC 5923: a UA whose request over TLS has `alias` in its Via, and whose client certificate
+/// names its address, is reached on that connection by new requests to its Via address (it
+/// listens nowhere else); without `alias` the SBC would connect anew and fail.
+#[test]
+fn a_tls_connection_aliased_by_its_client_certificate_carries_new_requests() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let sbcd = sbcd_with_tls(&certs, "required", tls_port);
+    let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let mut callee = TlsUa::connect(addr, &certs, true).unwrap();
+    callee.via_params = ";alias".into();
+    let sbc_uri = format!("sip:127.0.0.1:{tls_port};transport=tls");
+    assert_eq!(callee.options(&sbc_uri).unwrap().status(), Some(200), "{}", sbcd.log_text());
+    // A caller over UDP calls the TLS UA at its Via address.
+    let mut caller = sbc_e2e::ua::TestUa::new(sbcd.addr());
+    let target = format!("sip:callee@{};transport=tls", callee.local());
+    let (answered, inv) = std::thread::scope(|s| {
+        let call = s.spawn(|| caller.invite(&target, &sdp("127.0.0.1", 40000, "")));
+        let inv = callee.recv(Duration::from_secs(5));
+        if let Ok(inv) = &inv {
+            callee.respond(inv, 486).unwrap();
+        }
+        (call.join().unwrap(), inv)
+    });
+    let inv = inv.unwrap_or_else(|e| panic!("the INVITE came on the aliased connection: {e}\n{}", sbcd.log_text()));
+    assert_eq!(inv.method(), Some("INVITE"), "{}", inv.0);
+    assert_eq!(answered.status(), Some(486), "{}", answered.0);
+    // Without alias: no connection carries it, and the UA listens nowhere.
+    let mut plain = TlsUa::connect(addr, &certs, true).unwrap();
+    assert_eq!(plain.options(&sbc_uri).unwrap().status(), Some(200));
+    let mut caller = sbc_e2e::ua::TestUa::new(sbcd.addr());
+    let refused = caller.invite(&format!("sip:callee@{};transport=tls", plain.local()), &sdp("127.0.0.1", 40000, ""));
+    assert_eq!(refused.status(), Some(503), "{}", refused.0);
 }

@@ -65,8 +65,11 @@ struct Conn {
     peer: SocketAddr,
     inbound: bool,
     tls: bool,
-    /// For a TLS connection the SBC opened: the name its server's certificate was checked for.
+    /// For a TLS connection the SBC opened: the name its server's certificate was checked for;
+    /// for one a peer opened and aliased (RFC 5923), the name its client certificate proved.
     server_name: Option<String>,
+    /// The address new requests reach this connection by (an RFC 5923 alias).
+    alias: Option<SocketAddr>,
 }
 
 /// The limits of `limits.tcp_*`.
@@ -173,7 +176,7 @@ impl TcpTable {
     ) -> (ConnId, mpsc::Receiver<Outgoing>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (writer, rx) = mpsc::channel(WRITE_QUEUE);
-        self.conns.insert(id, Conn { writer, peer, inbound, tls, server_name });
+        self.conns.insert(id, Conn { writer, peer, inbound, tls, server_name, alias: None });
         self.by_peer.insert((peer, tls), id);
         if inbound {
             *self.per_source.entry(source_key(peer.ip())).or_insert(0) += 1;
@@ -188,6 +191,9 @@ impl TcpTable {
         self.identities.remove(&id);
         if let Some((_, c)) = self.conns.remove(&id) {
             self.by_peer.remove_if(&(c.peer, c.tls), |_, v| *v == id);
+            if let Some(a) = c.alias {
+                self.by_peer.remove_if(&(a, c.tls), |_, v| *v == id);
+            }
             if c.inbound {
                 let key = source_key(c.peer.ip());
                 if let Some(mut n) = self.per_source.get_mut(&key) {
@@ -236,6 +242,34 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
     TcpListener::from_std(sock.into())
+}
+
+/// RFC 5923: the first request on a TLS connection a peer opened, with `alias` in its top Via,
+/// makes the connection the way to the Via's sent-by for new requests, if the peer's verified
+/// client certificate names that host (§6: only a certificate proves a name; without one, or
+/// over TCP, no alias is taken).
+fn take_alias(shared: &Shared, id: ConnId, peer: SocketAddr, msg: &Bytes) {
+    let Ok(m) = crate::sip::msg::Message::parse(msg.clone()) else { return };
+    let Some(via) = m.top_via().filter(|v| m.is_request() && v.has_param(b"alias")) else { return };
+    let host = String::from_utf8_lossy(via.host).trim_matches(['[', ']']).to_ascii_lowercase();
+    let Some(who) = shared.tcp.identities.get(&id).map(|w| w.clone()) else {
+        tracing::debug!(%peer, "alias asked without a client certificate: not taken");
+        return;
+    };
+    let named = std::iter::once(&who.common_name).chain(&who.alt_names).any(|n| n.eq_ignore_ascii_case(&host));
+    if !named {
+        tracing::debug!(%peer, %host, "alias asked for a host the client certificate does not name: not taken");
+        return;
+    }
+    // A name resolves to where the peer is; an address is taken as it is.
+    let ip = host.parse().unwrap_or(peer.ip());
+    let alias = SocketAddr::new(ip, via.port.unwrap_or(5061));
+    if let Some(mut c) = shared.tcp.conns.get_mut(&id) {
+        c.alias = Some(alias);
+        c.server_name = Some(host.clone());
+    }
+    shared.tcp.by_peer.insert((alias, true), id);
+    tracing::debug!(%peer, %alias, "connection aliased (RFC 5923)");
 }
 
 /// Accepts connections on a TCP listener; with `tls`, each begins with a TLS handshake.
@@ -381,6 +415,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // When the first byte of the message now in `buf` arrived.
     let mut started: Option<Instant> = None;
     let mut held = 0usize;
+    // Whether a request may still make this connection an alias (RFC 5923): a TLS one a peer
+    // opened, until its first request says.
+    let mut may_alias = inbound && transport == Transport::Tls;
     let cut = loop {
         // Frame everything already buffered.
         let mut framed = false;
@@ -390,6 +427,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let msg = buf.split_to(len).freeze();
                     (framed, framed_any) = (true, true);
                     shared.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+                    if std::mem::take(&mut may_alias) {
+                        take_alias(shared, id, peer, &msg);
+                    }
                     shared.dispatch(msg, src);
                 }
                 Ok(StreamFrame::KeepAlive { len, ping }) => {
@@ -465,7 +505,7 @@ pub(super) fn send(
     let conn = dest.conn.filter(|c| shared.tcp.conns.get(c).is_some_and(|c| c.tls == tls)).or_else(|| {
         let id = *shared.tcp.by_peer.get(&(addr, tls))?;
         let c = shared.tcp.conns.get(&id)?;
-        (!tls || (!c.inbound && c.server_name == shown)).then_some(id)
+        (!tls || ((!c.inbound || c.alias == Some(addr)) && c.server_name == shown)).then_some(id)
     });
     if let Some(id) = conn {
         if let Some(c) = shared.tcp.conns.get(&id) {
