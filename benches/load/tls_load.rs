@@ -236,6 +236,9 @@ fn call(link: &mut Link, uas: SocketAddr, n: u64, tls: bool) -> bool {
 }
 
 struct Step {
+    /// Calls answered a second over the step (each caller places one call at a time: a slow
+    /// answer lowers it below the rate asked).
+    achieved: f64,
     answered: u64,
     failed: u64,
     cpu_ms_per_call: f64,
@@ -289,6 +292,7 @@ fn step(
     let (cpu, wall) = (cpu_s(pid) - cpu0, t0.elapsed().as_secs_f64());
     let answered = answered.load(Relaxed);
     Step {
+        achieved: answered as f64 / wall,
         answered,
         failed: failed.load(Relaxed),
         cpu_ms_per_call: cpu * 1000.0 / answered.max(1) as f64,
@@ -355,12 +359,13 @@ fn main() {
         for (name, tls, sbc) in [("udp", None, sbc_udp), ("tls", Some(&client), sbc_tls)] {
             let s = step(&args, pid, sbc, uas_addr, tls, rate);
             eprintln!(
-                "{rate:>6}/s {name}: answered={} failed={} sbcd CPU {:.1} % = {:.3} ms per call",
-                s.answered, s.failed, s.cpu_pct, s.cpu_ms_per_call
+                "{rate:>6}/s {name}: answered={} ({:.0}/s) failed={} sbcd CPU {:.1} % = {:.3} ms per call",
+                s.answered, s.achieved, s.failed, s.cpu_pct, s.cpu_ms_per_call
             );
             if let Some(tag) = &args.results {
                 for (k, v) in [
                     ("answered", s.answered.to_string()),
+                    ("achieved_cps", format!("{:.0}", s.achieved)),
                     ("failed", s.failed.to_string()),
                     ("cpu_pct", format!("{:.1}", s.cpu_pct)),
                     ("cpu_ms_per_call", format!("{:.3}", s.cpu_ms_per_call)),

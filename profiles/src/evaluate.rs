@@ -34,6 +34,11 @@ impl ContactValues {
     /// The Contact value: parts left empty take the SBC's own (`default_hostport` of the leg's
     /// socket); as in SEMS, a port alone does not replace the socket's host and port.
     pub fn render(&self, default_hostport: &str, uri_tail: &str) -> String {
+        self.render_scheme("sip", default_hostport, uri_tail)
+    }
+
+    /// [`render`](Self::render) with the URI scheme `scheme` (`sips` on a SIPS dialog).
+    pub fn render_scheme(&self, scheme: &str, default_hostport: &str, uri_tail: &str) -> String {
         let mut s = String::new();
         if !self.displayname.is_empty() {
             s.push('"');
@@ -45,7 +50,9 @@ impl ContactValues {
             }
             s.push_str("\" ");
         }
-        s.push_str("<sip:");
+        s.push('<');
+        s.push_str(scheme);
+        s.push(':');
         if !self.user.is_empty() {
             s.push_str(&self.user);
             s.push('@');

@@ -324,6 +324,18 @@ fn a_next_hops_ca_is_pinned_or_its_check_skipped_per_peer() {
     let (status, log) = call("      peers:\n        - {host: 127.0.0.1, verify_server: no}\n");
     assert_eq!(status, Some(486), "unchecked: {log}");
     assert!(log.contains("NOT checked"), "said loudly: {log}");
+    // A pin replaces the interface's CAs: with the far end's CA on the interface but another
+    // CA pinned for it, the far end is not reached.
+    let other = TestCerts::new();
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}      peers:\n        - {{host: 127.0.0.1, ca_file: {}}}\nactive_profile: out\nprofiles:\n  out:\n    next_hop: 127.0.0.1:{far_tls}/tls\n",
+        certs.yaml("none"),
+        other.ca.display()
+    );
+    let near = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{}", free_port())]);
+    let mut ua = sbc_e2e::ua::TestUa::new(near.addr());
+    let status = ua.invite("sip:callee@127.0.0.1:9", &sdp("127.0.0.1", 40000, "")).status();
+    assert_eq!(status, Some(503), "the pinned CA, not the interface's: {}", near.log_text());
 }
 
 /// `admin.tls`: the API over HTTPS with the same machinery; with `verify_client: required`

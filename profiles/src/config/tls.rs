@@ -132,7 +132,9 @@ impl TlsSettings {
         let mut peers = Vec::new();
         for (i, p) in f.peers.iter().flatten().enumerate() {
             let key = |k: &str| format!("peers[{i}].{k}");
-            let host = p.host.trim().to_ascii_lowercase();
+            // An address in its canonical form (brackets off): it is compared as an address.
+            let host = p.host.trim().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+            let host = host.parse::<std::net::IpAddr>().map_or(host, |ip| ip.to_string());
             if host.is_empty() {
                 return Err((key("host"), "is empty".into()));
             }

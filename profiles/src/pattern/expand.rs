@@ -36,6 +36,12 @@ fn text(b: &[u8]) -> Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
 
+/// Appends certificate text: only the characters of host names, addresses and SIP URIs. A CA
+/// may sign any text; it must not change the structure of the message a pattern builds.
+fn push_cert(out: &mut String, s: &str) {
+    out.extend(s.chars().filter(|c| c.is_ascii_alphanumeric() || "-._:@*+=/".contains(*c)));
+}
+
 /// Appends request-derived text with line breaks and NULs neutralised.
 fn push_clean(out: &mut String, s: &str) {
     if s.bytes().any(|c| matches!(c, b'\r' | b'\n' | 0)) {
@@ -83,8 +89,15 @@ fn var(v: &Var, env: &Env<'_>, out: &mut String) {
         }
         Var::InterfaceName => out.push_str(env.interface.name),
         Var::InterfacePublicIp => out.push_str(env.interface.public_ip),
-        Var::CertCommonName => push_clean(out, env.peer.map_or("", |p| p.common_name.as_str())),
-        Var::CertAltNames => push_clean(out, &env.peer.map(|p| p.alt_names.join(", ")).unwrap_or_default()),
+        Var::CertCommonName => push_cert(out, env.peer.map_or("", |p| p.common_name.as_str())),
+        Var::CertAltNames => {
+            for (i, name) in env.peer.iter().flat_map(|p| p.alt_names.iter()).enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_cert(out, name);
+            }
+        }
         Var::DestIp | Var::DestPort => destination(v == &Var::DestIp, env, out),
         Var::AppParam(key) => {
             if let Some(v) = app_param(req, key) {

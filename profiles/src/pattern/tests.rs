@@ -296,4 +296,7 @@ fn certificate_variables_read_the_verified_client_certificate() {
     assert_eq!(p.expand(&env(Some(&who))), "|trunk-a.example|sbc1.trunk-a.example, sip:trunk@a.example");
     assert_eq!(p.expand(&env(None)), "||", "no certificate: empty");
     assert!(Pattern::compile("$Tx").is_err());
+    let odd = PeerIdentity { common_name: "a.example>;x=\"y\"\r\nX-Evil: 1".into(), alt_names: vec!["b <c>".into()] };
+    let p = Pattern::compile("$Tc|$Ts").unwrap();
+    assert_eq!(p.expand(&env(Some(&odd))), "a.examplex=yX-Evil:1|bc", "only name characters cross");
 }

@@ -2,24 +2,74 @@
 //! (`driver/tls.rs`: loaded at start, checked by `--check-config`, reloaded with the
 //! interfaces' on SIGHUP and `POST /tls/reload`, its expiry in `/metrics` as interface
 //! `admin`). Handshakes run in tasks of their own under the handshake deadline, so a client
-//! that never finishes one holds up no other.
+//! that never finishes one holds up no other; they pass a gate of their own (a rate and a cap
+//! per source, [`MAX_HANDSHAKES`] at once), at most [`MAX_CONNECTIONS`] connections are open,
+//! and one that sends nothing for [`IDLE`] (a request trickled in, or a kept-alive one left
+//! idle) is closed: the API's tasks share the runtime with SIP's.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 
 use crate::driver::tls::TlsContext;
 
 /// Connections waiting to be served once their handshake ended.
 const READY: usize = 64;
+/// Admin connections open at once; further ones are closed at accept.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// Handshakes under way at once, and a second per source.
+pub(crate) const MAX_HANDSHAKES: usize = 64;
+const HANDSHAKES_PER_SOURCE: u32 = 10;
+/// A connection that sends nothing for this long is closed.
+pub(crate) const IDLE: Duration = Duration::from_secs(60);
+
+/// A served connection: closed when idle for [`IDLE`], its place among the open connections
+/// given back when dropped.
+pub(crate) struct Guarded {
+    inner: TlsStream<TcpStream>,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    _open: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let deadline = tokio::time::Instant::now() + IDLE;
+                self.idle.as_mut().reset(deadline);
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.idle.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "admin connection idle")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// A listener whose connections have finished their TLS handshake.
 pub(crate) struct HttpsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(Guarded, SocketAddr)>,
     local: SocketAddr,
 }
 
@@ -27,6 +77,8 @@ impl HttpsListener {
     pub(crate) fn new(listener: TcpListener, tls: Arc<TlsContext>, deadline: Duration) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(READY);
+        let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let gate = Arc::new(crate::driver::handshakes::HandshakeGate::new(HANDSHAKES_PER_SOURCE, MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
@@ -37,11 +89,23 @@ impl HttpsListener {
                         continue;
                     }
                 };
+                let Ok(place) = open.clone().try_acquire_owned() else {
+                    tracing::debug!(%peer, "admin API: too many connections, closed");
+                    continue;
+                };
+                #[allow(clippy::disallowed_methods)] // driver-side: the gate's buckets are timed
+                let Some(permit) = gate.begin(peer.ip(), false, std::time::Instant::now()) else {
+                    tracing::debug!(%peer, "admin API: TLS handshake refused (rate or cap)");
+                    continue;
+                };
                 let (tx, acceptor) = (tx.clone(), tls.acceptor());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                    let handshake = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
+                    drop(permit);
+                    match handshake {
                         Ok(Ok(s)) => {
-                            let _ = tx.send((s, peer)).await;
+                            let idle = Box::pin(tokio::time::sleep(IDLE));
+                            let _ = tx.send((Guarded { inner: s, idle, _open: place }, peer)).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin API: TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "admin API: TLS handshake timed out"),
@@ -54,7 +118,7 @@ impl HttpsListener {
 }
 
 impl admin_api::Listener for HttpsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Guarded;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -4,8 +4,9 @@
 //! full the datagram is dropped and counted (the peer retransmits), a TCP reader waits.
 
 mod admin_query;
+mod alias;
 mod dns;
-mod handshakes;
+pub(crate) mod handshakes;
 mod hooks;
 mod media;
 mod registrations;

@@ -60,16 +60,16 @@ impl Drop for Unwritten {
     }
 }
 
-struct Conn {
+pub(super) struct Conn {
     writer: mpsc::Sender<Outgoing>,
     peer: SocketAddr,
     inbound: bool,
     tls: bool,
     /// For a TLS connection the SBC opened: the name its server's certificate was checked for;
     /// for one a peer opened and aliased (RFC 5923), the name its client certificate proved.
-    server_name: Option<String>,
+    pub(super) server_name: Option<String>,
     /// The address new requests reach this connection by (an RFC 5923 alias).
-    alias: Option<SocketAddr>,
+    pub(super) alias: Option<SocketAddr>,
 }
 
 /// The limits of `limits.tcp_*`.
@@ -137,12 +137,12 @@ impl Cut {
 
 #[derive(Default)]
 pub(crate) struct TcpTable {
-    conns: DashMap<ConnId, Conn>,
+    pub(super) conns: DashMap<ConnId, Conn>,
     /// The verified client certificates of TLS connections peers opened (the engine reads
     /// them through its `ConnectionFacts` port).
     pub(crate) identities: Arc<DashMap<ConnId, Arc<sbc_engine::connections::PeerIdentity>>>,
     /// Open connections by peer, and whether TLS (a TCP connection never carries a TLS send).
-    by_peer: DashMap<(SocketAddr, bool), ConnId>,
+    pub(super) by_peer: DashMap<(SocketAddr, bool), ConnId>,
     /// Open connections peers opened per source (IPv6 per /64), for the per-source cap.
     per_source: DashMap<std::net::IpAddr, usize>,
     /// Open connections peers opened, and that the SBC opened.
@@ -242,34 +242,6 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
     TcpListener::from_std(sock.into())
-}
-
-/// RFC 5923: the first request on a TLS connection a peer opened, with `alias` in its top Via,
-/// makes the connection the way to the Via's sent-by for new requests, if the peer's verified
-/// client certificate names that host (§6: only a certificate proves a name; without one, or
-/// over TCP, no alias is taken).
-fn take_alias(shared: &Shared, id: ConnId, peer: SocketAddr, msg: &Bytes) {
-    let Ok(m) = crate::sip::msg::Message::parse(msg.clone()) else { return };
-    let Some(via) = m.top_via().filter(|v| m.is_request() && v.has_param(b"alias")) else { return };
-    let host = String::from_utf8_lossy(via.host).trim_matches(['[', ']']).to_ascii_lowercase();
-    let Some(who) = shared.tcp.identities.get(&id).map(|w| w.clone()) else {
-        tracing::debug!(%peer, "alias asked without a client certificate: not taken");
-        return;
-    };
-    let named = std::iter::once(&who.common_name).chain(&who.alt_names).any(|n| n.eq_ignore_ascii_case(&host));
-    if !named {
-        tracing::debug!(%peer, %host, "alias asked for a host the client certificate does not name: not taken");
-        return;
-    }
-    // A name resolves to where the peer is; an address is taken as it is.
-    let ip = host.parse().unwrap_or(peer.ip());
-    let alias = SocketAddr::new(ip, via.port.unwrap_or(5061));
-    if let Some(mut c) = shared.tcp.conns.get_mut(&id) {
-        c.alias = Some(alias);
-        c.server_name = Some(host.clone());
-    }
-    shared.tcp.by_peer.insert((alias, true), id);
-    tracing::debug!(%peer, %alias, "connection aliased (RFC 5923)");
 }
 
 /// Accepts connections on a TCP listener; with `tls`, each begins with a TLS handshake.
@@ -428,7 +400,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     (framed, framed_any) = (true, true);
                     shared.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
                     if std::mem::take(&mut may_alias) {
-                        take_alias(shared, id, peer, &msg);
+                        super::alias::take(shared, local, id, peer, &msg);
                     }
                     shared.dispatch(msg, src);
                 }
@@ -498,7 +470,7 @@ pub(super) fn send(
 ) {
     let tls = dest.transport == Transport::Tls;
     let name = if tls { server_name(&dest.peer, addr) } else { None };
-    let shown = name.as_ref().map(|n| n.to_str().into_owned());
+    let shown = name.as_ref().map(|n| n.to_str().to_ascii_lowercase());
     // The leg's own connection, else one open to the peer; for TLS only one the SBC opened and
     // checked for the same name (a connection the peer opened proves nothing about a name,
     // RFC 5923 §6).

@@ -72,6 +72,12 @@ impl TlsContext {
         }
     }
 
+    /// Whether `host` at `addr` has its own `tls.peers` rule.
+    pub(crate) fn has_peer_rule(&self, host: &str, addr: std::net::SocketAddr) -> bool {
+        let host = host.parse::<std::net::IpAddr>().is_err().then_some(host);
+        self.loaded.load().peers.iter().any(|p| p.matches(host, addr))
+    }
+
     /// When the running certificate runs out (unix seconds).
     pub(crate) fn not_after(&self) -> i64 {
         self.loaded.load().not_after

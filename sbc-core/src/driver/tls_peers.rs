@@ -19,12 +19,15 @@ pub(super) struct PeerConnector {
 }
 
 impl PeerConnector {
-    /// Whether this rule is for a server named `host` (or at `addr`) on `addr`'s port.
+    /// Whether this rule is for a server named `host`, or (a destination given as an address,
+    /// `host` none) at `addr`, on `addr`'s port. A rule for an address never applies to a name
+    /// that resolves to it: the operator named the one they meant.
     pub(super) fn matches(&self, host: Option<&str>, addr: SocketAddr) -> bool {
-        let named = match host {
-            Some(h) => h.eq_ignore_ascii_case(&self.peer.host),
-            None => false,
-        } || addr.ip().to_string() == self.peer.host;
+        let named = match (host, self.peer.host.parse::<std::net::IpAddr>()) {
+            (Some(h), Err(_)) => h.eq_ignore_ascii_case(&self.peer.host),
+            (None, Ok(ip)) => ip.to_canonical() == addr.ip().to_canonical(),
+            _ => false,
+        };
         named && self.peer.port.is_none_or(|p| p == addr.port())
     }
 }

@@ -334,11 +334,7 @@ pub(crate) fn cancel_for(invite: &Message) -> Bytes {
 /// §8.1.1.8, §12.1.1), without a transport parameter (TLS is implied, RFC 5630 §5.1).
 pub(crate) fn leg_contact(parts: &ContactValues, sent_by: &str, transport: Transport, sips: bool) -> Box<[u8]> {
     if sips {
-        let v = if parts.is_default() {
-            format!("<sips:{sent_by}>")
-        } else {
-            parts.render(sent_by, "").replacen("<sip:", "<sips:", 1)
-        };
+        let v = if parts.is_default() { format!("<sips:{sent_by}>") } else { parts.render_scheme("sips", sent_by, "") };
         return v.into_bytes().into_boxed_slice();
     }
     if parts.is_default() {

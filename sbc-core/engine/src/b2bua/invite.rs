@@ -104,7 +104,9 @@ impl Engine {
         if ruri.is_some() {
             tracing::warn!(to = %peer, %transport, "sips: call downgraded (sips_downgrade)");
         }
-        let tls_only = routing::is_sips(inbound) && !downgrade;
+        // Failover of a sips: call takes TLS hops only, downgrade or not: the downgrade is for
+        // the route the profile chose, not for whatever a failure leads to.
+        let tls_only = routing::is_sips(inbound) || routing::is_sips(uri);
         Ok(BRoute { dest: Destination { transport, local: socket.id, peer, conn: None }, fixed, ruri, tls_only })
     }
 

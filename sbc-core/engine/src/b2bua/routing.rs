@@ -72,17 +72,19 @@ pub(super) fn sips_arrival(msg: &Message, src: &Source) -> Result<(), LocalReply
     Err(LocalReply::new(480, "SIPS Requires TLS").with("Warning", "381 sbc \"SIPS Required\""))
 }
 
-/// Where a request that came to a `sips:` Request-URI may go on (RFC 3261 §26.2.2, RFC 5630
-/// §5.3): over TLS, to a `sips:` Request-URI. With `downgrade` (`sips_downgrade`) it may
-/// leave over another transport, its Request-URI turned `sip:` (returned). A request that
-/// came to a `sip:` URI goes as routed.
+/// Where a request may go on (RFC 3261 §26.2.2, RFC 5630 §5.3): one that came to a `sips:`
+/// Request-URI, or that a profile sends to one, leaves over TLS, and one that came to `sips:`
+/// keeps a `sips:` Request-URI. With `downgrade` (`sips_downgrade`) it may leave over another
+/// transport, its Request-URI turned `sip:` (returned). A `sip:` call goes as routed.
 pub(super) fn sips_onward(
     inbound: &[u8],
     outbound: &[u8],
     transport: Transport,
     downgrade: bool,
 ) -> Result<Option<Box<[u8]>>, LocalReply> {
-    if !is_sips(inbound) || (transport == Transport::Tls && is_sips(outbound)) {
+    let (secure_in, secure_out) = (is_sips(inbound), is_sips(outbound));
+    let fine = if transport == Transport::Tls { secure_out || !secure_in } else { !secure_in && !secure_out };
+    if fine {
         return Ok(None);
     }
     if !downgrade {
@@ -117,7 +119,9 @@ pub(super) fn is_local_uri(cfg: &EngineConfig, uri: &[u8]) -> bool {
     if u.scheme != Scheme::Sip && u.scheme != Scheme::Sips || u.user.is_some() {
         return false;
     }
-    is_own_address(cfg, u.host, u.port)
+    // A sips: URI without a port names 5061 (RFC 3261 §19.1.2).
+    let port = u.port.or((u.scheme == Scheme::Sips).then_some(5061));
+    is_own_address(cfg, u.host, port)
 }
 
 pub(super) fn is_own_address(cfg: &EngineConfig, host: &[u8], port: Option<u16>) -> bool {
@@ -196,6 +200,12 @@ mod tests {
         assert_eq!(sips_onward(sips, sip, Transport::Tls, false).map_err(|r| r.code), Err(480), "no silent sip:");
         assert_eq!(sips_onward(sips, sips, Transport::Udp, true).map_err(|r| r.code), Ok(Some(sip.into())));
         assert_eq!(sips_onward(sip, sip, Transport::Udp, false).map_err(|r| r.code), Ok(None));
+        assert_eq!(
+            sips_onward(sip, sips, Transport::Udp, false).map_err(|r| r.code),
+            Err(480),
+            "a rewrite to sips: over UDP"
+        );
+        assert_eq!(sips_onward(sip, sips, Transport::Tls, false).map_err(|r| r.code), Ok(None));
     }
 
     #[test]
