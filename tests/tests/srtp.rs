@@ -161,3 +161,47 @@ fn a_plain_offer_on_a_leg_that_requires_srtp_is_refused_with_488() {
     assert_eq!(metric(&sbcd, "sbc_media_srtp_refused_total"), Some(1));
     assert!(sbcd.log_text().contains("plain RTP on a side that requires SRTP"), "{}", sbcd.log_text());
 }
+
+/// SRTP on both legs: sbcd re-keys, each leg with its own keys, RTP and (muxed) SRTCP, both
+/// ways.
+#[test]
+fn two_srtp_legs_are_re_keyed_rtp_and_muxed_rtcp_both_ways() {
+    let sbcd = start((47300, 47399), "    aleg_srtp: sdes\n    bleg_srtp: sdes\n    sdes_required: yes\n");
+    let (caller_rtp, callee_rtp) = (rtp_socket(), rtp_socket());
+    let mut caller = TestUa::new(sbcd.addr());
+    let callee = TestUa::new(sbcd.addr());
+    let (a_key, b_key) =
+        (Crypto::new(1, "AES_CM_128_HMAC_SHA1_80", 0x11), Crypto::new(1, "AES_CM_128_HMAC_SHA1_80", 0x77));
+    let uri = format!("sip:svc@{}", callee.local);
+    let offer = savp_offer("127.0.0.1", port(&caller_rtp), std::slice::from_ref(&a_key)) + "a=rtcp-mux\r\n";
+    let (to_b, b_port, ok) = std::thread::scope(|s| {
+        let call = s.spawn(|| caller.invite(&uri, &offer));
+        let inv = callee.recv_request(Duration::from_secs(5)).expect("the INVITE reaches the callee");
+        let offered = Crypto::all_in(inv.body());
+        assert!(!offered.iter().any(|c| c.material == a_key.material), "A's key never reaches B: {}", inv.0);
+        let (_, b_port) = inv.sdp_media().expect("SDP in the INVITE");
+        let answer = savp_offer("127.0.0.1", port(&callee_rtp), std::slice::from_ref(&b_key)) + "a=rtcp-mux\r\n";
+        callee.answer(&inv, &answer);
+        (offered[0].clone(), b_port, call.join().expect("caller"))
+    });
+    assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
+    let to_a = Crypto::all_in(ok.body()).pop().expect("one line in the answer");
+    assert_ne!(to_a.material, b_key.material, "B's key never reaches A");
+    let (_, a_port) = ok.sdp_media().expect("SDP in the 200");
+    // RTP A → B: sealed with A's key, opened by B with the key sbcd offered it.
+    let voice = rtp(0x0a0a_0a0a, 1, b"from one srtp leg to the other");
+    caller_rtp.send_to(&a_key.sealer().rtp(&voice), (RELAY_IP, a_port)).expect("send");
+    let (got, _) = recv(&callee_rtp);
+    assert_eq!(to_b.opener().rtp(&got).as_deref(), Some(&voice[..]), "re-keyed towards B");
+    // RTP B → A.
+    let reply = rtp(0x0b0b_0b0b, 1, b"and back the other way");
+    callee_rtp.send_to(&b_key.sealer().rtp(&reply), (RELAY_IP, b_port)).expect("send");
+    assert_eq!(to_a.opener().rtp(&recv(&caller_rtp).0).as_deref(), Some(&reply[..]), "re-keyed towards A");
+    // SRTCP, muxed on the RTP ports: a sender report A → B.
+    let mut report = vec![0x80, 200, 0, 6];
+    report.extend_from_slice(&0x0a0a_0a0a_u32.to_be_bytes());
+    report.extend_from_slice(&[3; 20]);
+    caller_rtp.send_to(&a_key.sealer().rtcp(&report), (RELAY_IP, a_port)).expect("send");
+    assert_eq!(to_b.opener().rtcp(&recv(&callee_rtp).0).as_deref(), Some(&report[..]), "SRTCP re-keyed");
+    assert_eq!(drops(&sbcd, "srtp_authentication"), 0);
+}
