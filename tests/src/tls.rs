@@ -270,6 +270,11 @@ impl TlsUa {
         self.send(&resp)
     }
 
+    /// Writes `bytes` on the TCP connection under TLS, as they are (a record trickled in).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.tls.sock.write_all(bytes)
+    }
+
     /// This UA's address (the sent-by of its Via).
     pub fn local(&self) -> SocketAddr {
         self.local

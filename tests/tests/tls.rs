@@ -415,3 +415,25 @@ fn a_tls_connection_aliased_by_its_client_certificate_carries_new_requests() {
     let refused = caller.invite(&format!("sip:callee@{};transport=tls", plain.local()), &sdp("127.0.0.1", 40000, ""));
     assert_eq!(refused.status(), Some(503), "{}", refused.0);
 }
+
+/// A TLS record trickled in is cut like a message that comes too slowly
+/// (`tcp_message_timeout_s`), not left until the idle timeout.
+#[test]
+fn a_tls_record_trickled_in_is_cut_by_the_message_timeout() {
+    let certs = TestCerts::new();
+    let tls_port = free_port();
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}limits:\n  tcp_message_timeout_s: 1\n",
+        certs.yaml("none")
+    );
+    let sbcd = Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{tls_port}")]);
+    let mut ua = TlsUa::connect(format!("127.0.0.1:{tls_port}").parse().unwrap(), &certs, false).unwrap();
+    // An application-data record header announcing 200 bytes, and one of them.
+    ua.write_raw(&[23, 3, 3, 0, 200, 0]).unwrap();
+    let cut = || sbc_e2e::cluster::metric(&sbcd, "sbc_tcp_cuts_total{reason=\"message_timeout\"}") == Some(1);
+    assert!(
+        sbc_e2e::eventually(Duration::from_secs(5), cut),
+        "{}",
+        sbc_e2e::http(&sbcd, "GET", "/metrics", None, None).1
+    );
+}

@@ -15,6 +15,7 @@ mod shed;
 mod tcp;
 pub mod tls;
 mod tls_peers;
+mod tls_records;
 mod udp;
 
 pub use admin_query::ShardBusy;

@@ -296,6 +296,8 @@ pub(super) async fn accept(
         let (shared, acceptor) = (shared.clone(), context.acceptor());
         tokio::spawn(async move {
             let deadline = shared.tcp_limits.tls_handshake_timeout;
+            // Under rustls, the record clock: a record trickled in is cut like a message.
+            let stream = super::tls_records::RecordClock::new(stream, shared.tcp_limits.message_timeout);
             let handshake = tokio::time::timeout(deadline, acceptor.accept(stream)).await;
             drop(permit);
             match handshake {
@@ -450,6 +452,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
             None => first.unwrap_or((now + limits.idle_timeout, Cut::IdleTimeout)),
         };
         match tokio::time::timeout_at(deadline, read.read_buf(&mut buf)).await {
+            // A TLS record that came too slowly (`tls_records.rs`).
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => break Some(Cut::MessageTimeout),
             Ok(Ok(0)) | Ok(Err(_)) => break None,
             Ok(Ok(_)) => {}
             Err(_) => break Some(why),
