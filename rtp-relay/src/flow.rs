@@ -96,7 +96,12 @@ pub(crate) fn is_rtcp(comp: usize, data: &[u8]) -> bool {
 
 /// The SSRC of an RTP packet, or the sender SSRC of an RTCP one (RFC 3550 §5.1, §6.4).
 fn ssrc(comp: usize, data: &[u8]) -> Option<u32> {
-    let at = if is_rtcp(comp, data) { 4 } else { 8 };
+    ssrc_of(is_rtcp(comp, data), data)
+}
+
+/// The same, the packet's kind known (also the SRTP contexts', `srtp/contexts.rs`).
+pub(crate) fn ssrc_of(rtcp: bool, data: &[u8]) -> Option<u32> {
+    let at = if rtcp { 4 } else { 8 };
     let b = data.get(at..at + 4)?;
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }

@@ -16,6 +16,7 @@
 use libsrtp::{ProtectionProfile, RecvSession, SendSession, SrtpError, StreamConfig};
 
 use super::{MasterKey, SideCrypto, Suite};
+use crate::flow::ssrc_of as ssrc;
 
 /// SSRCs one context keeps state for (a call has one or two per direction; more come with
 /// transfers and re-INVITEs).
@@ -95,13 +96,6 @@ fn send_session(key: &MasterKey) -> Option<Tracked<SendSession>> {
     let mut s = SendSession::new();
     s.add_stream(None, &config(key)).ok()?;
     Some(Tracked { session: s, ssrcs: Vec::new() })
-}
-
-/// The SSRC of an RTP packet, or the sender SSRC of an RTCP one.
-fn ssrc(rtcp: bool, packet: &[u8]) -> Option<u32> {
-    let at = if rtcp { 4 } else { 8 };
-    let b = packet.get(at..at + 4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// One side's contexts.
