@@ -236,13 +236,14 @@ impl Worker {
             }
             // SRTP: admitted (source, rate) before the cost of authenticating, and
             // authenticated before latching: a forged packet never moves a latch.
+            // SRTCP or SRTP, read once: the header byte it is told by stays plain either way.
             let mux = slot.crypto[side].mux() || slot.crypto[1 - side].mux();
+            let rtcp = srtcp(comp, &bufs[i][..len], mux);
             let out = if slot.crypto[side].srtp() {
                 if let Err(r) = slot.flows.admit(side, comp, src, &bufs[i][..len], now) {
                     drops[r as usize] += 1;
                     continue;
                 }
-                let rtcp = srtcp(comp, &bufs[i][..len], mux);
                 match slot.crypto[side].unprotect(rtcp, &mut bufs[i], len) {
                     Ok(n) => len = n,
                     Err(e) => {
@@ -258,7 +259,6 @@ impl Worker {
             match out.verdict {
                 Verdict::Forward(dest) => {
                     if slot.crypto[1 - side].srtp() {
-                        let rtcp = srtcp(comp, &bufs[i][..len], mux);
                         match slot.crypto[1 - side].protect(rtcp, &mut bufs[i], len) {
                             Ok(n) => len = n,
                             Err(e) => {
