@@ -125,13 +125,20 @@ struct Anchored {
     insecure: Option<&'static str>,
 }
 
+/// The SDP of a body (all of it, or its `application/sdp` part): where it is, parsed, and
+/// its m-lines as the relay reads them. `None`: no SDP.
+fn sdp_of(body: &[u8]) -> Option<(std::ops::Range<usize>, MediaSdp, Vec<Offered>)> {
+    let range = sdp_range(body)?;
+    let sdp = MediaSdp::parse(&body[range.clone()])?;
+    let streams = sdp.streams().iter().map(offered).collect();
+    Some((range, sdp, streams))
+}
+
 /// Anchors the SDP of `whole` going `towards` a leg. SDP in a multipart body is anchored in
 /// place; the other parts stay byte for byte.
 fn anchor(session: &mut Session, book: &mut MediaBook, towards: Side, role: Option<Role>, whole: &[u8]) -> Anchored {
     let none = Anchored { body: None, failure: None, insecure: None };
-    let Some(range) = sdp_range(whole) else { return none };
-    let Some(sdp) = MediaSdp::parse(&whole[range.clone()]) else { return none };
-    let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
+    let Some((range, sdp, offered)) = sdp_of(whole) else { return none };
     let kind = SdpKind { role, origin: sdp.origin() };
     let result = session.update_sdp(book, towards.other().idx(), kind, &offered);
     for (m_line, reason, dest) in &result.refused {
@@ -163,18 +170,21 @@ fn anchor(session: &mut Session, book: &mut MediaBook, towards: Side, role: Opti
 /// legs' SRTP policies), checked before it changes anything: an in-dialog offer refused this
 /// way gets 488 and the call's media stays as it is.
 pub(crate) fn offer_refusal(session: &Session, towards: Side, body: &[u8]) -> Option<&'static str> {
-    let range = sdp_range(body)?;
-    let sdp = MediaSdp::parse(&body[range])?;
-    let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
+    // Without SRTP terminated nothing is refused for it: the body is not parsed for nothing.
+    if !session.terminates_srtp() {
+        return None;
+    }
+    let (_, _, offered) = sdp_of(body)?;
     session.refusal(towards.other().idx(), Role::Offer, &offered)
 }
 
 /// The 2xx to a session refresh the SBC sent to `from` with its last SDP: the keys that leg
 /// sends with now (its address changes are not followed; docs/limitations.md).
 pub(crate) fn refresh_answered(session: &mut Session, book: &mut MediaBook, from: Side, body: &[u8]) {
-    let Some(range) = sdp_range(body) else { return };
-    let Some(sdp) = MediaSdp::parse(&body[range]) else { return };
-    let offered: Vec<Offered> = sdp.streams().iter().map(offered).collect();
+    if !session.terminates_srtp() {
+        return;
+    }
+    let Some((_, _, offered)) = sdp_of(body) else { return };
     session.refresh_answered(book, from.idx(), &offered);
 }
 
