@@ -44,6 +44,7 @@ use rtp_relay::srtp::{sdes, MasterKey, Policy, Suite};
 use rtp_relay::{
     BookConfig, MediaBook, MediaCommand, MediaInterface, Offered, Relay, RelayConfig, Session, SideOptions,
 };
+use sbc_benches::tasks_cpu_ns;
 
 const PAYLOAD: usize = 172; // 12-byte RTP header + 160 bytes of G.711 (20 ms)
 const BATCH: usize = 64;
@@ -376,21 +377,6 @@ fn receive(s: &UdpSocket, epoch: Instant, stop: &AtomicBool, received: &AtomicU6
         }
     }
     lat
-}
-
-/// CPU time (ns) of the threads of process `pid` ("self" or a number) whose name passes `keep`.
-fn tasks_cpu_ns(pid: &str, keep: impl Fn(&str) -> bool) -> u64 {
-    let mut total = 0;
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if !keep(comm.trim()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    total
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
+use sbc_benches::process_cpu_s as cpu_s;
 
 struct Args {
     sbcd: PathBuf,
@@ -99,18 +100,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// CPU seconds (user + system) process `pid` has used.
-fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the name (the state is the
-    // 1st; some fields between may be negative).
-    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let ticks = field(11) + field(12);
-    ticks as f64 / 100.0
 }
 
 /// One side's way to the SBC.

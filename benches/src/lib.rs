@@ -3,7 +3,8 @@
 //! [`CountingAlloc`] lets a bench binary count heap allocations per operation: each bench
 //! installs it as its global allocator and reports [`allocations_per_op`] next to criterion's
 //! times (allocations are what the hot path is usually tuned on first), and [`live_bytes`]
-//! tells what a structure holds on the heap.
+//! tells what a structure holds on the heap. [`tasks_cpu_ns`] and [`process_cpu_s`] are the
+//! load tools' CPU readings from /proc.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -80,4 +81,31 @@ pub fn allocations_per_op(n: u64, mut op: impl FnMut()) -> f64 {
 /// Prints one line of the allocation table criterion does not have.
 pub fn report_allocations(name: &str, per_op: f64) {
     println!("allocations: {name}: {per_op:.1} per op");
+}
+
+/// CPU time (ns) of the live threads of process `pid` ("self" or a number) whose name passes `keep`.
+pub fn tasks_cpu_ns(pid: &str, keep: impl Fn(&str) -> bool) -> u64 {
+    let mut total = 0;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !keep(comm.trim()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
+}
+
+/// CPU seconds (user + system) process `pid` has used, exited threads included.
+pub fn process_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the name (the state is the
+    // 1st; some fields between may be negative).
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
+    ticks as f64 / 100.0
 }
