@@ -239,7 +239,7 @@ fn symmetric_caller_behind_nat_gets_audio_and_a_new_answer_retargets() {
 #[test]
 fn a_rejected_stream_releases_its_ports_and_a_small_pool_never_leaks() {
     // Two pairs per interface: one call with one stream fits, per side.
-    let mut r = rig(22300, 22303);
+    let mut r = rig(22800, 22803);
     let caller = peer("127.0.0.1");
     for _ in 0..50 {
         let mut s = r.session(sides("v4", "v4", false));
