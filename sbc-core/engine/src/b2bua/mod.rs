@@ -131,8 +131,12 @@ pub enum Output {
 /// Call and message events, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A call began (or was adopted from a record), with the Call-IDs of its A and B legs
+    /// (one and the same when the profile keeps the caller's).
     CallStarted {
         call: CallHandle,
+        a_call_id: Box<[u8]>,
+        b_call_id: Box<[u8]>,
     },
     CallAnswered {
         call: CallHandle,

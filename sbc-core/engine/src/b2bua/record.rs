@@ -321,6 +321,10 @@ impl Engine {
             sst,
             scheduled: None,
         };
+        let [a, b] = &call.legs;
+        let started =
+            super::Event::CallStarted { call: handle, a_call_id: a.call_id.clone(), b_call_id: b.call_id.clone() };
+        self.out.push_back(super::Output::Event(started));
         self.calls.insert(handle, Box::new(call));
         self.reschedule_call(handle);
         Ok(handle)

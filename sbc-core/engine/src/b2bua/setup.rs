@@ -168,6 +168,7 @@ impl Engine {
             expires: (!is_invite).then(|| now + self.cfg.timers.t1x64()),
             reliable_1xx: None,
         });
+        let (a_call_id, b_call_id) = (a_leg.call_id.clone(), b_leg.call_id.clone());
         let call = Call {
             handle,
             span,
@@ -198,7 +199,7 @@ impl Engine {
         };
         self.calls.insert(handle, Box::new(call));
         self.stats.bump(Counter::CallsStarted);
-        self.out.push_back(Output::Event(Event::CallStarted { call: handle }));
+        self.out.push_back(Output::Event(Event::CallStarted { call: handle, a_call_id, b_call_id }));
         self.reschedule_call(handle);
     }
 
