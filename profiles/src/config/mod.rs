@@ -6,6 +6,7 @@
 
 mod admission;
 mod call_control;
+mod capture;
 mod cluster;
 mod profiles_yaml;
 pub mod sems;
@@ -24,6 +25,7 @@ use crate::store::Snapshot;
 pub use admission::{AdmissionSettings, Cidr};
 pub use call_control::CallControlSettings;
 use call_control::FileCallControl;
+pub use capture::{CaptureSettings, HepSettings, HepTarget};
 pub use cluster::{redacted as redacted_redis_url, ClusterSettings, RedisAddr};
 pub use tls::{TlsPeer, TlsSettings, TlsVersion, VerifyClient};
 pub use transport::Transport;
@@ -56,6 +58,8 @@ struct FileConfig {
     dns: FileDns,
     #[serde(default)]
     cluster: Option<Spanned<cluster::FileCluster>>,
+    #[serde(default)]
+    capture: Option<Spanned<capture::FileCapture>>,
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
@@ -375,6 +379,8 @@ pub struct Config {
     pub admission: AdmissionSettings,
     /// The cluster this node belongs to (`None`: it keeps its state to itself).
     pub cluster: Option<ClusterSettings>,
+    /// Copies of SIP messages: to Homer, and into per-call traces.
+    pub capture: CaptureSettings,
     /// Profiles, maps and the selection chain: what reloads replace.
     pub profiles: Snapshot,
     /// Worth logging at load, not fatal (duplicate keys, options this version does not apply).
@@ -563,6 +569,13 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
         None => None,
         Some(c) => Some(ClusterSettings::from_file(&c.value).map_err(|(k, m)| err(Some(c.referenced.line()), &k, m))?),
     };
+    let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
+    let capture = match &f.capture {
+        None => CaptureSettings::default(),
+        Some(c) => {
+            CaptureSettings::from_file(&c.value, &names).map_err(|(k, m)| err(Some(c.referenced.line()), &k, m))?
+        }
+    };
     let dns_servers = f
         .dns
         .servers
@@ -687,6 +700,7 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
         max_registrations: f.registrations.max_bindings.unwrap_or(1_000_000),
         admission,
         cluster,
+        capture,
         registration_store: match f.registrations.store.as_deref().map(str::trim) {
             None | Some("") => RegistrationStore::Auto,
             Some("off") => RegistrationStore::Off,
