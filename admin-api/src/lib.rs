@@ -60,6 +60,8 @@ pub trait Control: Send + Sync + 'static {
     fn calls(&self, this_node_only: bool) -> impl Future<Output = Result<Vec<CallInfo>, ApiError>> + Send;
     /// One call, asked of the shard its id names only.
     fn call(&self, id: &str) -> impl Future<Output = Result<CallInfo, ApiError>> + Send;
+    /// The SIP messages of call `id` of this node (while it runs, and for a while after).
+    fn trace(&self, id: &str) -> impl Future<Output = Result<CallTrace, ApiError>> + Send;
     /// Registered contacts, by AoR.
     fn registrations(&self) -> Vec<RegistrationInfo>;
     /// Ends a call: BYE on both legs (CANCEL/error while it rings), call control told.

@@ -109,6 +109,40 @@ pub struct CallInfo {
     pub media: Option<MediaInfo>,
 }
 
+/// A call's SIP messages as this node sent and received them (`GET /calls/{id}/trace`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct CallTrace {
+    pub id: String,
+    /// The A leg's Call-ID: the correlation id the HEP copies of every message carry.
+    pub correlation_id: String,
+    /// The call is over (its trace is kept among the last ended calls').
+    pub ended: bool,
+    /// Messages past `capture.trace_messages`, counted and not kept.
+    pub omitted: usize,
+    /// In the order the SBC handled them.
+    pub messages: Vec<TracedMessage>,
+}
+
+/// One message of a trace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct TracedMessage {
+    /// When the SBC received or sent it: RFC 3339, UTC, microseconds.
+    pub time: String,
+    /// `in` (received) or `out` (sent).
+    pub direction: String,
+    /// `a` (the caller's leg) or `b`; absent when both legs share one Call-ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leg: Option<String>,
+    pub interface: String,
+    pub transport: String,
+    /// The SBC's socket.
+    pub local: String,
+    /// The peer's address (or the host name a request was sent to).
+    pub remote: String,
+    /// The message as on the wire (bytes that are not UTF-8 shown as U+FFFD).
+    pub message: String,
+}
+
 /// Relay counters of one call, summed over its streams.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct MediaInfo {

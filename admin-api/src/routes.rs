@@ -39,11 +39,11 @@ type Res<T> = Result<Json<T>, ApiError>;
     info(title = "sbcd admin API", description = "Profiles, regex maps, calls, call control and health of a running sbcd."),
     paths(
         list_profiles, load_profile, reload_profile, reload_profiles, get_active_profile, set_active_profile,
-        list_regex_maps, set_regex_map, list_calls, get_call, teardown_call, list_registrations, get_call_control,
+        list_regex_maps, set_regex_map, list_calls, get_call, get_call_trace, teardown_call, list_registrations, get_call_control,
         load_call_control_modules, explain, reload_tls, health, stats, metrics
     ),
     components(schemas(
-        ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, RegistrationInfo,
+        ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, CallTrace, TracedMessage, RegistrationInfo,
         CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, TlsHealth, TlsReloaded, Changed, ErrorBody
     )),
     modifiers(&BearerAuth)
@@ -85,6 +85,7 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/calls", get(list_calls::<C>))
         .route("/calls/{id}", get(get_call::<C>))
         .route("/calls/{id}", delete(teardown_call::<C>))
+        .route("/calls/{id}/trace", get(get_call_trace::<C>))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token::<C>));
     Router::new()
         .route("/health", get(health::<C>))
@@ -262,6 +263,11 @@ async fn list_registrations<C: Control>(State(s): State<AppState<C>>) -> Json<Ve
 #[utoipa::path(get, path = "/calls/{id}", responses((status = 200, body = CallInfo), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
 async fn get_call<C: Control>(State(s): State<AppState<C>>, Path(id): Path<String>) -> Res<CallInfo> {
     s.control.call(&id).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/calls/{id}/trace", responses((status = 200, body = CallTrace), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_call_trace<C: Control>(State(s): State<AppState<C>>, Path(id): Path<String>) -> Res<CallTrace> {
+    s.control.trace(&id).await.map(Json)
 }
 
 #[utoipa::path(delete, path = "/calls/{id}", responses((status = 204), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]

@@ -61,6 +61,14 @@ impl Control for Fake {
         }
         Err(ApiError::not_found(format!("no call {id}")))
     }
+    async fn trace(&self, id: &str) -> Result<CallTrace, ApiError> {
+        match id {
+            "0-7" => {
+                Ok(CallTrace { id: id.into(), correlation_id: "a@x".into(), ended: true, omitted: 0, messages: vec![] })
+            }
+            _ => Err(ApiError::not_found(format!("no call {id}"))),
+        }
+    }
     fn registrations(&self) -> Vec<RegistrationInfo> {
         vec![]
     }
@@ -139,6 +147,16 @@ async fn errors_are_json_with_the_status_the_control_chose() {
 }
 
 #[tokio::test]
+async fn a_trace_needs_the_token_and_names_a_missing_call() {
+    let app = app(Arc::default());
+    assert_eq!(call(&app, "GET", "/calls/0-7/trace", None, "").await.0, StatusCode::UNAUTHORIZED);
+    let (st, body) = call(&app, "GET", "/calls/0-7/trace", Some("s3cret"), "").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(body.contains("\"correlation_id\":\"a@x\""), "{body}");
+    assert_eq!(call(&app, "GET", "/calls/0-8/trace", Some("s3cret"), "").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn a_host_name_other_than_localhost_is_refused() {
     let app = app(Arc::default());
     for (host, ok) in
@@ -190,6 +208,7 @@ async fn openapi_document_lists_every_route() {
         "/active-profile",
         "/regex-maps/{name}",
         "/calls/{id}",
+        "/calls/{id}/trace",
         "/call-control/modules",
         "/explain",
         "/health",

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use admin_api::{ApiError, CallInfo, LegInfo, MediaInfo};
+use admin_api::{ApiError, CallInfo, CallTrace, LegInfo, MediaInfo, TracedMessage};
 
 use crate::b2bua::{CallHandle, CallOverview};
 use crate::driver::Runtime;
@@ -73,6 +73,16 @@ impl CallViews {
         }
     }
 
+    /// The messages of call `id` of this node.
+    pub async fn trace(&self, id: &str) -> Result<CallTrace, ApiError> {
+        let (shard, handle) = parse_call_id(id)?;
+        match self.runtime.trace(shard, handle).await {
+            Ok(Some(t)) => Ok(trace_view(id, t)),
+            Ok(None) => Err(ApiError::not_found(format!("no call {id} (nor a trace of it: it ended long ago)"))),
+            Err(e) => Err(ApiError::unavailable(e.to_string())),
+        }
+    }
+
     /// Ends call `id` of this node.
     pub async fn teardown(&self, id: &str) -> Result<(), ApiError> {
         let (shard, handle) = parse_call_id(id)?;
@@ -82,6 +92,34 @@ impl CallViews {
             Err(e) => Err(ApiError::unavailable(e.to_string())),
         }
     }
+}
+
+fn trace_view(id: &str, t: crate::driver::capture::CallTrace) -> CallTrace {
+    use crate::driver::capture::Direction;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let two_legs = *t.correlation != *t.b_call_id;
+    let messages = t
+        .messages
+        .iter()
+        .map(|m| TracedMessage {
+            time: humantime::format_rfc3339_micros(m.at).to_string(),
+            direction: match m.direction {
+                Direction::In => "in",
+                Direction::Out => "out",
+            }
+            .into(),
+            leg: two_legs.then(|| {
+                let a = crate::driver::capture::call_id_of(&m.message) == Some(&*t.correlation);
+                if a { "a" } else { "b" }.to_string()
+            }),
+            interface: m.interface.clone(),
+            transport: m.transport.to_string(),
+            local: m.local.to_string(),
+            remote: m.remote.clone(),
+            message: text(&m.message),
+        })
+        .collect();
+    CallTrace { id: id.into(), correlation_id: text(&t.correlation), ended: t.ended, omitted: t.omitted, messages }
 }
 
 /// A call id as the API shows it, `<shard>-<handle>`.

@@ -142,6 +142,17 @@ impl Collector for SbcCollector {
                 .into_iter()
                 .map(|(r, c)| (r.to_string(), c.load(Relaxed))),
         )?;
+        if let Some(h) = rt.hep_counters() {
+            use crate::driver::capture::HepDrop;
+            counter(e, "sbc_capture_hep_sent", "SIP messages sent to Homer (HEPv3)", h.sent.load(Relaxed))?;
+            labelled(
+                e,
+                "sbc_capture_hep_dropped",
+                "SIP messages not sent to Homer, by reason",
+                "reason",
+                HepDrop::ALL.iter().map(|r| (r.label().to_string(), h.dropped(*r))),
+            )?;
+        }
         counter(
             e,
             "sbc_tcp_refused",

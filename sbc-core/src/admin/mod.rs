@@ -372,6 +372,15 @@ impl Control for AdminControl {
         }
     }
 
+    async fn trace(&self, id: &str) -> Result<CallTrace, ApiError> {
+        match self.remote_call(id) {
+            None => self.calls.trace(self.local_id(id)).await,
+            Some((_, (node, _))) => {
+                Err(ApiError::not_found(format!("call {id} is on node {node}: ask that node's API for its trace")))
+            }
+        }
+    }
+
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {
         match self.remote_call(id) {
             None => self.calls.teardown(self.local_id(id)).await,

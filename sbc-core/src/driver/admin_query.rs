@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout_at, Instant};
 
+use super::capture::CallTrace;
 use super::ShardInput;
 use crate::b2bua::{CallHandle, CallOverview};
 
@@ -45,6 +46,17 @@ pub(super) async fn call(
     let Some(q) = shards.get(shard) else { return Ok(None) };
     let deadline = Instant::now() + ADMIN_DEADLINE;
     answer(put(q, shard, deadline, |reply| ShardInput::GetCall(handle, reply)).await?, shard, deadline).await
+}
+
+/// The trace of call `handle` of `shard` (kept after the call ended, see `capture/trace.rs`).
+pub(super) async fn trace(
+    shards: &[mpsc::Sender<ShardInput>],
+    shard: usize,
+    handle: CallHandle,
+) -> Result<Option<CallTrace>, ShardBusy> {
+    let Some(q) = shards.get(shard) else { return Ok(None) };
+    let deadline = Instant::now() + ADMIN_DEADLINE;
+    answer(put(q, shard, deadline, |reply| ShardInput::GetTrace(handle, reply)).await?, shard, deadline).await
 }
 
 /// Ends call `handle` of `shard`: `Ok(false)` when there is no such shard or call. When the

@@ -5,7 +5,8 @@
 
 mod admin_query;
 mod alias;
-mod dns;
+pub mod capture;
+pub(crate) mod dns;
 pub(crate) mod handshakes;
 mod hooks;
 mod media;
@@ -54,6 +55,8 @@ pub(crate) enum ShardInput {
     ListCalls(tokio::sync::oneshot::Sender<Vec<crate::b2bua::CallOverview>>),
     /// The management plane looks at one call.
     GetCall(CallHandle, tokio::sync::oneshot::Sender<Option<crate::b2bua::CallOverview>>),
+    /// The management plane reads a call's trace.
+    GetTrace(CallHandle, tokio::sync::oneshot::Sender<Option<capture::CallTrace>>),
     /// The management plane ends a call (true if it existed).
     Teardown(CallHandle, tokio::sync::oneshot::Sender<bool>),
     /// The answer to a registration lookup the engine had to wait for.
@@ -102,7 +105,9 @@ pub(crate) struct Shared {
     /// Asked before parsing whether a source is ignored (`shed.rs`).
     pub(crate) admission: Arc<crate::admission::Admission>,
     /// Host names of destinations (`dns.rs`).
-    pub(crate) dns: dns::Dns,
+    pub(crate) dns: Arc<dns::Dns>,
+    /// Copies of the messages sent and received, for Homer (`capture.hep`).
+    pub(crate) hep: Option<Arc<capture::HepExport>>,
 }
 
 impl Shared {
@@ -170,7 +175,15 @@ impl Shared {
 
     /// Sends one message. Never blocks the calling shard for long: name resolution and TCP
     /// connects run in their own tasks and report failures back.
-    pub(crate) fn transmit(self: &Arc<Self>, shard: u8, dest: Destination, bytes: Bytes, tx: Option<TxId>) {
+    /// `correlation`: the HEP correlation id of the message's call (with HEP on).
+    pub(crate) fn transmit(
+        self: &Arc<Self>,
+        shard: u8,
+        dest: Destination,
+        bytes: Bytes,
+        tx: Option<TxId>,
+        correlation: Option<Arc<[u8]>>,
+    ) {
         let addr = match &dest.peer {
             Peer::Addr(a) => *a,
             Peer::Host(host, port) => {
@@ -182,7 +195,7 @@ impl Shared {
                             if let (Some(tx), Some(q)) = (tx, me.shards.get(usize::from(shard))) {
                                 let _ = q.try_send(ShardInput::Resolved(tx, addr));
                             }
-                            me.send_to(shard, &dest, addr, bytes, tx)
+                            me.send_to(shard, &dest, addr, bytes, tx, correlation.as_deref())
                         }
                         Err(why) => {
                             tracing::info!(%host, ?why, "cannot resolve");
@@ -193,10 +206,31 @@ impl Shared {
                 return;
             }
         };
-        self.send_to(shard, &dest, addr, bytes, tx);
+        self.send_to(shard, &dest, addr, bytes, tx, correlation.as_deref());
     }
 
-    fn send_to(self: &Arc<Self>, shard: u8, dest: &Destination, addr: SocketAddr, bytes: Bytes, tx: Option<TxId>) {
+    fn send_to(
+        self: &Arc<Self>,
+        shard: u8,
+        dest: &Destination,
+        addr: SocketAddr,
+        bytes: Bytes,
+        tx: Option<TxId>,
+        correlation: Option<&[u8]>,
+    ) {
+        if let (Some(hep), Some(local)) = (&self.hep, self.sockets.get(usize::from(dest.local))) {
+            #[allow(clippy::disallowed_methods)] // driver-side: capture times are wall-clock times
+            let at = std::time::SystemTime::now();
+            let m = capture::Captured {
+                at,
+                transport: dest.transport,
+                src: local.addr,
+                dst: addr,
+                correlation,
+                payload: &bytes,
+            };
+            hep.export(dest.local, &m);
+        }
         match dest.transport {
             Transport::Udp => {
                 let Some(Some(sock)) = self.udp.get(usize::from(dest.local)) else {
@@ -431,6 +465,12 @@ impl Runtime {
             receivers.push(rx);
         }
         let admission = Arc::new(crate::admission::Admission::new(cfg.admission.clone()));
+        let dns = Arc::new(dns::Dns::new(&cfg.dns_servers).map_err(StartError::Dns)?);
+        let hep = cfg.capture.hep.as_ref().map(|h| {
+            let node = cfg.cluster.as_ref().map(|c| c.node_id.as_str());
+            let named = interfaces.iter().flat_map(|i| i.sockets.iter().map(|s| (s.clone(), i.name.clone())));
+            Arc::new(capture::HepExport::start(h, node, &named.collect::<Vec<_>>(), dns.clone()))
+        });
         let shared = Arc::new(Shared {
             sockets,
             udp,
@@ -441,7 +481,8 @@ impl Runtime {
             tcp_limits: tcp::TcpLimits::from_config(cfg),
             handshakes: Arc::new(handshakes::HandshakeGate::new(cfg.tls_handshakes_per_source, cfg.tls_max_handshakes)),
             admission: admission.clone(),
-            dns: dns::Dns::new(&cfg.dns_servers).map_err(StartError::Dns)?,
+            dns,
+            hep,
         });
         let cc_settings = Arc::new(CcSettings {
             hook_timeout: cfg.call_control.hook_timeout,
@@ -516,7 +557,9 @@ impl Runtime {
             );
             let engine = crate::b2bua::Engine::new(ecfg, seed);
             let media = Some(media::ShardMedia::new(relay.clone()));
-            tokio::spawn(shard::run(engine, rx, shared.clone(), status, cc, media, lookups.clone()));
+            let capture = capture::ShardCapture::new(shared.hep.clone(), &cfg.capture, &interfaces);
+            let parts = shard::Parts { cc, media, lookups: lookups.clone(), capture };
+            tokio::spawn(shard::run(engine, rx, shared.clone(), status, parts));
         }
         for (id, sock) in udp_receivers {
             tokio::spawn(udp::receive(shared.clone(), id, sock));
@@ -587,6 +630,16 @@ impl Runtime {
         handle: CallHandle,
     ) -> Result<Option<crate::b2bua::CallOverview>, ShardBusy> {
         admin_query::call(&self.shared.shards, shard, handle).await
+    }
+
+    /// A call's messages, while it runs and for a while after (`capture/trace.rs`).
+    pub async fn trace(&self, shard: usize, handle: CallHandle) -> Result<Option<capture::CallTrace>, ShardBusy> {
+        admin_query::trace(&self.shared.shards, shard, handle).await
+    }
+
+    /// What the HEP exporter sent and dropped (`None`: no `capture.hep`).
+    pub fn hep_counters(&self) -> Option<&capture::HepCounters> {
+        self.shared.hep.as_ref().map(|h| &*h.counters)
     }
 
     /// Ends a call (see `Engine::admin_teardown`); false if the shard has no such call.

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::capture::ShardCapture;
 use super::hooks::CcDriver;
 use super::media::ShardMedia;
 use super::registrations::Lookups;
@@ -126,15 +127,22 @@ impl StatsSnapshot {
 /// Inputs handled before the shard looks at its timers and publishes its status again.
 const BATCH: usize = 64;
 
+/// What a shard drives besides its engine.
+pub(super) struct Parts {
+    pub(super) cc: CcDriver,
+    pub(super) media: Option<ShardMedia>,
+    pub(super) lookups: Lookups,
+    pub(super) capture: ShardCapture,
+}
+
 pub(super) async fn run(
     mut engine: Engine,
     mut rx: mpsc::Receiver<ShardInput>,
     shared: Arc<Shared>,
     status: Arc<ShardStatus>,
-    mut cc: CcDriver,
-    mut media: Option<ShardMedia>,
-    lookups: Lookups,
+    parts: Parts,
 ) {
+    let Parts { mut cc, mut media, lookups, mut capture } = parts;
     let shard = engine.config().shard;
     let epoch = clock();
     // Reused for every batch: the outputs of one wake-up, counted before they are sent.
@@ -146,10 +154,10 @@ pub(super) async fn run(
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { break };
-                handle(&mut engine, media.as_ref(), input);
+                handle(&mut engine, media.as_ref(), &mut capture, input);
                 for _ in 1..BATCH {
                     match rx.try_recv() {
-                        Ok(i) => handle(&mut engine, media.as_ref(), i),
+                        Ok(i) => handle(&mut engine, media.as_ref(), &mut capture, i),
                         Err(_) => break,
                     }
                 }
@@ -168,9 +176,13 @@ pub(super) async fn run(
             // /metrics sees the state that reply came from (an ended call no longer counted).
             count_events(&outputs, &status);
             let idle = publish(&engine, &status);
+            capture.before_sends(&outputs);
             for o in outputs.drain(..) {
                 match o {
-                    Output::Transmit { dest, bytes, tx } => shared.transmit(shard, dest, bytes, tx),
+                    Output::Transmit { dest, bytes, tx } => {
+                        let correlation = capture.sent(&dest, &bytes);
+                        shared.transmit(shard, dest, bytes, tx, correlation)
+                    }
                     Output::CallControl(req) => cc.dispatch(req),
                     Output::Media(cmd) => {
                         if let Some((stream, busy)) = media.as_mut().and_then(|m| m.run(cmd)) {
@@ -190,6 +202,7 @@ pub(super) async fn run(
                     Output::Event(_) => {}
                 }
             }
+            capture.after_sends();
             status.idle.store(idle, Ordering::Release);
             if answers.is_empty() {
                 break;
@@ -235,11 +248,17 @@ fn count_events(outputs: &[Output], status: &ShardStatus) {
     }
 }
 
-fn handle(engine: &mut Engine, media: Option<&ShardMedia>, input: ShardInput) {
+fn handle(engine: &mut Engine, media: Option<&ShardMedia>, capture: &mut ShardCapture, input: ShardInput) {
     let now = clock();
     match input {
-        ShardInput::Message(msg, src) => engine.handle_message(now, msg, src),
-        ShardInput::Unparseable(bytes, err, src) => engine.handle_unparseable(now, &bytes, err, src),
+        ShardInput::Message(msg, src) => {
+            capture.received(msg.bytes(), msg.call_id(), &src);
+            engine.handle_message(now, msg, src)
+        }
+        ShardInput::Unparseable(bytes, err, src) => {
+            capture.received(&bytes, None, &src);
+            engine.handle_unparseable(now, &bytes, err, src)
+        }
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),
         ShardInput::Resolved(tx, addr) => engine.handle_resolved(tx, addr),
         ShardInput::Drain => engine.set_draining(true),
@@ -259,13 +278,16 @@ fn handle(engine: &mut Engine, media: Option<&ShardMedia>, input: ShardInput) {
             }
             let _ = reply.send(call);
         }
+        ShardInput::GetTrace(call, reply) if !reply.is_closed() => {
+            let _ = reply.send(capture.trace(call));
+        }
         ShardInput::Teardown(call, reply) if !reply.is_closed() => {
             let _ = reply.send(engine.admin_teardown(now, call));
         }
         ShardInput::Teardown(call, _) => {
             tracing::warn!(call = call.get(), "admin teardown came after the API gave up: not done")
         }
-        ShardInput::ListCalls(_) | ShardInput::GetCall(..) => {}
+        ShardInput::ListCalls(_) | ShardInput::GetCall(..) | ShardInput::GetTrace(..) => {}
     }
 }
 
