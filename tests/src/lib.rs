@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod dns;
 pub mod flood;
+pub mod hep;
 pub mod phone;
 pub mod redis;
 pub mod srtp;

@@ -45,7 +45,7 @@ pub struct TestUa {
     sock: UdpSocket,
     pub local: SocketAddr,
     sbc: SocketAddr,
-    call_id: String,
+    pub call_id: String,
     from_tag: String,
     cseq: u32,
     to: Option<String>,
