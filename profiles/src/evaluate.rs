@@ -404,8 +404,13 @@ impl Profile {
             }
         }
         if let Some(nh) = next_hop {
-            plan.next_hops =
-                NextHop::parse_list(&nh).map_err(|message| EvalError { option: opt::NEXT_HOP.key, message })?;
+            let hops = NextHop::parse_list(&nh).map_err(|message| EvalError { option: opt::NEXT_HOP.key, message })?;
+            // Drawn per call (before patch_ruri_next_hop reads the first).
+            plan.next_hops = if NextHop::weighted(&hops) {
+                NextHop::ordered(hops, || crate::pattern::next_random(env.rng))
+            } else {
+                hops
+            };
         }
         if let Some(nh) = aleg_next_hop {
             plan.aleg_next_hop =

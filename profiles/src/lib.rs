@@ -29,6 +29,7 @@ pub mod sdp;
 pub mod selection;
 pub mod store;
 pub mod uri;
+pub mod weighted;
 
 pub use error::ConfigError;
 pub use profile::Profile;

@@ -304,13 +304,19 @@ pub fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
-/// `host[:port][/transport]`.
+/// `host[:port][/transport][;priority=N][;weight=N]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NextHop {
     pub host: String,
     pub port: Option<u16>,
     /// `udp`, `tcp` or `tls`; `None` = as the Request-URI says, else UDP.
     pub transport: Option<String>,
+    /// Lower first (as SRV, RFC 2782); `None`: the entry before it plus one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    /// Share of calls among entries of one priority; `None`: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
 }
 
 impl NextHop {
@@ -320,6 +326,24 @@ impl NextHop {
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
+        let mut params = s.split(';');
+        let target = params.next().unwrap_or_default();
+        let (mut priority, mut weight) = (None, None);
+        for p in params {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let slot = match k.trim().to_ascii_lowercase().as_str() {
+                "priority" => &mut priority,
+                "weight" => &mut weight,
+                other => return Err(format!("'{s}': unknown parameter '{other}' (priority or weight)")),
+            };
+            *slot = Some(v.trim().parse::<u16>().map_err(|_| format!("'{s}': {} is not 0-65535", k.trim()))?);
+        }
+        let mut hop = Self::parse_target(target)?;
+        (hop.priority, hop.weight) = (priority, weight);
+        Ok(hop)
+    }
+
+    fn parse_target(s: &str) -> Result<Self, String> {
         let (hostport, transport) = match s.split_once('/') {
             Some((h, t)) => {
                 let t = t.trim().to_ascii_lowercase();
@@ -338,7 +362,30 @@ impl NextHop {
             "" => None,
             p => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{s}': bad port '{p}'"))?),
         };
-        Ok(Self { host: host.to_string(), port, transport })
+        Ok(Self { host: host.to_string(), port, transport, priority: None, weight: None })
+    }
+
+    /// Whether any entry of `hops` names a priority or a weight (their order is then drawn
+    /// per call, see [`Self::ordered`]).
+    pub fn weighted(hops: &[Self]) -> bool {
+        hops.iter().any(|h| h.priority.is_some() || h.weight.is_some())
+    }
+
+    /// `hops` in the order one call tries them: by priority, and by a weighted draw among
+    /// equal priorities (`weighted.rs`). An entry without a priority follows the one before
+    /// it, so a plain list keeps its order.
+    pub fn ordered(hops: Vec<Self>, random: impl FnMut() -> u64) -> Vec<Self> {
+        let mut last: Option<u16> = None;
+        let items = hops
+            .into_iter()
+            .map(|h| {
+                let p = h.priority.unwrap_or_else(|| last.map_or(0, |l| l.saturating_add(1)));
+                last = Some(p);
+                let w = h.weight.unwrap_or(1);
+                (h, p, w)
+            })
+            .collect();
+        crate::weighted::weighted_order(items, random)
     }
 
     /// `host[:port]`.

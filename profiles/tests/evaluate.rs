@@ -32,6 +32,10 @@ impl RequestView for Req {
 }
 
 fn profile(opts: &[(&str, &str)]) -> Profile {
+    try_profile(opts).unwrap()
+}
+
+fn try_profile(opts: &[(&str, &str)]) -> Result<Profile, profiles::ConfigError> {
     let raw = opts
         .iter()
         .enumerate()
@@ -42,12 +46,17 @@ fn profile(opts: &[(&str, &str)]) -> Profile {
             line: Some(i as u64 + 1),
         })
         .collect();
-    Profile::build("p", "p", None, raw).unwrap()
+    Profile::build("p", "p", None, raw)
 }
 
 fn with_env<T>(ruri: &'static str, p: &Profile, f: impl FnOnce(&Env<'_>) -> T) -> T {
+    with_env_seeded(ruri, p, 1, f)
+}
+
+/// The environment with the random generator at `seed` (what differs from call to call).
+fn with_env_seeded<T>(ruri: &'static str, p: &Profile, seed: u64, f: impl FnOnce(&Env<'_>) -> T) -> T {
     let maps = RegexMaps::new();
-    let rng = Cell::new(1);
+    let rng = Cell::new(seed);
     let req = Req(ruri);
     let env = Env {
         req: &req,
@@ -85,6 +94,33 @@ fn empty_ruri_expansion_keeps_the_original() {
 }
 
 #[test]
+fn next_hops_with_priority_and_weight_are_drawn_per_call() {
+    let p =
+        profile(&[("next_hop", "gw-a:5060;priority=1;weight=3, gw-b:5060/tcp;weight=1;priority=1, backup:5070, last")]);
+    let mut a_first = 0;
+    for seed in 1..=2000u64 {
+        let plan = with_env_seeded("sip:bob@old", &p, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), |env| p.evaluate(env))
+            .unwrap();
+        let hosts: Vec<&str> = plan.next_hops.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(&hosts[2..], ["backup", "last"], "entries without a priority follow the one before");
+        a_first += usize::from(hosts[0] == "gw-a");
+    }
+    assert!((1350..1650).contains(&a_first), "gw-a leads {a_first} of 2000 calls at weight 3:1");
+    let hop = NextHop::parse("gw-b:5060/tcp;weight=1;priority=1").unwrap();
+    assert_eq!(
+        (hop.port, hop.transport.as_deref(), hop.priority, hop.weight),
+        (Some(5060), Some("tcp"), Some(1), Some(1))
+    );
+    for bad in ["gw;weight=x", "gw;cost=1", "gw;priority=70000"] {
+        let e = try_profile(&[("next_hop", bad)]).expect_err(bad).to_string();
+        assert!(e.contains("next_hop") && e.contains(bad), "{bad}: {e}");
+    }
+    // $di/$dp still read the first entry as written.
+    let p = plan("sip:bob@old", &[("next_hop", "10.0.0.9:5090;weight=2"), ("To", "<sip:$di-$dp@x>")]).unwrap();
+    assert_eq!(p.to.as_deref(), Some("<sip:10.0.0.9-5090@x>"));
+}
+
+#[test]
 fn next_hops_failover_list_and_patch() {
     let p = plan(
         "sip:bob@old",
@@ -94,9 +130,15 @@ fn next_hops_failover_list_and_patch() {
     assert_eq!(
         p.next_hops,
         vec![
-            NextHop { host: "10.0.0.1".into(), port: Some(5080), transport: Some("tcp".into()) },
-            NextHop { host: "[2001:db8::1]".into(), port: None, transport: None },
-            NextHop { host: "gw.example".into(), port: None, transport: None },
+            NextHop {
+                host: "10.0.0.1".into(),
+                port: Some(5080),
+                transport: Some("tcp".into()),
+                priority: None,
+                weight: None
+            },
+            NextHop { host: "[2001:db8::1]".into(), port: None, transport: None, priority: None, weight: None },
+            NextHop { host: "gw.example".into(), port: None, transport: None, priority: None, weight: None },
         ]
     );
     assert_eq!(p.ruri.as_deref(), Some("sip:bob@10.0.0.1:5080"));

@@ -220,7 +220,7 @@ fn first_value(s: &str) -> &str {
 fn destination(ip: bool, env: &Env<'_>, out: &mut String) {
     if let Some(nh) = env.next_hop {
         let first = nh.split(',').next().unwrap_or_default().trim();
-        let hostport = first.split('/').next().unwrap_or_default();
+        let hostport = first.split(['/', ';']).next().unwrap_or_default();
         let (host, port) = split_hostport(hostport);
         out.push_str(if ip {
             host
@@ -328,7 +328,7 @@ fn func(f: Func, v: &str, rng: &Cell<u64>, out: &mut String) {
 }
 
 /// xorshift64*: `$_r` needs spread, not secrecy.
-fn next_random(state: &Cell<u64>) -> u64 {
+pub(crate) fn next_random(state: &Cell<u64>) -> u64 {
     let mut x = state.get() | 1;
     x ^= x >> 12;
     x ^= x << 25;

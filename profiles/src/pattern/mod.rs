@@ -16,8 +16,8 @@ mod request;
 mod tests;
 
 pub use compile::PatternError;
-pub(crate) use expand::keyvalue;
 pub use expand::Env;
+pub(crate) use expand::{keyvalue, next_random};
 pub use request::{CcVars, InterfaceFacts, NoCcVars, NoRegCache, PeerIdentity, RegCacheView, RequestView};
 
 /// A compiled pattern.

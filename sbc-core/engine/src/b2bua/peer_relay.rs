@@ -85,7 +85,7 @@ fn hop(addr: std::net::SocketAddr, transport: &str) -> NextHop {
         IpAddr::V6(ip) => format!("[{ip}]"),
         IpAddr::V4(ip) => ip.to_string(),
     };
-    NextHop { host, port: Some(addr.port()), transport: Some(transport.to_string()) }
+    NextHop { host, port: Some(addr.port()), transport: Some(transport.to_string()), priority: None, weight: None }
 }
 
 /// Where a request to `binding`'s phone goes from the node that holds it: the address and
