@@ -3,13 +3,13 @@
 //! DNS costs signalling nothing; what it misses is counted by reason.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::hep::{encode, Captured, HepIdentity};
@@ -64,6 +64,8 @@ impl HepCounters {
 
 pub(crate) struct HepExport {
     queue: mpsc::Sender<Vec<u8>>,
+    /// Bytes of the packets waiting in `queue` (bounded by [`QUEUE_BYTES`] as well).
+    queued_bytes: Arc<AtomicUsize>,
     identity: HepIdentity,
     sampling_percent: u8,
     /// By socket id: whether its interface is exported.
@@ -71,8 +73,13 @@ pub(crate) struct HepExport {
     pub(crate) counters: Arc<HepCounters>,
 }
 
+/// Most bytes of packets waiting for the sender: `queue` large packets must not take the
+/// memory of a node whose Homer is slow.
+const QUEUE_BYTES: usize = 32 << 20;
+
 impl HepExport {
-    /// Starts the sender task. `sockets` name each socket's interface.
+    /// Starts the sender task (and, for a name, its resolver). `sockets` name each socket's
+    /// interface.
     pub(crate) fn start(
         s: &HepSettings,
         default_node_name: Option<&str>,
@@ -81,6 +88,7 @@ impl HepExport {
     ) -> Self {
         let (queue, rx) = mpsc::channel(s.queue);
         let counters = Arc::new(HepCounters::default());
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let exported =
             sockets.iter().map(|(_, iface)| s.interfaces.as_ref().is_none_or(|names| names.contains(iface))).collect();
         let node_name = s.node_name.as_deref().or(default_node_name);
@@ -90,8 +98,17 @@ impl HepExport {
             node_name: node_name.map(|n| n.as_bytes().into()),
         };
         tracing::info!(homer = %s.target, transport = %s.transport, "capture: HEP export on");
-        tokio::spawn(send_loop(rx, Target::new(s.target.clone(), dns), s.transport, counters.clone()));
-        Self { queue, identity, sampling_percent: s.sampling_percent, exported, counters }
+        let target = match &s.target {
+            HepTarget::Addr(a) => watch::channel(Some(*a)).1,
+            HepTarget::Host(host, port) => {
+                let (tx, rx) = watch::channel(None);
+                tokio::spawn(resolve_loop(host.clone(), *port, dns, tx));
+                rx
+            }
+        };
+        let sender = Sender { rx, target, counters: counters.clone(), queued_bytes: queued_bytes.clone() };
+        tokio::spawn(sender.run(s.transport));
+        Self { queue, queued_bytes, identity, sampling_percent: s.sampling_percent, exported, counters }
     }
 
     /// Queues `m` (seen on socket `local`) for Homer if its interface and its call's sample
@@ -107,7 +124,13 @@ impl HepExport {
         if encode(m, &self.identity, &mut packet).is_err() {
             return self.counters.drop_one(HepDrop::TooLarge);
         }
+        let len = packet.len();
+        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return self.counters.drop_one(HepDrop::QueueFull);
+        }
         if self.queue.try_send(packet).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.counters.drop_one(HepDrop::QueueFull);
         }
     }
@@ -123,139 +146,153 @@ fn sampled(key: &[u8], percent: u8) -> bool {
     h % 100 < u64::from(percent)
 }
 
-/// How long a resolved Homer address is used before it is asked again (DNS's own cache
-/// answers in between, within the record's TTL).
+/// How often a resolved Homer name is asked again (DNS's own cache answers in between,
+/// within the record's TTL): a Homer that moves is followed.
 const REFRESH: Duration = Duration::from_secs(30);
-/// After a failed lookup or connect, messages are dropped this long before the next try.
+/// After a failed lookup or connect, the first wait before the next try; it doubles up to
+/// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// A TCP connect or write to Homer that takes longer breaks the connection.
 const TCP_DEADLINE: Duration = Duration::from_secs(3);
 
-/// Homer's address, resolved when it is a name.
-struct Target {
-    target: HepTarget,
-    dns: Arc<Dns>,
-    addr: Option<SocketAddr>,
-    /// When the address must be asked for again.
-    refresh_at: Instant,
-}
-
-impl Target {
-    fn new(target: HepTarget, dns: Arc<Dns>) -> Self {
-        let addr = match &target {
-            HepTarget::Addr(a) => Some(*a),
-            HepTarget::Host(..) => None,
-        };
-        Self { target, dns, addr, refresh_at: Instant::now() }
-    }
-
-    /// The address to send to; a failed lookup keeps the last one (if any) and is not tried
-    /// again for [`RETRY_FIRST`].
-    async fn current(&mut self) -> Option<SocketAddr> {
-        let HepTarget::Host(host, port) = &self.target else { return self.addr };
-        if Instant::now() < self.refresh_at {
-            return self.addr;
-        }
-        match self.dns.resolve(host, *port).await {
+/// Keeps Homer's address current, apart from the sender: a name server that hangs delays
+/// only the next refresh, and the last address that resolved stays in use meanwhile.
+async fn resolve_loop(host: String, port: u16, dns: Arc<Dns>, addr: watch::Sender<Option<SocketAddr>>) {
+    let mut backoff = RETRY_FIRST;
+    let mut failing = false;
+    loop {
+        let wait = match dns.resolve(&host, port).await {
             Ok(a) => {
-                if self.addr != Some(a) {
-                    tracing::info!(homer = %self.target, addr = %a, "capture: Homer resolved");
+                if *addr.borrow() != Some(a) || failing {
+                    tracing::info!(homer = %host, addr = %a, "capture: Homer resolved");
                 }
-                self.addr = Some(a);
-                self.refresh_at = Instant::now() + REFRESH;
+                addr.send_replace(Some(a));
+                (failing, backoff) = (false, RETRY_FIRST);
+                REFRESH
             }
             Err(why) => {
-                tracing::warn!(homer = %self.target, ?why, "capture: cannot resolve Homer; messages are dropped");
-                self.refresh_at = Instant::now() + RETRY_FIRST;
-            }
-        }
-        self.addr
-    }
-}
-
-async fn send_loop(rx: mpsc::Receiver<Vec<u8>>, target: Target, transport: Transport, counters: Arc<HepCounters>) {
-    match transport {
-        Transport::Tcp | Transport::Tls => send_tcp(rx, target, counters).await,
-        Transport::Udp => send_udp(rx, target, counters).await,
-    }
-}
-
-async fn send_udp(mut rx: mpsc::Receiver<Vec<u8>>, mut target: Target, counters: Arc<HepCounters>) {
-    let mut socket: Option<(bool, UdpSocket)> = None;
-    let mut failing = false;
-    while let Some(packet) = rx.recv().await {
-        let Some(addr) = target.current().await else {
-            counters.drop_one(HepDrop::Unresolved);
-            continue;
-        };
-        if socket.as_ref().is_none_or(|(v6, _)| *v6 != addr.is_ipv6()) {
-            let any: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
-            socket = UdpSocket::bind(any).await.ok().map(|s| (addr.is_ipv6(), s));
-        }
-        let sent = match &socket {
-            Some((_, s)) => s.send_to(&packet, addr).await.map(|_| ()),
-            None => Err(std::io::Error::other("no socket")),
-        };
-        match sent {
-            Ok(()) => {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
-                failing = false;
-            }
-            Err(e) => {
                 if !failing {
-                    tracing::warn!(homer = %addr, error = %e, "capture: HEP send failed");
+                    let kept = *addr.borrow();
+                    tracing::warn!(homer = %host, ?why, ?kept, "capture: cannot resolve Homer (the last address it had, if any, stays in use)");
                 }
                 failing = true;
-                counters.drop_one(HepDrop::SendFailed);
+                let wait = backoff;
+                backoff = (backoff * 2).min(RETRY_MAX);
+                wait
             }
+        };
+        if addr.is_closed() {
+            return;
         }
+        tokio::time::sleep(wait).await;
     }
 }
 
-async fn send_tcp(mut rx: mpsc::Receiver<Vec<u8>>, mut target: Target, counters: Arc<HepCounters>) {
-    let mut conn: Option<TcpStream> = None;
-    let mut retry_at = Instant::now();
-    let mut backoff = RETRY_FIRST;
-    while let Some(packet) = rx.recv().await {
-        if conn.is_none() {
-            if Instant::now() < retry_at {
-                counters.drop_one(HepDrop::Disconnected);
-                continue;
-            }
-            let Some(addr) = target.current().await else {
-                counters.drop_one(HepDrop::Unresolved);
+/// The task that sends queued packets to Homer.
+struct Sender {
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// Homer's address (`None` until a name first resolves).
+    target: watch::Receiver<Option<SocketAddr>>,
+    counters: Arc<HepCounters>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Sender {
+    async fn run(self, transport: Transport) {
+        match transport {
+            Transport::Tcp | Transport::Tls => self.send_tcp().await,
+            Transport::Udp => self.send_udp().await,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        let packet = self.rx.recv().await?;
+        self.queued_bytes.fetch_sub(packet.len(), Ordering::Relaxed);
+        Some(packet)
+    }
+
+    async fn send_udp(mut self) {
+        let mut socket: Option<(bool, UdpSocket)> = None;
+        let mut failing = false;
+        while let Some(packet) = self.next().await {
+            let Some(addr) = *self.target.borrow() else {
+                self.counters.drop_one(HepDrop::Unresolved);
                 continue;
             };
-            match tokio::time::timeout(TCP_DEADLINE, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    tracing::info!(homer = %addr, "capture: connected to Homer");
-                    conn = Some(s);
-                    backoff = RETRY_FIRST;
+            if socket.as_ref().is_none_or(|(v6, _)| *v6 != addr.is_ipv6()) {
+                let any: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
+                socket = UdpSocket::bind(any).await.ok().map(|s| (addr.is_ipv6(), s));
+            }
+            let sent = match &socket {
+                Some((_, s)) => s.send_to(&packet, addr).await.map(|_| ()),
+                None => Err(std::io::Error::other("no socket")),
+            };
+            match sent {
+                Ok(()) => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    failing = false;
                 }
-                failed => {
-                    let error = failed.map_or_else(
-                        |_| "timed out".to_string(),
-                        |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-                    );
-                    tracing::warn!(homer = %addr, %error, retry_s = backoff.as_secs(), "capture: cannot connect to Homer");
-                    retry_at = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                    counters.drop_one(HepDrop::Disconnected);
-                    continue;
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(homer = %addr, error = %e, "capture: HEP send failed");
+                    }
+                    failing = true;
+                    self.counters.drop_one(HepDrop::SendFailed);
                 }
             }
         }
-        let Some(stream) = conn.as_mut() else { continue };
-        match tokio::time::timeout(TCP_DEADLINE, stream.write_all(&packet)).await {
-            Ok(Ok(())) => {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One connection at a time; after a failed connect or a broken connection, packets are
+    /// dropped (`disconnected`) until the backoff passes. A connection is made to the address
+    /// current at connect time (a Homer that moves is followed at the next connect).
+    async fn send_tcp(mut self) {
+        let mut conn: Option<TcpStream> = None;
+        let mut retry_at = Instant::now();
+        let mut backoff = RETRY_FIRST;
+        while let Some(packet) = self.next().await {
+            if conn.is_none() {
+                if Instant::now() < retry_at {
+                    self.counters.drop_one(HepDrop::Disconnected);
+                    continue;
+                }
+                let Some(addr) = *self.target.borrow() else {
+                    self.counters.drop_one(HepDrop::Unresolved);
+                    continue;
+                };
+                match tokio::time::timeout(TCP_DEADLINE, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        tracing::info!(homer = %addr, "capture: connected to Homer");
+                        conn = Some(s);
+                    }
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "timed out".to_string(),
+                        };
+                        tracing::warn!(homer = %addr, %error, retry_s = backoff.as_secs(), "capture: cannot connect to Homer");
+                        retry_at = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                        self.counters.drop_one(HepDrop::Disconnected);
+                        continue;
+                    }
+                }
             }
-            _ => {
-                tracing::warn!("capture: the connection to Homer broke; connecting again");
-                conn = None;
-                counters.drop_one(HepDrop::SendFailed);
+            let Some(stream) = conn.as_mut() else { continue };
+            match tokio::time::timeout(TCP_DEADLINE, stream.write_all(&packet)).await {
+                Ok(Ok(())) => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    backoff = RETRY_FIRST;
+                }
+                _ => {
+                    tracing::warn!(retry_s = backoff.as_secs(), "capture: the connection to Homer broke");
+                    conn = None;
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    self.counters.drop_one(HepDrop::SendFailed);
+                }
             }
         }
     }
@@ -270,7 +307,8 @@ mod tests {
         let keys: Vec<String> = (0..10_000).map(|n| format!("{n:x}-call@host")).collect();
         let taken = keys.iter().filter(|k| sampled(k.as_bytes(), 25)).count();
         assert!((2200..2800).contains(&taken), "{taken} of 10000 at 25 %");
-        assert!(keys.iter().all(|k| sampled(k.as_bytes(), 25) == sampled(k.as_bytes(), 25)), "stable");
         assert!(keys.iter().all(|k| sampled(k.as_bytes(), 100)));
+        // A lower share keeps a subset of a higher one's calls (one hash decides both).
+        assert!(keys.iter().all(|k| !sampled(k.as_bytes(), 10) || sampled(k.as_bytes(), 25)));
     }
 }
