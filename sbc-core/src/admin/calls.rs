@@ -102,7 +102,8 @@ fn trace_view(id: &str, t: crate::driver::capture::CallTrace) -> CallTrace {
         .messages
         .iter()
         .map(|m| TracedMessage {
-            time: humantime::format_rfc3339_micros(m.at).to_string(),
+            // (humantime refuses times before 1970: a clock set back that far shows as 1970.)
+            time: humantime::format_rfc3339_micros(m.at.max(UNIX_EPOCH)).to_string(),
             direction: match m.direction {
                 Direction::In => "in",
                 Direction::Out => "out",
@@ -112,10 +113,10 @@ fn trace_view(id: &str, t: crate::driver::capture::CallTrace) -> CallTrace {
                 let a = crate::driver::capture::call_id_of(&m.message) == Some(&*t.correlation);
                 if a { "a" } else { "b" }.to_string()
             }),
-            interface: m.interface.clone(),
+            interface: m.interface.to_string(),
             transport: m.transport.to_string(),
             local: m.local.to_string(),
-            remote: m.remote.clone(),
+            remote: m.remote.to_string(),
             message: text(&m.message),
         })
         .collect();

@@ -252,11 +252,12 @@ fn handle(engine: &mut Engine, media: Option<&ShardMedia>, capture: &mut ShardCa
     let now = clock();
     match input {
         ShardInput::Message(msg, src) => {
-            capture.received(msg.bytes(), msg.call_id(), &src);
+            let opens = msg.to_tag().is_none() && matches!(msg.method(), Some(Method::Invite | Method::Subscribe));
+            capture.received(msg.bytes(), msg.call_id(), opens, &src);
             engine.handle_message(now, msg, src)
         }
         ShardInput::Unparseable(bytes, err, src) => {
-            capture.received(&bytes, None, &src);
+            capture.received(&bytes, super::capture::call_id_of(&bytes), false, &src);
             engine.handle_unparseable(now, &bytes, err, src)
         }
         ShardInput::TransportError(tx) => engine.handle_transport_error(now, tx),

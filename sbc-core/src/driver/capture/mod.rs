@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::b2bua::{CallHandle, Destination, Event, Interface, Output, Source};
+use crate::b2bua::{CallHandle, Destination, Event, Interface, Output, Peer, Source};
 use profiles::config::CaptureSettings;
 use trace::Traces;
 
@@ -63,8 +63,9 @@ impl ShardCapture {
         self.hep.is_some() || self.traces.keeps_messages()
     }
 
-    /// A message the shard got (`call_id`: `None` when it did not parse).
-    pub(crate) fn received(&mut self, bytes: &Bytes, call_id: Option<&[u8]>, src: &Source) {
+    /// A message the shard got. `opens_dialog`: it may start a call (an INVITE or SUBSCRIBE
+    /// without a To tag), so it is held until the batch's events say whether it did.
+    pub(crate) fn received(&mut self, bytes: &Bytes, call_id: Option<&[u8]>, opens_dialog: bool, src: &Source) {
         if !self.on() {
             return;
         }
@@ -78,16 +79,22 @@ impl ShardCapture {
             hep.export(src.local, &m);
         }
         let (Some(id), true) = (call_id, self.traces.keeps_messages()) else { return };
+        let call = known.map(|(call, _)| call);
+        if call.is_none() && !opens_dialog {
+            return;
+        }
         let entry = TraceEntry {
             at,
             direction: Direction::In,
             transport: src.transport,
             local: *local,
-            remote: src.remote.to_string(),
-            interface: interface.to_string(),
-            message: bytes.clone(),
+            remote: Peer::Addr(src.remote),
+            interface: interface.clone(),
+            // A stream's message is a slice of its connection's read buffer: a copy keeps only
+            // the message.
+            message: if src.transport.is_reliable() { Bytes::copy_from_slice(bytes) } else { bytes.clone() },
         };
-        match known.map(|(call, _)| call) {
+        match call {
             Some(call) => self.traces.record(call, entry),
             None => self.pending.push((id.into(), entry)),
         }
@@ -131,8 +138,8 @@ impl ShardCapture {
                 direction: Direction::Out,
                 transport: dest.transport,
                 local: *local,
-                remote: dest.peer.to_string(),
-                interface: interface.to_string(),
+                remote: dest.peer.clone(),
+                interface: interface.clone(),
                 message: bytes.clone(),
             };
             self.traces.record(*call, entry);

@@ -1,7 +1,8 @@
 //! Each call's SIP messages, kept by its shard for `GET /calls/{id}/trace`, and which call a
 //! Call-ID belongs to (the correlation HEP packets carry). Bounded: at most
-//! `trace_messages` messages a call (later ones are counted), and the traces of the last
-//! `trace_ended_calls` ended calls; the oldest ended call's trace goes first.
+//! `trace_messages` messages a call and [`SHARD_BYTES`] of messages over the shard's traces
+//! (later ones are counted, not kept), and the traces of the last `trace_ended_calls` ended
+//! calls; the oldest ended call's trace goes first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -9,7 +10,11 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::b2bua::{CallHandle, Transport};
+use crate::b2bua::{CallHandle, Peer, Transport};
+
+/// Bytes of messages one shard's traces may hold: a caller that fills its call with large
+/// re-INVITEs, or many such calls, cannot take more.
+pub(crate) const SHARD_BYTES: usize = 64 << 20;
 
 /// Which way a message went through the SBC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +32,8 @@ pub struct TraceEntry {
     /// The SBC's socket.
     pub local: std::net::SocketAddr,
     /// The peer: an address, or the host name the message was sent to.
-    pub remote: String,
-    pub interface: String,
+    pub remote: Peer,
+    pub interface: Arc<str>,
     pub message: Bytes,
 }
 
@@ -50,11 +55,19 @@ pub(crate) struct Traces {
     calls: HashMap<CallHandle, CallTrace>,
     by_call_id: HashMap<Box<[u8]>, CallHandle>,
     ended: VecDeque<CallHandle>,
+    /// Bytes of the messages kept, over every trace.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Traces {
     pub(crate) fn new(max_messages: usize, max_ended: usize) -> Self {
-        Self { max_messages, max_ended, calls: HashMap::new(), by_call_id: HashMap::new(), ended: VecDeque::new() }
+        Self::with_budget(max_messages, max_ended, SHARD_BYTES)
+    }
+
+    fn with_budget(max_messages: usize, max_ended: usize, max_bytes: usize) -> Self {
+        let (calls, by_call_id, ended) = (HashMap::new(), HashMap::new(), VecDeque::new());
+        Self { max_messages, max_ended, calls, by_call_id, ended, bytes: 0, max_bytes }
     }
 
     pub(crate) fn started(&mut self, call: CallHandle, a_call_id: &[u8], b_call_id: &[u8]) {
@@ -81,6 +94,7 @@ impl Traces {
         while self.ended.len() > self.max_ended {
             let Some(old) = self.ended.pop_front() else { break };
             if let Some(t) = self.calls.remove(&old) {
+                self.bytes -= t.messages.iter().map(|m| m.message.len()).sum::<usize>();
                 for id in [&*t.correlation, &*t.b_call_id] {
                     if self.by_call_id.get(id) == Some(&old) {
                         self.by_call_id.remove(id);
@@ -97,9 +111,10 @@ impl Traces {
     }
 
     pub(crate) fn record(&mut self, call: CallHandle, entry: TraceEntry) {
-        let max = self.max_messages;
+        let (max, room) = (self.max_messages, self.max_bytes.saturating_sub(self.bytes));
         if let Some(t) = self.calls.get_mut(&call) {
-            if t.messages.len() < max {
+            if t.messages.len() < max && entry.message.len() <= room {
+                self.bytes += entry.message.len();
                 t.messages.push(entry);
             } else {
                 t.omitted += 1;
@@ -126,7 +141,7 @@ mod tests {
             direction: Direction::In,
             transport: Transport::Udp,
             local: "127.0.0.1:5060".parse().expect("addr"),
-            remote: "127.0.0.1:5070".into(),
+            remote: Peer::Addr("127.0.0.1:5070".parse().expect("addr")),
             interface: "default".into(),
             message: Bytes::from(vec![n]),
         }
@@ -163,6 +178,24 @@ mod tests {
         assert!(t.get(h(1)).is_none() && t.call_of(b"b1").is_none(), "the oldest ended call went");
         assert!(t.get(h(2)).is_some() && t.get(h(3)).is_some());
         assert!(t.get(h(4)).is_some_and(|c| !c.ended), "a live call is never evicted");
+    }
+
+    #[test]
+    fn the_shard_budget_bounds_what_is_kept_and_evictions_free_it() {
+        let mut t = Traces::with_budget(10, 1, 2);
+        let h = CallHandle::from_raw;
+        t.started(h(1), b"a1", b"b1");
+        t.started(h(2), b"a2", b"b2");
+        t.record(h(1), entry(1));
+        t.record(h(1), entry(2));
+        t.record(h(2), entry(3));
+        assert_eq!(t.get(h(2)).map(|c| (c.messages.len(), c.omitted)), Some((0, 1)), "over the budget: counted");
+        t.ended(h(1));
+        t.started(h(3), b"a3", b"b3");
+        t.ended(h(3));
+        assert!(t.get(h(1)).is_none(), "evicted");
+        t.record(h(2), entry(4));
+        assert_eq!(t.get(h(2)).map(|c| c.messages.len()), Some(1), "the evicted trace's bytes are free again");
     }
 
     #[test]
