@@ -119,6 +119,12 @@ impl CaptureSettings {
             ("interfaces", f.interfaces.is_some()),
             ("queue", f.queue.is_some()),
         ];
+        // Each rides in every packet, in a chunk whose length field is 16 bits.
+        for (k, v) in [("password", &f.password), ("node_name", &f.node_name)] {
+            if v.as_ref().is_some_and(|v| v.len() > 255) {
+                return Err((key(k), "is longer than 255 bytes".into()));
+            }
+        }
         let hep = match &f.hep {
             None => {
                 if let Some((k, _)) = hep_only.iter().find(|(_, set)| *set) {
@@ -221,6 +227,9 @@ mod tests {
         let e = CaptureSettings::from_file(&t, &names()).expect_err("unknown interface");
         assert!(e.0 == "capture.interfaces" && e.1.contains("'dmz'"), "{e:?}");
         t.interfaces = Some(vec!["extern".into()]);
+        t.node_name = Some("n".repeat(256));
+        assert_eq!(CaptureSettings::from_file(&t, &names()).expect_err("long").0, "capture.node_name");
+        t.node_name = None;
         t.password = Some("s3cret".into());
         let s = CaptureSettings::from_file(&t, &names()).expect("valid").hep.expect("hep");
         assert_eq!((s.transport, s.sampling_percent), (Transport::Tcp, 25));
