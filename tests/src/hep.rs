@@ -78,22 +78,25 @@ impl HepListener {
                 let (packets, bad, stop) = (packets.clone(), bad.clone(), stop.clone());
                 std::thread::spawn(move || {
                     conn.set_nonblocking(false).ok();
-                    conn.set_read_timeout(Some(Duration::from_millis(50))).ok();
                     let mut head = [0u8; 6];
                     while !stop.load(Ordering::Relaxed) {
-                        match conn.read_exact(&mut head) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return,
+                        // Waits for a packet's first byte in short steps (to see `stop`), then
+                        // reads the packet whole: a timeout never falls inside one.
+                        conn.set_read_timeout(Some(Duration::from_millis(50))).ok();
+                        match conn.read(&mut head[..1]) {
+                            Ok(0) => return,
+                            Ok(_) => {}
                             Err(_) => continue,
+                        }
+                        conn.set_read_timeout(Some(Duration::from_secs(2))).ok();
+                        if conn.read_exact(&mut head[1..]).is_err() {
+                            return;
                         }
                         let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
                         let mut rest = vec![0u8; len.saturating_sub(6)];
-                        if conn.set_read_timeout(Some(Duration::from_secs(2))).is_err()
-                            || conn.read_exact(&mut rest).is_err()
-                        {
+                        if conn.read_exact(&mut rest).is_err() {
                             return;
                         }
-                        conn.set_read_timeout(Some(Duration::from_millis(50))).ok();
                         let whole: Vec<u8> = head.iter().chain(&rest).copied().collect();
                         keep(&packets, &bad, decode(&whole));
                     }
@@ -142,13 +145,15 @@ fn keep(packets: &Mutex<Vec<HepPacket>>, bad: &Mutex<usize>, p: Option<HepPacket
     }
 }
 
-/// A HEPv3 packet, or `None` when its framing or a mandatory chunk is wrong.
+/// A HEPv3 packet, or `None` when its framing, a vendor id, the family or the protocol type
+/// is wrong or a mandatory chunk is missing.
 pub fn decode(b: &[u8]) -> Option<HepPacket> {
     if b.len() < 6 || &b[..4] != b"HEP3" || usize::from(u16::from_be_bytes([b[4], b[5]])) != b.len() {
         return None;
     }
     let (mut src_ip, mut dst_ip, mut ports) = (None, None, (None, None));
     let (mut secs, mut micros, mut protocol) = (None, 0u32, None);
+    let (mut family, mut sip) = (None, false);
     let mut p = HepPacket {
         src: SocketAddr::from(([0, 0, 0, 0], 0)),
         dst: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -164,12 +169,17 @@ pub fn decode(b: &[u8]) -> Option<HepPacket> {
     let mut at = 6;
     while at < b.len() {
         let h = b.get(at..at + 6)?;
+        if h[..2] != [0, 0] {
+            return None;
+        }
         let kind = u16::from_be_bytes([h[2], h[3]]);
         let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
         let data = b.get(at + 6..at + len.max(6))?;
         let text = || Some(String::from_utf8_lossy(data).into_owned());
         match kind {
+            0x01 => family = data.first().copied(),
             0x02 => protocol = data.first().copied(),
+            0x0b => sip = data == [1],
             0x03 | 0x04 => {
                 let ip = IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?));
                 if kind == 0x03 {
@@ -199,8 +209,13 @@ pub fn decode(b: &[u8]) -> Option<HepPacket> {
         }
         at += len.max(6);
     }
-    p.src = SocketAddr::new(src_ip?, ports.0?);
-    p.dst = SocketAddr::new(dst_ip?, ports.1?);
+    let (src_ip, dst_ip) = (src_ip?, dst_ip?);
+    let expected = if src_ip.is_ipv4() && dst_ip.is_ipv4() { 2 } else { 10 };
+    if family != Some(expected) || src_ip.is_ipv4() != dst_ip.is_ipv4() || !sip {
+        return None;
+    }
+    p.src = SocketAddr::new(src_ip, ports.0?);
+    p.dst = SocketAddr::new(dst_ip, ports.1?);
     p.protocol = protocol?;
     p.time = UNIX_EPOCH + Duration::from_secs(u64::from(secs?)) + Duration::from_micros(u64::from(micros));
     p.payload = payload?;

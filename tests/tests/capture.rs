@@ -163,3 +163,27 @@ fn homer_over_tcp_gets_requests_outside_calls_correlated_by_their_own_call_id() 
         assert_eq!(p.agent_id, Some(1));
     }
 }
+
+#[test]
+fn only_the_listed_interfaces_are_exported_and_garbage_keeps_its_call_id() {
+    let homer = HepListener::udp();
+    let other = free_port();
+    // The test's --listen goes to the first interface (`core`); `edge` is the exported one.
+    let yaml = format!(
+        "interfaces:\n  - name: core\n    listen: [udp:127.0.0.1:1]\n  - name: edge\n    listen: [udp:127.0.0.1:{other}]\ncapture:\n  hep: {}\n  interfaces: [edge]\n",
+        homer.addr
+    );
+    let sbcd = Sbcd::with_config(&yaml, &[]);
+    let edge: SocketAddr = ([127, 0, 0, 1], other).into();
+    assert!(options_ping(sbcd.addr(), Duration::from_secs(5)).is_some(), "core answers");
+    assert!(options_ping(edge, Duration::from_secs(5)).is_some(), "edge answers");
+    let garbage = "NOT SIP AT ALL\r\nCall-ID: junk-1@x\r\n\r\n";
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.send_to(garbage.as_bytes(), edge).expect("send");
+    let packets = homer.wait_until(Duration::from_secs(5), |p| p.iter().any(|x| x.payload == garbage));
+    assert!(packets.iter().all(|p| p.src == edge || p.dst == edge), "only edge's messages: {packets:?}");
+    let options = packets.iter().filter(|p| p.dst == edge && p.first_line().starts_with("OPTIONS")).count();
+    assert_eq!(options, 1, "{packets:?}");
+    let junk = packets.iter().find(|p| p.payload == garbage).expect("the garbage is exported");
+    assert_eq!(junk.correlation.as_deref(), Some("junk-1@x"), "read from the bytes that did not parse");
+}
