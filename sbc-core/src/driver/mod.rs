@@ -185,7 +185,7 @@ impl Shared {
         correlation: Option<Arc<[u8]>>,
     ) {
         let addr = match &dest.peer {
-            Peer::Addr(a) => *a,
+            Peer::Addr(a) | Peer::Named { addr: a, .. } => *a,
             Peer::Host(host, port) => {
                 let (me, host, port) = (self.clone(), host.clone(), *port);
                 tokio::spawn(async move {

@@ -500,7 +500,7 @@ pub(super) fn send(
     // A TLS connection needs the interface's client side, and a name to check the server by.
     let client = if tls {
         let host = match &dest.peer {
-            crate::b2bua::Peer::Host(h, _) => Some(&**h),
+            crate::b2bua::Peer::Host(h, _) | crate::b2bua::Peer::Named { host: h, .. } => Some(&**h),
             crate::b2bua::Peer::Addr(_) => None,
         };
         let context = shared.tls.get(usize::from(dest.local)).and_then(|t| t.as_ref());
@@ -563,7 +563,9 @@ fn fail_queued(shared: &Shared, mut rx: mpsc::Receiver<Outgoing>) {
 /// its address.
 fn server_name(peer: &crate::b2bua::Peer, addr: SocketAddr) -> Option<rustls::pki_types::ServerName<'static>> {
     match peer {
-        crate::b2bua::Peer::Host(host, _) => rustls::pki_types::ServerName::try_from(host.to_string()).ok(),
+        crate::b2bua::Peer::Host(host, _) | crate::b2bua::Peer::Named { host, .. } => {
+            rustls::pki_types::ServerName::try_from(host.to_string()).ok()
+        }
         crate::b2bua::Peer::Addr(_) => Some(rustls::pki_types::ServerName::IpAddress(addr.ip().into())),
     }
 }

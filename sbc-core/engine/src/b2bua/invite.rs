@@ -92,7 +92,7 @@ impl Engine {
         if routing::is_own_peer(&self.cfg, &peer) {
             return Err(LocalReply::new(482, "Loop Detected"));
         }
-        let v6 = matches!(&peer, Peer::Addr(a) if a.is_ipv6());
+        let v6 = peer.is_ipv6();
         let socket = self
             .cfg
             .interfaces

@@ -88,7 +88,15 @@ pub struct LegRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerRecord {
     Addr(SocketAddr),
-    Host { name: String, port: u16 },
+    Host {
+        name: String,
+        port: u16,
+    },
+    /// An address found for a name (the name checks its TLS certificate).
+    Named {
+        name: String,
+        addr: SocketAddr,
+    },
 }
 
 /// One leg's session timer (RFC 4028): its rules, what was agreed and when it is due.
@@ -166,6 +174,7 @@ fn peer_record(p: &Peer) -> PeerRecord {
     match p {
         Peer::Addr(a) => PeerRecord::Addr(*a),
         Peer::Host(name, port) => PeerRecord::Host { name: name.to_string(), port: *port },
+        Peer::Named { host, addr } => PeerRecord::Named { name: host.to_string(), addr: *addr },
     }
 }
 
@@ -173,6 +182,7 @@ fn peer(p: &PeerRecord) -> Peer {
     match p {
         PeerRecord::Addr(a) => Peer::Addr(*a),
         PeerRecord::Host { name, port } => Peer::Host(name.as_str().into(), *port),
+        PeerRecord::Named { name, addr } => Peer::Named { host: name.as_str().into(), addr: *addr },
     }
 }
 
@@ -332,7 +342,7 @@ impl Engine {
 
     fn leg_from(&self, r: &LegRecord) -> Result<Leg, AdoptError> {
         let peer = peer(&r.peer);
-        let v6 = matches!(&peer, Peer::Addr(a) if a.is_ipv6());
+        let v6 = peer.is_ipv6();
         let socket = self
             .cfg
             .interfaces

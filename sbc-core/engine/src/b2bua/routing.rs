@@ -137,7 +137,9 @@ pub(super) fn is_own_address(cfg: &EngineConfig, host: &[u8], port: Option<u16>)
 /// Whether a peer is one of our own listening sockets (a request there would loop).
 pub(super) fn is_own_peer(cfg: &EngineConfig, peer: &Peer) -> bool {
     match peer {
-        Peer::Addr(a) => cfg.interfaces.iter().flat_map(|i| i.sockets.iter()).any(|s| s.addr == *a),
+        Peer::Addr(a) | Peer::Named { addr: a, .. } => {
+            cfg.interfaces.iter().flat_map(|i| i.sockets.iter()).any(|s| s.addr == *a)
+        }
         Peer::Host(..) => false,
     }
 }
@@ -176,7 +178,7 @@ impl super::Engine {
             return Some(local);
         }
         let iface = self.cfg.interface_of(local)?;
-        Some(self.cfg.interfaces.get(iface)?.socket(transport, matches!(peer, Peer::Addr(a) if a.is_ipv6()))?.id)
+        Some(self.cfg.interfaces.get(iface)?.socket(transport, peer.is_ipv6())?.id)
     }
 }
 

@@ -321,11 +321,8 @@ impl Engine {
         if relaxed || (e.dest.conn.is_some() && e.dest.conn == src.conn) {
             return true;
         }
-        let went_to = match (&e.dest.peer, e.resolved.as_ref()) {
-            (super::types::Peer::Addr(a), _) | (super::types::Peer::Host(..), Some(a)) => *a,
-            // Not resolved yet as far as this shard knows: nothing to check against.
-            (super::types::Peer::Host(..), None) => return true,
-        };
+        // A name not resolved yet as far as this shard knows: nothing to check against.
+        let Some(went_to) = e.dest.peer.addr().or(e.resolved) else { return true };
         went_to.ip().to_canonical() == src.remote.ip().to_canonical()
     }
 

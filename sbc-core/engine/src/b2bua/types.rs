@@ -63,20 +63,37 @@ pub struct Source {
     pub conn: Option<ConnId>,
 }
 
-/// The far end of a transmission: an address, or a host name the driver must resolve.
+/// The far end of a transmission: an address, a host name the driver must resolve, or an
+/// address found for a host name (RFC 3263), whose TLS certificate must name that host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
     Addr(SocketAddr),
     Host(Box<str>, u16),
+    /// `addr` is one of the targets of `host` (the domain the request was for: RFC 5922 §4
+    /// checks the server's certificate against it, not against the SRV target).
+    Named {
+        host: Box<str>,
+        addr: SocketAddr,
+    },
 }
 
 impl Peer {
     /// The address's host; `None` for a name the driver resolves.
     pub fn ip(&self) -> Option<IpAddr> {
+        self.addr().map(|a| a.ip())
+    }
+
+    /// The address; `None` for a name the driver resolves.
+    pub fn addr(&self) -> Option<SocketAddr> {
         match self {
-            Self::Addr(a) => Some(a.ip()),
+            Self::Addr(a) | Self::Named { addr: a, .. } => Some(*a),
             Self::Host(..) => None,
         }
+    }
+
+    /// Whether it is an IPv6 address (a name not resolved yet is not).
+    pub fn is_ipv6(&self) -> bool {
+        self.addr().is_some_and(|a| a.is_ipv6())
     }
 }
 
@@ -85,6 +102,7 @@ impl fmt::Display for Peer {
         match self {
             Self::Addr(a) => write!(f, "{a}"),
             Self::Host(h, p) => write!(f, "{h}:{p}"),
+            Self::Named { host, addr } => write!(f, "{addr} ({host})"),
         }
     }
 }
