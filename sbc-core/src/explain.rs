@@ -99,6 +99,7 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
     // Explaining a call must leave no trace: no CDR, no balance touched.
     let registry = callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::of(cfg));
     let mut verdicts = Vec::new();
+    let mut resolves = Vec::new();
     loop {
         while let Some(o) = engine.poll_output() {
             match o {
@@ -159,8 +160,14 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
                     };
                     verdicts.push((call, verdict));
                 }
+                Output::Resolve { ticket, queries } => resolves.push((ticket, queries)),
                 _ => {}
             }
+        }
+        if let Some((ticket, queries)) = resolves.pop() {
+            let answers = queries.iter().map(|q| placeholder_target(&mut out, q)).collect();
+            engine.handle_targets(now, ticket, answers);
+            continue;
         }
         let Some((call, verdict)) = verdicts.pop() else { break };
         engine.handle_cc_verdict(now, call, verdict);
@@ -189,6 +196,25 @@ pub fn explain(cfg: &Config, raw: &[u8], source: SocketAddr, transport: Transpor
         }
     }
     Ok(out)
+}
+
+/// Where explain pretends a next-hop name resolved: it looks nothing up (no query leaves),
+/// so the target is a documentation address (RFC 5737) on the port and transport the
+/// name would default to.
+fn placeholder_target(out: &mut String, q: &crate::b2bua::TargetQuery) -> Vec<crate::b2bua::Target> {
+    let transport = q.transport.unwrap_or(if q.secure { Transport::Tls } else { Transport::Udp });
+    let port = q.port.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+    let how = match (q.port, q.transport) {
+        (Some(_), _) => "A/AAAA",
+        (None, Some(_)) => "SRV, then A/AAAA",
+        (None, None) => "NAPTR, then SRV, then A/AAAA",
+    };
+    let _ = writeln!(
+        out,
+        "  next hop {} is resolved when the request is sent ({how}); explain looks nothing up and shows 192.0.2.1",
+        q.host
+    );
+    vec![crate::b2bua::Target { transport, addr: SocketAddr::from(([192, 0, 2, 1], port)) }]
 }
 
 fn describe_profile(

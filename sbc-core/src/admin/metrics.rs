@@ -142,6 +142,13 @@ impl Collector for SbcCollector {
                 .into_iter()
                 .map(|(r, c)| (r.to_string(), c.load(Relaxed))),
         )?;
+        labelled(
+            e,
+            "sbc_dns_errors",
+            "Lookups that gave nothing, and records left unused (RFC 3263), by kind",
+            "kind",
+            crate::driver::DnsError::ALL.iter().map(|k| (k.label().to_string(), dns.errors(*k))),
+        )?;
         if let Some(h) = rt.hep_counters() {
             use crate::driver::capture::HepDrop;
             counter(e, "sbc_capture_hep_sent", "SIP messages sent to Homer (HEPv3)", h.sent.load(Relaxed))?;

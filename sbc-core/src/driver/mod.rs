@@ -11,6 +11,7 @@ pub(crate) mod handshakes;
 mod hooks;
 mod media;
 mod registrations;
+mod rfc3263;
 mod shard;
 mod shed;
 mod tcp;
@@ -61,6 +62,8 @@ pub(crate) enum ShardInput {
     Teardown(CallHandle, tokio::sync::oneshot::Sender<bool>),
     /// The answer to a registration lookup the engine had to wait for.
     Registrations(crate::b2bua::RegTicket, regcache::RegView),
+    /// The targets of a request's named next hops (RFC 3263), one list per name asked.
+    Targets(crate::b2bua::ResolveTicket, Vec<Vec<crate::b2bua::Target>>),
 }
 
 /// Process-wide counters of the driver (the engines count the rest).
@@ -81,7 +84,7 @@ pub struct DriverCounters {
     pub tcp_cuts: [AtomicU64; tcp::Cut::COUNT],
 }
 
-pub use dns::DnsCounters;
+pub use dns::{DnsCounters, DnsError};
 
 impl DriverCounters {
     /// TCP connections the SBC closed, by reason (for metrics).
@@ -163,6 +166,27 @@ impl Shared {
         if q.try_send(input).is_err() {
             self.counters.queue_full_drops.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Resolves a request's named next hops in a task of their own (all at once) and hands the
+    /// targets back to `shard`.
+    pub(crate) fn resolve(
+        self: &Arc<Self>,
+        shard: u8,
+        ticket: crate::b2bua::ResolveTicket,
+        queries: Vec<crate::b2bua::TargetQuery>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let lookups = queries.iter().map(|q| rfc3263::targets(&me.dns, q));
+            let answers = futures_util::future::join_all(lookups).await;
+            for (q, targets) in queries.iter().zip(&answers) {
+                tracing::debug!(host = %q.host, targets = ?targets, "next hop resolved");
+            }
+            if let Some(q) = me.shards.get(usize::from(shard)) {
+                let _ = q.send(ShardInput::Targets(ticket, answers)).await;
+            }
+        });
     }
 
     /// Reports a failed transmission back to the shard that owns the transaction.

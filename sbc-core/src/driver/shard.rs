@@ -199,6 +199,7 @@ pub(super) async fn run(
                             answers.push(ShardAnswer::Registrations(ticket, view));
                         }
                     }
+                    Output::Resolve { ticket, queries } => shared.resolve(shard, ticket, queries),
                     Output::Event(_) => {}
                 }
             }
@@ -265,6 +266,7 @@ fn handle(engine: &mut Engine, media: Option<&ShardMedia>, capture: &mut ShardCa
         ShardInput::Drain => engine.set_draining(true),
         ShardInput::CcVerdict(call, verdict) => engine.handle_cc_verdict(now, call, verdict),
         ShardInput::Registrations(ticket, view) => engine.handle_registrations(now, ticket, view),
+        ShardInput::Targets(ticket, answers) => engine.handle_targets(now, ticket, answers),
         // A question the API stopped waiting for (it answered 503) is not acted on: a teardown
         // done behind the operator's back would make their retry a 404.
         ShardInput::ListCalls(reply) if !reply.is_closed() => {

@@ -91,10 +91,10 @@ impl Engine {
         let fixed = |p: &Option<Pattern>| p.as_ref().is_some_and(Pattern::is_literal);
         self.cfg.next_hop.as_ref().is_some_and(|(_, p)| p == peer)
             || rules.is_some_and(|r| {
-                (fixed(&r.profile.next_hop) && r.plan.next_hops.iter().any(|h| hop_target(h).1 == *peer))
+                (fixed(&r.profile.next_hop) && r.plan.next_hops.iter().any(|h| names(&hop_target(h).1, peer)))
                     || (fixed(&r.profile.outbound_proxy)
                         && r.plan.outbound_proxy.as_ref().is_some_and(|proxy| {
-                            routing::target_of_uri(proxy.as_bytes(), Transport::Udp).is_ok_and(|(_, p)| p == *peer)
+                            routing::target_of_uri(proxy.as_bytes(), Transport::Udp).is_ok_and(|(_, p)| names(&p, peer))
                         }))
             })
     }
@@ -306,4 +306,13 @@ enum NonceState {
     Expired,
     /// Not ours, or not for this dialog.
     Foreign,
+}
+
+/// Whether `actual` is where `configured` leads: the same peer, or a target resolved for the
+/// configured name (RFC 3263 picks its address and port).
+fn names(configured: &Peer, actual: &Peer) -> bool {
+    match (configured, actual) {
+        (Peer::Host(name, _), Peer::Named { host, .. }) => name.eq_ignore_ascii_case(host),
+        _ => configured == actual,
+    }
 }

@@ -179,7 +179,7 @@ impl Engine {
         }
         let ruri = rules.plan.ruri.as_ref().map_or(p.req.msg.request_uri(), |r| r.as_bytes());
         match self.route_new_request(p.req.msg.request_uri(), ruri, &rules) {
-            Ok(route) => self.relay_out_of_dialog(now, p.server, &p.req, rules, route),
+            Ok(route) => self.relay_out_of_dialog(now, p.server, p.req, rules, route),
             Err(reply) => self.respond_local(now, p.server, &reply),
         }
     }
@@ -295,7 +295,7 @@ impl Engine {
     pub(super) fn cancel_pending(&mut self, h: CallHandle) -> bool {
         let seen_by_cc = match self.pending_cc.remove(&h) {
             Some(_) => true,
-            None => match self.cancel_awaiting_call(h) {
+            None => match self.cancel_awaiting_call(h).or_else(|| self.cancel_resolving_call(h)) {
                 Some(seen_by_cc) => seen_by_cc,
                 None => return false,
             },

@@ -9,6 +9,7 @@ use profiles::LocalReply;
 use super::apply::{hop_target, CallRules, Chosen};
 use super::call::CallKind;
 use super::reg_lookup::Waiting;
+use super::resolve::{hop_query, uri_query, TargetQuery};
 use super::routing;
 use super::setup::{NewRequest, Parked};
 use super::types::{Destination, Peer, Source, Transport};
@@ -35,6 +36,13 @@ pub(super) struct BRoute {
     pub(super) ruri: Option<Box<[u8]>>,
     /// Only TLS hops may take over (a `sips:` call without `sips_downgrade`).
     pub(super) tls_only: bool,
+    /// The interface the B leg leaves from (its sockets serve resolved targets).
+    pub(super) interface: usize,
+    /// The profile's other next hops, in order: a call's failover alternatives.
+    pub(super) alternatives: Vec<(Transport, Peer)>,
+    /// The hops that are host names, by position (0: `dest`, n: `alternatives[n - 1]`),
+    /// resolved before the request leaves (`resolve.rs`).
+    pub(super) named: Vec<(usize, TargetQuery)>,
 }
 
 impl Engine {
@@ -76,18 +84,18 @@ impl Engine {
                 .position(|i| i.name == name)
                 .ok_or(LocalReply::new(500, "Unknown Outbound Interface"))?,
         };
-        let (transport, peer, fixed) = if let Some(hop) = plan.next_hops.first() {
+        let (transport, peer, fixed, query) = if let Some(hop) = plan.next_hops.first() {
             let (t, p) = hop_target(hop);
             let fixed = (!rules.profile.next_hop_1st_req).then(|| (t, p.clone()));
-            (t, p, fixed)
+            (t, p, fixed, hop_query(hop))
         } else if let Some(proxy) = &plan.outbound_proxy {
             let (t, p) = routing::target_of_uri(proxy.as_bytes(), Transport::Udp)?;
-            (t, p, None)
+            (t, p, None, uri_query(proxy.as_bytes()))
         } else if let Some((t, p)) = &self.cfg.next_hop {
-            (*t, p.clone(), Some((*t, p.clone())))
+            (*t, p.clone(), Some((*t, p.clone())), None)
         } else {
             let (t, p) = routing::target_of_uri(uri, Transport::Udp)?;
-            (t, p, None)
+            (t, p, None, uri_query(uri))
         };
         if routing::is_own_peer(&self.cfg, &peer) {
             return Err(LocalReply::new(482, "Loop Detected"));
@@ -107,7 +115,22 @@ impl Engine {
         // Failover of a sips: call takes TLS hops only, downgrade or not: the downgrade is for
         // the route the profile chose, not for whatever a failure leads to.
         let tls_only = routing::is_sips(inbound) || routing::is_sips(uri);
-        Ok(BRoute { dest: Destination { transport, local: socket.id, peer, conn: None }, fixed, ruri, tls_only })
+        let mut named: Vec<(usize, TargetQuery)> = query.into_iter().map(|q| (0, q)).collect();
+        let mut alternatives = Vec::new();
+        for hop in plan.next_hops.iter().skip(1) {
+            let (t, p) = hop_target(hop);
+            // A hop's transport is only known once a name without one is resolved (NAPTR).
+            let query = hop_query(hop);
+            if tls_only && t != Transport::Tls && query.as_ref().is_none_or(|q| q.transport.is_some()) {
+                continue;
+            }
+            if let Some(q) = query {
+                named.push((alternatives.len() + 1, q));
+            }
+            alternatives.push((t, p));
+        }
+        let dest = Destination { transport, local: socket.id, peer, conn: None };
+        Ok(BRoute { dest, fixed, ruri, tls_only, interface: iface, alternatives, named })
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {

@@ -28,6 +28,7 @@ mod record;
 mod reg_lookup;
 mod register;
 mod resend;
+mod resolve;
 mod routing;
 mod session_timer;
 mod setup;
@@ -60,6 +61,7 @@ pub use media::MediaSettings;
 pub use overview::{CallOverview, LegOverview};
 pub use record::{AdoptError, CallRecord, LegRecord, NotRecordable, PeerRecord, SessionTimerRecord, RECORD_FORMAT};
 pub use reg_lookup::RegTicket;
+pub use resolve::{ResolveTicket, Target, TargetQuery};
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
 use call::Call;
@@ -126,6 +128,9 @@ pub enum Output {
     /// Look up these bindings (the registrations port answered that it must ask elsewhere);
     /// answer with [`Engine::handle_registrations`]. The request waits for the answer.
     RegistrationLookup { ticket: RegTicket, query: regcache::RegQuery },
+    /// Resolve these next-hop names (RFC 3263); answer with [`Engine::handle_targets`]. The
+    /// request waits for the answer.
+    Resolve { ticket: ResolveTicket, queries: Vec<TargetQuery> },
 }
 
 /// Call and message events, for logs and metrics.
@@ -164,6 +169,7 @@ enum TimerRef {
     Tx(TxId),
     Call(CallHandle),
     Registrations(RegTicket),
+    Targets(ResolveTicket),
 }
 
 pub struct Engine {
@@ -190,6 +196,8 @@ pub struct Engine {
     /// The last snapshot a request came with, and whether it reads registrations.
     reg_use: Option<(std::sync::Arc<profiles::Snapshot>, bool)>,
     awaiting_reg_keys: HashSet<TxKey>,
+    /// New requests waiting for their next hops' targets (`resolve.rs`).
+    awaiting_targets: HashMap<ResolveTicket, resolve::AwaitingTargets>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (CallHandle, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
@@ -237,6 +245,7 @@ impl Engine {
             awaiting_calls: 0,
             reg_use: None,
             awaiting_reg_keys: HashSet::new(),
+            awaiting_targets: HashMap::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashSet::new(),
             timers: BinaryHeap::new(),
@@ -279,6 +288,7 @@ impl Engine {
             && self.pending_cc.is_empty()
             && self.pending_route.is_empty()
             && self.awaiting_regs.is_empty()
+            && self.awaiting_targets.is_empty()
             && self.busy_transactions() == 0
     }
 
@@ -352,6 +362,7 @@ impl Engine {
                 TimerRef::Tx(id) => self.tx_timeout(now, id, at),
                 TimerRef::Call(h) => self.call_timeout(now, h, at),
                 TimerRef::Registrations(t) => self.registrations_late(now, t),
+                TimerRef::Targets(t) => self.targets_late(now, t),
             }
         }
     }
@@ -487,6 +498,7 @@ impl Engine {
         let live = self.txs.len() + self.lingering.len() + self.calls.len();
         if self.timers.len() > TIMER_COMPACT_FLOOR + 2 * live {
             let (txs, lingering, calls, regs) = (&self.txs, &self.lingering, &self.calls, &self.awaiting_regs);
+            let targets = &self.awaiting_targets;
             self.timers.retain(|Reverse((at, r))| match r {
                 TimerRef::Tx(id) => {
                     txs.get(id).is_some_and(|e| e.scheduled() == Some(*at))
@@ -494,6 +506,7 @@ impl Engine {
                 }
                 TimerRef::Call(h) => calls.get(h).is_some_and(|c| c.scheduled == Some(*at)),
                 TimerRef::Registrations(t) => regs.contains_key(t),
+                TimerRef::Targets(t) => targets.contains_key(t),
             });
         }
     }

@@ -15,6 +15,7 @@ use super::build::{
 use super::call::{CallKind, Side};
 use super::reg_lookup::Waiting;
 use super::register::{local_registrar, rewritten_contacts, CacheStep};
+use super::resolve::Resolving;
 use super::routing;
 use super::setup::NewRequest;
 use super::txs::{Purpose, TxRole};
@@ -84,7 +85,7 @@ impl Engine {
         let a_tag = self.ids.tag();
         let role = TxRole::new(None, Side::A, Purpose::RelayServer { peer: TxId::NONE });
         let server = self.new_server_tx(std::mem::take(&mut req.key), &req.msg, &req.src, role, Some(a_tag));
-        self.relay_out_of_dialog(now, server, &req, rules, route);
+        self.relay_out_of_dialog(now, server, req, rules, route);
     }
 
     /// Relays an out-of-dialog request whose server transaction `server` exists, with its
@@ -93,10 +94,14 @@ impl Engine {
         &mut self,
         now: Instant,
         server: TxId,
-        req: &NewRequest,
+        req: NewRequest,
         rules: Arc<CallRules>,
         route: BRoute,
     ) {
+        if !route.named.is_empty() {
+            return self.await_targets(now, Resolving::Relay { server, req, rules }, route);
+        }
+        let req = &req;
         let (msg, max_forwards) = (&req.msg, req.max_forwards);
         let method = msg.method().unwrap_or(Method::Other);
         let plan = &rules.plan;

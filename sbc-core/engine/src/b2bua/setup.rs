@@ -18,6 +18,7 @@ use super::call::{Call, CallKind, CallState, Early, Leg, Side};
 use super::cc::CallCc;
 use super::invite::BRoute;
 use super::media::{prepare_body, BodyError};
+use super::resolve::Resolving;
 use super::routing;
 use super::session_timer::{self, LegTimer};
 use super::txs::{Purpose, Resendable, TxRole};
@@ -66,11 +67,11 @@ struct Sockets {
 }
 
 /// The caller's side of a new pair: the call's handle, its server transaction, our tag there.
-struct ASide {
-    handle: CallHandle,
-    a_tx: TxId,
+pub(super) struct ASide {
+    pub(super) handle: CallHandle,
+    pub(super) a_tx: TxId,
     a_tag: Box<[u8]>,
-    cc: Option<CallCc>,
+    pub(super) cc: Option<CallCc>,
 }
 
 impl Engine {
@@ -85,6 +86,19 @@ impl Engine {
         rules: Arc<CallRules>,
         parked: Option<Parked>,
     ) {
+        if !route.named.is_empty() {
+            // Its next hops are names: resolved first, with the caller's transaction made now
+            // (a 100 for an INVITE, its retransmissions absorbed).
+            let mut req = req;
+            let parked = match parked {
+                Some(p) => p,
+                None => {
+                    let a = self.a_side(now, std::mem::take(&mut req.key), &req.msg, &req.src, kind, None);
+                    Parked { call: a.handle, a_tx: a.a_tx, cc: a.cc }
+                }
+            };
+            return self.await_targets(now, Resolving::Pair { req, kind, rules, parked }, route);
+        }
         let NewRequest { key, msg, src, max_forwards, .. } = req;
         let checked = self.check_new_pair(&msg, &src, kind, &rules);
         let sst = match checked.and_then(|sst| Ok((sst, self.leg_sockets(&src, &route, &rules)?))) {
@@ -139,12 +153,7 @@ impl Engine {
         let b_purpose = if is_invite { Purpose::BInitialInvite } else { Purpose::RelayClient { peer: a.a_tx } };
         // The other next hops are failover alternatives for a call's INVITE.
         // A sips: call fails over to TLS hops only (unless sips_downgrade).
-        let failover: Vec<(Transport, Peer)> = if is_invite {
-            let hops = rules.plan.next_hops.iter().skip(1).map(hop_target);
-            hops.filter(|(t, _)| !route.tls_only || *t == Transport::Tls).collect()
-        } else {
-            Vec::new()
-        };
+        let failover: Vec<(Transport, Peer)> = if is_invite { route.alternatives.clone() } else { Vec::new() };
         let b_invite = (!failover.is_empty()).then(|| b_request.clone());
         // Kept to answer a digest challenge or a 422 (the call is not in the table yet for the
         // transaction to find its rules).
@@ -315,7 +324,7 @@ impl Engine {
 
     /// The caller's side: a parked call brings its own; otherwise a new handle, tag and server
     /// transaction (answered `100 Trying` for a call).
-    fn a_side(
+    pub(super) fn a_side(
         &mut self,
         now: Instant,
         key: TxKey,

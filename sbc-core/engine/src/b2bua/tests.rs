@@ -41,6 +41,12 @@ struct Harness {
     regs: std::sync::Arc<regcache::RegCache>,
     store: Store,
     lookups: Vec<(RegTicket, regcache::RegQuery)>,
+    /// The driver's resolver: each name's targets (a name not here has none), every query
+    /// the engine asked, and the resolutions held for the test to answer (`dns_held`).
+    dns: HashMap<String, Vec<Target>>,
+    dns_held: bool,
+    queries: Vec<TargetQuery>,
+    resolves: Vec<(ResolveTicket, Vec<TargetQuery>)>,
 }
 
 /// How the engine's registration lookups are answered.
@@ -171,6 +177,10 @@ impl Harness {
             regs,
             store,
             lookups: Vec::new(),
+            dns: HashMap::new(),
+            dns_held: false,
+            queries: Vec::new(),
+            resolves: Vec::new(),
         }
     }
 
@@ -251,10 +261,32 @@ impl Harness {
                         self.lookups.push((ticket, query));
                     }
                 }
+                Output::Resolve { ticket, queries } => {
+                    self.queries.extend(queries.iter().cloned());
+                    if self.dns_held {
+                        self.resolves.push((ticket, queries));
+                    } else {
+                        let answers = self.answers(&queries);
+                        self.engine.handle_targets(self.now, ticket, answers);
+                    }
+                }
                 Output::Event(_) => {}
             }
         }
         v
+    }
+
+    fn answers(&self, queries: &[TargetQuery]) -> Vec<Vec<Target>> {
+        queries.iter().map(|q| self.dns.get(&*q.host).cloned().unwrap_or_default()).collect()
+    }
+
+    /// Answers the resolutions held so far, as a driver would.
+    fn answer_resolves(&mut self) -> Vec<Sent> {
+        for (ticket, queries) in std::mem::take(&mut self.resolves) {
+            let answers = self.answers(&queries);
+            self.engine.handle_targets(self.now, ticket, answers);
+        }
+        self.drain()
     }
 
     /// What a shard does with the engine's media commands, without sockets: a closed
@@ -295,7 +327,7 @@ impl Harness {
 }
 
 fn to(sent: &[Sent], who: &str) -> Vec<Message> {
-    sent.iter().filter(|s| s.to == Peer::Addr(addr(who))).map(|s| s.msg.clone()).collect()
+    sent.iter().filter(|s| s.to.addr() == Some(addr(who))).map(|s| s.msg.clone()).collect()
 }
 
 /// The first message to `who` (later ones are retransmissions while time runs).
@@ -385,5 +417,6 @@ mod media;
 mod peer_relay;
 mod profile_rules;
 mod record;
+mod resolve;
 mod srtp;
 mod subscriptions;

@@ -219,17 +219,18 @@ fn finished_transactions_keep_their_messages_within_a_byte_budget() {
     assert_eq!(h.engine.stats.get(Counter::RetransmissionsAbsorbed), 1);
 }
 
-/// A request sent to a host name: once the driver says where it went, responses from
+/// A request sent to a host name goes to the address it resolved to: responses from
 /// elsewhere are dropped like any other.
 #[test]
 fn responses_to_a_host_name_come_from_where_it_resolved() {
     let mut h = Harness::with_yaml("active_profile: p\nprofiles:\n  p:\n    next_hop: callee.test:5002\n");
+    h.dns.insert("callee.test".into(), vec![Target { transport: Transport::Udp, addr: addr(BOB) }]);
     let out = h.send(ALICE, &invite("named", ""));
-    let sent =
-        out.iter().find(|s| matches!(&s.to, Peer::Host(name, 5002) if &**name == "callee.test")).expect("to the name");
+    let sent = out
+        .iter()
+        .find(|s| matches!(&s.to, Peer::Named { host, addr: a } if &**host == "callee.test" && *a == addr(BOB)))
+        .expect("to the name's address");
     let b_inv = sent.msg.clone();
-    let tx = h.engine.txs.iter().find(|(_, e)| matches!(e.dest.peer, Peer::Host(..))).map(|(id, _)| *id).expect("tx");
-    h.engine.handle_resolved(tx, addr(BOB));
     assert!(to(&h.send(MALLORY, &response_from(MALLORY, &b_inv, 200, "evil", "")), ALICE).is_empty());
     let ringing = one(&h.send(BOB, &response_to(&b_inv, 180, "bt", "")), ALICE);
     assert_eq!(ringing.status(), Some(180));
