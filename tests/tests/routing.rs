@@ -1,12 +1,15 @@
-//! Routing to carriers like a carrier: next-hop entries with priority and weight, failing
-//! targets skipped. Calls are made by in-process UAs to phones of the test; every target is
-//! on loopback.
+//! Routing to carriers like a carrier: next-hop entries with priority and weight, carriers
+//! found by name through NAPTR and SRV records (RFC 3263) served by the test's own DNS
+//! server, failing targets skipped. Calls are made by in-process UAs to phones of the test
+//! (and a SIPp UAS for TCP); every target is on loopback.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sbc_e2e::cluster::metric;
+use sbc_e2e::dns::{FakeDns, Record};
 use sbc_e2e::phone::Phone;
 use sbc_e2e::ua::{sdp, TestUa};
 use sbc_e2e::*;
@@ -90,4 +93,89 @@ fn a_failing_best_target_is_skipped_for_the_next_priority() {
     let sbcd = Sbcd::with_config(&next_hop_config(format!("\"{hops}\""), ""), &[]);
     calls(&sbcd, 3);
     assert_eq!((failing.invites(), backup.invites()), (3, 3), "each call tried the best first, then the backup");
+}
+
+const LOCAL: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
+
+/// sbcd asking `dns` for names, its one profile sending every call to `next_hop`.
+fn sbcd_resolving(dns: &FakeDns, next_hop: &str) -> Sbcd {
+    let yaml = format!("dns:\n  servers: [\"{}\"]\n{}", dns.addr, next_hop_config(format!("\"{next_hop}\""), ""));
+    Sbcd::with_config(&yaml, &[])
+}
+
+#[test]
+fn a_call_to_a_domain_goes_to_the_srv_target_of_the_best_priority() {
+    let (best, backup) = (Callee::answering(200), Callee::answering(200));
+    let dns = FakeDns::with_records(&[
+        ("carrier.test", Record::naptr(10, 10, "SIP+D2U", "_sip._udp.carrier.test")),
+        ("_sip._udp.carrier.test", Record::srv(20, 1, backup.addr.port(), "gw-b.carrier.test")),
+        ("_sip._udp.carrier.test", Record::srv(10, 1, best.addr.port(), "gw-a.carrier.test")),
+        ("gw-a.carrier.test", Record::A(LOCAL)),
+        ("gw-b.carrier.test", Record::A(LOCAL)),
+    ]);
+    let sbcd = sbcd_resolving(&dns, "carrier.test");
+    calls(&sbcd, 3);
+    assert_eq!((best.invites(), backup.invites()), (3, 0), "{}", sbcd.log_text());
+    assert!(dns.count("carrier.test", 35) >= 1, "NAPTR asked: {:?}", dns.queries());
+    assert!(dns.count("_sip._udp.carrier.test", 33) >= 1, "SRV asked: {:?}", dns.queries());
+}
+
+#[test]
+fn a_failing_srv_target_is_skipped_and_weights_split_the_rest() {
+    let (failing, heavy, light) = (Callee::answering(503), Callee::answering(200), Callee::answering(200));
+    // No NAPTR: the SRV records of each transport are asked.
+    let dns = FakeDns::with_records(&[
+        ("_sip._udp.carrier.test", Record::srv(1, 1, failing.addr.port(), "gw-x.carrier.test")),
+        ("_sip._udp.carrier.test", Record::srv(5, 30, heavy.addr.port(), "gw-a.carrier.test")),
+        ("_sip._udp.carrier.test", Record::srv(5, 10, light.addr.port(), "gw-b.carrier.test")),
+        ("gw-x.carrier.test", Record::A(LOCAL)),
+        ("gw-a.carrier.test", Record::A(LOCAL)),
+        ("gw-b.carrier.test", Record::A(LOCAL)),
+    ]);
+    let sbcd = sbcd_resolving(&dns, "carrier.test");
+    calls(&sbcd, 120);
+    let (h, l) = (heavy.invites(), light.invites());
+    assert_eq!(failing.invites(), 120, "the best priority is tried first on every call");
+    assert!((70..=110).contains(&h) && h + l == 120, "weight 30: {h}, weight 10: {l}");
+}
+
+#[test]
+fn naptr_picks_tcp_when_the_carrier_prefers_it() {
+    let port = free_port();
+    let uas = sipp_uas("uas_cc_pcalls.xml", port, Transport::Tcp, 1);
+    let dns = FakeDns::with_records(&[
+        ("carrier.test", Record::naptr(20, 10, "SIP+D2U", "_sip._udp.carrier.test")),
+        ("carrier.test", Record::naptr(10, 10, "SIP+D2T", "_sip._tcp.carrier.test")),
+        ("carrier.test", Record::naptr(5, 10, "E2U+sip", "ignored.carrier.test")),
+        ("_sip._tcp.carrier.test", Record::srv(10, 1, port, "gw.carrier.test")),
+        ("_sip._udp.carrier.test", Record::srv(10, 1, 9, "gw.carrier.test")),
+        ("gw.carrier.test", Record::A(LOCAL)),
+    ]);
+    let sbcd = sbcd_resolving(&dns, "carrier.test");
+    calls(&sbcd, 1);
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
+    // The UDP service's targets were looked up too (they would be the failover), the other
+    // application's record was not followed.
+    assert_eq!(dns.count("ignored.carrier.test", 33), 0, "{:?}", dns.queries());
+}
+
+#[test]
+fn malformed_and_unusable_answers_are_counted_and_refused() {
+    let dns = FakeDns::with_records(&[
+        ("bad.test", Record::Garbage),
+        ("_sip._udp.loop.test", Record::srv(1, 1, 5060, "_sip._udp.loop.test")),
+        ("_sip._udp.loop.test", Record::srv(2, 1, 5060, ".")),
+    ]);
+    let yaml = format!("dns:\n  servers: [\"{}\"]\nactive_profile: p\nprofiles:\n  p:\n    next_hop: $rd\n", dns.addr);
+    let sbcd = Sbcd::with_config(&yaml, &[]);
+    for domain in ["bad.test", "loop.test"] {
+        let mut caller = TestUa::new(sbcd.addr());
+        let r = caller.invite(&format!("sip:carrier@{domain}"), &sdp("127.0.0.1", 7000, ""));
+        assert_eq!(r.status(), Some(503), "{domain}: {}", r.0);
+        assert!(r.header("Warning").is_some_and(|w| w.contains("did not resolve")), "{}", r.0);
+    }
+    let errors = |kind: &str| metric(&sbcd, &format!("sbc_dns_errors_total{{kind=\"{kind}\"}}")).unwrap_or(0);
+    assert!(errors("malformed") >= 1, "the garbage answer is counted");
+    assert!(errors("unusable") >= 2, "an SRV naming itself and one naming '.' are left out");
+    assert!(options_ping(sbcd.addr(), Duration::from_secs(2)).is_some(), "signalling goes on");
 }
