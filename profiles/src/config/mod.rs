@@ -8,7 +8,9 @@ mod admission;
 mod call_control;
 mod capture;
 mod cluster;
+mod limits;
 mod profiles_yaml;
+mod routing;
 pub mod sems;
 mod tls;
 mod transport;
@@ -39,11 +41,11 @@ struct FileConfig {
     #[serde(default)]
     interfaces: Vec<FileInterface>,
     #[serde(default)]
-    routing: FileRouting,
+    routing: routing::FileRouting,
     #[serde(default)]
     sip: FileSip,
     #[serde(default)]
-    limits: FileLimits,
+    limits: limits::FileLimits,
     #[serde(default)]
     shutdown: FileShutdown,
     #[serde(default)]
@@ -155,13 +157,6 @@ impl Default for FileMediaSettings {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct FileRouting {
-    outbound_interface: Option<Spanned<String>>,
-    next_hop: Option<Spanned<String>>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileSip {
@@ -174,48 +169,6 @@ struct FileSip {
 impl Default for FileSip {
     fn default() -> Self {
         Self { t1_ms: 500, t2_ms: 4000, t4_ms: 5000, timer_c_s: 181 }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct FileLimits {
-    max_calls: usize,
-    max_call_duration_s: u64,
-    tcp_max_connections: usize,
-    tcp_max_connections_per_source: usize,
-    tcp_idle_timeout_s: u64,
-    tcp_message_timeout_s: u64,
-    tcp_first_message_timeout_s: u64,
-    tls_handshake_timeout_s: u64,
-    tls_handshakes_per_source: u32,
-    tls_max_handshakes: usize,
-    tcp_max_outbound_connections: usize,
-    tcp_max_buffered_kib: usize,
-    retransmission_cache_kib: usize,
-    queue_depth: usize,
-    admission: admission::FileAdmission,
-}
-
-impl Default for FileLimits {
-    fn default() -> Self {
-        Self {
-            max_calls: 100_000,
-            max_call_duration_s: 43_200,
-            tcp_max_connections: 10_000,
-            tcp_max_connections_per_source: 64,
-            tcp_idle_timeout_s: 3600,
-            tcp_message_timeout_s: 30,
-            tcp_first_message_timeout_s: 10,
-            tls_handshake_timeout_s: 5,
-            tls_handshakes_per_source: 20,
-            tls_max_handshakes: 1024,
-            tcp_max_outbound_connections: 10_000,
-            tcp_max_buffered_kib: 64 * 1024,
-            retransmission_cache_kib: 32 * 1024,
-            queue_depth: 8192,
-            admission: admission::FileAdmission::default(),
-        }
     }
 }
 
