@@ -29,6 +29,7 @@ pub use call_control::CallControlSettings;
 use call_control::FileCallControl;
 pub use capture::{CaptureSettings, HepSettings, HepTarget};
 pub use cluster::{redacted as redacted_redis_url, ClusterSettings, RedisAddr};
+pub use routing::HealthSettings;
 pub use tls::{TlsPeer, TlsSettings, TlsVersion, VerifyClient};
 pub use transport::Transport;
 
@@ -295,6 +296,8 @@ pub struct Config {
     pub interfaces: Vec<InterfaceConfig>,
     pub outbound_interface: usize,
     pub next_hop: Option<(Transport, SocketAddr)>,
+    /// Next hops' probes and blacklist (`routing.health`).
+    pub health: HealthSettings,
     pub t1: Duration,
     pub t2: Duration,
     pub t4: Duration,
@@ -494,6 +497,7 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
             Some((a.transport, a.addr))
         }
     };
+    let health = HealthSettings::from_file(&f.routing.health).map_err(|(k, m)| err(None, &k, m))?;
     let sip = &f.sip;
     if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms || sip.t4_ms == 0 {
         return Err(err(None, "sip", "need t1_ms > 0, t2_ms >= t1_ms and t4_ms > 0".into()));
@@ -605,6 +609,7 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
         interfaces,
         outbound_interface,
         next_hop,
+        health,
         t1: Duration::from_millis(sip.t1_ms),
         t2: Duration::from_millis(sip.t2_ms),
         t4: Duration::from_millis(sip.t4_ms),
