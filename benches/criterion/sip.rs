@@ -99,6 +99,8 @@ impl Bench {
             admission: Arc::new(sbc_engine::admission::Unlimited),
             connections: Arc::new(sbc_engine::connections::NoConnections),
             retransmission_cache: 32 << 20,
+            health: Arc::new(sbc_engine::health::AlwaysUsable),
+            probe_interval: None,
         };
         // Virtual time: an arbitrary start, advanced by the bench only.
         #[allow(clippy::disallowed_methods)]

@@ -157,8 +157,11 @@ impl Engine {
             return;
         }
         // 503 from a next hop that has alternatives: try the next one (RFC 3263 §4.3).
-        if code == 503 && self.fail_over(now, h) {
-            return;
+        if code == 503 {
+            self.b_destination_failed(now, h, Some(&msg));
+            if self.fail_over(now, h) {
+                return;
+            }
         }
         let Some(call) = self.calls.get(&h) else {
             return;
@@ -173,6 +176,7 @@ impl Engine {
 
     /// Our INVITE got no final response (Timer B) or could not be sent.
     pub(super) fn on_b_invite_timeout(&mut self, now: Instant, h: CallHandle, transport_failed: bool) {
+        self.b_destination_failed(now, h, None);
         if self.fail_over(now, h) {
             return;
         }

@@ -28,9 +28,11 @@ impl Engine {
         let alternatives = std::mem::take(&mut call.failover);
         // The first alternative this interface has a socket for; the rest stay for later.
         let mut rest = alternatives.into_iter();
-        let Some((transport, peer, local)) =
-            rest.by_ref().find_map(|(t, p)| self.socket_for(current, t, &p).map(|local| (t, p, local)))
-        else {
+        let Some((transport, peer, local)) = rest.by_ref().find_map(|(t, p)| {
+            // (A hop that went down or was blacklisted since the call began is passed over.)
+            let usable = self.hop_usable(now, t, &p);
+            self.socket_for(current, t, &p).filter(|_| usable).map(|local| (t, p, local))
+        }) else {
             return false;
         };
         let rest: Vec<(Transport, Peer)> = rest.collect();

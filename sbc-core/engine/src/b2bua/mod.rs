@@ -17,6 +17,7 @@ mod counters;
 mod dialog;
 mod dialog_limits;
 mod failover;
+mod hop_health;
 mod ids;
 mod invite;
 mod linger;
@@ -24,6 +25,7 @@ mod media;
 mod ood;
 mod overview;
 mod peer_relay;
+mod probe;
 mod record;
 mod reg_lookup;
 mod register;
@@ -170,6 +172,8 @@ enum TimerRef {
     Call(CallHandle),
     Registrations(RegTicket),
     Targets(ResolveTicket),
+    /// The next round of OPTIONS probes (`probe.rs`).
+    Probe,
 }
 
 pub struct Engine {
@@ -198,6 +202,8 @@ pub struct Engine {
     awaiting_reg_keys: HashSet<TxKey>,
     /// New requests waiting for their next hops' targets (`resolve.rs`).
     awaiting_targets: HashMap<ResolveTicket, resolve::AwaitingTargets>,
+    /// The names of this probe round being resolved (`probe.rs`).
+    probing: HashMap<ResolveTicket, Vec<TargetQuery>>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (CallHandle, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
@@ -246,6 +252,7 @@ impl Engine {
             reg_use: None,
             awaiting_reg_keys: HashSet::new(),
             awaiting_targets: HashMap::new(),
+            probing: HashMap::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashSet::new(),
             timers: BinaryHeap::new(),
@@ -363,6 +370,7 @@ impl Engine {
                 TimerRef::Call(h) => self.call_timeout(now, h, at),
                 TimerRef::Registrations(t) => self.registrations_late(now, t),
                 TimerRef::Targets(t) => self.targets_late(now, t),
+                TimerRef::Probe => self.probe_round(now),
             }
         }
     }
@@ -507,6 +515,7 @@ impl Engine {
                 TimerRef::Call(h) => calls.get(h).is_some_and(|c| c.scheduled == Some(*at)),
                 TimerRef::Registrations(t) => regs.contains_key(t),
                 TimerRef::Targets(t) => targets.contains_key(t),
+                TimerRef::Probe => true,
             });
         }
     }

@@ -101,6 +101,10 @@ impl Engine {
         if !route.named.is_empty() {
             return self.await_targets(now, Resolving::Relay { server, req, rules }, route);
         }
+        let route = match self.healthy_route(now, route) {
+            Ok(r) => r,
+            Err(reply) => return self.respond_local(now, server, &reply),
+        };
         let req = &req;
         let (msg, max_forwards) = (&req.msg, req.max_forwards);
         let method = msg.method().unwrap_or(Method::Other);

@@ -49,6 +49,12 @@ pub struct Target {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResolveTicket(u64);
 
+impl ResolveTicket {
+    pub(super) fn new(id: u64) -> Self {
+        Self(id)
+    }
+}
+
 /// What waits for its targets, and goes on when they come.
 pub(super) enum Resolving {
     /// A call or subscription: set up once its B leg knows where to go.
@@ -117,6 +123,9 @@ impl Engine {
     /// queries (none for a name that did not resolve). An answer for something no longer
     /// waiting (cancelled, past its deadline) is ignored.
     pub fn handle_targets(&mut self, now: Instant, ticket: ResolveTicket, answers: Vec<Vec<Target>>) {
+        if let Some(queries) = self.probing.remove(&ticket) {
+            return self.probe_resolved(now, queries, answers);
+        }
         let Some(AwaitingTargets { what, route }) = self.stop_resolving(ticket) else { return };
         let open = match &what {
             Resolving::Pair { parked, .. } => self.txs.contains_key(&parked.a_tx),

@@ -99,6 +99,10 @@ impl Engine {
             };
             return self.await_targets(now, Resolving::Pair { req, kind, rules, parked }, route);
         }
+        let route = match self.healthy_route(now, route) {
+            Ok(r) => r,
+            Err(reply) => return self.setup_failed(now, &req.msg, &req.src, parked.as_ref(), reply),
+        };
         let NewRequest { key, msg, src, max_forwards, .. } = req;
         let checked = self.check_new_pair(&msg, &src, kind, &rules);
         let sst = match checked.and_then(|sst| Ok((sst, self.leg_sockets(&src, &route, &rules)?))) {

@@ -161,6 +161,8 @@ impl Harness {
             admission: std::sync::Arc::new(crate::admission::Unlimited),
             connections: std::sync::Arc::new(crate::connections::NoConnections),
             retransmission_cache: 32 << 20,
+            health: std::sync::Arc::new(crate::health::AlwaysUsable),
+            probe_interval: None,
         };
         // Virtual time: an arbitrary start, advanced only by the test.
         #[allow(clippy::disallowed_methods)]
@@ -413,6 +415,7 @@ mod admission;
 mod calls;
 mod cc;
 mod edge;
+mod health;
 mod media;
 mod peer_relay;
 mod profile_rules;

@@ -39,6 +39,8 @@ pub(super) enum Purpose {
     Detached,
     /// A session refresh the SBC sends on its own (RFC 4028).
     SessionRefresh,
+    /// An OPTIONS probe to a next hop (`probe.rs`).
+    Probe,
 }
 
 pub(super) struct TxEntry {
@@ -549,6 +551,14 @@ impl Engine {
                     self.on_refresh_response(now, id, h, side, &msg);
                 }
             }
+            Purpose::Probe => {
+                if let Some(code) = msg.status().filter(|c| *c >= 200) {
+                    let dest = self.txs.get(&id).map(|e| e.dest.clone());
+                    if let Some(dest) = dest {
+                        self.probe_outcome(now, &dest, Some(code));
+                    }
+                }
+            }
             Purpose::Detached
                 if msg.status().is_some_and(|c| (200..300).contains(&c))
                     && msg.cseq().is_some_and(|c| c.method == Method::Invite) =>
@@ -571,6 +581,10 @@ impl Engine {
                 if let Some(h) = call {
                     self.on_b_invite_timeout(now, h, transport_failed);
                 }
+            }
+            Purpose::Probe => {
+                let dest = e.dest.clone();
+                self.probe_outcome(now, &dest, None);
             }
             Purpose::RelayClient { peer } => {
                 let reply = if transport_failed {

@@ -149,6 +149,10 @@ pub struct EngineConfig {
     pub connections: Arc<dyn crate::connections::ConnectionFacts>,
     /// Bytes the messages cached by finished transactions may take (`linger.rs`).
     pub retransmission_cache: usize,
+    /// Whether next hops may be used, and where their failures go (a port: `health.rs`).
+    pub health: Arc<dyn crate::health::NextHopHealth>,
+    /// OPTIONS probes to the configured next hops this often (one shard probes: `probe.rs`).
+    pub probe_interval: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -179,6 +183,9 @@ impl EngineConfig {
             admission: Arc::new(crate::admission::Unlimited),
             connections: Arc::new(crate::connections::NoConnections),
             retransmission_cache: cfg.retransmission_cache,
+            health: Arc::new(crate::health::AlwaysUsable),
+            // The driver turns probes on for one shard.
+            probe_interval: None,
         }
     }
 
