@@ -73,6 +73,8 @@ pub trait Control: Send + Sync + 'static {
     /// that did not load keep their running certificate.
     fn reload_tls(&self) -> Result<TlsReloaded, ApiError>;
     fn health(&self) -> Health;
+    /// Next hops probed or blacklisted.
+    fn next_hops(&self) -> Vec<NextHopInfo>;
     /// Counters as JSON (the same numbers as `/metrics`).
     fn stats(&self) -> serde_json::Value;
     /// The Prometheus text exposition.

@@ -216,6 +216,30 @@ pub struct Health {
     /// The certificate of each interface with TLS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsHealth>,
+    /// Next hops probed or blacklisted (`routing.health`); as `GET /next-hops`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next_hops: Vec<NextHopInfo>,
+}
+
+/// A next hop's health (`GET /next-hops`, `GET /health`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct NextHopInfo {
+    /// `udp`, `tcp` or `tls`.
+    pub transport: String,
+    /// `ip:port`.
+    pub address: String,
+    /// The next hop's name, for an address found through DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `up`, `down` (its probes went unanswered), or `unknown` (not probed).
+    pub state: String,
+    /// Seconds it stays blacklisted (0: not blacklisted).
+    pub blacklisted_for_s: u64,
+    pub probes_answered: u64,
+    pub probes_unanswered: u64,
+    /// Seconds since its last probe's outcome, and since its state last changed.
+    pub last_probe_s: Option<u64>,
+    pub since_s: Option<u64>,
 }
 
 /// An interface's TLS certificate (`GET /health`).

@@ -39,12 +39,12 @@ type Res<T> = Result<Json<T>, ApiError>;
     info(title = "sbcd admin API", description = "Profiles, regex maps, calls, call control and health of a running sbcd."),
     paths(
         list_profiles, load_profile, reload_profile, reload_profiles, get_active_profile, set_active_profile,
-        list_regex_maps, set_regex_map, list_calls, get_call, get_call_trace, teardown_call, list_registrations, get_call_control,
+        list_regex_maps, set_regex_map, list_calls, get_call, get_call_trace, teardown_call, list_registrations, list_next_hops, get_call_control,
         load_call_control_modules, explain, reload_tls, health, stats, metrics
     ),
     components(schemas(
         ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, CallTrace, TracedMessage, RegistrationInfo,
-        CallControlInfo, CcInstanceInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, TlsHealth, TlsReloaded, Changed, ErrorBody
+        CallControlInfo, CcInstanceInfo, NextHopInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, TlsHealth, TlsReloaded, Changed, ErrorBody
     )),
     modifiers(&BearerAuth)
 )]
@@ -75,6 +75,7 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/regex-maps", get(list_regex_maps::<C>))
         .route("/regex-maps/{name}", axum::routing::put(set_regex_map::<C>))
         .route("/registrations", get(list_registrations::<C>))
+        .route("/next-hops", get(list_next_hops::<C>))
         .route("/call-control", get(get_call_control::<C>))
         .route("/call-control/modules", post(load_call_control_modules::<C>))
         .route("/explain", post(explain::<C>))
@@ -258,6 +259,11 @@ async fn list_calls<C: Control>(State(s): State<AppState<C>>, Query(q): Query<Ca
 #[utoipa::path(get, path = "/registrations", responses((status = 200, body = [RegistrationInfo])), security(("bearer" = [])))]
 async fn list_registrations<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<RegistrationInfo>> {
     Json(s.control.registrations())
+}
+
+#[utoipa::path(get, path = "/next-hops", responses((status = 200, body = [NextHopInfo])), security(("bearer" = [])))]
+async fn list_next_hops<C: Control>(State(s): State<AppState<C>>) -> Json<Vec<NextHopInfo>> {
+    Json(s.control.next_hops())
 }
 
 #[utoipa::path(get, path = "/calls/{id}", responses((status = 200, body = CallInfo), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]

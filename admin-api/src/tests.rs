@@ -89,7 +89,10 @@ impl Control for Fake {
         Ok(ExplainResult { text: "ok".into() })
     }
     fn health(&self) -> Health {
-        Health { status: "ready".into(), calls: 0, cluster: None, tls: Vec::new() }
+        Health { status: "ready".into(), calls: 0, cluster: None, tls: Vec::new(), next_hops: Vec::new() }
+    }
+    fn next_hops(&self) -> Vec<NextHopInfo> {
+        Vec::new()
     }
     fn reload_tls(&self) -> Result<TlsReloaded, ApiError> {
         Ok(TlsReloaded { interfaces: Vec::new() })
@@ -209,6 +212,7 @@ async fn openapi_document_lists_every_route() {
         "/regex-maps/{name}",
         "/calls/{id}",
         "/calls/{id}/trace",
+        "/next-hops",
         "/call-control/modules",
         "/explain",
         "/health",

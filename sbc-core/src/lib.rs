@@ -11,4 +11,5 @@ pub mod admission;
 pub mod crash;
 pub mod driver;
 pub mod explain;
+pub mod health;
 pub mod media_policy;

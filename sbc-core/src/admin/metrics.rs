@@ -160,6 +160,37 @@ impl Collector for SbcCollector {
                 HepDrop::ALL.iter().map(|r| (r.label().to_string(), h.dropped(*r))),
             )?;
         }
+        #[allow(clippy::disallowed_methods)] // metrics read the clock for blacklistings left
+        let hops = rt.health().view(std::time::Instant::now());
+        let hop = |v: &crate::health::HopView| format!("{}:{}", v.key.transport, v.key.addr);
+        labelled_gauge(
+            e,
+            "sbc_next_hop_up",
+            "Probed next hops: 1 up, 0 down (routing.health)",
+            "hop",
+            hops.iter().filter(|v| v.state != "unknown").map(|v| (hop(v), i64::from(v.state == "up"))),
+        )?;
+        labelled_gauge(
+            e,
+            "sbc_next_hop_blacklisted",
+            "Next hops known to health: 1 while blacklisted",
+            "hop",
+            hops.iter().map(|v| (hop(v), i64::from(v.blacklisted_for_s > 0))),
+        )?;
+        let hc = &rt.health().counters;
+        counter(
+            e,
+            "sbc_next_hop_blacklistings",
+            "Destinations blacklisted after a failed INVITE",
+            hc.blacklisted.load(Relaxed),
+        )?;
+        labelled(
+            e,
+            "sbc_next_hop_transitions",
+            "Next hops that went down or came up again, by their new state",
+            "to",
+            [("down", &hc.went_down), ("up", &hc.came_up)].into_iter().map(|(s, c)| (s.to_string(), c.load(Relaxed))),
+        )?;
         counter(
             e,
             "sbc_tcp_refused",

@@ -464,7 +464,28 @@ impl Control for AdminControl {
             .into_iter()
             .map(|(interface, not_after)| TlsHealth { interface, not_after, expires_in_s: not_after - now })
             .collect();
-        Health { status: status.into(), calls: self.runtime.active_calls(), cluster, tls }
+        Health { status: status.into(), calls: self.runtime.active_calls(), cluster, tls, next_hops: self.next_hops() }
+    }
+
+    fn next_hops(&self) -> Vec<NextHopInfo> {
+        #[allow(clippy::disallowed_methods)] // the API reads the clock for seconds left
+        let now = Instant::now();
+        self.runtime
+            .health()
+            .view(now)
+            .into_iter()
+            .map(|v| NextHopInfo {
+                transport: v.key.transport.to_string(),
+                address: v.key.addr.to_string(),
+                name: v.name,
+                state: v.state.into(),
+                blacklisted_for_s: v.blacklisted_for_s,
+                probes_answered: v.probes_answered,
+                probes_unanswered: v.probes_unanswered,
+                last_probe_s: v.last_probe_s,
+                since_s: v.since_s,
+            })
+            .collect()
     }
 
     fn stats(&self) -> serde_json::Value {

@@ -211,6 +211,8 @@ pub struct Runtime {
     tls: Vec<Arc<tls::TlsContext>>,
     /// The admin API's HTTPS (`admin.tls`).
     admin_tls: Option<Arc<tls::TlsContext>>,
+    /// Next hops' probes and blacklist (`routing.health`).
+    health: Arc<crate::health::HealthTable>,
 }
 
 /// 32 bytes from the OS: the key of the SBC's digest nonces and each shard's identifier seed.
@@ -418,6 +420,7 @@ impl Runtime {
             }
         };
         let nonce_key = secret_key()?;
+        let health = Arc::new(crate::health::HealthTable::new(cfg.health));
 
         {
             let admission = admission.clone();
@@ -458,6 +461,9 @@ impl Runtime {
             ecfg.nonce_key = nonce_key;
             ecfg.admission = admission.clone();
             ecfg.connections = Arc::new(tcp::Identities(shared.tcp.identities.clone()));
+            ecfg.health = health.clone();
+            // One shard probes the next hops for all.
+            ecfg.probe_interval = cfg.health.probe_interval.filter(|_| i == 0);
             let status = Arc::new(ShardStatus::default());
             statuses.push(status.clone());
             let seed = secret_key()?;
@@ -492,6 +498,7 @@ impl Runtime {
             cluster,
             tls: tls_contexts.into_iter().chain(admin_tls.clone()).collect(),
             admin_tls,
+            health,
         })
     }
 
@@ -547,6 +554,11 @@ impl Runtime {
     /// A call's messages, while it runs and for a while after (`capture/trace.rs`).
     pub async fn trace(&self, shard: usize, handle: CallHandle) -> Result<Option<capture::CallTrace>, ShardBusy> {
         admin_query::trace(&self.shared.shards, shard, handle).await
+    }
+
+    /// Next hops' state (`routing.health`).
+    pub fn health(&self) -> &crate::health::HealthTable {
+        &self.health
     }
 
     /// What the HEP exporter sent and dropped (`None`: no `capture.hep`).

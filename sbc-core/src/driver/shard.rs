@@ -143,6 +143,7 @@ pub(super) async fn run(
     parts: Parts,
 ) {
     let Parts { mut cc, mut media, lookups, mut capture } = parts;
+    engine.start_probes(clock());
     let shard = engine.config().shard;
     let epoch = clock();
     // Reused for every batch: the outputs of one wake-up, counted before they are sent.
