@@ -14,11 +14,13 @@ use sbc_e2e::phone::Phone;
 use sbc_e2e::ua::{sdp, TestUa};
 use sbc_e2e::*;
 
-/// A callee that answers every INVITE with `code` (and every BYE with 200) and counts the
-/// INVITEs, until dropped.
+/// A callee that answers every INVITE with `code` (and every BYE and OPTIONS with 200) and
+/// counts the INVITEs and OPTIONS, until dropped; silenced, it answers nothing (a dead host).
 struct Callee {
     addr: SocketAddr,
     invites: Arc<AtomicUsize>,
+    options: Arc<AtomicUsize>,
+    silent: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -27,13 +29,21 @@ impl Callee {
         // Responses go where each request came from (the SBC), whatever address is given here.
         let mut phone = Phone::udp("127.0.0.1:9".parse().expect("addr"), "callee");
         let addr = phone.local_addr();
-        let (invites, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let (n, st) = (invites.clone(), stop.clone());
+        let (invites, options) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (silent, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (n, o, quiet, st) = (invites.clone(), options.clone(), silent.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut seen = std::collections::HashSet::new();
             while !st.load(Ordering::Relaxed) {
                 let Some(req) = phone.recv_request(Duration::from_millis(50)) else { continue };
+                if quiet.load(Ordering::Relaxed) {
+                    continue;
+                }
                 match req.method() {
+                    Some("OPTIONS") => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                        phone.answer(&req, 200);
+                    }
                     Some("INVITE") => {
                         if seen.insert(req.header("Call-ID").unwrap_or_default().to_string()) {
                             n.fetch_add(1, Ordering::Relaxed);
@@ -45,11 +55,19 @@ impl Callee {
                 }
             }
         });
-        Self { addr, invites, stop }
+        Self { addr, invites, options, silent, stop }
     }
 
     fn invites(&self) -> usize {
         self.invites.load(Ordering::Relaxed)
+    }
+
+    fn options(&self) -> usize {
+        self.options.load(Ordering::Relaxed)
+    }
+
+    fn silence(&self, silent: bool) {
+        self.silent.store(silent, Ordering::Relaxed);
     }
 }
 
@@ -178,4 +196,62 @@ fn malformed_and_unusable_answers_are_counted_and_refused() {
     assert!(errors("malformed") >= 1, "the garbage answer is counted");
     assert!(errors("unusable") >= 2, "an SRV naming itself and one naming '.' are left out");
     assert!(options_ping(sbcd.addr(), Duration::from_secs(2)).is_some(), "signalling goes on");
+}
+
+/// sbcd with fast SIP timers (T1 50 ms: a transaction gives up after 3.2 s), sending every
+/// call to `next_hop`, with `health` (lines of `routing.health`, indented by four spaces).
+fn sbcd_watching(next_hop: &str, health: &str) -> Sbcd {
+    let yaml = format!(
+        "sip:\n  t1_ms: 50\n  t2_ms: 400\nrouting:\n  health:\n{health}{}",
+        next_hop_config(format!("\"{next_hop}\""), "")
+    );
+    Sbcd::with_config(&yaml, &[])
+}
+
+fn next_hop_state(sbcd: &Sbcd, hop: SocketAddr) -> Option<String> {
+    let (_, body) = http(sbcd, "GET", "/next-hops", None, None);
+    let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let found = list.as_array()?.iter().find(|h| h["address"] == hop.to_string())?.clone();
+    Some(format!("{}/{}", found["state"].as_str()?, found["blacklisted_for_s"].as_u64()? > 0))
+}
+
+#[test]
+fn a_dead_next_hop_is_marked_down_by_options_routed_around_and_back_when_it_returns() {
+    let (main, spare) = (Callee::answering(200), Callee::answering(200));
+    let health = "    probe_interval_s: 5\n    down_after: 1\n    up_after: 1\n    blacklist_s: 0\n";
+    let sbcd = sbcd_watching(&format!("{}, {}", main.addr, spare.addr), health);
+    let state = |hop| next_hop_state(&sbcd, hop).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(5), || state(main.addr) == "up/false"), "{}", state(main.addr));
+    assert!(main.options() >= 1 && spare.options() >= 1, "every configured next hop is probed");
+
+    main.silence(true);
+    assert!(eventually(Duration::from_secs(15), || state(main.addr) == "down/false"), "{}", state(main.addr));
+    let before = main.invites();
+    calls(&sbcd, 3);
+    assert_eq!((main.invites() - before, spare.invites()), (0, 3), "a down hop is routed around");
+    let (_, metrics) = http(&sbcd, "GET", "/metrics", None, None);
+    assert!(metrics.contains(&format!("sbc_next_hop_up{{hop=\"udp:{}\"}} 0", main.addr)), "{metrics}");
+
+    main.silence(false);
+    assert!(eventually(Duration::from_secs(12), || state(main.addr) == "up/false"), "{}", state(main.addr));
+    calls(&sbcd, 2);
+    assert_eq!(main.invites() - before, 2, "back in use once it answers");
+    let (_, health) = http(&sbcd, "GET", "/health", None, None);
+    assert!(health.contains("\"next_hops\""), "{health}");
+}
+
+#[test]
+fn a_next_hop_that_timed_out_is_blacklisted_and_skipped() {
+    let (dead, spare) = (Callee::answering(200), Callee::answering(200));
+    dead.silence(true);
+    let sbcd = sbcd_watching(&format!("{}, {}", dead.addr, spare.addr), "    blacklist_s: 60\n");
+    // The first call waits for the dead hop's INVITE to time out (3.2 s), then fails over.
+    calls(&sbcd, 1);
+    assert_eq!(spare.invites(), 1);
+    assert_eq!(next_hop_state(&sbcd, dead.addr).as_deref(), Some("unknown/true"));
+    dead.silence(false);
+    calls(&sbcd, 2);
+    assert_eq!((dead.invites(), spare.invites()), (0, 3), "blacklisted: not tried for a minute");
+    let blacklistings = metric(&sbcd, "sbc_next_hop_blacklistings_total");
+    assert_eq!(blacklistings, Some(1));
 }
