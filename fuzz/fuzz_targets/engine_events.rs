@@ -111,6 +111,8 @@ fuzz_target!(|data: &[u8]| {
             admission: std::sync::Arc::new(sbc_engine::admission::Unlimited),
             connections: std::sync::Arc::new(sbc_engine::connections::NoConnections),
             retransmission_cache: 32 << 20,
+            health: std::sync::Arc::new(sbc_engine::health::AlwaysUsable),
+            probe_interval: None,
     };
     let mut engine = Engine::new(cfg, [1; 32]);
     let mut driver = FakeDriver { regs, ..FakeDriver::default() };
@@ -186,14 +188,30 @@ struct FakeDriver {
     opened: usize,
     regs: std::sync::Arc<regcache::RegCache>,
     lookups: Vec<(RegTicket, regcache::RegQuery)>,
+    /// Next-hop names waiting for their targets, and how many were answered so far.
+    resolves: Vec<(sbc_engine::b2bua::ResolveTicket, usize)>,
+    answered: usize,
 }
 
 impl FakeDriver {
     /// Answers the lookups held since the last call (some of them late).
     fn answer_lookups(&mut self, engine: &mut Engine, now: Instant) {
-        while !self.lookups.is_empty() {
+        while !self.lookups.is_empty() || !self.resolves.is_empty() {
             for (ticket, query) in std::mem::take(&mut self.lookups) {
                 engine.handle_registrations(now, ticket, self.regs.view(&query));
+            }
+            // Names resolve to the callee, to nothing, or to the SBC itself, in turn.
+            for (ticket, n) in std::mem::take(&mut self.resolves) {
+                self.answered += 1;
+                let to: Option<SocketAddr> = match self.answered % 3 {
+                    0 => None,
+                    1 => Some(([127, 0, 0, 1], 5002).into()),
+                    _ => Some(([127, 0, 0, 1], 5060).into()),
+                };
+                let targets = to
+                    .map(|addr| vec![sbc_engine::b2bua::Target { transport: Transport::Udp, addr }])
+                    .unwrap_or_default();
+                engine.handle_targets(now, ticket, vec![targets; n]);
             }
             self.drain(engine, now);
         }
@@ -230,6 +248,7 @@ impl FakeDriver {
                     engine.handle_media_activity(now, call, last);
                 }
                 Output::RegistrationLookup { ticket, query } => self.lookups.push((ticket, query)),
+                Output::Resolve { ticket, queries } => self.resolves.push((ticket, queries.len())),
                 _ => {}
             }
         }
