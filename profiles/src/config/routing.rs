@@ -59,8 +59,8 @@ impl Default for HealthSettings {
 impl HealthSettings {
     pub(super) fn from_file(f: &FileHealth) -> Result<Self, (String, String)> {
         let key = |k: &str| format!("routing.health.{k}");
-        if f.probe_interval_s != 0 && f.probe_interval_s < 5 {
-            return Err((key("probe_interval_s"), "must be 0 (no probes) or at least 5 s".into()));
+        if f.probe_interval_s != 0 && !(5..=3600).contains(&f.probe_interval_s) {
+            return Err((key("probe_interval_s"), "must be 0 (no probes) or 5-3600 s".into()));
         }
         for (k, v) in [("down_after", f.down_after), ("up_after", f.up_after)] {
             if v == 0 {

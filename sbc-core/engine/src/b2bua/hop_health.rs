@@ -58,10 +58,15 @@ impl Engine {
     }
 
     /// Call `h`'s B-leg INVITE failed at its current destination: blacklisted for the
-    /// configured time (a timeout, a transport error), or for a 503's `Retry-After`.
+    /// configured time (a timeout, a transport error), or for a 503's `Retry-After`. Only a
+    /// destination the configuration names (or one of its DNS targets) is: a phone that is
+    /// off for a moment, or a host a Request-URI chose, is not kept from the next call.
     pub(super) fn b_destination_failed(&mut self, now: Instant, h: CallHandle, response: Option<&Message>) {
         let Some(call) = self.calls.get(&h) else { return };
         let dest = &call.leg(Side::B).dest;
+        if !self.is_configured_hop(&dest.peer, Some(&call.rules)) {
+            return;
+        }
         let Some(hop) = hop_key(dest.transport, &dest.peer) else { return };
         let retry_after = match response {
             None => None,

@@ -40,9 +40,12 @@ pub(super) struct BRoute {
     pub(super) interface: usize,
     /// The profile's other next hops, in order: a call's failover alternatives.
     pub(super) alternatives: Vec<(Transport, Peer)>,
-    /// The hops that are host names, by position (0: `dest`, n: `alternatives[n - 1]`),
-    /// resolved before the request leaves (`resolve.rs`).
-    pub(super) named: Vec<(usize, TargetQuery)>,
+    /// `dest` is a host name: resolved before the request leaves (`resolve.rs`).
+    pub(super) named: Option<TargetQuery>,
+    /// Alternatives that are host names: resolved once the call is on its way.
+    pub(super) named_alternatives: Vec<TargetQuery>,
+    /// `dest` is the Request-URI's host (a caller chose it: few of its targets are tried).
+    pub(super) from_request: bool,
 }
 
 impl Engine {
@@ -84,53 +87,73 @@ impl Engine {
                 .position(|i| i.name == name)
                 .ok_or(LocalReply::new(500, "Unknown Outbound Interface"))?,
         };
-        let (transport, peer, fixed, query) = if let Some(hop) = plan.next_hops.first() {
+        let (transport, peer, fixed, query, from_request) = if let Some(hop) = plan.next_hops.first() {
             let (t, p) = hop_target(hop);
             let fixed = (!rules.profile.next_hop_1st_req).then(|| (t, p.clone()));
-            (t, p, fixed, hop_query(hop))
+            (t, p, fixed, hop_query(hop), false)
         } else if let Some(proxy) = &plan.outbound_proxy {
             let (t, p) = routing::target_of_uri(proxy.as_bytes(), Transport::Udp)?;
-            (t, p, None, uri_query(proxy.as_bytes()))
+            (t, p, None, uri_query(proxy.as_bytes()), false)
         } else if let Some((t, p)) = &self.cfg.next_hop {
-            (*t, p.clone(), Some((*t, p.clone())), None)
+            (*t, p.clone(), Some((*t, p.clone())), None, false)
         } else {
             let (t, p) = routing::target_of_uri(uri, Transport::Udp)?;
-            (t, p, None, uri_query(uri))
+            (t, p, None, uri_query(uri), true)
         };
         if routing::is_own_peer(&self.cfg, &peer) {
             return Err(LocalReply::new(482, "Loop Detected"));
         }
-        let v6 = peer.is_ipv6();
-        let socket = self
-            .cfg
-            .interfaces
-            .get(iface)
-            .and_then(|i| i.socket(transport, v6))
-            .ok_or(LocalReply::new(503, "No Socket For Transport"))?;
+        // Failover of a sips: call takes TLS hops only, downgrade or not: the downgrade is for
+        // the route the profile chose, not for whatever a failure leads to.
+        let tls_only = routing::is_sips(inbound) || routing::is_sips(uri);
         let downgrade = rules.profile.sips_downgrade;
+        // A name whose transport NAPTR picks: a sips: call that may not be downgraded takes
+        // its TLS targets only; the socket for any other is chosen once it is known.
+        let query = query.map(|mut q| {
+            q.secure |= q.transport.is_none() && tls_only && !downgrade;
+            q
+        });
+        let pending = query.as_ref().filter(|q| q.transport.is_none());
+        let transport = if pending.is_some_and(|q| q.secure) { Transport::Tls } else { transport };
+        let interface = self.cfg.interfaces.get(iface);
+        let socket = interface
+            .and_then(|i| i.socket(transport, peer.is_ipv6()))
+            .or_else(|| interface.and_then(|i| i.sockets.first()).filter(|_| pending.is_some()))
+            .ok_or(LocalReply::new(503, "No Socket For Transport"))?;
         let ruri = routing::sips_onward(inbound, uri, transport, downgrade)?;
         if ruri.is_some() {
             tracing::warn!(to = %peer, %transport, "sips: call downgraded (sips_downgrade)");
         }
-        // Failover of a sips: call takes TLS hops only, downgrade or not: the downgrade is for
-        // the route the profile chose, not for whatever a failure leads to.
-        let tls_only = routing::is_sips(inbound) || routing::is_sips(uri);
-        let mut named: Vec<(usize, TargetQuery)> = query.into_iter().map(|q| (0, q)).collect();
+        let mut named_alternatives = Vec::new();
         let mut alternatives = Vec::new();
         for hop in plan.next_hops.iter().skip(1) {
             let (t, p) = hop_target(hop);
             // A hop's transport is only known once a name without one is resolved (NAPTR).
-            let query = hop_query(hop);
+            let query = hop_query(hop).map(|mut q| {
+                q.secure |= q.transport.is_none() && tls_only;
+                q
+            });
             if tls_only && t != Transport::Tls && query.as_ref().is_none_or(|q| q.transport.is_some()) {
                 continue;
             }
-            if let Some(q) = query {
-                named.push((alternatives.len() + 1, q));
+            if let Some(q) = query.filter(|q| !named_alternatives.contains(q)) {
+                named_alternatives.push(q);
             }
             alternatives.push((t, p));
         }
         let dest = Destination { transport, local: socket.id, peer, conn: None };
-        Ok(BRoute { dest, fixed, ruri, tls_only, interface: iface, alternatives, named })
+        let named = query;
+        Ok(BRoute {
+            dest,
+            fixed,
+            ruri,
+            tls_only,
+            interface: iface,
+            alternatives,
+            named,
+            named_alternatives,
+            from_request,
+        })
     }
 
     pub(super) fn on_initial_invite(&mut self, now: Instant, msg: Message, src: Source, key: TxKey) {

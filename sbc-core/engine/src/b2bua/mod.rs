@@ -202,8 +202,10 @@ pub struct Engine {
     awaiting_reg_keys: HashSet<TxKey>,
     /// New requests waiting for their next hops' targets (`resolve.rs`).
     awaiting_targets: HashMap<ResolveTicket, resolve::AwaitingTargets>,
+    /// Calls' named alternatives being resolved (`resolve.rs`).
+    backfills: HashMap<ResolveTicket, resolve::Backfill>,
     /// The names of this probe round being resolved (`probe.rs`).
-    probing: HashMap<ResolveTicket, Vec<TargetQuery>>,
+    probing: HashMap<ResolveTicket, (usize, Vec<TargetQuery>)>,
     /// Our local tag of each leg → (call, side): in-dialog requests carry it as To tag.
     dialogs: HashMap<Box<[u8]>, (CallHandle, Side)>,
     /// Call-IDs we generated for live B legs and relays: seeing one arrive as a new request
@@ -253,6 +255,7 @@ impl Engine {
             awaiting_reg_keys: HashSet::new(),
             awaiting_targets: HashMap::new(),
             probing: HashMap::new(),
+            backfills: HashMap::new(),
             dialogs: HashMap::new(),
             own_call_ids: HashSet::new(),
             timers: BinaryHeap::new(),
@@ -287,7 +290,8 @@ impl Engine {
     }
     /// Transactions still doing work (not only absorbing retransmissions in a wait state).
     pub fn busy_transactions(&self) -> usize {
-        self.txs.values().filter(|t| !t.is_lingering()).count()
+        // A probe (`probe.rs`) is nobody's request: a shutdown does not wait for its answer.
+        self.txs.values().filter(|t| !t.is_lingering() && t.purpose != txs::Purpose::Probe).count()
     }
     /// True when nothing is left that a shutdown would cut.
     pub fn is_idle(&self) -> bool {
@@ -506,7 +510,7 @@ impl Engine {
         let live = self.txs.len() + self.lingering.len() + self.calls.len();
         if self.timers.len() > TIMER_COMPACT_FLOOR + 2 * live {
             let (txs, lingering, calls, regs) = (&self.txs, &self.lingering, &self.calls, &self.awaiting_regs);
-            let targets = &self.awaiting_targets;
+            let (targets, backfills) = (&self.awaiting_targets, &self.backfills);
             self.timers.retain(|Reverse((at, r))| match r {
                 TimerRef::Tx(id) => {
                     txs.get(id).is_some_and(|e| e.scheduled() == Some(*at))
@@ -514,7 +518,7 @@ impl Engine {
                 }
                 TimerRef::Call(h) => calls.get(h).is_some_and(|c| c.scheduled == Some(*at)),
                 TimerRef::Registrations(t) => regs.contains_key(t),
-                TimerRef::Targets(t) => targets.contains_key(t),
+                TimerRef::Targets(t) => targets.contains_key(t) || backfills.contains_key(t),
                 TimerRef::Probe => true,
             });
         }

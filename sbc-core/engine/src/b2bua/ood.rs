@@ -98,7 +98,7 @@ impl Engine {
         rules: Arc<CallRules>,
         route: BRoute,
     ) {
-        if !route.named.is_empty() {
+        if route.named.is_some() {
             return self.await_targets(now, Resolving::Relay { server, req, rules }, route);
         }
         let route = match self.healthy_route(now, route) {

@@ -33,66 +33,83 @@ impl Engine {
     pub(super) fn probe_round(&mut self, now: Instant) {
         let Some(interval) = self.cfg.probe_interval else { return };
         self.schedule(now + interval, TimerRef::Probe);
+        if self.draining {
+            return; // a node shutting down sends no probes (rounds go on for an undrain)
+        }
         // A resolution still unanswered from the last round is given up.
         self.probing.clear();
         let (addresses, names) = self.probe_targets();
-        for (transport, peer) in addresses {
-            self.send_probe(now, transport, peer);
+        for (iface, transport, peer) in addresses {
+            self.send_probe(now, iface, transport, peer);
         }
-        if !names.is_empty() {
+        for (iface, queries) in names {
             let ticket = ResolveTicket::new(self.new_id());
-            self.probing.insert(ticket, names.clone());
-            self.out.push_back(Output::Resolve { ticket, queries: names });
+            self.probing.insert(ticket, (iface, queries.clone()));
+            self.out.push_back(Output::Resolve { ticket, queries });
         }
     }
 
     /// The targets of a round's names: each probed.
-    pub(super) fn probe_resolved(&mut self, now: Instant, queries: Vec<TargetQuery>, answers: Vec<Vec<Target>>) {
+    pub(super) fn probe_resolved(
+        &mut self,
+        now: Instant,
+        (iface, queries): (usize, Vec<TargetQuery>),
+        answers: Vec<Vec<Target>>,
+    ) {
         for (q, targets) in queries.iter().zip(answers) {
             for t in targets {
-                self.send_probe(now, t.transport, Peer::Named { host: q.host.clone(), addr: t.addr });
+                self.send_probe(now, iface, t.transport, Peer::Named { host: q.host.clone(), addr: t.addr });
             }
         }
     }
 
-    /// The fixed next hops of every profile, and the global one: addresses, and names to
-    /// resolve (one query each).
-    fn probe_targets(&self) -> (Vec<(Transport, Peer)>, Vec<TargetQuery>) {
+    /// The fixed next hops of every profile, with the interface the profile sends from (its
+    /// `outbound_interface` when fixed, else the default one), and the global next hop:
+    /// addresses, and names to resolve by interface.
+    #[allow(clippy::type_complexity)]
+    fn probe_targets(&self) -> (Vec<(usize, Transport, Peer)>, Vec<(usize, Vec<TargetQuery>)>) {
         let snapshot = self.cfg.profiles.load();
-        let mut hops: Vec<NextHop> = Vec::new();
+        let mut addresses: Vec<(usize, Transport, Peer)> = Vec::new();
+        let mut names: Vec<(usize, Vec<TargetQuery>)> = Vec::new();
+        let default = self.cfg.outbound_interface;
+        if let Some((t, p @ Peer::Addr(_))) = &self.cfg.next_hop {
+            addresses.push((default, *t, p.clone()));
+        }
         for p in snapshot.profiles.values() {
             let Some(text) = p.next_hop.as_ref().filter(|n| n.is_literal()).map(|n| n.source()) else {
                 continue;
             };
-            hops.extend(NextHop::parse_list(text).unwrap_or_default());
-        }
-        let mut addresses: Vec<(Transport, Peer)> = Vec::new();
-        let mut add = |t: Transport, p: Peer| {
-            if !addresses.contains(&(t, p.clone())) {
-                addresses.push((t, p));
-            }
-        };
-        if let Some((t, p @ Peer::Addr(_))) = &self.cfg.next_hop {
-            add(*t, p.clone());
-        }
-        let mut names: Vec<TargetQuery> = Vec::new();
-        for h in &hops {
-            match (hop_query(h), hop_target(h)) {
-                (Some(q), _) if !names.contains(&q) => names.push(q),
-                (Some(_), _) => {}
-                (None, (t, p @ Peer::Addr(_))) => add(t, p),
-                _ => {}
+            let iface = p
+                .outbound_interface
+                .as_ref()
+                .filter(|i| i.is_literal())
+                .and_then(|i| self.cfg.interfaces.iter().position(|x| x.name == i.source()))
+                .unwrap_or(default);
+            for h in NextHop::parse_list(text).unwrap_or_default() {
+                match (hop_query(&h), hop_target(&h)) {
+                    (Some(q), _) => match names.iter_mut().find(|(i, _)| *i == iface) {
+                        Some((_, qs)) if !qs.contains(&q) => qs.push(q),
+                        Some(_) => {}
+                        None => names.push((iface, vec![q])),
+                    },
+                    (None, (t, p @ Peer::Addr(_))) if !addresses.contains(&(iface, t, p.clone())) => {
+                        addresses.push((iface, t, p))
+                    }
+                    _ => {}
+                }
             }
         }
         addresses.truncate(MAX_PROBED);
-        names.truncate(MAX_PROBED);
+        for (_, qs) in &mut names {
+            qs.truncate(MAX_PROBED);
+        }
         (addresses, names)
     }
 
-    /// An OPTIONS to `peer` from the default outbound interface, if it has a socket for it.
-    fn send_probe(&mut self, now: Instant, transport: Transport, peer: Peer) {
+    /// An OPTIONS to `peer` from interface `iface`, if it has a socket for it.
+    fn send_probe(&mut self, now: Instant, iface: usize, transport: Transport, peer: Peer) {
         let Some(addr) = peer.addr() else { return };
-        let iface = self.cfg.interfaces.get(self.cfg.outbound_interface);
+        let iface = self.cfg.interfaces.get(iface);
         let Some(socket) = iface.and_then(|i| i.socket(transport, addr.is_ipv6())).cloned() else { return };
         let host = match &peer {
             Peer::Named { host, .. } => host.to_string(),

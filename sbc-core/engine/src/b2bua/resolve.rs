@@ -92,21 +92,46 @@ pub(super) fn uri_query(uri: &[u8]) -> Option<TargetQuery> {
     Some(TargetQuery { host, port: u.port, transport, secure })
 }
 
+/// A Request-URI's host is the caller's choice: at most this many of its targets are tried
+/// (its first and two more), so one INVITE cannot send the SBC round many hosts.
+const REQUEST_TARGETS: usize = 3;
+
+/// A call's alternatives being resolved while its INVITE is on its way.
+pub(super) struct Backfill {
+    call: CallHandle,
+    queries: Vec<TargetQuery>,
+    tls_only: bool,
+}
+
 impl Engine {
-    /// Parks `what` until the named hops of `route` are resolved, and asks the driver.
-    pub(super) fn await_targets(&mut self, now: Instant, what: Resolving, mut route: BRoute) {
-        // Only a call's INVITE fails over; anything else needs its first hop alone.
-        let fails_over = matches!(&what, Resolving::Pair { kind: CallKind::Invite, .. });
-        if !fails_over {
-            route.alternatives.clear();
-            route.named.retain(|(at, _)| *at == 0);
-        }
-        let queries = route.named.iter().map(|(_, q)| q.clone()).collect();
+    /// Parks `what` until the name of its route's destination is resolved, and asks the
+    /// driver. (Named alternatives are resolved later, once the call is on its way:
+    /// [`Engine::resolve_alternatives`].)
+    pub(super) fn await_targets(&mut self, now: Instant, what: Resolving, route: BRoute) {
+        let Some(query) = route.named.clone() else { return self.go_on_resolved(now, what, route) };
         let ticket = ResolveTicket(self.new_id());
         if matches!(what, Resolving::Pair { .. }) {
             self.awaiting_calls += 1;
         }
         self.awaiting_targets.insert(ticket, AwaitingTargets { what, route });
+        self.schedule(now + RESOLVE_DEADLINE, TimerRef::Targets(ticket));
+        self.out.push_back(Output::Resolve { ticket, queries: vec![query] });
+    }
+
+    /// Asks for the targets of call `call`'s named alternatives; they replace the names in
+    /// its failover list when they come (a failover before then resolves a name alone).
+    pub(super) fn resolve_alternatives(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        queries: Vec<TargetQuery>,
+        tls_only: bool,
+    ) {
+        if queries.is_empty() {
+            return;
+        }
+        let ticket = ResolveTicket(self.new_id());
+        self.backfills.insert(ticket, Backfill { call, queries: queries.clone(), tls_only });
         self.schedule(now + RESOLVE_DEADLINE, TimerRef::Targets(ticket));
         self.out.push_back(Output::Resolve { ticket, queries });
     }
@@ -126,15 +151,24 @@ impl Engine {
         if let Some(queries) = self.probing.remove(&ticket) {
             return self.probe_resolved(now, queries, answers);
         }
+        if let Some(b) = self.backfills.remove(&ticket) {
+            return self.backfill(b, answers);
+        }
         let Some(AwaitingTargets { what, route }) = self.stop_resolving(ticket) else { return };
         let open = match &what {
             Resolving::Pair { parked, .. } => self.txs.contains_key(&parked.a_tx),
             Resolving::Relay { server, .. } => self.txs.contains_key(server),
         };
         if !open {
-            return; // its transaction ended while it waited (a transport error)
+            // Its transaction ended while it waited (a transport error): call control, if it
+            // saw the call, hears that it is over.
+            if let Resolving::Pair { parked: Parked { call, a_tx, cc: Some(_) }, .. } = what {
+                self.refuse_started(now, call, a_tx, unresolvable(), "no_route");
+            }
+            return;
         }
-        match self.resolved_route(route, &answers) {
+        let targets = answers.into_iter().next().unwrap_or_default();
+        match self.resolved_route(route, targets) {
             Ok(route) => self.go_on_resolved(now, what, route),
             Err(reply) => self.resolving_failed(now, what, reply),
         }
@@ -142,8 +176,11 @@ impl Engine {
 
     /// The deadline of a resolution: what waits is answered 503, a late answer ignored.
     pub(super) fn targets_late(&mut self, now: Instant, ticket: ResolveTicket) {
+        if self.backfills.remove(&ticket).is_some() {
+            return; // the names stay names: a failover resolves them one by one
+        }
         let Some(AwaitingTargets { what, .. }) = self.stop_resolving(ticket) else { return };
-        tracing::warn!(ticket = ticket.0, "next hop names not resolved in time");
+        tracing::warn!(ticket = ticket.0, "next hop name not resolved in time");
         self.resolving_failed(now, what, unresolvable());
     }
 
@@ -161,42 +198,43 @@ impl Engine {
         }
     }
 
-    /// `route` with its named hops replaced by their usable targets, in order: a target needs
-    /// a socket of its transport and family on the route's interface, TLS when only TLS may
-    /// go, and must not be one of ours.
-    fn resolved_route(&self, mut route: BRoute, answers: &[Vec<Target>]) -> Result<BRoute, LocalReply> {
-        let hops: Vec<(Transport, Peer)> = std::iter::once((route.dest.transport, route.dest.peer.clone()))
-            .chain(std::mem::take(&mut route.alternatives))
-            .collect();
+    /// `route` with its named destination replaced by the first of its usable `targets`, the
+    /// others put first among the alternatives. A target needs a socket of its transport on
+    /// the route's interface and must not be one of ours.
+    fn resolved_route(&self, mut route: BRoute, targets: Vec<Target>) -> Result<BRoute, LocalReply> {
+        let Some(query) = route.named.take() else { return Ok(route) };
         let iface = self.cfg.interfaces.get(route.interface);
         let mut usable: Vec<(Transport, Peer, u16)> = Vec::new();
         let mut ours = false;
-        for (at, (transport, peer)) in hops.into_iter().enumerate() {
-            let Some(q) = route.named.iter().position(|(p, _)| *p == at) else {
-                if let Some(s) = iface.and_then(|i| i.socket(transport, peer.is_ipv6())) {
-                    usable.push((transport, peer, s.id));
-                }
+        for t in targets {
+            let peer = Peer::Named { host: query.host.clone(), addr: t.addr };
+            if routing::is_own_peer(&self.cfg, &peer) {
+                ours = true;
                 continue;
-            };
-            let host = &route.named[q].1.host;
-            for t in answers.get(q).into_iter().flatten() {
-                let peer = Peer::Named { host: host.clone(), addr: t.addr };
-                if route.tls_only && t.transport != Transport::Tls {
-                    continue;
-                }
-                if routing::is_own_peer(&self.cfg, &peer) {
-                    ours = true;
-                    continue;
-                }
-                if let Some(s) = iface.and_then(|i| i.socket(t.transport, t.addr.is_ipv6())) {
-                    usable.push((t.transport, peer, s.id));
-                }
+            }
+            if let Some(s) = iface.and_then(|i| i.socket(t.transport, t.addr.is_ipv6())) {
+                usable.push((t.transport, peer, s.id));
             }
         }
-        route.named.clear();
+        if route.from_request {
+            usable.truncate(REQUEST_TARGETS);
+        }
         let mut usable = usable.into_iter();
         let Some((transport, peer, local)) = usable.next() else {
-            return Err(if ours { LocalReply::new(482, "Loop Detected") } else { unresolvable() });
+            if ours {
+                return Err(LocalReply::new(482, "Loop Detected"));
+            }
+            // The next hops after it may do: the route goes on with them.
+            let mut rest = std::mem::take(&mut route.alternatives).into_iter();
+            let (transport, peer) = rest.next().ok_or_else(unresolvable)?;
+            let socket = iface.and_then(|i| i.socket(transport, peer.is_ipv6())).ok_or_else(unresolvable)?;
+            route.dest = super::types::Destination { transport, local: socket.id, peer, conn: None };
+            route.alternatives = rest.collect();
+            if let Some(q) = route.named_alternatives.iter().find(|q| host_is(&route.dest.peer, &q.host)) {
+                route.named = Some(q.clone());
+            }
+            // (A named one is resolved in its turn.)
+            return Ok(route);
         };
         if route.fixed.is_some() {
             route.fixed = Some((transport, peer.clone()));
@@ -204,8 +242,38 @@ impl Engine {
         route.dest.transport = transport;
         route.dest.peer = peer;
         route.dest.local = local;
-        route.alternatives = usable.map(|(t, p, _)| (t, p)).collect();
+        let mut alternatives: Vec<(Transport, Peer)> = usable.map(|(t, p, _)| (t, p)).collect();
+        alternatives.append(&mut route.alternatives);
+        route.alternatives = alternatives;
         Ok(route)
+    }
+
+    /// The targets of a call's named alternatives, in place of the names in its failover list.
+    fn backfill(&mut self, b: Backfill, answers: Vec<Vec<Target>>) {
+        let Backfill { call, queries, tls_only } = b;
+        let Some(current) = self.calls.get(&call).map(|c| c.leg(super::call::Side::B).dest.local) else {
+            return;
+        };
+        let Some(failover) = self.calls.get(&call).map(|c| c.failover.clone()) else { return };
+        let mut filled = Vec::with_capacity(failover.len());
+        for (transport, peer) in failover {
+            let Some(at) = queries.iter().position(|q| host_is(&peer, &q.host)) else {
+                filled.push((transport, peer));
+                continue;
+            };
+            for t in answers.get(at).into_iter().flatten() {
+                let named = Peer::Named { host: queries[at].host.clone(), addr: t.addr };
+                let tls_ok = !tls_only || t.transport == Transport::Tls;
+                let ours = routing::is_own_peer(&self.cfg, &named);
+                let fits = tls_ok && !ours && self.socket_for(current, t.transport, &named).is_some();
+                if fits && !filled.contains(&(t.transport, named.clone())) {
+                    filled.push((t.transport, named));
+                }
+            }
+        }
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.failover = filled;
+        }
     }
 
     fn go_on_resolved(&mut self, now: Instant, what: Resolving, route: BRoute) {
@@ -226,6 +294,11 @@ impl Engine {
             Resolving::Relay { server, .. } => self.respond_local(now, server, &reply),
         }
     }
+}
+
+/// Whether `peer` is the (unresolved) host `host`.
+fn host_is(peer: &Peer, host: &str) -> bool {
+    matches!(peer, Peer::Host(h, _) if h.eq_ignore_ascii_case(host))
 }
 
 /// No usable target: as a transport failure to the next hop would be answered.

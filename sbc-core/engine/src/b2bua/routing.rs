@@ -138,7 +138,12 @@ pub(super) fn is_own_address(cfg: &EngineConfig, host: &[u8], port: Option<u16>)
 pub(super) fn is_own_peer(cfg: &EngineConfig, peer: &Peer) -> bool {
     match peer {
         Peer::Addr(a) | Peer::Named { addr: a, .. } => {
-            cfg.interfaces.iter().flat_map(|i| i.sockets.iter()).any(|s| s.addr == *a)
+            // Also a wildcard socket's loopback and an advertised address on its port.
+            let host = match a.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            is_own_address(cfg, host.as_bytes(), Some(a.port()))
         }
         Peer::Host(..) => false,
     }

@@ -86,7 +86,7 @@ impl Engine {
         rules: Arc<CallRules>,
         parked: Option<Parked>,
     ) {
-        if !route.named.is_empty() {
+        if route.named.is_some() {
             // Its next hops are names: resolved first, with the caller's transaction made now
             // (a 100 for an INVITE, its retransmissions absorbed).
             let mut req = req;
@@ -99,7 +99,7 @@ impl Engine {
             };
             return self.await_targets(now, Resolving::Pair { req, kind, rules, parked }, route);
         }
-        let route = match self.healthy_route(now, route) {
+        let mut route = match self.healthy_route(now, route) {
             Ok(r) => r,
             Err(reply) => return self.setup_failed(now, &req.msg, &req.src, parked.as_ref(), reply),
         };
@@ -158,6 +158,8 @@ impl Engine {
         // The other next hops are failover alternatives for a call's INVITE.
         // A sips: call fails over to TLS hops only (unless sips_downgrade).
         let failover: Vec<(Transport, Peer)> = if is_invite { route.alternatives.clone() } else { Vec::new() };
+        let named_alternatives = if is_invite { std::mem::take(&mut route.named_alternatives) } else { Vec::new() };
+        let tls_only = route.tls_only;
         let b_invite = (!failover.is_empty()).then(|| b_request.clone());
         // Kept to answer a digest challenge or a 422 (the call is not in the table yet for the
         // transaction to find its rules).
@@ -214,6 +216,7 @@ impl Engine {
         self.stats.bump(Counter::CallsStarted);
         self.out.push_back(Output::Event(Event::CallStarted { call: handle, a_call_id, b_call_id }));
         self.reschedule_call(handle);
+        self.resolve_alternatives(now, handle, named_alternatives, tls_only);
     }
 
     /// The reply for a pair that cannot be set up. A call parked for call control already

@@ -100,15 +100,26 @@ fn a_cancel_or_a_silent_resolver_ends_the_wait() {
 
 #[test]
 fn an_address_hop_ahead_of_a_name_and_an_out_of_dialog_request() {
-    // The first hop is an address: the call still waits for the backup's targets, then
-    // goes to the address first.
+    // The first hop is an address: the call goes at once, the backup's name is resolved
+    // meanwhile and its targets take its place among the alternatives.
     let mut h = harness(&format!("{CAROL}, backup.example:5070"));
     h.dns.insert("backup.example".into(), vec![udp(BOB)]);
+    h.dns_held = true;
     let out = h.send(ALICE, &invite("res-7@alice", ""));
-    assert_eq!(h.queries[0].port, Some(5070), "a port given: addresses only");
     let first = one(&out, CAROL);
+    assert_eq!(h.queries[0].port, Some(5070), "a port given: addresses only");
+    h.answer_resolves();
     let out = h.send(CAROL, &response_from(CAROL, &first, 503, "ct", ""));
-    assert_eq!(one(&out, BOB).method(), Some(Method::Invite));
+    let sent = out.iter().find(|s| s.msg.method() == Some(Method::Invite)).expect("failed over");
+    assert_eq!(sent.to, Peer::Named { host: "backup.example".into(), addr: addr(BOB) });
+
+    // A failover before the backup's name resolved sends to the name (the driver resolves it).
+    let mut h = harness(&format!("{CAROL}, backup.example:5070"));
+    h.dns_held = true;
+    let first = one(&h.send(ALICE, &invite("res-8@alice", "")), CAROL);
+    let out = h.send(CAROL, &response_from(CAROL, &first, 503, "ct", ""));
+    assert!(out.iter().any(|s| s.to == Peer::Host("backup.example".into(), 5070)), "{out:#?}");
+    assert!(to(&h.answer_resolves(), BOB).is_empty(), "a late answer changes nothing sent");
 
     // An OPTIONS relayed to a named hop resolves the first hop alone.
     let mut h = harness("carrier.example, backup.example");
@@ -133,4 +144,23 @@ fn a_configured_named_hop_gets_its_challenge_answered() {
     let out = h.send(BOB, &response_to(&b_inv, 407, "bt", ch));
     let resent = to(&out, BOB).into_iter().find(|m| m.method() == Some(Method::Invite)).expect("answered");
     assert!(resent.other_header("Proxy-Authorization").is_some());
+}
+
+/// A sips: Request-URI through a next hop named without a transport: NAPTR may only pick TLS,
+/// and nothing is refused before the targets are known.
+#[test]
+fn a_sips_call_through_a_named_hop_takes_tls_targets() {
+    let yaml =
+        "active_profile: p\nprofiles:\n  p:\n    next_hop: carrier.example\n    RURI: sips:$rU@carrier.example\n";
+    let mut h = Harness::with_yaml(yaml);
+    let mut cfg = h.engine.cfg.clone();
+    let tls = LocalSocket { id: 1, transport: Transport::Tls, addr: addr("127.0.0.1:5061"), advertised: None };
+    cfg.interfaces[0].sockets.push(tls);
+    h.engine = Engine::new(cfg, [7; 32]);
+    h.dns.insert("carrier.example".into(), vec![Target { transport: Transport::Tls, addr: addr(BOB) }]);
+    let out = h.send(ALICE, &invite("res-sips@alice", ""));
+    assert!(h.queries[0].secure && h.queries[0].transport.is_none(), "{:?}", h.queries);
+    let b_inv = one(&out, BOB);
+    assert!(b_inv.request_uri().starts_with(b"sips:bob@carrier.example"));
+    assert!(hv(&b_inv, HeaderName::Via).starts_with("SIP/2.0/TLS"), "{b_inv:?}");
 }
