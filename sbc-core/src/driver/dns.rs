@@ -19,8 +19,12 @@ use tokio::sync::Semaphore;
 
 /// Lookups waiting for an answer at once.
 pub(crate) const MAX_IN_FLIGHT: usize = 64;
-/// Answers kept in [`Dns::known`] (past it, only expired ones make room).
+/// Answers kept in [`Dns::known`].
 const KNOWN_MAX: usize = 4096;
+/// The longest an answer is kept, whatever its TTL says: a hostile domain's names must not
+/// hold the table (RFC 2308 §5 suggests at most hours for negative answers).
+const POSITIVE_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+const NEGATIVE_MAX: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Why a name gave no address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,10 +179,10 @@ impl Dns {
         Ok(ips)
     }
 
-    /// The records of `kind` for `name` (NAPTR, SRV); empty when there are none or the lookup
-    /// failed (counted by kind).
-    pub(crate) async fn records(&self, name: &str, kind: RecordType) -> Vec<RData> {
-        self.query(name, kind).await.map(|r| r.to_vec()).unwrap_or_default()
+    /// The records of `kind` for `name` (NAPTR, SRV): empty when there are none, an error
+    /// when the lookup failed (counted by kind).
+    pub(crate) async fn records(&self, name: &str, kind: RecordType) -> Result<Vec<RData>, DnsFailure> {
+        self.query(name, kind).await.map(|r| r.to_vec())
     }
 
     /// One lookup: known answers without a permit, others with one (none left: shed).
@@ -198,7 +202,7 @@ impl Dns {
                 self.counters.resolved.fetch_add(1, Ordering::Relaxed);
                 let records: Arc<[RData]> =
                     found.answers().iter().filter(|r| r.record_type() == kind).map(|r| r.data.clone()).collect();
-                self.remember(name, kind, records.clone(), found.valid_until());
+                self.remember(name, kind, records.clone(), found.valid_until().min(now + POSITIVE_MAX));
                 Ok(records)
             }
             Err(e) => {
@@ -211,7 +215,7 @@ impl Dns {
                 counter.fetch_add(1, Ordering::Relaxed);
                 match negative_ttl(&e) {
                     Some(ttl) => {
-                        let until = now + std::time::Duration::from_secs(u64::from(ttl));
+                        let until = now + std::time::Duration::from_secs(u64::from(ttl)).min(NEGATIVE_MAX);
                         self.remember(name, kind, Arc::from([]), until);
                         Ok(Arc::from([]))
                     }
@@ -233,10 +237,12 @@ impl Dns {
         if known.len() >= KNOWN_MAX {
             let now = std::time::Instant::now();
             known.retain(|_, k| now < k.until);
+            if known.len() >= KNOWN_MAX {
+                // Full of live answers (a flood of names): start again rather than keep them.
+                known.clear();
+            }
         }
-        if known.len() < KNOWN_MAX {
-            known.insert((name.into(), kind), Known { records, until });
-        }
+        known.insert((name.into(), kind), Known { records, until });
     }
 }
 

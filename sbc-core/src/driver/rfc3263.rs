@@ -20,9 +20,25 @@ const MAX_NAPTR: usize = 8;
 const MAX_SRV: usize = 16;
 const MAX_ADDRS: usize = 8;
 const MAX_TARGETS: usize = 16;
+/// Hosts whose addresses one name's resolution looks up (SRV targets).
+const MAX_HOSTS: usize = 8;
+/// One name's whole resolution, however many lookups it takes (the engine waits 8 s): a
+/// slow domain holds the resolver's permits no longer.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(7);
 
-/// The targets of `q`, best first (none: it did not resolve).
+/// The targets of `q`, best first (none: it did not resolve in time).
 pub(crate) async fn targets(dns: &Dns, q: &TargetQuery) -> Vec<Target> {
+    match tokio::time::timeout(DEADLINE, locate(dns, q)).await {
+        Ok(t) => t,
+        Err(_) => {
+            dns.counters.error(DnsError::Timeout);
+            tracing::info!(host = %q.host, "next hop name not located in time");
+            Vec::new()
+        }
+    }
+}
+
+async fn locate(dns: &Dns, q: &TargetQuery) -> Vec<Target> {
     let host = q.host.trim_end_matches('.');
     let mut out = Vec::new();
     if let Some(port) = q.port {
@@ -47,18 +63,27 @@ pub(crate) async fn targets(dns: &Dns, q: &TargetQuery) -> Vec<Target> {
             }
         }
     };
-    let mut any_srv = false;
+    // No SRV records at all (not a lookup that failed) is what falls back to the name's own
+    // addresses.
+    let (mut any_srv, mut failed, mut hosts) = (false, false, 0);
     for (transport, name) in &services {
-        let records = dns.records(name, RecordType::SRV).await;
+        let records = match dns.records(name, RecordType::SRV).await {
+            Ok(r) => r,
+            Err(_) => {
+                failed = true;
+                continue;
+            }
+        };
         any_srv |= !records.is_empty();
         for (target, port) in srv_order(dns, name, records) {
-            if out.len() >= MAX_TARGETS {
+            if out.len() >= MAX_TARGETS || hosts >= MAX_HOSTS {
                 return out;
             }
+            hosts += 1;
             add_addresses(dns, &target, port, *transport, &mut out).await;
         }
     }
-    if !any_srv {
+    if !any_srv && !failed {
         // No SRV records at all: the name's addresses on the transport's default port (§4.2).
         let transport = q.transport.or(services.first().map(|(t, _)| *t)).unwrap_or(Transport::Udp);
         let transport = if q.secure { Transport::Tls } else { transport };
@@ -98,6 +123,7 @@ async fn naptr_services(dns: &Dns, host: &str, secure: bool) -> Vec<(Transport, 
     let mut records: Vec<_> = dns
         .records(host, RecordType::NAPTR)
         .await
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|r| match r {
             RData::NAPTR(n) => Some(n),
@@ -132,19 +158,26 @@ async fn naptr_services(dns: &Dns, host: &str, secure: bool) -> Vec<(Transport, 
     out
 }
 
-/// The targets of SRV records in RFC 2782 order; `.` (no service) and records naming their
-/// own service are left out and counted.
+/// The targets of SRV records in RFC 2782 order (the best [`MAX_SRV`]); `.` (no service)
+/// and records naming their own service are left out and counted.
 fn srv_order(dns: &Dns, service: &str, records: Vec<RData>) -> Vec<(String, u16)> {
     let mut items = Vec::new();
     for r in records {
         let RData::SRV(srv) = r else { continue };
         let target = srv.target.to_utf8();
         let target = target.trim_end_matches('.');
-        if srv.target.is_root() || target.eq_ignore_ascii_case(service) || items.len() >= MAX_SRV {
+        if srv.target.is_root() || target.eq_ignore_ascii_case(service) {
             dns.counters.error(DnsError::Unusable);
             continue;
         }
         items.push(((target.to_string(), srv.port), srv.priority, srv.weight));
+    }
+    // The best priorities first, whatever order the answer had; a flood of records is cut
+    // before the weighted draw (which is quadratic in a priority's records).
+    items.sort_by_key(|(_, p, _)| *p);
+    if items.len() > 4 * MAX_SRV {
+        dns.counters.error(DnsError::Unusable);
+        items.truncate(4 * MAX_SRV);
     }
     let mut seed = getrandom::u64().unwrap_or(0x853c_49e6_748f_ea9b);
     profiles::weighted::weighted_order(items, move || {
@@ -155,4 +188,7 @@ fn srv_order(dns: &Dns, service: &str, records: Vec<RData>) -> Vec<(String, u16)
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     })
+    .into_iter()
+    .take(MAX_SRV)
+    .collect()
 }
