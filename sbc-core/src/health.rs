@@ -79,8 +79,9 @@ impl HealthTable {
                     name: s.name.clone(),
                     state: match s.up {
                         Some(true) => "up",
-                        Some(false) => "down",
-                        None => "unknown",
+                        Some(false) if s.last_probe.is_some_and(|at| now < at + self.stale_after()) => "down",
+                        // Not probed (or no longer: a verdict that went stale).
+                        _ => "unknown",
                     },
                     blacklisted_for_s: s.blacklisted_until.map_or(0, |u| u.saturating_duration_since(now).as_secs()),
                     probes_answered: s.answered,
@@ -94,10 +95,21 @@ impl HealthTable {
         all
     }
 
-    /// `f` on `hop`'s state, made if there is room.
-    fn with(&self, hop: HopKey, f: impl FnOnce(&mut HopState)) -> bool {
+    /// How long a probe's verdict holds without another probe.
+    fn stale_after(&self) -> Duration {
+        self.settings.probe_interval.map_or(Duration::ZERO, |i| i * 3)
+    }
+
+    /// `f` on `hop`'s state, made if there is room (made by dropping what is stale when full).
+    fn with(&self, hop: HopKey, now: Instant, f: impl FnOnce(&mut HopState)) -> bool {
         if !self.hops.contains_key(&hop) && self.hops.len() >= MAX_HOPS {
-            return false;
+            let stale = self.stale_after();
+            self.hops.retain(|_, s| {
+                s.blacklisted_until.is_some_and(|u| now < u) || s.last_probe.is_some_and(|at| now < at + stale)
+            });
+            if self.hops.len() >= MAX_HOPS {
+                return false;
+            }
         }
         f(&mut self.hops.entry(hop).or_default());
         self.empty.store(false, Ordering::Relaxed);
@@ -110,23 +122,28 @@ impl NextHopHealth for HealthTable {
         if self.empty.load(Ordering::Relaxed) {
             return true;
         }
-        self.hops.get(&hop).is_none_or(|s| s.up != Some(false) && s.blacklisted_until.is_none_or(|u| now >= u))
+        self.hops.get(&hop).is_none_or(|s| {
+            // A down hop no longer probed (gone from the configuration) does not stay down.
+            let down = s.up == Some(false) && s.last_probe.is_some_and(|at| now < at + self.stale_after());
+            !down && s.blacklisted_until.is_none_or(|u| now >= u)
+        })
     }
 
     fn failed(&self, hop: HopKey, now: Instant, retry_after: Option<Duration>) {
-        let time = retry_after.unwrap_or(self.settings.blacklist);
-        if time.is_zero() {
+        // `blacklist_s: 0` turns the blacklist off, Retry-After included.
+        if self.settings.blacklist.is_zero() {
             return;
         }
+        let time = retry_after.unwrap_or(self.settings.blacklist);
         self.counters.blacklisted.fetch_add(1, Ordering::Relaxed);
-        let kept = self.with(hop, |s| s.blacklisted_until = Some(now + time));
+        let kept = self.with(hop, now, |s| s.blacklisted_until = Some(now + time));
         tracing::warn!(to = %hop.addr, transport = %hop.transport, seconds = time.as_secs(), kept, "next hop blacklisted");
     }
 
     fn probed(&self, hop: HopKey, name: Option<&str>, answered: bool, now: Instant) {
         let (down_after, up_after) = (self.settings.down_after, self.settings.up_after);
         let mut change = None;
-        self.with(hop, |s| {
+        self.with(hop, now, |s| {
             if let Some(n) = name {
                 s.name = Some(n.to_string());
             }
@@ -222,5 +239,21 @@ mod tests {
         t.failed(hop(), now, Some(Duration::from_secs(5)));
         assert!(t.usable(hop(), now + Duration::from_secs(5)), "Retry-After decides");
         assert_eq!(t.view(now)[0].blacklisted_for_s, 5);
+
+        let off = HealthTable::new(HealthSettings { blacklist: Duration::ZERO, ..t.settings });
+        off.failed(hop(), now, Some(Duration::from_secs(120)));
+        assert!(off.usable(hop(), now), "blacklist_s: 0 is off, Retry-After included");
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a start for virtual time
+    fn a_down_verdict_no_longer_probed_goes_stale() {
+        let (t, now) = (table(), Instant::now());
+        for _ in 0..3 {
+            t.probed(hop(), None, false, now);
+        }
+        assert!(!t.usable(hop(), now + Duration::from_secs(89)));
+        assert!(t.usable(hop(), now + Duration::from_secs(90)), "three intervals without a probe");
+        assert_eq!(t.view(now + Duration::from_secs(90))[0].state, "unknown");
     }
 }
