@@ -30,6 +30,8 @@ struct Args {
     workers: usize,
     fresh: bool,
     results: Option<String>,
+    /// YAML appended to sbcd's configuration (`capture:` for its cost, say).
+    extra: String,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +42,7 @@ fn parse_args() -> Args {
         workers: 8,
         fresh: false,
         results: None,
+        extra: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -54,6 +57,7 @@ fn parse_args() -> Args {
             "--seconds" => a.seconds = v.parse().unwrap_or_else(|_| usage(&k)),
             "--workers" => a.workers = v.parse::<usize>().unwrap_or_else(|_| usage(&k)).max(1),
             "--results" => a.results = Some(v),
+            "--extra-yaml" => a.extra = std::fs::read_to_string(&v).unwrap_or_else(|_| usage(&k)),
             _ => usage(&k),
         }
     }
@@ -62,7 +66,7 @@ fn parse_args() -> Args {
 
 fn usage(k: &str) -> ! {
     eprintln!(
-        "tls_load: bad argument {k}\nusage: tls_load --sbcd PATH [--rates 200,500] [--seconds S] [--workers W] [--fresh] [--results TAG]"
+        "tls_load: bad argument {k}\nusage: tls_load --sbcd PATH [--rates 200,500] [--seconds S] [--workers W] [--fresh] [--results TAG] [--extra-yaml FILE]"
     );
     std::process::exit(2)
 }
@@ -301,7 +305,7 @@ fn main() {
         key.display()
     );
     let cfg = dir.join("sbc.yaml");
-    std::fs::write(&cfg, yaml).expect("config written");
+    std::fs::write(&cfg, yaml + &args.extra).expect("config written");
     let sbcd = Proc(
         Command::new(&args.sbcd)
             .args(["--config", cfg.to_str().expect("utf8"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
