@@ -106,3 +106,23 @@ fn probes_report_each_configured_hop_every_round() {
     assert!(probed.contains(&(addr(CAROL), None, false)), "{probed:?}");
     assert!(probed.contains(&(addr(BOB), Some("carrier.example".into()), true)), "{probed:?}");
 }
+
+/// A profile that sends from its own interface has its next hops probed from there: a carrier
+/// that only answers that network is not marked down for the default interface's sake.
+#[test]
+fn probes_leave_from_the_profiles_interface() {
+    let health = Arc::new(TestHealth::default());
+    let yaml = format!(
+        "interfaces:\n  - name: default\n    listen: [udp:{SBC}]\n  - name: ext\n    listen: [udp:127.0.0.1:5070]\nactive_profile: p\nprofiles:\n  p:\n    next_hop: \"{CAROL}\"\n    outbound_interface: ext\n"
+    );
+    let mut h = Harness::with_yaml(&yaml);
+    let mut cfg = h.engine.cfg.clone();
+    let ext = LocalSocket { id: 1, transport: Transport::Udp, addr: addr("127.0.0.1:5070"), advertised: None };
+    cfg.interfaces.push(Interface { name: "ext".into(), sockets: vec![ext] });
+    cfg.health = health.clone();
+    cfg.probe_interval = Some(Duration::from_secs(30));
+    h.engine = Engine::new(cfg, [7; 32]);
+    h.engine.start_probes(h.now);
+    let probe = one(&h.advance(Duration::from_millis(1)), CAROL);
+    assert!(hv(&probe, HeaderName::Via).contains("127.0.0.1:5070"), "{probe:?}");
+}
