@@ -115,6 +115,46 @@ fn a_call_leaves_over_tls_to_a_server_the_ca_signed() {
     uas.assert_passed(Duration::from_secs(30), &far);
 }
 
+/// A TLS trunk by name, located through SRV (RFC 3263): its certificate is checked against
+/// the domain the call was for (RFC 5922 §4), not the SRV target's name; a domain the
+/// certificate does not name is refused though it leads to the same server.
+#[test]
+fn a_tls_trunk_found_through_srv_is_checked_against_the_domain() {
+    use sbc_e2e::dns::{FakeDns, Record};
+    let certs = TestCerts::new();
+    let far_tls = free_port();
+    let far = sbcd_with_tls(&certs, "none", far_tls);
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_basic.xml", uas_port, Transport::Udp, 1);
+    let dns = FakeDns::with_records(&[
+        ("_sips._tcp.sbc.test", Record::srv(10, 1, far_tls, "gw.elsewhere.test")),
+        ("_sips._tcp.impostor.test", Record::srv(10, 1, far_tls, "gw.elsewhere.test")),
+        ("gw.elsewhere.test", Record::A(std::net::Ipv4Addr::LOCALHOST)),
+    ]);
+    let near = |domain: &str| {
+        let yaml = format!(
+            "dns:\n  servers: [\"{}\"]\ninterfaces:\n  - name: default\n    listen: [udp:127.0.0.1:5060]\n{}active_profile: out\nprofiles:\n  out:\n    next_hop: {domain}/tls\n",
+            dns.addr,
+            certs.yaml("none")
+        );
+        Sbcd::with_config(&yaml, &["--listen", &format!("tls:127.0.0.1:{}", free_port())])
+    };
+    let good = near("sbc.test");
+    let mut ua = sbc_e2e::ua::TestUa::new(good.addr());
+    ua.extra_headers = TEST_HEADER.into();
+    let ok = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, ""));
+    assert_eq!(ok.status(), Some(200), "near:\n{}\nfar:\n{}", good.log_text(), far.log_text());
+    assert_eq!(ua.bye().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(30), &far);
+
+    let bad = near("impostor.test");
+    let mut ua = sbc_e2e::ua::TestUa::new(bad.addr());
+    let refused = ua.invite(&format!("sip:callee@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", 40000, ""));
+    assert!(refused.status().is_some_and(|s| s >= 400), "{}", refused.0);
+    let (_, metrics) = sbc_e2e::http(&far, "GET", "/metrics", None, None);
+    assert!(metrics.contains("sbc_calls_started_total 1"), "the impostor domain's call never got through: {metrics}");
+}
+
 #[test]
 fn a_certificate_reloads_without_dropping_calls_and_a_bad_one_is_refused() {
     let certs = TestCerts::new();
