@@ -29,6 +29,7 @@ mod probe;
 mod record;
 mod reg_lookup;
 mod register;
+mod replaces;
 mod resend;
 mod resolve;
 mod routing;

@@ -121,7 +121,10 @@ impl Engine {
         let (b_leg, transparent_ids) = self.b_leg(&msg, &rules, &route, b_sent_by, &a_leg, &body);
         let branch = self.ids.branch();
         let relay = self.relay_row(&rules.plan, &b_leg.call_id);
-        let Some(b_request) = b_request(&msg, &rules, &b_leg, &sst, &body, &branch, max_forwards, relay) else {
+        // Replaces/Join naming a dialog of ours: mapped to the other leg (RFC 3891, 3911).
+        let dialog_refs = if kind == CallKind::Invite { self.dialog_ref_rows(&msg) } else { Vec::new() };
+        let extra = BRequestRows { relay, dialog_refs };
+        let Some(b_request) = b_request(&msg, &rules, &b_leg, &sst, &body, &branch, max_forwards, extra) else {
             tracing::error!("generated B-leg request does not parse");
             self.respond_local(now, a.a_tx, &LocalReply::new(500, "Server Internal Error"));
             if a.cc.is_some() {
@@ -471,9 +474,17 @@ fn a_leg(
     }
 }
 
+/// Rows of the B leg's request the engine works out beside the profile's.
+struct BRequestRows {
+    /// The cluster's relay header (`peer_relay.rs`).
+    relay: Option<String>,
+    /// Replaces and Join, mapped to this leg (`replaces.rs`).
+    dialog_refs: Vec<(&'static str, String)>,
+}
+
 /// The request that opens the B leg: the caller's, on the B leg's dialog, its rows filtered and
-/// appended to as the profile says (and `relay`, the row naming a cluster peer's binding).
-/// `None` if what was built does not parse.
+/// appended to as the profile says (and `extra`: the row naming a cluster peer's binding, the
+/// mapped Replaces and Join). `None` if what was built does not parse.
 #[allow(clippy::too_many_arguments)] // one request's parts, each from elsewhere
 fn b_request(
     msg: &Message,
@@ -483,7 +494,7 @@ fn b_request(
     body: &[u8],
     branch: &[u8],
     max_forwards: u8,
-    relay: Option<String>,
+    extra: BRequestRows,
 ) -> Option<Message> {
     let plan = &rules.plan;
     let mut w = request_on_leg(b_leg, msg.method_bytes(), b_leg.local_cseq, branch, max_forwards - 1);
@@ -500,8 +511,11 @@ fn b_request(
     }
     append(&mut w, &plan.append_headers);
     append(&mut w, &plan.append_headers_req);
-    if let Some(v) = relay {
+    if let Some(v) = extra.relay {
         w.header(crate::registrations::RELAY_HEADER, v.as_bytes());
+    }
+    for (name, value) in &extra.dialog_refs {
+        w.header(name, value.as_bytes());
     }
     Message::parse(w.finish(body)).ok()
 }

@@ -423,3 +423,4 @@ mod record;
 mod resolve;
 mod srtp;
 mod subscriptions;
+mod transfer;

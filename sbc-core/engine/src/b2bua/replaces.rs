@@ -1,0 +1,130 @@
+//! Replaces and Join across the B2BUA (RFC 3891, RFC 3911): a new INVITE that names one of
+//! this SBC's dialogs. The caller names the dialog as its side sees it (its leg with us);
+//! the far side only knows its own leg, so the header is rewritten to name the other leg of
+//! the same call (SEMS's `fix_replaces_inv`, done here by default). A header that names the
+//! far side's leg already (a REFER mapped on its way, `fix_replaces_ref`) goes on unchanged;
+//! one that names no dialog of ours is held back (it would point at nothing, and show one
+//! network's identifiers to the other).
+
+use super::Engine;
+use crate::sip::msg::{trim, HeaderName, Message};
+
+/// The dialog a Replaces or Join value names: `call-id;to-tag=..;from-tag=..` and the other
+/// parameters (`early-only` ...), kept as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DialogRef<'a> {
+    call_id: &'a [u8],
+    to_tag: &'a [u8],
+    from_tag: &'a [u8],
+    /// `;early-only` and any other parameter, with their leading `;`.
+    rest: Vec<&'a [u8]>,
+}
+
+/// Parses a Replaces/Join value; `None` without a Call-ID or either tag.
+pub(super) fn parse(value: &[u8]) -> Option<DialogRef<'_>> {
+    let mut parts = value.split(|b| *b == b';');
+    let call_id = trim(parts.next()?);
+    let (mut to_tag, mut from_tag, mut rest) = (None, None, Vec::new());
+    for p in parts {
+        let p = trim(p);
+        let (name, v) = match p.iter().position(|b| *b == b'=') {
+            Some(i) => (trim(&p[..i]), trim(&p[i + 1..])),
+            None => (p, &p[p.len()..]),
+        };
+        if name.eq_ignore_ascii_case(b"to-tag") {
+            to_tag = Some(v);
+        } else if name.eq_ignore_ascii_case(b"from-tag") {
+            from_tag = Some(v);
+        } else if !p.is_empty() {
+            rest.push(p);
+        }
+    }
+    let (to_tag, from_tag) = (to_tag?, from_tag?);
+    (!call_id.is_empty() && !to_tag.is_empty() && !from_tag.is_empty()).then_some(DialogRef {
+        call_id,
+        to_tag,
+        from_tag,
+        rest,
+    })
+}
+
+/// What a Replaces/Join value becomes on the other leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Mapped {
+    /// It named one of our legs as the sender sees it: this names the other leg as the far
+    /// side sees it.
+    Other(String),
+    /// It names the far side's leg already.
+    AsIs,
+    /// No dialog of ours.
+    Unknown,
+}
+
+impl Engine {
+    /// Maps a Replaces/Join value that names one of this SBC's dialogs (RFC 3891 §3: the
+    /// recipient matches `to-tag` with its local tag, `from-tag` with the remote one).
+    pub(super) fn map_dialog_ref(&self, r: &DialogRef<'_>) -> Mapped {
+        let leg_of = |tag: &[u8]| {
+            let (call, side) = self.dialogs.get(tag)?;
+            Some((self.calls.get(call)?, *side))
+        };
+        if let Some((call, side)) = leg_of(r.to_tag) {
+            let ours = call.leg(side);
+            if *ours.call_id == *r.call_id && ours.remote_tag.as_deref() == Some(r.from_tag) {
+                let other = call.leg(side.other());
+                let Some(far_tag) = other.remote_tag.as_deref() else { return Mapped::Unknown };
+                let mut v = format!(
+                    "{};to-tag={};from-tag={}",
+                    String::from_utf8_lossy(&other.call_id),
+                    String::from_utf8_lossy(far_tag),
+                    String::from_utf8_lossy(&other.local_tag)
+                );
+                for p in &r.rest {
+                    v.push(';');
+                    v.push_str(&String::from_utf8_lossy(p));
+                }
+                return Mapped::Other(v);
+            }
+        }
+        if let Some((call, side)) = leg_of(r.from_tag) {
+            let ours = call.leg(side);
+            if *ours.call_id == *r.call_id && ours.remote_tag.as_deref() == Some(r.to_tag) {
+                return Mapped::AsIs;
+            }
+        }
+        Mapped::Unknown
+    }
+
+    /// The Replaces and Join rows a new INVITE's other leg carries: each one that names a
+    /// dialog of ours, mapped (see the module's documentation).
+    pub(super) fn dialog_ref_rows(&self, msg: &Message) -> Vec<(&'static str, String)> {
+        let mut rows = Vec::new();
+        for (name, header) in [("Replaces", HeaderName::Replaces), ("Join", HeaderName::Join)] {
+            for value in msg.values(header) {
+                let mapped = parse(value).map_or(Mapped::Unknown, |r| self.map_dialog_ref(&r));
+                match mapped {
+                    Mapped::Other(v) => rows.push((name, v)),
+                    Mapped::AsIs => rows.push((name, String::from_utf8_lossy(value).into_owned())),
+                    Mapped::Unknown => {
+                        tracing::info!(header = name, "names no dialog of this SBC: held back");
+                    }
+                }
+            }
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_parse_with_their_parameters_kept() {
+        let r = parse(b"98asjd8@host ; to-tag=7743;from-tag=6472;early-only").expect("parses");
+        assert_eq!((r.call_id, r.to_tag, r.from_tag), (&b"98asjd8@host"[..], &b"7743"[..], &b"6472"[..]));
+        assert_eq!(r.rest, [&b"early-only"[..]]);
+        assert!(parse(b"id;to-tag=1").is_none(), "both tags are needed");
+        assert!(parse(b";to-tag=1;from-tag=2").is_none(), "and a Call-ID");
+    }
+}
