@@ -511,6 +511,16 @@ impl Profile {
                         p.rtprelay.aleg_interface = v;
                     }
                 }
+                // Replaces and Join naming a dialog of ours are always mapped (`replaces.rs`):
+                // SEMS's `no` passed them on naming a dialog the far side does not have.
+                "fix_replaces_inv" => {
+                    if !flag()? {
+                        p.not_applied.push(
+                            "fix_replaces_inv=no: Replaces and Join in INVITEs are mapped to the other leg anyway"
+                                .to_string(),
+                        );
+                    }
+                }
                 "rtprelay_transparent_seqno" | "rtprelay_transparent_ssrc" => {
                     if !flag()? {
                         p.not_applied
