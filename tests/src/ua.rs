@@ -84,8 +84,14 @@ impl TestUa {
         }
     }
 
-    fn send(&self, text: &str) {
+    /// Sends `text` to the SBC as it is (a request the UA does not build itself).
+    pub fn send(&self, text: &str) {
         self.sock.send_to(text.as_bytes(), self.sbc).expect("send to sbc");
+    }
+
+    /// The tag of the From it sends.
+    pub fn from_tag(&self) -> &str {
+        &self.from_tag
     }
 
     /// The next message from the SBC within `within`.
