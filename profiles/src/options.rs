@@ -19,7 +19,6 @@ use crate::pattern::Pattern;
 use crate::profile::Profile;
 
 const RTP: &str = "transcoding, DTMF detection, RTP mux and hold rewriting";
-const REPLACES: &str = "Replaces in a relayed REFER's Refer-To is not mapped; the INVITE that follows is";
 const MISC: &str = "not implemented";
 
 /// Where an applied option's value goes in the profile.
@@ -146,7 +145,7 @@ pub const OPTIONS: &[OptionDef] = &[
     row("reply_translations", Active, Field::Own),
     REFUSE_WITH,
     row("fix_replaces_inv", Active, Field::Own),
-    row("fix_replaces_ref", NotYet(REPLACES), Field::Own),
+    row("fix_replaces_ref", Active, Field::Flag(|p| &mut p.fix_replaces_ref)),
     OUTBOUND_PROXY,
     row("force_outbound_proxy", Active, Field::Flag(|p| &mut p.force_outbound_proxy)),
     ALEG_OUTBOUND_PROXY,

@@ -71,6 +71,8 @@ pub struct Profile {
     pub aleg_force_outbound_proxy: bool,
     pub next_hop: Option<Pattern>,
     pub next_hop_1st_req: bool,
+    /// A relayed REFER's Refer-To has its Replaces mapped to the other leg (SEMS option).
+    pub fix_replaces_ref: bool,
     pub next_hop_fixed: bool,
     /// Responses to requests this profile sends are taken from any address, not only the one
     /// the request went to (carriers that answer from another address; not a SEMS key).

@@ -70,6 +70,8 @@ pub(crate) struct Strip {
     pub(crate) timer: bool,
     /// Authorization and Proxy-Authorization: credentials the SBC itself checked.
     pub(crate) credentials: bool,
+    /// Refer-To: written mapped by the caller instead (`replaces.rs`).
+    pub(crate) refer_to: bool,
 }
 
 /// Like [`copy_unowned`], without what `strip` names.
@@ -80,6 +82,7 @@ pub(crate) fn copy_unowned_stripped(w: &mut MessageWriter, msg: &Message, filter
         if !crosses(msg, h, filter)
             || strip.timer && super::session_timer::is_timer_row(msg, h)
             || strip.credentials && super::auth::is_credentials_row(msg, h)
+            || strip.refer_to && is_refer_to(msg, h)
         {
             continue;
         }
@@ -93,6 +96,11 @@ pub(crate) fn copy_unowned_stripped(w: &mut MessageWriter, msg: &Message, filter
         }
         w.copy_row(msg, h);
     }
+}
+
+fn is_refer_to(msg: &Message, h: &Header) -> bool {
+    let name = msg.slice(h.name_span);
+    name.eq_ignore_ascii_case(b"refer-to") || name.eq_ignore_ascii_case(b"r")
 }
 
 /// Copies every row of `msg` that is not leg-owned and passes `filter`, in order.

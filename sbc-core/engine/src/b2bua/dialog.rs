@@ -218,6 +218,9 @@ impl Engine {
             self.respond_local(now, server, &LocalReply::new(100, "Trying"));
         }
         let branch = self.ids.branch();
+        // fix_replaces_ref: a REFER's Replaces for the other leg (`replaces.rs`).
+        let refer_to =
+            (method == Method::Refer && rules.profile.fix_replaces_ref).then(|| self.mapped_refer_to(&msg)).flatten();
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };
@@ -251,8 +254,12 @@ impl Engine {
                 Side::B => rules.plan.bleg_uas_auth.is_some() || rules.plan.aleg_auth.is_some(),
                 Side::A => rules.plan.auth.is_some(),
             },
+            refer_to: refer_to.is_some(),
         };
         copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
+        if let Some(v) = &refer_to {
+            w.header("Refer-To", v.as_bytes());
+        }
         if offer_answer {
             for (n, v) in call.sst[side.other().idx()].as_ref().map(|t| t.request_rows()).unwrap_or_default() {
                 w.header(n, v.as_bytes());

@@ -6,8 +6,15 @@
 //! one that names no dialog of ours is held back (it would point at nothing, and show one
 //! network's identifiers to the other).
 
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 use super::Engine;
 use crate::sip::msg::{trim, HeaderName, Message};
+
+/// What a URI's header value may hold unescaped (RFC 3261 §25.1 `hnv-unreserved` aside):
+/// alphanumerics and marks.
+const HVALUE: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'!').remove(b'~').remove(b'*').remove(b'\'');
 
 /// The dialog a Replaces or Join value names: `call-id;to-tag=..;from-tag=..` and the other
 /// parameters (`early-only` ...), kept as written.
@@ -93,6 +100,33 @@ impl Engine {
             }
         }
         Mapped::Unknown
+    }
+
+    /// A relayed REFER's Refer-To with the Replaces in its URI headers mapped to the other leg
+    /// (`fix_replaces_ref`): `None` when it has none that names a dialog of ours as the
+    /// REFER's sender sees it (the row is then copied as it is).
+    pub(super) fn mapped_refer_to(&self, msg: &Message) -> Option<String> {
+        let value = msg.other_header("Refer-To").or_else(|| msg.other_header("r"))?;
+        let text = std::str::from_utf8(value).ok()?;
+        let q = text.find('?')?;
+        let end = text[q..].find('>').map_or(text.len(), |e| q + e);
+        let mut changed = false;
+        let headers: Vec<String> = text[q + 1..end]
+            .split('&')
+            .map(|h| {
+                let mapped =
+                    h.split_once('=').filter(|(n, _)| n.eq_ignore_ascii_case("replaces")).and_then(|(n, v)| {
+                        let decoded = percent_decode_str(v).decode_utf8().ok()?;
+                        match self.map_dialog_ref(&parse(decoded.as_bytes())?) {
+                            Mapped::Other(m) => Some(format!("{n}={}", utf8_percent_encode(&m, HVALUE))),
+                            Mapped::AsIs | Mapped::Unknown => None,
+                        }
+                    });
+                changed |= mapped.is_some();
+                mapped.unwrap_or_else(|| h.to_string())
+            })
+            .collect();
+        changed.then(|| format!("{}{}{}", &text[..=q], headers.join("&"), &text[end..]))
     }
 
     /// The Replaces and Join rows a new INVITE's other leg carries: each one that names a

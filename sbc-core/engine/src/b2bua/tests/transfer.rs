@@ -52,3 +52,31 @@ fn a_replaces_naming_our_dialog_is_mapped_to_the_far_sides_dialog() {
     let sent = one(&out, CAROL);
     assert!(sent.header(HeaderName::Replaces).is_none() && sent.header(HeaderName::Join).is_none(), "{sent:?}");
 }
+
+/// `fix_replaces_ref`: the Replaces inside a relayed REFER's Refer-To is mapped on its way,
+/// and the INVITE that follows (naming Carol's dialog already) goes on unchanged.
+#[test]
+fn fix_replaces_ref_maps_the_refer_to_on_its_way() {
+    let mut h = Harness::with_yaml("active_profile: p\nprofiles:\n  p:\n    fix_replaces_ref: yes\n");
+    let (b_inv, _) = established(&mut h);
+    let out = h.send(BOB, &invite_between(BOB, CAROL, "call-2@bob", "b2", ""));
+    let to_carol = one(&out, CAROL);
+    let ok_to_bob = first(&h.send(CAROL, &response_from(CAROL, &to_carol, 200, "c2", "")), BOB);
+    let our_tag_for_bob = tag_param(&hv(&ok_to_bob, HeaderName::To));
+    let (carol_call_id, our_tag_for_carol) =
+        (hv(&to_carol, HeaderName::CallId), tag_param(&hv(&to_carol, HeaderName::From)));
+
+    // Bob's REFER on his call with Alice, its Replaces percent-encoded in the Refer-To.
+    let embedded = format!("call-2%40bob%3Bto-tag%3D{our_tag_for_bob}%3Bfrom-tag%3Db2");
+    let refer_to = format!("Refer-To: <sip:carol@{CAROL}?Replaces={embedded}>\n");
+    let (from, to) = (format!("{};tag=bt", hv(&b_inv, HeaderName::To)), hv(&b_inv, HeaderName::From));
+    let refer = in_dialog("REFER", BOB, &from, &to, &hv(&b_inv, HeaderName::CallId), 1, &refer_to);
+    let to_alice = one(&h.send(BOB, &refer), ALICE);
+    assert_eq!(to_alice.method(), Some(Method::Refer));
+    let relayed = String::from_utf8_lossy(to_alice.other_header("Refer-To").unwrap_or_default()).into_owned();
+    let expected = format!("{carol_call_id};to-tag=c2;from-tag={our_tag_for_carol}")
+        .replace('@', "%40")
+        .replace(';', "%3B")
+        .replace('=', "%3D");
+    assert_eq!(relayed, format!("<sip:carol@{CAROL}?Replaces={expected}>"));
+}
