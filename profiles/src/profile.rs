@@ -244,11 +244,13 @@ impl Default for SessionTimerRules {
     }
 }
 
+/// One leg's session-timer rules, or none (the leg has no session timer).
+type LegTimers = Option<SessionTimerRules>;
+
 /// The session-timer options of a profile, read together: `aleg_x` falls back to `x`, `x` to
-/// the default (docs/manual/access.md, Session timers).
-fn session_timers(
-    options: &[RawOption],
-) -> Result<(Option<SessionTimerRules>, Option<SessionTimerRules>), ConfigError> {
+/// the default (docs/manual/access.md, Session timers). Values out of RFC 4028's order are
+/// put in order, as SEMS takes them, each change reported in `warnings`.
+fn session_timers(options: &[RawOption], warnings: &mut Vec<String>) -> Result<(LegTimers, LegTimers), ConfigError> {
     let find = |k: &str| options.iter().rev().find(|o| o.key == k);
     let bad = |o: &RawOption, m: String| ConfigError::new(&o.file, o.line, &o.key, m);
     let enabled = |o: Option<&RawOption>| -> Result<Option<bool>, ConfigError> {
@@ -256,7 +258,7 @@ fn session_timers(
     };
     let b_on = enabled(find("enable_session_timer"))?.unwrap_or(false);
     let a_on = enabled(find("enable_aleg_session_timer"))?.unwrap_or(b_on);
-    let leg = |prefix: &str| -> Result<SessionTimerRules, ConfigError> {
+    let mut leg = |prefix: &str| -> Result<SessionTimerRules, ConfigError> {
         let mut r = SessionTimerRules::default();
         let pick =
             |key: &str| find(&format!("{prefix}{key}")).or_else(|| find(key)).filter(|o| !o.value.trim().is_empty());
@@ -280,21 +282,27 @@ fn session_timers(
         if let Some(o) = pick("accept_501_reply") {
             r.accept_501 = parse_bool(&o.value).map_err(|m| bad(o, m))?;
         }
-        let o = pick("session_expires").or_else(|| pick("minimum_timer"));
         // RFC 4028 §4: Min-SE is at least 90 s; the interval sits between the two bounds.
-        if r.minimum < 90 || r.session_expires < r.minimum || r.maximum < r.session_expires {
-            let m = format!(
-                "needs 90 <= minimum_timer ({}) <= session_expires ({}) <= maximum_timer ({})",
+        // SEMS loads other values (a profile with session_expires=1800 and the default
+        // maximum_timer of 900 is common): they are put in order and said.
+        let asked = (r.minimum, r.session_expires, r.maximum);
+        r.minimum = r.minimum.max(90);
+        r.session_expires = r.session_expires.max(r.minimum);
+        r.maximum = r.maximum.max(r.session_expires);
+        if (r.minimum, r.session_expires, r.maximum) != asked {
+            let (min, se, max) = asked;
+            let implicit = if pick("maximum_timer").is_none() { " (the default)" } else { "" };
+            warnings.push(format!(
+                "{prefix}session timer: minimum_timer {min}, session_expires {se}, maximum_timer {max}{implicit} \
+                 are out of RFC 4028's order; taken as {}, {}, {}",
                 r.minimum, r.session_expires, r.maximum
-            );
-            return Err(match o.or_else(|| pick("maximum_timer")) {
-                Some(o) => bad(o, m),
-                None => ConfigError::new("", None, &format!("{prefix}session_expires"), m),
-            });
+            ));
         }
         Ok(r)
     };
-    Ok((b_on.then(|| leg("")).transpose()?, a_on.then(|| leg("aleg_")).transpose()?))
+    let b = b_on.then(|| leg("")).transpose()?;
+    let a = a_on.then(|| leg("aleg_")).transpose()?;
+    Ok((b, a))
 }
 
 /// Accepted spellings of a boolean (one set everywhere, unlike SEMS's `=yes` and `bool*`).
@@ -573,7 +581,7 @@ impl Profile {
             NameFilter::parse(&mode.value, list.map_or("", |l| l.value.as_str()))
                 .map_err(|m| ConfigError::new(&mode.file, mode.line, &mode.key, m))
         };
-        (p.session_timer, p.aleg_session_timer) = session_timers(&options)?;
+        (p.session_timer, p.aleg_session_timer) = session_timers(&options, &mut p.not_applied)?;
         p.header_filter = filter("header_filter", "header_list")?;
         p.message_filter = filter("message_filter", "message_list")?;
         p.sdp_filter = filter("sdp_filter", "sdpfilter_list")?;
@@ -599,6 +607,17 @@ impl Profile {
             } else {
                 inst.params.retain(|(k, _)| k != key);
                 inst.params.push((key.to_string(), pat));
+            }
+        }
+        // cc_pcalls' max_calls=0: SEMS's own code refuses every call with it; ours reads it as
+        // "no limit" (docs/sems.md). A migration must not change that silently.
+        for inst in &p.call_control {
+            let literal = |pat: &Pattern| pat.is_literal().then(|| pat.source().trim().to_string());
+            let is_pcalls = literal(&inst.module).is_some_and(|m| m == "cc_pcalls");
+            let zero = inst.params.iter().any(|(k, v)| k == "max_calls" && literal(v).as_deref() == Some("0"));
+            if is_pcalls && zero {
+                p.not_applied
+                    .push(format!("{}_max_calls=0: SEMS would refuse every call; sbcd takes 0 as no limit", inst.name));
             }
         }
         // The option that asks for SRTP termination, named in the error.

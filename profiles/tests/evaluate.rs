@@ -232,3 +232,39 @@ fn request_text_cannot_add_values_to_uris() {
     let p = plan("sip:b@x", &[("bleg_contact_displayname", "a\\\\\\\"b")]).unwrap();
     assert_eq!(p.bleg_contact.render("h:1", ""), "\"a\\\\\\\"b\" <sip:h:1>");
 }
+
+/// A profile SEMS loads loads here too: session_expires above the default maximum_timer (900)
+/// raises the maximum, and a Min-SE under RFC 4028's 90 s is raised; both are said at load.
+#[test]
+fn session_timer_values_out_of_order_load_as_sems_takes_them() {
+    let p = try_profile(&[("enable_session_timer", "yes"), ("session_expires", "1800")]).expect("loads");
+    let t = p.session_timer.expect("on");
+    assert_eq!((t.minimum, t.session_expires, t.maximum), (90, 1800, 1800));
+    assert!(p.not_applied.iter().any(|w| w.contains("maximum_timer 900 (the default)")), "{:?}", p.not_applied);
+    let p = try_profile(&[("enable_session_timer", "yes"), ("minimum_timer", "30"), ("session_expires", "60")])
+        .expect("loads");
+    let t = p.session_timer.expect("on");
+    assert_eq!((t.minimum, t.session_expires, t.maximum), (90, 90, 900));
+    let quiet = try_profile(&[("enable_session_timer", "yes"), ("session_expires", "600")]).expect("loads");
+    assert!(quiet.not_applied.is_empty(), "{:?}", quiet.not_applied);
+}
+
+/// cc_pcalls max_calls=0: SEMS refuses every call, sbcd allows every call; said at load.
+#[test]
+fn pcalls_max_calls_zero_is_said_at_load() {
+    let p = try_profile(&[
+        ("call_control", "pcalls"),
+        ("pcalls_module", "cc_pcalls"),
+        ("pcalls_uuid", "$fU"),
+        ("pcalls_max_calls", "0"),
+    ])
+    .expect("loads");
+    assert!(
+        p.not_applied.iter().any(|w| w.contains("pcalls_max_calls=0") && w.contains("no limit")),
+        "{:?}",
+        p.not_applied
+    );
+    let p = try_profile(&[("call_control", "pcalls"), ("pcalls_module", "cc_pcalls"), ("pcalls_max_calls", "5")])
+        .expect("loads");
+    assert!(p.not_applied.is_empty(), "{:?}", p.not_applied);
+}
