@@ -18,8 +18,9 @@ use crate::selection::{Selected, Selection};
 /// Where a profile came from, so it can be read again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileSource {
-    /// A SEMS `*.sbcprofile.conf` file.
-    SemsFile(PathBuf),
+    /// A SEMS `*.sbcprofile.conf` file, and the options that stand before its own (`sbc.conf`'s
+    /// session-timer defaults; the file's own values win).
+    SemsFile(PathBuf, Arc<[crate::profile::RawOption]>),
     /// Inline in the YAML configuration (reloaded with the whole configuration).
     Inline,
 }

@@ -54,7 +54,10 @@ fn yaml_profiles_maps_and_chain() {
     assert!(inner.sdp_anonymize);
     assert!(inner.header_filter.as_ref().unwrap().allows("b"));
     assert!(!inner.header_filter.as_ref().unwrap().allows("c"));
-    assert_eq!(s.profile_sources["fallback"], ProfileSource::SemsFile(sems_dir().join("refuse.sbcprofile.conf")));
+    assert_eq!(
+        s.profile_sources["fallback"],
+        ProfileSource::SemsFile(sems_dir().join("refuse.sbcprofile.conf"), Default::default())
+    );
     // An inline key overrides the SEMS file's, and the profile then reloads with the config.
     let patched = &s.profiles["patched"];
     assert!(patched.sdp_filter.as_ref().unwrap().allows("PCMA"));
@@ -216,4 +219,28 @@ fn the_reg_caching_example_loads_and_splits_by_method_and_interface() {
     assert_eq!(pick(b"REGISTER", "ext"), "reg");
     assert_eq!(pick(b"INVITE", "int"), "inex");
     assert_eq!(pick(b"INVITE", "ext"), "exin");
+}
+
+/// sbc.conf's session-timer settings are defaults of the profiles it loads (a profile's own
+/// value wins), and a profile read again keeps them.
+#[test]
+fn sbc_conf_session_timer_settings_are_profile_defaults() {
+    let dir = std::env::temp_dir().join(format!("profiles-sst-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sbc_conf = "profiles=plain,own\nactive_profile=plain\nenable_session_timer=yes\nsession_expires=1800\nsession_refresh_method=INVITE\n";
+    std::fs::write(dir.join("sbc.conf"), sbc_conf).unwrap();
+    std::fs::write(dir.join("plain.sbcprofile.conf"), "RURI=sip:$rU@x\n").unwrap();
+    std::fs::write(dir.join("own.sbcprofile.conf"), "session_expires=600\n").unwrap();
+    let cfg = Config::load(&dir.join("sbc.conf")).unwrap();
+    let timer = |name: &str| cfg.profiles.profiles[name].session_timer.expect("session timer on");
+    let plain = timer("plain");
+    assert_eq!((plain.session_expires, plain.maximum), (1800, 1800), "the default's maximum raised, as SEMS");
+    assert_eq!(plain.refresh_method, profiles::profile::RefreshMethod::Invite);
+    assert_eq!(timer("own").session_expires, 600, "the profile's own value wins");
+    assert!(cfg.warnings.iter().any(|w| w.contains("plain") && w.contains("maximum_timer 900")), "{:?}", cfg.warnings);
+    // Read again on its own (the API's reload), it keeps sbc.conf's defaults.
+    let source = &cfg.profiles.profile_sources["plain"];
+    let again = profiles::config::sems::reload("plain", source).unwrap();
+    assert_eq!(again.session_timer.map(|t| t.session_expires), Some(1800));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -172,7 +172,7 @@ fn build_profile(
         }));
         profile_file = conf.path.clone();
         md5 = Some(conf.md5.clone());
-        source = ProfileSource::SemsFile(path);
+        source = ProfileSource::SemsFile(path, Default::default());
     }
     for (key, v) in &opts {
         if key == "sems_file" {

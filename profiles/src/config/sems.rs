@@ -23,14 +23,21 @@ const SBC_CONF_NOT_APPLIED: &[(&str, &str)] = &[
     ("load_cc_plugins", "call control modules are built in"),
     ("core_options_handling", "OPTIONS to the SBC itself are always answered; others are relayed"),
     ("out_of_dialog_threads", "out-of-dialog requests run on the engine shards"),
-    ("session_expires", "sbc.conf session-timer defaults are not read: set them in each profile"),
-    ("minimum_timer", "sbc.conf session-timer defaults are not read: set them in each profile"),
-    ("maximum_timer", "sbc.conf session-timer defaults are not read: set them in each profile"),
-    ("session_refresh_method", "sbc.conf session-timer defaults are not read: set them in each profile"),
-    ("accept_501_reply", "sbc.conf session-timer defaults are not read: set them in each profile"),
 ];
 
 const SBC_CONF_KEYS: &[&str] = &["profiles", "profiles_path", "active_profile", "regex_maps"];
+
+/// `sbc.conf` keys that are defaults of every profile it loads (session timers, as SEMS's
+/// session-timer settings there are): a profile's own value wins.
+const PROFILE_DEFAULTS: &[&str] = &[
+    "enable_session_timer",
+    "enable_aleg_session_timer",
+    "session_expires",
+    "minimum_timer",
+    "maximum_timer",
+    "session_refresh_method",
+    "accept_501_reply",
+];
 
 fn list(v: &str) -> impl Iterator<Item = &str> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty())
@@ -41,8 +48,14 @@ pub fn import(path: &Path, interfaces: &[String]) -> Result<Import, ConfigError>
     let conf = ConfFile::load(path)?;
     let file = conf.path.clone();
     let mut warnings = conf.warnings.clone();
+    let mut defaults = Vec::new();
     for e in &conf.entries {
         if SBC_CONF_KEYS.contains(&e.key.as_str()) {
+            continue;
+        }
+        if PROFILE_DEFAULTS.contains(&e.key.as_str()) {
+            let (file, line) = (e.file.clone(), Some(e.line));
+            defaults.push(RawOption { key: e.key.clone(), value: e.value.clone(), file, line });
             continue;
         }
         match SBC_CONF_NOT_APPLIED.iter().find(|(k, _)| *k == e.key) {
@@ -57,10 +70,11 @@ pub fn import(path: &Path, interfaces: &[String]) -> Result<Import, ConfigError>
     let mut snapshot = Snapshot::transparent(&file, interfaces.to_vec());
     snapshot.profiles.clear();
     snapshot.profile_sources.clear();
+    let defaults: Arc<[RawOption]> = defaults.into();
     if let Some(e) = conf.get("profiles") {
         for name in list(&e.value) {
             let p = profiles_dir.join(format!("{name}.sbcprofile.conf"));
-            let (profile, w) = load_profile_file(name, &p).map_err(|err| {
+            let (profile, w) = load_profile_file(name, &p, &defaults).map_err(|err| {
                 if err.key == "-" {
                     ConfigError::at(&e.file, e.line, "profiles", err.to_string())
                 } else {
@@ -69,7 +83,7 @@ pub fn import(path: &Path, interfaces: &[String]) -> Result<Import, ConfigError>
             })?;
             warnings.extend(w);
             snapshot.profiles.insert(name.to_string(), Arc::new(profile));
-            snapshot.profile_sources.insert(name.to_string(), ProfileSource::SemsFile(p));
+            snapshot.profile_sources.insert(name.to_string(), ProfileSource::SemsFile(p, defaults.clone()));
         }
     }
     if let Some(e) = conf.get("regex_maps") {
@@ -100,14 +114,20 @@ pub fn import(path: &Path, interfaces: &[String]) -> Result<Import, ConfigError>
     Ok(Import { snapshot, warnings })
 }
 
-/// Reads one `*.sbcprofile.conf`.
-pub fn load_profile_file(name: &str, path: &Path) -> Result<(Profile, Vec<String>), ConfigError> {
+/// Reads one `*.sbcprofile.conf`, `defaults` standing before its own options.
+pub fn load_profile_file(
+    name: &str,
+    path: &Path,
+    defaults: &[RawOption],
+) -> Result<(Profile, Vec<String>), ConfigError> {
     let conf = ConfFile::load(path)?;
-    let options = conf
-        .entries
-        .iter()
-        .map(|e| RawOption { key: e.key.clone(), value: e.value.clone(), file: e.file.clone(), line: Some(e.line) })
-        .collect();
+    let own = conf.entries.iter().map(|e| RawOption {
+        key: e.key.clone(),
+        value: e.value.clone(),
+        file: e.file.clone(),
+        line: Some(e.line),
+    });
+    let options = defaults.iter().cloned().chain(own).collect();
     let profile = Profile::build(name, &conf.path, Some(conf.md5.clone()), options)?;
     let mut warnings = conf.warnings;
     warnings.extend(profile.not_applied.iter().map(|w| format!("{}: profile '{name}': {w}", conf.path)));
@@ -127,7 +147,7 @@ pub fn load_map_file(name: &str, path: &Path) -> Result<RegexMap, ConfigError> {
 /// Re-reads a profile from its source (for [`crate::store::Store::reload_profile`]).
 pub fn reload(name: &str, source: &ProfileSource) -> Result<Profile, ConfigError> {
     match source {
-        ProfileSource::SemsFile(p) => load_profile_file(name, p).map(|(p, _)| p),
+        ProfileSource::SemsFile(p, defaults) => load_profile_file(name, p, defaults).map(|(p, _)| p),
         ProfileSource::Inline => Err(ConfigError::file(name, "inline profiles reload with the configuration")),
     }
 }

@@ -244,11 +244,11 @@ impl Control for AdminControl {
         if !path.is_absolute() || path.extension().is_none_or(|e| e != "conf") {
             return Err(ApiError::bad_request("file must be an absolute path to a *.sbcprofile.conf file"));
         }
-        let result = sems::load_profile_file(name, &path).map_err(bad).and_then(|(profile, warnings)| {
+        let result = sems::load_profile_file(name, &path, &[]).map_err(bad).and_then(|(profile, warnings)| {
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            self.publish_profile(profile, ProfileSource::SemsFile(path))
+            self.publish_profile(profile, ProfileSource::SemsFile(path, Default::default()))
         });
         self.published(name, result, "loaded")
     }
@@ -259,7 +259,7 @@ impl Control for AdminControl {
             return Err(ApiError::not_found(format!("no profile named '{name}'")));
         }
         let result = match snap.profile_sources.get(name).cloned() {
-            Some(source @ ProfileSource::SemsFile(_)) => {
+            Some(source @ ProfileSource::SemsFile(..)) => {
                 sems::reload(name, &source).map_err(bad).and_then(|p| self.publish_profile(p, source))
             }
             _ => Err(ApiError::bad_request(format!(
