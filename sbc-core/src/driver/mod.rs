@@ -11,6 +11,7 @@ pub(crate) mod handshakes;
 mod hooks;
 mod media;
 mod outbound;
+mod pins;
 mod registrations;
 mod rfc3263;
 mod shard;
@@ -33,9 +34,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::b2bua::{
-    shard_of_branch, shard_of_call_id, CallHandle, EngineConfig, Interface, LocalSocket, Transport, TxId,
-};
+use crate::b2bua::{shard_of_branch, CallHandle, EngineConfig, Interface, LocalSocket, Transport, TxId};
 use crate::config::Config;
 use crate::sip::msg::{Message, ParseError};
 
@@ -111,6 +110,8 @@ pub(crate) struct Shared {
     pub(crate) dns: Arc<dns::Dns>,
     /// Copies of the messages sent and received, for Homer (`capture.hep`).
     pub(crate) hep: Option<Arc<capture::HepExport>>,
+    /// Transferred calls kept on the shard of the dialog they replace (`pins.rs`).
+    pub(crate) pins: pins::Pins,
 }
 
 impl Shared {
@@ -124,7 +125,8 @@ impl Shared {
         let input = match Message::parse(bytes.clone()) {
             Ok(msg) => {
                 let shard = if msg.is_request() {
-                    let shard = shard_of_call_id(msg.call_id().unwrap_or_default(), n);
+                    #[allow(clippy::disallowed_methods)] // driver-side: a pin's age
+                    let shard = self.pins.shard_of(&msg, n, std::time::Instant::now());
                     // Over UDP only: a stream client does not send a shed request again.
                     if src.transport == Transport::Udp && shed::is_new_request(&msg) && self.shard_overloaded(shard) {
                         self.counters.overload_shed.fetch_add(1, Ordering::Relaxed);
@@ -397,6 +399,7 @@ impl Runtime {
             admission: admission.clone(),
             dns,
             hep,
+            pins: pins::Pins::new(cfg.max_call_duration),
         });
         let cc_settings = Arc::new(CcSettings {
             hook_timeout: cfg.call_control.hook_timeout,
@@ -423,13 +426,15 @@ impl Runtime {
         let health = Arc::new(crate::health::HealthTable::new(cfg.health));
 
         {
-            let admission = admission.clone();
+            let (admission, shared) = (admission.clone(), shared.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(10));
                 loop {
                     tick.tick().await;
                     #[allow(clippy::disallowed_methods)] // driver-side housekeeping
-                    admission.sweep(std::time::Instant::now());
+                    let now = std::time::Instant::now();
+                    admission.sweep(now);
+                    shared.pins.sweep(now);
                 }
             });
         }
