@@ -1,7 +1,7 @@
 //! An attended transfer through sbcd with in-process UAs on loopback: Alice calls Bob, Bob
 //! calls Carol, and Bob transfers Alice to Carol with a REFER whose Refer-To carries a
 //! Replaces naming Bob's call with Carol as Bob sees it. Alice's INVITE reaches Carol with a
-//! Replaces naming Carol's own dialog (RFC 3891 across the B2BUA).
+//! Replaces naming Carol's own dialog (RFC 3891 across the B2BUA), and hangs up.
 
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ fn an_attended_transfer_replaces_the_far_sides_own_dialog() {
     // Alice calls Carol with that Replaces: Carol is told to replace her own call with Bob.
     let mut alice2 = TestUa::new(sbcd.addr());
     alice2.extra_headers = format!("Replaces: {embedded}\r\n");
-    let (_alice2, to_carol_again) = call(alice2, &carol, format!("sip:carol@{carol_at}"));
+    let (mut alice2, to_carol_again) = call(alice2, &carol, format!("sip:carol@{carol_at}"));
     let expected = format!(
         "{};to-tag=callee{};from-tag={}",
         to_carol.header("Call-ID").unwrap_or_default(),
@@ -73,4 +73,12 @@ fn an_attended_transfer_replaces_the_far_sides_own_dialog() {
         tag_of(to_carol.header("From").unwrap_or_default())
     );
     assert_eq!(to_carol_again.header("Replaces"), Some(expected.as_str()), "{}", to_carol_again.0);
+
+    // The new call lives with the dialog it replaced (a shard of its own choosing): its BYE
+    // finds it there.
+    let bye = std::thread::spawn(move || alice2.bye().status());
+    let req = carol.recv_request(Duration::from_secs(5)).expect("the BYE reaches Carol");
+    assert_eq!(req.method(), Some("BYE"), "{}", req.0);
+    carol.ok(&req);
+    assert_eq!(bye.join().expect("alice"), Some(200));
 }
