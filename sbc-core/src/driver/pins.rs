@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::b2bua::shard_of_call_id;
-use crate::sip::msg::{HeaderName, Message, Method};
+use crate::b2bua::{replaced_call_id, shard_of_call_id};
+use crate::sip::msg::{Message, Method};
 
 const MAX_PINS: usize = 100_000;
 
@@ -37,7 +37,7 @@ impl Pins {
         if msg.method() != Some(Method::Invite) || msg.to_tag().is_some() {
             return own;
         }
-        let Some(named) = named_call_id(msg) else { return own };
+        let Some(named) = replaced_call_id(msg) else { return own };
         let there = shard_of_call_id(named, shards);
         if there != own {
             if self.map.len() >= MAX_PINS {
@@ -53,13 +53,6 @@ impl Pins {
     pub(crate) fn sweep(&self, now: Instant) {
         self.map.retain(|_, (_, at)| now.saturating_duration_since(*at) < self.life);
     }
-}
-
-/// The Call-ID a Replaces or Join header names (RFC 3891 §6.1: the value up to its first `;`).
-fn named_call_id(msg: &Message) -> Option<&[u8]> {
-    let value = msg.header_value(HeaderName::Replaces).or_else(|| msg.header_value(HeaderName::Join))?;
-    let id = crate::sip::msg::trim(value.split(|b| *b == b';').next()?);
-    (!id.is_empty()).then_some(id)
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub use media::MediaSettings;
 pub use overview::{CallOverview, LegOverview};
 pub use record::{AdoptError, CallRecord, LegRecord, NotRecordable, PeerRecord, SessionTimerRecord, RECORD_FORMAT};
 pub use reg_lookup::RegTicket;
+pub use replaces::replaced_call_id;
 pub use resolve::{ResolveTicket, Target, TargetQuery};
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 

@@ -55,6 +55,13 @@ pub(super) fn parse(value: &[u8]) -> Option<DialogRef<'_>> {
     })
 }
 
+/// The Call-ID of the dialog a new INVITE's Replaces or Join names (the driver hands such an
+/// INVITE to the shard that holds that dialog).
+pub fn replaced_call_id(msg: &Message) -> Option<&[u8]> {
+    let value = msg.header_value(HeaderName::Replaces).or_else(|| msg.header_value(HeaderName::Join))?;
+    parse(value).map(|r| r.call_id)
+}
+
 /// What a Replaces/Join value becomes on the other leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Mapped {
