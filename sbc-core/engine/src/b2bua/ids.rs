@@ -101,9 +101,13 @@ pub fn shard_of_call_id(call_id: &[u8], shards: u8) -> u8 {
             return s;
         }
     }
-    // FNV-1a: stable across processes and cheap.
-    let h = call_id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    (h % u64::from(shards)) as u8
+    (fnv1a(call_id) % u64::from(shards)) as u8
+}
+
+/// FNV-1a: a hash stable across processes and nodes, and cheap (shards by Call-ID, capture
+/// samples by correlation id).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub use apply::MsgView;
 pub use call::Side;
 pub use cc::{CcRequest, CcVerdict};
 pub use counters::{Counter, CounterDef, EngineStats, Labels, BY_METHOD};
-pub use ids::{shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
+pub use ids::{fnv1a, shard_of_branch, shard_of_call_id, BRANCH_PREFIX};
 pub use media::MediaSettings;
 pub use overview::{CallOverview, LegOverview};
 pub use record::{AdoptError, CallRecord, LegRecord, NotRecordable, PeerRecord, SessionTimerRecord, RECORD_FORMAT};

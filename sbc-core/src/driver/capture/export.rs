@@ -136,14 +136,13 @@ impl HepExport {
     }
 }
 
-/// Whole calls are sampled: the decision is a hash of the correlation id (FNV-1a), the same for
-/// every message of a call and on every node.
+/// Whole calls are sampled: the decision is a hash of the correlation id (FNV-1a, as shards
+/// hash Call-IDs), the same for every message of a call and on every node.
 fn sampled(key: &[u8], percent: u8) -> bool {
     if percent >= 100 {
         return true;
     }
-    let h = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    h % 100 < u64::from(percent)
+    crate::b2bua::fnv1a(key) % 100 < u64::from(percent)
 }
 
 /// How often a resolved Homer name is asked again (DNS's own cache answers in between,
