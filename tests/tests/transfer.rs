@@ -30,14 +30,25 @@ fn call(mut caller: TestUa, callee: &TestUa, uri: String) -> (TestUa, SipText) {
 
 #[test]
 fn an_attended_transfer_replaces_the_far_sides_own_dialog() {
-    let sbcd = Sbcd::start(&[]);
+    transfer(&Sbcd::start(&[]), false);
+}
+
+/// The same with `fix_replaces_ref`: the REFER's Replaces is mapped on its way to Alice, and
+/// her INVITE (naming Carol's dialog already) passes as it is.
+#[test]
+fn with_fix_replaces_ref_the_refer_carries_the_far_sides_dialog() {
+    transfer(&Sbcd::with_config("active_profile: p\nprofiles:\n  p:\n    fix_replaces_ref: yes\n", &[]), true);
+}
+
+/// `refer_mapped`: the REFER reaching Alice names Carol's dialog already (else Bob's).
+fn transfer(sbcd: &Sbcd, refer_mapped: bool) {
     let (alice, bob, carol) = (TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()));
     let (bob_at, carol_at) = (bob.local, carol.local);
     let (alice, to_bob) = call(alice, &bob, format!("sip:bob@{bob_at}"));
     let (bob, to_carol) = call(bob, &carol, format!("sip:carol@{carol_at}"));
 
     // Bob's call with Carol as Bob sees it: his Call-ID, the SBC's tag, his own tag.
-    let (_, calls) = http(&sbcd, "GET", "/calls", None, None);
+    let (_, calls) = http(sbcd, "GET", "/calls", None, None);
     let calls: serde_json::Value = serde_json::from_str(&calls).expect("json");
     let legs = calls.as_array().into_iter().flatten().flat_map(|c| c["legs"].as_array().into_iter().flatten());
     let bob_leg = legs.clone().find(|l| l["call_id"] == bob.call_id.as_str()).expect("Bob's leg of the second call");
@@ -60,18 +71,19 @@ fn an_attended_transfer_replaces_the_far_sides_own_dialog() {
     alice.ok(&relayed);
     let to = relayed.header("Refer-To").unwrap_or_default();
     let embedded = to.split("Replaces=").nth(1).expect("Replaces in Refer-To").trim_end_matches('>');
-    let embedded = embedded.replace("%3B", ";").replace("%3D", "=");
-
-    // Alice calls Carol with that Replaces: Carol is told to replace her own call with Bob.
-    let mut alice2 = TestUa::new(sbcd.addr());
-    alice2.extra_headers = format!("Replaces: {embedded}\r\n");
-    let (mut alice2, to_carol_again) = call(alice2, &carol, format!("sip:carol@{carol_at}"));
+    let embedded = embedded.replace("%3B", ";").replace("%3D", "=").replace("%40", "@");
     let expected = format!(
         "{};to-tag=callee{};from-tag={}",
         to_carol.header("Call-ID").unwrap_or_default(),
         carol_at.port(),
         tag_of(to_carol.header("From").unwrap_or_default())
     );
+    assert_eq!(&embedded, if refer_mapped { &expected } else { &replaces }, "the Refer-To Alice got");
+
+    // Alice calls Carol with that Replaces: Carol is told to replace her own call with Bob.
+    let mut alice2 = TestUa::new(sbcd.addr());
+    alice2.extra_headers = format!("Replaces: {embedded}\r\n");
+    let (mut alice2, to_carol_again) = call(alice2, &carol, format!("sip:carol@{carol_at}"));
     assert_eq!(to_carol_again.header("Replaces"), Some(expected.as_str()), "{}", to_carol_again.0);
 
     // The new call lives with the dialog it replaced (a shard of its own choosing): its BYE
