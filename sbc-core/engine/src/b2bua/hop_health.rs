@@ -48,12 +48,7 @@ impl Engine {
             return Err(LocalReply::new(503, "No Socket For Transport"));
         };
         tracing::info!(skipped = %route.dest.peer, to = %peer, "next hop down or blacklisted: the next one takes over");
-        if route.fixed.is_some() {
-            route.fixed = Some((transport, peer.clone()));
-        }
-        route.dest.transport = transport;
-        route.dest.local = socket.id;
-        route.dest.peer = peer;
+        route.retarget(transport, peer, socket.id);
         Ok(route)
     }
 

@@ -48,6 +48,17 @@ pub(super) struct BRoute {
     pub(super) from_request: bool,
 }
 
+impl BRoute {
+    /// Sends to `peer` over `transport` from socket `local` instead; a route fixed for the
+    /// whole dialog (`next_hop` not only for the first request) follows.
+    pub(super) fn retarget(&mut self, transport: Transport, peer: Peer, local: super::types::SocketId) {
+        if self.fixed.is_some() {
+            self.fixed = Some((transport, peer.clone()));
+        }
+        self.dest = Destination { transport, local, peer, conn: None };
+    }
+}
+
 impl Engine {
     /// Checks every new (out-of-dialog) request must pass before anything is built for it:
     /// draining, Max-Forwards (RFC 3261 §16.3), and a Call-ID of ours coming back (a loop).

@@ -236,12 +236,7 @@ impl Engine {
             // (A named one is resolved in its turn.)
             return Ok(route);
         };
-        if route.fixed.is_some() {
-            route.fixed = Some((transport, peer.clone()));
-        }
-        route.dest.transport = transport;
-        route.dest.peer = peer;
-        route.dest.local = local;
+        route.retarget(transport, peer, local);
         let mut alternatives: Vec<(Transport, Peer)> = usable.map(|(t, p, _)| (t, p)).collect();
         alternatives.append(&mut route.alternatives);
         route.alternatives = alternatives;
