@@ -228,7 +228,7 @@ impl Engine {
             let mut rest = std::mem::take(&mut route.alternatives).into_iter();
             let (transport, peer) = rest.next().ok_or_else(unresolvable)?;
             let socket = iface.and_then(|i| i.socket(transport, peer.is_ipv6())).ok_or_else(unresolvable)?;
-            route.dest = super::types::Destination { transport, local: socket.id, peer, conn: None };
+            route.retarget(transport, peer, socket.id);
             route.alternatives = rest.collect();
             if let Some(q) = route.named_alternatives.iter().find(|q| host_is(&route.dest.peer, &q.host)) {
                 route.named = Some(q.clone());

@@ -164,3 +164,16 @@ fn a_sips_call_through_a_named_hop_takes_tls_targets() {
     assert!(b_inv.request_uri().starts_with(b"sips:bob@carrier.example"));
     assert!(hv(&b_inv, HeaderName::Via).starts_with("SIP/2.0/TLS"), "{b_inv:?}");
 }
+
+/// A first hop whose name gives nothing gives way to the next one, and the dialog's later
+/// requests (its next hop fixed for the whole dialog) go there too, not to the dead name.
+#[test]
+fn the_next_hop_taking_over_from_a_dead_name_keeps_the_dialog() {
+    let mut h = harness(&format!("nowhere.example, {BOB}"));
+    let b_inv = one(&h.send(ALICE, &invite("res-fix@alice", "")), BOB);
+    let ok = one(&h.send(BOB, &response_to(&b_inv, 200, "bt", "")), ALICE);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    h.send(ALICE, &in_dialog("ACK", ALICE, &from, &to_hdr, "res-fix@alice", 10, ""));
+    let out = h.send(ALICE, &in_dialog("BYE", ALICE, &from, &to_hdr, "res-fix@alice", 11, ""));
+    assert_eq!(one(&out, BOB).method(), Some(Method::Bye), "{out:#?}");
+}
