@@ -30,19 +30,28 @@ fn call(mut caller: TestUa, callee: &TestUa, uri: String) -> (TestUa, SipText) {
 
 #[test]
 fn an_attended_transfer_replaces_the_far_sides_own_dialog() {
-    transfer(&Sbcd::start(&[]), false);
+    transfer(&Sbcd::start(&[]), false, true);
 }
 
 /// The same with `fix_replaces_ref`: the REFER's Replaces is mapped on its way to Alice, and
-/// her INVITE (naming Carol's dialog already) passes as it is.
+/// her INVITE (naming Carol's dialog already) passes as it is. The two calls on one shard, and
+/// on two (the REFER's shard asks the other one).
 #[test]
 fn with_fix_replaces_ref_the_refer_carries_the_far_sides_dialog() {
-    transfer(&Sbcd::with_config("active_profile: p\nprofiles:\n  p:\n    fix_replaces_ref: yes\n", &[]), true);
+    let sbcd = Sbcd::with_config("active_profile: p\nprofiles:\n  p:\n    fix_replaces_ref: yes\n", &[]);
+    transfer(&sbcd, true, false);
+    transfer(&sbcd, true, true);
 }
 
 /// `refer_mapped`: the REFER reaching Alice names Carol's dialog already (else Bob's).
-fn transfer(sbcd: &Sbcd, refer_mapped: bool) {
-    let (alice, bob, carol) = (TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()));
+/// `across_shards`: Bob's call with Carol is on another of sbcd's two shards than Alice's.
+fn transfer(sbcd: &Sbcd, refer_mapped: bool, across_shards: bool) {
+    let (alice, mut bob, carol) = (TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()));
+    let shard = |call_id: &str| sbc_core::b2bua::shard_of_call_id(call_id.as_bytes(), 2);
+    bob.call_id = (0..)
+        .map(|n| format!("bob-{n}-{}", bob.call_id))
+        .find(|c| (shard(c) != shard(&alice.call_id)) == across_shards)
+        .expect("one of them hashes as asked");
     let (bob_at, carol_at) = (bob.local, carol.local);
     let (alice, to_bob) = call(alice, &bob, format!("sip:bob@{bob_at}"));
     let (bob, to_carol) = call(bob, &carol, format!("sip:carol@{carol_at}"));

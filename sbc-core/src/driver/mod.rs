@@ -44,6 +44,11 @@ pub use shard::ShardStatus;
 #[derive(Debug)]
 pub(crate) enum ShardInput {
     Message(Message, crate::b2bua::Source),
+    /// An in-dialog REFER for the shard that holds the dialog its Refer-To's Replaces names,
+    /// to map it (`fix_replaces_ref`) before the REFER goes on to its own shard (the third).
+    MapReferTo(Message, crate::b2bua::Source, u8),
+    /// That REFER, with the Refer-To the other shard mapped (`None`: it knew no such dialog).
+    ReferMapped(Message, crate::b2bua::Source, Option<String>),
     Unparseable(Bytes, ParseError, crate::b2bua::Source),
     TransportError(TxId),
     /// Where a transaction's request to a host name went (for its responses' source check).
@@ -132,6 +137,9 @@ impl Shared {
                         self.counters.overload_shed.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
+                    if let Some(there) = self.refer_elsewhere(&msg, shard, n) {
+                        return self.enqueue(there, ShardInput::MapReferTo(msg, src, shard));
+                    }
                     shard
                 } else {
                     match msg.top_via().and_then(|v| v.branch()).and_then(shard_of_branch) {
@@ -155,6 +163,17 @@ impl Shared {
     /// Bytes a stream could not frame: the engine answers 400 if it can.
     pub(crate) fn dispatch_unframeable(&self, bytes: Bytes, err: ParseError, src: crate::b2bua::Source) {
         self.enqueue(0, ShardInput::Unparseable(bytes, err, src));
+    }
+
+    /// The shard to map an in-dialog REFER's Refer-To first, when the dialog its Replaces
+    /// names lives elsewhere than the REFER's own (`own`): only that shard's engine knows it.
+    fn refer_elsewhere(&self, msg: &Message, own: u8, shards: u8) -> Option<u8> {
+        if shards <= 1 || msg.method() != Some(crate::sip::msg::Method::Refer) || msg.to_tag().is_none() {
+            return None;
+        }
+        let named = crate::b2bua::refer_to_replaced_call_id(msg)?;
+        let there = self.pins.shard_of_call_id(named.as_bytes(), shards);
+        (there != own).then_some(there)
     }
 
     fn shard_overloaded(&self, shard: u8) -> bool {

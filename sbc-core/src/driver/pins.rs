@@ -25,13 +25,20 @@ impl Pins {
         Self { map: DashMap::new(), life: life + Duration::from_secs(300) }
     }
 
+    fn pin(&self, call_id: &[u8]) -> Option<u8> {
+        (!self.map.is_empty()).then(|| self.map.get(call_id).map(|p| p.0)).flatten()
+    }
+
+    /// The shard that holds a Call-ID's call: its pin, or its hash.
+    pub(crate) fn shard_of_call_id(&self, call_id: &[u8], shards: u8) -> u8 {
+        self.pin(call_id).unwrap_or_else(|| shard_of_call_id(call_id, shards))
+    }
+
     /// The shard a request belongs to.
     pub(crate) fn shard_of(&self, msg: &Message, shards: u8, now: Instant) -> u8 {
         let call_id = msg.call_id().unwrap_or_default();
-        if !self.map.is_empty() {
-            if let Some(pin) = self.map.get(call_id) {
-                return pin.0;
-            }
+        if let Some(pin) = self.pin(call_id) {
+            return pin;
         }
         let own = shard_of_call_id(call_id, shards);
         if msg.method() != Some(Method::Invite) || msg.to_tag().is_some() {

@@ -155,10 +155,10 @@ pub(super) async fn run(
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { break };
-                handle(&mut engine, media.as_ref(), &mut capture, input);
+                handle(&mut engine, &shared, media.as_ref(), &mut capture, input);
                 for _ in 1..BATCH {
                     match rx.try_recv() {
-                        Ok(i) => handle(&mut engine, media.as_ref(), &mut capture, i),
+                        Ok(i) => handle(&mut engine, &shared, media.as_ref(), &mut capture, i),
                         Err(_) => break,
                     }
                 }
@@ -250,13 +250,27 @@ fn count_events(outputs: &[Output], status: &ShardStatus) {
     }
 }
 
-fn handle(engine: &mut Engine, media: Option<&ShardMedia>, capture: &mut ShardCapture, input: ShardInput) {
+fn handle(
+    engine: &mut Engine,
+    shared: &Shared,
+    media: Option<&ShardMedia>,
+    capture: &mut ShardCapture,
+    input: ShardInput,
+) {
     let now = clock();
     match input {
         ShardInput::Message(msg, src) => {
             let opens = msg.to_tag().is_none() && matches!(msg.method(), Some(Method::Invite | Method::Subscribe));
             capture.received(msg.bytes(), msg.call_id(), opens, &src);
             engine.handle_message(now, msg, src)
+        }
+        ShardInput::MapReferTo(msg, src, own) => {
+            let mapped = engine.mapped_refer_to(&msg);
+            shared.enqueue(own, ShardInput::ReferMapped(msg, src, mapped));
+        }
+        ShardInput::ReferMapped(msg, src, refer_to) => {
+            capture.received(msg.bytes(), msg.call_id(), false, &src);
+            engine.handle_refer_mapped_elsewhere(now, msg, src, refer_to)
         }
         ShardInput::Unparseable(bytes, err, src) => {
             capture.received(&bytes, super::capture::call_id_of(&bytes), false, &src);

@@ -219,8 +219,9 @@ impl Engine {
         }
         let branch = self.ids.branch();
         // fix_replaces_ref: a REFER's Replaces for the other leg (`replaces.rs`).
-        let refer_to =
-            (method == Method::Refer && rules.profile.fix_replaces_ref).then(|| self.mapped_refer_to(&msg)).flatten();
+        let refer_to = (method == Method::Refer && rules.profile.fix_replaces_ref)
+            .then(|| self.refer_to_from_elsewhere.take().or_else(|| self.mapped_refer_to(&msg)));
+        let refer_to = refer_to.flatten();
         let Some(call) = self.calls.get_mut(&h) else {
             return;
         };

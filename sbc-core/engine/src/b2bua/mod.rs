@@ -64,7 +64,7 @@ pub use media::MediaSettings;
 pub use overview::{CallOverview, LegOverview};
 pub use record::{AdoptError, CallRecord, LegRecord, NotRecordable, PeerRecord, SessionTimerRecord, RECORD_FORMAT};
 pub use reg_lookup::RegTicket;
-pub use replaces::replaced_call_id;
+pub use replaces::{refer_to_replaced_call_id, replaced_call_id};
 pub use resolve::{ResolveTicket, Target, TargetQuery};
 pub use types::{ConnId, Destination, EngineConfig, Interface, LocalSocket, Peer, SocketId, Source, Transport};
 
@@ -185,6 +185,9 @@ pub struct Engine {
     txs: HashMap<TxId, Box<TxEntry>>,
     /// Finished transactions that only absorb retransmissions until their wait timer.
     lingering: linger::LingerTable,
+    /// The Refer-To of the REFER being handled, mapped by the shard that holds the dialog its
+    /// Replaces names (`replaces.rs`).
+    refer_to_from_elsewhere: Option<String>,
     tx_keys: HashMap<TxKey, TxId>,
     next_id: u64,
     /// Boxed: a table slot is then a pointer, not a kilobyte of call (held calls are most of
@@ -246,6 +249,7 @@ impl Engine {
             draining: false,
             txs: HashMap::new(),
             lingering,
+            refer_to_from_elsewhere: None,
             tx_keys: HashMap::new(),
             next_id: 1,
             calls: HashMap::new(),

@@ -8,7 +8,7 @@
 
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use super::Engine;
+use super::{Engine, Instant, Source};
 use crate::sip::msg::{trim, HeaderName, Message};
 
 /// What a URI's header value may hold unescaped (RFC 3261 §25.1 `hnv-unreserved` aside):
@@ -62,6 +62,29 @@ pub fn replaced_call_id(msg: &Message) -> Option<&[u8]> {
     parse(value).map(|r| r.call_id)
 }
 
+/// A REFER's Refer-To, with where its URI headers begin (`?`) and end.
+fn refer_to_headers(msg: &Message) -> Option<(&str, usize, usize)> {
+    let value = msg.other_header("Refer-To").or_else(|| msg.other_header("r"))?;
+    let text = std::str::from_utf8(value).ok()?;
+    let q = text.find('?')?;
+    let end = text[q..].find('>').map_or(text.len(), |e| q + e);
+    Some((text, q, end))
+}
+
+/// A URI header `Replaces=value`: its name as written and its value, percent-decoded.
+fn replaces_header(h: &str) -> Option<(&str, std::borrow::Cow<'_, str>)> {
+    let (n, v) = h.split_once('=').filter(|(n, _)| n.eq_ignore_ascii_case("replaces"))?;
+    Some((n, percent_decode_str(v).decode_utf8().ok()?))
+}
+
+/// The Call-ID of the dialog the Replaces in a REFER's Refer-To names: the driver asks the
+/// shard holding it to map the Refer-To when that is not the REFER's own shard.
+pub fn refer_to_replaced_call_id(msg: &Message) -> Option<String> {
+    let (text, q, end) = refer_to_headers(msg)?;
+    let (_, decoded) = text[q + 1..end].split('&').find_map(replaces_header)?;
+    parse(decoded.as_bytes()).map(|r| String::from_utf8_lossy(r.call_id).into_owned())
+}
+
 /// What a Replaces/Join value becomes on the other leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Mapped {
@@ -111,29 +134,34 @@ impl Engine {
 
     /// A relayed REFER's Refer-To with the Replaces in its URI headers mapped to the other leg
     /// (`fix_replaces_ref`): `None` when it has none that names a dialog of ours as the
-    /// REFER's sender sees it (the row is then copied as it is).
-    pub(super) fn mapped_refer_to(&self, msg: &Message) -> Option<String> {
-        let value = msg.other_header("Refer-To").or_else(|| msg.other_header("r"))?;
-        let text = std::str::from_utf8(value).ok()?;
-        let q = text.find('?')?;
-        let end = text[q..].find('>').map_or(text.len(), |e| q + e);
+    /// REFER's sender sees it (the row is then copied as it is). The dialog may live on
+    /// another shard than the REFER's: the driver then asks that shard's engine first, and
+    /// hands its answer over with the REFER ([`Engine::handle_refer_mapped_elsewhere`]).
+    pub fn mapped_refer_to(&self, msg: &Message) -> Option<String> {
+        let (text, q, end) = refer_to_headers(msg)?;
         let mut changed = false;
         let headers: Vec<String> = text[q + 1..end]
             .split('&')
             .map(|h| {
-                let mapped =
-                    h.split_once('=').filter(|(n, _)| n.eq_ignore_ascii_case("replaces")).and_then(|(n, v)| {
-                        let decoded = percent_decode_str(v).decode_utf8().ok()?;
-                        match self.map_dialog_ref(&parse(decoded.as_bytes())?) {
-                            Mapped::Other(m) => Some(format!("{n}={}", utf8_percent_encode(&m, HVALUE))),
-                            Mapped::AsIs | Mapped::Unknown => None,
-                        }
-                    });
+                let mapped = replaces_header(h).and_then(|(n, decoded)| {
+                    match self.map_dialog_ref(&parse(decoded.as_bytes())?) {
+                        Mapped::Other(m) => Some(format!("{n}={}", utf8_percent_encode(&m, HVALUE))),
+                        Mapped::AsIs | Mapped::Unknown => None,
+                    }
+                });
                 changed |= mapped.is_some();
                 mapped.unwrap_or_else(|| h.to_string())
             })
             .collect();
         changed.then(|| format!("{}{}{}", &text[..=q], headers.join("&"), &text[end..]))
+    }
+
+    /// An in-dialog REFER whose Refer-To the shard holding the dialog its Replaces names has
+    /// mapped already (`refer_to`, `None` when that shard knew no such dialog).
+    pub fn handle_refer_mapped_elsewhere(&mut self, now: Instant, msg: Message, src: Source, refer_to: Option<String>) {
+        self.refer_to_from_elsewhere = refer_to;
+        self.handle_message(now, msg, src);
+        self.refer_to_from_elsewhere = None;
     }
 
     /// The Replaces and Join rows a new INVITE's other leg carries: each one that names a
@@ -167,5 +195,19 @@ mod tests {
         assert_eq!(r.rest, [&b"early-only"[..]]);
         assert!(parse(b"id;to-tag=1").is_none(), "both tags are needed");
         assert!(parse(b";to-tag=1;from-tag=2").is_none(), "and a Call-ID");
+    }
+
+    #[test]
+    fn the_call_id_a_refer_to_names_is_found_percent_decoded() {
+        let refer = |to: &str| {
+            let text = format!(
+                "REFER sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:b@h>;tag=1\r\nTo: <sip:a@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 REFER\r\nRefer-To: {to}\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(bytes::Bytes::from(text)).expect("parses")
+        };
+        let named = refer("<sip:c@h?Subject=x&replaces=id%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>");
+        assert_eq!(refer_to_replaced_call_id(&named).as_deref(), Some("id@host"));
+        assert_eq!(refer_to_replaced_call_id(&refer("<sip:c@h?Subject=x>")), None);
+        assert_eq!(refer_to_replaced_call_id(&refer("<sip:c@h?Replaces=id%3Bto-tag%3D1>")), None, "a tag missing");
     }
 }
