@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub map_files: BTreeMap<String, PathBuf>,
     /// Interface names profiles may name in `outbound_interface` (plus `default`).
     pub interfaces: Vec<String>,
+    /// Options standing before every profile's own (`sems::with_defaults`), also for one
+    /// loaded later through the API.
+    pub profile_defaults: Arc<[crate::profile::RawOption]>,
 }
 
 /// Why no profile could be chosen: the request gets a 500.
@@ -75,6 +78,7 @@ impl Snapshot {
             maps: RegexMaps::new(),
             map_files: BTreeMap::new(),
             interfaces,
+            profile_defaults: Arc::new([]),
         }
     }
 

@@ -244,3 +244,23 @@ fn sbc_conf_session_timer_settings_are_profile_defaults() {
     assert_eq!(again.session_timer.map(|t| t.session_expires), Some(1800));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `profile_defaults` stand before every profile's options: a profile's own value wins, an
+/// empty one leaves the default (as SEMS falls back on sems.conf's value), and a bad key is
+/// named with its line even when no profile uses it.
+#[test]
+fn profile_defaults_apply_to_every_profile_that_does_not_set_them() {
+    let cfg = yaml(
+        "profile_defaults:\n  outbound_proxy: sip:proxy.example.com\n  next_hop_1st_req: yes\nactive_profile: a\nprofiles:\n  a: { RURI: \"sip:$rU@x\" }\n  b: { outbound_proxy: \"sip:other.example.com\" }\n  c: { outbound_proxy: \"\" }\n",
+    )
+    .unwrap();
+    let proxy = |name: &str| cfg.profiles.profiles[name].outbound_proxy.as_ref().map(|p| p.source().to_string());
+    assert_eq!(proxy("a").as_deref(), Some("sip:proxy.example.com"));
+    assert_eq!(proxy("b").as_deref(), Some("sip:other.example.com"), "the profile's own value wins");
+    assert_eq!(proxy("c").as_deref(), Some("sip:proxy.example.com"), "an empty value leaves the default");
+    assert!(cfg.profiles.profiles["b"].next_hop_1st_req);
+    assert_eq!(cfg.profiles.profile_defaults.len(), 2, "kept for profiles loaded later");
+
+    let e = yaml("profile_defaults:\n  outbound_proxy: sip:p\n  no_such_option: 1\n").unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(3), "no_such_option"), "{e}");
+}

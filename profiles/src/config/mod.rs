@@ -66,6 +66,9 @@ struct FileConfig {
     /// A SEMS `sbc.conf` whose profiles, maps and chain are loaded (YAML ones are added).
     #[serde(default)]
     sems_config: Option<Spanned<String>>,
+    /// Options of every profile that does not set them itself.
+    #[serde(default)]
+    profile_defaults: profiles_yaml::FileProfile,
     #[serde(default)]
     active_profile: Option<Spanned<profiles_yaml::Chain>>,
     #[serde(default)]
@@ -350,7 +353,7 @@ impl Config {
         if path.extension().is_some_and(|e| e == "conf") {
             let mut cfg = Self::embedded()?;
             cfg.source = file.clone();
-            let import = sems::import(path, &cfg.interface_names())?;
+            let import = sems::import(path, &cfg.interface_names(), &[])?;
             cfg.profiles = import.snapshot;
             cfg.warnings = import.warnings;
             return Ok(cfg);
@@ -381,13 +384,16 @@ impl Config {
         } else {
             serde_saphyr::from_str(text).map_err(|e| yaml_error(file, &e.to_string()))?
         };
-        let sems_config = parsed.sems_config.take();
-        let chain = parsed.active_profile.take();
-        let profiles = std::mem::take(&mut parsed.profiles);
-        let maps = std::mem::take(&mut parsed.regex_maps);
+        let sections = profiles_yaml::Sections {
+            sems_config: parsed.sems_config.take(),
+            chain: parsed.active_profile.take(),
+            profile_defaults: std::mem::take(&mut parsed.profile_defaults),
+            profiles: std::mem::take(&mut parsed.profiles),
+            maps: std::mem::take(&mut parsed.regex_maps),
+        };
         let mut cfg = validate(parsed, file, dir)?;
         let names = cfg.interface_names();
-        let (snapshot, warnings) = profiles_yaml::build(file, dir, &names, sems_config, chain, profiles, maps)?;
+        let (snapshot, warnings) = profiles_yaml::build(file, dir, &names, sections)?;
         cfg.profiles = snapshot;
         cfg.warnings = warnings;
         Ok(cfg)

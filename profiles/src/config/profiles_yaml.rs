@@ -63,21 +63,45 @@ fn text_of(key: &str, v: &OptValue) -> String {
     }
 }
 
+/// The YAML sections that make the snapshot.
+pub(crate) struct Sections {
+    pub(crate) sems_config: Option<Spanned<String>>,
+    pub(crate) chain: Option<Spanned<Chain>>,
+    pub(crate) profile_defaults: FileProfile,
+    pub(crate) profiles: BTreeMap<String, FileProfile>,
+    pub(crate) maps: BTreeMap<String, Spanned<FileMap>>,
+}
+
+/// `profile_defaults`: options of every profile that does not set them itself (checked as
+/// a profile would be, so a bad one is named even without profiles).
+fn defaults_of(file: &str, opts: &FileProfile) -> Result<(Vec<RawOption>, Vec<String>), ConfigError> {
+    let options: Vec<RawOption> = opts
+        .iter()
+        .map(|(key, v)| RawOption {
+            key: key.clone(),
+            value: text_of(key, &v.value),
+            file: file.to_string(),
+            line: Some(v.referenced.line()),
+        })
+        .collect();
+    let checked = Profile::build("profile_defaults", file, None, options.clone())?;
+    let warnings = checked.not_applied.iter().map(|w| format!("{file}: profile_defaults: {w}")).collect();
+    Ok((options, warnings))
+}
+
 /// Builds the snapshot from the YAML sections.
 pub(crate) fn build(
     file: &str,
     dir: &Path,
     interfaces: &[String],
-    sems_config: Option<Spanned<String>>,
-    chain: Option<Spanned<Chain>>,
-    profiles: BTreeMap<String, FileProfile>,
-    maps: BTreeMap<String, Spanned<FileMap>>,
+    sections: Sections,
 ) -> Result<(Snapshot, Vec<String>), ConfigError> {
-    let mut warnings = Vec::new();
+    let Sections { sems_config, chain, profile_defaults, profiles, maps } = sections;
+    let (defaults, mut warnings) = defaults_of(file, &profile_defaults)?;
     let mut snap = match &sems_config {
         Some(p) => {
             let path = dir.join(&p.value);
-            let import = sems::import(&path, interfaces).map_err(|e| {
+            let import = sems::import(&path, interfaces, &defaults).map_err(|e| {
                 if e.key == "-" {
                     ConfigError::new(file, Some(p.referenced.line()), "sems_config", e.to_string())
                 } else {
@@ -87,7 +111,7 @@ pub(crate) fn build(
             warnings.extend(import.warnings);
             import.snapshot
         }
-        None => Snapshot::transparent(file, interfaces.to_vec()),
+        None => Snapshot { profile_defaults: defaults.into(), ..Snapshot::transparent(file, interfaces.to_vec()) },
     };
     snap.source = file.to_string();
     let implicit_transparent = sems_config.is_none();
@@ -112,7 +136,7 @@ pub(crate) fn build(
         snap.maps.insert(name, Arc::new(map));
     }
     for (name, opts) in profiles {
-        let (profile, source) = build_profile(file, dir, &name, opts, &mut warnings)?;
+        let (profile, source) = build_profile(file, dir, &name, opts, &snap.profile_defaults, &mut warnings)?;
         snap.profiles.insert(name.clone(), Arc::new(profile));
         snap.profile_sources.insert(name, source);
     }
@@ -140,6 +164,7 @@ fn build_profile(
     dir: &Path,
     name: &str,
     opts: FileProfile,
+    defaults: &Arc<[RawOption]>,
     warnings: &mut Vec<String>,
 ) -> Result<(Profile, ProfileSource), ConfigError> {
     let mut options: Vec<RawOption> = Vec::new();
@@ -172,7 +197,7 @@ fn build_profile(
         }));
         profile_file = conf.path.clone();
         md5 = Some(conf.md5.clone());
-        source = ProfileSource::SemsFile(path, Default::default());
+        source = ProfileSource::SemsFile(path, defaults.clone());
     }
     for (key, v) in &opts {
         if key == "sems_file" {
@@ -191,7 +216,7 @@ fn build_profile(
         // Edited inline: a reload must go through the whole configuration.
         source = ProfileSource::Inline;
     }
-    let profile = Profile::build(name, &profile_file, md5, options)?;
+    let profile = Profile::build(name, &profile_file, md5, sems::with_defaults(defaults, options))?;
     warnings.extend(profile.not_applied.iter().map(|w| format!("{file}: profile '{name}': {w}")));
     Ok((profile, source))
 }

@@ -43,8 +43,18 @@ fn list(v: &str) -> impl Iterator<Item = &str> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// Reads `sbc.conf` and everything it names.
-pub fn import(path: &Path, interfaces: &[String]) -> Result<Import, ConfigError> {
+/// A profile's options after the defaults that stand before them (`sbc.conf`'s session
+/// timers, the YAML's `profile_defaults`, `sems.conf`'s routing settings): its own value
+/// wins, but an empty one leaves the default standing, as SEMS falls back on an empty value.
+pub fn with_defaults(defaults: &[RawOption], own: impl IntoIterator<Item = RawOption>) -> Vec<RawOption> {
+    let mut options = defaults.to_vec();
+    options.extend(own.into_iter().filter(|o| !o.value.trim().is_empty() || !defaults.iter().any(|d| d.key == o.key)));
+    options
+}
+
+/// Reads `sbc.conf` and everything it names; `more_defaults` (the YAML's `profile_defaults`)
+/// stand after `sbc.conf`'s own defaults, before each profile's options.
+pub fn import(path: &Path, interfaces: &[String], more_defaults: &[RawOption]) -> Result<Import, ConfigError> {
     let conf = ConfFile::load(path)?;
     let file = conf.path.clone();
     let mut warnings = conf.warnings.clone();
@@ -70,7 +80,9 @@ pub fn import(path: &Path, interfaces: &[String]) -> Result<Import, ConfigError>
     let mut snapshot = Snapshot::transparent(&file, interfaces.to_vec());
     snapshot.profiles.clear();
     snapshot.profile_sources.clear();
+    defaults.extend(more_defaults.iter().cloned());
     let defaults: Arc<[RawOption]> = defaults.into();
+    snapshot.profile_defaults = defaults.clone();
     if let Some(e) = conf.get("profiles") {
         for name in list(&e.value) {
             let p = profiles_dir.join(format!("{name}.sbcprofile.conf"));
@@ -127,7 +139,7 @@ pub fn load_profile_file(
         file: e.file.clone(),
         line: Some(e.line),
     });
-    let options = defaults.iter().cloned().chain(own).collect();
+    let options = with_defaults(defaults, own);
     let profile = Profile::build(name, &conf.path, Some(conf.md5.clone()), options)?;
     let mut warnings = conf.warnings;
     warnings.extend(profile.not_applied.iter().map(|w| format!("{}: profile '{name}': {w}", conf.path)));

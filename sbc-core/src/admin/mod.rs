@@ -244,11 +244,12 @@ impl Control for AdminControl {
         if !path.is_absolute() || path.extension().is_none_or(|e| e != "conf") {
             return Err(ApiError::bad_request("file must be an absolute path to a *.sbcprofile.conf file"));
         }
-        let result = sems::load_profile_file(name, &path, &[]).map_err(bad).and_then(|(profile, warnings)| {
+        let defaults = self.store.load().profile_defaults.clone();
+        let result = sems::load_profile_file(name, &path, &defaults).map_err(bad).and_then(|(profile, warnings)| {
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            self.publish_profile(profile, ProfileSource::SemsFile(path, Default::default()))
+            self.publish_profile(profile, ProfileSource::SemsFile(path, defaults))
         });
         self.published(name, result, "loaded")
     }
