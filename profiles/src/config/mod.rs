@@ -9,6 +9,7 @@ mod call_control;
 mod capture;
 mod cluster;
 mod limits;
+pub mod migrate;
 mod profiles_yaml;
 mod routing;
 pub mod sems;
@@ -347,9 +348,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Loads and validates a YAML file, or a SEMS `sbc.conf` (a file ending in `.conf`).
+    /// Loads and validates a YAML file, a SEMS `sems.conf` (with everything it names:
+    /// [`migrate`]) or a SEMS `sbc.conf` (another file ending in `.conf`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
+        if migrate::is_sems_core(path) {
+            return Self::from_migration(&migrate::translate(path)?);
+        }
         if path.extension().is_some_and(|e| e == "conf") {
             let mut cfg = Self::embedded()?;
             cfg.source = file.clone();
@@ -360,6 +365,16 @@ impl Config {
         }
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file(&file, format!("cannot read: {e}")))?;
         Self::from_yaml_at(&text, &file, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// The configuration a SEMS installation migrates to; its errors name the SEMS line.
+    pub fn from_migration(m: &migrate::Migration) -> Result<Self, ConfigError> {
+        let mut cfg = Self::from_yaml_at(&m.yaml, &m.yaml_name(), Path::new("/")).map_err(|e| m.locate(e))?;
+        cfg.source = m.source.display().to_string();
+        let mut warnings = m.notes.clone();
+        warnings.append(&mut cfg.warnings);
+        cfg.warnings = warnings;
+        Ok(cfg)
     }
 
     /// Interface names profiles may refer to.
