@@ -74,6 +74,15 @@ enum Command {
         #[arg(long, default_value = "udp", value_parser = parse_transport)]
         transport: sbc_core::b2bua::Transport,
     },
+    /// Write the YAML configuration of a SEMS installation: its sems.conf, the sbc.conf and
+    /// module configurations it names, with a comment on each key changed or not applied.
+    Migrate {
+        /// SEMS's sems.conf, or the folder that holds it.
+        sems: PathBuf,
+        /// Where to write the YAML (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Read or set cc_prepaid balances (seconds), also while sbcd runs.
     Prepaid {
         /// The balance database (call_control.cc_prepaid.db of the configuration).
@@ -148,6 +157,23 @@ fn prepaid(db: &std::path::Path, action: &PrepaidAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `sbcd migrate`: the YAML is written only once it loads as it is.
+fn migrate(sems: &std::path::Path, output: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let m = sbc_core::config::migrate::translate(sems)?;
+    let cfg = Config::from_migration(&m)?;
+    callcontrol::modules::dry_run(&callcontrol::modules::ModuleSettings::of(&cfg)).check(&cfg.profiles)?;
+    match output {
+        Some(path) => std::fs::write(path, &m.yaml).with_context(|| path.display().to_string())?,
+        None => print!("{}", m.yaml),
+    }
+    eprintln!(
+        "sbcd: {} migrated; {} setting(s) changed or not applied, listed at the end of the YAML",
+        m.source.display(),
+        cfg.warnings.len()
+    );
+    Ok(())
+}
+
 fn parse_transport(s: &str) -> Result<sbc_core::b2bua::Transport, String> {
     sbc_core::b2bua::Transport::from_name(s.as_bytes()).ok_or_else(|| format!("'{s}' is not udp, tcp or tls"))
 }
@@ -167,6 +193,15 @@ fn main() -> std::process::ExitCode {
             (None, None) => Err(anyhow::anyhow!("--db or --redis is needed")),
         };
         return match done {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sbcd: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    if let Some(Command::Migrate { sems, output }) = &cli.command {
+        return match migrate(sems, output.as_deref()) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sbcd: {e:#}");
