@@ -264,3 +264,18 @@ fn profile_defaults_apply_to_every_profile_that_does_not_set_them() {
     let e = yaml("profile_defaults:\n  outbound_proxy: sip:p\n  no_such_option: 1\n").unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (Some(3), "no_such_option"), "{e}");
 }
+
+/// The SEMS CDR line's keys are checked at load, each error naming its key.
+#[test]
+fn cdr_syslog_format_keys_are_checked() {
+    let key_of = |cdr: &str| yaml(&format!("call_control:\n  cc_syslog_cdr: {{ {cdr} }}\n")).unwrap_err().key;
+    assert_eq!(key_of("syslog_format: csv"), "call_control.cc_syslog_cdr.syslog_format");
+    assert_eq!(key_of("cdr_format: [$ltag]"), "call_control.cc_syslog_cdr.cdr_format", "needs the sems format");
+    assert_eq!(key_of("quoting: false"), "call_control.cc_syslog_cdr.quoting");
+    assert_eq!(key_of("syslog_format: sems, loglevel: 5"), "call_control.cc_syslog_cdr.loglevel");
+    assert_eq!(key_of("syslog_format: sems, cdr_format: [$ltag, \"\"]"), "call_control.cc_syslog_cdr.cdr_format");
+    let cfg = yaml("call_control:\n  cc_syslog_cdr: { syslog_format: sems, loglevel: 0 }\n").unwrap();
+    let cc = &cfg.call_control;
+    assert_eq!(cc.cdr_sems_line, Some(profiles::config::SemsCdrLine { fields: Vec::new(), quoting: true }));
+    assert_eq!(cc.cdr_syslog_severity, 3, "SEMS's 0 is error");
+}

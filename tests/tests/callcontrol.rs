@@ -363,3 +363,44 @@ fn ctl_header_routes_the_call_within_what_the_profile_allows() {
     let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
     sbc_e2e::call_through(&sbcd, "cc_ctl", Transport::Udp, 1);
 }
+
+/// `syslog_format: sems`: the syslog line a SEMS billing parser reads, with `cdr_format`'s
+/// fields, quoting and the severity of `loglevel`, received on a syslog socket of the test's.
+#[test]
+fn cdr_syslog_line_as_sems_writes_it() {
+    let dir = scratch_dir("cdr-sems");
+    let socket = dir.join("log.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    syslog.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let cfg = config(&format!(
+        r#"call_control:
+  cc_syslog_cdr:
+    syslog: true
+    syslog_socket: {}
+    syslog_format: sems
+    prefix: "CDR: "
+    cdr_format: [$ltag, $start_tm, $bill_duration_sec, disposition, invite_code, account, $missing]
+    loglevel: 4
+active_profile: normal
+profiles:
+  normal:
+    call_control: [cdr]
+    cdr_module: cc_syslog_cdr
+    cdr_account: "$fU"
+"#,
+        socket.display()
+    ));
+    let sbcd = Sbcd::start(&["--config", cfg.to_str().unwrap()]);
+    sbc_e2e::call_through(&sbcd, "basic", Transport::Udp, 1);
+    let mut buf = [0u8; 4096];
+    let n = syslog.recv(&mut buf).unwrap_or_else(|e| panic!("no syslog line: {e}\n{}", sbcd.log_text()));
+    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // <133>: facility local0, severity notice (SEMS's loglevel 4).
+    let fields = line.strip_prefix("<133>sbcd: CDR: ").unwrap_or_else(|| panic!("{line}"));
+    let fields: Vec<&str> = fields.split(',').collect();
+    assert_eq!(fields.len(), 7, "{line}");
+    assert!(fields.iter().all(|f| f.starts_with('"') && f.ends_with('"')), "quoted: {line}");
+    assert!(fields[0].trim_matches('"').split('-').count() == 2, "the API's call id: {line}");
+    assert_eq!(fields[1].len(), 21, "YYYY-MM-DD HH:MM:SS in quotes: {line}");
+    assert_eq!(&fields[3..], ["\"answered\"", "\"200\"", "\"sipp\"", "\"\""], "{line}");
+}

@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::{CallControl, CallEnd, Hook, Times};
 
 /// Where records go.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CdrSettings {
     pub csv_file: Option<PathBuf>,
     pub json_file: Option<PathBuf>,
@@ -29,6 +29,27 @@ pub struct CdrSettings {
     pub prefix: String,
     /// fsync after every record.
     pub fsync: bool,
+    /// Syslog lines as SEMS writes them (`cdr_sems.rs`); `None`: the CSV columns.
+    pub sems_line: Option<profiles::config::SemsCdrLine>,
+    /// Syslog severity (RFC 5424 §6.2.1: 6 = info).
+    pub severity: u8,
+    /// The syslog daemon's socket.
+    pub socket: PathBuf,
+}
+
+impl Default for CdrSettings {
+    fn default() -> Self {
+        Self {
+            csv_file: None,
+            json_file: None,
+            syslog: false,
+            prefix: String::new(),
+            fsync: false,
+            sems_line: None,
+            severity: 6,
+            socket: PathBuf::from("/dev/log"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -78,7 +99,7 @@ fn secs(a: Option<SystemTime>, b: Option<SystemTime>) -> String {
     }
 }
 
-fn disposition(end: &CallEnd) -> &'static str {
+pub(super) fn disposition(end: &CallEnd) -> &'static str {
     match (end.answered, end.reason.as_str()) {
         (true, _) => "answered",
         (false, "cancelled") => "canceled",
@@ -92,7 +113,7 @@ fn disposition(end: &CallEnd) -> &'static str {
 /// Longest CDR field in bytes: a header an attacker filled is cut there (ending in "...").
 const MAX_FIELD: usize = 512;
 
-fn bounded(s: &str) -> Cow<'_, str> {
+pub(super) fn bounded(s: &str) -> Cow<'_, str> {
     if s.len() <= MAX_FIELD {
         return Cow::Borrowed(s);
     }
@@ -245,21 +266,26 @@ impl CallControl for Cdr {
             self.write(&self.json, &j);
         }
         if self.settings.syslog {
-            syslog(&format!("{}{csv}", self.settings.prefix));
+            let line = match &self.settings.sems_line {
+                Some(fmt) => super::cdr_sems::line(fmt, hook, times, end),
+                None => csv,
+            };
+            syslog(&self.settings, &format!("{}{line}", self.settings.prefix));
         }
     }
 }
 
-/// One line to the local syslog daemon (facility local0, severity info), if there is one.
-fn syslog(line: &str) {
+/// One line to the local syslog daemon (facility local0), if there is one.
+fn syslog(settings: &CdrSettings, line: &str) {
     #[cfg(unix)]
     {
         let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
-        // <134> = local0 (16) * 8 + info (6)
-        let _ = sock.send_to(format!("<134>sbcd: {line}").as_bytes(), "/dev/log");
+        // PRI = facility local0 (16) * 8 + severity (RFC 5424 §6.2.1)
+        let pri = 16 * 8 + u32::from(settings.severity);
+        let _ = sock.send_to(format!("<{pri}>sbcd: {line}").as_bytes(), &settings.socket);
     }
     #[cfg(not(unix))]
-    let _ = line;
+    let _ = (settings, line);
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod call_timer;
 mod cdr;
+mod cdr_sems;
 mod cps;
 mod ctl;
 mod pcalls;
@@ -134,6 +135,9 @@ impl ModuleSettings {
                 syslog: c.cdr_syslog,
                 prefix: c.cdr_prefix.clone(),
                 fsync: c.cdr_fsync,
+                sems_line: c.cdr_sems_line.clone(),
+                severity: c.cdr_syslog_severity,
+                socket: c.cdr_syslog_socket.clone(),
             },
             prepaid_db: c.prepaid_db.clone(),
             prepaid_refuse_code: c.prepaid_refuse_code,

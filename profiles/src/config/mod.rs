@@ -26,8 +26,8 @@ use serde_saphyr::Spanned;
 pub use crate::error::ConfigError;
 use crate::store::Snapshot;
 pub use admission::{AdmissionSettings, Cidr};
-pub use call_control::CallControlSettings;
 use call_control::FileCallControl;
+pub use call_control::{CallControlSettings, SemsCdrLine};
 pub use capture::{CaptureSettings, HepSettings, HepTarget};
 pub use cluster::{redacted as redacted_redis_url, ClusterSettings, RedisAddr};
 pub use routing::HealthSettings;
@@ -536,6 +536,7 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
             return Err(err(None, key, format!("{code} is not a 3xx-6xx reply code")));
         }
     }
+    let (cdr_sems_line, cdr_syslog_severity) = cc.cc_syslog_cdr.syslog_line().map_err(|(k, m)| err(None, &k, m))?;
     if cc.hook_timeout_ms == 0 {
         return Err(err(None, "call_control.hook_timeout_ms", "must be at least 1".into()));
     }
@@ -662,6 +663,9 @@ fn validate(f: FileConfig, file: &str, dir: &Path) -> Result<Config, ConfigError
             cdr_syslog: cc.cc_syslog_cdr.syslog,
             cdr_prefix: cc.cc_syslog_cdr.prefix.clone(),
             cdr_fsync: cc.cc_syslog_cdr.fsync,
+            cdr_sems_line,
+            cdr_syslog_severity,
+            cdr_syslog_socket: cc.cc_syslog_cdr.syslog_socket.clone().into(),
             prepaid_db: cc.cc_prepaid.db.as_ref().map(Into::into),
             prepaid_refuse_code: cc.cc_prepaid.refuse_code,
             prepaid_refuse_reason: cc.cc_prepaid.refuse_reason.clone(),
