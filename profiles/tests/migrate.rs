@@ -60,7 +60,9 @@ fn a_sems_installation_loads_as_it_is() {
     assert!(warned(&format!("sems.conf:{}: fork: not applied", line_of("fork"))), "{:#?}", cfg.warnings);
     assert!(warned(&format!("sems.conf:{}: sip_timer_b: ignored", line_of("sip_timer_b"))));
     assert!(warned(&format!("sems.conf:{}: sig_sock_opts_extern: not applied", line_of("sig_sock_opts_extern"))));
-    assert!(warned("cc_syslog_cdr.conf:3: quoting_enabled: not applied"));
+    let line = cc.cdr_sems_line.as_ref().expect("SEMS's CDR lines");
+    assert!(line.quoting && line.fields[..2] == ["$ltag", "$start_tm"], "{line:?}");
+    assert_eq!(cc.cdr_syslog_severity, 6, "loglevel 2: info");
     assert!(warned(&format!("sems.conf:{}: session_limit: sbcd refuses", line_of("session_limit"))));
 }
 

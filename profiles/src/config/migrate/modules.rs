@@ -54,15 +54,24 @@ pub(super) fn write(y: &mut Yaml, dir: &Path, notes: &mut Notes) -> Result<(), C
     }
     y.key(2, "cc_syslog_cdr", "", None, None);
     y.key(4, "syslog", "true", Some("SEMS's cc_syslog_cdr writes to syslog"), None);
+    y.key(4, "syslog_format", "sems", Some("its lines, as SEMS writes them"), None);
     if let Some(c) = load(dir, "cc_syslog_cdr.conf")? {
         unknown_keys(&c, &["cdr_prefix", "loglevel", "quoting_enabled", "cdr_format"], notes);
         if let Some(e) = c.get("cdr_prefix") {
-            y.key(4, "prefix", &quoted(&e.value), Some("cc_syslog_cdr.conf cdr_prefix"), Some(e.into()));
+            y.key(4, "prefix", &quoted(&e.value), Some("cdr_prefix"), Some(e.into()));
         }
-        for key in ["loglevel", "quoting_enabled", "cdr_format"] {
-            if let Some(e) = c.get(key) {
-                notes.push(e.into(), "not applied by this version: CDRs keep sbcd's format");
-            }
+        if let Some(e) = c.get("cdr_format") {
+            let items: Vec<String> = e.value.split(',').map(str::trim).filter(|i| !i.is_empty()).map(quoted).collect();
+            y.key(4, "cdr_format", &format!("[{}]", items.join(", ")), Some("cdr_format"), Some(e.into()));
+        }
+        if let Some(e) = c.get("quoting_enabled") {
+            let on = e.value.trim() == "yes";
+            y.key(4, "quoting", if on { "true" } else { "false" }, Some("quoting_enabled"), Some(e.into()));
+        }
+        if let Some(e) = c.get("loglevel") {
+            // SEMS caps it at 4 (notice).
+            let level: u64 = number(e)?;
+            y.key(4, "loglevel", &level.min(4).to_string(), Some("loglevel"), Some(e.into()));
         }
     }
     y.comment(2, "cc_prepaid: SEMS keeps balances in memory; sbcd keeps them in cc_prepaid.db, to be set before a profile uses cc_prepaid");
