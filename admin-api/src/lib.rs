@@ -75,6 +75,11 @@ pub trait Control: Send + Sync + 'static {
     fn health(&self) -> Health;
     /// Next hops probed or blacklisted.
     fn next_hops(&self) -> Vec<NextHopInfo>;
+    /// cc_prepaid's balances: the node's database, or the cluster's (one balance per account
+    /// for `Get`, `Set`, `Add` and `Subtract`). Not found without cc_prepaid balances.
+    fn prepaid(&self, _op: PrepaidOp) -> impl Future<Output = Result<Vec<Balance>, ApiError>> + Send {
+        async { Err(ApiError::not_found("cc_prepaid keeps no balances here (call_control.cc_prepaid.db)")) }
+    }
     /// Counters as JSON (the same numbers as `/metrics`).
     fn stats(&self) -> serde_json::Value;
     /// The Prometheus text exposition.

@@ -297,3 +297,29 @@ pub struct Changed {
 pub struct ErrorBody {
     pub error: String,
 }
+
+/// A cc_prepaid account's balance, in seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Balance {
+    pub account: String,
+    pub seconds: i64,
+}
+
+/// Seconds to set a balance to, or to add or subtract.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct Credit {
+    pub seconds: i64,
+}
+
+/// What is asked of cc_prepaid's balances (SEMS's DI functions `getCredit`, `setCredit`,
+/// `addCredit`, `subtractCredit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepaidOp {
+    List,
+    Get(String),
+    Set(String, i64),
+    /// Creates the account at 0 first.
+    Add(String, i64),
+    /// An existing account only.
+    Subtract(String, i64),
+}

@@ -40,11 +40,13 @@ type Res<T> = Result<Json<T>, ApiError>;
     paths(
         list_profiles, load_profile, reload_profile, reload_profiles, get_active_profile, set_active_profile,
         list_regex_maps, set_regex_map, list_calls, get_call, get_call_trace, teardown_call, list_registrations, list_next_hops, get_call_control,
-        load_call_control_modules, explain, reload_tls, health, stats, metrics
+        load_call_control_modules, explain, reload_tls, list_balances, get_balance, set_balance, add_credit,
+        subtract_credit, health, stats, metrics
     ),
     components(schemas(
         ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, CallTrace, TracedMessage, RegistrationInfo,
-        CallControlInfo, CcInstanceInfo, NextHopInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, TlsHealth, TlsReloaded, Changed, ErrorBody
+        CallControlInfo, CcInstanceInfo, NextHopInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, TlsHealth, TlsReloaded, Changed, ErrorBody,
+        Balance, Credit
     )),
     modifiers(&BearerAuth)
 )]
@@ -87,6 +89,11 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/calls/{id}", get(get_call::<C>))
         .route("/calls/{id}", delete(teardown_call::<C>))
         .route("/calls/{id}/trace", get(get_call_trace::<C>))
+        // A cluster's balances are the cluster's: no node scope either.
+        .route("/prepaid", get(list_balances::<C>))
+        .route("/prepaid/{account}", get(get_balance::<C>).put(set_balance::<C>))
+        .route("/prepaid/{account}/add", post(add_credit::<C>))
+        .route("/prepaid/{account}/subtract", post(subtract_credit::<C>))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token::<C>));
     Router::new()
         .route("/health", get(health::<C>))
@@ -282,6 +289,54 @@ async fn teardown_call<C: Control>(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.control.teardown(&id).await.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/prepaid", responses((status = 200, body = [Balance]), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
+async fn list_balances<C: Control>(State(s): State<AppState<C>>) -> Res<Vec<Balance>> {
+    s.control.prepaid(PrepaidOp::List).await.map(Json)
+}
+
+/// The one balance an operation on an account answers with.
+async fn one<C: Control>(s: &AppState<C>, op: PrepaidOp) -> Res<Balance> {
+    let mut found = s.control.prepaid(op).await?;
+    found.pop().map(Json).ok_or_else(|| ApiError::internal("no balance came back"))
+}
+
+/// Seconds added or subtracted are counted up from 0.
+fn amount(c: &Credit) -> Result<i64, ApiError> {
+    (c.seconds >= 0).then_some(c.seconds).ok_or_else(|| ApiError::bad_request("seconds must not be negative"))
+}
+
+#[utoipa::path(get, path = "/prepaid/{account}", responses((status = 200, body = Balance), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn get_balance<C: Control>(State(s): State<AppState<C>>, Path(account): Path<String>) -> Res<Balance> {
+    one(&s, PrepaidOp::Get(account)).await
+}
+
+#[utoipa::path(put, path = "/prepaid/{account}", request_body = Credit, responses((status = 200, body = Balance), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn set_balance<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(account): Path<String>,
+    Json(c): Json<Credit>,
+) -> Res<Balance> {
+    one(&s, PrepaidOp::Set(account, c.seconds)).await
+}
+
+#[utoipa::path(post, path = "/prepaid/{account}/add", request_body = Credit, responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn add_credit<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(account): Path<String>,
+    Json(c): Json<Credit>,
+) -> Res<Balance> {
+    one(&s, PrepaidOp::Add(account, amount(&c)?)).await
+}
+
+#[utoipa::path(post, path = "/prepaid/{account}/subtract", request_body = Credit, responses((status = 200, body = Balance), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn subtract_credit<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(account): Path<String>,
+    Json(c): Json<Credit>,
+) -> Res<Balance> {
+    one(&s, PrepaidOp::Subtract(account, amount(&c)?)).await
 }
 
 #[utoipa::path(get, path = "/call-control", responses((status = 200, body = CallControlInfo)), security(("bearer" = [])))]

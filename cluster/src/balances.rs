@@ -330,6 +330,33 @@ pub async fn set_balance(conn: &Connection, prefix: &str, account: &str, seconds
     conn.run(|mut c| async move { redis::cmd("SET").arg(&key).arg(seconds).query_async(&mut c).await }).await
 }
 
+/// Adds to an account's balance, creating it at 0 first (SEMS's `addCredit`); the new balance.
+pub async fn add_credit(conn: &Connection, prefix: &str, account: &str, seconds: i64) -> Result<i64, StoreError> {
+    let key = balance_key(prefix, account);
+    conn.run(|mut c| async move { redis::cmd("INCRBY").arg(&key).arg(seconds).query_async(&mut c).await }).await
+}
+
+/// Lua: DECRBY only an account that exists.
+const SUBTRACT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('DECRBY', KEYS[1], ARGV[1])
+end
+return false
+";
+
+/// Takes from an existing account's balance (SEMS's `subtractCredit`); the new balance, or
+/// `None` without such an account.
+pub async fn subtract_credit(
+    conn: &Connection,
+    prefix: &str,
+    account: &str,
+    seconds: i64,
+) -> Result<Option<i64>, StoreError> {
+    let key = balance_key(prefix, account);
+    conn.run(|mut c| async move { redis::Script::new(SUBTRACT).key(&key).arg(seconds).invoke_async(&mut c).await })
+        .await
+}
+
 /// Every account and its balance, by account.
 pub async fn balances(conn: &Connection, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
     let head = balance_key(prefix, "");

@@ -404,3 +404,35 @@ profiles:
     assert_eq!(fields[1].len(), 21, "YYYY-MM-DD HH:MM:SS in quotes: {line}");
     assert_eq!(&fields[3..], ["\"answered\"", "\"200\"", "\"sipp\"", "\"\""], "{line}");
 }
+
+/// SEMS's `addCredit` and `subtractCredit` (and `getCredit`, `setCredit`): through the API and
+/// `sbcd prepaid` while sbcd runs, on the database the module uses; a call is then granted
+/// what is left, and pays for it.
+#[test]
+fn credit_is_added_and_subtracted_through_the_api_and_the_cli() {
+    let db = scratch_dir("prepaid-credit").join("balances.sqlite");
+    let sbcd = Sbcd::start(&["--config", prepaid_config(&db).to_str().unwrap()]);
+    let api = |method: &str, path: &str, body: Option<&str>| http(&sbcd, method, path, None, body);
+    assert_eq!(
+        api("POST", "/prepaid/sipp/add", Some(r#"{"seconds":5}"#)),
+        (200, r#"{"account":"sipp","seconds":5}"#.into())
+    );
+    assert_eq!(prepaid_cli(&db, &["add", "sipp", "2"]), "sipp 7");
+    assert_eq!(api("POST", "/prepaid/sipp/subtract", Some(r#"{"seconds":4}"#)).1, r#"{"account":"sipp","seconds":3}"#);
+    assert_eq!(api("GET", "/prepaid/sipp", None).1, r#"{"account":"sipp","seconds":3}"#);
+    assert_eq!(api("GET", "/prepaid", None).1, r#"[{"account":"sipp","seconds":3}]"#);
+    assert_eq!(api("POST", "/prepaid/nobody/subtract", Some(r#"{"seconds":1}"#)).0, 404, "subtract needs the account");
+    assert_eq!(api("POST", "/prepaid/sipp/add", Some(r#"{"seconds":-1}"#)).0, 400);
+    let cli = std::process::Command::new(sbc_e2e::sbcd_bin())
+        .args(["prepaid", "--db", db.to_str().unwrap(), "subtract", "nobody", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(cli.status.code(), Some(2), "{}", String::from_utf8_lossy(&cli.stderr));
+
+    let uas_port = free_port();
+    let uas = sipp_uas("uas_cc_timer.xml", uas_port, Transport::Udp, 1);
+    let (out, _) = uac(&sbcd, "uac_cc_timer.xml", uas_port, &["sipp"], 1, &[]);
+    assert!(out.status.success() && uas.wait(Duration::from_secs(30)).status.success(), "{}", sbcd.log_text());
+    eventually(Duration::from_secs(10), || api("GET", "/prepaid/sipp", None).1.contains("\"seconds\":0"));
+    assert_eq!(api("GET", "/prepaid/sipp", None).1, r#"{"account":"sipp","seconds":0}"#, "the 3 s granted were paid");
+}

@@ -135,3 +135,20 @@ fn a_late_reservation_is_released_and_a_process_without_its_lease_is_refused() {
     assert_eq!(redis.cli(&["EXISTS", "p4:prepaid:calls:ua"]), "0");
     drop(uas);
 }
+
+/// SEMS's `addCredit` and `subtractCredit` on a cluster's balances: through one node's API and
+/// `sbcd prepaid --redis`; every node sees the result.
+#[test]
+fn credit_is_added_and_subtracted_on_the_clusters_balances() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes(&redis, PREPAID, "p4");
+    let (status, body) = sbc_e2e::http(&a, "POST", "/prepaid/ua/add", None, Some(r#"{"seconds":30}"#));
+    assert_eq!((status, body.as_str()), (200, r#"{"account":"ua","seconds":30}"#));
+    assert_eq!(prepaid_cli(&redis, "p4", &["subtract", "ua", "10"]), "ua 20");
+    assert_eq!(prepaid_cli(&redis, "p4", &["add", "ua", "5"]), "ua 25");
+    let (_, body) = sbc_e2e::http(&b, "GET", "/prepaid/ua", None, None);
+    assert_eq!(body, r#"{"account":"ua","seconds":25}"#, "the other node sees it");
+    let (status, _) = sbc_e2e::http(&b, "POST", "/prepaid/nobody/subtract", None, Some(r#"{"seconds":1}"#));
+    assert_eq!(status, 404, "subtract needs the account");
+    assert_eq!(redis.cli(&["EXISTS", "p4:prepaid:bal:nobody"]), "0", "and creates none");
+}

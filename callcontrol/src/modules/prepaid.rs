@@ -63,6 +63,27 @@ pub fn set_balance(c: &Connection, account: &str, seconds: i64) -> rusqlite::Res
     Ok(())
 }
 
+/// Adds to a balance, creating the account at 0 first (SEMS's `addCredit`); the new balance.
+pub fn add_credit(c: &Connection, account: &str, seconds: i64) -> rusqlite::Result<i64> {
+    c.query_row(
+        "INSERT INTO balances(account, seconds) VALUES (?1, ?2)
+         ON CONFLICT(account) DO UPDATE SET seconds = seconds + ?2 RETURNING seconds",
+        params![account, seconds],
+        |r| r.get(0),
+    )
+}
+
+/// Takes from an existing account's balance (SEMS's `subtractCredit`); the new balance, or
+/// `None` without such an account.
+pub fn subtract_credit(c: &Connection, account: &str, seconds: i64) -> rusqlite::Result<Option<i64>> {
+    c.query_row(
+        "UPDATE balances SET seconds = seconds - ?2 WHERE account = ?1 RETURNING seconds",
+        params![account, seconds],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 /// Every account and its balance.
 pub fn balances(c: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
     let mut st = c.prepare("SELECT account, seconds FROM balances ORDER BY account")?;

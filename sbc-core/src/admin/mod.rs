@@ -4,6 +4,7 @@
 mod calls;
 mod https;
 mod peers;
+mod prepaid;
 pub use calls::CallViews;
 pub use https::serve_api;
 pub use peers::PeerAnswers;
@@ -380,6 +381,10 @@ impl Control for AdminControl {
                 Err(ApiError::not_found(format!("call {id} is on node {node}: ask that node's API for its trace")))
             }
         }
+    }
+
+    async fn prepaid(&self, op: PrepaidOp) -> Result<Vec<Balance>, ApiError> {
+        prepaid::run(self.runtime.cluster(), self.config.call_control.prepaid_db.clone(), op).await
     }
 
     async fn teardown(&self, id: &str) -> Result<(), ApiError> {

@@ -105,6 +105,10 @@ enum PrepaidAction {
     Get { account: String },
     /// Set an account's balance (creates the account).
     Set { account: String, seconds: i64 },
+    /// Add to an account's balance, creating it at 0 first (SEMS's addCredit).
+    Add { account: String, seconds: u32 },
+    /// Take from an existing account's balance (SEMS's subtractCredit).
+    Subtract { account: String, seconds: u32 },
     /// Print every account and its balance.
     List,
 }
@@ -124,6 +128,16 @@ fn prepaid_in_redis(url: &str, prefix: &str, action: &PrepaidAction) -> anyhow::
             PrepaidAction::Set { account, seconds } => {
                 balances::set_balance(&conn, prefix, account, *seconds).await?;
                 println!("{account} {seconds}");
+            }
+            PrepaidAction::Add { account, seconds } => {
+                let now = balances::add_credit(&conn, prefix, account, i64::from(*seconds)).await?;
+                println!("{account} {now}");
+            }
+            PrepaidAction::Subtract { account, seconds } => {
+                match balances::subtract_credit(&conn, prefix, account, i64::from(*seconds)).await? {
+                    Some(now) => println!("{account} {now}"),
+                    None => anyhow::bail!("no account '{account}'"),
+                }
             }
             PrepaidAction::List => {
                 for (a, s) in balances::balances(&conn, prefix).await? {
@@ -147,6 +161,15 @@ fn prepaid(db: &std::path::Path, action: &PrepaidAction) -> anyhow::Result<()> {
         PrepaidAction::Set { account, seconds } => {
             prepaid::set_balance(&c, account, *seconds)?;
             println!("{account} {seconds}");
+        }
+        PrepaidAction::Add { account, seconds } => {
+            println!("{account} {}", prepaid::add_credit(&c, account, i64::from(*seconds))?);
+        }
+        PrepaidAction::Subtract { account, seconds } => {
+            match prepaid::subtract_credit(&c, account, i64::from(*seconds))? {
+                Some(now) => println!("{account} {now}"),
+                None => anyhow::bail!("no account '{account}'"),
+            }
         }
         PrepaidAction::List => {
             for (a, s) in prepaid::balances(&c)? {
