@@ -140,6 +140,11 @@ pub struct CallPlan {
     /// naming the binding in a signed header (sbc-core/engine/src/b2bua/peer_relay.rs).
     #[serde(default)]
     pub peer_relay: Option<String>,
+    /// The values of the per-call options and of the fixed options call control set that the
+    /// call's own profile was built with (`per_call.rs`): a node adopting the call builds it
+    /// again from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_call: Vec<(String, String)>,
     /// Every pattern option that was set, with its expansion (for `explain` and debug logs;
     /// not in the serialised form).
     #[serde(skip)]

@@ -22,6 +22,7 @@ pub mod evaluate;
 pub mod filters;
 pub mod options;
 pub mod pattern;
+pub mod per_call;
 pub mod profile;
 pub mod regex_map;
 pub mod reply;

@@ -121,6 +121,9 @@ pub struct Profile {
     /// `call_control`: the instances, in order.
     pub call_control: Vec<CcInstanceSpec>,
 
+    /// Options SEMS expands per call that are fixed values here, written with a variable: the
+    /// profile is built again for each call with their expansions (`per_call.rs`).
+    pub per_call: crate::per_call::PerCall,
     /// Every option as written, for `explain` and the management API.
     pub options: Vec<RawOption>,
     /// Recognised options this version does not apply, with why (reported at load).
@@ -446,6 +449,21 @@ pub fn parse_refuse(s: &str) -> Result<(u16, String), String> {
 impl Profile {
     /// Validates and compiles `options`. Errors name the option's file, line and key.
     pub fn build(name: &str, file: &str, md5: Option<String>, options: Vec<RawOption>) -> Result<Self, ConfigError> {
+        let (per_call, fixed) = crate::per_call::split(options.clone())?;
+        let mut p = Self::build_for_call(name, file, md5, fixed)?;
+        p.per_call = per_call;
+        p.options = options;
+        Ok(p)
+    }
+
+    /// A profile whose every value is taken literally: the fixed part of one being loaded, or
+    /// a call's, its per-call options expanded (`per_call.rs`).
+    pub(crate) fn build_for_call(
+        name: &str,
+        file: &str,
+        md5: Option<String>,
+        options: Vec<RawOption>,
+    ) -> Result<Self, ConfigError> {
         let mut p = Self { name: name.to_string(), file: file.to_string(), md5, ..Self::default() };
         let cc_names: Vec<String> = options
             .iter()
@@ -512,7 +530,7 @@ impl Profile {
                 "rtprelay_interface" | "aleg_rtprelay_interface" => {
                     let name = o.value.trim();
                     if name.contains('$') {
-                        return Err(e("a media interface name is fixed text (no variables)".into()));
+                        return Err(e(format!("'{name}' is not an interface name")));
                     }
                     let v = (!name.is_empty() && name != "default").then(|| name.to_string());
                     if o.key == "rtprelay_interface" {
@@ -539,7 +557,7 @@ impl Profile {
                 }
                 "codec_preference" | "codec_preference_aleg" => {
                     if o.value.contains('$') {
-                        return Err(e("a codec list is fixed text (no variables)".into()));
+                        return Err(e(format!("'{}' is not a codec list", o.value)));
                     }
                     let list = CodecPref::parse_list(&o.value).map_err(&e)?;
                     if o.key == "codec_preference" {

@@ -13,7 +13,7 @@ mod expand;
 mod request;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use compile::PatternError;
 pub use expand::Env;

@@ -272,11 +272,30 @@ impl Engine {
         overrides: &BTreeMap<String, String>,
     ) -> Chosen {
         let can_sign = self.cfg.reg_cache.relay_key().is_some();
+        // Options SEMS expands per call, and fixed options call control set: the call gets a
+        // profile of its own (`profiles/src/per_call.rs`), never shared.
+        let Some(per_call) = self.with_env(req, Some(&profile), cc_vars, |env| profile.per_call_values(env, overrides))
+        else {
+            return Chosen::Fail;
+        };
+        let own = !per_call.is_empty();
+        let profile = match own.then(|| profile.with_values(&per_call)) {
+            None => profile,
+            Some(Ok(p)) => Arc::new(p),
+            Some(Err(e)) => {
+                tracing::warn!(profile = %profile.name, "{e}");
+                return Chosen::Fail;
+            }
+        };
         match self.with_env(req, Some(&profile), cc_vars, |env| profile.evaluate_with(env, overrides)) {
             Some(Ok(mut plan)) => match retarget_registered(req, &profile, &mut plan, can_sign) {
                 Ok(via_peer) => {
                     if via_peer {
                         self.stats.bump(super::Counter::RelayedToPeer);
+                    }
+                    if own {
+                        plan.per_call = per_call;
+                        return Chosen::Go(Arc::new(CallRules { profile, plan }));
                     }
                     Chosen::Go(self.shared_rules(profile, plan))
                 }

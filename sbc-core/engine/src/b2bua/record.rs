@@ -130,6 +130,8 @@ pub enum AdoptError {
     Format(u32),
     #[error("no profile named '{0}' is loaded")]
     UnknownProfile(String),
+    #[error("profile '{0}' does not take this call's values: {1}")]
+    CallProfile(String, String),
     #[error("no {transport} socket on an interface named '{interface}'")]
     NoSocket { interface: String, transport: Transport },
     #[error("the call belongs to shard {0}")]
@@ -257,11 +259,16 @@ impl Engine {
             return Err(AdoptError::WrongShard(record.shard));
         }
         let snapshot = self.cfg.profiles.load();
-        let profile = snapshot
+        let mut profile = snapshot
             .profiles
             .get(&record.profile)
             .cloned()
             .ok_or_else(|| AdoptError::UnknownProfile(record.profile.clone()))?;
+        if !record.plan.per_call.is_empty() {
+            // The call's own profile (`profiles/src/per_call.rs`), as the node that set it up built it.
+            let own = profile.with_values(&record.plan.per_call);
+            profile = Arc::new(own.map_err(|e| AdoptError::CallProfile(record.profile.clone(), e.to_string()))?);
+        }
         let legs = [self.leg_from(&record.legs[0])?, self.leg_from(&record.legs[1])?];
         let tags_unusable = legs[0].local_tag.is_empty() || legs[0].local_tag == legs[1].local_tag;
         if tags_unusable || legs.iter().any(|l| self.dialogs.contains_key(&l.local_tag)) {

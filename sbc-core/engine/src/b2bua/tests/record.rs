@@ -182,3 +182,33 @@ fn an_adopted_call_gets_a_media_timeout_from_the_takeover() {
     assert!(out.iter().any(|s| s.msg.method() == Some(Method::Bye)), "silent for a whole timeout: ended");
     assert_eq!(second.engine.stats.get(Counter::MediaTimeouts), 1);
 }
+
+/// A call whose profile was built for it (`session_expires` from a header,
+/// `profiles/src/per_call.rs`) is adopted with that profile: the record carries its values.
+#[test]
+fn a_call_with_a_profile_of_its_own_is_adopted_with_it() {
+    const OWN: &str =
+        "active_profile: own\nprofiles:\n  own:\n    enable_session_timer: yes\n    session_expires: \"$H(X-SE)\"\n";
+    let mut first = Harness::with_yaml(OWN);
+    let out = first.send(ALICE, &invite("rec-own@alice", "X-SE: 300\n"));
+    let b_inv = one(&out, BOB);
+    let se = b_inv.other_header("Session-Expires").map(|v| String::from_utf8_lossy(v).into_owned());
+    assert!(se.as_deref().is_some_and(|v| v.starts_with("300")), "the request's value: {se:?}");
+    let ok_b = response_to(&b_inv, 200, "bt", "Session-Expires: 300;refresher=uac\nRequire: timer\n");
+    let ok = one(&first.send(BOB, &ok_b), ALICE);
+    first.send(
+        ALICE,
+        &in_dialog("ACK", ALICE, &hv(&ok, HeaderName::From), &hv(&ok, HeaderName::To), "rec-own@alice", 10, ""),
+    );
+    let record = first.engine.call_record(first.now, the_call(&first)).expect("recordable");
+    let read: CallRecord = serde_json::from_str(&serde_json::to_string(&record).expect("json")).expect("reads back");
+    assert_eq!(read.plan.per_call, [("session_expires".to_string(), "300".to_string())]);
+
+    let mut second = Harness::with_yaml(OWN);
+    second.engine.ids = IdGen::new([9; 32], 0);
+    second.engine.adopt_call(second.now, &read).expect("adopted");
+    let call = second.engine.calls.values().next().expect("the call");
+    assert_eq!(call.rules.profile.session_timer.map(|t| t.session_expires), Some(300), "the call's own profile");
+    let shared = second.engine.cfg.profiles.load().profiles["own"].session_timer.map(|t| t.session_expires);
+    assert_eq!(shared, Some(120), "the shared one is left as it is (SEMS's default)");
+}
