@@ -100,6 +100,9 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Call-control instances one call may run (dynamic entries included).
+const MAX_CC_INSTANCES: usize = 16;
+
 /// A call-control instance expanded for one call: which module runs it, with which values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CcInstance {
@@ -244,10 +247,36 @@ fn party(option: &'static str, v: &str) -> Result<String, EvalError> {
 
 impl Profile {
     /// The call-control chain expanded against the request (before any module runs, as in
-    /// SEMS: values cannot see `$V()` set by earlier modules).
-    pub fn call_control_chain(&self, env: &Env<'_>) -> Result<Vec<CcInstance>, EvalError> {
+    /// SEMS: values cannot see `$V()` set by earlier modules). A dynamic entry expands to
+    /// `module;key=value,...` specs (SEMS's `cc_dyn_<n>` instances, their values taken
+    /// literally) when the request comes from a `trusted` source, and to nothing otherwise.
+    pub fn call_control_chain(&self, env: &Env<'_>, trusted: bool) -> Result<Vec<CcInstance>, EvalError> {
         let mut out = Vec::with_capacity(self.call_control.len());
+        let mut dynamic = 0;
         for spec in &self.call_control {
+            if spec.dynamic {
+                if !trusted {
+                    tracing::warn!(entry = %spec.name, source = %env.source, "call control from an untrusted source ignored");
+                    continue;
+                }
+                let text = spec.module.expand(env);
+                for one in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    if out.len() >= MAX_CC_INSTANCES {
+                        return Err(EvalError {
+                            option: "call_control",
+                            message: format!("more than {MAX_CC_INSTANCES} instances"),
+                        });
+                    }
+                    let (module, params) = crate::cc_spec::instance(one);
+                    out.push(CcInstance {
+                        name: format!("cc_dyn_{dynamic}"),
+                        module,
+                        params: params.into_iter().collect(),
+                    });
+                    dynamic += 1;
+                }
+                continue;
+            }
             let module = spec.module.expand(env).trim().to_string();
             if module.is_empty() {
                 return Err(EvalError { option: "call_control", message: format!("'{}': no module", spec.name) });

@@ -15,6 +15,7 @@
 //! This crate is a leaf: it knows nothing of the SIP stack (requests are read through
 //! [`pattern::RequestView`]) and does no I/O except reading configuration files.
 
+pub mod cc_spec;
 pub mod conf;
 pub mod config;
 pub mod error;

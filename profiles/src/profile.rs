@@ -23,6 +23,9 @@ pub struct CcInstanceSpec {
     pub name: String,
     pub module: Pattern,
     pub params: Vec<(String, Pattern)>,
+    /// An entry with a variable (`$H(P-Call-Control)`): `module` expands per call to specs
+    /// (`cc_spec.rs`), for requests from trusted sources only.
+    pub dynamic: bool,
 }
 
 /// The parts of the Contact the SBC sends on one leg (`aleg_contact_*`, `bleg_contact_*`).
@@ -568,13 +571,17 @@ impl Profile {
                 }
                 "call_control" => {
                     for entry in o.value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                        if entry.contains('$') {
+                        let dynamic = entry.contains('$');
+                        if dynamic {
                             p.not_applied.push(format!(
-                                "call_control: '{entry}': call-control specs from patterns are not supported yet"
+                                "call_control: '{entry}': expanded per call for requests from trusted sources only \
+                                 (limits.admission.trusted); SEMS takes it from anyone"
                             ));
-                        } else if !p.call_control.iter().any(|c| c.name == entry) {
+                        }
+                        if !p.call_control.iter().any(|c| c.name == entry) {
                             let module = Pattern::compile(entry).map_err(|pe| e(format!("'{entry}': {pe}")))?;
-                            p.call_control.push(CcInstanceSpec { name: entry.to_string(), module, params: Vec::new() });
+                            let name = entry.to_string();
+                            p.call_control.push(CcInstanceSpec { name, module, params: Vec::new(), dynamic });
                         }
                     }
                 }

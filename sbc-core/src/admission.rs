@@ -266,6 +266,9 @@ impl AdmissionControl for Admission {
     fn call_ended(&self, source: IpAddr) {
         Self::call_ended(self, source);
     }
+    fn trusts(&self, source: IpAddr) -> bool {
+        self.cfg.is_trusted(source)
+    }
 }
 
 #[cfg(test)]

@@ -12,68 +12,37 @@
 //! callers should also filter it (`header_filter`), and select this profile only for trusted
 //! sources (e.g. `$M($si=>trusted)`).
 
+use profiles::cc_spec::pairs;
+
 use crate::{CallControl, CcError, Effects, Hook, Verdict};
 
-/// The profile options `cc_ctl` can set.
-pub const CTL_KEYS: &[&str] = &[
-    "RURI",
-    "RURI_host",
-    "From",
-    "To",
-    "Call-ID",
-    "next_hop",
-    "outbound_proxy",
-    "outbound_interface",
-    "append_headers",
+/// What `cc_ctl` can set: the key a spec uses (SEMS's `ctl` names included) and the profile
+/// option it sets. Pattern options are applied by evaluation; the others by building the
+/// call's own profile (`profiles/src/per_call.rs`).
+pub const CTL_KEYS: &[(&str, &str)] = &[
+    ("RURI", "RURI"),
+    ("RURI_host", "RURI_host"),
+    ("From", "From"),
+    ("To", "To"),
+    ("Call-ID", "Call-ID"),
+    ("next_hop", "next_hop"),
+    ("outbound_proxy", "outbound_proxy"),
+    ("outbound_interface", "outbound_interface"),
+    ("append_headers", "append_headers"),
+    ("force_outbound_proxy", "force_outbound_proxy"),
+    ("sst_enabled", "enable_session_timer"),
+    ("sst_aleg_enabled", "enable_aleg_session_timer"),
+    ("rtprelay_enabled", "enable_rtprelay"),
+    ("rtprelay_interface", "rtprelay_interface"),
+    ("aleg_rtprelay_interface", "aleg_rtprelay_interface"),
+    ("headerfilter", "header_filter"),
+    ("header_list", "header_list"),
+    ("messagefilter", "message_filter"),
+    ("message_list", "message_list"),
 ];
 
 #[derive(Debug)]
 pub struct Ctl;
-
-/// `key=value` pairs of a spec (`;`-separated, values may be double-quoted).
-fn pairs(spec: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = spec.trim();
-    if let Some(r) = rest.strip_prefix("ctl;").or_else(|| (rest == "ctl").then_some("")) {
-        rest = r;
-    }
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=').unwrap_or((rest, ""));
-        let key = key.trim().trim_start_matches(';').trim();
-        let (value, next) = if let Some(q) = after.trim_start().strip_prefix('"') {
-            // A quoted value: `\"` and `\\` stand for themselves.
-            let mut value = String::new();
-            let mut end = q.len();
-            let mut chars = q.char_indices();
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '\\' => {
-                        if let Some((_, n)) = chars.next() {
-                            value.push(n);
-                        }
-                    }
-                    '"' => {
-                        end = i + 1;
-                        break;
-                    }
-                    c => value.push(c),
-                }
-            }
-            (value, q[end.min(q.len())..].trim_start().trim_start_matches(';'))
-        } else {
-            let (v, n) = after.split_once(';').unwrap_or((after, ""));
-            (v.to_string(), n)
-        };
-        if !key.is_empty() {
-            out.push((key.to_string(), value.trim().to_string()));
-        }
-        if after.is_empty() {
-            break;
-        }
-        rest = next.trim();
-    }
-    out
-}
 
 impl CallControl for Ctl {
     fn module(&self) -> &'static str {
@@ -89,24 +58,32 @@ impl CallControl for Ctl {
         &["spec", "allow"]
     }
 
+    /// With `spec` and `allow` (a profile's instance), the header's options the profile allows.
+    /// Without them (an instance of a dynamic `call_control` entry, SEMS's `ctl;RURI=...`,
+    /// which only trusted sources get: `evaluate.rs`), the instance's own values.
     fn start(&self, hook: &Hook<'_>, effects: &mut Effects) -> Result<Verdict, CcError> {
-        let allow = hook.param("allow").unwrap_or_default();
+        let (given, allow) = match hook.param("spec") {
+            Some(spec) => (pairs(spec), hook.param("allow").unwrap_or_default()),
+            None => (hook.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(), "*"),
+        };
         let all = allow.trim() == "*";
         let allowed: Vec<&str> = allow.split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
-        for (key, value) in pairs(hook.param("spec").unwrap_or_default()) {
-            let Some(known) = CTL_KEYS.iter().find(|k| k.eq_ignore_ascii_case(&key)) else {
+        for (key, value) in given {
+            let Some((name, option)) = CTL_KEYS.iter().find(|(k, _)| k.eq_ignore_ascii_case(&key)) else {
                 tracing::warn!(call = hook.call.call, key, "cc_ctl: unknown option ignored");
                 continue;
             };
-            if !all && !allowed.iter().any(|a| a.eq_ignore_ascii_case(known)) {
+            if !all && !allowed.iter().any(|a| a.eq_ignore_ascii_case(name) || a.eq_ignore_ascii_case(option)) {
                 tracing::warn!(
                     call = hook.call.call,
-                    key = *known,
+                    key = *name,
                     "cc_ctl: option not allowed by the profile, ignored"
                 );
                 continue;
             }
-            effects.overrides.insert((*known).to_string(), value);
+            // SEMS's lists in a spec are `|`-separated (a `;` would end the value).
+            let value = if option.ends_with("_list") { value.replace('|', ",") } else { value };
+            effects.overrides.insert((*option).to_string(), value);
         }
         Ok(Verdict::Continue)
     }
@@ -115,31 +92,15 @@ impl CallControl for Ctl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use profiles::options::{option, Field};
 
-    /// What `cc_ctl` may set are pattern options of the profile table (`profiles/src/options.rs`).
+    /// Every key sets a profile option: a pattern, or one the call's own profile is built with.
     #[test]
-    fn ctl_keys_are_pattern_options() {
-        for key in CTL_KEYS {
-            let def = profiles::options::option(key).unwrap_or_else(|| panic!("{key} is no profile option"));
-            assert!(matches!(def.field, profiles::options::Field::Pattern(..)), "{key}");
+    fn ctl_keys_are_profile_options() {
+        for (key, name) in CTL_KEYS {
+            let def = option(name).unwrap_or_else(|| panic!("{key}: {name} is no profile option"));
+            assert_eq!(def.status, profiles::options::OptionStatus::Active, "{key}");
+            let _ = matches!(def.field, Field::Pattern(..));
         }
-    }
-
-    #[test]
-    fn spec_pairs() {
-        assert_eq!(
-            pairs("ctl;RURI=sip:a@b;From=\"\\\"X\\\" <sip:x@y>\";next_hop=10.0.0.1:5060"),
-            vec![
-                ("RURI".to_string(), "sip:a@b".to_string()),
-                ("From".to_string(), "\"X\" <sip:x@y>".to_string()),
-                ("next_hop".to_string(), "10.0.0.1:5060".to_string()),
-            ]
-        );
-        assert_eq!(
-            pairs("RURI=sip:a@b; To = <sip:t@u>"),
-            vec![("RURI".into(), "sip:a@b".into()), ("To".into(), "<sip:t@u>".into())]
-        );
-        assert!(pairs("").is_empty());
-        assert!(pairs("ctl").is_empty());
     }
 }

@@ -28,6 +28,9 @@ pub trait AdmissionControl: Send + Sync + std::fmt::Debug {
     fn call_started(&self, source: IpAddr);
     /// A call from `source` ended.
     fn call_ended(&self, source: IpAddr);
+    /// Whether `source` is trusted (`limits.admission.trusted`): what it asks of the SBC in a
+    /// request (a dynamic `call_control` entry) is done.
+    fn trusts(&self, source: IpAddr) -> bool;
 }
 
 /// Takes everything: no limits (tools, tests, `sbcd explain`).
@@ -43,6 +46,9 @@ impl AdmissionControl for Unlimited {
     }
     fn call_started(&self, _source: IpAddr) {}
     fn call_ended(&self, _source: IpAddr) {}
+    fn trusts(&self, _source: IpAddr) -> bool {
+        true
+    }
 }
 
 /// The address a source is counted by: IPv4 as is, IPv6 by its /64 (one subscriber's

@@ -230,7 +230,8 @@ impl Engine {
             };
         }
         if with_cc && !profile.call_control.is_empty() {
-            let chain = self.with_env(req, Some(&profile), &NoCcVars, |env| profile.call_control_chain(env));
+            let trusted = self.cfg.admission.trusts(req.src.remote.ip());
+            let chain = self.with_env(req, Some(&profile), &NoCcVars, |env| profile.call_control_chain(env, trusted));
             return match chain {
                 Some(Ok(chain)) => Chosen::CallControl(CcChoice { profile, chain }),
                 Some(Err(e)) => {

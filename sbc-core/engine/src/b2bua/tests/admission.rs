@@ -37,6 +37,9 @@ impl AdmissionControl for Scripted {
     fn call_ended(&self, _source: IpAddr) {
         self.calls.fetch_sub(1, Ordering::Relaxed);
     }
+    fn trusts(&self, _source: IpAddr) -> bool {
+        false
+    }
 }
 
 #[test]

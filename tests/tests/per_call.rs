@@ -1,0 +1,83 @@
+//! Options SEMS expands per call that are fixed values elsewhere (`enable_rtprelay`,
+//! session-timer values …), and dynamic `call_control` entries (`$H(P-Call-Control)` with
+//! SEMS's `ctl` specs), through sbcd with in-process UAs: each call gets what its request says,
+//! a value that is not what the option takes fails the call, and only trusted sources may
+//! choose call control.
+
+use std::time::Duration;
+
+use sbc_e2e::ua::{sdp, SipText, TestUa};
+use sbc_e2e::*;
+
+const CONFIG: &str = r#"limits:
+  admission:
+    trusted: ["127.0.0.2"]
+active_profile: p
+profiles:
+  p:
+    enable_rtprelay: "$H(X-Relay)"
+    enable_session_timer: "yes"
+    session_expires: "$H(X-SE)"
+    call_control: "$H(P-Call-Control)"
+"#;
+
+/// `caller` calls `callee` with `headers`: the INVITE the callee got (the call is answered and
+/// hung up), or the caller's failure.
+fn call(mut caller: TestUa, callee: &TestUa, headers: &str) -> Result<SipText, SipText> {
+    caller.extra_headers = headers.to_string();
+    let uri = format!("sip:bob@{}", callee.local);
+    let t = std::thread::spawn(move || {
+        let answer = caller.invite(&uri, &sdp("127.0.0.1", 7000, ""));
+        if answer.status() == Some(200) {
+            assert_eq!(caller.bye().status(), Some(200));
+        }
+        answer
+    });
+    let Some(inv) = callee.recv_request(Duration::from_secs(3)) else {
+        return Err(t.join().expect("caller"));
+    };
+    callee.answer(&inv, &sdp("127.0.0.1", 7002, ""));
+    let _ack = callee.recv_request(Duration::from_secs(5)).expect("ACK");
+    let bye = callee.recv_request(Duration::from_secs(5)).expect("BYE");
+    callee.ok(&bye);
+    assert_eq!(t.join().expect("caller").status(), Some(200));
+    Ok(inv)
+}
+
+fn media_port(inv: &SipText) -> u16 {
+    let m = inv.0.lines().find(|l| l.starts_with("m=audio ")).expect("an m-line");
+    m.split(' ').nth(1).and_then(|p| p.parse().ok()).expect("a port")
+}
+
+#[test]
+fn options_sems_expands_per_call_follow_each_request() {
+    let sbcd = Sbcd::with_config(CONFIG, &[]);
+    let bob = TestUa::new(sbcd.addr());
+    let relayed = call(TestUa::new(sbcd.addr()), &bob, "X-Relay: yes\r\nX-SE: 1800\r\n").expect("answered");
+    assert_ne!(media_port(&relayed), 7000, "anchored: {}", relayed.0);
+    assert!(relayed.header("Session-Expires").is_some_and(|v| v.starts_with("1800")), "{}", relayed.0);
+    let direct = call(TestUa::new(sbcd.addr()), &bob, "X-Relay: no\r\nX-SE: 600\r\n").expect("answered");
+    assert_eq!(media_port(&direct), 7000, "not anchored: {}", direct.0);
+    assert!(direct.header("Session-Expires").is_some_and(|v| v.starts_with("600")), "{}", direct.0);
+    let failed = call(TestUa::new(sbcd.addr()), &bob, "X-Relay: maybe\r\nX-SE: 600\r\n").expect_err("not a flag");
+    assert_eq!(failed.status(), Some(500), "{}", failed.0);
+}
+
+#[test]
+fn call_control_from_a_header_is_taken_from_trusted_sources_only() {
+    let sbcd = Sbcd::with_config(CONFIG, &[]);
+    let (bob, carol) = (TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()));
+    // SEMS's `ctl` spec: the call goes to Carol, without media anchoring.
+    let ctl = format!(
+        "P-Call-Control: ctl;RURI=sip:carol@{};rtprelay_enabled=no\r\nX-Relay: yes\r\nX-SE: 600\r\n",
+        carol.local
+    );
+    let inv = call(TestUa::new_on("127.0.0.2", sbcd.addr()), &carol, &ctl).expect("Carol answers");
+    assert!(inv.0.starts_with(&format!("INVITE sip:carol@{}", carol.local)), "{}", inv.0);
+    assert_eq!(media_port(&inv), 7000, "rtprelay_enabled=no from the spec: {}", inv.0);
+    // The same header from an untrusted source changes nothing: Bob gets the call, anchored.
+    let inv = call(TestUa::new(sbcd.addr()), &bob, &ctl).expect("Bob answers");
+    assert!(inv.0.starts_with("INVITE sip:bob@"), "{}", inv.0);
+    assert_ne!(media_port(&inv), 7000, "{}", inv.0);
+    assert!(carol.recv_request(Duration::from_millis(200)).is_none(), "nothing for Carol");
+}
