@@ -9,7 +9,14 @@ use std::time::Duration;
 use sbc_e2e::ua::{sdp, SipText, TestUa};
 use sbc_e2e::*;
 
-const CONFIG: &str = r#"limits:
+/// The configuration, its media on `ports` (each test's sbcd its own: they run at once).
+fn config(ports: &str) -> String {
+    format!(
+        "interfaces:\n  - name: default\n    listen: ['udp:127.0.0.1:5060']\n    media: {{ports: {ports}}}\n{PROFILE}"
+    )
+}
+
+const PROFILE: &str = r#"limits:
   admission:
     trusted: ["127.0.0.2"]
 active_profile: p
@@ -40,7 +47,8 @@ fn call(mut caller: TestUa, callee: &TestUa, headers: &str) -> Result<SipText, S
     let _ack = callee.recv_request(Duration::from_secs(5)).expect("ACK");
     let bye = callee.recv_request(Duration::from_secs(5)).expect("BYE");
     callee.ok(&bye);
-    assert_eq!(t.join().expect("caller").status(), Some(200));
+    let answer = t.join().expect("caller");
+    assert_eq!(answer.status(), Some(200), "{}", answer.0);
     Ok(inv)
 }
 
@@ -51,7 +59,7 @@ fn media_port(inv: &SipText) -> u16 {
 
 #[test]
 fn options_sems_expands_per_call_follow_each_request() {
-    let sbcd = Sbcd::with_config(CONFIG, &[]);
+    let sbcd = Sbcd::with_config(&config("47400-47499"), &[]);
     let bob = TestUa::new(sbcd.addr());
     let relayed = call(TestUa::new(sbcd.addr()), &bob, "X-Relay: yes\r\nX-SE: 1800\r\n").expect("answered");
     assert_ne!(media_port(&relayed), 7000, "anchored: {}", relayed.0);
@@ -65,7 +73,7 @@ fn options_sems_expands_per_call_follow_each_request() {
 
 #[test]
 fn call_control_from_a_header_is_taken_from_trusted_sources_only() {
-    let sbcd = Sbcd::with_config(CONFIG, &[]);
+    let sbcd = Sbcd::with_config(&config("47500-47599"), &[]);
     let (bob, carol) = (TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()));
     // SEMS's `ctl` spec: the call goes to Carol, without media anchoring.
     let ctl = format!(
