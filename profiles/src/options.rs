@@ -160,7 +160,7 @@ pub const OPTIONS: &[OptionDef] = &[
     OUTBOUND_INTERFACE,
     ALEG_OUTBOUND_INTERFACE,
     row("dlg_nat_handling", Active, Field::Flag(|p| &mut p.dlg_nat_handling)),
-    row("allow_subless_notify", NotYet(MISC), Field::Own),
+    row("allow_subless_notify", Active, Field::Own),
     ALEG_CONTACT_HOST,
     ALEG_CONTACT_PORT,
     ALEG_CONTACT_USER,
@@ -312,6 +312,12 @@ mod tests {
             })
             .collect();
         Profile::build("t", "t.conf", None, options)
+    }
+
+    #[test]
+    fn allow_subless_notify_is_read_as_a_flag() {
+        assert!(build(&[("allow_subless_notify", "no")]).expect("loads").refuse_subless_notify);
+        assert!(!build(&[("allow_subless_notify", "yes")]).expect("loads").refuse_subless_notify);
     }
 
     #[test]

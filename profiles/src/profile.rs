@@ -90,6 +90,9 @@ pub struct Profile {
     /// `dlg_nat_handling`: requests to a UA that sent directly (one Via) go back to its source
     /// address, not to its Contact (docs/manual/access.md, NAT handling).
     pub dlg_nat_handling: bool,
+    /// `allow_subless_notify=no`: a NOTIFY inside a call that belongs to no subscription made
+    /// in it is answered 481 (`dialog_subs.rs` in the engine); SEMS's default relays it.
+    pub refuse_subless_notify: bool,
 
     pub aleg_contact: ContactRule,
     pub bleg_contact: ContactRule,
@@ -525,6 +528,7 @@ impl Profile {
                     }
                 }
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
+                "allow_subless_notify" => p.refuse_subless_notify = !flag()?,
                 "sdes_required" => p.rtprelay.sdes_required = flag()?,
                 "aleg_srtp" | "bleg_srtp" => {
                     let leg = usize::from(o.key == "bleg_srtp");

@@ -72,6 +72,8 @@ pub(crate) struct Strip {
     pub(crate) credentials: bool,
     /// Refer-To: written mapped by the caller instead (`replaces.rs`).
     pub(crate) refer_to: bool,
+    /// Event: written with the subscriber's `id` by the caller instead (`dialog_subs.rs`).
+    pub(crate) event: bool,
 }
 
 /// Like [`copy_unowned`], without what `strip` names.
@@ -82,7 +84,8 @@ pub(crate) fn copy_unowned_stripped(w: &mut MessageWriter, msg: &Message, filter
         if !crosses(msg, h, filter)
             || strip.timer && super::session_timer::is_timer_row(msg, h)
             || strip.credentials && super::auth::is_credentials_row(msg, h)
-            || strip.refer_to && is_refer_to(msg, h)
+            || strip.refer_to && is_named(msg, h, b"refer-to", b"r")
+            || strip.event && is_named(msg, h, b"event", b"o")
         {
             continue;
         }
@@ -98,9 +101,10 @@ pub(crate) fn copy_unowned_stripped(w: &mut MessageWriter, msg: &Message, filter
     }
 }
 
-fn is_refer_to(msg: &Message, h: &Header) -> bool {
+/// A row whose name is `long` or its compact form.
+fn is_named(msg: &Message, h: &Header, long: &[u8], compact: &[u8]) -> bool {
     let name = msg.slice(h.name_span);
-    name.eq_ignore_ascii_case(b"refer-to") || name.eq_ignore_ascii_case(b"r")
+    name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(compact)
 }
 
 /// Copies every row of `msg` that is not leg-owned and passes `filter`, in order.

@@ -206,6 +206,8 @@ pub(crate) struct Call {
     /// The caller cancelled before B sent a provisional: CANCEL as soon as one arrives.
     pub(crate) cancel_pending: bool,
     pub(crate) invite_relays: Vec<InviteRelay>,
+    /// Subscriptions made inside the dialog (in-dialog SUBSCRIBE, REFER): `dialog_subs.rs`.
+    pub(crate) subscriptions: Vec<super::dialog_subs::DialogSub>,
     /// An offer/answer exchange (re-INVITE/UPDATE) in flight, started by this side.
     pub(crate) offer_pending: Option<(Side, bool)>,
     /// (RSeq we gave the caller, RSeq the callee used).

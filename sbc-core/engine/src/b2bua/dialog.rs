@@ -16,6 +16,7 @@ use super::build::{
 };
 use super::call::{CallKind, CallState, InviteRelay, Side};
 use super::cc::party;
+use super::dialog_subs;
 use super::media::{anchor_or_reject, offer_refusal, prepare_body_anyway};
 use super::register::keeps_in_register_ok;
 use super::session_timer;
@@ -122,6 +123,24 @@ impl Engine {
             if let Err(why) = call.dialog_limits.check(now) {
                 call.span.in_scope(|| tracing::debug!(why, ?method, "in-dialog request over the dialog's limits"));
                 return self.refuse(&msg, &src, &super::OVER_RATE);
+            }
+        }
+        // A NOTIFY inside a call belongs to a subscription made in it, its `id` as the
+        // subscriber knows it (`dialog_subs.rs`); one that belongs to none is refused if the
+        // profile says so (SEMS's allow_subless_notify=no).
+        let mut event_row = None;
+        if method == Method::Notify && call.kind == CallKind::Invite {
+            match dialog_subs::notify_of(&call.subscriptions, side, &msg) {
+                Some(i) => {
+                    event_row = dialog_subs::mapped_event(&call.subscriptions[i], &msg);
+                    if dialog_subs::ends_subscription(&msg) {
+                        call.subscriptions.remove(i);
+                    }
+                }
+                None if rules.profile.refuse_subless_notify => {
+                    return self.refuse(&msg, &src, &LocalReply::new(481, "Subscription Does Not Exist"));
+                }
+                None => {}
             }
         }
         call.leg_mut(side).remote_cseq = Some(cseq);
@@ -238,6 +257,10 @@ impl Engine {
         out_leg.note_sdp(&out_body);
         out_leg.local_cseq += 1;
         let out_cseq = out_leg.local_cseq;
+        if matches!(method, Method::Subscribe | Method::Refer) && call.kind == CallKind::Invite {
+            dialog_subs::subscribed(&mut call.subscriptions, side, &msg, cseq, out_cseq);
+        }
+        let out_leg = call.leg_mut(side.other());
         let mut w = request_on_leg(out_leg, msg.method_bytes(), out_cseq, &branch, max_forwards - 1);
         if is_target_refresh(method) || msg.header(HeaderName::Contact).is_some() {
             w.header("Contact", &out_leg.contact);
@@ -256,10 +279,14 @@ impl Engine {
                 Side::A => rules.plan.auth.is_some(),
             },
             refer_to: refer_to.is_some(),
+            event: event_row.is_some(),
         };
         copy_unowned_stripped(&mut w, &msg, rules.header_filter(), strip);
         if let Some(v) = &refer_to {
             w.header("Refer-To", v.as_bytes());
+        }
+        if let Some(v) = &event_row {
+            w.header("Event", v.as_bytes());
         }
         if offer_answer {
             for (n, v) in call.sst[side.other().idx()].as_ref().map(|t| t.request_rows()).unwrap_or_default() {

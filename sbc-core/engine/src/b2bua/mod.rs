@@ -16,6 +16,7 @@ mod cc;
 mod counters;
 mod dialog;
 mod dialog_limits;
+mod dialog_subs;
 mod failover;
 mod hop_health;
 mod ids;

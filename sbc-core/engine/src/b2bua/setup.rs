@@ -204,6 +204,7 @@ impl Engine {
             b_provisional: false,
             cancel_pending: false,
             invite_relays: Vec::new(),
+            subscriptions: Vec::new(),
             offer_pending: None,
             rseq_map: Vec::new(),
             next_a_rseq: 1,

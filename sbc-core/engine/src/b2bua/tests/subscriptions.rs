@@ -70,3 +70,52 @@ fn refer_notify_inside_a_call_leaves_the_call_up() {
     h.send(ALICE, &response_from(ALICE, &a_notify, 200, "", ""));
     assert_eq!(h.engine.active_calls(), 1, "the call survives its transfer subscription");
 }
+
+/// A NOTIFY from the callee in the call's dialog (its CSeq and tags right).
+fn callee_notify(b_inv: &Message, cseq: u32, extra: &str) -> String {
+    let b_call_id = String::from_utf8_lossy(b_inv.call_id().unwrap()).into_owned();
+    in_dialog(
+        "NOTIFY",
+        BOB,
+        &format!("{};tag=bt", hv(b_inv, HeaderName::To)),
+        &hv(b_inv, HeaderName::From),
+        &b_call_id,
+        cseq,
+        extra,
+    )
+}
+
+/// The `id` of a REFER's NOTIFY is the REFER's CSeq on each leg (RFC 3515 §2.4.4): the caller
+/// gets its own, and with `allow_subless_notify=no` a NOTIFY of no subscription is refused.
+#[test]
+fn a_transfers_notify_carries_the_callers_id_and_stray_notifies_can_be_refused() {
+    let mut h = Harness::with_yaml("active_profile: p\nprofiles:\n  p:\n    allow_subless_notify: no\n");
+    let (b_inv, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let out = h.send(
+        ALICE,
+        &in_dialog("REFER", ALICE, &from, &to_hdr, "call-1@alice", 11, "Refer-To: <sip:carol@example.com>\n"),
+    );
+    let refer = one(&out, BOB);
+    let b_cseq = refer.cseq().map(|c| c.num).expect("CSeq");
+    assert_ne!(b_cseq, 11, "the B leg numbers its own requests");
+    h.send(BOB, &response_from(BOB, &refer, 202, "", ""));
+
+    let stray = callee_notify(&b_inv, 5, "Event: dialog\nSubscription-State: active\n");
+    assert_eq!(one(&h.send(BOB, &stray), BOB).status(), Some(481), "no such subscription");
+    let notify = callee_notify(&b_inv, 6, &format!("Event: refer;id={b_cseq}\nSubscription-State: active\n"));
+    let a_notify = one(&h.send(BOB, &notify), ALICE);
+    assert_eq!(a_notify.other_header("Event"), Some(&b"refer;id=11"[..]), "the caller's own id");
+    h.send(ALICE, &response_from(ALICE, &a_notify, 200, "", ""));
+    let done = callee_notify(&b_inv, 7, &format!("Event: refer;id={b_cseq}\nSubscription-State: terminated\n"));
+    let a_done = one(&h.send(BOB, &done), ALICE);
+    h.send(ALICE, &response_from(ALICE, &a_done, 200, "", ""));
+    let late = callee_notify(&b_inv, 8, &format!("Event: refer;id={b_cseq}\nSubscription-State: terminated\n"));
+    assert_eq!(one(&h.send(BOB, &late), BOB).status(), Some(481), "the subscription ended");
+
+    // By default (SEMS's), such a NOTIFY is relayed as it is.
+    let mut h = Harness::new();
+    let (b_inv, _) = established(&mut h);
+    let stray = callee_notify(&b_inv, 5, "Event: dialog\nSubscription-State: active\n");
+    assert_eq!(one(&h.send(BOB, &stray), ALICE).method(), Some(Method::Notify));
+}
