@@ -261,7 +261,7 @@ pub const OPTIONS: &[OptionDef] = &[
     row("msg_logger_path", NotYet(MISC), Field::Own),
     row("log_sip", NotYet(MISC), Field::Own),
     row("log_rtp", NotYet(MISC), Field::Own),
-    row("max_491_retry_time", NotYet(MISC), Field::Own),
+    row("max_491_retry_time", Active, Field::Own),
     row("enable_call_timer", Dead, Field::Own),
     row("call_timer", Dead, Field::Own),
     row("enable_prepaid", Dead, Field::Own),
@@ -318,6 +318,13 @@ mod tests {
     fn allow_subless_notify_is_read_as_a_flag() {
         assert!(build(&[("allow_subless_notify", "no")]).expect("loads").refuse_subless_notify);
         assert!(!build(&[("allow_subless_notify", "yes")]).expect("loads").refuse_subless_notify);
+    }
+
+    #[test]
+    fn max_491_retry_time_is_a_number_of_ms_above_0() {
+        assert_eq!(build(&[("max_491_retry_time", "500")]).expect("loads").max_491_retry_ms, Some(500));
+        let e = build(&[("max_491_retry_time", "0")]).expect_err("SEMS divides by it").to_string();
+        assert!(e.contains("max_491_retry_time") && e.contains("above 0"), "{e}");
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct Profile {
     /// `allow_subless_notify=no`: a NOTIFY inside a call that belongs to no subscription made
     /// in it is answered 481 (`dialog_subs.rs` in the engine); SEMS's default relays it.
     pub refuse_subless_notify: bool,
+    /// `max_491_retry_time` (ms): a refresh of ours met by glare (491) is sent again after a
+    /// random delay up to this; `None` = SEMS's 2000.
+    pub max_491_retry_ms: Option<u32>,
 
     pub aleg_contact: ContactRule,
     pub bleg_contact: ContactRule,
@@ -529,6 +532,12 @@ impl Profile {
                 }
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
                 "allow_subless_notify" => p.refuse_subless_notify = !flag()?,
+                "max_491_retry_time" => {
+                    // SEMS divides by it: 0 crashes SEMS (docs/sems.md).
+                    let ms = o.value.trim().parse::<u32>().ok().filter(|ms| *ms > 0);
+                    p.max_491_retry_ms =
+                        Some(ms.ok_or_else(|| e(format!("'{}' is not a number of ms above 0", o.value)))?);
+                }
                 "sdes_required" => p.rtprelay.sdes_required = flag()?,
                 "aleg_srtp" | "bleg_srtp" => {
                     let leg = usize::from(o.key == "bleg_srtp");

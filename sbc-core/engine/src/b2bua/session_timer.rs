@@ -20,6 +20,8 @@ use crate::sip::msg::{parse_u32, trim, Header, HeaderName, Message, Method};
 
 /// A refresh that could not be sent (glare, one in flight) or failed is tried again this soon.
 const RETRY: Duration = Duration::from_secs(2);
+/// SEMS's `max_491_retry_time` default, in ms.
+const DEFAULT_MAX_491_RETRY_MS: u32 = 2000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refresher {
@@ -326,10 +328,13 @@ impl Engine {
                 }
             }
         }
+        // Drawn before the call is borrowed; used if the peer answers 491.
+        let jitter = self.ids.next_u64();
         let Some(call) = self.calls.get_mut(&h) else { return };
         if method == Method::Invite && call.offer_pending == Some((side.other(), true)) {
             call.offer_pending = None;
         }
+        let max_491_ms = call.rules.profile.max_491_retry_ms.unwrap_or(DEFAULT_MAX_491_RETRY_MS);
         // The answer to our re-INVITE may bring new SRTP keys from that leg.
         if let (Method::Invite, 200..=299, Some(session), Some(book)) =
             (method, code, call.media.as_deref_mut(), self.media.as_mut())
@@ -351,6 +356,16 @@ impl Engine {
             501 if t.rules.accept_501 => {
                 let (interval, we) = (t.interval, t.we_refresh);
                 t.agreed(now, interval, we);
+                self.reschedule_call(h);
+            }
+            // Glare (RFC 3261 §14.1): again after a random wait, up to max_491_retry_time.
+            491 => {
+                let wait = Duration::from_millis(jitter % (u64::from(max_491_ms) + 1));
+                if t.expires_at().is_some_and(|e| now + wait >= e) {
+                    self.stats.bump(Counter::SessionTimeouts);
+                    return self.tear_down(now, h, 408, "session_timeout");
+                }
+                t.due = Some(now + wait);
                 self.reschedule_call(h);
             }
             408 | 481 => {

@@ -324,6 +324,21 @@ fn the_sbc_refreshes_at_half_the_interval_and_falls_back_to_invite() {
     assert_eq!(h.engine.active_calls(), 1);
 }
 
+/// Glare on our refresh (491): sent again after a random wait up to `max_491_retry_time`.
+#[test]
+fn a_refresh_met_by_glare_is_sent_again_within_max_491_retry_time() {
+    let mut h = Harness::with_yaml(&format!("{SST}    enable_aleg_session_timer: no\n    max_491_retry_time: 300\n"));
+    timed_call(&mut h, "120;refresher=uac");
+    let upd = first(&h.advance(Duration::from_secs(61)), BOB);
+    assert_eq!(upd.method(), Some(Method::Update));
+    let out = h.send(BOB, &response_to(&upd, 491, "", ""));
+    assert!(to(&out, BOB).is_empty(), "not at once: {out:#?}");
+    let again = first(&h.advance(Duration::from_millis(301)), BOB);
+    assert_eq!(again.method(), Some(Method::Update));
+    assert!(again.cseq().map(|c| c.num) > upd.cseq().map(|c| c.num), "a new request");
+    assert_eq!(h.engine.active_calls(), 1);
+}
+
 #[test]
 fn a_too_short_session_interval_gets_422_with_min_se() {
     let mut h = Harness::with_yaml(SST);
