@@ -18,7 +18,7 @@ use OptionStatus::{Active, Dead, NotYet};
 use crate::pattern::Pattern;
 use crate::profile::Profile;
 
-const RTP: &str = "transcoding, DTMF detection, RTP mux and hold rewriting";
+const RTP: &str = "transcoding, DTMF detection and hold rewriting";
 const MISC: &str = "not implemented";
 
 /// Where an applied option's value goes in the profile.
@@ -219,10 +219,11 @@ pub const OPTIONS: &[OptionDef] = &[
     row("aleg_srtp", Active, Field::Own),
     row("bleg_srtp", Active, Field::Own),
     row("sdes_required", Active, Field::Own),
-    row("a_rtp_mux_ip", NotYet(RTP), Field::Own),
-    row("a_rtp_mux_port", NotYet(RTP), Field::Own),
-    row("b_rtp_mux_ip", NotYet(RTP), Field::Own),
-    row("b_rtp_mux_port", NotYet(RTP), Field::Own),
+    // Refused when set (`Profile::build`): SEMS's own mux protocol, between SEMS nodes.
+    row("a_rtp_mux_ip", Active, Field::Own),
+    row("a_rtp_mux_port", Active, Field::Own),
+    row("b_rtp_mux_ip", Active, Field::Own),
+    row("b_rtp_mux_port", Active, Field::Own),
     row("hold_alter_b2b_aleg", NotYet(RTP), Field::Own),
     row("hold_alter_b2b_bleg", NotYet(RTP), Field::Own),
     row("hold_zero_connection_aleg", NotYet(RTP), Field::Own),
@@ -325,6 +326,13 @@ mod tests {
         assert_eq!(build(&[("max_491_retry_time", "500")]).expect("loads").max_491_retry_ms, Some(500));
         let e = build(&[("max_491_retry_time", "0")]).expect_err("SEMS divides by it").to_string();
         assert!(e.contains("max_491_retry_time") && e.contains("above 0"), "{e}");
+    }
+
+    #[test]
+    fn rtp_mux_options_set_are_refused_saying_why() {
+        let e = build(&[("a_rtp_mux_ip", "10.0.0.1"), ("a_rtp_mux_port", "5000")]).expect_err("refused").to_string();
+        assert!(e.contains("t.conf:1: a_rtp_mux_ip") && e.contains("SEMS's own protocol"), "{e}");
+        assert!(build(&[("b_rtp_mux_port", "0"), ("b_rtp_mux_ip", "")]).is_ok(), "off is fine");
     }
 
     #[test]

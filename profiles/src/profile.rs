@@ -532,6 +532,15 @@ impl Profile {
                 }
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
                 "allow_subless_notify" => p.refuse_subless_notify = !flag()?,
+                "a_rtp_mux_ip" | "a_rtp_mux_port" | "b_rtp_mux_ip" | "b_rtp_mux_port" => {
+                    let v = o.value.trim();
+                    if !v.is_empty() && v != "0" {
+                        return Err(e("RTP multiplexing is SEMS's own protocol towards another SEMS, which \
+                                      sbcd does not speak: the leg's media would reach the peer unmuxed, \
+                                      so the profile is refused (remove the option)"
+                            .into()));
+                    }
+                }
                 "max_491_retry_time" => {
                     // SEMS divides by it: 0 crashes SEMS (docs/sems.md).
                     let ms = o.value.trim().parse::<u32>().ok().filter(|ms| *ms > 0);
