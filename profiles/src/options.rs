@@ -18,7 +18,7 @@ use OptionStatus::{Active, Dead, NotYet};
 use crate::pattern::Pattern;
 use crate::profile::Profile;
 
-const RTP: &str = "transcoding, DTMF detection and hold rewriting";
+const RTP: &str = "transcoding and DTMF detection";
 const MISC: &str = "not implemented";
 
 /// Where an applied option's value goes in the profile.
@@ -224,12 +224,12 @@ pub const OPTIONS: &[OptionDef] = &[
     row("a_rtp_mux_port", Active, Field::Own),
     row("b_rtp_mux_ip", Active, Field::Own),
     row("b_rtp_mux_port", Active, Field::Own),
-    row("hold_alter_b2b_aleg", NotYet(RTP), Field::Own),
-    row("hold_alter_b2b_bleg", NotYet(RTP), Field::Own),
-    row("hold_zero_connection_aleg", NotYet(RTP), Field::Own),
-    row("hold_zero_connection_bleg", NotYet(RTP), Field::Own),
-    row("hold_activity_aleg", NotYet(RTP), Field::Own),
-    row("hold_activity_bleg", NotYet(RTP), Field::Own),
+    row("hold_alter_b2b_aleg", Active, Field::Own),
+    row("hold_alter_b2b_bleg", Active, Field::Own),
+    row("hold_zero_connection_aleg", Active, Field::Own),
+    row("hold_zero_connection_bleg", Active, Field::Own),
+    row("hold_activity_aleg", Active, Field::Own),
+    row("hold_activity_bleg", Active, Field::Own),
     row("enable_auth", Active, Field::Flag(|p| &mut p.auth.enabled)),
     AUTH_USER,
     AUTH_PWD,
@@ -326,6 +326,18 @@ mod tests {
         assert_eq!(build(&[("max_491_retry_time", "500")]).expect("loads").max_491_retry_ms, Some(500));
         let e = build(&[("max_491_retry_time", "0")]).expect_err("SEMS divides by it").to_string();
         assert!(e.contains("max_491_retry_time") && e.contains("above 0"), "{e}");
+    }
+
+    #[test]
+    fn hold_options_make_a_legs_rules_and_say_when_they_do_nothing() {
+        use crate::sdp::media::Direction;
+        let p = build(&[("hold_alter_b2b_aleg", "yes"), ("hold_activity_aleg", "inactive")]).expect("loads");
+        assert_eq!(p.hold[0].map(|h| (h.activity, h.zero_connection)), Some((Direction::Inactive, false)));
+        assert_eq!(p.hold[1], None);
+        let p = build(&[("hold_zero_connection_bleg", "yes")]).expect("loads");
+        assert!(p.hold[1].is_none() && p.not_applied.iter().any(|w| w.contains("hold_alter_b2b_bleg")));
+        let e = build(&[("hold_activity_bleg", "muted")]).expect_err("not a direction").to_string();
+        assert!(e.contains("hold_activity_bleg") && e.contains("'muted'"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ use crate::error::ConfigError;
 use crate::filters::{parse_reply_translations, NameFilter, ReplyTranslation};
 use crate::options::{option, status_of, Field, OptionStatus, OPTIONS};
 use crate::pattern::Pattern;
+use crate::sdp::hold::HoldRules;
+use crate::sdp::media::Direction;
 use crate::sdp::CodecPref;
 
 /// One option as written in a profile file, with its origin.
@@ -114,6 +116,8 @@ pub struct Profile {
 
     /// RTP relay (docs/manual/media.md, RTP relay).
     pub rtprelay: RtpRelayRules,
+    /// Hold re-offers relayed towards the caller's leg and the callee's (`hold_*`).
+    pub hold: [Option<HoldRules>; 2],
 
     /// Registration caching (docs/manual/access.md, Registration caching).
     pub reg_caching: RegCaching,
@@ -262,6 +266,36 @@ type LegTimers = Option<SessionTimerRules>;
 /// The session-timer options of a profile, read together: `aleg_x` falls back to `x`, `x` to
 /// the default (docs/manual/access.md, Session timers). Values out of RFC 4028's order are
 /// put in order, as SEMS takes them, each change reported in `warnings`.
+/// The `hold_*` options as read, per leg (A, B).
+#[derive(Default)]
+struct HoldOptions {
+    alter: [bool; 2],
+    zero: [bool; 2],
+    activity: [Option<Direction>; 2],
+}
+
+/// `_aleg` is the caller's leg (0), `_bleg` the callee's (1).
+fn leg_of(key: &str) -> usize {
+    usize::from(key.ends_with("_bleg"))
+}
+
+impl HoldOptions {
+    /// Each leg's rules when `hold_alter_b2b_<leg>` is on. Without it the others only shape
+    /// hold offers SEMS makes itself, which sbcd does not: said at load.
+    fn rules(&self, warnings: &mut Vec<String>) -> [Option<HoldRules>; 2] {
+        [0, 1].map(|leg| {
+            let name = ["aleg", "bleg"][leg];
+            if !self.alter[leg] && (self.zero[leg] || self.activity[leg].is_some()) {
+                warnings.push(format!("hold_*_{name}: has no effect without hold_alter_b2b_{name}=yes"));
+            }
+            self.alter[leg].then(|| HoldRules {
+                activity: self.activity[leg].unwrap_or(Direction::SendOnly),
+                zero_connection: self.zero[leg],
+            })
+        })
+    }
+}
+
 fn session_timers(options: &[RawOption], warnings: &mut Vec<String>) -> Result<(LegTimers, LegTimers), ConfigError> {
     let find = |k: &str| options.iter().rev().find(|o| o.key == k);
     let bad = |o: &RawOption, m: String| ConfigError::new(&o.file, o.line, &o.key, m);
@@ -483,6 +517,7 @@ impl Profile {
             .collect();
         let mut lists: Vec<(&str, &RawOption)> = Vec::new();
         let mut cc_keys: Vec<&RawOption> = Vec::new();
+        let mut hold = HoldOptions::default();
         for o in &options {
             let e = |m: String| ConfigError::new(&o.file, o.line, &o.key, m);
             let status =
@@ -532,6 +567,11 @@ impl Profile {
                 }
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
                 "allow_subless_notify" => p.refuse_subless_notify = !flag()?,
+                "hold_alter_b2b_aleg" | "hold_alter_b2b_bleg" => hold.alter[leg_of(&o.key)] = flag()?,
+                "hold_zero_connection_aleg" | "hold_zero_connection_bleg" => hold.zero[leg_of(&o.key)] = flag()?,
+                "hold_activity_aleg" | "hold_activity_bleg" => {
+                    hold.activity[leg_of(&o.key)] = Some(Direction::parse_activity(&o.value).map_err(&e)?);
+                }
                 "a_rtp_mux_ip" | "a_rtp_mux_port" | "b_rtp_mux_ip" | "b_rtp_mux_port" => {
                     let v = o.value.trim();
                     if !v.is_empty() && v != "0" {
@@ -629,6 +669,7 @@ impl Profile {
                 .map_err(|m| ConfigError::new(&mode.file, mode.line, &mode.key, m))
         };
         (p.session_timer, p.aleg_session_timer) = session_timers(&options, &mut p.not_applied)?;
+        p.hold = hold.rules(&mut p.not_applied);
         p.header_filter = filter("header_filter", "header_list")?;
         p.message_filter = filter("message_filter", "message_list")?;
         p.sdp_filter = filter("sdp_filter", "sdpfilter_list")?;

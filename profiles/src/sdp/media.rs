@@ -17,7 +17,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn parse(attr: &str) -> Option<Self> {
+    pub(crate) fn parse(attr: &str) -> Option<Self> {
         Some(match attr {
             "sendrecv" => Self::SendRecv,
             "sendonly" => Self::SendOnly,

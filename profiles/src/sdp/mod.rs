@@ -1,6 +1,7 @@
 //! The profile's SDP pipeline (SEMS `filterSdp`, docs/manual/profiles.md, Profile options): media filter, codec
 //! preference, codec filter, attribute filter, anonymisation — on a lossless line model.
 
+pub mod hold;
 pub mod media;
 mod model;
 pub mod security;

@@ -253,6 +253,15 @@ impl Engine {
             }
             _ => out_body,
         };
+        // SEMS's hold_* options: a hold re-offer reaches the other leg as the profile says.
+        let out_body = match rules.profile.hold[side.other().idx()] {
+            Some(hold)
+                if matches!(method, Method::Invite | Method::Update) && profiles::sdp::hold::is_hold(msg.body()) =>
+            {
+                profiles::sdp::hold::rewrite(&out_body, hold).map_or(out_body, std::borrow::Cow::Owned)
+            }
+            _ => out_body,
+        };
         let out_leg = call.leg_mut(side.other());
         out_leg.note_sdp(&out_body);
         out_leg.local_cseq += 1;

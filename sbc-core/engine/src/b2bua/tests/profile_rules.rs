@@ -326,3 +326,27 @@ fn calls_share_rules_only_when_their_profile_evaluates_alike() {
     // `Call-ID: $ci_leg2` differs per call.
     assert_eq!((rewriting.engine.calls.len(), distinct_rules(&rewriting)), (3, 3));
 }
+
+/// SEMS's hold options: the caller's hold re-offer reaches the callee as the profile says (the
+/// direction `hold_activity_bleg`, the zero address); a re-offer that is not hold is left alone.
+#[test]
+fn hold_re_offers_towards_the_callee_are_rewritten_as_the_profile_says() {
+    let yaml = "active_profile: p\nprofiles:\n  p:\n    hold_alter_b2b_bleg: yes\n    hold_activity_bleg: sendrecv\n    hold_zero_connection_bleg: yes\n";
+    let mut h = Harness::with_yaml(yaml);
+    let (_, ok) = established(&mut h);
+    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
+    let reinvite = |cseq: u32, sdp: &str| {
+        let body = sdp.replace('\n', "\r\n");
+        in_dialog("INVITE", ALICE, &from, &to_hdr, "call-1@alice", cseq, "").replace(
+            "Content-Length: 0\n\n",
+            &format!("Content-Type: application/sdp\nContent-Length: {}\n\n{sdp}", body.len()),
+        )
+    };
+    let hold = SDP.replace("m=audio", "a=sendonly\nm=audio");
+    let b = one(&h.send(ALICE, &reinvite(11, &hold)), BOB);
+    let sdp = String::from_utf8_lossy(b.body()).into_owned();
+    assert!(sdp.contains("c=IN IP4 0.0.0.0") && sdp.contains("a=sendrecv") && !sdp.contains("sendonly"), "{sdp}");
+    h.send(BOB, &response_to(&b, 200, "bt", ""));
+    let resume = one(&h.send(ALICE, &reinvite(12, SDP)), BOB);
+    assert_eq!(String::from_utf8_lossy(resume.body()), SDP.replace('\n', "\r\n"), "not hold: as it came");
+}
