@@ -107,6 +107,9 @@ pub struct CallInfo {
     pub media_streams: usize,
     /// What the relay saw of this call, per side (absent when it does not relay).
     pub media: Option<MediaInfo>,
+    /// The codec of each stream (`PCMA/8000`), as the SDP the caller was last given says.
+    #[serde(default)]
+    pub codecs: Vec<String>,
 }
 
 /// A call's SIP messages as this node sent and received them (`GET /calls/{id}/trace`).
@@ -322,4 +325,40 @@ pub enum PrepaidOp {
     Add(String, i64),
     /// An existing account only.
     Subtract(String, i64),
+}
+
+/// The codecs of this node's calls (SEMS's `printCallStats`, which counted its transcoder's).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct CallStats {
+    /// Calls and subscriptions.
+    pub calls: usize,
+    /// Streams per codec, the most used first.
+    pub codecs: Vec<CodecUse>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct CodecUse {
+    pub codec: String,
+    pub streams: usize,
+}
+
+impl CallStats {
+    /// Counts the streams of `calls` by codec.
+    pub fn of(calls: &[CallInfo]) -> Self {
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for codec in calls.iter().flat_map(|c| &c.codecs) {
+            *counts.entry(codec.as_str()).or_default() += 1;
+        }
+        let mut codecs: Vec<CodecUse> =
+            counts.into_iter().map(|(codec, streams)| CodecUse { codec: codec.to_string(), streams }).collect();
+        codecs.sort_by(|a, b| b.streams.cmp(&a.streams).then_with(|| a.codec.cmp(&b.codec)));
+        Self { calls: calls.len(), codecs }
+    }
+}
+
+/// A command for one call (SEMS's `postControlCmd`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct ControlCmd {
+    /// `teardown` (the only one SEMS understood).
+    pub cmd: String,
 }

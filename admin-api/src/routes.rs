@@ -40,13 +40,13 @@ type Res<T> = Result<Json<T>, ApiError>;
     paths(
         list_profiles, load_profile, reload_profile, reload_profiles, get_active_profile, set_active_profile,
         list_regex_maps, set_regex_map, list_calls, get_call, get_call_trace, teardown_call, list_registrations, list_next_hops, get_call_control,
-        load_call_control_modules, explain, reload_tls, list_balances, get_balance, set_balance, add_credit,
+        load_call_control_modules, explain, reload_tls, call_stats, control_call, list_balances, get_balance, set_balance, add_credit,
         subtract_credit, health, stats, metrics
     ),
     components(schemas(
         ProfileInfo, LoadProfile, ActiveProfile, RegexMapInfo, MapRule, MapBody, CallInfo, LegInfo, MediaInfo, CallTrace, TracedMessage, RegistrationInfo,
         CallControlInfo, CcInstanceInfo, NextHopInfo, LoadModules, ExplainRequest, ExplainResult, Health, ClusterHealth, TlsHealth, TlsReloaded, Changed, ErrorBody,
-        Balance, Credit
+        Balance, Credit, CallStats, CodecUse, ControlCmd
     )),
     modifiers(&BearerAuth)
 )]
@@ -83,12 +83,14 @@ pub fn router<C: Control>(control: Arc<C>, cfg: ApiConfig) -> Router {
         .route("/explain", post(explain::<C>))
         .route("/tls/reload", post(reload_tls::<C>))
         .route("/stats", get(stats::<C>))
+        .route("/call-stats", get(call_stats::<C>))
         .route_layer(middleware::from_fn_with_state(state.clone(), node_scope::<C>))
         // The calls of every node (cluster mode): no node scope.
         .route("/calls", get(list_calls::<C>))
         .route("/calls/{id}", get(get_call::<C>))
         .route("/calls/{id}", delete(teardown_call::<C>))
         .route("/calls/{id}/trace", get(get_call_trace::<C>))
+        .route("/calls/{id}/control", post(control_call::<C>))
         // A cluster's balances are the cluster's: no node scope either.
         .route("/prepaid", get(list_balances::<C>))
         .route("/prepaid/{account}", get(get_balance::<C>).put(set_balance::<C>))
@@ -289,6 +291,26 @@ async fn teardown_call<C: Control>(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.control.teardown(&id).await.map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/call-stats", responses((status = 200, body = CallStats), (status = 503, body = ErrorBody)), security(("bearer" = [])))]
+async fn call_stats<C: Control>(State(s): State<AppState<C>>) -> Res<CallStats> {
+    s.control.calls(true).await.map(|calls| Json(CallStats::of(&calls)))
+}
+
+/// SEMS's `postControlCmd`: `teardown` ends the call (as `DELETE /calls/{id}`); SEMS accepted
+/// any other command and did nothing, this says it is unknown.
+#[utoipa::path(post, path = "/calls/{id}/control", request_body = ControlCmd,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn control_call<C: Control>(
+    State(s): State<AppState<C>>,
+    Path(id): Path<String>,
+    Json(c): Json<ControlCmd>,
+) -> Result<StatusCode, ApiError> {
+    match c.cmd.trim() {
+        "teardown" => s.control.teardown(&id).await.map(|()| StatusCode::NO_CONTENT),
+        other => Err(ApiError::bad_request(format!("unknown command '{other}' (teardown)"))),
+    }
 }
 
 #[utoipa::path(get, path = "/prepaid", responses((status = 200, body = [Balance]), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)), security(("bearer" = [])))]

@@ -167,8 +167,19 @@ fn the_chain_changes_for_new_calls_and_a_running_call_keeps_its_profile_until_to
         "the running call keeps its profile"
     );
 
-    // Tear it down: both SIPp sides get a BYE and finish their scenarios.
-    assert_eq!(http(&sbcd, "DELETE", &format!("/calls/{id}"), Some(TOKEN), None).0, 204);
+    // The codec in use (printCallStats' counterpart).
+    assert_eq!(json(&sbcd, "GET", &format!("/calls/{id}"), None).1["codecs"], serde_json::json!(["PCMU/8000"]));
+    let (_, stats) = json(&sbcd, "GET", "/call-stats", None);
+    assert_eq!(stats, serde_json::json!({"calls": 1, "codecs": [{"codec": "PCMU/8000", "streams": 1}]}));
+
+    // Tear it down with SEMS's postControlCmd: both SIPp sides get a BYE and finish their
+    // scenarios. A command SEMS did not know either is refused.
+    let control = |cmd: &str| {
+        let body = format!(r#"{{"cmd":"{cmd}"}}"#);
+        http(&sbcd, "POST", &format!("/calls/{id}/control"), Some(TOKEN), Some(&body)).0
+    };
+    assert_eq!(control("mute"), 400);
+    assert_eq!(control("teardown"), 204);
     let (uac_dir, uas_dir) = (uac.dir.clone(), uas.dir.clone());
     let (a, b) = (uac.wait(Duration::from_secs(15)), uas.wait(Duration::from_secs(15)));
     assert!(

@@ -67,6 +67,26 @@ impl MediaDesc {
     }
 }
 
+/// The codec of each stream an SDP body offers or accepts (its first format: `PCMA/8000`, or
+/// the format itself for a transport without payload types); rejected streams are left out.
+pub fn stream_codecs(body: &[u8]) -> Vec<String> {
+    let Some(sdp) = Sdp::parse(body) else { return Vec::new() };
+    sdp.media_sections()
+        .into_iter()
+        .filter_map(|(start, end)| {
+            let m = MediaLine::parse(&sdp.lines[start].text).filter(|m| !m.is_disabled())?;
+            let first = m.formats.first()?;
+            if !m.is_rtp() {
+                return Some(first.clone());
+            }
+            Some(match sdp.codecs(start, end).get(first) {
+                Some((name, rate)) => format!("{name}/{rate}"),
+                None => first.clone(),
+            })
+        })
+        .collect()
+}
+
 /// The media of an SDP body; `None` if it is not SDP.
 pub fn describe(body: &[u8]) -> Option<Vec<MediaDesc>> {
     MediaSdp::parse(body).map(|s| s.streams())

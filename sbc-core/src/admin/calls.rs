@@ -45,6 +45,7 @@ impl CallViews {
             connected_at: c.answered.map(|a| self.unix_of(a)),
             legs: c.legs.iter().map(leg).collect(),
             media_streams: c.media_streams,
+            codecs: c.codecs,
             media: c.media.map(|[a, b]| MediaInfo {
                 packets_from_caller: a.packets,
                 bytes_from_caller: a.bytes,

@@ -179,3 +179,10 @@ a=crypto:7 AEAD_AES_128_GCM inline:DDDD\r\n"
     let kept = MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp").anchor_secured(ours, &[Some(1), Some(3)], &[]);
     assert_eq!(kept, MediaSdp::parse(SRTP_OFFER.as_bytes()).expect("sdp").anchor(ours, &[Some(1), Some(3)]));
 }
+
+#[test]
+fn each_streams_codec_is_its_first_format() {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 96 0\r\na=rtpmap:96 opus/48000/2\r\nm=audio 4002 RTP/AVP 8\r\nm=video 0 RTP/AVP 31\r\nm=image 4004 udptl t38\r\n";
+    assert_eq!(stream_codecs(sdp.as_bytes()), ["opus/48000", "PCMA/8000", "t38"]);
+    assert!(stream_codecs(b"not sdp").is_empty());
+}

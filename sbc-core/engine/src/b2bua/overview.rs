@@ -17,6 +17,9 @@ pub struct CallOverview {
     /// A leg, then B.
     pub legs: [LegOverview; 2],
     pub media_streams: usize,
+    /// The codec of each stream, as the SDP the caller was last given says (the callee's
+    /// answer, for an answered call).
+    pub codecs: Vec<String>,
     /// The relay's streams of a call whose media is anchored (`None`: not anchored).
     pub stream_ids: Option<Vec<rtp_relay::forwarder::StreamId>>,
     /// Relay counters per side (A = caller), summed over the call's streams: filled in by the
@@ -90,6 +93,7 @@ fn overview(c: &Call) -> CallOverview {
         answered: c.state.answered(),
         legs: [leg(Side::A), leg(Side::B)],
         media_streams: c.media.as_deref().map_or(0, rtp_relay::Session::open_streams),
+        codecs: c.leg(Side::A).last_sdp.as_deref().map(profiles::sdp::media::stream_codecs).unwrap_or_default(),
         stream_ids: c.media.as_ref().map(|m| m.stream_ids().into_iter().flatten().collect()),
         media: None,
     }
