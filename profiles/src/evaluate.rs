@@ -148,10 +148,31 @@ pub struct CallPlan {
     /// again from them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_call: Vec<(String, String)>,
+    /// The pcap file the call's SIP messages go to (`msg_logger_path`, checked by
+    /// [`pcap_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcap: Option<String>,
     /// Every pattern option that was set, with its expansion (for `explain` and debug logs;
     /// not in the serialised form).
     #[serde(skip)]
     pub expanded: Vec<(&'static str, String)>,
+}
+
+/// A `msg_logger_path` expansion the SBC writes to: an absolute path without `..`, whose
+/// file name is made of letters, digits and `._-+@=` (text from the request cannot reach
+/// another folder or make a name the shell or a glob would read otherwise). `None` (logged)
+/// otherwise: the call goes on without its pcap.
+pub fn pcap_path(path: &str) -> Option<String> {
+    let p = std::path::Path::new(path);
+    let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-+@=".contains(c));
+    let ok = p.is_absolute()
+        && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        && p.file_name().and_then(|n| n.to_str()).is_some_and(name_ok)
+        && !path.chars().any(char::is_control);
+    if !ok {
+        tracing::warn!(path, "msg_logger_path: not a file name the SBC writes to; no pcap for this call");
+    }
+    ok.then(|| path.to_string())
 }
 
 /// RFC 3261 token characters (header names).
@@ -341,6 +362,7 @@ impl Profile {
         let aleg_next_hop = x(&opt::ALEG_NEXT_HOP);
         plan.outbound_interface = x(&opt::OUTBOUND_INTERFACE);
         plan.aleg_outbound_interface = x(&opt::ALEG_OUTBOUND_INTERFACE);
+        plan.pcap = x(&opt::MSG_LOGGER_PATH).filter(|_| !self.no_log_sip).and_then(|p| pcap_path(&p));
         // (user, host, port, displayname, uri_params, params)
         let mut contact = |defs: [&OptionDef; 6]| ContactValues {
             user: x(defs[0]).unwrap_or_default(),

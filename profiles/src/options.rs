@@ -19,7 +19,6 @@ use crate::pattern::Pattern;
 use crate::profile::Profile;
 
 const RTP: &str = "transcoding and DTMF detection";
-const MISC: &str = "not implemented";
 
 /// Where an applied option's value goes in the profile.
 #[derive(Clone, Copy)]
@@ -129,6 +128,7 @@ pub const UAS_AUTH_BLEG_USER: OptionDef =
 pub const UAS_AUTH_BLEG_PWD: OptionDef =
     pattern("uas_auth_bleg_pwd", |p| &p.auth.bleg_uas_password, |p| &mut p.auth.bleg_uas_password);
 pub const AUTH_REALM: OptionDef = pattern("auth_realm", |p| &p.auth.realms, |p| &mut p.auth.realms);
+pub const MSG_LOGGER_PATH: OptionDef = pattern("msg_logger_path", |p| &p.msg_logger_path, |p| &mut p.msg_logger_path);
 pub const AUTH_ALEG_REALM: OptionDef = pattern("auth_aleg_realm", |p| &p.auth.aleg_realms, |p| &mut p.auth.aleg_realms);
 
 /// Every option, in SEMS's order of topics.
@@ -259,9 +259,9 @@ pub const OPTIONS: &[OptionDef] = &[
     row("min_reg_expires", Active, Field::Own),
     row("max_ua_expires", Active, Field::Own),
     row("call_control", Active, Field::Own),
-    row("msg_logger_path", NotYet(MISC), Field::Own),
-    row("log_sip", NotYet(MISC), Field::Own),
-    row("log_rtp", NotYet(MISC), Field::Own),
+    MSG_LOGGER_PATH,
+    row("log_sip", Active, Field::Own),
+    row("log_rtp", NotYet("RTP in per-call pcap files"), Field::Own),
     row("max_491_retry_time", Active, Field::Own),
     row("enable_call_timer", Dead, Field::Own),
     row("call_timer", Dead, Field::Own),

@@ -116,6 +116,9 @@ pub struct Profile {
 
     /// RTP relay (docs/manual/media.md, RTP relay).
     pub rtprelay: RtpRelayRules,
+    /// `msg_logger_path`: a pcap file of each call's SIP messages (with `log_sip=no`, none).
+    pub msg_logger_path: Option<Pattern>,
+    pub no_log_sip: bool,
     /// Hold re-offers relayed towards the caller's leg and the callee's (`hold_*`).
     pub hold: [Option<HoldRules>; 2],
 
@@ -567,6 +570,7 @@ impl Profile {
                 }
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
                 "allow_subless_notify" => p.refuse_subless_notify = !flag()?,
+                "log_sip" => p.no_log_sip = !flag()?,
                 "hold_alter_b2b_aleg" | "hold_alter_b2b_bleg" => hold.alter[leg_of(&o.key)] = flag()?,
                 "hold_zero_connection_aleg" | "hold_zero_connection_bleg" => hold.zero[leg_of(&o.key)] = flag()?,
                 "hold_activity_aleg" | "hold_activity_bleg" => {

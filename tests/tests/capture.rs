@@ -187,3 +187,69 @@ fn only_the_listed_interfaces_are_exported_and_garbage_keeps_its_call_id() {
     let junk = packets.iter().find(|p| p.payload == garbage).expect("the garbage is exported");
     assert_eq!(junk.correlation.as_deref(), Some("junk-1@x"), "read from the bytes that did not parse");
 }
+
+/// The messages of a pcap file: (source, destination, first line).
+fn pcap_messages(path: &std::path::Path) -> Vec<(SocketAddr, SocketAddr, String)> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&data[..4], &0xa1b2_c3d4u32.to_le_bytes(), "a pcap file");
+    assert_eq!(u32::from_le_bytes(data[20..24].try_into().expect("4")), 101, "raw IP packets");
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().expect("4")) as usize;
+        let ip = &data[at + 16..at + 16 + len];
+        assert_eq!(ip[0] >> 4, 4, "IPv4 on loopback");
+        let addr = |o: usize, p: usize| {
+            SocketAddr::from(([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]], u16::from_be_bytes([ip[p], ip[p + 1]])))
+        };
+        let text = String::from_utf8_lossy(&ip[28..]);
+        out.push((addr(12, 20), addr(16, 22), text.lines().next().unwrap_or_default().to_string()));
+        at += 16 + len;
+    }
+    out
+}
+
+/// SEMS's `msg_logger_path`: a pcap file per call with both legs' messages, named from the
+/// request; a name the request could turn into another folder gets no file, and the call goes
+/// on.
+#[test]
+fn a_profile_with_msg_logger_path_writes_each_calls_pcap() {
+    let dir = scratch_dir("pcap");
+    let options = format!("    msg_logger_path: \"{}/call-$H(X-Name).pcap\"\n", dir.display());
+    let (sbcd, phone) = sbcd_with_phone("bob", |_, phone| next_hop_config(phone, &options));
+    let phone_addr = phone.local_addr();
+    let callee = std::thread::spawn(move || {
+        let mut phone = phone;
+        phone.take_call(|_| {});
+        phone
+    });
+    let mut caller = TestUa::new(sbcd.addr());
+    caller.extra_headers = "X-Name: one\r\n".into();
+    assert_eq!(caller.invite(&format!("sip:bob@{}", sbcd.addr()), &sdp("127.0.0.1", 7000, "")).status(), Some(200));
+    assert_eq!(caller.bye().status(), Some(200));
+    let phone = callee.join().expect("phone");
+
+    let file = dir.join("call-one.pcap");
+    let done = || pcap_messages(&file).iter().filter(|(_, _, l)| l.starts_with("SIP/2.0 200")).count() >= 4;
+    assert!(eventually(Duration::from_secs(5), || file.exists() && done()), "{}", sbcd.log_text());
+    let messages = pcap_messages(&file);
+    let from_phone: Vec<&str> =
+        messages.iter().filter(|(s, _, _)| *s == phone_addr).map(|(_, _, l)| &l[..l.len().min(11)]).collect();
+    assert_eq!(from_phone, ["SIP/2.0 200", "SIP/2.0 200"], "the callee's answers to INVITE and BYE: {messages:#?}");
+    let caller_side = messages.iter().filter(|(s, d, _)| *s == caller.local || *d == caller.local).count();
+    assert!(caller_side >= 5, "INVITE, 100, 200, ACK, BYE, 200 of the caller's leg: {messages:#?}");
+    assert!(metric(&sbcd, "sbc_capture_pcap_written_total").is_some_and(|n| n >= messages.len() as i64));
+
+    // A name that would leave the folder: no file, the call is made all the same.
+    let callee = std::thread::spawn(move || {
+        let mut phone = phone;
+        phone.take_call(|_| {});
+    });
+    let mut caller = TestUa::new(sbcd.addr());
+    caller.extra_headers = "X-Name: ../../escape\r\n".into();
+    assert_eq!(caller.invite(&format!("sip:bob@{}", sbcd.addr()), &sdp("127.0.0.1", 7000, "")).status(), Some(200));
+    assert_eq!(caller.bye().status(), Some(200));
+    callee.join().expect("phone");
+    let files: Vec<_> = std::fs::read_dir(&dir).expect("dir").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(files, ["call-one.pcap"], "nothing else written");
+}

@@ -160,6 +160,19 @@ impl Collector for SbcCollector {
                 HepDrop::ALL.iter().map(|r| (r.label().to_string(), h.dropped(*r))),
             )?;
         }
+        let (written, dropped) = rt.pcap_counters();
+        counter(
+            e,
+            "sbc_capture_pcap_written",
+            "SIP messages written to per-call pcap files (msg_logger_path)",
+            written,
+        )?;
+        counter(
+            e,
+            "sbc_capture_pcap_dropped",
+            "SIP messages not written to per-call pcap files (queue full, file not writable)",
+            dropped,
+        )?;
         #[allow(clippy::disallowed_methods)] // metrics read the clock for blacklistings left
         let hops = rt.health().view(std::time::Instant::now());
         let hop = |v: &crate::health::HopView| format!("{}:{}", v.key.transport, v.key.addr);

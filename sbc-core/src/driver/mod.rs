@@ -115,6 +115,8 @@ pub(crate) struct Shared {
     pub(crate) dns: Arc<dns::Dns>,
     /// Copies of the messages sent and received, for Homer (`capture.hep`).
     pub(crate) hep: Option<Arc<capture::HepExport>>,
+    /// The writer of per-call pcap files (`msg_logger_path`).
+    pub(crate) pcap: Arc<capture::PcapWriter>,
     /// Transferred calls kept on the shard of the dialog they replace (`pins.rs`).
     pub(crate) pins: pins::Pins,
 }
@@ -208,6 +210,8 @@ pub enum StartError {
     Cluster(#[source] cluster::StoreError),
     #[error("cannot start the DNS resolver: {0}")]
     Dns(String),
+    #[error("cannot start the pcap writer: {0}")]
+    Pcap(std::io::Error),
     #[error("interface {interface}: TLS: {source}")]
     Tls { interface: String, source: tls::TlsError },
     #[error("interface {0} listens on tls: without a certificate (interfaces[].tls, or --tls-cert and --tls-key)")]
@@ -418,6 +422,7 @@ impl Runtime {
             admission: admission.clone(),
             dns,
             hep,
+            pcap: capture::PcapWriter::start().map_err(StartError::Pcap)?,
             pins: pins::Pins::new(cfg.max_call_duration),
         });
         let cc_settings = Arc::new(CcSettings {
@@ -499,7 +504,8 @@ impl Runtime {
             );
             let engine = crate::b2bua::Engine::new(ecfg, seed);
             let media = Some(media::ShardMedia::new(relay.clone()));
-            let capture = capture::ShardCapture::new(shared.hep.clone(), &cfg.capture, &interfaces);
+            let capture =
+                capture::ShardCapture::new(shared.hep.clone(), shared.pcap.clone(), &cfg.capture, &interfaces);
             let parts = shard::Parts { cc, media, lookups: lookups.clone(), capture };
             tokio::spawn(shard::run(engine, rx, shared.clone(), status, parts));
         }
@@ -588,6 +594,12 @@ impl Runtime {
     /// What the HEP exporter sent and dropped (`None`: no `capture.hep`).
     pub fn hep_counters(&self) -> Option<&capture::HepCounters> {
         self.shared.hep.as_ref().map(|h| &*h.counters)
+    }
+
+    /// Records written to and dropped from per-call pcap files (`msg_logger_path`).
+    pub fn pcap_counters(&self) -> (u64, u64) {
+        let p = &self.shared.pcap;
+        (p.written.load(Ordering::Relaxed), p.dropped.load(Ordering::Relaxed))
     }
 
     /// Ends a call (see `Engine::admin_teardown`); false if the shard has no such call.

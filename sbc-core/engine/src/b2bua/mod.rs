@@ -147,6 +147,8 @@ pub enum Event {
         call: CallHandle,
         a_call_id: Box<[u8]>,
         b_call_id: Box<[u8]>,
+        /// The pcap file its SIP messages go to (`msg_logger_path`).
+        pcap: Option<std::sync::Arc<str>>,
     },
     CallAnswered {
         call: CallHandle,

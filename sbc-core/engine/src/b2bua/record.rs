@@ -340,8 +340,9 @@ impl Engine {
             scheduled: None,
         };
         let [a, b] = &call.legs;
-        let started =
-            super::Event::CallStarted { call: handle, a_call_id: a.call_id.clone(), b_call_id: b.call_id.clone() };
+        // The pcap file stays with the node that set the call up.
+        let (a_call_id, b_call_id) = (a.call_id.clone(), b.call_id.clone());
+        let started = super::Event::CallStarted { call: handle, a_call_id, b_call_id, pcap: None };
         self.out.push_back(super::Output::Event(started));
         self.calls.insert(handle, Box::new(call));
         self.reschedule_call(handle);

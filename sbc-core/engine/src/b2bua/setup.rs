@@ -216,9 +216,10 @@ impl Engine {
             sst,
             scheduled: None,
         };
+        let pcap = call.rules.plan.pcap.as_deref().map(Into::into);
         self.calls.insert(handle, Box::new(call));
         self.stats.bump(Counter::CallsStarted);
-        self.out.push_back(Output::Event(Event::CallStarted { call: handle, a_call_id, b_call_id }));
+        self.out.push_back(Output::Event(Event::CallStarted { call: handle, a_call_id, b_call_id, pcap }));
         self.reschedule_call(handle);
         self.resolve_alternatives(now, handle, named_alternatives, tls_only);
     }

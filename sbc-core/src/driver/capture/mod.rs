@@ -7,11 +7,13 @@
 
 mod export;
 mod hep;
+mod pcap;
 mod trace;
 
 pub(crate) use export::HepExport;
 pub use export::{HepCounters, HepDrop};
 pub(crate) use hep::Captured;
+pub(crate) use pcap::PcapWriter;
 pub use trace::{CallTrace, Direction, TraceEntry};
 
 use std::net::SocketAddr;
@@ -35,10 +37,18 @@ pub(crate) struct ShardCapture {
     pending: Vec<(Box<[u8]>, TraceEntry)>,
     /// Calls the batch ended: forgotten (down to the ended calls kept) once its messages left.
     ending: Vec<CallHandle>,
+    /// Per-call pcap files (`msg_logger_path`).
+    pcap_writer: Arc<PcapWriter>,
+    pcaps: pcap::PcapCalls,
 }
 
 impl ShardCapture {
-    pub(crate) fn new(hep: Option<Arc<HepExport>>, settings: &CaptureSettings, interfaces: &[Interface]) -> Self {
+    pub(crate) fn new(
+        hep: Option<Arc<HepExport>>,
+        pcap_writer: Arc<PcapWriter>,
+        settings: &CaptureSettings,
+        interfaces: &[Interface],
+    ) -> Self {
         let mut sockets = Vec::new();
         for iface in interfaces {
             let name: Arc<str> = iface.name.as_str().into();
@@ -56,17 +66,21 @@ impl ShardCapture {
             sockets,
             pending: Vec::new(),
             ending: Vec::new(),
+            pcap_writer,
+            pcaps: pcap::PcapCalls::default(),
         }
     }
 
+    /// Whether anything is copied. A profile may name a pcap file at any reload, so messages
+    /// that may open a call are always looked at.
     fn on(&self) -> bool {
-        self.hep.is_some() || self.traces.keeps_messages()
+        self.hep.is_some() || self.traces.keeps_messages() || self.pcaps.any()
     }
 
     /// A message the shard got. `opens_dialog`: it may start a call (an INVITE or SUBSCRIBE
     /// without a To tag), so it is held until the batch's events say whether it did.
     pub(crate) fn received(&mut self, bytes: &Bytes, call_id: Option<&[u8]>, opens_dialog: bool, src: &Source) {
-        if !self.on() {
+        if !self.on() && !opens_dialog {
             return;
         }
         let Some(Some((local, interface))) = self.sockets.get(usize::from(src.local)) else { return };
@@ -78,9 +92,10 @@ impl ShardCapture {
                 Captured { at, transport: src.transport, src: src.remote, dst: *local, correlation, payload: bytes };
             hep.export(src.local, &m);
         }
-        let (Some(id), true) = (call_id, self.traces.keeps_messages()) else { return };
+        let Some(id) = call_id else { return };
         let call = known.map(|(call, _)| call);
-        if call.is_none() && !opens_dialog {
+        let (trace, pcap) = (self.traces.keeps_messages(), self.pcaps.any() || opens_dialog);
+        if !pcap && (!trace || call.is_none() && !opens_dialog) {
             return;
         }
         let entry = TraceEntry {
@@ -94,27 +109,34 @@ impl ShardCapture {
             // the message.
             message: if src.transport.is_reliable() { Bytes::copy_from_slice(bytes) } else { bytes.clone() },
         };
+        if pcap {
+            self.pcaps.message(&self.pcap_writer, id, opens_dialog, &entry);
+        }
         match call {
-            Some(call) => self.traces.record(call, entry),
-            None => self.pending.push((id.into(), entry)),
+            Some(call) if trace => self.traces.record(call, entry),
+            None if trace && opens_dialog => self.pending.push((id.into(), entry)),
+            _ => {}
         }
     }
 
     /// The batch's outputs, before any is sent: calls that started learn their Call-IDs, and
     /// the batch's received messages join them.
     pub(crate) fn before_sends(&mut self, outputs: &[Output]) {
-        if !self.on() {
-            return;
-        }
         for o in outputs {
             match o {
-                Output::Event(Event::CallStarted { call, a_call_id, b_call_id }) => {
-                    self.traces.started(*call, a_call_id, b_call_id)
+                Output::Event(Event::CallStarted { call, a_call_id, b_call_id, pcap }) => {
+                    if let Some(path) = pcap {
+                        self.pcaps.started(*call, a_call_id, b_call_id, path.clone());
+                    }
+                    if self.hep.is_some() || self.traces.keeps_messages() {
+                        self.traces.started(*call, a_call_id, b_call_id);
+                    }
                 }
                 Output::Event(Event::CallEnded { call, .. }) => self.ending.push(*call),
                 _ => {}
             }
         }
+        self.pcaps.flush(&self.pcap_writer);
         for (id, entry) in self.pending.drain(..) {
             if let Some((call, _)) = self.traces.call_of(&id) {
                 self.traces.record(call, entry);
@@ -130,8 +152,9 @@ impl ShardCapture {
         }
         let call_id = call_id_of(bytes);
         let known = call_id.and_then(|id| self.traces.call_of(id)).map(|(call, c)| (call, c.clone()));
-        if let (Some((call, _)), Some(Some((local, interface))), true) =
-            (&known, self.sockets.get(usize::from(dest.local)), self.traces.keeps_messages())
+        let trace = known.as_ref().map(|(call, _)| *call).filter(|_| self.traces.keeps_messages());
+        if let (Some(Some((local, interface))), true) =
+            (self.sockets.get(usize::from(dest.local)), trace.is_some() || self.pcaps.any())
         {
             let entry = TraceEntry {
                 at: wall_clock(),
@@ -142,7 +165,12 @@ impl ShardCapture {
                 interface: interface.clone(),
                 message: bytes.clone(),
             };
-            self.traces.record(*call, entry);
+            if let Some(id) = call_id.filter(|_| self.pcaps.any()) {
+                self.pcaps.message(&self.pcap_writer, id, false, &entry);
+            }
+            if let Some(call) = trace {
+                self.traces.record(call, entry);
+            }
         }
         self.hep.as_ref()?;
         known.map(|(_, c)| c).or_else(|| call_id.map(Arc::from))
@@ -151,6 +179,7 @@ impl ShardCapture {
     /// The batch's messages left: the calls it ended become ended traces.
     pub(crate) fn after_sends(&mut self) {
         for call in std::mem::take(&mut self.ending) {
+            self.pcaps.ended(&self.pcap_writer, call);
             self.traces.ended(call);
         }
     }
