@@ -1,6 +1,7 @@
 //! Calls that live on another shard than their Call-ID hashes to. An INVITE with Replaces or
-//! Join names a dialog of one shard, and only that shard can map it (`b2bua/replaces.rs`): the
-//! INVITE is handed to the shard of the Call-ID it names, and the new call's later requests
+//! Join (or an INVITE, REFER or SUBSCRIBE with Target-Dialog) names a dialog of one shard, and
+//! only that shard can map it (`b2bua/replaces.rs`): the request is handed to the shard of the
+//! Call-ID it names, and the new call's later requests
 //! (its own Call-ID hashes elsewhere) are pinned to follow it. Bounded: at most [`MAX_PINS`]
 //! Call-IDs, each forgotten after the longest a call may last.
 
@@ -41,7 +42,7 @@ impl Pins {
             return pin;
         }
         let own = shard_of_call_id(call_id, shards);
-        if msg.method() != Some(Method::Invite) || msg.to_tag().is_some() {
+        if !matches!(msg.method(), Some(Method::Invite | Method::Refer | Method::Subscribe)) || msg.to_tag().is_some() {
             return own;
         }
         let Some(named) = replaced_call_id(msg) else { return own };
@@ -90,5 +91,11 @@ mod tests {
         assert_eq!(pins.shard_of(&invite(&id, ""), shards, now), there);
         pins.sweep(now + Duration::from_secs(3600 + 301));
         assert_eq!(pins.shard_of(&invite(&id, ""), shards, now), shard_of_call_id(id.as_bytes(), shards), "forgotten");
+        // A REFER outside a dialog with Target-Dialog goes there too.
+        let refer = invite(&id, &format!("Target-Dialog: {named};local-tag=a;remote-tag=b\r\n"));
+        let refer =
+            Message::parse(bytes::Bytes::from(String::from_utf8_lossy(refer.bytes()).replace("INVITE", "REFER")))
+                .expect("parses");
+        assert_eq!(pins.shard_of(&refer, shards, now), there);
     }
 }

@@ -1,5 +1,5 @@
-//! Replaces and Join across the B2BUA (RFC 3891, RFC 3911): a new INVITE that names one of
-//! this SBC's dialogs. The caller names the dialog as its side sees it (its leg with us);
+//! Replaces, Join and Target-Dialog across the B2BUA (RFC 3891, RFC 3911, RFC 4538): a new
+//! request that names one of this SBC's dialogs. The caller names the dialog as its side sees it (its leg with us);
 //! the far side only knows its own leg, so the header is rewritten to name the other leg of
 //! the same call (SEMS's `fix_replaces_inv`, done here by default). A header that names the
 //! far side's leg already (a REFER mapped on its way, `fix_replaces_ref`) goes on unchanged;
@@ -17,7 +17,8 @@ const HVALUE: &AsciiSet =
     &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'!').remove(b'~').remove(b'*').remove(b'\'');
 
 /// The dialog a Replaces or Join value names: `call-id;to-tag=..;from-tag=..` and the other
-/// parameters (`early-only` ...), kept as written.
+/// parameters (`early-only` ...), kept as written. A Target-Dialog value says the same with
+/// `local-tag` (the recipient's, as `to-tag`) and `remote-tag`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DialogRef<'a> {
     call_id: &'a [u8],
@@ -27,8 +28,22 @@ pub(super) struct DialogRef<'a> {
     rest: Vec<&'a [u8]>,
 }
 
+/// The names of a header's two tags: the recipient's and the sender's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TagNames {
+    recipient: &'static str,
+    sender: &'static str,
+}
+
+const REPLACES: TagNames = TagNames { recipient: "to-tag", sender: "from-tag" };
+const TARGET_DIALOG: TagNames = TagNames { recipient: "local-tag", sender: "remote-tag" };
+
 /// Parses a Replaces/Join value; `None` without a Call-ID or either tag.
 pub(super) fn parse(value: &[u8]) -> Option<DialogRef<'_>> {
+    parse_with(value, REPLACES)
+}
+
+fn parse_with(value: &[u8], names: TagNames) -> Option<DialogRef<'_>> {
     let mut parts = value.split(|b| *b == b';');
     let call_id = trim(parts.next()?);
     let (mut to_tag, mut from_tag, mut rest) = (None, None, Vec::new());
@@ -38,9 +53,9 @@ pub(super) fn parse(value: &[u8]) -> Option<DialogRef<'_>> {
             Some(i) => (trim(&p[..i]), trim(&p[i + 1..])),
             None => (p, &p[p.len()..]),
         };
-        if name.eq_ignore_ascii_case(b"to-tag") {
+        if name.eq_ignore_ascii_case(names.recipient.as_bytes()) {
             to_tag = Some(v);
-        } else if name.eq_ignore_ascii_case(b"from-tag") {
+        } else if name.eq_ignore_ascii_case(names.sender.as_bytes()) {
             from_tag = Some(v);
         } else if !p.is_empty() {
             rest.push(p);
@@ -55,11 +70,13 @@ pub(super) fn parse(value: &[u8]) -> Option<DialogRef<'_>> {
     })
 }
 
-/// The Call-ID of the dialog a new INVITE's Replaces or Join names (the driver hands such an
-/// INVITE to the shard that holds that dialog).
+/// The Call-ID of the dialog a new request's Replaces, Join or Target-Dialog names (the driver
+/// hands such a request to the shard that holds that dialog).
 pub fn replaced_call_id(msg: &Message) -> Option<&[u8]> {
-    let value = msg.header_value(HeaderName::Replaces).or_else(|| msg.header_value(HeaderName::Join))?;
-    parse(value).map(|r| r.call_id)
+    if let Some(value) = msg.header_value(HeaderName::Replaces).or_else(|| msg.header_value(HeaderName::Join)) {
+        return parse(value).map(|r| r.call_id);
+    }
+    parse_with(msg.header_value(HeaderName::TargetDialog)?, TARGET_DIALOG).map(|r| r.call_id)
 }
 
 /// A REFER's Refer-To, with where its URI headers begin (`?`) and end.
@@ -101,6 +118,10 @@ impl Engine {
     /// Maps a Replaces/Join value that names one of this SBC's dialogs (RFC 3891 §3: the
     /// recipient matches `to-tag` with its local tag, `from-tag` with the remote one).
     pub(super) fn map_dialog_ref(&self, r: &DialogRef<'_>) -> Mapped {
+        self.map_dialog_ref_as(r, REPLACES)
+    }
+
+    fn map_dialog_ref_as(&self, r: &DialogRef<'_>, names: TagNames) -> Mapped {
         let leg_of = |tag: &[u8]| {
             let (call, side) = self.dialogs.get(tag)?;
             Some((self.calls.get(call)?, *side))
@@ -111,9 +132,11 @@ impl Engine {
                 let other = call.leg(side.other());
                 let Some(far_tag) = other.remote_tag.as_deref() else { return Mapped::Unknown };
                 let mut v = format!(
-                    "{};to-tag={};from-tag={}",
+                    "{};{}={};{}={}",
                     String::from_utf8_lossy(&other.call_id),
+                    names.recipient,
                     String::from_utf8_lossy(far_tag),
+                    names.sender,
                     String::from_utf8_lossy(&other.local_tag)
                 );
                 for p in &r.rest {
@@ -164,13 +187,17 @@ impl Engine {
         self.refer_to_from_elsewhere = None;
     }
 
-    /// The Replaces and Join rows a new INVITE's other leg carries: each one that names a
-    /// dialog of ours, mapped (see the module's documentation).
+    /// The Replaces, Join and Target-Dialog rows a new request's other leg carries: each one
+    /// that names a dialog of ours, mapped (see the module's documentation).
     pub(super) fn dialog_ref_rows(&self, msg: &Message) -> Vec<(&'static str, String)> {
         let mut rows = Vec::new();
-        for (name, header) in [("Replaces", HeaderName::Replaces), ("Join", HeaderName::Join)] {
+        for (name, header, names) in [
+            ("Replaces", HeaderName::Replaces, REPLACES),
+            ("Join", HeaderName::Join, REPLACES),
+            ("Target-Dialog", HeaderName::TargetDialog, TARGET_DIALOG),
+        ] {
             for value in msg.values(header) {
-                let mapped = parse(value).map_or(Mapped::Unknown, |r| self.map_dialog_ref(&r));
+                let mapped = parse_with(value, names).map_or(Mapped::Unknown, |r| self.map_dialog_ref_as(&r, names));
                 match mapped {
                     Mapped::Other(v) => rows.push((name, v)),
                     Mapped::AsIs => rows.push((name, String::from_utf8_lossy(value).into_owned())),

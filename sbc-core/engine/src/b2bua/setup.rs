@@ -121,8 +121,9 @@ impl Engine {
         let (b_leg, transparent_ids) = self.b_leg(&msg, &rules, &route, b_sent_by, &a_leg, &body);
         let branch = self.ids.branch();
         let relay = self.relay_row(&rules.plan, &b_leg.call_id);
-        // Replaces/Join naming a dialog of ours: mapped to the other leg (RFC 3891, 3911).
-        let dialog_refs = if kind == CallKind::Invite { self.dialog_ref_rows(&msg) } else { Vec::new() };
+        // Replaces/Join/Target-Dialog naming a dialog of ours: mapped to the other leg (RFC
+        // 3891, 3911, 4538).
+        let dialog_refs = self.dialog_ref_rows(&msg);
         let extra = BRequestRows { relay, dialog_refs };
         let Some(b_request) = b_request(&msg, &rules, &b_leg, &sst, &body, &branch, max_forwards, extra) else {
             tracing::error!("generated B-leg request does not parse");

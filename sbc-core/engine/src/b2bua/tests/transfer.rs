@@ -80,3 +80,28 @@ fn fix_replaces_ref_maps_the_refer_to_on_its_way() {
         .replace('=', "%3D");
     assert_eq!(relayed, format!("<sip:carol@{CAROL}?Replaces={expected}>"));
 }
+
+/// Target-Dialog (RFC 4538) names a dialog with `local-tag` (the recipient's) and
+/// `remote-tag`: an out-of-dialog REFER that carries one naming our dialog reaches the far side
+/// naming that side's own.
+#[test]
+fn a_target_dialog_naming_our_dialog_is_mapped_to_the_far_sides_dialog() {
+    let mut h = Harness::new();
+    let out = h.send(BOB, &invite_between(BOB, CAROL, "call-6@bob", "b6", ""));
+    let to_carol = one(&out, CAROL);
+    let ok_to_bob = first(&h.send(CAROL, &response_from(CAROL, &to_carol, 200, "c6", "")), BOB);
+    let our_tag_for_bob = tag_param(&hv(&ok_to_bob, HeaderName::To));
+    let (carol_call_id, our_tag_for_carol) =
+        (hv(&to_carol, HeaderName::CallId), tag_param(&hv(&to_carol, HeaderName::From)));
+
+    let refer = format!(
+        "REFER sip:user@{CAROL} SIP/2.0\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bKtd1;rport\nMax-Forwards: 70\nFrom: <sip:u@{BOB}>;tag=b7\nTo: <sip:user@{CAROL}>\nCall-ID: refer-7@bob\nCSeq: 1 REFER\nContact: <sip:u@{BOB}>\nRefer-To: <sip:dave@example.com>\nTarget-Dialog: call-6@bob;local-tag={our_tag_for_bob};remote-tag=b6\nContent-Length: 0\n\n"
+    );
+    let sent = one(&h.send(BOB, &refer), CAROL);
+    assert_eq!(sent.method(), Some(Method::Refer));
+    assert_eq!(
+        String::from_utf8_lossy(sent.header_value(HeaderName::TargetDialog).expect("mapped")),
+        format!("{carol_call_id};local-tag=c6;remote-tag={our_tag_for_carol}"),
+        "Carol's own dialog, as she sees it"
+    );
+}
