@@ -169,8 +169,8 @@ fn main() {
     let carry_out = |book: &mut MediaBook| {
         while let Some(c) = book.pop_command() {
             match c {
-                MediaCommand::Open { stream, ports, spec } => {
-                    relay.open(stream, ports, spec, &sink).expect("the pairs bind");
+                MediaCommand::Open { stream, ports, spec, .. } => {
+                    relay.open(stream, ports, spec, None, &sink).expect("the pairs bind");
                 }
                 MediaCommand::Update { stream, spec } => relay.update(stream, spec),
                 MediaCommand::Close { stream } => relay.close(stream),

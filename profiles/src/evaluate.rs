@@ -149,9 +149,12 @@ pub struct CallPlan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_call: Vec<(String, String)>,
     /// The pcap file the call's SIP messages go to (`msg_logger_path`, checked by
-    /// [`pcap_path`]).
+    /// [`pcap_path`]; `log_sip=no`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcap: Option<String>,
+    /// The pcap file its relayed RTP and RTCP go to (`log_rtp`); the same file as SIP's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcap_rtp: Option<String>,
     /// Every pattern option that was set, with its expansion (for `explain` and debug logs;
     /// not in the serialised form).
     #[serde(skip)]
@@ -362,7 +365,9 @@ impl Profile {
         let aleg_next_hop = x(&opt::ALEG_NEXT_HOP);
         plan.outbound_interface = x(&opt::OUTBOUND_INTERFACE);
         plan.aleg_outbound_interface = x(&opt::ALEG_OUTBOUND_INTERFACE);
-        plan.pcap = x(&opt::MSG_LOGGER_PATH).filter(|_| !self.no_log_sip).and_then(|p| pcap_path(&p));
+        let pcap = x(&opt::MSG_LOGGER_PATH).filter(|_| self.log_rtp || !self.no_log_sip).and_then(|p| pcap_path(&p));
+        plan.pcap_rtp = pcap.clone().filter(|_| self.log_rtp);
+        plan.pcap = pcap.filter(|_| !self.no_log_sip);
         // (user, host, port, displayname, uri_params, params)
         let mut contact = |defs: [&OptionDef; 6]| ContactValues {
             user: x(defs[0]).unwrap_or_default(),

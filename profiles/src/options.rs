@@ -261,7 +261,7 @@ pub const OPTIONS: &[OptionDef] = &[
     row("call_control", Active, Field::Own),
     MSG_LOGGER_PATH,
     row("log_sip", Active, Field::Own),
-    row("log_rtp", NotYet("RTP in per-call pcap files"), Field::Own),
+    row("log_rtp", Active, Field::Own),
     row("max_491_retry_time", Active, Field::Own),
     row("enable_call_timer", Dead, Field::Own),
     row("call_timer", Dead, Field::Own),

@@ -116,9 +116,11 @@ pub struct Profile {
 
     /// RTP relay (docs/manual/media.md, RTP relay).
     pub rtprelay: RtpRelayRules,
-    /// `msg_logger_path`: a pcap file of each call's SIP messages (with `log_sip=no`, none).
+    /// `msg_logger_path`: a pcap file of each call's SIP messages (`log_sip`, on by default)
+    /// and relayed RTP and RTCP (`log_rtp`, off by default).
     pub msg_logger_path: Option<Pattern>,
     pub no_log_sip: bool,
+    pub log_rtp: bool,
     /// Hold re-offers relayed towards the caller's leg and the callee's (`hold_*`).
     pub hold: [Option<HoldRules>; 2],
 
@@ -571,6 +573,7 @@ impl Profile {
                 "aleg_rtprelay_force_symmetric_rtp" => p.rtprelay.aleg_force_symmetric = Some(flag()?),
                 "allow_subless_notify" => p.refuse_subless_notify = !flag()?,
                 "log_sip" => p.no_log_sip = !flag()?,
+                "log_rtp" => p.log_rtp = flag()?,
                 "hold_alter_b2b_aleg" | "hold_alter_b2b_bleg" => hold.alter[leg_of(&o.key)] = flag()?,
                 "hold_zero_connection_aleg" | "hold_zero_connection_bleg" => hold.zero[leg_of(&o.key)] = flag()?,
                 "hold_activity_aleg" | "hold_activity_bleg" => {

@@ -40,8 +40,9 @@ impl std::fmt::Debug for BookConfig {
 /// What the relay must do for a shard's streams, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MediaCommand {
-    /// Bind the pairs (interface index, RTP port) of side A and side B and start relaying.
-    Open { stream: StreamId, ports: [(usize, u16); 2], spec: StreamSpec },
+    /// Bind the pairs (interface index, RTP port) of side A and side B and start relaying;
+    /// `tap` names where copies of the packets go (the driver's pcap file, SEMS's `log_rtp`).
+    Open { stream: StreamId, ports: [(usize, u16); 2], spec: StreamSpec, tap: Option<Arc<str>> },
     /// New addresses or options for a stream.
     Update { stream: StreamId, spec: StreamSpec },
     /// Stop relaying and close the sockets; the pairs come back when their leases drop.
@@ -136,7 +137,12 @@ impl MediaBook {
 
     /// A pair on each side's interface and the command to open the stream; an error (counted)
     /// naming the interface that has none left.
-    pub(crate) fn open(&mut self, ifaces: [usize; 2], spec: StreamSpec) -> Result<(StreamId, [u16; 2]), RelayError> {
+    pub(crate) fn open(
+        &mut self,
+        ifaces: [usize; 2],
+        spec: StreamSpec,
+        tap: Option<Arc<str>>,
+    ) -> Result<(StreamId, [u16; 2]), RelayError> {
         let mut taken = [0; 2];
         for (n, &iface) in ifaces.iter().enumerate() {
             match self.ports.take(iface) {
@@ -154,7 +160,7 @@ impl MediaBook {
         let stream = self.next_stream;
         self.next_stream += 1;
         let ports = [(ifaces[0], taken[0]), (ifaces[1], taken[1])];
-        self.commands.push_back(MediaCommand::Open { stream, ports, spec });
+        self.commands.push_back(MediaCommand::Open { stream, ports, spec, tap });
         Ok((stream, taken))
     }
 
@@ -177,7 +183,8 @@ impl MediaBook {
         let stream = self.next_stream;
         self.next_stream += 1;
         let ports = [(ifaces[0], ports[0]), (ifaces[1], ports[1])];
-        self.commands.push_back(MediaCommand::Open { stream, ports, spec });
+        // A call taken over from another node: its pcap file stayed there.
+        self.commands.push_back(MediaCommand::Open { stream, ports, spec, tap: None });
         Ok(stream)
     }
 

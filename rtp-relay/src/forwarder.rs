@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::counters::{StreamCounters, WorkerCounters};
 use crate::flow::StreamSpec;
@@ -29,6 +30,15 @@ pub struct NewStream {
     pub sockets: StreamSockets,
     pub spec: StreamSpec,
     pub counters: Arc<StreamCounters>,
+    /// Where copies of the stream's packets go (SEMS's `log_rtp`); `None` for nearly all.
+    pub tap: Option<Arc<dyn PacketTap>>,
+}
+
+/// Takes a copy of each packet of a stream as it crossed the wire: what came in (before SRTP
+/// is taken off) and what went out (after it is put on). Called on the forwarder's threads, so
+/// it must not block: a tap that cannot keep up drops copies, never packets.
+pub trait PacketTap: Send + Sync + std::fmt::Debug {
+    fn packet(&self, at: SystemTime, from: SocketAddr, to: SocketAddr, bytes: &[u8]);
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ pub mod userspace;
 
 pub use book::{BookConfig, MediaBook, MediaCommand};
 pub use counters::{DropReason, RelayStats, SideSnapshot};
-pub use forwarder::{ForwardError, Forwarder};
+pub use forwarder::{ForwardError, Forwarder, PacketTap};
 pub use policy::DestinationPolicy;
 pub use ports::MediaInterface;
 pub use relay::{OpenError, Relay, RelayConfig};

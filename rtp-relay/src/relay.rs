@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::counters::{RelayStats, StreamCounters};
 use crate::flow::{FlowLimits, StreamSpec};
-use crate::forwarder::{Forwarder, NewStream, StreamId, StreamSockets};
+use crate::forwarder::{Forwarder, NewStream, PacketTap, StreamId, StreamSockets};
 use crate::ports::{bind_pair, MediaInterface, PortLease, ReleaseSink};
 use crate::userspace::UserspaceForwarder;
 use crate::RelayError;
@@ -82,13 +82,14 @@ impl Relay {
         s
     }
 
-    /// Binds a stream's pairs (interface index, RTP port) and starts relaying it. Each pair
-    /// goes back through `release` once its sockets are closed, also when this fails.
+    /// Binds a stream's pairs (interface index, RTP port) and starts relaying it, copying its
+    /// packets to `tap` if there is one. Each pair goes back through `release` once its sockets are closed, also when this fails.
     pub fn open(
         &self,
         stream: StreamId,
         ports: [(usize, u16); 2],
         spec: StreamSpec,
+        tap: Option<Arc<dyn PacketTap>>,
         release: &ReleaseSink,
     ) -> Result<Arc<StreamCounters>, OpenError> {
         let [a, b] = ports.map(|(iface, port)| PortLease::new(iface, port, release.clone()));
@@ -114,7 +115,7 @@ impl Relay {
         let counters = Arc::new(StreamCounters::default());
         let sockets = StreamSockets { sockets: [[a.rtp, a.rtcp], [b.rtp, b.rtcp]], locals, leases: [a.lease, b.lease] };
         self.forwarder
-            .add(NewStream { id: stream, sockets, spec, counters: counters.clone() })
+            .add(NewStream { id: stream, sockets, spec, counters: counters.clone(), tap })
             .map_err(|e| OpenError { error: e.into(), busy: None })?;
         Ok(counters)
     }

@@ -4,6 +4,7 @@
 //! gives everything back when the call ends.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::book::MediaBook;
 use crate::flow::{RemoteSpec, StreamSpec};
@@ -143,11 +144,19 @@ pub struct Session {
     streams: Vec<Option<Stream>>,
     /// Offer or answer, for SDES.
     roles: Roles,
+    /// Where copies of the streams' packets go (see [`MediaCommand::Open`](crate::MediaCommand)).
+    tap: Option<Arc<str>>,
 }
 
 impl Session {
     pub(crate) fn new(sides: [SideOptions; 2], ifaces: [usize; 2]) -> Self {
-        Self { sides, ifaces, streams: Vec::new(), roles: Roles::default() }
+        Self { sides, ifaces, streams: Vec::new(), roles: Roles::default(), tap: None }
+    }
+
+    /// Streams opened from now on have their packets copied to the tap named `tap`.
+    pub fn tapped(mut self, tap: Option<Arc<str>>) -> Self {
+        self.tap = tap;
+        self
     }
 
     /// [`update_sdp`](Self::update_sdp) of an SDP whose kind is told from the session's state.
@@ -238,7 +247,7 @@ impl Session {
                     let mut dtmf_pt = [None; 2];
                     dtmf_pt[from] = m.dtmf_payload_type;
                     set_dtmf_drops(&mut spec, dtmf_pt, filtering);
-                    let (id, ports) = match book.open(self.ifaces, spec) {
+                    let (id, ports) = match book.open(self.ifaces, spec, self.tap.clone()) {
                         Ok(opened) => opened,
                         Err(e) => {
                             failure = Some(e);

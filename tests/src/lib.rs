@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod dns;
 pub mod flood;
 pub mod hep;
+pub mod pcap;
 pub mod phone;
 pub mod redis;
 pub mod srtp;

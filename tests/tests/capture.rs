@@ -190,23 +190,7 @@ fn only_the_listed_interfaces_are_exported_and_garbage_keeps_its_call_id() {
 
 /// The messages of a pcap file: (source, destination, first line).
 fn pcap_messages(path: &std::path::Path) -> Vec<(SocketAddr, SocketAddr, String)> {
-    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&data[..4], &0xa1b2_c3d4u32.to_le_bytes(), "a pcap file");
-    assert_eq!(u32::from_le_bytes(data[20..24].try_into().expect("4")), 101, "raw IP packets");
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= data.len() {
-        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().expect("4")) as usize;
-        let ip = &data[at + 16..at + 16 + len];
-        assert_eq!(ip[0] >> 4, 4, "IPv4 on loopback");
-        let addr = |o: usize, p: usize| {
-            SocketAddr::from(([ip[o], ip[o + 1], ip[o + 2], ip[o + 3]], u16::from_be_bytes([ip[p], ip[p + 1]])))
-        };
-        let text = String::from_utf8_lossy(&ip[28..]);
-        out.push((addr(12, 20), addr(16, 22), text.lines().next().unwrap_or_default().to_string()));
-        at += 16 + len;
-    }
-    out
+    pcap::pcap_records(path).into_iter().map(|r| (r.src, r.dst, r.first_line())).collect()
 }
 
 /// SEMS's `msg_logger_path`: a pcap file per call with both legs' messages, named from the

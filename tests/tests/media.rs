@@ -103,6 +103,38 @@ fn media_flows_both_ways_through_the_relay_and_only_the_relay_is_seen() {
     uas.assert_passed(Duration::from_secs(20), &sbcd);
 }
 
+/// SEMS's `log_rtp` (with `log_sip=no`, RTP only): the call's pcap file gets each relayed
+/// packet as it came in and as it went out, with the addresses on the wire.
+#[test]
+fn log_rtp_writes_the_relayed_packets_into_the_calls_pcap() {
+    let dir = scratch_dir("media-pcap");
+    let extra = format!("    msg_logger_path: \"{}/rtp-$ci.pcap\"\n    log_rtp: yes\n    log_sip: no\n", dir.display());
+    let sbcd = start((47600, 47699), 60, &extra);
+    let (caller_rtp, callee_rtp) = (rtp_socket(), rtp_socket());
+    let (uas, uas_port) = callee("uas_media.xml", &callee_rtp);
+    let mut ua = TestUa::new(sbcd.addr());
+    let ok = ua.invite(&format!("sip:svc@127.0.0.1:{uas_port}"), &sdp("127.0.0.1", port(&caller_rtp), ""));
+    assert_eq!(ok.status(), Some(200), "{}\n{}", ok.0, sbcd.log_text());
+    let (_, a_port) = ok.sdp_media().expect("SDP in the 200");
+    let relay_a = SocketAddr::new(RELAY_IP.parse().expect("ip"), a_port);
+    caller_rtp.send_to(&rtp(1), relay_a).expect("send");
+    let (_, relay_b) = recv(&callee_rtp);
+    callee_rtp.send_to(&rtp(2), relay_b).expect("send back");
+    recv(&caller_rtp);
+    assert_eq!(ua.bye().status(), Some(200));
+    uas.assert_passed(Duration::from_secs(20), &sbcd);
+
+    let file = dir.join(format!("rtp-{}.pcap", ua.call_id));
+    let (caller, callee) = (caller_rtp.local_addr().expect("addr"), callee_rtp.local_addr().expect("addr"));
+    let expected =
+        [(caller, relay_a, rtp(1)), (relay_b, callee, rtp(1)), (callee, relay_b, rtp(2)), (relay_a, caller, rtp(2))];
+    let records = || if file.exists() { pcap::pcap_records(&file) } else { Vec::new() };
+    assert!(eventually(Duration::from_secs(5), || records().len() >= 4), "{}", sbcd.log_text());
+    let got: Vec<_> = records().into_iter().map(|r| (r.src, r.dst, r.payload)).collect();
+    assert_eq!(got, expected.map(|(s, d, p)| (s, d, p.to_vec())), "log_sip=no: RTP only");
+    assert!(cluster::metric(&sbcd, "sbc_capture_pcap_written_total").is_some_and(|n| n >= 4));
+}
+
 #[test]
 fn natted_caller_gets_audio_with_symmetric_rtp_from_the_sems_profile() {
     // The relay profile is the SEMS-style symmetricrtp.sbcprofile.conf, loaded unchanged.

@@ -21,6 +21,18 @@ struct Rig {
     released: Arc<Mutex<Vec<(usize, u16)>>>,
     sink: ReleaseSink,
     streams: HashMap<StreamId, Arc<StreamCounters>>,
+    /// The tap behind each tap name a session was given.
+    taps: HashMap<Arc<str>, Arc<Copies>>,
+}
+
+/// A tap keeping what it is given.
+#[derive(Debug, Default)]
+struct Copies(Mutex<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>);
+
+impl crate::forwarder::PacketTap for Copies {
+    fn packet(&self, _at: std::time::SystemTime, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.0.lock().expect("lock").push((from, to, bytes.to_vec()));
+    }
 }
 
 fn rig(port_min: u16, port_max: u16) -> Rig {
@@ -44,7 +56,8 @@ fn rig(port_min: u16, port_max: u16) -> Rig {
         Arc::new(move |i, p| released.lock().expect("lock").push((i, p)))
     };
     let book = MediaBook::new(BookConfig { interfaces, max_streams: DEFAULT_MAX_STREAMS, policy: None }, 0, 1, [7; 32]);
-    Rig { book, relay: Relay::start(&cfg).expect("relay starts"), released, sink, streams: HashMap::new() }
+    let relay = Relay::start(&cfg).expect("relay starts");
+    Rig { book, relay, released, sink, streams: HashMap::new(), taps: HashMap::new() }
 }
 
 impl Rig {
@@ -56,8 +69,10 @@ impl Rig {
     fn run(&mut self) {
         while let Some(c) = self.book.pop_command() {
             match c {
-                MediaCommand::Open { stream, ports, spec } => {
-                    let counters = self.relay.open(stream, ports, spec, &self.sink).expect("the pairs bind");
+                MediaCommand::Open { stream, ports, spec, tap } => {
+                    let tap = tap
+                        .map(|name| self.taps.entry(name).or_default().clone() as Arc<dyn crate::forwarder::PacketTap>);
+                    let counters = self.relay.open(stream, ports, spec, tap, &self.sink).expect("the pairs bind");
                     self.streams.insert(stream, counters);
                 }
                 MediaCommand::Update { stream, spec } => self.relay.update(stream, spec),
@@ -172,6 +187,36 @@ fn media_flows_both_ways_through_the_advertised_ports() {
     let st = r.relay.stats();
     assert!(st.forwarded >= 2, "{st:?}");
     assert_eq!(r.book.ports_in_use(), 2);
+    r.close(&mut s);
+    r.wait_ports_free();
+}
+
+/// `log_rtp`: a tapped session's packets are copied as they crossed the wire, in (from the
+/// sender to the relay) and out (from the relay to the receiver); a stranger's are not.
+#[test]
+fn a_tapped_session_copies_what_it_relays() {
+    let mut r = rig(23000, 23099);
+    let (caller, callee, stranger) = (peer("127.0.0.1"), peer("127.0.0.1"), peer("127.0.0.2"));
+    let mut s = r.session(sides("v4", "v4", false)).tapped(Some("call-1".into()));
+    let to_b = r.update(&mut s, 0, &[offered(&caller)]).adverts[0].clone().expect("relayed");
+    let to_a = r.update(&mut s, 1, &[offered(&callee)]).adverts[0].clone().expect("relayed");
+    let (relay_a, relay_b) = (SocketAddr::new(to_a.addr, to_a.port), SocketAddr::new(to_b.addr, to_b.port));
+    stranger.send_to(&rtp(9), relay_a).expect("send");
+    caller.send_to(&rtp(1), relay_a).expect("send");
+    assert_eq!(recv(&callee).0, rtp(1));
+    callee.send_to(&rtp(2), relay_b).expect("send");
+    assert_eq!(recv(&caller).0, rtp(2));
+    let copies = r.taps.get("call-1").expect("the tap").0.lock().expect("lock").clone();
+    let (a, b) = (caller.local_addr().expect("addr"), callee.local_addr().expect("addr"));
+    assert_eq!(
+        copies,
+        [
+            (a, relay_a, rtp(1).to_vec()),
+            (relay_b, b, rtp(1).to_vec()),
+            (b, relay_b, rtp(2).to_vec()),
+            (relay_a, a, rtp(2).to_vec())
+        ],
+    );
     r.close(&mut s);
     r.wait_ports_free();
 }

@@ -1,6 +1,7 @@
 //! One forwarder thread: owns its streams' sockets and flow state, waits on epoll, reads
 //! packets in batches with recvmmsg and writes them with sendmmsg. Nothing here allocates per
-//! packet or takes a lock signalling holds; commands arrive over a channel with an eventfd.
+//! packet or takes a lock signalling holds (a stream's tap, `log_rtp`, may: it copies); commands
+//! arrive over a channel with an eventfd.
 
 use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -9,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags, EpollTimeout};
@@ -18,7 +19,7 @@ use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeader
 
 use crate::counters::{DropReason, StreamCounters, WorkerCounters};
 use crate::flow::{is_rtcp, FlowLimits, StreamFlows, StreamSpec, Verdict};
-use crate::forwarder::{NewStream, StreamId, StreamSockets};
+use crate::forwarder::{NewStream, PacketTap, StreamId, StreamSockets};
 use crate::ports::MediaInterface;
 use crate::ports::PortLease;
 use crate::srtp::contexts::{CryptoDrop, SideContexts};
@@ -46,6 +47,9 @@ struct Slot {
     /// Each side's SRTP contexts (plain sides pass bytes through).
     crypto: [SideContexts; 2],
     counters: Arc<StreamCounters>,
+    /// The local addresses of `sockets`, for the tap's copies.
+    locals: [[SocketAddr; 2]; 2],
+    tap: Option<Arc<dyn PacketTap>>,
     /// Declared after `sockets`: the ports return to the pool once the sockets are closed.
     _leases: [PortLease; 2],
 }
@@ -171,7 +175,17 @@ impl Worker {
         self.by_id.insert(s.id, idx);
         let StreamSockets { sockets, leases, locals } = s.sockets;
         let v6 = [locals[0][0].is_ipv6(), locals[1][0].is_ipv6()];
-        self.slots[idx] = Some(Slot { id: s.id, sockets, v6, flows, crypto, counters: s.counters, _leases: leases });
+        self.slots[idx] = Some(Slot {
+            id: s.id,
+            sockets,
+            v6,
+            flows,
+            crypto,
+            counters: s.counters,
+            locals,
+            tap: s.tap,
+            _leases: leases,
+        });
         self.counters.streams.fetch_add(1, Relaxed);
     }
 
@@ -218,6 +232,9 @@ impl Worker {
         if received == 0 {
             return;
         }
+        // One wall-clock read per batch, and only for a tapped stream. Only packets of accepted
+        // sources are copied: a stranger spraying the port fills no disk.
+        let tap = slot.tap.as_ref().map(|t| (t, SystemTime::now(), slot.locals[side][comp]));
         let mut dests: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
         let mut order = [0usize; BATCH];
         let mut forwarded = 0;
@@ -244,6 +261,9 @@ impl Worker {
                     drops[r as usize] += 1;
                     continue;
                 }
+                if let Some((tap, at, local)) = tap {
+                    tap.packet(at, src, local, &bufs[i][..len]);
+                }
                 match slot.crypto[side].unprotect(rtcp, &mut bufs[i], len) {
                     Ok(n) => len = n,
                     Err(e) => {
@@ -253,7 +273,11 @@ impl Worker {
                 }
                 slot.flows.accept(side, comp, src, &bufs[i][..len], now)
             } else {
-                slot.flows.on_packet(side, comp, src, &bufs[i][..len], now)
+                let out = slot.flows.on_packet(side, comp, src, &bufs[i][..len], now);
+                if let (Some((tap, at, local)), Verdict::Forward(_)) = (tap, out.verdict) {
+                    tap.packet(at, src, local, &bufs[i][..len]);
+                }
+                out
             };
             latches += u64::from(out.latched);
             match out.verdict {
@@ -268,6 +292,9 @@ impl Worker {
                         }
                     }
                     meta[i].0 = len;
+                    if let Some((tap, at, _)) = tap {
+                        tap.packet(at, slot.locals[1 - side][comp], dest, &bufs[i][..len.min(BUF)]);
+                    }
                     dests[forwarded] = Some(SockaddrStorage::from(dest));
                     order[forwarded] = i;
                     forwarded += 1;

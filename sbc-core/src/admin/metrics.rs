@@ -164,13 +164,13 @@ impl Collector for SbcCollector {
         counter(
             e,
             "sbc_capture_pcap_written",
-            "SIP messages written to per-call pcap files (msg_logger_path)",
+            "SIP messages and RTP packets (log_rtp) written to per-call pcap files (msg_logger_path)",
             written,
         )?;
         counter(
             e,
             "sbc_capture_pcap_dropped",
-            "SIP messages not written to per-call pcap files (queue full, file not writable)",
+            "SIP messages and RTP packets not written to per-call pcap files (queue full, file not writable)",
             dropped,
         )?;
         #[allow(clippy::disallowed_methods)] // metrics read the clock for blacklistings left

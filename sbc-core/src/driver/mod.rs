@@ -503,7 +503,7 @@ impl Runtime {
                 cc_inflight.clone(),
             );
             let engine = crate::b2bua::Engine::new(ecfg, seed);
-            let media = Some(media::ShardMedia::new(relay.clone()));
+            let media = Some(media::ShardMedia::new(relay.clone(), shared.pcap.clone()));
             let capture =
                 capture::ShardCapture::new(shared.hep.clone(), shared.pcap.clone(), &cfg.capture, &interfaces);
             let parts = shard::Parts { cc, media, lookups: lookups.clone(), capture };

@@ -262,7 +262,9 @@ impl Engine {
         };
         let a = side(&r.aleg_interface, 0, r.aleg_force_symmetric.unwrap_or(r.force_symmetric));
         let b = side(&r.interface, 1, r.force_symmetric);
-        book.session([a, b]).map(Some)
+        // `log_rtp`: the driver copies the streams' packets into the call's pcap file.
+        let tap = rules.plan.pcap_rtp.as_deref().map(Into::into);
+        book.session([a, b]).map(|s| Some(s.tapped(tap)))
     }
 
     /// A session that will not be used (the call failed before it started): its ports go back.

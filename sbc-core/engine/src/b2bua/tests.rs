@@ -295,7 +295,7 @@ impl Harness {
     /// stream's pairs come back at once.
     fn relay(&mut self, cmd: rtp_relay::MediaCommand) {
         match cmd {
-            rtp_relay::MediaCommand::Open { stream, ports, spec } => {
+            rtp_relay::MediaCommand::Open { stream, ports, spec, .. } => {
                 self.specs.insert(stream, spec);
                 let n = self.opened;
                 self.opened += 1;

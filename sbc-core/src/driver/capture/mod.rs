@@ -13,7 +13,7 @@ mod trace;
 pub(crate) use export::HepExport;
 pub use export::{HepCounters, HepDrop};
 pub(crate) use hep::Captured;
-pub(crate) use pcap::PcapWriter;
+pub(crate) use pcap::{PcapFile, PcapWriter};
 pub use trace::{CallTrace, Direction, TraceEntry};
 
 use std::net::SocketAddr;
@@ -110,7 +110,7 @@ impl ShardCapture {
             message: if src.transport.is_reliable() { Bytes::copy_from_slice(bytes) } else { bytes.clone() },
         };
         if pcap {
-            self.pcaps.message(&self.pcap_writer, id, opens_dialog, &entry);
+            self.pcaps.message(id, opens_dialog, &entry);
         }
         match call {
             Some(call) if trace => self.traces.record(call, entry),
@@ -126,7 +126,7 @@ impl ShardCapture {
             match o {
                 Output::Event(Event::CallStarted { call, a_call_id, b_call_id, pcap }) => {
                     if let Some(path) = pcap {
-                        self.pcaps.started(*call, a_call_id, b_call_id, path.clone());
+                        self.pcaps.started(&self.pcap_writer, *call, a_call_id, b_call_id, path.clone());
                     }
                     if self.hep.is_some() || self.traces.keeps_messages() {
                         self.traces.started(*call, a_call_id, b_call_id);
@@ -136,7 +136,7 @@ impl ShardCapture {
                 _ => {}
             }
         }
-        self.pcaps.flush(&self.pcap_writer);
+        self.pcaps.flush();
         for (id, entry) in self.pending.drain(..) {
             if let Some((call, _)) = self.traces.call_of(&id) {
                 self.traces.record(call, entry);
@@ -166,7 +166,7 @@ impl ShardCapture {
                 message: bytes.clone(),
             };
             if let Some(id) = call_id.filter(|_| self.pcaps.any()) {
-                self.pcaps.message(&self.pcap_writer, id, false, &entry);
+                self.pcaps.message(id, false, &entry);
             }
             if let Some(call) = trace {
                 self.traces.record(call, entry);
@@ -179,7 +179,7 @@ impl ShardCapture {
     /// The batch's messages left: the calls it ended become ended traces.
     pub(crate) fn after_sends(&mut self) {
         for call in std::mem::take(&mut self.ending) {
-            self.pcaps.ended(&self.pcap_writer, call);
+            self.pcaps.ended(call);
             self.traces.ended(call);
         }
     }

@@ -8,15 +8,15 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::trace::{Direction, TraceEntry};
 use crate::b2bua::CallHandle;
 
-/// Records waiting for the writer, over all shards.
+/// Records waiting for the writer, over all shards and media threads.
 const QUEUE: usize = 8192;
 /// The longest message written (a UDP payload).
 const MAX_PAYLOAD: usize = 65_507;
@@ -24,13 +24,22 @@ const MAX_PAYLOAD: usize = 65_507;
 const LINKTYPE_RAW: u32 = 101;
 
 enum Job {
-    Record { path: Arc<str>, record: Vec<u8> },
-    Close(Arc<str>),
+    Record {
+        path: Arc<str>,
+        record: Vec<u8>,
+    },
+    /// One more holder of the file: a call's SIP side, or one of its tapped streams.
+    Hold(Arc<str>),
+    /// A holder let go; the last one closes the file.
+    Release(Arc<str>),
 }
 
-/// The writer thread's side, shared by the shards.
+/// The writer thread's side, shared by the shards and the media threads.
 pub(crate) struct PcapWriter {
-    tx: SyncSender<Job>,
+    /// Unbounded so that holds and releases are never lost (there is one of each per holder);
+    /// records are bounded by `queued`.
+    tx: Sender<Job>,
+    queued: Arc<AtomicUsize>,
     /// Records not written: the queue was full, or the file could not be written.
     pub(crate) dropped: Arc<AtomicU64>,
     pub(crate) written: Arc<AtomicU64>,
@@ -39,27 +48,86 @@ pub(crate) struct PcapWriter {
 impl PcapWriter {
     /// Starts the writer thread.
     pub(crate) fn start() -> std::io::Result<Arc<Self>> {
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = channel();
         let (dropped, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let counts = (dropped.clone(), written.clone());
-        std::thread::Builder::new().name("pcap-writer".into()).spawn(move || write_loop(&rx, &counts.0, &counts.1))?;
-        Ok(Arc::new(Self { tx, dropped, written }))
+        let queued = Arc::new(AtomicUsize::new(0));
+        let counts = (queued.clone(), dropped.clone(), written.clone());
+        std::thread::Builder::new()
+            .name("pcap-writer".into())
+            .spawn(move || write_loop(&rx, &counts.0, &counts.1, &counts.2))?;
+        Ok(Arc::new(Self { tx, queued, dropped, written }))
     }
 
-    fn send(&self, job: Job) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(job) {
+    fn record(&self, path: &Arc<str>, record: Vec<u8>) {
+        // A full queue (a slow disk) costs the record, never the sender's time.
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE
+            || self.tx.send(Job::Record { path: path.clone(), record }).is_err()
+        {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-fn write_loop(rx: &Receiver<Job>, dropped: &AtomicU64, written: &AtomicU64) {
-    // `None`: a file that would not open (said once; its records are counted as dropped).
-    let mut files: HashMap<Arc<str>, Option<File>> = HashMap::new();
+/// One holder of a call's pcap file: records go to it while any holder lives, and the file
+/// closes when the last one is dropped (the call's SIP side and its streams end apart).
+#[derive(Debug)]
+pub(crate) struct PcapFile {
+    path: Arc<str>,
+    writer: Arc<PcapWriter>,
+}
+
+impl PcapFile {
+    pub(crate) fn hold(writer: &Arc<PcapWriter>, path: Arc<str>) -> Arc<Self> {
+        let _ = writer.tx.send(Job::Hold(path.clone()));
+        Arc::new(Self { path, writer: writer.clone() })
+    }
+
+    fn message(&self, entry: &TraceEntry) {
+        let remote = entry.remote.addr().unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+        let (from, to) = match entry.direction {
+            Direction::In => (remote, entry.local),
+            Direction::Out => (entry.local, remote),
+        };
+        self.writer.record(&self.path, record(entry.at, from, to, &entry.message));
+    }
+}
+
+impl Drop for PcapFile {
+    fn drop(&mut self) {
+        let _ = self.writer.tx.send(Job::Release(self.path.clone()));
+    }
+}
+
+impl std::fmt::Debug for PcapWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapWriter").finish_non_exhaustive()
+    }
+}
+
+/// RTP and RTCP of a call's streams (SEMS's `log_rtp`), from the media threads.
+impl rtp_relay::PacketTap for PcapFile {
+    fn packet(&self, at: SystemTime, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.writer.record(&self.path, record(at, from, to, bytes));
+    }
+}
+
+/// A file the writer keeps: how many hold it, and the file once a record opened it (`None`
+/// inside: it would not open, said once; its records are counted as dropped).
+#[derive(Default)]
+struct Held {
+    holders: usize,
+    file: Option<Option<File>>,
+}
+
+fn write_loop(rx: &Receiver<Job>, queued: &AtomicUsize, dropped: &AtomicU64, written: &AtomicU64) {
+    let mut files: HashMap<Arc<str>, Held> = HashMap::new();
     while let Ok(job) = rx.recv() {
         match job {
             Job::Record { path, record } => {
-                let file = files.entry(path.clone()).or_insert_with(|| open(&path));
+                queued.fetch_sub(1, Ordering::Relaxed);
+                let held = files.entry(path.clone()).or_default();
+                let file = held.file.get_or_insert_with(|| open(&path));
                 match file.as_mut().map(|f| f.write_all(&record)) {
                     Some(Ok(())) => {
                         written.fetch_add(1, Ordering::Relaxed);
@@ -73,9 +141,18 @@ fn write_loop(rx: &Receiver<Job>, dropped: &AtomicU64, written: &AtomicU64) {
                         dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                if held.holders == 0 {
+                    files.remove(&path);
+                }
             }
-            Job::Close(path) => {
-                files.remove(&path);
+            Job::Hold(path) => files.entry(path).or_default().holders += 1,
+            Job::Release(path) => {
+                if let Some(held) = files.get_mut(&path) {
+                    held.holders = held.holders.saturating_sub(1);
+                    if held.holders == 0 {
+                        files.remove(&path);
+                    }
+                }
             }
         }
     }
@@ -124,14 +201,9 @@ fn checksum(parts: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-/// One pcap record: `entry`'s message as a UDP datagram from its sender to its receiver.
-fn record(entry: &TraceEntry) -> Vec<u8> {
-    let remote = entry.remote.addr().unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
-    let (src, dst) = match entry.direction {
-        Direction::In => (remote, entry.local),
-        Direction::Out => (entry.local, remote),
-    };
-    let payload = &entry.message[..entry.message.len().min(MAX_PAYLOAD)];
+/// One pcap record: `payload` as a UDP datagram from `src` to `dst` at `at`.
+fn record(at: SystemTime, src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
     let udp_len = (payload.len() + 8) as u16;
     let mut udp = Vec::with_capacity(8);
     udp.extend_from_slice(&src.port().to_be_bytes());
@@ -166,7 +238,7 @@ fn record(entry: &TraceEntry) -> Vec<u8> {
             [ip, udp, payload.to_vec()].concat()
         }
     };
-    let at = entry.at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let at = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut out = Vec::with_capacity(16 + packet.len());
     out.extend_from_slice(&(at.as_secs() as u32).to_le_bytes());
     out.extend_from_slice(&at.subsec_micros().to_le_bytes());
@@ -179,7 +251,7 @@ fn record(entry: &TraceEntry) -> Vec<u8> {
 /// A shard's calls that log to a pcap file.
 #[derive(Default)]
 pub(crate) struct PcapCalls {
-    paths: HashMap<CallHandle, Arc<str>>,
+    files: HashMap<CallHandle, Arc<PcapFile>>,
     by_call_id: HashMap<Box<[u8]>, CallHandle>,
     /// The batch's messages that may open a call (written once its start names a file).
     pending: Vec<(Box<[u8]>, TraceEntry)>,
@@ -188,40 +260,39 @@ pub(crate) struct PcapCalls {
 impl PcapCalls {
     /// Whether a call of this shard logs.
     pub(crate) fn any(&self) -> bool {
-        !self.paths.is_empty()
+        !self.files.is_empty()
     }
 
     /// A message of the call with `call_id`, if it logs; one that may open a call waits for
     /// the batch's events.
-    pub(crate) fn message(&mut self, writer: &PcapWriter, call_id: &[u8], opens: bool, entry: &TraceEntry) {
-        match self.by_call_id.get(call_id).and_then(|c| self.paths.get(c)) {
-            Some(path) => writer.send(Job::Record { path: path.clone(), record: record(entry) }),
+    pub(crate) fn message(&mut self, call_id: &[u8], opens: bool, entry: &TraceEntry) {
+        match self.by_call_id.get(call_id).and_then(|c| self.files.get(c)) {
+            Some(file) => file.message(entry),
             None if opens => self.pending.push((call_id.into(), entry.clone())),
             None => {}
         }
     }
 
     /// A call started that logs to `path`.
-    pub(crate) fn started(&mut self, call: CallHandle, a: &[u8], b: &[u8], path: Arc<str>) {
+    pub(crate) fn started(&mut self, writer: &Arc<PcapWriter>, call: CallHandle, a: &[u8], b: &[u8], path: Arc<str>) {
         self.by_call_id.insert(a.into(), call);
         self.by_call_id.insert(b.into(), call);
-        self.paths.insert(call, path);
+        self.files.insert(call, PcapFile::hold(writer, path));
     }
 
     /// The batch's events are known: waiting messages of calls that log are written.
-    pub(crate) fn flush(&mut self, writer: &PcapWriter) {
+    pub(crate) fn flush(&mut self) {
         for (id, entry) in self.pending.drain(..) {
-            if let Some(path) = self.by_call_id.get(&id).and_then(|c| self.paths.get(c)) {
-                writer.send(Job::Record { path: path.clone(), record: record(&entry) });
+            if let Some(file) = self.by_call_id.get(&id).and_then(|c| self.files.get(c)) {
+                file.message(&entry);
             }
         }
     }
 
-    /// A call ended (its last messages were written): its file is closed.
-    pub(crate) fn ended(&mut self, writer: &PcapWriter, call: CallHandle) {
-        if let Some(path) = self.paths.remove(&call) {
+    /// A call ended (its last messages were written): its SIP side lets go of the file.
+    pub(crate) fn ended(&mut self, call: CallHandle) {
+        if self.files.remove(&call).is_some() {
             self.by_call_id.retain(|_, c| *c != call);
-            writer.send(Job::Close(path));
         }
     }
 }
@@ -230,22 +301,18 @@ impl PcapCalls {
 mod tests {
     use super::*;
     use crate::b2bua::{Peer, Transport};
+    use rtp_relay::PacketTap as _;
 
-    fn entry(direction: Direction, local: &str, remote: &str) -> TraceEntry {
-        TraceEntry {
-            at: UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 250_000),
-            direction,
-            transport: Transport::Udp,
-            local: local.parse().expect("addr"),
-            remote: Peer::Addr(remote.parse().expect("addr")),
-            interface: "ext".into(),
-            message: bytes::Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n"),
-        }
+    const AT: std::time::Duration = std::time::Duration::new(1_700_000_000, 250_000);
+    const OPTIONS: &[u8] = b"OPTIONS sip:x SIP/2.0\r\n\r\n";
+
+    fn addr(a: &str) -> SocketAddr {
+        a.parse().expect("addr")
     }
 
     #[test]
     fn records_are_udp_packets_from_sender_to_receiver() {
-        let r = record(&entry(Direction::In, "192.0.2.1:5060", "198.51.100.7:5070"));
+        let r = record(UNIX_EPOCH + AT, addr("198.51.100.7:5070"), addr("192.0.2.1:5060"), OPTIONS);
         let (head, ip) = r.split_at(16);
         assert_eq!(u32::from_le_bytes(head[0..4].try_into().expect("4")), 1_700_000_000);
         assert_eq!(u32::from_le_bytes(head[4..8].try_into().expect("4")), 250);
@@ -254,13 +321,52 @@ mod tests {
         assert_eq!(checksum(&[&ip[..20]]), 0, "a valid header checksum");
         assert_eq!(&ip[12..16], &[198, 51, 100, 7], "from the peer");
         assert_eq!(u16::from_be_bytes([ip[20], ip[21]]), 5070);
-        assert!(ip.ends_with(b"OPTIONS sip:x SIP/2.0\r\n\r\n"));
-        let r = record(&entry(Direction::Out, "[2001:db8::1]:5060", "[2001:db8::2]:5060"));
+        assert!(ip.ends_with(OPTIONS));
+        let r = record(UNIX_EPOCH + AT, addr("[2001:db8::1]:5060"), addr("[2001:db8::2]:5060"), OPTIONS);
         let ip = &r[16..];
         assert_eq!((ip[0] >> 4, ip[6]), (6, 17), "IPv6, UDP");
         assert_eq!(&ip[8..24], &"2001:db8::1".parse::<std::net::Ipv6Addr>().expect("v6").octets(), "from us");
         let pseudo =
             [&ip[8..40], &u32::from(u16::from_be_bytes([ip[44], ip[45]])).to_be_bytes()[..], &[0, 0, 0, 17]].concat();
         assert_eq!(checksum(&[&pseudo, &ip[40..]]), 0, "a valid UDP checksum");
+    }
+
+    /// A call's SIP side and a stream write to one file; it stays open until both let go, and
+    /// a record after that (none should come) is still written, not lost.
+    #[test]
+    fn holders_share_the_file_and_the_last_closes_it() {
+        let dir = std::env::temp_dir().join(format!("sbc-pcap-holders-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path: Arc<str> = dir.join("call.pcap").to_str().expect("utf-8").into();
+        let _ = std::fs::remove_file(&*path);
+        let writer = PcapWriter::start().expect("writer");
+        let (sip, rtp) = (PcapFile::hold(&writer, path.clone()), PcapFile::hold(&writer, path.clone()));
+        let entry = TraceEntry {
+            at: UNIX_EPOCH + AT,
+            direction: Direction::In,
+            transport: Transport::Udp,
+            local: addr("127.0.0.1:5060"),
+            remote: Peer::Addr(addr("127.0.0.2:5060")),
+            interface: "ext".into(),
+            message: bytes::Bytes::from_static(OPTIONS),
+        };
+        sip.message(&entry);
+        drop(sip);
+        rtp.packet(UNIX_EPOCH + AT, addr("127.0.0.2:4000"), addr("127.0.0.1:30000"), &[0x80, 0, 0, 1]);
+        drop(rtp);
+        PcapFile::hold(&writer, path.clone()).message(&entry);
+        // Up to 5 s for the writer thread.
+        for _ in 0..1000 {
+            if writer.written.load(Ordering::Relaxed) >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
+        let bytes = std::fs::read(&*path).expect("the file");
+        let sip_len = 16 + 20 + 8 + OPTIONS.len();
+        assert_eq!(bytes.len(), 24 + 2 * sip_len + 16 + 20 + 8 + 4, "one header, three records");
+        assert!(bytes[24 + sip_len..].windows(4).any(|w| w == [0x80, 0, 0, 1]), "the RTP packet");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
