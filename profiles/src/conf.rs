@@ -40,18 +40,25 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 const MAX_INCLUDE_DEPTH: usize = 8;
 
 impl ConfFile {
+    /// Reads `path`; its `@file` includes are taken from its own folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_including_from(path, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Reads `path`, its `@file` includes (and theirs) taken relative to `includes`: SEMS
+    /// takes them from its module configuration folder, where `sbc.conf` is.
+    pub fn load_including_from(path: &Path, includes: &Path) -> Result<Self, ConfigError> {
         let mut out = Self { path: path.display().to_string(), ..Self::default() };
         let bytes = read(path)?;
         out.md5 = md5_hex(&bytes);
-        out.read_text(&String::from_utf8_lossy(&bytes), path, 0)?;
+        out.read_text(&String::from_utf8_lossy(&bytes), path, includes, 0)?;
         Ok(out)
     }
 
     /// Parses text that did not come from a file (tests, REST uploads); `name` is used in errors.
     pub fn parse(text: &str, name: &str) -> Result<Self, ConfigError> {
         let mut out = Self { path: name.to_string(), md5: md5_hex(text.as_bytes()), ..Self::default() };
-        out.read_text(text, Path::new(name), 0)?;
+        out.read_text(text, Path::new(name), Path::new("."), 0)?;
         Ok(out)
     }
 
@@ -59,7 +66,7 @@ impl ConfFile {
         self.entries.iter().find(|e| e.key == key)
     }
 
-    fn read_text(&mut self, text: &str, path: &Path, depth: usize) -> Result<(), ConfigError> {
+    fn read_text(&mut self, text: &str, path: &Path, includes: &Path, depth: usize) -> Result<(), ConfigError> {
         let file = path.display().to_string();
         for (n, raw) in text.lines().enumerate() {
             let line = n as u64 + 1;
@@ -72,9 +79,9 @@ impl ConfFile {
                 if depth >= MAX_INCLUDE_DEPTH {
                     return Err(ConfigError::at(&file, line, "@include", "includes nested too deep (a loop?)"));
                 }
-                let target = path.parent().unwrap_or(Path::new(".")).join(inc);
+                let target = includes.join(inc);
                 let bytes = read(&target).map_err(|e| ConfigError::at(&file, line, "@include", e.message))?;
-                self.read_text(&String::from_utf8_lossy(&bytes), &target, depth + 1)?;
+                self.read_text(&String::from_utf8_lossy(&bytes), &target, includes, depth + 1)?;
                 continue;
             }
             let Some((key, rest)) = t.split_once('=') else {
@@ -209,6 +216,13 @@ mod tests {
         assert_eq!(c.md5, md5_hex(b"@common.conf\ny=2\n"));
         std::fs::write(dir.join("loop.conf"), "@loop.conf\n").unwrap();
         assert!(ConfFile::load(&dir.join("loop.conf")).unwrap_err().to_string().contains("nested"));
+        // A profile kept in another folder includes from the module folder, as SEMS does.
+        std::fs::create_dir_all(dir.join("profiles")).unwrap();
+        std::fs::write(dir.join("profiles/p.conf"), "@common.conf\n").unwrap();
+        let c = ConfFile::load_including_from(&dir.join("profiles/p.conf"), &dir).unwrap();
+        assert_eq!(c.get("x").unwrap().value, "from_include");
+        let e = ConfFile::load(&dir.join("profiles/p.conf")).unwrap_err();
+        assert!(e.to_string().contains("p.conf:1: @include"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

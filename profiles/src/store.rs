@@ -18,11 +18,29 @@ use crate::selection::{Selected, Selection};
 /// Where a profile came from, so it can be read again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileSource {
-    /// A SEMS `*.sbcprofile.conf` file, and the options that stand before its own (`sbc.conf`'s
-    /// session-timer defaults; the file's own values win).
-    SemsFile(PathBuf, Arc<[crate::profile::RawOption]>),
+    /// A SEMS `*.sbcprofile.conf` file.
+    SemsFile(SemsProfileFile),
     /// Inline in the YAML configuration (reloaded with the whole configuration).
     Inline,
+}
+
+/// A SEMS profile file and what it is read with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SemsProfileFile {
+    pub path: PathBuf,
+    /// The folder its `@file` includes are read from (`conf.rs`).
+    pub includes: PathBuf,
+    /// The options that stand before its own (`sbc.conf`'s session-timer defaults, the
+    /// YAML's `profile_defaults`; the file's own values win).
+    pub defaults: Arc<[crate::profile::RawOption]>,
+}
+
+impl SemsProfileFile {
+    /// A file whose includes are read from its own folder.
+    pub fn beside(path: PathBuf, defaults: Arc<[crate::profile::RawOption]>) -> Self {
+        let includes = path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+        Self { path, includes, defaults }
+    }
 }
 
 /// Everything the B2BUA needs to choose and apply profiles, immutable once published.
@@ -43,6 +61,9 @@ pub struct Snapshot {
     /// Options standing before every profile's own (`sems::with_defaults`), also for one
     /// loaded later through the API.
     pub profile_defaults: Arc<[crate::profile::RawOption]>,
+    /// SEMS's module configuration folder (`sbc.conf`'s) when the profiles came from there:
+    /// a profile loaded later through the API takes its includes from there too.
+    pub sems_dir: Option<PathBuf>,
 }
 
 /// Why no profile could be chosen: the request gets a 500.
@@ -79,6 +100,7 @@ impl Snapshot {
             map_files: BTreeMap::new(),
             interfaces,
             profile_defaults: Arc::new([]),
+            sems_dir: None,
         }
     }
 

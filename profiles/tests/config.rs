@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use profiles::config::Config;
 use profiles::regex_map::RegexMap;
-use profiles::store::ProfileSource;
+use profiles::store::{ProfileSource, SemsProfileFile};
 use profiles::Store;
 
 fn sems_dir() -> PathBuf {
@@ -56,7 +56,7 @@ fn yaml_profiles_maps_and_chain() {
     assert!(!inner.header_filter.as_ref().unwrap().allows("c"));
     assert_eq!(
         s.profile_sources["fallback"],
-        ProfileSource::SemsFile(sems_dir().join("refuse.sbcprofile.conf"), Default::default())
+        ProfileSource::SemsFile(SemsProfileFile::beside(sems_dir().join("refuse.sbcprofile.conf"), Default::default()))
     );
     // An inline key overrides the SEMS file's, and the profile then reloads with the config.
     let patched = &s.profiles["patched"];
@@ -278,4 +278,22 @@ fn cdr_syslog_format_keys_are_checked() {
     let cc = &cfg.call_control;
     assert_eq!(cc.cdr_sems_line, Some(profiles::config::SemsCdrLine { fields: Vec::new(), quoting: true }));
     assert_eq!(cc.cdr_syslog_severity, 3, "SEMS's 0 is error");
+}
+
+/// SEMS takes `@file` includes from its module folder (where sbc.conf is), also for a
+/// profile kept in another `profiles_path`, and again when the profile is reloaded.
+#[test]
+fn sems_includes_come_from_the_module_folder() {
+    let dir = std::env::temp_dir().join(format!("sems-includes-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("profiles")).unwrap();
+    std::fs::write(dir.join("common.conf"), "header_filter=blacklist\nheader_list=P-App-Name\n").unwrap();
+    std::fs::write(dir.join("profiles/edge.sbcprofile.conf"), "@common.conf\nRURI=sip:$rU@core\n").unwrap();
+    std::fs::write(dir.join("sbc.conf"), "profiles=edge\nprofiles_path=profiles/\nactive_profile=edge\n").unwrap();
+    let cfg = Config::load(&dir.join("sbc.conf")).unwrap();
+    let snap = &cfg.profiles;
+    assert!(snap.profiles["edge"].header_filter.is_some(), "the include was read");
+    let ProfileSource::SemsFile(source) = &snap.profile_sources["edge"] else { panic!("a SEMS file") };
+    assert_eq!(source.includes, dir);
+    assert!(profiles::config::sems::reload("edge", &snap.profile_sources["edge"]).unwrap().header_filter.is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -23,7 +23,7 @@ use crate::error::ConfigError;
 use crate::profile::{Profile, RawOption};
 use crate::regex_map::RegexMap;
 use crate::selection::Selection;
-use crate::store::{ProfileSource, Snapshot};
+use crate::store::{ProfileSource, SemsProfileFile, Snapshot};
 
 /// `active_profile`: a comma chain or a list of rules.
 #[derive(Debug, Clone, Deserialize)]
@@ -197,7 +197,7 @@ fn build_profile(
         }));
         profile_file = conf.path.clone();
         md5 = Some(conf.md5.clone());
-        source = ProfileSource::SemsFile(path, defaults.clone());
+        source = ProfileSource::SemsFile(SemsProfileFile::beside(path, defaults.clone()));
     }
     for (key, v) in &opts {
         if key == "sems_file" {

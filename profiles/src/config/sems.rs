@@ -1,7 +1,7 @@
 //! SEMS import: `sbc.conf` (`profiles`, `profiles_path`, `active_profile`, `regex_maps`) with
 //! its `*.sbcprofile.conf` profiles and regex-map `.conf` files, read unchanged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::conf::{relative_to, ConfFile};
@@ -9,7 +9,7 @@ use crate::error::ConfigError;
 use crate::profile::{Profile, RawOption};
 use crate::regex_map::RegexMap;
 use crate::selection::Selection;
-use crate::store::{ProfileSource, Snapshot};
+use crate::store::{ProfileSource, SemsProfileFile, Snapshot};
 
 /// A loaded SEMS configuration.
 #[derive(Debug)]
@@ -73,20 +73,19 @@ pub fn import(path: &Path, interfaces: &[String], more_defaults: &[RawOption]) -
             None => return Err(ConfigError::at(&e.file, e.line, &e.key, "unknown sbc.conf option")),
         }
     }
-    let profiles_dir = match conf.get("profiles_path") {
-        Some(p) => relative_to(&file, &p.value),
-        None => path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-    };
     let mut snapshot = Snapshot::transparent(&file, interfaces.to_vec());
     snapshot.profiles.clear();
     snapshot.profile_sources.clear();
     defaults.extend(more_defaults.iter().cloned());
     let defaults: Arc<[RawOption]> = defaults.into();
     snapshot.profile_defaults = defaults.clone();
+    // SEMS reads sbc.conf from its module folder, and every `@file` include from there.
+    let sems_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    snapshot.sems_dir = Some(sems_dir.clone());
     if let Some(e) = conf.get("profiles") {
-        for name in list(&e.value) {
-            let p = profiles_dir.join(format!("{name}.sbcprofile.conf"));
-            let (profile, w) = load_profile_file(name, &p, &defaults).map_err(|err| {
+        for (name, p) in profile_files(&conf) {
+            let source = SemsProfileFile { path: p, includes: sems_dir.clone(), defaults: defaults.clone() };
+            let (profile, w) = load_profile_file(name, &source).map_err(|err| {
                 if err.key == "-" {
                     ConfigError::at(&e.file, e.line, "profiles", err.to_string())
                 } else {
@@ -95,7 +94,7 @@ pub fn import(path: &Path, interfaces: &[String], more_defaults: &[RawOption]) -
             })?;
             warnings.extend(w);
             snapshot.profiles.insert(name.to_string(), Arc::new(profile));
-            snapshot.profile_sources.insert(name.to_string(), ProfileSource::SemsFile(p, defaults.clone()));
+            snapshot.profile_sources.insert(name.to_string(), ProfileSource::SemsFile(source));
         }
     }
     if let Some(e) = conf.get("regex_maps") {
@@ -126,20 +125,28 @@ pub fn import(path: &Path, interfaces: &[String], more_defaults: &[RawOption]) -
     Ok(Import { snapshot, warnings })
 }
 
-/// Reads one `*.sbcprofile.conf`, `defaults` standing before its own options.
-pub fn load_profile_file(
-    name: &str,
-    path: &Path,
-    defaults: &[RawOption],
-) -> Result<(Profile, Vec<String>), ConfigError> {
-    let conf = ConfFile::load(path)?;
+/// The profiles `sbc.conf` lists, each with its file (in `profiles_path`, relative to
+/// `sbc.conf`, else beside it).
+pub(crate) fn profile_files(conf: &ConfFile) -> Vec<(&str, PathBuf)> {
+    let sbc_conf = Path::new(&conf.path);
+    let dir = match conf.get("profiles_path") {
+        Some(p) => relative_to(&conf.path, &p.value),
+        None => sbc_conf.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    let names = conf.get("profiles").map(|e| list(&e.value).collect::<Vec<_>>()).unwrap_or_default();
+    names.into_iter().map(|n| (n, dir.join(format!("{n}.sbcprofile.conf")))).collect()
+}
+
+/// Reads one `*.sbcprofile.conf`, its defaults standing before its own options.
+pub fn load_profile_file(name: &str, file: &SemsProfileFile) -> Result<(Profile, Vec<String>), ConfigError> {
+    let conf = ConfFile::load_including_from(&file.path, &file.includes)?;
     let own = conf.entries.iter().map(|e| RawOption {
         key: e.key.clone(),
         value: e.value.clone(),
         file: e.file.clone(),
         line: Some(e.line),
     });
-    let options = with_defaults(defaults, own);
+    let options = with_defaults(&file.defaults, own);
     let profile = Profile::build(name, &conf.path, Some(conf.md5.clone()), options)?;
     let mut warnings = conf.warnings;
     warnings.extend(profile.not_applied.iter().map(|w| format!("{}: profile '{name}': {w}", conf.path)));
@@ -159,7 +166,7 @@ pub fn load_map_file(name: &str, path: &Path) -> Result<RegexMap, ConfigError> {
 /// Re-reads a profile from its source (for [`crate::store::Store::reload_profile`]).
 pub fn reload(name: &str, source: &ProfileSource) -> Result<Profile, ConfigError> {
     match source {
-        ProfileSource::SemsFile(p, defaults) => load_profile_file(name, p, defaults).map(|(p, _)| p),
+        ProfileSource::SemsFile(file) => load_profile_file(name, file).map(|(p, _)| p),
         ProfileSource::Inline => Err(ConfigError::file(name, "inline profiles reload with the configuration")),
     }
 }

@@ -21,7 +21,7 @@ use admin_api::*;
 use callcontrol::Registry;
 use profiles::config::sems;
 use profiles::regex_map::RegexMap;
-use profiles::store::ProfileSource;
+use profiles::store::{ProfileSource, SemsProfileFile};
 use profiles::Store;
 
 use crate::b2bua::{Counter, Transport};
@@ -245,12 +245,17 @@ impl Control for AdminControl {
         if !path.is_absolute() || path.extension().is_none_or(|e| e != "conf") {
             return Err(ApiError::bad_request("file must be an absolute path to a *.sbcprofile.conf file"));
         }
-        let defaults = self.store.load().profile_defaults.clone();
-        let result = sems::load_profile_file(name, &path, &defaults).map_err(bad).and_then(|(profile, warnings)| {
+        let snap = self.store.load();
+        let mut source = SemsProfileFile::beside(path, snap.profile_defaults.clone());
+        if let Some(dir) = &snap.sems_dir {
+            // As SEMS: includes come from its module folder, wherever the profile is.
+            source.includes = dir.clone();
+        }
+        let result = sems::load_profile_file(name, &source).map_err(bad).and_then(|(profile, warnings)| {
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            self.publish_profile(profile, ProfileSource::SemsFile(path, defaults))
+            self.publish_profile(profile, ProfileSource::SemsFile(source))
         });
         self.published(name, result, "loaded")
     }
