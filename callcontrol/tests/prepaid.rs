@@ -192,3 +192,16 @@ fn a_crashed_run_is_settled_once_at_the_next_start() {
     let _p3 = Prepaid::open(&path, 402, "Insufficient Credit").unwrap();
     assert_eq!(prepaid::balance(&c, "bob").unwrap(), Some(after));
 }
+
+/// A balance database that cannot be opened stops the start with an error naming the module
+/// and the file (an operator's typo in `call_control.cc_prepaid.db`).
+#[test]
+fn a_database_that_cannot_open_names_the_module_and_its_file() {
+    let blocker = db("unopenable").with_file_name("not-a-folder");
+    std::fs::write(&blocker, b"").unwrap();
+    let path = blocker.join("balances.sqlite");
+    let settings = callcontrol::modules::ModuleSettings { prepaid_db: Some(path), ..Default::default() };
+    let Err(e) = callcontrol::modules::builtin(&settings) else { panic!("opened") };
+    assert_eq!(e.module, "cc_prepaid");
+    assert!(e.to_string().contains("not-a-folder"), "{e}");
+}

@@ -93,9 +93,19 @@ pub fn dry_run(settings: &ModuleSettings) -> Registry {
     r
 }
 
+/// A module that cannot open what it writes to.
+#[derive(Debug, thiserror::Error)]
+#[error("{module}: cannot open: {source}")]
+pub struct OpenError {
+    /// The module's key under `call_control:` (`cc_syslog_cdr`, `cc_prepaid`).
+    pub module: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// A registry with every built-in module. Fails when a module cannot open what it writes to
-/// (a CDR file), naming it.
-pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
+/// (a CDR file, a balance database), naming it.
+pub fn builtin(settings: &ModuleSettings) -> Result<Registry, OpenError> {
     let mut r = Registry::new();
     let (code, reason) = (settings.pcalls_refuse_code, &settings.pcalls_refuse_reason);
     r.add(Arc::new(match &settings.pcalls_counts {
@@ -104,14 +114,16 @@ pub fn builtin(settings: &ModuleSettings) -> std::io::Result<Registry> {
     }));
     r.add(Arc::new(CallTimer::new(settings.call_timer_default_s)));
     r.add(Arc::new(settings.cps_rates.clone().map_or_else(CallRate::default, CallRate::with_rates)));
-    r.add(Arc::new(Cdr::new(settings.cdr.clone())?));
+    r.add(Arc::new(Cdr::new(settings.cdr.clone()).map_err(|source| OpenError { module: "cc_syslog_cdr", source })?));
     r.add(Arc::new(Ctl));
     r.add(Arc::new(registrar::Registrar));
     let (code, reason) = (settings.prepaid_refuse_code, &settings.prepaid_refuse_reason);
     if let Some(shared) = &settings.prepaid_balances {
         r.add(Arc::new(Prepaid::with_store(shared.clone(), code, reason)));
     } else if let Some(db) = &settings.prepaid_db {
-        r.add(Arc::new(Prepaid::open(db, code, reason).map_err(std::io::Error::other)?));
+        let prepaid = Prepaid::open(db, code, reason)
+            .map_err(|e| OpenError { module: "cc_prepaid", source: std::io::Error::other(e) })?;
+        r.add(Arc::new(prepaid));
     }
     Ok(r)
 }

@@ -164,7 +164,7 @@ impl SqliteBalances {
             .open(&lock_path)
             .map_err(|e| format!("{}: {e}", lock_path.display()))?;
         lock.try_lock().map_err(|_| format!("{} is in use by another running sbcd", path.display()))?;
-        let mut c = open_db(path).map_err(|e| e.to_string())?;
+        let mut c = open_db(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // Only the holder of the lock gets here: rows in `calls` are a dead process's.
         let settled = recover(&mut c).map_err(|e| e.to_string())?;
         if settled > 0 {

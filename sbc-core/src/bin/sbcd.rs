@@ -501,7 +501,8 @@ fn call_control_registry(
         }
     }
     callcontrol::modules::builtin(&settings).map_err(|e| {
-        sbc_core::config::ConfigError::new(&cfg.source, None, "call_control.cc_syslog_cdr", format!("cannot open: {e}"))
+        let key = format!("call_control.{}", e.module);
+        sbc_core::config::ConfigError::new(&cfg.source, None, &key, format!("cannot open: {}", e.source))
     })
 }
 
