@@ -77,6 +77,47 @@ fn sbcd_migrate_writes_yaml_that_loads() {
     let check = Command::new(sbcd_bin()).arg("--config").arg(&out).arg("--check-config").output().expect("check");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
+    // A copy that loads the prepaid profile, on addresses of its own: the migration keeps
+    // the balances in a database (SEMS: in memory); set where this test may write, a call
+    // goes through on the header's account's credit, and not without.
+    let copy = dir.join("sems");
+    copy_tree(&repo_root().join("tests/sems-install"), &copy);
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = copy.join(file);
+        let text = std::fs::read_to_string(&p).expect("read").replace(from, to);
+        std::fs::write(&p, text).expect("write");
+    };
+    edit("etc/sbc.conf", "profiles=transparent,", "profiles=prepaid,transparent,");
+    edit("sems.conf", "127.0.0.61", "127.0.0.65");
+    edit("sems.conf", "127.0.0.62", "127.0.0.66");
+    let run = Command::new(sbcd_bin()).arg("migrate").arg(&copy).output().expect("sbcd migrate");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let yaml = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(yaml.contains("db: \"/var/lib/sbc/prepaid.sqlite\""), "{yaml}");
+    let db = dir.join("prepaid.sqlite");
+    let prepaid_yaml = dir.join("prepaid.yaml");
+    std::fs::write(&prepaid_yaml, yaml.replace("/var/lib/sbc/prepaid.sqlite", db.to_str().expect("utf-8")))
+        .expect("write");
+    for (account, seconds) in [("alice", "60"), ("broke", "0")] {
+        let set = Command::new(sbcd_bin()).arg("prepaid").arg("--db").arg(&db).args(["set", account, seconds]).output();
+        assert!(set.is_ok_and(|o| o.status.success()), "sbcd prepaid set {account}");
+    }
+    let intern: SocketAddr = "127.0.0.65:5060".parse().expect("addr");
+    let mut sbcd = spawn_sbcd_on(prepaid_yaml.to_str().expect("utf-8"), intern);
+    let bob = TestUa::new(intern);
+    let uri = format!("sip:bob@{}", bob.local);
+    let headers =
+        |who: &str| format!("P-SBCProfile: prepaid\r\nP-Caller-Uuid: {who}\r\nP-Proxy: {uri}\r\nP-R-Uri: {uri}\r\n");
+    let (inv, ok) = call(TestUa::new(intern), &bob, &headers("alice"));
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    assert!(inv.header("To").is_some_and(|t| t.contains(&uri)), "{}", inv.0);
+    let mut broke = TestUa::new(intern);
+    broke.extra_headers = headers("broke");
+    let refused = broke.invite(&uri, &sdp("127.0.0.1", 7020, ""));
+    assert_eq!(refused.status(), Some(402), "no credit: {}", refused.0);
+    let _ = sbcd.kill();
+    let _ = sbcd.wait();
+
     // A SEMS file that does not load is refused with its line, and nothing is written.
     let bad = dir.join("sems.conf");
     std::fs::write(&bad, "plugin_config_path=/nonexistent/\n").expect("write");
@@ -91,4 +132,16 @@ fn sbcd_migrate_writes_yaml_that_loads() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("sems.conf:1: plugin_config_path"), "{err}");
     assert!(!dir.join("no.yaml").exists());
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The call-control modules' own files in `plugin_config_path` (`cc_pcalls.conf`,
-//! `cc_call_timer.conf`, `cc_syslog_cdr.conf`) as `call_control:`; files of modules sbcd
-//! does not have are named.
+//! `cc_call_timer.conf`, `cc_syslog_cdr.conf`) as `call_control:`, with a balance database
+//! for cc_prepaid when a loaded profile uses it; files of modules sbcd does not have are named.
 
 use std::path::Path;
 
@@ -9,6 +9,9 @@ use super::yaml::{quoted, Origin, Yaml};
 use super::Notes;
 use crate::conf::ConfFile;
 use crate::error::ConfigError;
+
+/// Where cc_prepaid's balances go: the packaged service's state folder.
+const PREPAID_DB: &str = "/var/lib/sbc/prepaid.sqlite";
 
 /// Module files sbcd has no module for.
 const OTHER_MODULES: &[&str] = &["cc_bl_redis.conf", "bl_redis.conf", "cc_siprec.conf", "cc_prepaid_xmlrpc.conf"];
@@ -27,6 +30,17 @@ fn unknown_keys(conf: &ConfFile, known: &[&str], notes: &mut Notes) {
     for e in conf.entries.iter().filter(|e| !known.contains(&e.key.as_str())) {
         notes.push(e.into(), "ignored: the module does not read it");
     }
+}
+
+/// The first `<entry>_module=<module>` line of a profile `sbc.conf` (in `dir`) loads. Files
+/// that do not read are left to the import, which names their error.
+fn profile_using(dir: &Path, module: &str) -> Option<Origin> {
+    let sbc_conf = ConfFile::load(&dir.join("sbc.conf")).ok()?;
+    crate::config::sems::profile_files(&sbc_conf).into_iter().find_map(|(_, path)| {
+        let conf = ConfFile::load(&path).ok()?;
+        let e = conf.entries.iter().find(|e| e.key.ends_with("_module") && e.value.trim() == module)?;
+        Some(Origin::from(e))
+    })
 }
 
 pub(super) fn write(y: &mut Yaml, dir: &Path, notes: &mut Notes) -> Result<(), ConfigError> {
@@ -74,7 +88,12 @@ pub(super) fn write(y: &mut Yaml, dir: &Path, notes: &mut Notes) -> Result<(), C
             y.key(4, "loglevel", &level.min(4).to_string(), Some("loglevel"), Some(e.into()));
         }
     }
-    y.comment(2, "cc_prepaid: SEMS keeps balances in memory; sbcd keeps them in cc_prepaid.db, to be set before a profile uses cc_prepaid");
+    if let Some(origin) = profile_using(dir, "cc_prepaid") {
+        y.key(2, "cc_prepaid", "", None, None);
+        y.key(4, "db", &quoted(PREPAID_DB), Some("SEMS keeps balances in memory"), Some(origin.clone()));
+        let why = format!("cc_prepaid balances are kept in {PREPAID_DB} across restarts (SEMS keeps them in memory, empty after a restart)");
+        notes.push(origin, why);
+    }
     for name in OTHER_MODULES {
         if dir.join(name).is_file() {
             let o = Origin { file: dir.join(name).display().to_string(), line: 0, key: "-".into() };
