@@ -163,5 +163,12 @@ fn ended_now(times: &Times) -> Times {
 }
 
 fn refused_end(code: u16, phrase: &str, cause: &str) -> CallEnd {
-    CallEnd { by: crate::EndedBy::Sbc, code, phrase: phrase.to_string(), reason: cause.to_string(), answered: false }
+    CallEnd {
+        by: crate::EndedBy::Sbc,
+        code,
+        phrase: phrase.to_string(),
+        reason: cause.to_string(),
+        answered: false,
+        destination_ip: None,
+    }
 }

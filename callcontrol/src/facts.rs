@@ -54,4 +54,6 @@ pub struct CallEnd {
     /// Why: `bye`, `rejected`, `cancelled`, `timeout`, `call_timer` ...
     pub reason: String,
     pub answered: bool,
+    /// The address the callee's leg went to, once it had one.
+    pub destination_ip: Option<std::net::IpAddr>,
 }

@@ -34,7 +34,14 @@ fn times() -> Times {
 }
 
 fn end() -> CallEnd {
-    CallEnd { by: EndedBy::Caller, code: 200, phrase: "OK".into(), reason: "bye".into(), answered: true }
+    CallEnd {
+        by: EndedBy::Caller,
+        code: 200,
+        phrase: "OK".into(),
+        reason: "bye".into(),
+        answered: true,
+        destination_ip: None,
+    }
 }
 
 #[test]

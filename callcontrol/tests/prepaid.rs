@@ -59,7 +59,14 @@ fn talk(p: &Prepaid, call: u64, account: &str, connected: SystemTime, ended: Sys
     p.end(
         &hook,
         &times,
-        &CallEnd { by: EndedBy::Caller, code: 200, phrase: "OK".into(), reason: "bye".into(), answered: true },
+        &CallEnd {
+            by: EndedBy::Caller,
+            code: 200,
+            phrase: "OK".into(),
+            reason: "bye".into(),
+            answered: true,
+            destination_ip: None,
+        },
     );
 }
 
@@ -93,6 +100,7 @@ fn reserve_debit_refuse() {
             phrase: "Busy Here".into(),
             reason: "rejected".into(),
             answered: false,
+            destination_ip: None,
         },
     );
     assert_eq!(prepaid::balance(&c, "alice").unwrap(), Some(6));

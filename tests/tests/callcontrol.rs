@@ -379,7 +379,7 @@ fn cdr_syslog_line_as_sems_writes_it() {
     syslog_socket: {}
     syslog_format: sems
     prefix: "CDR: "
-    cdr_format: [$ltag, $start_tm, $bill_duration_sec, disposition, invite_code, account, $missing]
+    cdr_format: [$ltag, $start_tm, $bill_duration_sec, disposition, invite_code, account, $missing, destination_ip]
     loglevel: 4
 active_profile: normal
 profiles:
@@ -398,11 +398,12 @@ profiles:
     // <133>: facility local0, severity notice (SEMS's loglevel 4).
     let fields = line.strip_prefix("<133>sbcd: CDR: ").unwrap_or_else(|| panic!("{line}"));
     let fields: Vec<&str> = fields.split(',').collect();
-    assert_eq!(fields.len(), 7, "{line}");
+    assert_eq!(fields.len(), 8, "{line}");
     assert!(fields.iter().all(|f| f.starts_with('"') && f.ends_with('"')), "quoted: {line}");
     assert!(fields[0].trim_matches('"').split('-').count() == 2, "the API's call id: {line}");
     assert_eq!(fields[1].len(), 21, "YYYY-MM-DD HH:MM:SS in quotes: {line}");
-    assert_eq!(&fields[3..], ["\"answered\"", "\"200\"", "\"sipp\"", "\"\""], "{line}");
+    let callee = "\"127.0.0.1\"";
+    assert_eq!(&fields[3..], ["\"answered\"", "\"200\"", "\"sipp\"", "\"\"", callee], "{line}");
 }
 
 /// SEMS's `addCredit` and `subtractCredit` (and `getCredit`, `setCredit`): through the API and

@@ -2,7 +2,8 @@
 //! written for SEMS: `cdr_format`'s fields in order, or SEMS's default (`$ltag`, the start,
 //! connect and end timestamps, then every value by name), each in double quotes when
 //! `quoting` is on. Values are the instance's own (`cdr_<key>=...`) and the call's outcome
-//! (`disposition`, `invite_code`, `invite_reason`, `hangup_cause`, `hangup_initiator`).
+//! (`disposition`, `invite_code`, `invite_reason`, `destination_ip`, `hangup_cause`,
+//! `hangup_initiator`).
 //!
 //! Differences on purpose (docs/sems.md): microseconds are zero-padded, and CR/LF in a value
 //! become spaces (a caller must not be able to write a second syslog line).
@@ -59,6 +60,9 @@ fn values(hook: &Hook<'_>, end: &CallEnd) -> BTreeMap<String, String> {
     v.insert("disposition".to_string(), disposition(end).to_string());
     v.insert("invite_code".to_string(), end.code.to_string());
     v.insert("invite_reason".to_string(), end.phrase.clone());
+    if let Some(ip) = end.destination_ip {
+        v.insert("destination_ip".to_string(), ip.to_string());
+    }
     if end.answered {
         v.insert("hangup_cause".to_string(), hangup_cause(end).to_string());
         let by = match end.by {
@@ -149,11 +153,19 @@ mod tests {
         let call = facts();
         let hook = Hook { instance: "cdr", params: &params, call: &call };
         let times = Times { start: at(100, 5), connect: Some(at(102, 250_000)), end: Some(at(163, 749_000)) };
-        let end = CallEnd { by: EndedBy::Callee, code: 200, phrase: "OK".into(), reason: "bye".into(), answered: true };
+        let destination_ip = Some("198.51.100.9".parse().expect("ip"));
+        let end = CallEnd {
+            by: EndedBy::Callee,
+            code: 200,
+            phrase: "OK".into(),
+            reason: "bye".into(),
+            answered: true,
+            destination_ip,
+        };
         let fmt = SemsCdrLine { fields: Vec::new(), quoting: true };
         assert_eq!(
             line(&fmt, &hook, &times, &end),
-            "\"1-42\",\"100.000005\",\"102.250000\",\"163.749000\",\"say \"\"hi\"\"\",\"alice\",\"answered\",\"BYE\",\"callee\",\"200\",\"OK\""
+            "\"1-42\",\"100.000005\",\"102.250000\",\"163.749000\",\"say \"\"hi\"\"\",\"alice\",\"198.51.100.9\",\"answered\",\"BYE\",\"callee\",\"200\",\"OK\""
         );
         let fmt = SemsCdrLine {
             fields: ["$ltag", "$bill_duration", "$bill_duration_sec", "$setup_duration", "Calling-Station-Id", "$nope"]
@@ -176,6 +188,7 @@ mod tests {
             phrase: "Busy\r\nX: y".into(),
             reason: "rejected".into(),
             answered: false,
+            destination_ip: None,
         };
         let fmt = SemsCdrLine {
             fields: [

@@ -235,6 +235,7 @@ impl Engine {
                         phrase: String::new(),
                         reason: "dropped".into(),
                         answered: false,
+                        destination_ip: None,
                     },
                 );
             }
@@ -248,7 +249,14 @@ impl Engine {
 
     /// The caller's transaction ended while the call waited (a transport error).
     pub(super) fn call_gone(&mut self, call: CallHandle) {
-        let end = CallEnd { by: EndedBy::Sbc, code: 0, phrase: String::new(), reason: "gone".into(), answered: false };
+        let end = CallEnd {
+            by: EndedBy::Sbc,
+            code: 0,
+            phrase: String::new(),
+            reason: "gone".into(),
+            answered: false,
+            destination_ip: None,
+        };
         self.announce_end(call, end);
     }
 
@@ -282,7 +290,10 @@ impl Engine {
             self.respond_local(now, a_tx, &reply);
         }
         let (code, phrase) = (reply.code, reply.reason.into_owned());
-        self.announce_end(call, CallEnd { by: EndedBy::Sbc, code, phrase, reason: why.to_string(), answered: false });
+        self.announce_end(
+            call,
+            CallEnd { by: EndedBy::Sbc, code, phrase, reason: why.to_string(), answered: false, destination_ip: None },
+        );
     }
 
     /// Tells the driver a call with call control is over.
@@ -309,6 +320,7 @@ impl Engine {
             phrase: "Request Terminated".into(),
             reason: "cancelled".into(),
             answered: false,
+            destination_ip: None,
         };
         self.announce_end(h, end);
         true

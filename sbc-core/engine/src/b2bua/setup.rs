@@ -130,8 +130,14 @@ impl Engine {
             self.respond_local(now, a.a_tx, &LocalReply::new(500, "Server Internal Error"));
             if a.cc.is_some() {
                 let phrase = "Server Internal Error".into();
-                let end =
-                    CallEnd { by: EndedBy::Sbc, code: 500, phrase, reason: "setup_failed".into(), answered: false };
+                let end = CallEnd {
+                    by: EndedBy::Sbc,
+                    code: 500,
+                    phrase,
+                    reason: "setup_failed".into(),
+                    answered: false,
+                    destination_ip: None,
+                };
                 self.announce_end(a.handle, end);
             }
             self.discard_media(media);
@@ -233,8 +239,14 @@ impl Engine {
                 self.respond_local(now, p.a_tx, &reply);
                 if p.cc.is_some() {
                     let (code, phrase) = (reply.code, reply.reason.into_owned());
-                    let end =
-                        CallEnd { by: EndedBy::Sbc, code, phrase, reason: "setup_failed".into(), answered: false };
+                    let end = CallEnd {
+                        by: EndedBy::Sbc,
+                        code,
+                        phrase,
+                        reason: "setup_failed".into(),
+                        answered: false,
+                        destination_ip: None,
+                    };
                     self.announce_end(p.call, end);
                 }
             }

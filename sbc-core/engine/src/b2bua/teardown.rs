@@ -215,7 +215,9 @@ impl Engine {
             let answered = answered.is_some();
             let code = if answered { 200 } else { code };
             let phrase = reason_text(code).to_string();
-            self.announce_end(h, CallEnd { by, code, phrase, reason: reason.to_string(), answered });
+            // SEMS's `destination_ip`: where the B leg's INVITE went (and its answers came from).
+            let destination_ip = call.leg(Side::B).dest.peer.addr().map(|a| a.ip());
+            self.announce_end(h, CallEnd { by, code, phrase, reason: reason.to_string(), answered, destination_ip });
         }
     }
 }
