@@ -207,6 +207,25 @@ impl TestUa {
         self.send(&resp);
     }
 
+    /// Answers a request from the SBC with `status` (`"486 Busy Here"`) and `extra` header
+    /// lines (each ending in CRLF); Via, From, Call-ID and CSeq copied, To given a tag.
+    pub fn reply(&self, req: &SipText, status: &str, extra: &str) {
+        let mut resp = format!("SIP/2.0 {status}\r\n");
+        for l in req.0.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
+            let name = l.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
+            match name.as_str() {
+                "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => resp.push_str(&format!("{l}\r\n")),
+                "to" | "t" if !l.contains(";tag=") => {
+                    resp.push_str(&format!("{l};tag=callee{}\r\n", self.local.port()))
+                }
+                "to" | "t" => resp.push_str(&format!("{l}\r\n")),
+                _ => {}
+            }
+        }
+        resp.push_str(&format!("{extra}Content-Length: 0\r\n\r\n"));
+        self.send(&resp);
+    }
+
     /// Answers a request from the SBC with 200 (Via, From, To, Call-ID, CSeq copied).
     pub fn ok(&self, req: &SipText) {
         let mut resp = String::from("SIP/2.0 200 OK\r\n");

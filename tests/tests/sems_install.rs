@@ -14,10 +14,16 @@ use sbc_e2e::*;
 /// final response (the call is answered, then hung up).
 fn call(caller: TestUa, callee: &TestUa, extra: &str) -> (SipText, SipText) {
     let uri = format!("sip:bob@{}", callee.local);
+    call_with(caller, callee, &uri, extra, &sdp("127.0.0.1", 7000, ""))
+}
+
+/// The same, to `uri` with `offer`.
+fn call_with(caller: TestUa, callee: &TestUa, uri: &str, extra: &str, offer: &str) -> (SipText, SipText) {
+    let (uri, offer) = (uri.to_string(), offer.to_string());
     let mut caller = caller;
     caller.extra_headers = extra.to_string();
     let t = std::thread::spawn(move || {
-        let ok = caller.invite(&uri, &sdp("127.0.0.1", 7000, ""));
+        let ok = caller.invite(&uri, &offer);
         let bye = (ok.status() == Some(200)).then(|| caller.bye());
         (ok, bye)
     });
@@ -57,6 +63,56 @@ fn calls_go_through_a_sems_installation_as_it_is() {
     let reply = refused.invite(&format!("sip:bob@{}", bob.local), &sdp("127.0.0.70", 7004, ""));
     assert_eq!(reply.status(), Some(403), "{}", reply.0);
     assert!(reply.header("Warning").is_some_and(|w| w.contains("refused by policy")), "{}", reply.0);
+
+    // The source map sends 127.0.0.71 to `codecfilter`: GSM leaves the offer.
+    let offer = "v=0\r\no=ua 1 1 IN IP4 127.0.0.71\r\ns=-\r\nc=IN IP4 127.0.0.71\r\nt=0 0\r\nm=audio 7006 RTP/AVP 0 3 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:3 GSM/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+    let uri = format!("sip:bob@{}", bob.local);
+    let (inv, ok) = call_with(TestUa::new_on("127.0.0.71", intern), &bob, &uri, "", offer);
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    assert!(inv.body().contains("m=audio") && inv.body().contains(" RTP/AVP 0 8 101\r\n"), "{}", inv.0);
+    assert!(!inv.body().contains("GSM"), "{}", inv.0);
+
+    // `sst_b2b`: session timers on both legs, with sbc.conf's values.
+    let (inv, ok) = call(TestUa::new(intern), &bob, "P-SBCProfile: sst_b2b\r\n");
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    assert!(inv.header("Session-Expires").is_some_and(|v| v.starts_with("1800")), "{}", inv.0);
+    assert!(inv.header("Min-SE").is_some_and(|v| v.trim() == "90"), "{}", inv.0);
+
+    // `replytranslate`: the callee's 603 reaches the caller as 488.
+    let mut caller = TestUa::new(intern);
+    caller.extra_headers = "P-SBCProfile: replytranslate\r\n".into();
+    let t = std::thread::spawn(move || caller.invite(&uri, &sdp("127.0.0.1", 7008, "")));
+    let inv = bob.recv_request(Duration::from_secs(5)).expect("the INVITE arrives");
+    bob.reply(&inv, "603 Decline", "");
+    let reply = t.join().expect("caller");
+    assert_eq!(reply.status(), Some(488), "{}", reply.0);
+    assert!(reply.0.starts_with("SIP/2.0 488 Not acceptable here"), "{}", reply.0);
+    assert_eq!(
+        bob.recv_request(Duration::from_secs(5)).and_then(|a| a.method().map(str::to_string)).as_deref(),
+        Some("ACK")
+    );
+
+    // `call_timer`: the Request-URI's t=1 ends the call after a second, on both legs.
+    let mut caller = TestUa::new(intern);
+    caller.extra_headers = "P-SBCProfile: call_timer\r\n".into();
+    let uri = format!("sip:bob@{};t=1", bob.local);
+    let t = std::thread::spawn(move || {
+        let ok = caller.invite(&uri, &sdp("127.0.0.1", 7014, ""));
+        let bye = caller.recv_request(Duration::from_secs(10));
+        if let Some(b) = &bye {
+            caller.ok(b);
+        }
+        (ok, bye)
+    });
+    let inv = bob.recv_request(Duration::from_secs(5)).expect("the INVITE arrives");
+    bob.answer(&inv, &sdp("127.0.0.1", 7016, ""));
+    let _ack = bob.recv_request(Duration::from_secs(5)).expect("the ACK arrives");
+    let bye = bob.recv_request(Duration::from_secs(10)).expect("the SBC hangs up the callee");
+    assert_eq!(bye.method(), Some("BYE"));
+    bob.ok(&bye);
+    let (ok, bye) = t.join().expect("caller");
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    assert_eq!(bye.as_ref().and_then(SipText::method), Some("BYE"), "the SBC hangs up the caller");
 
     let _ = sbcd.kill();
     let _ = sbcd.wait();
