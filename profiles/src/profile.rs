@@ -500,6 +500,17 @@ impl Profile {
         let (per_call, fixed) = crate::per_call::split(options.clone())?;
         let mut p = Self::build_for_call(name, file, md5, fixed)?;
         p.per_call = per_call;
+        // Whom credentials go to (docs/manual/access.md): a profile whose calls go where the
+        // request says answers no challenge without `auth_realm`, where SEMS answers any.
+        let fixed = |h: &Option<Pattern>| h.as_ref().is_some_and(Pattern::is_literal);
+        if p.auth.enabled && p.auth.realms.is_none() && !fixed(&p.next_hop) && !fixed(&p.outbound_proxy) {
+            p.not_applied.push(
+                "enable_auth: challenges are answered only from a next_hop or outbound_proxy written as \
+                 fixed text (or the global next hop) or from a realm in auth_realm; this profile sets \
+                 none (SEMS answers every challenger): list the realms in auth_realm"
+                    .to_string(),
+            );
+        }
         p.options = options;
         Ok(p)
     }

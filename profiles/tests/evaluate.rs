@@ -271,3 +271,18 @@ fn pcalls_max_calls_zero_is_said_at_load() {
         .expect("loads");
     assert!(p.not_applied.is_empty(), "{:?}", p.not_applied);
 }
+
+/// Credentials go only to configured hops or listed realms (docs/manual/access.md); a SEMS
+/// profile relying on SEMS answering any challenger is told so at load.
+#[test]
+fn enable_auth_without_a_realm_or_fixed_hop_is_said_at_load() {
+    let auth = [("enable_auth", "yes"), ("auth_user", "$P(u)"), ("auth_pwd", "$P(p)")];
+    let p = try_profile(&[&auth[..], &[("RURI", "sip:$rU@$P(d)")]].concat()).expect("loads");
+    assert!(p.not_applied.iter().any(|w| w.contains("auth_realm")), "{:?}", p.not_applied);
+    for quiet in [("auth_realm", "example.net"), ("next_hop", "192.0.2.1:5060"), ("outbound_proxy", "sip:p.example")] {
+        let p = try_profile(&[&auth[..], &[quiet]].concat()).expect("loads");
+        assert!(p.not_applied.is_empty(), "{quiet:?}: {:?}", p.not_applied);
+    }
+    let p = try_profile(&[&auth[..], &[("next_hop", "$H(X-Hop)")]].concat()).expect("loads");
+    assert_eq!(p.not_applied.len(), 1, "a hop the request chooses: {:?}", p.not_applied);
+}

@@ -92,6 +92,11 @@ fn calls_go_through_a_sems_installation_as_it_is() {
         Some("ACK")
     );
 
+    // `auth_b2b` as SEMS ships it names no realm and sends calls where the request says: the
+    // callee's challenge is relayed, not answered with the operator's password (a load warning
+    // says so; the copy below lists the realm).
+    assert_eq!(auth_b2b_call(intern, &bob), None);
+
     // `call_timer`: the Request-URI's t=1 ends the call after a second, on both legs.
     let mut caller = TestUa::new(intern);
     caller.extra_headers = "P-SBCProfile: call_timer\r\n".into();
@@ -144,6 +149,7 @@ fn sbcd_migrate_writes_yaml_that_loads() {
         std::fs::write(&p, text).expect("write");
     };
     edit("etc/sbc.conf", "profiles=transparent,", "profiles=prepaid,transparent,");
+    edit("etc/auth_b2b.sbcprofile.conf", "enable_auth=yes", "enable_auth=yes\nauth_realm=sems.test");
     edit("sems.conf", "127.0.0.61", "127.0.0.65");
     edit("sems.conf", "127.0.0.62", "127.0.0.66");
     let run = Command::new(sbcd_bin()).arg("migrate").arg(&copy).output().expect("sbcd migrate");
@@ -167,6 +173,10 @@ fn sbcd_migrate_writes_yaml_that_loads() {
     let (inv, ok) = call(TestUa::new(intern), &bob, &headers("alice"));
     assert_eq!(ok.status(), Some(200), "{}", ok.0);
     assert!(inv.header("To").is_some_and(|t| t.contains(&uri)), "{}", inv.0);
+    // With the realm listed, as the load warning asks, the challenge is answered.
+    let auth = auth_b2b_call(intern, &bob).expect("the challenge is answered");
+    assert!(auth.contains("username=\"alice\"") && auth.contains("realm=\"sems.test\""), "{auth}");
+    assert!(auth.contains("nonce=\"n0nce\"") && auth.contains("response=\""), "{auth}");
     let mut broke = TestUa::new(intern);
     broke.extra_headers = headers("broke");
     let refused = broke.invite(&uri, &sdp("127.0.0.1", 7020, ""));
@@ -188,6 +198,41 @@ fn sbcd_migrate_writes_yaml_that_loads() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("sems.conf:1: plugin_config_path"), "{err}");
     assert!(!dir.join("no.yaml").exists());
+}
+
+/// A call through `auth_b2b` whose callee challenges it (realm `sems.test`): the
+/// Authorization of the INVITE sent again, or `None` when the caller got the 401 instead.
+/// Either way the B leg's identity is built from P-App-Param, which does not travel on.
+fn auth_b2b_call(sbc: SocketAddr, bob: &TestUa) -> Option<String> {
+    let mut caller = TestUa::new(sbc);
+    caller.extra_headers = format!("P-SBCProfile: auth_b2b\r\nP-App-Param: u=alice;p=secret;d={}\r\n", bob.local);
+    let uri = format!("sip:bob@{}", bob.local);
+    let t = std::thread::spawn(move || {
+        let ok = caller.invite(&uri, &sdp("127.0.0.1", 7010, ""));
+        let bye = (ok.status() == Some(200)).then(|| caller.bye());
+        (ok, bye)
+    });
+    let inv = bob.recv_request(Duration::from_secs(5)).expect("the INVITE arrives");
+    assert!(inv.header("From").is_some_and(|f| f.contains(&format!("sip:alice@{}", bob.local))), "{}", inv.0);
+    assert!(inv.header("P-App-Param").is_none(), "the credentials do not travel on: {}", inv.0);
+    let challenge = "WWW-Authenticate: Digest realm=\"sems.test\", nonce=\"n0nce\", algorithm=MD5\r\n";
+    bob.reply(&inv, "401 Unauthorized", challenge);
+    let ack = bob.recv_request(Duration::from_secs(5)).expect("the ACK of the 401");
+    assert_eq!(ack.method(), Some("ACK"));
+    let Some(inv) = bob.recv_request(Duration::from_secs(2)) else {
+        let (reply, _) = t.join().expect("caller");
+        assert_eq!(reply.status(), Some(401), "the challenge reaches the caller: {}", reply.0);
+        return None;
+    };
+    let auth = inv.header("Authorization").unwrap_or_else(|| panic!("no Authorization: {}", inv.0)).to_string();
+    bob.answer(&inv, &sdp("127.0.0.1", 7012, ""));
+    let _ack = bob.recv_request(Duration::from_secs(5)).expect("the ACK arrives");
+    let bye = bob.recv_request(Duration::from_secs(5)).expect("the BYE arrives");
+    bob.ok(&bye);
+    let (ok, bye) = t.join().expect("caller");
+    assert_eq!(ok.status(), Some(200), "{}", ok.0);
+    assert_eq!(bye.and_then(|b| b.status()), Some(200));
+    Some(auth)
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
