@@ -500,19 +500,27 @@ impl Profile {
         let (per_call, fixed) = crate::per_call::split(options.clone())?;
         let mut p = Self::build_for_call(name, file, md5, fixed)?;
         p.per_call = per_call;
-        // Whom credentials go to (docs/manual/access.md): a profile whose calls go where the
-        // request says answers no challenge without `auth_realm`, where SEMS answers any.
-        let fixed = |h: &Option<Pattern>| h.as_ref().is_some_and(Pattern::is_literal);
-        if p.auth.enabled && p.auth.realms.is_none() && !fixed(&p.next_hop) && !fixed(&p.outbound_proxy) {
-            p.not_applied.push(
-                "enable_auth: challenges are answered only from a next_hop or outbound_proxy written as \
-                 fixed text (or the global next hop) or from a realm in auth_realm; this profile sets \
-                 none (SEMS answers every challenger): list the realms in auth_realm"
-                    .to_string(),
-            );
-        }
         p.options = options;
         Ok(p)
+    }
+
+    /// Why its `enable_auth` answers no challenge unless a global next hop is set, if so:
+    /// credentials go only to hops the configuration names or realms in `auth_realm`
+    /// (docs/manual/access.md), and this profile's calls go where the request says. SEMS
+    /// answers every challenger, so a SEMS profile relying on that is told at load.
+    pub fn credentials_go_nowhere(&self) -> Option<&'static str> {
+        let fixed = |h: &Option<Pattern>| h.as_ref().is_some_and(Pattern::is_literal);
+        let realm_per_call = self.per_call.iter().any(|(k, _)| k == "auth_realm");
+        (self.auth.enabled
+            && self.auth.realms.is_none()
+            && !realm_per_call
+            && !fixed(&self.next_hop)
+            && !fixed(&self.outbound_proxy))
+        .then_some(
+            "enable_auth: challenges are answered only from a next_hop or outbound_proxy written as \
+             fixed text, the global next hop, or a realm in auth_realm; this profile has none (SEMS \
+             answers every challenger): list the realms in auth_realm",
+        )
     }
 
     /// A profile whose every value is taken literally: the fixed part of one being loaded, or

@@ -278,11 +278,25 @@ fn pcalls_max_calls_zero_is_said_at_load() {
 fn enable_auth_without_a_realm_or_fixed_hop_is_said_at_load() {
     let auth = [("enable_auth", "yes"), ("auth_user", "$P(u)"), ("auth_pwd", "$P(p)")];
     let p = try_profile(&[&auth[..], &[("RURI", "sip:$rU@$P(d)")]].concat()).expect("loads");
-    assert!(p.not_applied.iter().any(|w| w.contains("auth_realm")), "{:?}", p.not_applied);
-    for quiet in [("auth_realm", "example.net"), ("next_hop", "192.0.2.1:5060"), ("outbound_proxy", "sip:p.example")] {
+    assert!(p.credentials_go_nowhere().is_some_and(|w| w.contains("auth_realm")));
+    for quiet in [
+        ("auth_realm", "example.net"),
+        ("auth_realm", "$H(X-Realm)"),
+        ("next_hop", "192.0.2.1:5060"),
+        ("outbound_proxy", "sip:p.example"),
+    ] {
         let p = try_profile(&[&auth[..], &[quiet]].concat()).expect("loads");
-        assert!(p.not_applied.is_empty(), "{quiet:?}: {:?}", p.not_applied);
+        assert_eq!(p.credentials_go_nowhere(), None, "{quiet:?}");
     }
     let p = try_profile(&[&auth[..], &[("next_hop", "$H(X-Hop)")]].concat()).expect("loads");
-    assert_eq!(p.not_applied.len(), 1, "a hop the request chooses: {:?}", p.not_applied);
+    assert!(p.credentials_go_nowhere().is_some(), "a hop the request chooses");
+    // A global next hop is a configured one: no warning then.
+    let yaml = |routing: &str| {
+        let text = format!(
+            "{routing}active_profile: a\nprofiles:\n  a:\n    enable_auth: yes\n    auth_user: u\n    auth_pwd: p\n"
+        );
+        profiles::config::Config::from_yaml(&text, "t.yaml").expect("loads").warnings
+    };
+    assert_eq!(yaml("").iter().filter(|w| w.contains("enable_auth")).count(), 1);
+    assert!(yaml("routing:\n  next_hop: udp:192.0.2.1:5060\n").iter().all(|w| !w.contains("enable_auth")));
 }

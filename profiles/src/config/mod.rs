@@ -361,6 +361,7 @@ impl Config {
             let import = sems::import(path, &cfg.interface_names(), &[])?;
             cfg.profiles = import.snapshot;
             cfg.warnings = import.warnings;
+            cfg.warnings.extend(cfg.credential_warnings());
             return Ok(cfg);
         }
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::file(&file, format!("cannot read: {e}")))?;
@@ -411,7 +412,19 @@ impl Config {
         let (snapshot, warnings) = profiles_yaml::build(file, dir, &names, sections)?;
         cfg.profiles = snapshot;
         cfg.warnings = warnings;
+        cfg.warnings.extend(cfg.credential_warnings());
         Ok(cfg)
+    }
+
+    /// Profiles whose `enable_auth` answers no challenge here (see
+    /// [`crate::Profile::credentials_go_nowhere`]); none when a global next hop is set.
+    pub fn credential_warnings(&self) -> Vec<String> {
+        if self.next_hop.is_some() {
+            return Vec::new();
+        }
+        let snap = &self.profiles;
+        let why = snap.profiles.iter().filter_map(|(name, p)| Some((name, p, p.credentials_go_nowhere()?)));
+        why.map(|(name, p, w)| format!("{}: profile '{name}': {w}", p.file)).collect()
     }
 
     /// Replaces the listen addresses (`--listen`): they go to the first interface.

@@ -255,6 +255,9 @@ impl Control for AdminControl {
             for w in warnings {
                 tracing::warn!("{w}");
             }
+            if let Some(w) = profile.credentials_go_nowhere().filter(|_| self.config.next_hop.is_none()) {
+                tracing::warn!(profile = name, "{w}");
+            }
             self.publish_profile(profile, ProfileSource::SemsFile(source))
         });
         self.published(name, result, "loaded")
