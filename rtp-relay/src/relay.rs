@@ -83,7 +83,8 @@ impl Relay {
     }
 
     /// Binds a stream's pairs (interface index, RTP port) and starts relaying it, copying its
-    /// packets to `tap` if there is one. Each pair goes back through `release` once its sockets are closed, also when this fails.
+    /// packets to `tap` if there is one. Each pair goes back through `release` once its
+    /// sockets are closed, also when this fails.
     pub fn open(
         &self,
         stream: StreamId,

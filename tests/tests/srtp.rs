@@ -56,10 +56,19 @@ fn drops(sbcd: &Sbcd, reason: &str) -> i64 {
 
 /// An SRTP caller (SDES) and a plain callee: the callee gets exactly the caller's plaintext,
 /// the caller gets the callee's audio sealed with the key sbcd answered; a tampered packet and
-/// a replay go nowhere and are counted.
+/// a replay go nowhere and are counted. `log_rtp` writes each side's packets as they crossed
+/// the wire, sealed on the caller's side, and not the forgeries.
 #[test]
 fn srtp_caller_and_plain_callee_hear_each_other_and_forgeries_are_dropped() {
-    let sbcd = start((47000, 47099), "    aleg_srtp: sdes\n    bleg_srtp: rtp\n    sdes_required: yes\n");
+    let pcap_dir = scratch_dir("srtp-pcap");
+    let pcap = pcap_dir.join("call.pcap");
+    let sbcd = start(
+        (47000, 47099),
+        &format!(
+            "    aleg_srtp: sdes\n    bleg_srtp: rtp\n    sdes_required: yes\n    msg_logger_path: {}\n    log_rtp: yes\n    log_sip: no\n",
+            pcap.display()
+        ),
+    );
     let (caller_rtp, callee_rtp) = (rtp_socket(), rtp_socket());
     let dir = scratch_dir("srtp-uas");
     let inf = injection_file(&dir, &[&port(&callee_rtp).to_string()]);
@@ -104,11 +113,27 @@ fn srtp_caller_and_plain_callee_hear_each_other_and_forgeries_are_dropped() {
     let counted = || drops(&sbcd, "srtp_authentication") == 1 && drops(&sbcd, "srtp_replay") == 1;
     assert!(eventually(Duration::from_secs(5), counted), "{}", http(&sbcd, "GET", "/metrics", None, None).1);
     let next = rtp(0x1234_5678, 3, b"still talking");
-    caller_rtp.send_to(&seal.rtp(&next), (RELAY_IP, a_port)).expect("send");
+    let next_sealed = seal.rtp(&next);
+    caller_rtp.send_to(&next_sealed, (RELAY_IP, a_port)).expect("send");
     assert_eq!(recv(&callee_rtp).0, next);
 
     assert_eq!(ua.bye().status(), Some(200));
     uas.assert_passed(Duration::from_secs(20), &sbcd);
+
+    let relay_a: SocketAddr = (RELAY_IP.parse::<std::net::IpAddr>().expect("ip"), a_port).into();
+    let (caller, callee) = (caller_rtp.local_addr().expect("addr"), callee_rtp.local_addr().expect("addr"));
+    let expected = [
+        (caller, relay_a, sealed.clone()),
+        (b_side, callee, voice),
+        (callee, b_side, reply),
+        (relay_a, caller, sealed_back),
+        (caller, relay_a, next_sealed),
+        (b_side, callee, next),
+    ];
+    let records = || if pcap.exists() { pcap::pcap_records(&pcap) } else { Vec::new() };
+    assert!(eventually(Duration::from_secs(5), || records().len() >= expected.len()), "{:?}", records());
+    let got: Vec<_> = records().into_iter().map(|r| (r.src, r.dst, r.payload)).collect();
+    assert_eq!(got, expected, "as on the wire, without the tampered packet and the replay");
 }
 
 /// A plain caller and an SRTP callee that picks AES-GCM from sbcd's offer: both directions

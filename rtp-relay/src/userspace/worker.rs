@@ -261,9 +261,8 @@ impl Worker {
                     drops[r as usize] += 1;
                     continue;
                 }
-                if let Some((tap, at, local)) = tap {
-                    tap.packet(at, src, local, &bufs[i][..len]);
-                }
+                // The bytes as they came, for the tap once the packet proves genuine.
+                let wire = tap.map(|_| bufs[i][..len].to_vec());
                 match slot.crypto[side].unprotect(rtcp, &mut bufs[i], len) {
                     Ok(n) => len = n,
                     Err(e) => {
@@ -271,7 +270,11 @@ impl Worker {
                         continue;
                     }
                 }
-                slot.flows.accept(side, comp, src, &bufs[i][..len], now)
+                let out = slot.flows.accept(side, comp, src, &bufs[i][..len], now);
+                if let (Some((tap, at, local)), Some(wire), Verdict::Forward(_)) = (tap, wire, out.verdict) {
+                    tap.packet(at, src, local, &wire);
+                }
+                out
             } else {
                 let out = slot.flows.on_packet(side, comp, src, &bufs[i][..len], now);
                 if let (Some((tap, at, local)), Verdict::Forward(_)) = (tap, out.verdict) {

@@ -1,15 +1,17 @@
 //! Per-call pcap files (SEMS's `msg_logger_path`): every SIP message of a call whose profile
-//! names a file, received and sent, as the shard saw it. Each shard hands records to one writer
-//! thread through a bounded queue, so a slow disk costs records (counted), never signalling.
+//! names a file, received and sent, as the shard saw it, and with `log_rtp` the packets the
+//! relay carries for it, from the media threads. All hand their copies to one writer thread
+//! through a bounded queue, so a slow disk costs records (counted), never signalling or media;
+//! RTP may take half the queue at most, so a busy `log_rtp` call cannot crowd out SIP.
 //! Records are raw IP packets (`LINKTYPE_RAW`) with a UDP header, whatever the transport the
 //! message used, which is what SIP tools decode.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{BufWriter, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,16 +20,16 @@ use crate::b2bua::CallHandle;
 
 /// Records waiting for the writer, over all shards and media threads.
 const QUEUE: usize = 8192;
+/// Of those, RTP and RTCP records (`log_rtp`).
+const QUEUE_RTP: usize = QUEUE / 2;
 /// The longest message written (a UDP payload).
 const MAX_PAYLOAD: usize = 65_507;
 /// `LINKTYPE_RAW`: each record is an IPv4 or IPv6 packet.
 const LINKTYPE_RAW: u32 = 101;
 
 enum Job {
-    Record {
-        path: Arc<str>,
-        record: Vec<u8>,
-    },
+    /// A copy of one message or packet: the record is built on the writer thread.
+    Record { path: Arc<str>, at: SystemTime, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>, rtp: bool },
     /// One more holder of the file: a call's SIP side, or one of its tapped streams.
     Hold(Arc<str>),
     /// A holder let go; the last one closes the file.
@@ -39,10 +41,39 @@ pub(crate) struct PcapWriter {
     /// Unbounded so that holds and releases are never lost (there is one of each per holder);
     /// records are bounded by `queued`.
     tx: Sender<Job>,
-    queued: Arc<AtomicUsize>,
+    queued: Arc<Queued>,
     /// Records not written: the queue was full, or the file could not be written.
     pub(crate) dropped: Arc<AtomicU64>,
     pub(crate) written: Arc<AtomicU64>,
+}
+
+/// Records in the queue: all, and RTP ones.
+#[derive(Default)]
+struct Queued {
+    all: AtomicUsize,
+    rtp: AtomicUsize,
+}
+
+impl Queued {
+    /// Takes a place for a record, if one is left.
+    fn take(&self, rtp: bool) -> bool {
+        if self.all.fetch_add(1, Ordering::Relaxed) >= QUEUE {
+            self.all.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        if rtp && self.rtp.fetch_add(1, Ordering::Relaxed) >= QUEUE_RTP {
+            self.give_back(true);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, rtp: bool) {
+        self.all.fetch_sub(1, Ordering::Relaxed);
+        if rtp {
+            self.rtp.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl PcapWriter {
@@ -50,7 +81,7 @@ impl PcapWriter {
     pub(crate) fn start() -> std::io::Result<Arc<Self>> {
         let (tx, rx) = channel();
         let (dropped, written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(Queued::default());
         let counts = (queued.clone(), dropped.clone(), written.clone());
         std::thread::Builder::new()
             .name("pcap-writer".into())
@@ -58,12 +89,16 @@ impl PcapWriter {
         Ok(Arc::new(Self { tx, queued, dropped, written }))
     }
 
-    fn record(&self, path: &Arc<str>, record: Vec<u8>) {
-        // A full queue (a slow disk) costs the record, never the sender's time.
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE
-            || self.tx.send(Job::Record { path: path.clone(), record }).is_err()
-        {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
+    /// Queues a copy of `bytes`. A full queue (a slow disk) costs the copy, never the
+    /// sender's time: the place is taken before anything is copied.
+    fn record(&self, path: &Arc<str>, at: SystemTime, (from, to): (SocketAddr, SocketAddr), bytes: &[u8], rtp: bool) {
+        if !self.queued.take(rtp) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let job = Job::Record { path: path.clone(), at, from, to, bytes: bytes.to_vec(), rtp };
+        if self.tx.send(job).is_err() {
+            self.queued.give_back(rtp);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -89,7 +124,7 @@ impl PcapFile {
             Direction::In => (remote, entry.local),
             Direction::Out => (entry.local, remote),
         };
-        self.writer.record(&self.path, record(entry.at, from, to, &entry.message));
+        self.writer.record(&self.path, entry.at, (from, to), &entry.message, false);
     }
 }
 
@@ -108,7 +143,7 @@ impl std::fmt::Debug for PcapWriter {
 /// RTP and RTCP of a call's streams (SEMS's `log_rtp`), from the media threads.
 impl rtp_relay::PacketTap for PcapFile {
     fn packet(&self, at: SystemTime, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
-        self.writer.record(&self.path, record(at, from, to, bytes));
+        self.writer.record(&self.path, at, (from, to), bytes, true);
     }
 }
 
@@ -117,18 +152,30 @@ impl rtp_relay::PacketTap for PcapFile {
 #[derive(Default)]
 struct Held {
     holders: usize,
-    file: Option<Option<File>>,
+    file: Option<Option<BufWriter<File>>>,
 }
 
-fn write_loop(rx: &Receiver<Job>, queued: &AtomicUsize, dropped: &AtomicU64, written: &AtomicU64) {
+fn write_loop(rx: &Receiver<Job>, queued: &Queued, dropped: &AtomicU64, written: &AtomicU64) {
     let mut files: HashMap<Arc<str>, Held> = HashMap::new();
-    while let Ok(job) = rx.recv() {
+    loop {
+        // Records are buffered, and written out whenever the queue runs dry.
+        let job = match rx.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Empty) => {
+                files.values_mut().for_each(|held| flush(held, dropped));
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+            Err(TryRecvError::Disconnected) => return,
+        };
         match job {
-            Job::Record { path, record } => {
-                queued.fetch_sub(1, Ordering::Relaxed);
+            Job::Record { path, at, from, to, bytes, rtp } => {
+                queued.give_back(rtp);
                 let held = files.entry(path.clone()).or_default();
                 let file = held.file.get_or_insert_with(|| open(&path));
-                match file.as_mut().map(|f| f.write_all(&record)) {
+                match file.as_mut().map(|f| f.write_all(&record(at, from, to, &bytes))) {
                     Some(Ok(())) => {
                         written.fetch_add(1, Ordering::Relaxed);
                     }
@@ -141,7 +188,10 @@ fn write_loop(rx: &Receiver<Job>, queued: &AtomicUsize, dropped: &AtomicU64, wri
                         dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                // Nobody holds it (cannot happen: a holder's hold is queued before its
+                // records): written and closed at once.
                 if held.holders == 0 {
+                    flush(held, dropped);
                     files.remove(&path);
                 }
             }
@@ -150,6 +200,7 @@ fn write_loop(rx: &Receiver<Job>, queued: &AtomicUsize, dropped: &AtomicU64, wri
                 if let Some(held) = files.get_mut(&path) {
                     held.holders = held.holders.saturating_sub(1);
                     if held.holders == 0 {
+                        flush(held, dropped);
                         files.remove(&path);
                     }
                 }
@@ -158,13 +209,24 @@ fn write_loop(rx: &Receiver<Job>, queued: &AtomicUsize, dropped: &AtomicU64, wri
     }
 }
 
+/// Writes out a file's buffered records; a failure loses what was buffered (counted once).
+fn flush(held: &mut Held, dropped: &AtomicU64) {
+    if let Some(file) = held.file.as_mut() {
+        if let Some(Err(e)) = file.as_mut().map(BufWriter::flush) {
+            tracing::warn!("pcap write failed: {e}");
+            dropped.fetch_add(1, Ordering::Relaxed);
+            *file = None;
+        }
+    }
+}
+
 /// Opens `path` for appending; a new file gets the pcap header first.
-fn open(path: &str) -> Option<File> {
+fn open(path: &str) -> Option<BufWriter<File>> {
     let opened = std::fs::OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| {
         if f.metadata()?.len() == 0 {
             f.write_all(&global_header())?;
         }
-        Ok(f)
+        Ok(BufWriter::new(f))
     });
     opened.map_err(|e| tracing::warn!(path, "cannot open the call's pcap file: {e}")).ok()
 }
@@ -332,7 +394,7 @@ mod tests {
     }
 
     /// A call's SIP side and a stream write to one file; it stays open until both let go, and
-    /// a record after that (none should come) is still written, not lost.
+    /// a holder that comes later appends to it (one header).
     #[test]
     fn holders_share_the_file_and_the_last_closes_it() {
         let dir = std::env::temp_dir().join(format!("sbc-pcap-holders-{}", std::process::id()));
@@ -355,17 +417,20 @@ mod tests {
         rtp.packet(UNIX_EPOCH + AT, addr("127.0.0.2:4000"), addr("127.0.0.1:30000"), &[0x80, 0, 0, 1]);
         drop(rtp);
         PcapFile::hold(&writer, path.clone()).message(&entry);
+        let sip_len = 16 + 20 + 8 + OPTIONS.len();
+        let whole = 24 + 2 * sip_len + 16 + 20 + 8 + 4;
         // Up to 5 s for the writer thread.
+        let mut bytes = Vec::new();
         for _ in 0..1000 {
-            if writer.written.load(Ordering::Relaxed) >= 3 {
+            bytes = std::fs::read(&*path).unwrap_or_default();
+            if bytes.len() >= whole {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(writer.dropped.load(Ordering::Relaxed), 0);
-        let bytes = std::fs::read(&*path).expect("the file");
-        let sip_len = 16 + 20 + 8 + OPTIONS.len();
-        assert_eq!(bytes.len(), 24 + 2 * sip_len + 16 + 20 + 8 + 4, "one header, three records");
+        assert_eq!(writer.written.load(Ordering::Relaxed), 3);
+        assert_eq!(bytes.len(), whole, "one header, three records");
         assert!(bytes[24 + sip_len..].windows(4).any(|w| w == [0x80, 0, 0, 1]), "the RTP packet");
         let _ = std::fs::remove_dir_all(&dir);
     }
