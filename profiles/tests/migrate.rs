@@ -126,3 +126,24 @@ fn bad_sems_input_is_refused_naming_its_line_and_unknown_keys_are_named() {
     let e = Config::load(&dir.join("sems.conf")).unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (Some(1), "plugin_config_path"), "{e}");
 }
+
+/// A profile using cc_prepaid, also through an include from the module folder, gets a balance
+/// database (SEMS keeps balances in memory: said in the notes); without one, none is set.
+#[test]
+fn cc_prepaid_gets_a_database_when_a_loaded_profile_uses_it() {
+    let dir = tree("prepaid", "");
+    let yaml = migrate::translate(&dir.join("sems.conf")).unwrap().yaml;
+    assert!(!yaml.contains("prepaid.sqlite"), "{yaml}");
+    std::fs::create_dir_all(dir.join("etc/profiles")).unwrap();
+    std::fs::write(dir.join("etc/sbc.conf"), "profiles=p\nprofiles_path=profiles/\nactive_profile=p\n").unwrap();
+    std::fs::write(dir.join("etc/profiles/p.sbcprofile.conf"), "call_control=prepaid\n@prepaid.conf\n").unwrap();
+    std::fs::write(dir.join("etc/prepaid.conf"), "prepaid_module=cc_prepaid\nprepaid_uuid=$fU\n").unwrap();
+    let m = migrate::translate(&dir.join("sems.conf")).unwrap();
+    assert!(m.yaml.contains("  cc_prepaid:\n    db: \"/var/lib/sbc/prepaid.sqlite\""), "{}", m.yaml);
+    assert!(
+        m.notes.iter().any(|n| n.contains("prepaid.conf:1: prepaid_module") && n.contains("memory")),
+        "{:?}",
+        m.notes
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -37,7 +37,7 @@ fn unknown_keys(conf: &ConfFile, known: &[&str], notes: &mut Notes) {
 fn profile_using(dir: &Path, module: &str) -> Option<Origin> {
     let sbc_conf = ConfFile::load(&dir.join("sbc.conf")).ok()?;
     crate::config::sems::profile_files(&sbc_conf).into_iter().find_map(|(_, path)| {
-        let conf = ConfFile::load(&path).ok()?;
+        let conf = ConfFile::load_including_from(&path, dir).ok()?;
         let e = conf.entries.iter().find(|e| e.key.ends_with("_module") && e.value.trim() == module)?;
         Some(Origin::from(e))
     })
