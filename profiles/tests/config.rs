@@ -266,6 +266,20 @@ fn profile_defaults_apply_to_every_profile_that_does_not_set_them() {
 
     let e = yaml("profile_defaults:\n  outbound_proxy: sip:p\n  no_such_option: 1\n").unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (Some(3), "no_such_option"), "{e}");
+
+    // Options read by their first value, options that add up, and a default written with a
+    // variable: the profile's own value still wins.
+    let cfg = yaml(
+        "profile_defaults:\n  header_filter: blacklist\n  header_list: [X-A]\n  call_control: [timer]\n  timer_module: cc_call_timer\n  timer_timer: 60\n  outbound_proxy: \"sip:$H(X-Proxy)\"\nactive_profile: a\nprofiles:\n  a:\n    header_filter: whitelist\n    header_list: [X-B]\n    call_control: [pcalls]\n    pcalls_module: cc_pcalls\n    pcalls_uuid: $fU\n    pcalls_max_calls: 2\n    outbound_proxy: sip:fixed.example\n",
+    )
+    .unwrap();
+    let a = &cfg.profiles.profiles["a"];
+    let filter = a.header_filter.as_ref().expect("a filter");
+    assert!(filter.allows("X-B") && !filter.allows("X-C"), "the profile's whitelist: {filter:?}");
+    let cc: Vec<&str> = a.call_control.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(cc, ["pcalls"], "the profile's list replaces the default's, its values with it");
+    assert_eq!(a.outbound_proxy.as_ref().map(|p| p.source()), Some("sip:fixed.example"));
+    assert!(a.per_call.iter().all(|(k, _)| k != "outbound_proxy"), "the default's pattern is gone");
 }
 
 /// The SEMS CDR line's keys are checked at load, each error naming its key.

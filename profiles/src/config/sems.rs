@@ -46,8 +46,29 @@ fn list(v: &str) -> impl Iterator<Item = &str> {
 /// A profile's options after the defaults that stand before them (`sbc.conf`'s session
 /// timers, the YAML's `profile_defaults`, `sems.conf`'s routing settings): its own value
 /// wins, but an empty one leaves the default standing, as SEMS falls back on an empty value.
+/// A default it overrides is left out rather than put first, since some options take their
+/// first value (filter modes and lists) or add up (`call_control`); a later default wins
+/// over an earlier one the same way.
 pub fn with_defaults(defaults: &[RawOption], own: impl IntoIterator<Item = RawOption>) -> Vec<RawOption> {
-    let mut options = defaults.to_vec();
+    let own: Vec<RawOption> = own.into_iter().collect();
+    let sets = |key: &str| own.iter().any(|o| o.key == key && !o.value.trim().is_empty());
+    // Values of call-control instances a default `call_control` named, when the profile's own
+    // list replaces it: they would belong to no instance.
+    let own_cc: Vec<&str> = own.iter().filter(|o| o.key == "call_control").flat_map(|o| list(&o.value)).collect();
+    let replaced: Vec<&str> = defaults
+        .iter()
+        .filter(|d| d.key == "call_control" && sets("call_control"))
+        .flat_map(|d| list(&d.value))
+        .filter(|i| !own_cc.contains(i))
+        .collect();
+    let of_replaced = |key: &str| replaced.iter().any(|i| key.strip_prefix(i).is_some_and(|r| r.starts_with('_')));
+    let mut options: Vec<RawOption> = Vec::with_capacity(defaults.len() + own.len());
+    for (n, d) in defaults.iter().enumerate() {
+        let later = defaults[n + 1..].iter().any(|l| l.key == d.key);
+        if !later && !sets(&d.key) && !of_replaced(&d.key) {
+            options.push(d.clone());
+        }
+    }
     options.extend(own.into_iter().filter(|o| !o.value.trim().is_empty() || !defaults.iter().any(|d| d.key == o.key)));
     options
 }
