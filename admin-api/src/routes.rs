@@ -324,9 +324,12 @@ async fn one<C: Control>(s: &AppState<C>, op: PrepaidOp) -> Res<Balance> {
     found.pop().map(Json).ok_or_else(|| ApiError::internal("no balance came back"))
 }
 
-/// Seconds added or subtracted are counted up from 0.
+/// Seconds added or subtracted: 0 to 4294967295, as `sbcd prepaid add` takes them.
 fn amount(c: &Credit) -> Result<i64, ApiError> {
-    (c.seconds >= 0).then_some(c.seconds).ok_or_else(|| ApiError::bad_request("seconds must not be negative"))
+    (0..=i64::from(u32::MAX))
+        .contains(&c.seconds)
+        .then_some(c.seconds)
+        .ok_or_else(|| ApiError::bad_request("seconds must be 0 to 4294967295"))
 }
 
 #[utoipa::path(get, path = "/prepaid/{account}", responses((status = 200, body = Balance), (status = 404, body = ErrorBody)), security(("bearer" = [])))]

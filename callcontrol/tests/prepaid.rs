@@ -213,3 +213,18 @@ fn a_database_that_cannot_open_names_the_module_and_its_file() {
     assert_eq!(e.module, "cc_prepaid");
     assert!(e.to_string().contains("not-a-folder"), "{e}");
 }
+
+/// Credit added or taken past the integer range stops at its end: the balance stays a whole
+/// number every later read takes (SQLite would store a float).
+#[test]
+fn credit_stops_at_the_ends_of_the_integer_range() {
+    let path = db("range");
+    let c = prepaid::open_db(&path).unwrap();
+    prepaid::set_balance(&c, "rich", i64::MAX - 5).unwrap();
+    assert_eq!(prepaid::add_credit(&c, "rich", 10).unwrap(), i64::MAX);
+    assert_eq!(prepaid::balance(&c, "rich").unwrap(), Some(i64::MAX));
+    prepaid::set_balance(&c, "owing", i64::MIN + 5).unwrap();
+    assert_eq!(prepaid::subtract_credit(&c, "owing", 10).unwrap(), Some(i64::MIN));
+    assert_eq!(prepaid::add_credit(&c, "owing", 10).unwrap(), i64::MIN + 10);
+    assert_eq!(prepaid::balances(&c).unwrap().len(), 2);
+}

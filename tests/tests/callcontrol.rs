@@ -424,6 +424,7 @@ fn credit_is_added_and_subtracted_through_the_api_and_the_cli() {
     assert_eq!(api("GET", "/prepaid", None).1, r#"[{"account":"sipp","seconds":3}]"#);
     assert_eq!(api("POST", "/prepaid/nobody/subtract", Some(r#"{"seconds":1}"#)).0, 404, "subtract needs the account");
     assert_eq!(api("POST", "/prepaid/sipp/add", Some(r#"{"seconds":-1}"#)).0, 400);
+    assert_eq!(api("POST", "/prepaid/sipp/add", Some(r#"{"seconds":9223372036854775807}"#)).0, 400);
     let cli = std::process::Command::new(sbc_e2e::sbcd_bin())
         .args(["prepaid", "--db", db.to_str().unwrap(), "subtract", "nobody", "1"])
         .output()

@@ -64,20 +64,28 @@ pub fn set_balance(c: &Connection, account: &str, seconds: i64) -> rusqlite::Res
 }
 
 /// Adds to a balance, creating the account at 0 first (SEMS's `addCredit`); the new balance.
+/// The sum stops at the largest integer: past it SQLite would store a float, which no later
+/// read of the balance takes.
 pub fn add_credit(c: &Connection, account: &str, seconds: i64) -> rusqlite::Result<i64> {
     c.query_row(
         "INSERT INTO balances(account, seconds) VALUES (?1, ?2)
-         ON CONFLICT(account) DO UPDATE SET seconds = seconds + ?2 RETURNING seconds",
+         ON CONFLICT(account) DO UPDATE SET seconds =
+           CASE WHEN ?2 > 0 AND seconds > 9223372036854775807 - ?2 THEN 9223372036854775807
+                ELSE seconds + ?2 END
+         RETURNING seconds",
         params![account, seconds],
         |r| r.get(0),
     )
 }
 
 /// Takes from an existing account's balance (SEMS's `subtractCredit`); the new balance, or
-/// `None` without such an account.
+/// `None` without such an account. It stops at the smallest integer, as [`add_credit`] does.
 pub fn subtract_credit(c: &Connection, account: &str, seconds: i64) -> rusqlite::Result<Option<i64>> {
     c.query_row(
-        "UPDATE balances SET seconds = seconds - ?2 WHERE account = ?1 RETURNING seconds",
+        "UPDATE balances SET seconds =
+           CASE WHEN ?2 > 0 AND seconds < -9223372036854775808 + ?2 THEN -9223372036854775808
+                ELSE seconds - ?2 END
+         WHERE account = ?1 RETURNING seconds",
         params![account, seconds],
         |r| r.get(0),
     )
