@@ -49,9 +49,11 @@ impl Cidr {
 }
 
 /// New requests a second one untrusted address may send by default.
-const DEFAULT_PER_SOURCE_CPS: u32 = 100;
+pub(crate) const DEFAULT_PER_SOURCE_CPS: u32 = 100;
 /// The burst above that rate by default (a phone's start-up: REGISTER and its subscriptions).
-const DEFAULT_PER_SOURCE_BURST: u32 = 200;
+pub(crate) const DEFAULT_PER_SOURCE_BURST: u32 = 200;
+/// Concurrent calls (dialogs) of one untrusted address by default: a PBX with more is a trunk.
+pub(crate) const DEFAULT_PER_SOURCE_CALLS: u32 = 100;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,8 +82,7 @@ impl Default for FileAdmission {
             trusted_cps: 0,
             drop_after: 200,
             max_sources: 100_000,
-            // Concurrent calls (dialogs) of one untrusted address: a PBX with more is a trunk.
-            per_source_calls: 100,
+            per_source_calls: DEFAULT_PER_SOURCE_CALLS,
         }
     }
 }

@@ -297,9 +297,21 @@ fn write_limits(
     } else {
         y.key(2, "tcp_idle_timeout_s", "3600", Some("SEMS's tcp_idle_timeout default"), None);
     }
+    y.key(2, "admission", "", None, None);
+    // Edge safety SEMS does not have (docs/manual/access.md): said, not switched off.
+    y.key(4, "trusted", "[]", Some("trunks and the core: no per-source limits for them"), None);
+    use crate::config::admission::{DEFAULT_PER_SOURCE_BURST, DEFAULT_PER_SOURCE_CALLS, DEFAULT_PER_SOURCE_CPS};
+    let o = Origin { file: conf.path.clone(), line: 0, key: "-".into() };
+    notes.push(
+        o,
+        format!(
+            "sbcd limits each address not in limits.admission.trusted to {DEFAULT_PER_SOURCE_CALLS} calls at a \
+             time and {DEFAULT_PER_SOURCE_CPS} new requests a second (burst {DEFAULT_PER_SOURCE_BURST}), which SEMS \
+             does not: list trunks and the core there"
+        ),
+    );
     if let Some(e) = conf.get("cps_limit") {
         let (limit, code, reason) = limit_of(e)?;
-        y.key(2, "admission", "", None, None);
         y.key(
             4,
             "max_cps",
