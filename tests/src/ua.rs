@@ -120,6 +120,18 @@ impl TestUa {
         }
     }
 
+    /// The next request with `method`, skipping others: an INVITE the SBC resent before our
+    /// answer reached it may still be queued ahead of the ACK.
+    pub fn recv_method(&self, method: &str, within: Duration) -> Option<SipText> {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.recv_request(deadline.saturating_duration_since(Instant::now()))?;
+            if m.method() == Some(method) {
+                return Some(m);
+            }
+        }
+    }
+
     /// The final response to our request `cseq method`, skipping provisionals, responses of
     /// earlier transactions (resent by a slow SBC) and requests (answering nothing else).
     fn final_response(&self, cseq: u32, method: &str) -> SipText {

@@ -59,7 +59,7 @@ fn media_port(inv: &SipText) -> u16 {
 
 #[test]
 fn options_sems_expands_per_call_follow_each_request() {
-    let sbcd = Sbcd::with_config(&config("47400-47499"), &[]);
+    let sbcd = Sbcd::with_config(&config("20000-20099"), &[]);
     let bob = TestUa::new(sbcd.addr());
     let relayed = call(TestUa::new(sbcd.addr()), &bob, "X-Relay: yes\r\nX-SE: 1800\r\n").expect("answered");
     assert_ne!(media_port(&relayed), 7000, "anchored: {}", relayed.0);
@@ -73,7 +73,7 @@ fn options_sems_expands_per_call_follow_each_request() {
 
 #[test]
 fn call_control_from_a_header_is_taken_from_trusted_sources_only() {
-    let sbcd = Sbcd::with_config(&config("47500-47599"), &[]);
+    let sbcd = Sbcd::with_config(&config("20100-20199"), &[]);
     let (bob, carol) = (TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()));
     // SEMS's `ctl` spec: the call goes to Carol, without media anchoring.
     let ctl = format!(
