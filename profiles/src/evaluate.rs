@@ -2,7 +2,7 @@
 //! call (or the out-of-dialog transaction), checked, and handed to the B2BUA as plain values.
 
 use crate::options::{self as opt, Field, OptionDef};
-use crate::pattern::Env;
+use crate::pattern::{Env, Pattern};
 use crate::profile::{parse_refuse, NextHop, Profile};
 use crate::uri::{NameAddrParts, UriParts};
 use crate::LocalReply;
@@ -161,15 +161,17 @@ pub struct CallPlan {
     pub expanded: Vec<(&'static str, String)>,
 }
 
-/// A `msg_logger_path` expansion the SBC writes to: an absolute path without `..`, whose
-/// file name is made of letters, digits and `._-+@=` (text from the request cannot reach
-/// another folder or make a name the shell or a glob would read otherwise). `None` (logged)
+/// A `msg_logger_path` expansion of `template` the SBC writes to: an absolute path without
+/// `..` and with the template's folder levels (text from the request adds no `/`), whose file
+/// name is made of letters, digits and `._-+@=` (text from the request cannot reach another
+/// folder or make a name the shell or a glob would read otherwise). `None` (logged)
 /// otherwise: the call goes on without its pcap.
-pub fn pcap_path(path: &str) -> Option<String> {
+pub fn pcap_path(template: &str, path: &str) -> Option<String> {
     let p = std::path::Path::new(path);
     let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-+@=".contains(c));
     let ok = p.is_absolute()
         && !p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+        && path.matches('/').count() == template.matches('/').count()
         && p.file_name().and_then(|n| n.to_str()).is_some_and(name_ok)
         && !path.chars().any(char::is_control);
     if !ok {
@@ -365,7 +367,9 @@ impl Profile {
         let aleg_next_hop = x(&opt::ALEG_NEXT_HOP);
         plan.outbound_interface = x(&opt::OUTBOUND_INTERFACE);
         plan.aleg_outbound_interface = x(&opt::ALEG_OUTBOUND_INTERFACE);
-        let pcap = x(&opt::MSG_LOGGER_PATH).filter(|_| self.log_rtp || !self.no_log_sip).and_then(|p| pcap_path(&p));
+        let template = self.msg_logger_path.as_ref().map_or("", Pattern::source);
+        let pcap =
+            x(&opt::MSG_LOGGER_PATH).filter(|_| self.log_rtp || !self.no_log_sip).and_then(|p| pcap_path(template, &p));
         plan.pcap_rtp = pcap.clone().filter(|_| self.log_rtp);
         plan.pcap = pcap.filter(|_| !self.no_log_sip);
         // (user, host, port, displayname, uri_params, params)

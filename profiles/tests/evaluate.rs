@@ -300,3 +300,15 @@ fn enable_auth_without_a_realm_or_fixed_hop_is_said_at_load() {
     assert_eq!(yaml("").iter().filter(|w| w.contains("enable_auth")).count(), 1);
     assert!(yaml("routing:\n  next_hop: udp:192.0.2.1:5060\n").iter().all(|w| !w.contains("enable_auth")));
 }
+
+/// A `msg_logger_path` expansion keeps the template's folders: request text that would add a
+/// level (`/` in an R-URI parameter here) or climb out gets no file; the call goes on.
+#[test]
+fn pcap_paths_stay_in_the_templates_folder() {
+    let pcap = |ruri: &'static str, template: &str| plan(ruri, &[("msg_logger_path", template)]).unwrap().pcap;
+    assert_eq!(pcap("sip:bob@x", "/var/log/sbc/$rU.pcap").as_deref(), Some("/var/log/sbc/bob.pcap"));
+    assert_eq!(pcap("sip:bob@x;d=one", "/var/log/sbc/$rP(d).pcap").as_deref(), Some("/var/log/sbc/one.pcap"));
+    assert_eq!(pcap("sip:bob@x;d=sub/dir", "/var/log/sbc/$rP(d).pcap"), None, "a folder level from the request");
+    assert_eq!(pcap("sip:..@x", "/var/log/sbc/$rU/c.pcap"), None);
+    assert_eq!(pcap("sip:a@x", "/var/log/sbc/$rU/c.pcap").as_deref(), Some("/var/log/sbc/a/c.pcap"));
+}
