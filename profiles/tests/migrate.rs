@@ -101,6 +101,9 @@ fn bad_sems_input_is_refused_naming_its_line_and_unknown_keys_are_named() {
     let dir = tree("bad", "sip_ip=127.0.0.1\nsip_port=fifty\n");
     let e = Config::load(&dir.join("sems.conf")).unwrap_err();
     assert_eq!((e.line, e.key.as_str()), (Some(3), "sip_port"), "{e}");
+    let dir = tree("huge", "sip_ip=127.0.0.1\nsip_timer_A=18446744073709551615\n");
+    let e = Config::load(&dir.join("sems.conf")).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(3), "sip_timer_A"), "{e}");
 
     // A value the written YAML refuses is named by the SEMS line it came from.
     let dir = tree("ports", "sip_ip=127.0.0.1\nmedia_ip=127.0.0.1\nrtp_low_port=500\n");

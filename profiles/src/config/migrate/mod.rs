@@ -211,9 +211,14 @@ fn write_interfaces(y: &mut Yaml, ifaces: &[interfaces::SemsInterface]) {
 /// SIP timers (ms): A is T1, t2 is T2, K is T4; C in whole seconds. The ones sbcd derives
 /// from T1 are noted where they differ.
 fn write_sip(y: &mut Yaml, conf: &ConfFile, notes: &mut Notes) -> Result<(), ConfigError> {
+    // A day: no SIP timer is longer, and what is derived from them stays far from overflow.
+    const LONGEST_MS: u64 = 86_400_000;
     let ms = |k: &str, default: u64| -> Result<(u64, Option<&ConfEntry>), ConfigError> {
         match conf.get(k) {
-            Some(e) => Ok((number(e)?, Some(e))),
+            Some(e) => match number(e)? {
+                v if v > LONGEST_MS => Err(ConfigError::at(&e.file, e.line, k, format!("{v} ms is more than a day"))),
+                v => Ok((v, Some(e))),
+            },
             None => Ok((default, None)),
         }
     };
