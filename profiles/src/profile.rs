@@ -500,6 +500,12 @@ impl Profile {
         let (per_call, fixed) = crate::per_call::split(options.clone())?;
         let mut p = Self::build_for_call(name, file, md5, fixed)?;
         p.per_call = per_call;
+        if p.log_rtp && p.msg_logger_path.is_none() {
+            p.not_applied.push("log_rtp: has no effect without msg_logger_path".into());
+        } else if p.log_rtp && !p.rtprelay.enabled && !p.per_call.iter().any(|(k, _)| k == "enable_rtprelay") {
+            p.not_applied
+                .push("log_rtp: writes nothing without enable_rtprelay (sbcd sees no RTP it does not relay)".into());
+        }
         p.options = options;
         Ok(p)
     }

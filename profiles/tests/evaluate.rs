@@ -312,3 +312,15 @@ fn pcap_paths_stay_in_the_templates_folder() {
     assert_eq!(pcap("sip:..@x", "/var/log/sbc/$rU/c.pcap"), None);
     assert_eq!(pcap("sip:a@x", "/var/log/sbc/$rU/c.pcap").as_deref(), Some("/var/log/sbc/a/c.pcap"));
 }
+
+/// `log_rtp` writes only the RTP the relay carries into the file `msg_logger_path` names:
+/// without either, the load says it writes nothing.
+#[test]
+fn log_rtp_without_a_file_or_the_relay_is_said_at_load() {
+    let said = |opts: &[(&str, &str)]| try_profile(opts).expect("loads").not_applied;
+    assert!(said(&[("log_rtp", "yes")])[0].contains("without msg_logger_path"));
+    let file = ("msg_logger_path", "/var/log/sbc/$ci.pcap");
+    assert!(said(&[("log_rtp", "yes"), file])[0].contains("without enable_rtprelay"));
+    assert!(said(&[("log_rtp", "yes"), file, ("enable_rtprelay", "yes")]).is_empty());
+    assert!(said(&[("log_rtp", "yes"), file, ("enable_rtprelay", "$H(X-Relay)")]).is_empty());
+}
