@@ -38,6 +38,7 @@ fn a_sems_installation_loads_as_it_is() {
     assert_eq!(cfg.media.timeout.as_secs(), 120, "dead_rtp_time");
     assert_eq!(cfg.drain_timeout.as_secs(), 20, "max_shutdown_time");
     assert_eq!(cfg.tcp_idle_timeout.as_secs(), 900, "the longest tcp_idle_timeout");
+    assert!(cfg.warnings.iter().any(|w| w.contains("tcp_idle_timeout: the interfaces' values differ")));
     assert_eq!(cfg.health.blacklist.as_secs(), 30, "default_bl_ttl");
     let cc = &cfg.call_control;
     assert_eq!((cc.pcalls_refuse_code, cc.pcalls_refuse_reason.as_str()), (486, "Too Many Calls"));

@@ -9,7 +9,11 @@ pub(super) const NOT_APPLIED: &[(&str, &str)] = &[
     ("daemon_gid", "the systemd unit sets the group"),
     ("stderr", "sbcd logs to stderr or the journal (--log-format)"),
     ("loglevel", "use --log-level (or RUST_LOG)"),
-    ("syslog_facility", "sbcd logs to the journal; CDRs to syslog go through call_control.cc_syslog_cdr"),
+    (
+        "syslog_facility",
+        "sbcd logs to the journal; CDRs to syslog go through call_control.cc_syslog_cdr, always with \
+         facility local0",
+    ),
     ("log_sessions", "calls are logged at info level with their id"),
     ("log_events", "no event queues to log"),
     ("log_raw_messages", "use capture (HEP) or GET /calls/{id}/trace"),

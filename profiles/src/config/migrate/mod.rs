@@ -292,6 +292,10 @@ fn write_limits(
     let idle = ifaces.iter().filter_map(|i| i.tcp_idle_ms).max();
     if let Some(ms) = idle {
         let o = Origin { file: conf.path.clone(), line: 0, key: "tcp_idle_timeout".into() };
+        if ifaces.iter().filter_map(|i| i.tcp_idle_ms).any(|other| other != ms) {
+            let why = format!("the interfaces' values differ; sbcd has one for all, the longest ({ms} ms)");
+            notes.push(o.clone(), why);
+        }
         y.key(
             2,
             "tcp_idle_timeout_s",
