@@ -268,9 +268,6 @@ impl Default for SessionTimerRules {
 /// One leg's session-timer rules, or none (the leg has no session timer).
 type LegTimers = Option<SessionTimerRules>;
 
-/// The session-timer options of a profile, read together: `aleg_x` falls back to `x`, `x` to
-/// the default (docs/manual/access.md, Session timers). Values out of RFC 4028's order are
-/// put in order, as SEMS takes them, each change reported in `warnings`.
 /// The `hold_*` options as read, per leg (A, B).
 #[derive(Default)]
 struct HoldOptions {
@@ -301,6 +298,9 @@ impl HoldOptions {
     }
 }
 
+/// The session-timer options of a profile, read together: `aleg_x` falls back to `x`, `x` to
+/// the default (docs/manual/access.md, Session timers). Values out of RFC 4028's order are
+/// put in order, as SEMS takes them, each change reported in `warnings`.
 fn session_timers(options: &[RawOption], warnings: &mut Vec<String>) -> Result<(LegTimers, LegTimers), ConfigError> {
     let find = |k: &str| options.iter().rev().find(|o| o.key == k);
     let bad = |o: &RawOption, m: String| ConfigError::new(&o.file, o.line, &o.key, m);
