@@ -5,7 +5,8 @@
 //! - [`config`]: the YAML configuration (and the SEMS `sbc.conf` import),
 //! - [`conf`]: SEMS's `key=value` file syntax,
 //! - [`pattern`]: pseudo-variables, compiled once, expanded per call,
-//! - [`regex_map`]: `$M()` maps, [`selection`]: the chain, [`profile`]: the options,
+//! - [`regex_map`]: `$M()` maps, [`selection`]: the chain, [`profile`]: the options
+//!   ([`session_timer`]: their session-timer part),
 //! - [`evaluate`]: a profile expanded for one call, [`filters`] and [`sdp`]: header, method,
 //!   reply and SDP rules,
 //! - [`store`]: the immutable snapshot and its atomic, validated replacement,
@@ -29,6 +30,7 @@ pub mod regex_map;
 pub mod reply;
 pub mod sdp;
 pub mod selection;
+pub mod session_timer;
 pub mod store;
 pub mod uri;
 pub mod weighted;
