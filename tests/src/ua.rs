@@ -197,7 +197,8 @@ impl TestUa {
         self.final_response(self.cseq, "BYE")
     }
 
-    /// Answers an INVITE from the SBC with 200, a To tag, a Contact and `sdp`.
+    /// Answers an INVITE from the SBC with 200, a To tag (a re-INVITE keeps its own), a Contact
+    /// and `sdp`.
     pub fn answer(&self, req: &SipText, sdp: &str) {
         let mut resp = String::from("SIP/2.0 200 OK\r\n");
         for l in req.0.split("\r\n").take_while(|l| !l.is_empty()).skip(1) {
@@ -207,7 +208,10 @@ impl TestUa {
                     resp.push_str(l);
                     resp.push_str("\r\n");
                 }
-                "to" | "t" => resp.push_str(&format!("{l};tag=callee{}\r\n", self.local.port())),
+                "to" | "t" if !l.contains(";tag=") => {
+                    resp.push_str(&format!("{l};tag=callee{}\r\n", self.local.port()))
+                }
+                "to" | "t" => resp.push_str(&format!("{l}\r\n")),
                 _ => {}
             }
         }

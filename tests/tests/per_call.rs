@@ -2,7 +2,8 @@
 //! session-timer values …), and dynamic `call_control` entries (`$H(P-Call-Control)` with
 //! SEMS's `ctl` specs), through sbcd with in-process UAs: each call gets what its request says,
 //! a value that is not what the option takes fails the call, and only trusted sources may
-//! choose call control.
+//! choose call control. Also SEMS's options for requests inside a call (`hold_*`,
+//! `allow_subless_notify`).
 
 use std::time::Duration;
 
@@ -88,4 +89,65 @@ fn call_control_from_a_header_is_taken_from_trusted_sources_only() {
     assert!(inv.0.starts_with("INVITE sip:bob@"), "{}", inv.0);
     assert_ne!(media_port(&inv), 7000, "{}", inv.0);
     assert!(carol.recv_request(Duration::from_millis(200)).is_none(), "nothing for Carol");
+}
+
+/// SEMS's in-dialog options on the wire: a caller's hold re-offer reaches the callee as
+/// `hold_*` say (no direction of hold, the zero address), the resume as it came; and with
+/// `allow_subless_notify=no` a NOTIFY of no subscription from the callee gets 481.
+#[test]
+fn hold_re_offers_are_rewritten_and_stray_notifies_refused() {
+    let yaml = "active_profile: p\nprofiles:\n  p:\n    hold_alter_b2b_bleg: yes\n    hold_activity_bleg: sendrecv\n    hold_zero_connection_bleg: yes\n    allow_subless_notify: no\n";
+    let sbcd = Sbcd::with_config(yaml, &[]);
+    let callee = TestUa::new(sbcd.addr());
+    let mut caller = TestUa::new(sbcd.addr());
+    let uri = format!("sip:bob@{}", callee.local);
+    let t = std::thread::spawn(move || {
+        let ok = caller.invite(&uri, &sdp("127.0.0.1", 7000, ""));
+        assert_eq!(ok.status(), Some(200), "{}", ok.0);
+        caller
+    });
+    let inv = callee.recv_request(Duration::from_secs(5)).expect("the INVITE");
+    callee.answer(&inv, &sdp("127.0.0.1", 7002, ""));
+    callee.recv_method("ACK", Duration::from_secs(5)).expect("the ACK");
+    let caller = t.join().expect("caller");
+
+    // Hold and resume, each answered by the callee.
+    let reoffer = |caller: TestUa, offer: String| {
+        let t = std::thread::spawn(move || {
+            let mut caller = caller;
+            let ok = caller.invite("", &offer);
+            assert_eq!(ok.status(), Some(200), "{}", ok.0);
+            caller
+        });
+        let reinv = callee.recv_method("INVITE", Duration::from_secs(5)).expect("the re-INVITE");
+        callee.answer(&reinv, &sdp("127.0.0.1", 7002, ""));
+        callee.recv_method("ACK", Duration::from_secs(5)).expect("its ACK");
+        (t.join().expect("caller"), reinv.body().to_string())
+    };
+    let (c, held) = reoffer(caller, sdp("127.0.0.1", 7000, "a=sendonly\r\n"));
+    assert!(held.contains("c=IN IP4 0.0.0.0") && held.contains("a=sendrecv"), "{held}");
+    assert!(!held.contains("sendonly"), "{held}");
+    let (mut caller, resumed) = reoffer(c, sdp("127.0.0.1", 7000, ""));
+    assert!(resumed.contains("c=IN IP4 127.0.0.1") && !resumed.contains("a=sendrecv"), "as it came: {resumed}");
+
+    // A NOTIFY from the callee in the call's dialog, for no subscription.
+    let contact = inv.header("Contact").and_then(|c| Some(c.split_once('<')?.1.split_once('>')?.0)).expect("Contact");
+    let notify = format!(
+        "NOTIFY {contact} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKstray1;rport\r\nMax-Forwards: 70\r\nFrom: {to};tag=callee{port}\r\nTo: {from}\r\nCall-ID: {cid}\r\nCSeq: 1 NOTIFY\r\nEvent: dialog\r\nSubscription-State: active\r\nContent-Length: 0\r\n\r\n",
+        me = callee.local,
+        port = callee.local.port(),
+        to = inv.header("To").expect("To"),
+        from = inv.header("From").expect("From"),
+        cid = inv.header("Call-ID").expect("Call-ID"),
+    );
+    callee.send(&notify);
+    let reply = std::iter::from_fn(|| callee.recv(Duration::from_secs(5)))
+        .find(|m| m.status().is_some())
+        .expect("an answer to the NOTIFY");
+    assert_eq!(reply.status(), Some(481), "{}", reply.0);
+
+    let t = std::thread::spawn(move || caller.bye());
+    let bye = callee.recv_method("BYE", Duration::from_secs(5)).expect("the BYE");
+    callee.ok(&bye);
+    assert_eq!(t.join().expect("caller").status(), Some(200));
 }
