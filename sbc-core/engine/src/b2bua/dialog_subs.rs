@@ -4,7 +4,7 @@
 //! NOTIFY that belongs to no subscription is refused when the profile says so (SEMS's
 //! `allow_subless_notify=no`).
 
-use crate::sip::msg::{trim, Message};
+use crate::sip::msg::{find_param, trim, Message};
 
 use super::Side;
 
@@ -25,18 +25,10 @@ pub(crate) struct DialogSub {
 
 /// The package and `id` of an Event header value (`refer;id=93809824`).
 fn event_of(value: &[u8]) -> (String, Option<String>) {
-    let text = String::from_utf8_lossy(value);
-    let mut parts = text.split(';');
-    let package = trim_str(parts.next().unwrap_or_default()).to_ascii_lowercase();
-    let id = parts.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        trim_str(k).eq_ignore_ascii_case("id").then(|| trim_str(v).trim_matches('"').to_string())
-    });
+    let end = value.iter().position(|&c| c == b';').unwrap_or(value.len());
+    let package = String::from_utf8_lossy(trim(&value[..end])).to_ascii_lowercase();
+    let id = find_param(&value[end..], b"id").map(|v| String::from_utf8_lossy(v).trim_matches('"').to_string());
     (package, id)
-}
-
-fn trim_str(s: &str) -> &str {
-    s.trim_matches(|c: char| c == ' ' || c == '\t')
 }
 
 fn event_header(msg: &Message) -> Option<&[u8]> {
@@ -95,7 +87,7 @@ pub(super) fn mapped_event(sub: &DialogSub, msg: &Message) -> Option<String> {
     let mut parts: Vec<String> = value.split(';').map(str::to_string).collect();
     let mut changed = false;
     for p in parts.iter_mut().skip(1) {
-        if p.split_once('=').is_some_and(|(k, v)| trim_str(k).eq_ignore_ascii_case("id") && trim_str(v) == from) {
+        if p.split_once('=').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("id") && v.trim() == from) {
             *p = format!("id={to}");
             changed = true;
         }

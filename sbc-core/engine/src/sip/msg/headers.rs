@@ -94,7 +94,9 @@ fn find_unquoted(s: &[u8], needle: u8) -> Option<usize> {
     None
 }
 
-fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+/// The value of parameter `name` (case-insensitive) in `;name=value` text; empty for a
+/// parameter without one.
+pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     params(s).flatten().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.unwrap_or_default())
 }
 

@@ -11,7 +11,9 @@ mod parse;
 mod validate;
 mod writer;
 
-pub use headers::{parse_hostport, parse_rack, parse_u32, split_values, trim, CSeq, NameAddr, Scheme, Uri, Via};
+pub use headers::{
+    find_param, parse_hostport, parse_rack, parse_u32, split_values, trim, CSeq, NameAddr, Scheme, Uri, Via,
+};
 pub use message::{Header, Message, Method, Span, StartLine};
 pub use name::HeaderName;
 pub use parse::{frame_stream, StreamFrame, StreamFramer, MAX_BODY_BYTES, MAX_HEADER_BYTES};
