@@ -15,7 +15,8 @@ use crate::options::{option, Field};
 use crate::pattern::{Env, Pattern};
 use crate::profile::{Profile, RawOption};
 
-/// The options SEMS expands per call whose value is not a pattern here (docs/manual/profiles.md).
+/// The options SEMS expands per call whose value is not a pattern here
+/// (docs/manual/profiles.md), besides every session-timer option ([`is_per_call`]).
 pub const PER_CALL: &[&str] = &[
     "enable_rtprelay",
     "rtprelay_force_symmetric_rtp",
@@ -23,21 +24,15 @@ pub const PER_CALL: &[&str] = &[
     "aleg_rtprelay_interface",
     "codec_preference",
     "codec_preference_aleg",
-    "enable_session_timer",
-    "enable_aleg_session_timer",
-    "session_expires",
-    "minimum_timer",
-    "maximum_timer",
-    "session_refresh_method",
-    "accept_501_reply",
-    "aleg_session_expires",
-    "aleg_minimum_timer",
-    "aleg_maximum_timer",
-    "aleg_session_refresh_method",
-    "aleg_accept_501_reply",
     "fix_replaces_ref",
     "aleg_force_outbound_proxy",
 ];
+
+/// Whether SEMS expands `key` per call where it is a fixed value here.
+pub fn is_per_call(key: &str) -> bool {
+    use crate::session_timer::{ALEG_OPTIONS, OPTIONS};
+    PER_CALL.contains(&key) || OPTIONS.contains(&key) || ALEG_OPTIONS.contains(&key)
+}
 
 /// Per-call options and their patterns.
 pub type PerCall = Vec<(String, Pattern)>;
@@ -47,7 +42,7 @@ pub(crate) fn split(options: Vec<RawOption>) -> Result<(PerCall, Vec<RawOption>)
     let mut per_call = Vec::new();
     let mut fixed = Vec::with_capacity(options.len());
     for o in options {
-        if PER_CALL.contains(&o.key.as_str()) && o.value.contains('$') {
+        if is_per_call(&o.key) && o.value.contains('$') {
             let p = Pattern::compile(&o.value)
                 .map_err(|pe| ConfigError::new(&o.file, o.line, &o.key, format!("pattern '{}': {pe}", o.value)))?;
             per_call.retain(|(k, _)| *k != o.key);

@@ -4,6 +4,27 @@
 use crate::error::ConfigError;
 use crate::profile::{parse_bool, seconds, RawOption};
 
+/// The options that switch session timers on and give the callee leg's values (the caller
+/// leg's fall back on them): also the defaults sbc.conf gives every profile (`config/sems.rs`).
+pub const OPTIONS: &[&str] = &[
+    "enable_session_timer",
+    "enable_aleg_session_timer",
+    "session_expires",
+    "minimum_timer",
+    "maximum_timer",
+    "session_refresh_method",
+    "accept_501_reply",
+];
+
+/// The caller leg's own values.
+pub const ALEG_OPTIONS: &[&str] = &[
+    "aleg_session_expires",
+    "aleg_minimum_timer",
+    "aleg_maximum_timer",
+    "aleg_session_refresh_method",
+    "aleg_accept_501_reply",
+];
+
 /// How the SBC refreshes a session it is the refresher of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RefreshMethod {

@@ -29,15 +29,7 @@ const SBC_CONF_KEYS: &[&str] = &["profiles", "profiles_path", "active_profile", 
 
 /// `sbc.conf` keys that are defaults of every profile it loads (session timers, as SEMS's
 /// session-timer settings there are): a profile's own value wins.
-const PROFILE_DEFAULTS: &[&str] = &[
-    "enable_session_timer",
-    "enable_aleg_session_timer",
-    "session_expires",
-    "minimum_timer",
-    "maximum_timer",
-    "session_refresh_method",
-    "accept_501_reply",
-];
+const PROFILE_DEFAULTS: &[&str] = crate::session_timer::OPTIONS;
 
 fn list(v: &str) -> impl Iterator<Item = &str> {
     v.split(',').map(str::trim).filter(|s| !s.is_empty())
