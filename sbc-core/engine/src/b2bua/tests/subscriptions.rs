@@ -55,16 +55,7 @@ fn refer_notify_inside_a_call_leaves_the_call_up() {
     );
     let refer = one(&out, BOB);
     h.send(BOB, &response_from(BOB, &refer, 202, "", ""));
-    let b_call_id = String::from_utf8_lossy(b_inv.call_id().unwrap()).into_owned();
-    let notify = in_dialog(
-        "NOTIFY",
-        BOB,
-        &format!("{};tag=bt", hv(&b_inv, HeaderName::To)),
-        &hv(&b_inv, HeaderName::From),
-        &b_call_id,
-        5,
-        "Event: refer\nSubscription-State: terminated;reason=noresource\n",
-    );
+    let notify = callee_notify(&b_inv, 5, "Event: refer\nSubscription-State: terminated;reason=noresource\n");
     let out = h.send(BOB, &notify);
     let a_notify = one(&out, ALICE);
     h.send(ALICE, &response_from(ALICE, &a_notify, 200, "", ""));
