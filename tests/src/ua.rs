@@ -18,6 +18,12 @@ impl SipText {
         let first = self.0.lines().next()?;
         (!first.starts_with("SIP/2.0")).then(|| first.split_whitespace().next()).flatten()
     }
+    /// The `tag` parameter of header `name` (From or To); empty without one.
+    pub fn tag(&self, name: &str) -> String {
+        let value = self.header(name).unwrap_or_default();
+        value.split("tag=").nth(1).unwrap_or_default().split(';').next().unwrap_or_default().trim().to_string()
+    }
+
     /// The first header named `name` (case-insensitive), value trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.0.split("\r\n").take_while(|l| !l.is_empty()).skip(1).find_map(|l| {

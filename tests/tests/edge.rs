@@ -22,10 +22,6 @@ fn collect(sock: &UdpSocket, within: Duration) -> Vec<SipText> {
     got
 }
 
-fn tag_of(header: Option<&str>) -> String {
-    header.and_then(|h| h.split("tag=").nth(1)).unwrap_or_default().split(';').next().unwrap_or_default().to_string()
-}
-
 /// One spoofed INVITE that is refused and never ACKed brings its source one reply, not the
 /// eleven a transaction's Timer G would send over 64·T1; a copy of it gets the same reply.
 #[test]
@@ -45,8 +41,8 @@ fn a_refused_invite_never_acked_gets_exactly_one_reply() {
     victim.send_to(invite.as_bytes(), sbcd.addr()).expect("send");
     let again = collect(&victim, Duration::from_millis(1000));
     assert_eq!(again.len(), 1, "{again:#?}");
-    assert_eq!(tag_of(again[0].header("To")), tag_of(replies[0].header("To")));
-    assert!(!tag_of(replies[0].header("To")).is_empty());
+    assert_eq!(again[0].tag("To"), replies[0].tag("To"));
+    assert!(!replies[0].tag("To").is_empty());
 }
 
 /// The next 16 outputs of xorshift64* (sbcd's generator before ChaCha20) after one that
@@ -94,8 +90,8 @@ fn no_identifier_seen_predicts_the_next_ones() {
         assert_eq!(ok.status(), Some(200), "{}", ok.0);
         let (c, inv) = answering.join().expect("callee");
         callee = c;
-        seen.extend(words(&tag_of(ok.header("To"))));
-        seen.extend(words(&tag_of(inv.header("From"))));
+        seen.extend(words(&ok.tag("To")));
+        seen.extend(words(&inv.tag("From")));
         seen.extend(words(inv.header("Call-ID").unwrap_or_default()));
         let branch = inv.header("Via").and_then(|v| v.split("branch=").nth(1)).unwrap_or_default();
         seen.extend(words(branch.split(';').next().unwrap_or_default()));

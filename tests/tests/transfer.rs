@@ -8,10 +8,6 @@ use std::time::Duration;
 use sbc_e2e::ua::{sdp, SipText, TestUa};
 use sbc_e2e::*;
 
-fn tag_of(header: &str) -> String {
-    header.split("tag=").nth(1).unwrap_or_default().split(';').next().unwrap_or_default().trim().to_string()
-}
-
 /// `caller` calls `uri` in a thread while `callee` answers; the caller back, and the INVITE
 /// the callee got.
 fn call(mut caller: TestUa, callee: &TestUa, uri: String) -> (TestUa, SipText) {
@@ -85,7 +81,7 @@ fn transfer(sbcd: &Sbcd, refer_mapped: bool, across_shards: bool) {
         "{};to-tag=callee{};from-tag={}",
         to_carol.header("Call-ID").unwrap_or_default(),
         carol_at.port(),
-        tag_of(to_carol.header("From").unwrap_or_default())
+        to_carol.tag("From")
     );
     assert_eq!(&embedded, if refer_mapped { &expected } else { &replaces }, "the Refer-To Alice got");
 
