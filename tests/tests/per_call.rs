@@ -45,8 +45,8 @@ fn call(mut caller: TestUa, callee: &TestUa, headers: &str) -> Result<SipText, S
         return Err(t.join().expect("caller"));
     };
     callee.answer(&inv, &sdp("127.0.0.1", 7002, ""));
-    let _ack = callee.recv_request(Duration::from_secs(5)).expect("ACK");
-    let bye = callee.recv_request(Duration::from_secs(5)).expect("BYE");
+    let _ack = callee.recv_method("ACK", Duration::from_secs(5)).expect("ACK");
+    let bye = callee.recv_method("BYE", Duration::from_secs(5)).expect("BYE");
     callee.ok(&bye);
     let answer = t.join().expect("caller");
     assert_eq!(answer.status(), Some(200), "{}", answer.0);
