@@ -39,6 +39,43 @@ fn with_fix_replaces_ref_the_refer_carries_the_far_sides_dialog() {
     transfer(&sbcd, true, true);
 }
 
+/// RFC 4538: Bob's out-of-dialog REFER to Carol names, in Target-Dialog, his call with her as
+/// he sees it (sent from another shard than the call's); Carol gets it naming her own dialog.
+#[test]
+fn a_target_dialog_reaches_the_far_side_naming_its_own_dialog() {
+    let sbcd = Sbcd::start(&[]);
+    let (bob, carol) = (TestUa::new(sbcd.addr()), TestUa::new(sbcd.addr()));
+    let carol_at = carol.local;
+    let (bob, to_carol) = call(bob, &carol, format!("sip:carol@{carol_at}"));
+    let (_, calls) = http(&sbcd, "GET", "/calls", None, None);
+    let calls: serde_json::Value = serde_json::from_str(&calls).expect("json");
+    let mut legs = calls.as_array().into_iter().flatten().flat_map(|c| c["legs"].as_array().into_iter().flatten());
+    let bob_leg = legs.find(|l| l["call_id"] == bob.call_id.as_str()).expect("Bob's leg");
+    let sbc_tag = bob_leg["local_tag"].as_str().unwrap_or_default();
+
+    let shard = |call_id: &str| sbc_core::b2bua::shard_of_call_id(call_id.as_bytes(), 2);
+    let refer_id =
+        (0..).map(|n| format!("refer-{n}@bob")).find(|c| shard(c) != shard(&bob.call_id)).expect("another shard");
+    let refer = format!(
+        "REFER sip:carol@{carol_at} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_at};branch=z9hG4bKtd1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:bob@{bob_at}>;tag=td1\r\nTo: <sip:carol@{carol_at}>\r\nCall-ID: {refer_id}\r\nCSeq: 1 REFER\r\nContact: <sip:bob@{bob_at}>\r\nRefer-To: <sip:dave@example.com>\r\nTarget-Dialog: {};local-tag={sbc_tag};remote-tag={}\r\nContent-Length: 0\r\n\r\n",
+        bob.call_id,
+        bob.from_tag(),
+        bob_at = bob.local,
+    );
+    bob.send(&refer);
+    let relayed = carol.recv_method("REFER", Duration::from_secs(5)).expect("the REFER reaches Carol");
+    let expected = format!(
+        "{};local-tag=callee{};remote-tag={}",
+        to_carol.header("Call-ID").unwrap_or_default(),
+        carol_at.port(),
+        to_carol.tag("From")
+    );
+    assert_eq!(relayed.header("Target-Dialog"), Some(expected.as_str()), "{}", relayed.0);
+    carol.reply(&relayed, "202 Accepted", "");
+    let answer = std::iter::from_fn(|| bob.recv(Duration::from_secs(5))).find(|m| m.status().is_some());
+    assert_eq!(answer.and_then(|a| a.status()), Some(202));
+}
+
 /// `refer_mapped`: the REFER reaching Alice names Carol's dialog already (else Bob's).
 /// `across_shards`: Bob's call with Carol is on another of sbcd's two shards than Alice's.
 fn transfer(sbcd: &Sbcd, refer_mapped: bool, across_shards: bool) {
