@@ -48,18 +48,23 @@ fn subscription_dialogs_carry_their_notifies_both_ways() {
 fn refer_notify_inside_a_call_leaves_the_call_up() {
     let mut h = Harness::new();
     let (b_inv, ok) = established(&mut h);
-    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
-    let out = h.send(
-        ALICE,
-        &in_dialog("REFER", ALICE, &from, &to_hdr, "call-1@alice", 11, "Refer-To: <sip:carol@example.com>\n"),
-    );
-    let refer = one(&out, BOB);
+    let refer = caller_refer(&mut h, &ok);
     h.send(BOB, &response_from(BOB, &refer, 202, "", ""));
     let notify = callee_notify(&b_inv, 5, "Event: refer\nSubscription-State: terminated;reason=noresource\n");
     let out = h.send(BOB, &notify);
     let a_notify = one(&out, ALICE);
     h.send(ALICE, &response_from(ALICE, &a_notify, 200, "", ""));
     assert_eq!(h.engine.active_calls(), 1, "the call survives its transfer subscription");
+}
+
+/// The caller's REFER (CSeq 11) in the call its 200 `ok` set up, as the callee gets it.
+fn caller_refer(h: &mut Harness, ok: &Message) -> Message {
+    let (from, to_hdr) = (hv(ok, HeaderName::From), hv(ok, HeaderName::To));
+    let out = h.send(
+        ALICE,
+        &in_dialog("REFER", ALICE, &from, &to_hdr, "call-1@alice", 11, "Refer-To: <sip:carol@example.com>\n"),
+    );
+    one(&out, BOB)
 }
 
 /// A NOTIFY from the callee in the call's dialog (its CSeq and tags right).
@@ -82,12 +87,7 @@ fn callee_notify(b_inv: &Message, cseq: u32, extra: &str) -> String {
 fn a_transfers_notify_carries_the_callers_id_and_stray_notifies_can_be_refused() {
     let mut h = Harness::with_yaml("active_profile: p\nprofiles:\n  p:\n    allow_subless_notify: no\n");
     let (b_inv, ok) = established(&mut h);
-    let (from, to_hdr) = (hv(&ok, HeaderName::From), hv(&ok, HeaderName::To));
-    let out = h.send(
-        ALICE,
-        &in_dialog("REFER", ALICE, &from, &to_hdr, "call-1@alice", 11, "Refer-To: <sip:carol@example.com>\n"),
-    );
-    let refer = one(&out, BOB);
+    let refer = caller_refer(&mut h, &ok);
     let b_cseq = refer.cseq().map(|c| c.num).expect("CSeq");
     assert_ne!(b_cseq, 11, "the B leg numbers its own requests");
     h.send(BOB, &response_from(BOB, &refer, 202, "", ""));
